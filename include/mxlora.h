@@ -1,0 +1,69 @@
+/* mxlora — LoRA fine-tuning and adapters for gpt-oss, on its MXFP4 weights.
+ *
+ * The public C API. The `mxlora` command-line tool is written against this
+ * header alone. Conventions (as in OpenAI's gpt-oss C library):
+ *   - every fallible function returns mxl_status; MXL_OK is zero;
+ *   - on failure, mxl_last_error() holds a message naming the file, line or
+ *     field at fault, and every `_out` pointer is set to NULL (or 0);
+ *   - objects are opaque handles created by `mxl_<thing>_open/create` and
+ *     released by the matching `mxl_<thing>_close/destroy`, which accept NULL;
+ *   - the library never prints to stdout and never exits; long operations
+ *     report progress through callbacks.
+ */
+#ifndef MXLORA_H
+#define MXLORA_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MXL_VERSION_MAJOR 0
+#define MXL_VERSION_MINOR 1
+#define MXL_VERSION_PATCH 0
+
+typedef enum mxl_status {
+  MXL_OK = 0,
+  MXL_ERR_ARGUMENT,    /* a caller passed something invalid */
+  MXL_ERR_UNSUPPORTED, /* valid, but not something mxlora does */
+  MXL_ERR_IO,          /* the operating system refused (open, read, write) */
+  MXL_ERR_FORMAT,      /* a file or input is malformed */
+  MXL_ERR_MEMORY,      /* an allocation failed */
+  MXL_ERR_STATE,       /* the object is not in a state that allows this */
+  MXL_ERR_NUMERIC,     /* NaN/Inf or another numeric failure */
+  MXL_ERR_BACKEND,     /* a compute backend failed (driver, device) */
+  MXL_ERR_INTERRUPTED, /* the user asked to stop (Ctrl-C) */
+} mxl_status;
+
+/* The message recorded by the last failing call on this thread. Never NULL. */
+const char *mxl_last_error(void);
+
+/* A short fixed name for a status ("malformed input"). Never NULL. */
+const char *mxl_status_name(mxl_status status);
+
+/* "0.1.0". */
+const char *mxl_version_string(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* One header per area; each is usable on its own after this one. */
+#include "mxlora/model.h"     /* checkpoints: open, inspect, tiny */
+#include "mxlora/tokenizer.h" /* o200k_harmony tokenizer, harmony rendering */
+#include "mxlora/data.h"      /* datasets, loss masks, batching, stats */
+#include "mxlora/generate.h"  /* text generation */
+#include "mxlora/adapter.h"   /* adapter files, overlay */
+#include "mxlora/train.h"     /* LoRA training, eval */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

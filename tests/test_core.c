@@ -1,0 +1,63 @@
+/* core/: errors, bf16 conversion, atomic files. */
+#include <unistd.h>
+
+#include "core/bf16.h"
+#include "core/fileio.h"
+#include "core/status.h"
+#include "test.h"
+
+static void test_error_message(void) {
+  mxl_status st = mxl_errorf(MXL_ERR_FORMAT, "%s: bad field %d", "x.json", 3);
+  MXL_CHECK(st == MXL_ERR_FORMAT);
+  MXL_CHECK(!strcmp(mxl_last_error(), "x.json: bad field 3"));
+  mxl_error_prefix(st, "loading %s: ", "model");
+  MXL_CHECK(!strcmp(mxl_last_error(), "loading model: x.json: bad field 3"));
+}
+
+static void test_bf16_rounding(void) {
+  MXL_CHECK(mxl_f32_to_bf16(1.0f) == 0x3f80);
+  MXL_CHECK(mxl_bf16_to_f32(0x3f80) == 1.0f);
+  /* 1 + 2^-8 is exactly halfway between 1 and 1 + 2^-7: ties to even (1). */
+  MXL_CHECK(mxl_f32_to_bf16(1.00390625f) == 0x3f80);
+  /* 1 + 3·2^-8 is halfway between 1+2^-7 (odd) and 1+2^-6 (even). */
+  MXL_CHECK(mxl_f32_to_bf16(1.01171875f) == 0x3f82);
+  MXL_CHECK(mxl_f32_to_bf16(-2.5f) == 0xc020);
+  uint16_t nan = mxl_f32_to_bf16(NAN);
+  MXL_CHECK((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
+  MXL_CHECK(mxl_f32_to_bf16(INFINITY) == 0x7f80);
+}
+
+static void test_atomic_write(void) {
+  char path[] = "/tmp/mxl_core_XXXXXX";
+  int fd = mkstemp(path);
+  MXL_CHECK(fd >= 0);
+  close(fd);
+  MXL_CHECK_OK(mxl_write_file_atomic(path, "hello", 5));
+  char *data = NULL;
+  size_t n = 0;
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 20, &data, &n));
+  MXL_CHECK(n == 5 && data && !memcmp(data, "hello", 5));
+  free(data);
+  /* An aborted write leaves the old content and no temporary file. */
+  mxl_atomic_file f;
+  MXL_CHECK_OK(mxl_atomic_file_begin(path, &f));
+  MXL_CHECK_OK(mxl_atomic_file_write(&f, "torn", 4));
+  char temp[256];
+  snprintf(temp, sizeof temp, "%s", f.temp_path);
+  mxl_atomic_file_abort(&f);
+  MXL_CHECK(!mxl_path_exists(temp));
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 20, &data, &n));
+  MXL_CHECK(n == 5 && !memcmp(data, "hello", 5));
+  free(data);
+  MXL_CHECK_FAILS(mxl_read_file(path, 2, &data, &n), MXL_ERR_FORMAT, "limit");
+  unlink(path);
+  MXL_CHECK_FAILS(mxl_read_file("/nonexistent/x", 10, &data, &n), MXL_ERR_IO,
+                  "/nonexistent/x");
+}
+
+int main(void) {
+  MXL_RUN(test_error_message);
+  MXL_RUN(test_bf16_rounding);
+  MXL_RUN(test_atomic_write);
+  return mxl_test_summary("core");
+}
