@@ -18,7 +18,12 @@ for src in tests/fuzz/fuzz_*.c; do
   work="build-fuzz/corpus-${name#fuzz_}"
   mkdir -p "$work"
   echo "fuzz: $name for ${seconds}s"
-  "build-fuzz/$name" -max_total_time="$seconds" -print_final_stats=1 "$work" "$corpus" \
-    2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' || true
-  [ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz: $name FAILED"; exit 1; }
+  log="build-fuzz/$name.log"
+  if ! "build-fuzz/$name" -max_total_time="$seconds" -print_final_stats=1 "$work" "$corpus" \
+    >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "fuzz: $name FAILED (crash input saved beside the log)"
+    exit 1
+  fi
+  grep -E 'stat::number_of_executed_units' "$log" || true
 done
