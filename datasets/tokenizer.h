@@ -38,6 +38,11 @@ typedef struct mxl_token_table {
 /* Loads from a model folder (tokenizer.json, then *.tiktoken, then
  * metal/model.bin) or from a file of one of those kinds. */
 mxl_status mxl_tokenizer_load(const char *path, mxl_tokenizer **out);
+/* Parses the tokenizer section of a metal/model.bin (from its 16-byte
+ * tokenizer header at file offset 132 through the last token); special
+ * tokens are identified by their UUIDs, not by slot. */
+mxl_status mxl_tokenizer_from_metal_section(const uint8_t *data, size_t size,
+                                            mxl_tokenizer **out);
 /* Builds from a table (copied). */
 mxl_status mxl_tokenizer_from_table(const mxl_token_table *table, mxl_tokenizer **out);
 void mxl_tokenizer_free(mxl_tokenizer *tok);
@@ -79,9 +84,9 @@ int mxl_decode_stream_flush(mxl_decode_stream *s, char *out, size_t cap);
  * for `table` into dir, in the layout of the published gpt-oss files. */
 mxl_status mxl_tokenizer_write_hf(const mxl_token_table *table, const char *dir);
 
-/* Serializes the metal/model.bin tokenizer section (spec §4.1: header,
- * special-token UUIDs, regex + NUL, u16-length-prefixed tokens) into a
- * malloc'd buffer, without the padding to 16 KiB. */
+/* Serializes the metal/model.bin tokenizer section (spec §4.1: the 16-byte
+ * tokenizer header, special-token UUIDs, regex + NUL, u16-length-prefixed
+ * tokens) into a malloc'd buffer, without the padding to 16 KiB. */
 mxl_status mxl_tokenizer_metal_section(const mxl_token_table *table, uint8_t **data_out,
                                        size_t *size_out);
 

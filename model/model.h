@@ -46,12 +46,12 @@ typedef struct mxl_weights {
   float attn_scale;            /* 1/sqrt(d), or 1 when q/k are pre-scaled (metal) */
 } mxl_weights;
 
-/* The tokenizer a metal/model.bin carries (spec §4.1), as found in the file. */
+/* The tokenizer section a metal/model.bin carries (spec §4.1), from its
+ * 16-byte tokenizer header (file offset 132) through the last token; parsed
+ * by datasets/ (mxl_tokenizer_from_metal_section). */
 typedef struct mxl_metal_tokenizer {
-  const uint8_t *special_uuids; /* [num_special][16] */
-  const char *regex;            /* NUL-terminated */
-  const uint8_t *tokens;        /* num_text × (u16 length + bytes) */
-  uint32_t num_special, num_text, regex_size, tokens_size;
+  const uint8_t *data;
+  size_t size;
 } mxl_metal_tokenizer;
 
 struct mxl_model {
