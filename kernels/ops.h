@@ -89,6 +89,7 @@ typedef struct mxl_moe_plan {
 
 struct mxl_ops {
   const char *name; /* "ref", "cpu", "cuda" */
+  int host_memory;  /* 1: backend memory is host memory, so mmapped weights are used in place */
 
   /* ---- lifetime and memory ---- */
   void (*destroy)(mxl_backend *be);
