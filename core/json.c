@@ -1,0 +1,331 @@
+/* Typed JSON field reads over cJSON. Every failure names the source, the
+ * key and what was found instead. */
+#include "core/json.h"
+
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fileio.h"
+#include "core/status.h"
+
+/* Integers up to 2^53 are exact in a double; beyond, JSON numbers parsed by
+ * cJSON (as doubles) may have been rounded, so they are refused. */
+#define MXL_JSON_EXACT_INT 9007199254740992.0
+
+static mxl_status syntax_error(const char *text, size_t n, size_t offset, const char *problem,
+                               const char *source) {
+  if (offset > n) offset = n;
+  size_t line = 1, column = 1;
+  for (size_t i = 0; i < offset; i++) {
+    if (text[i] == '\n') {
+      line++;
+      column = 1;
+    } else {
+      column++;
+    }
+  }
+  return mxl_errorf(MXL_ERR_FORMAT, "%s: line %zu, column %zu (byte %zu): %s", source, line,
+                    column, offset, problem);
+}
+
+static int is_json_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+mxl_status mxl_json_parse(const char *text, size_t n, const char *source, cJSON **out) {
+  *out = NULL;
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+  size_t offset = end ? (size_t)(end - text) : 0;
+  if (!root) return syntax_error(text, n, offset, "JSON syntax error", source);
+  while (offset < n && is_json_space(text[offset])) offset++;
+  if (offset < n) {
+    cJSON_Delete(root);
+    return syntax_error(text, n, offset, "unexpected data after the JSON value", source);
+  }
+  *out = root;
+  return MXL_OK;
+}
+
+mxl_status mxl_json_parse_file(const char *path, size_t max_bytes, cJSON **out) {
+  *out = NULL;
+  char *text = NULL;
+  size_t n = 0;
+  MXL_TRY(mxl_read_file(path, max_bytes, &text, &n));
+  mxl_status st = mxl_json_parse(text, n, path, out);
+  free(text);
+  return st;
+}
+
+const char *mxl_json_type_name(const cJSON *item) {
+  if (!item) return "missing";
+  if (cJSON_IsString(item)) return "string";
+  if (cJSON_IsNumber(item)) return "number";
+  if (cJSON_IsBool(item)) return "boolean";
+  if (cJSON_IsNull(item)) return "null";
+  if (cJSON_IsArray(item)) return "array";
+  if (cJSON_IsObject(item)) return "object";
+  return "invalid value";
+}
+
+mxl_status mxl_json_check_unique_keys(const cJSON *obj, const char *source) {
+  /* Quadratic, but objects read this way are small (configs, one tensor
+   * entry); the safetensors reader checks its big header by sorting. */
+  for (const cJSON *a = obj ? obj->child : NULL; a; a = a->next)
+    for (const cJSON *b = a->next; b; b = b->next)
+      if (a->string && b->string && !strcmp(a->string, b->string))
+        return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: duplicate key", source, a->string);
+  return MXL_OK;
+}
+
+static mxl_status type_error(const cJSON *item, const char *what, const char *expected,
+                             const char *source) {
+  if (cJSON_IsNumber(item))
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: expected %s, got %.17g", source, what, expected,
+                      item->valuedouble);
+  return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: expected %s, got %s", source, what, expected,
+                    mxl_json_type_name(item));
+}
+
+/* The value under `key`, or an error saying it is required. */
+static mxl_status lookup(const cJSON *obj, const char *key, const cJSON **item,
+                         const char *source) {
+  *item = NULL;
+  if (!cJSON_IsObject(obj))
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: expected an object holding \"%s\", got %s", source,
+                      key, mxl_json_type_name(obj));
+  *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!*item) return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: missing required field", source, key);
+  return MXL_OK;
+}
+
+/* For optional fields: *item is NULL when absent or null. */
+static mxl_status lookup_optional(const cJSON *obj, const char *key, const cJSON **item,
+                                  const char *source) {
+  *item = NULL;
+  if (!cJSON_IsObject(obj))
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: expected an object holding \"%s\", got %s", source,
+                      key, mxl_json_type_name(obj));
+  const cJSON *found = cJSON_GetObjectItemCaseSensitive(obj, key);
+  *item = cJSON_IsNull(found) ? NULL : found;
+  return MXL_OK;
+}
+
+mxl_status mxl_json_int_value(const cJSON *item, int64_t lo, int64_t hi, int64_t *out,
+                              const char *what, const char *source) {
+  if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) ||
+      item->valuedouble != floor(item->valuedouble))
+    return type_error(item, what, "an integer", source);
+  double v = item->valuedouble;
+  if (v < (double)lo || v > (double)hi || fabs(v) >= MXL_JSON_EXACT_INT)
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: %.17g is out of range [%" PRId64 ", %" PRId64 "]",
+                      source, what, v, lo, hi);
+  *out = (int64_t)v;
+  return MXL_OK;
+}
+
+static mxl_status double_value(const cJSON *item, double *out, const char *what,
+                               const char *source) {
+  if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble))
+    return type_error(item, what, "a finite number", source);
+  *out = item->valuedouble;
+  return MXL_OK;
+}
+
+static mxl_status float_value(const cJSON *item, float *out, const char *what,
+                              const char *source) {
+  double v = 0;
+  MXL_TRY(double_value(item, &v, what, source));
+  if (fabs(v) > FLT_MAX)
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: %g is out of float range", source, what, v);
+  *out = (float)v;
+  return MXL_OK;
+}
+
+static mxl_status bool_value(const cJSON *item, bool *out, const char *what,
+                             const char *source) {
+  if (!cJSON_IsBool(item)) return type_error(item, what, "true or false", source);
+  *out = cJSON_IsTrue(item);
+  return MXL_OK;
+}
+
+static mxl_status string_value(const cJSON *item, const char **out, const char *what,
+                               const char *source) {
+  if (!cJSON_IsString(item) || !item->valuestring)
+    return type_error(item, what, "a string", source);
+  *out = item->valuestring;
+  return MXL_OK;
+}
+
+static mxl_status object_value(const cJSON *item, const cJSON **out, const char *what,
+                               const char *source) {
+  if (!cJSON_IsObject(item)) return type_error(item, what, "an object", source);
+  *out = item;
+  return MXL_OK;
+}
+
+static mxl_status int_array_value(const cJSON *item, int64_t lo, int64_t hi, int64_t *out,
+                                  size_t capacity, size_t *count, const char *what,
+                                  const char *source) {
+  if (!cJSON_IsArray(item)) return type_error(item, what, "an array of integers", source);
+  size_t n = 0;
+  for (const cJSON *e = item->child; e; e = e->next) n++;
+  if (n > capacity)
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: %zu elements, at most %zu allowed", source, what,
+                      n, capacity);
+  size_t i = 0;
+  for (const cJSON *e = item->child; e; e = e->next, i++) {
+    char element[256];
+    snprintf(element, sizeof element, "%s[%zu]", what, i);
+    MXL_TRY(mxl_json_int_value(e, lo, hi, &out[i], element, source));
+  }
+  *count = n;
+  return MXL_OK;
+}
+
+/* ---- required ---- */
+
+mxl_status mxl_json_get_int_range(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
+                                  int64_t *out, const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return mxl_json_int_value(item, lo, hi, out, key, source);
+}
+
+mxl_status mxl_json_get_int(const cJSON *obj, const char *key, int *out, const char *source) {
+  int64_t v = 0;
+  MXL_TRY(mxl_json_get_int_range(obj, key, INT32_MIN, INT32_MAX, &v, source));
+  *out = (int)v;
+  return MXL_OK;
+}
+
+mxl_status mxl_json_get_double(const cJSON *obj, const char *key, double *out,
+                               const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return double_value(item, out, key, source);
+}
+
+mxl_status mxl_json_get_float(const cJSON *obj, const char *key, float *out,
+                              const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return float_value(item, out, key, source);
+}
+
+mxl_status mxl_json_get_bool(const cJSON *obj, const char *key, bool *out, const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return bool_value(item, out, key, source);
+}
+
+mxl_status mxl_json_get_string(const cJSON *obj, const char *key, const char **out,
+                               const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return string_value(item, out, key, source);
+}
+
+mxl_status mxl_json_get_object(const cJSON *obj, const char *key, const cJSON **out,
+                               const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return object_value(item, out, key, source);
+}
+
+mxl_status mxl_json_get_int_array(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
+                                  int64_t *out, size_t capacity, size_t *count,
+                                  const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup(obj, key, &item, source));
+  return int_array_value(item, lo, hi, out, capacity, count, key, source);
+}
+
+/* ---- optional ---- */
+
+mxl_status mxl_json_opt_int_range(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
+                                  int64_t def, int64_t *out, const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *out = def;
+    return MXL_OK;
+  }
+  return mxl_json_int_value(item, lo, hi, out, key, source);
+}
+
+mxl_status mxl_json_opt_int(const cJSON *obj, const char *key, int def, int *out,
+                            const char *source) {
+  int64_t v = 0;
+  MXL_TRY(mxl_json_opt_int_range(obj, key, INT32_MIN, INT32_MAX, def, &v, source));
+  *out = (int)v;
+  return MXL_OK;
+}
+
+mxl_status mxl_json_opt_double(const cJSON *obj, const char *key, double def, double *out,
+                               const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *out = def;
+    return MXL_OK;
+  }
+  return double_value(item, out, key, source);
+}
+
+mxl_status mxl_json_opt_float(const cJSON *obj, const char *key, float def, float *out,
+                              const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *out = def;
+    return MXL_OK;
+  }
+  return float_value(item, out, key, source);
+}
+
+mxl_status mxl_json_opt_bool(const cJSON *obj, const char *key, bool def, bool *out,
+                             const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *out = def;
+    return MXL_OK;
+  }
+  return bool_value(item, out, key, source);
+}
+
+mxl_status mxl_json_opt_string(const cJSON *obj, const char *key, const char *def,
+                               const char **out, const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *out = def;
+    return MXL_OK;
+  }
+  return string_value(item, out, key, source);
+}
+
+mxl_status mxl_json_opt_object(const cJSON *obj, const char *key, const cJSON **out,
+                               const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *out = NULL;
+    return MXL_OK;
+  }
+  return object_value(item, out, key, source);
+}
+
+mxl_status mxl_json_opt_int_array(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
+                                  int64_t *out, size_t capacity, size_t *count,
+                                  const char *source) {
+  const cJSON *item;
+  MXL_TRY(lookup_optional(obj, key, &item, source));
+  if (!item) {
+    *count = 0;
+    return MXL_OK;
+  }
+  return int_array_value(item, lo, hi, out, capacity, count, key, source);
+}
