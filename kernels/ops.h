@@ -94,7 +94,7 @@ struct mxl_ops {
   /* ---- lifetime and memory ---- */
   void (*destroy)(mxl_backend *be);
   void *(*alloc)(mxl_backend *be, size_t bytes); /* zeroed; NULL on failure */
-  void (*free)(mxl_backend *be, void *ptr);
+  void (*free)(mxl_backend *be, void *ptr); /* NULL is a no-op */
   void (*upload)(mxl_backend *be, void *dst, const void *host_src, size_t bytes);
   void (*download)(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
   void (*copy)(mxl_backend *be, void *dst, const void *src, size_t bytes);

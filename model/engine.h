@@ -1,0 +1,37 @@
+/* An engine binds a loaded model to a compute backend: the weights as the
+ * backend sees them, the YaRN frequency table, and reusable scratch memory.
+ * Inference (model/forward.h) and training (model/backward.h) both run on it. */
+#ifndef MXL_MODEL_ENGINE_H
+#define MXL_MODEL_ENGINE_H
+
+#include "kernels/ops.h"
+#include "model/model.h"
+
+typedef struct mxl_engine {
+  const mxl_model *model;
+  const mxl_config *cfg;
+  mxl_backend *be;
+  const mxl_ops *ops;
+  mxl_weights w;         /* backend-resident view (the mapping itself on CPU backends) */
+  float *inv_freq;       /* [d/2] YaRN inverse frequencies, backend memory */
+  float concentration;   /* YaRN attention factor applied to cos and sin */
+} mxl_engine;
+
+/* The YaRN table of spec §5.3, computed in double: inv_freq [d/2] and the
+ * concentration 0.1·ln(factor) + 1 (1 when factor <= 1). */
+void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
+
+mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
+void mxl_engine_destroy(mxl_engine *e);
+
+/* A growable backend buffer, for scratch that is reused across calls. */
+typedef struct mxl_buffer {
+  void *ptr;
+  size_t bytes;
+} mxl_buffer;
+
+/* Ensures buf holds at least `bytes` (contents are not kept on growth). */
+mxl_status mxl_buffer_reserve(mxl_backend *be, mxl_buffer *buf, size_t bytes);
+void mxl_buffer_release(mxl_backend *be, mxl_buffer *buf);
+
+#endif

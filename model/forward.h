@@ -1,0 +1,62 @@
+/* Inference: prefill and incremental decode with a KV cache, several
+ * sequences at once, with optional LoRA adapters overlaid (unmerged).
+ *
+ * Each sequence owns a KV cache. Full-attention layers keep every position
+ * (slot = position); sliding-window layers keep a ring of
+ * window + max_chunk - 1 slots, enough for a chunk's queries to see their
+ * whole window while the chunk's own keys are written. */
+#ifndef MXL_MODEL_FORWARD_H
+#define MXL_MODEL_FORWARD_H
+
+#include "model/layers.h"
+
+typedef struct mxl_kv_cache {
+  int n_layers, kv_dim;
+  int cap_full, cap_slide;       /* slots in full / sliding layers */
+  int max_context, max_chunk;
+  int n_past;                    /* positions already cached */
+  float **k, **v;                /* [L] → [cap_l, nkv·d], backend */
+  int32_t *pos_full, *seg_full;  /* [cap_full] slot position, segment (-1 = empty), backend */
+  int32_t *pos_slide, *seg_slide;/* [cap_slide] */
+  int32_t *host_pos_full, *host_seg_full, *host_pos_slide, *host_seg_slide;
+} mxl_kv_cache;
+
+mxl_status mxl_kv_cache_create(mxl_engine *e, int max_context, int max_chunk,
+                               mxl_kv_cache **out);
+/* Forgets every cached position (the next forward starts at position 0). */
+void mxl_kv_cache_reset(mxl_engine *e, mxl_kv_cache *c);
+void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c);
+
+/* One sequence's new tokens for this step. */
+typedef struct mxl_fwd_seq {
+  mxl_kv_cache *cache;
+  const int32_t *tokens; /* host [n] */
+  int n;
+} mxl_fwd_seq;
+
+/* Reusable scratch of the forward pass. Zero-initialise, then reuse. */
+typedef struct mxl_forward_state {
+  mxl_layer_acts acts;
+  mxl_buffer x;       /* [n, H] residual stream */
+  mxl_buffer ids;     /* [n] token ids */
+  mxl_buffer pos;     /* [n] positions */
+  mxl_buffer seg;     /* [n] zeros: one segment per cache */
+  mxl_buffer rows;    /* [rows, H] rows whose logits are wanted */
+  mxl_buffer logits;  /* [rows, vocab_rows] */
+  int32_t *host_ids, *host_pos;
+  int host_cap;
+} mxl_forward_state;
+
+typedef struct mxl_forward_out {
+  float *logits;  /* host [rows, vocab_rows], rows = n_seq (last token of each
+                     sequence) or every token when all_positions; may be NULL */
+  int all_positions;
+  float *hidden;  /* host [L+1, n, H] or NULL: the residual stream before each
+                     layer and after the last (before the final norm) */
+} mxl_forward_out;
+
+mxl_status mxl_forward(mxl_engine *e, mxl_forward_state *st, const mxl_fwd_seq *seqs,
+                       int n_seq, const mxl_lora_stack *lora, mxl_forward_out *out);
+void mxl_forward_state_release(mxl_engine *e, mxl_forward_state *st);
+
+#endif

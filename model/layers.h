@@ -1,0 +1,90 @@
+/* The two halves of a gpt-oss block (spec §5), shared by inference and
+ * training:
+ *   attention half:  x_mid = x + o_proj(Attn(RoPE(q), RoPE(k), v)),  q,k,v = proj(RMSNorm(x))
+ *   MoE half:        x_out = x_mid + Σ_r w_r·Expert_r(RMSNorm(x_mid))
+ * with LoRA deltas added after every adapted projection.
+ *
+ * All activations of one block live in mxl_layer_acts. Inference reuses one
+ * set for every layer; training keeps one set as the tape of the layer being
+ * back-propagated (recomputed from its saved input: activation checkpointing).
+ * Legend: n tokens, m = n·k routed rows, H hidden, I intermediate, E experts,
+ * nh/nkv heads, d head dim, R LoRA rank. */
+#ifndef MXL_MODEL_LAYERS_H
+#define MXL_MODEL_LAYERS_H
+
+#include "model/engine.h"
+#include "model/lora_view.h"
+
+/* A run of queries that attend to one set of keys (one sequence). */
+typedef struct mxl_attn_group {
+  int q_row0, nq;       /* query rows [q_row0, q_row0 + nq) */
+  const float *k, *v;   /* [nk, nkv·d] after RoPE */
+  int nk;
+  mxl_attn_mask mask;   /* backend arrays */
+} mxl_attn_group;
+
+typedef struct mxl_layer_acts {
+  int n, cap_n;         /* tokens in use, capacity */
+  float *a;             /* [n, H] attention-norm output */
+  float *rstd_a;        /* [n] */
+  float *q;             /* [n, nh·d] after RoPE */
+  float *k, *v;         /* [n, nkv·d], k after RoPE */
+  float *ctx;           /* [n, nh·d] attention output per head */
+  float *lse;           /* [n, nh] attention log-sum-exp (with sink) */
+  float *x_mid;         /* [n, H] residual after attention */
+  float *mlp_in;        /* [n, H] MoE-norm output */
+  float *rstd_m;        /* [n] */
+  float *router_logits; /* [n, E] */
+  int32_t *experts;     /* [n, k] */
+  float *weights;       /* [n, k] */
+  int32_t *order, *slot;/* [m] */
+  int32_t *offsets;     /* [E+1] */
+  int32_t *offsets_host;/* [E+1] host copy */
+  float *xs;            /* [m, H] routed inputs, grouped by expert */
+  float *h;             /* [m, 2I] gate_up output */
+  float *act;           /* [m, I] SwiGLU output */
+  float *ys;            /* [m, H] down output */
+  float *proj;          /* [n, H] o_proj output before the residual add */
+  float *lora_in;       /* [max(n,m), max(H, nh·d, I)] dropout'd LoRA input */
+  float *lora_t[MXL_LORA_N_TARGETS]; /* [rows, R] x·Aᵀ of the trained adapter */
+  int lora_rank_cap;
+  mxl_buffer block;     /* one backend allocation carved into the above */
+  int32_t *host_block;
+} mxl_layer_acts;
+
+/* Sizes the activations for n tokens (grows, never shrinks). lora_rank is
+ * the largest rank of any adapter that will be applied (0: none). */
+mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank);
+void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
+
+/* Adapters applied on top of the frozen base. When `train` is set, the
+ * first adapter is the one being trained: its x·Aᵀ products are kept in
+ * acts->lora_t and attention-input dropout (view->dropout) is applied with
+ * `seed`. */
+typedef struct mxl_lora_stack {
+  const mxl_lora_view *const *views;
+  int n;
+  int train;
+  uint64_t seed;
+} mxl_lora_stack;
+
+/* x_mid = x + attention(x): computes q, k, v (+LoRA), RoPE at positions
+ * pos [n] (backend), then calls `attend` to run attention per group: the
+ * caller decides where keys live (KV cache or the batch itself). */
+typedef mxl_status (*mxl_attend_fn)(void *user, mxl_engine *e, int layer, mxl_layer_acts *acts);
+
+mxl_status mxl_attention_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                              const float *x, const int32_t *pos, mxl_layer_acts *acts,
+                              mxl_attend_fn attend, void *attend_user);
+
+/* Runs attention for one group into acts->ctx / acts->lse. */
+void mxl_attend_group(mxl_engine *e, int layer, mxl_layer_acts *acts, const mxl_attn_group *g);
+
+/* x_out = x_mid + MoE(x_mid) (x_out may equal nothing else; it is written). */
+mxl_status mxl_moe_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                        mxl_layer_acts *acts, float *x_out);
+
+/* The plan view of acts (after mxl_moe_half's routing). */
+mxl_moe_plan mxl_layer_plan(const mxl_engine *e, const mxl_layer_acts *acts);
+
+#endif
