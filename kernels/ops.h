@@ -21,6 +21,7 @@
  *   - All pointers refer to backend memory (from `alloc`), except fields
  *     named *_host. On the CPU backends the two are the same.
  *   - Forward ops overwrite their outputs unless the parameter says "+=".
+ *     Elementwise ops (add, dropout, swiglu's output aside) accept y == x.
  *   - Backward ops ADD into their gradient outputs ("+="); the caller zeroes
  *     them first. Frozen weights never receive gradients.
  *   - Ops are asynchronous on CUDA; `sync` waits and reports the first error
@@ -118,6 +119,7 @@ struct mxl_ops {
 
   /* C = alpha·op(A)·op(B) + beta·C, row-major fp32; op(X) = Xᵀ if tX.
    * op(A) [M, K], op(B) [K, N], C [M, N]; lda/ldb/ldc are row strides.
+   * As in BLAS, beta == 0 means C is not read (it may hold NaN).
    * Serves LoRA: its parameters are small fp32 matrices. */
   void (*gemm_f32)(mxl_backend *be, int tA, int tB, int M, int N, int K, float alpha,
                    const float *A, int lda, const float *B, int ldb, float beta, float *C,
@@ -177,9 +179,17 @@ struct mxl_ops {
   /* y += x — n elements */
   void (*add)(mxl_backend *be, float *y, const float *x, size_t n);
 
-  /* Inverted dropout with a counter-based mask: y[i] = x[i]·keep_i/(1-p),
-   * keep_i a pure function of (seed, i). Applying it to dy with the same
-   * seed is its backward. */
+  /* Inverted dropout with a counter-based mask, 0 <= p < 1, y may be x:
+   *   y[i] = keep_i ? x[i]·scale : 0,   scale = 1.0f / (1.0f - p) in fp32
+   * keep_i is a pure function of (seed, i), bit-identical on every backend:
+   * the (i+1)-th output of splitmix64 seeded with `seed`, in uint64_t
+   * arithmetic (mod 2^64),
+   *   z = seed + (i + 1)·0x9E3779B97F4A7C15
+   *   z = (z ^ (z >> 30))·0xBF58476D1CE4E5B9
+   *   z = (z ^ (z >> 27))·0x94D049BB133111EB
+   *   z = z ^ (z >> 31)
+   *   keep_i = (float)(z >> 40)·2^-24 >= p      (u in [0, 1), exact in fp32)
+   * Applying it to dy with the same seed is its backward. */
   void (*dropout)(mxl_backend *be, float *y, const float *x, size_t n, float p, uint64_t seed);
 
   /* Fused unembedding + cross-entropy, chunked so that the [n, V] logits are
