@@ -30,6 +30,20 @@ typedef struct mxl_buffer {
   size_t bytes;
 } mxl_buffer;
 
+/* Hands out 64-byte aligned pieces of one allocation. With base == NULL it
+ * only counts, so the same code first sizes and then carves a block. */
+typedef struct mxl_carver {
+  char *base;
+  size_t used;
+} mxl_carver;
+
+static inline void *mxl_carve(mxl_carver *c, size_t count, size_t elem_bytes) {
+  size_t bytes = (count * elem_bytes + 63) & ~(size_t)63;
+  void *p = c->base ? c->base + c->used : NULL;
+  c->used += bytes;
+  return p;
+}
+
 /* Ensures buf holds at least `bytes` (contents are not kept on growth). */
 mxl_status mxl_buffer_reserve(mxl_backend *be, mxl_buffer *buf, size_t bytes);
 void mxl_buffer_release(mxl_backend *be, mxl_buffer *buf);

@@ -7,52 +7,38 @@
 
 /* ---------------------------------------------------------------- sizing */
 
-typedef struct carver {
-  char *base;
-  size_t used;
-} carver;
-
-/* Hands out 64-byte aligned pieces of one allocation; with base == NULL it
- * only counts, so the same code sizes and carves. */
-static void *carve(carver *c, size_t count, size_t elem) {
-  size_t bytes = (count * elem + 63) & ~(size_t)63;
-  void *p = c->base ? c->base + c->used : NULL;
-  c->used += bytes;
-  return p;
-}
-
-static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank, carver *c) {
+static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank, mxl_carver *c) {
   const size_t H = cfg->hidden, I = cfg->intermediate, E = cfg->n_experts;
   const size_t k = cfg->experts_per_token, m = (size_t)n * k;
   const size_t qd = (size_t)cfg->n_heads * cfg->head_dim;
   const size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
   size_t widest = H > qd ? H : qd;
   if (I > widest) widest = I;
-  a->a = carve(c, n * H, 4);
-  a->rstd_a = carve(c, n, 4);
-  a->q = carve(c, n * qd, 4);
-  a->k = carve(c, n * kvd, 4);
-  a->v = carve(c, n * kvd, 4);
-  a->ctx = carve(c, n * qd, 4);
-  a->lse = carve(c, (size_t)n * cfg->n_heads, 4);
-  a->x_mid = carve(c, n * H, 4);
-  a->mlp_in = carve(c, n * H, 4);
-  a->rstd_m = carve(c, n, 4);
-  a->router_logits = carve(c, n * E, 4);
-  a->experts = carve(c, m, 4);
-  a->weights = carve(c, m, 4);
-  a->order = carve(c, m, 4);
-  a->slot = carve(c, m, 4);
-  a->offsets = carve(c, E + 1, 4);
-  a->xs = carve(c, m * H, 4);
-  a->h = carve(c, m * 2 * I, 4);
-  a->act = carve(c, m * I, 4);
-  a->ys = carve(c, m * H, 4);
-  a->proj = carve(c, n * H, 4);
-  a->lora_in = rank ? carve(c, m * widest, 4) : NULL;
+  a->a = mxl_carve(c, n * H, 4);
+  a->rstd_a = mxl_carve(c, n, 4);
+  a->q = mxl_carve(c, n * qd, 4);
+  a->k = mxl_carve(c, n * kvd, 4);
+  a->v = mxl_carve(c, n * kvd, 4);
+  a->ctx = mxl_carve(c, n * qd, 4);
+  a->lse = mxl_carve(c, (size_t)n * cfg->n_heads, 4);
+  a->x_mid = mxl_carve(c, n * H, 4);
+  a->mlp_in = mxl_carve(c, n * H, 4);
+  a->rstd_m = mxl_carve(c, n, 4);
+  a->router_logits = mxl_carve(c, n * E, 4);
+  a->experts = mxl_carve(c, m, 4);
+  a->weights = mxl_carve(c, m, 4);
+  a->order = mxl_carve(c, m, 4);
+  a->slot = mxl_carve(c, m, 4);
+  a->offsets = mxl_carve(c, E + 1, 4);
+  a->xs = mxl_carve(c, m * H, 4);
+  a->h = mxl_carve(c, m * 2 * I, 4);
+  a->act = mxl_carve(c, m * I, 4);
+  a->ys = mxl_carve(c, m * H, 4);
+  a->proj = mxl_carve(c, n * H, 4);
+  a->lora_in = rank ? mxl_carve(c, m * widest, 4) : NULL;
   for (int t = 0; t < MXL_LORA_N_TARGETS; t++) {
     size_t rows = (t == MXL_LORA_GATE_UP || t == MXL_LORA_DOWN) ? m : (size_t)n;
-    a->lora_t[t] = rank ? carve(c, rows * rank, 4) : NULL;
+    a->lora_t[t] = rank ? mxl_carve(c, rows * rank, 4) : NULL;
   }
 }
 
@@ -63,13 +49,13 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
   }
   int cap = n > acts->cap_n ? n : acts->cap_n;
   int rank = lora_rank > acts->lora_rank_cap ? lora_rank : acts->lora_rank_cap;
-  carver sizing = {0};
+  mxl_carver sizing = {0};
   carve_acts(e->cfg, acts, cap, rank, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &acts->block, sizing.used));
   int32_t *host = realloc(acts->host_block, (e->cfg->n_experts + 1) * sizeof(int32_t));
   if (!host) return mxl_errorf(MXL_ERR_MEMORY, "layer activations: out of memory");
   acts->host_block = host;
-  carver c = {acts->block.ptr, 0};
+  mxl_carver c = {acts->block.ptr, 0};
   carve_acts(e->cfg, acts, cap, rank, &c);
   acts->offsets_host = host;
   acts->cap_n = cap;
