@@ -1,0 +1,44 @@
+/* Training records: one JSON object per line in metrics.jsonl, and a
+ * loss-curve picture (SVG) at the end of a run. */
+#ifndef MXL_TRAIN_METRICS_H
+#define MXL_TRAIN_METRICS_H
+
+#include <stdio.h>
+
+#include "mxlora.h"
+
+typedef struct mxl_step_record {
+  int step;            /* optimizer steps done */
+  double loss;         /* mean loss per trained token this step */
+  double lr;
+  double grad_norm;    /* before clipping */
+  long long tokens;    /* trained tokens this step */
+  double tokens_per_s; /* all tokens processed per second this step */
+  double elapsed_s;
+  int skipped;         /* 1 if the NaN/Inf guard skipped the update */
+} mxl_step_record;
+
+typedef struct mxl_metrics {
+  FILE *fp;
+  char *path;
+} mxl_metrics;
+
+/* Opens `path` for appending. When resuming at step `resume_step` (> 0),
+ * lines of later steps (written after the checkpoint) are dropped first. */
+mxl_status mxl_metrics_open(mxl_metrics *m, const char *path, int resume_step);
+mxl_status mxl_metrics_step(mxl_metrics *m, const mxl_step_record *r);
+mxl_status mxl_metrics_eval(mxl_metrics *m, int step, double eval_loss, long long tokens);
+void mxl_metrics_close(mxl_metrics *m);
+
+typedef struct mxl_curve {
+  const double *x, *y; /* points */
+  int n;
+  const char *label;
+  const char *color;   /* CSS colour */
+} mxl_curve;
+
+/* Draws the curves on shared axes, with ticks and a legend; atomic write. */
+mxl_status mxl_curve_svg_write(const char *path, const char *title, const mxl_curve *curves,
+                               int n_curves);
+
+#endif
