@@ -331,7 +331,10 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   const size_t plane = (size_t)n * H;
 
   /* Forward: keep every layer's input; everything else is recomputed. */
-  ops->embed(e->be, inputs, e->w.embed.w, dev.tokens, n, H);
+  if (batch->inputs)
+    ops->upload(e->be, inputs, batch->inputs, plane * sizeof(float));
+  else
+    ops->embed(e->be, inputs, e->w.embed.w, dev.tokens, n, H);
   for (int l = 0; l < L; l++) {
     MXL_TRY(mxl_attention_half(e, l, lora, inputs + l * plane, dev.pos, &st->acts, attend_batch,
                                &ba));
@@ -362,6 +365,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
     moe_backward(e, l, lora, grads, &st->acts, &g);
     attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba);
   }
+  if (batch->input_grads) ops->download(e->be, batch->input_grads, g.dx, plane * sizeof(float));
   return ops->sync(e->be);
 }
 

@@ -22,6 +22,8 @@ typedef struct mxl_train_batch {
   const float *weights;   /* host [B·T] loss weight per token (0 = not trained) */
   const int32_t *pos;     /* host [B·T] position within its document (restarts at 0) */
   const int32_t *seg;     /* host [B·T] document id within its sequence */
+  const float *inputs;    /* host [B·T, H] or NULL: used instead of the token embeddings */
+  float *input_grads;     /* host [B·T, H] or NULL: receives ∂loss/∂inputs (the embeddings) */
 } mxl_train_batch;
 
 typedef struct mxl_train_state {
