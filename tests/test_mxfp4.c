@@ -152,7 +152,7 @@ static void test_round_ties_to_even(void) {
 static void test_representable_roundtrip(void) {
   int bad = 0, tried = 0;
   for (int it = 0; it < 20000; it++) {
-    uint8_t block[16], back[16], s2;
+    uint8_t block[16], back[16], s2 = 0;
     for (int j = 0; j < 16; j++) block[j] = (uint8_t)rng_next();
     if (it % 4 == 1) /* few distinct magnitudes: the encoder may pick a smaller scale */
       for (int j = 0; j < 16; j++) block[j] &= 0x99;
@@ -234,7 +234,7 @@ static void test_scale_choice_optimal(void) {
   for (int it = 0; it < n; it++) {
     float x[32];
     random_block(x, it % 4);
-    uint8_t block[16], s;
+    uint8_t block[16], s = 0;
     MXL_CHECK(mxl_mxfp4_encode_block(x, block, &s) == 0);
     double amax = 0.0;
     for (int t = 0; t < 32; t++) amax = fmax(amax, fabs(x[t]));
@@ -313,7 +313,7 @@ static void test_rows_and_stats(void) {
   int64_t saturated = 0;
   int mismatched = 0;
   for (int64_t g = 0; g < (int64_t)ROWS * G; g++) {
-    uint8_t blk[16], s;
+    uint8_t blk[16], s = 0;
     mxl_mxfp4_encode_block(x + 32 * g, blk, &s);
     if (s != scales[g] || memcmp(blk, blocks + 16 * g, 16)) mismatched++;
     float y[32];
