@@ -1,0 +1,20 @@
+/* Options of the optimized CPU backend beyond the op table (kernels/ops.h),
+ * for tests and benchmarks. */
+#ifndef MXL_KERNELS_CPU_H
+#define MXL_KERNELS_CPU_H
+
+#include "kernels/ops.h"
+
+/* Exact mode: 1 keeps fp32 activations inside the matmuls (each activation
+ * is split into two bf16 halves, so products are exact and accumulate in
+ * fp32: about fp32 accuracy, half the speed); 0 (the default) rounds
+ * activations to bf16 (about 1e-3 relative error, full speed). The
+ * environment variable MXL_CPU_EXACT=1 sets it at creation. `be` must be a
+ * CPU backend. */
+void mxl_backend_cpu_set_exact(mxl_backend *be, int exact);
+
+/* The instruction set the backend chose: "avx512bf16", "avx2" or "generic".
+ * MXL_CPU_ISA=generic|avx2 at creation forces a lower one. */
+const char *mxl_backend_cpu_isa(const mxl_backend *be);
+
+#endif

@@ -1,0 +1,167 @@
+/* The optimized CPU backend: creation, instruction-set choice, memory ops,
+ * scratch buffers and the op table. See cpu_internal.h for the file map. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/cpu_internal.h"
+
+/* ------------------------------------------------------------------ ISA choice */
+
+/* The best instruction set this CPU runs, overridable with MXL_CPU_ISA=
+ * generic|avx2|avx512bf16 (never above what the CPU supports), so that every
+ * path can be tested on one machine. */
+static const mxl_cpu_isa *pick_isa(void) {
+  const mxl_cpu_isa *best = &mxl_cpu_isa_generic;
+#if defined(MXL_CPU_X86) && defined(MXL_CPU_X86_READY)
+  __builtin_cpu_init();
+  int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
+                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                   __builtin_cpu_supports("avx512bf16");
+  if (has_avx512) best = &mxl_cpu_isa_avx512;
+  else if (has_avx2) best = &mxl_cpu_isa_avx2;
+  const char *want = getenv("MXL_CPU_ISA");
+  if (want && !strcmp(want, "generic")) best = &mxl_cpu_isa_generic;
+  if (want && !strcmp(want, "avx2") && has_avx2) best = &mxl_cpu_isa_avx2;
+#endif
+  return best;
+}
+
+/* ------------------------------------------------------------------ scratch and errors */
+
+void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  if (bytes <= c->scratch_bytes[slot]) return c->scratch[slot];
+  free(c->scratch[slot]);
+  c->scratch[slot] = NULL;
+  c->scratch_bytes[slot] = 0;
+  size_t rounded = (bytes + 4095) & ~(size_t)4095;
+  void *p = NULL;
+  if (posix_memalign(&p, 64, rounded) != 0) {
+    mxl_cpu_fail(be, MXL_ERR_MEMORY, "scratch buffer");
+    return NULL;
+  }
+  c->scratch[slot] = p;
+  c->scratch_bytes[slot] = rounded;
+  return p;
+}
+
+void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  if (c->error != MXL_OK) return;
+  c->error = status;
+  mxl_errorf(status, "cpu backend: %s: %s", what, mxl_status_name(status));
+}
+
+/* ------------------------------------------------------------------ memory */
+
+static void cpu_destroy(mxl_backend *be) {
+  if (!be) return;
+  mxl_cpu *c = mxl_cpu_of(be);
+  if (c)
+    for (int s = 0; s < MXL_CPU_SCRATCH_SLOTS; s++) free(c->scratch[s]);
+  free(c);
+  free(be);
+}
+
+static void *cpu_alloc(mxl_backend *be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  size_t rounded = bytes ? (bytes + 63) & ~(size_t)63 : 64;
+  if (posix_memalign(&p, 64, rounded) != 0) return NULL;
+  memset(p, 0, rounded);
+  return p;
+}
+
+static void cpu_free(mxl_backend *be, void *ptr) {
+  (void)be;
+  free(ptr);
+}
+
+static void cpu_copy(mxl_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
+  if (bytes) memmove(dst, src, bytes);
+}
+
+static void cpu_zero(mxl_backend *be, void *dst, size_t bytes) {
+  (void)be;
+  if (bytes) memset(dst, 0, bytes);
+}
+
+static mxl_status cpu_sync(mxl_backend *be) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  mxl_status st = c->error;
+  c->error = MXL_OK;
+  if (st != MXL_OK) return mxl_errorf(st, "cpu backend: an op failed since the last sync: %s",
+                                      mxl_status_name(st));
+  return MXL_OK;
+}
+
+static const mxl_ops cpu_ops = {
+    .name = "cpu",
+    .host_memory = 1,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .embed = mxl_cpu_embed,
+    .rmsnorm = mxl_cpu_rmsnorm,
+    .matmul_bf16 = mxl_cpu_matmul_bf16,
+    .gemm_f32 = mxl_cpu_gemm_f32,
+    .rope = mxl_cpu_rope,
+    .attention = mxl_cpu_attention,
+    .router_topk = mxl_cpu_router_topk,
+    .moe_plan = mxl_cpu_moe_plan,
+    .moe_gather = mxl_cpu_moe_gather,
+    .mxfp4_matmul = mxl_cpu_mxfp4_matmul,
+    .swiglu = mxl_cpu_swiglu,
+    .moe_combine = mxl_cpu_moe_combine,
+    .add = mxl_cpu_add,
+    .dropout = mxl_cpu_dropout,
+    .unembed_xent = mxl_cpu_unembed_xent,
+    .rmsnorm_bwd = mxl_cpu_rmsnorm_bwd,
+    .matmul_bf16_dx = mxl_cpu_matmul_bf16_dx,
+    .attention_bwd = mxl_cpu_attention_bwd,
+    .router_bwd = mxl_cpu_router_bwd,
+    .moe_gather_bwd = mxl_cpu_moe_gather_bwd,
+    .mxfp4_matmul_dx = mxl_cpu_mxfp4_matmul_dx,
+    .swiglu_bwd = mxl_cpu_swiglu_bwd,
+    .moe_combine_bwd = mxl_cpu_moe_combine_bwd,
+    .adamw = mxl_cpu_adamw,
+    .sum_squares = mxl_cpu_sum_squares,
+};
+
+mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out) {
+  *out = NULL;
+  mxl_backend *be = calloc(1, sizeof *be);
+  mxl_cpu *c = calloc(1, sizeof *c);
+  if (!be || !c) {
+    free(be);
+    free(c);
+    return mxl_errorf(MXL_ERR_MEMORY, "cpu backend: out of memory creating the backend");
+  }
+  if (n_threads <= 0) n_threads = omp_get_num_procs();
+  if (n_threads < 1) n_threads = 1;
+  c->isa = pick_isa();
+  c->n_threads = n_threads;
+  const char *exact = getenv("MXL_CPU_EXACT");
+  c->exact = exact && exact[0] && strcmp(exact, "0") != 0;
+  be->ops = &cpu_ops;
+  be->n_threads = n_threads;
+  be->impl = c;
+  *out = be;
+  return MXL_OK;
+}
+
+void mxl_backend_cpu_set_exact(mxl_backend *be, int exact) { mxl_cpu_of(be)->exact = exact != 0; }
+
+const char *mxl_backend_cpu_isa(const mxl_backend *be) {
+  return ((const mxl_cpu *)be->impl)->isa->name;
+}

@@ -1,0 +1,175 @@
+/* The optimized CPU backend: private state shared by its files.
+ *
+ * Files:
+ *   cpu_backend.c    creation, ISA choice, memory ops, scratch, the op table
+ *   cpu_dense.c      embed, RMSNorm, RoPE, add, gemm_f32
+ *   cpu_matmul.c     bf16 and MXFP4 matmuls (forward and dx): tiling and
+ *                    threads; the inner loops come from the ISA table below
+ *   cpu_moe.c        router, plan, gather, SwiGLU, combine (and backward)
+ *   cpu_attention.c  attention forward and backward
+ *   cpu_loss.c       fused unembedding + cross-entropy, dropout, AdamW, Σx²
+ *   cpu_isa_*.c      the inner loops, one file per instruction set:
+ *                    generic (portable C), avx2 (AVX2 + FMA), avx512
+ *                    (AVX-512 F/BW/VL + BF16). Each x86 file compiles its
+ *                    functions with __attribute__((target)), so one binary
+ *                    runs on any x86-64; cpu_backend.c picks the best table
+ *                    the CPU supports (CPUID) once, at creation.
+ *
+ * Shape legend as kernels/ops.h. Threads: OpenMP, `n_threads` per backend.
+ * The backend is used by one host thread at a time (like a CUDA stream).
+ */
+#ifndef MXL_KERNELS_CPU_INTERNAL_H
+#define MXL_KERNELS_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/ops.h"
+
+/* ------------------------------------------------------------------ ISA table
+ *
+ * Inner loops of the heavy ops. All matrices are row-major; "bf16" arrays
+ * hold bf16 bit patterns. K is always a multiple of 32 for the MXFP4 entry
+ * points; bf16 entry points accept any K (tails handled inside). */
+typedef struct mxl_cpu_isa {
+  const char *name; /* "avx512bf16", "avx2", "generic" */
+
+  /* dst[i] = bf16(src[i]) rounded to nearest even — dst [n], src [n] */
+  void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
+
+  /* Split for the exact mode: hi[i] = bf16(src[i]), lo[i] = bf16(src[i] - hi[i]). */
+  void (*to_bf16_split)(uint16_t *hi, uint16_t *lo, const float *src, size_t n);
+
+  /* Decodes a block-aligned window of an MXFP4 matrix into bf16 (exact
+   * wherever bf16 holds the value; NaN scales give NaN) — dst [rows, ld_dst]
+   * (columns [0, K)), blocks/scales point at the window's first block of its
+   * first row, row_blocks = blocks per full matrix row, K % 32 == 0. */
+  void (*mxfp4_to_bf16)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                        const uint8_t *scales, int64_t row_blocks, int rows, int K, int bias);
+
+  /* dst[c, r] = src[r, c] — dst [cols, ld_dst], src [rows, ld_src], bf16. */
+  void (*transpose_bf16)(uint16_t *dst, int64_t ld_dst, const uint16_t *src, int64_t ld_src,
+                         int rows, int cols);
+
+  /* C[i, j] (+)= Σ_k A[i, k]·B[j, k] for i < M, j < N — C [M, ldc] fp32,
+   * A [M, lda] bf16, B [N, ldb] bf16. With A_lo != NULL it adds the
+   * products of A_lo (same layout) too (exact mode). accumulate == 0
+   * overwrites C, else adds to it. Efficient from M = 1 (weights streamed
+   * once per call) to large M. */
+  void (*gemm_bf16_nt)(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                       int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
+                       int accumulate);
+
+  /* y[j] = Σ_k x[k]·W[j, k] for j < N, W MXFP4 rows: the memory-bound
+   * matrix-vector product of decoding — y [N], x [K] fp32, blocks/scales as
+   * mxfp4_to_bf16 (K the full row). exact keeps fp32 activations. */
+  void (*gemv_mxfp4)(float *y, const float *x, const uint8_t *blocks, const uint8_t *scales,
+                     int64_t row_blocks, int N, int K, int bias, int exact);
+
+  /* fp32 vector helpers for attention, the loss and small ops. */
+  float (*dot_f32)(const float *a, const float *b, int n);  /* Σ a·b */
+  void (*axpy_f32)(float *y, float a, const float *x, int n); /* y += a·x */
+  float (*max_f32)(const float *x, int n);                  /* max x, -inf for n = 0 */
+  float (*sum_exp_f32)(const float *x, int n, float shift); /* Σ exp(x − shift) */
+  /* y = mul·exp(x − shift) (y may be x) */
+  void (*exp_f32)(float *y, const float *x, int n, float shift, float mul);
+} mxl_cpu_isa;
+
+extern const mxl_cpu_isa mxl_cpu_isa_generic;
+#if defined(__x86_64__) || defined(__i386__)
+#define MXL_CPU_X86 1
+extern const mxl_cpu_isa mxl_cpu_isa_avx2;
+extern const mxl_cpu_isa mxl_cpu_isa_avx512;
+#endif
+
+/* ------------------------------------------------------------------ state */
+
+enum { MXL_CPU_SCRATCH_SLOTS = 4 };
+
+typedef struct mxl_cpu {
+  const mxl_cpu_isa *isa;
+  int n_threads;
+  int exact;               /* 1: keep fp32 activations inside matmuls (MXL_CPU_EXACT=1) */
+  mxl_status error;        /* first failure since the last sync */
+  void *scratch[MXL_CPU_SCRATCH_SLOTS];
+  size_t scratch_bytes[MXL_CPU_SCRATCH_SLOTS];
+} mxl_cpu;
+
+static inline mxl_cpu *mxl_cpu_of(mxl_backend *be) { return (mxl_cpu *)be->impl; }
+
+/* Scratch memory that lives as long as the backend, grown on demand
+ * (64-byte aligned, contents undefined). Slots let one op hold several
+ * buffers at once. NULL on allocation failure (recorded for sync). */
+enum {
+  MXL_CPU_SCRATCH_ACT = 0,    /* activations converted to bf16 */
+  MXL_CPU_SCRATCH_THREAD = 1, /* per-thread tiles */
+  MXL_CPU_SCRATCH_AUX = 2,    /* a second shared buffer */
+  MXL_CPU_SCRATCH_AUX2 = 3,
+};
+void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes);
+
+/* Records the first failure of an op; `sync` returns it. */
+void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what);
+
+/* ------------------------------------------------------------------ ops by file */
+
+void mxl_cpu_embed(mxl_backend *be, float *x, const uint16_t *table, const int32_t *ids, int n,
+                   int H);
+void mxl_cpu_rmsnorm(mxl_backend *be, float *y, float *rstd, const float *x, const uint16_t *g,
+                     int n, int H, float eps);
+void mxl_cpu_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
+                         const float *rstd, const uint16_t *g, int n, int H, float eps);
+void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                      int ldc);
+void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int32_t *pos,
+                  const float *inv_freq, float concentration, int interleaved, int inverse);
+void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n);
+
+void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf16_weight *W,
+                         int n);
+void mxl_cpu_matmul_bf16_dx(mxl_backend *be, float *dx, const float *dy,
+                            const mxl_bf16_weight *W, int n);
+void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_mxfp4_weight *W,
+                          const mxl_moe_plan *plan);
+void mxl_cpu_mxfp4_matmul_dx(mxl_backend *be, float *dx, const float *dy,
+                             const mxl_mxfp4_weight *W, const mxl_moe_plan *plan);
+
+void mxl_cpu_router_topk(mxl_backend *be, int32_t *experts, float *weights, const float *logits,
+                         int n, int E, int k);
+void mxl_cpu_router_bwd(mxl_backend *be, float *dlogits, const float *dweights,
+                        const float *weights, const int32_t *experts, int n, int E, int k);
+void mxl_cpu_moe_plan(mxl_backend *be, int32_t *order, int32_t *slot, int32_t *offsets,
+                      const int32_t *experts, int n, int k, int E);
+void mxl_cpu_moe_gather(mxl_backend *be, float *xs, const float *x, const mxl_moe_plan *plan,
+                        int H);
+void mxl_cpu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
+                            const mxl_moe_plan *plan, int H);
+void mxl_cpu_swiglu(mxl_backend *be, float *act, const float *h, int m, int I, float alpha,
+                    float limit);
+void mxl_cpu_swiglu_bwd(mxl_backend *be, float *dh, const float *dact, const float *h, int m,
+                        int I, float alpha, float limit);
+void mxl_cpu_moe_combine(mxl_backend *be, float *out, const float *ys, const mxl_moe_plan *plan,
+                         int H);
+void mxl_cpu_moe_combine_bwd(mxl_backend *be, float *dys, float *dweights, const float *dout,
+                             const float *ys, const mxl_moe_plan *plan, int H);
+
+void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, const float *k,
+                       const float *v, const uint16_t *sinks, const mxl_attn_mask *mask, int nq,
+                       int nk, int nh, int nkv, int d, float scale);
+void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                           const float *out, const float *lse, const float *q, const float *k,
+                           const float *v, const uint16_t *sinks, const mxl_attn_mask *mask,
+                           int nq, int nk, int nh, int nkv, int d, float scale);
+
+void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *h,
+                          const mxl_bf16_weight *W, const int32_t *targets, const float *weight,
+                          int n);
+void mxl_cpu_dropout(mxl_backend *be, float *y, const float *x, size_t n, float p,
+                     uint64_t seed);
+void mxl_cpu_adamw(mxl_backend *be, float *param, const float *grad, float *m, float *v,
+                   size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                   int step, float grad_scale);
+double mxl_cpu_sum_squares(mxl_backend *be, const float *x, size_t n);
+
+#endif

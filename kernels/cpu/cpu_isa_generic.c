@@ -1,0 +1,116 @@
+/* CPU backend inner loops in portable C: the path for CPUs without AVX2 and
+ * for non-x86 builds. Semantics of each entry: cpu_internal.h. */
+#include <math.h>
+#include <string.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/mxfp4.h"
+
+static void gen_to_bf16(uint16_t *dst, const float *src, size_t n) {
+  for (size_t i = 0; i < n; i++) dst[i] = mxl_f32_to_bf16(src[i]);
+}
+
+static void gen_to_bf16_split(uint16_t *hi, uint16_t *lo, const float *src, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    hi[i] = mxl_f32_to_bf16(src[i]);
+    lo[i] = mxl_f32_to_bf16(src[i] - mxl_bf16_to_f32(hi[i]));
+  }
+}
+
+static void gen_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                              const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                              int bias) {
+  float tmp[MXL_MXFP4_BLOCK];
+  for (int r = 0; r < rows; r++)
+    for (int g = 0; g < K / MXL_MXFP4_BLOCK; g++) {
+      int64_t b = (int64_t)r * row_blocks + g;
+      mxl_mxfp4_decode_block(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias, tmp);
+      uint16_t *out = dst + (int64_t)r * ld_dst + g * MXL_MXFP4_BLOCK;
+      for (int t = 0; t < MXL_MXFP4_BLOCK; t++) out[t] = mxl_f32_to_bf16(tmp[t]);
+    }
+}
+
+static void gen_transpose_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+                               int64_t ld_src, int rows, int cols) {
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) dst[(int64_t)c * ld_dst + r] = src[(int64_t)r * ld_src + c];
+}
+
+static void gen_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                             int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
+                             int accumulate) {
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      const uint16_t *a = A + (int64_t)i * lda, *b = B + (int64_t)j * ldb;
+      float acc = 0;
+      for (int k = 0; k < K; k++) acc += mxl_bf16_to_f32(a[k]) * mxl_bf16_to_f32(b[k]);
+      if (A_lo) {
+        const uint16_t *al = A_lo + (int64_t)i * lda;
+        for (int k = 0; k < K; k++) acc += mxl_bf16_to_f32(al[k]) * mxl_bf16_to_f32(b[k]);
+      }
+      float *c = &C[(int64_t)i * ldc + j];
+      *c = accumulate ? *c + acc : acc;
+    }
+}
+
+static void gen_gemv_mxfp4(float *y, const float *x, const uint8_t *blocks,
+                           const uint8_t *scales, int64_t row_blocks, int N, int K, int bias,
+                           int exact) {
+  (void)exact; /* fp32 activations always */
+  float w[MXL_MXFP4_BLOCK];
+  for (int j = 0; j < N; j++) {
+    float acc = 0;
+    for (int g = 0; g < K / MXL_MXFP4_BLOCK; g++) {
+      int64_t b = (int64_t)j * row_blocks + g;
+      mxl_mxfp4_decode_block(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias, w);
+      const float *xg = x + g * MXL_MXFP4_BLOCK;
+      for (int t = 0; t < MXL_MXFP4_BLOCK; t++) acc += xg[t] * w[t];
+    }
+    y[j] = acc;
+  }
+}
+
+static float gen_dot_f32(const float *a, const float *b, int n) {
+  float s[4] = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int l = 0; l < 4; l++) s[l] += a[i + l] * b[i + l];
+  for (; i < n; i++) s[0] += a[i] * b[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+static void gen_axpy_f32(float *y, float a, const float *x, int n) {
+  for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static float gen_max_f32(const float *x, int n) {
+  float m = -INFINITY;
+  for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+static float gen_sum_exp_f32(const float *x, int n, float shift) {
+  float s = 0;
+  for (int i = 0; i < n; i++) s += expf(x[i] - shift);
+  return s;
+}
+
+static void gen_exp_f32(float *y, const float *x, int n, float shift, float mul) {
+  for (int i = 0; i < n; i++) y[i] = mul * expf(x[i] - shift);
+}
+
+const mxl_cpu_isa mxl_cpu_isa_generic = {
+    .name = "generic",
+    .to_bf16 = gen_to_bf16,
+    .to_bf16_split = gen_to_bf16_split,
+    .mxfp4_to_bf16 = gen_mxfp4_to_bf16,
+    .transpose_bf16 = gen_transpose_bf16,
+    .gemm_bf16_nt = gen_gemm_bf16_nt,
+    .gemv_mxfp4 = gen_gemv_mxfp4,
+    .dot_f32 = gen_dot_f32,
+    .axpy_f32 = gen_axpy_f32,
+    .max_f32 = gen_max_f32,
+    .sum_exp_f32 = gen_sum_exp_f32,
+    .exp_f32 = gen_exp_f32,
+};

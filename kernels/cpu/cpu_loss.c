@@ -1,0 +1,232 @@
+/* CPU backend loss and optimizer: fused unembedding + cross-entropy,
+ * dropout, AdamW, Σx². Shape legend as kernels/ops.h. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu_internal.h"
+
+/* ------------------------------------------------------------------ unembed + xent
+ *
+ * The tokens with weight != 0 are gathered and converted to bf16 once, then
+ * split into chunks of at most TOK_CHUNK rows, one work item each. An item
+ * streams the vocabulary VOCAB_CHUNK rows at a time, twice:
+ *   1. logits tile [rows, VOCAB_CHUNK] = h·W_cᵀ (+ b), online log-sum-exp
+ *      per row (running max, rescaled sum) and the target logit;
+ *   2. (when dh is wanted) the tile again, G = weight·(softmax − onehot),
+ *      and dh_rows += G·W_c with W_c transposed into the thread's buffer.
+ * Per-thread memory is a few tiles; nothing of size [n, V] exists. */
+
+enum { TOK_CHUNK = 64, VOCAB_CHUNK = 128 };
+
+typedef struct xent_job {
+  const mxl_bf16_weight *W;
+  const uint16_t *act, *act_lo; /* [na, H] active rows in bf16 (lo: exact mode) */
+  const int32_t *rows;          /* [na] original token index of each active row */
+  const int32_t *targets;
+  const float *weight;
+  float *loss, *dh;
+} xent_job;
+
+/* Per-thread scratch of one xent item, in floats or bf16 elements. */
+typedef struct xent_buf {
+  float *logits;    /* [TOK_CHUNK, VOCAB_CHUNK] */
+  float *dacc;      /* [TOK_CHUNK, H] gradient rows of this item */
+  uint16_t *g, *g_lo; /* [TOK_CHUNK, VOCAB_CHUNK] G in bf16 */
+  uint16_t *wt;     /* [H, VOCAB_CHUNK] the vocabulary chunk transposed */
+} xent_buf;
+
+static size_t xent_buf_bytes(int64_t H) {
+  return (size_t)TOK_CHUNK * VOCAB_CHUNK * 4 + (size_t)TOK_CHUNK * H * 4 +
+         (size_t)TOK_CHUNK * VOCAB_CHUNK * 2 * 2 + (size_t)H * VOCAB_CHUNK * 2 + 4 * 64;
+}
+
+static xent_buf xent_buf_carve(char *p, int64_t H) {
+  xent_buf b;
+  b.logits = (float *)p;
+  p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 4;
+  b.dacc = (float *)p;
+  p += (size_t)TOK_CHUNK * H * 4;
+  b.g = (uint16_t *)p;
+  p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 2;
+  b.g_lo = (uint16_t *)p;
+  p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 2;
+  b.wt = (uint16_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+  return b;
+}
+
+/* logits [rows, vn] = act·W[v0:v0+vn]ᵀ + b */
+static void xent_logits(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, int rows,
+                        int64_t v0, int vn, float *logits) {
+  int64_t H = job->W->cols;
+  isa->gemm_bf16_nt(logits, VOCAB_CHUNK, job->act + r0 * H, job->act_lo ? job->act_lo + r0 * H : NULL,
+                    H, job->W->w + v0 * H, H, rows, vn, (int)H, 0);
+  if (job->W->bias)
+    for (int r = 0; r < rows; r++)
+      for (int v = 0; v < vn; v++) logits[r * VOCAB_CHUNK + v] += mxl_bf16_to_f32(job->W->bias[v0 + v]);
+}
+
+static void xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, int rows,
+                      int exact, xent_buf *b) {
+  const mxl_bf16_weight *W = job->W;
+  int64_t V = W->rows, H = W->cols;
+  float mx[TOK_CHUNK], sum[TOK_CHUNK], zt[TOK_CHUNK], lse[TOK_CHUNK];
+  for (int r = 0; r < rows; r++) mx[r] = -INFINITY, sum[r] = 0, zt[r] = 0;
+
+  for (int64_t v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
+    int vn = (int)(V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK);
+    xent_logits(isa, job, r0, rows, v0, vn, b->logits);
+    for (int r = 0; r < rows; r++) {
+      const float *z = b->logits + r * VOCAB_CHUNK; /* [vn] */
+      int64_t tgt = job->targets[job->rows[r0 + r]] - v0;
+      if (tgt >= 0 && tgt < vn) zt[r] = z[tgt];
+      float m = isa->max_f32(z, vn);
+      if (m > mx[r]) {
+        sum[r] *= expf(mx[r] - m);
+        mx[r] = m;
+      }
+      sum[r] += isa->sum_exp_f32(z, vn, mx[r]);
+    }
+  }
+  for (int r = 0; r < rows; r++) {
+    lse[r] = mx[r] + logf(sum[r]);
+    if (job->loss) job->loss[job->rows[r0 + r]] = lse[r] - zt[r];
+  }
+  if (!job->dh) return;
+
+  memset(b->dacc, 0, (size_t)rows * H * sizeof *b->dacc);
+  for (int64_t v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
+    int vn = (int)(V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK);
+    xent_logits(isa, job, r0, rows, v0, vn, b->logits);
+    for (int r = 0; r < rows; r++) {
+      int32_t t = job->rows[r0 + r];
+      float *z = b->logits + r * VOCAB_CHUNK;
+      isa->exp_f32(z, z, vn, lse[r], job->weight[t]);
+      int64_t tgt = job->targets[t] - v0;
+      if (tgt >= 0 && tgt < vn) z[tgt] -= job->weight[t];
+      if (vn < VOCAB_CHUNK) memset(z + vn, 0, (size_t)(VOCAB_CHUNK - vn) * sizeof *z);
+    }
+    if (exact) isa->to_bf16_split(b->g, b->g_lo, b->logits, (size_t)rows * VOCAB_CHUNK);
+    else isa->to_bf16(b->g, b->logits, (size_t)rows * VOCAB_CHUNK);
+    isa->transpose_bf16(b->wt, VOCAB_CHUNK, W->w + v0 * H, H, vn, (int)H);
+    if (vn < VOCAB_CHUNK) /* zero the tail columns: G is zero there, W must not be NaN */
+      for (int64_t c = 0; c < H; c++)
+        memset(b->wt + c * VOCAB_CHUNK + vn, 0, (size_t)(VOCAB_CHUNK - vn) * 2);
+    isa->gemm_bf16_nt(b->dacc, H, b->g, exact ? b->g_lo : NULL, VOCAB_CHUNK, b->wt, VOCAB_CHUNK,
+                      rows, (int)H, VOCAB_CHUNK, 1);
+  }
+  for (int r = 0; r < rows; r++) {
+    float *dst = job->dh + (size_t)job->rows[r0 + r] * H;
+    const float *src = b->dacc + (size_t)r * H;
+    for (int64_t c = 0; c < H; c++) dst[c] += src[c];
+  }
+}
+
+void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *h,
+                          const mxl_bf16_weight *W, const int32_t *targets, const float *weight,
+                          int n) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  int64_t H = W->cols;
+  if (n <= 0 || (!loss && !dh)) return;
+  for (int t = 0; t < n; t++)
+    if (weight[t] == 0 && loss) loss[t] = 0;
+  /* Active rows, gathered and converted; [na] indices then [na, H] bf16 (x2 exact). */
+  size_t idx_bytes = ((size_t)n * sizeof(int32_t) + 63) & ~(size_t)63;
+  char *act_mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_ACT,
+                                  idx_bytes + (size_t)n * H * 2 * (c->exact ? 2 : 1));
+  if (!act_mem) return;
+  int32_t *rows = (int32_t *)act_mem;
+  int na = 0;
+  for (int t = 0; t < n; t++)
+    if (weight[t] != 0) rows[na++] = t;
+  if (na == 0) return;
+  uint16_t *act = (uint16_t *)(act_mem + idx_bytes);
+  uint16_t *act_lo = c->exact ? act + (size_t)na * H : NULL;
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  for (int r = 0; r < na; r++) {
+    const float *src = h + (size_t)rows[r] * H;
+    if (act_lo) c->isa->to_bf16_split(act + (size_t)r * H, act_lo + (size_t)r * H, src, (size_t)H);
+    else c->isa->to_bf16(act + (size_t)r * H, src, (size_t)H);
+  }
+
+  size_t per_thread = (xent_buf_bytes(H) + 63) & ~(size_t)63;
+  char *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * (size_t)be->n_threads);
+  if (!bufs) return;
+  xent_job job = {W, act, act_lo, rows, targets, weight, loss, dh};
+  /* Chunks small enough that every thread gets work. */
+  int chunk = (na + be->n_threads - 1) / be->n_threads;
+  if (chunk > TOK_CHUNK) chunk = TOK_CHUNK;
+  int items = (na + chunk - 1) / chunk;
+#pragma omp parallel num_threads(be->n_threads)
+  {
+    xent_buf b = xent_buf_carve(bufs + per_thread * (size_t)omp_get_thread_num(), H);
+#pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < items; it++) {
+      int r0 = it * chunk, len = na - r0 < chunk ? na - r0 : chunk;
+      xent_item(c->isa, &job, r0, len, c->exact, &b);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ dropout */
+
+/* The keep decision shared by every backend (kernels/ref/ref_loss.h):
+ * output i+1 of splitmix64 seeded with `seed`, its top 24 bits as u in
+ * [0, 1), kept when u >= p. */
+static inline int dropout_keep(uint64_t seed, uint64_t i, float p) {
+  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float)(z >> 40) * 0x1p-24f >= p;
+}
+
+void mxl_cpu_dropout(mxl_backend *be, float *y, const float *x, size_t n, float p,
+                     uint64_t seed) {
+  float scale = 1.0f / (1.0f - p);
+  const size_t chunk = 1 << 14;
+  int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  for (int64_t c = 0; c < n_chunks; c++) {
+    size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
+    for (size_t i = (size_t)c * chunk; i < end; i++)
+      y[i] = dropout_keep(seed, i, p) ? x[i] * scale : 0.0f;
+  }
+}
+
+/* ------------------------------------------------------------------ AdamW, Σx² */
+
+void mxl_cpu_adamw(mxl_backend *be, float *param, const float *grad, float *m, float *v,
+                   size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                   int step, float grad_scale) {
+  double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
+  float inv_bc1 = (float)(1.0 / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+  const size_t chunk = 1 << 14;
+  int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  for (int64_t c = 0; c < n_chunks; c++) {
+    size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
+    for (size_t i = (size_t)c * chunk; i < end; i++) {
+      float g = grad[i] * grad_scale;
+      m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+      v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+      float update = (m[i] * inv_bc1) / (sqrtf(v[i]) * inv_sqrt_bc2 + eps) + weight_decay * param[i];
+      param[i] -= lr * update;
+    }
+  }
+}
+
+double mxl_cpu_sum_squares(mxl_backend *be, const float *x, size_t n) {
+  double total = 0;
+  const size_t chunk = 1 << 14;
+  int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) reduction(+ : total)
+  for (int64_t c = 0; c < n_chunks; c++) {
+    size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
+    double s = 0;
+    for (size_t i = (size_t)c * chunk; i < end; i++) s += (double)x[i] * x[i];
+    total += s;
+  }
+  return total;
+}

@@ -1,0 +1,272 @@
+/* CPU backend matmuls: dense bf16 and grouped MXFP4, forward (y = x·Wᵀ) and
+ * backward (dx = dy·W). This file splits the work into tiles and threads;
+ * the inner loops come from the ISA table (cpu_isa_*.c).
+ *
+ * The plan for every product: activations are converted once to bf16
+ * (or to a bf16 hi + lo pair in exact mode) and the weights are fed as bf16
+ * rows to one kernel, gemm_bf16_nt (C = A·Bᵀ, both operands K-contiguous):
+ *   - bf16 weights are already bf16 rows: B is the weight itself;
+ *   - MXFP4 weights are decoded a panel of rows at a time into a per-thread
+ *     buffer that stays in L2 and is reused by every row of the expert's
+ *     group; a group of one row (decode) instead streams the packed weights
+ *     through gemv_mxfp4, which decodes in registers at memory speed;
+ *   - the backward needs Wᵀ rows: a strip of W (decoded if MXFP4) is
+ *     transposed into the per-thread buffer, never the whole matrix.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/mxfp4.h"
+
+enum {
+  PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
+  GEMV_ROWS = 128,   /* weight rows per decode (one activation row) work item */
+  STRIP_COLS = 64,   /* dx columns per backward work item */
+  STRIP_ROWS = 1024, /* weight rows transposed at once in the backward */
+};
+
+/* ------------------------------------------------------------------ activations */
+
+/* Activations [rows, K] fp32 as bf16 [rows, K]; in exact mode also the
+ * residuals lo = bf16(x - hi). */
+typedef struct act_bf16 {
+  const uint16_t *hi; /* [rows, K] */
+  const uint16_t *lo; /* [rows, K] or NULL */
+} act_bf16;
+
+static int convert_activations(mxl_backend *be, act_bf16 *out, const float *x, int64_t rows,
+                               int64_t K) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  size_t n = (size_t)rows * (size_t)K;
+  uint16_t *buf = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_ACT, n * sizeof *buf * (c->exact ? 2 : 1));
+  if (!buf) return -1;
+  out->hi = buf;
+  out->lo = c->exact ? buf + n : NULL;
+  const size_t chunk = 1 << 14;
+  int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  for (int64_t ch = 0; ch < n_chunks; ch++) {
+    size_t i0 = (size_t)ch * chunk, len = n - i0 < chunk ? n - i0 : chunk;
+    if (c->exact) c->isa->to_bf16_split(buf + i0, buf + n + i0, x + i0, len);
+    else c->isa->to_bf16(buf + i0, x + i0, len);
+  }
+  return 0;
+}
+
+/* y[i, j] += bias[j] for a tile — y [rows, ldy], bias bf16 [cols] */
+static void add_bias(float *y, int64_t ldy, const uint16_t *bias, int rows, int cols) {
+  if (!bias) return;
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) {
+      uint32_t bits = (uint32_t)bias[j] << 16;
+      float b;
+      memcpy(&b, &bits, sizeof b);
+      y[(int64_t)i * ldy + j] += b;
+    }
+}
+
+/* ------------------------------------------------------------------ bf16 forward */
+
+/* y = x·Wᵀ + b — y [n, N], x [n, K], W bf16 [N, K]. Tiles of PANEL_ROWS
+ * weight rows × a block of activation rows; the row blocks only split when
+ * there are too few weight panels to keep every thread busy. */
+void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf16_weight *W,
+                         int n) {
+  if (n <= 0 || W->rows <= 0) return;
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+  int64_t N = W->rows, K = W->cols;
+  act_bf16 a;
+  if (convert_activations(be, &a, x, n, K) != 0) return;
+  int64_t n_panels = (N + PANEL_ROWS - 1) / PANEL_ROWS;
+  int64_t want = 4 * (int64_t)be->n_threads;
+  int64_t m_splits = n_panels >= want ? 1 : (want + n_panels - 1) / n_panels;
+  int64_t mb = (n + m_splits - 1) / m_splits;
+  if (mb < 16) mb = 16;
+  int64_t n_mblocks = (n + mb - 1) / mb;
+  int64_t items = n_panels * n_mblocks;
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1)
+  for (int64_t it = 0; it < items; it++) {
+    int64_t p = it / n_mblocks, mbk = it % n_mblocks;
+    int64_t j0 = p * PANEL_ROWS, nj = N - j0 < PANEL_ROWS ? N - j0 : PANEL_ROWS;
+    int64_t i0 = mbk * mb, ni = n - i0 < mb ? n - i0 : mb;
+    float *yt = y + i0 * N + j0; /* [ni, N] tile of [n, N] */
+    isa->gemm_bf16_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, W->w + j0 * K, K,
+                      (int)ni, (int)nj, (int)K, 0);
+    add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
+  }
+}
+
+/* ------------------------------------------------------------------ MXFP4 forward */
+
+static const uint8_t *mx_blocks(const mxl_mxfp4_weight *W, int e, int64_t row) {
+  return W->blocks + (size_t)e * W->blocks_stride +
+         (size_t)row * (size_t)(W->cols / MXL_MXFP4_BLOCK) * MXL_MXFP4_BLOCK_BYTES;
+}
+static const uint8_t *mx_scales(const mxl_mxfp4_weight *W, int e, int64_t row) {
+  return W->scales + (size_t)e * W->scales_stride +
+         (size_t)row * (size_t)(W->cols / MXL_MXFP4_BLOCK);
+}
+static const uint16_t *mx_bias(const mxl_mxfp4_weight *W, int e, int64_t row) {
+  return W->bias ? W->bias + (size_t)e * W->bias_stride + (size_t)row : NULL;
+}
+
+/* One forward work item: rows [j0, j0 + nj) of expert e's weights applied to
+ * the expert's whole group of activation rows. */
+typedef struct mx_item {
+  int32_t e, j0, nj;
+} mx_item;
+
+void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_mxfp4_weight *W,
+                          const mxl_moe_plan *plan) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  const mxl_cpu_isa *isa = c->isa;
+  int E = W->n_experts;
+  const int32_t *off = plan->offsets_host; /* [E+1] */
+  int64_t N = W->rows, K = W->cols, row_blocks = K / MXL_MXFP4_BLOCK;
+  int64_t m = off[E];
+  if (m <= 0 || N <= 0) return;
+
+  /* Work items: gemv items for one-row groups, panel items otherwise. */
+  int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1);
+  mx_item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)max_items * sizeof *items);
+  if (!items) return;
+  int64_t n_items = 0;
+  int any_gemm = 0;
+  for (int e = 0; e < E; e++) {
+    int64_t rows = off[e + 1] - off[e];
+    if (rows <= 0) continue;
+    int64_t step = rows == 1 ? GEMV_ROWS : PANEL_ROWS;
+    any_gemm |= rows > 1;
+    for (int64_t j0 = 0; j0 < N; j0 += step)
+      items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step)};
+  }
+  act_bf16 a = {NULL, NULL};
+  if (any_gemm && convert_activations(be, &a, x, m, K) != 0) return;
+  size_t panel_elems = (size_t)PANEL_ROWS * (size_t)K;
+  uint16_t *panels = NULL;
+  if (any_gemm) {
+    panels = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
+                             panel_elems * sizeof *panels * (size_t)be->n_threads);
+    if (!panels) return;
+  }
+#pragma omp parallel num_threads(be->n_threads)
+  {
+    uint16_t *panel = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < n_items; it++) {
+      mx_item w = items[it];
+      int64_t i0 = off[w.e], rows = off[w.e + 1] - i0;
+      float *yt = y + i0 * N + w.j0; /* [rows, N] tile of [m, N] */
+      if (rows == 1) {
+        isa->gemv_mxfp4(yt, x + i0 * K, mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0),
+                        row_blocks, w.nj, (int)K, W->scale_bias, c->exact);
+      } else {
+        isa->mxfp4_to_bf16(panel, K, mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0),
+                           row_blocks, w.nj, (int)K, W->scale_bias);
+        isa->gemm_bf16_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel, K,
+                          (int)rows, w.nj, (int)K, 0);
+      }
+      add_bias(yt, N, mx_bias(W, w.e, w.j0), (int)rows, w.nj);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ backward (dx) */
+
+/* dx[:, k0:k0+kn] += dy·W[:, k0:k0+kn] for a block of activation rows, W's
+ * column strip transposed STRIP_ROWS rows at a time into `wt`
+ * [kn, STRIP_ROWS] bf16. `load_strip` writes W[j0:j0+nj, k0:k0+kn] to `tmp`
+ * [nj, kn] bf16 (the decode, for MXFP4) or returns a pointer to it. */
+typedef const uint16_t *(*strip_loader)(const void *ctx, int e, int64_t j0, int64_t nj,
+                                        int64_t k0, int64_t kn, uint16_t *tmp, int64_t *ld);
+
+static void dx_strip(const mxl_cpu_isa *isa, float *dx, int64_t ldx, act_bf16 dy, int64_t ldy,
+                     int rows, int64_t N, int64_t k0, int64_t kn, strip_loader load,
+                     const void *ctx, int e, uint16_t *tmp, uint16_t *wt) {
+  for (int64_t j0 = 0; j0 < N; j0 += STRIP_ROWS) {
+    int64_t nj = N - j0 < STRIP_ROWS ? N - j0 : STRIP_ROWS, ld = 0;
+    const uint16_t *w = load(ctx, e, j0, nj, k0, kn, tmp, &ld); /* [nj, ld] */
+    isa->transpose_bf16(wt, nj, w, ld, (int)nj, (int)kn);       /* [kn, nj] */
+    isa->gemm_bf16_nt(dx + k0, ldx, dy.hi + j0, dy.lo ? dy.lo + j0 : NULL, ldy, wt, nj, rows,
+                      (int)kn, (int)nj, 1);
+  }
+}
+
+static const uint16_t *load_bf16_strip(const void *ctx, int e, int64_t j0, int64_t nj,
+                                       int64_t k0, int64_t kn, uint16_t *tmp, int64_t *ld) {
+  (void)e, (void)nj, (void)kn, (void)tmp;
+  const mxl_bf16_weight *W = ctx;
+  *ld = W->cols;
+  return W->w + j0 * W->cols + k0;
+}
+
+typedef struct mx_strip_ctx {
+  const mxl_mxfp4_weight *W;
+  const mxl_cpu_isa *isa;
+} mx_strip_ctx;
+
+static const uint16_t *load_mx_strip(const void *ctx, int e, int64_t j0, int64_t nj, int64_t k0,
+                                     int64_t kn, uint16_t *tmp, int64_t *ld) {
+  const mx_strip_ctx *c = ctx;
+  const mxl_mxfp4_weight *W = c->W;
+  int64_t g0 = k0 / MXL_MXFP4_BLOCK;
+  c->isa->mxfp4_to_bf16(tmp, kn, mx_blocks(W, e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES,
+                        mx_scales(W, e, j0) + g0, W->cols / MXL_MXFP4_BLOCK, (int)nj, (int)kn,
+                        W->scale_bias);
+  *ld = kn;
+  return tmp;
+}
+
+/* Runs dx_strip over work items (group, column strip); groups are row
+ * ranges [off[g], off[g+1]) using expert g's weights. */
+static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, int64_t K,
+                      const int32_t *off, int n_groups, strip_loader load, const void *ctx) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+  int64_t m = off[n_groups];
+  if (m <= 0 || N <= 0 || K <= 0) return;
+  act_bf16 a;
+  if (convert_activations(be, &a, dy, m, N) != 0) return;
+  int64_t n_strips = (K + STRIP_COLS - 1) / STRIP_COLS;
+  size_t per_thread = (size_t)STRIP_ROWS * STRIP_COLS * 2;
+  uint16_t *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
+                                   per_thread * sizeof *bufs * (size_t)be->n_threads);
+  if (!bufs) return;
+  int64_t items = (int64_t)n_groups * n_strips;
+#pragma omp parallel num_threads(be->n_threads)
+  {
+    uint16_t *tmp = bufs + per_thread * (size_t)omp_get_thread_num();
+    uint16_t *wt = tmp + (size_t)STRIP_ROWS * STRIP_COLS;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; it++) {
+      int g = (int)(it / n_strips);
+      int64_t rows = off[g + 1] - off[g];
+      if (rows <= 0) continue;
+      int64_t k0 = (it % n_strips) * STRIP_COLS, kn = K - k0 < STRIP_COLS ? K - k0 : STRIP_COLS;
+      act_bf16 ag = {a.hi + off[g] * N, a.lo ? a.lo + off[g] * N : NULL};
+      dx_strip(isa, dx + off[g] * K, K, ag, N, (int)rows, N, k0, kn, load, ctx, g, tmp, wt);
+    }
+  }
+}
+
+/* dx += dy·W — dx [n, K], dy [n, N], W bf16 [N, K] */
+void mxl_cpu_matmul_bf16_dx(mxl_backend *be, float *dx, const float *dy,
+                            const mxl_bf16_weight *W, int n) {
+  /* One group of all n rows, split further so both threads get strips of
+   * every row block when n is large. */
+  enum { MAX_BLOCKS = 64 };
+  int32_t off[MAX_BLOCKS + 1];
+  int blocks = n > 256 ? (n + 255) / 256 : 1;
+  if (blocks > MAX_BLOCKS) blocks = MAX_BLOCKS;
+  for (int b = 0; b <= blocks; b++) off[b] = (int32_t)((int64_t)n * b / blocks);
+  /* All groups use the same weights: the loader ignores the group index. */
+  dx_driver(be, dx, dy, W->rows, W->cols, off, blocks, load_bf16_strip, W);
+}
+
+/* dx[i] += dy[i]·W_e for grouped row i of expert e — dx [m, K], dy [m, N] */
+void mxl_cpu_mxfp4_matmul_dx(mxl_backend *be, float *dx, const float *dy,
+                             const mxl_mxfp4_weight *W, const mxl_moe_plan *plan) {
+  mx_strip_ctx ctx = {W, mxl_cpu_of(be)->isa};
+  dx_driver(be, dx, dy, W->rows, W->cols, plan->offsets_host, W->n_experts, load_mx_strip,
+            &ctx);
+}
