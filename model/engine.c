@@ -45,7 +45,7 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
   if (half > (int)(sizeof table / sizeof table[0])) {
     free(e);
     return mxl_errorf(MXL_ERR_UNSUPPORTED, "head_dim %d is larger than supported (1024)",
-                      e->cfg->head_dim);
+                      model->config.head_dim);
   }
   mxl_yarn_table(e->cfg, table, &e->concentration);
   e->inv_freq = e->ops->alloc(be, half * sizeof(float));
