@@ -5,7 +5,21 @@
  * File format: u64 LE header length N, N bytes of JSON
  *   {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]},
  *    "__metadata__": {"key": "string value", ...}}
- * then the data area; offsets are relative to its first byte. */
+ * then the data area; offsets are relative to its first byte.
+ *
+ * The reader checks, before anything is used: the file holds the 8-byte
+ * length; the header lies inside the file and under MXL_ST_MAX_HEADER; it is
+ * one JSON object; every dtype is known; shapes are non-negative integers,
+ * at most 8 of them, whose product times the dtype size neither overflows
+ * nor differs from end - begin; begin <= end <= data size; non-empty spans do
+ * not overlap; names are unique; "__metadata__" is an object of strings.
+ * Gaps between spans are allowed. Tensor data is only as aligned as its
+ * offset: read elements with memcpy, not through a cast pointer.
+ *
+ * A sharded checkpoint is opened through its index: each shard named in
+ * "weight_map" is opened once, every name in the map must be in the shard
+ * it names, every tensor of a shard must be in the map, and
+ * "metadata.total_size", when present, must equal the sum of tensor bytes. */
 #ifndef MXL_MODEL_SAFETENSORS_H
 #define MXL_MODEL_SAFETENSORS_H
 
@@ -28,6 +42,7 @@ size_t mxl_dtype_size(mxl_dtype dt);      /* bytes per element */
 int mxl_dtype_parse(const char *name);
 
 enum { MXL_ST_MAX_DIMS = 8 };
+#define MXL_ST_MAX_HEADER ((uint64_t)100000000) /* bytes, as the reference reader */
 
 typedef struct mxl_st_tensor {
   const char *name;
@@ -59,6 +74,17 @@ const mxl_st_tensor *mxl_safetensors_find(const mxl_safetensors *st, const char 
 
 /* The "__metadata__" value for `key` in the first file, or NULL. */
 const char *mxl_safetensors_metadata(const mxl_safetensors *st, const char *key);
+/* The first file's metadata entries, in file order: i in [0, count). */
+int mxl_safetensors_metadata_count(const mxl_safetensors *st);
+void mxl_safetensors_metadata_at(const mxl_safetensors *st, int i, const char **key,
+                                 const char **value);
+
+/* Validates a whole safetensors file image already in memory (`size` bytes
+ * at `data`, which must outlive the result; tensors point into it). `name`
+ * is used in messages. This is the parser mxl_safetensors_open uses for
+ * each file; the fuzz target calls it directly. */
+mxl_status mxl_safetensors_parse_buffer(const uint8_t *data, size_t size, const char *name,
+                                        mxl_safetensors **out);
 
 /* ---- writer ---- */
 
@@ -72,7 +98,9 @@ typedef struct mxl_st_spec {
 typedef struct mxl_st_writer mxl_st_writer;
 
 /* Starts a file with these tensors, in this order (data is laid out in the
- * same order). metadata is NULL or n_metadata key/value string pairs. The
+ * same order, contiguously, after a header padded with spaces to a multiple
+ * of 8 bytes). metadata is NULL or n_metadata key/value string pairs, i.e.
+ * 2 * n_metadata strings: key0, value0, key1, value1, ... The
  * data is then streamed with mxl_st_writer_write in declaration order, in
  * pieces of any size; memory stays bounded whatever the file size. */
 mxl_status mxl_st_writer_begin(const char *path, const mxl_st_spec *specs, int n_specs,
