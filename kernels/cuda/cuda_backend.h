@@ -1,0 +1,37 @@
+/* The CUDA backend's C interface beyond the op table: kernels that model
+ * code does not call through mxl_ops (dequantization for tests, merge and
+ * export). Every function here is asynchronous on the backend's stream,
+ * validates its arguments before touching the device, and returns
+ * MXL_ERR_ARGUMENT naming the violated condition.
+ *
+ * mxl_backend_cuda_create itself is declared in kernels/ops.h. */
+#ifndef MXL_KERNELS_CUDA_CUDA_BACKEND_H
+#define MXL_KERNELS_CUDA_CUDA_BACKEND_H
+
+#include <stdint.h>
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Dequantizes an MXFP4 matrix: out [rows, cols] = decode(blocks, scales),
+ * with blocks [rows, cols/32, 16], scales [rows, cols/32] and the scale
+ * bias of the layout (MXL_MXFP4_BIAS or MXL_MXFP4_METAL_BIAS). All pointers
+ * are backend memory of `be`, a CUDA backend; cols % 32 == 0; out is 8-byte
+ * aligned (f32) or 4-byte aligned (bf16). The f32 values are exactly
+ * mxl_mxfp4_decode_block's (CPU reference, kernels/mxfp4.h); bf16 rounds
+ * them to nearest even, which is exact except below 2^-133. */
+mxl_status mxl_cuda_mxfp4_dequant_f32(mxl_backend *be, float *out, const uint8_t *blocks,
+                                      const uint8_t *scales, int scale_bias, int64_t rows,
+                                      int64_t cols);
+mxl_status mxl_cuda_mxfp4_dequant_bf16(mxl_backend *be, uint16_t *out, const uint8_t *blocks,
+                                       const uint8_t *scales, int scale_bias, int64_t rows,
+                                       int64_t cols);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
