@@ -30,6 +30,7 @@
  *                unembed_xent): ops.h lets a matmul round activations to
  *                bf16 on a fast path (≈1e-6 per rounded input, more where
  *                outputs cancel); 5e-4 is ggml's mul_mat threshold.
+ *                A backend in an exact mode (cpu-exact) gets 1e-8 here.
  *   1e-8         adamw (master weights are fp32 on every backend), compared
  *                on the update (param, m, v deltas).
  *   1e-9 rel.    sum_squares (double accumulation in any order).
@@ -39,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
 #include "ops_util.h"
 #include "test.h"
@@ -668,31 +670,34 @@ enum {
   ADAMW, SUM_SQUARES, N_OPS
 };
 
+/* The matmul threshold (see the file comment). */
+#define MATMUL_NMSE 5e-4
+
 #define OP(id, field, nmse, nmse_bf16) \
   [id] = {#field, offsetof(mxl_ops, field), nmse, nmse_bf16, setup_##field, run_##field}
 
 static const op_def op_defs[N_OPS] = {
     OP(EMBED, embed, -1, -1),
     OP(RMSNORM, rmsnorm, 1e-8, 1e-4),
-    OP(MATMUL_BF16, matmul_bf16, 5e-4, 5e-4),
-    [GEMM] = {"gemm_f32", offsetof(mxl_ops, gemm_f32), 5e-4, 5e-4, setup_gemm, run_gemm},
+    OP(MATMUL_BF16, matmul_bf16, MATMUL_NMSE, MATMUL_NMSE),
+    [GEMM] = {"gemm_f32", offsetof(mxl_ops, gemm_f32), MATMUL_NMSE, MATMUL_NMSE, setup_gemm, run_gemm},
     OP(ROPE, rope, 1e-8, 1e-4),
     OP(ATTENTION, attention, 1e-7, 5e-4),
     OP(ROUTER_TOPK, router_topk, 1e-8, 1e-4),
     OP(MOE_PLAN, moe_plan, -1, -1),
     OP(MOE_GATHER, moe_gather, -1, -1),
-    OP(MXFP4_MATMUL, mxfp4_matmul, 5e-4, 5e-4),
+    OP(MXFP4_MATMUL, mxfp4_matmul, MATMUL_NMSE, MATMUL_NMSE),
     OP(SWIGLU, swiglu, 1e-8, 1e-4),
     OP(MOE_COMBINE, moe_combine, 1e-8, 1e-4),
     OP(ADD, add, -1, 1e-4),
     OP(DROPOUT, dropout, -1, -1),
-    OP(UNEMBED_XENT, unembed_xent, 5e-4, 5e-4),
+    OP(UNEMBED_XENT, unembed_xent, MATMUL_NMSE, MATMUL_NMSE),
     OP(RMSNORM_BWD, rmsnorm_bwd, 1e-8, 1e-4),
-    OP(MATMUL_BF16_DX, matmul_bf16_dx, 5e-4, 5e-4),
+    OP(MATMUL_BF16_DX, matmul_bf16_dx, MATMUL_NMSE, MATMUL_NMSE),
     OP(ATTENTION_BWD, attention_bwd, 1e-7, 5e-4),
     OP(ROUTER_BWD, router_bwd, 1e-8, 1e-4),
     OP(MOE_GATHER_BWD, moe_gather_bwd, 1e-8, 1e-4),
-    OP(MXFP4_MATMUL_DX, mxfp4_matmul_dx, 5e-4, 5e-4),
+    OP(MXFP4_MATMUL_DX, mxfp4_matmul_dx, MATMUL_NMSE, MATMUL_NMSE),
     OP(SWIGLU_BWD, swiglu_bwd, 1e-8, 1e-4),
     OP(MOE_COMBINE_BWD, moe_combine_bwd, 1e-8, 1e-4),
     OP(ADAMW, adamw, 1e-8, 1e-8),
@@ -952,19 +957,48 @@ typedef struct backend_entry {
   const char *label;
   mxl_status (*create)(mxl_backend **out);
   int bf16_activations; /* thresholds of the bf16 column */
+  int exact_matmuls;    /* matmuls promise fp32 accuracy: EXACT_MATMUL_NMSE */
 } backend_entry;
 
-static mxl_status create_ref(mxl_backend **out) { return mxl_backend_ref_create(out); }
-static mxl_status create_cuda(mxl_backend **out) { return mxl_backend_cuda_create(0, out); }
+/* Matmuls of a backend in an exact (fp32-accuracy) mode: an activation
+ * split into two bf16 halves leaves about 2^-16 relative, NMSE ≈ 1e-10. */
+#define EXACT_MATMUL_NMSE 1e-8
 
-/* The backends compared with ref. Until kernels/cpu commits
- * mxl_backend_cpu_create, ref is compared with itself ("ref-self"): that
- * still checks guards, untouched inputs, full overwrites and determinism. */
+static mxl_status create_cuda(mxl_backend **out) { return mxl_backend_cuda_create(0, out); }
+static mxl_status create_cpu(mxl_backend **out) { return mxl_backend_cpu_create(0, out); }
+static mxl_status create_cpu_exact(mxl_backend **out) {
+  mxl_status st = mxl_backend_cpu_create(0, out);
+  if (st == MXL_OK) mxl_backend_cpu_set_exact(*out, 1);
+  return st;
+}
+/* The CPU backend reads MXL_CPU_ISA at creation (never above the CPU). */
+static mxl_status create_cpu_isa(mxl_backend **out, const char *isa) {
+  setenv("MXL_CPU_ISA", isa, 1);
+  mxl_status st = mxl_backend_cpu_create(0, out);
+  unsetenv("MXL_CPU_ISA");
+  return st;
+}
+static mxl_status create_cpu_avx2(mxl_backend **out) { return create_cpu_isa(out, "avx2"); }
+static mxl_status create_cpu_generic(mxl_backend **out) { return create_cpu_isa(out, "generic"); }
+
+/* The backends compared with ref: the CPU backend in its default (bf16
+ * fast path) and exact modes and on each lower instruction set, and CUDA
+ * (MXL_ERR_UNSUPPORTED, hence skipped, when built without it). */
 static const backend_entry backends[] = {
-    {"ref-self", create_ref, 0},
-    {"cuda", create_cuda, 1},
+    {"cpu", create_cpu, 0, 0},
+    {"cpu-exact", create_cpu_exact, 0, 1},
+    {"cpu/avx2", create_cpu_avx2, 0, 0},
+    {"cpu/generic", create_cpu_generic, 0, 0},
+    {"cuda", create_cuda, 1, 0},
 };
 enum { N_BACKENDS = sizeof backends / sizeof backends[0] };
+
+/* The threshold of op o on backend b. */
+static double threshold(int o, int b) {
+  if (backends[b].bf16_activations) return op_defs[o].nmse_bf16;
+  if (backends[b].exact_matmuls && op_defs[o].nmse == MATMUL_NMSE) return EXACT_MATMUL_NMSE;
+  return op_defs[o].nmse;
+}
 
 /* Worst NMSE / threshold ratio per op and backend, for the summary. */
 static double worst[N_OPS][N_BACKENDS];
@@ -1088,11 +1122,11 @@ static void test_case_on(const case_spec *cs, int ci, mxl_backend *ref, mxl_back
   char desc[256], why[256] = "";
   describe(cs, desc, sizeof desc);
   if (!op_present(be, op)) {
-    printf("skip %-9s %-16s%s (op not implemented)\n", backends[bi].label, op->name, desc);
+    printf("skip %-11s %-16s%s (op not implemented)\n", backends[bi].label, op->name, desc);
     mxl_test_skips++;
     return;
   }
-  double thr = backends[bi].bf16_activations ? op->nmse_bf16 : op->nmse, worst_val;
+  double thr = threshold(cs->op, bi), worst_val;
   double ratio = check_case(cs, ci, ref, be, thr, why, sizeof why, &worst_val);
   int ok = isfinite(ratio);
   mxl_test_checks++;
@@ -1104,7 +1138,7 @@ static void test_case_on(const case_spec *cs, int ci, mxl_backend *ref, mxl_back
   ran[cs->op][bi]++;
   if (!ok || ratio > worst[cs->op][bi]) worst[cs->op][bi] = ok ? ratio : INFINITY;
   if (worst_val > worst_nmse[cs->op][bi]) worst_nmse[cs->op][bi] = worst_val;
-  printf("%s %-9s %-16s%s  err %.2e%s%s\n", ok ? "ok  " : "FAIL", backends[bi].label, op->name,
+  printf("%s %-11s %-16s%s  err %.2e%s%s\n", ok ? "ok  " : "FAIL", backends[bi].label, op->name,
          desc, worst_val, ok ? "" : "  ", why);
 }
 
@@ -1216,10 +1250,10 @@ static void print_summary(const mxl_backend *const *bes) {
     if (!bes[b]) continue;
     for (int o = 0; o < N_OPS; o++) {
       if (!ran[o][b]) continue;
-      double thr = backends[b].bf16_activations ? op_defs[o].nmse_bf16 : op_defs[o].nmse;
+      double thr = threshold(o, b);
       char thr_text[32] = "bitwise";
       if (thr >= 0) snprintf(thr_text, sizeof thr_text, "%.0e", thr);
-      printf("  %-9s %-16s %3d cases  worst %.2e  threshold %s\n", backends[b].label,
+      printf("  %-11s %-16s %3d cases  worst %.2e  threshold %s\n", backends[b].label,
              op_defs[o].name, ran[o][b], worst_nmse[o][b], thr_text);
     }
   }
@@ -1234,9 +1268,12 @@ int main(void) {
   for (int b = 0; b < N_BACKENDS; b++) {
     mxl_status st = backends[b].create(&bes[b]);
     if (st != MXL_OK) {
-      printf("skip %-9s all ops: %s\n", backends[b].label, mxl_last_error());
+      printf("skip %-11s all ops: %s\n", backends[b].label, mxl_last_error());
       mxl_test_skips++;
       bes[b] = NULL;
+    } else if (strcmp(bes[b]->ops->name, "cpu") == 0) {
+      printf("info %-11s isa %s, %d threads\n", backends[b].label, mxl_backend_cpu_isa(bes[b]),
+             bes[b]->n_threads);
     }
   }
   int n_cases = (int)(sizeof cases / sizeof cases[0]);
