@@ -6,6 +6,48 @@
 extern "C" {
 #endif
 
+/* What the trainer reports while it runs. */
+typedef enum mxl_train_event_kind {
+  MXL_EVENT_INFO,  /* a sentence in `message` (setup, resume, data counts) */
+  MXL_EVENT_STEP,  /* an optimizer step finished */
+  MXL_EVENT_EVAL,  /* an evaluation finished */
+  MXL_EVENT_SAVE,  /* adapter and checkpoint written (message: the path) */
+} mxl_train_event_kind;
+
+typedef struct mxl_train_event {
+  mxl_train_event_kind kind;
+  int step, total_steps;
+  double loss;         /* mean loss per trained token of the step */
+  double lr, grad_norm;
+  double eval_loss;    /* MXL_EVENT_EVAL */
+  double tokens_per_s; /* tokens processed per second over the last step */
+  double elapsed_s, eta_s;
+  long long tokens;    /* tokens processed so far */
+  int skipped;         /* the step's update was skipped (NaN/Inf guard) */
+  const char *message;
+} mxl_train_event;
+
+typedef void (*mxl_train_event_fn)(void *user, const mxl_train_event *ev);
+
+typedef struct mxl_train_summary {
+  int steps, skipped_steps, interrupted;
+  double first_loss, final_loss;
+  double first_eval_loss, final_eval_loss; /* NaN without evaluation */
+  double seconds;
+  long long tokens;
+  char out_dir[512];
+} mxl_train_summary;
+
+/* Runs a training recipe: `recipe_path` (JSON; NULL for none) with
+ * `overrides` ("key=value", dotted keys for nested fields, applied in
+ * order) on top. Writes into the recipe's "out" folder: adapter.mxla
+ * (the adapter), checkpoint.mxstate (for resume), metrics.jsonl, loss.svg
+ * and summary.json. *stop may be set (e.g. by a Ctrl-C handler): the run
+ * then saves and returns MXL_ERR_INTERRUPTED. */
+mxl_status mxl_train(const char *recipe_path, const char *const *overrides, int n_overrides,
+                     mxl_train_event_fn on_event, void *user, volatile const int *stop,
+                     mxl_train_summary *summary);
+
 #ifdef __cplusplus
 }
 #endif
