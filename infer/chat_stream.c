@@ -1,0 +1,88 @@
+#include "infer/chat_stream.h"
+
+#include <string.h>
+
+#include "core/status.h"
+
+mxl_status mxl_chat_ids_lookup(const mxl_tokenizer *tok, mxl_chat_ids *out) {
+  const char *names[] = {"<|start|>", "<|end|>", "<|message|>", "<|channel|>",
+                         "<|return|>", "<|call|>", "<|constrain|>"};
+  int32_t *slots[] = {&out->start, &out->end, &out->message, &out->channel,
+                      &out->ret, &out->call, &out->constrain};
+  for (int i = 0; i < 7; i++) {
+    *slots[i] = mxl_tokenizer_special(tok, names[i]);
+    if (*slots[i] < 0)
+      return mxl_errorf(MXL_ERR_FORMAT, "the tokenizer has no %s token: not a harmony tokenizer",
+                        names[i]);
+  }
+  return MXL_OK;
+}
+
+void mxl_chat_stream_init(mxl_chat_stream *s, const mxl_tokenizer *tok,
+                          const mxl_chat_ids *ids, int chat, mxl_text_fn on_text, void *user) {
+  memset(s, 0, sizeof *s);
+  s->tok = tok;
+  if (ids) s->ids = *ids;
+  s->chat = chat;
+  s->in_header = chat;
+  s->channel = chat ? MXL_CHANNEL_FINAL : MXL_CHANNEL_TEXT;
+  s->on_text = on_text;
+  s->user = user;
+}
+
+/* The channel named in a header like "assistant<|channel|>analysis". */
+static mxl_channel header_channel(const char *header) {
+  const char *c = strstr(header, "<|channel|>");
+  const char *name = c ? c + strlen("<|channel|>") : header;
+  if (!strncmp(name, "analysis", 8)) return MXL_CHANNEL_ANALYSIS;
+  if (!strncmp(name, "commentary", 10)) return MXL_CHANNEL_COMMENTARY;
+  return MXL_CHANNEL_FINAL;
+}
+
+static void emit(mxl_chat_stream *s, int32_t token) {
+  char buf[512];
+  int n = mxl_decode_stream_push(s->tok, &s->decode, token, buf, sizeof buf);
+  if (n > 0 && s->on_text) s->on_text(s->user, s->channel, buf, (size_t)n);
+}
+
+static void header_append(mxl_chat_stream *s, int32_t token) {
+  uint32_t len = 0;
+  const uint8_t *bytes = mxl_tokenizer_token_bytes(s->tok, token, &len);
+  if (!bytes) return;
+  size_t room = sizeof s->header - 1 - s->header_len;
+  if (len > room) len = (uint32_t)room;
+  memcpy(s->header + s->header_len, bytes, len);
+  s->header_len += len;
+  s->header[s->header_len] = '\0';
+}
+
+void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
+  if (!s->chat) {
+    emit(s, t);
+    return;
+  }
+  const mxl_chat_ids *id = &s->ids;
+  if (t == id->ret || t == id->call || t == id->end) {
+    mxl_chat_stream_flush(s);
+    s->in_header = 1;
+    s->header_len = 0;
+    s->header[0] = '\0';
+  } else if (t == id->start) {
+    s->in_header = 1;
+    s->header_len = 0;
+    s->header[0] = '\0';
+  } else if (t == id->message && s->in_header) {
+    s->channel = header_channel(s->header);
+    s->in_header = 0;
+  } else if (s->in_header) {
+    header_append(s, t);
+  } else {
+    emit(s, t);
+  }
+}
+
+void mxl_chat_stream_flush(mxl_chat_stream *s) {
+  char buf[16];
+  int n = mxl_decode_stream_flush(&s->decode, buf, sizeof buf);
+  if (n > 0 && s->on_text) s->on_text(s->user, s->channel, buf, (size_t)n);
+}
