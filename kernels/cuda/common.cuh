@@ -7,8 +7,10 @@
  *   - launches go through MXL_LAUNCH, never through <<<>>> directly, so the
  *     emulator can replace the launch with its fiber scheduler;
  *   - kernels read their coordinates through the MXL_* index macros below.
- * The emulator (not written yet) defines MXL_CUDA_EMULATE and its own
- * versions of these macros before including a kernel header. */
+ *   - barriers are MXL_SYNC() and shared arrays MXL_SHARED, never the raw
+ *     __syncthreads / __shared__.
+ * kernels/cuda/emulator.h defines MXL_CUDA_EMULATE and its own versions of
+ * these macros; it is included before any kernel header. */
 #ifndef MXL_KERNELS_CUDA_COMMON_CUH
 #define MXL_KERNELS_CUDA_COMMON_CUH
 
@@ -23,6 +25,8 @@
 
 #define MXL_GLOBAL __global__
 #define MXL_DEVICE __device__ __forceinline__
+#define MXL_SHARED __shared__
+#define MXL_SYNC() __syncthreads()
 #define MXL_THREAD_X ((int64_t)threadIdx.x)
 #define MXL_BLOCK_X ((int64_t)blockIdx.x)
 #define MXL_BLOCK_DIM_X ((int64_t)blockDim.x)

@@ -5,10 +5,6 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/mxfp4_dequant.cuh"
 
-/* 4096 blocks of 256 threads fill any current GPU (an H100 holds 270k
- * resident threads); larger matrices loop in the kernel. */
-static constexpr int64_t DEQUANT_THREADS = 256, DEQUANT_MAX_BLOCKS = 4096;
-
 template <typename T>
 static mxl_status dequant(const char *name, mxl_backend *be, T *out, const uint8_t *blocks,
                           const uint8_t *scales, int scale_bias, int64_t rows, int64_t cols) {
@@ -26,10 +22,8 @@ static mxl_status dequant(const char *name, mxl_backend *be, T *out, const uint8
   if (!st) return mxl_errorf(MXL_ERR_ARGUMENT, "%s: not a CUDA backend", name);
   int64_t n_bytes = rows * (cols / MXL_MXFP4_BLOCK) * MXL_MXFP4_BLOCK_BYTES;
   if (n_bytes == 0) return MXL_OK;
-  int64_t want = (n_bytes + DEQUANT_THREADS - 1) / DEQUANT_THREADS;
-  unsigned grid = (unsigned)(want < DEQUANT_MAX_BLOCKS ? want : DEQUANT_MAX_BLOCKS);
-  MXL_LAUNCH(mxfp4_dequant_kernel<T>, grid, (unsigned)DEQUANT_THREADS, 0, st->stream, out,
-             blocks, scales, scale_bias, n_bytes);
+  MXL_LAUNCH(mxfp4_dequant_kernel<T>, mxl_mxfp4_dequant_grid(n_bytes), MXL_DEQUANT_THREADS, 0,
+             st->stream, out, blocks, scales, scale_bias, n_bytes);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
     return mxl_errorf(MXL_ERR_BACKEND, "%s: launch failed: %s (error %d)", name,

@@ -39,4 +39,15 @@ MXL_GLOBAL void mxfp4_dequant_kernel(T *out, const uint8_t *blocks, const uint8_
   }
 }
 
+/* Launch shape: 256 threads per block; 4096 blocks fill any current GPU
+ * (an H100 holds 270k resident threads), larger matrices loop in the
+ * kernel. Host code, shared with the emulator. */
+enum { MXL_DEQUANT_THREADS = 256, MXL_DEQUANT_MAX_BLOCKS = 4096 };
+
+static inline unsigned mxl_mxfp4_dequant_grid(int64_t n_bytes) {
+  int64_t want = (n_bytes + MXL_DEQUANT_THREADS - 1) / MXL_DEQUANT_THREADS;
+  int64_t cap = MXL_DEQUANT_MAX_BLOCKS;
+  return (unsigned)(want < cap ? want : cap);
+}
+
 #endif
