@@ -697,6 +697,10 @@ void mxl_config_write_metal(const mxl_config *c, uint8_t out[MXL_METAL_MODEL_HEA
 /* The shortest decimal that reads back as the same float ("1e-05", "7"). */
 static cJSON *float_number(float f) {
   char buf[32];
+  if (f == floorf(f) && fabsf(f) < 1e9f) {
+    snprintf(buf, sizeof buf, "%.1f", (double)f); /* 150000.0, not 1.5e+05 */
+    return cJSON_CreateRaw(buf);
+  }
   for (int prec = 1; prec <= 9; prec++) {
     snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
     if (strtof(buf, NULL) == f) break;

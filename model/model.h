@@ -20,6 +20,9 @@ typedef enum mxl_layout {
 } mxl_layout;
 
 const char *mxl_layout_name(mxl_layout layout); /* "hf", "original", "metal" */
+#define MXL_LAYOUT_BIT(layout) (1u << (unsigned)(layout))
+
+struct mxl_safetensors;
 
 /* One transformer block. H hidden, I intermediate, E experts, nh/nkv heads,
  * d head dim; bf16 unless said. */
@@ -43,7 +46,8 @@ typedef struct mxl_weights {
   mxl_bf16_weight unembed;     /* [vocab_rows, H], no bias */
   int vocab_rows;              /* config vocab_size, or 200014-style cut in metal */
   int qk_interleaved;          /* 1: q/k rows in adjacent RoPE pairs (metal) */
-  float attn_scale;            /* 1/sqrt(d), or 1 when q/k are pre-scaled (metal) */
+  float attn_scale;            /* score = (q·k)·attn_scale: 1/sqrt(d); metal pre-scales q by
+                                  0.5 and k by 0.25, so there it is 8/sqrt(d) (1 for d = 64) */
 } mxl_weights;
 
 /* The tokenizer section a metal/model.bin carries (spec §4.1), from its
@@ -64,6 +68,8 @@ struct mxl_model {
   mxl_metal_tokenizer metal_tokenizer;
   mxl_mapping *mappings; /* every mapped file; weights point into these */
   int n_mappings;
+  struct mxl_safetensors *st; /* HF / original: the open checkpoint (owns its mappings) */
+  unsigned layouts_present;   /* MXL_LAYOUT_BIT of every layout found in the same repo */
 };
 
 #endif
