@@ -8,6 +8,7 @@
  * answer; a tool message is authored by `functions.NAME` and addressed to
  * the assistant on the commentary channel. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,14 +52,13 @@ invalid:
   return 0;
 }
 
-/* A "\u0000" escape would end the decoded C string early. */
-static int has_escaped_nul(const char *s, size_t n) {
+size_t mxl_json_nul_escape(const char *s, size_t n) {
   for (size_t i = 0; i + 1 < n; i++) {
     if (s[i] != '\\') continue;
-    if (s[i + 1] == 'u' && i + 6 <= n && !memcmp(s + i + 2, "0000", 4)) return 1;
+    if (s[i + 1] == 'u' && i + 6 <= n && !memcmp(s + i + 2, "0000", 4)) return i;
     i++; /* skip the escaped character */
   }
-  return 0;
+  return SIZE_MAX;
 }
 
 mxl_status mxl_parse_json_text(const char *s, size_t n, const char *where, cJSON **out) {
@@ -67,7 +67,7 @@ mxl_status mxl_parse_json_text(const char *s, size_t n, const char *where, cJSON
   if (!mxl_utf8_valid(s, n, &bad))
     return mxl_errorf(MXL_ERR_FORMAT, "%s: invalid UTF-8 at byte %zu of the line", where,
                       bad + 1);
-  if (has_escaped_nul(s, n))
+  if (mxl_json_nul_escape(s, n) != SIZE_MAX)
     return mxl_errorf(MXL_ERR_FORMAT, "%s: a string contains \\u0000 (NUL is not allowed)",
                       where);
   const char *end = NULL;

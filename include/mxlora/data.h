@@ -157,8 +157,9 @@ typedef void (*mxl_data_progress)(void *user, uint64_t done, uint64_t total);
 typedef struct mxl_data_options {
   mxl_render_options render;
   mxl_bad_line on_bad_line;
-  /* JSONL is streamed line by line (a line may be up to 64 MiB). A JSON
-   * array is read whole: files above this bound are refused (0: 256 MiB). */
+  /* JSONL is streamed line by line; a longer line is a bad line (0: 64 MiB). */
+  size_t max_line_bytes;
+  /* A JSON array is read whole: larger files are refused (0: 256 MiB). */
   size_t max_array_bytes;
   mxl_data_progress progress;
   void *progress_user;
@@ -288,9 +289,10 @@ mxl_status mxl_batcher_create(const mxl_dataset *ds, const mxl_batch_options *op
                               mxl_batcher **out);
 void mxl_batcher_destroy(mxl_batcher *b);
 mxl_batcher_counts mxl_batcher_get_counts(const mxl_batcher *b);
-/* Fills `batch` (allocated by the batcher, valid until the next call).
- * With loop = 0, *done becomes 1 once every document has been served (the
- * last batch may have fewer rows used). */
+/* Builds the next batch (owned by the batcher, valid until the next call).
+ * With loop = 0, the call after the last document was served sets
+ * *done = 1 and *batch_out = NULL (the last real batch may use fewer
+ * rows); with loop = 1 epochs follow one another without end. */
 mxl_status mxl_batcher_next(mxl_batcher *b, const mxl_batch **batch_out, int *done);
 mxl_data_cursor mxl_batcher_cursor(const mxl_batcher *b);
 /* Continues from a saved cursor: the batches that follow are exactly those
