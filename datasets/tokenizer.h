@@ -14,11 +14,8 @@
 
 typedef struct mxl_tokenizer mxl_tokenizer;
 
-/* A growable array of token ids; encode functions append to it. */
-typedef struct mxl_ids {
-  int32_t *data;
-  size_t n, cap;
-} mxl_ids;
+/* A growable array of token ids (struct mxl_ids, defined in the public
+ * include/mxlora/tokenizer.h); encode functions append to it. */
 mxl_status mxl_ids_push(mxl_ids *ids, int32_t id);
 void mxl_ids_free(mxl_ids *ids);
 
@@ -70,10 +67,7 @@ mxl_status mxl_tokenizer_decode(const mxl_tokenizer *tok, const int32_t *ids, si
 /* Streaming decode: push one id, get the bytes that now form complete UTF-8
  * characters; an incomplete tail is held back until the next push or flush
  * (invalid sequences are released once they cannot complete). */
-typedef struct mxl_decode_stream {
-  uint8_t pending[8];
-  int n_pending;
-} mxl_decode_stream;
+/* (struct mxl_decode_stream is defined in include/mxlora/tokenizer.h) */
 /* Writes at most cap bytes to out; returns the count, or -1 if cap is too
  * small (cap >= 136 always suffices). */
 int mxl_decode_stream_push(const mxl_tokenizer *tok, mxl_decode_stream *s, int32_t id,
@@ -89,5 +83,46 @@ mxl_status mxl_tokenizer_write_hf(const mxl_token_table *table, const char *dir)
  * tokens) into a malloc'd buffer, without the padding to 16 KiB. */
 mxl_status mxl_tokenizer_metal_section(const mxl_token_table *table, uint8_t **data_out,
                                        size_t *size_out);
+
+/* ---- added by the tokenizer module ---- */
+
+/* The 21 harmony special-token names of the Hugging Face gpt-oss tokenizer
+ * (spec §6.2), in id order: "<|startoftext|>" (n_text+0) ..
+ * "<|endofprompt|>" (n_text+20). Returns the static array; *n_out = 21. */
+const char *const *mxl_harmony_special_names(int *n_out);
+enum { MXL_HARMONY_N_SPECIAL = 21 };
+
+/* Parses a .tiktoken rank file held in memory (`name` is for messages):
+ * one "base64(token) rank" per line, ranks a permutation of 0..n-1. The 21
+ * harmony special tokens follow at ids n..n+20. */
+mxl_status mxl_tokenizer_from_tiktoken(const char *data, size_t size, const char *name,
+                                       mxl_tokenizer **out);
+/* Parses a Hugging Face tokenizer.json held in memory (NUL-terminated or
+ * not; `name` is for messages). Only what the converted o200k tokenizer
+ * uses is supported: byte-level BPE whose merges agree with ranks = ids. */
+mxl_status mxl_tokenizer_from_hf_json(const char *data, size_t size, const char *name,
+                                      mxl_tokenizer **out);
+
+/* Like mxl_tokenizer_write_hf (which uses 131072, the gpt-oss context), with
+ * the tokenizer_config.json model_max_length given. */
+mxl_status mxl_tokenizer_write_hf_ex(const mxl_token_table *table, const char *dir,
+                                     int64_t model_max_length);
+
+/* Learns a small byte-level BPE vocabulary from `corpus` (any bytes):
+ * ids 0..255 are the single bytes in byte order, then merges chosen greedily
+ * by pair count over the regex pieces of the corpus (ties: the pair with the
+ * lowest left id, then lowest right id), until n_text ordinary tokens exist
+ * or no pair occurs at least twice. Specials: the 21 harmony names right
+ * after the ordinary tokens (special_base = the table's n_text, which is
+ * less than asked when the corpus runs out of pairs). regex NULL = o200k. */
+mxl_status mxl_bpe_train(const char *corpus, size_t len, const char *regex, int n_text,
+                         mxl_token_table **out);
+/* Frees a table returned by mxl_bpe_train or mxl_token_table_copy. */
+void mxl_token_table_free(mxl_token_table *table);
+/* A deep copy of any table (owned; free with mxl_token_table_free). */
+mxl_status mxl_token_table_copy(const mxl_token_table *table, mxl_token_table **out);
+
+/* The o200k pre-tokenization regex (spec §6.3). */
+extern const char mxl_o200k_regex[];
 
 #endif

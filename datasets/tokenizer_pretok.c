@@ -1,0 +1,201 @@
+/* Pre-tokenization: UTF-8 validation and the regex split (spec §6.3).
+ *
+ * tiktoken runs the o200k pattern with Rust's fancy-regex: leftmost-first
+ * alternation with backtracking, the same semantics as PCRE2. Two things
+ * differ and are handled here:
+ *   - \s: Rust means the Unicode White_Space property; PCRE2 with UCP also
+ *     counts U+180E. The pattern is rewritten to spell White_Space out.
+ *   - invalid UTF-8: PCRE2 needs valid UTF-8 and tiktoken only takes valid
+ *     text, so invalid byte runs are cut out as pieces of their own. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "datasets/tokenizer_impl.h"
+
+const char mxl_o200k_regex[] =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    "|\\p{N}{1,3}"
+    "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*"
+    "|\\s*[\\r\\n]+"
+    "|\\s+(?!\\S)"
+    "|\\s+";
+
+/* Unicode White_Space (PropList.txt), as the body of a character class. */
+static const char white_space[] =
+    "\\t-\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}"
+    "\\x{205f}\\x{3000}";
+
+/* Appends n bytes to a growing string; returns 0 when out of memory. */
+static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t c = (*cap ? *cap * 2 : 256);
+    while (c < *len + n + 1) c *= 2;
+    char *grown = realloc(*buf, c);
+    if (!grown) return 0;
+    *buf = grown;
+    *cap = c;
+  }
+  memcpy(*buf + *len, s, n);
+  *len += n;
+  (*buf)[*len] = '\0';
+  return 1;
+}
+
+/* Rewrites \s (in and out of classes) and \S (outside classes) to
+ * White_Space; every other character and escape is copied as is. */
+static char *rewrite_white_space(const char *re) {
+  char *out = NULL;
+  size_t len = 0, cap = 0;
+  int in_class = 0, ok = 1;
+  for (const char *p = re; *p && ok; p++) {
+    if (*p == '\\' && p[1]) {
+      if (p[1] == 's' && in_class) {
+        ok = append(&out, &len, &cap, white_space, sizeof white_space - 1);
+      } else if ((p[1] == 's' || p[1] == 'S') && !in_class) {
+        ok = append(&out, &len, &cap, p[1] == 's' ? "[" : "[^", p[1] == 's' ? 1 : 2) &&
+             append(&out, &len, &cap, white_space, sizeof white_space - 1) &&
+             append(&out, &len, &cap, "]", 1);
+      } else {
+        ok = append(&out, &len, &cap, p, 2);
+      }
+      p++;
+      continue;
+    }
+    if (!in_class && *p == '[') {
+      in_class = 1;
+      ok = append(&out, &len, &cap, p, 1);
+      /* A ']' right after '[' or '[^' is a literal member. */
+      if (ok && p[1] == '^') ok = append(&out, &len, &cap, ++p, 1);
+      if (ok && p[1] == ']') ok = append(&out, &len, &cap, ++p, 1);
+      continue;
+    }
+    if (in_class && *p == ']') in_class = 0;
+    ok = append(&out, &len, &cap, p, 1);
+  }
+  if (!ok || !out) {
+    free(out);
+    return ok ? strdup("") : NULL;
+  }
+  return out;
+}
+
+mxl_status mxl_pretok_init(mxl_pretok *pt, const char *regex) {
+  memset(pt, 0, sizeof *pt);
+  char *pattern = rewrite_white_space(regex);
+  if (!pattern) return mxl_errorf(MXL_ERR_MEMORY, "tokenizer regex: out of memory");
+  int err = 0;
+  PCRE2_SIZE where = 0;
+  pt->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                         &err, &where, NULL);
+  free(pattern);
+  if (!pt->re) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(err, msg, sizeof msg);
+    return mxl_errorf(MXL_ERR_FORMAT, "tokenizer regex: %s (near offset %zu of the pattern)",
+                      (const char *)msg, (size_t)where);
+  }
+  pt->jit = pcre2_jit_compile(pt->re, PCRE2_JIT_COMPLETE) == 0;
+  return MXL_OK;
+}
+
+void mxl_pretok_free(mxl_pretok *pt) {
+  if (pt && pt->re) pcre2_code_free(pt->re);
+  if (pt) memset(pt, 0, sizeof *pt);
+}
+
+int mxl_utf8_char_len(const uint8_t *p, size_t avail) {
+  uint8_t c = p[0];
+  if (c < 0x80) return 1;
+  int n;
+  uint8_t lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+  if (c >= 0xc2 && c <= 0xdf) n = 2;
+  else if (c == 0xe0) n = 3, lo = 0xa0;
+  else if (c == 0xed) n = 3, hi = 0x9f; /* no surrogates */
+  else if (c >= 0xe1 && c <= 0xef) n = 3;
+  else if (c == 0xf0) n = 4, lo = 0x90;
+  else if (c == 0xf4) n = 4, hi = 0x8f; /* nothing above U+10FFFF */
+  else if (c >= 0xf1 && c <= 0xf3) n = 4;
+  else return 0;
+  if (avail < (size_t)n || p[1] < lo || p[1] > hi) return 0;
+  for (int i = 2; i < n; i++)
+    if ((p[i] & 0xc0) != 0x80) return 0;
+  return n;
+}
+
+/* End of the valid UTF-8 run starting at text[pos]. */
+static size_t valid_run_end(const uint8_t *text, size_t len, size_t pos) {
+  while (pos < len) {
+    /* Skip ASCII eight bytes at a time. */
+    while (pos + 8 <= len) {
+      uint64_t v;
+      memcpy(&v, text + pos, 8);
+      if (v & 0x8080808080808080ull) break;
+      pos += 8;
+    }
+    if (pos >= len) break;
+    int n = mxl_utf8_char_len(text + pos, len - pos);
+    if (!n) break;
+    pos += (size_t)n;
+  }
+  return pos;
+}
+
+static mxl_status regex_failed(int rc) {
+  PCRE2_UCHAR msg[256];
+  pcre2_get_error_message(rc, msg, sizeof msg);
+  return mxl_errorf(MXL_ERR_BACKEND, "tokenizer: regex match failed: %s", (const char *)msg);
+}
+
+/* Splits one valid UTF-8 run with the regex. Text the regex does not cover
+ * (never, for o200k) becomes a piece of its own rather than being dropped. */
+static mxl_status split_valid(const mxl_pretok *pt, pcre2_match_data *md,
+                              const uint8_t *run, size_t n, mxl_piece_fn fn, void *user) {
+  PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+  size_t pos = 0;
+  while (pos < n) {
+    int rc = pt->jit ? pcre2_jit_match(pt->re, run, n, pos, 0, md, NULL)
+                     : pcre2_match(pt->re, run, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+    if (rc == PCRE2_ERROR_NOMATCH) return fn(user, run + pos, n - pos);
+    if (rc < 0) return regex_failed(rc);
+    size_t start = ov[0], end = ov[1];
+    if (start > pos) MXL_TRY(fn(user, run + pos, start - pos));
+    if (end == start) {
+      /* An empty match: the next character goes on its own (as a gap). */
+      if (start == n) break;
+      size_t step = (size_t)mxl_utf8_char_len(run + start, n - start);
+      MXL_TRY(fn(user, run + start, step));
+      pos = start + step;
+      continue;
+    }
+    MXL_TRY(fn(user, run + start, end - start));
+    pos = end;
+  }
+  return MXL_OK;
+}
+
+mxl_status mxl_pretok_split(const mxl_pretok *pt, const uint8_t *text, size_t len,
+                            mxl_piece_fn fn, void *user) {
+  if (len == 0) return MXL_OK;
+  pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+  if (!md) return mxl_errorf(MXL_ERR_MEMORY, "tokenizer: out of memory");
+  mxl_status st = MXL_OK;
+  size_t pos = 0;
+  while (pos < len && st == MXL_OK) {
+    size_t end = valid_run_end(text, len, pos);
+    if (end > pos) {
+      st = split_valid(pt, md, text + pos, end - pos, fn, user);
+      pos = end;
+      continue;
+    }
+    /* A maximal run of bytes that do not start a valid character. */
+    while (end < len && mxl_utf8_char_len(text + end, len - end) == 0) end++;
+    st = fn(user, text + pos, end - pos);
+    pos = end;
+  }
+  pcre2_match_data_free(md);
+  return st;
+}
