@@ -126,7 +126,8 @@ struct mxl_ops {
                    int ldc);
 
   /* In-place YaRN rotary embedding of x [n, heads, d] at positions pos [n]:
-   * angle_i = pos·inv_freq[i] (i < d/2), and with c = concentration
+   * angle_i = pos·inv_freq[i] (i < d/2) as an fp32 product, as the gpt-oss
+   * references compute it (cos/sin of that fp32 angle), and with c = concentration
    *   half-split pairs (j, j + d/2)      when interleaved == 0 (HF, original/)
    *   adjacent pairs   (2j, 2j + 1)      when interleaved == 1 (metal q/k)
    * out = c·R(angle)·x; with inverse == 1, out = c·R(-angle)·x, which is the
@@ -234,7 +235,9 @@ struct mxl_ops {
                           const mxl_mxfp4_weight *W, const mxl_moe_plan *plan);
 
   /* dh += SwiGLU'ᵀ·dact — dh [m, 2I], dact [m, I], h [m, 2I] (forward
-   * input). Clamped lanes pass no gradient (boundaries pass, as PyTorch). */
+   * input). Clamped lanes pass no gradient; the boundaries (h == ±limit)
+   * pass it, as torch.clamp did until PyTorch 2026 releases switched scalar
+   * clamps to the minimum-norm subgradient (0 at the boundary). */
   void (*swiglu_bwd)(mxl_backend *be, float *dh, const float *dact, const float *h, int m,
                      int I, float alpha, float limit);
 

@@ -159,8 +159,8 @@ static inline void mxl_ref_swiglu(mxl_real *act, const mxl_real *h, int m, int I
 /* SwiGLU backward — dh [m, 2I] +=, dact [m, I], h [m, 2I]; with s = σ(alpha·g):
  *   dh[2u]   += dact·(l + 1)·(s + alpha·g·s·(1 − s))   if h[2u] <= limit
  *   dh[2u+1] += dact·g·s                               if −limit <= h[2u+1] <= limit
- * PyTorch's clamp convention: the gradient passes at the boundaries
- * themselves and is zero strictly outside (and for NaN inputs). */
+ * ops.h's convention (torch.clamp's until 2026): the gradient passes at the
+ * boundaries themselves and is zero strictly outside (and for NaN inputs). */
 static inline void mxl_ref_swiglu_bwd(mxl_real *dh, const mxl_real *dact, const mxl_real *h,
                                       int m, int I, mxl_acc alpha, mxl_acc limit) {
   for (int i = 0; i < m; i++)
