@@ -32,10 +32,12 @@ enum {
   MXL_MXFP4_METAL_BIAS = 141, /* metal/model.bin stores scale + 14 */
 };
 
-/* E2M1: bit 3 sign, bits 2..1 exponent, bit 0 mantissa. */
+/* E2M1: bit 3 sign, bits 2..1 exponent, bit 0 mantissa. Magnitudes
+ * 0, 0.5, 1, 1.5, 2, 3, 4, 6 are twice 0, 1, 2, 3, 4, 6, 8, 12: one hex digit
+ * each of a 32-bit constant, so the lookup needs no array (no memory on the
+ * host, no local memory on the GPU). */
 MXL_HD float mxl_e2m1_value(unsigned nibble) {
-  const float magnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-  float v = magnitude[nibble & 7u];
+  float v = (float)((0xC8643210u >> (4u * (nibble & 7u))) & 0xFu) * 0.5f;
   return (nibble & 8u) ? -v : v;
 }
 
@@ -84,18 +86,13 @@ MXL_HD float mxl_mxfp4_decode_at(const uint8_t *row_blocks, const uint8_t *row_s
 /* The E2M1 code (0..15) nearest to x, which is already divided by the
  * block scale. x must not be NaN. */
 MXL_HD unsigned mxl_e2m1_encode(float x) {
-  unsigned sign = signbit(x) ? 8u : 0u;
   float a = fabsf(x);
-  unsigned code;
-  if (a <= 0.25f) code = 0;      /* 0.25 ties to 0 (even) */
-  else if (a < 0.75f) code = 1;  /* 0.5 */
-  else if (a <= 1.25f) code = 2; /* 1.0 */
-  else if (a < 1.75f) code = 3;  /* 1.5 */
-  else if (a <= 2.5f) code = 4;  /* 2.0 */
-  else if (a < 3.5f) code = 5;   /* 3.0 */
-  else if (a <= 5.0f) code = 6;  /* 4.0 */
-  else code = 7;                 /* 6.0, saturating */
-  return sign | code;
+  /* Count the midpoints below a; a midpoint itself goes to the even code,
+   * hence > before an even code and >= before an odd one's successor. */
+  unsigned code = (unsigned)(a > 0.25f) + (unsigned)(a >= 0.75f) + (unsigned)(a > 1.25f) +
+                  (unsigned)(a >= 1.75f) + (unsigned)(a > 2.5f) + (unsigned)(a >= 3.5f) +
+                  (unsigned)(a > 5.0f);
+  return (signbit(x) ? 8u : 0u) | code;
 }
 
 /* The smallest e with amax / 2^e <= 6, for finite amax > 0. With
@@ -109,10 +106,13 @@ MXL_HD int mxl_mxfp4_max_exponent(float amax) {
 
 /* Σ (q_i - x_i/2^e)², the block's squared error in units of 4^e. */
 MXL_HD float mxl_mxfp4_scaled_sse(const float *in32, int e) {
+  /* 2^-e is a float for every e in -127..127, and x·2^-e rounds exactly
+   * as ldexpf(x, -e) does, at a fraction of the cost. */
+  float inv = ldexpf(1.0f, -e);
   float sse = 0.0f;
   for (int i = 0; i < MXL_MXFP4_BLOCK; i++) {
-    float s = ldexpf(in32[i], -e);
-    float d = mxl_e2m1_value(mxl_e2m1_encode(s)) - s;
+    float a = fabsf(in32[i]) * inv; /* the error does not depend on the sign */
+    float d = mxl_e2m1_value(mxl_e2m1_encode(a)) - a;
     sse += d * d;
   }
   return sse;
@@ -130,7 +130,8 @@ MXL_HD int mxl_mxfp4_encode_block(const float *in32, uint8_t *block16, uint8_t *
   float amax = 0.0f;
   for (int i = 0; i < MXL_MXFP4_BLOCK; i++) {
     if (!isfinite(in32[i])) return -1;
-    amax = fmaxf(amax, fabsf(in32[i]));
+    float a = fabsf(in32[i]);
+    amax = a > amax ? a : amax; /* fmaxf is a libm call on the host */
   }
   int best = 0; /* all-zero block: 2^0 */
   if (amax > 0.0f) {
@@ -148,9 +149,10 @@ MXL_HD int mxl_mxfp4_encode_block(const float *in32, uint8_t *block16, uint8_t *
       }
     }
   }
+  float inv = ldexpf(1.0f, -best);
   for (int j = 0; j < MXL_MXFP4_BLOCK_BYTES; j++) {
-    unsigned lo = mxl_e2m1_encode(ldexpf(in32[2 * j], -best));
-    unsigned hi = mxl_e2m1_encode(ldexpf(in32[2 * j + 1], -best));
+    unsigned lo = mxl_e2m1_encode(in32[2 * j] * inv);
+    unsigned hi = mxl_e2m1_encode(in32[2 * j + 1] * inv);
     block16[j] = (uint8_t)(lo | (hi << 4));
   }
   *scale_byte = (uint8_t)(best + MXL_MXFP4_BIAS);
