@@ -1,0 +1,39 @@
+/* mxlora inspect: explains a gpt-oss download (or any folder or file of
+ * it, or any .safetensors file) in plain words and numbers. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/cli.h"
+
+MXL_DECLARE_COMMAND(inspect);
+
+const char mxl_cmd_inspect_help[] = "explain a gpt-oss checkpoint: layouts, files, tensors, config";
+
+static const char usage_line[] =
+    "PATH [--json]\n\n"
+    "PATH is a downloaded gpt-oss repository, its original/ or metal/ folder, or any file\n"
+    "of it (a .safetensors shard, model.bin, config.json, tokenizer.json). Prints which\n"
+    "layouts are present and what each is for, every file's role, the tensors grouped by\n"
+    "role with shapes, dtypes and bytes, the parameter counts (total and active per\n"
+    "token), the config and the tokenizer, and whether mxlora can load each layout.\n"
+    "--json prints the same as one JSON document.";
+
+int mxl_cmd_inspect(int argc, char **argv) {
+  int json = 0;
+  const mxl_opt opts[] = {{"--json", MXL_OPT_FLAG, &json, "print JSON instead of text"}};
+  const char *pos[1];
+  int npos = 0;
+  int rc = mxl_cli_parse(argc, argv, usage_line, opts, 1, pos, 1, &npos);
+  if (rc) return rc == 1 ? 0 : 2;
+  if (npos != 1) {
+    fprintf(stderr, "mxlora inspect: give a path (see mxlora inspect --help)\n");
+    return 2;
+  }
+  char *report = NULL;
+  mxl_status st = mxl_inspect(pos[0], json, &report);
+  if (st != MXL_OK) return mxl_cli_fail("inspect", st);
+  fputs(report, stdout);
+  if (json) fputc('\n', stdout);
+  free(report);
+  return 0;
+}
