@@ -25,8 +25,8 @@
 // ignored; launches complete before MXL_LAUNCH returns).
 //
 // Cost: glibc swapcontext makes a system call per switch, a few µs per
-// emulated thread: fine for unit shapes, not for whole models. Fibers switch
-// stacks behind AddressSanitizer's back, so do not run this under ASan.
+// emulated thread: fine for unit shapes, not for whole models. Stack
+// switches are announced to AddressSanitizer, so it runs under ASan.
 #ifndef MXL_KERNELS_CUDA_EMULATOR_H
 #define MXL_KERNELS_CUDA_EMULATOR_H
 
@@ -37,6 +37,20 @@
 #define MXL_CUDA_EMULATE 1
 
 #include <ucontext.h>
+
+// Under AddressSanitizer every stack switch is announced, so that ASan
+// tracks the fiber stacks (and reports shared/local out-of-bounds accesses
+// at the kernel's own line) instead of reporting false positives.
+#if defined(__SANITIZE_ADDRESS__)
+#define MXL_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MXL_EMU_ASAN 1
+#endif
+#endif
+#ifdef MXL_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -74,6 +88,9 @@ enum class state { runnable, at_barrier, done };
 
 struct fiber {
   ucontext_t ctx;
+  char *stack = nullptr;
+  size_t stack_size = 0;
+  void *asan_fake_stack = nullptr;
   unsigned tx = 0;
   state st = state::runnable;
   const char *sync_file = nullptr;
@@ -85,6 +102,9 @@ struct block_run {
   dim block_idx, block_dim, grid_dim;
   std::vector<fiber> fibers;
   ucontext_t scheduler;
+  const void *scheduler_stack = nullptr;  // for ASan: the OS thread's stack
+  size_t scheduler_stack_size = 0;
+  void *asan_fake_stack = nullptr;
   fiber *current = nullptr;
   void (*body)(void *) = nullptr;
   void *body_arg = nullptr;
@@ -97,12 +117,62 @@ inline block_run *&current_run() {
 
 inline fiber &current_fiber() { return *current_run()->current; }
 
+// Stack-switch announcements; no-ops without ASan. `save` null means the
+// stack being left is finished.
+inline void asan_leave(void **save, const void *to_stack, size_t to_size) {
+#ifdef MXL_EMU_ASAN
+  __sanitizer_start_switch_fiber(save, to_stack, to_size);
+#else
+  (void)save, (void)to_stack, (void)to_size;
+#endif
+}
+
+inline void asan_arrived(void *saved, const void **from_stack, size_t *from_size) {
+#ifdef MXL_EMU_ASAN
+  __sanitizer_finish_switch_fiber(saved, from_stack, from_size);
+#else
+  (void)saved, (void)from_stack, (void)from_size;
+#endif
+}
+
+// The context switches live in functions of their own: swapcontext returns
+// twice, and the callers' locals must not be live across it.
+__attribute__((noinline)) inline void switch_to_fiber(block_run *r, fiber *f) {
+  asan_leave(&r->asan_fake_stack, f->stack, f->stack_size);
+  swapcontext(&r->scheduler, &f->ctx);
+  asan_arrived(r->asan_fake_stack, nullptr, nullptr);
+}
+
+__attribute__((noinline)) inline void switch_to_scheduler(block_run *r, fiber *f) {
+  asan_leave(&f->asan_fake_stack, r->scheduler_stack, r->scheduler_stack_size);
+  swapcontext(&f->ctx, &r->scheduler);
+  asan_arrived(f->asan_fake_stack, nullptr, nullptr);
+}
+
+inline void fiber_main();
+
+// getcontext, too, returns twice.
+__attribute__((noinline)) inline void init_fiber(block_run *r, fiber *f, unsigned tx,
+                                                 std::vector<char> *stack) {
+  f->tx = tx;
+  f->st = state::runnable;
+  f->stack = stack->data();
+  f->stack_size = stack->size();
+  getcontext(&f->ctx);
+  f->ctx.uc_stack.ss_sp = f->stack;
+  f->ctx.uc_stack.ss_size = f->stack_size;
+  f->ctx.uc_link = &r->scheduler;
+  makecontext(&f->ctx, fiber_main, 0);
+}
+
 // The fiber's whole life: the kernel body; returning resumes the scheduler
 // through uc_link.
 inline void fiber_main() {
   block_run *r = current_run();
+  asan_arrived(nullptr, &r->scheduler_stack, &r->scheduler_stack_size);
   r->body(r->body_arg);
   r->current->st = state::done;
+  asan_leave(nullptr, r->scheduler_stack, r->scheduler_stack_size);
 }
 
 inline void syncthreads(const char *file, int line) {
@@ -111,7 +181,7 @@ inline void syncthreads(const char *file, int line) {
   f->st = state::at_barrier;
   f->sync_file = file;
   f->sync_line = line;
-  swapcontext(&f->ctx, &r->scheduler);
+  switch_to_scheduler(r, f);
   f->st = state::runnable;
 }
 
@@ -123,16 +193,7 @@ inline std::string site(const fiber &f) {
 // block's barriers are divergent.
 inline bool run_block(block_run &r, std::vector<std::vector<char>> &stacks) {
   size_t n = r.fibers.size();
-  for (size_t t = 0; t < n; t++) {
-    fiber &f = r.fibers[t];
-    f.tx = (unsigned)t;
-    f.st = state::runnable;
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = stacks[t].data();
-    f.ctx.uc_stack.ss_size = stacks[t].size();
-    f.ctx.uc_link = &r.scheduler;
-    makecontext(&f.ctx, fiber_main, 0);
-  }
+  for (size_t t = 0; t < n; t++) init_fiber(&r, &r.fibers[t], (unsigned)t, &stacks[t]);
   std::vector<size_t> sequence(n);
   for (size_t t = 0; t < n; t++) sequence[t] = t;
   if (settings().run_order == order::reverse) std::reverse(sequence.begin(), sequence.end());
@@ -143,7 +204,7 @@ inline bool run_block(block_run &r, std::vector<std::vector<char>> &stacks) {
       fiber &f = r.fibers[t];
       if (f.st == state::done) continue;
       r.current = &f;
-      swapcontext(&r.scheduler, &f.ctx);
+      switch_to_fiber(&r, &f);
     }
     const fiber *waiting = nullptr, *finished = nullptr;
     for (const fiber &f : r.fibers) {
