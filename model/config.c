@@ -408,6 +408,7 @@ static mxl_status parse_hf_fields(const cJSON *root, const char *src, mxl_config
   MXL_TRY(get_int(&o, "max_position_embeddings", 0, &c->max_context));
   MXL_TRY(get_float(&o, "rope_theta", 0, &c->rope_theta));
   MXL_TRY(get_float(&o, "swiglu_limit", 0, &c->swiglu_limit));
+  MXL_TRY(get_float(&o, "swiglu_alpha", 0, &c->swiglu_alpha)); /* transformers v5 writes it */
   MXL_TRY(get_float(&o, "rms_norm_eps", 0, &c->rms_eps));
   MXL_TRY(parse_hf_rope(root, src, c));
   int legacy_ctx = c->initial_context; /* legacy duplicate of original_max_position_embeddings */
