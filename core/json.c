@@ -188,7 +188,7 @@ static mxl_status int_array_value(const cJSON *item, int64_t lo, int64_t hi, int
 
 mxl_status mxl_json_get_int_range(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
                                   int64_t *out, const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return mxl_json_int_value(item, lo, hi, out, key, source);
 }
@@ -202,34 +202,34 @@ mxl_status mxl_json_get_int(const cJSON *obj, const char *key, int *out, const c
 
 mxl_status mxl_json_get_double(const cJSON *obj, const char *key, double *out,
                                const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return double_value(item, out, key, source);
 }
 
 mxl_status mxl_json_get_float(const cJSON *obj, const char *key, float *out,
                               const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return float_value(item, out, key, source);
 }
 
 mxl_status mxl_json_get_bool(const cJSON *obj, const char *key, bool *out, const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return bool_value(item, out, key, source);
 }
 
 mxl_status mxl_json_get_string(const cJSON *obj, const char *key, const char **out,
                                const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return string_value(item, out, key, source);
 }
 
 mxl_status mxl_json_get_object(const cJSON *obj, const char *key, const cJSON **out,
                                const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return object_value(item, out, key, source);
 }
@@ -237,7 +237,7 @@ mxl_status mxl_json_get_object(const cJSON *obj, const char *key, const cJSON **
 mxl_status mxl_json_get_int_array(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
                                   int64_t *out, size_t capacity, size_t *count,
                                   const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup(obj, key, &item, source));
   return int_array_value(item, lo, hi, out, capacity, count, key, source);
 }
@@ -246,7 +246,7 @@ mxl_status mxl_json_get_int_array(const cJSON *obj, const char *key, int64_t lo,
 
 mxl_status mxl_json_opt_int_range(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
                                   int64_t def, int64_t *out, const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *out = def;
@@ -265,7 +265,7 @@ mxl_status mxl_json_opt_int(const cJSON *obj, const char *key, int def, int *out
 
 mxl_status mxl_json_opt_double(const cJSON *obj, const char *key, double def, double *out,
                                const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *out = def;
@@ -276,7 +276,7 @@ mxl_status mxl_json_opt_double(const cJSON *obj, const char *key, double def, do
 
 mxl_status mxl_json_opt_float(const cJSON *obj, const char *key, float def, float *out,
                               const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *out = def;
@@ -287,7 +287,7 @@ mxl_status mxl_json_opt_float(const cJSON *obj, const char *key, float def, floa
 
 mxl_status mxl_json_opt_bool(const cJSON *obj, const char *key, bool def, bool *out,
                              const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *out = def;
@@ -298,7 +298,7 @@ mxl_status mxl_json_opt_bool(const cJSON *obj, const char *key, bool def, bool *
 
 mxl_status mxl_json_opt_string(const cJSON *obj, const char *key, const char *def,
                                const char **out, const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *out = def;
@@ -309,7 +309,7 @@ mxl_status mxl_json_opt_string(const cJSON *obj, const char *key, const char *de
 
 mxl_status mxl_json_opt_object(const cJSON *obj, const char *key, const cJSON **out,
                                const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *out = NULL;
@@ -321,7 +321,7 @@ mxl_status mxl_json_opt_object(const cJSON *obj, const char *key, const cJSON **
 mxl_status mxl_json_opt_int_array(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
                                   int64_t *out, size_t capacity, size_t *count,
                                   const char *source) {
-  const cJSON *item;
+  const cJSON *item = NULL;
   MXL_TRY(lookup_optional(obj, key, &item, source));
   if (!item) {
     *count = 0;

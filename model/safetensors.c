@@ -228,7 +228,7 @@ static mxl_status read_metadata(st_impl *impl, const cJSON *meta, int keep, cons
 }
 
 static mxl_status read_dtype(const cJSON *entry, const char *where, mxl_dtype *out) {
-  const char *name;
+  const char *name = NULL;
   MXL_TRY(mxl_json_get_string(entry, "dtype", &name, where));
   int dt = mxl_dtype_parse(name);
   if (dt < 0) return mxl_errorf(MXL_ERR_FORMAT, "%s: dtype: unknown dtype \"%s\"", where, name);
@@ -386,7 +386,7 @@ static mxl_status sort_and_check_names(mxl_safetensors *st) {
 mxl_status mxl_safetensors_parse_buffer(const uint8_t *data, size_t size, const char *name,
                                         mxl_safetensors **out) {
   *out = NULL;
-  mxl_safetensors *st;
+  mxl_safetensors *st = NULL;
   MXL_TRY(st_create(1, name, &st));
   ((st_impl *)st->impl)->borrowed = 1;
   st->files[0].data = data;
@@ -406,7 +406,7 @@ mxl_status mxl_safetensors_parse_buffer(const uint8_t *data, size_t size, const 
 }
 
 static mxl_status open_single(const char *path, mxl_safetensors **out) {
-  mxl_safetensors *st;
+  mxl_safetensors *st = NULL;
   MXL_TRY(st_create(1, path, &st));
   mxl_status status = mxl_mapping_open(path, &st->files[0]);
   if (status == MXL_OK) status = parse_file(st, 0);
@@ -451,7 +451,7 @@ static mxl_status check_shard_name(const index_state *ix, const map_entry *e) {
 
 /* weight_map: tensor name -> shard file name, names unique. */
 static mxl_status read_weight_map(index_state *ix) {
-  const cJSON *wm;
+  const cJSON *wm = NULL;
   MXL_TRY(mxl_json_get_object(ix->root, "weight_map", &wm, ix->path));
   int n = 0;
   for (const cJSON *e = wm->child; e; e = e->next) n++;
@@ -535,7 +535,7 @@ static mxl_status cross_check(const mxl_safetensors *st, const index_state *ix) 
 
 /* metadata.total_size, when given, is the sum of the tensors' bytes. */
 static mxl_status check_total_size(const mxl_safetensors *st, const index_state *ix) {
-  const cJSON *meta;
+  const cJSON *meta = NULL;
   MXL_TRY(mxl_json_opt_object(ix->root, "metadata", &meta, ix->path));
   if (!meta) return MXL_OK;
   char source[1024];
@@ -869,7 +869,7 @@ void mxl_st_writer_abort(mxl_st_writer *w) {
 mxl_status mxl_safetensors_write(const char *path, const mxl_st_spec *specs,
                                  const void *const *data, int n, const char *const *metadata,
                                  int n_metadata) {
-  mxl_st_writer *w;
+  mxl_st_writer *w = NULL;
   MXL_TRY(mxl_st_writer_begin(path, specs, n, metadata, n_metadata, &w));
   for (int i = 0; i < n; i++) {
     uint64_t nbytes = 0;
