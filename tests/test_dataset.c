@@ -5,6 +5,7 @@
  * be written by hand; the parity test uses o200k and openai-harmony's ids. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -437,6 +438,78 @@ static void test_streaming_many_lines(void) {
   remove("test_dataset_many.jsonl");
 }
 
+
+/* ------------------------------------------------------------------ bundled samples, CLI */
+
+static void test_bundled_samples(void) {
+  mxl_dataset *train = NULL, *eval = NULL;
+  MXL_CHECK_OK(load(MXL_SOURCE_DIR "/datasets/samples/train.jsonl", MXL_BAD_LINE_ERROR, &train));
+  MXL_CHECK_OK(load(MXL_SOURCE_DIR "/datasets/samples/eval.jsonl", MXL_BAD_LINE_ERROR, &eval));
+  if (!train || !eval) return;
+  MXL_CHECK(mxl_dataset_size(train) == 338 && mxl_dataset_size(eval) == 36);
+  mxl_data_stats s;
+  MXL_CHECK_OK(mxl_dataset_stats(train, 0, &s));
+  MXL_CHECK(s.chat_samples == 338);
+  for (int m = 0; m < MXL_MASK_COUNT; m++) MXL_CHECK(s.untrained_samples[m] == 0);
+  /* no eval conversation is also a training one */
+  int overlap = 0;
+  for (size_t i = 0; i < mxl_dataset_size(eval); i++) {
+    mxl_sample_view e, t;
+    mxl_dataset_sample(eval, i, &e);
+    for (size_t j = 0; j < mxl_dataset_size(train); j++) {
+      mxl_dataset_sample(train, j, &t);
+      overlap += e.n == t.n && !memcmp(e.ids, t.ids, e.n * sizeof *e.ids);
+    }
+  }
+  MXL_CHECK(overlap == 0);
+  mxl_dataset_destroy(train);
+  mxl_dataset_destroy(eval);
+}
+
+/* Runs the CLI; returns its exit status and its output (stdout + stderr). */
+static int run_cli(const char *args, char *out, size_t cap) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "%s %s 2>&1", MXL_CLI_PATH, args);
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = '\0';
+  int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_cli(void) {
+  static char out[1 << 16];
+  MXL_CHECK(run_cli("data stats", out, sizeof out) == 2);
+  MXL_CHECK(strstr(out, "expected 'stats FILE' or 'show FILE'") != NULL);
+  MXL_CHECK(run_cli("data stats x.jsonl", out, sizeof out) == 2);
+  MXL_CHECK(strstr(out, "--model DIR is required") != NULL);
+  MXL_CHECK(run_cli("data show x.jsonl --model m --color pink", out, sizeof out) == 2);
+  MXL_CHECK(run_cli("data --help", out, sizeof out) == 0 && strstr(out, "--on-bad-line"));
+  const char *vocab = MXL_SHARED_DIR "/data/o200k_base.tiktoken";
+  if (!mxl_path_exists(vocab)) MXL_SKIP("%s absent", vocab);
+  char args[1024];
+  snprintf(args, sizeof args, "data stats %s/datasets/samples/train.jsonl --model %s --seq-len 80",
+           MXL_SOURCE_DIR, vocab);
+  MXL_CHECK(run_cli(args, out, sizeof out) == 0);
+  MXL_CHECK(strstr(out, "train.jsonl: 338 samples (338 chat, 0 text)") != NULL);
+  MXL_CHECK(strstr(out, "seq-len 80:") != NULL && strstr(out, "last-turn") != NULL);
+  snprintf(args, sizeof args,
+           "data show %s/datasets/samples/eval.jsonl --model %s --limit 2 --mask final",
+           MXL_SOURCE_DIR, vocab);
+  MXL_CHECK(run_cli(args, out, sizeof out) == 0);
+  MXL_CHECK(strstr(out, "--- sample 1 (line 2, chat,") != NULL && !strstr(out, "sample 2 "));
+  MXL_CHECK(strstr(out, "[[<|channel|>final<|message|>") != NULL && !strstr(out, "\033["));
+  const char *bad = scratch_str("cli_bad.jsonl", "{\"text\":\"a\"}\n{\"messages\":3}\n");
+  snprintf(args, sizeof args, "data stats %s --model %s", bad, vocab);
+  MXL_CHECK(run_cli(args, out, sizeof out) == 1);
+  MXL_CHECK(strstr(out, "test_dataset_cli_bad.jsonl:2: messages: expected a list of messages") != NULL);
+  snprintf(args, sizeof args, "data stats %s --model %s --on-bad-line skip", bad, vocab);
+  MXL_CHECK(run_cli(args, out, sizeof out) == 0);
+  MXL_CHECK(strstr(out, "1 samples (0 chat, 1 text), 1 bad lines skipped") != NULL);
+  remove(bad);
+}
+
 int main(void) {
   bytes_tok = byte_tokenizer();
   MXL_RUN(test_bad_lines);
@@ -448,6 +521,8 @@ int main(void) {
   MXL_RUN(test_split);
   MXL_RUN(test_stats);
   MXL_RUN(test_streaming_many_lines);
+  MXL_RUN(test_bundled_samples);
+  MXL_RUN(test_cli);
   mxl_tokenizer_free(bytes_tok);
   return mxl_test_summary("dataset");
 }
