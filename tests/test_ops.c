@@ -844,6 +844,7 @@ static const case_spec cases[] = {
     C(UNEMBED_XENT, .n = 7, .rows = 1001, .cols = 64),
     C(UNEMBED_XENT, .n = 6, .rows = 300, .cols = 33, .nulls = 1),
     C(UNEMBED_XENT, .n = 6, .rows = 300, .cols = 33, .nulls = 2),
+    C(UNEMBED_XENT, .n = 3, .rows = 201088, .cols = 32), /* gpt-oss's vocabulary */
 
     C(ADAMW, .n = 1, .step = 1),
     C(ADAMW, .n = 1000, .step = 1, .wd = 0.1f),
@@ -1000,8 +1001,7 @@ static double threshold(int o, int b) {
   return op_defs[o].nmse;
 }
 
-/* Worst NMSE / threshold ratio per op and backend, for the summary. */
-static double worst[N_OPS][N_BACKENDS];
+/* Worst NMSE per op and backend, for the summary. */
 static double worst_nmse[N_OPS][N_BACKENDS];
 static int ran[N_OPS][N_BACKENDS];
 
@@ -1136,7 +1136,6 @@ static void test_case_on(const case_spec *cs, int ci, mxl_backend *ref, mxl_back
     mxl_test_failed_cases++;
   }
   ran[cs->op][bi]++;
-  if (!ok || ratio > worst[cs->op][bi]) worst[cs->op][bi] = ok ? ratio : INFINITY;
   if (worst_val > worst_nmse[cs->op][bi]) worst_nmse[cs->op][bi] = worst_val;
   printf("%s %-11s %-16s%s  err %.2e%s%s\n", ok ? "ok  " : "FAIL", backends[bi].label, op->name,
          desc, worst_val, ok ? "" : "  ", why);
