@@ -365,11 +365,12 @@ mxl_status mxl_dataset_load(const char *path, const mxl_tokenizer *tok,
   FILE *fp = fopen(path, "rb");
   if (!fp) return mxl_errorf(MXL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   struct stat sb;
-  uint64_t total = fstat(fileno(fp), &sb) == 0 ? (uint64_t)sb.st_size : 0;
-  if (fstat(fileno(fp), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+  int have_stat = fstat(fileno(fp), &sb) == 0;
+  if (have_stat && S_ISDIR(sb.st_mode)) {
     fclose(fp);
     return mxl_errorf(MXL_ERR_IO, "%s: is a directory", path);
   }
+  uint64_t total = have_stat ? (uint64_t)sb.st_size : 0;
   int c = first_byte(fp);
   rewind(fp);
   store *s = calloc(1, sizeof *s);
