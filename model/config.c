@@ -390,10 +390,10 @@ static mxl_status parse_hf_fields(const cJSON *root, const char *src, mxl_config
     return mxl_errorf(MXL_ERR_UNSUPPORTED, "%s: model_type is \"%s\", expected \"gpt_oss\"", src,
                       s);
   MXL_TRY(get_int(&o, "num_hidden_layers", 1, &c->n_layers));
-  if (cJSON_GetObjectItemCaseSensitive(root, "num_local_experts"))
-    MXL_TRY(get_int(&o, "num_local_experts", 1, &c->n_experts));
-  else
+  if (cJSON_GetObjectItemCaseSensitive(root, "num_experts"))
     MXL_TRY(get_int(&o, "num_experts", 1, &c->n_experts)); /* the class's alias */
+  else
+    MXL_TRY(get_int(&o, "num_local_experts", 1, &c->n_experts));
   if (cJSON_GetObjectItemCaseSensitive(root, "num_experts_per_tok"))
     MXL_TRY(get_int(&o, "num_experts_per_tok", 1, &c->experts_per_token));
   else
