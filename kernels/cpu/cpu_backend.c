@@ -15,14 +15,14 @@
  * path can be tested on one machine. */
 static const mxl_cpu_isa *pick_isa(void) {
   const mxl_cpu_isa *best = &mxl_cpu_isa_generic;
-#if defined(MXL_CPU_X86) && defined(MXL_CPU_X86_READY)
+#ifdef MXL_CPU_X86
   __builtin_cpu_init();
   int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                    __builtin_cpu_supports("avx512bf16");
+  if (has_avx2) best = &mxl_cpu_isa_avx2;
   if (has_avx512) best = &mxl_cpu_isa_avx512;
-  else if (has_avx2) best = &mxl_cpu_isa_avx2;
   const char *want = getenv("MXL_CPU_ISA");
   if (want && !strcmp(want, "generic")) best = &mxl_cpu_isa_generic;
   if (want && !strcmp(want, "avx2") && has_avx2) best = &mxl_cpu_isa_avx2;

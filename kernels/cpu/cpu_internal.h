@@ -47,9 +47,18 @@ typedef struct mxl_cpu_isa {
   void (*mxfp4_to_bf16)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                         const uint8_t *scales, int64_t row_blocks, int rows, int K, int bias);
 
-  /* dst[c, r] = src[r, c] — dst [cols, ld_dst], src [rows, ld_src], bf16. */
-  void (*transpose_bf16)(uint16_t *dst, int64_t ld_dst, const uint16_t *src, int64_t ld_src,
+  /* Packs rows of a bf16 matrix in pairs for gemm_bf16_vnni:
+   * dst[(r/2)·ld_dst + c][r%2] = src[r, c] for r < rows, c < cols, with
+   * zeros in the second half of the last pair when rows is odd and in
+   * columns [cols, ld_dst) — dst [(rows+1)/2, ld_dst, 2], src [rows, ld_src].
+   * ld_dst is a multiple of 16. */
+  void (*pack_vnni_bf16)(uint16_t *dst, int64_t ld_dst, const uint16_t *src, int64_t ld_src,
                          int rows, int cols);
+
+  /* The same packing of an MXFP4 window decoded on the fly (blocks/scales
+   * as mxfp4_to_bf16; K = cols, a multiple of 32). */
+  void (*pack_vnni_mxfp4)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                          const uint8_t *scales, int64_t row_blocks, int rows, int K, int bias);
 
   /* C[i, j] (+)= Σ_k A[i, k]·B[j, k] for i < M, j < N — C [M, ldc] fp32,
    * A [M, lda] bf16, B [N, ldb] bf16. With A_lo != NULL it adds the
@@ -60,11 +69,20 @@ typedef struct mxl_cpu_isa {
                        int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
                        int accumulate);
 
+  /* C[i, j] (+)= Σ_p A[i, p]·Bp[p/2, j, p%2] for i < M, j < N, p < P, with Bp
+   * packed by pack_vnni_* (ld_bp columns per pair) — the product with a
+   * weight used untransposed (dx = dy·W). C [M, ldc], A [M, lda] bf16
+   * (A_lo as in gemm_bf16_nt). */
+  void (*gemm_bf16_vnni)(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                         int64_t lda, const uint16_t *Bp, int64_t ld_bp, int M, int N, int P,
+                         int accumulate);
+
   /* y[j] = Σ_k x[k]·W[j, k] for j < N, W MXFP4 rows: the memory-bound
-   * matrix-vector product of decoding — y [N], x [K] fp32, blocks/scales as
-   * mxfp4_to_bf16 (K the full row). exact keeps fp32 activations. */
-  void (*gemv_mxfp4)(float *y, const float *x, const uint8_t *blocks, const uint8_t *scales,
-                     int64_t row_blocks, int N, int K, int bias, int exact);
+   * matrix-vector product of decoding — y [N], x [K] in bf16 (x_lo: the
+   * exact-mode residual, or NULL), blocks/scales as mxfp4_to_bf16 with K
+   * the full row. */
+  void (*gemv_mxfp4)(float *y, const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
+                     const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
 
   /* fp32 vector helpers for attention, the loss and small ops. */
   float (*dot_f32)(const float *a, const float *b, int n);  /* Σ a·b */

@@ -31,10 +31,35 @@ static void gen_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t *bloc
     }
 }
 
-static void gen_transpose_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+static void gen_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
                                int64_t ld_src, int rows, int cols) {
-  for (int r = 0; r < rows; r++)
-    for (int c = 0; c < cols; c++) dst[(int64_t)c * ld_dst + r] = src[(int64_t)r * ld_src + c];
+  for (int pp = 0; pp < (rows + 1) / 2; pp++)
+    for (int64_t c = 0; c < ld_dst; c++)
+      for (int h = 0; h < 2; h++) {
+        int r = 2 * pp + h;
+        dst[(pp * ld_dst + c) * 2 + h] = (r < rows && c < cols) ? src[r * ld_src + c] : 0;
+      }
+}
+
+static void gen_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                int bias) {
+  uint16_t row[2][MXL_MXFP4_BLOCK];
+  for (int pp = 0; pp < (rows + 1) / 2; pp++) {
+    for (int g = 0; g < K / MXL_MXFP4_BLOCK; g++) {
+      for (int h = 0; h < 2; h++) {
+        int64_t r = 2 * pp + h, b = r * row_blocks + g;
+        if (r < rows)
+          gen_mxfp4_to_bf16(row[h], MXL_MXFP4_BLOCK, blocks + b * MXL_MXFP4_BLOCK_BYTES,
+                            scales + b, row_blocks, 1, MXL_MXFP4_BLOCK, bias);
+        else memset(row[h], 0, sizeof row[h]);
+      }
+      for (int t = 0; t < MXL_MXFP4_BLOCK; t++)
+        for (int h = 0; h < 2; h++)
+          dst[(pp * ld_dst + g * MXL_MXFP4_BLOCK + t) * 2 + h] = row[h][t];
+    }
+    memset(dst + (pp * ld_dst + K) * 2, 0, (size_t)(ld_dst - K) * 2 * sizeof *dst);
+  }
 }
 
 static void gen_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
@@ -54,18 +79,36 @@ static void gen_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uin
     }
 }
 
-static void gen_gemv_mxfp4(float *y, const float *x, const uint8_t *blocks,
-                           const uint8_t *scales, int64_t row_blocks, int N, int K, int bias,
-                           int exact) {
-  (void)exact; /* fp32 activations always */
+static void gen_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                               int64_t lda, const uint16_t *Bp, int64_t ld_bp, int M, int N,
+                               int P, int accumulate) {
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      float acc = 0;
+      for (int p = 0; p < P; p++) {
+        float b = mxl_bf16_to_f32(Bp[((int64_t)(p / 2) * ld_bp + j) * 2 + p % 2]);
+        acc += mxl_bf16_to_f32(A[(int64_t)i * lda + p]) * b;
+        if (A_lo) acc += mxl_bf16_to_f32(A_lo[(int64_t)i * lda + p]) * b;
+      }
+      float *c = &C[(int64_t)i * ldc + j];
+      *c = accumulate ? *c + acc : acc;
+    }
+}
+
+static void gen_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
+                           const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                           int N, int K, int bias) {
   float w[MXL_MXFP4_BLOCK];
   for (int j = 0; j < N; j++) {
     float acc = 0;
     for (int g = 0; g < K / MXL_MXFP4_BLOCK; g++) {
       int64_t b = (int64_t)j * row_blocks + g;
       mxl_mxfp4_decode_block(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias, w);
-      const float *xg = x + g * MXL_MXFP4_BLOCK;
-      for (int t = 0; t < MXL_MXFP4_BLOCK; t++) acc += xg[t] * w[t];
+      for (int t = 0; t < MXL_MXFP4_BLOCK; t++) {
+        int k = g * MXL_MXFP4_BLOCK + t;
+        acc += mxl_bf16_to_f32(x[k]) * w[t];
+        if (x_lo) acc += mxl_bf16_to_f32(x_lo[k]) * w[t];
+      }
     }
     y[j] = acc;
   }
@@ -105,8 +148,10 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .to_bf16 = gen_to_bf16,
     .to_bf16_split = gen_to_bf16_split,
     .mxfp4_to_bf16 = gen_mxfp4_to_bf16,
-    .transpose_bf16 = gen_transpose_bf16,
+    .pack_vnni_bf16 = gen_pack_vnni_bf16,
+    .pack_vnni_mxfp4 = gen_pack_vnni_mxfp4,
     .gemm_bf16_nt = gen_gemm_bf16_nt,
+    .gemm_bf16_vnni = gen_gemm_bf16_vnni,
     .gemv_mxfp4 = gen_gemv_mxfp4,
     .dot_f32 = gen_dot_f32,
     .axpy_f32 = gen_axpy_f32,

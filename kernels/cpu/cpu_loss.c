@@ -15,7 +15,8 @@
  *   1. logits tile [rows, VOCAB_CHUNK] = h·W_cᵀ (+ b), online log-sum-exp
  *      per row (running max, rescaled sum) and the target logit;
  *   2. (when dh is wanted) the tile again, G = weight·(softmax − onehot),
- *      and dh_rows += G·W_c with W_c transposed into the thread's buffer.
+ *      and dh_rows += G·W_c with W_c's rows packed in pairs into the
+ *      thread's buffer (gemm_bf16_vnni).
  * Per-thread memory is a few tiles; nothing of size [n, V] exists. */
 
 enum { TOK_CHUNK = 64, VOCAB_CHUNK = 128 };
@@ -29,17 +30,20 @@ typedef struct xent_job {
   float *loss, *dh;
 } xent_job;
 
+/* H rounded up to the packing's column multiple. */
+static int64_t h16(int64_t H) { return (H + 15) & ~(int64_t)15; }
+
 /* Per-thread scratch of one xent item, in floats or bf16 elements. */
 typedef struct xent_buf {
   float *logits;    /* [TOK_CHUNK, VOCAB_CHUNK] */
   float *dacc;      /* [TOK_CHUNK, H] gradient rows of this item */
   uint16_t *g, *g_lo; /* [TOK_CHUNK, VOCAB_CHUNK] G in bf16 */
-  uint16_t *wt;     /* [H, VOCAB_CHUNK] the vocabulary chunk transposed */
+  uint16_t *wp;     /* [VOCAB_CHUNK/2, H16, 2] the vocabulary chunk packed */
 } xent_buf;
 
 static size_t xent_buf_bytes(int64_t H) {
   return (size_t)TOK_CHUNK * VOCAB_CHUNK * 4 + (size_t)TOK_CHUNK * H * 4 +
-         (size_t)TOK_CHUNK * VOCAB_CHUNK * 2 * 2 + (size_t)H * VOCAB_CHUNK * 2 + 4 * 64;
+         (size_t)TOK_CHUNK * VOCAB_CHUNK * 2 * 2 + (size_t)h16(H) * VOCAB_CHUNK * 2 + 4 * 64;
 }
 
 static xent_buf xent_buf_carve(char *p, int64_t H) {
@@ -52,7 +56,7 @@ static xent_buf xent_buf_carve(char *p, int64_t H) {
   p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 2;
   b.g_lo = (uint16_t *)p;
   p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 2;
-  b.wt = (uint16_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+  b.wp = (uint16_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
   return b;
 }
 
@@ -109,12 +113,9 @@ static void xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, i
     }
     if (exact) isa->to_bf16_split(b->g, b->g_lo, b->logits, (size_t)rows * VOCAB_CHUNK);
     else isa->to_bf16(b->g, b->logits, (size_t)rows * VOCAB_CHUNK);
-    isa->transpose_bf16(b->wt, VOCAB_CHUNK, W->w + v0 * H, H, vn, (int)H);
-    if (vn < VOCAB_CHUNK) /* zero the tail columns: G is zero there, W must not be NaN */
-      for (int64_t c = 0; c < H; c++)
-        memset(b->wt + c * VOCAB_CHUNK + vn, 0, (size_t)(VOCAB_CHUNK - vn) * 2);
-    isa->gemm_bf16_nt(b->dacc, H, b->g, exact ? b->g_lo : NULL, VOCAB_CHUNK, b->wt, VOCAB_CHUNK,
-                      rows, (int)H, VOCAB_CHUNK, 1);
+    isa->pack_vnni_bf16(b->wp, h16(H), W->w + v0 * H, H, vn, (int)H);
+    isa->gemm_bf16_vnni(b->dacc, H, b->g, exact ? b->g_lo : NULL, VOCAB_CHUNK, b->wp, h16(H),
+                        rows, (int)H, vn, 1);
   }
   for (int r = 0; r < rows; r++) {
     float *dst = job->dh + (size_t)job->rows[r0 + r] * H;

@@ -4,14 +4,16 @@
  *
  * The plan for every product: activations are converted once to bf16
  * (or to a bf16 hi + lo pair in exact mode) and the weights are fed as bf16
- * rows to one kernel, gemm_bf16_nt (C = A·Bᵀ, both operands K-contiguous):
+ * to the ISA's kernels; the forward uses gemm_bf16_nt (C = A·Bᵀ, both
+ * operands K-contiguous):
  *   - bf16 weights are already bf16 rows: B is the weight itself;
  *   - MXFP4 weights are decoded a panel of rows at a time into a per-thread
  *     buffer that stays in L2 and is reused by every row of the expert's
  *     group; a group of one row (decode) instead streams the packed weights
  *     through gemv_mxfp4, which decodes in registers at memory speed;
- *   - the backward needs Wᵀ rows: a strip of W (decoded if MXFP4) is
- *     transposed into the per-thread buffer, never the whole matrix.
+ *   - the backward (dx = dy·W) reads W untransposed: a strip of W's columns
+ *     (decoded if MXFP4) is packed with its rows in pairs into the
+ *     per-thread buffer for gemm_bf16_vnni, never the whole matrix.
  */
 #include <omp.h>
 #include <string.h>
@@ -23,7 +25,7 @@ enum {
   PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
   GEMV_ROWS = 128,   /* weight rows per decode (one activation row) work item */
   STRIP_COLS = 64,   /* dx columns per backward work item */
-  STRIP_ROWS = 1024, /* weight rows transposed at once in the backward */
+  STRIP_ROWS = 1024, /* weight rows packed at once in the backward */
 };
 
 /* ------------------------------------------------------------------ activations */
@@ -141,8 +143,8 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
     for (int64_t j0 = 0; j0 < N; j0 += step)
       items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step)};
   }
-  act_bf16 a = {NULL, NULL};
-  if (any_gemm && convert_activations(be, &a, x, m, K) != 0) return;
+  act_bf16 a;
+  if (convert_activations(be, &a, x, m, K) != 0) return;
   size_t panel_elems = (size_t)PANEL_ROWS * (size_t)K;
   uint16_t *panels = NULL;
   if (any_gemm) {
@@ -159,8 +161,8 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
       int64_t i0 = off[w.e], rows = off[w.e + 1] - i0;
       float *yt = y + i0 * N + w.j0; /* [rows, N] tile of [m, N] */
       if (rows == 1) {
-        isa->gemv_mxfp4(yt, x + i0 * K, mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0),
-                        row_blocks, w.nj, (int)K, W->scale_bias, c->exact);
+        isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, mx_blocks(W, w.e, w.j0),
+                        mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
       } else {
         isa->mxfp4_to_bf16(panel, K, mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0),
                            row_blocks, w.nj, (int)K, W->scale_bias);
@@ -174,69 +176,58 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
 
 /* ------------------------------------------------------------------ backward (dx) */
 
-/* dx[:, k0:k0+kn] += dy·W[:, k0:k0+kn] for a block of activation rows, W's
- * column strip transposed STRIP_ROWS rows at a time into `wt`
- * [kn, STRIP_ROWS] bf16. `load_strip` writes W[j0:j0+nj, k0:k0+kn] to `tmp`
- * [nj, kn] bf16 (the decode, for MXFP4) or returns a pointer to it. */
-typedef const uint16_t *(*strip_loader)(const void *ctx, int e, int64_t j0, int64_t nj,
-                                        int64_t k0, int64_t kn, uint16_t *tmp, int64_t *ld);
+/* dx[:, k0:k0+kn] += dy·W[:, k0:k0+kn] for one group of activation rows,
+ * W's column strip packed STRIP_ROWS rows at a time into `bp`
+ * [STRIP_ROWS/2, STRIP_COLS, 2]. `pack` packs W[j0:j0+nj, k0:k0+kn] of
+ * group e (decoding it, for MXFP4). */
+typedef void (*strip_packer)(const void *ctx, const mxl_cpu_isa *isa, int e, int64_t j0,
+                             int64_t nj, int64_t k0, int64_t kn, uint16_t *bp);
 
 static void dx_strip(const mxl_cpu_isa *isa, float *dx, int64_t ldx, act_bf16 dy, int64_t ldy,
-                     int rows, int64_t N, int64_t k0, int64_t kn, strip_loader load,
-                     const void *ctx, int e, uint16_t *tmp, uint16_t *wt) {
+                     int rows, int64_t N, int64_t k0, int64_t kn, strip_packer pack,
+                     const void *ctx, int e, uint16_t *bp) {
   for (int64_t j0 = 0; j0 < N; j0 += STRIP_ROWS) {
-    int64_t nj = N - j0 < STRIP_ROWS ? N - j0 : STRIP_ROWS, ld = 0;
-    const uint16_t *w = load(ctx, e, j0, nj, k0, kn, tmp, &ld); /* [nj, ld] */
-    isa->transpose_bf16(wt, nj, w, ld, (int)nj, (int)kn);       /* [kn, nj] */
-    isa->gemm_bf16_nt(dx + k0, ldx, dy.hi + j0, dy.lo ? dy.lo + j0 : NULL, ldy, wt, nj, rows,
-                      (int)kn, (int)nj, 1);
+    int64_t nj = N - j0 < STRIP_ROWS ? N - j0 : STRIP_ROWS;
+    pack(ctx, isa, e, j0, nj, k0, kn, bp);
+    isa->gemm_bf16_vnni(dx + k0, ldx, dy.hi + j0, dy.lo ? dy.lo + j0 : NULL, ldy, bp,
+                        STRIP_COLS, rows, (int)kn, (int)nj, 1);
   }
 }
 
-static const uint16_t *load_bf16_strip(const void *ctx, int e, int64_t j0, int64_t nj,
-                                       int64_t k0, int64_t kn, uint16_t *tmp, int64_t *ld) {
-  (void)e, (void)nj, (void)kn, (void)tmp;
+static void pack_bf16_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int64_t j0,
+                            int64_t nj, int64_t k0, int64_t kn, uint16_t *bp) {
+  (void)e; /* one matrix for every group */
   const mxl_bf16_weight *W = ctx;
-  *ld = W->cols;
-  return W->w + j0 * W->cols + k0;
+  isa->pack_vnni_bf16(bp, STRIP_COLS, W->w + j0 * W->cols + k0, W->cols, (int)nj, (int)kn);
 }
 
-typedef struct mx_strip_ctx {
-  const mxl_mxfp4_weight *W;
-  const mxl_cpu_isa *isa;
-} mx_strip_ctx;
-
-static const uint16_t *load_mx_strip(const void *ctx, int e, int64_t j0, int64_t nj, int64_t k0,
-                                     int64_t kn, uint16_t *tmp, int64_t *ld) {
-  const mx_strip_ctx *c = ctx;
-  const mxl_mxfp4_weight *W = c->W;
+static void pack_mx_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int64_t j0,
+                          int64_t nj, int64_t k0, int64_t kn, uint16_t *bp) {
+  const mxl_mxfp4_weight *W = ctx;
   int64_t g0 = k0 / MXL_MXFP4_BLOCK;
-  c->isa->mxfp4_to_bf16(tmp, kn, mx_blocks(W, e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES,
-                        mx_scales(W, e, j0) + g0, W->cols / MXL_MXFP4_BLOCK, (int)nj, (int)kn,
-                        W->scale_bias);
-  *ld = kn;
-  return tmp;
+  isa->pack_vnni_mxfp4(bp, STRIP_COLS, mx_blocks(W, e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES,
+                       mx_scales(W, e, j0) + g0, W->cols / MXL_MXFP4_BLOCK, (int)nj, (int)kn,
+                       W->scale_bias);
 }
 
 /* Runs dx_strip over work items (group, column strip); groups are row
  * ranges [off[g], off[g+1]) using expert g's weights. */
 static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, int64_t K,
-                      const int32_t *off, int n_groups, strip_loader load, const void *ctx) {
+                      const int32_t *off, int n_groups, strip_packer pack, const void *ctx) {
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int64_t m = off[n_groups];
   if (m <= 0 || N <= 0 || K <= 0) return;
   act_bf16 a;
   if (convert_activations(be, &a, dy, m, N) != 0) return;
   int64_t n_strips = (K + STRIP_COLS - 1) / STRIP_COLS;
-  size_t per_thread = (size_t)STRIP_ROWS * STRIP_COLS * 2;
+  size_t per_thread = (size_t)STRIP_ROWS * STRIP_COLS;
   uint16_t *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
                                    per_thread * sizeof *bufs * (size_t)be->n_threads);
   if (!bufs) return;
   int64_t items = (int64_t)n_groups * n_strips;
 #pragma omp parallel num_threads(be->n_threads)
   {
-    uint16_t *tmp = bufs + per_thread * (size_t)omp_get_thread_num();
-    uint16_t *wt = tmp + (size_t)STRIP_ROWS * STRIP_COLS;
+    uint16_t *bp = bufs + per_thread * (size_t)omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; it++) {
       int g = (int)(it / n_strips);
@@ -244,7 +235,7 @@ static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, in
       if (rows <= 0) continue;
       int64_t k0 = (it % n_strips) * STRIP_COLS, kn = K - k0 < STRIP_COLS ? K - k0 : STRIP_COLS;
       act_bf16 ag = {a.hi + off[g] * N, a.lo ? a.lo + off[g] * N : NULL};
-      dx_strip(isa, dx + off[g] * K, K, ag, N, (int)rows, N, k0, kn, load, ctx, g, tmp, wt);
+      dx_strip(isa, dx + off[g] * K, K, ag, N, (int)rows, N, k0, kn, pack, ctx, g, bp);
     }
   }
 }
@@ -259,14 +250,11 @@ void mxl_cpu_matmul_bf16_dx(mxl_backend *be, float *dx, const float *dy,
   int blocks = n > 256 ? (n + 255) / 256 : 1;
   if (blocks > MAX_BLOCKS) blocks = MAX_BLOCKS;
   for (int b = 0; b <= blocks; b++) off[b] = (int32_t)((int64_t)n * b / blocks);
-  /* All groups use the same weights: the loader ignores the group index. */
-  dx_driver(be, dx, dy, W->rows, W->cols, off, blocks, load_bf16_strip, W);
+  dx_driver(be, dx, dy, W->rows, W->cols, off, blocks, pack_bf16_strip, W);
 }
 
 /* dx[i] += dy[i]·W_e for grouped row i of expert e — dx [m, K], dy [m, N] */
 void mxl_cpu_mxfp4_matmul_dx(mxl_backend *be, float *dx, const float *dy,
                              const mxl_mxfp4_weight *W, const mxl_moe_plan *plan) {
-  mx_strip_ctx ctx = {W, mxl_cpu_of(be)->isa};
-  dx_driver(be, dx, dy, W->rows, W->cols, plan->offsets_host, W->n_experts, load_mx_strip,
-            &ctx);
+  dx_driver(be, dx, dy, W->rows, W->cols, plan->offsets_host, W->n_experts, pack_mx_strip, W);
 }

@@ -1,0 +1,605 @@
+/* bench_ops: the CPU backend's heavy ops at gpt-oss-20b shapes, against the
+ * machine's limits measured in the same run.
+ *
+ *   build-cpu/bench_ops [--quick] [--threads 1,2] [--reps N]
+ *
+ * First the limits, per thread count: read bandwidth (a sum over a 1 GiB
+ * array), the fp32 FMA peak and the bf16 dot-product peak (register-only
+ * loops). Then each op: decode shapes (one token) as GB/s of weights
+ * streamed and % of the read bandwidth; prefill shapes (512 tokens) as
+ * GFLOP/s and % of the bf16 peak; the reference backend as a baseline
+ * where it is cheap (decode shapes). Each figure is the best of --reps runs
+ * (the machine is shared: best-of is the least noisy statistic). Exact
+ * mode (MXL_CPU_EXACT=1) is measured for the MXFP4 ops as well.
+ * --quick shrinks the prefill token count to 128 and skips the slow rows. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/mxfp4.h"
+#include "kernels/ops.h"
+
+/* gpt-oss-20b */
+enum { H = 2880, I = 2880, E = 32, TOPK = 4, V = 201088, NH = 64, NKV = 8, HD = 64 };
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *xmalloc(size_t bytes) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
+    fprintf(stderr, "bench_ops: out of memory (%zu bytes)\n", bytes);
+    exit(1);
+  }
+  return p;
+}
+
+/* ------------------------------------------------------------------ random data */
+
+static uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* Uniform in [-a, a), a pure function of (seed, i): parallel fills. */
+static float rnd(uint64_t seed, size_t i, float a) {
+  return a * ((float)(mix(seed * 0x9E3779B97F4A7C15ull + i) >> 40) * 0x1p-23f - 1.0f);
+}
+
+static void fill_f32(float *x, size_t n, uint64_t seed, float a) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) x[i] = rnd(seed, i, a);
+}
+
+static void fill_bf16(uint16_t *x, size_t n, uint64_t seed, float a) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) x[i] = mxl_f32_to_bf16(rnd(seed, i, a));
+}
+
+/* Random nibbles; scale bytes 127 - [3..6] keep weights O(0.01..0.1). */
+static void fill_mxfp4(uint8_t *blocks, uint8_t *scales, size_t n_blocks, uint64_t seed) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n_blocks; i++) {
+    uint64_t r = mix(seed + i * 0x9E3779B97F4A7C15ull), r2 = mix(r);
+    memcpy(blocks + i * 16, &r, 8);
+    memcpy(blocks + i * 16 + 8, &r2, 8);
+    scales[i] = (uint8_t)(127 - 3 - (int)(r % 4));
+  }
+}
+
+/* ------------------------------------------------------------------ limits */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+
+__attribute__((target("avx512f"))) static float sum512(const float *p, size_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i + 64 <= n; i += 64) {
+    s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
+    s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
+    s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
+    s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+__attribute__((target("avx2"))) static float sum256(const float *p, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i + 32 <= n; i += 32) {
+    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
+    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
+    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
+    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
+  }
+  float o[8];
+  _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  return o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+}
+
+/* Register-only loops: 24 independent accumulators cover the latency of
+ * two instructions per cycle; the loops are unrolled explicitly (the build's
+ * -O2 would otherwise keep the accumulator array in memory). */
+#define UNROLL24 _Pragma("GCC unroll 24")
+#define UNROLL12 _Pragma("GCC unroll 12") /* AVX2 has 16 registers */
+__attribute__((target("avx512f,fma"))) static float fma512_loop(long iters) {
+  __m512 a[24], x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(1e-7f);
+  UNROLL24 for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i);
+  for (long it = 0; it < iters; it++) {
+    UNROLL24 for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
+    __asm__ volatile("" : "+v"(x));
+  }
+  for (int i = 1; i < 24; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+  return _mm512_reduce_add_ps(a[0]);
+}
+
+__attribute__((target("avx2,fma"))) static float fma256_loop(long iters) {
+  __m256 a[12], x = _mm256_set1_ps(1.0000001f), y = _mm256_set1_ps(1e-7f);
+  UNROLL12 for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+  for (long it = 0; it < iters; it++) {
+    UNROLL12 for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
+    __asm__ volatile("" : "+v"(x));
+  }
+  for (int i = 1; i < 12; i++) a[0] = _mm256_add_ps(a[0], a[i]);
+  float o[8];
+  _mm256_storeu_ps(o, a[0]);
+  return o[0];
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static float bf16_loop(long iters) {
+  __m512 a[24];
+  __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3400);
+  UNROLL24 for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i);
+  for (long it = 0; it < iters; it++) {
+    UNROLL24 for (int i = 0; i < 24; i++) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+    __asm__ volatile("" : "+v"(x));
+  }
+  for (int i = 1; i < 24; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+  return _mm512_reduce_add_ps(a[0]);
+}
+#endif
+
+static volatile float sink_f; /* keeps results alive */
+
+static double read_bandwidth(int nt, const float *arr, size_t n) {
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    double t = now();
+    float s = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : s)
+    {
+      int id = omp_get_thread_num();
+      size_t chunk = n / (size_t)nt / 64 * 64;
+      const float *p = arr + chunk * (size_t)id;
+#ifdef HAVE_X86
+      if (__builtin_cpu_supports("avx512f")) s += sum512(p, chunk);
+      else if (__builtin_cpu_supports("avx2")) s += sum256(p, chunk);
+      else
+#endif
+      {
+        float acc[8] = {0};
+        for (size_t i = 0; i + 8 <= chunk; i += 8)
+          for (int l = 0; l < 8; l++) acc[l] += p[i + l];
+        for (int l = 0; l < 8; l++) s += acc[l];
+      }
+    }
+    t = now() - t;
+    sink_f = s;
+    double bw = (double)n * sizeof(float) / t / 1e9;
+    if (bw > best) best = bw;
+  }
+  return best;
+}
+
+/* GFLOP/s of `loop` on nt threads (flops_per_iter per thread-iteration). */
+static double peak(int nt, float (*loop)(long), double flops_per_iter) {
+  long iters = 20000000;
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    double t = now();
+    float s = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : s)
+    s += loop(iters);
+    t = now() - t;
+    sink_f = s;
+    double g = (double)nt * (double)iters * flops_per_iter / t / 1e9;
+    if (g > best) best = g;
+  }
+  return best;
+}
+
+typedef struct limits {
+  double bw, fma, bf16; /* GB/s, GFLOP/s, GFLOP/s */
+} limits;
+
+static limits measure_limits(int nt, const float *arr, size_t n) {
+  limits L = {read_bandwidth(nt, arr, n), 0, 0};
+#ifdef HAVE_X86
+  if (__builtin_cpu_supports("avx512f")) L.fma = peak(nt, fma512_loop, 24 * 32);
+  else if (__builtin_cpu_supports("avx2")) L.fma = peak(nt, fma256_loop, 12 * 16);
+  if (__builtin_cpu_supports("avx512bf16")) L.bf16 = peak(nt, bf16_loop, 24 * 64);
+#endif
+  return L;
+}
+
+/* ------------------------------------------------------------------ op fixtures */
+
+typedef struct mx_set {
+  uint8_t *blocks, *scales;
+  uint16_t *bias;
+  mxl_mxfp4_weight w;
+} mx_set;
+
+static mx_set make_mx(int rows, int cols, uint64_t seed) {
+  mx_set s;
+  size_t nb = (size_t)E * rows * (cols / 32);
+  s.blocks = xmalloc(nb * 16);
+  s.scales = xmalloc(nb);
+  s.bias = xmalloc((size_t)E * rows * 2);
+  fill_mxfp4(s.blocks, s.scales, nb, seed);
+  fill_bf16(s.bias, (size_t)E * rows, seed + 1, 0.1f);
+  s.w = (mxl_mxfp4_weight){s.blocks, s.scales, s.bias, (size_t)rows * (cols / 32) * 16,
+                           (size_t)rows * (cols / 32), (size_t)rows, rows, cols, E,
+                           MXL_MXFP4_BIAS};
+  return s;
+}
+
+/* A routing plan for n tokens: decode tokens rotate through the experts
+ * (`first` picks the set) so repeated runs do not find the weights in L3;
+ * prefill tokens route uniformly at random. */
+typedef struct plan_set {
+  int32_t experts[4096 * TOPK], order[4096 * TOPK], slot[4096 * TOPK], offsets[E + 1];
+  float weights[4096 * TOPK];
+  mxl_moe_plan p;
+} plan_set;
+
+static void make_plan(plan_set *ps, int n, int first, uint64_t seed) {
+  for (int t = 0; t < n; t++)
+    for (int r = 0; r < TOPK; r++) {
+      int e;
+      if (n == 1) e = (first * TOPK + r) % E;
+      else {
+        int dup;
+        do {
+          e = (int)(mix(seed++) % E);
+          dup = 0;
+          for (int q = 0; q < r; q++) dup |= ps->experts[t * TOPK + q] == e;
+        } while (dup);
+      }
+      ps->experts[t * TOPK + r] = e;
+      ps->weights[t * TOPK + r] = 0.25f;
+    }
+  int m = n * TOPK, fill[E] = {0};
+  memset(ps->offsets, 0, sizeof ps->offsets);
+  for (int a = 0; a < m; a++) ps->offsets[ps->experts[a] + 1]++;
+  for (int e = 0; e < E; e++) ps->offsets[e + 1] += ps->offsets[e];
+  for (int a = 0; a < m; a++) {
+    int e = ps->experts[a], i = ps->offsets[e] + fill[e]++;
+    ps->order[i] = a;
+    ps->slot[a] = i;
+  }
+  ps->p = (mxl_moe_plan){n, TOPK, E, ps->experts, ps->weights, ps->order, ps->slot,
+                         ps->offsets, ps->offsets};
+}
+
+/* ------------------------------------------------------------------ the table */
+
+static int g_reps = 3;
+
+typedef struct row_ctx {
+  const char *name;
+  const char *shape;
+  double bytes; /* weight bytes streamed per call (decode rows) */
+  double flops; /* per call (prefill rows) */
+} row_ctx;
+
+static void print_header(void) {
+  printf("\n%-26s %-22s %3s %10s %9s %9s %8s %7s\n", "op", "shape", "thr", "ms", "GB/s",
+         "GFLOP/s", "%limit", "x ref");
+}
+
+/* Prints one measured row: decode rows (bytes > 0) against bandwidth,
+ * prefill rows against the bf16 peak. */
+static void print_row(const row_ctx *r, int nt, double sec, const limits *L, double ref_sec) {
+  double gbs = r->bytes > 0 ? r->bytes / sec / 1e9 : 0;
+  double gfs = r->flops > 0 ? r->flops / sec / 1e9 : 0;
+  double pct = r->bytes > 0 ? 100 * gbs / L->bw : (L->bf16 > 0 ? 100 * gfs / L->bf16 : 0);
+  char gb[16] = "-", gf[16] = "-", rs[16] = "-";
+  if (r->bytes > 0) snprintf(gb, sizeof gb, "%.1f", gbs);
+  if (r->flops > 0) snprintf(gf, sizeof gf, "%.1f", gfs);
+  if (ref_sec > 0) snprintf(rs, sizeof rs, "%.0f", ref_sec / sec);
+  printf("%-26s %-22s %3d %10.3f %9s %9s %7.1f%% %7s\n", r->name, r->shape, nt, sec * 1e3, gb,
+         gf, pct, rs);
+  fflush(stdout);
+}
+
+typedef void (*op_fn)(mxl_backend *be, void *arg, int rep);
+
+static double best_time(mxl_backend *be, op_fn fn, void *arg, int reps) {
+  double best = 1e30;
+  fn(be, arg, 0); /* warm-up: scratch buffers, page faults */
+  for (int r = 0; r < reps; r++) {
+    double t = now();
+    fn(be, arg, r + 1);
+    be->ops->sync(be);
+    t = now() - t;
+    if (t < best) best = t;
+  }
+  return best;
+}
+
+/* ------------------------------------------------------------------ ops */
+
+typedef struct mx_arg {
+  mx_set *w;
+  plan_set *plans; /* [8] rotating sets for decode, [1] for prefill */
+  int n_plans;
+  float *x, *y;
+} mx_arg;
+
+static void run_mx(mxl_backend *be, void *arg, int rep) {
+  mx_arg *a = arg;
+  plan_set *ps = &a->plans[rep % a->n_plans];
+  be->ops->mxfp4_matmul(be, a->y, a->x, &a->w->w, &ps->p);
+}
+
+static void run_mx_dx(mxl_backend *be, void *arg, int rep) {
+  mx_arg *a = arg;
+  plan_set *ps = &a->plans[rep % a->n_plans];
+  be->ops->mxfp4_matmul_dx(be, a->x, a->y, &a->w->w, &ps->p);
+}
+
+typedef struct bf_arg {
+  mxl_bf16_weight *w; /* [n_w] rotating copies */
+  int n_w, n;
+  float *x, *y;
+} bf_arg;
+
+static void run_bf(mxl_backend *be, void *arg, int rep) {
+  bf_arg *a = arg;
+  be->ops->matmul_bf16(be, a->y, a->x, &a->w[rep % a->n_w], a->n);
+}
+
+static void run_bf_dx(mxl_backend *be, void *arg, int rep) {
+  bf_arg *a = arg;
+  be->ops->matmul_bf16_dx(be, a->x, a->y, &a->w[rep % a->n_w], a->n);
+}
+
+typedef struct xent_arg {
+  mxl_bf16_weight *w;
+  int n;
+  float *h, *loss, *dh, *weight;
+  int32_t *targets;
+} xent_arg;
+
+static void run_xent(mxl_backend *be, void *arg, int rep) {
+  (void)rep;
+  xent_arg *a = arg;
+  be->ops->unembed_xent(be, a->loss, a->dh, a->h, a->w, a->targets, a->weight, a->n);
+}
+
+typedef struct attn_arg {
+  int n, window, bwd;
+  float *q, *k, *v, *out, *lse, *dout, *dq, *dk, *dv;
+  uint16_t *sinks;
+  int32_t *pos, *seg;
+} attn_arg;
+
+static void run_attn(mxl_backend *be, void *arg, int rep) {
+  (void)rep;
+  attn_arg *a = arg;
+  mxl_attn_mask m = {a->pos, a->seg, a->pos, a->seg, a->window};
+  if (!a->bwd)
+    be->ops->attention(be, a->out, a->lse, a->q, a->k, a->v, a->sinks, &m, a->n, a->n, NH, NKV,
+                       HD, 0.125f);
+  else
+    be->ops->attention_bwd(be, a->dq, a->dk, a->dv, a->dout, a->out, a->lse, a->q, a->k, a->v,
+                           a->sinks, &m, a->n, a->n, NH, NKV, HD, 0.125f);
+}
+
+/* Allowed (query, key) pairs of a causal mask with a window. */
+static double attn_pairs(int n, int window) {
+  double s = 0;
+  for (int i = 0; i < n; i++) s += window && i + 1 > window ? window : i + 1;
+  return s;
+}
+
+typedef struct gemm_arg {
+  int tA, tB, M, N, K;
+  float *A, *B, *C;
+} gemm_arg;
+
+static void run_gemm(mxl_backend *be, void *arg, int rep) {
+  (void)rep;
+  gemm_arg *a = arg;
+  be->ops->gemm_f32(be, a->tA, a->tB, a->M, a->N, a->K, 1.0f, a->A, a->tA ? a->M : a->K, a->B,
+                    a->tB ? a->K : a->N, 0.0f, a->C, a->N);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int parse_threads(const char *s, int *out, int max) {
+  int n = 0;
+  while (*s && n < max) {
+    out[n++] = atoi(s);
+    while (*s && *s != ',') s++;
+    if (*s == ',') s++;
+  }
+  return n;
+}
+
+int main(int argc, char **argv) {
+  int quick = 0, threads[4] = {1, 2}, n_threads = 2;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--quick")) quick = 1;
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      n_threads = parse_threads(argv[++i], threads, 4);
+    else if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: bench_ops [--quick] [--threads 1,2] [--reps N]\n");
+      return 2;
+    }
+  }
+  int n_pre = quick ? 128 : 512;
+
+  size_t n_arr = (size_t)1 << 28; /* 1 GiB of fp32 for the bandwidth test */
+  float *arr = xmalloc(n_arr * sizeof *arr);
+  fill_f32(arr, n_arr, 7, 1.0f);
+
+  /* Weights: experts (20b layer), attention q projection (8 copies, so the
+   * decode rows do not run from L3), lm_head. */
+  mx_set gate_up = make_mx(2 * I, H, 11), down = make_mx(H, I, 12);
+  enum { NQ = 8 };
+  mxl_bf16_weight wq[NQ], wo[1], lm;
+  for (int c = 0; c < NQ; c++) {
+    uint16_t *w = xmalloc((size_t)NH * HD * H * 2), *b = xmalloc((size_t)NH * HD * 2);
+    fill_bf16(w, (size_t)NH * HD * H, 20 + (uint64_t)c, 0.02f);
+    fill_bf16(b, (size_t)NH * HD, 40 + (uint64_t)c, 0.1f);
+    wq[c] = (mxl_bf16_weight){w, b, NH * HD, H};
+  }
+  {
+    uint16_t *w = xmalloc((size_t)H * NH * HD * 2);
+    fill_bf16(w, (size_t)H * NH * HD, 60, 0.02f);
+    wo[0] = (mxl_bf16_weight){w, NULL, H, NH * HD};
+  }
+  uint16_t *lm_w = xmalloc((size_t)V * H * 2);
+  fill_bf16(lm_w, (size_t)V * H, 70, 0.02f);
+  lm = (mxl_bf16_weight){lm_w, NULL, V, H};
+
+  plan_set *dec_plans = xmalloc(8 * sizeof *dec_plans), *pre_plan = xmalloc(sizeof *pre_plan);
+  for (int s = 0; s < 8; s++) make_plan(&dec_plans[s], 1, s, 1);
+  make_plan(pre_plan, n_pre, 0, 99);
+
+  size_t act = (size_t)n_pre * TOPK * 2 * I; /* largest activation buffer */
+  float *x = xmalloc(act * 4), *y = xmalloc(act * 4);
+  fill_f32(x, act, 3, 1.0f);
+  fill_f32(y, act, 4, 1.0f);
+
+  mxl_backend *ref = NULL;
+  if (mxl_backend_ref_create(&ref) != MXL_OK) ref = NULL;
+
+  printf("bench_ops: gpt-oss-20b shapes (H=%d I=%d E=%d k=%d V=%d nh=%d nkv=%d d=%d), "
+         "prefill n=%d, best of %d\n", H, I, E, TOPK, V, NH, NKV, HD, n_pre, g_reps);
+
+  for (int ti = 0; ti < n_threads; ti++) {
+    int nt = threads[ti];
+    mxl_backend *be = NULL;
+    if (mxl_backend_cpu_create(nt, &be) != MXL_OK) {
+      fprintf(stderr, "bench_ops: %s\n", mxl_last_error());
+      return 1;
+    }
+    limits L = measure_limits(nt, arr, n_arr);
+    printf("\n== %d thread%s, isa %s: read bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s, "
+           "bf16 dot peak %.1f GFLOP/s\n", nt, nt > 1 ? "s" : "", mxl_backend_cpu_isa(be), L.bw,
+           L.fma, L.bf16);
+    print_header();
+    char shape[64];
+
+    /* -- MXFP4 experts, decode: one token, 4 experts */
+    for (int which = 0; which < 2; which++) {
+      mx_set *w = which ? &down : &gate_up;
+      int N = (int)w->w.rows, K = (int)w->w.cols;
+      double bytes = (double)TOPK * N * (K / 32) * 17;
+      mx_arg a = {w, dec_plans, 8, x, y};
+      for (int exact = 0; exact < 2; exact++) {
+        mxl_backend_cpu_set_exact(be, exact);
+        double ref_t = 0;
+        if (ref && ti == 0 && !exact && !quick) ref_t = best_time(ref, run_mx, &a, 1);
+        snprintf(shape, sizeof shape, "M=1x%d N=%d K=%d", TOPK, N, K);
+        row_ctx r = {which ? (exact ? "mxfp4 down exact" : "mxfp4 down")
+                           : (exact ? "mxfp4 gate_up exact" : "mxfp4 gate_up"),
+                     shape, bytes, 0};
+        print_row(&r, nt, best_time(be, run_mx, &a, g_reps * 3), &L, ref_t);
+      }
+      mxl_backend_cpu_set_exact(be, 0);
+    }
+    /* -- MXFP4 experts, prefill: n_pre tokens x 4 experts over 32 */
+    for (int which = 0; which < 2; which++) {
+      mx_set *w = which ? &down : &gate_up;
+      int N = (int)w->w.rows, K = (int)w->w.cols, m = n_pre * TOPK;
+      mx_arg a = {w, pre_plan, 1, x, y};
+      snprintf(shape, sizeof shape, "M=%d N=%d K=%d", m, N, K);
+      for (int exact = 0; exact < 2; exact++) {
+        mxl_backend_cpu_set_exact(be, exact);
+        row_ctx r = {which ? (exact ? "mxfp4 down exact" : "mxfp4 down")
+                           : (exact ? "mxfp4 gate_up exact" : "mxfp4 gate_up"),
+                     shape, 0, 2.0 * m * N * K};
+        print_row(&r, nt, best_time(be, run_mx, &a, g_reps), &L, 0);
+      }
+      mxl_backend_cpu_set_exact(be, 0);
+      row_ctx rd = {which ? "mxfp4_dx down" : "mxfp4_dx gate_up", shape, 0, 2.0 * m * N * K};
+      print_row(&rd, nt, best_time(be, run_mx_dx, &a, g_reps), &L, 0);
+    }
+    /* -- bf16 matmuls */
+    {
+      bf_arg a = {wq, NQ, 1, x, y};
+      double ref_t = ref && ti == 0 && !quick ? best_time(ref, run_bf, &a, 1) : 0;
+      row_ctx r = {"bf16 q_proj", "M=1 N=4096 K=2880", (double)NH * HD * H * 2, 0};
+      print_row(&r, nt, best_time(be, run_bf, &a, g_reps * 3), &L, ref_t);
+      bf_arg l = {&lm, 1, 1, x, y};
+      row_ctx rl = {"bf16 lm_head", "M=1 N=201088 K=2880", (double)V * H * 2, 0};
+      print_row(&rl, nt, best_time(be, run_bf, &l, g_reps), &L, 0);
+      bf_arg p = {wq, 1, n_pre, x, y};
+      snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", n_pre);
+      row_ctx rp = {"bf16 q_proj", shape, 0, 2.0 * n_pre * NH * HD * H};
+      print_row(&rp, nt, best_time(be, run_bf, &p, g_reps), &L, 0);
+      row_ctx rpd = {"bf16_dx q_proj", shape, 0, 2.0 * n_pre * NH * HD * H};
+      print_row(&rpd, nt, best_time(be, run_bf_dx, &p, g_reps), &L, 0);
+      bf_arg o = {wo, 1, n_pre, x, y};
+      snprintf(shape, sizeof shape, "M=%d N=2880 K=4096", n_pre);
+      row_ctx ro = {"bf16 o_proj", shape, 0, 2.0 * n_pre * NH * HD * H};
+      print_row(&ro, nt, best_time(be, run_bf, &o, g_reps), &L, 0);
+    }
+    /* -- fused unembedding + cross-entropy (forward + dh: 3 products) */
+    if (!quick || nt == threads[n_threads - 1]) {
+      int n = 64;
+      float *loss = xmalloc((size_t)n * 4), *dh = xmalloc((size_t)n * H * 4),
+            *wt = xmalloc((size_t)n * 4);
+      int32_t *tg = xmalloc((size_t)n * 4);
+      for (int t = 0; t < n; t++) wt[t] = 1.0f, tg[t] = (int32_t)(mix((uint64_t)t) % V);
+      xent_arg a = {&lm, n, x, loss, dh, wt, tg};
+      snprintf(shape, sizeof shape, "n=%d V=%d H=%d", n, V, H);
+      row_ctx r = {"unembed_xent (+dh)", shape, 0, 3 * 2.0 * n * (double)V * H};
+      print_row(&r, nt, best_time(be, run_xent, &a, 1), &L, 0);
+      free(loss), free(dh), free(wt), free(tg);
+    }
+    /* -- attention, prefill n_pre tokens, full causal and window 128 */
+    {
+      int n = n_pre;
+      size_t nq = (size_t)n * NH * HD, nk = (size_t)n * NKV * HD;
+      attn_arg a = {n, 0, 0, xmalloc(nq * 4), xmalloc(nk * 4), xmalloc(nk * 4), xmalloc(nq * 4),
+                    xmalloc((size_t)n * NH * 4), xmalloc(nq * 4), xmalloc(nq * 4),
+                    xmalloc(nk * 4), xmalloc(nk * 4), xmalloc(NH * 2), xmalloc((size_t)n * 4),
+                    xmalloc((size_t)n * 4)};
+      fill_f32(a.q, nq, 31, 1.0f), fill_f32(a.k, nk, 32, 1.0f), fill_f32(a.v, nk, 33, 1.0f);
+      fill_f32(a.dout, nq, 34, 1.0f), fill_bf16(a.sinks, NH, 35, 1.0f);
+      for (int i = 0; i < n; i++) a.pos[i] = i, a.seg[i] = 0;
+      for (int win = 0; win <= 128; win += 128) {
+        a.window = win;
+        double pairs = attn_pairs(n, win) * NH;
+        snprintf(shape, sizeof shape, "n=%d window=%d", n, win);
+        a.bwd = 0;
+        row_ctx r = {"attention", shape, 0, 4.0 * HD * pairs};
+        print_row(&r, nt, best_time(be, run_attn, &a, g_reps), &L, 0);
+        a.bwd = 1;
+        memset(a.dq, 0, nq * 4), memset(a.dk, 0, nk * 4), memset(a.dv, 0, nk * 4);
+        row_ctx rb = {"attention_bwd", shape, 0, 8.0 * HD * pairs};
+        print_row(&rb, nt, best_time(be, run_attn, &a, g_reps), &L, 0);
+      }
+      free(a.q), free(a.k), free(a.v), free(a.out), free(a.lse), free(a.dout), free(a.dq);
+      free(a.dk), free(a.dv), free(a.sinks), free(a.pos), free(a.seg);
+    }
+    /* -- LoRA gemm_f32, rank 16 on the q projection */
+    {
+      int n = n_pre, R = 16;
+      gemm_arg shapes[3] = {
+          {0, 1, n, R, H, x, y, x + (size_t)n * H},          /* z = x·Aᵀ */
+          {0, 1, n, NH * HD, R, x, y, x + (size_t)n * H},    /* y = z·Bᵀ */
+          {1, 0, R, H, n, x, y, x + (size_t)n * H * 2},      /* dA = dzᵀ·x */
+      };
+      const char *names[3] = {"gemm_f32 x·Aᵀ", "gemm_f32 z·Bᵀ", "gemm_f32 dzᵀ·x"};
+      for (int s = 0; s < 3; s++) {
+        snprintf(shape, sizeof shape, "M=%d N=%d K=%d", shapes[s].M, shapes[s].N, shapes[s].K);
+        row_ctx r = {names[s], shape, 0, 2.0 * shapes[s].M * shapes[s].N * shapes[s].K};
+        limits Lf = L;
+        Lf.bf16 = L.fma; /* fp32 op: against the FMA peak */
+        print_row(&r, nt, best_time(be, run_gemm, &shapes[s], g_reps), &Lf, 0);
+      }
+    }
+    mxl_backend_destroy(be);
+  }
+  printf("\n%%limit: decode rows (GB/s) against the read bandwidth, prefill rows against the "
+         "bf16 dot peak (gemm_f32: the fp32 FMA peak); x ref: speed-up over the reference "
+         "backend (1 thread table only).\n");
+  if (ref) mxl_backend_destroy(ref);
+  return 0;
+}

@@ -1,0 +1,481 @@
+/* CPU backend inner loops for AVX2 + FMA (x86-64 CPUs since 2013 without
+ * AVX-512 BF16). bf16 operands are widened to fp32 in registers (a shift)
+ * and multiplied with fp32 FMAs, so results equal the bf16 path's up to
+ * fp32 rounding. Every function carries a target attribute; cpu_backend.c
+ * picks this table after checking CPUID. Semantics: cpu_internal.h.
+ *
+ * MXFP4 decode: a block's nibbles become 32 byte indices in element order;
+ * two pshufb lookups give the low and high bytes of the E2M1 value in bf16,
+ * and the block's scale exponent is added to the exponent field of the
+ * nonzero values (exact for scale exponents in [-125, 125]; rows with other
+ * scales take the portable decode, as in the AVX-512 file). */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/mxfp4.h"
+
+#define TARGET __attribute__((target("avx2,fma")))
+#define INLINE TARGET static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* ------------------------------------------------------------------ bf16 conversion */
+
+/* 8 bf16 (xmm) widened to fp32. */
+INLINE __m256 bf16x8_to_f32(__m128i h) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* 8 fp32 rounded to bf16 exactly as mxl_f32_to_bf16 (nearest even, quiet
+ * NaN, subnormals kept). */
+INLINE __m128i f32x8_to_bf16(__m256 x) {
+  __m256i b = _mm256_castps_si256(x);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff)),
+                                   _mm256_set1_epi32(0x7f800000));
+  __m256i q = _mm256_or_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, q, nan);
+  __m256i packed = _mm256_packus_epi32(r, r); /* per 128-bit lane: 4 words, twice */
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
+}
+
+TARGET static void a2_to_bf16(uint16_t *dst, const float *src, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i *)(dst + i), f32x8_to_bf16(_mm256_loadu_ps(src + i)));
+  for (; i < n; i++) dst[i] = mxl_f32_to_bf16(src[i]);
+}
+
+TARGET static void a2_to_bf16_split(uint16_t *hi, uint16_t *lo, const float *src, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(src + i);
+    __m128i h = f32x8_to_bf16(x);
+    _mm_storeu_si128((__m128i *)(hi + i), h);
+    _mm_storeu_si128((__m128i *)(lo + i), f32x8_to_bf16(_mm256_sub_ps(x, bf16x8_to_f32(h))));
+  }
+  for (; i < n; i++) {
+    hi[i] = mxl_f32_to_bf16(src[i]);
+    lo[i] = mxl_f32_to_bf16(src[i] - mxl_bf16_to_f32(hi[i]));
+  }
+}
+
+/* ------------------------------------------------------------------ MXFP4 decode */
+
+/* Low and high bytes of the E2M1 codes 0..15 in bf16. */
+static const uint8_t e2m1_lo[16] __attribute__((aligned(16))) = {
+    0x00, 0x00, 0x80, 0xc0, 0x00, 0x40, 0x80, 0xc0, 0x00, 0x00, 0x80, 0xc0, 0x00, 0x40, 0x80, 0xc0};
+static const uint8_t e2m1_hi[16] __attribute__((aligned(16))) = {
+    0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, 0x80, 0xbf, 0xbf, 0xbf, 0xc0, 0xc0, 0xc0, 0xc0};
+
+/* One block as 32 bf16 in element order: out[0] = elements 0..15, out[1] = 16..31. */
+INLINE void decode_block(const uint8_t *block, unsigned scale, int bias, __m256i out[2]) {
+  __m128i v = _mm_loadu_si128((const __m128i *)block), m4 = _mm_set1_epi8(0x0F);
+  __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+  __m128i idx[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+  __m128i tlo = _mm_load_si128((const __m128i *)e2m1_lo), thi = _mm_load_si128((const __m128i *)e2m1_hi);
+  __m256i e = _mm256_set1_epi16((short)(((int)scale - bias) * 128));
+  for (int h = 0; h < 2; h++) {
+    __m128i lb = _mm_shuffle_epi8(tlo, idx[h]), hb = _mm_shuffle_epi8(thi, idx[h]);
+    __m256i w = _mm256_set_m128i(_mm_unpackhi_epi8(lb, hb), _mm_unpacklo_epi8(lb, hb));
+    __m256i zero = _mm256_cmpeq_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x7fff)), _mm256_setzero_si256());
+    out[h] = _mm256_add_epi16(w, _mm256_andnot_si256(zero, e));
+  }
+}
+
+static int scales_in_range(const uint8_t *s, int64_t n, int bias) {
+  for (int64_t i = 0; i < n; i++) {
+    int e = (int)s[i] - bias;
+    if (e < -125 || e > 125) return 0;
+  }
+  return 1;
+}
+
+static void decode_block_slow(uint16_t *out, const uint8_t *block, unsigned scale, int bias) {
+  float tmp[MXL_MXFP4_BLOCK];
+  mxl_mxfp4_decode_block(block, scale, bias, tmp);
+  for (int t = 0; t < MXL_MXFP4_BLOCK; t++) out[t] = mxl_f32_to_bf16(tmp[t]);
+}
+
+/* One block into out[0..31] as bf16, by whichever decode the row allows. */
+INLINE void decode_to(uint16_t *out, const uint8_t *block, unsigned scale, int bias, int fast) {
+  if (fast) {
+    __m256i w[2];
+    decode_block(block, scale, bias, w);
+    _mm256_storeu_si256((__m256i *)out, w[0]);
+    _mm256_storeu_si256((__m256i *)(out + 16), w[1]);
+  } else {
+    decode_block_slow(out, block, scale, bias);
+  }
+}
+
+TARGET static void a2_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                    const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                    int bias) {
+  int nb = K / MXL_MXFP4_BLOCK;
+  for (int r = 0; r < rows; r++) {
+    const uint8_t *rb = blocks + (int64_t)r * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *rs = scales + (int64_t)r * row_blocks;
+    int fast = scales_in_range(rs, nb, bias);
+    for (int g = 0; g < nb; g++)
+      decode_to(dst + (int64_t)r * ld_dst + g * 32, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, fast);
+  }
+}
+
+/* ------------------------------------------------------------------ pair packing */
+
+/* 16 columns of rows a and b (bf16) as (a, b) pairs into dst[0..31]. */
+INLINE void interleave16(uint16_t *dst, __m256i a, __m256i b) {
+  __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+  /* lo = columns 0..3 | 8..11, hi = columns 4..7 | 12..15 */
+  _mm256_storeu_si256((__m256i *)dst, _mm256_permute2x128_si256(lo, hi, 0x20));
+  _mm256_storeu_si256((__m256i *)(dst + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+TARGET static void a2_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+                                     int64_t ld_src, int rows, int cols) {
+  uint16_t t0[16], t1[16];
+  for (int pp = 0; pp < (rows + 1) / 2; pp++) {
+    const uint16_t *s0 = src + (int64_t)(2 * pp) * ld_src;
+    const uint16_t *s1 = 2 * pp + 1 < rows ? s0 + ld_src : NULL;
+    uint16_t *d = dst + (int64_t)pp * ld_dst * 2;
+    for (int64_t c = 0; c < ld_dst; c += 16) {
+      __m256i a, b;
+      if (c + 16 <= cols) {
+        a = _mm256_loadu_si256((const __m256i *)(s0 + c));
+        b = s1 ? _mm256_loadu_si256((const __m256i *)(s1 + c)) : _mm256_setzero_si256();
+      } else {
+        for (int64_t q = 0; q < 16; q++) {
+          t0[q] = c + q < cols ? s0[c + q] : 0;
+          t1[q] = s1 && c + q < cols ? s1[c + q] : 0;
+        }
+        a = _mm256_loadu_si256((const __m256i *)t0);
+        b = _mm256_loadu_si256((const __m256i *)t1);
+      }
+      interleave16(d + c * 2, a, b);
+    }
+  }
+}
+
+TARGET static void a2_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                      const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                      int bias) {
+  int nb = K / MXL_MXFP4_BLOCK;
+  uint16_t r0[32], r1[32];
+  for (int pp = 0; pp < (rows + 1) / 2; pp++) {
+    int have1 = 2 * pp + 1 < rows;
+    const uint8_t *b0 = blocks + (int64_t)(2 * pp) * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *s0 = scales + (int64_t)(2 * pp) * row_blocks;
+    const uint8_t *b1 = b0 + row_blocks * MXL_MXFP4_BLOCK_BYTES, *s1 = s0 + row_blocks;
+    int fast0 = scales_in_range(s0, nb, bias), fast1 = have1 && scales_in_range(s1, nb, bias);
+    uint16_t *d = dst + (int64_t)pp * ld_dst * 2;
+    memset(r1, 0, sizeof r1);
+    for (int g = 0; g < nb; g++) {
+      decode_to(r0, b0 + g * MXL_MXFP4_BLOCK_BYTES, s0[g], bias, fast0);
+      if (have1) decode_to(r1, b1 + g * MXL_MXFP4_BLOCK_BYTES, s1[g], bias, fast1);
+      for (int h = 0; h < 2; h++)
+        interleave16(d + (int64_t)(g * 32 + h * 16) * 2, _mm256_loadu_si256((const __m256i *)(r0 + 16 * h)),
+                     _mm256_loadu_si256((const __m256i *)(r1 + 16 * h)));
+    }
+    for (int64_t c = K; c < ld_dst; c++) d[c * 2] = d[c * 2 + 1] = 0;
+  }
+}
+
+/* ------------------------------------------------------------------ C = A·Bᵀ (both K-contiguous) */
+
+enum { NT_MR = 3, NT_NR = 4 };
+
+INLINE float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* 8 bf16 at p (k < K valid; the rest read as zero). */
+INLINE __m256 load8(const uint16_t *p, int left) {
+  if (left >= 8) return bf16x8_to_f32(_mm_loadu_si128((const __m128i *)p));
+  uint16_t t[8] = {0};
+  memcpy(t, p, (size_t)left * 2);
+  return bf16x8_to_f32(_mm_loadu_si128((const __m128i *)t));
+}
+
+INLINE void nt_tile(const int MR, float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                    int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int accumulate) {
+  __m256 acc[NT_MR][NT_NR];
+  const uint16_t *brow[NT_NR];
+  UNROLL
+  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm256_setzero_ps();
+  for (int k = 0; k < K; k += 8) {
+    int left = K - k;
+    __m256 a[NT_MR], al[NT_MR];
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      a[r] = load8(A + r * lda + k, left);
+      al[r] = A_lo ? load8(A_lo + r * lda + k, left) : _mm256_setzero_ps();
+    }
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) {
+      __m256 b = load8(brow[c] + k, left);
+      UNROLL
+      for (int r = 0; r < MR; r++) {
+        acc[r][c] = _mm256_fmadd_ps(a[r], b, acc[r][c]);
+        if (A_lo) acc[r][c] = _mm256_fmadd_ps(al[r], b, acc[r][c]);
+      }
+    }
+  }
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) {
+      if (c >= nvalid) continue;
+      float s = hsum8(acc[r][c]);
+      float *dst = C + r * ldc + c;
+      *dst = accumulate ? *dst + s : s;
+    }
+}
+
+TARGET static void nt_tile_1(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                             int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
+  nt_tile(1, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
+}
+TARGET static void nt_tile_2(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                             int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
+  nt_tile(2, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
+}
+TARGET static void nt_tile_3(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                             int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
+  nt_tile(3, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
+}
+
+TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                                   int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
+                                   int accumulate) {
+  for (int i = 0; i < M;) {
+    int mr = M - i >= NT_MR ? NT_MR : M - i;
+    for (int j = 0; j < N; j += NT_NR) {
+      int nv = N - j < NT_NR ? N - j : NT_NR;
+      float *c = C + (int64_t)i * ldc + j;
+      const uint16_t *a = A + (int64_t)i * lda, *al = A_lo ? A_lo + (int64_t)i * lda : NULL;
+      const uint16_t *b = B + (int64_t)j * ldb;
+      if (mr == 3) nt_tile_3(c, ldc, a, al, lda, b, ldb, nv, K, accumulate);
+      else if (mr == 2) nt_tile_2(c, ldc, a, al, lda, b, ldb, nv, K, accumulate);
+      else nt_tile_1(c, ldc, a, al, lda, b, ldb, nv, K, accumulate);
+    }
+    i += mr;
+  }
+}
+
+/* ------------------------------------------------------------------ C = A·B (B packed in pairs)
+ *
+ * Tile: MR rows × 16 columns (2 ymm). A packed pair vector holds 8 columns
+ * as (even p, odd p) bf16 pairs: the even halves widen with a shift, the
+ * odd ones with a mask. */
+
+enum { VN_MR = 4 };
+
+INLINE void vn_tile(const int MR, float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                    int64_t lda, const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int accumulate) {
+  __m256 acc[VN_MR][2];
+  UNROLL
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const __m256i odd_mask = _mm256_set1_epi32((int)0xFFFF0000u);
+  for (int p = 0; p < P; p += 2) {
+    const uint16_t *b = Bp + (int64_t)(p / 2) * ld_bp * 2;
+    __m256 be[2], bo[2];
+    UNROLL
+    for (int v = 0; v < 2; v++) {
+      __m256i w = _mm256_loadu_si256((const __m256i *)(b + v * 16));
+      be[v] = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+      bo[v] = _mm256_castsi256_ps(_mm256_and_si256(w, odd_mask));
+    }
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      const uint16_t *ar = A + r * lda;
+      __m256 ae = _mm256_set1_ps(mxl_bf16_to_f32(ar[p]));
+      __m256 ao = _mm256_set1_ps(p + 1 < P ? mxl_bf16_to_f32(ar[p + 1]) : 0.0f);
+      UNROLL
+      for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(ao, bo[v], _mm256_fmadd_ps(ae, be[v], acc[r][v]));
+      if (A_lo) {
+        const uint16_t *lr = A_lo + r * lda;
+        __m256 le = _mm256_set1_ps(mxl_bf16_to_f32(lr[p]));
+        __m256 lo = _mm256_set1_ps(p + 1 < P ? mxl_bf16_to_f32(lr[p + 1]) : 0.0f);
+        UNROLL
+        for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(lo, bo[v], _mm256_fmadd_ps(le, be[v], acc[r][v]));
+      }
+    }
+  }
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int v = 0; v < 2; v++) {
+      float out[8];
+      _mm256_storeu_ps(out, acc[r][v]);
+      for (int q = 0; q < 8 && v * 8 + q < ncols; q++) {
+        float *dst = C + r * ldc + v * 8 + q;
+        *dst = accumulate ? *dst + out[q] : out[q];
+      }
+    }
+}
+
+TARGET static void vn_tile_1(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
+  vn_tile(1, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
+}
+TARGET static void vn_tile_2(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
+  vn_tile(2, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
+}
+TARGET static void vn_tile_3(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
+  vn_tile(3, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
+}
+TARGET static void vn_tile_4(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
+  vn_tile(4, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
+}
+
+TARGET static void a2_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
+                                     const uint16_t *A_lo, int64_t lda, const uint16_t *Bp,
+                                     int64_t ld_bp, int M, int N, int P, int accumulate) {
+  typedef void (*tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
+                          const uint16_t *, int64_t, int, int, int);
+  static const tile_fn tiles[5] = {NULL, vn_tile_1, vn_tile_2, vn_tile_3, vn_tile_4};
+  for (int i = 0; i < M;) {
+    int mr = M - i >= VN_MR ? VN_MR : M - i;
+    for (int j = 0; j < N; j += 16) {
+      int nc = N - j < 16 ? N - j : 16;
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
+                A_lo ? A_lo + (int64_t)i * lda : NULL, lda, Bp + (int64_t)j * 2, ld_bp, nc, P,
+                accumulate);
+    }
+    i += mr;
+  }
+}
+
+/* ------------------------------------------------------------------ MXFP4 matrix-vector */
+
+TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
+                                 const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                                 int N, int K, int bias) {
+  int nb = K / MXL_MXFP4_BLOCK;
+  uint16_t w[32] __attribute__((aligned(32)));
+  for (int j = 0; j < N; j++) {
+    const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *rs = scales + (int64_t)j * row_blocks;
+    int fast = scales_in_range(rs, nb, bias);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int g = 0; g < nb; g++) {
+      decode_to(w, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, fast);
+      UNROLL
+      for (int q = 0; q < 4; q++) {
+        __m256 wv = bf16x8_to_f32(_mm_load_si128((const __m128i *)(w + 8 * q)));
+        __m256 xv = bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(x + g * 32 + 8 * q)));
+        if (q & 1) acc1 = _mm256_fmadd_ps(wv, xv, acc1);
+        else acc0 = _mm256_fmadd_ps(wv, xv, acc0);
+        if (x_lo) {
+          __m256 lv = bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(x_lo + g * 32 + 8 * q)));
+          acc1 = _mm256_fmadd_ps(wv, lv, acc1);
+        }
+      }
+    }
+    y[j] = hsum8(_mm256_add_ps(acc0, acc1));
+  }
+}
+
+/* ------------------------------------------------------------------ fp32 vector helpers */
+
+TARGET static float a2_dot_f32(const float *a, const float *b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  float s = hsum8(_mm256_add_ps(s0, s1));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+TARGET static void a2_axpy_f32(float *y, float a, const float *x, int n) {
+  __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+TARGET static float a2_max_f32(const float *x, int n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float out[8], r = -INFINITY;
+  _mm256_storeu_ps(out, m);
+  for (int q = 0; q < 8; q++) r = out[q] > r ? out[q] : r;
+  for (; i < n; i++) r = x[i] > r ? x[i] : r;
+  return r;
+}
+
+/* exp as in the AVX-512 file; 2^n is built in the exponent field, so n is
+ * clamped to [-126, 127] (inputs below about -87.3 give 2^-126·p, not 0:
+ * negligible next to the sums they enter). */
+INLINE __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+TARGET static float a2_sum_exp_f32(const float *x, int n, float shift) {
+  __m256 s = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) s = _mm256_add_ps(s, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh)));
+  float r = hsum8(s);
+  for (; i < n; i++) r += expf(x[i] - shift);
+  return r;
+}
+
+TARGET static void a2_exp_f32(float *y, const float *x, int n, float shift, float mul) {
+  __m256 sh = _mm256_set1_ps(shift), mu = _mm256_set1_ps(mul);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(mu, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh))));
+  for (; i < n; i++) y[i] = mul * expf(x[i] - shift);
+}
+
+const mxl_cpu_isa mxl_cpu_isa_avx2 = {
+    .name = "avx2",
+    .to_bf16 = a2_to_bf16,
+    .to_bf16_split = a2_to_bf16_split,
+    .mxfp4_to_bf16 = a2_mxfp4_to_bf16,
+    .pack_vnni_bf16 = a2_pack_vnni_bf16,
+    .pack_vnni_mxfp4 = a2_pack_vnni_mxfp4,
+    .gemm_bf16_nt = a2_gemm_bf16_nt,
+    .gemm_bf16_vnni = a2_gemm_bf16_vnni,
+    .gemv_mxfp4 = a2_gemv_mxfp4,
+    .dot_f32 = a2_dot_f32,
+    .axpy_f32 = a2_axpy_f32,
+    .max_f32 = a2_max_f32,
+    .sum_exp_f32 = a2_sum_exp_f32,
+    .exp_f32 = a2_exp_f32,
+};
+
+#endif

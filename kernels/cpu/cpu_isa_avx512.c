@@ -1,0 +1,573 @@
+/* CPU backend inner loops for AVX-512 F/BW/VL with BF16 (vdpbf16ps): the
+ * fast path (Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and
+ * later). Every function carries a target attribute, so this file builds
+ * with a baseline x86-64 compiler flag and runs only when cpu_backend.c has
+ * checked CPUID. Semantics of each entry: cpu_internal.h.
+ *
+ * Numerics: products of bf16 pairs are exact in fp32 and vdpbf16ps
+ * accumulates them in fp32 (its internal rounding differs from an FMA
+ * chain by at most an ulp per step). The bf16 conversion (vcvtne2ps2bf16)
+ * rounds to nearest even but flushes fp32 subnormal inputs to zero.
+ *
+ * MXFP4 decode in registers: the 16 bytes of a block are spread to 32
+ * 16-bit nibble indices in element order, and one vpermw looks them up in a
+ * 32-entry table of E2M1 values in bf16 whose exponent fields were raised by
+ * the block's scale exponent (zeros left alone). That is exact as long as
+ * the scaled values stay normal in bf16: scale exponents in [-125, 125].
+ * Rows with a scale outside that range (never in real checkpoints; also the
+ * NaN code) take the portable decode. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/mxfp4.h"
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+#define INLINE TARGET static inline __attribute__((always_inline))
+/* Register tiles are arrays indexed by loop counters: fully unrolled, they
+ * live in registers (the build's -O2 does not unroll on its own). */
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* ------------------------------------------------------------------ bf16 conversion */
+
+INLINE __m512 bf16x16_to_f32(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+TARGET static void a5_to_bf16(uint16_t *dst, const float *src, size_t n) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+    _mm512_storeu_si512(dst + i, (__m512i)v);
+  }
+  for (; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+    _mm256_mask_storeu_epi16(dst + i, m, (__m256i)v);
+  }
+}
+
+TARGET static void a5_to_bf16_split(uint16_t *hi, uint16_t *lo, const float *src, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 x = _mm512_maskz_loadu_ps(m, src + i);
+    __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
+    __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(x, bf16x16_to_f32(h)));
+    _mm256_mask_storeu_epi16(hi + i, m, h);
+    _mm256_mask_storeu_epi16(lo + i, m, l);
+  }
+}
+
+/* ------------------------------------------------------------------ MXFP4 decode */
+
+/* E2M1 codes 0..15 as bf16, twice (vpermw indexes 32 entries). */
+static const uint16_t e2m1_bf16[32] __attribute__((aligned(64))) = {
+    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0,
+    0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0,
+    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0,
+    0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0};
+/* Entries of the table that hold a nonzero value (all but codes 0 and 8). */
+#define E2M1_NONZERO ((__mmask32)0xFEFEFEFEu)
+
+/* 32 nibble indices, in element order, of one block's 16 bytes. */
+INLINE __m512i block_indices(const uint8_t *block) {
+  __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)block));
+  /* word 2j = low nibble of byte j, word 2j+1 = its high nibble */
+  return _mm512_ternarylogic_epi32(d, _mm512_slli_epi32(d, 12), _mm512_set1_epi32(0x000F000F),
+                                   0xA8); /* (a | b) & c */
+}
+
+/* The E2M1 table scaled by 2^(scale - bias) (exponent-field add). */
+INLINE __m512i scaled_table(__m512i table, unsigned scale, int bias) {
+  __m512i e = _mm512_set1_epi16((short)(((int)scale - bias) * 128));
+  return _mm512_mask_add_epi16(table, E2M1_NONZERO, table, e);
+}
+
+INLINE __m512i decode_block(const uint8_t *block, unsigned scale, int bias, __m512i table) {
+  return _mm512_permutexvar_epi16(block_indices(block), scaled_table(table, scale, bias));
+}
+
+/* 1 when every scale byte s of the n given keeps s - bias in [-125, 125]. */
+TARGET static int scales_in_range(const uint8_t *s, int64_t n, int bias) {
+  int lo = bias - 125, hi = bias + 125;
+  if (lo <= 0 && hi >= 255) return 1;
+  __m512i vlo = _mm512_set1_epi8((char)(lo < 0 ? 0 : lo)), vhi = _mm512_set1_epi8((char)(hi > 255 ? 255 : hi));
+  for (int64_t i = 0; i < n; i += 64) {
+    __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - i)) - 1);
+    __m512i v = _mm512_maskz_loadu_epi8(m, s + i);
+    if (_mm512_mask_cmplt_epu8_mask(m, v, vlo) | _mm512_mask_cmpgt_epu8_mask(m, v, vhi)) return 0;
+  }
+  return 1;
+}
+
+/* Portable decode of one block to bf16 (any scale, NaN included). */
+static void decode_block_slow(uint16_t *out, const uint8_t *block, unsigned scale, int bias) {
+  float tmp[MXL_MXFP4_BLOCK];
+  mxl_mxfp4_decode_block(block, scale, bias, tmp);
+  for (int t = 0; t < MXL_MXFP4_BLOCK; t++) out[t] = mxl_f32_to_bf16(tmp[t]);
+}
+
+TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                    const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                    int bias) {
+  __m512i table = _mm512_load_si512(e2m1_bf16);
+  int nb = K / MXL_MXFP4_BLOCK;
+  for (int r = 0; r < rows; r++) {
+    const uint8_t *rb = blocks + (int64_t)r * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *rs = scales + (int64_t)r * row_blocks;
+    uint16_t *out = dst + (int64_t)r * ld_dst;
+    if (scales_in_range(rs, nb, bias)) {
+      for (int g = 0; g < nb; g++)
+        _mm512_storeu_si512(out + g * MXL_MXFP4_BLOCK,
+                            decode_block(rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, table));
+    } else {
+      for (int g = 0; g < nb; g++)
+        decode_block_slow(out + g * MXL_MXFP4_BLOCK, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ pair packing */
+
+/* Interleaves 32 columns of rows r0 and r1: out0 = columns 0..15 as
+ * (r0, r1) pairs, out1 = columns 16..31. */
+INLINE void interleave_pair(__m512i r0, __m512i r1, __m512i *out0, __m512i *out1) {
+  __m512i lo = _mm512_unpacklo_epi16(r0, r1), hi = _mm512_unpackhi_epi16(r0, r1);
+  /* lo holds columns 8q..8q+3 of 128-bit lane q, hi columns 8q+4..8q+7 */
+  const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+  const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  *out0 = _mm512_permutex2var_epi64(lo, first, hi);
+  *out1 = _mm512_permutex2var_epi64(lo, second, hi);
+}
+
+TARGET static void a5_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+                                     int64_t ld_src, int rows, int cols) {
+  for (int pp = 0; pp < (rows + 1) / 2; pp++) {
+    const uint16_t *s0 = src + (int64_t)(2 * pp) * ld_src;
+    const uint16_t *s1 = 2 * pp + 1 < rows ? s0 + ld_src : NULL;
+    uint16_t *d = dst + (int64_t)pp * ld_dst * 2;
+    for (int64_t c = 0; c < ld_dst; c += 32) {
+      int64_t left = cols - c;
+      __mmask32 m = left >= 32 ? ~(__mmask32)0 : left <= 0 ? 0 : (((__mmask32)1 << left) - 1);
+      __m512i r0 = _mm512_maskz_loadu_epi16(m, s0 + c);
+      __m512i r1 = s1 ? _mm512_maskz_loadu_epi16(m, s1 + c) : _mm512_setzero_si512();
+      __m512i o0, o1;
+      interleave_pair(r0, r1, &o0, &o1);
+      _mm512_storeu_si512(d + c * 2, o0);
+      if (c + 16 < ld_dst) _mm512_storeu_si512(d + c * 2 + 32, o1);
+    }
+  }
+}
+
+TARGET static void a5_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                      const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                      int bias) {
+  __m512i table = _mm512_load_si512(e2m1_bf16);
+  int nb = K / MXL_MXFP4_BLOCK;
+  uint16_t slow[2][MXL_MXFP4_BLOCK] __attribute__((aligned(64)));
+  for (int pp = 0; pp < (rows + 1) / 2; pp++) {
+    int have1 = 2 * pp + 1 < rows;
+    const uint8_t *b0 = blocks + (int64_t)(2 * pp) * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *s0 = scales + (int64_t)(2 * pp) * row_blocks;
+    const uint8_t *b1 = b0 + row_blocks * MXL_MXFP4_BLOCK_BYTES, *s1 = s0 + row_blocks;
+    int fast = scales_in_range(s0, nb, bias) && (!have1 || scales_in_range(s1, nb, bias));
+    uint16_t *d = dst + (int64_t)pp * ld_dst * 2;
+    for (int g = 0; g < nb; g++) {
+      __m512i r0, r1 = _mm512_setzero_si512();
+      if (fast) {
+        r0 = decode_block(b0 + g * MXL_MXFP4_BLOCK_BYTES, s0[g], bias, table);
+        if (have1) r1 = decode_block(b1 + g * MXL_MXFP4_BLOCK_BYTES, s1[g], bias, table);
+      } else {
+        decode_block_slow(slow[0], b0 + g * MXL_MXFP4_BLOCK_BYTES, s0[g], bias);
+        r0 = _mm512_load_si512(slow[0]);
+        if (have1) {
+          decode_block_slow(slow[1], b1 + g * MXL_MXFP4_BLOCK_BYTES, s1[g], bias);
+          r1 = _mm512_load_si512(slow[1]);
+        }
+      }
+      __m512i o0, o1;
+      interleave_pair(r0, r1, &o0, &o1);
+      _mm512_storeu_si512(d + (int64_t)g * 64, o0);
+      _mm512_storeu_si512(d + (int64_t)g * 64 + 32, o1);
+    }
+    for (int64_t c = K; c < ld_dst; c += 16) _mm512_storeu_si512(d + c * 2, _mm512_setzero_si512());
+  }
+}
+
+/* ------------------------------------------------------------------ C = A·Bᵀ (both K-contiguous)
+ *
+ * Register tile: MR rows of A × 8 rows of B, one zmm accumulator per pair
+ * holding 16 partial sums over k; vdpbf16ps takes 32 k at a time. The 8
+ * accumulators of a row are reduced into 8 floats at the end. Rows of B past
+ * N repeat the last valid row and are not stored. */
+
+enum { NT_NR = 8 };
+
+/* Sums each of a[0..7] into one float: result lane i = Σ a[i]. */
+INLINE __m256 reduce8(const __m512 a[8]) {
+  __m512 t01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+  __m512 t23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+  __m512 t45 = _mm512_add_ps(_mm512_unpacklo_ps(a[4], a[5]), _mm512_unpackhi_ps(a[4], a[5]));
+  __m512 t67 = _mm512_add_ps(_mm512_unpacklo_ps(a[6], a[7]), _mm512_unpackhi_ps(a[6], a[7]));
+  /* t01 lane q: [a0 even, a1 even, a0 odd, a1 odd] partial sums */
+  __m512 u0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23)));
+  __m512 u1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23)));
+  __m512 v0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t45), _mm512_castps_pd(t67)));
+  __m512 v1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t45), _mm512_castps_pd(t67)));
+  __m512 s0123 = _mm512_add_ps(u0, u1); /* lane q: [a0, a1, a2, a3] partial sums */
+  __m512 s4567 = _mm512_add_ps(v0, v1);
+  __m512 w = _mm512_add_ps(_mm512_shuffle_f32x4(s0123, s4567, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_shuffle_f32x4(s0123, s4567, _MM_SHUFFLE(3, 2, 3, 2)));
+  /* w lanes: [s0123 q0+q2, s0123 q1+q3, s4567 q0+q2, s4567 q1+q3] */
+  w = _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(3, 1, 2, 0));
+  return _mm256_add_ps(_mm512_castps512_ps256(w), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1)));
+}
+
+INLINE void nt_tile(const int MR, const int EXACT, float *C, int64_t ldc, const uint16_t *A,
+                    const uint16_t *A_lo, int64_t lda, const uint16_t *B, int64_t ldb, int nvalid,
+                    int K, int accumulate) {
+  __m512 acc[3][NT_NR];
+  const uint16_t *brow[NT_NR];
+  UNROLL
+  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k < K; k += 32) {
+    __mmask32 m = K - k >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (K - k)) - 1);
+    __m512bh a[3], al[3];
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      a[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, A + r * lda + k);
+      if (EXACT) al[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, A_lo + r * lda + k);
+    }
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) {
+      __m512bh b = (__m512bh)_mm512_maskz_loadu_epi16(m, brow[c] + k);
+      UNROLL
+      for (int r = 0; r < MR; r++) {
+        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], a[r], b);
+        if (EXACT) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], al[r], b);
+      }
+    }
+  }
+  __mmask8 store = (__mmask8)((1u << nvalid) - 1);
+  UNROLL
+  for (int r = 0; r < MR; r++) {
+    __m256 sums = reduce8(acc[r]);
+    float *c = C + r * ldc;
+    if (accumulate) sums = _mm256_add_ps(sums, _mm256_maskz_loadu_ps(store, c));
+    _mm256_mask_storeu_ps(c, store, sums);
+  }
+}
+
+/* Instantiations: MR = 1, 2, 3 rows, fast or exact. */
+#define NT_TILE_FN(MR, EX)                                                                        \
+  TARGET static void nt_tile_##MR##_##EX(float *C, int64_t ldc, const uint16_t *A,               \
+                                         const uint16_t *A_lo, int64_t lda, const uint16_t *B,   \
+                                         int64_t ldb, int nvalid, int K, int accumulate) {        \
+    nt_tile(MR, EX, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, accumulate);                          \
+  }
+NT_TILE_FN(1, 0)
+NT_TILE_FN(2, 0)
+NT_TILE_FN(3, 0)
+NT_TILE_FN(1, 1)
+NT_TILE_FN(2, 1)
+NT_TILE_FN(3, 1)
+
+typedef void (*nt_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
+                           const uint16_t *, int64_t, int, int, int);
+
+TARGET static void a5_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                                   int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
+                                   int accumulate) {
+  static const nt_tile_fn fast[4] = {NULL, nt_tile_1_0, nt_tile_2_0, nt_tile_3_0};
+  static const nt_tile_fn exact[4] = {NULL, nt_tile_1_1, nt_tile_2_1, nt_tile_3_1};
+  const nt_tile_fn *tiles = A_lo ? exact : fast;
+  for (int i = 0; i < M;) {
+    int mr = M - i >= 3 ? 3 : M - i;
+    for (int j = 0; j < N; j += NT_NR) {
+      int nv = N - j < NT_NR ? N - j : NT_NR;
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
+                A_lo ? A_lo + (int64_t)i * lda : NULL, lda, B + (int64_t)j * ldb, ldb, nv, K,
+                accumulate);
+    }
+    i += mr;
+  }
+}
+
+/* ------------------------------------------------------------------ C = A·B (B packed in pairs)
+ *
+ * Register tile: MR rows × 64 columns (4 zmm of 16 fp32 each). Per pair of
+ * reduction indices p, p+1: 4 loads of packed B, and per row one broadcast
+ * of the (A[i,p], A[i,p+1]) pair and 4 vdpbf16ps. No final reduction. */
+
+enum { VN_COLS = 64 };
+
+/* The bf16 pair (A[p], A[p+1]) broadcast; p+1 == P reads only A[p]. */
+INLINE __m512bh pair_bcast(const uint16_t *a, int p, int P) {
+  uint32_t v;
+  if (p + 1 < P) memcpy(&v, a + p, sizeof v);
+  else v = a[p];
+  return (__m512bh)_mm512_set1_epi32((int)v);
+}
+
+INLINE void vn_tile(const int MR, const int EXACT, float *C, int64_t ldc, const uint16_t *A,
+                    const uint16_t *A_lo, int64_t lda, const uint16_t *Bp, int64_t ld_bp, int ncols,
+                    int P, int accumulate) {
+  __m512 acc[6][4];
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+  int nv = (ncols + 15) / 16; /* live column vectors */
+  for (int p = 0; p < P; p += 2) {
+    const uint16_t *b = Bp + (int64_t)(p / 2) * ld_bp * 2;
+    __m512bh bv[4];
+    UNROLL
+    for (int v = 0; v < 4; v++)
+      bv[v] = (__m512bh)(v < nv ? _mm512_loadu_si512(b + v * 32) : _mm512_setzero_si512());
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      __m512bh a = pair_bcast(A + r * lda, p, P);
+      UNROLL
+      for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, bv[v]);
+      if (EXACT) {
+        __m512bh al = pair_bcast(A_lo + r * lda, p, P);
+        UNROLL
+        for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], al, bv[v]);
+      }
+    }
+  }
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int v = 0; v < nv; v++) {
+      int left = ncols - v * 16;
+      __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+      float *c = C + r * ldc + v * 16;
+      __m512 x = acc[r][v];
+      if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, c));
+      _mm512_mask_storeu_ps(c, m, x);
+    }
+}
+
+#define VN_TILE_FN(MR, EX)                                                                        \
+  TARGET static void vn_tile_##MR##_##EX(float *C, int64_t ldc, const uint16_t *A,               \
+                                         const uint16_t *A_lo, int64_t lda, const uint16_t *Bp,  \
+                                         int64_t ld_bp, int ncols, int P, int accumulate) {       \
+    vn_tile(MR, EX, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, accumulate);                       \
+  }
+VN_TILE_FN(1, 0)
+VN_TILE_FN(2, 0)
+VN_TILE_FN(3, 0)
+VN_TILE_FN(4, 0)
+VN_TILE_FN(5, 0)
+VN_TILE_FN(6, 0)
+VN_TILE_FN(1, 1)
+VN_TILE_FN(2, 1)
+VN_TILE_FN(3, 1)
+
+typedef void (*vn_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
+                           const uint16_t *, int64_t, int, int, int);
+
+TARGET static void a5_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
+                                     const uint16_t *A_lo, int64_t lda, const uint16_t *Bp,
+                                     int64_t ld_bp, int M, int N, int P, int accumulate) {
+  static const vn_tile_fn fast[7] = {NULL,        vn_tile_1_0, vn_tile_2_0, vn_tile_3_0,
+                                     vn_tile_4_0, vn_tile_5_0, vn_tile_6_0};
+  static const vn_tile_fn exact[4] = {NULL, vn_tile_1_1, vn_tile_2_1, vn_tile_3_1};
+  int mr_max = A_lo ? 3 : 6;
+  for (int i = 0; i < M;) {
+    int mr = M - i >= mr_max ? mr_max : M - i;
+    vn_tile_fn tile = A_lo ? exact[mr] : fast[mr];
+    for (int j = 0; j < N; j += VN_COLS) {
+      int nc = N - j < VN_COLS ? N - j : VN_COLS;
+      tile(C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
+           A_lo ? A_lo + (int64_t)i * lda : NULL, lda, Bp + (int64_t)j * 2, ld_bp, nc, P,
+           accumulate);
+    }
+    i += mr;
+  }
+}
+
+/* ------------------------------------------------------------------ MXFP4 matrix-vector
+ *
+ * Decode (one activation row): the packed weights stream from memory once;
+ * GV_ROWS rows at a time share each x block, decoded in registers. */
+
+enum { GV_ROWS = 4 };
+
+INLINE void gv_rows(const int EXACT, float *y, const uint16_t *x, const uint16_t *x_lo,
+                    const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int nb,
+                    int bias, __m512i table) {
+  __m512 acc[GV_ROWS];
+  UNROLL
+  for (int r = 0; r < GV_ROWS; r++) acc[r] = _mm512_setzero_ps();
+  for (int g = 0; g < nb; g++) {
+    __m512bh xv = (__m512bh)_mm512_loadu_si512(x + g * 32);
+    __m512bh xl = EXACT ? (__m512bh)_mm512_loadu_si512(x_lo + g * 32) : xv;
+    UNROLL
+    for (int r = 0; r < GV_ROWS; r++) {
+      int64_t b = r * row_blocks + g;
+      __m512bh w = (__m512bh)decode_block(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias, table);
+      acc[r] = _mm512_dpbf16_ps(acc[r], xv, w);
+      if (EXACT) acc[r] = _mm512_dpbf16_ps(acc[r], xl, w);
+    }
+  }
+  UNROLL
+  for (int r = 0; r < GV_ROWS; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+TARGET static void gv_rows_fast(float *y, const uint16_t *x, const uint8_t *blocks,
+                                const uint8_t *scales, int64_t row_blocks, int nb, int bias,
+                                __m512i table) {
+  gv_rows(0, y, x, NULL, blocks, scales, row_blocks, nb, bias, table);
+}
+
+TARGET static void gv_rows_exact(float *y, const uint16_t *x, const uint16_t *x_lo,
+                                 const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                                 int nb, int bias, __m512i table) {
+  gv_rows(1, y, x, x_lo, blocks, scales, row_blocks, nb, bias, table);
+}
+
+/* One row by the portable decode (rows with out-of-range scales, tails). */
+static float gv_row_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
+                         const uint8_t *scales, int nb, int bias) {
+  float w[MXL_MXFP4_BLOCK], acc = 0;
+  for (int g = 0; g < nb; g++) {
+    mxl_mxfp4_decode_block(blocks + (int64_t)g * MXL_MXFP4_BLOCK_BYTES, scales[g], bias, w);
+    for (int t = 0; t < MXL_MXFP4_BLOCK; t++) {
+      float wt = mxl_bf16_to_f32(mxl_f32_to_bf16(w[t]));
+      acc += mxl_bf16_to_f32(x[g * 32 + t]) * wt;
+      if (x_lo) acc += mxl_bf16_to_f32(x_lo[g * 32 + t]) * wt;
+    }
+  }
+  return acc;
+}
+
+TARGET static void a5_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
+                                 const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                                 int N, int K, int bias) {
+  __m512i table = _mm512_load_si512(e2m1_bf16);
+  int nb = K / MXL_MXFP4_BLOCK;
+  int j = 0;
+  for (; j + GV_ROWS <= N; j += GV_ROWS) {
+    const uint8_t *b = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *s = scales + (int64_t)j * row_blocks;
+    int ok = 1;
+    UNROLL
+    for (int r = 0; r < GV_ROWS; r++) ok &= scales_in_range(s + r * row_blocks, nb, bias);
+    if (!ok) {
+      UNROLL
+      for (int r = 0; r < GV_ROWS; r++)
+        y[j + r] = gv_row_slow(x, x_lo, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                               s + r * row_blocks, nb, bias);
+    } else if (x_lo) {
+      gv_rows_exact(y + j, x, x_lo, b, s, row_blocks, nb, bias, table);
+    } else {
+      gv_rows_fast(y + j, x, b, s, row_blocks, nb, bias, table);
+    }
+  }
+  for (; j < N; j++)
+    y[j] = gv_row_slow(x, x_lo, blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                       scales + (int64_t)j * row_blocks, nb, bias);
+}
+
+/* ------------------------------------------------------------------ fp32 vector helpers */
+
+TARGET static float a5_dot_f32(const float *a, const float *b, int n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+TARGET static void a5_axpy_f32(float *y, float a, const float *x, int n) {
+  __m512 va = _mm512_set1_ps(a);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 v = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+
+TARGET static float a5_max_f32(const float *x, int n) {
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + i));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+/* exp(x) for fp32 lanes: 2^n·p(r) with n = round(x·log2 e), r = x − n·ln 2
+ * (two-part ln 2), p a degree-6 polynomial; about 1 ulp. Inputs are
+ * clamped to [-104, 88.7] (exp underflows to 0 / overflows to inf there);
+ * NaN stays NaN. */
+INLINE __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(88.7228394f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+TARGET static float a5_sum_exp_f32(const float *x, int n, float shift) {
+  __m512 s = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh));
+    s = _mm512_mask_add_ps(s, k, s, e);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
+TARGET static void a5_exp_f32(float *y, const float *x, int n, float shift, float mul) {
+  __m512 sh = _mm512_set1_ps(shift), mu = _mm512_set1_ps(mul);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh));
+    _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(mu, e));
+  }
+}
+
+const mxl_cpu_isa mxl_cpu_isa_avx512 = {
+    .name = "avx512bf16",
+    .to_bf16 = a5_to_bf16,
+    .to_bf16_split = a5_to_bf16_split,
+    .mxfp4_to_bf16 = a5_mxfp4_to_bf16,
+    .pack_vnni_bf16 = a5_pack_vnni_bf16,
+    .pack_vnni_mxfp4 = a5_pack_vnni_mxfp4,
+    .gemm_bf16_nt = a5_gemm_bf16_nt,
+    .gemm_bf16_vnni = a5_gemm_bf16_vnni,
+    .gemv_mxfp4 = a5_gemv_mxfp4,
+    .dot_f32 = a5_dot_f32,
+    .axpy_f32 = a5_axpy_f32,
+    .max_f32 = a5_max_f32,
+    .sum_exp_f32 = a5_sum_exp_f32,
+    .exp_f32 = a5_exp_f32,
+};
+
+#endif
