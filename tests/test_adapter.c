@@ -669,6 +669,66 @@ static void test_save_errors(void) {
   fake_model_free(&fm2);
 }
 
+/* The real thing: one tiny checkpoint in all three layouts (mxl_tiny_write),
+ * opened by the model loader. The fingerprint is the same for the HF root,
+ * original/ and metal/, so an adapter saved against one loads on the
+ * others; a checkpoint from another seed is refused. */
+static void test_three_layouts(void) {
+  char dir[96], dir2[96];
+  snprintf(dir, sizeof dir, "%s/tiny", tmp_dir);
+  snprintf(dir2, sizeof dir2, "%s/tiny2", tmp_dir);
+  mxl_tiny_options opt = {"test", "all", 1, NULL};
+  MXL_CHECK_OK(mxl_tiny_write(dir, &opt, NULL, NULL));
+  opt.seed = 2;
+  opt.layout = "hf";
+  MXL_CHECK_OK(mxl_tiny_write(dir2, &opt, NULL, NULL));
+  char path[3][128];
+  snprintf(path[0], sizeof path[0], "%s", dir);
+  snprintf(path[1], sizeof path[1], "%s/original", dir);
+  snprintf(path[2], sizeof path[2], "%s/metal", dir);
+  mxl_model *m[3] = {NULL, NULL, NULL}, *other = NULL;
+  uint8_t digest[3][32];
+  for (int i = 0; i < 3; i++) {
+    MXL_CHECK_OK(mxl_model_open(path[i], &m[i]));
+    if (m[i]) MXL_CHECK_OK(mxl_model_fingerprint(m[i], digest[i]));
+  }
+  MXL_CHECK_OK(mxl_model_open(dir2, &other));
+  if (m[0] && m[1] && m[2] && other) {
+    MXL_CHECK(m[0]->layout == MXL_LAYOUT_HF && m[1]->layout == MXL_LAYOUT_ORIGINAL &&
+              m[2]->layout == MXL_LAYOUT_METAL);
+    MXL_CHECK(!memcmp(digest[0], digest[1], 32));
+    MXL_CHECK(!memcmp(digest[0], digest[2], 32));
+    mxl_lora_config lc;
+    cookbook_like(&m[0]->config, &lc, 2);
+    mxl_lora *lora = NULL, *back = NULL;
+    MXL_CHECK_OK(mxl_lora_create(&m[0]->config, &lc, NULL, &lora));
+    if (lora) {
+      MXL_CHECK_OK(mxl_lora_init_peft(lora, 3));
+      const char *file = tmp_path("layouts.mxla");
+      MXL_CHECK_OK(mxl_adapter_save(file, lora, m[0], NULL));
+      mxl_adapter *a = NULL;
+      MXL_CHECK_OK(mxl_adapter_open(file, &a));
+      for (int i = 1; a && i < 3; i++) {
+        MXL_CHECK_OK(mxl_adapter_load(a, m[i], &back));
+        MXL_CHECK(back && !memcmp(back->params, lora->params,
+                                  lora->layout->n_floats * sizeof(float)));
+        mxl_lora_destroy(back);
+        back = NULL;
+      }
+      if (a) MXL_CHECK_FAILS(mxl_adapter_load(a, other, &back), MXL_ERR_ARGUMENT,
+                             "same architecture, different weights");
+      mxl_adapter_close(a);
+      unlink(file);
+    }
+    mxl_lora_destroy(lora);
+  }
+  for (int i = 0; i < 3; i++) mxl_model_close(m[i]);
+  mxl_model_close(other);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, dir2);
+  MXL_CHECK(system(cmd) == 0);
+}
+
 static void cleanup_tmp(void) {
   const char *names[] = {"bytes.mxla", "round.mxla", "ratio.mxla", "base.mxla",
                          "corrupt.mxla", "x.mxla"};
@@ -694,6 +754,7 @@ int main(void) {
   MXL_RUN(test_header_errors);
   MXL_RUN(test_payload_corruption);
   MXL_RUN(test_save_errors);
+  MXL_RUN(test_three_layouts);
   cleanup_tmp();
   return mxl_test_summary("adapter");
 }
