@@ -364,20 +364,52 @@ mxl_status mxl_bpe_piece(const mxl_tokenizer *tok, const uint8_t *p, size_t n, m
 
 /* ------------------------------------------------------------ encode */
 
+/* Pieces that need merging recur (words of a language), so a long input
+ * keeps a small direct-mapped cache of their ids for the duration of one
+ * encode call. Entries point into the caller's text, valid for the call. */
+enum { CACHE_SLOTS = 4096, CACHE_IDS = 14, CACHE_MIN_INPUT = 4096 };
+
+typedef struct cache_entry {
+  const uint8_t *piece;
+  uint32_t len, n_ids;
+  int32_t ids[CACHE_IDS];
+} cache_entry;
+
 typedef struct encode_ctx {
   const mxl_tokenizer *tok;
   mxl_ids *out;
+  cache_entry *cache; /* [CACHE_SLOTS] or NULL */
 } encode_ctx;
 
 static mxl_status encode_piece(void *user, const uint8_t *piece, size_t n) {
   encode_ctx *c = user;
-  return mxl_bpe_piece(c->tok, piece, n, c->out);
+  int32_t id = mxl_rank_map_get(&c->tok->ranks, piece, n);
+  if (id >= 0) return mxl_ids_push(c->out, id);
+  if (!c->cache || n < 2) return mxl_bpe_piece(c->tok, piece, n, c->out);
+  cache_entry *e = &c->cache[mxl_bytes_hash(piece, n) & (CACHE_SLOTS - 1)];
+  if (e->len == n && memcmp(e->piece, piece, n) == 0) {
+    for (uint32_t i = 0; i < e->n_ids; i++) MXL_TRY(mxl_ids_push(c->out, e->ids[i]));
+    return MXL_OK;
+  }
+  size_t before = c->out->n;
+  MXL_TRY(mxl_bpe_piece(c->tok, piece, n, c->out));
+  size_t k = c->out->n - before;
+  if (k <= CACHE_IDS && n <= UINT32_MAX) {
+    e->piece = piece;
+    e->len = (uint32_t)n;
+    e->n_ids = (uint32_t)k;
+    memcpy(e->ids, c->out->data + before, k * sizeof *e->ids);
+  }
+  return MXL_OK;
 }
 
 static mxl_status encode_ordinary(const mxl_tokenizer *tok, const uint8_t *text, size_t len,
                                   mxl_ids *out) {
-  encode_ctx c = {tok, out};
-  return mxl_pretok_split(&tok->pretok, text, len, encode_piece, &c);
+  encode_ctx c = {tok, out, NULL};
+  if (len >= CACHE_MIN_INPUT) c.cache = calloc(CACHE_SLOTS, sizeof *c.cache); /* NULL: no cache */
+  mxl_status st = mxl_pretok_split(&tok->pretok, text, len, encode_piece, &c);
+  free(c.cache);
+  return st;
 }
 
 /* The longest special token starting at text[0..len), or -1. */

@@ -217,6 +217,13 @@ def corpus(rng, n):
         s = "".join(parts).encode("utf-8")
         cases.append(("o", s))
         cases.append(("s", s))
+    # a few long strings (over 4096 bytes: the encoder's piece cache is on)
+    for i in range(3):
+        parts, size = [], 0
+        while size < 10000:
+            parts.append(sentence(rng) + rng.choice(SPACES))
+            size += len(parts[-1].encode("utf-8"))
+        cases.append(("o", "".join(parts).encode("utf-8")))
     return cases
 
 
