@@ -322,6 +322,7 @@ mxl_status mxl_tiny_write(const char *out_dir, const mxl_tiny_options *opt,
   if (st == MXL_OK) st = write_all(out_dir, opt, &p, v.table, &w);
   if (st == MXL_OK && opt->result) fill_result(opt->result, &p, v.table, &w);
   free(w.buf);
+  mxl_tiny_gen_free(&gen);
   vocab_free(&v);
   return st;
 }

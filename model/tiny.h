@@ -15,16 +15,33 @@
 #include "model/checkpoint.h"
 #include "mxlora.h"
 
+/* One expert tensor (all experts of a layer) encoded once and kept, so the
+ * blocks and scales of every layout come from a single encoding. */
+typedef struct mxl_tiny_encoded {
+  mxl_tensor_kind kind; /* MXL_T_GU_BLOCKS or MXL_T_DOWN_BLOCKS */
+  int layer;
+  uint8_t *blocks, *scales;
+} mxl_tiny_encoded;
+
+enum { MXL_TINY_CACHE_BUDGET = 256 << 20 }; /* bytes of encoded experts kept */
+
 typedef struct mxl_tiny_gen {
   const mxl_config *c;
   uint64_t seed;
   /* 1: expert codes and scales are drawn directly (full-size shapes);
    * 0: expert weights are drawn as floats and encoded by the codec. */
   int direct_mxfp4;
-  /* Codec statistics are gathered while this is set (one layout's pass). */
+  /* Codec statistics: every cached tensor counts once; tensors too large to
+   * cache are encoded row by row and count while collect_stats is set (one
+   * layout's pass). */
   int collect_stats;
   mxl_mxfp4_error_stats stats;
+  mxl_tiny_encoded *cache;
+  int n_cache;
+  size_t cache_bytes;
 } mxl_tiny_gen;
+
+void mxl_tiny_gen_free(mxl_tiny_gen *g);
 
 /* bf16 values [start, start + count) of the flattened tensor `kind` of
  * `layer` in the HF/original shapes (QKV kinds map onto q, k and v). */

@@ -133,7 +133,6 @@ static int direct_scale_base(const mxl_tiny_gen *g, const mx_shape *s) {
 
 static void fill_direct(const mxl_tiny_gen *g, const mx_shape *s, int layer, int64_t start,
                         int64_t count, uint8_t *out) {
-  if (count <= 0) return;
   if (s->blocks) {
     /* Random codes, 8 bytes per hash. */
     uint64_t key = stream_key(g, (int)s->weight, layer, 2);
@@ -156,19 +155,14 @@ static void fill_direct(const mxl_tiny_gen *g, const mx_shape *s, int layer, int
     out[i] = (uint8_t)(base + jitter[mix64(key + (uint64_t)(start + i)) & 3]);
 }
 
-mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_t start,
+/* Row by row, for tensors too large to keep (bounded memory). */
+static mxl_status fill_rows(mxl_tiny_gen *g, const mx_shape *s, int layer, int64_t start,
                             int64_t count, uint8_t *out) {
-  mx_shape s = mx_shape_of(g->c, kind);
-  if (g->direct_mxfp4) {
-    fill_direct(g, &s, layer, start, count, out);
-    return MXL_OK;
-  }
-  if (count <= 0) return MXL_OK;
-  const int64_t row_bytes = s.blocks ? s.groups * MXL_MXFP4_BLOCK_BYTES : s.groups;
+  const int64_t row_bytes = s->blocks ? s->groups * MXL_MXFP4_BLOCK_BYTES : s->groups;
   const int64_t r0 = start / row_bytes, r1 = (start + count - 1) / row_bytes;
-  const int stats_on = g->collect_stats && s.blocks;
+  const int stats_on = g->collect_stats && s->blocks;
   /* Per-thread scratch: the row's floats, blocks and scales. */
-  const size_t scratch = (size_t)s.cols * sizeof(float) + (size_t)s.groups * 17;
+  const size_t scratch = (size_t)s->cols * sizeof(float) + (size_t)s->groups * 17;
   const int threads = omp_get_max_threads();
   uint8_t *mem = malloc(scratch * (size_t)threads);
   if (!mem) return mxl_errorf(MXL_ERR_MEMORY, "tiny: out of memory encoding experts");
@@ -176,13 +170,13 @@ mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, in
   for (int64_t r = r0; r <= r1; r++) {
     uint8_t *mine = mem + scratch * (size_t)omp_get_thread_num();
     float *x = (float *)(void *)mine;
-    uint8_t *blocks = mine + (size_t)s.cols * sizeof(float);
-    uint8_t *scales = blocks + s.groups * MXL_MXFP4_BLOCK_BYTES;
+    uint8_t *blocks = mine + (size_t)s->cols * sizeof(float);
+    uint8_t *scales = blocks + s->groups * MXL_MXFP4_BLOCK_BYTES;
     /* A row split across two calls is counted by the call holding its start. */
     const int count_row = stats_on && r * row_bytes >= start;
     mxl_mxfp4_error_stats st;
-    encode_row(g, &s, layer, r, x, blocks, scales, count_row ? &st : NULL);
-    const uint8_t *src = s.blocks ? blocks : scales;
+    encode_row(g, s, layer, r, x, blocks, scales, count_row ? &st : NULL);
+    const uint8_t *src = s->blocks ? blocks : scales;
     int64_t lo = r * row_bytes, hi = lo + row_bytes;
     if (lo < start) lo = start;
     if (hi > start + count) hi = start + count;
@@ -194,4 +188,60 @@ mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, in
   }
   free(mem);
   return MXL_OK;
+}
+
+/* The whole tensor encoded once (NULL if it does not fit the budget). */
+static const mxl_tiny_encoded *cached(mxl_tiny_gen *g, const mx_shape *s, int layer) {
+  for (int i = 0; i < g->n_cache; i++)
+    if (g->cache[i].kind == s->weight && g->cache[i].layer == layer) return &g->cache[i];
+  const int64_t rows = (int64_t)g->c->n_experts *
+                       (s->weight == MXL_T_GU_BLOCKS ? 2 * (int64_t)g->c->intermediate
+                                                      : (int64_t)g->c->hidden);
+  const size_t bytes = (size_t)(rows * s->groups * (MXL_MXFP4_BLOCK_BYTES + 1));
+  if (g->cache_bytes + bytes > MXL_TINY_CACHE_BUDGET) return NULL;
+  mxl_tiny_encoded *grown = realloc(g->cache, (size_t)(g->n_cache + 1) * sizeof *grown);
+  uint8_t *mem = malloc(bytes);
+  float *x = malloc((size_t)s->cols * sizeof(float) * (size_t)omp_get_max_threads());
+  if (grown) g->cache = grown;
+  if (!grown || !mem || !x) {
+    free(mem);
+    free(x);
+    return NULL;
+  }
+  mxl_tiny_encoded *e = &g->cache[g->n_cache++];
+  e->kind = s->weight, e->layer = layer, e->blocks = mem;
+  e->scales = mem + rows * s->groups * MXL_MXFP4_BLOCK_BYTES;
+  g->cache_bytes += bytes;
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t r = 0; r < rows; r++) {
+    mxl_mxfp4_error_stats st;
+    encode_row(g, s, layer, r, x + (size_t)s->cols * (size_t)omp_get_thread_num(),
+               e->blocks + r * s->groups * MXL_MXFP4_BLOCK_BYTES, e->scales + r * s->groups, &st);
+#pragma omp critical(mxl_tiny_stats)
+    mxl_mxfp4_error_stats_merge(&g->stats, &st);
+  }
+  free(x);
+  return e;
+}
+
+mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_t start,
+                            int64_t count, uint8_t *out) {
+  mx_shape s = mx_shape_of(g->c, kind);
+  if (count <= 0) return MXL_OK;
+  if (g->direct_mxfp4) {
+    fill_direct(g, &s, layer, start, count, out);
+    return MXL_OK;
+  }
+  const mxl_tiny_encoded *e = cached(g, &s, layer);
+  if (!e) return fill_rows(g, &s, layer, start, count, out);
+  memcpy(out, (s.blocks ? e->blocks : e->scales) + start, (size_t)count);
+  return MXL_OK;
+}
+
+void mxl_tiny_gen_free(mxl_tiny_gen *g) {
+  for (int i = 0; i < g->n_cache; i++) free(g->cache[i].blocks);
+  free(g->cache);
+  g->cache = NULL;
+  g->n_cache = 0;
+  g->cache_bytes = 0;
 }
