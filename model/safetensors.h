@@ -64,8 +64,10 @@ typedef struct mxl_safetensors {
 } mxl_safetensors;
 
 /* Opens one .safetensors file, or every shard named by a
- * model.safetensors.index.json (path to the index itself). Everything is
- * validated before use; errors name the file and the problem. */
+ * model.safetensors.index.json (path to the index itself; a path ending in
+ * ".json" is read as an index). Shards are looked up beside the index and
+ * must be plain file names. Everything is validated before use; errors name
+ * the file and the problem. */
 mxl_status mxl_safetensors_open(const char *path, mxl_safetensors **out);
 void mxl_safetensors_close(mxl_safetensors *st);
 
