@@ -61,11 +61,19 @@ static inline int32_t mxl_rank_map_get(const mxl_rank_map *m, const uint8_t *p, 
  * available), with \s and \S rewritten to Unicode White_Space, which is
  * what tiktoken's regex engine means by them (PCRE2 also counts U+180E). */
 typedef struct mxl_pretok {
-  pcre2_code *re;
-  int jit;
+  pcre2_code *re;     /* PCRE2's own Unicode tables: exact unless the text has newer characters */
+  pcre2_code *re_new; /* with the newer code points added (slower); NULL if the same */
+  int jit, jit_new;
 } mxl_pretok;
 
 mxl_status mxl_pretok_init(mxl_pretok *pt, const char *regex);
+
+/* Code points of general category `name` ("L", "Lu", "Ll", "Lt", "Lm",
+ * "Lo", "M", "N") that tiktoken's Unicode has and PCRE2's lacks, as the body
+ * of a PCRE2 character class; NULL for other names (tokenizer_unicode.c). */
+const char *mxl_unicode_extra(const char *name, size_t len);
+/* Whether cp is one of those code points. */
+int mxl_unicode_is_newer(uint32_t cp);
 void mxl_pretok_free(mxl_pretok *pt);
 
 /* Called for each piece; a non-OK status stops the split. */
