@@ -14,6 +14,8 @@
 #ifndef MXL_KERNELS_CUDA_COMMON_CUH
 #define MXL_KERNELS_CUDA_COMMON_CUH
 
+#include <stdint.h>
+
 #ifndef MXL_CUDA_EMULATE
 #include <cuda_runtime.h>
 

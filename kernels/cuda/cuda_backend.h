@@ -30,6 +30,14 @@ mxl_status mxl_cuda_mxfp4_dequant_bf16(mxl_backend *be, uint16_t *out, const uin
                                        const uint8_t *scales, int scale_bias, int64_t rows,
                                        int64_t cols);
 
+/* Quantizes x [rows, cols] (fp32, backend memory) into blocks
+ * [rows, cols/32, 16] and scales [rows, cols/32] at bias 127, bit-exactly
+ * as mxl_mxfp4_encode_block does on the host. A 32-value block holding NaN
+ * or Inf gets zero codes and scale byte 255 (E8M0 NaN): it decodes to NaN.
+ * cols % 32 == 0. */
+mxl_status mxl_cuda_mxfp4_quant(mxl_backend *be, uint8_t *blocks, uint8_t *scales,
+                                const float *x, int64_t rows, int64_t cols);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@
 
 #include "core/bf16.h"
 #include "kernels/cuda/mxfp4_dequant.cuh"
+#include "kernels/cuda/mxfp4_quant.cuh"
 #include "kernels/mxfp4.h"
 #include "test.h"
 
@@ -146,9 +147,46 @@ static void test_mxfp4_dequant(void) {
   check_dequant(5, 640, MXL_MXFP4_BIAS, 3);        // grid-stride: 3 blocks loop 9 times
 }
 
+// The quantization kernel against the host encoder, bit for bit, with the
+// launcher's grid and with a small grid that loops; a block holding NaN or
+// Inf becomes zero codes with scale byte 255.
+static void check_quant(int64_t rows, int64_t cols, unsigned grid) {
+  int64_t n = rows * cols, groups = n / 32;
+  std::vector<float> x((size_t)n);
+  for (int64_t i = 0; i < n; i++)
+    x[i] = ldexpf((float)((int64_t)(rng_next() % 20001) - 10000) / 1000.0f,
+                  (int)((i / 32) % 240) - 140);
+  if (groups > 3) x[3 * 32 + 5] = NAN;
+  std::vector<uint8_t> want((size_t)groups * 17), got((size_t)groups * 17);
+  uint8_t *want_scales = want.data() + 16 * groups;
+  for (int64_t g = 0; g < groups; g++) {
+    if (mxl_mxfp4_encode_block(&x[32 * g], &want[16 * g], &want_scales[g]) != 0) {
+      std::fill(&want[16 * g], &want[16 * g] + 16, (uint8_t)0);
+      want_scales[g] = 255;
+    }
+  }
+  if (!grid) grid = mxl_mxfp4_quant_grid(groups);
+  for (int o = 0; o < 3; o++) {
+    mxl_emu::settings().run_order = orders[o];
+    std::fill(got.begin(), got.end(), (uint8_t)0xAB);
+    MXL_CHECK(MXL_LAUNCH(mxfp4_quant_kernel, grid, MXL_QUANT_THREADS, 0, 0, got.data(),
+                         got.data() + 16 * groups, x.data(), groups) == 0);
+    MXL_CHECK_MSG(got == want, "[%lld x %lld] grid %u, %s order: blocks/scales differ",
+                  (long long)rows, (long long)cols, grid, order_names[o]);
+  }
+  mxl_emu::settings().run_order = mxl_emu::order::forward;
+}
+
+static void test_mxfp4_quant(void) {
+  check_quant(1, 32, 0);
+  check_quant(9, 2880, 0);
+  check_quant(10, 640, 1);  // grid-stride: one block of 128 threads covers 200 groups
+}
+
 int main(void) {
   MXL_RUN(test_emulator_reduction);
   MXL_RUN(test_emulator_catches_divergent_barriers);
   MXL_RUN(test_mxfp4_dequant);
+  MXL_RUN(test_mxfp4_quant);
   return mxl_test_summary("cuda_emu");
 }

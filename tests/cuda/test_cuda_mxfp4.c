@@ -1,5 +1,5 @@
-/* The CUDA backend on a device: memory ops and the MXFP4 dequantization
- * kernel against the CPU decode (kernels/mxfp4.h). Without a device (or
+/* The CUDA backend on a device: memory ops, and the MXFP4 dequantization
+ * and quantization kernels against the CPU codec (kernels/mxfp4.h). Without a device (or
  * driver) the backend reports MXL_ERR_UNSUPPORTED, which is checked, and
  * the device cases print SKIP. */
 #include <stdint.h>
@@ -36,7 +36,7 @@ static void test_create(void) {
   mxl_status st = mxl_backend_cuda_create(0, &probe);
   if (st == MXL_OK) {
     MXL_CHECK(probe && !strcmp(probe->ops->name, "cuda") && !probe->ops->host_memory);
-    MXL_CHECK(probe->ops->alloc && probe->ops->sync && !probe->ops->matmul_bf16);
+    MXL_CHECK(probe->ops->alloc && probe->ops->sync);
     mxl_backend_destroy(probe);
     MXL_CHECK_FAILS(mxl_backend_cuda_create(1 << 20, &probe), MXL_ERR_ARGUMENT, "does not exist");
     MXL_CHECK(probe == NULL);
@@ -61,9 +61,13 @@ static void test_dequant_rejects_bad_arguments(void) {
                   MXL_ERR_ARGUMENT, "scale bias 128");
   MXL_CHECK_FAILS(mxl_cuda_mxfp4_dequant_f32(be, out + 1, blocks, scales, 127, 1, 32),
                   MXL_ERR_ARGUMENT, "aligned");
+  MXL_CHECK_FAILS(mxl_cuda_mxfp4_quant(be, blocks, scales, (const float *)out, 1, 40),
+                  MXL_ERR_ARGUMENT, "multiple of 32");
   mxl_backend *ref = NULL;
   MXL_CHECK_OK(mxl_backend_ref_create(&ref));
   MXL_CHECK_FAILS(mxl_cuda_mxfp4_dequant_f32(ref, out, blocks, scales, 127, 1, 32),
+                  MXL_ERR_ARGUMENT, "not a CUDA backend");
+  MXL_CHECK_FAILS(mxl_cuda_mxfp4_quant(ref, blocks, scales, (const float *)out, 1, 32),
                   MXL_ERR_ARGUMENT, "not a CUDA backend");
   mxl_backend_destroy(ref);
 }
@@ -154,12 +158,50 @@ static void test_dequant_matches_cpu(void) {
   MXL_CHECK_OK(mxl_cuda_mxfp4_dequant_f32(be, NULL, NULL, NULL, MXL_MXFP4_BIAS, 0, 64));
 }
 
+/* Device quantization equals the host encoder bit for bit; a block with a
+ * NaN or Inf comes back as zero codes with scale byte 255. */
+static void test_quant_matches_cpu(void) {
+  if (!be) MXL_SKIP("no CUDA device");
+  enum { ROWS = 33, COLS = 2880, N = ROWS * COLS, G = N / 32 };
+  float *x = malloc(sizeof(float) * N);
+  uint8_t *want = malloc((size_t)G * 17), *got = malloc((size_t)G * 17);
+  MXL_CHECK(x && want && got);
+  if (!x || !want || !got) goto done;
+  for (int i = 0; i < N; i++) /* every magnitude from 2^-140 to 2^100 */
+    x[i] = ldexpf((float)((int64_t)(rng_next() % 20001) - 10000) / 1000.0f,
+                  (int)((i / 32) % 240) - 140);
+  x[5 * 32 + 7] = NAN;
+  x[9 * 32] = -INFINITY;
+  for (int g = 0; g < G; g++) {
+    if (mxl_mxfp4_encode_block(x + 32 * g, want + 16 * g, want + 16 * G + g) != 0) {
+      memset(want + 16 * g, 0, 16);
+      want[16 * G + g] = 255;
+    }
+  }
+  float *d_x = be->ops->alloc(be, sizeof(float) * N);
+  uint8_t *d_out = be->ops->alloc(be, (size_t)G * 17);
+  MXL_CHECK(d_x && d_out);
+  be->ops->upload(be, d_x, x, sizeof(float) * N);
+  MXL_CHECK_OK(mxl_cuda_mxfp4_quant(be, d_out, d_out + 16 * G, d_x, ROWS, COLS));
+  be->ops->download(be, got, d_out, (size_t)G * 17);
+  MXL_CHECK_OK(be->ops->sync(be));
+  MXL_CHECK_MSG(!memcmp(got, want, (size_t)G * 17), "%s", "device codes differ from the host's");
+  MXL_CHECK(got[16 * G + 5] == 255 && got[16 * G + 9] == 255);
+  be->ops->free(be, d_x);
+  be->ops->free(be, d_out);
+done:
+  free(x);
+  free(want);
+  free(got);
+}
+
 int main(void) {
   MXL_RUN(test_create);
   if (mxl_backend_cuda_create(0, &be) != MXL_OK) be = NULL;
   MXL_RUN(test_dequant_rejects_bad_arguments);
   MXL_RUN(test_memory_ops);
   MXL_RUN(test_dequant_matches_cpu);
+  MXL_RUN(test_quant_matches_cpu);
   mxl_backend_destroy(be);
-  return mxl_test_summary("cuda_dequant");
+  return mxl_test_summary("cuda_mxfp4");
 }
