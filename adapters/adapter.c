@@ -11,6 +11,7 @@
 
 #include "adapters/adapter_file.h"
 #include "adapters/fingerprint.h"
+#include "adapters/peft.h"
 #include "core/fileio.h"
 #include "core/json.h"
 #include "core/status.h"
@@ -146,6 +147,35 @@ mxl_status mxl_adapter_save(const char *path, const mxl_lora *lora, const mxl_mo
   uint8_t digest[MXL_SHA256_SIZE];
   MXL_TRY(mxl_model_fingerprint(model, digest));
   return mxl_adapter_write(path, lora, &model->config, digest, opt);
+}
+
+mxl_status mxl_adapter_read_lora(const mxl_adapter *a, mxl_lora **out) {
+  *out = NULL;
+  mxl_lora *lora = NULL;
+  MXL_TRY(mxl_lora_create(&a->h->config, &a->h->layout->cfg, NULL, &lora));
+  mxl_status st = MXL_OK;
+  for (int i = 0; i < lora->layout->n_tensors && st == MXL_OK; i++)
+    st = mxl_adapter_decode(a->h, a->map.data, i, lora->params + lora->layout->tensors[i].offset,
+                            a->map.path);
+  if (st != MXL_OK) {
+    mxl_lora_destroy(lora);
+    return st;
+  }
+  *out = lora;
+  return MXL_OK;
+}
+
+mxl_status mxl_adapter_export_peft(const mxl_adapter *a, const char *dir) {
+  mxl_lora *lora = NULL;
+  MXL_TRY(mxl_adapter_read_lora(a, &lora));
+  mxl_status st = mxl_peft_export(lora, a->h->dtype, dir);
+  mxl_lora_destroy(lora);
+  if (st != MXL_OK) mxl_error_prefix(st, "exporting %s to PEFT: ", a->map.path);
+  return st;
+}
+
+mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model, mxl_lora **lora_out) {
+  return mxl_peft_import(dir, &model->config, lora_out);
 }
 
 /* ------------------------------------------------------------ describe */

@@ -97,6 +97,10 @@ mxl_status mxl_adapter_check_base_of(const mxl_adapter_header *h, const mxl_conf
 mxl_status mxl_adapter_load_on(const mxl_adapter *a, const struct mxl_model *model,
                                mxl_backend *be, mxl_lora **out);
 
+/* Reads every tensor (checksums verified) into a new host set shaped by the
+ * header alone, without a base model (for export and inspection). */
+mxl_status mxl_adapter_read_lora(const mxl_adapter *a, mxl_lora **out);
+
 /* The parsed header of an opened adapter. */
 const mxl_adapter_header *mxl_adapter_header_of(const mxl_adapter *a);
 

@@ -1,0 +1,43 @@
+/* PEFT interchange: a LoRA set as Hugging Face PEFT saves one for
+ * GptOssForCausalLM (spec §8, peers §1.2), i.e. a directory with
+ * adapter_model.safetensors and adapter_config.json.
+ *
+ * Keys (layer l):
+ *   base_model.model.model.layers.l.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight
+ *     A [R, in], B [out, R]: our tensors as they are
+ *   base_model.model.model.layers.l.mlp.experts[.base_layer].lora_{A,B}.weight
+ *     A [E·R, in]: our [E, R, in] as it is (rows e·R + k)
+ *     B [out, R·E]: column k·E + e = our B[e][:, k] (mxl_lora_b_to_peft)
+ *   When both expert projections of a layer are adapted PEFT nests two
+ *   ParamWrappers: gate_up_proj (registered first in GptOssExperts) is the
+ *   inner one, ".base_layer.", down_proj the outer; a lone one is bare.
+ * adapter_config.json: r, lora_alpha, use_rslora, target_modules (the
+ * short "q_proj" when a target covers every layer, else full module names
+ * "model.layers.l.self_attn.q_proj"), target_parameters
+ * ("l.mlp.experts.gate_up_proj", as the OpenAI cookbook writes them). */
+#ifndef MXL_ADAPTERS_PEFT_H
+#define MXL_ADAPTERS_PEFT_H
+
+#include <stddef.h>
+
+#include "adapters/lora.h"
+
+/* PEFT's key for tensor i of a layout. */
+void mxl_peft_key(const mxl_lora_layout *lay, int i, char *buf, size_t cap);
+
+/* Writes dir/adapter_model.safetensors (F32 or BF16 tensors, keys sorted)
+ * and dir/adapter_config.json, each atomically; creates dir if needed. */
+mxl_status mxl_peft_export(const mxl_lora *lora, mxl_adapter_dtype dtype, const char *dir);
+
+/* Reads a PEFT adapter directory for a model with config c into a new host
+ * set. Accepts F32, BF16 and F16 tensors and keys with or without the
+ * "base_model.model." prefix. Attention pairs are found by their keys
+ * (whatever form target_modules took); expert pairs by target_parameters,
+ * matched as PEFT matches them, since their keys do not name the
+ * projection.
+ * Refuses rank_pattern/alpha_pattern, DoRA, LoRA biases, fan_in_fan_out,
+ * keys it does not know, and shapes that do not fit c and r; every error
+ * names the file and the key or field. */
+mxl_status mxl_peft_import(const char *dir, const mxl_config *c, mxl_lora **out);
+
+#endif
