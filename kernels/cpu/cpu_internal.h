@@ -55,6 +55,19 @@ typedef struct mxl_cpu_isa {
   void (*pack_vnni_bf16)(uint16_t *dst, int64_t ld_dst, const uint16_t *src, int64_t ld_src,
                          int rows, int cols);
 
+  /* Packs a bf16 matrix transposed, in pairs along its rows, so that
+   * gemm_bf16_vnni computes A·srcᵀ (the forward y = x·Wᵀ):
+   * dst[(k/2)·ld_dst + j][k%2] = src[j, k] for j < rows, k < K, zeros for
+   * j in [rows, ld_dst) and for k = K when K is odd — dst [(K+1)/2, ld_dst, 2],
+   * src [rows, ld_src]. ld_dst is a multiple of 16. */
+  void (*pack_vnni_t_bf16)(uint16_t *dst, int64_t ld_dst, const uint16_t *src, int64_t ld_src,
+                           int rows, int K);
+
+  /* pack_vnni_t_bf16 of an MXFP4 window decoded on the fly (blocks/scales
+   * as mxfp4_to_bf16, K a multiple of 32). */
+  void (*pack_vnni_t_mxfp4)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                            const uint8_t *scales, int64_t row_blocks, int rows, int K, int bias);
+
   /* The same packing of an MXFP4 window decoded on the fly (blocks/scales
    * as mxfp4_to_bf16; K = cols, a multiple of 32). */
   void (*pack_vnni_mxfp4)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,

@@ -161,6 +161,64 @@ TARGET static void a2_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16
   }
 }
 
+/* Transposed pair packing: 8 rows at a time, 8 k-pairs (32-bit words) per
+ * step, an 8×8 transpose of 32-bit elements in registers. */
+TARGET static void a2_pack_vnni_t_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+                                       int64_t ld_src, int rows, int K) {
+  int64_t kpairs = (K + 1) / 2;
+  uint16_t tmp[8][16];
+  for (int64_t j0 = 0; j0 < ld_dst; j0 += 8)
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+      __m256i r[8];
+      for (int q = 0; q < 8; q++) {
+        int64_t j = j0 + q;
+        if (j < rows && k0 + 16 <= K) {
+          r[q] = _mm256_loadu_si256((const __m256i *)(src + j * ld_src + k0));
+        } else {
+          for (int t = 0; t < 16; t++) tmp[q][t] = j < rows && k0 + t < K ? src[j * ld_src + k0 + t] : 0;
+          r[q] = _mm256_loadu_si256((const __m256i *)tmp[q]);
+        }
+      }
+      /* 8×8 transpose of 32-bit words */
+      __m256i a0 = _mm256_unpacklo_epi32(r[0], r[1]), a1 = _mm256_unpackhi_epi32(r[0], r[1]);
+      __m256i a2 = _mm256_unpacklo_epi32(r[2], r[3]), a3 = _mm256_unpackhi_epi32(r[2], r[3]);
+      __m256i a4 = _mm256_unpacklo_epi32(r[4], r[5]), a5 = _mm256_unpackhi_epi32(r[4], r[5]);
+      __m256i a6 = _mm256_unpacklo_epi32(r[6], r[7]), a7 = _mm256_unpackhi_epi32(r[6], r[7]);
+      __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
+      __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
+      __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
+      __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
+      __m256i out[8] = {
+          _mm256_permute2x128_si256(b0, b4, 0x20), _mm256_permute2x128_si256(b1, b5, 0x20),
+          _mm256_permute2x128_si256(b2, b6, 0x20), _mm256_permute2x128_si256(b3, b7, 0x20),
+          _mm256_permute2x128_si256(b0, b4, 0x31), _mm256_permute2x128_si256(b1, b5, 0x31),
+          _mm256_permute2x128_si256(b2, b6, 0x31), _mm256_permute2x128_si256(b3, b7, 0x31)};
+      for (int t = 0; t < 8; t++) {
+        int64_t kp = k0 / 2 + t;
+        if (kp < kpairs) _mm256_storeu_si256((__m256i *)(dst + (kp * ld_dst + j0) * 2), out[t]);
+      }
+    }
+}
+
+TARGET static void a2_pack_vnni_t_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                        const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                        int bias) {
+  int nb = K / MXL_MXFP4_BLOCK;
+  uint16_t w[MXL_MXFP4_BLOCK];
+  for (int64_t kp = 0; kp < K / 2; kp++)
+    memset(dst + (kp * ld_dst + rows) * 2, 0, (size_t)(ld_dst - rows) * 2 * sizeof *dst);
+  for (int j = 0; j < rows; j++) {
+    const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *rs = scales + (int64_t)j * row_blocks;
+    int fast = scales_in_range(rs, nb, bias);
+    for (int g = 0; g < nb; g++) {
+      decode_to(w, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, fast);
+      for (int t = 0; t < 16; t++)
+        memcpy(dst + (((int64_t)g * 16 + t) * ld_dst + j) * 2, w + 2 * t, 2 * sizeof *w);
+    }
+  }
+}
+
 TARGET static void a2_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                                       const uint8_t *scales, int64_t row_blocks, int rows, int K,
                                       int bias) {
@@ -467,6 +525,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .to_bf16_split = a2_to_bf16_split,
     .mxfp4_to_bf16 = a2_mxfp4_to_bf16,
     .pack_vnni_bf16 = a2_pack_vnni_bf16,
+    .pack_vnni_t_bf16 = a2_pack_vnni_t_bf16,
+    .pack_vnni_t_mxfp4 = a2_pack_vnni_t_mxfp4,
     .pack_vnni_mxfp4 = a2_pack_vnni_mxfp4,
     .gemm_bf16_nt = a2_gemm_bf16_nt,
     .gemm_bf16_vnni = a2_gemm_bf16_vnni,

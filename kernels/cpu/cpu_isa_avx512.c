@@ -163,6 +163,90 @@ TARGET static void a5_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16
   }
 }
 
+/* 16×16 transpose of 32-bit elements: r[i] row i in, r[c] column c out. */
+INLINE void transpose16x16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  UNROLL
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  /* t[2i] lane L: rows 2i, 2i+1 of columns 4L, 4L+1; t[2i+1]: 4L+2, 4L+3 */
+  UNROLL
+  for (int g = 0; g < 4; g++) {
+    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  /* u[4g+e] lane L: rows 4g..4g+3 of column 4L+e */
+  UNROLL
+  for (int e = 0; e < 4; e++) {
+    __m512i v0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x88), v1 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xDD);
+    __m512i w0 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x88);
+    __m512i w1 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xDD);
+    r[e] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+    r[8 + e] = _mm512_shuffle_i32x4(v0, w0, 0xDD);
+    r[4 + e] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+    r[12 + e] = _mm512_shuffle_i32x4(v1, w1, 0xDD);
+  }
+}
+
+TARGET static void a5_pack_vnni_t_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+                                       int64_t ld_src, int rows, int K) {
+  int64_t kpairs = (K + 1) / 2;
+  for (int64_t j0 = 0; j0 < ld_dst; j0 += 16)
+    for (int64_t k0 = 0; k0 < K; k0 += 32) {
+      int64_t left = K - k0;
+      __mmask32 m = left >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << left) - 1);
+      __m512i r[16];
+      UNROLL
+      for (int q = 0; q < 16; q++)
+        r[q] = j0 + q < rows ? _mm512_maskz_loadu_epi16(m, src + (j0 + q) * ld_src + k0)
+                             : _mm512_setzero_si512();
+      transpose16x16(r);
+      if (kpairs - k0 / 2 >= 16) {
+        UNROLL
+        for (int t = 0; t < 16; t++) _mm512_storeu_si512(dst + ((k0 / 2 + t) * ld_dst + j0) * 2, r[t]);
+      } else {
+        for (int t = 0; k0 / 2 + t < kpairs; t++)
+          _mm512_storeu_si512(dst + ((k0 / 2 + t) * ld_dst + j0) * 2, r[t]);
+      }
+    }
+}
+
+TARGET static void a5_pack_vnni_t_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                        const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                        int bias) {
+  __m512i table = _mm512_load_si512(e2m1_bf16);
+  int nb = K / MXL_MXFP4_BLOCK;
+  uint16_t slow[MXL_MXFP4_BLOCK] __attribute__((aligned(64)));
+  for (int64_t j0 = 0; j0 < ld_dst; j0 += 16) {
+    /* rows of this group that decode in registers (in-range scales) */
+    int fast[16];
+    for (int q = 0; q < 16; q++)
+      fast[q] = j0 + q < rows && scales_in_range(scales + (j0 + q) * row_blocks, nb, bias);
+    for (int g = 0; g < nb; g++) {
+      __m512i r[16];
+      UNROLL
+      for (int q = 0; q < 16; q++) {
+        int64_t b = (j0 + q) * row_blocks + g;
+        if (fast[q]) {
+          r[q] = decode_block(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias, table);
+        } else if (j0 + q < rows) {
+          decode_block_slow(slow, blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias);
+          r[q] = _mm512_load_si512(slow);
+        } else {
+          r[q] = _mm512_setzero_si512();
+        }
+      }
+      transpose16x16(r);
+      UNROLL
+      for (int t = 0; t < 16; t++) _mm512_storeu_si512(dst + (((int64_t)g * 16 + t) * ld_dst + j0) * 2, r[t]);
+    }
+  }
+}
+
 TARGET static void a5_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                                       const uint8_t *scales, int64_t row_blocks, int rows, int K,
                                       int bias) {
@@ -399,49 +483,122 @@ TARGET static void a5_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
 
 /* ------------------------------------------------------------------ MXFP4 matrix-vector
  *
- * Decode (one activation row): the packed weights stream from memory once;
- * GV_ROWS rows at a time share each x block, decoded in registers. */
+ * Decode (one activation row): the packed weights stream from memory once,
+ * so the decode must cost less than the memory time of a block. Blocks are
+ * taken in pairs (32 bytes): one widening gives 32 words, byte j of the pair
+ * in word j, and from them two index vectors, the low nibbles (the even
+ * elements of both blocks) and the high nibbles (the odd elements), with
+ * bit 4 set in the second block's half. One vpermw table serves the pair:
+ * entries 0..15 hold the E2M1 values scaled by the first block's scale,
+ * entries 16..31 by the second's. x is permuted once per call to the same
+ * element order ([even of block 2q, even of block 2q+1], [odd, odd]); a dot
+ * product does not care about the order of its terms. GV_ROWS rows share
+ * each x vector. */
 
-enum { GV_ROWS = 4 };
+enum { GV_ROWS = 4, GV_MAX_K = 8192 };
 
-INLINE void gv_rows(const int EXACT, float *y, const uint16_t *x, const uint16_t *x_lo,
-                    const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int nb,
-                    int bias, __m512i table) {
-  __m512 acc[GV_ROWS];
+/* 0 in the first block's 16 words, 16 in the second's. */
+INLINE __m512i second_block_bit(void) {
+  return _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(16), 1);
+}
+
+/* The table for a block pair whose scale bytes are s[0], s[1]: `base` is
+ * the E2M1 table with (bias << 7) already taken off its nonzero entries. */
+INLINE __m512i pair_table(const uint8_t *s, __m512i base) {
+  uint16_t both;
+  memcpy(&both, s, sizeof both);
+  /* byte 0 (first scale) into the words of the low 256 bits, byte 1 above */
+  const __m512i pick = _mm512_set_epi64(
+      0x8001800180018001ll, 0x8001800180018001ll, 0x8001800180018001ll, 0x8001800180018001ll,
+      (long long)0x8000800080008000ull, (long long)0x8000800080008000ull,
+      (long long)0x8000800080008000ull, (long long)0x8000800080008000ull);
+  __m512i sw = _mm512_shuffle_epi8(_mm512_set1_epi16((short)both), pick);
+  return _mm512_mask_add_epi16(base, E2M1_NONZERO, base, _mm512_slli_epi16(sw, 7));
+}
+
+/* Decodes a block pair: *even = the even elements of both blocks (table
+ * order), *odd = the odd ones. */
+INLINE void decode_pair(const uint8_t *blocks, const uint8_t *s, __m512i base, __m512i bit4,
+                        __m512i *even, __m512i *odd) {
+  __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)blocks));
+  __m512i ilo = _mm512_ternarylogic_epi32(w, _mm512_set1_epi16(0x000F), bit4, 0xEA); /* (a & b) | c */
+  __m512i ihi = _mm512_or_si512(_mm512_srli_epi16(w, 4), bit4);
+  __m512i table = pair_table(s, base);
+  *even = _mm512_permutexvar_epi16(ilo, table);
+  *odd = _mm512_permutexvar_epi16(ihi, table);
+}
+
+/* x [2·nb_pairs·32] in natural order -> the pair order (even, odd per pair). */
+TARGET static void permute_pairs(uint16_t *dst, const uint16_t *x, int n_pairs) {
+  __m512i idx_even, idx_odd;
+  {
+    uint16_t e[32], o[32];
+    for (int i = 0; i < 32; i++) {
+      e[i] = (uint16_t)(i < 16 ? 2 * i : 32 + 2 * (i - 16));
+      o[i] = (uint16_t)(e[i] + 1);
+    }
+    idx_even = _mm512_loadu_si512(e);
+    idx_odd = _mm512_loadu_si512(o);
+  }
+  for (int q = 0; q < n_pairs; q++) {
+    __m512i a = _mm512_loadu_si512(x + q * 64), b = _mm512_loadu_si512(x + q * 64 + 32);
+    _mm512_storeu_si512(dst + q * 64, _mm512_permutex2var_epi16(a, idx_even, b));
+    _mm512_storeu_si512(dst + q * 64 + 32, _mm512_permutex2var_epi16(a, idx_odd, b));
+  }
+}
+
+INLINE void gv_rows(const int EXACT, float *y, const uint16_t *xp, const uint16_t *xp_lo,
+                    const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int n_pairs,
+                    __m512i base) {
+  /* two accumulators per row: the even and odd products form separate
+   * dependency chains (vdpbf16ps latency, not throughput, bounds one chain) */
+  __m512 acc[GV_ROWS][2];
+  __m512i bit4 = second_block_bit();
   UNROLL
-  for (int r = 0; r < GV_ROWS; r++) acc[r] = _mm512_setzero_ps();
-  for (int g = 0; g < nb; g++) {
-    __m512bh xv = (__m512bh)_mm512_loadu_si512(x + g * 32);
-    __m512bh xl = EXACT ? (__m512bh)_mm512_loadu_si512(x_lo + g * 32) : xv;
+  for (int r = 0; r < GV_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int q = 0; q < n_pairs; q++) {
+    __m512bh xe = (__m512bh)_mm512_loadu_si512(xp + q * 64);
+    __m512bh xo = (__m512bh)_mm512_loadu_si512(xp + q * 64 + 32);
+    __m512bh le = xe, lo = xo;
+    if (EXACT) {
+      le = (__m512bh)_mm512_loadu_si512(xp_lo + q * 64);
+      lo = (__m512bh)_mm512_loadu_si512(xp_lo + q * 64 + 32);
+    }
     UNROLL
     for (int r = 0; r < GV_ROWS; r++) {
-      int64_t b = r * row_blocks + g;
-      __m512bh w = (__m512bh)decode_block(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales[b], bias, table);
-      acc[r] = _mm512_dpbf16_ps(acc[r], xv, w);
-      if (EXACT) acc[r] = _mm512_dpbf16_ps(acc[r], xl, w);
+      int64_t b = r * row_blocks + 2 * q;
+      __m512i we, wo;
+      decode_pair(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales + b, base, bit4, &we, &wo);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xe, (__m512bh)we);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xo, (__m512bh)wo);
+      if (EXACT) {
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], le, (__m512bh)we);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], lo, (__m512bh)wo);
+      }
     }
   }
   UNROLL
-  for (int r = 0; r < GV_ROWS; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
+  for (int r = 0; r < GV_ROWS; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
-TARGET static void gv_rows_fast(float *y, const uint16_t *x, const uint8_t *blocks,
-                                const uint8_t *scales, int64_t row_blocks, int nb, int bias,
-                                __m512i table) {
-  gv_rows(0, y, x, NULL, blocks, scales, row_blocks, nb, bias, table);
+TARGET static void gv_rows_fast(float *y, const uint16_t *xp, const uint8_t *blocks,
+                                const uint8_t *scales, int64_t row_blocks, int n_pairs,
+                                __m512i base) {
+  gv_rows(0, y, xp, NULL, blocks, scales, row_blocks, n_pairs, base);
 }
 
-TARGET static void gv_rows_exact(float *y, const uint16_t *x, const uint16_t *x_lo,
+TARGET static void gv_rows_exact(float *y, const uint16_t *xp, const uint16_t *xp_lo,
                                  const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
-                                 int nb, int bias, __m512i table) {
-  gv_rows(1, y, x, x_lo, blocks, scales, row_blocks, nb, bias, table);
+                                 int n_pairs, __m512i base) {
+  gv_rows(1, y, xp, xp_lo, blocks, scales, row_blocks, n_pairs, base);
 }
 
-/* One row by the portable decode (rows with out-of-range scales, tails). */
-static float gv_row_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
-                         const uint8_t *scales, int nb, int bias) {
+/* Blocks [g0, g1) of one row by the portable decode, bf16-rounded weights
+ * (rows with out-of-range scales, the odd last block, tails). */
+static float gv_blocks_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
+                            const uint8_t *scales, int g0, int g1, int bias) {
   float w[MXL_MXFP4_BLOCK], acc = 0;
-  for (int g = 0; g < nb; g++) {
+  for (int g = g0; g < g1; g++) {
     mxl_mxfp4_decode_block(blocks + (int64_t)g * MXL_MXFP4_BLOCK_BYTES, scales[g], bias, w);
     for (int t = 0; t < MXL_MXFP4_BLOCK; t++) {
       float wt = mxl_bf16_to_f32(mxl_f32_to_bf16(w[t]));
@@ -455,29 +612,34 @@ static float gv_row_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t 
 TARGET static void a5_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
                                  const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
                                  int N, int K, int bias) {
+  int nb = K / MXL_MXFP4_BLOCK, n_pairs = K <= GV_MAX_K ? nb / 2 : 0;
+  uint16_t xp[GV_MAX_K] __attribute__((aligned(64))), xp_lo[GV_MAX_K] __attribute__((aligned(64)));
+  if (n_pairs) {
+    permute_pairs(xp, x, n_pairs);
+    if (x_lo) permute_pairs(xp_lo, x_lo, n_pairs);
+  }
   __m512i table = _mm512_load_si512(e2m1_bf16);
-  int nb = K / MXL_MXFP4_BLOCK;
+  __m512i base = _mm512_mask_sub_epi16(table, E2M1_NONZERO, table, _mm512_set1_epi16((short)(bias * 128)));
   int j = 0;
-  for (; j + GV_ROWS <= N; j += GV_ROWS) {
+  for (; j < N; j += GV_ROWS) {
+    int rows = N - j < GV_ROWS ? N - j : GV_ROWS;
     const uint8_t *b = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *s = scales + (int64_t)j * row_blocks;
-    int ok = 1;
-    UNROLL
-    for (int r = 0; r < GV_ROWS; r++) ok &= scales_in_range(s + r * row_blocks, nb, bias);
-    if (!ok) {
-      UNROLL
-      for (int r = 0; r < GV_ROWS; r++)
-        y[j + r] = gv_row_slow(x, x_lo, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
-                               s + r * row_blocks, nb, bias);
-    } else if (x_lo) {
-      gv_rows_exact(y + j, x, x_lo, b, s, row_blocks, nb, bias, table);
+    int ok = rows == GV_ROWS && n_pairs > 0;
+    for (int r = 0; r < rows && ok; r++) ok = scales_in_range(s + r * row_blocks, nb, bias);
+    if (ok) {
+      if (x_lo) gv_rows_exact(y + j, xp, xp_lo, b, s, row_blocks, n_pairs, base);
+      else gv_rows_fast(y + j, xp, b, s, row_blocks, n_pairs, base);
+      if (2 * n_pairs < nb) /* an odd block count leaves the last block */
+        for (int r = 0; r < rows; r++)
+          y[j + r] += gv_blocks_slow(x, x_lo, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                                     s + r * row_blocks, nb - 1, nb, bias);
     } else {
-      gv_rows_fast(y + j, x, b, s, row_blocks, nb, bias, table);
+      for (int r = 0; r < rows; r++)
+        y[j + r] = gv_blocks_slow(x, x_lo, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                                  s + r * row_blocks, 0, nb, bias);
     }
   }
-  for (; j < N; j++)
-    y[j] = gv_row_slow(x, x_lo, blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES,
-                       scales + (int64_t)j * row_blocks, nb, bias);
 }
 
 /* ------------------------------------------------------------------ fp32 vector helpers */
@@ -559,6 +721,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .to_bf16_split = a5_to_bf16_split,
     .mxfp4_to_bf16 = a5_mxfp4_to_bf16,
     .pack_vnni_bf16 = a5_pack_vnni_bf16,
+    .pack_vnni_t_bf16 = a5_pack_vnni_t_bf16,
+    .pack_vnni_t_mxfp4 = a5_pack_vnni_t_mxfp4,
     .pack_vnni_mxfp4 = a5_pack_vnni_mxfp4,
     .gemm_bf16_nt = a5_gemm_bf16_nt,
     .gemm_bf16_vnni = a5_gemm_bf16_vnni,

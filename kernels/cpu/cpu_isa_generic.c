@@ -41,6 +41,34 @@ static void gen_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *sr
       }
 }
 
+static void gen_pack_vnni_t_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
+                                 int64_t ld_src, int rows, int K) {
+  for (int64_t kp = 0; kp < (K + 1) / 2; kp++)
+    for (int64_t j = 0; j < ld_dst; j++)
+      for (int h = 0; h < 2; h++) {
+        int64_t k = 2 * kp + h;
+        dst[(kp * ld_dst + j) * 2 + h] = (j < rows && k < K) ? src[j * ld_src + k] : 0;
+      }
+}
+
+static void gen_pack_vnni_t_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
+                                  const uint8_t *scales, int64_t row_blocks, int rows, int K,
+                                  int bias) {
+  uint16_t w[MXL_MXFP4_BLOCK];
+  for (int64_t kp = 0; kp < K / 2; kp++)
+    memset(dst + (kp * ld_dst + rows) * 2, 0, (size_t)(ld_dst - rows) * 2 * sizeof *dst);
+  for (int j = 0; j < rows; j++)
+    for (int g = 0; g < K / MXL_MXFP4_BLOCK; g++) {
+      int64_t b = (int64_t)j * row_blocks + g;
+      gen_mxfp4_to_bf16(w, MXL_MXFP4_BLOCK, blocks + b * MXL_MXFP4_BLOCK_BYTES, scales + b,
+                        row_blocks, 1, MXL_MXFP4_BLOCK, bias);
+      for (int t = 0; t < MXL_MXFP4_BLOCK; t++) {
+        int64_t k = (int64_t)g * MXL_MXFP4_BLOCK + t;
+        dst[((k / 2) * ld_dst + j) * 2 + (k & 1)] = w[t];
+      }
+    }
+}
+
 static void gen_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                                 const uint8_t *scales, int64_t row_blocks, int rows, int K,
                                 int bias) {
@@ -149,6 +177,8 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .to_bf16_split = gen_to_bf16_split,
     .mxfp4_to_bf16 = gen_mxfp4_to_bf16,
     .pack_vnni_bf16 = gen_pack_vnni_bf16,
+    .pack_vnni_t_bf16 = gen_pack_vnni_t_bf16,
+    .pack_vnni_t_mxfp4 = gen_pack_vnni_t_mxfp4,
     .pack_vnni_mxfp4 = gen_pack_vnni_mxfp4,
     .gemm_bf16_nt = gen_gemm_bf16_nt,
     .gemm_bf16_vnni = gen_gemm_bf16_vnni,

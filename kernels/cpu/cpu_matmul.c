@@ -4,16 +4,20 @@
  *
  * The plan for every product: activations are converted once to bf16
  * (or to a bf16 hi + lo pair in exact mode) and the weights are fed as bf16
- * to the ISA's kernels; the forward uses gemm_bf16_nt (C = A·Bᵀ, both
- * operands K-contiguous):
- *   - bf16 weights are already bf16 rows: B is the weight itself;
- *   - MXFP4 weights are decoded a panel of rows at a time into a per-thread
- *     buffer that stays in L2 and is reused by every row of the expert's
- *     group; a group of one row (decode) instead streams the packed weights
- *     through gemv_mxfp4, which decodes in registers at memory speed;
- *   - the backward (dx = dy·W) reads W untransposed: a strip of W's columns
- *     (decoded if MXFP4) is packed with its rows in pairs into the
- *     per-thread buffer for gemm_bf16_vnni, never the whole matrix.
+ * to the ISA's two GEMM kernels:
+ *   - gemm_bf16_vnni (C = A·B with B packed in pairs of its reduction
+ *     index) runs at the bf16 dot-product peak; a weight panel is packed
+ *     once into a per-thread buffer that stays in L2 and is reused by every
+ *     activation row: transposed (pack_vnni_t_*) for the forward y = x·Wᵀ,
+ *     as is (pack_vnni_*) for the backward dx = dy·W. MXFP4 panels are
+ *     decoded while they are packed; no op makes a dequantized copy of a
+ *     whole matrix.
+ *   - gemm_bf16_nt (C = A·Bᵀ, both K-contiguous) reads weight rows in
+ *     place: the forward of few activation rows (decode), where packing
+ *     would cost more than it saves, and where the weights stream from
+ *     memory once (M = 1 reaches memory speed).
+ *   - one-row MXFP4 groups (decode) use gemv_mxfp4, which decodes in
+ *     registers at memory speed.
  */
 #include <omp.h>
 #include <string.h>
@@ -23,8 +27,9 @@
 
 enum {
   PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
+  PACK_MIN_ROWS = 8, /* activation rows from which a forward panel is packed */
   GEMV_ROWS = 128,   /* weight rows per decode (one activation row) work item */
-  STRIP_COLS = 64,   /* dx columns per backward work item */
+  STRIP_COLS = 128,   /* dx columns per backward work item */
   STRIP_ROWS = 1024, /* weight rows packed at once in the backward */
 };
 
@@ -87,15 +92,31 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   if (mb < 16) mb = 16;
   int64_t n_mblocks = (n + mb - 1) / mb;
   int64_t items = n_panels * n_mblocks;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1)
-  for (int64_t it = 0; it < items; it++) {
-    int64_t p = it / n_mblocks, mbk = it % n_mblocks;
-    int64_t j0 = p * PANEL_ROWS, nj = N - j0 < PANEL_ROWS ? N - j0 : PANEL_ROWS;
-    int64_t i0 = mbk * mb, ni = n - i0 < mb ? n - i0 : mb;
-    float *yt = y + i0 * N + j0; /* [ni, N] tile of [n, N] */
-    isa->gemm_bf16_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, W->w + j0 * K, K,
-                      (int)ni, (int)nj, (int)K, 0);
-    add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
+  size_t panel_elems = (size_t)PANEL_ROWS * (size_t)(K + 1);
+  uint16_t *panels = NULL;
+  if (n >= PACK_MIN_ROWS) {
+    panels = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
+                             panel_elems * sizeof *panels * (size_t)be->n_threads);
+    if (!panels) return;
+  }
+#pragma omp parallel num_threads(be->n_threads)
+  {
+    uint16_t *bp = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; it++) {
+      int64_t p = it / n_mblocks, mbk = it % n_mblocks;
+      int64_t j0 = p * PANEL_ROWS, nj = N - j0 < PANEL_ROWS ? N - j0 : PANEL_ROWS;
+      int64_t i0 = mbk * mb, ni = n - i0 < mb ? n - i0 : mb;
+      float *yt = y + i0 * N + j0; /* [ni, N] tile of [n, N] */
+      const uint16_t *ah = a.hi + i0 * K, *al = a.lo ? a.lo + i0 * K : NULL;
+      if (bp && ni >= PACK_MIN_ROWS) {
+        isa->pack_vnni_t_bf16(bp, PANEL_ROWS, W->w + j0 * K, K, (int)nj, (int)K);
+        isa->gemm_bf16_vnni(yt, N, ah, al, K, bp, PANEL_ROWS, (int)ni, (int)nj, (int)K, 0);
+      } else {
+        isa->gemm_bf16_nt(yt, N, ah, al, K, W->w + j0 * K, K, (int)ni, (int)nj, (int)K, 0);
+      }
+      add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
+    }
   }
 }
 
@@ -163,6 +184,11 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
       if (rows == 1) {
         isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, mx_blocks(W, w.e, w.j0),
                         mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
+      } else if (rows >= PACK_MIN_ROWS) {
+        isa->pack_vnni_t_mxfp4(panel, PANEL_ROWS, mx_blocks(W, w.e, w.j0),
+                               mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
+        isa->gemm_bf16_vnni(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel,
+                            PANEL_ROWS, (int)rows, w.nj, (int)K, 0);
       } else {
         isa->mxfp4_to_bf16(panel, K, mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0),
                            row_blocks, w.nj, (int)K, W->scale_bias);
