@@ -130,6 +130,10 @@ mxl_status mxl_checkpoint_read_original(mxl_model *m, const char *weights,
                                         const char *dtypes_json);
 /* metal/model.bin: everything from the file itself. */
 mxl_status mxl_checkpoint_read_metal(mxl_model *m, const char *path);
+/* The same over a file image in memory (which must outlive m); `name` is
+ * used in messages. The fuzz target calls it directly. */
+mxl_status mxl_checkpoint_read_metal_buffer(mxl_model *m, const uint8_t *data, size_t size,
+                                            const char *name);
 
 /* The tensors of original/ without the dtypes.json check (used by
  * mxl_checkpoint_read_original). */

@@ -116,12 +116,11 @@ static void assign_weights(mxl_model *m, const uint8_t *d, const mxl_metal_layou
   w->attn_scale = 8.0f / sqrtf((float)c->head_dim);
 }
 
-static mxl_status read_metal(mxl_model *m, const mxl_mapping *map) {
-  const char *path = map->path;
-  const uint8_t *d = map->data;
-  if (map->size < MXL_METAL_HEADER_BYTES)
+mxl_status mxl_checkpoint_read_metal_buffer(mxl_model *m, const uint8_t *d, size_t size,
+                                            const char *path) {
+  if (size < MXL_METAL_HEADER_BYTES || !d)
     return mxl_errorf(MXL_ERR_FORMAT, "%s: truncated: %zu bytes, the header alone needs %d",
-                      path, map->size, MXL_METAL_HEADER_BYTES);
+                      path, size, MXL_METAL_HEADER_BYTES);
   MXL_TRY(check_ids(d, path));
   MXL_TRY(mxl_config_parse_metal(d + 32, path, &m->config));
   uint32_t ns = rd_u32(d + 132), nt = rd_u32(d + 136), rs = rd_u32(d + 140), ts = rd_u32(d + 144);
@@ -132,11 +131,11 @@ static mxl_status read_metal(mxl_model *m, const mxl_mapping *map) {
   MXL_TRY(mxl_config_validate(&m->config, path));
   mxl_metal_layout ml;
   MXL_TRY(mxl_metal_layout_compute(&m->config, ns, nt, rs, ts, path, &ml));
-  if (map->size != ml.file_size)
+  if (size != ml.file_size)
     return mxl_errorf(MXL_ERR_FORMAT,
                       "%s: %s: the file has %zu bytes, its header describes %llu (%d layers, %d "
                       "experts, %llu vocabulary rows)",
-                      path, map->size < ml.file_size ? "truncated" : "wrong size", map->size,
+                      path, size < ml.file_size ? "truncated" : "wrong size", size,
                       (unsigned long long)ml.file_size, m->config.n_layers, m->config.n_experts,
                       (unsigned long long)ml.vocab_rows);
   MXL_TRY(check_tokenizer(d, &ml, path));
@@ -157,5 +156,6 @@ mxl_status mxl_checkpoint_read_metal(mxl_model *m, const char *path) {
   if (!m->mappings) return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", path);
   MXL_TRY(mxl_mapping_open(path, &m->mappings[0]));
   m->n_mappings = 1;
-  return read_metal(m, &m->mappings[0]);
+  return mxl_checkpoint_read_metal_buffer(m, m->mappings[0].data, m->mappings[0].size,
+                                          m->mappings[0].path);
 }

@@ -183,6 +183,9 @@ static cJSON *files_json(const char *dir, const char *prefix) {
   return arr;
 }
 
+static double num(const cJSON *o, const char *key);
+static const char *str(const cJSON *o, const char *key);
+
 /* ------------------------------------------------------------ tensors */
 
 /* "model.layers.7.mlp.router.weight" -> "model.layers.{i}.mlp.router.weight" */
@@ -305,12 +308,16 @@ static mxl_status safetensors_tensors(const char *weights, cJSON *obj) {
   MXL_TRY(mxl_safetensors_open(weights, &st));
   group_acc acc[MXL_ROLE_COUNT + 1];
   memset(acc, 0, sizeof acc);
+  int ours = 0;
   for (int i = 0; i < st->n_tensors; i++) {
     const mxl_st_tensor *t = &st->tensors[i];
-    add_tensor(group_for(acc, role_of_name(t->name)), t->name, t->dtype, t->shape, t->ndim,
-               (double)t->nbytes, NULL);
+    mxl_tensor_role role = role_of_name(t->name);
+    ours += role != MXL_ROLE_COUNT;
+    add_tensor(group_for(acc, role), t->name, t->dtype, t->shape, t->ndim, (double)t->nbytes,
+               NULL);
   }
   cJSON_AddNumberToObject(obj, "tensor_count", st->n_tensors);
+  cJSON_AddNumberToObject(obj, "gpt_oss_tensors", ours);
   add_tensor_summary(obj, acc);
   mxl_safetensors_close(st);
   return MXL_OK;
@@ -605,13 +612,18 @@ static mxl_status inspect_file(const char *path, cJSON *report) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "folder", base);
     if (safetensors_tensors(path, o) != MXL_OK) cJSON_AddStringToObject(o, "tensor_error", mxl_last_error());
-    /* A complete gpt-oss file (with config.json beside it) also loads. */
-    mxl_status st = mxl_model_open(path, &m);
-    if (st == MXL_OK) {
-      cJSON_AddStringToObject(o, "layout", mxl_layout_name(m->layout));
-      cJSON_AddStringToObject(o, "purpose", layout_purpose(m->layout));
+    if (num(o, "gpt_oss_tensors") == 0) {
+      /* Any other model's file: a generic listing. */
+      cJSON_AddStringToObject(o, "layout", "none");
+      cJSON_AddStringToObject(o, "purpose", "safetensors file without gpt-oss tensor names");
+    } else {
+      /* A complete gpt-oss file (with config.json beside it) also loads. */
+      mxl_status st = mxl_model_open(path, &m);
+      cJSON_AddStringToObject(o, "layout", st == MXL_OK ? mxl_layout_name(m->layout) : "unknown");
+      cJSON_AddStringToObject(o, "purpose", st == MXL_OK ? layout_purpose(m->layout)
+                                                          : "gpt-oss tensors (mxlora cannot load this file alone)");
+      cJSON_AddStringToObject(o, "check", st == MXL_OK ? "ok" : mxl_last_error());
     }
-    cJSON_AddStringToObject(o, "check", st == MXL_OK ? "ok" : mxl_last_error());
     cJSON_AddItemToArray(cJSON_AddArrayToObject(report, "layouts"), o);
   } else if (name_matches(base, "*.bin")) {
     cJSON *o = layout_json(MXL_LAYOUT_METAL, path, base, &m);
@@ -700,7 +712,7 @@ static void text_layouts(sbuf *b, const cJSON *layouts) {
   const cJSON *l;
   cJSON_ArrayForEach(l, layouts) {
     sb_printf(b, "  %-10s %s\n", str(l, "folder"), str(l, "purpose"));
-    sb_printf(b, "  %-10s mxlora check: %s\n", "", str(l, "check"));
+    if (*str(l, "check")) sb_printf(b, "  %-10s mxlora check: %s\n", "", str(l, "check"));
   }
 }
 
@@ -771,9 +783,11 @@ static void text_tokenizer(sbuf *b, const cJSON *t) {
 
 static char *render_text(const cJSON *r) {
   sbuf b = {0};
+  const cJSON *l;
   const cJSON *layouts = cJSON_GetObjectItem(r, "layouts");
   sb_printf(&b, "%s: %s", str(r, "path"), str(r, "kind"));
-  int n = cJSON_GetArraySize(layouts);
+  int n = 0;
+  cJSON_ArrayForEach(l, layouts) n += strcmp(str(l, "layout"), "none") != 0;
   if (n) sb_printf(&b, " with %d gpt-oss layout%s", n, n > 1 ? "s" : "");
   sb_printf(&b, "\n");
   if (*str(r, "check")) sb_printf(&b, "mxlora check: %s\n", str(r, "check"));
@@ -781,7 +795,6 @@ static char *render_text(const cJSON *r) {
   text_files(&b, cJSON_GetObjectItem(r, "files"));
   text_config(&b, cJSON_GetObjectItem(r, "config"));
   text_params(&b, cJSON_GetObjectItem(r, "parameters"));
-  const cJSON *l;
   cJSON_ArrayForEach(l, layouts) {
     text_tensors(&b, l);
     if (*str(l, "tensor_error")) sb_printf(&b, "  (tensors unreadable: %s)\n", str(l, "tensor_error"));

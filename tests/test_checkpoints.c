@@ -620,6 +620,18 @@ static void test_inspect(void) {
   MXL_CHECK_OK(mxl_inspect(p, 0, &text));
   MXL_CHECK(text && strstr(text, "Hugging Face GptOssConfig") && strstr(text, "3 layers"));
   free(text);
+  /* Any other safetensors file: a generic listing, layers collapsed. */
+  path_of(p, sizeof p, "other.safetensors");
+  static const float zeros[8];
+  mxl_st_spec specs[2] = {{"encoder.layers.0.w", MXL_DT_F32, 1, {4}},
+                          {"encoder.layers.1.w", MXL_DT_F32, 1, {4}}};
+  const void *data[2] = {zeros, zeros};
+  MXL_CHECK_OK(mxl_safetensors_write(p, specs, data, 2, NULL, 0));
+  MXL_CHECK_OK(mxl_inspect(p, 0, &text));
+  MXL_CHECK(text && strstr(text, "without gpt-oss tensor names") &&
+            strstr(text, "encoder.layers.{i}.w") && strstr(text, "x 2") &&
+            !strstr(text, "gpt-oss layout"));
+  free(text);
   MXL_CHECK_FAILS(mxl_inspect("/nonexistent/repo", 0, &text), MXL_ERR_IO, "/nonexistent/repo");
 }
 
