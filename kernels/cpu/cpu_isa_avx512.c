@@ -468,16 +468,23 @@ TARGET static void a5_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
                                      vn_tile_4_0, vn_tile_5_0, vn_tile_6_0};
   static const vn_tile_fn exact[4] = {NULL, vn_tile_1_1, vn_tile_2_1, vn_tile_3_1};
   int mr_max = A_lo ? 3 : 6;
-  for (int i = 0; i < M;) {
-    int mr = M - i >= mr_max ? mr_max : M - i;
-    vn_tile_fn tile = A_lo ? exact[mr] : fast[mr];
-    for (int j = 0; j < N; j += VN_COLS) {
-      int nc = N - j < VN_COLS ? N - j : VN_COLS;
-      tile(C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
-           A_lo ? A_lo + (int64_t)i * lda : NULL, lda, Bp + (int64_t)j * 2, ld_bp, nc, P,
-           accumulate);
+  /* Loop order by what fits in L2: a small B (all its column tiles) is
+   * reused by every row tile (rows outer); a large B is taken one column
+   * tile at a time, reused by every row tile while A streams from L2. */
+  int j_step = (int64_t)P * N * 2 <= 512 * 1024 ? N : VN_COLS;
+  for (int j0 = 0; j0 < N; j0 += j_step) {
+    int j1 = N - j0 < j_step ? N : j0 + j_step;
+    for (int i = 0; i < M;) {
+      int mr = M - i >= mr_max ? mr_max : M - i;
+      vn_tile_fn tile = A_lo ? exact[mr] : fast[mr];
+      for (int j = j0; j < j1; j += VN_COLS) {
+        int nc = j1 - j < VN_COLS ? j1 - j : VN_COLS;
+        tile(C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
+             A_lo ? A_lo + (int64_t)i * lda : NULL, lda, Bp + (int64_t)j * 2, ld_bp, nc, P,
+             accumulate);
+      }
+      i += mr;
     }
-    i += mr;
   }
 }
 

@@ -15,11 +15,12 @@
  *   1. logits tile [rows, VOCAB_CHUNK] = h·W_cᵀ (+ b), online log-sum-exp
  *      per row (running max, rescaled sum) and the target logit;
  *   2. (when dh is wanted) the tile again, G = weight·(softmax − onehot),
- *      and dh_rows += G·W_c with W_c's rows packed in pairs into the
- *      thread's buffer (gemm_bf16_vnni).
- * Per-thread memory is a few tiles; nothing of size [n, V] exists. */
+ *      and dh_rows += G·W_c.
+ * Both products run on gemm_bf16_vnni: W_c is packed transposed for the
+ * logits and as is for dh, into the thread's buffers; the packing costs
+ * 1/rows of the products. Nothing of size [n, V] exists. */
 
-enum { TOK_CHUNK = 64, VOCAB_CHUNK = 128 };
+enum { TOK_CHUNK = 128, VOCAB_CHUNK = 64 };
 
 typedef struct xent_job {
   const mxl_bf16_weight *W;
@@ -33,42 +34,51 @@ typedef struct xent_job {
 /* H rounded up to the packing's column multiple. */
 static int64_t h16(int64_t H) { return (H + 15) & ~(int64_t)15; }
 
-/* Per-thread scratch of one xent item, in floats or bf16 elements. */
+/* Per-thread scratch of one xent item. */
 typedef struct xent_buf {
-  float *logits;    /* [TOK_CHUNK, VOCAB_CHUNK] */
-  float *dacc;      /* [TOK_CHUNK, H] gradient rows of this item */
+  float *logits;      /* [TOK_CHUNK, VOCAB_CHUNK] logits, then G */
+  float *dacc;        /* [TOK_CHUNK, H] gradient rows of this item */
   uint16_t *g, *g_lo; /* [TOK_CHUNK, VOCAB_CHUNK] G in bf16 */
-  uint16_t *wp;     /* [VOCAB_CHUNK/2, H16, 2] the vocabulary chunk packed */
+  uint16_t *wt;       /* [(H+1)/2, VOCAB_CHUNK, 2] the chunk packed transposed */
+  uint16_t *wp;       /* [VOCAB_CHUNK/2, h16(H), 2] the chunk packed */
 } xent_buf;
 
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
 static size_t xent_buf_bytes(int64_t H) {
-  return (size_t)TOK_CHUNK * VOCAB_CHUNK * 4 + (size_t)TOK_CHUNK * H * 4 +
-         (size_t)TOK_CHUNK * VOCAB_CHUNK * 2 * 2 + (size_t)h16(H) * VOCAB_CHUNK * 2 + 4 * 64;
+  return align64((size_t)TOK_CHUNK * VOCAB_CHUNK * 4) + align64((size_t)TOK_CHUNK * H * 4) +
+         2 * align64((size_t)TOK_CHUNK * VOCAB_CHUNK * 2) +
+         align64((size_t)(H + 1) * VOCAB_CHUNK * 2) + align64((size_t)h16(H) * VOCAB_CHUNK * 2);
 }
 
 static xent_buf xent_buf_carve(char *p, int64_t H) {
   xent_buf b;
   b.logits = (float *)p;
-  p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 4;
+  p += align64((size_t)TOK_CHUNK * VOCAB_CHUNK * 4);
   b.dacc = (float *)p;
-  p += (size_t)TOK_CHUNK * H * 4;
+  p += align64((size_t)TOK_CHUNK * H * 4);
   b.g = (uint16_t *)p;
-  p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 2;
+  p += align64((size_t)TOK_CHUNK * VOCAB_CHUNK * 2);
   b.g_lo = (uint16_t *)p;
-  p += (size_t)TOK_CHUNK * VOCAB_CHUNK * 2;
-  b.wp = (uint16_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+  p += align64((size_t)TOK_CHUNK * VOCAB_CHUNK * 2);
+  b.wt = (uint16_t *)p;
+  p += align64((size_t)(H + 1) * VOCAB_CHUNK * 2);
+  b.wp = (uint16_t *)p;
   return b;
 }
 
-/* logits [rows, vn] = act·W[v0:v0+vn]ᵀ + b */
+/* logits [rows, vn] (row stride VOCAB_CHUNK) = act·W[v0:v0+vn]ᵀ + b */
 static void xent_logits(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, int rows,
-                        int64_t v0, int vn, float *logits) {
+                        int64_t v0, int vn, xent_buf *b) {
   int64_t H = job->W->cols;
-  isa->gemm_bf16_nt(logits, VOCAB_CHUNK, job->act + r0 * H, job->act_lo ? job->act_lo + r0 * H : NULL,
-                    H, job->W->w + v0 * H, H, rows, vn, (int)H, 0);
+  isa->pack_vnni_t_bf16(b->wt, VOCAB_CHUNK, job->W->w + v0 * H, H, vn, (int)H);
+  isa->gemm_bf16_vnni(b->logits, VOCAB_CHUNK, job->act + r0 * H,
+                      job->act_lo ? job->act_lo + r0 * H : NULL, H, b->wt, VOCAB_CHUNK, rows, vn,
+                      (int)H, 0);
   if (job->W->bias)
     for (int r = 0; r < rows; r++)
-      for (int v = 0; v < vn; v++) logits[r * VOCAB_CHUNK + v] += mxl_bf16_to_f32(job->W->bias[v0 + v]);
+      for (int v = 0; v < vn; v++)
+        b->logits[r * VOCAB_CHUNK + v] += mxl_bf16_to_f32(job->W->bias[v0 + v]);
 }
 
 static void xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, int rows,
@@ -80,7 +90,7 @@ static void xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, i
 
   for (int64_t v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
     int vn = (int)(V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK);
-    xent_logits(isa, job, r0, rows, v0, vn, b->logits);
+    xent_logits(isa, job, r0, rows, v0, vn, b);
     for (int r = 0; r < rows; r++) {
       const float *z = b->logits + r * VOCAB_CHUNK; /* [vn] */
       int64_t tgt = job->targets[job->rows[r0 + r]] - v0;
@@ -102,13 +112,15 @@ static void xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, i
   memset(b->dacc, 0, (size_t)rows * H * sizeof *b->dacc);
   for (int64_t v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
     int vn = (int)(V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK);
-    xent_logits(isa, job, r0, rows, v0, vn, b->logits);
+    xent_logits(isa, job, r0, rows, v0, vn, b);
     for (int r = 0; r < rows; r++) {
       int32_t t = job->rows[r0 + r];
       float *z = b->logits + r * VOCAB_CHUNK;
       isa->exp_f32(z, z, vn, lse[r], job->weight[t]);
       int64_t tgt = job->targets[t] - v0;
       if (tgt >= 0 && tgt < vn) z[tgt] -= job->weight[t];
+      /* zero the tail: its products meet the packing's zero rows, and
+       * stale values could be NaN */
       if (vn < VOCAB_CHUNK) memset(z + vn, 0, (size_t)(VOCAB_CHUNK - vn) * sizeof *z);
     }
     if (exact) isa->to_bf16_split(b->g, b->g_lo, b->logits, (size_t)rows * VOCAB_CHUNK);
@@ -151,7 +163,7 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
     else c->isa->to_bf16(act + (size_t)r * H, src, (size_t)H);
   }
 
-  size_t per_thread = (xent_buf_bytes(H) + 63) & ~(size_t)63;
+  size_t per_thread = align64(xent_buf_bytes(H));
   char *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * (size_t)be->n_threads);
   if (!bufs) return;
   xent_job job = {W, act, act_lo, rows, targets, weight, loss, dh};
