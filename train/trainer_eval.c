@@ -19,7 +19,7 @@ mxl_status mxl_trainer_evaluate(trainer *t, double *loss_out, long long *tokens_
   for (int done = 0; st == MXL_OK && !done;) {
     const mxl_batch *batch = NULL;
     st = mxl_batcher_next(b, &batch, &done);
-    if (st != MXL_OK || batch->trained == 0) continue;
+    if (st != MXL_OK || !batch || batch->trained == 0) continue;
     mxl_train_batch tb = {batch->rows, batch->seq_len, batch->ids, batch->labels,
                           batch->weights, batch->pos, batch->seg, NULL, NULL};
     double part = 0;
