@@ -61,10 +61,12 @@ static batch_dev carve_batch(int n, mxl_carver *cv) {
 
 static int lora_rank(const mxl_lora_stack *lora) {
   int r = 0;
-  const mxl_lora_view *v = lora->views[0];
-  for (int l = 0; l < v->n_layers; l++)
-    for (int t = 0; t < MXL_LORA_N_TARGETS; t++)
-      if (v->layers[l].t[t].A && v->layers[l].t[t].rank > r) r = v->layers[l].t[t].rank;
+  for (int i = 0; lora && i < lora->n; i++) {
+    const mxl_lora_view *v = lora->views[i];
+    for (int l = 0; l < v->n_layers; l++)
+      for (int t = 0; t < MXL_LORA_N_TARGETS; t++)
+        if (v->layers[l].t[t].A && v->layers[l].t[t].rank > r) r = v->layers[l].t[t].rank;
+  }
   return r;
 }
 
@@ -286,11 +288,11 @@ static void attention_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
 /* ---------------------------------------------------------------- the step */
 
 static mxl_status check_batch(const mxl_engine *e, const mxl_train_batch *b,
-                              const mxl_lora_stack *lora) {
+                              const mxl_lora_stack *lora, int training) {
   if (b->n_seq <= 0 || b->seq_len <= 0)
     return mxl_errorf(MXL_ERR_ARGUMENT, "training batch: %d sequences of %d tokens", b->n_seq,
                       b->seq_len);
-  if (!lora || lora->n != 1)
+  if (training && (!lora || lora->n != 1))
     return mxl_errorf(MXL_ERR_ARGUMENT, "training needs exactly one adapter (got %d)",
                       lora ? lora->n : 0);
   const int n = b->n_seq * b->seq_len;
@@ -318,7 +320,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
                           const mxl_lora_stack *lora, const mxl_lora_view *grads,
                           double *loss_out) {
   *loss_out = 0;
-  MXL_TRY(check_batch(e, batch, lora));
+  MXL_TRY(check_batch(e, batch, lora, grads != NULL));
   const mxl_ops *ops = e->ops;
   const mxl_config *c = e->cfg;
   const int n = batch->n_seq * batch->seq_len, H = c->hidden, L = c->n_layers;

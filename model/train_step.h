@@ -37,8 +37,9 @@ typedef struct mxl_train_state {
   int cap_n;
 } mxl_train_state;
 
-/* Forward (and, when grads != NULL, backward) over the batch. `lora` is the
- * adapter being trained (its train flag and seed select dropout); `grads`
+/* Forward (and, when grads != NULL, backward) over the batch. Without grads
+ * (evaluation) `lora` may stack any number of adapters, or be NULL. With
+ * grads, `lora` holds exactly the adapter being trained (its train flag and seed select dropout); `grads`
  * has the same shapes, and gradients are ADDED into it (gradient
  * accumulation: zero it between optimizer steps). Returns the weighted loss
  * Σ_t weight_t·loss_t in *loss_out. */

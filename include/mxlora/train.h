@@ -48,6 +48,31 @@ mxl_status mxl_train(const char *recipe_path, const char *const *overrides, int 
                      mxl_train_event_fn on_event, void *user, volatile const int *stop,
                      mxl_train_summary *summary);
 
+/* Evaluation: mean loss per trained token (and perplexity) of a dataset,
+ * for the base model and, when adapters are given, with them overlaid. */
+typedef struct mxl_eval_options {
+  const char *model, *data;
+  const char *const *adapters; /* adapter files, overlaid together */
+  const float *scales;         /* [n_adapters] or NULL (all 1) */
+  int n_adapters;
+  int seq_len;                 /* 0: 2048 */
+  int batch_size;              /* 0: 4 */
+  const char *loss_mask;       /* NULL: "assistant" */
+  const char *backend;         /* NULL: "cpu" */
+  int threads;
+  mxl_progress_fn progress;    /* optional, per batch */
+  void *progress_user;
+} mxl_eval_options;
+
+typedef struct mxl_eval_result {
+  double base_loss;    /* mean loss per trained token without adapters */
+  double adapted_loss; /* with the adapters (NaN when none were given) */
+  long long tokens;    /* trained tokens evaluated */
+  size_t samples, skipped_long;
+} mxl_eval_result;
+
+mxl_status mxl_eval(const mxl_eval_options *opt, mxl_eval_result *result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,116 @@
+/* mxl_eval: loss and perplexity of a dataset with and without adapters. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adapters/lora.h"
+#include "core/status.h"
+#include "model/train_step.h"
+
+typedef struct eval_run {
+  mxl_model *model;
+  mxl_tokenizer *tok;
+  mxl_backend *be;
+  mxl_engine *engine;
+  mxl_dataset *data;
+  mxl_train_state st;
+  mxl_lora *loras[16];
+  mxl_lora_layer *layers[16];
+  mxl_lora_view views[16];
+  int n_loras;
+} eval_run;
+
+static mxl_status open_all(eval_run *r, const mxl_eval_options *o) {
+  MXL_TRY(mxl_model_open(o->model, &r->model));
+  MXL_TRY(mxl_tokenizer_load(o->model, &r->tok));
+  const char *backend = o->backend ? o->backend : "cpu";
+  if (!strcmp(backend, "ref"))
+    MXL_TRY(mxl_backend_ref_create(&r->be));
+  else if (!strcmp(backend, "cpu"))
+    MXL_TRY(mxl_backend_cpu_create(o->threads, &r->be));
+  else
+    return mxl_errorf(MXL_ERR_ARGUMENT, "backend '%s': expected cpu or ref", backend);
+  MXL_TRY(mxl_engine_create(r->model, r->be, &r->engine));
+  mxl_data_options dopt = {0};
+  MXL_TRY(mxl_dataset_load(o->data, r->tok, &dopt, &r->data));
+  if (o->n_adapters > 16) return mxl_errorf(MXL_ERR_ARGUMENT, "at most 16 adapters");
+  for (int i = 0; i < o->n_adapters; i++) {
+    mxl_adapter *file = NULL;
+    mxl_status st = mxl_adapter_open(o->adapters[i], &file);
+    if (st == MXL_OK) st = mxl_adapter_load(file, r->model, &r->loras[i]);
+    mxl_adapter_close(file);
+    MXL_TRY(st);
+    r->n_loras = i + 1;
+    r->layers[i] = calloc(r->model->config.n_layers, sizeof *r->layers[i]);
+    if (!r->layers[i]) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
+    r->views[i].layers = r->layers[i];
+    mxl_lora_fill_view(r->loras[i]->layout, r->loras[i]->params, o->scales ? o->scales[i] : 1,
+                       &r->views[i]);
+  }
+  return MXL_OK;
+}
+
+static void close_all(eval_run *r) {
+  if (r->engine) mxl_train_state_release(r->engine, &r->st);
+  for (int i = 0; i < r->n_loras; i++) {
+    mxl_lora_destroy(r->loras[i]);
+    free(r->layers[i]);
+  }
+  mxl_dataset_destroy(r->data);
+  mxl_engine_destroy(r->engine);
+  mxl_backend_destroy(r->be);
+  mxl_tokenizer_free(r->tok);
+  mxl_model_close(r->model);
+}
+
+/* One ordered pass over the data; returns the mean loss per trained token. */
+static mxl_status pass(eval_run *r, const mxl_eval_options *o, const mxl_lora_stack *lora,
+                       double *loss, mxl_eval_result *res) {
+  mxl_batch_options bo = {0};
+  bo.seq_len = o->seq_len > 0 ? o->seq_len : 2048;
+  bo.rows = o->batch_size > 0 ? o->batch_size : 4;
+  bo.pack = 1;
+  bo.truncation = MXL_TRUNCATE_DROP;
+  MXL_TRY(mxl_loss_mask_parse(o->loss_mask ? o->loss_mask : "assistant", &bo.mask));
+  mxl_batcher *b = NULL;
+  MXL_TRY(mxl_batcher_create(r->data, &bo, &b));
+  mxl_batcher_counts counts = mxl_batcher_get_counts(b);
+  res->samples = counts.docs;
+  res->skipped_long = counts.dropped_long;
+  double sum = 0;
+  long long tokens = 0;
+  mxl_status st = MXL_OK;
+  for (int done = 0; st == MXL_OK && !done;) {
+    const mxl_batch *batch = NULL;
+    st = mxl_batcher_next(b, &batch, &done);
+    if (st != MXL_OK || !batch || batch->trained == 0) continue;
+    mxl_train_batch tb = {batch->rows, batch->seq_len, batch->ids, batch->labels,
+                          batch->weights, batch->pos, batch->seg, NULL, NULL};
+    double part = 0;
+    st = mxl_train_step(r->engine, &r->st, &tb, lora, NULL, &part);
+    sum += part;
+    tokens += (long long)batch->trained;
+    if (o->progress) o->progress(o->progress_user, "evaluating", (double)tokens, 0);
+  }
+  mxl_batcher_destroy(b);
+  *loss = tokens > 0 ? sum / tokens : NAN;
+  res->tokens = tokens;
+  return st;
+}
+
+mxl_status mxl_eval(const mxl_eval_options *o, mxl_eval_result *res) {
+  memset(res, 0, sizeof *res);
+  res->base_loss = res->adapted_loss = NAN;
+  if (!o->model || !o->data) return mxl_errorf(MXL_ERR_ARGUMENT, "eval needs a model and data");
+  eval_run r = {0};
+  mxl_status st = open_all(&r, o);
+  if (st == MXL_OK) st = pass(&r, o, NULL, &res->base_loss, res);
+  if (st == MXL_OK && r.n_loras > 0) {
+    const mxl_lora_view *views[16];
+    for (int i = 0; i < r.n_loras; i++) views[i] = &r.views[i];
+    mxl_lora_stack stack = {views, r.n_loras, 0, 0};
+    st = pass(&r, o, &stack, &res->adapted_loss, res);
+  }
+  close_all(&r);
+  return st;
+}
