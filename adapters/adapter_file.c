@@ -24,6 +24,7 @@
 #endif
 
 /* JSON numbers are doubles: integers are exact up to 2^53. */
+#define MXL_ZSTD_MAX_RATIO 32768u
 #define MAX_JSON_INT ((int64_t)1 << 53)
 
 static const char *const encoding_names[] = {"zstd", "shuffle+zstd"};
@@ -318,7 +319,6 @@ static mxl_status encode_tensor(encoder *enc, const mxl_lora *lora, int i,
   size_t n1 = 0, n2 = 0;
   MXL_TRY(compress(enc, enc->c1, enc->raw, raw, level, &n1));
   MXL_TRY(compress(enc, enc->c2, enc->shuf, raw, level, &n2));
-  e->ndim = 0; /* shape is the layout's */
   e->raw_size = raw;
   e->encoding = n2 < n1 ? MXL_ENCODING_SHUFFLE_ZSTD : MXL_ENCODING_ZSTD;
   e->compressed_size = n2 < n1 ? n2 : n1;
@@ -599,6 +599,13 @@ static mxl_status parse_entry(const cJSON *item, int i, const mxl_lora_tensor *x
   e->compressed_size = (uint64_t)v;
   MXL_TRY(mxl_json_get_int_range(item, "raw_size", 1, MAX_JSON_INT, &v, where));
   e->raw_size = (uint64_t)v;
+  /* A zstd block of at most 128 KiB costs at least 4 bytes (an RLE block),
+   * so no frame expands more than 32768-fold; this bounds what a small
+   * file can make a reader allocate. */
+  if (e->raw_size / MXL_ZSTD_MAX_RATIO > e->compressed_size)
+    return mxl_errorf(MXL_ERR_FORMAT,
+                      "%s: raw_size %" PRIu64 " cannot come from a %" PRIu64 "-byte zstd frame",
+                      where, e->raw_size, e->compressed_size);
   if (e->raw_size != (uint64_t)x->count * dtype_bytes(dt))
     return mxl_errorf(MXL_ERR_FORMAT, "%s: raw_size %" PRIu64 " is not %zu elements × %zu bytes",
                       where, e->raw_size, x->count, dtype_bytes(dt));

@@ -516,6 +516,7 @@ static void test_header_errors(void) {
       {"\"dtype\":\"F32\",\"shape\"", "\"dtype\":\"BF16\",\"shape\"", MXL_ERR_FORMAT,
        "tensors[0] (layers.0.attn.q.lora_A): dtype"},
       {"\"raw_size\":384", "\"raw_size\":385", MXL_ERR_FORMAT, "raw_size 385"},
+      {"\"raw_size\":384", "\"raw_size\":1000000000", MXL_ERR_FORMAT, "cannot come from"},
       {"\"offset\":0", "\"offset\":1", MXL_ERR_FORMAT, "gap"},
       {"\"compressed_size\":", "\"compressed_size\":1e300,\"c\":", MXL_ERR_FORMAT,
        "compressed_size"},
