@@ -192,7 +192,13 @@ static mxl_status open_file(mxl_model *m, const char *path) {
   if (ends_with(path, ".bin")) return mxl_checkpoint_read_metal(m, path);
   if (ends_with(path, ".safetensors") || ends_with(path, ".safetensors.index.json"))
     return open_safetensors_dir(m, m->dir, path);
-  if (ends_with(path, "config.json")) return open_dir(m, m->dir);
+  if (ends_with(path, "config.json")) {
+    char *dir = m->dir; /* open_dir sets m->dir itself */
+    m->dir = NULL;
+    mxl_status st = open_dir(m, dir);
+    free(dir);
+    return st;
+  }
   return mxl_errorf(MXL_ERR_FORMAT,
                     "%s: not a gpt-oss checkpoint file (expected a folder, a .safetensors "
                     "file, model.safetensors.index.json or metal/model.bin)",
