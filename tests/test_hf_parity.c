@@ -26,9 +26,11 @@
 
 #define SCRIPT "tools/gen_forward_fixtures.py BUILD/mxlora"
 
-/* Largest |ours − transformers| / max |transformers| allowed. */
-static const double REF_TOL = 5e-6;  /* fp32 vs fp32: summation order only (measured 4.5e-7) */
-static const double CPU_TOL = 1e-2;  /* bf16-rounded GEMM inputs on the CPU backend (measured 3.1e-3) */
+/* Largest |ours − transformers| / max |transformers| allowed.
+ * ref: fp32 vs fp32, summation order only (measured 4.5e-7).
+ * cpu: the CPU backend's GEMMs round their inputs to bf16 (measured 3.1e-3). */
+static const double REF_TOL = 5e-6;
+static const double CPU_TOL = 1e-2;
 
 typedef struct hf_fixture {
   mxl_safetensors *st;

@@ -27,7 +27,10 @@ Fixture tensors (float32 unless said):
   last_layer   [N, H]           decoder layer L-1's output (before the norm)
   norm_weight  [H]              model.norm.weight
 Metadata: preset, seed, sets (";"-joined --set items), sha256 (of the
-checkpoint's model.safetensors), last_hidden, versions.
+checkpoint's model.safetensors), last_hidden ("normed" or "raw"), router_gap
+(the smallest gap between the k-th and (k+1)-th router logit of any token in
+any layer: no top-k choice can flip between implementations), the attention
+and experts implementations transformers used, versions.
 
 Usage:
   python3 tools/gen_forward_fixtures.py BUILD/mxlora [output dir]
@@ -160,7 +163,8 @@ def run(model, tokens):
         out = model(tokens[None], output_hidden_states=True, use_cache=False)
     hook.remove()
     gaps.remove()
-    assert gaps.gap > 1e-4, f"a router top-k choice is within {gaps.gap:.2g}: pick another seed"
+    # 1e-2: also far above the bf16 rounding of the C test's CPU backend.
+    assert gaps.gap > 1e-2, f"a router top-k choice is within {gaps.gap:.2g}: pick another seed"
     L = model.config.num_hidden_layers
     hs = out.hidden_states
     assert len(hs) == L + 1, f"{len(hs)} hidden states for {L} layers"
