@@ -1,81 +1,378 @@
 /* CPU backend attention with GQA, learned sinks and segment/sliding masks
- * (kernels/ops.h `attention`, `attention_bwd`).
+ * (kernels/ops.h `attention`, `attention_bwd`), blocked as flash attention:
+ * fp32 throughout, the block products on the ISA's fp32 GEMM kernel.
  *
- * Work is split by (query row, KV head): the `group` = nh/nkv query heads
- * that read one KV head share the mask test and the key/value rows. The
- * softmax is online, its running max starting at the sink logit (which has
- * no value row), so every query costs one pass over its allowed keys.
- * The backward recomputes p from the forward's lse in two passes, queries
- * (dq) then keys (dk, dv), so that no two threads write the same row. */
+ * A query block is `bq` queries × the `group` = nh/nkv query heads that
+ * read one KV head: R = bq·group rows of d values sharing every key row. Key
+ * blocks have ATT_BK keys. A pair of blocks whose position/segment ranges
+ * exclude every (query, key) pair is skipped before any arithmetic (causal
+ * futures, keys past a sliding window, other documents of a packed batch);
+ * other pairs get an exact per-pair mask.
+ *
+ * Forward: online softmax per row, the running max starting at the sink
+ * logit and the running sum at exp(sink - max) = 1 (the sink has no value).
+ * Backward (FlashAttention-2 order): per KV head, key blocks outer, their
+ * dK and dV accumulated in a tile; p is recomputed from the forward's lse;
+ * dQ for the head group is private to the work item, so no two threads
+ * write one row. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "core/bf16.h"
 #include "kernels/cpu/cpu_internal.h"
 
-static inline int allowed(const mxl_attn_mask *mask, int i, int j) {
-  if (mask->k_seg[j] != mask->q_seg[i]) return 0;
-  if (mask->k_pos[j] > mask->q_pos[i]) return 0;
-  return mask->window == 0 || mask->q_pos[i] - mask->k_pos[j] < mask->window;
+enum {
+  ATT_BK = 64,   /* keys per block */
+  ATT_ROWS = 64, /* query rows (queries × group heads) per block, at least */
+};
+
+typedef struct attn_shape {
+  int nq, nk, nh, nkv, d, group, bq, R; /* R = bq·group */
+  float scale;
+} attn_shape;
+
+static attn_shape attn_shape_of(int nq, int nk, int nh, int nkv, int d, float scale) {
+  attn_shape s = {nq, nk, nh, nkv, d, nh / nkv, 0, 0, scale};
+  s.bq = s.group >= ATT_ROWS ? 1 : ATT_ROWS / s.group;
+  s.R = s.bq * s.group;
+  return s;
 }
 
-enum { MAX_GROUP = 64 };
+/* ------------------------------------------------------------------ masks */
+
+/* Ranges of positions and segments over a block of queries or keys. */
+typedef struct span {
+  int32_t pos_min, pos_max, seg_min, seg_max;
+} span;
+
+static span span_of(const int32_t *pos, const int32_t *seg, int first, int count) {
+  span s = {pos[first], pos[first], seg[first], seg[first]};
+  for (int i = first + 1; i < first + count; i++) {
+    if (pos[i] < s.pos_min) s.pos_min = pos[i];
+    if (pos[i] > s.pos_max) s.pos_max = pos[i];
+    if (seg[i] < s.seg_min) s.seg_min = seg[i];
+    if (seg[i] > s.seg_max) s.seg_max = seg[i];
+  }
+  return s;
+}
+
+/* 1 when no query of q may see a key of k (the ops.h mask rule). */
+static int spans_disjoint(span q, span k, int window) {
+  if (q.seg_max < k.seg_min || k.seg_max < q.seg_min) return 1;
+  if (k.pos_min > q.pos_max) return 1;
+  return window > 0 && (int64_t)q.pos_min - k.pos_max >= window;
+}
+
+/* keep[qi] bit j: query i0+qi may see key j0+j (nqb queries, nkb <= 64
+ * keys); returns 0 when no pair is allowed. */
+static int block_mask(uint64_t *keep, const mxl_attn_mask *m, int i0, int nqb, int j0, int nkb) {
+  uint64_t any = 0;
+  for (int qi = 0; qi < nqb; qi++) {
+    int32_t qp = m->q_pos[i0 + qi], qs = m->q_seg[i0 + qi];
+    uint64_t bits = 0;
+    for (int j = 0; j < nkb; j++) {
+      int32_t kp = m->k_pos[j0 + j];
+      int ok = m->k_seg[j0 + j] == qs && kp <= qp &&
+               (m->window == 0 || (int64_t)qp - kp < m->window);
+      bits |= (uint64_t)ok << j;
+    }
+    keep[qi] = bits;
+    any |= bits;
+  }
+  return any != 0;
+}
+
+/* Spans of every block of keys — kspan [ceil(nk / ATT_BK)] */
+static void key_spans(span *kspan, const mxl_attn_mask *m, int nk) {
+  for (int b = 0; b * ATT_BK < nk; b++) {
+    int n = nk - b * ATT_BK < ATT_BK ? nk - b * ATT_BK : ATT_BK;
+    kspan[b] = span_of(m->k_pos, m->k_seg, b * ATT_BK, n);
+  }
+}
+
+/* kt [d, ATT_BK] = the key block's rows transposed — rows [nkb, ld] */
+static void transpose_block(float *kt, const float *rows, int64_t ld, int nkb, int d) {
+  for (int j = 0; j < nkb; j++)
+    for (int c = 0; c < d; c++) kt[c * ATT_BK + j] = rows[j * ld + c];
+  for (int j = nkb; j < ATT_BK; j++)
+    for (int c = 0; c < d; c++) kt[c * ATT_BK + j] = 0.0f;
+}
+
+/* dst [cols, ld_dst] = src [rows, ld_src]ᵀ */
+static void transpose_f32(float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                          int cols) {
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
+}
+
+/* ------------------------------------------------------------------ forward */
+
+typedef struct fwd_buf {
+  float *qs;       /* [R, d] scaled queries */
+  float *o;        /* [R, d] running Σ p·v */
+  float *s;        /* [R, ATT_BK] scores, then p */
+  float *kt;       /* [d, ATT_BK] */
+  float *mx, *den; /* [R] */
+  uint64_t *keep;  /* [bq] mask bits per query */
+} fwd_buf;
+
+static size_t fwd_buf_floats(const attn_shape *a) {
+  return (size_t)a->R * a->d * 2 + (size_t)a->R * ATT_BK + (size_t)a->d * ATT_BK +
+         (size_t)a->R * 2 + (size_t)a->bq * 2 + 64;
+}
+
+static fwd_buf fwd_buf_carve(float *p, const attn_shape *a) {
+  fwd_buf b;
+  b.qs = p, p += (size_t)a->R * a->d;
+  b.o = p, p += (size_t)a->R * a->d;
+  b.s = p, p += (size_t)a->R * ATT_BK;
+  b.kt = p, p += (size_t)a->d * ATT_BK;
+  b.mx = p, p += a->R;
+  b.den = p, p += a->R;
+  b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
+  return b;
+}
+
+/* One row's scores of one key block into probabilities, updating the
+ * row's running max and sum and rescaling its output row. */
+static void softmax_row_update(const mxl_cpu_isa *isa, float *s, uint64_t keep, int nkb,
+                               float *mx, float *den, float *o, int d) {
+  float m = isa->masked_max_f32(s, keep, nkb);
+  if (m > *mx) {
+    float corr = expf(*mx - m);
+    *den *= corr;
+    isa->scale_f32(o, corr, d);
+    *mx = m;
+  }
+  *den += isa->masked_exp_f32(s, s, keep, nkb, *mx); /* masked keys get p = 0 */
+}
+
+static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, float *lse,
+                     const float *q, const float *k, const float *v, const uint16_t *sinks,
+                     const mxl_attn_mask *mask, const span *kspan, int qb, int g, fwd_buf *b) {
+  int d = a->d, group = a->group, i0 = qb * a->bq;
+  int nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq, R = nqb * group;
+  int64_t kv_ld = (int64_t)a->nkv * d;
+  for (int qi = 0; qi < nqb; qi++) {
+    const float *src = q + ((int64_t)(i0 + qi) * a->nh + g * group) * d; /* [group, d] */
+    for (int e = 0; e < group * d; e++) b->qs[qi * group * d + e] = a->scale * src[e];
+  }
+  memset(b->o, 0, (size_t)R * d * sizeof *b->o);
+  for (int r = 0; r < R; r++) {
+    b->mx[r] = mxl_bf16_to_f32(sinks[g * group + r % group]);
+    b->den[r] = 1.0f;
+  }
+  span qspan = span_of(mask->q_pos, mask->q_seg, i0, nqb);
+  for (int kb = 0; kb * ATT_BK < a->nk; kb++) {
+    int j0 = kb * ATT_BK, nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
+    if (spans_disjoint(qspan, kspan[kb], mask->window)) continue;
+    if (!block_mask(b->keep, mask, i0, nqb, j0, nkb)) continue;
+    const float *kblk = k + (int64_t)j0 * kv_ld + (int64_t)g * d; /* [nkb, kv_ld] */
+    const float *vblk = v + (int64_t)j0 * kv_ld + (int64_t)g * d;
+    transpose_block(b->kt, kblk, kv_ld, nkb, d);
+    isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
+    for (int r = 0; r < R; r++)
+      softmax_row_update(isa, b->s + r * ATT_BK, b->keep[r / group], nkb, &b->mx[r], &b->den[r],
+                         b->o + r * d, d);
+    isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, vblk, kv_ld, R, d, nkb, 1.0f, 1);
+  }
+  for (int r = 0; r < R; r++) {
+    int64_t row = (int64_t)(i0 + r / group) * a->nh + g * group + r % group;
+    float inv = 1.0f / b->den[r];
+    for (int c = 0; c < d; c++) out[row * d + c] = b->o[r * d + c] * inv;
+    if (lse) lse[row] = b->mx[r] + logf(b->den[r]);
+  }
+}
 
 /* q [nq, nh, d], k, v [nk, nkv, d], out [nq, nh, d], sinks bf16 [nh],
  * lse [nq, nh] or NULL */
 void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, const float *k,
                        const float *v, const uint16_t *sinks, const mxl_attn_mask *mask, int nq,
                        int nk, int nh, int nkv, int d, float scale) {
+  if (nq <= 0) return;
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-  int group = nh / nkv;
-  if (group > MAX_GROUP) {
-    mxl_cpu_fail(be, MXL_ERR_UNSUPPORTED, "attention: more than 64 query heads per KV head");
-    return;
+  attn_shape a = attn_shape_of(nq, nk, nh, nkv, d, scale);
+  int n_kb = (nk + ATT_BK - 1) / ATT_BK, n_qb = (nq + a.bq - 1) / a.bq;
+  size_t per_thread = (fwd_buf_floats(&a) + 15) & ~(size_t)15;
+  float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * 4 * (size_t)be->n_threads);
+  span *kspan = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + 1) * sizeof *kspan);
+  if (!mem || !kspan) return;
+  key_spans(kspan, mask, nk);
+#pragma omp parallel num_threads(be->n_threads)
+  {
+    fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
+#pragma omp for schedule(dynamic, 1) collapse(2)
+    for (int qb = 0; qb < n_qb; qb++)
+      for (int g = 0; g < nkv; g++)
+        fwd_item(isa, &a, out, lse, q, k, v, sinks, mask, kspan, qb, g, &b);
   }
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
-  for (int i = 0; i < nq; i++)
-    for (int g = 0; g < nkv; g++) {
-      float mx[MAX_GROUP], den[MAX_GROUP];
-      int h0 = g * group;
-      for (int h = 0; h < group; h++) {
-        mx[h] = mxl_bf16_to_f32(sinks[h0 + h]);
-        den[h] = 1.0f;
-        memset(out + ((size_t)i * nh + h0 + h) * d, 0, (size_t)d * sizeof *out);
-      }
-      for (int j = 0; j < nk; j++) {
-        if (!allowed(mask, i, j)) continue;
-        const float *kj = k + ((size_t)j * nkv + g) * d, *vj = v + ((size_t)j * nkv + g) * d;
-        for (int h = 0; h < group; h++) {
-          const float *qi = q + ((size_t)i * nh + h0 + h) * d; /* [d] */
-          float *oi = out + ((size_t)i * nh + h0 + h) * d;     /* [d] running Σ p·v */
-          float s = scale * isa->dot_f32(qi, kj, d);
-          if (s > mx[h]) {
-            float corr = expf(mx[h] - s);
-            den[h] = den[h] * corr + 1.0f;
-            for (int c = 0; c < d; c++) oi[c] = oi[c] * corr + vj[c];
-            mx[h] = s;
-          } else {
-            float p = expf(s - mx[h]);
-            den[h] += p;
-            isa->axpy_f32(oi, p, vj, d);
-          }
-        }
-      }
-      for (int h = 0; h < group; h++) {
-        float *oi = out + ((size_t)i * nh + h0 + h) * d;
-        float inv = 1.0f / den[h];
-        for (int c = 0; c < d; c++) oi[c] *= inv;
-        if (lse) lse[(size_t)i * nh + h0 + h] = mx[h] + logf(den[h]);
-      }
-    }
 }
 
-/* D_i = dout_i·out_i for every (query, head) — D [nq, nh] */
-static void attention_delta(mxl_backend *be, float *D, const float *dout, const float *out,
-                            int nq, int nh, int d) {
+/* ------------------------------------------------------------------ backward */
+
+typedef struct bwd_buf {
+  float *qg, *dog, *dqg; /* [nq·group, d] this KV head's queries, dout, dq */
+  float *dg, *lseg;      /* [nq·group] */
+  float *kt, *vt;        /* [d, ATT_BK] */
+  float *p, *dp, *t;     /* [R, ATT_BK], [R, ATT_BK], [ATT_BK, R] */
+  float *dk, *dv;        /* [ATT_BK, d] */
+  uint64_t *keep;        /* [bq] mask bits per query */
+} bwd_buf;
+
+static size_t bwd_buf_floats(const attn_shape *a) {
+  size_t rows = (size_t)a->nq * a->group;
+  return rows * a->d * 3 + rows * 2 + (size_t)a->d * ATT_BK * 2 + (size_t)a->R * ATT_BK * 3 +
+         (size_t)ATT_BK * a->d * 2 + (size_t)a->bq * 2 + 64;
+}
+
+static bwd_buf bwd_buf_carve(float *p, const attn_shape *a) {
+  size_t rows = (size_t)a->nq * a->group;
+  bwd_buf b;
+  b.qg = p, p += rows * a->d;
+  b.dog = p, p += rows * a->d;
+  b.dqg = p, p += rows * a->d;
+  b.dg = p, p += rows;
+  b.lseg = p, p += rows;
+  b.kt = p, p += (size_t)a->d * ATT_BK;
+  b.vt = p, p += (size_t)a->d * ATT_BK;
+  b.p = p, p += (size_t)a->R * ATT_BK;
+  b.dp = p, p += (size_t)a->R * ATT_BK;
+  b.t = p, p += (size_t)a->R * ATT_BK;
+  b.dk = p, p += (size_t)ATT_BK * a->d;
+  b.dv = p, p += (size_t)ATT_BK * a->d;
+  b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
+  return b;
+}
+
+typedef struct bwd_args {
+  float *dq, *dk, *dv;
+  const float *dout, *out, *lse, *q, *k, *v;
+  const mxl_attn_mask *mask;
+  const span *kspan, *qspan;
+} bwd_args;
+
+/* Gathers KV head g's query rows: qg, dog [nq·group, d], dg = dout·out and
+ * lseg [nq·group]; zeroes dqg. */
+static void bwd_gather(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,
+                       bwd_buf *b) {
+  int d = a->d, group = a->group;
+  for (int i = 0; i < a->nq; i++) {
+    int64_t src = ((int64_t)i * a->nh + g * group) * d, dst = (int64_t)i * group * d;
+    memcpy(b->qg + dst, x->q + src, (size_t)group * d * sizeof(float));
+    memcpy(b->dog + dst, x->dout + src, (size_t)group * d * sizeof(float));
+    for (int h = 0; h < group; h++) {
+      int64_t row = (int64_t)i * a->nh + g * group + h;
+      b->dg[i * group + h] = isa->dot_f32(x->dout + row * d, x->out + row * d, d);
+      b->lseg[i * group + h] = x->lse[row];
+    }
+  }
+  memset(b->dqg, 0, (size_t)a->nq * group * d * sizeof(float));
+}
+
+/* One (key block, query block) pair of KV head g. */
+static void bwd_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,
+                     int kb, int qb, const float *kblk, bwd_buf *b) {
+  int d = a->d, group = a->group, i0 = qb * a->bq, j0 = kb * ATT_BK;
+  int nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq, R = nqb * group;
+  int nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
+  int64_t kv_ld = (int64_t)a->nkv * d;
+  (void)g;
+  if (!block_mask(b->keep, x->mask, i0, nqb, j0, nkb)) return;
+  const float *qb_rows = b->qg + (int64_t)i0 * group * d;  /* [R, d] */
+  const float *dob = b->dog + (int64_t)i0 * group * d;     /* [R, d] */
+  float *dqb = b->dqg + (int64_t)i0 * group * d;           /* [R, d] */
+  /* p = exp(scale·q·k − lse), masked */
+  isa->gemm_f32_nn(b->p, ATT_BK, qb_rows, d, b->kt, ATT_BK, R, nkb, d, a->scale, 0);
+  for (int r = 0; r < R; r++) {
+    float *pr = b->p + r * ATT_BK;
+    isa->masked_exp_f32(pr, pr, b->keep[r / group], nkb, b->lseg[i0 * group + r]);
+  }
+  /* dV += pᵀ·dout */
+  transpose_f32(b->t, R, b->p, ATT_BK, R, nkb);
+  isa->gemm_f32_nn(b->dv, d, b->t, R, dob, d, nkb, d, R, 1.0f, 1);
+  /* dp = dout·vᵀ, ds = p·(dp − D) (in dp) */
+  isa->gemm_f32_nn(b->dp, ATT_BK, dob, d, b->vt, ATT_BK, R, nkb, d, 1.0f, 0);
+  for (int r = 0; r < R; r++)
+    isa->mul_sub_f32(b->dp + r * ATT_BK, b->p + r * ATT_BK, b->dg[i0 * group + r], nkb);
+  /* dK += scale·dsᵀ·q;  dQ += scale·ds·k */
+  transpose_f32(b->t, R, b->dp, ATT_BK, R, nkb);
+  isa->gemm_f32_nn(b->dk, d, b->t, R, qb_rows, d, nkb, d, R, a->scale, 1);
+  isa->gemm_f32_nn(dqb, d, b->dp, ATT_BK, kblk, kv_ld, R, d, nkb, a->scale, 1);
+}
+
+static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,
+                     bwd_buf *b) {
+  int d = a->d, group = a->group, n_qb = (a->nq + a->bq - 1) / a->bq;
+  int64_t kv_ld = (int64_t)a->nkv * d;
+  bwd_gather(isa, a, x, g, b);
+  for (int kb = 0; kb * ATT_BK < a->nk; kb++) {
+    int j0 = kb * ATT_BK, nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
+    const float *kblk = x->k + (int64_t)j0 * kv_ld + (int64_t)g * d;
+    const float *vblk = x->v + (int64_t)j0 * kv_ld + (int64_t)g * d;
+    int touched = 0;
+    for (int qb = 0; qb < n_qb; qb++) {
+      if (spans_disjoint(x->qspan[qb], x->kspan[kb], x->mask->window)) continue;
+      if (!touched) {
+        transpose_block(b->kt, kblk, kv_ld, nkb, d);
+        transpose_block(b->vt, vblk, kv_ld, nkb, d);
+        memset(b->dk, 0, (size_t)ATT_BK * d * sizeof(float));
+        memset(b->dv, 0, (size_t)ATT_BK * d * sizeof(float));
+        touched = 1;
+      }
+      bwd_pair(isa, a, x, g, kb, qb, kblk, b);
+    }
+    if (!touched) continue;
+    for (int j = 0; j < nkb; j++) {
+      int64_t row = ((int64_t)(j0 + j) * a->nkv + g) * d;
+      isa->axpy_f32(x->dk + row, 1.0f, b->dk + j * d, d);
+      isa->axpy_f32(x->dv + row, 1.0f, b->dv + j * d, d);
+    }
+  }
+  for (int i = 0; i < a->nq; i++)
+    isa->axpy_f32(x->dq + ((int64_t)i * a->nh + g * group) * d, 1.0f,
+                  b->dqg + (int64_t)i * group * d, group * d);
+}
+
+/* The simple backward for fewer KV heads than threads: queries (dq) then
+ * keys (dk, dv), each row owned by one thread, p recomputed per pair. */
+static void bwd_by_rows(mxl_backend *be, const attn_shape *a, const bwd_args *x,
+                        const float *D) {
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
-  for (int64_t r = 0; r < (int64_t)nq * nh; r++) D[r] = isa->dot_f32(dout + r * d, out + r * d, d);
+  int d = a->d, group = a->group, nh = a->nh, nkv = a->nkv;
+  const mxl_attn_mask *m = x->mask;
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
+  for (int i = 0; i < a->nq; i++)
+    for (int h = 0; h < nh; h++) {
+      int64_t row = (int64_t)i * nh + h;
+      int g = h / group;
+      for (int j = 0; j < a->nk; j++) {
+        if (m->k_seg[j] != m->q_seg[i] || m->k_pos[j] > m->q_pos[i] ||
+            (m->window && (int64_t)m->q_pos[i] - m->k_pos[j] >= m->window))
+          continue;
+        const float *kj = x->k + ((int64_t)j * nkv + g) * d, *vj = x->v + ((int64_t)j * nkv + g) * d;
+        float p = expf(a->scale * isa->dot_f32(x->q + row * d, kj, d) - x->lse[row]);
+        float ds = p * (isa->dot_f32(x->dout + row * d, vj, d) - D[row]);
+        isa->axpy_f32(x->dq + row * d, a->scale * ds, kj, d);
+      }
+    }
+#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
+  for (int j = 0; j < a->nk; j++)
+    for (int g = 0; g < nkv; g++) {
+      int64_t kv = (int64_t)j * nkv + g;
+      for (int i = 0; i < a->nq; i++) {
+        if (m->k_seg[j] != m->q_seg[i] || m->k_pos[j] > m->q_pos[i] ||
+            (m->window && (int64_t)m->q_pos[i] - m->k_pos[j] >= m->window))
+          continue;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+          int64_t row = (int64_t)i * nh + h;
+          float p = expf(a->scale * isa->dot_f32(x->q + row * d, x->k + kv * d, d) - x->lse[row]);
+          float ds = p * (isa->dot_f32(x->dout + row * d, x->v + kv * d, d) - D[row]);
+          isa->axpy_f32(x->dk + kv * d, a->scale * ds, x->q + row * d, d);
+          isa->axpy_f32(x->dv + kv * d, p, x->dout + row * d, d);
+        }
+      }
+    }
 }
 
 void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, const float *dout,
@@ -83,46 +380,34 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
                            const float *v, const uint16_t *sinks, const mxl_attn_mask *mask,
                            int nq, int nk, int nh, int nkv, int d, float scale) {
   (void)sinks; /* frozen; their effect is inside lse */
+  if (nq <= 0 || nk <= 0) return;
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-  int group = nh / nkv;
-  float *D = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)nq * nh * sizeof *D); /* [nq, nh] */
-  if (!D) return;
-  attention_delta(be, D, dout, out, nq, nh, d);
-
-  /* dq_i += scale·Σ_j p_ij·(dout_i·v_j − D_i)·k_j */
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
-  for (int i = 0; i < nq; i++)
-    for (int h = 0; h < nh; h++) {
-      size_t row = (size_t)i * nh + h;
-      int g = h / group;
-      const float *qi = q + row * d, *di = dout + row * d; /* [d] */
-      float *dqi = dq + row * d;                            /* [d] */
-      for (int j = 0; j < nk; j++) {
-        if (!allowed(mask, i, j)) continue;
-        const float *kj = k + ((size_t)j * nkv + g) * d, *vj = v + ((size_t)j * nkv + g) * d;
-        float p = expf(scale * isa->dot_f32(qi, kj, d) - lse[row]);
-        float ds = p * (isa->dot_f32(di, vj, d) - D[row]);
-        isa->axpy_f32(dqi, scale * ds, kj, d);
-      }
-    }
-
-  /* dk_j += scale·Σ_(i,h→g) ds_ij·q_i,  dv_j += Σ_(i,h→g) p_ij·dout_i */
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
-  for (int j = 0; j < nk; j++)
-    for (int g = 0; g < nkv; g++) {
-      size_t kv = (size_t)j * nkv + g;
-      const float *kj = k + kv * d, *vj = v + kv * d; /* [d] */
-      float *dkj = dk + kv * d, *dvj = dv + kv * d;   /* [d] */
-      for (int i = 0; i < nq; i++) {
-        if (!allowed(mask, i, j)) continue;
-        for (int h = g * group; h < (g + 1) * group; h++) {
-          size_t row = (size_t)i * nh + h;
-          const float *qi = q + row * d, *di = dout + row * d;
-          float p = expf(scale * isa->dot_f32(qi, kj, d) - lse[row]);
-          float ds = p * (isa->dot_f32(di, vj, d) - D[row]);
-          isa->axpy_f32(dkj, scale * ds, qi, d);
-          isa->axpy_f32(dvj, p, di, d);
-        }
-      }
-    }
+  attn_shape a = attn_shape_of(nq, nk, nh, nkv, d, scale);
+  bwd_args x = {dq, dk, dv, dout, out, lse, q, k, v, mask, NULL, NULL};
+  if (nkv < be->n_threads) {
+    float *D = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)nq * nh * sizeof *D);
+    if (!D) return;
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+    for (int64_t r = 0; r < (int64_t)nq * nh; r++) D[r] = isa->dot_f32(dout + r * d, out + r * d, d);
+    bwd_by_rows(be, &a, &x, D);
+    return;
+  }
+  int n_kb = (nk + ATT_BK - 1) / ATT_BK, n_qb = (nq + a.bq - 1) / a.bq;
+  size_t per_thread = (bwd_buf_floats(&a) + 15) & ~(size_t)15;
+  float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * 4 * (size_t)be->n_threads);
+  span *spans = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + n_qb) * sizeof *spans);
+  if (!mem || !spans) return;
+  key_spans(spans, mask, nk);
+  for (int qb = 0; qb < n_qb; qb++) {
+    int i0 = qb * a.bq, n = nq - i0 < a.bq ? nq - i0 : a.bq;
+    spans[n_kb + qb] = span_of(mask->q_pos, mask->q_seg, i0, n);
+  }
+  x.kspan = spans;
+  x.qspan = spans + n_kb;
+#pragma omp parallel num_threads(be->n_threads)
+  {
+    bwd_buf b = bwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
+#pragma omp for schedule(dynamic, 1)
+    for (int g = 0; g < nkv; g++) bwd_head(isa, &a, &x, g, &b);
+  }
 }

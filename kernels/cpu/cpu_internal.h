@@ -97,6 +97,12 @@ typedef struct mxl_cpu_isa {
   void (*gemv_mxfp4)(float *y, const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                      const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
 
+  /* C (+)= alpha·A·B in fp32 — C [M, ldc], A [M, lda], B [K, ldb], all
+   * row-major; accumulate == 0 overwrites C. For attention blocks and LoRA
+   * (gemm_f32): small, cache-resident operands. */
+  void (*gemm_f32_nn)(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, int M, int N, int K, float alpha, int accumulate);
+
   /* fp32 vector helpers for attention, the loss and small ops. */
   float (*dot_f32)(const float *a, const float *b, int n);  /* Σ a·b */
   void (*axpy_f32)(float *y, float a, const float *x, int n); /* y += a·x */
@@ -104,6 +110,14 @@ typedef struct mxl_cpu_isa {
   float (*sum_exp_f32)(const float *x, int n, float shift); /* Σ exp(x − shift) */
   /* y = mul·exp(x − shift) (y may be x) */
   void (*exp_f32)(float *y, const float *x, int n, float shift, float mul);
+
+  /* Attention rows of up to 64 keys with a keep bitmask (bit j: key j):
+   * masked_max_f32 = max over kept x (−inf if none); masked_exp_f32 writes
+   * y = kept ? exp(x − shift) : 0 (y may be x) and returns Σ y. n <= 64. */
+  float (*masked_max_f32)(const float *x, uint64_t keep, int n);
+  float (*masked_exp_f32)(float *y, const float *x, uint64_t keep, int n, float shift);
+  void (*scale_f32)(float *y, float a, int n);              /* y *= a */
+  void (*mul_sub_f32)(float *y, const float *p, float c, int n); /* y = p·(y − c) */
 } mxl_cpu_isa;
 
 extern const mxl_cpu_isa mxl_cpu_isa_generic;

@@ -449,6 +449,77 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
   }
 }
 
+/* ------------------------------------------------------------------ fp32 C = A·B
+ * Tile: MR rows × 16 columns (2 ymm); per k, 2 loads of B and one broadcast
+ * of A per row. */
+
+INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, int ncols, int K, float alpha, int accumulate) {
+  __m256 acc[4][2];
+  UNROLL
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  float tail[16];
+  for (int p = 0; p < K; p++) {
+    const float *b = B + (int64_t)p * ldb;
+    __m256 b0, b1;
+    if (ncols == 16) {
+      b0 = _mm256_loadu_ps(b);
+      b1 = _mm256_loadu_ps(b + 8);
+    } else {
+      for (int q = 0; q < 16; q++) tail[q] = q < ncols ? b[q] : 0.0f;
+      b0 = _mm256_loadu_ps(tail);
+      b1 = _mm256_loadu_ps(tail + 8);
+    }
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      __m256 a = _mm256_set1_ps(A[r * lda + p]);
+      acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+    }
+  }
+  __m256 va = _mm256_set1_ps(alpha);
+  UNROLL
+  for (int r = 0; r < MR; r++) {
+    float out[16];
+    _mm256_storeu_ps(out, _mm256_mul_ps(va, acc[r][0]));
+    _mm256_storeu_ps(out + 8, _mm256_mul_ps(va, acc[r][1]));
+    float *c = C + r * ldc;
+    for (int q = 0; q < ncols; q++) c[q] = accumulate ? c[q] + out[q] : out[q];
+  }
+}
+
+TARGET static void f32_tile_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, int nc, int K, float alpha, int acc) {
+  f32_tile(1, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+}
+TARGET static void f32_tile_2(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, int nc, int K, float alpha, int acc) {
+  f32_tile(2, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+}
+TARGET static void f32_tile_3(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, int nc, int K, float alpha, int acc) {
+  f32_tile(3, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+}
+TARGET static void f32_tile_4(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, int nc, int K, float alpha, int acc) {
+  f32_tile(4, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+}
+
+TARGET static void a2_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda,
+                                  const float *B, int64_t ldb, int M, int N, int K, float alpha,
+                                  int accumulate) {
+  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int,
+                          int, float, int);
+  static const tile_fn tiles[5] = {NULL, f32_tile_1, f32_tile_2, f32_tile_3, f32_tile_4};
+  for (int i = 0; i < M;) {
+    int mr = M - i >= 4 ? 4 : M - i;
+    for (int j = 0; j < N; j += 16)
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, B + j, ldb,
+                N - j < 16 ? N - j : 16, K, alpha, accumulate);
+    i += mr;
+  }
+}
+
 /* ------------------------------------------------------------------ fp32 vector helpers */
 
 TARGET static float a2_dot_f32(const float *a, const float *b, int n) {
@@ -519,6 +590,57 @@ TARGET static void a2_exp_f32(float *y, const float *x, int n, float shift, floa
   for (; i < n; i++) y[i] = mul * expf(x[i] - shift);
 }
 
+/* The 8 keep bits starting at bit i as a lane mask. */
+INLINE __m256 keep8(uint64_t keep, int i) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  __m256i b = _mm256_set1_epi32((int)(keep >> i & 0xFF));
+  return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, bit), bit));
+}
+
+TARGET static float a2_masked_max_f32(const float *x, uint64_t keep, int n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    m = _mm256_max_ps(m, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_loadu_ps(x + i), keep8(keep, i)));
+  float out[8], r = -INFINITY;
+  _mm256_storeu_ps(out, m);
+  for (int q = 0; q < 8; q++) r = out[q] > r ? out[q] : r;
+  for (; i < n; i++)
+    if ((keep >> i & 1) && x[i] > r) r = x[i];
+  return r;
+}
+
+TARGET static float a2_masked_exp_f32(float *y, const float *x, uint64_t keep, int n, float shift) {
+  __m256 s = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh)), keep8(keep, i));
+    _mm256_storeu_ps(y + i, e);
+    s = _mm256_add_ps(s, e);
+  }
+  float r = hsum8(s);
+  for (; i < n; i++) {
+    y[i] = (keep >> i & 1) ? expf(x[i] - shift) : 0.0f;
+    r += y[i];
+  }
+  return r;
+}
+
+TARGET static void a2_scale_f32(float *y, float a, int n) {
+  __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] *= a;
+}
+
+TARGET static void a2_mul_sub_f32(float *y, const float *p, float c, int n) {
+  __m256 vc = _mm256_set1_ps(c);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_sub_ps(_mm256_loadu_ps(y + i), vc)));
+  for (; i < n; i++) y[i] = p[i] * (y[i] - c);
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .name = "avx2",
     .to_bf16 = a2_to_bf16,
@@ -531,11 +653,16 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .gemm_bf16_nt = a2_gemm_bf16_nt,
     .gemm_bf16_vnni = a2_gemm_bf16_vnni,
     .gemv_mxfp4 = a2_gemv_mxfp4,
+    .gemm_f32_nn = a2_gemm_f32_nn,
     .dot_f32 = a2_dot_f32,
     .axpy_f32 = a2_axpy_f32,
     .max_f32 = a2_max_f32,
     .sum_exp_f32 = a2_sum_exp_f32,
     .exp_f32 = a2_exp_f32,
+    .masked_max_f32 = a2_masked_max_f32,
+    .masked_exp_f32 = a2_masked_exp_f32,
+    .scale_f32 = a2_scale_f32,
+    .mul_sub_f32 = a2_mul_sub_f32,
 };
 
 #endif

@@ -649,6 +649,76 @@ TARGET static void a5_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
   }
 }
 
+/* ------------------------------------------------------------------ fp32 C = A·B
+ * Tile: MR rows × 64 columns (4 zmm); per k, 4 loads of B and one
+ * broadcast of A per row, as the packed bf16 kernel but with FMAs. */
+
+INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, int ncols, int K, float alpha, int accumulate) {
+  __m512 acc[6][4];
+  int nv = (ncols + 15) / 16;
+  __mmask16 last = (__mmask16)(ncols % 16 ? (1u << (ncols % 16)) - 1 : 0xFFFF);
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+  for (int p = 0; p < K; p++) {
+    const float *b = B + (int64_t)p * ldb;
+    __m512 bv[4];
+    UNROLL
+    for (int v = 0; v < 4; v++)
+      bv[v] = v < nv ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, b + v * 16)
+                     : _mm512_setzero_ps();
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      __m512 a = _mm512_set1_ps(A[r * lda + p]);
+      UNROLL
+      for (int v = 0; v < 4; v++) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
+    }
+  }
+  __m512 va = _mm512_set1_ps(alpha);
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int v = 0; v < 4; v++) {
+      if (v >= nv) continue;
+      __mmask16 m = v == nv - 1 ? last : 0xFFFF;
+      float *c = C + r * ldc + v * 16;
+      __m512 x = _mm512_mul_ps(va, acc[r][v]);
+      if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, c));
+      _mm512_mask_storeu_ps(c, m, x);
+    }
+}
+
+#define F32_TILE_FN(MR)                                                                           \
+  TARGET static void f32_tile_##MR(float *C, int64_t ldc, const float *A, int64_t lda,           \
+                                   const float *B, int64_t ldb, int nc, int K, float alpha,      \
+                                   int acc) {                                                     \
+    f32_tile(MR, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);                                     \
+  }
+F32_TILE_FN(1)
+F32_TILE_FN(2)
+F32_TILE_FN(3)
+F32_TILE_FN(4)
+F32_TILE_FN(5)
+F32_TILE_FN(6)
+
+TARGET static void a5_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda,
+                                  const float *B, int64_t ldb, int M, int N, int K, float alpha,
+                                  int accumulate) {
+  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int,
+                          int, float, int);
+  static const tile_fn tiles[7] = {NULL,       f32_tile_1, f32_tile_2, f32_tile_3,
+                                   f32_tile_4, f32_tile_5, f32_tile_6};
+  for (int i = 0; i < M;) {
+    int mr = M - i >= 6 ? 6 : M - i;
+    for (int j = 0; j < N; j += 64)
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, B + j, ldb,
+                N - j < 64 ? N - j : 64, K, alpha, accumulate);
+    i += mr;
+  }
+}
+
 /* ------------------------------------------------------------------ fp32 vector helpers */
 
 TARGET static float a5_dot_f32(const float *a, const float *b, int n) {
@@ -722,6 +792,49 @@ TARGET static void a5_exp_f32(float *y, const float *x, int n, float shift, floa
   }
 }
 
+/* Lanes of 16 floats from i: in range and kept. */
+INLINE __mmask16 keep16(uint64_t keep, int i, int n) {
+  __mmask16 range = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+  return (__mmask16)(keep >> i) & range;
+}
+
+TARGET static float a5_masked_max_f32(const float *x, uint64_t keep, int n) {
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = keep16(keep, i, n);
+    m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + i));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+TARGET static float a5_masked_exp_f32(float *y, const float *x, uint64_t keep, int n, float shift) {
+  __m512 s = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = keep16(keep, i, n), range = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh)));
+    _mm512_mask_storeu_ps(y + i, range, e);
+    s = _mm512_add_ps(s, e);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
+TARGET static void a5_scale_f32(float *y, float a, int n) {
+  __m512 va = _mm512_set1_ps(a);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+TARGET static void a5_mul_sub_f32(float *y, const float *p, float c, int n) {
+  __m512 vc = _mm512_set1_ps(c);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + i), _mm512_sub_ps(_mm512_maskz_loadu_ps(m, y + i), vc));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
     .to_bf16 = a5_to_bf16,
@@ -734,11 +847,16 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .gemm_bf16_nt = a5_gemm_bf16_nt,
     .gemm_bf16_vnni = a5_gemm_bf16_vnni,
     .gemv_mxfp4 = a5_gemv_mxfp4,
+    .gemm_f32_nn = a5_gemm_f32_nn,
     .dot_f32 = a5_dot_f32,
     .axpy_f32 = a5_axpy_f32,
     .max_f32 = a5_max_f32,
     .sum_exp_f32 = a5_sum_exp_f32,
     .exp_f32 = a5_exp_f32,
+    .masked_max_f32 = a5_masked_max_f32,
+    .masked_exp_f32 = a5_masked_exp_f32,
+    .scale_f32 = a5_scale_f32,
+    .mul_sub_f32 = a5_mul_sub_f32,
 };
 
 #endif

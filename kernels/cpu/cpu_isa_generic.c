@@ -142,6 +142,20 @@ static void gen_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
   }
 }
 
+static void gen_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, int M, int N, int K, float alpha, int accumulate) {
+  for (int i = 0; i < M; i++) {
+    float *c = C + (int64_t)i * ldc;
+    if (!accumulate)
+      for (int j = 0; j < N; j++) c[j] = 0;
+    for (int p = 0; p < K; p++) {
+      float a = alpha * A[(int64_t)i * lda + p];
+      const float *b = B + (int64_t)p * ldb;
+      for (int j = 0; j < N; j++) c[j] += a * b[j];
+    }
+  }
+}
+
 static float gen_dot_f32(const float *a, const float *b, int n) {
   float s[4] = {0, 0, 0, 0};
   int i = 0;
@@ -171,6 +185,30 @@ static void gen_exp_f32(float *y, const float *x, int n, float shift, float mul)
   for (int i = 0; i < n; i++) y[i] = mul * expf(x[i] - shift);
 }
 
+static float gen_masked_max_f32(const float *x, uint64_t keep, int n) {
+  float m = -INFINITY;
+  for (int i = 0; i < n; i++)
+    if ((keep >> i & 1) && x[i] > m) m = x[i];
+  return m;
+}
+
+static float gen_masked_exp_f32(float *y, const float *x, uint64_t keep, int n, float shift) {
+  float s = 0;
+  for (int i = 0; i < n; i++) {
+    y[i] = (keep >> i & 1) ? expf(x[i] - shift) : 0.0f;
+    s += y[i];
+  }
+  return s;
+}
+
+static void gen_scale_f32(float *y, float a, int n) {
+  for (int i = 0; i < n; i++) y[i] *= a;
+}
+
+static void gen_mul_sub_f32(float *y, const float *p, float c, int n) {
+  for (int i = 0; i < n; i++) y[i] = p[i] * (y[i] - c);
+}
+
 const mxl_cpu_isa mxl_cpu_isa_generic = {
     .name = "generic",
     .to_bf16 = gen_to_bf16,
@@ -183,9 +221,14 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .gemm_bf16_nt = gen_gemm_bf16_nt,
     .gemm_bf16_vnni = gen_gemm_bf16_vnni,
     .gemv_mxfp4 = gen_gemv_mxfp4,
+    .gemm_f32_nn = gen_gemm_f32_nn,
     .dot_f32 = gen_dot_f32,
     .axpy_f32 = gen_axpy_f32,
     .max_f32 = gen_max_f32,
     .sum_exp_f32 = gen_sum_exp_f32,
     .exp_f32 = gen_exp_f32,
+    .masked_max_f32 = gen_masked_max_f32,
+    .masked_exp_f32 = gen_masked_exp_f32,
+    .scale_f32 = gen_scale_f32,
+    .mul_sub_f32 = gen_mul_sub_f32,
 };
