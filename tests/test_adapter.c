@@ -4,6 +4,8 @@
 #include <inttypes.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include "adapters/adapter_file.h"
 #include "adapters/fingerprint.h"
 #include "core/fileio.h"
@@ -618,6 +620,91 @@ static void test_payload_corruption(void) {
   fake_model_free(&fm);
 }
 
+/* Payload 0 replaced by `frame` (the directory's compressed_size follows;
+ * the later offsets shift by the size difference). */
+static uint8_t *replace_payload0(const uint8_t *data, size_t size, const mxl_adapter_header *h,
+                                 const uint8_t *frame, size_t frame_size, size_t *out_size) {
+  char from[96], to[96];
+  snprintf(from, sizeof from, "\"compressed_size\":%" PRIu64 ",", h->entries[0].compressed_size);
+  snprintf(to, sizeof to, "\"compressed_size\":%zu,", frame_size);
+  size_t n = 0;
+  uint8_t *edited = edit_header(data, size, from, to, &n);
+  if (!edited) return NULL;
+  /* Shift every later offset: rewrite them one by one, last first. */
+  for (int i = h->layout->n_tensors - 1; i >= 1; i--) {
+    snprintf(from, sizeof from, "\"offset\":%" PRIu64 ",", h->entries[i].offset);
+    snprintf(to, sizeof to, "\"offset\":%" PRIu64 ",",
+             h->entries[i].offset - h->entries[0].compressed_size + frame_size);
+    size_t m = 0;
+    uint8_t *next = edit_header(edited, n, from, to, &m);
+    free(edited);
+    if (!next) return NULL;
+    edited = next;
+    n = m;
+  }
+  uint64_t len = 0;
+  for (int i = 0; i < 8; i++) len |= (uint64_t)edited[16 + i] << (8 * i);
+  size_t start = (24 + len + 63) / 64 * 64;
+  size_t rest = size - h->data_start - h->entries[0].compressed_size;
+  *out_size = start + frame_size + rest;
+  uint8_t *out = calloc(1, *out_size);
+  memcpy(out, edited, start);
+  memcpy(out + start, frame, frame_size);
+  memcpy(out + start + frame_size, data + h->data_start + h->entries[0].compressed_size, rest);
+  free(edited);
+  return out;
+}
+
+/* Frames that are not what the directory says. */
+static void test_bad_frames(void) {
+  mxl_config c;
+  fake_config(&c);
+  fake_model fm;
+  MXL_CHECK(fake_model_init(&fm, &c, 1));
+  size_t size = 0;
+  uint8_t *data = saved_bytes(&fm, MXL_ADAPTER_F32, &size);
+  mxl_adapter_header *h = NULL;
+  if (data) MXL_CHECK_OK(mxl_adapter_header_parse(data, size, "mem", &h));
+  if (!h) return;
+  size_t raw = h->entries[0].raw_size, n = 0;
+  uint8_t *zeros = calloc(1, raw + 8), frame[256];
+  float *dst = malloc(raw);
+  /* A frame of the right size with a content size 4 bytes short. */
+  size_t fs = ZSTD_compress(frame, sizeof frame, zeros, raw - 4, 3);
+  uint8_t *bad = replace_payload0(data, size, h, frame, fs, &n);
+  mxl_adapter_header *hb = NULL;
+  MXL_CHECK(bad != NULL);
+  if (bad) MXL_CHECK_OK(mxl_adapter_header_parse(bad, n, "short", &hb));
+  if (hb) MXL_CHECK_FAILS(mxl_adapter_decode(hb, bad, 0, dst, "short"), MXL_ERR_FORMAT,
+                          "zstd frame holds 380 bytes, directory says 384");
+  mxl_adapter_header_destroy(hb);
+  hb = NULL;
+  free(bad);
+  /* Not a zstd frame at all (its magic number overwritten). */
+  fs = ZSTD_compress(frame, sizeof frame, zeros, raw, 3);
+  memcpy(frame, "JUNK", 4);
+  bad = replace_payload0(data, size, h, frame, fs, &n);
+  if (bad) MXL_CHECK_OK(mxl_adapter_header_parse(bad, n, "junk", &hb));
+  if (hb) MXL_CHECK_FAILS(mxl_adapter_decode(hb, bad, 0, dst, "junk"), MXL_ERR_FORMAT,
+                          "not a zstd frame");
+  mxl_adapter_header_destroy(hb);
+  hb = NULL;
+  free(bad);
+  /* A right-size frame of other bytes: the checksum catches it. */
+  fs = ZSTD_compress(frame, sizeof frame, zeros, raw, 3);
+  bad = replace_payload0(data, size, h, frame, fs, &n);
+  if (bad) MXL_CHECK_OK(mxl_adapter_header_parse(bad, n, "zeros", &hb));
+  if (hb) MXL_CHECK_FAILS(mxl_adapter_decode(hb, bad, 0, dst, "zeros"), MXL_ERR_FORMAT,
+                          "layers.0.attn.q.lora_A: SHA-256");
+  mxl_adapter_header_destroy(hb);
+  free(bad);
+  free(zeros);
+  free(dst);
+  mxl_adapter_header_destroy(h);
+  free(data);
+  fake_model_free(&fm);
+}
+
 static void test_save_errors(void) {
   mxl_config c;
   fake_config(&c);
@@ -754,6 +841,7 @@ int main(void) {
   MXL_RUN(test_prefix_errors);
   MXL_RUN(test_header_errors);
   MXL_RUN(test_payload_corruption);
+  MXL_RUN(test_bad_frames);
   MXL_RUN(test_save_errors);
   MXL_RUN(test_three_layouts);
   cleanup_tmp();

@@ -314,6 +314,10 @@ static void test_import_errors(void) {
       {"\"r\": 4", "\"r\": \"4\"", MXL_ERR_FORMAT, "adapter_config.json: r"},
       {"\"lora_alpha\": 8", "\"lora_alpha\": null", MXL_ERR_FORMAT, "lora_alpha"},
       {"\"use_dora\": false", "\"use_dora\": true", MXL_ERR_UNSUPPORTED, "use_dora"},
+      {"\"lora_bias\": false", "\"lora_bias\": true", MXL_ERR_UNSUPPORTED, "lora_bias"},
+      {"\"fan_in_fan_out\": false", "\"fan_in_fan_out\": true", MXL_ERR_UNSUPPORTED,
+       "fan_in_fan_out"},
+      {"{", "[{", MXL_ERR_FORMAT, "adapter_config.json"},
       {"\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 2}", MXL_ERR_UNSUPPORTED,
        "rank_pattern"},
       {"\"peft_type\": \"LORA\"", "\"peft_type\": \"IA3\"", MXL_ERR_UNSUPPORTED, "IA3"},
@@ -374,6 +378,96 @@ static void test_import_errors(void) {
   mxl_safetensors_close(st);
 }
 
+/* Copies the fixture to dir, its tensors as F16 when to_f16, leaving out
+ * the key `skip` (NULL: none). */
+static int rewrite_fixture(const char *dir, int to_f16, const char *skip) {
+  mxl_safetensors *st = NULL;
+  if (!fixture_with_config(dir, "\"r\"", "\"r\"")) return 0;
+  if (mxl_safetensors_open(FIXTURE "/adapter_model.safetensors", &st) != MXL_OK) return 0;
+  int n = 0;
+  mxl_st_spec *specs = calloc((size_t)st->n_tensors, sizeof *specs);
+  const void **data = calloc((size_t)st->n_tensors, sizeof *data);
+  uint16_t **halves = calloc((size_t)st->n_tensors, sizeof *halves);
+  for (int j = 0; j < st->n_tensors; j++) {
+    const mxl_st_tensor *t = &st->tensors[j];
+    if (skip && !strcmp(t->name, skip)) continue;
+    specs[n].name = t->name;
+    specs[n].dtype = to_f16 ? MXL_DT_F16 : t->dtype;
+    specs[n].ndim = t->ndim;
+    memcpy(specs[n].shape, t->shape, sizeof specs[n].shape);
+    data[n] = t->data;
+    if (to_f16) {
+      /* Values of N(0, 0.1²) as IEEE half, by truncation of the float's bits
+       * (enough here: the check compares against the same rounding). */
+      size_t count = t->nbytes / 4;
+      halves[n] = malloc(count * 2);
+      for (size_t i = 0; i < count; i++) {
+        float f;
+        memcpy(&f, t->data + 4 * i, 4);
+        uint32_t b;
+        memcpy(&b, &f, 4);
+        int e = (int)((b >> 23) & 255) - 127 + 15;
+        uint16_t h = (uint16_t)((b >> 16) & 0x8000);
+        if (e > 0 && e < 31) h |= (uint16_t)(e << 10 | ((b >> 13) & 1023));
+        halves[n][i] = h;
+      }
+      data[n] = halves[n];
+    }
+    n++;
+  }
+  char path[512];
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+  int ok = mxl_safetensors_write(path, specs, data, n, NULL, 0) == MXL_OK;
+  for (int j = 0; j < st->n_tensors; j++) free(halves[j]);
+  free(halves);
+  free(specs);
+  free(data);
+  mxl_safetensors_close(st);
+  return ok;
+}
+
+static float half_to_float(uint16_t h) {
+  int e = (h >> 10) & 31, m = h & 1023;
+  float v = e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 1024), e - 25);
+  return h & 0x8000 ? -v : v;
+}
+
+static void test_import_f16_and_missing(void) {
+  mxl_config c;
+  fake_config(&c);
+  mxl_lora *ref = import_fixture(), *lora = NULL;
+  const char *dir = tmp_path("f16");
+  MXL_CHECK(rewrite_fixture(dir, 1, NULL));
+  MXL_CHECK_OK(mxl_peft_import(dir, &c, &lora));
+  if (ref && lora) {
+    size_t bad = 0;
+    for (size_t i = 0; i < ref->layout->n_floats; i++) {
+      float f = ref->params[i];
+      uint32_t b;
+      memcpy(&b, &f, 4);
+      int e = (int)((b >> 23) & 255) - 127 + 15;
+      uint16_t h = (uint16_t)((b >> 16) & 0x8000);
+      if (e > 0 && e < 31) h |= (uint16_t)(e << 10 | ((b >> 13) & 1023));
+      bad += lora->params[i] != half_to_float(h);
+    }
+    MXL_CHECK_MSG(bad == 0, "%zu values", bad);
+  }
+  mxl_lora_destroy(lora);
+  lora = NULL;
+  dir = tmp_path("nob");
+  MXL_CHECK(rewrite_fixture(dir, 0,
+                            "base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight"));
+  MXL_CHECK_FAILS(mxl_peft_import(dir, &c, &lora), MXL_ERR_FORMAT,
+                  "layers.1.self_attn.o_proj.lora_A.weight without its lora_B");
+  MXL_CHECK(lora == NULL);
+  dir = tmp_path("noexpert");
+  MXL_CHECK(rewrite_fixture(dir, 0,
+                            "base_model.model.model.layers.1.mlp.experts.base_layer.lora_B.weight"));
+  MXL_CHECK_FAILS(mxl_peft_import(dir, &c, &lora), MXL_ERR_FORMAT,
+                  "missing base_model.model.model.layers.1.mlp.experts.base_layer.lora_B.weight");
+  mxl_lora_destroy(ref);
+}
+
 int main(void) {
   snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mxl_peft_XXXXXX");
   if (!mkdtemp(tmp_dir)) return 1;
@@ -384,6 +478,7 @@ int main(void) {
   MXL_RUN(test_cookbook_keys);
   MXL_RUN(test_bf16_and_public_api);
   MXL_RUN(test_import_errors);
+  MXL_RUN(test_import_f16_and_missing);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
