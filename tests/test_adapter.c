@@ -187,6 +187,8 @@ static void test_fingerprint_stream(void) {
   /* A missing tensor is an error naming it. */
   metal.layers[2].sinks = NULL;
   MXL_CHECK_FAILS(mxl_model_fingerprint(&metal.m, again), MXL_ERR_ARGUMENT, "sinks in layer 2");
+  metal.m.w.final_norm = NULL;
+  MXL_CHECK_FAILS(mxl_model_fingerprint(&metal.m, again), MXL_ERR_ARGUMENT, "final norm");
   free(stream);
   fake_model_free(&fm);
   fake_model_free(&metal);

@@ -33,6 +33,8 @@ static void test_target_names(void) {
   MXL_CHECK(mask == 0);
   MXL_CHECK_FAILS(mxl_lora_targets_parse("q,,v", &mask), MXL_ERR_ARGUMENT, "empty");
   MXL_CHECK_FAILS(mxl_lora_targets_parse("", &mask), MXL_ERR_ARGUMENT, "empty");
+  MXL_CHECK_FAILS(mxl_lora_targets_parse("q,gate_up_and_down_and_everything_else", &mask),
+                  MXL_ERR_ARGUMENT, "overlong");
   for (int t = 0; t < MXL_LORA_N_TARGETS; t++)
     MXL_CHECK(mxl_lora_target_parse(mxl_lora_target_name((mxl_lora_target)t)) == t);
   MXL_CHECK(mxl_lora_target_parse("gate") == -1);
@@ -144,6 +146,8 @@ static void test_config_errors(void) {
                   MXL_ERR_ARGUMENT, "layer 3");
   MXL_CHECK_FAILS(mxl_lora_config_add(&lc, 1u << 6, NULL, 0, c.n_layers), MXL_ERR_ARGUMENT,
                   "unknown bits");
+  MXL_CHECK_FAILS(mxl_lora_config_add(&lc, 1, NULL, 0, MXL_MAX_LAYERS + 1), MXL_ERR_ARGUMENT,
+                  "layer count");
   MXL_CHECK_OK(mxl_lora_config_add(&lc, MXL_LORA_ATTN_BITS, NULL, 0, c.n_layers));
   lc.rank = 0;
   MXL_CHECK_FAILS(mxl_lora_layout_create(&c, &lc, &lay), MXL_ERR_ARGUMENT, "rank 0");
