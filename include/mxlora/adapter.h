@@ -96,6 +96,8 @@ mxl_status mxl_adapter_check_model(const mxl_adapter *adapter, const mxl_model *
  * new host-memory LoRA set. */
 mxl_status mxl_adapter_load(const mxl_adapter *adapter, const mxl_model *model,
                             mxl_lora **lora_out);
+/* Frees a set from mxl_adapter_load or mxl_adapter_import_peft; NULL is
+ * fine. */
 void mxl_lora_destroy(mxl_lora *lora);
 
 /* PEFT interchange: `dir` receives adapter_model.safetensors (keys as
@@ -105,7 +107,9 @@ void mxl_lora_destroy(mxl_lora *lora);
 mxl_status mxl_adapter_export_peft(const mxl_adapter *adapter, const char *dir);
 
 /* Reads a PEFT adapter directory for `model` into a new host LoRA set
- * (uniform r and alpha; the layouts mxl_adapter_export_peft writes). */
+ * (uniform r and alpha, no DoRA or LoRA biases; attention q/k/v/o and
+ * experts named by target_parameters). PEFT records no base fingerprint:
+ * only the shapes are checked against the model. */
 mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model,
                                    mxl_lora **lora_out);
 
