@@ -223,6 +223,8 @@ static void test_preset(void) { check_config("test"); }
 static void test_other_shapes(void) { check_config("shapes"); }
 /* head_dim 64, 2:1 heads, 5 experts top-1, window 3, rope_theta 1e4, swiglu_limit 3. */
 static void test_mqa_head_dim_64(void) { check_config("mqa"); }
+/* head_dim 16, window 1, k = E = 3, swiglu_limit 0.5, rope_theta 5e5. */
+static void test_edges(void) { check_config("edge"); }
 
 /* A fixture whose checkpoint no longer matches is refused with a message
  * saying what to rerun; a missing tensor is named. */
@@ -254,6 +256,7 @@ int main(void) {
   MXL_RUN(test_preset);
   MXL_RUN(test_other_shapes);
   MXL_RUN(test_mqa_head_dim_64);
+  MXL_RUN(test_edges);
   MXL_RUN(test_stale_fixture);
   printf("worst relative difference to transformers: ref %.3g (tolerance %.0e), cpu %.3g "
          "(tolerance %.0e), original/metal layouts %.3g\n",

@@ -66,6 +66,11 @@ CONFIGS = [
     ("mqa", 13, ["layers=2", "heads=2", "kv_heads=1", "head_dim=64", "experts=5",
                  "experts_per_token=1", "window=3", "hidden=64", "intermediate=96",
                  "rope_theta=10000", "swiglu_limit=3"], 12),
+    # edges: head_dim 16, a window of 1 (sliding layers see only themselves),
+    # every expert used by every token (k = E = 3), swiglu_limit 0.5 (most
+    # units clamped), rope_theta 5e5
+    ("edge", 14, ["hidden=64", "intermediate=64", "head_dim=16", "window=1", "experts=3",
+                  "experts_per_token=3", "swiglu_limit=0.5", "rope_theta=500000"], 10),
 ]
 MAX_TOKEN = 800  # < 866 ordinary tokens of the built-in tiny vocabulary
 
