@@ -236,50 +236,57 @@ static mxl_status write_original(mxl_tiny_writer *w, const char *out, uint64_t s
   return st;
 }
 
-static mxl_status write_metal(mxl_tiny_writer *w, const char *out, const mxl_token_table *t) {
+static mxl_status write_metal(mxl_tiny_writer *w, const char *out, const uint8_t *section,
+                              size_t size) {
   char *dir = mxl_path_join(out, "metal");
   char *path = dir ? mxl_path_join(dir, "model.bin") : NULL;
-  uint8_t *section = NULL;
-  size_t size = 0;
   mxl_status st = path ? mxl_make_dirs(dir) : mxl_errorf(MXL_ERR_MEMORY, "out of memory");
-  if (st == MXL_OK) st = mxl_tokenizer_metal_section(t, &section, &size);
   if (st == MXL_OK) st = mxl_tiny_write_metal(w, path, section, size);
-  free(section);
   free(path);
   free(dir);
   return st;
 }
 
-static uint64_t metal_bytes(const mxl_config *c, const mxl_token_table *t) {
-  /* Progress only: the weights dominate; the tokenizer section is ignored. */
-  const uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->intermediate;
-  const uint64_t rows = (uint64_t)t->n_text + 16;
+/* The weight bytes the metal writer streams (for progress): every item
+ * unpadded, the vocabulary cut to the tokenizer's rows. */
+static uint64_t metal_bytes(const mxl_config *c, const uint8_t *section) {
+  const uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->intermediate, E = (uint64_t)c->n_experts;
   const uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
-  uint64_t per_layer = 2 * ((q + 2 * kv) * (H + 1) + H * q + 3 * H + c->n_heads +
-                            (uint64_t)c->n_experts * (H + 1)) +
-                       (uint64_t)c->n_experts * (3 * I * H / 2 * 17 / 16 + 2 * (2 * I + H));
-  return 2 * rows * H * 2 + (uint64_t)c->n_layers * per_layer;
+  const uint64_t rows = (uint64_t)section[0] | (uint64_t)section[1] << 8 |
+                        (uint64_t)section[2] << 16 | (uint64_t)section[3] << 24 |
+                        ((uint64_t)section[4] | (uint64_t)section[5] << 8 |
+                         (uint64_t)section[6] << 16 | (uint64_t)section[7] << 24);
+  const uint64_t block = 2 * (H + (q + 2 * kv) * (H + 1) + (uint64_t)c->n_heads + H * q + 2 * H +
+                              E * (H + 1));
+  const uint64_t expert = I * H + I * H / 16 + 4 * I + H * I / 2 + H * I / 32 + 2 * H;
+  return 2 * rows * H * 2 + 2 * H + (uint64_t)c->n_layers * (block + E * expert);
 }
 
 static mxl_status write_all(const char *out, const mxl_tiny_options *opt, tiny_plan *p,
                             const mxl_token_table *t, mxl_tiny_writer *w) {
   const mxl_config *c = &p->c;
+  uint8_t *section = NULL;
+  size_t size = 0;
   MXL_TRY(mxl_make_dirs(out));
+  if (p->want_metal) MXL_TRY(mxl_tokenizer_metal_section(t, &section, &size));
   w->total = (p->want_hf ? (double)mxl_tiny_safetensors_bytes(c, MXL_LAYOUT_HF) : 0.0) +
              (p->want_original ? (double)mxl_tiny_safetensors_bytes(c, MXL_LAYOUT_ORIGINAL) : 0.0) +
-             (p->want_metal ? (double)metal_bytes(c, t) : 0.0);
+             (section && size >= 16 ? (double)metal_bytes(c, section) : 0.0);
   /* The codec's statistics come from the first layout written. */
   w->gen->collect_stats = 1;
+  mxl_status st = MXL_OK;
   if (p->want_hf) {
-    MXL_TRY(write_text(out, "config.json", mxl_config_to_hf_json(c)));
-    MXL_TRY(mxl_tiny_write_safetensors(w, out, MXL_LAYOUT_HF, opt->shard_bytes));
+    st = write_text(out, "config.json", mxl_config_to_hf_json(c));
+    if (st == MXL_OK) st = mxl_tiny_write_safetensors(w, out, MXL_LAYOUT_HF, opt->shard_bytes);
     w->gen->collect_stats = 0;
   }
-  if (p->want_original) {
-    MXL_TRY(write_original(w, out, opt->shard_bytes));
+  if (st == MXL_OK && p->want_original) {
+    st = write_original(w, out, opt->shard_bytes);
     w->gen->collect_stats = 0;
   }
-  if (p->want_metal) MXL_TRY(write_metal(w, out, t));
+  if (st == MXL_OK && p->want_metal) st = write_metal(w, out, section, size);
+  free(section);
+  MXL_TRY(st);
   MXL_TRY(write_text(out, "generation_config.json", mxl_config_to_generation_json(c)));
   return mxl_tokenizer_write_hf_ex(t, out, c->max_context);
 }

@@ -261,6 +261,37 @@ static void test_overrides(void) {
   mxl_model_close(m);
 }
 
+typedef struct progress_log {
+  double last_done, last_total;
+  int calls, backwards;
+} progress_log;
+
+static void on_progress(void *user, const char *what, double done, double total) {
+  progress_log *p = user;
+  (void)what;
+  if (done < p->last_done || total != p->last_total) p->backwards += p->calls > 0;
+  p->last_done = done, p->last_total = total;
+  p->calls++;
+}
+
+/* Progress reports bytes, never goes back, and ends exactly at the total;
+ * the result describes what was written. */
+static void test_progress_and_result(void) {
+  char dir[256];
+  path_of(dir, sizeof dir, "progress");
+  mxl_tiny_result r;
+  mxl_tiny_options opt = {0};
+  opt.result = &r;
+  progress_log log = {0};
+  MXL_CHECK_OK(mxl_tiny_write(dir, &opt, on_progress, &log));
+  MXL_CHECK(log.calls > 3 && log.backwards == 0);
+  MXL_CHECK_MSG(log.last_done == log.last_total, "%.0f of %.0f", log.last_done, log.last_total);
+  MXL_CHECK(r.parameters == 1024024 && r.vocab_size == 1088 && r.n_text_tokens > 256);
+  MXL_CHECK(r.bytes_written == (uint64_t)log.last_done);
+  MXL_CHECK(r.mxfp4_encoded == 3 * 4 * (256 * 128 + 128 * 128));
+  MXL_CHECK(r.mxfp4_rel_rms_error > 0.01 && r.mxfp4_rel_rms_error < 0.2);
+}
+
 static void test_tiny_errors(void) {
   char dir[256];
   path_of(dir, sizeof dir, "bad");
@@ -646,6 +677,7 @@ int main(void) {
   MXL_RUN(test_sharded);
   MXL_RUN(test_single_files);
   MXL_RUN(test_overrides);
+  MXL_RUN(test_progress_and_result);
   MXL_RUN(test_tiny_errors);
   MXL_RUN(test_broken_hf);
   MXL_RUN(test_broken_original);
