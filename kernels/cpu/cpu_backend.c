@@ -1,6 +1,7 @@
 /* The optimized CPU backend: creation, instruction-set choice, memory ops,
  * scratch buffers and the op table. See cpu_internal.h for the file map. */
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +54,7 @@ void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what) {
   mxl_cpu *c = mxl_cpu_of(be);
   if (c->error != MXL_OK) return;
   c->error = status;
-  mxl_errorf(status, "cpu backend: %s: %s", what, mxl_status_name(status));
+  snprintf(c->message, sizeof c->message, "cpu backend: %s: %s", what, mxl_status_name(status));
 }
 
 /* ------------------------------------------------------------------ memory */
@@ -95,8 +96,7 @@ static mxl_status cpu_sync(mxl_backend *be) {
   mxl_cpu *c = mxl_cpu_of(be);
   mxl_status st = c->error;
   c->error = MXL_OK;
-  if (st != MXL_OK) return mxl_errorf(st, "cpu backend: an op failed since the last sync: %s",
-                                      mxl_status_name(st));
+  if (st != MXL_OK) return mxl_errorf(st, "%s (an op since the last sync)", c->message);
   return MXL_OK;
 }
 

@@ -93,72 +93,65 @@ void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int3
 
 /* ------------------------------------------------------------------ gemm_f32
  *
- * C = alpha·op(A)·op(B) + beta·C. LoRA shapes have one small dimension (the
- * rank R): x·Aᵀ (K = H, N = R), z·Bᵀ (K = R), dzᵀ·x (M = R, K = n), ... Two
- * forms cover them: dot products of rows when op(B) = Bᵀ and K is long,
- * otherwise row updates C[i, :] += a·B[p, :] over column blocks that stay
- * in cache (B transposed into scratch first when tB). */
+ * C = alpha·op(A)·op(B) + beta·C on the ISA's fp32 kernel (C = A·B, both
+ * row-major): a transposed operand is copied untransposed into scratch
+ * first. LoRA operands are small (one dimension is the rank R), so the
+ * copies cost little next to the product. Tiles of C are the work items. */
 
-static void gemm_scale_c(mxl_backend *be, float *C, int ldc, int M, int N, float beta) {
-  if (beta == 1.0f) return;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
-  for (int i = 0; i < M; i++) {
-    float *c = C + (size_t)i * ldc; /* [N] */
-    if (beta == 0.0f) memset(c, 0, (size_t)N * sizeof *c);
-    else
-      for (int j = 0; j < N; j++) c[j] *= beta;
-  }
-}
-
-static void gemm_dot_form(mxl_backend *be, int tA, int M, int N, int K, float alpha,
-                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                          int ldc) {
-  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+/* dst [cols, rows] = src [rows, ld]ᵀ, in blocks that stay in cache. */
+static void transpose_into(mxl_backend *be, float *dst, const float *src, int ld, int rows,
+                           int cols) {
+  enum { TB = 64 };
+  int nbr = (rows + TB - 1) / TB, nbc = (cols + TB - 1) / TB;
 #pragma omp parallel for num_threads(be->n_threads) schedule(static) collapse(2)
-  for (int i = 0; i < M; i++)
-    for (int j = 0; j < N; j++) {
-      const float *a = A + (size_t)i * lda; /* [K] (tA is 0 on this path) */
-      (void)tA;
-      float acc = isa->dot_f32(a, B + (size_t)j * ldb, K);
-      float *c = &C[(size_t)i * ldc + j];
-      *c = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
-    }
+  for (int br = 0; br < nbr; br++)
+    for (int bc = 0; bc < nbc; bc++)
+      for (int r = br * TB; r < rows && r < (br + 1) * TB; r++)
+        for (int c = bc * TB; c < cols && c < (bc + 1) * TB; c++)
+          dst[(size_t)c * rows + r] = src[(size_t)r * ld + c];
 }
 
 void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, float alpha,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
                       int ldc) {
   if (M <= 0 || N <= 0) return;
-  if (tB && !tA && K >= 32) {
-    gemm_dot_form(be, tA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+  if (beta != 0.0f && beta != 1.0f) {
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] *= beta;
+  }
+  int accumulate = beta != 0.0f;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof *C);
     return;
   }
-  gemm_scale_c(be, C, ldc, M, N, beta);
-  if (K <= 0) return;
-  const float *Bk = B; /* op(B) as [K, ldbk] */
-  int ldbk = ldb;
-  if (tB) {
-    float *bt = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)K * N * sizeof *bt);
-    if (!bt) return;
-    for (int j = 0; j < N; j++)
-      for (int p = 0; p < K; p++) bt[(size_t)p * N + j] = B[(size_t)j * ldb + p];
-    Bk = bt;
-    ldbk = N;
+  /* op(A) as [M, K] and op(B) as [K, N], row-major */
+  size_t a_elems = tA ? (size_t)M * K : 0, b_elems = tB ? (size_t)K * N : 0;
+  float *tmp = NULL;
+  if (a_elems + b_elems) {
+    tmp = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (a_elems + b_elems) * sizeof *tmp);
+    if (!tmp) return;
   }
-  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-  enum { IB = 64, JB = 512 };
-  int ni = (M + IB - 1) / IB, nj = (N + JB - 1) / JB;
+  const float *Ap = A, *Bp = B;
+  int lda_p = lda, ldb_p = ldb;
+  if (tA) { /* A is [K, lda] holding op(A)ᵀ */
+    transpose_into(be, tmp, A, lda, K, M);
+    Ap = tmp, lda_p = K;
+  }
+  if (tB) { /* B is [N, ldb] holding op(B)ᵀ */
+    transpose_into(be, tmp + a_elems, B, ldb, N, K);
+    Bp = tmp + a_elems, ldb_p = N;
+  }
+  enum { MB = 96, NB = 256 };
+  int nbm = (M + MB - 1) / MB, nbn = (N + NB - 1) / NB;
 #pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
-  for (int bi = 0; bi < ni; bi++)
-    for (int bj = 0; bj < nj; bj++) {
-      int i0 = bi * IB, i1 = i0 + IB < M ? i0 + IB : M;
-      int j0 = bj * JB, jn = (j0 + JB < N ? j0 + JB : N) - j0;
-      for (int p = 0; p < K; p++) {
-        const float *b = Bk + (size_t)p * ldbk + j0; /* [jn] */
-        for (int i = i0; i < i1; i++) {
-          float a = alpha * (tA ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]);
-          isa->axpy_f32(C + (size_t)i * ldc + j0, a, b, jn);
-        }
-      }
+  for (int bm = 0; bm < nbm; bm++)
+    for (int bn = 0; bn < nbn; bn++) {
+      int i0 = bm * MB, j0 = bn * NB;
+      int mi = M - i0 < MB ? M - i0 : MB, nj = N - j0 < NB ? N - j0 : NB;
+      isa->gemm_f32_nn(C + (size_t)i0 * ldc + j0, ldc, Ap + (size_t)i0 * lda_p, lda_p, Bp + j0,
+                       ldb_p, mi, nj, K, alpha, accumulate);
     }
 }

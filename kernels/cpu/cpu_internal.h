@@ -136,6 +136,7 @@ typedef struct mxl_cpu {
   int n_threads;
   int exact;               /* 1: keep fp32 activations inside matmuls (MXL_CPU_EXACT=1) */
   mxl_status error;        /* first failure since the last sync */
+  char message[160];       /* its description, returned by sync */
   void *scratch[MXL_CPU_SCRATCH_SLOTS];
   size_t scratch_bytes[MXL_CPU_SCRATCH_SLOTS];
 } mxl_cpu;
@@ -153,7 +154,8 @@ enum {
 };
 void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes);
 
-/* Records the first failure of an op; `sync` returns it. */
+/* Records the first failure of an op; `sync` returns it with `what`.
+ * Called from serial code (outside parallel regions). */
 void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what);
 
 /* ------------------------------------------------------------------ ops by file */

@@ -673,7 +673,8 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
     for (int r = 0; r < MR; r++) {
       __m512 a = _mm512_set1_ps(A[r * lda + p]);
       UNROLL
-      for (int v = 0; v < 4; v++) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
+      for (int v = 0; v < 4; v++)
+        if (v < nv) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
     }
   }
   __m512 va = _mm512_set1_ps(alpha);

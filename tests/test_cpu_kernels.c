@@ -1,0 +1,536 @@
+/* The CPU backend's own tests (tests/test_ops.c compares every op of every
+ * backend with the reference; this file covers what that cannot see):
+ *   - each instruction-set table (generic, AVX2, AVX-512 BF16 where the CPU
+ *     has it) kernel by kernel, against double-precision sums computed here
+ *     and against the layouts their comments define, on ragged shapes;
+ *   - bit-exact MXFP4 decoding for every scale byte (the in-register decode
+ *     and its fallback for out-of-range scales and NaN);
+ *   - the ops on gpt-oss shapes the op driver keeps small: K = 2880 MXFP4
+ *     rows (one-row decode groups and packed groups), multi-block attention
+ *     with windows and packed documents, a vocabulary of several chunks —
+ *     against the reference backend, in fast and exact mode;
+ *   - the error path of scratch allocation. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/mxfp4.h"
+#include "ops_util.h"
+#include "test.h"
+
+static test_rng rng = {20240917};
+
+/* The ISA tables this CPU can run. */
+static int isa_tables(const mxl_cpu_isa **out) {
+  int n = 0;
+  out[n++] = &mxl_cpu_isa_generic;
+#ifdef MXL_CPU_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out[n++] = &mxl_cpu_isa_avx2;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
+    out[n++] = &mxl_cpu_isa_avx512;
+#endif
+  return n;
+}
+
+static float bf(uint16_t h) { return mxl_bf16_to_f32(h); }
+
+/* Relative error of got against want: max |got - want| / max |want|. */
+static double rel_err(const float *got, const double *want, size_t n) {
+  double e = 0, m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (isnan(got[i]) || isnan(want[i])) return isnan(got[i]) && isnan(want[i]) ? e : INFINITY;
+    e = fmax(e, fabs(got[i] - want[i]));
+    m = fmax(m, fabs(want[i]));
+  }
+  return m > 0 ? e / m : e;
+}
+
+/* ------------------------------------------------------------------ conversions */
+
+static void test_to_bf16(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { N = 1003 };
+  float x[N];
+  uint16_t got[N], hi[N], lo[N];
+  for (int i = 0; i < N; i++) x[i] = (float)(rng_normal(&rng) * pow(10.0, rng_uniform(&rng, -30, 30)));
+  x[0] = NAN, x[1] = INFINITY, x[2] = -INFINITY, x[3] = 0.0f, x[4] = -0.0f;
+  x[5] = 1.00390625f; /* a tie: rounds to even (1.0) */
+  x[6] = 3.3895314e38f; /* rounds up to inf */
+  for (int s = 0; s < n_isa; s++) {
+    isas[s]->to_bf16(got, x, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+      uint16_t want = mxl_f32_to_bf16(x[i]);
+      if (isnan(x[i])) bad += !isnan(bf(got[i]));
+      else bad += got[i] != want;
+    }
+    MXL_CHECK_MSG(bad == 0, "%s: %d of %d conversions differ from core/bf16.h", isas[s]->name, bad, N);
+    isas[s]->to_bf16_split(hi, lo, x, N);
+    double worst = 0;
+    for (int i = 7; i < N; i++)
+      worst = fmax(worst, fabs(((double)bf(hi[i]) + bf(lo[i])) - x[i]) / fabs(x[i]));
+    MXL_CHECK_MSG(worst < 1.6e-5, "%s: hi + lo relative error %g", isas[s]->name, worst);
+  }
+}
+
+/* Every scale byte, both biases, the fast decode and its fallback: bit
+ * exact against mxfp4.h's decoder rounded to bf16 (exact where bf16 holds the
+ * value). */
+static void test_mxfp4_decode_all_scales(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { ROWS = 256, NB = 3, K = NB * 32 };
+  uint8_t *blocks = malloc(ROWS * NB * 16), *scales = malloc(ROWS * NB);
+  uint16_t *got = malloc(ROWS * K * 2);
+  for (int i = 0; i < ROWS * NB * 16; i++) blocks[i] = (uint8_t)rng_next(&rng);
+  for (int bias = 127; bias <= 141; bias += 14) {
+    /* row r: its middle block has scale byte r, the others a tame scale */
+    for (int r = 0; r < ROWS; r++)
+      for (int g = 0; g < NB; g++) scales[r * NB + g] = (uint8_t)(g == 1 ? r : bias - 2);
+    for (int s = 0; s < n_isa; s++) {
+      isas[s]->mxfp4_to_bf16(got, K, blocks, scales, NB, ROWS, K, bias);
+      int bad = 0;
+      for (int r = 0; r < ROWS; r++)
+        for (int g = 0; g < NB; g++) {
+          float want[32];
+          mxl_mxfp4_decode_block(blocks + (r * NB + g) * 16, scales[r * NB + g], bias, want);
+          for (int t = 0; t < 32; t++) {
+            uint16_t w = mxl_f32_to_bf16(want[t]), h = got[r * K + g * 32 + t];
+            bad += isnan(want[t]) ? !isnan(bf(h)) : h != w;
+          }
+        }
+      MXL_CHECK_MSG(bad == 0, "%s bias %d: %d decoded values differ", isas[s]->name, bias, bad);
+    }
+  }
+  free(blocks), free(scales), free(got);
+}
+
+/* ------------------------------------------------------------------ packing */
+
+static void test_packing_layouts(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int trial = 0; trial < 40; trial++) {
+    int rows = 1 + rng_int(&rng, 45), cols = 1 + rng_int(&rng, 90), ld_src = cols + rng_int(&rng, 3);
+    int ld = ((cols + 15) / 16) * 16 + 16 * rng_int(&rng, 2);  /* pack: columns */
+    int ld_t = ((rows + 15) / 16) * 16 + 16 * rng_int(&rng, 2); /* pack_t: rows */
+    uint16_t *src = malloc((size_t)rows * ld_src * 2);
+    rng_fill_bf16(&rng, src, (size_t)rows * ld_src, -4, 4);
+    size_t np = (size_t)((rows + 1) / 2) * ld * 2, nt = (size_t)((cols + 1) / 2) * ld_t * 2;
+    uint16_t *p = malloc(np * 2), *t = malloc(nt * 2);
+    for (int s = 0; s < n_isa; s++) {
+      memset(p, 0xEE, np * 2), memset(t, 0xEE, nt * 2);
+      isas[s]->pack_vnni_bf16(p, ld, src, ld_src, rows, cols);
+      isas[s]->pack_vnni_t_bf16(t, ld_t, src, ld_src, rows, cols);
+      int bad = 0;
+      for (int r = 0; r < (rows + 1) / 2 * 2; r++)
+        for (int c = 0; c < ld; c++) {
+          uint16_t want = r < rows && c < cols ? src[r * ld_src + c] : 0;
+          bad += p[((size_t)(r / 2) * ld + c) * 2 + r % 2] != want;
+        }
+      for (int k = 0; k < (cols + 1) / 2 * 2; k++)
+        for (int j = 0; j < ld_t; j++) {
+          uint16_t want = j < rows && k < cols ? src[j * ld_src + k] : 0;
+          bad += t[((size_t)(k / 2) * ld_t + j) * 2 + k % 2] != want;
+        }
+      MXL_CHECK_MSG(bad == 0, "%s: %d packed values misplaced (rows %d cols %d)", isas[s]->name,
+                    bad, rows, cols);
+    }
+    free(src), free(p), free(t);
+  }
+}
+
+static void test_packing_mxfp4(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { ROWS = 37, NB = 4, K = NB * 32, ROW_BLOCKS = 6 };
+  uint8_t blocks[ROWS * ROW_BLOCKS * 16], scales[ROWS * ROW_BLOCKS];
+  rng_fill_mxfp4(&rng, blocks, scales, ROWS, ROW_BLOCKS * 32, 127);
+  scales[5 * ROW_BLOCKS + 2] = 255; /* a NaN block: the fallback decode */
+  scales[8 * ROW_BLOCKS + 1] = 0;   /* 2^-127: subnormal, fallback */
+  uint16_t dec[ROWS * K];
+  /* window: blocks 1..4 of each 6-block row */
+  mxl_cpu_isa_generic.mxfp4_to_bf16(dec, K, blocks + 16, scales + 1, ROW_BLOCKS, ROWS, K, 127);
+  int ld = K, ld_t = 48;
+  uint16_t *p = malloc((size_t)(ROWS + 1) / 2 * ld * 2 * 2), *t = malloc((size_t)K / 2 * ld_t * 2 * 2);
+  for (int s = 0; s < n_isa; s++) {
+    isas[s]->pack_vnni_mxfp4(p, ld, blocks + 16, scales + 1, ROW_BLOCKS, ROWS, K, 127);
+    isas[s]->pack_vnni_t_mxfp4(t, ld_t, blocks + 16, scales + 1, ROW_BLOCKS, ROWS, K, 127);
+    int bad = 0;
+    for (int r = 0; r < (ROWS + 1) / 2 * 2; r++)
+      for (int c = 0; c < K; c++) {
+        uint16_t want = r < ROWS ? dec[r * K + c] : 0, got = p[((size_t)(r / 2) * ld + c) * 2 + r % 2];
+        bad += isnan(bf(want)) ? !isnan(bf(got)) : got != want;
+      }
+    for (int k = 0; k < K; k++)
+      for (int j = 0; j < ld_t; j++) {
+        uint16_t want = j < ROWS ? dec[j * K + k] : 0, got = t[((size_t)(k / 2) * ld_t + j) * 2 + k % 2];
+        bad += isnan(bf(want)) ? !isnan(bf(got)) : got != want;
+      }
+    MXL_CHECK_MSG(bad == 0, "%s: %d MXFP4 packed values differ", isas[s]->name, bad);
+  }
+  free(p), free(t);
+}
+
+/* ------------------------------------------------------------------ GEMM kernels */
+
+static void test_gemm_kernels(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int trial = 0; trial < 30; trial++) {
+    int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 150), K = 1 + rng_int(&rng, 200);
+    int lda = K + rng_int(&rng, 3), ldb = K + rng_int(&rng, 3), ldc = N + rng_int(&rng, 3);
+    int acc = rng_int(&rng, 2), exact = rng_int(&rng, 2);
+    uint16_t *A = malloc((size_t)M * lda * 2), *Al = malloc((size_t)M * lda * 2);
+    uint16_t *B = malloc((size_t)N * ldb * 2);
+    rng_fill_bf16(&rng, A, (size_t)M * lda, -1, 1), rng_fill_bf16(&rng, Al, (size_t)M * lda, -1e-3, 1e-3);
+    rng_fill_bf16(&rng, B, (size_t)N * ldb, -1, 1);
+    float *C0 = malloc((size_t)M * ldc * 4), *C = malloc((size_t)M * ldc * 4);
+    rng_fill_f32(&rng, C0, (size_t)M * ldc, -1, 1);
+    double *want = malloc((size_t)M * N * sizeof *want);
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) {
+        double s = acc ? C0[i * ldc + j] : 0;
+        for (int k = 0; k < K; k++)
+          s += ((double)bf(A[i * lda + k]) + (exact ? bf(Al[i * lda + k]) : 0.0)) * bf(B[j * ldb + k]);
+        want[i * N + j] = s;
+      }
+    /* the packed form of B (as the weight's transpose) for gemm_bf16_vnni */
+    int ld_bp = ((N + 15) / 16) * 16;
+    uint16_t *Bp = malloc((size_t)(K + 1) / 2 * ld_bp * 2 * 2);
+    mxl_cpu_isa_generic.pack_vnni_t_bf16(Bp, ld_bp, B, ldb, N, K);
+    float got[20 * 160];
+    for (int s = 0; s < n_isa; s++)
+      for (int kernel = 0; kernel < 2; kernel++) {
+        memcpy(C, C0, (size_t)M * ldc * 4);
+        if (kernel == 0)
+          isas[s]->gemm_bf16_nt(C, ldc, A, exact ? Al : NULL, lda, B, ldb, M, N, K, acc);
+        else
+          isas[s]->gemm_bf16_vnni(C, ldc, A, exact ? Al : NULL, lda, Bp, ld_bp, M, N, K, acc);
+        int outside = 0;
+        for (int i = 0; i < M; i++) {
+          for (int j = 0; j < N; j++) got[i * N + j] = C[i * ldc + j];
+          for (int j = N; j < ldc; j++) outside += C[i * ldc + j] != C0[i * ldc + j];
+        }
+        double e = rel_err(got, want, (size_t)M * N);
+        MXL_CHECK_MSG(e < 2e-6 && !outside, "%s %s M%d N%d K%d acc%d exact%d: err %g, %d writes outside",
+                      isas[s]->name, kernel ? "vnni" : "nt", M, N, K, acc, exact, e, outside);
+      }
+    free(A), free(Al), free(B), free(C0), free(C), free(want), free(Bp);
+  }
+}
+
+static void test_gemm_f32_kernel(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int trial = 0; trial < 30; trial++) {
+    int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 150), K = 1 + rng_int(&rng, 80);
+    int lda = K + rng_int(&rng, 3), ldb = N + rng_int(&rng, 3), ldc = N + rng_int(&rng, 3);
+    int acc = rng_int(&rng, 2);
+    float alpha = (float)rng_uniform(&rng, 0.5, 2);
+    float *A = malloc((size_t)M * lda * 4), *B = malloc((size_t)K * ldb * 4);
+    float *C0 = malloc((size_t)M * ldc * 4), *C = malloc((size_t)M * ldc * 4);
+    rng_fill_f32(&rng, A, (size_t)M * lda, -1, 1), rng_fill_f32(&rng, B, (size_t)K * ldb, -1, 1);
+    rng_fill_f32(&rng, C0, (size_t)M * ldc, -1, 1);
+    double *want = malloc((size_t)M * N * sizeof *want);
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) {
+        double s = 0;
+        for (int k = 0; k < K; k++) s += (double)A[i * lda + k] * B[k * ldb + j];
+        want[i * N + j] = alpha * s + (acc ? C0[i * ldc + j] : 0);
+      }
+    float got[20 * 160];
+    for (int s = 0; s < n_isa; s++) {
+      memcpy(C, C0, (size_t)M * ldc * 4);
+      isas[s]->gemm_f32_nn(C, ldc, A, lda, B, ldb, M, N, K, alpha, acc);
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) got[i * N + j] = C[i * ldc + j];
+      double e = rel_err(got, want, (size_t)M * N);
+      MXL_CHECK_MSG(e < 1e-5, "%s M%d N%d K%d: err %g", isas[s]->name, M, N, K, e);
+    }
+    free(A), free(B), free(C0), free(C), free(want);
+  }
+}
+
+/* The decode matrix-vector product: a row with a NaN scale, one with a
+ * subnormal scale (fallback rows), an odd block count, exact mode. */
+static void test_gemv_mxfp4(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { N = 19, NB = 91, K = NB * 32 };
+  uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
+  rng_fill_mxfp4(&rng, blocks, scales, N, K, 127);
+  scales[3 * NB + 40] = 255;
+  scales[6 * NB + 7] = 1;
+  float x[K];
+  uint16_t xh[K], xl[K];
+  rng_fill_f32(&rng, x, K, -1, 1);
+  mxl_cpu_isa_generic.to_bf16_split(xh, xl, x, K);
+  double want[2][N];
+  for (int j = 0; j < N; j++)
+    for (int ex = 0; ex < 2; ex++) {
+      double s = 0;
+      for (int g = 0; g < NB; g++) {
+        float w[32];
+        mxl_mxfp4_decode_block(blocks + (j * NB + g) * 16, scales[j * NB + g], 127, w);
+        for (int t = 0; t < 32; t++)
+          s += (double)w[t] * (ex ? x[g * 32 + t] : bf(xh[g * 32 + t]));
+      }
+      want[ex][j] = s;
+    }
+  for (int s = 0; s < n_isa; s++)
+    for (int ex = 0; ex < 2; ex++) {
+      float y[N];
+      isas[s]->gemv_mxfp4(y, xh, ex ? xl : NULL, blocks, scales, NB, N, K, 127);
+      MXL_CHECK_MSG(isnan(y[3]), "%s: the NaN-scale row gives %g", isas[s]->name, y[3]);
+      y[3] = 0, want[ex][3] = 0;
+      double e = rel_err(y, want[ex], N);
+      MXL_CHECK_MSG(e < (ex ? 2e-5 : 1e-5), "%s exact%d: err %g", isas[s]->name, ex, e);
+    }
+  free(blocks), free(scales);
+}
+
+static void test_vector_helpers(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { N = 61 };
+  float x[N], y[N], z[N];
+  rng_fill_f32(&rng, x, N, -30, 5);
+  rng_fill_f32(&rng, y, N, -1, 1);
+  uint64_t keep = rng_next(&rng) & ((1ull << N) - 1);
+  double dot = 0, mx = -INFINITY, se = 0, mmx = -INFINITY, mse = 0;
+  for (int i = 0; i < N; i++) {
+    dot += (double)x[i] * y[i];
+    mx = fmax(mx, x[i]);
+    se += exp((double)x[i] - 2.0);
+    if (keep >> i & 1) mmx = fmax(mmx, x[i]), mse += exp((double)x[i] - 2.0);
+  }
+  for (int s = 0; s < n_isa; s++) {
+    const mxl_cpu_isa *I = isas[s];
+    MXL_CHECK_MSG(fabs(I->dot_f32(x, y, N) - dot) < 1e-4, "%s dot", I->name);
+    MXL_CHECK_MSG(I->max_f32(x, N) == (float)mx, "%s max", I->name);
+    MXL_CHECK_MSG(fabs(I->sum_exp_f32(x, N, 2.0f) - se) < 2e-6 * se, "%s sum_exp", I->name);
+    MXL_CHECK_MSG(I->masked_max_f32(x, keep, N) == (float)mmx, "%s masked_max", I->name);
+    MXL_CHECK_MSG(I->masked_max_f32(x, 0, N) == -INFINITY, "%s masked_max of nothing", I->name);
+    MXL_CHECK_MSG(fabs(I->masked_exp_f32(z, x, keep, N, 2.0f) - mse) < 2e-6 * mse, "%s masked_exp",
+                  I->name);
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+      bad += (keep >> i & 1) ? fabs(z[i] - exp((double)x[i] - 2.0)) > 2e-6 * exp((double)x[i] - 2.0)
+                             : z[i] != 0.0f;
+    I->exp_f32(z, x, N, 2.0f, 3.0f);
+    for (int i = 0; i < N; i++) bad += fabs(z[i] - 3 * exp((double)x[i] - 2.0)) > 6e-6 * exp((double)x[i] - 2.0);
+    memcpy(z, y, sizeof z);
+    I->axpy_f32(z, 0.5f, x, N);
+    for (int i = 0; i < N; i++) bad += fabsf(z[i] - (y[i] + 0.5f * x[i])) > 1e-5f;
+    memcpy(z, y, sizeof z);
+    I->scale_f32(z, -2.0f, N);
+    for (int i = 0; i < N; i++) bad += z[i] != -2.0f * y[i];
+    memcpy(z, y, sizeof z);
+    I->mul_sub_f32(z, x, 0.25f, N);
+    for (int i = 0; i < N; i++) bad += fabsf(z[i] - x[i] * (y[i] - 0.25f)) > 1e-5f * fabsf(x[i]) + 1e-6f;
+    MXL_CHECK_MSG(bad == 0, "%s: %d elementwise results off", I->name, bad);
+    /* exp of -inf and of huge negative inputs is 0, NaN stays NaN */
+    float special[3] = {-INFINITY, -1e30f, NAN}, out[3];
+    I->exp_f32(out, special, 3, 0.0f, 1.0f);
+    MXL_CHECK_MSG(out[0] < 1e-37f && out[1] < 1e-37f && isnan(out[2]), "%s: exp specials %g %g %g",
+                  I->name, out[0], out[1], out[2]);
+  }
+}
+
+/* ------------------------------------------------------------------ ops vs the reference */
+
+typedef struct both {
+  mxl_backend *ref, *cpu;
+} both;
+
+static both open_both(int exact) {
+  both b = {NULL, NULL};
+  MXL_CHECK_OK(mxl_backend_ref_create(&b.ref));
+  MXL_CHECK_OK(mxl_backend_cpu_create(2, &b.cpu));
+  if (b.cpu) mxl_backend_cpu_set_exact(b.cpu, exact);
+  return b;
+}
+
+static void close_both(both *b) {
+  if (b->cpu) MXL_CHECK_OK(b->cpu->ops->sync(b->cpu));
+  mxl_backend_destroy(b->ref);
+  mxl_backend_destroy(b->cpu);
+}
+
+/* Normalised RMS error of got against want (both float). */
+static double nrms(const float *got, const float *want, size_t n) {
+  double e = 0, w = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (isnan(got[i]) || isnan(want[i])) return INFINITY;
+    e += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+    w += (double)want[i] * want[i];
+  }
+  return w > 0 ? sqrt(e / w) : sqrt(e);
+}
+
+/* K = 2880 MXFP4 rows: one-row groups (gemv), small groups (rows in place),
+ * large groups (packed panels); forward and dx; fast and exact. */
+static void test_mxfp4_ops_gpt_oss_rows(void) {
+  enum { E = 4, N = 72, K = 2880, NB = K / 32 };
+  int counts[E] = {1, 5, 0, 23}; /* rows per expert */
+  int m = 0;
+  for (int e = 0; e < E; e++) m += counts[e];
+  uint8_t *blocks = malloc((size_t)E * N * NB * 16), *scales = malloc((size_t)E * N * NB);
+  uint16_t bias[E * N];
+  rng_fill_mxfp4(&rng, blocks, scales, (int64_t)E * N, K, 127);
+  rng_fill_bf16(&rng, bias, E * N, -1, 1);
+  mxl_mxfp4_weight W = {blocks, scales, bias, (size_t)N * NB * 16, (size_t)N * NB, N, N, K, E, 127};
+  int32_t off[E + 1] = {0};
+  for (int e = 0; e < E; e++) off[e + 1] = off[e] + counts[e];
+  mxl_moe_plan plan = {m, 1, E, NULL, NULL, NULL, NULL, off, off};
+  float *x = malloc((size_t)m * K * 4), *y0 = malloc((size_t)m * N * 4), *y1 = malloc((size_t)m * N * 4);
+  float *dy = malloc((size_t)m * N * 4), *dx0 = malloc((size_t)m * K * 4), *dx1 = malloc((size_t)m * K * 4);
+  rng_fill_f32(&rng, x, (size_t)m * K, -1, 1), rng_fill_f32(&rng, dy, (size_t)m * N, -1, 1);
+  for (int exact = 0; exact < 2; exact++) {
+    both b = open_both(exact);
+    if (!b.ref || !b.cpu) return;
+    b.ref->ops->mxfp4_matmul(b.ref, y0, x, &W, &plan);
+    b.cpu->ops->mxfp4_matmul(b.cpu, y1, x, &W, &plan);
+    memset(dx0, 0, (size_t)m * K * 4), memset(dx1, 0, (size_t)m * K * 4);
+    b.ref->ops->mxfp4_matmul_dx(b.ref, dx0, dy, &W, &plan);
+    b.cpu->ops->mxfp4_matmul_dx(b.cpu, dx1, dy, &W, &plan);
+    double ey = nrms(y1, y0, (size_t)m * N), ed = nrms(dx1, dx0, (size_t)m * K);
+    double tol = exact ? 1e-5 : 4e-3;
+    MXL_CHECK_MSG(ey < tol, "exact%d forward nrms %g", exact, ey);
+    MXL_CHECK_MSG(ed < tol, "exact%d dx nrms %g", exact, ed);
+    close_both(&b);
+  }
+  free(blocks), free(scales), free(x), free(y0), free(y1), free(dy), free(dx0), free(dx1);
+}
+
+/* Attention over several key blocks: causal with a window that cuts blocks,
+ * packed documents, a shuffled KV cache with empty slots. */
+static void test_attention_multiblock(void) {
+  struct {
+    mask_kind kind;
+    int nq, nk, nh, nkv, d, window;
+  } cases[] = {
+      {MASK_CAUSAL, 300, 300, 16, 2, 64, 0},  {MASK_CAUSAL, 300, 300, 16, 2, 64, 100},
+      {MASK_PACKED, 260, 260, 8, 8, 32, 0},   {MASK_KVCACHE, 7, 333, 16, 4, 64, 128},
+      {MASK_CAUSAL, 130, 130, 12, 1, 16, 70}, {MASK_CAUSAL, 150, 150, 64, 8, 64, 128},
+  };
+  both b = open_both(0);
+  if (!b.ref || !b.cpu) return;
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    int nq = cases[c].nq, nk = cases[c].nk, nh = cases[c].nh, nkv = cases[c].nkv, d = cases[c].d;
+    int32_t *qp = malloc(nq * 4), *qs = malloc(nq * 4), *kp = malloc(nk * 4), *ks = malloc(nk * 4);
+    build_mask(cases[c].kind, 3, qp, qs, kp, ks, nq, nk);
+    mxl_attn_mask mask = {qp, qs, kp, ks, cases[c].window};
+    size_t nqe = (size_t)nq * nh * d, nke = (size_t)nk * nkv * d;
+    float *q = malloc(nqe * 4), *k = malloc(nke * 4), *v = malloc(nke * 4), *dout = malloc(nqe * 4);
+    rng_fill_f32(&rng, q, nqe, -2, 2), rng_fill_f32(&rng, k, nke, -2, 2);
+    rng_fill_f32(&rng, v, nke, -1, 1), rng_fill_f32(&rng, dout, nqe, -1, 1);
+    uint16_t sinks[64];
+    rng_fill_bf16(&rng, sinks, nh, -1, 2);
+    float *o[2], *l[2], *dq[2], *dk[2], *dv[2];
+    mxl_backend *be[2] = {b.ref, b.cpu};
+    for (int s = 0; s < 2; s++) {
+      o[s] = malloc(nqe * 4), l[s] = malloc((size_t)nq * nh * 4);
+      dq[s] = calloc(nqe, 4), dk[s] = calloc(nke, 4), dv[s] = calloc(nke, 4);
+      be[s]->ops->attention(be[s], o[s], l[s], q, k, v, sinks, &mask, nq, nk, nh, nkv, d, 0.125f);
+      /* both backwards start from the reference forward */
+      be[s]->ops->attention_bwd(be[s], dq[s], dk[s], dv[s], dout, o[0], l[0], q, k, v, sinks,
+                                &mask, nq, nk, nh, nkv, d, 0.125f);
+    }
+    double e[5] = {nrms(o[1], o[0], nqe), nrms(l[1], l[0], (size_t)nq * nh),
+                   nrms(dq[1], dq[0], nqe), nrms(dk[1], dk[0], nke), nrms(dv[1], dv[0], nke)};
+    for (int i = 0; i < 5; i++)
+      MXL_CHECK_MSG(e[i] < 2e-6, "case %zu (kind %d nq %d nk %d window %d): output %d nrms %g", c,
+                    cases[c].kind, nq, nk, cases[c].window, i, e[i]);
+    for (int s = 0; s < 2; s++) free(o[s]), free(l[s]), free(dq[s]), free(dk[s]), free(dv[s]);
+    free(qp), free(qs), free(kp), free(ks), free(q), free(k), free(v), free(dout);
+  }
+  close_both(&b);
+}
+
+/* A vocabulary of several chunks with a ragged tail, masked tokens, bias. */
+static void test_unembed_xent_chunks(void) {
+  enum { n = 150, V = 1000, H = 96 };
+  uint16_t *w = malloc((size_t)V * H * 2), bias[V];
+  rng_fill_bf16(&rng, w, (size_t)V * H, -0.5, 0.5), rng_fill_bf16(&rng, bias, V, -1, 1);
+  mxl_bf16_weight W = {w, bias, V, H};
+  float *h = malloc((size_t)n * H * 4), wt[n], loss[2][n];
+  int32_t tg[n];
+  rng_fill_f32(&rng, h, (size_t)n * H, -1, 1);
+  for (int t = 0; t < n; t++) tg[t] = rng_int(&rng, V), wt[t] = t % 7 == 3 ? 0.0f : 1.0f;
+  float *dh[2] = {calloc((size_t)n * H, 4), calloc((size_t)n * H, 4)};
+  for (int exact = 0; exact < 2; exact++) {
+    both b = open_both(exact);
+    if (!b.ref || !b.cpu) return;
+    mxl_backend *be[2] = {b.ref, b.cpu};
+    for (int s = 0; s < 2; s++) {
+      memset(dh[s], 0, (size_t)n * H * 4);
+      be[s]->ops->unembed_xent(be[s], loss[s], dh[s], h, &W, tg, wt, n);
+    }
+    double el = nrms(loss[1], loss[0], n), ed = nrms(dh[1], dh[0], (size_t)n * H);
+    MXL_CHECK_MSG(el < (exact ? 1e-6 : 2e-3) && ed < (exact ? 1e-5 : 4e-3),
+                  "exact%d: loss nrms %g, dh nrms %g", exact, el, ed);
+    int masked_ok = 1;
+    for (int t = 3; t < n; t += 7) {
+      masked_ok &= loss[1][t] == 0.0f;
+      for (int c = 0; c < H; c++) masked_ok &= dh[1][t * H + c] == 0.0f;
+    }
+    MXL_CHECK_MSG(masked_ok, "exact%d: a masked token got a loss or a gradient", exact);
+    close_both(&b);
+  }
+  free(w), free(h), free(dh[0]), free(dh[1]);
+}
+
+/* ------------------------------------------------------------------ backend */
+
+static void test_isa_override(void) {
+  mxl_backend *be = NULL;
+  setenv("MXL_CPU_ISA", "generic", 1);
+  MXL_CHECK_OK(mxl_backend_cpu_create(1, &be));
+  unsetenv("MXL_CPU_ISA");
+  if (!be) return;
+  MXL_CHECK(!strcmp(mxl_backend_cpu_isa(be), "generic"));
+  MXL_CHECK(be->ops->host_memory == 1 && !strcmp(be->ops->name, "cpu"));
+  mxl_backend_destroy(be);
+  MXL_CHECK_OK(mxl_backend_cpu_create(0, &be));
+  MXL_CHECK(be && be->n_threads >= 1);
+  mxl_backend_destroy(be);
+}
+
+/* A scratch request the allocator refuses: the op stops, sync reports it
+ * once and names the cause. */
+static void test_scratch_failure(void) {
+  mxl_backend *be = NULL;
+  MXL_CHECK_OK(mxl_backend_cpu_create(1, &be));
+  if (!be) return;
+  MXL_CHECK(mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, SIZE_MAX / 2) == NULL);
+  MXL_CHECK_FAILS(be->ops->sync(be), MXL_ERR_MEMORY, "scratch");
+  MXL_CHECK_OK(be->ops->sync(be)); /* reported once */
+  MXL_CHECK(mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, 100) != NULL);
+  mxl_backend_destroy(be);
+}
+
+int main(void) {
+  MXL_RUN(test_to_bf16);
+  MXL_RUN(test_mxfp4_decode_all_scales);
+  MXL_RUN(test_packing_layouts);
+  MXL_RUN(test_packing_mxfp4);
+  MXL_RUN(test_gemm_kernels);
+  MXL_RUN(test_gemm_f32_kernel);
+  MXL_RUN(test_gemv_mxfp4);
+  MXL_RUN(test_vector_helpers);
+  MXL_RUN(test_mxfp4_ops_gpt_oss_rows);
+  MXL_RUN(test_attention_multiblock);
+  MXL_RUN(test_unembed_xent_chunks);
+  MXL_RUN(test_isa_override);
+  MXL_RUN(test_scratch_failure);
+  return mxl_test_summary("cpu_kernels");
+}
