@@ -469,9 +469,14 @@ static void add_tokenizer(cJSON *report, const char *dir, const mxl_model *m) {
   mxl_tokenizer *tok = NULL;
   const char *kind = NULL;
   char *tj = mxl_path_join(dir, "tokenizer.json");
+  char *up = mxl_path_join(dir, "../tokenizer.json"); /* original/ and metal/ use the root's */
   if (tj && mxl_path_exists(tj) && mxl_tokenizer_load(tj, &tok) == MXL_OK)
     kind = "tokenizer.json (Hugging Face byte-level BPE)";
+  else if (!(m && m->has_metal_tokenizer) && up && mxl_path_exists(up) &&
+           mxl_tokenizer_load(up, &tok) == MXL_OK)
+    kind = "../tokenizer.json, the repository's (Hugging Face byte-level BPE)";
   free(tj);
+  free(up);
   if (!tok && m && m->has_metal_tokenizer &&
       mxl_tokenizer_from_metal_section(m->metal_tokenizer.data, m->metal_tokenizer.size, &tok) ==
           MXL_OK)
