@@ -531,11 +531,50 @@ static cJSON *layout_json(mxl_layout l, const char *folder, const char *shown, m
   return o;
 }
 
+/* The first config field on which two layouts of one repository disagree
+ * (metal's vocabulary is cut to the tokenizer, so it is not compared). */
+static const char *config_disagreement(const mxl_model *a, const mxl_model *b) {
+  const mxl_config *x = &a->config, *y = &b->config;
+#define SAME(f, name) \
+  if (x->f != y->f) return name
+  SAME(n_layers, "layers");
+  SAME(n_experts, "experts");
+  SAME(experts_per_token, "experts per token");
+  SAME(hidden, "hidden size");
+  SAME(intermediate, "intermediate size");
+  SAME(head_dim, "head_dim");
+  SAME(n_heads, "query heads");
+  SAME(n_kv_heads, "key/value heads");
+  SAME(sliding_window, "sliding window");
+  SAME(initial_context, "initial context");
+  SAME(rope_theta, "rope theta");
+  SAME(rope_factor, "rope factor");
+  SAME(rope_beta_fast, "YaRN beta fast");
+  SAME(rope_beta_slow, "YaRN beta slow");
+  SAME(swiglu_limit, "swiglu limit");
+  SAME(rms_eps, "rms eps");
+#undef SAME
+  if (a->layout != MXL_LAYOUT_METAL && b->layout != MXL_LAYOUT_METAL &&
+      x->vocab_size != y->vocab_size)
+    return "vocabulary size";
+  return NULL;
+}
+
+static void note_agreement(cJSON *report, const mxl_model *first, const mxl_model *m,
+                           const char *folder) {
+  const char *diff = config_disagreement(first, m);
+  if (!diff) return;
+  char text[256];
+  snprintf(text, sizeof text, "%s disagrees with the first layout on the %s", folder, diff);
+  cJSON_AddItemToArray(cJSON_GetObjectItem(report, "disagreements"), cJSON_CreateString(text));
+}
+
 /* Which layouts a folder holds: a repo root has HF files and perhaps
  * original/ and metal/; original/ and metal/ can be given directly. */
 static void collect_layouts(const char *path, cJSON *report, mxl_model **first) {
   cJSON *layouts = cJSON_AddArrayToObject(report, "layouts");
   cJSON *files = cJSON_AddArrayToObject(report, "files");
+  cJSON_AddArrayToObject(report, "disagreements");
   char *config = mxl_path_join(path, "config.json"), *bin = mxl_path_join(path, "model.bin");
   char *weights = NULL;
   const int has_config = config && mxl_path_exists(config);
@@ -570,8 +609,12 @@ static void collect_layouts(const char *path, cJSON *report, mxl_model **first) 
       char *marker = mxl_path_join(sub, i == 0 ? "config.json" : "model.bin");
       if (marker && mxl_path_exists(marker)) {
         cJSON_AddItemToArray(layouts, layout_json(subs[i].l, sub, prefix, &m));
-        if (!*first) *first = m;
-        else mxl_model_close(m);
+        if (!*first) {
+          *first = m;
+        } else {
+          if (m) note_agreement(report, *first, m, prefix);
+          mxl_model_close(m);
+        }
       }
       free(marker);
     }
@@ -797,6 +840,10 @@ static char *render_text(const cJSON *r) {
   sb_printf(&b, "\n");
   if (*str(r, "check")) sb_printf(&b, "mxlora check: %s\n", str(r, "check"));
   text_layouts(&b, layouts);
+  cJSON_ArrayForEach(l, cJSON_GetObjectItem(r, "disagreements"))
+    sb_printf(&b, "  WARNING: %s\n", l->valuestring);
+  if (cJSON_GetArraySize(cJSON_GetObjectItem(r, "disagreements")) == 0 && n > 1)
+    sb_printf(&b, "  the %d layouts describe the same model\n", n);
   text_files(&b, cJSON_GetObjectItem(r, "files"));
   text_config(&b, cJSON_GetObjectItem(r, "config"));
   text_params(&b, cJSON_GetObjectItem(r, "parameters"));

@@ -633,6 +633,19 @@ static void test_inspect(void) {
     cJSON_Delete(j);
   }
   free(text);
+  /* Layouts of different models in one folder are flagged. */
+  make_hf_copy("mixed");
+  path_of(p, sizeof p, "mixed/metal");
+  MXL_CHECK_OK(mxl_make_dirs(p));
+  copy_file("shape/metal/model.bin", "mixed/metal/model.bin", 0);
+  path_of(p, sizeof p, "mixed");
+  MXL_CHECK_OK(mxl_inspect(p, 0, &text));
+  MXL_CHECK(text && strstr(text, "WARNING: metal/ disagrees with the first layout on the layers"));
+  free(text);
+  path_of(p, sizeof p, "all");
+  MXL_CHECK_OK(mxl_inspect(p, 0, &text));
+  MXL_CHECK(text && strstr(text, "the 3 layouts describe the same model"));
+  free(text);
   /* A broken layout is reported, not fatal. */
   path_of(p, sizeof p, "m_magic");
   MXL_CHECK_OK(mxl_inspect(p, 0, &text));
