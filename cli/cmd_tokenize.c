@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
 
 MXL_DECLARE_COMMAND(tokenize);
@@ -14,30 +16,31 @@ MXL_DECLARE_COMMAND(tokenize);
 const char mxl_cmd_tokenize_help[] = "encode text to token ids, or decode ids to text";
 
 static const char usage_line[] =
-    "--model DIR|FILE [--special] [--decode] [--export-hf DIR] [TEXT]\n\n"
+    "--model DIR|FILE [--special] [--decode] [--chat FILE.json] [--export-hf DIR] [TEXT]\n\n"
     "Encodes TEXT (or standard input) and prints the ids as a JSON array. With\n"
     "--decode, reads ids (a JSON array or whitespace-separated) and prints the text.\n"
+    "With --chat, renders a conversation (a sample object or a message array) in the\n"
+    "harmony format and prints {\"text\", \"ids\", \"mask\", \"trained\"} as JSON.\n"
     "The model is a folder (tokenizer.json, *.tiktoken or metal/model.bin) or one\n"
     "such file.";
 
 typedef struct tokenize_args {
   const char *model;
   const char *export_hf;
+  const char *chat;      /* conversation file for --chat */
+  const char *chat_mode; /* "train" or "prompt" */
+  const char *mask;      /* loss mask mode for the printed mask */
   int special;
   int decode;
   const char *text; /* NULL: standard input */
 } tokenize_args;
 
-/* The input: the positional TEXT, else all of standard input (malloc'd). */
-static char *read_input(const tokenize_args *a, size_t *len) {
-  if (a->text) {
-    *len = strlen(a->text);
-    return strdup(a->text);
-  }
+/* All of a stream (malloc'd, NUL-terminated). */
+static char *read_stream(FILE *in, size_t *len) {
   size_t cap = 1 << 16, n = 0;
   char *buf = malloc(cap + 1);
   while (buf) {
-    n += fread(buf + n, 1, cap - n, stdin);
+    n += fread(buf + n, 1, cap - n, in);
     buf[n] = '\0';
     if (n < cap) break;
     char *grown = realloc(buf, cap * 2 + 1);
@@ -48,12 +51,21 @@ static char *read_input(const tokenize_args *a, size_t *len) {
     buf = grown;
     cap *= 2;
   }
-  if (buf && ferror(stdin)) {
+  if (buf && ferror(in)) {
     free(buf);
     return NULL;
   }
   *len = n;
   return buf;
+}
+
+/* The input: the positional TEXT, else all of standard input (malloc'd). */
+static char *read_input(const tokenize_args *a, size_t *len) {
+  if (a->text) {
+    *len = strlen(a->text);
+    return strdup(a->text);
+  }
+  return read_stream(stdin, len);
 }
 
 static void print_ids(const mxl_ids *ids) {
@@ -129,6 +141,50 @@ static int run_export(const mxl_tokenizer *tok, const tokenize_args *a) {
   return 0;
 }
 
+/* Renders a conversation file and prints its text, ids and loss mask. */
+static int run_chat(const mxl_tokenizer *tok, const tokenize_args *a) {
+  mxl_render_options o = {0};
+  mxl_loss_mask mode = MXL_MASK_ASSISTANT;
+  mxl_status st = MXL_OK;
+  if (a->chat_mode && !strcmp(a->chat_mode, "prompt"))
+    o.mode = MXL_RENDER_PROMPT;
+  else if (a->chat_mode && strcmp(a->chat_mode, "train"))
+    {
+    fprintf(stderr, "mxlora tokenize: --chat-mode '%s': expected train or prompt\n", a->chat_mode);
+    return 2;
+  }
+  if (st == MXL_OK && a->mask) st = mxl_loss_mask_parse(a->mask, &mode);
+  char *json = NULL;
+  size_t len = 0;
+  FILE *fp = st == MXL_OK ? fopen(a->chat, "rb") : NULL;
+  if (st == MXL_OK && !fp) {
+    fprintf(stderr, "mxlora tokenize: %s: %s\n", a->chat, strerror(errno));
+    return 1;
+  }
+  if (fp) {
+    json = read_stream(fp, &len);
+    fclose(fp);
+  }
+  mxl_rendered r = {0};
+  if (st == MXL_OK) st = mxl_harmony_render_json(tok, json, len, a->chat, &o, &r);
+  free(json);
+  if (st != MXL_OK) return mxl_cli_fail("tokenize", st);
+  cJSON *out = cJSON_CreateObject();
+  cJSON_AddStringToObject(out, "text", r.text);
+  cJSON *ids = cJSON_AddArrayToObject(out, "ids"), *mask = cJSON_AddArrayToObject(out, "mask");
+  for (size_t i = 0; i < r.n; i++) {
+    cJSON_AddItemToArray(ids, cJSON_CreateNumber(r.ids[i]));
+    cJSON_AddItemToArray(mask, cJSON_CreateNumber((r.flags[i] & MXL_MASK_BIT(mode)) ? 1 : 0));
+  }
+  cJSON_AddNumberToObject(out, "trained", (double)mxl_rendered_trained(&r, mode));
+  char *text = cJSON_PrintUnformatted(out);
+  if (text) printf("%s\n", text);
+  free(text);
+  cJSON_Delete(out);
+  mxl_rendered_free(&r);
+  return 0;
+}
+
 int mxl_cmd_tokenize(int argc, char **argv) {
   tokenize_args a = {0};
   const mxl_opt opts[] = {
@@ -137,6 +193,10 @@ int mxl_cmd_tokenize(int argc, char **argv) {
       {"--decode", MXL_OPT_FLAG, &a.decode, "read ids, print text"},
       {"--export-hf", MXL_OPT_STRING, &a.export_hf,
        "DIR: write tokenizer.json + configs for this tokenizer"},
+      {"--chat", MXL_OPT_STRING, &a.chat, "FILE.json: render a conversation in harmony"},
+      {"--chat-mode", MXL_OPT_STRING, &a.chat_mode, "train|prompt: training render (default) or "
+       "generation prompt"},
+      {"--mask", MXL_OPT_STRING, &a.mask, "assistant|last-turn|final|all: the mask printed"},
   };
   const char *pos[1];
   int npos = 0;
@@ -151,7 +211,10 @@ int mxl_cmd_tokenize(int argc, char **argv) {
   mxl_tokenizer *tok = NULL;
   mxl_status st = mxl_tokenizer_load(a.model, &tok);
   if (st != MXL_OK) return mxl_cli_fail("tokenize", st);
-  rc = a.export_hf ? run_export(tok, &a) : a.decode ? run_decode(tok, &a) : run_encode(tok, &a);
+  rc = a.export_hf ? run_export(tok, &a)
+       : a.chat    ? run_chat(tok, &a)
+       : a.decode  ? run_decode(tok, &a)
+                   : run_encode(tok, &a);
   mxl_tokenizer_free(tok);
   return rc;
 }
