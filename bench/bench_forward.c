@@ -1,0 +1,338 @@
+/* bench_forward: inference speed of the CPU backend on a checkpoint, against
+ * the machine's limits measured in the same run.
+ *
+ *   build-bench/bench_forward [--model DIR | --preset bench|test] [--threads 1,2]
+ *                             [--prompt 512] [--decode 64] [--chunk 512] [--reps 3]
+ *                             [--profile]
+ *
+ * Without --model it writes the bench preset (`mxlora tiny --preset bench`,
+ * HF layout) to a temporary folder and removes it at the end; give
+ * `--model DIR` for a checkpoint such as `mxlora tiny DIR --shape gpt-oss-20b`.
+ *
+ * Per repetition and thread count, interleaved (rep 1: 1 thread, 2 threads;
+ * rep 2: ...): the limits (read bandwidth, fp32 and bf16 peaks), then a
+ * prefill of --prompt random tokens (chunks of --chunk tokens, logits of the
+ * last position only) and --decode greedy tokens after it, one at a time
+ * with the KV cache. Reported: medians and (min–max) over the repetitions,
+ * and per repetition the ratios
+ *   decode  = tokens/s × weight bytes per token ÷ read bandwidth
+ *             (the bandwidth roofline; bench/bench_model.h counts the bytes)
+ *   prefill = useful FLOPs/s ÷ bf16 dot-product peak,
+ * against the targets for the gpt-oss-20b shape (decode ≥ 85 %, prefill
+ * ≥ 50 %). Also: model load time (mmap), RSS after load, the first
+ * (page-faulting) prefill, and peak RSS of the timed passes (VmHWM reset
+ * after the limits' array is unmapped).
+ *
+ * --profile adds, after the timed repetitions, one pass of each kind per
+ * thread count with every op timed (bench/bench_profile.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench_common.h"
+#include "bench/bench_model.h"
+#include "bench/bench_profile.h"
+#include "core/status.h"
+#include "kernels/cpu/cpu.h"
+#include "model/forward.h"
+
+enum { MAX_THREADS = 4, MAX_REPS = 32 };
+
+typedef struct options {
+  const char *model, *preset;
+  int threads[MAX_THREADS], n_threads;
+  int prompt, decode, chunk, reps, profile;
+} options;
+
+/* One thread count: a backend, an engine on it, a KV cache and scratch. */
+typedef struct runner {
+  int nt;
+  mxl_backend *be;
+  mxl_engine *e;
+  mxl_kv_cache *cache;
+  mxl_forward_state st;
+} runner;
+
+/* What one repetition measured on one runner. */
+typedef struct sample {
+  bench_limits L;
+  double prefill_s, decode_s, hwm;
+} sample;
+
+static const char usage[] =
+    "usage: bench_forward [--model DIR | --preset bench|test] [--threads 1,2] [--prompt 512]\n"
+    "                     [--decode 64] [--chunk 512] [--reps 3] [--profile]\n";
+
+static int parse_options(int argc, char **argv, options *o) {
+  *o = (options){NULL, "bench", {1, 2}, 2, 512, 64, 512, 3, 0};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--profile")) o->profile = 1;
+    else if (!v) return 0;
+    else if (!strcmp(a, "--model")) o->model = v, i++;
+    else if (!strcmp(a, "--preset")) o->preset = v, i++;
+    else if (!strcmp(a, "--threads")) o->n_threads = bench_parse_list(v, o->threads, MAX_THREADS), i++;
+    else if (!strcmp(a, "--prompt")) o->prompt = atoi(v), i++;
+    else if (!strcmp(a, "--decode")) o->decode = atoi(v), i++;
+    else if (!strcmp(a, "--chunk")) o->chunk = atoi(v), i++;
+    else if (!strcmp(a, "--reps")) o->reps = atoi(v), i++;
+    else return 0;
+  }
+  if (o->chunk > o->prompt) o->chunk = o->prompt;
+  return o->n_threads > 0 && o->prompt > 0 && o->decode > 0 && o->chunk > 0 && o->reps > 0 &&
+         o->reps <= MAX_REPS;
+}
+
+/* ------------------------------------------------------------------ passes */
+
+static int32_t argmax(const float *x, int n) {
+  int32_t best = 0;
+  for (int i = 1; i < n; i++)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/* The prompt from an empty cache, in chunks; the last chunk's logits land in
+ * `logits` [V]. */
+static mxl_status prefill(runner *r, const int32_t *prompt, int n, int chunk, float *logits) {
+  mxl_kv_cache_reset(r->e, r->cache);
+  for (int done = 0; done < n; done += chunk) {
+    int m = n - done < chunk ? n - done : chunk;
+    mxl_fwd_seq seq = {r->cache, prompt + done, m};
+    mxl_forward_out out = {0};
+    if (done + m == n) out.logits = logits;
+    MXL_TRY(mxl_forward(r->e, &r->st, &seq, 1, NULL, &out));
+  }
+  return MXL_OK;
+}
+
+/* `count` greedy tokens after the prefill, one forward each. */
+static mxl_status decode(runner *r, float *logits, int count) {
+  const int V = r->e->w.vocab_rows;
+  for (int i = 0; i < count; i++) {
+    int32_t t = argmax(logits, V);
+    mxl_fwd_seq seq = {r->cache, &t, 1};
+    mxl_forward_out out = {.logits = logits};
+    MXL_TRY(mxl_forward(r->e, &r->st, &seq, 1, NULL, &out));
+  }
+  return MXL_OK;
+}
+
+static mxl_status runner_open(runner *r, const mxl_model *m, int nt, const options *o,
+                              int profile) {
+  memset(r, 0, sizeof *r);
+  r->nt = nt;
+  MXL_TRY(mxl_backend_cpu_create(nt, &r->be));
+  if (profile) bench_prof_install(r->be, &m->config, m->w.vocab_rows);
+  MXL_TRY(mxl_engine_create(m, r->be, &r->e));
+  return mxl_kv_cache_create(r->e, o->prompt + o->decode, o->chunk, &r->cache);
+}
+
+static void runner_close(runner *r) {
+  if (r->e) {
+    mxl_forward_state_release(r->e, &r->st);
+    mxl_kv_cache_destroy(r->e, r->cache);
+  }
+  mxl_engine_destroy(r->e);
+  mxl_backend_destroy(r->be);
+}
+
+/* ------------------------------------------------------------------ report */
+
+static double gb(double bytes) { return bytes / 1e9; }
+
+static void print_work(const mxl_config *c, int V, const options *o) {
+  bench_decode_bytes b = bench_decode_weight_bytes(c, V);
+  double kv = bench_decode_kv_bytes(c, o->prompt + o->decode / 2.0);
+  int chunks = (o->prompt + o->chunk - 1) / o->chunk;
+  double pf = bench_forward_flops(c, V, 0, o->prompt, chunks);
+  printf("model: %d layers, H %d, I %d, %d experts (k %d), heads %d/%d x %d, vocab %d\n",
+         c->n_layers, c->hidden, c->intermediate, c->n_experts, c->experts_per_token,
+         c->n_heads, c->n_kv_heads, c->head_dim, V);
+  printf("decode reads per token: %.3f GB of weights (experts %.3f, attention %.3f, "
+         "lm_head %.3f, router %.4f, norms+embed %.5f) + %.4f GB of KV cache (mean position)\n",
+         gb(b.total), gb(b.experts), gb(b.attention), gb(b.lm_head), gb(b.router),
+         gb(b.norms + b.embed), gb(kv));
+  printf("prefill %d tokens: %.1f GFLOP useful (%.2f per token; lm_head on %d row%s)\n",
+         o->prompt, pf / 1e9, pf / 1e9 / o->prompt, chunks, chunks > 1 ? "s" : "");
+}
+
+static void print_results(const mxl_config *c, int V, const options *o, const runner *rs,
+                          sample s[][MAX_THREADS]) {
+  const double wbytes = bench_decode_weight_bytes(c, V).total;
+  const double kv = bench_decode_kv_bytes(c, o->prompt + o->decode / 2.0);
+  const int chunks = (o->prompt + o->chunk - 1) / o->chunk;
+  const double pflops = bench_forward_flops(c, V, 0, o->prompt, chunks);
+  printf("\nmedian (min–max) over %d repetitions\n", o->reps);
+  printf("%3s %-22s %-22s %-22s %-22s %-22s\n", "thr", "bandwidth GB/s", "bf16 peak GFLOP/s",
+         "fp32 peak GFLOP/s", "prefill tokens/s", "decode tokens/s");
+  for (int ti = 0; ti < o->n_threads; ti++) {
+    double bw[MAX_REPS], bf[MAX_REPS], fm[MAX_REPS], pt[MAX_REPS], dt[MAX_REPS];
+    for (int r = 0; r < o->reps; r++) {
+      const sample *x = &s[r][ti];
+      bw[r] = x->L.bw, bf[r] = x->L.bf16, fm[r] = x->L.fma;
+      pt[r] = o->prompt / x->prefill_s, dt[r] = o->decode / x->decode_s;
+    }
+    char a[40], b[40], d[40], e[40], f[40];
+    printf("%3d %-22s %-22s %-22s %-22s %-22s\n", rs[ti].nt,
+           bench_fmt(a, sizeof a, bench_stats(bw, o->reps), 1),
+           bench_fmt(b, sizeof b, bench_stats(bf, o->reps), 0),
+           bench_fmt(d, sizeof d, bench_stats(fm, o->reps), 0),
+           bench_fmt(e, sizeof e, bench_stats(pt, o->reps), 2),
+           bench_fmt(f, sizeof f, bench_stats(dt, o->reps), 2));
+  }
+  printf("\nratios per repetition (same repetition's limits), median (min–max)\n");
+  printf("%3s %-26s %-26s %-24s %-22s\n", "thr", "decode % bw roofline", "prefill % bf16 peak",
+         "decode roofline tok/s", "prefill GFLOP/s");
+  double dec_best = 0, pre_best = 0;
+  for (int ti = 0; ti < o->n_threads; ti++) {
+    double dr[MAX_REPS], pr[MAX_REPS], roof[MAX_REPS], gf[MAX_REPS];
+    for (int r = 0; r < o->reps; r++) {
+      const sample *x = &s[r][ti];
+      double tps = o->decode / x->decode_s;
+      roof[r] = x->L.bw * 1e9 / (wbytes + kv);
+      dr[r] = 100 * tps / roof[r];
+      gf[r] = pflops / x->prefill_s / 1e9;
+      pr[r] = 100 * gf[r] / x->L.bf16;
+    }
+    bench_stat sd = bench_stats(dr, o->reps), sp = bench_stats(pr, o->reps);
+    if (sd.med > dec_best) dec_best = sd.med;
+    if (sp.med > pre_best) pre_best = sp.med;
+    char a[40], b[40], d[40], e[40];
+    printf("%3d %-26s %-26s %-24s %-22s\n", rs[ti].nt, bench_fmt(a, sizeof a, sd, 1),
+           bench_fmt(b, sizeof b, sp, 1), bench_fmt(d, sizeof d, bench_stats(roof, o->reps), 2),
+           bench_fmt(e, sizeof e, bench_stats(gf, o->reps), 1));
+  }
+  double hwm = 0;
+  for (int r = 0; r < o->reps; r++)
+    for (int ti = 0; ti < o->n_threads; ti++)
+      if (s[r][ti].hwm > hwm) hwm = s[r][ti].hwm;
+  printf("\npeak RSS of the timed passes: %.2f GB\n", gb(hwm));
+  printf("\ntargets (issue, gpt-oss-20b shape; best thread count's median):\n");
+  printf("  decode  >= 85%% of the bandwidth roofline: measured %.1f%%  %s\n", dec_best,
+         dec_best >= 85 ? "MET" : "not met");
+  printf("  prefill >= 50%% of the bf16 peak:          measured %.1f%%  %s\n", pre_best,
+         pre_best >= 50 ? "MET" : "not met");
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int fail(const char *what) {
+  fprintf(stderr, "bench_forward: %s: %s\n", what, mxl_last_error());
+  return 1;
+}
+
+/* Opens the model `reps` times (closing all but the last); prints the
+ * median load time and the RSS after the load. */
+static mxl_status load_model(const char *path, int reps, mxl_model **out) {
+  double t[MAX_REPS];
+  for (int r = 0; r < reps; r++) {
+    if (r) mxl_model_close(*out);
+    double t0 = bench_now();
+    MXL_TRY(mxl_model_open(path, out));
+    t[r] = bench_now() - t0;
+  }
+  bench_mem m = bench_memory();
+  char a[48];
+  for (int r = 0; r < reps; r++) t[r] *= 1e3;
+  printf("load (mmap + validate): %s ms, RSS after load %.3f GB (anon %.3f, file %.3f)\n",
+         bench_fmt(a, sizeof a, bench_stats(t, reps), 1), gb(m.rss), gb(m.anon), gb(m.file));
+  return MXL_OK;
+}
+
+/* One prefill and one decode run with every op timed. */
+static int profile(const options *o, runner *ru, const int32_t *prompt, float *logits) {
+  bench_limits L;
+  bench_measure_limits(ru->nt, &L);
+  char title[96];
+  bench_prof_start();
+  double t0 = bench_now();
+  if (prefill(ru, prompt, o->prompt, o->chunk, logits) != MXL_OK) return fail("prefill");
+  snprintf(title, sizeof title, "profile: prefill %d tokens, %d thread%s", o->prompt, ru->nt,
+           ru->nt > 1 ? "s" : "");
+  bench_prof_print(title, bench_now() - t0, &L);
+  bench_prof_start();
+  t0 = bench_now();
+  if (decode(ru, logits, o->decode) != MXL_OK) return fail("decode");
+  snprintf(title, sizeof title, "profile: decode %d tokens, %d thread%s", o->decode, ru->nt,
+           ru->nt > 1 ? "s" : "");
+  bench_prof_print(title, bench_now() - t0, &L);
+  return 0;
+}
+
+static int measure(const options *o, mxl_model *model) {
+  const mxl_config *c = &model->config;
+  const int V = model->w.vocab_rows;
+  runner rs[MAX_THREADS];
+  memset(rs, 0, sizeof rs);
+  int32_t *prompt = malloc((size_t)o->prompt * sizeof *prompt);
+  float *logits = malloc((size_t)V * sizeof *logits);
+  sample(*s)[MAX_THREADS] = calloc(MAX_REPS, sizeof *s);
+  if (!prompt || !logits || !s) return fprintf(stderr, "bench_forward: out of memory\n"), 1;
+  uint64_t seed = 1;
+  for (int i = 0; i < o->prompt; i++) prompt[i] = (int32_t)(bench_rand(&seed) % (uint64_t)V);
+  print_work(c, V, o);
+
+  int rc = 0;
+  for (int ti = 0; ti < o->n_threads && !rc; ti++) {
+    if (runner_open(&rs[ti], model, o->threads[ti], o, o->profile) != MXL_OK) rc = fail("engine");
+    /* Warm-up: maps the weights (page faults) and sizes the scratch. */
+    double t0 = bench_now();
+    if (!rc && (prefill(&rs[ti], prompt, o->prompt, o->chunk, logits) != MXL_OK ||
+                decode(&rs[ti], logits, 2) != MXL_OK))
+      rc = fail("warm-up");
+    if (!rc && ti == 0) {
+      bench_mem m = bench_memory();
+      printf("first prefill + 2 tokens (%d thread%s, weights faulted in): %.2f s; RSS %.3f GB "
+             "(anon %.3f, file %.3f)\n", rs[ti].nt, rs[ti].nt > 1 ? "s" : "",
+             bench_now() - t0, gb(m.rss), gb(m.anon), gb(m.file));
+    }
+  }
+  for (int r = 0; r < o->reps && !rc; r++)
+    for (int ti = 0; ti < o->n_threads && !rc; ti++) {
+      sample *x = &s[r][ti];
+      runner *ru = &rs[ti];
+      bench_measure_limits(ru->nt, &x->L);
+      bench_reset_peak();
+      double t0 = bench_now();
+      if (prefill(ru, prompt, o->prompt, o->chunk, logits) != MXL_OK) rc = fail("prefill");
+      double t1 = bench_now();
+      if (!rc && decode(ru, logits, o->decode) != MXL_OK) rc = fail("decode");
+      x->prefill_s = t1 - t0;
+      x->decode_s = bench_now() - t1;
+      x->hwm = bench_memory().hwm;
+      printf("rep %d, %d thr: bw %.1f GB/s, bf16 %.0f GFLOP/s | prefill %.2f tok/s, decode "
+             "%.2f tok/s\n", r + 1, ru->nt, x->L.bw, x->L.bf16, o->prompt / x->prefill_s,
+             o->decode / x->decode_s);
+      fflush(stdout);
+    }
+  if (!rc) print_results(c, V, o, rs, s);
+
+  for (int ti = 0; ti < o->n_threads && !rc && o->profile; ti++) rc = profile(o, &rs[ti], prompt, logits);
+  for (int ti = 0; ti < o->n_threads; ti++) runner_close(&rs[ti]);
+  free(prompt), free(logits), free(s);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  options o;
+  if (!parse_options(argc, argv, &o)) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  char tmp[256] = "";
+  const char *path = o.model;
+  if (!path) {
+    if (!bench_write_preset(o.preset, tmp, sizeof tmp)) return 1;
+    path = tmp;
+  }
+  printf("bench_forward: %s, threads", path);
+  for (int i = 0; i < o.n_threads; i++) printf("%s%d", i ? "," : " ", o.threads[i]);
+  printf(", prompt %d (chunks of %d), decode %d, %d repetitions\n", o.prompt, o.chunk, o.decode,
+         o.reps);
+  mxl_model *model = NULL;
+  int rc = load_model(path, o.reps, &model) == MXL_OK ? measure(&o, model) : fail("load");
+  mxl_model_close(model);
+  if (tmp[0]) bench_remove_dir(tmp);
+  return rc;
+}

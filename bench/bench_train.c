@@ -1,0 +1,364 @@
+/* bench_train: LoRA training speed and memory of the CPU backend on a
+ * checkpoint, against the machine's limits measured in the same run.
+ *
+ *   build-bench/bench_train [--model DIR | --preset bench|test] [--batch 1] [--seq 512]
+ *                           [--threads 2] [--steps 3] [--warmup 1] [--reps 3]
+ *                           [--rank 16] [--alpha 32] [--targets all]
+ *                           [--no-limits] [--no-prefill] [--profile] [--json]
+ *
+ * Without --model it writes the bench preset to a temporary folder (removed
+ * at the end). A step is what the trainer does per optimizer step without
+ * gradient accumulation: zero the LoRA gradients, mxl_train_step (forward
+ * with per-layer checkpointing, fused unembedding + cross-entropy, backward
+ * into the LoRA gradients) over --batch sequences of --seq random tokens,
+ * then AdamW. LoRA: --targets (default all: q, k, v, o and every expert's
+ * gate_up and down) on every layer, --rank, --alpha, PEFT initialisation.
+ *
+ * Each repetition measures, in this order: the limits (unless --no-limits),
+ * a prefill of the same tokens (unless --no-prefill: one forward per
+ * sequence with a KV cache, logits of the last position), and --steps timed
+ * training steps (after --warmup untimed ones before the first repetition).
+ * Reported: step seconds and training tokens/s (median and min–max over all
+ * timed steps), the useful FLOPs per step (bench/bench_model.h: the layer
+ * work three times, attention four, lm_head twice, LoRA four) against the
+ * bf16 peak, the ratio to prefill tokens/s, and the peak RSS of the training
+ * steps (VmHWM reset after the prefill's buffers are released; mapped
+ * weights count, as they are resident).
+ *
+ * --json prints one line of JSON at the end (bench/train_vs_peft.py reads it).
+ * --profile times every op of one more step. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adapters/lora.h"
+#include "bench/bench_common.h"
+#include "bench/bench_model.h"
+#include "bench/bench_profile.h"
+#include "core/status.h"
+#include "model/forward.h"
+#include "model/train_step.h"
+
+enum { MAX_STEPS = 256 };
+
+typedef struct options {
+  const char *model, *preset, *targets;
+  int batch, seq, threads, steps, warmup, reps, rank;
+  float alpha;
+  int limits, prefill, profile, json;
+} options;
+
+static const char usage[] =
+    "usage: bench_train [--model DIR | --preset bench|test] [--batch 1] [--seq 512] [--threads 2]\n"
+    "                   [--steps 3] [--warmup 1] [--reps 3] [--rank 16] [--alpha 32]\n"
+    "                   [--targets all] [--no-limits] [--no-prefill] [--profile] [--json]\n";
+
+static int parse_options(int argc, char **argv, options *o) {
+  *o = (options){NULL, "bench", "all", 1, 512, 2, 3, 1, 3, 16, -1, 1, 1, 0, 0};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--no-limits")) o->limits = 0;
+    else if (!strcmp(a, "--no-prefill")) o->prefill = 0;
+    else if (!strcmp(a, "--profile")) o->profile = 1;
+    else if (!strcmp(a, "--json")) o->json = 1;
+    else if (!v) return 0;
+    else if (!strcmp(a, "--model")) o->model = v, i++;
+    else if (!strcmp(a, "--preset")) o->preset = v, i++;
+    else if (!strcmp(a, "--targets")) o->targets = v, i++;
+    else if (!strcmp(a, "--batch")) o->batch = atoi(v), i++;
+    else if (!strcmp(a, "--seq")) o->seq = atoi(v), i++;
+    else if (!strcmp(a, "--threads")) o->threads = atoi(v), i++;
+    else if (!strcmp(a, "--steps")) o->steps = atoi(v), i++;
+    else if (!strcmp(a, "--warmup")) o->warmup = atoi(v), i++;
+    else if (!strcmp(a, "--reps")) o->reps = atoi(v), i++;
+    else if (!strcmp(a, "--rank")) o->rank = atoi(v), i++;
+    else if (!strcmp(a, "--alpha")) o->alpha = (float)atof(v), i++;
+    else return 0;
+  }
+  if (o->alpha < 0) o->alpha = 2.0f * (float)o->rank;
+  return o->batch > 0 && o->seq > 1 && o->threads > 0 && o->steps > 0 && o->warmup >= 0 &&
+         o->reps > 0 && o->steps * o->reps <= MAX_STEPS && o->rank > 0;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+typedef struct bench {
+  const options *o;
+  mxl_model *model;
+  mxl_backend *be;
+  mxl_engine *e;
+  unsigned targets;
+  mxl_lora *params, *grads;
+  float *m, *v;                 /* AdamW moments, backend [n_floats] */
+  mxl_lora_layer *view_layers, *grad_layers;
+  mxl_lora_view view, gview;
+  mxl_train_state st;
+  int32_t *tokens, *targets_ids, *pos, *seg; /* host [B·T] */
+  float *weights;                            /* host [B·T] */
+  int n_step;                                /* AdamW steps taken */
+} bench;
+
+static mxl_status make_lora(bench *b) {
+  const mxl_config *c = &b->model->config;
+  const options *o = b->o;
+  MXL_TRY(mxl_lora_targets_parse(o->targets, &b->targets));
+  mxl_lora_config lc;
+  mxl_lora_config_init(&lc, o->rank, o->alpha);
+  MXL_TRY(mxl_lora_config_add(&lc, b->targets, NULL, 0, c->n_layers));
+  MXL_TRY(mxl_lora_create(c, &lc, b->be, &b->params));
+  MXL_TRY(mxl_lora_create(c, &lc, b->be, &b->grads));
+  MXL_TRY(mxl_lora_init_peft(b->params, 1));
+  size_t bytes = b->params->layout->n_floats * sizeof(float);
+  b->m = b->be->ops->alloc(b->be, bytes);
+  b->v = b->be->ops->alloc(b->be, bytes);
+  b->view_layers = calloc(c->n_layers, sizeof *b->view_layers);
+  b->grad_layers = calloc(c->n_layers, sizeof *b->grad_layers);
+  if (!b->m || !b->v || !b->view_layers || !b->grad_layers)
+    return mxl_errorf(MXL_ERR_MEMORY, "LoRA state: out of memory");
+  b->view.layers = b->view_layers;
+  b->gview.layers = b->grad_layers;
+  mxl_lora_fill_view(b->params->layout, b->params->params, 1.0f, &b->view);
+  mxl_lora_fill_view(b->grads->layout, b->grads->params, 1.0f, &b->gview);
+  return MXL_OK;
+}
+
+/* B sequences of T random tokens, one document each; every position but
+ * the last of a sequence predicts the next token. */
+static mxl_status make_batch(bench *b) {
+  const int B = b->o->batch, T = b->o->seq, n = B * T, V = b->e->w.vocab_rows;
+  b->tokens = malloc(n * sizeof(int32_t)), b->targets_ids = malloc(n * sizeof(int32_t));
+  b->pos = malloc(n * sizeof(int32_t)), b->seg = malloc(n * sizeof(int32_t));
+  b->weights = malloc(n * sizeof(float));
+  if (!b->tokens || !b->targets_ids || !b->pos || !b->seg || !b->weights)
+    return mxl_errorf(MXL_ERR_MEMORY, "batch: out of memory");
+  uint64_t seed = 2;
+  for (int i = 0; i < n; i++) b->tokens[i] = (int32_t)(bench_rand(&seed) % (uint64_t)V);
+  for (int i = 0; i < n; i++) {
+    int t = i % T, last = t == T - 1;
+    b->targets_ids[i] = last ? -1 : b->tokens[i + 1];
+    b->weights[i] = last ? 0.0f : 1.0f / (float)(B * (T - 1));
+    b->pos[i] = t;
+    b->seg[i] = 0;
+  }
+  return MXL_OK;
+}
+
+static mxl_status bench_open(bench *b, const char *path) {
+  MXL_TRY(mxl_model_open(path, &b->model));
+  MXL_TRY(mxl_backend_cpu_create(b->o->threads, &b->be));
+  if (b->o->profile) bench_prof_install(b->be, &b->model->config, b->model->w.vocab_rows);
+  MXL_TRY(mxl_engine_create(b->model, b->be, &b->e));
+  MXL_TRY(make_lora(b));
+  return make_batch(b);
+}
+
+static void bench_close(bench *b) {
+  if (b->e) mxl_train_state_release(b->e, &b->st);
+  if (b->be) b->be->ops->free(b->be, b->m), b->be->ops->free(b->be, b->v);
+  mxl_lora_destroy(b->params);
+  mxl_lora_destroy(b->grads);
+  free(b->view_layers), free(b->grad_layers);
+  free(b->tokens), free(b->targets_ids), free(b->pos), free(b->seg), free(b->weights);
+  mxl_engine_destroy(b->e);
+  mxl_backend_destroy(b->be);
+  mxl_model_close(b->model);
+}
+
+/* ------------------------------------------------------------------ passes */
+
+/* One optimizer step: zero grads, forward + backward, AdamW. */
+static mxl_status train_step(bench *b, double *loss) {
+  const mxl_ops *ops = b->be->ops;
+  const size_t n = b->params->layout->n_floats;
+  ops->zero(b->be, b->grads->params, n * sizeof(float));
+  const mxl_lora_view *views[] = {&b->view};
+  mxl_lora_stack stack = {views, 1, 1, (uint64_t)b->n_step};
+  mxl_train_batch tb = {b->o->batch, b->o->seq, b->tokens, b->targets_ids, b->weights,
+                        b->pos, b->seg, NULL, NULL};
+  MXL_TRY(mxl_train_step(b->e, &b->st, &tb, &stack, &b->gview, loss));
+  b->n_step++;
+  ops->adamw(b->be, b->params->params, b->grads->params, b->m, b->v, n, 1e-4f, 0.9f, 0.999f,
+             1e-8f, 0.0f, b->n_step, 1.0f);
+  return ops->sync(b->be);
+}
+
+/* Inference over the same tokens: each sequence through its own KV cache in
+ * one chunk. Buffers are released afterwards (the training peak is
+ * measured without them). */
+static mxl_status prefill(bench *b, double *seconds) {
+  const int B = b->o->batch, T = b->o->seq;
+  mxl_kv_cache **caches = calloc(B, sizeof *caches);
+  mxl_fwd_seq *seqs = calloc(B, sizeof *seqs);
+  float *logits = malloc((size_t)B * b->e->w.vocab_rows * sizeof(float));
+  mxl_forward_state st = {0};
+  mxl_status s = caches && seqs && logits ? MXL_OK : mxl_errorf(MXL_ERR_MEMORY, "out of memory");
+  for (int i = 0; i < B && s == MXL_OK; i++) {
+    s = mxl_kv_cache_create(b->e, T, T, &caches[i]);
+    seqs[i] = (mxl_fwd_seq){caches[i], b->tokens + (size_t)i * T, T};
+  }
+  if (s == MXL_OK) {
+    double t0 = bench_now();
+    mxl_forward_out out = {.logits = logits};
+    s = mxl_forward(b->e, &st, seqs, B, NULL, &out);
+    *seconds = bench_now() - t0;
+  }
+  mxl_forward_state_release(b->e, &st);
+  for (int i = 0; caches && i < B; i++) mxl_kv_cache_destroy(b->e, caches[i]);
+  free(caches), free(seqs), free(logits);
+  return s;
+}
+
+/* ------------------------------------------------------------------ report */
+
+typedef struct results {
+  double step_s[MAX_STEPS], prefill_s[MAX_STEPS];
+  bench_limits L[MAX_STEPS]; /* per repetition */
+  int n_steps, n_reps;
+  double first_loss, hwm, load_s;
+  bench_mem after_load;
+} results;
+
+static void print_report(const bench *b, const results *r) {
+  const options *o = b->o;
+  const mxl_config *c = &b->model->config;
+  const int V = b->e->w.vocab_rows;
+  const double n = (double)o->batch * o->seq;
+  const double flops = bench_train_flops(c, V, o->batch, o->seq, b->targets, o->rank);
+  const double pflops = o->batch * bench_forward_flops(c, V, 0, o->seq, 1);
+  double tps[MAX_STEPS], pct[MAX_STEPS], ratio[MAX_STEPS], ptps[MAX_STEPS];
+  for (int i = 0; i < r->n_steps; i++) {
+    int rep = i / o->steps;
+    tps[i] = n / r->step_s[i];
+    pct[i] = r->L[rep].bf16 > 0 ? 100 * flops / r->step_s[i] / 1e9 / r->L[rep].bf16 : 0;
+    ratio[i] = o->prefill ? r->prefill_s[rep] / r->step_s[i] : 0;
+  }
+  for (int i = 0; i < r->n_reps; i++) ptps[i] = n / r->prefill_s[i];
+  char a[48];
+  printf("\nmodel: %d layers, H %d, %d experts (k %d), vocab %d; LoRA %s rank %d alpha %g, "
+         "%zu trainable parameters\n", c->n_layers, c->hidden, c->n_experts,
+         c->experts_per_token, V, o->targets, o->rank, o->alpha, b->params->layout->n_params);
+  printf("batch %d x seq %d = %.0f tokens per step, %d threads; first loss %.4f (ln V = %.4f)\n",
+         o->batch, o->seq, n, o->threads, r->first_loss, log((double)V));
+  printf("useful work per step: %.1f GFLOP (%.2f per token: 3x layers, 4x attention, "
+         "2x lm_head, 4x LoRA = %.3f of it)\n", flops / 1e9, flops / n / 1e9,
+         4 * n * bench_lora_flops(c, b->targets, o->rank) / 1e9);
+  printf("\nmedian (min–max) over %d timed steps (%d repetitions)\n", r->n_steps, r->n_reps);
+  printf("  seconds per step          %s\n",
+         bench_fmt(a, sizeof a, bench_stats(r->step_s, r->n_steps), 3));
+  printf("  training tokens/s         %s\n", bench_fmt(a, sizeof a, bench_stats(tps, r->n_steps), 2));
+  if (o->limits) {
+    double bf[MAX_STEPS], roof[MAX_STEPS];
+    for (int i = 0; i < r->n_reps; i++) bf[i] = r->L[i].bf16, roof[i] = r->L[i].bf16 * 1e9 / (flops / n);
+    printf("  bf16 peak GFLOP/s         %s\n", bench_fmt(a, sizeof a, bench_stats(bf, r->n_reps), 0));
+    printf("  compute roofline tokens/s %s\n", bench_fmt(a, sizeof a, bench_stats(roof, r->n_reps), 2));
+    printf("  %% of the bf16 peak        %s\n", bench_fmt(a, sizeof a, bench_stats(pct, r->n_steps), 1));
+  }
+  if (o->prefill) {
+    printf("  prefill tokens/s          %s\n", bench_fmt(a, sizeof a, bench_stats(ptps, r->n_reps), 2));
+    printf("  training / prefill tok/s  %s  (ideal ≈ %.2f: prefill does %.2f GFLOP/token)\n",
+           bench_fmt(a, sizeof a, bench_stats(ratio, r->n_steps), 3), pflops / flops,
+           pflops / n / 1e9);
+  }
+  printf("  peak RSS of the steps     %.3f GB  (target for gpt-oss-20b at seq 1024: <= 16 GB)\n",
+         r->hwm / 1e9);
+  printf("  load %.1f ms, RSS after load %.3f GB\n", r->load_s * 1e3, r->after_load.rss / 1e9);
+}
+
+static void print_json(const bench *b, const results *r) {
+  const double n = (double)b->o->batch * b->o->seq;
+  bench_stat s = bench_stats(r->step_s, r->n_steps);
+  printf("{\"tokens_per_step\": %.0f, \"step_s_median\": %.6f, \"tokens_per_s\": %.4f, "
+         "\"peak_rss_bytes\": %.0f, \"first_loss\": %.6f, \"trainable\": %zu, \"step_s\": [",
+         n, s.med, n / s.med, r->hwm, r->first_loss, b->params->layout->n_params);
+  for (int i = 0; i < r->n_steps; i++) printf("%s%.6f", i ? ", " : "", r->step_s[i]);
+  printf("]}\n");
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int fail(const char *what) {
+  fprintf(stderr, "bench_train: %s: %s\n", what, mxl_last_error());
+  return 1;
+}
+
+static int run(bench *b, results *r) {
+  const options *o = b->o;
+  for (int i = 0; i < o->warmup; i++) {
+    double loss;
+    if (train_step(b, &loss) != MXL_OK) return fail("warm-up step");
+    if (i == 0) r->first_loss = loss;
+    if (!o->json) printf("warm-up step %d: loss %.4f\n", i + 1, loss), fflush(stdout);
+  }
+  for (int rep = 0; rep < o->reps; rep++) {
+    if (o->limits) bench_measure_limits(o->threads, &r->L[rep]);
+    if (o->prefill && prefill(b, &r->prefill_s[rep]) != MXL_OK) return fail("prefill");
+    bench_reset_peak();
+    for (int s = 0; s < o->steps; s++) {
+      double loss, t0 = bench_now();
+      if (train_step(b, &loss) != MXL_OK) return fail("step");
+      double dt = bench_now() - t0;
+      if (o->warmup == 0 && r->n_steps == 0) r->first_loss = loss;
+      r->step_s[r->n_steps++] = dt;
+      if (!o->json)
+        printf("rep %d step %d: %.3f s, %.2f tokens/s, loss %.4f\n", rep + 1, s + 1, dt,
+               o->batch * o->seq / dt, loss), fflush(stdout);
+    }
+    bench_mem m = bench_memory();
+    if (m.hwm > r->hwm) r->hwm = m.hwm;
+    r->n_reps++;
+    if (!o->json && o->limits)
+      printf("rep %d: bw %.1f GB/s, bf16 %.0f GFLOP/s, prefill %.2f tokens/s\n", rep + 1,
+             r->L[rep].bw, r->L[rep].bf16,
+             o->prefill ? o->batch * o->seq / r->prefill_s[rep] : 0.0);
+  }
+  if (o->profile) {
+    bench_limits L;
+    bench_measure_limits(o->threads, &L);
+    double loss;
+    bench_prof_start();
+    double t0 = bench_now();
+    if (train_step(b, &loss) != MXL_OK) return fail("step");
+    char title[96];
+    snprintf(title, sizeof title, "profile: one training step, %d x %d tokens, %d threads",
+             o->batch, o->seq, o->threads);
+    bench_prof_print(title, bench_now() - t0, &L);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  options o;
+  if (!parse_options(argc, argv, &o)) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  char tmp[256] = "";
+  const char *path = o.model;
+  if (!path) {
+    if (!bench_write_preset(o.preset, tmp, sizeof tmp)) return 1;
+    path = tmp;
+  }
+  bench b = {&o};
+  results *r = calloc(1, sizeof *r);
+  if (!r) return 1;
+  if (!o.json)
+    printf("bench_train: %s, batch %d x seq %d, %d threads, %d warm-up + %d x %d timed steps\n",
+           path, o.batch, o.seq, o.threads, o.warmup, o.reps, o.steps);
+  double t0 = bench_now();
+  int rc = 0;
+  if (mxl_model_open(path, &b.model) != MXL_OK) rc = fail("load");
+  r->load_s = bench_now() - t0;
+  r->after_load = bench_memory();
+  if (!rc) {
+    mxl_model_close(b.model);
+    b.model = NULL;
+    if (bench_open(&b, path) != MXL_OK) rc = fail("setup");
+  }
+  if (!rc) rc = run(&b, r);
+  if (!rc) o.json ? print_json(&b, r) : print_report(&b, r);
+  bench_close(&b);
+  free(r);
+  if (tmp[0]) bench_remove_dir(tmp);
+  return rc;
+}
