@@ -665,4 +665,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .mul_sub_f32 = a2_mul_sub_f32,
 };
 
+#else
+/* Not x86: this table does not exist (ISO C wants a declaration here). */
+typedef int mxl_cpu_isa_not_x86;
 #endif
