@@ -233,9 +233,9 @@ static inline bench_stat bench_stats(const double *v, int n) {
   return s;
 }
 
-/* "12.3 (11.8–12.9)" */
+/* "12.3 (11.8-12.9)" (ASCII: columns are padded by bytes) */
 static inline const char *bench_fmt(char *buf, size_t size, bench_stat s, int decimals) {
-  snprintf(buf, size, "%.*f (%.*f–%.*f)", decimals, s.med, decimals, s.lo, decimals, s.hi);
+  snprintf(buf, size, "%.*f (%.*f-%.*f)", decimals, s.med, decimals, s.lo, decimals, s.hi);
   return buf;
 }
 

@@ -13,7 +13,7 @@
  * rep 2: ...): the limits (read bandwidth, fp32 and bf16 peaks), then a
  * prefill of --prompt random tokens (chunks of --chunk tokens, logits of the
  * last position only) and --decode greedy tokens after it, one at a time
- * with the KV cache. Reported: medians and (min–max) over the repetitions,
+ * with the KV cache. Reported: medians and (min-max) over the repetitions,
  * and per repetition the ratios
  *   decode  = tokens/s × weight bytes per token ÷ read bandwidth
  *             (the bandwidth roofline; bench/bench_model.h counts the bytes)
@@ -163,7 +163,7 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
   const double kv = bench_decode_kv_bytes(c, o->prompt + o->decode / 2.0);
   const int chunks = (o->prompt + o->chunk - 1) / o->chunk;
   const double pflops = bench_forward_flops(c, V, 0, o->prompt, chunks);
-  printf("\nmedian (min–max) over %d repetitions\n", o->reps);
+  printf("\nmedian (min-max) over %d repetitions\n", o->reps);
   printf("%3s %-22s %-22s %-22s %-22s %-22s\n", "thr", "bandwidth GB/s", "bf16 peak GFLOP/s",
          "fp32 peak GFLOP/s", "prefill tokens/s", "decode tokens/s");
   for (int ti = 0; ti < o->n_threads; ti++) {
@@ -181,7 +181,7 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
            bench_fmt(e, sizeof e, bench_stats(pt, o->reps), 2),
            bench_fmt(f, sizeof f, bench_stats(dt, o->reps), 2));
   }
-  printf("\nratios per repetition (same repetition's limits), median (min–max)\n");
+  printf("\nratios per repetition (same repetition's limits), median (min-max)\n");
   printf("%3s %-26s %-26s %-24s %-22s\n", "thr", "decode % bw roofline", "prefill % bf16 peak",
          "decode roofline tok/s", "prefill GFLOP/s");
   double dec_best = 0, pre_best = 0;

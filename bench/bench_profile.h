@@ -31,6 +31,7 @@ static struct {
   mxl_ops table;
   const mxl_config *cfg;
   int vocab_rows;
+  int rank; /* LoRA rank: names the gemm_f32 calls */
   int depth, on;
   bench_prof_row rows[BENCH_PROF_ROWS];
   int n_rows;
@@ -95,6 +96,20 @@ static inline void bench_prof_weight_name(char *out, size_t size, const char *op
 
 static inline const char *bench_prof_expert_name(const mxl_mxfp4_weight *W) {
   return W->rows == 2 * (int64_t)bench_prof.cfg->intermediate ? "gate_up" : "down";
+}
+
+/* The LoRA product a gemm_f32 call is, told by its transposes and which
+ * dimension equals the rank (y += s·(x·Aᵀ)·Bᵀ and its backward; A [R, in],
+ * B [out, R]); other calls are named by their shape. */
+static inline const char *bench_prof_gemm_name(int tA, int tB, int M, int N, int K) {
+  const int R = bench_prof.rank;
+  if (!tA && tB && N == R) return "lora x*A^T (gemm NT)";
+  if (!tA && tB && K == R) return "lora z*B^T (gemm NT)";
+  if (tA && !tB && M == R) return "lora dA=dz^T*x (TN)";
+  if (tA && !tB && N == R) return "lora dB=dy^T*z (TN)";
+  if (!tA && !tB && N == R) return "lora dz=dy*B (gemm NN)";
+  if (!tA && !tB && K == R) return "lora dx+=dz*A (NN)";
+  return tA ? (tB ? "gemm_f32 TT" : "gemm_f32 TN") : (tB ? "gemm_f32 NT" : "gemm_f32 NN");
 }
 
 /* Routed rows and experts used by a plan (host offsets). */
@@ -209,12 +224,7 @@ static void bench_prof_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, i
                                 float *C, int ldc) {
   double t0 = bench_prof_enter();
   bench_prof.orig->gemm_f32(be, tA, tB, M, N, K, al, A, lda, B, ldb, beta, C, ldc);
-  /* LoRA products: the dimension equal to the rank tells which one. */
-  char name[48];
-  int small = M < N ? (M < K ? 0 : 2) : (N < K ? 1 : 2);
-  snprintf(name, sizeof name, "gemm_f32 %c%c %c=%d", tA ? 'T' : 'N', tB ? 'T' : 'N',
-           "MNK"[small], small == 0 ? M : small == 1 ? N : K);
-  bench_prof_leave(t0, name, 2.0 * M * N * K, 0);
+  bench_prof_leave(t0, bench_prof_gemm_name(tA, tB, M, N, K), 2.0 * M * N * K, 0);
 }
 
 static void bench_prof_mxfp4_matmul(mxl_backend *be, float *y, const float *x,
@@ -308,6 +318,8 @@ static inline void bench_prof_install(mxl_backend *be, const mxl_config *cfg, in
 #undef BENCH_PROF_SET
   be->ops = &bench_prof.table;
 }
+
+static inline void bench_prof_set_rank(int rank) { bench_prof.rank = rank; }
 
 static inline void bench_prof_start(void) {
   bench_prof.n_rows = 0;

@@ -147,7 +147,10 @@ static mxl_status make_batch(bench *b) {
 static mxl_status bench_open(bench *b, const char *path) {
   MXL_TRY(mxl_model_open(path, &b->model));
   MXL_TRY(mxl_backend_cpu_create(b->o->threads, &b->be));
-  if (b->o->profile) bench_prof_install(b->be, &b->model->config, b->model->w.vocab_rows);
+  if (b->o->profile) {
+    bench_prof_install(b->be, &b->model->config, b->model->w.vocab_rows);
+    bench_prof_set_rank(b->o->rank);
+  }
   MXL_TRY(mxl_engine_create(b->model, b->be, &b->e));
   MXL_TRY(make_lora(b));
   return make_batch(b);
@@ -240,10 +243,10 @@ static void print_report(const bench *b, const results *r) {
          c->experts_per_token, V, o->targets, o->rank, o->alpha, b->params->layout->n_params);
   printf("batch %d x seq %d = %.0f tokens per step, %d threads; first loss %.4f (ln V = %.4f)\n",
          o->batch, o->seq, n, o->threads, r->first_loss, log((double)V));
-  printf("useful work per step: %.1f GFLOP (%.2f per token: 3x layers, 4x attention, "
-         "2x lm_head, 4x LoRA = %.3f of it)\n", flops / 1e9, flops / n / 1e9,
+  printf("useful work per step: %.1f GFLOP, %.2f per token (3x layers, 4x attention, "
+         "2x lm_head, 4x LoRA; LoRA %.1f GFLOP of it)\n", flops / 1e9, flops / n / 1e9,
          4 * n * bench_lora_flops(c, b->targets, o->rank) / 1e9);
-  printf("\nmedian (min–max) over %d timed steps (%d repetitions)\n", r->n_steps, r->n_reps);
+  printf("\nmedian (min-max) over %d timed steps (%d repetitions)\n", r->n_steps, r->n_reps);
   printf("  seconds per step          %s\n",
          bench_fmt(a, sizeof a, bench_stats(r->step_s, r->n_steps), 3));
   printf("  training tokens/s         %s\n", bench_fmt(a, sizeof a, bench_stats(tps, r->n_steps), 2));
