@@ -647,8 +647,16 @@ mxl_status mxl_tokenizer_load(const char *path, mxl_tokenizer **out) {
     }
     free(file);
   }
+  /* A repository's original/ folder keeps no tokenizer: it is the root's. */
+  char *parent = mxl_path_join(path, "../tokenizer.json");
+  if (parent && mxl_path_exists(parent)) {
+    mxl_status st = load_file_as(parent, 'j', out);
+    free(parent);
+    return st;
+  }
+  free(parent);
   return mxl_errorf(MXL_ERR_IO,
                     "%s: no tokenizer here (looked for tokenizer.json, *.tiktoken, "
-                    "metal/model.bin, model.bin)",
+                    "metal/model.bin, model.bin, ../tokenizer.json)",
                     path);
 }

@@ -35,7 +35,7 @@ mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt
   if (!g) return mxl_errorf(MXL_ERR_MEMORY, "generator: out of memory");
   const char *backend = opt && opt->backend ? opt->backend : "cpu";
   mxl_status st = mxl_model_open(path, &g->model);
-  if (st == MXL_OK) st = mxl_tokenizer_load(path, &g->tok);
+  if (st == MXL_OK) st = mxl_tokenizer_load(g->model->dir, &g->tok);
   if (st == MXL_OK) {
     if (!strcmp(backend, "ref"))
       st = mxl_backend_ref_create(&g->be);

@@ -22,7 +22,7 @@ typedef struct eval_run {
 
 static mxl_status open_all(eval_run *r, const mxl_eval_options *o) {
   MXL_TRY(mxl_model_open(o->model, &r->model));
-  MXL_TRY(mxl_tokenizer_load(o->model, &r->tok));
+  MXL_TRY(mxl_tokenizer_load(r->model->dir, &r->tok));
   const char *backend = o->backend ? o->backend : "cpu";
   if (!strcmp(backend, "ref"))
     MXL_TRY(mxl_backend_ref_create(&r->be));

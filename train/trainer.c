@@ -68,7 +68,7 @@ static mxl_status open_model(trainer *t) {
     return mxl_errorf(MXL_ERR_ARGUMENT, "%s: backend '%s': expected cpu or ref", t->source,
                       c->backend);
   MXL_TRY(mxl_engine_create(t->model, t->be, &t->engine));
-  return mxl_tokenizer_load(c->model, &t->tok);
+  return mxl_tokenizer_load(t->model->dir, &t->tok);
 }
 
 static mxl_status load_data(trainer *t) {

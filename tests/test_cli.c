@@ -1,0 +1,124 @@
+/* The mxlora command end to end: tiny → inspect → generate (all three
+ * layouts, logits dump) → train → generate with the adapter → eval →
+ * tokenize --chat, and the exit codes and messages of bad invocations. */
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "core/fileio.h"
+#include "test.h"
+
+static char root[64];
+
+/* Runs `mxlora <args>`; captures stdout+stderr into *out (malloc'd). */
+__attribute__((format(printf, 2, 3))) static int mxl(char **out, const char *fmt, ...) {
+  char args[2048], cmd[4096], log[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(log, sizeof log, "%s/out.txt", root);
+  snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2>&1", MXL_CLI_PATH, args, log);
+  int rc = system(cmd);
+  rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  size_t n = 0;
+  if (mxl_read_file(log, 1 << 26, out, &n) != MXL_OK) *out = strdup("");
+  return rc;
+}
+
+#define EXPECT(rc_expected, needle, ...)                                                     \
+  do {                                                                                       \
+    char *out_ = NULL;                                                                       \
+    int rc_ = mxl(&out_, __VA_ARGS__);                                                       \
+    MXL_CHECK_MSG(rc_ == (rc_expected), "exit %d, expected %d: %s", rc_, rc_expected, out_); \
+    MXL_CHECK_MSG(strstr(out_, needle) != NULL, "output lacks \"%s\": %s", needle, out_);    \
+    free(out_);                                                                              \
+  } while (0)
+
+static void test_usage_errors(void) {
+  EXPECT(0, "commands:", "--help");
+  EXPECT(2, "unknown command", "nosuch");
+  EXPECT(2, "--model DIR is required", "generate --prompt hi");
+  EXPECT(2, "unknown option", "train --frobnicate 3");
+  EXPECT(2, "not a valid number", "generate --model x --top-k many");
+}
+
+static void test_tiny_and_inspect(void) {
+  EXPECT(0, "", "tiny %s/m --layout all --seed 2", root);
+  EXPECT(0, "Hugging Face layout", "inspect %s/m", root);
+  EXPECT(0, "fused qkv", "inspect %s/m/original", root);
+  EXPECT(0, "Metal", "inspect %s/m/metal/model.bin", root);
+  EXPECT(0, "\"layouts\"", "inspect --json %s/m", root);
+  EXPECT(1, "/nonexistent", "inspect /nonexistent/model");
+}
+
+/* Greedy generation is the same from the HF and original/ layouts of one
+ * checkpoint (metal/ keeps fewer vocabulary rows, so its argmax may
+ * legitimately differ on a random model; its logits are compared in
+ * test_forward). */
+static void test_generate_all_layouts(void) {
+  char *a = NULL, *b = NULL, *c = NULL;
+  const char *gen = "generate --prompt 'Hello there' --max-tokens 8 --temperature 0";
+  MXL_CHECK(mxl(&a, "%s --model %s/m", gen, root) == 0);
+  MXL_CHECK(mxl(&b, "%s --model %s/m/original", gen, root) == 0);
+  MXL_CHECK(mxl(&c, "%s --model %s/m/metal", gen, root) == 0);
+  /* Compare the generated text (the line before the timing summary). */
+  char *ta = strstr(a, "\n["), *tb = strstr(b, "\n["), *tc = strstr(c, "\n[");
+  MXL_CHECK(ta && tb && tc);
+  if (ta && tb && tc) {
+    MXL_CHECK_MSG(ta - a == tb - b && !memcmp(a, b, ta - a), "%s vs %s", a, b);
+  }
+  MXL_CHECK(strstr(a, "tok/s") != NULL);
+  free(a), free(b), free(c);
+  EXPECT(0, "tok/s", "generate --model %s/m --prompt 'Hello' --max-tokens 2 --dump-logits %s/l.npy",
+         root, root);
+  char path[128], *npy = NULL;
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/l.npy", root);
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 24, &npy, &n));
+  if (npy) {
+    MXL_CHECK(!memcmp(npy, "\x93NUMPY\x01\x00", 8));
+    size_t header = 10 + (unsigned char)npy[8] + 256u * (unsigned char)npy[9];
+    MXL_CHECK(strstr(npy + 10, "'shape': (") != NULL);
+    MXL_CHECK((n - header) % (1088 * 4) == 0 && n > header);
+  }
+  free(npy);
+}
+
+static void test_train_generate_eval(void) {
+  char data[128];
+  snprintf(data, sizeof data, "%s/d.jsonl", root);
+  FILE *fp = fopen(data, "w");
+  for (int i = 0; i < 12; i++)
+    fprintf(fp, "{\"prompt\": \"Say %d\", \"completion\": \"%d!\"}\n", i, i * 7);
+  fclose(fp);
+  EXPECT(0, "adapter:", "train --model %s/m --data %s --out %s/run --steps 3 --seq-len 192 "
+         "--batch-size 2 --set eval_count=2 --rank 4", root, data, root);
+  EXPECT(0, "tok/s", "generate --model %s/m --adapter %s/run/adapter.mxla:0.5 --chat "
+         "--prompt 'Say 3' --max-tokens 6 --seed 1", root, root);
+  EXPECT(0, "with adapter", "eval --model %s/m --data %s --adapter %s/run/adapter.mxla "
+         "--seq-len 192", root, data, root);
+  EXPECT(1, "nope.mxla", "generate --model %s/m --adapter %s/nope.mxla --prompt x", root, root);
+  EXPECT(1, "metal", "generate --model %s/m/metal --adapter %s/run/adapter.mxla --prompt x",
+         root, root);
+  char chat[128];
+  snprintf(chat, sizeof chat, "%s/c.json", root);
+  fp = fopen(chat, "w");
+  fputs("[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": "
+        "\"Hello\"}]", fp);
+  fclose(fp);
+  EXPECT(0, "\"trained\":", "tokenize --model %s/m --chat %s", root, chat);
+  EXPECT(1, "after the JSON value", "tokenize --model %s/m --chat %s/d.jsonl", root, root);
+}
+
+int main(void) {
+  snprintf(root, sizeof root, "/tmp/mxl_cli_XXXXXX");
+  if (!mkdtemp(root)) return 1;
+  MXL_RUN(test_usage_errors);
+  MXL_RUN(test_tiny_and_inspect);
+  MXL_RUN(test_generate_all_layouts);
+  MXL_RUN(test_train_generate_eval);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+  return mxl_test_summary("cli");
+}
