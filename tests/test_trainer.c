@@ -116,6 +116,11 @@ static void test_bad_recipe(void) {
   MXL_CHECK_FAILS(mxl_train(NULL, o, 5, NULL, NULL, NULL, &s), MXL_ERR_FORMAT, "lora: rank");
   const char *o2[] = {"model=x", "data=y", "out=z"};
   MXL_CHECK_FAILS(mxl_train(NULL, o2, 3, NULL, NULL, NULL, &s), MXL_ERR_FORMAT, "steps");
+  const char *o4[] = {"model=x", "data=y", "out=z", "steps=3", "learning_rate=1"};
+  MXL_CHECK_FAILS(mxl_train(NULL, o4, 5, NULL, NULL, NULL, &s), MXL_ERR_FORMAT,
+                  "unknown key \"learning_rate\"");
+  const char *o5[] = {"model=x", "data=y", "out=z", "steps=3", "lora.rnak=4"};
+  MXL_CHECK_FAILS(mxl_train(NULL, o5, 5, NULL, NULL, NULL, &s), MXL_ERR_FORMAT, "\"rnak\"");
   const char *o3[] = {"nonsense"};
   MXL_CHECK_FAILS(mxl_train(NULL, o3, 1, NULL, NULL, NULL, &s), MXL_ERR_ARGUMENT, "key=value");
 }

@@ -117,6 +117,17 @@ static mxl_status parse_run(const cJSON *r, mxl_train_config *c, const char *sou
   MXL_TRY(mxl_json_get_string(r, "out", &c->out, source));
   MXL_TRY(mxl_json_opt_string(r, "tiny_preset", NULL, &c->tiny_preset, source));
   MXL_TRY(mxl_json_opt_string(r, "tiny_corpus", NULL, &c->tiny_corpus, source));
+  const cJSON *sets = cJSON_GetObjectItemCaseSensitive(r, "tiny_set");
+  if (sets && !cJSON_IsNull(sets)) {
+    if (!cJSON_IsArray(sets) || cJSON_GetArraySize(sets) > 16)
+      return mxl_errorf(MXL_ERR_FORMAT, "%s: tiny_set: expected a list of up to 16 \"key=value\"",
+                        source);
+    for (const cJSON *it = sets->child; it; it = it->next) {
+      if (!cJSON_IsString(it))
+        return mxl_errorf(MXL_ERR_FORMAT, "%s: tiny_set: expected strings", source);
+      c->tiny_set[c->n_tiny_set++] = it->valuestring;
+    }
+  }
   int64_t v;
   MXL_TRY(mxl_json_opt_int_range(r, "tiny_seed", 0, (int64_t)1 << 52, 1, &v, source));
   c->tiny_seed = (uint64_t)v;
@@ -144,12 +155,40 @@ static mxl_status parse_run(const cJSON *r, mxl_train_config *c, const char *sou
   return MXL_OK;
 }
 
+/* A misspelt key would otherwise be silently ignored. */
+static mxl_status check_known_keys(const cJSON *obj, const char *const *known, const char *source) {
+  for (const cJSON *item = obj->child; item; item = item->next) {
+    int ok = 0;
+    for (int i = 0; known[i] && !ok; i++) ok = !strcmp(item->string, known[i]);
+    if (!ok) return mxl_errorf(MXL_ERR_FORMAT, "%s: unknown key \"%s\" (see recipes/README.md)",
+                               source, item->string);
+  }
+  return MXL_OK;
+}
+
+static const char *const top_keys[] = {
+    "name", "description", "model", "tiny_preset", "tiny_seed", "tiny_corpus", "tiny_set",
+    "data", "eval_data", "eval_fraction", "eval_count", "out", "lora", "steps", "epochs",
+    "batch_size", "seq_len", "grad_accum", "pack", "truncation", "lr", "schedule",
+    "warmup_steps", "warmup_ratio", "min_lr_ratio", "weight_decay", "beta1", "beta2", "eps",
+    "max_grad_norm", "max_bad_steps", "loss_mask", "analysis_rule", "seed", "eval_every",
+    "save_every", "threads", "backend", "adapter_dtype", "resume", NULL};
+static const char *const lora_keys[] = {"rank",   "alpha",         "rslora", "dropout",
+                                        "targets", "layers", "expert_layers", NULL};
+
 mxl_status mxl_train_config_parse(const cJSON *recipe, const char *source,
                                   mxl_train_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   if (!cJSON_IsObject(recipe))
     return mxl_errorf(MXL_ERR_FORMAT, "%s: a recipe is a JSON object", source);
   MXL_TRY(mxl_json_check_unique_keys(recipe, source));
+  MXL_TRY(check_known_keys(recipe, top_keys, source));
+  const cJSON *lora = cJSON_GetObjectItemCaseSensitive(recipe, "lora");
+  if (cJSON_IsObject(lora)) {
+    char where[512];
+    snprintf(where, sizeof where, "%s: lora", source);
+    MXL_TRY(check_known_keys(lora, lora_keys, where));
+  }
   MXL_TRY(parse_run(recipe, cfg, source));
   MXL_TRY(parse_data(recipe, cfg, source));
   MXL_TRY(parse_schedule(recipe, cfg, source));

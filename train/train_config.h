@@ -18,6 +18,8 @@ typedef struct mxl_train_config {
   const char *tiny_preset;  /* write a tiny model at `model` first if absent (demo) */
   uint64_t tiny_seed;
   const char *tiny_corpus;  /* vocabulary corpus for that tiny model */
+  const char *tiny_set[16]; /* its config overrides "key=value" */
+  int n_tiny_set;
   const char *data;         /* training data file */
   const char *eval_data;    /* NULL: split eval_fraction off `data` */
   double eval_fraction;

@@ -57,6 +57,8 @@ static mxl_status open_model(trainer *t) {
     opt.layout = "hf";
     opt.seed = c->tiny_seed;
     opt.vocab_corpus = c->tiny_corpus;
+    opt.set = c->tiny_set;
+    opt.n_set = c->n_tiny_set;
     MXL_TRY(mxl_tiny_write(c->model, &opt, NULL, NULL));
   }
   MXL_TRY(mxl_model_open(c->model, &t->model));
