@@ -6,14 +6,16 @@
  * caller reads the host buffer right after); sync waits for everything and
  * reports the first CUDA error since the previous sync.
  *
- * Only the memory ops are filled so far: every compute op of the table is
- * NULL, and the op test driver skips (and reports) the NULL ops of a
- * backend until their kernels land. */
+ * The compute ops come from ops_dense.cu, ops_attention.cu, ops_moe.cu and
+ * ops_loss.cu, each the device build of a kernel header that the CPU
+ * emulator also runs (tests/cuda/test_cuda_ops.cpp); every op of the table
+ * is filled (mxl_cuda_op_table lets a test check that without a device). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cuda/backend_internal.cuh"
+#include "kernels/cuda/cuda_backend.h"
 
 static const char mxl_cuda_name[] = "cuda";
 
@@ -42,6 +44,7 @@ static void check(mxl_backend *be, const char *op, cudaError_t err) {
 static void cuda_destroy(mxl_backend *be) {
   mxl_cuda_state *st = state(be);
   cudaStreamSynchronize(st->stream);
+  mxl_cu_scratch_release(st);
   cudaStreamDestroy(st->stream);
   free(st);
   free(be);
@@ -101,7 +104,6 @@ static mxl_status cuda_sync(mxl_backend *be) {
   return status;
 }
 
-/* Fields not set here (every compute op, for now) stay NULL. */
 static mxl_ops make_cuda_ops(void) {
   mxl_ops ops;
   memset(&ops, 0, sizeof ops);
@@ -115,10 +117,16 @@ static mxl_ops make_cuda_ops(void) {
   ops.copy = cuda_copy;
   ops.zero = cuda_zero;
   ops.sync = cuda_sync;
+  mxl_cuda_fill_dense(&ops);
+  mxl_cuda_fill_attention(&ops);
+  mxl_cuda_fill_moe(&ops);
+  mxl_cuda_fill_loss(&ops);
   return ops;
 }
 
 static const mxl_ops cuda_ops = make_cuda_ops();
+
+extern "C" const mxl_ops *mxl_cuda_op_table(void) { return &cuda_ops; }
 
 /* The oldest architecture this build carries SASS for (CMakeLists.txt). */
 enum { MXL_CUDA_MIN_MAJOR = 8 };

@@ -1,28 +1,23 @@
 /* Private to kernels/cuda: the CUDA backend's state and how launchers reach
- * it. C++ (nvcc) only. */
+ * it. C++ (nvcc) only; the state itself and the services the op functions
+ * use are in runtime.cuh, shared with the emulator build. */
 #ifndef MXL_KERNELS_CUDA_BACKEND_INTERNAL_CUH
 #define MXL_KERNELS_CUDA_BACKEND_INTERNAL_CUH
 
 #include <cuda_runtime.h>
 
-extern "C" {
-#include "core/status.h"
-#include "kernels/ops.h"
-}
-
-/* Backend state. Ops are void, so the first CUDA error since the last sync
- * is kept here and reported by sync (ops.h). */
-struct mxl_cuda_state {
-  int device;
-  cudaStream_t stream;
-  mxl_status pending;
-  char message[256];
-};
+#include "kernels/cuda/runtime.cuh"
 
 /* The state of `be`, or NULL when `be` is not a CUDA backend. */
 mxl_cuda_state *mxl_cuda_state_of(mxl_backend *be);
 
 /* Records the first failure of an op ("upload", "mxfp4_dequant"). */
 void mxl_cuda_fail(mxl_cuda_state *st, const char *op, cudaError_t err);
+
+/* The compute ops of each family (ops_<family>.cu over ops_<family>.cuh). */
+void mxl_cuda_fill_dense(mxl_ops *ops);
+void mxl_cuda_fill_attention(mxl_ops *ops);
+void mxl_cuda_fill_moe(mxl_ops *ops);
+void mxl_cuda_fill_loss(mxl_ops *ops);
 
 #endif

@@ -230,6 +230,17 @@ inline bool run_block(block_run &r, std::vector<std::vector<char>> &stacks) {
   }
 }
 
+// Fiber stacks, kept from launch to launch (allocating and clearing 64 KiB
+// per thread at every launch would cost more than most test kernels). A
+// launch from inside a kernel (never done) would need a second pool.
+inline std::vector<std::vector<char>> &stack_pool(size_t threads) {
+  static thread_local std::vector<std::vector<char>> pool;
+  if (pool.size() < threads) pool.resize(threads);
+  for (size_t t = 0; t < threads; t++)
+    if (pool[t].size() != settings().stack_bytes) pool[t].resize(settings().stack_bytes);
+  return pool;
+}
+
 template <class Body>
 int launch(dim grid, dim block, size_t smem, Body &&body) {
   last_error().clear();
@@ -248,7 +259,7 @@ int launch(dim grid, dim block, size_t smem, Body &&body) {
   r.fibers.resize(block.x);
   r.body = [](void *arg) { (*static_cast<Body *>(arg))(); };
   r.body_arg = &body;
-  std::vector<std::vector<char>> stacks(block.x, std::vector<char>(settings().stack_bytes));
+  std::vector<std::vector<char>> &stacks = stack_pool(block.x);
   block_run *outer = current_run();
   current_run() = &r;
   int status = 0;
@@ -265,10 +276,13 @@ int launch(dim grid, dim block, size_t smem, Body &&body) {
 #define MXL_LAUNCH(kernel, grid, block, smem, stream, ...) \
   ((void)(stream), mxl_emu::launch((grid), (block), (smem), [&]() { kernel(__VA_ARGS__); }))
 
+#define MXL_LAUNCH_ERROR(rc) ((void)(rc), mxl_emu::last_error().c_str())
+
 #define MXL_GLOBAL static
 #define MXL_DEVICE inline
 #define MXL_SHARED static
 #define MXL_SYNC() mxl_emu::syncthreads(__FILE__, __LINE__)
+#define MXL_UNROLL
 #define MXL_THREAD_X ((int64_t)mxl_emu::current_fiber().tx)
 #define MXL_BLOCK_X ((int64_t)mxl_emu::current_run()->block_idx.x)
 #define MXL_BLOCK_DIM_X ((int64_t)mxl_emu::current_run()->block_dim.x)

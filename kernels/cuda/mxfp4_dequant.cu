@@ -22,12 +22,11 @@ static mxl_status dequant(const char *name, mxl_backend *be, T *out, const uint8
   if (!st) return mxl_errorf(MXL_ERR_ARGUMENT, "%s: not a CUDA backend", name);
   int64_t n_bytes = rows * (cols / MXL_MXFP4_BLOCK) * MXL_MXFP4_BLOCK_BYTES;
   if (n_bytes == 0) return MXL_OK;
-  MXL_LAUNCH(mxfp4_dequant_kernel<T>, mxl_mxfp4_dequant_grid(n_bytes), MXL_DEQUANT_THREADS, 0,
-             st->stream, out, blocks, scales, scale_bias, n_bytes);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
+  int rc = MXL_LAUNCH(mxfp4_dequant_kernel<T>, mxl_mxfp4_dequant_grid(n_bytes),
+                      MXL_DEQUANT_THREADS, 0, st->stream, out, blocks, scales, scale_bias, n_bytes);
+  if (rc != 0)
     return mxl_errorf(MXL_ERR_BACKEND, "%s: launch failed: %s (error %d)", name,
-                      cudaGetErrorString(err), (int)err);
+                      MXL_LAUNCH_ERROR(rc), rc);
   return MXL_OK;
 }
 

@@ -15,11 +15,10 @@ extern "C" mxl_status mxl_cuda_mxfp4_quant(mxl_backend *be, uint8_t *blocks, uin
   if (!st) return mxl_errorf(MXL_ERR_ARGUMENT, "mxfp4_quant: not a CUDA backend");
   int64_t n_groups = rows * (cols / MXL_MXFP4_BLOCK);
   if (n_groups == 0) return MXL_OK;
-  MXL_LAUNCH(mxfp4_quant_kernel, mxl_mxfp4_quant_grid(n_groups), MXL_QUANT_THREADS, 0,
-             st->stream, blocks, scales, x, n_groups);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
+  int rc = MXL_LAUNCH(mxfp4_quant_kernel, mxl_mxfp4_quant_grid(n_groups), MXL_QUANT_THREADS, 0,
+                      st->stream, blocks, scales, x, n_groups);
+  if (rc != 0)
     return mxl_errorf(MXL_ERR_BACKEND, "mxfp4_quant: launch failed: %s (error %d)",
-                      cudaGetErrorString(err), (int)err);
+                      MXL_LAUNCH_ERROR(rc), rc);
   return MXL_OK;
 }

@@ -1,0 +1,125 @@
+/* The CUDA backend's state and the few services its op functions use,
+ * written once for the device build (nvcc) and the CPU emulator build
+ * (kernels/cuda/emulator.h included first):
+ *   mxl_cu_state(be)                 the state of a CUDA (or emulated) backend;
+ *   mxl_cu_launched(be, op, rc)      checks an MXL_LAUNCH result, keeps the first
+ *                                    error for sync (ops are void, ops.h);
+ *   mxl_cu_fail(be, status, op, ...) keeps any other first error;
+ *   mxl_cu_scratch(be, bytes, op)    device scratch shared by all ops.
+ * Scratch is one growable buffer: ops run in order on one stream, so an op
+ * may reuse what the previous op used; growing it frees the old buffer with
+ * cudaFree, which waits for the work still reading it. */
+#ifndef MXL_KERNELS_CUDA_RUNTIME_CUH
+#define MXL_KERNELS_CUDA_RUNTIME_CUH
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kernels/cuda/common.cuh"
+
+extern "C" {
+#include "core/status.h"
+#include "kernels/ops.h"
+}
+
+#ifdef MXL_CUDA_EMULATE
+typedef void *mxl_cu_stream; /* the emulator runs launches to completion */
+/* A program may link both builds (the emulator test links the library):
+ * the two layouts of the state get two names. */
+#define mxl_cuda_state mxl_cuda_emu_state
+#else
+typedef cudaStream_t mxl_cu_stream;
+#endif
+
+/* Backend state. */
+struct mxl_cuda_state {
+  int device;           /* CUDA device, -1 on the emulator */
+  mxl_cu_stream stream; /* every op of the backend runs on it, in order */
+  mxl_status pending;   /* first error since the last sync */
+  char message[256];
+  void *scratch; /* [scratch_bytes] device memory for ops' intermediates */
+  size_t scratch_bytes;
+  /* unembed_xent: vocabulary rows per chunk, 0 = sized from the token count
+   * (kernels/cuda/ops_loss.cuh); tests set it to force several chunks. */
+  int64_t xent_chunk_rows;
+};
+
+static inline mxl_cuda_state *mxl_cu_state(mxl_backend *be) {
+  return static_cast<mxl_cuda_state *>(be->impl);
+}
+
+/* Keeps the first failure since the last sync: "op: message". */
+static inline void mxl_cu_fail(mxl_backend *be, mxl_status status, const char *op,
+                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static inline void mxl_cu_fail(mxl_backend *be, mxl_status status, const char *op,
+                               const char *fmt, ...) {
+  mxl_cuda_state *st = mxl_cu_state(be);
+  if (st->pending != MXL_OK) return;
+  st->pending = status;
+  int len = st->device < 0
+                ? snprintf(st->message, sizeof st->message, "CUDA emulator: %s: ", op)
+                : snprintf(st->message, sizeof st->message, "CUDA device %d: %s: ", st->device, op);
+  if (len < 0 || (size_t)len >= sizeof st->message) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(st->message + len, sizeof st->message - (size_t)len, fmt, ap);
+  va_end(ap);
+}
+
+/* True when an MXL_LAUNCH returned 0; otherwise records the error. */
+static inline bool mxl_cu_launched(mxl_backend *be, const char *op, int rc) {
+  if (rc == 0) return true;
+  mxl_cu_fail(be, MXL_ERR_BACKEND, op, "kernel launch failed: %s (error %d)",
+              MXL_LAUNCH_ERROR(rc), rc);
+  return false;
+}
+
+/* A scratch buffer of at least `bytes`, valid until the next call; NULL
+ * (error recorded) when it cannot be allocated. */
+static inline void *mxl_cu_scratch(mxl_backend *be, size_t bytes, const char *op) {
+  mxl_cuda_state *st = mxl_cu_state(be);
+  if (bytes <= st->scratch_bytes) return st->scratch;
+  size_t want = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+#ifdef MXL_CUDA_EMULATE
+  free(st->scratch);
+  st->scratch = malloc(want);
+  if (!st->scratch) {
+#else
+  if (st->scratch) cudaFree(st->scratch); /* waits for the ops still using it */
+  st->scratch = NULL;
+  if (cudaMalloc(&st->scratch, want) != cudaSuccess) {
+    cudaGetLastError(); /* out of memory is not sticky */
+    st->scratch = NULL;
+#endif
+    st->scratch_bytes = 0;
+    mxl_cu_fail(be, MXL_ERR_MEMORY, op, "cannot allocate %zu bytes of scratch", want);
+    return NULL;
+  }
+  st->scratch_bytes = want;
+  return st->scratch;
+}
+
+/* Releases the scratch (backend destruction). */
+static inline void mxl_cu_scratch_release(mxl_cuda_state *st) {
+#ifdef MXL_CUDA_EMULATE
+  free(st->scratch);
+#else
+  if (st->scratch) cudaFree(st->scratch);
+#endif
+  st->scratch = NULL;
+  st->scratch_bytes = 0;
+}
+
+/* Blocks for n items at `threads` per block, at most `cap` blocks (kernels
+ * loop with MXL_FOR_EACH); at least one block. */
+static inline unsigned mxl_cu_grid(int64_t n, int threads, int64_t cap) {
+  int64_t want = (n + threads - 1) / threads;
+  if (want < 1) want = 1;
+  return (unsigned)(want < cap ? want : cap);
+}
+
+/* Grid cap of elementwise kernels: enough to fill any current GPU. */
+enum { MXL_CU_ELEMENTWISE_THREADS = 256, MXL_CU_MAX_BLOCKS = 8192 };
+
+#endif

@@ -1,0 +1,105 @@
+// The emulated CUDA backend (tests/cuda/cuda_emu_backend.h): kernels/cuda's
+// op functions on the fiber emulator, memory ops on malloc.
+#include "kernels/cuda/emulator.h"  // first: it defines MXL_CUDA_EMULATE
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/ops_attention.cuh"
+#include "kernels/cuda/ops_dense.cuh"
+#include "kernels/cuda/ops_loss.cuh"
+#include "kernels/cuda/ops_moe.cuh"
+#include "tests/cuda/cuda_emu_backend.h"
+
+static const char emu_name[] = "cuda-emu";
+
+static void emu_destroy(mxl_backend *be) {
+  mxl_cuda_state *st = mxl_cu_state(be);
+  mxl_cu_scratch_release(st);
+  free(st);
+  free(be);
+}
+
+static void *emu_alloc(mxl_backend *be, size_t bytes) {
+  (void)be;
+  return calloc(1, bytes ? bytes : 1);
+}
+
+static void emu_free(mxl_backend *be, void *ptr) {
+  (void)be;
+  free(ptr);
+}
+
+static void emu_upload(mxl_backend *be, void *dst, const void *host_src, size_t bytes) {
+  (void)be;
+  if (bytes) memcpy(dst, host_src, bytes);
+}
+
+static void emu_copy(mxl_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
+  if (bytes) memmove(dst, src, bytes);
+}
+
+static void emu_zero(mxl_backend *be, void *dst, size_t bytes) {
+  (void)be;
+  if (bytes) memset(dst, 0, bytes);
+}
+
+static mxl_status emu_sync(mxl_backend *be) {
+  mxl_cuda_state *st = mxl_cu_state(be);
+  mxl_status status = st->pending;
+  if (status != MXL_OK) mxl_errorf(status, "%s", st->message);
+  st->pending = MXL_OK;
+  st->message[0] = '\0';
+  return status;
+}
+
+static mxl_ops make_emu_ops(void) {
+  mxl_ops ops;
+  memset(&ops, 0, sizeof ops);
+  ops.name = emu_name;
+  ops.host_memory = 0;
+  ops.destroy = emu_destroy;
+  ops.alloc = emu_alloc;
+  ops.free = emu_free;
+  ops.upload = emu_upload;
+  ops.download = emu_upload; /* host to host either way */
+  ops.copy = emu_copy;
+  ops.zero = emu_zero;
+  ops.sync = emu_sync;
+  mxl_cu_fill_dense(&ops);
+  mxl_cu_fill_attention(&ops);
+  mxl_cu_fill_moe(&ops);
+  mxl_cu_fill_loss(&ops);
+  return ops;
+}
+
+static const mxl_ops emu_ops = make_emu_ops();
+
+extern "C" mxl_status mxl_backend_cuda_emu_create(mxl_backend **out) {
+  *out = NULL;
+  mxl_cuda_state *st = static_cast<mxl_cuda_state *>(calloc(1, sizeof *st));
+  mxl_backend *be = static_cast<mxl_backend *>(calloc(1, sizeof *be));
+  if (!st || !be) {
+    free(st);
+    free(be);
+    return mxl_errorf(MXL_ERR_MEMORY, "CUDA emulator backend: out of memory");
+  }
+  st->device = -1;
+  be->ops = &emu_ops;
+  be->n_threads = 1;
+  be->impl = st;
+  *out = be;
+  return MXL_OK;
+}
+
+extern "C" void mxl_cuda_emu_set_order(mxl_emu_order order, uint64_t seed) {
+  static const mxl_emu::order orders[3] = {mxl_emu::order::forward, mxl_emu::order::reverse,
+                                           mxl_emu::order::shuffle};
+  mxl_emu::settings().run_order = orders[order];
+  mxl_emu::settings().seed = seed;
+}
+
+extern "C" void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows) {
+  mxl_cu_state(be)->xent_chunk_rows = rows;
+}

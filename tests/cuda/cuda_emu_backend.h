@@ -1,0 +1,41 @@
+/* The CUDA backend's compute ops on the CPU emulator, as an ordinary
+ * backend that C tests can compare with the reference
+ * (tests/cuda/cuda_emu_backend.cpp). Test code: not part of the library.
+ *
+ * Its compute ops are the very kernels and op functions of kernels/cuda
+ * (ops_*.cuh), compiled for the host with kernels/cuda/emulator.h; memory
+ * is host memory (malloc), but the table says host_memory = 0 as the device
+ * backend does. Single-threaded: the emulator's scheduler and its shared
+ * memory are process-wide. */
+#ifndef MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
+#define MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
+
+#include <stdint.h>
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The order in which a block's threads run between barriers. */
+typedef enum mxl_emu_order {
+  MXL_EMU_FORWARD = 0,
+  MXL_EMU_REVERSE = 1,
+  MXL_EMU_SHUFFLE = 2, /* seeded */
+} mxl_emu_order;
+
+mxl_status mxl_backend_cuda_emu_create(mxl_backend **out);
+
+/* Sets the thread order of every later launch (all emulated backends). */
+void mxl_cuda_emu_set_order(mxl_emu_order order, uint64_t seed);
+
+/* unembed_xent's vocabulary rows per chunk on `be` (0 = the backend's
+ * automatic size), to exercise several chunks at test sizes. */
+void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
