@@ -56,7 +56,9 @@ typedef struct runner {
 /* What one repetition measured on one runner. */
 typedef struct sample {
   bench_limits L;
-  double prefill_s, decode_s, hwm;
+  double prefill_s, decode_s;     /* wall */
+  double prefill_cpu, decode_cpu; /* CPU seconds of the process */
+  double hwm;
 } sample;
 
 static const char usage[] =
@@ -164,44 +166,55 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
   const int chunks = (o->prompt + o->chunk - 1) / o->chunk;
   const double pflops = bench_forward_flops(c, V, 0, o->prompt, chunks);
   printf("\nmedian (min-max) over %d repetitions\n", o->reps);
-  printf("%3s %-22s %-22s %-22s %-22s %-22s\n", "thr", "bandwidth GB/s", "bf16 peak GFLOP/s",
-         "fp32 peak GFLOP/s", "prefill tokens/s", "decode tokens/s");
+  printf("%3s %-20s %-20s %-20s %-24s %-16s %-22s %-16s\n", "thr", "bandwidth GB/s",
+         "bf16 peak GFLOP/s", "fp32 peak GFLOP/s", "prefill tokens/s", "(cores used)",
+         "decode tokens/s", "(cores used)");
   for (int ti = 0; ti < o->n_threads; ti++) {
     double bw[MAX_REPS], bf[MAX_REPS], fm[MAX_REPS], pt[MAX_REPS], dt[MAX_REPS];
+    double pc[MAX_REPS], dc[MAX_REPS];
     for (int r = 0; r < o->reps; r++) {
       const sample *x = &s[r][ti];
       bw[r] = x->L.bw, bf[r] = x->L.bf16, fm[r] = x->L.fma;
       pt[r] = o->prompt / x->prefill_s, dt[r] = o->decode / x->decode_s;
+      pc[r] = x->prefill_cpu / x->prefill_s, dc[r] = x->decode_cpu / x->decode_s;
     }
-    char a[40], b[40], d[40], e[40], f[40];
-    printf("%3d %-22s %-22s %-22s %-22s %-22s\n", rs[ti].nt,
+    char a[40], b[40], d[40], e[40], f[40], g[40], h[40];
+    printf("%3d %-20s %-20s %-20s %-24s %-16s %-22s %-16s\n", rs[ti].nt,
            bench_fmt(a, sizeof a, bench_stats(bw, o->reps), 1),
            bench_fmt(b, sizeof b, bench_stats(bf, o->reps), 0),
            bench_fmt(d, sizeof d, bench_stats(fm, o->reps), 0),
            bench_fmt(e, sizeof e, bench_stats(pt, o->reps), 2),
-           bench_fmt(f, sizeof f, bench_stats(dt, o->reps), 2));
+           bench_fmt(g, sizeof g, bench_stats(pc, o->reps), 2),
+           bench_fmt(f, sizeof f, bench_stats(dt, o->reps), 2),
+           bench_fmt(h, sizeof h, bench_stats(dc, o->reps), 2));
   }
-  printf("\nratios per repetition (same repetition's limits), median (min-max)\n");
-  printf("%3s %-26s %-26s %-24s %-22s\n", "thr", "decode % bw roofline", "prefill % bf16 peak",
-         "decode roofline tok/s", "prefill GFLOP/s");
+  printf("\nratios per repetition (same repetition's limits), median (min-max); \"by cpu\": "
+         "the rate from CPU time, n_threads x work / cpu seconds\n");
+  printf("%3s %-22s %-22s %-22s %-20s %-22s %-22s\n", "thr", "decode % bw roofline",
+         "prefill % bf16 peak", "decode roofline tok/s", "prefill GFLOP/s", "decode % roof by cpu",
+         "prefill % peak by cpu");
   double dec_best = 0, pre_best = 0;
   for (int ti = 0; ti < o->n_threads; ti++) {
-    double dr[MAX_REPS], pr[MAX_REPS], roof[MAX_REPS], gf[MAX_REPS];
+    double dr[MAX_REPS], pr[MAX_REPS], roof[MAX_REPS], gf[MAX_REPS], drc[MAX_REPS], prc[MAX_REPS];
     for (int r = 0; r < o->reps; r++) {
       const sample *x = &s[r][ti];
-      double tps = o->decode / x->decode_s;
+      double tps = o->decode / x->decode_s, nt = rs[ti].nt;
       roof[r] = x->L.bw * 1e9 / (wbytes + kv);
       dr[r] = 100 * tps / roof[r];
+      drc[r] = 100 * (o->decode * nt / x->decode_cpu) / roof[r];
       gf[r] = pflops / x->prefill_s / 1e9;
       pr[r] = 100 * gf[r] / x->L.bf16;
+      prc[r] = 100 * (pflops * nt / x->prefill_cpu / 1e9) / x->L.bf16;
     }
     bench_stat sd = bench_stats(dr, o->reps), sp = bench_stats(pr, o->reps);
     if (sd.med > dec_best) dec_best = sd.med;
     if (sp.med > pre_best) pre_best = sp.med;
-    char a[40], b[40], d[40], e[40];
-    printf("%3d %-26s %-26s %-24s %-22s\n", rs[ti].nt, bench_fmt(a, sizeof a, sd, 1),
+    char a[40], b[40], d[40], e[40], f[40], g[40];
+    printf("%3d %-22s %-22s %-22s %-20s %-22s %-22s\n", rs[ti].nt, bench_fmt(a, sizeof a, sd, 1),
            bench_fmt(b, sizeof b, sp, 1), bench_fmt(d, sizeof d, bench_stats(roof, o->reps), 2),
-           bench_fmt(e, sizeof e, bench_stats(gf, o->reps), 1));
+           bench_fmt(e, sizeof e, bench_stats(gf, o->reps), 1),
+           bench_fmt(f, sizeof f, bench_stats(drc, o->reps), 1),
+           bench_fmt(g, sizeof g, bench_stats(prc, o->reps), 1));
   }
   double hwm = 0;
   for (int r = 0; r < o->reps; r++)
@@ -294,16 +307,17 @@ static int measure(const options *o, mxl_model *model) {
       runner *ru = &rs[ti];
       bench_measure_limits(ru->nt, &x->L);
       bench_reset_peak();
-      double t0 = bench_now();
+      double t0 = bench_now(), c0 = bench_cpu_seconds();
       if (prefill(ru, prompt, o->prompt, o->chunk, logits) != MXL_OK) rc = fail("prefill");
-      double t1 = bench_now();
+      double t1 = bench_now(), c1 = bench_cpu_seconds();
       if (!rc && decode(ru, logits, o->decode) != MXL_OK) rc = fail("decode");
-      x->prefill_s = t1 - t0;
-      x->decode_s = bench_now() - t1;
+      x->prefill_s = t1 - t0, x->prefill_cpu = c1 - c0;
+      x->decode_s = bench_now() - t1, x->decode_cpu = bench_cpu_seconds() - c1;
       x->hwm = bench_memory().hwm;
-      printf("rep %d, %d thr: bw %.1f GB/s, bf16 %.0f GFLOP/s | prefill %.2f tok/s, decode "
-             "%.2f tok/s\n", r + 1, ru->nt, x->L.bw, x->L.bf16, o->prompt / x->prefill_s,
-             o->decode / x->decode_s);
+      printf("rep %d, %d thr: bw %.1f GB/s, bf16 %.0f GFLOP/s | prefill %.2f tok/s (%.2f cores), "
+             "decode %.2f tok/s (%.2f cores)\n", r + 1, ru->nt, x->L.bw, x->L.bf16,
+             o->prompt / x->prefill_s, x->prefill_cpu / x->prefill_s, o->decode / x->decode_s,
+             x->decode_cpu / x->decode_s);
       fflush(stdout);
     }
   if (!rc) print_results(c, V, o, rs, s);

@@ -215,7 +215,7 @@ static mxl_status prefill(bench *b, double *seconds) {
 /* ------------------------------------------------------------------ report */
 
 typedef struct results {
-  double step_s[MAX_STEPS], prefill_s[MAX_STEPS];
+  double step_s[MAX_STEPS], step_cpu[MAX_STEPS], prefill_s[MAX_STEPS];
   bench_limits L[MAX_STEPS]; /* per repetition */
   int n_steps, n_reps;
   double first_loss, hwm, load_s;
@@ -230,10 +230,14 @@ static void print_report(const bench *b, const results *r) {
   const double flops = bench_train_flops(c, V, o->batch, o->seq, b->targets, o->rank);
   const double pflops = o->batch * bench_forward_flops(c, V, 0, o->seq, 1);
   double tps[MAX_STEPS], pct[MAX_STEPS], ratio[MAX_STEPS], ptps[MAX_STEPS];
+  double cores[MAX_STEPS], tps_cpu[MAX_STEPS], pct_cpu[MAX_STEPS];
   for (int i = 0; i < r->n_steps; i++) {
     int rep = i / o->steps;
     tps[i] = n / r->step_s[i];
+    cores[i] = r->step_cpu[i] / r->step_s[i];
+    tps_cpu[i] = n * o->threads / r->step_cpu[i];
     pct[i] = r->L[rep].bf16 > 0 ? 100 * flops / r->step_s[i] / 1e9 / r->L[rep].bf16 : 0;
+    pct_cpu[i] = r->L[rep].bf16 > 0 ? 100 * flops * o->threads / r->step_cpu[i] / 1e9 / r->L[rep].bf16 : 0;
     ratio[i] = o->prefill ? r->prefill_s[rep] / r->step_s[i] : 0;
   }
   for (int i = 0; i < r->n_reps; i++) ptps[i] = n / r->prefill_s[i];
@@ -250,12 +254,16 @@ static void print_report(const bench *b, const results *r) {
   printf("  seconds per step          %s\n",
          bench_fmt(a, sizeof a, bench_stats(r->step_s, r->n_steps), 3));
   printf("  training tokens/s         %s\n", bench_fmt(a, sizeof a, bench_stats(tps, r->n_steps), 2));
+  printf("  cores used (cpu/wall)     %s\n", bench_fmt(a, sizeof a, bench_stats(cores, r->n_steps), 2));
+  printf("  tokens/s by cpu time      %s  (threads x tokens / cpu seconds)\n",
+         bench_fmt(a, sizeof a, bench_stats(tps_cpu, r->n_steps), 2));
   if (o->limits) {
     double bf[MAX_STEPS], roof[MAX_STEPS];
     for (int i = 0; i < r->n_reps; i++) bf[i] = r->L[i].bf16, roof[i] = r->L[i].bf16 * 1e9 / (flops / n);
     printf("  bf16 peak GFLOP/s         %s\n", bench_fmt(a, sizeof a, bench_stats(bf, r->n_reps), 0));
     printf("  compute roofline tokens/s %s\n", bench_fmt(a, sizeof a, bench_stats(roof, r->n_reps), 2));
     printf("  %% of the bf16 peak        %s\n", bench_fmt(a, sizeof a, bench_stats(pct, r->n_steps), 1));
+    printf("  %% of the peak by cpu time %s\n", bench_fmt(a, sizeof a, bench_stats(pct_cpu, r->n_steps), 1));
   }
   if (o->prefill) {
     printf("  prefill tokens/s          %s\n", bench_fmt(a, sizeof a, bench_stats(ptps, r->n_reps), 2));
@@ -275,6 +283,8 @@ static void print_json(const bench *b, const results *r) {
          "\"peak_rss_bytes\": %.0f, \"first_loss\": %.6f, \"trainable\": %zu, \"step_s\": [",
          n, s.med, n / s.med, r->hwm, r->first_loss, b->params->layout->n_params);
   for (int i = 0; i < r->n_steps; i++) printf("%s%.6f", i ? ", " : "", r->step_s[i]);
+  printf("], \"step_cpu_s\": [");
+  for (int i = 0; i < r->n_steps; i++) printf("%s%.6f", i ? ", " : "", r->step_cpu[i]);
   printf("]}\n");
 }
 
@@ -298,14 +308,15 @@ static int run(bench *b, results *r) {
     if (o->prefill && prefill(b, &r->prefill_s[rep]) != MXL_OK) return fail("prefill");
     bench_reset_peak();
     for (int s = 0; s < o->steps; s++) {
-      double loss, t0 = bench_now();
+      double loss, t0 = bench_now(), c0 = bench_cpu_seconds();
       if (train_step(b, &loss) != MXL_OK) return fail("step");
-      double dt = bench_now() - t0;
+      double dt = bench_now() - t0, dc = bench_cpu_seconds() - c0;
       if (o->warmup == 0 && r->n_steps == 0) r->first_loss = loss;
+      r->step_cpu[r->n_steps] = dc;
       r->step_s[r->n_steps++] = dt;
       if (!o->json)
-        printf("rep %d step %d: %.3f s, %.2f tokens/s, loss %.4f\n", rep + 1, s + 1, dt,
-               o->batch * o->seq / dt, loss), fflush(stdout);
+        printf("rep %d step %d: %.3f s, %.2f tokens/s (%.2f cores), loss %.4f\n", rep + 1,
+               s + 1, dt, o->batch * o->seq / dt, dc / dt, loss), fflush(stdout);
     }
     bench_mem m = bench_memory();
     if (m.hwm > r->hwm) r->hwm = m.hwm;
