@@ -28,7 +28,7 @@
 enum {
   PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
   PACK_MIN_ROWS = 8, /* activation rows from which a forward panel is packed */
-  GEMV_ROWS = 128,   /* weight rows per decode (one activation row) work item */
+  GEMV_ROWS = 256,   /* weight rows per decode (one activation row) work item */
   STRIP_COLS = 128,   /* dx columns per backward work item */
   STRIP_ROWS = 1024, /* weight rows packed at once in the backward */
 };
