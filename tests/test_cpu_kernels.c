@@ -233,27 +233,30 @@ static void test_gemm_f32_kernel(void) {
   for (int trial = 0; trial < 30; trial++) {
     int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 150), K = 1 + rng_int(&rng, 80);
     int lda = K + rng_int(&rng, 3), ldb = N + rng_int(&rng, 3), ldc = N + rng_int(&rng, 3);
-    int acc = rng_int(&rng, 2);
+    int acc = rng_int(&rng, 2), tA = rng_int(&rng, 2);
     float alpha = (float)rng_uniform(&rng, 0.5, 2);
-    float *A = malloc((size_t)M * lda * 4), *B = malloc((size_t)K * ldb * 4);
+    if (tA) lda = M + rng_int(&rng, 3); /* A stored [K, lda] */
+    size_t a_elems = tA ? (size_t)K * lda : (size_t)M * lda;
+    int64_t a_rs = tA ? 1 : lda, a_cs = tA ? lda : 1;
+    float *A = malloc(a_elems * 4), *B = malloc((size_t)K * ldb * 4);
     float *C0 = malloc((size_t)M * ldc * 4), *C = malloc((size_t)M * ldc * 4);
-    rng_fill_f32(&rng, A, (size_t)M * lda, -1, 1), rng_fill_f32(&rng, B, (size_t)K * ldb, -1, 1);
+    rng_fill_f32(&rng, A, a_elems, -1, 1), rng_fill_f32(&rng, B, (size_t)K * ldb, -1, 1);
     rng_fill_f32(&rng, C0, (size_t)M * ldc, -1, 1);
     double *want = malloc((size_t)M * N * sizeof *want);
     for (int i = 0; i < M; i++)
       for (int j = 0; j < N; j++) {
         double s = 0;
-        for (int k = 0; k < K; k++) s += (double)A[i * lda + k] * B[k * ldb + j];
+        for (int k = 0; k < K; k++) s += (double)A[i * a_rs + k * a_cs] * B[k * ldb + j];
         want[i * N + j] = alpha * s + (acc ? C0[i * ldc + j] : 0);
       }
     float got[20 * 160];
     for (int s = 0; s < n_isa; s++) {
       memcpy(C, C0, (size_t)M * ldc * 4);
-      isas[s]->gemm_f32_nn(C, ldc, A, lda, B, ldb, M, N, K, alpha, acc);
+      isas[s]->gemm_f32_nn(C, ldc, A, a_rs, a_cs, B, ldb, M, N, K, alpha, acc);
       for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) got[i * N + j] = C[i * ldc + j];
       double e = rel_err(got, want, (size_t)M * N);
-      MXL_CHECK_MSG(e < 1e-5, "%s M%d N%d K%d: err %g", isas[s]->name, M, N, K, e);
+      MXL_CHECK_MSG(e < 1e-5, "%s M%d N%d K%d tA%d: err %g", isas[s]->name, M, N, K, tA, e);
     }
     free(A), free(B), free(C0), free(C), free(want);
   }

@@ -99,13 +99,6 @@ static void transpose_block(float *kt, const float *rows, int64_t ld, int nkb, i
     for (int c = 0; c < d; c++) kt[c * ATT_BK + j] = 0.0f;
 }
 
-/* dst [cols, ld_dst] = src [rows, ld_src]ᵀ */
-static void transpose_f32(float *dst, int ld_dst, const float *src, int ld_src, int rows,
-                          int cols) {
-  for (int r = 0; r < rows; r++)
-    for (int c = 0; c < cols; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
-}
-
 /* ------------------------------------------------------------------ forward */
 
 typedef struct fwd_buf {
@@ -171,11 +164,11 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
     const float *kblk = k + (int64_t)j0 * kv_ld + (int64_t)g * d; /* [nkb, kv_ld] */
     const float *vblk = v + (int64_t)j0 * kv_ld + (int64_t)g * d;
     transpose_block(b->kt, kblk, kv_ld, nkb, d);
-    isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
+    isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, 1, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
     for (int r = 0; r < R; r++)
       softmax_row_update(isa, b->s + r * ATT_BK, b->keep[r / group], nkb, &b->mx[r], &b->den[r],
                          b->o + r * d, d);
-    isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, vblk, kv_ld, R, d, nkb, 1.0f, 1);
+    isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, 1, vblk, kv_ld, R, d, nkb, 1.0f, 1);
   }
   for (int r = 0; r < R; r++) {
     int64_t row = (int64_t)(i0 + r / group) * a->nh + g * group + r % group;
@@ -215,14 +208,14 @@ typedef struct bwd_buf {
   float *qg, *dog, *dqg; /* [nq·group, d] this KV head's queries, dout, dq */
   float *dg, *lseg;      /* [nq·group] */
   float *kt, *vt;        /* [d, ATT_BK] */
-  float *p, *dp, *t;     /* [R, ATT_BK], [R, ATT_BK], [ATT_BK, R] */
+  float *p, *dp;         /* [R, ATT_BK] */
   float *dk, *dv;        /* [ATT_BK, d] */
   uint64_t *keep;        /* [bq] mask bits per query */
 } bwd_buf;
 
 static size_t bwd_buf_floats(const attn_shape *a) {
   size_t rows = (size_t)a->nq * a->group;
-  return rows * a->d * 3 + rows * 2 + (size_t)a->d * ATT_BK * 2 + (size_t)a->R * ATT_BK * 3 +
+  return rows * a->d * 3 + rows * 2 + (size_t)a->d * ATT_BK * 2 + (size_t)a->R * ATT_BK * 2 +
          (size_t)ATT_BK * a->d * 2 + (size_t)a->bq * 2 + 64;
 }
 
@@ -238,7 +231,6 @@ static bwd_buf bwd_buf_carve(float *p, const attn_shape *a) {
   b.vt = p, p += (size_t)a->d * ATT_BK;
   b.p = p, p += (size_t)a->R * ATT_BK;
   b.dp = p, p += (size_t)a->R * ATT_BK;
-  b.t = p, p += (size_t)a->R * ATT_BK;
   b.dk = p, p += (size_t)ATT_BK * a->d;
   b.dv = p, p += (size_t)ATT_BK * a->d;
   b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
@@ -283,22 +275,20 @@ static void bwd_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args
   const float *dob = b->dog + (int64_t)i0 * group * d;     /* [R, d] */
   float *dqb = b->dqg + (int64_t)i0 * group * d;           /* [R, d] */
   /* p = exp(scale·q·k − lse), masked */
-  isa->gemm_f32_nn(b->p, ATT_BK, qb_rows, d, b->kt, ATT_BK, R, nkb, d, a->scale, 0);
+  isa->gemm_f32_nn(b->p, ATT_BK, qb_rows, d, 1, b->kt, ATT_BK, R, nkb, d, a->scale, 0);
   for (int r = 0; r < R; r++) {
     float *pr = b->p + r * ATT_BK;
     isa->masked_exp_f32(pr, pr, b->keep[r / group], nkb, b->lseg[i0 * group + r]);
   }
-  /* dV += pᵀ·dout */
-  transpose_f32(b->t, R, b->p, ATT_BK, R, nkb);
-  isa->gemm_f32_nn(b->dv, d, b->t, R, dob, d, nkb, d, R, 1.0f, 1);
+  /* dV += pᵀ·dout (p read transposed: element (j, r) at r·ATT_BK + j) */
+  isa->gemm_f32_nn(b->dv, d, b->p, 1, ATT_BK, dob, d, nkb, d, R, 1.0f, 1);
   /* dp = dout·vᵀ, ds = p·(dp − D) (in dp) */
-  isa->gemm_f32_nn(b->dp, ATT_BK, dob, d, b->vt, ATT_BK, R, nkb, d, 1.0f, 0);
+  isa->gemm_f32_nn(b->dp, ATT_BK, dob, d, 1, b->vt, ATT_BK, R, nkb, d, 1.0f, 0);
   for (int r = 0; r < R; r++)
     isa->mul_sub_f32(b->dp + r * ATT_BK, b->p + r * ATT_BK, b->dg[i0 * group + r], nkb);
   /* dK += scale·dsᵀ·q;  dQ += scale·ds·k */
-  transpose_f32(b->t, R, b->dp, ATT_BK, R, nkb);
-  isa->gemm_f32_nn(b->dk, d, b->t, R, qb_rows, d, nkb, d, R, a->scale, 1);
-  isa->gemm_f32_nn(dqb, d, b->dp, ATT_BK, kblk, kv_ld, R, d, nkb, a->scale, 1);
+  isa->gemm_f32_nn(b->dk, d, b->dp, 1, ATT_BK, qb_rows, d, nkb, d, R, a->scale, 1);
+  isa->gemm_f32_nn(dqb, d, b->dp, ATT_BK, 1, kblk, kv_ld, R, d, nkb, a->scale, 1);
 }
 
 static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,

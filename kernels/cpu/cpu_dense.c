@@ -93,10 +93,10 @@ void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int3
 
 /* ------------------------------------------------------------------ gemm_f32
  *
- * C = alpha·op(A)·op(B) + beta·C on the ISA's fp32 kernel (C = A·B, both
- * row-major): a transposed operand is copied untransposed into scratch
- * first. LoRA operands are small (one dimension is the rank R), so the
- * copies cost little next to the product. Tiles of C are the work items. */
+ * C = alpha·op(A)·op(B) + beta·C on the ISA's fp32 kernel (C = A·B, B
+ * row-major, A through strides): a transposed B is copied untransposed into
+ * scratch first. LoRA operands are small (one dimension is the rank R), so
+ * the copy costs little next to the product. Tiles of C are the work items. */
 
 /* dst [cols, rows] = src [rows, ld]ᵀ, in blocks that stay in cache. */
 static void transpose_into(mxl_backend *be, float *dst, const float *src, int ld, int rows,
@@ -127,22 +127,16 @@ void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, floa
       for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof *C);
     return;
   }
-  /* op(A) as [M, K] and op(B) as [K, N], row-major */
-  size_t a_elems = tA ? (size_t)M * K : 0, b_elems = tB ? (size_t)K * N : 0;
-  float *tmp = NULL;
-  if (a_elems + b_elems) {
-    tmp = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (a_elems + b_elems) * sizeof *tmp);
-    if (!tmp) return;
-  }
-  const float *Ap = A, *Bp = B;
-  int lda_p = lda, ldb_p = ldb;
-  if (tA) { /* A is [K, lda] holding op(A)ᵀ */
-    transpose_into(be, tmp, A, lda, K, M);
-    Ap = tmp, lda_p = K;
-  }
+  /* op(A) is read in place through strides; op(B) as [K, N] row-major
+   * (the kernel loads B rows as vectors), copied when tB. */
+  const float *Bp = B;
+  int ldb_p = ldb;
+  int64_t a_rs = tA ? 1 : lda, a_cs = tA ? lda : 1;
   if (tB) { /* B is [N, ldb] holding op(B)ᵀ */
-    transpose_into(be, tmp + a_elems, B, ldb, N, K);
-    Bp = tmp + a_elems, ldb_p = N;
+    float *tmp = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (size_t)K * N * sizeof *tmp);
+    if (!tmp) return;
+    transpose_into(be, tmp, B, ldb, N, K);
+    Bp = tmp, ldb_p = N;
   }
   enum { MB = 96, NB = 256 };
   int nbm = (M + MB - 1) / MB, nbn = (N + NB - 1) / NB;
@@ -151,7 +145,7 @@ void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, floa
     for (int bn = 0; bn < nbn; bn++) {
       int i0 = bm * MB, j0 = bn * NB;
       int mi = M - i0 < MB ? M - i0 : MB, nj = N - j0 < NB ? N - j0 : NB;
-      isa->gemm_f32_nn(C + (size_t)i0 * ldc + j0, ldc, Ap + (size_t)i0 * lda_p, lda_p, Bp + j0,
-                       ldb_p, mi, nj, K, alpha, accumulate);
+      isa->gemm_f32_nn(C + (size_t)i0 * ldc + j0, ldc, A + (size_t)i0 * a_rs, a_rs, a_cs,
+                       Bp + j0, ldb_p, mi, nj, K, alpha, accumulate);
     }
 }

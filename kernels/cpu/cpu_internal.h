@@ -97,11 +97,13 @@ typedef struct mxl_cpu_isa {
   void (*gemv_mxfp4)(float *y, const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                      const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
 
-  /* C (+)= alpha·A·B in fp32 — C [M, ldc], A [M, lda], B [K, ldb], all
-   * row-major; accumulate == 0 overwrites C. For attention blocks and LoRA
-   * (gemm_f32): small, cache-resident operands. */
-  void (*gemm_f32_nn)(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
-                      int64_t ldb, int M, int N, int K, float alpha, int accumulate);
+  /* C (+)= alpha·A·B in fp32 with A(i, p) = A[i·lda + p·a_cs] (a_cs = 1:
+   * row-major; lda = 1, a_cs = ld: A given transposed) — C [M, ldc],
+   * B [K, ldb] row-major; accumulate == 0 overwrites C. For attention blocks
+   * and LoRA (gemm_f32): small, cache-resident operands. */
+  void (*gemm_f32_nn)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t a_cs,
+                      const float *B, int64_t ldb, int M, int N, int K, float alpha,
+                      int accumulate);
 
   /* fp32 vector helpers for attention, the loss and small ops. */
   float (*dot_f32)(const float *a, const float *b, int n);  /* Σ a·b */

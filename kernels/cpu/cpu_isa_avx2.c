@@ -454,7 +454,8 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
  * of A per row. */
 
 INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
-                     const float *B, int64_t ldb, int ncols, int K, float alpha, int accumulate) {
+                     int64_t a_cs, const float *B, int64_t ldb, int ncols, int K, float alpha,
+                     int accumulate) {
   __m256 acc[4][2];
   UNROLL
   for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -472,7 +473,7 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
     }
     UNROLL
     for (int r = 0; r < MR; r++) {
-      __m256 a = _mm256_set1_ps(A[r * lda + p]);
+      __m256 a = _mm256_set1_ps(A[r * lda + p * a_cs]);
       acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
     }
@@ -488,33 +489,37 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
   }
 }
 
-TARGET static void f32_tile_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
-                              int64_t ldb, int nc, int K, float alpha, int acc) {
-  f32_tile(1, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+TARGET static void f32_tile_1(float *C, int64_t ldc, const float *A, int64_t lda,
+                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
+                              int acc) {
+  f32_tile(1, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
 }
-TARGET static void f32_tile_2(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
-                              int64_t ldb, int nc, int K, float alpha, int acc) {
-  f32_tile(2, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+TARGET static void f32_tile_2(float *C, int64_t ldc, const float *A, int64_t lda,
+                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
+                              int acc) {
+  f32_tile(2, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
 }
-TARGET static void f32_tile_3(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
-                              int64_t ldb, int nc, int K, float alpha, int acc) {
-  f32_tile(3, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+TARGET static void f32_tile_3(float *C, int64_t ldc, const float *A, int64_t lda,
+                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
+                              int acc) {
+  f32_tile(3, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
 }
-TARGET static void f32_tile_4(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
-                              int64_t ldb, int nc, int K, float alpha, int acc) {
-  f32_tile(4, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);
+TARGET static void f32_tile_4(float *C, int64_t ldc, const float *A, int64_t lda,
+                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
+                              int acc) {
+  f32_tile(4, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
 }
 
 TARGET static void a2_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda,
-                                  const float *B, int64_t ldb, int M, int N, int K, float alpha,
-                                  int accumulate) {
-  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int,
-                          int, float, int);
+                                  int64_t a_cs, const float *B, int64_t ldb, int M, int N, int K,
+                                  float alpha, int accumulate) {
+  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, int64_t, const float *,
+                          int64_t, int, int, float, int);
   static const tile_fn tiles[5] = {NULL, f32_tile_1, f32_tile_2, f32_tile_3, f32_tile_4};
   for (int i = 0; i < M;) {
     int mr = M - i >= 4 ? 4 : M - i;
     for (int j = 0; j < N; j += 16)
-      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, B + j, ldb,
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, a_cs, B + j, ldb,
                 N - j < 16 ? N - j : 16, K, alpha, accumulate);
     i += mr;
   }

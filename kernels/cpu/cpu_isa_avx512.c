@@ -665,7 +665,8 @@ TARGET static void a5_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
  * broadcast of A per row, as the packed bf16 kernel but with FMAs. */
 
 INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
-                     const float *B, int64_t ldb, int ncols, int K, float alpha, int accumulate) {
+                     int64_t a_cs, const float *B, int64_t ldb, int ncols, int K, float alpha,
+                     int accumulate) {
   __m512 acc[6][4];
   int nv = (ncols + 15) / 16;
   __mmask16 last = (__mmask16)(ncols % 16 ? (1u << (ncols % 16)) - 1 : 0xFFFF);
@@ -682,7 +683,7 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
                      : _mm512_setzero_ps();
     UNROLL
     for (int r = 0; r < MR; r++) {
-      __m512 a = _mm512_set1_ps(A[r * lda + p]);
+      __m512 a = _mm512_set1_ps(A[r * lda + p * a_cs]);
       UNROLL
       for (int v = 0; v < 4; v++)
         if (v < nv) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
@@ -704,9 +705,9 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
 
 #define F32_TILE_FN(MR)                                                                           \
   TARGET static void f32_tile_##MR(float *C, int64_t ldc, const float *A, int64_t lda,           \
-                                   const float *B, int64_t ldb, int nc, int K, float alpha,      \
-                                   int acc) {                                                     \
-    f32_tile(MR, C, ldc, A, lda, B, ldb, nc, K, alpha, acc);                                     \
+                                   int64_t a_cs, const float *B, int64_t ldb, int nc, int K,     \
+                                   float alpha, int acc) {                                        \
+    f32_tile(MR, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);                               \
   }
 F32_TILE_FN(1)
 F32_TILE_FN(2)
@@ -716,16 +717,16 @@ F32_TILE_FN(5)
 F32_TILE_FN(6)
 
 TARGET static void a5_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda,
-                                  const float *B, int64_t ldb, int M, int N, int K, float alpha,
-                                  int accumulate) {
-  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int,
-                          int, float, int);
+                                  int64_t a_cs, const float *B, int64_t ldb, int M, int N, int K,
+                                  float alpha, int accumulate) {
+  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, int64_t, const float *,
+                          int64_t, int, int, float, int);
   static const tile_fn tiles[7] = {NULL,       f32_tile_1, f32_tile_2, f32_tile_3,
                                    f32_tile_4, f32_tile_5, f32_tile_6};
   for (int i = 0; i < M;) {
     int mr = M - i >= 6 ? 6 : M - i;
     for (int j = 0; j < N; j += 64)
-      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, B + j, ldb,
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, a_cs, B + j, ldb,
                 N - j < 64 ? N - j : 64, K, alpha, accumulate);
     i += mr;
   }

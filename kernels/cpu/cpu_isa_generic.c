@@ -142,14 +142,15 @@ static void gen_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
   }
 }
 
-static void gen_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
-                            int64_t ldb, int M, int N, int K, float alpha, int accumulate) {
+static void gen_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda, int64_t a_cs,
+                            const float *B, int64_t ldb, int M, int N, int K, float alpha,
+                            int accumulate) {
   for (int i = 0; i < M; i++) {
     float *c = C + (int64_t)i * ldc;
     if (!accumulate)
       for (int j = 0; j < N; j++) c[j] = 0;
     for (int p = 0; p < K; p++) {
-      float a = alpha * A[(int64_t)i * lda + p];
+      float a = alpha * A[(int64_t)i * lda + p * a_cs];
       const float *b = B + (int64_t)p * ldb;
       for (int j = 0; j < N; j++) c[j] += a * b[j];
     }
