@@ -24,7 +24,7 @@
 
 enum {
   ATT_BK = 64,   /* keys per block */
-  ATT_ROWS = 64, /* query rows (queries × group heads) per block, at least */
+  ATT_ROWS = 128, /* query rows (queries × group heads) per block, at least */
 };
 
 typedef struct attn_shape {
