@@ -419,33 +419,85 @@ TARGET static void a2_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
   }
 }
 
-/* ------------------------------------------------------------------ MXFP4 matrix-vector */
+/* ------------------------------------------------------------------ MXFP4 matrix-vector
+ * Straight to fp32, no bf16 step: per block, an 8-entry table of the E2M1
+ * magnitudes times the block scale, looked up with vpermps by the low 3
+ * bits of each nibble; the table entries carry (i << 28) xor-ed in, so
+ * xor-ing the nibble << 28 back restores them and sets the sign from bit 3.
+ * Nibbles come out as the even (low) and odd (high) elements of 8 bytes,
+ * so x is permuted once per call to that order and widened to fp32 (in
+ * exact mode as hi + lo). */
+
+enum { GV_MAX_K = 8192 };
+
+/* x [K] in natural order -> per 16 elements [evens, odds], fp32 */
+TARGET static void permute_widen(float *dst, const uint16_t *x, const uint16_t *x_lo, int K) {
+  for (int k0 = 0; k0 < K; k0 += 16)
+    for (int t = 0; t < 8; t++)
+      for (int h = 0; h < 2; h++) {
+        int k = k0 + 2 * t + h;
+        dst[k0 + h * 8 + t] = mxl_bf16_to_f32(x[k]) + (x_lo ? mxl_bf16_to_f32(x_lo[k]) : 0.0f);
+      }
+}
+
+/* Σ over one row's blocks of w·x — xp [nb·32] permuted fp32 */
+INLINE __m256 row_dot(const float *xp, const uint8_t *rb, const uint8_t *rs, int nb, int bias) {
+  const __m256 mag = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+  const __m256i tag = _mm256_setr_epi32(0, 1 << 28, 2 << 28, 3 << 28, 4 << 28, 5 << 28, 6 << 28,
+                                        7 << 28);
+  const __m256i m4 = _mm256_set1_epi32(15);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  for (int g = 0; g < nb; g++) {
+    uint32_t sbits = (uint32_t)((int)rs[g] - bias + 127) << 23;
+    float sc;
+    memcpy(&sc, &sbits, sizeof sc);
+    __m256 lut = _mm256_castsi256_ps(
+        _mm256_xor_si256(_mm256_castps_si256(_mm256_mul_ps(mag, _mm256_set1_ps(sc))), tag));
+    UNROLL
+    for (int h = 0; h < 2; h++) {
+      __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(rb + g * 16 + h * 8)));
+      __m256i lo = _mm256_and_si256(d, m4), hi = _mm256_srli_epi32(d, 4);
+      __m256 wl = _mm256_castsi256_ps(_mm256_xor_si256(
+          _mm256_castps_si256(_mm256_permutevar8x32_ps(lut, lo)), _mm256_slli_epi32(lo, 28)));
+      __m256 wh = _mm256_castsi256_ps(_mm256_xor_si256(
+          _mm256_castps_si256(_mm256_permutevar8x32_ps(lut, hi)), _mm256_slli_epi32(hi, 28)));
+      const float *xg = xp + g * 32 + h * 16;
+      acc[2 * h] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xg), acc[2 * h]);
+      acc[2 * h + 1] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xg + 8), acc[2 * h + 1]);
+    }
+  }
+  return _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+}
+
+/* The portable decode of one row (out-of-range scales, K above GV_MAX_K),
+ * bf16-rounded weights as every other path. */
+static float row_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *rb,
+                          const uint8_t *rs, int nb, int bias) {
+  uint16_t w[32];
+  float acc = 0;
+  for (int g = 0; g < nb; g++) {
+    decode_block_slow(w, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias);
+    for (int t = 0; t < 32; t++) {
+      float xt = mxl_bf16_to_f32(x[g * 32 + t]) + (x_lo ? mxl_bf16_to_f32(x_lo[g * 32 + t]) : 0.0f);
+      acc += mxl_bf16_to_f32(w[t]) * xt;
+    }
+  }
+  return acc;
+}
 
 TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
                                  const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
                                  int N, int K, int bias) {
   int nb = K / MXL_MXFP4_BLOCK;
-  uint16_t w[32] __attribute__((aligned(32)));
+  float xp[GV_MAX_K] __attribute__((aligned(32)));
+  int wide = K <= GV_MAX_K;
+  if (wide) permute_widen(xp, x, x_lo, K);
   for (int j = 0; j < N; j++) {
     const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)j * row_blocks;
-    int fast = scales_in_range(rs, nb, bias);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int g = 0; g < nb; g++) {
-      decode_to(w, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, fast);
-      UNROLL
-      for (int q = 0; q < 4; q++) {
-        __m256 wv = bf16x8_to_f32(_mm_load_si128((const __m128i *)(w + 8 * q)));
-        __m256 xv = bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(x + g * 32 + 8 * q)));
-        if (q & 1) acc1 = _mm256_fmadd_ps(wv, xv, acc1);
-        else acc0 = _mm256_fmadd_ps(wv, xv, acc0);
-        if (x_lo) {
-          __m256 lv = bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(x_lo + g * 32 + 8 * q)));
-          acc1 = _mm256_fmadd_ps(wv, lv, acc1);
-        }
-      }
-    }
-    y[j] = hsum8(_mm256_add_ps(acc0, acc1));
+    if (wide && scales_in_range(rs, nb, bias)) y[j] = hsum8(row_dot(xp, rb, rs, nb, bias));
+    else y[j] = row_dot_slow(x, x_lo, rb, rs, nb, bias);
   }
 }
 
