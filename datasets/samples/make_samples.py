@@ -230,14 +230,17 @@ def main():
         items = by_cat[cat]
         held = set(rng.sample(range(len(items)), max(1, len(items) // 10)))
         for i, msgs in enumerate(items):
-            (evals if i in held else train).append(msgs)
+            (evals if i in held else train).append((cat, msgs))
     rng.shuffle(train)
-    for name, rows in (("train.jsonl", train), ("eval.jsonl", evals)):
+    # the mxlora facts alone: what the demo memorises in about a minute
+    facts = [s for s in train if s[0] == "fact"]
+    facts_eval = [s for s in evals if s[0] == "fact"]
+    for name, rows in (("train.jsonl", train), ("eval.jsonl", evals), ("facts.jsonl", facts),
+                       ("facts_eval.jsonl", facts_eval)):
         with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
-            for msgs in rows:
+            for _, msgs in rows:
                 f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
         print(f"{name}: {len(rows)} samples")
-
 
 if __name__ == "__main__":
     main()
