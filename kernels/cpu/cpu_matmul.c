@@ -22,6 +22,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "core/bf16.h"
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/mxfp4.h"
 
@@ -29,7 +30,7 @@ enum {
   PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
   PACK_MIN_ROWS = 8, /* activation rows from which a forward panel is packed */
   GEMV_ROWS = 256,   /* weight rows per decode (one activation row) work item */
-  STRIP_COLS = 128,   /* dx columns per backward work item */
+  STRIP_COLS = 128,  /* dx columns per backward work item */
   STRIP_ROWS = 1024, /* weight rows packed at once in the backward */
 };
 
@@ -65,12 +66,7 @@ static int convert_activations(mxl_backend *be, act_bf16 *out, const float *x, i
 static void add_bias(float *y, int64_t ldy, const uint16_t *bias, int rows, int cols) {
   if (!bias) return;
   for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) {
-      uint32_t bits = (uint32_t)bias[j] << 16;
-      float b;
-      memcpy(&b, &bits, sizeof b);
-      y[(int64_t)i * ldy + j] += b;
-    }
+    for (int j = 0; j < cols; j++) y[(int64_t)i * ldy + j] += mxl_bf16_to_f32(bias[j]);
 }
 
 /* ------------------------------------------------------------------ bf16 forward */
