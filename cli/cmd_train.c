@@ -66,7 +66,7 @@ static const flag_key shorthands[] = {
     {"--dropout", "lora.dropout"},  {"--loss-mask", "loss_mask"},
     {"--eval-every", "eval_every"}, {"--save-every", "save_every"},
     {"--threads", "threads"},       {"--seed", "seed"},
-    {"--backend", "backend"},
+    {"--backend", "backend"},       {"--on-bad-line", "on_bad_line"},
 };
 enum { N_SHORT = sizeof shorthands / sizeof shorthands[0], MAX_OVERRIDES = 64 };
 

@@ -108,6 +108,11 @@ static mxl_status parse_data(const cJSON *r, mxl_train_config *c, const char *so
     return mxl_errorf(MXL_ERR_FORMAT, "%s: truncation '%s': expected cut or drop", source,
                       truncation);
   c->truncate_cut = !strcmp(truncation, "cut");
+  const char *bad;
+  MXL_TRY(mxl_json_opt_string(r, "on_bad_line", "error", &bad, source));
+  if (strcmp(bad, "error") && strcmp(bad, "skip"))
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: on_bad_line '%s': expected error or skip", source, bad);
+  c->skip_bad_lines = !strcmp(bad, "skip");
   return MXL_OK;
 }
 
@@ -172,7 +177,7 @@ static const char *const top_keys[] = {
     "batch_size", "seq_len", "grad_accum", "pack", "truncation", "lr", "schedule",
     "warmup_steps", "warmup_ratio", "min_lr_ratio", "weight_decay", "beta1", "beta2", "eps",
     "max_grad_norm", "max_bad_steps", "loss_mask", "analysis_rule", "seed", "eval_every",
-    "save_every", "threads", "backend", "adapter_dtype", "resume", NULL};
+    "save_every", "threads", "backend", "adapter_dtype", "resume", "on_bad_line", NULL};
 static const char *const lora_keys[] = {"rank",   "alpha",         "rslora", "dropout",
                                         "targets", "layers", "expert_layers", NULL};
 

@@ -42,7 +42,8 @@ typedef struct mxl_train_config {
   float weight_decay, beta1, beta2, eps, max_grad_norm;
   int max_bad_steps;        /* stop after this many NaN/Inf steps in a row */
   const char *loss_mask, *analysis_rule;
-  int truncate_cut;         /* 1: long documents keep their first seq_len tokens; 0: dropped */
+  int truncate_cut;
+  int skip_bad_lines;       /* 1: bad samples are counted and skipped; 0: the first one fails */         /* 1: long documents keep their first seq_len tokens; 0: dropped */
   uint64_t seed;
   int eval_every, save_every;
   int threads;

@@ -77,7 +77,11 @@ static mxl_status load_data(trainer *t) {
   const mxl_train_config *c = &t->cfg;
   mxl_data_options opts = {0};
   MXL_TRY(mxl_analysis_rule_parse(c->analysis_rule, &opts.render.analysis));
+  opts.on_bad_line = c->skip_bad_lines ? MXL_BAD_LINE_SKIP : MXL_BAD_LINE_ERROR;
   MXL_TRY(mxl_dataset_load(c->data, t->tok, &opts, &t->all));
+  if (mxl_dataset_skipped(t->all))
+    mxl_trainer_info(t, "skipped %zu bad samples of %s; the first: %s",
+                     mxl_dataset_skipped(t->all), c->data, mxl_dataset_first_skip(t->all));
   if (c->eval_data) {
     t->train_set = t->all;
     t->all = NULL;
