@@ -17,6 +17,7 @@ typedef struct overlay {
   mxl_lora_layer *layers;
   mxl_lora_view view;
   float scale;
+  float *layout_copy; /* q/k B transformed for metal's layout, or NULL */
 } overlay;
 
 struct mxl_generator {
@@ -58,7 +59,16 @@ mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt
 static void overlay_free(overlay *o) {
   mxl_lora_destroy(o->lora);
   free(o->layers);
+  free(o->layout_copy);
   memset(o, 0, sizeof *o);
+}
+
+/* (Re)builds the view of an overlay at its scale, in the model's layout. */
+static mxl_status overlay_view(const mxl_generator *g, overlay *o) {
+  free(o->layout_copy);
+  o->layout_copy = NULL;
+  mxl_lora_fill_view(o->lora->layout, o->lora->params, o->scale, &o->view);
+  return mxl_lora_view_to_layout(&g->model->w, &g->model->config, &o->view, &o->layout_copy);
 }
 
 void mxl_generator_close(mxl_generator *g) {
@@ -80,10 +90,6 @@ mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float s
   while (slot < MAX_ADAPTERS && g->adapters[slot].lora) slot++;
   if (slot == MAX_ADAPTERS)
     return mxl_errorf(MXL_ERR_ARGUMENT, "%s: at most %d adapters at once", path, MAX_ADAPTERS);
-  if (g->model->w.qk_interleaved)
-    return mxl_errorf(MXL_ERR_UNSUPPORTED,
-                      "%s: adapters are overlaid on the Hugging Face or original/ layout; open "
-                      "the repository root instead of metal/", path);
   mxl_adapter *file = NULL;
   overlay *o = &g->adapters[slot];
   mxl_status st = mxl_adapter_open(path, &file);
@@ -99,7 +105,11 @@ mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float s
   }
   o->view.layers = o->layers;
   o->scale = scale;
-  mxl_lora_fill_view(o->lora->layout, o->lora->params, scale, &o->view);
+  st = overlay_view(g, o);
+  if (st != MXL_OK) {
+    overlay_free(o);
+    return st;
+  }
   *index_out = slot;
   return MXL_OK;
 }
@@ -113,8 +123,7 @@ mxl_status mxl_generator_set_adapter_scale(mxl_generator *g, int index, float sc
   overlay *o = find_overlay(g, index);
   if (!o) return mxl_errorf(MXL_ERR_ARGUMENT, "no adapter with index %d", index);
   o->scale = scale;
-  mxl_lora_fill_view(o->lora->layout, o->lora->params, scale, &o->view);
-  return MXL_OK;
+  return overlay_view(g, o);
 }
 
 mxl_status mxl_generator_remove_adapter(mxl_generator *g, int index) {

@@ -10,6 +10,8 @@
 #ifndef MXL_MODEL_LORA_VIEW_H
 #define MXL_MODEL_LORA_VIEW_H
 
+#include "mxlora.h"
+
 typedef enum mxl_lora_target {
   MXL_LORA_Q,
   MXL_LORA_K,
@@ -38,5 +40,18 @@ typedef struct mxl_lora_view {
   int n_layers;
   float dropout; /* attention-input dropout probability during training */
 } mxl_lora_view;
+
+/* Adapters are trained and stored in the Hugging Face layout's coordinates.
+ * metal/model.bin stores q and k with each head's rows permuted into
+ * adjacent RoPE pairs (new row 2j = old row j, new 2j+1 = old d/2 + j) and
+ * scaled (q by 0.5, k by 0.25). For such a model this replaces the view's
+ * q and k B matrices with copies transformed the same way, so that the
+ * overlay adds exactly what it adds on the other layouts. *owned_out
+ * receives the one allocation holding the copies (free() it after the
+ * view; NULL when nothing needed changing). Host-memory views only. */
+struct mxl_weights;
+struct mxl_config;
+mxl_status mxl_lora_view_to_layout(const struct mxl_weights *w, const struct mxl_config *c,
+                                   mxl_lora_view *view, float **owned_out);
 
 #endif

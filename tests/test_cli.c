@@ -98,8 +98,8 @@ static void test_train_generate_eval(void) {
   EXPECT(0, "with adapter", "eval --model %s/m --data %s --adapter %s/run/adapter.mxla "
          "--seq-len 192", root, data, root);
   EXPECT(1, "nope.mxla", "generate --model %s/m --adapter %s/nope.mxla --prompt x", root, root);
-  EXPECT(1, "metal", "generate --model %s/m/metal --adapter %s/run/adapter.mxla --prompt x",
-         root, root);
+  EXPECT(0, "tok/s", "generate --model %s/m/metal --adapter %s/run/adapter.mxla --prompt x "
+         "--max-tokens 2", root, root);
   char chat[128];
   snprintf(chat, sizeof chat, "%s/c.json", root);
   fp = fopen(chat, "w");

@@ -3,6 +3,7 @@
  * pass; several sequences at once equal one at a time; all three layouts
  * give the same logits; the inference path and the training path agree on
  * the loss; the CPU backend agrees with the reference backend. */
+#include "adapters/lora.h"
 #include "model/forward.h"
 #include "model/train_step.h"
 #include "model_fixture.h"
@@ -20,8 +21,9 @@ static void make_tokens(int vocab) {
   }
 }
 
-/* Logits of every position, fed in chunks of `chunk` tokens. */
-static mxl_status run(mxl_engine *e, int chunk, float *logits) {
+/* Logits of every position, fed in chunks of `chunk` tokens, with an
+ * optional adapter view. */
+static mxl_status run_lora(mxl_engine *e, int chunk, float *logits, const mxl_lora_view *view) {
   mxl_kv_cache *c = NULL;
   mxl_forward_state st = {0};
   MXL_TRY(mxl_kv_cache_create(e, 64, chunk, &c));
@@ -31,11 +33,17 @@ static mxl_status run(mxl_engine *e, int chunk, float *logits) {
     int n = N - done < chunk ? N - done : chunk;
     mxl_fwd_seq seq = {c, tokens + done, n};
     mxl_forward_out out = {logits + done * V, 1, NULL};
-    s = mxl_forward(e, &st, &seq, 1, NULL, &out);
+    const mxl_lora_view *views[] = {view};
+    mxl_lora_stack stack = {views, view ? 1 : 0, 0, 0};
+    s = mxl_forward(e, &st, &seq, 1, &stack, &out);
   }
   mxl_forward_state_release(e, &st);
   mxl_kv_cache_destroy(e, c);
   return s;
+}
+
+static mxl_status run(mxl_engine *e, int chunk, float *logits) {
+  return run_lora(e, chunk, logits, NULL);
 }
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {
@@ -123,6 +131,51 @@ done:
   fixture_close(&hf), fixture_close(&orig), fixture_close(&metal);
 }
 
+/* An adapter trained on the HF layout adds the same on metal/, whose q/k
+ * rows are permuted and pre-scaled (mxl_lora_view_to_layout). */
+static void test_adapter_on_metal(void) {
+  model_fixture hf, metal;
+  MXL_CHECK_OK(fixture_open(&hf, "test", "all", 5, "", 1));
+  MXL_CHECK_OK(fixture_open(&metal, "test", "all", 5, "metal", 1));
+  if (!hf.engine || !metal.engine) goto done;
+  const mxl_config *c = &hf.model->config;
+  mxl_lora_config lc;
+  mxl_lora_config_init(&lc, 3, 6.0f);
+  MXL_CHECK_OK(mxl_lora_config_add(&lc, MXL_LORA_ATTN_BITS | MXL_LORA_EXPERT_BITS, NULL, 0,
+                                   c->n_layers));
+  mxl_lora *lora = NULL;
+  MXL_CHECK_OK(mxl_lora_create(c, &lc, NULL, &lora));
+  uint64_t rng = 5;
+  for (size_t i = 0; lora && i < lora->layout->n_floats; i++)
+    lora->params[i] = (mxl_splitmix_uniform(&rng) - 0.5f) * 0.4f;
+  mxl_lora_layer *l1 = calloc(c->n_layers, sizeof *l1), *l2 = calloc(c->n_layers, sizeof *l2);
+  mxl_lora_view v1 = {l1, c->n_layers, 0}, v2 = {l2, c->n_layers, 0};
+  float *copy = NULL;
+  if (lora) {
+    mxl_lora_fill_view(lora->layout, lora->params, 1.0f, &v1);
+    mxl_lora_fill_view(lora->layout, lora->params, 1.0f, &v2);
+    MXL_CHECK_OK(mxl_lora_view_to_layout(&metal.model->w, &metal.model->config, &v2, &copy));
+    MXL_CHECK(copy != NULL);
+  }
+  make_tokens(metal.engine->w.vocab_rows);
+  const size_t V = hf.engine->w.vocab_rows, Vm = metal.engine->w.vocab_rows;
+  float *a = malloc(N * V * 4), *b = malloc(N * Vm * 4), *base = malloc(N * V * 4);
+  MXL_CHECK_OK(run_lora(hf.engine, N, a, &v1));
+  MXL_CHECK_OK(run_lora(metal.engine, N, b, &v2));
+  MXL_CHECK_OK(run(hf.engine, N, base));
+  double worst = 0, moved = 0;
+  for (int t = 0; t < N; t++) {
+    worst = fmax(worst, max_abs_diff(a + t * V, b + t * Vm, Vm));
+    moved = fmax(moved, max_abs_diff(a + t * V, base + t * V, V));
+  }
+  printf("  adapter: hf vs metal %.3g (the adapter moves logits by %.3g)\n", worst, moved);
+  MXL_CHECK(worst < 1e-4 && moved > 1e-2);
+  free(a), free(b), free(base), free(copy), free(l1), free(l2);
+  mxl_lora_destroy(lora);
+done:
+  fixture_close(&hf), fixture_close(&metal);
+}
+
 /* The training path's loss equals cross-entropy of the inference logits. */
 static void test_inference_and_training_agree(void) {
   model_fixture f;
@@ -184,6 +237,7 @@ int main(void) {
   MXL_RUN(test_decode_equals_prefill);
   MXL_RUN(test_batched_sequences);
   MXL_RUN(test_layouts_agree);
+  MXL_RUN(test_adapter_on_metal);
   MXL_RUN(test_inference_and_training_agree);
   MXL_RUN(test_cpu_matches_ref);
   return mxl_test_summary("forward");

@@ -62,6 +62,11 @@ static mxl_status open_model(trainer *t) {
     MXL_TRY(mxl_tiny_write(c->model, &opt, NULL, NULL));
   }
   MXL_TRY(mxl_model_open(c->model, &t->model));
+  if (t->model->w.qk_interleaved)
+    return mxl_errorf(MXL_ERR_UNSUPPORTED,
+                      "%s: metal/model.bin stores q/k permuted and pre-scaled; train on the "
+                      "repository root or original/ (the adapter then overlays on all three)",
+                      c->model);
   if (!strcmp(c->backend, "ref"))
     MXL_TRY(mxl_backend_ref_create(&t->be));
   else if (!strcmp(c->backend, "cpu"))
