@@ -2,6 +2,7 @@
  * it, or any .safetensors file) in plain words and numbers. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 
@@ -16,7 +17,23 @@ static const char usage_line[] =
     "layouts are present and what each is for, every file's role, the tensors grouped by\n"
     "role with shapes, dtypes and bytes, the parameter counts (total and active per\n"
     "token), the config and the tokenizer, and whether mxlora can load each layout.\n"
+    "An adapter file (.mxla) is described too: base fingerprint, targets, rank,\n"
+    "provenance and tensors (payload checksums verified).\n"
     "--json prints the same as one JSON document.";
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static mxl_status describe_adapter(const char *path, int json, char **report) {
+  mxl_adapter *a = NULL;
+  mxl_status st = mxl_adapter_open(path, &a);
+  if (st == MXL_OK) st = mxl_adapter_verify(a);
+  if (st == MXL_OK) st = mxl_adapter_describe(a, json, report);
+  mxl_adapter_close(a);
+  return st;
+}
 
 int mxl_cmd_inspect(int argc, char **argv) {
   int json = 0;
@@ -30,7 +47,8 @@ int mxl_cmd_inspect(int argc, char **argv) {
     return 2;
   }
   char *report = NULL;
-  mxl_status st = mxl_inspect(pos[0], json, &report);
+  mxl_status st = ends_with(pos[0], ".mxla") ? describe_adapter(pos[0], json, &report)
+                                             : mxl_inspect(pos[0], json, &report);
   if (st != MXL_OK) return mxl_cli_fail("inspect", st);
   fputs(report, stdout);
   if (json) fputc('\n', stdout);
