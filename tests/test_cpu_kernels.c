@@ -492,6 +492,41 @@ static void test_unembed_xent_chunks(void) {
   free(w), free(h), free(dh[0]), free(dh[1]);
 }
 
+/* SwiGLU rows long enough for the vector paths (plus a tail), with gates
+ * and ups exactly at ±limit, beyond it, and NaN. */
+static void test_swiglu_vector_rows(void) {
+  enum { m = 5, I = 100 };
+  float h[m * 2 * I], dact[m * I], act[2][m * I], dh[2][m * 2 * I];
+  rng_fill_f32(&rng, h, m * 2 * I, -10, 10);
+  rng_fill_f32(&rng, dact, m * I, -1, 1);
+  for (int i = 0; i < m * 2 * I; i += 13) h[i] = (i / 13) % 2 ? 7.0f : -7.0f;
+  h[40] = NAN, h[41] = NAN, h[2 * I + 3] = INFINITY;
+  mxl_backend *ref = NULL;
+  MXL_CHECK_OK(mxl_backend_ref_create(&ref));
+  if (!ref) return;
+  ref->ops->swiglu(ref, act[0], h, m, I, 1.702f, 7.0f);
+  memset(dh[0], 0, sizeof dh[0]);
+  ref->ops->swiglu_bwd(ref, dh[0], dact, h, m, I, 1.702f, 7.0f);
+  mxl_backend_destroy(ref);
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int s = 0; s < n_isa; s++) {
+    memset(dh[1], 0, sizeof dh[1]);
+    for (int r = 0; r < m; r++) {
+      isas[s]->swiglu_row(act[1] + r * I, h + r * 2 * I, I, 1.702f, 7.0f);
+      isas[s]->swiglu_bwd_row(dh[1] + r * 2 * I, dact + r * I, h + r * 2 * I, I, 1.702f, 7.0f);
+    }
+    int bad = 0;
+    for (int i = 0; i < m * I; i++)
+      bad += isnan(act[0][i]) != isnan(act[1][i]) ||
+             (!isnan(act[0][i]) && fabsf(act[1][i] - act[0][i]) > 1e-5f * (1 + fabsf(act[0][i])));
+    for (int i = 0; i < m * 2 * I; i++)
+      bad += isnan(dh[0][i]) != isnan(dh[1][i]) ||
+             (!isnan(dh[0][i]) && fabsf(dh[1][i] - dh[0][i]) > 1e-5f * (1 + fabsf(dh[0][i])));
+    MXL_CHECK_MSG(bad == 0, "%s: %d SwiGLU values differ from the reference", isas[s]->name, bad);
+  }
+}
+
 /* ------------------------------------------------------------------ backend */
 
 static void test_isa_override(void) {
@@ -540,6 +575,7 @@ int main(void) {
   MXL_RUN(test_mxfp4_ops_gpt_oss_rows);
   MXL_RUN(test_attention_multiblock);
   MXL_RUN(test_unembed_xent_chunks);
+  MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_isa_override);
   MXL_RUN(test_scratch_failure);
   return mxl_test_summary("cpu_kernels");

@@ -21,6 +21,7 @@
 #ifndef MXL_KERNELS_CPU_INTERNAL_H
 #define MXL_KERNELS_CPU_INTERNAL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,6 +120,12 @@ typedef struct mxl_cpu_isa {
   float (*masked_max_f32)(const float *x, uint64_t keep, int n);
   float (*masked_exp_f32)(float *y, const float *x, uint64_t keep, int n, float shift);
   void (*scale_f32)(float *y, float a, int n);              /* y *= a */
+
+  /* One row of the clamped SwiGLU and of its backward ("+=" into dh), as
+   * ops.h `swiglu` / `swiglu_bwd` — act [I], dact [I], h, dh [2I]. */
+  void (*swiglu_row)(float *act, const float *h, int I, float alpha, float limit);
+  void (*swiglu_bwd_row)(float *dh, const float *dact, const float *h, int I, float alpha,
+                         float limit);
   void (*mul_sub_f32)(float *y, const float *p, float c, int n); /* y = p·(y − c) */
 } mxl_cpu_isa;
 
@@ -128,6 +135,31 @@ extern const mxl_cpu_isa mxl_cpu_isa_generic;
 extern const mxl_cpu_isa mxl_cpu_isa_avx2;
 extern const mxl_cpu_isa mxl_cpu_isa_avx512;
 #endif
+
+/* ------------------------------------------------------------------ scalar SwiGLU
+ * The scalar math of one row's units [u0, u1), shared by the generic table
+ * and the vector tables' tails. The clamps are comparisons so that NaN
+ * propagates, as torch.clamp. */
+
+static inline void mxl_cpu_swiglu_scalar(float *act, const float *h, int u0, int u1, float alpha,
+                                         float limit) {
+  for (int u = u0; u < u1; u++) {
+    float hg = h[2 * u], hl = h[2 * u + 1];
+    float g = hg > limit ? limit : hg, l = hl > limit ? limit : (hl < -limit ? -limit : hl);
+    act[u] = g * (1.0f / (1.0f + expf(-alpha * g))) * (l + 1.0f);
+  }
+}
+
+static inline void mxl_cpu_swiglu_bwd_scalar(float *dh, const float *dact, const float *h, int u0,
+                                             int u1, float alpha, float limit) {
+  for (int u = u0; u < u1; u++) {
+    float hg = h[2 * u], hl = h[2 * u + 1];
+    float g = hg > limit ? limit : hg, l = hl > limit ? limit : (hl < -limit ? -limit : hl);
+    float s = 1.0f / (1.0f + expf(-alpha * g));
+    if (hg <= limit) dh[2 * u] += dact[u] * (l + 1.0f) * (s + alpha * g * s * (1.0f - s));
+    if (hl >= -limit && hl <= limit) dh[2 * u + 1] += dact[u] * g * s;
+  }
+}
 
 /* ------------------------------------------------------------------ state */
 

@@ -698,6 +698,58 @@ TARGET static void a2_mul_sub_f32(float *y, const float *p, float c, int n) {
   for (; i < n; i++) y[i] = p[i] * (y[i] - c);
 }
 
+/* ------------------------------------------------------------------ SwiGLU rows
+ * 8 units per step; see the AVX-512 file for the clamp/NaN convention. */
+
+INLINE void swiglu_split(const float *h, __m256 *g, __m256 *u) {
+  __m256 a = _mm256_loadu_ps(h), b = _mm256_loadu_ps(h + 8);
+  /* per 128-bit lane [a0 a2 b0 b2 | a4 a6 b4 b6], then lanes reordered */
+  *g = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  *u = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+INLINE __m256 sigmoid256(__m256 g, __m256 alpha) {
+  __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), alpha), g))));
+}
+
+TARGET static void a2_swiglu_row(float *act, const float *h, int I, float alpha, float limit) {
+  __m256 lim = _mm256_set1_ps(limit), nlim = _mm256_set1_ps(-limit), al = _mm256_set1_ps(alpha);
+  __m256 one = _mm256_set1_ps(1.0f);
+  int u = 0;
+  for (; u + 8 <= I; u += 8) {
+    __m256 hg, hl;
+    swiglu_split(h + 2 * u, &hg, &hl);
+    __m256 g = _mm256_min_ps(lim, hg), l = _mm256_max_ps(nlim, _mm256_min_ps(lim, hl));
+    _mm256_storeu_ps(act + u, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid256(g, al)), _mm256_add_ps(l, one)));
+  }
+  mxl_cpu_swiglu_scalar(act, h, u, I, alpha, limit);
+}
+
+TARGET static void a2_swiglu_bwd_row(float *dh, const float *dact, const float *h, int I,
+                                     float alpha, float limit) {
+  __m256 lim = _mm256_set1_ps(limit), nlim = _mm256_set1_ps(-limit), al = _mm256_set1_ps(alpha);
+  __m256 one = _mm256_set1_ps(1.0f);
+  int u = 0;
+  for (; u + 8 <= I; u += 8) {
+    __m256 hg, hl;
+    swiglu_split(h + 2 * u, &hg, &hl);
+    __m256 g = _mm256_min_ps(lim, hg), l = _mm256_max_ps(nlim, _mm256_min_ps(lim, hl));
+    __m256 s = sigmoid256(g, al), da = _mm256_loadu_ps(dact + u);
+    __m256 dsg = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(al, g), s), _mm256_sub_ps(one, s), s);
+    __m256 dg = _mm256_mul_ps(_mm256_mul_ps(da, _mm256_add_ps(l, one)), dsg);
+    __m256 du = _mm256_mul_ps(da, _mm256_mul_ps(g, s));
+    dg = _mm256_and_ps(dg, _mm256_cmp_ps(hg, lim, _CMP_LE_OQ));
+    du = _mm256_and_ps(du, _mm256_and_ps(_mm256_cmp_ps(hl, nlim, _CMP_GE_OQ), _mm256_cmp_ps(hl, lim, _CMP_LE_OQ)));
+    /* back to (gate, up) pairs */
+    __m256 lo = _mm256_unpacklo_ps(dg, du), hi = _mm256_unpackhi_ps(dg, du);
+    float *d = dh + 2 * u;
+    _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), _mm256_permute2f128_ps(lo, hi, 0x20)));
+    _mm256_storeu_ps(d + 8, _mm256_add_ps(_mm256_loadu_ps(d + 8), _mm256_permute2f128_ps(lo, hi, 0x31)));
+  }
+  mxl_cpu_swiglu_bwd_scalar(dh, dact, h, u, I, alpha, limit);
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .name = "avx2",
     .to_bf16 = a2_to_bf16,
@@ -720,6 +772,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .masked_exp_f32 = a2_masked_exp_f32,
     .scale_f32 = a2_scale_f32,
     .mul_sub_f32 = a2_mul_sub_f32,
+    .swiglu_row = a2_swiglu_row,
+    .swiglu_bwd_row = a2_swiglu_bwd_row,
 };
 
 #else

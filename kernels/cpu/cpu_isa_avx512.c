@@ -848,6 +848,66 @@ TARGET static void a5_mul_sub_f32(float *y, const float *p, float c, int n) {
   }
 }
 
+/* ------------------------------------------------------------------ SwiGLU rows
+ * 16 units per step: the interleaved (gate, up) pairs are split with two
+ * permutes. min/max take the clamp bound first so that NaN passes through
+ * (vminps returns its second operand when one is NaN), as torch.clamp. */
+
+INLINE void swiglu_split(const float *h, __m512 *g, __m512 *u) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  __m512 a = _mm512_loadu_ps(h), b = _mm512_loadu_ps(h + 16);
+  *g = _mm512_permutex2var_ps(a, even, b);
+  *u = _mm512_permutex2var_ps(a, odd, b);
+}
+
+/* σ(alpha·g) */
+INLINE __m512 sigmoid512(__m512 g, __m512 alpha) {
+  __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), alpha), g))));
+}
+
+TARGET static void a5_swiglu_row(float *act, const float *h, int I, float alpha, float limit) {
+  __m512 lim = _mm512_set1_ps(limit), nlim = _mm512_set1_ps(-limit), al = _mm512_set1_ps(alpha);
+  __m512 one = _mm512_set1_ps(1.0f);
+  int u = 0;
+  for (; u + 16 <= I; u += 16) {
+    __m512 hg, hl;
+    swiglu_split(h + 2 * u, &hg, &hl);
+    __m512 g = _mm512_min_ps(lim, hg), l = _mm512_max_ps(nlim, _mm512_min_ps(lim, hl));
+    _mm512_storeu_ps(act + u, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid512(g, al)), _mm512_add_ps(l, one)));
+  }
+  mxl_cpu_swiglu_scalar(act, h, u, I, alpha, limit);
+}
+
+TARGET static void a5_swiglu_bwd_row(float *dh, const float *dact, const float *h, int I,
+                                     float alpha, float limit) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512 lim = _mm512_set1_ps(limit), nlim = _mm512_set1_ps(-limit), al = _mm512_set1_ps(alpha);
+  __m512 one = _mm512_set1_ps(1.0f);
+  int u = 0;
+  for (; u + 16 <= I; u += 16) {
+    __m512 hg, hl;
+    swiglu_split(h + 2 * u, &hg, &hl);
+    __m512 g = _mm512_min_ps(lim, hg), l = _mm512_max_ps(nlim, _mm512_min_ps(lim, hl));
+    __m512 s = sigmoid512(g, al), da = _mm512_loadu_ps(dact + u);
+    /* dg = da·(l+1)·(s + alpha·g·s·(1−s)), du = da·g·s; lanes outside the
+     * clamps (or NaN) pass nothing */
+    __m512 dsg = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(al, g), s), _mm512_sub_ps(one, s), s);
+    __m512 dg = _mm512_mul_ps(_mm512_mul_ps(da, _mm512_add_ps(l, one)), dsg);
+    __m512 du = _mm512_mul_ps(da, _mm512_mul_ps(g, s));
+    __mmask16 pass_g = _mm512_cmp_ps_mask(hg, lim, _CMP_LE_OQ);
+    __mmask16 pass_u = _mm512_cmp_ps_mask(hl, nlim, _CMP_GE_OQ) & _mm512_cmp_ps_mask(hl, lim, _CMP_LE_OQ);
+    dg = _mm512_maskz_mov_ps(pass_g, dg);
+    du = _mm512_maskz_mov_ps(pass_u, du);
+    float *d = dh + 2 * u;
+    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_permutex2var_ps(dg, lo, du)));
+    _mm512_storeu_ps(d + 16, _mm512_add_ps(_mm512_loadu_ps(d + 16), _mm512_permutex2var_ps(dg, hi, du)));
+  }
+  mxl_cpu_swiglu_bwd_scalar(dh, dact, h, u, I, alpha, limit);
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
     .to_bf16 = a5_to_bf16,
@@ -870,6 +930,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .masked_exp_f32 = a5_masked_exp_f32,
     .scale_f32 = a5_scale_f32,
     .mul_sub_f32 = a5_mul_sub_f32,
+    .swiglu_row = a5_swiglu_row,
+    .swiglu_bwd_row = a5_swiglu_bwd_row,
 };
 
 #else

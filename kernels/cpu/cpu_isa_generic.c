@@ -210,6 +210,15 @@ static void gen_mul_sub_f32(float *y, const float *p, float c, int n) {
   for (int i = 0; i < n; i++) y[i] = p[i] * (y[i] - c);
 }
 
+static void gen_swiglu_row(float *act, const float *h, int I, float alpha, float limit) {
+  mxl_cpu_swiglu_scalar(act, h, 0, I, alpha, limit);
+}
+
+static void gen_swiglu_bwd_row(float *dh, const float *dact, const float *h, int I, float alpha,
+                               float limit) {
+  mxl_cpu_swiglu_bwd_scalar(dh, dact, h, 0, I, alpha, limit);
+}
+
 const mxl_cpu_isa mxl_cpu_isa_generic = {
     .name = "generic",
     .to_bf16 = gen_to_bf16,
@@ -232,4 +241,6 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .masked_exp_f32 = gen_masked_exp_f32,
     .scale_f32 = gen_scale_f32,
     .mul_sub_f32 = gen_mul_sub_f32,
+    .swiglu_row = gen_swiglu_row,
+    .swiglu_bwd_row = gen_swiglu_bwd_row,
 };

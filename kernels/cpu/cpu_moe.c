@@ -136,24 +136,14 @@ void mxl_cpu_moe_combine_bwd(mxl_backend *be, float *dys, float *dweights, const
   }
 }
 
-/* The clamps written with comparisons so NaN propagates, as torch.clamp. */
-static inline float clamp_hi(float x, float hi) { return x > hi ? hi : x; }
-static inline float clamp(float x, float lo, float hi) { return x > hi ? hi : (x < lo ? lo : x); }
-static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 /* act[u] = g·σ(alpha·g)·(l + 1), g = min(h[2u], limit),
  * l = clamp(h[2u+1], −limit, limit) — act [m, I], h [m, 2I] */
 void mxl_cpu_swiglu(mxl_backend *be, float *act, const float *h, int m, int I, float alpha,
                     float limit) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
 #pragma omp parallel for num_threads(be->n_threads) schedule(static)
-  for (int i = 0; i < m; i++) {
-    const float *hi = h + (size_t)i * 2 * I; /* [2I] */
-    float *ai = act + (size_t)i * I;         /* [I] */
-    for (int u = 0; u < I; u++) {
-      float g = clamp_hi(hi[2 * u], limit), l = clamp(hi[2 * u + 1], -limit, limit);
-      ai[u] = g * sigmoid(alpha * g) * (l + 1.0f);
-    }
-  }
+  for (int i = 0; i < m; i++)
+    isa->swiglu_row(act + (size_t)i * I, h + (size_t)i * 2 * I, I, alpha, limit);
 }
 
 /* dh[2u] += dact·(l+1)·(s + alpha·g·s·(1−s)) where h[2u] <= limit;
@@ -161,17 +151,9 @@ void mxl_cpu_swiglu(mxl_backend *be, float *act, const float *h, int m, int I, f
  * — dh [m, 2I], dact [m, I], h [m, 2I] */
 void mxl_cpu_swiglu_bwd(mxl_backend *be, float *dh, const float *dact, const float *h, int m,
                         int I, float alpha, float limit) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
 #pragma omp parallel for num_threads(be->n_threads) schedule(static)
-  for (int i = 0; i < m; i++) {
-    const float *hi = h + (size_t)i * 2 * I; /* [2I] */
-    const float *da = dact + (size_t)i * I;  /* [I] */
-    float *dhi = dh + (size_t)i * 2 * I;     /* [2I] */
-    for (int u = 0; u < I; u++) {
-      float hg = hi[2 * u], hl = hi[2 * u + 1];
-      float g = clamp_hi(hg, limit), l = clamp(hl, -limit, limit);
-      float s = sigmoid(alpha * g);
-      if (hg <= limit) dhi[2 * u] += da[u] * (l + 1.0f) * (s + alpha * g * s * (1.0f - s));
-      if (hl >= -limit && hl <= limit) dhi[2 * u + 1] += da[u] * g * s;
-    }
-  }
+  for (int i = 0; i < m; i++)
+    isa->swiglu_bwd_row(dh + (size_t)i * 2 * I, dact + (size_t)i * I, h + (size_t)i * 2 * I, I,
+                        alpha, limit);
 }
