@@ -25,8 +25,9 @@
 // ignored; launches complete before MXL_LAUNCH returns).
 //
 // Cost: glibc swapcontext makes a system call per switch, a few µs per
-// emulated thread: fine for unit shapes, not for whole models. Stack
-// switches are announced to AddressSanitizer, so it runs under ASan.
+// emulated thread: fine for unit shapes, not for whole models. Fiber stacks
+// are allocated once and reused by later launches. Stack switches are
+// announced to AddressSanitizer, so it runs under ASan.
 #ifndef MXL_KERNELS_CUDA_EMULATOR_H
 #define MXL_KERNELS_CUDA_EMULATOR_H
 

@@ -8,8 +8,9 @@
  *                             (chooses the coalesced tile-load order);
  *   a(e, i, p), b(e, p, j)    one element of A, of B for expert e;
  *   store(e, i, j, acc)       the epilogue of one output.
- * Operand structs for the ops live next to their ops (ops_dense.cuh,
- * ops_moe.cuh, ops_loss.cuh).
+ * The bf16 operand structs are below (matmul_bf16, its dx and unembed_xent
+ * share them); the others live next to their ops (ops_dense.cuh gemm_f32,
+ * ops_moe.cuh MXFP4).
  *
  * Tiles: a block of 256 threads computes a 64 x 64 tile of C, stepping
  * through K by 32 with both operands staged in shared memory (padded by one

@@ -13,6 +13,7 @@
 #define MXL_KERNELS_CUDA_RUNTIME_CUH
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -80,7 +81,8 @@ static inline bool mxl_cu_launched(mxl_backend *be, const char *op, int rc) {
 static inline void *mxl_cu_scratch(mxl_backend *be, size_t bytes, const char *op) {
   mxl_cuda_state *st = mxl_cu_state(be);
   if (bytes <= st->scratch_bytes) return st->scratch;
-  size_t want = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+  const size_t mib = (size_t)1 << 20;
+  size_t want = bytes > SIZE_MAX - mib ? SIZE_MAX : (bytes + mib - 1) & ~(mib - 1);
 #ifdef MXL_CUDA_EMULATE
   free(st->scratch);
   st->scratch = malloc(want);

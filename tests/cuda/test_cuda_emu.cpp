@@ -12,6 +12,7 @@
 #include "core/bf16.h"
 #include "kernels/cuda/mxfp4_dequant.cuh"
 #include "kernels/cuda/mxfp4_quant.cuh"
+#include "kernels/cuda/runtime.cuh"
 #include "kernels/mxfp4.h"
 #include "test.h"
 
@@ -93,6 +94,41 @@ static void test_emulator_catches_divergent_barriers(void) {
                 mxl_emu::last_error().c_str());
   MXL_CHECK(MXL_LAUNCH(early_return_kernel, 1, 2048, 0, 0, out) == -1); // too many threads
   MXL_CHECK(MXL_LAUNCH(early_return_kernel, 1, 32, 16, 0, out) == -1);  // dynamic smem
+}
+
+// The services of the op functions (kernels/cuda/runtime.cuh): a failed
+// launch and a failed scratch allocation become the first error since the
+// last sync, naming the op; the scratch buffer grows and is reused.
+static void test_runtime_errors(void) {
+  mxl_cuda_state st;
+  memset(&st, 0, sizeof st);
+  st.device = -1;
+  mxl_backend be = {NULL, 1, &st};
+  int out[32] = {0};
+  MXL_CHECK(!mxl_cu_launched(&be, "someop",
+                             MXL_LAUNCH(early_return_kernel, 1, 32, 0, st.stream, out)));
+  MXL_CHECK(st.pending == MXL_ERR_BACKEND);
+  MXL_CHECK_MSG(strstr(st.message, "CUDA emulator: someop: kernel launch failed") &&
+                    strstr(st.message, "exited while"),
+                "%s", st.message);
+  mxl_cu_fail(&be, MXL_ERR_MEMORY, "other", "later error");
+  MXL_CHECK_MSG(st.pending == MXL_ERR_BACKEND && !strstr(st.message, "later"), "%s", st.message);
+  st.pending = MXL_OK;
+  MXL_CHECK(mxl_cu_launched(&be, "someop", MXL_LAUNCH(reduce_kernel, 1, REDUCE_THREADS, 0,
+                                                      st.stream, out, out, true)));
+  MXL_CHECK(st.pending == MXL_OK);
+#ifndef MXL_EMU_ASAN  // ASan aborts on impossible sizes instead of returning NULL
+  MXL_CHECK(mxl_cu_scratch(&be, SIZE_MAX - 5, "bigop") == NULL);
+  MXL_CHECK_MSG(st.pending == MXL_ERR_MEMORY && strstr(st.message, "bigop: cannot allocate"),
+                "%s", st.message);
+  st.pending = MXL_OK;
+#endif
+  void *first = mxl_cu_scratch(&be, 100, "op");
+  MXL_CHECK(first != NULL && mxl_cu_scratch(&be, 1000, "op") == first);  // whole MiBs
+  MXL_CHECK(mxl_cu_scratch(&be, (3 << 20) - 7, "op") != NULL && st.scratch_bytes == 3 << 20);
+  MXL_CHECK(st.pending == MXL_OK);
+  mxl_cu_scratch_release(&st);
+  MXL_CHECK(st.scratch == NULL && st.scratch_bytes == 0);
 }
 
 // ---------------------------------------------------------------- kernels
@@ -186,6 +222,7 @@ static void test_mxfp4_quant(void) {
 int main(void) {
   MXL_RUN(test_emulator_reduction);
   MXL_RUN(test_emulator_catches_divergent_barriers);
+  MXL_RUN(test_runtime_errors);
   MXL_RUN(test_mxfp4_dequant);
   MXL_RUN(test_mxfp4_quant);
   return mxl_test_summary("cuda_emu");
