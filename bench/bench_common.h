@@ -123,6 +123,11 @@ typedef struct bench_limits {
   double bw;   /* GB/s, read bandwidth */
   double fma;  /* GFLOP/s, fp32 FMA peak (0: not measured) */
   double bf16; /* GFLOP/s, bf16 dot-product peak; the fp32 peak where there is no bf16 */
+  /* The peaks from each thread's CPU time (Σ over threads of its FLOPs ÷
+   * its CPU seconds): what nt threads do when each has a core to itself,
+   * whatever the machine's load. Compare CPU-time rates of the model with
+   * these. */
+  double fma_cpu, bf16_cpu;
 } bench_limits;
 
 static inline double bench_read_bandwidth(int nt, const float *arr, size_t n) {
@@ -154,19 +159,33 @@ static inline double bench_read_bandwidth(int nt, const float *arr, size_t n) {
   return best;
 }
 
-/* GFLOP/s of `loop` on nt threads (flops_per_iter per thread-iteration). */
-static inline double bench_peak(int nt, float (*loop)(long), double flops_per_iter) {
+static inline double bench_thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GFLOP/s of `loop` on nt threads (flops_per_iter per thread-iteration),
+ * from wall time and (*by_cpu) from each thread's CPU time. */
+static inline double bench_peak(int nt, float (*loop)(long), double flops_per_iter,
+                                double *by_cpu) {
   const long iters = 10000000;
   double best = 0;
+  *by_cpu = 0;
   for (int rep = 0; rep < 3; rep++) {
-    double t = bench_now();
+    double t = bench_now(), rate_cpu = 0;
     float s = 0;
-#pragma omp parallel num_threads(nt) reduction(+ : s)
-    s += loop(iters);
+#pragma omp parallel num_threads(nt) reduction(+ : s) reduction(+ : rate_cpu)
+    {
+      double c = bench_thread_cpu();
+      s += loop(iters);
+      rate_cpu += (double)iters * flops_per_iter / (bench_thread_cpu() - c) / 1e9;
+    }
     t = bench_now() - t;
     bench_sink = s;
     double g = (double)nt * (double)iters * flops_per_iter / t / 1e9;
     if (g > best) best = g;
+    if (rate_cpu > *by_cpu) *by_cpu = rate_cpu;
   }
   return best;
 }
@@ -184,11 +203,14 @@ static inline int bench_measure_limits(int nt, bench_limits *L) {
   L->bw = bench_read_bandwidth(nt, arr, n);
   munmap(arr, bytes);
 #ifdef BENCH_X86
-  if (__builtin_cpu_supports("avx512f")) L->fma = bench_peak(nt, bench_fma512, 24 * 32);
-  else if (__builtin_cpu_supports("avx2")) L->fma = bench_peak(nt, bench_fma256, 12 * 16);
-  if (__builtin_cpu_supports("avx512bf16")) L->bf16 = bench_peak(nt, bench_bf16dot, 24 * 64);
+  if (__builtin_cpu_supports("avx512f"))
+    L->fma = bench_peak(nt, bench_fma512, 24 * 32, &L->fma_cpu);
+  else if (__builtin_cpu_supports("avx2"))
+    L->fma = bench_peak(nt, bench_fma256, 12 * 16, &L->fma_cpu);
+  if (__builtin_cpu_supports("avx512bf16"))
+    L->bf16 = bench_peak(nt, bench_bf16dot, 24 * 64, &L->bf16_cpu);
 #endif
-  if (L->bf16 == 0) L->bf16 = L->fma;
+  if (L->bf16 == 0) L->bf16 = L->fma, L->bf16_cpu = L->fma_cpu;
   return 1;
 }
 
