@@ -54,11 +54,11 @@ static mxl_status emu_sync(mxl_backend *be) {
   return status;
 }
 
-static mxl_ops make_emu_ops(void) {
+static mxl_ops make_emu_ops(int host_memory) {
   mxl_ops ops;
   memset(&ops, 0, sizeof ops);
   ops.name = emu_name;
-  ops.host_memory = 0;
+  ops.host_memory = host_memory;
   ops.destroy = emu_destroy;
   ops.alloc = emu_alloc;
   ops.free = emu_free;
@@ -74,9 +74,9 @@ static mxl_ops make_emu_ops(void) {
   return ops;
 }
 
-static const mxl_ops emu_ops = make_emu_ops();
+static const mxl_ops emu_ops = make_emu_ops(0), emu_ops_host = make_emu_ops(1);
 
-extern "C" mxl_status mxl_backend_cuda_emu_create(mxl_backend **out) {
+extern "C" mxl_status mxl_backend_cuda_emu_create(int host_memory, mxl_backend **out) {
   *out = NULL;
   mxl_cuda_state *st = static_cast<mxl_cuda_state *>(calloc(1, sizeof *st));
   mxl_backend *be = static_cast<mxl_backend *>(calloc(1, sizeof *be));
@@ -86,7 +86,7 @@ extern "C" mxl_status mxl_backend_cuda_emu_create(mxl_backend **out) {
     return mxl_errorf(MXL_ERR_MEMORY, "CUDA emulator backend: out of memory");
   }
   st->device = -1;
-  be->ops = &emu_ops;
+  be->ops = host_memory ? &emu_ops_host : &emu_ops;
   be->n_threads = 1;
   be->impl = st;
   *out = be;

@@ -4,9 +4,8 @@
  *
  * Its compute ops are the very kernels and op functions of kernels/cuda
  * (ops_*.cuh), compiled for the host with kernels/cuda/emulator.h; memory
- * is host memory (malloc), but the table says host_memory = 0 as the device
- * backend does. Single-threaded: the emulator's scheduler and its shared
- * memory are process-wide. */
+ * is host memory (malloc). Single-threaded: the emulator's scheduler and its
+ * shared memory are process-wide. */
 #ifndef MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
 #define MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
 
@@ -25,7 +24,10 @@ typedef enum mxl_emu_order {
   MXL_EMU_SHUFFLE = 2, /* seeded */
 } mxl_emu_order;
 
-mxl_status mxl_backend_cuda_emu_create(mxl_backend **out);
+/* host_memory 0: the table says so as the device backend does (op tests);
+ * 1: it admits that its memory is host memory, so an engine uses mapped
+ * weights in place (model tests, until the engine uploads weights). */
+mxl_status mxl_backend_cuda_emu_create(int host_memory, mxl_backend **out);
 
 /* Sets the thread order of every later launch (all emulated backends). */
 void mxl_cuda_emu_set_order(mxl_emu_order order, uint64_t seed);

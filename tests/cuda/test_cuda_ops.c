@@ -1210,7 +1210,7 @@ static void test_mutants(void) {
 }
 
 int main(void) {
-  if (mxl_backend_ref_create(&ref) != MXL_OK || mxl_backend_cuda_emu_create(&emu) != MXL_OK) {
+  if (mxl_backend_ref_create(&ref) != MXL_OK || mxl_backend_cuda_emu_create(0, &emu) != MXL_OK) {
     fprintf(stderr, "backend creation: %s\n", mxl_last_error());
     return 1;
   }
