@@ -128,15 +128,30 @@ typedef struct bench_limits {
    * whatever the machine's load. Compare CPU-time rates of the model with
    * these. */
   double fma_cpu, bf16_cpu;
+  /* The bandwidth the same way (Σ over threads of its bytes ÷ its CPU
+   * seconds): a thread's streaming rate while it runs; it overstates the
+   * shared bus when threads that were descheduled at different times each
+   * had it alone. */
+  double bw_cpu;
 } bench_limits;
 
-static inline double bench_read_bandwidth(int nt, const float *arr, size_t n) {
+static inline double bench_thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GB/s of a sum over arr [n] on nt threads, from wall time and (*by_cpu)
+ * from each thread's CPU time. */
+static inline double bench_read_bandwidth(int nt, const float *arr, size_t n, double *by_cpu) {
   double best = 0;
+  *by_cpu = 0;
   for (int rep = 0; rep < 3; rep++) {
-    double t = bench_now();
+    double t = bench_now(), rate_cpu = 0;
     float s = 0;
-#pragma omp parallel num_threads(nt) reduction(+ : s)
+#pragma omp parallel num_threads(nt) reduction(+ : s) reduction(+ : rate_cpu)
     {
+      double c = bench_thread_cpu();
       size_t chunk = n / (size_t)nt / 64 * 64;
       const float *p = arr + chunk * (size_t)omp_get_thread_num();
 #ifdef BENCH_X86
@@ -150,19 +165,15 @@ static inline double bench_read_bandwidth(int nt, const float *arr, size_t n) {
           for (int l = 0; l < 8; l++) acc[l] += p[i + l];
         for (int l = 0; l < 8; l++) s += acc[l];
       }
+      rate_cpu += (double)chunk * sizeof(float) / (bench_thread_cpu() - c) / 1e9;
     }
     t = bench_now() - t;
     bench_sink = s;
     double bw = (double)n * sizeof(float) / t / 1e9;
     if (bw > best) best = bw;
+    if (rate_cpu > *by_cpu) *by_cpu = rate_cpu;
   }
   return best;
-}
-
-static inline double bench_thread_cpu(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* GFLOP/s of `loop` on nt threads (flops_per_iter per thread-iteration),
@@ -200,7 +211,7 @@ static inline int bench_measure_limits(int nt, bench_limits *L) {
   madvise(arr, bytes, MADV_HUGEPAGE); /* fewer page faults while filling (best effort) */
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (size_t i = 0; i < n; i++) arr[i] = (float)(i & 1023) * 1e-3f;
-  L->bw = bench_read_bandwidth(nt, arr, n);
+  L->bw = bench_read_bandwidth(nt, arr, n, &L->bw_cpu);
   munmap(arr, bytes);
 #ifdef BENCH_X86
   if (__builtin_cpu_supports("avx512f"))

@@ -189,12 +189,12 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
            bench_fmt(h, sizeof h, bench_stats(dc, o->reps), 2));
   }
   printf("\nratios per repetition (same repetition's limits), median (min-max); \"by cpu\": "
-         "rates from CPU time (n_threads x work / process CPU seconds; the peak from each "
-         "thread's CPU time; the bandwidth as measured)\n");
+         "rates from CPU time (n_threads x work / process CPU seconds) against limits from each "
+         "thread's CPU time\n");
   printf("%3s %-22s %-22s %-22s %-20s %-22s %-22s\n", "thr", "decode % bw roofline",
          "prefill % bf16 peak", "decode roofline tok/s", "prefill GFLOP/s", "decode % roof by cpu",
          "prefill % peak by cpu");
-  double dec_best = 0, pre_best = 0;
+  double dec_best = 0, pre_best = 0, dec_cpu = 0, pre_cpu = 0;
   for (int ti = 0; ti < o->n_threads; ti++) {
     double dr[MAX_REPS], pr[MAX_REPS], roof[MAX_REPS], gf[MAX_REPS], drc[MAX_REPS], prc[MAX_REPS];
     for (int r = 0; r < o->reps; r++) {
@@ -202,7 +202,7 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
       double tps = o->decode / x->decode_s, nt = rs[ti].nt;
       roof[r] = x->L.bw * 1e9 / (wbytes + kv);
       dr[r] = 100 * tps / roof[r];
-      drc[r] = 100 * (o->decode * nt / x->decode_cpu) / roof[r];
+      drc[r] = 100 * (o->decode * nt / x->decode_cpu) / (x->L.bw_cpu * 1e9 / (wbytes + kv));
       gf[r] = pflops / x->prefill_s / 1e9;
       pr[r] = 100 * gf[r] / x->L.bf16;
       prc[r] = 100 * (pflops * nt / x->prefill_cpu / 1e9) / x->L.bf16_cpu;
@@ -210,6 +210,9 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
     bench_stat sd = bench_stats(dr, o->reps), sp = bench_stats(pr, o->reps);
     if (sd.med > dec_best) dec_best = sd.med;
     if (sp.med > pre_best) pre_best = sp.med;
+    double dc = bench_stats(drc, o->reps).med, pc = bench_stats(prc, o->reps).med;
+    if (dc > dec_cpu) dec_cpu = dc;
+    if (pc > pre_cpu) pre_cpu = pc;
     char a[40], b[40], d[40], e[40], f[40], g[40];
     printf("%3d %-22s %-22s %-22s %-20s %-22s %-22s\n", rs[ti].nt, bench_fmt(a, sizeof a, sd, 1),
            bench_fmt(b, sizeof b, sp, 1), bench_fmt(d, sizeof d, bench_stats(roof, o->reps), 2),
@@ -223,10 +226,10 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
       if (s[r][ti].hwm > hwm) hwm = s[r][ti].hwm;
   printf("\npeak RSS of the timed passes: %.2f GB\n", gb(hwm));
   printf("\ntargets (issue, gpt-oss-20b shape; best thread count's median):\n");
-  printf("  decode  >= 85%% of the bandwidth roofline: measured %.1f%%  %s\n", dec_best,
-         dec_best >= 85 ? "MET" : "not met");
-  printf("  prefill >= 50%% of the bf16 peak:          measured %.1f%%  %s\n", pre_best,
-         pre_best >= 50 ? "MET" : "not met");
+  printf("  decode  >= 85%% of the bandwidth roofline: measured %.1f%% (by cpu time %.1f%%)  %s\n",
+         dec_best, dec_cpu, dec_best >= 85 ? "MET" : "not met");
+  printf("  prefill >= 50%% of the bf16 peak:          measured %.1f%% (by cpu time %.1f%%)  %s\n",
+         pre_best, pre_cpu, pre_best >= 50 ? "MET" : "not met");
 }
 
 /* ------------------------------------------------------------------ main */
@@ -315,8 +318,9 @@ static int measure(const options *o, mxl_model *model) {
       x->prefill_s = t1 - t0, x->prefill_cpu = c1 - c0;
       x->decode_s = bench_now() - t1, x->decode_cpu = bench_cpu_seconds() - c1;
       x->hwm = bench_memory().hwm;
-      printf("rep %d, %d thr: bw %.1f GB/s, bf16 %.0f (by cpu %.0f) GFLOP/s | prefill %.2f tok/s (%.2f cores), "
-             "decode %.2f tok/s (%.2f cores)\n", r + 1, ru->nt, x->L.bw, x->L.bf16, x->L.bf16_cpu,
+      printf("rep %d, %d thr: bw %.1f (by cpu %.1f) GB/s, bf16 %.0f (by cpu %.0f) GFLOP/s | prefill %.2f tok/s (%.2f cores), "
+             "decode %.2f tok/s (%.2f cores)\n", r + 1, ru->nt, x->L.bw, x->L.bw_cpu, x->L.bf16,
+             x->L.bf16_cpu,
              o->prompt / x->prefill_s, x->prefill_cpu / x->prefill_s, o->decode / x->decode_s,
              x->decode_cpu / x->decode_s);
       fflush(stdout);
