@@ -1,11 +1,13 @@
 /* The optimized CPU backend: private state shared by its files.
  *
  * Files:
+ *   cpu.h            options for tests and benchmarks (exact mode, ISA name)
  *   cpu_backend.c    creation, ISA choice, memory ops, scratch, the op table
  *   cpu_dense.c      embed, RMSNorm, RoPE, add, gemm_f32
  *   cpu_matmul.c     bf16 and MXFP4 matmuls (forward and dx): tiling and
  *                    threads; the inner loops come from the ISA table below
  *   cpu_moe.c        router, plan, gather, SwiGLU, combine (and backward)
+ *                    (SwiGLU rows come from the ISA table)
  *   cpu_attention.c  attention forward and backward
  *   cpu_loss.c       fused unembedding + cross-entropy, dropout, AdamW, Σx²
  *   cpu_isa_*.c      the inner loops, one file per instruction set:
