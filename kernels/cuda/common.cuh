@@ -11,7 +11,8 @@
  *   - kernels read their coordinates through the MXL_* index macros below;
  *   - barriers are MXL_SYNC() and shared arrays MXL_SHARED, never the raw
  *     __syncthreads / __shared__; unrolled loops say MXL_UNROLL;
- *   - device-only intrinsics go through the wrappers at the end of this file.
+ *   - device-only intrinsics (bf16 bits, sincospi, atomics) go through the
+ *     wrappers at the end of this file.
  * kernels/cuda/emulator.h defines MXL_CUDA_EMULATE and its own versions of
  * the macros; it is included before any kernel header. */
 #ifndef MXL_KERNELS_CUDA_COMMON_CUH
@@ -73,6 +74,19 @@ MXL_DEVICE void mxl_cu_sincospi(float x, float *s, float *c) {
   *c = (float)cos(pi * (double)x);
 #else
   sincospif(x, s, c);
+#endif
+}
+
+/* *p |= v as one atomic operation; returns the old value. The emulator's
+ * fibers never preempt one another, so a plain read-modify-write is atomic
+ * there. (An OR of flags gives the same result in any order.) */
+MXL_DEVICE int mxl_atomic_or(int *p, int v) {
+#ifdef MXL_CUDA_EMULATE
+  int old = *p;
+  *p = old | v;
+  return old;
+#else
+  return atomicOr(p, v);
 #endif
 }
 

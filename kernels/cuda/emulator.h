@@ -20,9 +20,11 @@
 // (forward, reverse, seeded shuffle): a missing barrier shows up as results
 // that differ between orders.
 //
-// Not emulated (yet): warp shuffles and votes, atomics, dynamic shared
-// memory, y/z thread coordinates in kernels, streams (the stream argument is
-// ignored; launches complete before MXL_LAUNCH returns).
+// Not emulated (yet): warp shuffles and votes, atomics other than
+// common.cuh's mxl_atomic_or (fibers are cooperative, so there a plain
+// read-modify-write is atomic), dynamic shared memory, y/z thread
+// coordinates in kernels, streams (the stream argument is ignored; launches
+// complete before MXL_LAUNCH returns).
 //
 // Cost: glibc swapcontext makes a system call per switch, a few µs per
 // emulated thread: fine for unit shapes, not for whole models. Fiber stacks

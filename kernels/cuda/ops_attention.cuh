@@ -55,18 +55,40 @@ MXL_DEVICE bool mxl_att_allowed(int q_pos, int q_seg, int k_pos, int k_seg, int 
   return k_seg == q_seg && k_pos <= q_pos && (window == 0 || q_pos - k_pos < window);
 }
 
-/* Positions and segments of one tile of `count` rows starting at `first`
- * of `total`, staged by the first `count` threads; rows past the end get
- * valid = 0. */
-MXL_DEVICE void mxl_att_load_mask(int *pos, int *seg, int *valid, const int32_t *all_pos,
+/* Positions and segments of a query tile and a key tile, staged in shared
+ * memory (rows past the end: ok = 0), and whether any pair is allowed. */
+template <int BQ, int BK>
+struct mxl_att_tile_mask {
+  int qpos[BQ], qseg[BQ], qok[BQ], kpos[BK], kseg[BK], kok[BK];
+  int any; /* some pair of the two tiles is allowed */
+
+  MXL_DEVICE bool allowed(int ii, int jj, int window) const {
+    return qok[ii] && kok[jj] && mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], window);
+  }
+};
+
+/* Rows first.. of `total` into pos / seg / ok [count], by the first `count`
+ * threads. */
+MXL_DEVICE void mxl_att_load_mask(int *pos, int *seg, int *ok, const int32_t *all_pos,
                                   const int32_t *all_seg, int first, int count, int total) {
   int t = (int)MXL_THREAD_X;
   if (t < count) {
-    int ok = first + t < total;
-    valid[t] = ok;
-    pos[t] = ok ? all_pos[first + t] : 0;
-    seg[t] = ok ? all_seg[first + t] : 0;
+    int valid = first + t < total;
+    ok[t] = valid;
+    pos[t] = valid ? all_pos[first + t] : 0;
+    seg[t] = valid ? all_seg[first + t] : 0;
   }
+}
+
+/* Sets m->any, which thread 0 zeroed before the caller's last barrier: every
+ * thread tests its share of the pairs and ORs the answer in. The caller
+ * reads m->any after a barrier. */
+template <int THREADS, int BQ, int BK>
+MXL_DEVICE void mxl_att_mark_any(mxl_att_tile_mask<BQ, BK> *m, int window) {
+  bool mine = false;
+  for (int l = (int)MXL_THREAD_X; l < BQ * BK; l += THREADS)
+    mine |= m->allowed(l / BK, l % BK, window);
+  if (mine) mxl_atomic_or(&m->any, 1);
 }
 
 /* rows x d values of head `head` (of `heads`) starting at row `first` of
@@ -96,14 +118,13 @@ MXL_GLOBAL void mxl_attention_kernel(mxl_att_args a, float *out, float *lse) {
   MXL_SHARED float qs[BQ * DP], ks[BK * DP], vs[BK * DP];
   MXL_SHARED float ps[BQ][BK + 1]; /* scores, then probabilities of the tile */
   MXL_SHARED float row_m[BQ], row_l[BQ], row_scale[BQ];
-  MXL_SHARED int qpos[BQ], qseg[BQ], qok[BQ], kpos[BK], kseg[BK], kok[BK];
-  MXL_SHARED int any;
+  MXL_SHARED mxl_att_tile_mask<BQ, BK> m;
   const int t = (int)MXL_THREAD_X, r = t / LANES, lane = t % LANES;
   const int h = (int)(MXL_BLOCK_X % a.nh), i0 = (int)(MXL_BLOCK_X / a.nh) * BQ;
   const int g = h / (a.nh / a.nkv), d = a.d;
 
   mxl_att_load_rows<THREADS>(qs, a.q, i0, BQ, a.nq, a.nh, h, d);
-  mxl_att_load_mask(qpos, qseg, qok, a.mask.q_pos, a.mask.q_seg, i0, BQ, a.nq);
+  mxl_att_load_mask(m.qpos, m.qseg, m.qok, a.mask.q_pos, a.mask.q_seg, i0, BQ, a.nq);
   if (t < BQ) {
     row_m[t] = mxl_cu_bf16(a.sinks[h]); /* the sink is the first logit */
     row_l[t] = 1.0f;
@@ -113,26 +134,20 @@ MXL_GLOBAL void mxl_attention_kernel(mxl_att_args a, float *out, float *lse) {
 
   for (int j0 = 0; j0 < a.nk; j0 += BK) {
     MXL_SYNC(); /* the previous tile is consumed */
-    mxl_att_load_mask(kpos, kseg, kok, a.mask.k_pos, a.mask.k_seg, j0, BK, a.nk);
-    if (t == 0) any = 0;
+    mxl_att_load_mask(m.kpos, m.kseg, m.kok, a.mask.k_pos, a.mask.k_seg, j0, BK, a.nk);
+    if (t == 0) m.any = 0;
     MXL_SYNC();
-    bool mine = false;
-    for (int l = t; l < BQ * BK; l += THREADS) {
-      int ii = l / BK, jj = l % BK;
-      mine |= qok[ii] && kok[jj] &&
-              mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], a.mask.window);
-    }
-    if (mine) any = 1;
+    mxl_att_mark_any<THREADS>(&m, a.mask.window);
     MXL_SYNC();
-    if (!any) continue; /* the same for every thread */
+    if (!m.any) continue; /* the same for every thread */
     mxl_att_load_rows<THREADS>(ks, a.k, j0, BK, a.nk, a.nkv, g, d);
     mxl_att_load_rows<THREADS>(vs, a.v, j0, BK, a.nk, a.nkv, g, d);
     MXL_SYNC();
     for (int l = t; l < BQ * BK; l += THREADS) {
       int ii = l / BK, jj = l % BK;
-      bool ok = qok[ii] && kok[jj] &&
-                mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], a.mask.window);
-      ps[ii][jj] = ok ? a.scale * mxl_att_dot(&qs[ii * DP], &ks[jj * DP], d) : -INFINITY;
+      ps[ii][jj] = m.allowed(ii, jj, a.mask.window)
+                       ? a.scale * mxl_att_dot(&qs[ii * DP], &ks[jj * DP], d)
+                       : -INFINITY;
     }
     MXL_SYNC();
     if (t < BQ) { /* the online softmax of row t over this tile */
@@ -231,15 +246,14 @@ MXL_GLOBAL void mxl_attention_dq_kernel(mxl_att_args a, mxl_att_bwd_args b, floa
   MXL_SHARED float qs[BQ * DP], dos[BQ * DP], ks[BK * DP], vs[BK * DP];
   MXL_SHARED float dss[BQ][BK + 1];
   MXL_SHARED float lse_s[BQ], D_s[BQ];
-  MXL_SHARED int qpos[BQ], qseg[BQ], qok[BQ], kpos[BK], kseg[BK], kok[BK];
-  MXL_SHARED int any;
+  MXL_SHARED mxl_att_tile_mask<BQ, BK> m;
   const int t = (int)MXL_THREAD_X, r = t / LANES, lane = t % LANES;
   const int h = (int)(MXL_BLOCK_X % a.nh), i0 = (int)(MXL_BLOCK_X / a.nh) * BQ;
   const int g = h / (a.nh / a.nkv), d = a.d;
 
   mxl_att_load_rows<THREADS>(qs, a.q, i0, BQ, a.nq, a.nh, h, d);
   mxl_att_load_rows<THREADS>(dos, b.dout, i0, BQ, a.nq, a.nh, h, d);
-  mxl_att_load_mask(qpos, qseg, qok, a.mask.q_pos, a.mask.q_seg, i0, BQ, a.nq);
+  mxl_att_load_mask(m.qpos, m.qseg, m.qok, a.mask.q_pos, a.mask.q_seg, i0, BQ, a.nq);
   if (t < BQ && i0 + t < a.nq) {
     lse_s[t] = b.lse[(int64_t)(i0 + t) * a.nh + h];
     D_s[t] = b.D[(int64_t)(i0 + t) * a.nh + h];
@@ -249,26 +263,19 @@ MXL_GLOBAL void mxl_attention_dq_kernel(mxl_att_args a, mxl_att_bwd_args b, floa
 
   for (int j0 = 0; j0 < a.nk; j0 += BK) {
     MXL_SYNC();
-    mxl_att_load_mask(kpos, kseg, kok, a.mask.k_pos, a.mask.k_seg, j0, BK, a.nk);
-    if (t == 0) any = 0;
+    mxl_att_load_mask(m.kpos, m.kseg, m.kok, a.mask.k_pos, a.mask.k_seg, j0, BK, a.nk);
+    if (t == 0) m.any = 0;
     MXL_SYNC();
-    bool mine = false;
-    for (int l = t; l < BQ * BK; l += THREADS) {
-      int ii = l / BK, jj = l % BK;
-      mine |= qok[ii] && kok[jj] &&
-              mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], a.mask.window);
-    }
-    if (mine) any = 1;
+    mxl_att_mark_any<THREADS>(&m, a.mask.window);
     MXL_SYNC();
-    if (!any) continue;
+    if (!m.any) continue;
     mxl_att_load_rows<THREADS>(ks, a.k, j0, BK, a.nk, a.nkv, g, d);
     mxl_att_load_rows<THREADS>(vs, a.v, j0, BK, a.nk, a.nkv, g, d);
     MXL_SYNC();
     for (int l = t; l < BQ * BK; l += THREADS) {
       int ii = l / BK, jj = l % BK;
       float p = 0.0f, ds = 0.0f;
-      if (qok[ii] && kok[jj] &&
-          mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], a.mask.window))
+      if (m.allowed(ii, jj, a.mask.window))
         mxl_att_pair_grads(&p, &ds, &qs[ii * DP], &dos[ii * DP], &ks[jj * DP], &vs[jj * DP],
                            lse_s[ii], D_s[ii], d, a.scale);
       dss[ii][jj] = ds;
@@ -300,32 +307,25 @@ MXL_GLOBAL void mxl_attention_dkv_kernel(mxl_att_args a, mxl_att_bwd_args b, flo
   MXL_SHARED float ks[BK * DP], vs[BK * DP], qs[BQ * DP], dos[BQ * DP];
   MXL_SHARED float ps[BQ][BK + 1], dss[BQ][BK + 1];
   MXL_SHARED float lse_s[BQ], D_s[BQ];
-  MXL_SHARED int qpos[BQ], qseg[BQ], qok[BQ], kpos[BK], kseg[BK], kok[BK];
-  MXL_SHARED int any;
+  MXL_SHARED mxl_att_tile_mask<BQ, BK> m;
   const int t = (int)MXL_THREAD_X, jr = t / LANES, lane = t % LANES;
   const int g = (int)(MXL_BLOCK_X % a.nkv), j0 = (int)(MXL_BLOCK_X / a.nkv) * BK;
   const int group = a.nh / a.nkv, d = a.d;
 
   mxl_att_load_rows<THREADS>(ks, a.k, j0, BK, a.nk, a.nkv, g, d);
   mxl_att_load_rows<THREADS>(vs, a.v, j0, BK, a.nk, a.nkv, g, d);
-  mxl_att_load_mask(kpos, kseg, kok, a.mask.k_pos, a.mask.k_seg, j0, BK, a.nk);
+  mxl_att_load_mask(m.kpos, m.kseg, m.kok, a.mask.k_pos, a.mask.k_seg, j0, BK, a.nk);
   float acc_k[COLS], acc_v[COLS];
   MXL_UNROLL for (int u = 0; u < COLS; u++) acc_k[u] = acc_v[u] = 0.0f;
 
   for (int i0 = 0; i0 < a.nq; i0 += BQ) {
     MXL_SYNC();
-    mxl_att_load_mask(qpos, qseg, qok, a.mask.q_pos, a.mask.q_seg, i0, BQ, a.nq);
-    if (t == 0) any = 0;
+    mxl_att_load_mask(m.qpos, m.qseg, m.qok, a.mask.q_pos, a.mask.q_seg, i0, BQ, a.nq);
+    if (t == 0) m.any = 0;
     MXL_SYNC();
-    bool mine = false;
-    for (int l = t; l < BQ * BK; l += THREADS) {
-      int ii = l / BK, jj = l % BK;
-      mine |= qok[ii] && kok[jj] &&
-              mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], a.mask.window);
-    }
-    if (mine) any = 1;
+    mxl_att_mark_any<THREADS>(&m, a.mask.window);
     MXL_SYNC();
-    if (!any) continue;
+    if (!m.any) continue;
     for (int h = g * group; h < (g + 1) * group; h++) {
       MXL_SYNC(); /* the previous head's tiles are consumed */
       mxl_att_load_rows<THREADS>(qs, a.q, i0, BQ, a.nq, a.nh, h, d);
@@ -338,8 +338,7 @@ MXL_GLOBAL void mxl_attention_dkv_kernel(mxl_att_args a, mxl_att_bwd_args b, flo
       for (int l = t; l < BQ * BK; l += THREADS) {
         int ii = l / BK, jj = l % BK;
         float p = 0.0f, ds = 0.0f;
-        if (qok[ii] && kok[jj] &&
-            mxl_att_allowed(qpos[ii], qseg[ii], kpos[jj], kseg[jj], a.mask.window))
+        if (m.allowed(ii, jj, a.mask.window))
           mxl_att_pair_grads(&p, &ds, &qs[ii * DP], &dos[ii * DP], &ks[jj * DP], &vs[jj * DP],
                              lse_s[ii], D_s[ii], d, a.scale);
         ps[ii][jj] = p;
