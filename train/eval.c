@@ -6,6 +6,7 @@
 #include "adapters/lora.h"
 #include "core/status.h"
 #include "model/train_step.h"
+#include "train/evaluate.h"
 
 typedef struct eval_run {
   mxl_model *model;
@@ -63,6 +64,27 @@ static void close_all(eval_run *r) {
   mxl_model_close(r->model);
 }
 
+mxl_status mxl_evaluate_batches(mxl_engine *e, mxl_train_state *st, mxl_batcher *b,
+                                const mxl_lora_stack *lora, mxl_progress_fn progress,
+                                void *user, double *loss_sum, long long *tokens) {
+  *loss_sum = 0;
+  *tokens = 0;
+  mxl_status s = MXL_OK;
+  for (int done = 0; s == MXL_OK && !done;) {
+    const mxl_batch *batch = NULL;
+    s = mxl_batcher_next(b, &batch, &done);
+    if (s != MXL_OK || !batch || batch->trained == 0) continue;
+    mxl_train_batch tb = {batch->rows, batch->seq_len, batch->ids, batch->labels,
+                          batch->weights, batch->pos, batch->seg, NULL, NULL};
+    double part = 0;
+    s = mxl_train_step(e, st, &tb, lora, NULL, &part);
+    *loss_sum += part;
+    *tokens += (long long)batch->trained;
+    if (progress) progress(user, "evaluating", (double)*tokens, 0);
+  }
+  return s;
+}
+
 /* One ordered pass over the data; returns the mean loss per trained token. */
 static mxl_status pass(eval_run *r, const mxl_eval_options *o, const mxl_lora_stack *lora,
                        double *loss, mxl_eval_result *res) {
@@ -79,19 +101,8 @@ static mxl_status pass(eval_run *r, const mxl_eval_options *o, const mxl_lora_st
   res->skipped_long = counts.dropped_long;
   double sum = 0;
   long long tokens = 0;
-  mxl_status st = MXL_OK;
-  for (int done = 0; st == MXL_OK && !done;) {
-    const mxl_batch *batch = NULL;
-    st = mxl_batcher_next(b, &batch, &done);
-    if (st != MXL_OK || !batch || batch->trained == 0) continue;
-    mxl_train_batch tb = {batch->rows, batch->seq_len, batch->ids, batch->labels,
-                          batch->weights, batch->pos, batch->seg, NULL, NULL};
-    double part = 0;
-    st = mxl_train_step(r->engine, &r->st, &tb, lora, NULL, &part);
-    sum += part;
-    tokens += (long long)batch->trained;
-    if (o->progress) o->progress(o->progress_user, "evaluating", (double)tokens, 0);
-  }
+  mxl_status st = mxl_evaluate_batches(r->engine, &r->st, b, lora, o->progress, o->progress_user,
+                                       &sum, &tokens);
   mxl_batcher_destroy(b);
   *loss = tokens > 0 ? sum / tokens : NAN;
   res->tokens = tokens;

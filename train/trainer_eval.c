@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "core/status.h"
+#include "train/evaluate.h"
 #include "train/trainer.h"
 
 mxl_status mxl_trainer_evaluate(trainer *t, double *loss_out, long long *tokens_out) {
@@ -15,18 +16,7 @@ mxl_status mxl_trainer_evaluate(trainer *t, double *loss_out, long long *tokens_
   mxl_lora_stack stack = {views, 1, 0, 0}; /* no dropout in evaluation */
   double sum = 0;
   long long tokens = 0;
-  mxl_status st = MXL_OK;
-  for (int done = 0; st == MXL_OK && !done;) {
-    const mxl_batch *batch = NULL;
-    st = mxl_batcher_next(b, &batch, &done);
-    if (st != MXL_OK || !batch || batch->trained == 0) continue;
-    mxl_train_batch tb = {batch->rows, batch->seq_len, batch->ids, batch->labels,
-                          batch->weights, batch->pos, batch->seg, NULL, NULL};
-    double part = 0;
-    st = mxl_train_step(t->engine, &t->st, &tb, &stack, NULL, &part);
-    sum += part;
-    tokens += (long long)batch->trained;
-  }
+  mxl_status st = mxl_evaluate_batches(t->engine, &t->st, b, &stack, NULL, NULL, &sum, &tokens);
   mxl_batcher_destroy(b);
   if (st == MXL_OK && tokens > 0) *loss_out = sum / tokens;
   *tokens_out = tokens;
