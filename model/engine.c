@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "model/safetensors.h"
 
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration) {
   const int half = c->head_dim / 2;
@@ -27,12 +28,84 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration) 
   *concentration = factor > 1 ? (float)(0.1 * log(factor) + 1.0) : 1.0f;
 }
 
+/* ---------------------------------------------------------------- device copies */
+
+/* The files the weights point into: metal's mapping, or the safetensors
+ * shards. Nothing else holds weights. */
+static int weight_files(const mxl_model *m, const mxl_mapping **files, int cap) {
+  int n = 0;
+  for (int i = 0; i < m->n_mappings && n < cap; i++) files[n++] = &m->mappings[i];
+  for (int i = 0; m->st && i < m->st->n_files && n < cap; i++) files[n++] = &m->st->files[i];
+  return n;
+}
+
+typedef struct rebase {
+  const mxl_mapping **files;
+  void **device;
+  int n;
+  int missed; /* a pointer outside every file: a bug in the weights view */
+} rebase;
+
+static const void *rebased(rebase *r, const void *p) {
+  if (!p) return NULL;
+  const uint8_t *b = p;
+  for (int i = 0; i < r->n; i++)
+    if (b >= r->files[i]->data && b < r->files[i]->data + r->files[i]->size)
+      return (uint8_t *)r->device[i] + (b - r->files[i]->data);
+  r->missed = 1;
+  return p;
+}
+
+static void rebase_bf16(rebase *r, mxl_bf16_weight *w) {
+  w->w = rebased(r, w->w);
+  w->bias = rebased(r, w->bias);
+}
+
+static void rebase_mxfp4(rebase *r, mxl_mxfp4_weight *w) {
+  w->blocks = rebased(r, w->blocks);
+  w->scales = rebased(r, w->scales);
+  w->bias = rebased(r, w->bias);
+}
+
+static void rebase_layer(rebase *r, mxl_layer_weights *l) {
+  l->attn_norm = rebased(r, l->attn_norm);
+  l->sinks = rebased(r, l->sinks);
+  l->mlp_norm = rebased(r, l->mlp_norm);
+  rebase_bf16(r, &l->q), rebase_bf16(r, &l->k), rebase_bf16(r, &l->v), rebase_bf16(r, &l->o);
+  rebase_bf16(r, &l->router);
+  rebase_mxfp4(r, &l->gate_up), rebase_mxfp4(r, &l->down);
+}
+
+/* Copies every weight file to device memory and points e->w into it. */
+static mxl_status upload_weights(mxl_engine *e) {
+  const mxl_mapping *files[64];
+  int n = weight_files(e->model, files, 64);
+  e->device_files = calloc(n, sizeof *e->device_files);
+  e->device_layers = malloc(e->cfg->n_layers * sizeof *e->device_layers);
+  if (!e->device_files || !e->device_layers)
+    return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
+  e->n_device_files = n;
+  for (int i = 0; i < n; i++) {
+    e->device_files[i] = e->ops->alloc(e->be, files[i]->size);
+    if (!e->device_files[i])
+      return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory",
+                        files[i]->path, files[i]->size, e->ops->name);
+    e->ops->upload(e->be, e->device_files[i], files[i]->data, files[i]->size);
+  }
+  rebase r = {files, e->device_files, n, 0};
+  memcpy(e->device_layers, e->w.layers, e->cfg->n_layers * sizeof *e->device_layers);
+  e->w.layers = e->device_layers;
+  for (int l = 0; l < e->cfg->n_layers; l++) rebase_layer(&r, &e->w.layers[l]);
+  rebase_bf16(&r, &e->w.embed);
+  rebase_bf16(&r, &e->w.unembed);
+  e->w.final_norm = rebased(&r, e->w.final_norm);
+  if (r.missed)
+    return mxl_errorf(MXL_ERR_STATE, "engine: a weight lies outside the model's files");
+  return e->ops->sync(e->be);
+}
+
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
   *out = NULL;
-  if (!be->ops->host_memory)
-    return mxl_errorf(MXL_ERR_UNSUPPORTED,
-                      "backend '%s': uploading weights to device memory is not built yet",
-                      be->ops->name);
   mxl_engine *e = calloc(1, sizeof *e);
   if (!e) return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
   e->model = model;
@@ -54,6 +127,13 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
     return mxl_errorf(MXL_ERR_MEMORY, "engine: cannot allocate the RoPE table");
   }
   e->ops->upload(be, e->inv_freq, table, half * sizeof(float));
+  if (!be->ops->host_memory) {
+    mxl_status st = upload_weights(e);
+    if (st != MXL_OK) {
+      mxl_engine_destroy(e);
+      return st;
+    }
+  }
   *out = e;
   return MXL_OK;
 }
@@ -61,6 +141,9 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
 void mxl_engine_destroy(mxl_engine *e) {
   if (!e) return;
   e->ops->free(e->be, e->inv_freq);
+  for (int i = 0; i < e->n_device_files; i++) e->ops->free(e->be, e->device_files[i]);
+  free(e->device_files);
+  free(e->device_layers);
   free(e);
 }
 

@@ -15,6 +15,11 @@ typedef struct mxl_engine {
   mxl_weights w;         /* backend-resident view (the mapping itself on CPU backends) */
   float *inv_freq;       /* [d/2] YaRN inverse frequencies, backend memory */
   float concentration;   /* YaRN attention factor applied to cos and sin */
+  /* Backends without host memory (CUDA) get a device copy of every mapped
+   * file, and w points into those copies. */
+  void **device_files;   /* [n_device_files] */
+  int n_device_files;
+  mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
 } mxl_engine;
 
 /* The YaRN table of spec §5.3, computed in double: inv_freq [d/2] and the

@@ -4,7 +4,10 @@
  * give the same logits; the inference path and the training path agree on
  * the loss; the CPU backend agrees with the reference backend. */
 #include "adapters/lora.h"
+#include <sys/mman.h>
+
 #include "model/forward.h"
+#include "model/safetensors.h"
 #include "model/train_step.h"
 #include "model_fixture.h"
 #include "test.h"
@@ -233,6 +236,37 @@ static void test_cpu_matches_ref(void) {
   fixture_close(&ref), fixture_close(&cpu);
 }
 
+/* A backend without host memory (as CUDA) gets its own copy of the weights:
+ * with the files' pages made unreadable after the upload, the forward pass
+ * still runs and gives the same logits, so no pointer was left behind. */
+static void test_device_copy_of_weights(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 1));
+  if (!f.engine) return fixture_close(&f);
+  make_tokens(f.engine->w.vocab_rows);
+  const size_t V = f.engine->w.vocab_rows;
+  float *a = malloc(N * V * 4), *b = malloc(N * V * 4);
+  MXL_CHECK_OK(run(f.engine, N, a));
+  static mxl_ops device_like;
+  device_like = *f.be->ops;
+  device_like.host_memory = 0;
+  const mxl_ops *saved = f.be->ops;
+  f.be->ops = &device_like;
+  mxl_engine *dev = NULL;
+  MXL_CHECK_OK(mxl_engine_create(f.model, f.be, &dev));
+  const mxl_safetensors *st = f.model->st;
+  for (int i = 0; st && i < st->n_files; i++)
+    mprotect((void *)st->files[i].data, st->files[i].size, PROT_NONE);
+  if (dev) MXL_CHECK_OK(run(dev, N, b));
+  for (int i = 0; st && i < st->n_files; i++)
+    mprotect((void *)st->files[i].data, st->files[i].size, PROT_READ);
+  MXL_CHECK(dev && max_abs_diff(a, b, N * V) == 0);
+  mxl_engine_destroy(dev);
+  f.be->ops = saved;
+  free(a), free(b);
+  fixture_close(&f);
+}
+
 int main(void) {
   MXL_RUN(test_decode_equals_prefill);
   MXL_RUN(test_batched_sequences);
@@ -240,5 +274,6 @@ int main(void) {
   MXL_RUN(test_adapter_on_metal);
   MXL_RUN(test_inference_and_training_agree);
   MXL_RUN(test_cpu_matches_ref);
+  MXL_RUN(test_device_copy_of_weights);
   return mxl_test_summary("forward");
 }
