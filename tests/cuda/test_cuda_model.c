@@ -170,7 +170,8 @@ done:
 
 int main(void) {
   mxl_status st = fixture_open(&f, "test", "hf", 7, "", 1);
-  if (st == MXL_OK) st = mxl_backend_cuda_emu_create(1, &emu);
+  /* host_memory = 0: the engine uploads the weights as it does for a GPU. */
+  if (st == MXL_OK) st = mxl_backend_cuda_emu_create(0, &emu);
   if (st == MXL_OK) st = mxl_engine_create(f.model, emu, &emu_engine);
   if (st == MXL_OK) st = make_lora();
   if (st != MXL_OK) {
