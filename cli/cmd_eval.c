@@ -23,7 +23,7 @@ int mxl_cmd_eval(int argc, char **argv) {
       {"--batch-size", MXL_OPT_INT, &batch, "N: rows per batch (default 4)"},
       {"--loss-mask", MXL_OPT_STRING, &mask, "assistant|last-turn|final|all (default assistant)"},
       {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default: all cores)"},
-      {"--backend", MXL_OPT_STRING, &backend, "cpu|ref"},
+      {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR --data FILE [--adapter FILE] [options]", opts,
                          sizeof opts / sizeof opts[0], NULL, 0, NULL);

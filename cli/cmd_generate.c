@@ -92,7 +92,7 @@ int mxl_cmd_generate(int argc, char **argv) {
       {"--dump-logits", MXL_OPT_STRING, &dump, "FILE.npy: logits of every prompt position"},
       {"--context", MXL_OPT_INT, &max_context, "N: KV cache positions (default 4096)"},
       {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default: all cores)"},
-      {"--backend", MXL_OPT_STRING, &backend, "cpu|ref: compute backend"},
+      {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref: compute backend"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR [--prompt TEXT] [options]", opts,
                          sizeof opts / sizeof opts[0], NULL, 0, NULL);

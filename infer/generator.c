@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapters/adapter_file.h"
 #include "adapters/lora.h"
 #include "core/status.h"
 #include "infer/chat_stream.h"
@@ -37,14 +38,7 @@ mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt
   const char *backend = opt && opt->backend ? opt->backend : "cpu";
   mxl_status st = mxl_model_open(path, &g->model);
   if (st == MXL_OK) st = mxl_tokenizer_load(g->model->dir, &g->tok);
-  if (st == MXL_OK) {
-    if (!strcmp(backend, "ref"))
-      st = mxl_backend_ref_create(&g->be);
-    else if (!strcmp(backend, "cpu"))
-      st = mxl_backend_cpu_create(opt ? opt->threads : 0, &g->be);
-    else
-      st = mxl_errorf(MXL_ERR_ARGUMENT, "backend '%s': expected cpu or ref", backend);
-  }
+  if (st == MXL_OK) st = mxl_backend_create_named(backend, opt ? opt->threads : 0, &g->be);
   if (st == MXL_OK) st = mxl_engine_create(g->model, g->be, &g->engine);
   if (st != MXL_OK) {
     mxl_generator_close(g);
@@ -93,7 +87,7 @@ mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float s
   mxl_adapter *file = NULL;
   overlay *o = &g->adapters[slot];
   mxl_status st = mxl_adapter_open(path, &file);
-  if (st == MXL_OK) st = mxl_adapter_load(file, g->model, &o->lora);
+  if (st == MXL_OK) st = mxl_adapter_load_on(file, g->model, g->be, &o->lora);
   mxl_adapter_close(file);
   if (st == MXL_OK) {
     o->layers = calloc(g->model->config.n_layers, sizeof *o->layers);

@@ -1,8 +1,31 @@
+#include <stdlib.h>
+#include <string.h>
+
 #include "core/status.h"
 #include "kernels/ops.h"
 
 void mxl_backend_destroy(mxl_backend *be) {
   if (be) be->ops->destroy(be);
+}
+
+mxl_status mxl_backend_create_named(const char *name, int n_threads, mxl_backend **out) {
+  *out = NULL;
+  if (!name || !strcmp(name, "cpu")) return mxl_backend_cpu_create(n_threads, out);
+  if (!strcmp(name, "ref")) return mxl_backend_ref_create(out);
+  if (!strcmp(name, "auto")) {
+    if (mxl_backend_cuda_create(0, out) == MXL_OK) return MXL_OK;
+    return mxl_backend_cpu_create(n_threads, out);
+  }
+  if (!strncmp(name, "cuda", 4) && (name[4] == '\0' || name[4] == ':')) {
+    char *end = NULL;
+    long device = name[4] ? strtol(name + 5, &end, 10) : 0;
+    if (name[4] && (end == name + 5 || *end || device < 0 || device > 1024))
+      return mxl_errorf(MXL_ERR_ARGUMENT, "backend '%s': expected cuda:N with a device number",
+                        name);
+    return mxl_backend_cuda_create((int)device, out);
+  }
+  return mxl_errorf(MXL_ERR_ARGUMENT, "backend '%s': expected cpu, cuda, cuda:N, auto or ref",
+                    name);
 }
 
 #ifndef MXL_HAVE_CUDA

@@ -277,4 +277,9 @@ mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out);
 mxl_status mxl_backend_cuda_create(int device, mxl_backend **out);
 void mxl_backend_destroy(mxl_backend *be);
 
+/* A backend by name, as users give it: "cpu", "ref", "cuda" or "cuda:N"
+ * (device N), or "auto" (the first CUDA device when one works, else cpu).
+ * n_threads applies to the CPU backends. */
+mxl_status mxl_backend_create_named(const char *name, int n_threads, mxl_backend **out);
+
 #endif

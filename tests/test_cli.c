@@ -98,6 +98,9 @@ static void test_train_generate_eval(void) {
   EXPECT(0, "with adapter", "eval --model %s/m --data %s --adapter %s/run/adapter.mxla "
          "--seq-len 192", root, data, root);
   EXPECT(0, "rank", "inspect %s/run/adapter.mxla", root);
+  EXPECT(1, "expected cuda:N", "generate --model %s/m --prompt x --backend cuda:x", root);
+  EXPECT(1, "expected cpu, cuda", "eval --model %s/m --data %s --backend gpu", root, data);
+  EXPECT(0, "tok/s", "generate --model %s/m --prompt x --backend auto --max-tokens 1", root);
   EXPECT(1, "nope.mxla", "generate --model %s/m --adapter %s/nope.mxla --prompt x", root, root);
   EXPECT(0, "tok/s", "generate --model %s/m/metal --adapter %s/run/adapter.mxla --prompt x "
          "--max-tokens 2", root, root);

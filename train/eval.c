@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapters/adapter_file.h"
 #include "adapters/lora.h"
 #include "core/status.h"
 #include "model/train_step.h"
@@ -24,13 +25,7 @@ typedef struct eval_run {
 static mxl_status open_all(eval_run *r, const mxl_eval_options *o) {
   MXL_TRY(mxl_model_open(o->model, &r->model));
   MXL_TRY(mxl_tokenizer_load(r->model->dir, &r->tok));
-  const char *backend = o->backend ? o->backend : "cpu";
-  if (!strcmp(backend, "ref"))
-    MXL_TRY(mxl_backend_ref_create(&r->be));
-  else if (!strcmp(backend, "cpu"))
-    MXL_TRY(mxl_backend_cpu_create(o->threads, &r->be));
-  else
-    return mxl_errorf(MXL_ERR_ARGUMENT, "backend '%s': expected cpu or ref", backend);
+  MXL_TRY(mxl_backend_create_named(o->backend, o->threads, &r->be));
   MXL_TRY(mxl_engine_create(r->model, r->be, &r->engine));
   mxl_data_options dopt = {0};
   MXL_TRY(mxl_dataset_load(o->data, r->tok, &dopt, &r->data));
@@ -38,7 +33,7 @@ static mxl_status open_all(eval_run *r, const mxl_eval_options *o) {
   for (int i = 0; i < o->n_adapters; i++) {
     mxl_adapter *file = NULL;
     mxl_status st = mxl_adapter_open(o->adapters[i], &file);
-    if (st == MXL_OK) st = mxl_adapter_load(file, r->model, &r->loras[i]);
+    if (st == MXL_OK) st = mxl_adapter_load_on(file, r->model, r->be, &r->loras[i]);
     mxl_adapter_close(file);
     MXL_TRY(st);
     r->n_loras = i + 1;

@@ -67,13 +67,8 @@ static mxl_status open_model(trainer *t) {
                       "%s: metal/model.bin stores q/k permuted and pre-scaled; train on the "
                       "repository root or original/ (the adapter then overlays on all three)",
                       c->model);
-  if (!strcmp(c->backend, "ref"))
-    MXL_TRY(mxl_backend_ref_create(&t->be));
-  else if (!strcmp(c->backend, "cpu"))
-    MXL_TRY(mxl_backend_cpu_create(c->threads, &t->be));
-  else
-    return mxl_errorf(MXL_ERR_ARGUMENT, "%s: backend '%s': expected cpu or ref", t->source,
-                      c->backend);
+  mxl_status st = mxl_backend_create_named(c->backend, c->threads, &t->be);
+  if (st != MXL_OK) return mxl_error_prefix(st, "%s: ", t->source);
   MXL_TRY(mxl_engine_create(t->model, t->be, &t->engine));
   return mxl_tokenizer_load(t->model->dir, &t->tok);
 }

@@ -11,7 +11,7 @@ extern "C" {
 typedef struct mxl_generator mxl_generator;
 
 typedef struct mxl_generator_options {
-  const char *backend; /* "cpu" (default) or "ref" */
+  const char *backend; /* "cpu" (default), "cuda", "cuda:N", "auto" or "ref" */
   int threads;         /* 0: all cores */
   int max_context;     /* KV cache positions (0: 4096, capped by the model) */
 } mxl_generator_options;

@@ -58,7 +58,7 @@ typedef struct mxl_eval_options {
   int seq_len;                 /* 0: 2048 */
   int batch_size;              /* 0: 4 */
   const char *loss_mask;       /* NULL: "assistant" */
-  const char *backend;         /* NULL: "cpu" */
+  const char *backend;         /* NULL: "cpu"; or "cuda", "cuda:N", "auto", "ref" */
   int threads;
   mxl_progress_fn progress;    /* optional, per batch */
   void *progress_user;
