@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "core/strbuf.h"
 
 static const char default_identity[] =
     "You are ChatGPT, a large language model trained by OpenAI.";
@@ -120,74 +121,38 @@ void mxl_conversation_free(mxl_conversation *c) {
 
 /* ------------------------------------------------------------------ strings */
 
-typedef struct sbuf {
-  char *p;
-  size_t n, cap;
-  int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + n + 1) cap *= 2;
-    char *grown = realloc(b->p, cap);
-    if (!grown) {
-      b->oom = 1;
-      return;
-    }
-    b->p = grown;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-/* Ends the buffer: returns the string (never NULL unless out of memory). */
-static char *sb_finish(sbuf *b) {
-  if (!b->oom && !b->p) sb_put(b, "", 0);
-  if (b->oom) {
-    free(b->p);
-    return NULL;
-  }
-  return b->p;
-}
-
 /* ------------------------------------------------------------------ schema text */
 
 /* JSON text of a value the way serde_json's Display writes it: compact,
  * strings escaped, non-ASCII kept. Integral numbers print without a
  * fraction (serde keeps the source's "1.0"; cJSON cannot tell). */
-static void put_json(sbuf *b, const cJSON *v);
+static void put_json(mxl_strbuf *b, const cJSON *v);
 
-static void put_json_string(sbuf *b, const char *s) {
-  sb_puts(b, "\"");
+static void put_json_string(mxl_strbuf *b, const char *s) {
+  mxl_strbuf_puts(b, "\"");
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     char esc[8];
     switch (*p) {
-    case '"': sb_puts(b, "\\\""); break;
-    case '\\': sb_puts(b, "\\\\"); break;
-    case '\n': sb_puts(b, "\\n"); break;
-    case '\r': sb_puts(b, "\\r"); break;
-    case '\t': sb_puts(b, "\\t"); break;
-    case '\b': sb_puts(b, "\\b"); break;
-    case '\f': sb_puts(b, "\\f"); break;
+    case '"': mxl_strbuf_puts(b, "\\\""); break;
+    case '\\': mxl_strbuf_puts(b, "\\\\"); break;
+    case '\n': mxl_strbuf_puts(b, "\\n"); break;
+    case '\r': mxl_strbuf_puts(b, "\\r"); break;
+    case '\t': mxl_strbuf_puts(b, "\\t"); break;
+    case '\b': mxl_strbuf_puts(b, "\\b"); break;
+    case '\f': mxl_strbuf_puts(b, "\\f"); break;
     default:
       if (*p < 0x20) {
         snprintf(esc, sizeof esc, "\\u%04x", *p);
-        sb_puts(b, esc);
+        mxl_strbuf_puts(b, esc);
       } else {
-        sb_put(b, (const char *)p, 1);
+        mxl_strbuf_append(b, (const char *)p, 1);
       }
     }
   }
-  sb_puts(b, "\"");
+  mxl_strbuf_puts(b, "\"");
 }
 
-static void put_json_number(sbuf *b, double d) {
+static void put_json_number(mxl_strbuf *b, double d) {
   char num[40];
   if (d == floor(d) && fabs(d) < 9.2e18) {
     snprintf(num, sizeof num, "%lld", (long long)d);
@@ -198,30 +163,30 @@ static void put_json_number(sbuf *b, double d) {
       if (strtod(num, NULL) == d) break;
     }
   }
-  sb_puts(b, num);
+  mxl_strbuf_puts(b, num);
 }
 
-static void put_json(sbuf *b, const cJSON *v) {
+static void put_json(mxl_strbuf *b, const cJSON *v) {
   if (cJSON_IsString(v)) {
     put_json_string(b, v->valuestring);
   } else if (cJSON_IsNumber(v)) {
     put_json_number(b, v->valuedouble);
   } else if (cJSON_IsBool(v)) {
-    sb_puts(b, cJSON_IsTrue(v) ? "true" : "false");
+    mxl_strbuf_puts(b, cJSON_IsTrue(v) ? "true" : "false");
   } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
     int obj = cJSON_IsObject(v);
-    sb_puts(b, obj ? "{" : "[");
+    mxl_strbuf_puts(b, obj ? "{" : "[");
     for (const cJSON *e = v->child; e; e = e->next) {
-      if (e != v->child) sb_puts(b, ",");
+      if (e != v->child) mxl_strbuf_puts(b, ",");
       if (obj) {
         put_json_string(b, e->string);
-        sb_puts(b, ":");
+        mxl_strbuf_puts(b, ":");
       }
       put_json(b, e);
     }
-    sb_puts(b, obj ? "}" : "]");
+    mxl_strbuf_puts(b, obj ? "}" : "]");
   } else {
-    sb_puts(b, "null");
+    mxl_strbuf_puts(b, "null");
   }
 }
 
@@ -242,14 +207,14 @@ static int is_nullable(const cJSON *schema) {
 /* The `default: ...` comment text in harmony's spellings: a string default
  * of a non-enum schema is quoted as is; an enum's string default is bare
  * (bare_enum) or JSON (top-level oneOf variants); anything else is JSON. */
-static void put_default(sbuf *b, const cJSON *owner, const cJSON *def, int bare_enum) {
-  sb_puts(b, "default: ");
+static void put_default(mxl_strbuf *b, const cJSON *owner, const cJSON *def, int bare_enum) {
+  mxl_strbuf_puts(b, "default: ");
   if (cJSON_IsString(def) && !is_enum(owner)) {
-    sb_puts(b, "\"");
-    sb_puts(b, def->valuestring);
-    sb_puts(b, "\"");
+    mxl_strbuf_puts(b, "\"");
+    mxl_strbuf_puts(b, def->valuestring);
+    mxl_strbuf_puts(b, "\"");
   } else if (cJSON_IsString(def) && bare_enum) {
-    sb_puts(b, def->valuestring);
+    mxl_strbuf_puts(b, def->valuestring);
   } else {
     put_json(b, def);
   }
@@ -265,85 +230,85 @@ static char *indent_plus(const char *indent, const char *more) {
   return s;
 }
 
-static void put_schema(sbuf *b, const cJSON *schema, const char *indent);
+static void put_schema(mxl_strbuf *b, const cJSON *schema, const char *indent);
 
 /* One oneOf variant's type, with " | null" when it is nullable. */
-static void put_variant_type(sbuf *b, const cJSON *variant, const char *indent) {
+static void put_variant_type(mxl_strbuf *b, const cJSON *variant, const char *indent) {
   char *inner = indent_plus(indent, "   ");
   if (!inner) {
-    b->oom = 1;
+    b->failed = 1;
     return;
   }
-  sbuf t = {0};
+  mxl_strbuf t = {0};
   put_schema(&t, variant, inner);
   free(inner);
-  if (t.oom) {
-    b->oom = 1;
-    free(t.p);
+  if (t.failed) {
+    b->failed = 1;
+    free(t.data);
     return;
   }
-  if (t.p) sb_put(b, t.p, t.n);
-  if (is_nullable(variant) && !(t.p && strstr(t.p, "null"))) sb_puts(b, " | null");
-  free(t.p);
+  if (t.data) mxl_strbuf_append(b, t.data, t.len);
+  if (is_nullable(variant) && !(t.data && strstr(t.data, "null"))) mxl_strbuf_puts(b, " | null");
+  free(t.data);
 }
 
 /* A top-level oneOf: each variant on its own " | " line. */
-static void put_one_of(sbuf *b, const cJSON *one_of, const char *indent) {
+static void put_one_of(mxl_strbuf *b, const cJSON *one_of, const char *indent) {
   for (const cJSON *v = one_of->child; v; v = v->next) {
-    sb_puts(b, "\n");
-    sb_puts(b, indent);
-    sb_puts(b, " | ");
+    mxl_strbuf_puts(b, "\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, " | ");
     put_variant_type(b, v, indent);
     const char *desc = str_field(v, "description");
     const cJSON *def = cJSON_GetObjectItemCaseSensitive(v, "default");
-    if (desc || def) sb_puts(b, " // ");
-    if (desc) sb_puts(b, desc);
-    if (desc && def) sb_puts(b, " ");
+    if (desc || def) mxl_strbuf_puts(b, " // ");
+    if (desc) mxl_strbuf_puts(b, desc);
+    if (desc && def) mxl_strbuf_puts(b, " ");
     if (def) put_default(b, v, def, 0);
   }
 }
 
 /* A property whose schema is a oneOf: comments above, then one line per
  * variant, then a lone comma. */
-static void put_one_of_property(sbuf *b, const char *key, const cJSON *val, int required,
+static void put_one_of_property(mxl_strbuf *b, const char *key, const cJSON *val, int required,
                                 const char *indent) {
   const cJSON *one_of = cJSON_GetObjectItemCaseSensitive(val, "oneOf");
   const char *prop_desc = str_field(val, "description");
   const char *first_desc = one_of->child ? str_field(one_of->child, "description") : NULL;
   int above = 0;
   if (prop_desc && !(first_desc && !strcmp(first_desc, prop_desc))) {
-    sb_puts(b, indent);
-    sb_puts(b, "// ");
-    sb_puts(b, prop_desc);
-    sb_puts(b, "\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "// ");
+    mxl_strbuf_puts(b, prop_desc);
+    mxl_strbuf_puts(b, "\n");
     above = 1;
   }
   const cJSON *def = cJSON_GetObjectItemCaseSensitive(val, "default");
   if (def) {
-    sb_puts(b, indent);
-    sb_puts(b, "// ");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "// ");
     put_default(b, val, def, 1);
-    sb_puts(b, "\n");
+    mxl_strbuf_puts(b, "\n");
   }
-  sb_puts(b, indent);
-  sb_puts(b, key);
-  sb_puts(b, required ? ":\n" : "?:\n");
+  mxl_strbuf_puts(b, indent);
+  mxl_strbuf_puts(b, key);
+  mxl_strbuf_puts(b, required ? ":\n" : "?:\n");
   int i = 0;
   for (const cJSON *v = one_of->child; v; v = v->next, i++) {
-    sb_puts(b, indent);
-    sb_puts(b, " | ");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, " | ");
     put_variant_type(b, v, indent);
     const char *desc = (i == 0 && above) ? NULL : str_field(v, "description");
     if (desc && prop_desc && !strcmp(desc, prop_desc)) desc = NULL;
     const cJSON *vdef = cJSON_GetObjectItemCaseSensitive(v, "default");
-    if (desc || vdef) sb_puts(b, " // ");
-    if (desc) sb_puts(b, desc);
-    if (desc && vdef) sb_puts(b, " ");
+    if (desc || vdef) mxl_strbuf_puts(b, " // ");
+    if (desc) mxl_strbuf_puts(b, desc);
+    if (desc && vdef) mxl_strbuf_puts(b, " ");
     if (vdef) put_default(b, v, vdef, 1);
-    sb_puts(b, "\n");
+    mxl_strbuf_puts(b, "\n");
   }
-  sb_puts(b, indent);
-  sb_puts(b, ",\n");
+  mxl_strbuf_puts(b, indent);
+  mxl_strbuf_puts(b, ",\n");
 }
 
 static int in_required(const cJSON *schema, const char *key) {
@@ -354,83 +319,83 @@ static int in_required(const cJSON *schema, const char *key) {
   return 0;
 }
 
-static void put_property(sbuf *b, const cJSON *schema, const cJSON *val, const char *indent) {
+static void put_property(mxl_strbuf *b, const cJSON *schema, const cJSON *val, const char *indent) {
   const char *key = val->string;
   int required = in_required(schema, key);
   const cJSON *one_of = cJSON_GetObjectItemCaseSensitive(val, "oneOf");
   const char *title = str_field(val, "title");
   if (title) {
-    sb_puts(b, indent);
-    sb_puts(b, "// ");
-    sb_puts(b, title);
-    sb_puts(b, "\n");
-    sb_puts(b, indent);
-    sb_puts(b, "//\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "// ");
+    mxl_strbuf_puts(b, title);
+    mxl_strbuf_puts(b, "\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "//\n");
   }
   const char *desc = str_field(val, "description");
   if (!one_of && desc) {
-    sb_puts(b, indent);
-    sb_puts(b, "// ");
-    sb_puts(b, desc);
-    sb_puts(b, "\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "// ");
+    mxl_strbuf_puts(b, desc);
+    mxl_strbuf_puts(b, "\n");
   }
   const cJSON *examples = cJSON_GetObjectItemCaseSensitive(val, "examples");
   if (cJSON_IsArray(examples) && examples->child) {
-    sb_puts(b, indent);
-    sb_puts(b, "// Examples:\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "// Examples:\n");
     for (const cJSON *e = examples->child; e; e = e->next) {
       if (!cJSON_IsString(e)) continue;
-      sb_puts(b, indent);
-      sb_puts(b, "// - \"");
-      sb_puts(b, e->valuestring);
-      sb_puts(b, "\"\n");
+      mxl_strbuf_puts(b, indent);
+      mxl_strbuf_puts(b, "// - \"");
+      mxl_strbuf_puts(b, e->valuestring);
+      mxl_strbuf_puts(b, "\"\n");
     }
   }
   if (cJSON_IsArray(one_of)) {
     put_one_of_property(b, key, val, required, indent);
     return;
   }
-  sb_puts(b, indent);
-  sb_puts(b, key);
-  sb_puts(b, required ? ": " : "?: ");
+  mxl_strbuf_puts(b, indent);
+  mxl_strbuf_puts(b, key);
+  mxl_strbuf_puts(b, required ? ": " : "?: ");
   char *inner = indent_plus(indent, "    ");
   if (!inner) {
-    b->oom = 1;
+    b->failed = 1;
     return;
   }
-  sbuf t = {0};
+  mxl_strbuf t = {0};
   put_schema(&t, val, inner);
   free(inner);
-  if (t.p) sb_put(b, t.p, t.n);
-  if (t.oom) b->oom = 1;
-  if (is_nullable(val) && !(t.p && strstr(t.p, "null"))) sb_puts(b, " | null");
-  free(t.p);
-  sb_puts(b, ",");
+  if (t.data) mxl_strbuf_append(b, t.data, t.len);
+  if (t.failed) b->failed = 1;
+  if (is_nullable(val) && !(t.data && strstr(t.data, "null"))) mxl_strbuf_puts(b, " | null");
+  free(t.data);
+  mxl_strbuf_puts(b, ",");
   const cJSON *def = cJSON_GetObjectItemCaseSensitive(val, "default");
   if (!one_of && def) {
-    sb_puts(b, " // ");
+    mxl_strbuf_puts(b, " // ");
     put_default(b, val, def, 1);
   }
-  sb_puts(b, "\n");
+  mxl_strbuf_puts(b, "\n");
 }
 
-static void put_object(sbuf *b, const cJSON *schema, const char *indent) {
+static void put_object(mxl_strbuf *b, const cJSON *schema, const char *indent) {
   const char *desc = str_field(schema, "description");
   if (desc) {
-    sb_puts(b, indent);
-    sb_puts(b, "// ");
-    sb_puts(b, desc);
-    sb_puts(b, "\n");
+    mxl_strbuf_puts(b, indent);
+    mxl_strbuf_puts(b, "// ");
+    mxl_strbuf_puts(b, desc);
+    mxl_strbuf_puts(b, "\n");
   }
-  sb_puts(b, "{\n");
+  mxl_strbuf_puts(b, "{\n");
   const cJSON *props = cJSON_GetObjectItemCaseSensitive(schema, "properties");
   if (cJSON_IsObject(props))
     for (const cJSON *p = props->child; p; p = p->next) put_property(b, schema, p, indent);
-  sb_puts(b, indent);
-  sb_puts(b, "}");
+  mxl_strbuf_puts(b, indent);
+  mxl_strbuf_puts(b, "}");
 }
 
-static void put_schema(sbuf *b, const cJSON *schema, const char *indent) {
+static void put_schema(mxl_strbuf *b, const cJSON *schema, const char *indent) {
   const cJSON *one_of = cJSON_GetObjectItemCaseSensitive(schema, "oneOf");
   if (cJSON_IsArray(one_of)) {
     put_one_of(b, one_of, indent);
@@ -441,15 +406,15 @@ static void put_schema(sbuf *b, const cJSON *schema, const char *indent) {
     int first = 1;
     for (const cJSON *t = type->child; t; t = t->next) {
       if (!cJSON_IsString(t)) continue;
-      if (!first) sb_puts(b, " | ");
-      sb_puts(b, !strcmp(t->valuestring, "integer") ? "number" : t->valuestring);
+      if (!first) mxl_strbuf_puts(b, " | ");
+      mxl_strbuf_puts(b, !strcmp(t->valuestring, "integer") ? "number" : t->valuestring);
       first = 0;
     }
     if (!first) return;
   }
   const char *ty = cJSON_IsString(type) ? type->valuestring : NULL;
   if (!ty) {
-    sb_puts(b, "any");
+    mxl_strbuf_puts(b, "any");
   } else if (!strcmp(ty, "object")) {
     put_object(b, schema, indent);
   } else if (!strcmp(ty, "string")) {
@@ -458,101 +423,101 @@ static void put_schema(sbuf *b, const cJSON *schema, const char *indent) {
     if (cJSON_IsArray(e))
       for (const cJSON *v = e->child; v; v = v->next) {
         if (!cJSON_IsString(v)) continue;
-        if (!first) sb_puts(b, " | ");
-        sb_puts(b, "\"");
-        sb_puts(b, v->valuestring);
-        sb_puts(b, "\"");
+        if (!first) mxl_strbuf_puts(b, " | ");
+        mxl_strbuf_puts(b, "\"");
+        mxl_strbuf_puts(b, v->valuestring);
+        mxl_strbuf_puts(b, "\"");
         first = 0;
       }
-    if (first) sb_puts(b, "string");
+    if (first) mxl_strbuf_puts(b, "string");
   } else if (!strcmp(ty, "number") || !strcmp(ty, "integer")) {
-    sb_puts(b, "number");
+    mxl_strbuf_puts(b, "number");
   } else if (!strcmp(ty, "boolean")) {
-    sb_puts(b, "boolean");
+    mxl_strbuf_puts(b, "boolean");
   } else if (!strcmp(ty, "array")) {
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(schema, "items");
     if (items) {
       put_schema(b, items, indent);
-      sb_puts(b, "[]");
+      mxl_strbuf_puts(b, "[]");
     } else {
-      sb_puts(b, "Array<any>");
+      mxl_strbuf_puts(b, "Array<any>");
     }
   } else {
-    sb_puts(b, "any");
+    mxl_strbuf_puts(b, "any");
   }
 }
 
 char *mxl_harmony_schema_text(const cJSON *schema, const char *indent) {
-  sbuf b = {0};
+  mxl_strbuf b = {0};
   put_schema(&b, schema, indent ? indent : "");
-  return sb_finish(&b);
+  return mxl_strbuf_take(&b);
 }
 
 /* Rust's str::lines: split on '\n', drop a '\r' before it, no empty last
  * line for a trailing newline. Each line gets `prefix` and a '\n' joiner
  * is written before every line but the first item of the section. */
-static void put_comment_lines(sbuf *b, const char *text) {
+static void put_comment_lines(mxl_strbuf *b, const char *text) {
   const char *p = text;
   while (*p) {
     const char *nl = strchr(p, '\n');
     size_t n = nl ? (size_t)(nl - p) : strlen(p);
     size_t shown = (n > 0 && p[n - 1] == '\r') ? n - 1 : n;
-    sb_puts(b, "// ");
-    sb_put(b, p, shown);
-    sb_puts(b, "\n");
+    mxl_strbuf_puts(b, "// ");
+    mxl_strbuf_append(b, p, shown);
+    mxl_strbuf_puts(b, "\n");
     p += n + (nl ? 1 : 0);
   }
 }
 
 /* The "# Tools" section of a developer message with function tools. */
-static void put_tools_section(sbuf *b, const mxl_conversation *c) {
-  sb_puts(b, "# Tools\n\n## functions\n\nnamespace functions {\n\n");
+static void put_tools_section(mxl_strbuf *b, const mxl_conversation *c) {
+  mxl_strbuf_puts(b, "# Tools\n\n## functions\n\nnamespace functions {\n\n");
   for (int i = 0; i < c->n_tools; i++) {
     const mxl_htool *t = &c->tools[i];
     put_comment_lines(b, t->description);
-    sb_puts(b, "type ");
-    sb_puts(b, t->name);
+    mxl_strbuf_puts(b, "type ");
+    mxl_strbuf_puts(b, t->name);
     if (t->parameters) {
-      sb_puts(b, " = (_: ");
+      mxl_strbuf_puts(b, " = (_: ");
       put_schema(b, t->parameters, "");
-      sb_puts(b, ") => any;\n\n");
+      mxl_strbuf_puts(b, ") => any;\n\n");
     } else {
-      sb_puts(b, " = () => any;\n\n");
+      mxl_strbuf_puts(b, " = () => any;\n\n");
     }
   }
-  sb_puts(b, "} // namespace functions");
+  mxl_strbuf_puts(b, "} // namespace functions");
 }
 
 static char *system_text(const mxl_conversation *c, const mxl_render_options *o) {
   static const char *const efforts[] = {"medium", "low", "medium", "high"};
   mxl_effort effort = o->effort != MXL_EFFORT_DEFAULT ? o->effort : c->effort;
   if ((unsigned)effort > MXL_EFFORT_HIGH) effort = MXL_EFFORT_DEFAULT;
-  sbuf b = {0};
-  sb_puts(&b, o->model_identity ? o->model_identity : default_identity);
-  sb_puts(&b, "\nKnowledge cutoff: ");
-  sb_puts(&b, o->knowledge_cutoff ? o->knowledge_cutoff : default_cutoff);
+  mxl_strbuf b = {0};
+  mxl_strbuf_puts(&b, o->model_identity ? o->model_identity : default_identity);
+  mxl_strbuf_puts(&b, "\nKnowledge cutoff: ");
+  mxl_strbuf_puts(&b, o->knowledge_cutoff ? o->knowledge_cutoff : default_cutoff);
   if (o->date) {
-    sb_puts(&b, "\nCurrent date: ");
-    sb_puts(&b, o->date);
+    mxl_strbuf_puts(&b, "\nCurrent date: ");
+    mxl_strbuf_puts(&b, o->date);
   }
-  sb_puts(&b, "\n\nReasoning: ");
-  sb_puts(&b, efforts[effort]);
-  sb_puts(&b, "\n\n# Valid channels: analysis, commentary, final. Channel must be included "
-              "for every message.");
+  mxl_strbuf_puts(&b, "\n\nReasoning: ");
+  mxl_strbuf_puts(&b, efforts[effort]);
+  mxl_strbuf_puts(&b, "\n\n# Valid channels: analysis, commentary, final. Channel must be "
+                      "included for every message.");
   if (c->n_tools > 0)
-    sb_puts(&b, "\nCalls to these tools must go to the commentary channel: 'functions'.");
-  return sb_finish(&b);
+    mxl_strbuf_puts(&b, "\nCalls to these tools must go to the commentary channel: 'functions'.");
+  return mxl_strbuf_take(&b);
 }
 
 static char *developer_text(const mxl_conversation *c) {
-  sbuf b = {0};
+  mxl_strbuf b = {0};
   if (c->instructions) {
-    sb_puts(&b, "# Instructions\n\n");
-    sb_puts(&b, c->instructions);
-    if (c->n_tools > 0) sb_puts(&b, "\n\n");
+    mxl_strbuf_puts(&b, "# Instructions\n\n");
+    mxl_strbuf_puts(&b, c->instructions);
+    if (c->n_tools > 0) mxl_strbuf_puts(&b, "\n\n");
   }
   if (c->n_tools > 0) put_tools_section(&b, c);
-  return sb_finish(&b);
+  return mxl_strbuf_take(&b);
 }
 
 /* ------------------------------------------------------------------ pieces */
@@ -686,10 +651,10 @@ static mxl_status render_message(mxl_hrender *r, const mxl_hmsg *m, msg_flags f)
   } else {
     MXL_TRY(add_text(r, mxl_role_name(m->role), f.head));
     if (m->name) {
-      sbuf b = {0};
-      sb_puts(&b, ":");
-      sb_puts(&b, m->name);
-      char *s = sb_finish(&b);
+      mxl_strbuf b = {0};
+      mxl_strbuf_puts(&b, ":");
+      mxl_strbuf_puts(&b, m->name);
+      char *s = mxl_strbuf_take(&b);
       if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
       mxl_status st = add_text(r, s, f.body);
       free(s);
@@ -697,10 +662,10 @@ static mxl_status render_message(mxl_hrender *r, const mxl_hmsg *m, msg_flags f)
     }
   }
   if (m->recipient && strcmp(m->recipient, "all") != 0) {
-    sbuf b = {0};
-    sb_puts(&b, " to=");
-    sb_puts(&b, m->recipient);
-    char *s = sb_finish(&b);
+    mxl_strbuf b = {0};
+    mxl_strbuf_puts(&b, " to=");
+    mxl_strbuf_puts(&b, m->recipient);
+    char *s = mxl_strbuf_take(&b);
     if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
     mxl_status st = add_text(r, s, f.body);
     free(s);
@@ -717,10 +682,10 @@ static mxl_status render_message(mxl_hrender *r, const mxl_hmsg *m, msg_flags f)
       MXL_TRY(add_special(r, constrain, f.body));
       MXL_TRY(add_text(r, m->content_type + sizeof constrain - 1, f.body));
     } else {
-      sbuf b = {0}; /* " " and the type form one text piece */
-      sb_puts(&b, " ");
-      sb_puts(&b, m->content_type);
-      char *s = sb_finish(&b);
+      mxl_strbuf b = {0}; /* " " and the type form one text piece */
+      mxl_strbuf_puts(&b, " ");
+      mxl_strbuf_puts(&b, m->content_type);
+      char *s = mxl_strbuf_take(&b);
       if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
       mxl_status st = add_text(r, s, f.body);
       free(s);
