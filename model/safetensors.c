@@ -12,6 +12,7 @@
 
 #include "core/json.h"
 #include "core/status.h"
+#include "core/strbuf.h"
 
 /* Integers read from JSON are exact below 2^53 (cJSON holds doubles). */
 #define MXL_ST_MAX_INT ((INT64_C(1) << 53) - 1)
@@ -631,59 +632,6 @@ struct mxl_st_writer {
   int failed;        /* a write failed: commit must not publish the file */
 };
 
-/* A growing string for the header; `failed` records an allocation failure. */
-typedef struct strbuf {
-  char *p;
-  size_t n, cap;
-  int failed;
-} strbuf;
-
-static void sb_append(strbuf *b, const char *s, size_t n) {
-  if (b->failed) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + n + 1) cap *= 2;
-    char *grown = realloc(b->p, cap);
-    if (!grown) {
-      b->failed = 1;
-      return;
-    }
-    b->p = grown;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = '\0';
-}
-
-static void sb_puts(strbuf *b, const char *s) { sb_append(b, s, strlen(s)); }
-
-/* A JSON string literal: quotes, backslashes and control bytes escaped;
- * other bytes (UTF-8) copied as they are. */
-static void sb_json_string(strbuf *b, const char *s) {
-  sb_append(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    char esc[8];
-    if (*p == '"' || *p == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)*p;
-      sb_append(b, esc, 2);
-    } else if (*p < 0x20) {
-      snprintf(esc, sizeof esc, "\\u%04x", *p);
-      sb_append(b, esc, 6);
-    } else {
-      sb_append(b, (const char *)p, 1);
-    }
-  }
-  sb_append(b, "\"", 1);
-}
-
-static void sb_u64(strbuf *b, uint64_t v) {
-  char num[32];
-  snprintf(num, sizeof num, "%" PRIu64, v);
-  sb_puts(b, num);
-}
-
 /* Each spec is a valid, uniquely named tensor; sums the data bytes. */
 static mxl_status check_specs(const char *path, const mxl_st_spec *specs, int n,
                               uint64_t *total) {
@@ -742,50 +690,50 @@ static mxl_status check_names(const char *path, const mxl_st_spec *specs, int n)
 
 /* The header JSON, in declaration order with contiguous data_offsets,
  * padded with spaces so that the data area starts 8-byte aligned. */
-static void build_header(strbuf *b, const mxl_st_spec *specs, int n,
+static void build_header(mxl_strbuf *b, const mxl_st_spec *specs, int n,
                          const char *const *metadata, int n_metadata) {
-  sb_puts(b, "{");
+  mxl_strbuf_puts(b, "{");
   if (n_metadata > 0) {
-    sb_puts(b, "\"__metadata__\":{");
+    mxl_strbuf_puts(b, "\"__metadata__\":{");
     for (int i = 0; i < n_metadata; i++) {
-      if (i) sb_puts(b, ",");
-      sb_json_string(b, metadata[2 * i]);
-      sb_puts(b, ":");
-      sb_json_string(b, metadata[2 * i + 1]);
+      if (i) mxl_strbuf_puts(b, ",");
+      mxl_strbuf_json_string(b, metadata[2 * i], strlen(metadata[2 * i]));
+      mxl_strbuf_puts(b, ":");
+      mxl_strbuf_json_string(b, metadata[2 * i + 1], strlen(metadata[2 * i + 1]));
     }
-    sb_puts(b, "}");
+    mxl_strbuf_puts(b, "}");
   }
   uint64_t offset = 0;
   for (int i = 0; i < n; i++) {
     const mxl_st_spec *s = &specs[i];
     uint64_t nbytes = 0;
     tensor_nbytes(s->dtype, s->ndim, s->shape, &nbytes);
-    if (i || n_metadata > 0) sb_puts(b, ",");
-    sb_json_string(b, s->name);
-    sb_puts(b, ":{\"dtype\":\"");
-    sb_puts(b, mxl_dtype_name(s->dtype));
-    sb_puts(b, "\",\"shape\":[");
+    if (i || n_metadata > 0) mxl_strbuf_puts(b, ",");
+    mxl_strbuf_json_string(b, s->name, strlen(s->name));
+    mxl_strbuf_puts(b, ":{\"dtype\":\"");
+    mxl_strbuf_puts(b, mxl_dtype_name(s->dtype));
+    mxl_strbuf_puts(b, "\",\"shape\":[");
     for (int d = 0; d < s->ndim; d++) {
-      if (d) sb_puts(b, ",");
-      sb_u64(b, (uint64_t)s->shape[d]);
+      if (d) mxl_strbuf_puts(b, ",");
+      mxl_strbuf_printf(b, "%" PRIu64, (uint64_t)s->shape[d]);
     }
-    sb_puts(b, "],\"data_offsets\":[");
-    sb_u64(b, offset);
-    sb_puts(b, ",");
-    sb_u64(b, offset + nbytes);
-    sb_puts(b, "]}");
+    mxl_strbuf_puts(b, "],\"data_offsets\":[");
+    mxl_strbuf_printf(b, "%" PRIu64, offset);
+    mxl_strbuf_puts(b, ",");
+    mxl_strbuf_printf(b, "%" PRIu64, offset + nbytes);
+    mxl_strbuf_puts(b, "]}");
     offset += nbytes;
   }
-  sb_puts(b, "}");
-  while (!b->failed && b->n % 8 != 0) sb_puts(b, " ");
+  mxl_strbuf_puts(b, "}");
+  while (!b->failed && b->len % 8 != 0) mxl_strbuf_puts(b, " ");
 }
 
 /* The u64 little-endian header length, then the header. */
-static mxl_status write_header(mxl_st_writer *w, const strbuf *b) {
+static mxl_status write_header(mxl_st_writer *w, const mxl_strbuf *b) {
   uint8_t len[8];
-  for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)b->n >> (8 * i));
+  for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)b->len >> (8 * i));
   MXL_TRY(mxl_atomic_file_write(&w->file, len, sizeof len));
-  return mxl_atomic_file_write(&w->file, b->p, b->n);
+  return mxl_atomic_file_write(&w->file, b->data, b->len);
 }
 
 mxl_status mxl_st_writer_begin(const char *path, const mxl_st_spec *specs, int n_specs,
@@ -798,18 +746,18 @@ mxl_status mxl_st_writer_begin(const char *path, const mxl_st_spec *specs, int n
   MXL_TRY(check_specs(path, specs, n_specs, &total));
   MXL_TRY(check_names(path, specs, n_specs));
   MXL_TRY(check_metadata_args(path, metadata, n_metadata));
-  strbuf header = {0};
+  mxl_strbuf header = {0};
   build_header(&header, specs, n_specs, metadata, n_metadata);
-  if (header.failed || header.n > MXL_ST_MAX_HEADER) {
-    free(header.p);
+  if (header.failed || header.len > MXL_ST_MAX_HEADER) {
+    free(header.data);
     return mxl_errorf(header.failed ? MXL_ERR_MEMORY : MXL_ERR_ARGUMENT,
-                      "%s: cannot build a header of %zu bytes", path, header.n);
+                      "%s: cannot build a header of %zu bytes", path, header.len);
   }
   mxl_st_writer *w = calloc(1, sizeof *w);
   mxl_status status = w ? mxl_atomic_file_begin(path, &w->file)
                         : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", path);
   if (status == MXL_OK) status = write_header(w, &header);
-  free(header.p);
+  free(header.data);
   if (status != MXL_OK) {
     if (w && w->file.fp) mxl_atomic_file_abort(&w->file);
     free(w);
