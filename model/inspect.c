@@ -4,7 +4,6 @@
  * both always say the same thing. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,44 +11,9 @@
 
 #include "core/fileio.h"
 #include "core/status.h"
+#include "core/strbuf.h"
 #include "datasets/tokenizer.h"
 #include "model/checkpoint.h"
-
-/* ------------------------------------------------------------ text buffer */
-
-typedef struct sbuf {
-  char *s;
-  size_t n, cap;
-  int failed;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  if (b->failed) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int need = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-    va_end(ap);
-    if (need < 0) {
-      b->failed = 1;
-      return;
-    }
-    if (b->s && b->n + (size_t)need < b->cap) {
-      b->n += (size_t)need;
-      return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 4096;
-    while (cap < b->n + (size_t)need + 1) cap *= 2;
-    char *grown = realloc(b->s, cap);
-    if (!grown) {
-      b->failed = 1;
-      return;
-    }
-    b->s = grown, b->cap = cap;
-  }
-}
 
 /* 1234567 -> "1,234,567" */
 static const char *grouped(int64_t v, char buf[32]) {
@@ -711,152 +675,158 @@ static const char *str(const cJSON *o, const char *key) {
   return cJSON_IsString(v) ? v->valuestring : "";
 }
 
-static void text_shape(sbuf *b, const cJSON *shape) {
-  sb_printf(b, "[");
+static void text_shape(mxl_strbuf *b, const cJSON *shape) {
+  mxl_strbuf_printf(b, "[");
   const cJSON *d;
   int i = 0;
-  cJSON_ArrayForEach(d, shape) sb_printf(b, "%s%.0f", i++ ? ", " : "", d->valuedouble);
-  sb_printf(b, "]");
+  cJSON_ArrayForEach(d, shape) mxl_strbuf_printf(b, "%s%.0f", i++ ? ", " : "", d->valuedouble);
+  mxl_strbuf_printf(b, "]");
 }
 
-static void text_files(sbuf *b, const cJSON *files) {
+static void text_files(mxl_strbuf *b, const cJSON *files) {
   char hb[32];
-  sb_printf(b, "\nFiles\n");
+  mxl_strbuf_printf(b, "\nFiles\n");
   const cJSON *f;
   cJSON_ArrayForEach(f, files)
-    sb_printf(b, "  %-40s %10s  %s\n", str(f, "name"), human_bytes(num(f, "bytes"), hb), str(f, "role"));
+    mxl_strbuf_printf(b, "  %-40s %10s  %s\n", str(f, "name"), human_bytes(num(f, "bytes"), hb),
+                      str(f, "role"));
 }
 
-static void text_tensors(sbuf *b, const cJSON *l) {
+static void text_tensors(mxl_strbuf *b, const cJSON *l) {
   char g1[32], g2[32], hb[32];
   const cJSON *groups = cJSON_GetObjectItem(l, "tensor_groups");
   if (!groups) return;
-  sb_printf(b, "\nTensors in %s: %.0f tensors, %s parameters, %s\n", str(l, "folder"),
-            num(l, "tensor_count"), grouped((int64_t)num(l, "tensor_parameters"), g1),
-            human_bytes(num(l, "tensor_bytes"), hb));
+  mxl_strbuf_printf(b, "\nTensors in %s: %.0f tensors, %s parameters, %s\n", str(l, "folder"),
+                    num(l, "tensor_count"), grouped((int64_t)num(l, "tensor_parameters"), g1),
+                    human_bytes(num(l, "tensor_bytes"), hb));
   const cJSON *g;
   cJSON_ArrayForEach(g, groups) {
-    sb_printf(b, "  %-16s %5.0f tensor%s %16s params %12s", str(g, "role"), num(g, "tensors"),
-            num(g, "tensors") == 1 ? " " : "s",
-              grouped((int64_t)num(g, "parameters"), g2), human_bytes(num(g, "bytes"), hb));
+    mxl_strbuf_printf(b, "  %-16s %5.0f tensor%s %16s params %12s", str(g, "role"),
+                      num(g, "tensors"), num(g, "tensors") == 1 ? " " : "s",
+                      grouped((int64_t)num(g, "parameters"), g2), human_bytes(num(g, "bytes"), hb));
     if (cJSON_GetObjectItem(g, "bits_per_weight"))
-      sb_printf(b, "  (%.2f bits per weight)", num(g, "bits_per_weight"));
-    sb_printf(b, "\n");
+      mxl_strbuf_printf(b, "  (%.2f bits per weight)", num(g, "bits_per_weight"));
+    mxl_strbuf_printf(b, "\n");
     const cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItem(g, "entries")) {
-      sb_printf(b, "      %-46s ", str(e, "name"));
+      mxl_strbuf_printf(b, "      %-46s ", str(e, "name"));
       text_shape(b, cJSON_GetObjectItem(e, "shape"));
-      sb_printf(b, " %s", str(e, "dtype"));
-      if (num(e, "count") > 1) sb_printf(b, " x %.0f", num(e, "count"));
-      if (*str(e, "note")) sb_printf(b, "  (%s)", str(e, "note"));
-      sb_printf(b, "\n");
+      mxl_strbuf_printf(b, " %s", str(e, "dtype"));
+      if (num(e, "count") > 1) mxl_strbuf_printf(b, " x %.0f", num(e, "count"));
+      if (*str(e, "note")) mxl_strbuf_printf(b, "  (%s)", str(e, "note"));
+      mxl_strbuf_printf(b, "\n");
     }
   }
 }
 
-static void text_layouts(sbuf *b, const cJSON *layouts) {
+static void text_layouts(mxl_strbuf *b, const cJSON *layouts) {
   if (!cJSON_GetArraySize(layouts)) return;
-  sb_printf(b, "\nLayouts\n");
+  mxl_strbuf_printf(b, "\nLayouts\n");
   const cJSON *l;
   cJSON_ArrayForEach(l, layouts) {
-    sb_printf(b, "  %-10s %s\n", str(l, "folder"), str(l, "purpose"));
-    if (*str(l, "check")) sb_printf(b, "  %-10s mxlora check: %s\n", "", str(l, "check"));
+    mxl_strbuf_printf(b, "  %-10s %s\n", str(l, "folder"), str(l, "purpose"));
+    if (*str(l, "check")) mxl_strbuf_printf(b, "  %-10s mxlora check: %s\n", "", str(l, "check"));
   }
 }
 
-static void text_config(sbuf *b, const cJSON *c) {
+static void text_config(mxl_strbuf *b, const cJSON *c) {
   if (!c) return;
   const cJSON *r = cJSON_GetObjectItem(c, "rope");
-  sb_printf(b, "\nConfig\n");
-  sb_printf(b, "  %.0f layers: %.0f with a sliding window of %.0f tokens, %.0f with full attention\n",
-            num(c, "layers"), num(c, "sliding_layers"), num(c, "sliding_window"),
-            num(c, "full_attention_layers"));
-  sb_printf(b, "  mixture of %.0f experts, top-%.0f per token; hidden %.0f, expert width %.0f\n",
-            num(c, "experts"), num(c, "experts_per_token"), num(c, "hidden_size"),
-            num(c, "expert_intermediate_size"));
-  sb_printf(b, "  attention: %.0f query heads and %.0f key/value heads of %.0f dims, learned sinks\n",
-            num(c, "query_heads"), num(c, "kv_heads"), num(c, "head_dim"));
-  sb_printf(b, "  context %.0f tokens: YaRN RoPE theta %g, factor %g over %.0f, beta %g/%g "
-            "(ramp %.3f..%.3f, attention factor %.4f)\n",
-            num(c, "context_length"), num(r, "theta"), num(r, "factor"),
-            num(r, "original_context"), num(r, "beta_fast"), num(r, "beta_slow"),
-            num(r, "ramp_low"), num(r, "ramp_high"), num(r, "attention_factor"));
-  sb_printf(b, "  SwiGLU clamped at %g (alpha %g), RMSNorm eps %g, vocabulary %.0f rows\n",
-            num(c, "swiglu_limit"), num(c, "swiglu_alpha"), num(c, "rms_norm_eps"),
-            num(c, "vocab_size"));
+  mxl_strbuf_printf(b, "\nConfig\n");
+  mxl_strbuf_printf(b, "  %.0f layers: %.0f with a sliding window of %.0f tokens, "
+                       "%.0f with full attention\n",
+                    num(c, "layers"), num(c, "sliding_layers"), num(c, "sliding_window"),
+                    num(c, "full_attention_layers"));
+  mxl_strbuf_printf(b, "  mixture of %.0f experts, top-%.0f per token; "
+                       "hidden %.0f, expert width %.0f\n",
+                    num(c, "experts"), num(c, "experts_per_token"), num(c, "hidden_size"),
+                    num(c, "expert_intermediate_size"));
+  mxl_strbuf_printf(b, "  attention: %.0f query heads and %.0f key/value heads of %.0f dims, "
+                       "learned sinks\n",
+                    num(c, "query_heads"), num(c, "kv_heads"), num(c, "head_dim"));
+  mxl_strbuf_printf(b, "  context %.0f tokens: YaRN RoPE theta %g, factor %g over %.0f, beta %g/%g "
+                       "(ramp %.3f..%.3f, attention factor %.4f)\n",
+                    num(c, "context_length"), num(r, "theta"), num(r, "factor"),
+                    num(r, "original_context"), num(r, "beta_fast"), num(r, "beta_slow"),
+                    num(r, "ramp_low"), num(r, "ramp_high"), num(r, "attention_factor"));
+  mxl_strbuf_printf(b, "  SwiGLU clamped at %g (alpha %g), RMSNorm eps %g, vocabulary %.0f rows\n",
+                    num(c, "swiglu_limit"), num(c, "swiglu_alpha"), num(c, "rms_norm_eps"),
+                    num(c, "vocab_size"));
   const cJSON *s;
   int i = 0;
-  sb_printf(b, "  stop token ids:");
-  cJSON_ArrayForEach(s, cJSON_GetObjectItem(c, "stop_token_ids")) sb_printf(b, "%s %.0f", i++ ? "," : "", s->valuedouble);
-  sb_printf(b, "%s\n", i ? "" : " none");
+  mxl_strbuf_printf(b, "  stop token ids:");
+  cJSON_ArrayForEach(s, cJSON_GetObjectItem(c, "stop_token_ids"))
+    mxl_strbuf_printf(b, "%s %.0f", i++ ? "," : "", s->valuedouble);
+  mxl_strbuf_printf(b, "%s\n", i ? "" : " none");
 }
 
-static void text_params(sbuf *b, const cJSON *p) {
+static void text_params(mxl_strbuf *b, const cJSON *p) {
   if (!p) return;
   char a[32], c2[32], d[32], e[32], f[32], g[32];
-  sb_printf(b, "\nParameters (from the config)\n");
-  sb_printf(b, "  total %s = %s in MXFP4 experts (4.25 bits per weight) + %s in BF16\n",
-            grouped((int64_t)num(p, "total"), a), grouped((int64_t)num(p, "mxfp4_expert_weights"), c2),
-            grouped((int64_t)num(p, "bf16"), d));
-  sb_printf(b, "  active per token %s (selected experts and lm_head, no embedding); %s with the "
-            "embedding\n",
-            grouped((int64_t)num(p, "active_per_token"), e),
-            grouped((int64_t)num(p, "active_with_embedding"), f));
-  sb_printf(b, "  embedding %s and unembedding %s; per layer: attention %s, router %s, one expert %s\n",
-            grouped((int64_t)num(p, "embedding"), a), grouped((int64_t)num(p, "unembedding"), c2),
-            grouped((int64_t)num(p, "attention_per_layer"), d),
-            grouped((int64_t)num(p, "router_per_layer"), e), grouped((int64_t)num(p, "one_expert"), g));
+  mxl_strbuf_printf(b, "\nParameters (from the config)\n");
+  mxl_strbuf_printf(b, "  total %s = %s in MXFP4 experts (4.25 bits per weight) + %s in BF16\n",
+                    grouped((int64_t)num(p, "total"), a),
+                    grouped((int64_t)num(p, "mxfp4_expert_weights"), c2),
+                    grouped((int64_t)num(p, "bf16"), d));
+  mxl_strbuf_printf(b, "  active per token %s (selected experts and lm_head, no embedding); "
+                       "%s with the embedding\n",
+                    grouped((int64_t)num(p, "active_per_token"), e),
+                    grouped((int64_t)num(p, "active_with_embedding"), f));
+  mxl_strbuf_printf(b, "  embedding %s and unembedding %s; per layer: attention %s, router %s, "
+                       "one expert %s\n",
+                    grouped((int64_t)num(p, "embedding"), a),
+                    grouped((int64_t)num(p, "unembedding"), c2),
+                    grouped((int64_t)num(p, "attention_per_layer"), d),
+                    grouped((int64_t)num(p, "router_per_layer"), e),
+                    grouped((int64_t)num(p, "one_expert"), g));
 }
 
-static void text_tokenizer(sbuf *b, const cJSON *t) {
+static void text_tokenizer(mxl_strbuf *b, const cJSON *t) {
   if (!t) return;
-  sb_printf(b, "\nTokenizer: %s\n", str(t, "kind"));
-  sb_printf(b, "  %.0f ordinary tokens + %.0f special tokens", num(t, "ordinary_tokens"),
-            num(t, "special_tokens"));
+  mxl_strbuf_printf(b, "\nTokenizer: %s\n", str(t, "kind"));
+  mxl_strbuf_printf(b, "  %.0f ordinary tokens + %.0f special tokens", num(t, "ordinary_tokens"),
+                    num(t, "special_tokens"));
   if (num(t, "model_rows") > 0)
-    sb_printf(b, "; the model has %.0f embedding rows (%.0f unused by the tokenizer)",
-              num(t, "model_rows"), num(t, "model_rows") - num(t, "tokens"));
-  sb_printf(b, "\n  specials:");
+    mxl_strbuf_printf(b, "; the model has %.0f embedding rows (%.0f unused by the tokenizer)",
+                      num(t, "model_rows"), num(t, "model_rows") - num(t, "tokens"));
+  mxl_strbuf_printf(b, "\n  specials:");
   const cJSON *s;
   int col = 11;
   cJSON_ArrayForEach(s, cJSON_GetObjectItem(t, "specials")) {
     char item[96];
     int n = snprintf(item, sizeof item, " %s=%.0f", str(s, "name"), num(s, "id"));
-    if (col + n > 100) sb_printf(b, "\n           "), col = 11;
-    sb_printf(b, "%s", item);
+    if (col + n > 100) mxl_strbuf_printf(b, "\n           "), col = 11;
+    mxl_strbuf_printf(b, "%s", item);
     col += n;
   }
-  sb_printf(b, "\n");
+  mxl_strbuf_printf(b, "\n");
 }
 
 static char *render_text(const cJSON *r) {
-  sbuf b = {0};
+  mxl_strbuf b = {0};
   const cJSON *l;
   const cJSON *layouts = cJSON_GetObjectItem(r, "layouts");
-  sb_printf(&b, "%s: %s", str(r, "path"), str(r, "kind"));
+  mxl_strbuf_printf(&b, "%s: %s", str(r, "path"), str(r, "kind"));
   int n = 0;
   cJSON_ArrayForEach(l, layouts) n += strcmp(str(l, "layout"), "none") != 0;
-  if (n) sb_printf(&b, " with %d gpt-oss layout%s", n, n > 1 ? "s" : "");
-  sb_printf(&b, "\n");
-  if (*str(r, "check")) sb_printf(&b, "mxlora check: %s\n", str(r, "check"));
+  if (n) mxl_strbuf_printf(&b, " with %d gpt-oss layout%s", n, n > 1 ? "s" : "");
+  mxl_strbuf_printf(&b, "\n");
+  if (*str(r, "check")) mxl_strbuf_printf(&b, "mxlora check: %s\n", str(r, "check"));
   text_layouts(&b, layouts);
   cJSON_ArrayForEach(l, cJSON_GetObjectItem(r, "disagreements"))
-    sb_printf(&b, "  WARNING: %s\n", l->valuestring);
+    mxl_strbuf_printf(&b, "  WARNING: %s\n", l->valuestring);
   if (cJSON_GetArraySize(cJSON_GetObjectItem(r, "disagreements")) == 0 && n > 1)
-    sb_printf(&b, "  the %d layouts describe the same model\n", n);
+    mxl_strbuf_printf(&b, "  the %d layouts describe the same model\n", n);
   text_files(&b, cJSON_GetObjectItem(r, "files"));
   text_config(&b, cJSON_GetObjectItem(r, "config"));
   text_params(&b, cJSON_GetObjectItem(r, "parameters"));
   cJSON_ArrayForEach(l, layouts) {
     text_tensors(&b, l);
-    if (*str(l, "tensor_error")) sb_printf(&b, "  (tensors unreadable: %s)\n", str(l, "tensor_error"));
+    if (*str(l, "tensor_error"))
+      mxl_strbuf_printf(&b, "  (tensors unreadable: %s)\n", str(l, "tensor_error"));
   }
   text_tokenizer(&b, cJSON_GetObjectItem(r, "tokenizer"));
-  if (b.failed) {
-    free(b.s);
-    return NULL;
-  }
-  return b.s;
+  return mxl_strbuf_take(&b);
 }
 
 /* ------------------------------------------------------------ entry */
