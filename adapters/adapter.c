@@ -1,7 +1,6 @@
 /* The public adapter API (include/mxlora/adapter.h): an opened adapter file
  * is its read-only mapping plus the validated header. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "core/fileio.h"
 #include "core/json.h"
 #include "core/status.h"
+#include "core/strbuf.h"
 
 struct mxl_adapter {
   mxl_mapping map;
@@ -180,65 +180,32 @@ mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model, mxl_
 
 /* ------------------------------------------------------------ describe */
 
-typedef struct text_buf {
-  char *s;
-  size_t len, cap;
-  int failed;
-} text_buf;
-
-static void tb_printf(text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void tb_printf(text_buf *b, const char *fmt, ...) {
-  if (b->failed) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->failed = 1;
-      return;
-    }
-    if (b->s && b->len + (size_t)n < b->cap) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = (b->cap ? b->cap * 2 : 4096) + (size_t)n;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-      b->failed = 1;
-      return;
-    }
-    b->s = s;
-    b->cap = cap;
-  }
-}
-
 static const char *or_dash(const char *s) { return s && s[0] ? s : "-"; }
 
-static void describe_text(const mxl_adapter *a, text_buf *b) {
+static void describe_text(const mxl_adapter *a, mxl_strbuf *b) {
   const mxl_adapter_info *in = &a->info;
   const mxl_adapter_header *h = a->h;
-  tb_printf(b, "adapter: %s\n", in->path);
-  tb_printf(b, "format: mxlora adapter v%u, %" PRIu64 " bytes (payload %" PRIu64
-               " raw bytes, compressed to %.1f%%)\n",
-            in->format_version, in->file_bytes, in->raw_bytes,
-            in->raw_bytes ? 100.0 * (double)(in->file_bytes - h->data_start) /
-                                (double)in->raw_bytes
-                          : 0.0);
-  tb_printf(b, "base model: fingerprint %s (%d layers, %d experts, hidden %d)\n",
-            in->fingerprint, in->base_layers, in->base_experts, in->base_hidden);
-  tb_printf(b, "lora: rank %d, alpha %g, scaling %g%s, %" PRIu64 " parameters, %s payloads\n",
-            in->rank, in->alpha, in->scaling, in->rslora ? " (rsLoRA)" : "", in->n_params,
-            in->dtype == MXL_ADAPTER_BF16 ? "BF16" : "F32");
-  tb_printf(b, "targets: %s\n", in->targets);
-  tb_printf(b, "provenance: recipe %s, steps %" PRId64 ", final loss ", or_dash(in->recipe),
-            in->steps);
-  if (isfinite(in->final_loss)) tb_printf(b, "%.6g", in->final_loss);
-  else tb_printf(b, "-");
-  tb_printf(b, ", dataset sha256 %s\n", or_dash(in->dataset_sha256));
-  tb_printf(b, "created: %s by %s\n", or_dash(in->created_at), or_dash(in->created_by));
-  tb_printf(b, "tensors: %d\n", in->n_tensors);
+  mxl_strbuf_printf(b, "adapter: %s\n", in->path);
+  mxl_strbuf_printf(b, "format: mxlora adapter v%u, %" PRIu64 " bytes (payload %" PRIu64
+                       " raw bytes, compressed to %.1f%%)\n",
+                    in->format_version, in->file_bytes, in->raw_bytes,
+                    in->raw_bytes ? 100.0 * (double)(in->file_bytes - h->data_start) /
+                                        (double)in->raw_bytes
+                                  : 0.0);
+  mxl_strbuf_printf(b, "base model: fingerprint %s (%d layers, %d experts, hidden %d)\n",
+                    in->fingerprint, in->base_layers, in->base_experts, in->base_hidden);
+  mxl_strbuf_printf(b,
+                    "lora: rank %d, alpha %g, scaling %g%s, %" PRIu64 " parameters, %s payloads\n",
+                    in->rank, in->alpha, in->scaling, in->rslora ? " (rsLoRA)" : "", in->n_params,
+                    in->dtype == MXL_ADAPTER_BF16 ? "BF16" : "F32");
+  mxl_strbuf_printf(b, "targets: %s\n", in->targets);
+  mxl_strbuf_printf(b, "provenance: recipe %s, steps %" PRId64 ", final loss ",
+                    or_dash(in->recipe), in->steps);
+  if (isfinite(in->final_loss)) mxl_strbuf_printf(b, "%.6g", in->final_loss);
+  else mxl_strbuf_printf(b, "-");
+  mxl_strbuf_printf(b, ", dataset sha256 %s\n", or_dash(in->dataset_sha256));
+  mxl_strbuf_printf(b, "created: %s by %s\n", or_dash(in->created_at), or_dash(in->created_by));
+  mxl_strbuf_printf(b, "tensors: %d\n", in->n_tensors);
   for (int i = 0; i < h->layout->n_tensors; i++) {
     const mxl_adapter_entry *e = &h->entries[i];
     const mxl_lora_tensor *x = &h->layout->tensors[i];
@@ -246,9 +213,9 @@ static void describe_text(const mxl_adapter *a, text_buf *b) {
     if (e->ndim == 3)
       snprintf(shape, sizeof shape, "[%d, %d, %d]", x->n_experts, x->rows, x->cols);
     else snprintf(shape, sizeof shape, "[%d, %d]", x->rows, x->cols);
-    tb_printf(b, "  %-36s %-16s %-12s %10" PRIu64 " -> %10" PRIu64 " bytes\n", x->name, shape,
-              e->encoding == MXL_ENCODING_SHUFFLE_ZSTD ? "shuffle+zstd" : "zstd", e->raw_size,
-              e->compressed_size);
+    mxl_strbuf_printf(b, "  %-36s %-16s %-12s %10" PRIu64 " -> %10" PRIu64 " bytes\n", x->name,
+                      shape, e->encoding == MXL_ENCODING_SHUFFLE_ZSTD ? "shuffle+zstd" : "zstd",
+                      e->raw_size, e->compressed_size);
   }
 }
 
@@ -273,12 +240,9 @@ static mxl_status describe_json(const mxl_adapter *a, char **out) {
 mxl_status mxl_adapter_describe(const mxl_adapter *a, int as_json, char **report_out) {
   *report_out = NULL;
   if (as_json) return describe_json(a, report_out);
-  text_buf b = {0};
+  mxl_strbuf b = {0};
   describe_text(a, &b);
-  if (b.failed) {
-    free(b.s);
-    return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", a->map.path);
-  }
-  *report_out = b.s;
+  *report_out = mxl_strbuf_take(&b);
+  if (!*report_out) return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", a->map.path);
   return MXL_OK;
 }
