@@ -2,13 +2,13 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/fileio.h"
 #include "core/status.h"
+#include "core/strbuf.h"
 
 /* Keeps only the lines whose "step" is <= resume_step (atomic rewrite). */
 static mxl_status truncate_after(const char *path, int resume_step) {
@@ -84,37 +84,6 @@ void mxl_metrics_close(mxl_metrics *m) {
 
 /* ---------------------------------------------------------------- SVG */
 
-typedef struct text_buf {
-  char *data;
-  size_t n, cap;
-  int failed;
-} text_buf;
-
-__attribute__((format(printf, 2, 3))) static void emit(text_buf *b, const char *fmt, ...) {
-  va_list ap;
-  for (;;) {
-    va_start(ap, fmt);
-    int k = vsnprintf(b->data ? b->data + b->n : NULL, b->data ? b->cap - b->n : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) {
-      b->failed = 1;
-      return;
-    }
-    if (b->data && b->n + (size_t)k < b->cap) {
-      b->n += k;
-      return;
-    }
-    size_t cap = (b->cap + k + 1) * 2;
-    char *grown = realloc(b->data, cap);
-    if (!grown) {
-      b->failed = 1;
-      return;
-    }
-    b->data = grown;
-    b->cap = cap;
-  }
-}
-
 /* A "nice" tick step (1, 2 or 5 × 10^k) for about `ticks` ticks over span. */
 static double tick_step(double span, int ticks) {
   double raw = span / ticks, mag = pow(10, floor(log10(raw)));
@@ -145,37 +114,37 @@ mxl_status mxl_curve_svg_write(const char *path, const char *title, const mxl_cu
   double pw = W - left - right, ph = Ht - top - bottom;
 #define PX(v) (left + ((v) - x0) / (x1 - x0) * pw)
 #define PY(v) (top + (1 - ((v) - y0) / (y1 - y0)) * ph)
-  text_buf b = {0};
-  emit(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-           "font-family=\"sans-serif\" font-size=\"12\">\n", W, Ht);
-  emit(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-  emit(&b, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n", left, title);
+  mxl_strbuf b = {0};
+  mxl_strbuf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                        "font-family=\"sans-serif\" font-size=\"12\">\n", W, Ht);
+  mxl_strbuf_printf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+  mxl_strbuf_printf(&b, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n", left, title);
   double ys = tick_step(y1 - y0, 6), xs = tick_step(x1 - x0, 8);
   for (double v = ceil(y0 / ys) * ys; v <= y1 + 1e-12; v += ys)
-    emit(&b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-             "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
-         left, W - right, PY(v), PY(v), left - 6, PY(v) + 4, v);
+    mxl_strbuf_printf(&b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                          "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                      left, W - right, PY(v), PY(v), left - 6, PY(v) + 4, v);
   for (double v = ceil(x0 / xs) * xs; v <= x1 + 1e-12; v += xs)
-    emit(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", PX(v),
-         Ht - bottom + 16, v);
-  emit(&b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n", left + pw / 2,
-       Ht - 10);
-  emit(&b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
-           "stroke=\"#444\"/>\n", left, top, pw, ph);
+    mxl_strbuf_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n",
+                      PX(v), Ht - bottom + 16, v);
+  mxl_strbuf_printf(&b, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n",
+                    left + pw / 2, Ht - 10);
+  mxl_strbuf_printf(&b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+                        "stroke=\"#444\"/>\n", left, top, pw, ph);
   for (int i = 0; i < n_curves; i++) {
-    emit(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
-         curves[i].color);
+    mxl_strbuf_printf(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
+                      curves[i].color);
     for (int j = 0; j < curves[i].n; j++)
       if (isfinite(curves[i].y[j]))
-        emit(&b, "%.1f,%.1f ", PX(curves[i].x[j]), PY(curves[i].y[j]));
-    emit(&b, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - right - 140,
-         top + 18 + 16 * i, curves[i].color, curves[i].label);
+        mxl_strbuf_printf(&b, "%.1f,%.1f ", PX(curves[i].x[j]), PY(curves[i].y[j]));
+    mxl_strbuf_printf(&b, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n",
+                      W - right - 140, top + 18 + 16 * i, curves[i].color, curves[i].label);
   }
-  emit(&b, "</svg>\n");
+  mxl_strbuf_printf(&b, "</svg>\n");
 #undef PX
 #undef PY
   mxl_status st = b.failed ? mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", path)
-                           : mxl_write_file_atomic(path, b.data, b.n);
+                           : mxl_write_file_atomic(path, b.data, b.len);
   free(b.data);
   return st;
 }
