@@ -2,78 +2,23 @@
  * the published gpt-oss ones (what transformers' TikTokenConverter and the
  * gpt-oss converter produce), and owns copies of token tables. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/fileio.h"
 #include "core/status.h"
+#include "core/strbuf.h"
 #include "datasets/tokenizer_impl.h"
-
-/* ------------------------------------------------------------ text buffer */
-
-typedef struct sbuf {
-  char *data;
-  size_t len, cap;
-  int failed;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->failed) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1 << 16;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *grown = realloc(b->data, cap);
-    if (!grown) {
-      b->failed = 1;
-      return;
-    }
-    b->data = grown;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...) {
-  char tmp[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (n < 0 || (size_t)n >= sizeof tmp) b->failed = 1;
-  else sb_put(b, tmp, (size_t)n);
-}
-
-/* A JSON string literal of UTF-8 text (control characters escaped). */
-static void sb_json_string(sbuf *b, const char *s, size_t n) {
-  sb_put(b, "\"", 1);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '"' || c == '\\') {
-      char esc[2] = {'\\', (char)c};
-      sb_put(b, esc, 2);
-    } else if (c < 0x20) {
-      sb_printf(b, "\\u%04x", c);
-    } else {
-      sb_put(b, (const char *)&c, 1);
-    }
-  }
-  sb_put(b, "\"", 1);
-}
 
 /* A token's bytes in GPT-2's byte-level alphabet, as a JSON string. Only
  * '"' and '\\' need escaping: control bytes map to letters above U+00FF. */
-static void sb_byte_level(sbuf *b, const uint8_t *p, uint32_t n, const uint32_t cp[256]) {
+static void sb_byte_level(mxl_strbuf *b, const uint8_t *p, uint32_t n, const uint32_t cp[256]) {
   char tmp[64];
   size_t k = 0;
   tmp[k++] = '"';
   for (uint32_t i = 0; i < n; i++) {
-    if (k + 3 > sizeof tmp) sb_put(b, tmp, k), k = 0;
+    if (k + 3 > sizeof tmp) mxl_strbuf_append(b, tmp, k), k = 0;
     uint32_t c = cp[p[i]];
     if (c == '"' || c == '\\') {
       tmp[k++] = '\\';
@@ -86,7 +31,7 @@ static void sb_byte_level(sbuf *b, const uint8_t *p, uint32_t n, const uint32_t 
     }
   }
   tmp[k++] = '"';
-  sb_put(b, tmp, k);
+  mxl_strbuf_append(b, tmp, k);
 }
 
 static void byte_level_alphabet(uint32_t cp[256]) {
@@ -99,34 +44,34 @@ static void byte_level_alphabet(uint32_t cp[256]) {
 
 /* ------------------------------------------------------------ tokenizer.json */
 
-static void write_added_tokens(sbuf *b, const mxl_token_table *t) {
-  sb_puts(b, "  \"added_tokens\": [");
+static void write_added_tokens(mxl_strbuf *b, const mxl_token_table *t) {
+  mxl_strbuf_puts(b, "  \"added_tokens\": [");
   for (int i = 0; i < t->n_special; i++) {
-    sb_printf(b, "%s\n    {\n      \"id\": %d,\n      \"content\": ", i ? "," : "",
-              t->special_base + i);
-    sb_json_string(b, t->special[i], strlen(t->special[i]));
-    sb_puts(b, ",\n      \"single_word\": false,\n      \"lstrip\": false,\n"
-               "      \"rstrip\": false,\n      \"normalized\": false,\n"
-               "      \"special\": true\n    }");
+    mxl_strbuf_printf(b, "%s\n    {\n      \"id\": %d,\n      \"content\": ", i ? "," : "",
+                      t->special_base + i);
+    mxl_strbuf_json_string(b, t->special[i], strlen(t->special[i]));
+    mxl_strbuf_puts(b, ",\n      \"single_word\": false,\n      \"lstrip\": false,\n"
+                       "      \"rstrip\": false,\n      \"normalized\": false,\n"
+                       "      \"special\": true\n    }");
   }
-  sb_puts(b, t->n_special ? "\n  ],\n" : "],\n");
+  mxl_strbuf_puts(b, t->n_special ? "\n  ],\n" : "],\n");
 }
 
-static void write_pipeline(sbuf *b, const mxl_token_table *t) {
-  sb_puts(b, "  \"normalizer\": null,\n"
-             "  \"pre_tokenizer\": {\n    \"type\": \"Sequence\",\n    \"pretokenizers\": [\n"
-             "      {\n        \"type\": \"Split\",\n        \"pattern\": {\n          \"Regex\": ");
+static void write_pipeline(mxl_strbuf *b, const mxl_token_table *t) {
+  mxl_strbuf_puts(b, "  \"normalizer\": null,\n  \"pre_tokenizer\": {\n"
+                     "    \"type\": \"Sequence\",\n    \"pretokenizers\": [\n      {\n"
+                     "        \"type\": \"Split\",\n        \"pattern\": {\n          \"Regex\": ");
   const char *regex = t->regex ? t->regex : mxl_o200k_regex;
-  sb_json_string(b, regex, strlen(regex));
-  sb_puts(b, "\n        },\n        \"behavior\": \"Isolated\",\n        \"invert\": false\n"
-             "      },\n      {\n        \"type\": \"ByteLevel\",\n"
-             "        \"add_prefix_space\": false,\n        \"trim_offsets\": true,\n"
-             "        \"use_regex\": false\n      }\n    ]\n  },\n"
-             "  \"post_processor\": {\n    \"type\": \"ByteLevel\",\n"
-             "    \"add_prefix_space\": true,\n    \"trim_offsets\": false,\n"
-             "    \"use_regex\": true\n  },\n"
-             "  \"decoder\": {\n    \"type\": \"ByteLevel\",\n    \"add_prefix_space\": true,\n"
-             "    \"trim_offsets\": true,\n    \"use_regex\": true\n  },\n");
+  mxl_strbuf_json_string(b, regex, strlen(regex));
+  mxl_strbuf_puts(b, "\n        },\n        \"behavior\": \"Isolated\",\n"
+                     "        \"invert\": false\n      },\n      {\n"
+                     "        \"type\": \"ByteLevel\",\n        \"add_prefix_space\": false,\n"
+                     "        \"trim_offsets\": true,\n        \"use_regex\": false\n      }\n"
+                     "    ]\n  },\n  \"post_processor\": {\n    \"type\": \"ByteLevel\",\n"
+                     "    \"add_prefix_space\": true,\n    \"trim_offsets\": false,\n"
+                     "    \"use_regex\": true\n  },\n  \"decoder\": {\n"
+                     "    \"type\": \"ByteLevel\",\n    \"add_prefix_space\": true,\n"
+                     "    \"trim_offsets\": true,\n    \"use_regex\": true\n  },\n");
 }
 
 typedef struct merge {
@@ -142,9 +87,9 @@ static int merge_cmp(const void *a, const void *b) {
 /* Merges as TikTokenConverter derives them from ranks: for each token in
  * rank order, every split into two tokens, ordered by (left rank, right
  * rank). */
-static mxl_status write_merges(sbuf *b, const mxl_token_table *t, const mxl_rank_map *ranks,
+static mxl_status write_merges(mxl_strbuf *b, const mxl_token_table *t, const mxl_rank_map *ranks,
                                const uint32_t cp[256]) {
-  sb_puts(b, "    \"merges\": [");
+  mxl_strbuf_puts(b, "    \"merges\": [");
   merge local[1024];
   int first = 1;
   for (int id = 0; id < t->n_text; id++) {
@@ -159,19 +104,19 @@ static mxl_status write_merges(sbuf *b, const mxl_token_table *t, const mxl_rank
     }
     qsort(local, (size_t)k, sizeof *local, merge_cmp);
     for (int i = 0; i < k; i++) {
-      sb_puts(b, first ? "\n      [\n        " : ",\n      [\n        ");
+      mxl_strbuf_puts(b, first ? "\n      [\n        " : ",\n      [\n        ");
       first = 0;
       sb_byte_level(b, t->text[local[i].left], t->text_len[local[i].left], cp);
-      sb_puts(b, ",\n        ");
+      mxl_strbuf_puts(b, ",\n        ");
       sb_byte_level(b, t->text[local[i].right], t->text_len[local[i].right], cp);
-      sb_puts(b, "\n      ]");
+      mxl_strbuf_puts(b, "\n      ]");
     }
   }
-  sb_puts(b, first ? "]\n" : "\n    ]\n");
+  mxl_strbuf_puts(b, first ? "]\n" : "\n    ]\n");
   return MXL_OK;
 }
 
-static mxl_status write_model(sbuf *b, const mxl_token_table *t) {
+static mxl_status write_model(mxl_strbuf *b, const mxl_token_table *t) {
   uint32_t cp[256];
   byte_level_alphabet(cp);
   mxl_rank_map ranks;
@@ -180,24 +125,25 @@ static mxl_status write_model(sbuf *b, const mxl_token_table *t) {
   mxl_status st = MXL_OK;
   if (dup >= 0)
     st = mxl_errorf(MXL_ERR_ARGUMENT, "tokenizer.json: token %d repeats an earlier token", dup);
-  sb_puts(b, "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n"
-             "    \"unk_token\": null,\n    \"continuing_subword_prefix\": null,\n"
-             "    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
-             "    \"byte_fallback\": false,\n    \"ignore_merges\": true,\n    \"vocab\": {");
+  mxl_strbuf_puts(b, "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n"
+                     "    \"unk_token\": null,\n    \"continuing_subword_prefix\": null,\n"
+                     "    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
+                     "    \"byte_fallback\": false,\n    \"ignore_merges\": true,\n"
+                     "    \"vocab\": {");
   for (int id = 0; id < t->n_text && st == MXL_OK; id++) {
-    sb_puts(b, id ? ",\n      " : "\n      ");
+    mxl_strbuf_puts(b, id ? ",\n      " : "\n      ");
     sb_byte_level(b, t->text[id], t->text_len[id], cp);
-    sb_printf(b, ": %d", id);
+    mxl_strbuf_printf(b, ": %d", id);
   }
-  sb_puts(b, t->n_text ? "\n    },\n" : "},\n");
+  mxl_strbuf_puts(b, t->n_text ? "\n    },\n" : "},\n");
   if (st == MXL_OK) st = write_merges(b, t, &ranks, cp);
-  sb_puts(b, "  }\n}\n");
+  mxl_strbuf_puts(b, "  }\n}\n");
   mxl_rank_map_free(&ranks);
   return st;
 }
 
-static mxl_status tokenizer_json(const mxl_token_table *t, sbuf *b) {
-  sb_puts(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
+static mxl_status tokenizer_json(const mxl_token_table *t, mxl_strbuf *b) {
+  mxl_strbuf_puts(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
   write_added_tokens(b, t);
   write_pipeline(b, t);
   return write_model(b, t);
@@ -216,43 +162,45 @@ static int has_special(const mxl_token_table *t, const char *name) {
 static const char *const role_key[3] = {"bos_token", "eos_token", "pad_token"};
 static const char *const role_name[3] = {"<|startoftext|>", "<|return|>", "<|endoftext|>"};
 
-static void tokenizer_config(const mxl_token_table *t, int64_t max_len, sbuf *b) {
-  sb_puts(b, "{\n  \"added_tokens_decoder\": {");
+static void tokenizer_config(const mxl_token_table *t, int64_t max_len, mxl_strbuf *b) {
+  mxl_strbuf_puts(b, "{\n  \"added_tokens_decoder\": {");
   for (int i = 0; i < t->n_special; i++) {
-    sb_printf(b, "%s\n    \"%d\": {\n      \"content\": ", i ? "," : "", t->special_base + i);
-    sb_json_string(b, t->special[i], strlen(t->special[i]));
-    sb_puts(b, ",\n      \"lstrip\": false,\n      \"normalized\": false,\n"
-               "      \"rstrip\": false,\n      \"single_word\": false,\n"
-               "      \"special\": true\n    }");
+    mxl_strbuf_printf(b, "%s\n    \"%d\": {\n      \"content\": ", i ? "," : "",
+                      t->special_base + i);
+    mxl_strbuf_json_string(b, t->special[i], strlen(t->special[i]));
+    mxl_strbuf_puts(b, ",\n      \"lstrip\": false,\n      \"normalized\": false,\n"
+                       "      \"rstrip\": false,\n      \"single_word\": false,\n"
+                       "      \"special\": true\n    }");
   }
-  sb_puts(b, t->n_special ? "\n  },\n" : "},\n");
+  mxl_strbuf_puts(b, t->n_special ? "\n  },\n" : "},\n");
   for (int r = 0; r < 3; r++)
-    if (has_special(t, role_name[r])) sb_printf(b, "  \"%s\": \"%s\",\n", role_key[r], role_name[r]);
-  sb_printf(b,
-            "  \"clean_up_tokenization_spaces\": false,\n"
-            "  \"extra_special_tokens\": {},\n"
-            "  \"model_input_names\": [\n    \"input_ids\",\n    \"attention_mask\"\n  ],\n"
-            "  \"model_max_length\": %" PRId64 ",\n",
-            max_len);
-  sb_puts(b, "  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n");
+    if (has_special(t, role_name[r]))
+      mxl_strbuf_printf(b, "  \"%s\": \"%s\",\n", role_key[r], role_name[r]);
+  mxl_strbuf_printf(b,
+                    "  \"clean_up_tokenization_spaces\": false,\n"
+                    "  \"extra_special_tokens\": {},\n"
+                    "  \"model_input_names\": [\n    \"input_ids\",\n    \"attention_mask\"\n  ],\n"
+                    "  \"model_max_length\": %" PRId64 ",\n",
+                    max_len);
+  mxl_strbuf_puts(b, "  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n");
 }
 
-static void special_tokens_map(const mxl_token_table *t, sbuf *b) {
-  sb_puts(b, "{");
+static void special_tokens_map(const mxl_token_table *t, mxl_strbuf *b) {
+  mxl_strbuf_puts(b, "{");
   int first = 1;
   for (int r = 0; r < 3; r++) {
     if (!has_special(t, role_name[r])) continue;
-    sb_printf(b,
-              "%s\n  \"%s\": {\n    \"content\": \"%s\",\n    \"lstrip\": false,\n"
-              "    \"normalized\": false,\n    \"rstrip\": false,\n"
-              "    \"single_word\": false\n  }",
-              first ? "" : ",", role_key[r], role_name[r]);
+    mxl_strbuf_printf(b,
+                      "%s\n  \"%s\": {\n    \"content\": \"%s\",\n    \"lstrip\": false,\n"
+                      "    \"normalized\": false,\n    \"rstrip\": false,\n"
+                      "    \"single_word\": false\n  }",
+                      first ? "" : ",", role_key[r], role_name[r]);
     first = 0;
   }
-  sb_puts(b, first ? "}\n" : "\n}\n");
+  mxl_strbuf_puts(b, first ? "}\n" : "\n}\n");
 }
 
-static mxl_status write_one(const char *dir, const char *name, const sbuf *b) {
+static mxl_status write_one(const char *dir, const char *name, const mxl_strbuf *b) {
   if (b->failed) return mxl_errorf(MXL_ERR_MEMORY, "%s/%s: out of memory", dir, name);
   char *path = mxl_path_join(dir, name);
   if (!path) return mxl_errorf(MXL_ERR_MEMORY, "%s/%s: out of memory", dir, name);
@@ -266,21 +214,20 @@ mxl_status mxl_tokenizer_write_hf_ex(const mxl_token_table *table, const char *d
   if (table->n_text <= 0 || table->special_base < table->n_text)
     return mxl_errorf(MXL_ERR_ARGUMENT, "tokenizer.json: the table has no ordinary tokens");
   MXL_TRY(mxl_make_dirs(dir));
-  sbuf b = {0};
+  mxl_strbuf b = {0};
   mxl_status st = tokenizer_json(table, &b);
   if (st == MXL_OK) st = write_one(dir, "tokenizer.json", &b);
-  b.len = 0;
-  b.failed = 0;
+  mxl_strbuf_clear(&b);
   if (st == MXL_OK) {
     tokenizer_config(table, model_max_length, &b);
     st = write_one(dir, "tokenizer_config.json", &b);
   }
-  b.len = 0;
+  mxl_strbuf_clear(&b);
   if (st == MXL_OK) {
     special_tokens_map(table, &b);
     st = write_one(dir, "special_tokens_map.json", &b);
   }
-  free(b.data);
+  mxl_strbuf_free(&b);
   return st;
 }
 
