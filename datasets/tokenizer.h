@@ -3,7 +3,12 @@
  *
  * Sources, found automatically by mxl_tokenizer_load from a model folder:
  * tokenizer.json (Hugging Face), a .tiktoken rank file plus the harmony
- * special tokens, or the table embedded in metal/model.bin. */
+ * special tokens, or the table embedded in metal/model.bin.
+ *
+ * The public API (load, encode, decode, streaming decode, mxl_ids, save as
+ * Hugging Face files) is declared in include/mxlora/tokenizer.h, which
+ * mxlora.h brings in; this header adds what only the library and its tests
+ * use: the token table, other constructors and the file writers. */
 #ifndef MXL_DATASETS_TOKENIZER_H
 #define MXL_DATASETS_TOKENIZER_H
 
@@ -11,13 +16,6 @@
 #include <stdint.h>
 
 #include "mxlora.h"
-
-typedef struct mxl_tokenizer mxl_tokenizer;
-
-/* A growable array of token ids (struct mxl_ids, defined in the public
- * include/mxlora/tokenizer.h); encode functions append to it. */
-mxl_status mxl_ids_push(mxl_ids *ids, int32_t id);
-void mxl_ids_free(mxl_ids *ids);
 
 /* The vocabulary as a plain table: ordinary tokens (id = BPE rank) then
  * special tokens. This is what tokenizer files are written from (the tiny
@@ -32,9 +30,6 @@ typedef struct mxl_token_table {
   const char *regex;            /* pre-tokenization pattern (spec §6.3) */
 } mxl_token_table;
 
-/* Loads from a model folder (tokenizer.json, then *.tiktoken, then
- * metal/model.bin) or from a file of one of those kinds. */
-mxl_status mxl_tokenizer_load(const char *path, mxl_tokenizer **out);
 /* Parses the tokenizer section of a metal/model.bin (from its 16-byte
  * tokenizer header at file offset 132 through the last token); special
  * tokens are identified by their UUIDs, not by slot. */
@@ -42,37 +37,9 @@ mxl_status mxl_tokenizer_from_metal_section(const uint8_t *data, size_t size,
                                             mxl_tokenizer **out);
 /* Builds from a table (copied). */
 mxl_status mxl_tokenizer_from_table(const mxl_token_table *table, mxl_tokenizer **out);
-void mxl_tokenizer_free(mxl_tokenizer *tok);
 
 /* The tokenizer's table (valid while tok lives). */
 const mxl_token_table *mxl_tokenizer_table(const mxl_tokenizer *tok);
-
-/* Encodes UTF-8 (or arbitrary) bytes, appending ids. With allow_special,
- * special-token strings in the text become their ids (HF behaviour);
- * without, they are ordinary text (harmony's encode_ordinary). */
-mxl_status mxl_tokenizer_encode(const mxl_tokenizer *tok, const char *text, size_t len,
-                                int allow_special, mxl_ids *out);
-
-/* The id of a special token by name ("<|start|>"), or -1. */
-int32_t mxl_tokenizer_special(const mxl_tokenizer *tok, const char *name);
-
-/* The bytes of one token (special tokens: their name). NULL if out of range. */
-const uint8_t *mxl_tokenizer_token_bytes(const mxl_tokenizer *tok, int32_t id,
-                                         uint32_t *len_out);
-
-/* Decodes ids to bytes (malloc'd, NUL-terminated; len excludes the NUL). */
-mxl_status mxl_tokenizer_decode(const mxl_tokenizer *tok, const int32_t *ids, size_t n,
-                                char **text_out, size_t *len_out);
-
-/* Streaming decode: push one id, get the bytes that now form complete UTF-8
- * characters; an incomplete tail is held back until the next push or flush
- * (invalid sequences are released once they cannot complete). */
-/* (struct mxl_decode_stream is defined in include/mxlora/tokenizer.h) */
-/* Writes at most cap bytes to out; returns the count, or -1 if cap is too
- * small (cap >= 136 always suffices). */
-int mxl_decode_stream_push(const mxl_tokenizer *tok, mxl_decode_stream *s, int32_t id,
-                           char *out, size_t cap);
-int mxl_decode_stream_flush(mxl_decode_stream *s, char *out, size_t cap);
 
 /* Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json
  * for `table` into dir, in the layout of the published gpt-oss files. */
