@@ -178,6 +178,16 @@ static mxl_status read_content(const reader *rd, const cJSON *msg, const char *p
   return MXL_OK;
 }
 
+/* Content that must be there: absent or null is an error. */
+static mxl_status read_required_content(const reader *rd, const cJSON *msg, const char *path,
+                                        char **out) {
+  MXL_TRY(read_content(rd, msg, path, out));
+  if (*out) return MXL_OK;
+  char field[96];
+  snprintf(field, sizeof field, "%scontent", path);
+  return field_error(rd, field, "missing");
+}
+
 static mxl_status parse_role(const reader *rd, const cJSON *msg, const char *path,
                              mxl_role *out) {
   static const char *const names[] = {"system", "developer", "user", "assistant", "tool"};
@@ -209,12 +219,7 @@ static mxl_status read_instructions(reader *rd, const cJSON *msg, const char *pa
                       "%s: %.90s: a system or developer message may only come once, first",
                       rd->where, path);
   char *content = NULL;
-  MXL_TRY(read_content(rd, msg, path, &content));
-  if (!content) {
-    char field[96];
-    snprintf(field, sizeof field, "%scontent", path);
-    return field_error(rd, field, "missing");
-  }
+  MXL_TRY(read_required_content(rd, msg, path, &content));
   rd->conv->instructions = content;
   return MXL_OK;
 }
@@ -361,12 +366,7 @@ static mxl_status read_simple(reader *rd, const cJSON *msg, const char *path, mx
   MXL_TRY(opt_string(rd, msg, "recipient", path, &recipient));
   MXL_TRY(opt_string(rd, msg, "content_type", path, &content_type));
   char *content = NULL;
-  MXL_TRY(read_content(rd, msg, path, &content));
-  if (!content) {
-    char field[96];
-    snprintf(field, sizeof field, "%scontent", path);
-    return field_error(rd, field, "missing");
-  }
+  MXL_TRY(read_required_content(rd, msg, path, &content));
   mxl_status st =
       mxl_conversation_add(rd->conv, role, name, recipient, channel, content_type, content, rd->src);
   free(content);
