@@ -382,6 +382,19 @@ static mxl_status parse_layer_types(const cJSON *root, const char *src, mxl_conf
   return MXL_OK;
 }
 
+/* eos_token_id (an id or a list; absent keeps the stop ids), bos_token_id
+ * and pad_token_id: in config.json and in generation_config.json. */
+static mxl_status parse_token_ids(const jobj *o, mxl_config *c) {
+  int ids[MXL_MAX_STOP_IDS], n_ids = 0;
+  MXL_TRY(get_ids(o, "eos_token_id", ids, &n_ids));
+  if (n_ids) {
+    c->n_stop_ids = n_ids;
+    memcpy(c->stop_ids, ids, sizeof(int) * (size_t)n_ids);
+  }
+  MXL_TRY(get_int(o, "bos_token_id", 0, &c->bos_id));
+  return get_int(o, "pad_token_id", 0, &c->pad_id);
+}
+
 static mxl_status parse_hf_fields(const cJSON *root, const char *src, mxl_config *c) {
   jobj o = {root, src, ""};
   const char *s = NULL;
@@ -434,15 +447,7 @@ static mxl_status parse_hf_fields(const cJSON *root, const char *src, mxl_config
                         "gpt-oss's MXFP4 experts",
                         src, method ? method : "(none)");
   }
-  int ids[MXL_MAX_STOP_IDS], n_ids = 0;
-  MXL_TRY(get_ids(&o, "eos_token_id", ids, &n_ids));
-  if (n_ids) {
-    c->n_stop_ids = n_ids;
-    memcpy(c->stop_ids, ids, sizeof(int) * (size_t)n_ids);
-  }
-  MXL_TRY(get_int(&o, "bos_token_id", 0, &c->bos_id));
-  MXL_TRY(get_int(&o, "pad_token_id", 0, &c->pad_id));
-  return MXL_OK;
+  return parse_token_ids(&o, c);
 }
 
 /* Fields the files may leave out take the published gpt-oss values; the
@@ -468,16 +473,25 @@ static mxl_status check_token_ids(const mxl_config *c, const char *src) {
   return MXL_OK;
 }
 
+typedef mxl_status (*fields_fn)(const cJSON *root, const char *src, mxl_config *c);
+
+/* Defaults, then the file's fields, then validation: config.json and
+ * original/config.json alike. */
+static mxl_status parse_config(const char *json, size_t len, const char *src,
+                               mxl_config_names names, fields_fn fields, mxl_config *c) {
+  set_defaults(c, names);
+  cJSON *root = NULL;
+  MXL_TRY(parse_root(json, len, src, &root));
+  mxl_status st = fields(root, src, c);
+  cJSON_Delete(root);
+  MXL_TRY(st);
+  return mxl_config_validate(c, src);
+}
+
 mxl_status mxl_config_parse_hf(const char *json, size_t len, const char *source,
                                mxl_config *c) {
   const char *src = source ? source : "config.json";
-  set_defaults(c, MXL_CONFIG_NAMES_HF);
-  cJSON *root = NULL;
-  MXL_TRY(parse_root(json, len, src, &root));
-  mxl_status st = parse_hf_fields(root, src, c);
-  cJSON_Delete(root);
-  MXL_TRY(st);
-  MXL_TRY(mxl_config_validate(c, src));
+  MXL_TRY(parse_config(json, len, src, MXL_CONFIG_NAMES_HF, parse_hf_fields, c));
   return check_token_ids(c, src);
 }
 
@@ -510,13 +524,7 @@ static mxl_status parse_original_fields(const cJSON *root, const char *src, mxl_
 mxl_status mxl_config_parse_original(const char *json, size_t len, const char *source,
                                      mxl_config *c) {
   const char *src = source ? source : "original/config.json";
-  set_defaults(c, MXL_CONFIG_NAMES_ORIGINAL);
-  cJSON *root = NULL;
-  MXL_TRY(parse_root(json, len, src, &root));
-  mxl_status st = parse_original_fields(root, src, c);
-  cJSON_Delete(root);
-  MXL_TRY(st);
-  return mxl_config_validate(c, src);
+  return parse_config(json, len, src, MXL_CONFIG_NAMES_ORIGINAL, parse_original_fields, c);
 }
 
 mxl_status mxl_config_parse_generation(const char *json, size_t len, const char *source,
@@ -525,17 +533,10 @@ mxl_status mxl_config_parse_generation(const char *json, size_t len, const char 
   cJSON *root = NULL;
   MXL_TRY(parse_root(json, len, src, &root));
   jobj o = {root, src, ""};
-  mxl_config t = *c;
-  int ids[MXL_MAX_STOP_IDS], n_ids = 0;
-  mxl_status st = get_ids(&o, "eos_token_id", ids, &n_ids);
-  if (st == MXL_OK) st = get_int(&o, "bos_token_id", 0, &t.bos_id);
-  if (st == MXL_OK) st = get_int(&o, "pad_token_id", 0, &t.pad_id);
+  mxl_config t = *c; /* *c changes only when the whole file is good */
+  mxl_status st = parse_token_ids(&o, &t);
   cJSON_Delete(root);
   MXL_TRY(st);
-  if (n_ids) {
-    t.n_stop_ids = n_ids;
-    memcpy(t.stop_ids, ids, sizeof(int) * (size_t)n_ids);
-  }
   MXL_TRY(check_token_ids(&t, src));
   *c = t;
   return MXL_OK;
