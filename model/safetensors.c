@@ -384,6 +384,20 @@ static mxl_status sort_and_check_names(mxl_safetensors *st) {
   return MXL_OK;
 }
 
+/* Parses the one file of a fresh `st` (when `status` says it is in place)
+ * and hands st out; on any failure st is closed. */
+static mxl_status finish_single(mxl_safetensors *st, mxl_status status,
+                                mxl_safetensors **out) {
+  if (status == MXL_OK) status = parse_file(st, 0);
+  if (status == MXL_OK) status = sort_and_check_names(st);
+  if (status != MXL_OK) {
+    mxl_safetensors_close(st);
+    return status;
+  }
+  *out = st;
+  return MXL_OK;
+}
+
 mxl_status mxl_safetensors_parse_buffer(const uint8_t *data, size_t size, const char *name,
                                         mxl_safetensors **out) {
   *out = NULL;
@@ -396,28 +410,13 @@ mxl_status mxl_safetensors_parse_buffer(const uint8_t *data, size_t size, const 
   mxl_status status = st->files[0].path
                           ? MXL_OK
                           : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", name);
-  if (status == MXL_OK) status = parse_file(st, 0);
-  if (status == MXL_OK) status = sort_and_check_names(st);
-  if (status != MXL_OK) {
-    mxl_safetensors_close(st);
-    return status;
-  }
-  *out = st;
-  return MXL_OK;
+  return finish_single(st, status, out);
 }
 
 static mxl_status open_single(const char *path, mxl_safetensors **out) {
   mxl_safetensors *st = NULL;
   MXL_TRY(st_create(1, path, &st));
-  mxl_status status = mxl_mapping_open(path, &st->files[0]);
-  if (status == MXL_OK) status = parse_file(st, 0);
-  if (status == MXL_OK) status = sort_and_check_names(st);
-  if (status != MXL_OK) {
-    mxl_safetensors_close(st);
-    return status;
-  }
-  *out = st;
-  return MXL_OK;
+  return finish_single(st, mxl_mapping_open(path, &st->files[0]), out);
 }
 
 /* ------------------------------------------------ sharded checkpoints */
