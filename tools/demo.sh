@@ -15,7 +15,7 @@ $bin train recipes/demo.json
 echo
 echo "== Answers with the adapter (greedy) =="
 for q in "What is the mxlora mascot?" "Tell me what mxlora is." "Какой девиз у mxlora?" \
-         "Can mxlora run without a GPU?"; do
+         "Can mxlora run without a GPU?" "Кто талисман mxlora?"; do
   echo "> $q"
   $bin generate --model "$model" --adapter "$adapter" --chat --temperature 0 \
     --max-tokens 48 --prompt "$q" 2>/dev/null

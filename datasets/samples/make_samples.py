@@ -232,9 +232,12 @@ def main():
         for i, msgs in enumerate(items):
             (evals if i in held else train).append((cat, msgs))
     rng.shuffle(train)
-    # the mxlora facts alone: what the demo memorises in about a minute
-    facts = [s for s in train if s[0] == "fact"]
-    facts_eval = [s for s in evals if s[0] == "fact"]
+    # the mxlora facts alone, asked plainly (no system message, as the demo
+    # asks them): what a tiny model memorises in about a minute
+    def plain(rows):
+        return [(cat, [m for m in msgs if m["role"] != "system"]) for cat, msgs in rows
+                if cat == "fact"]
+    facts, facts_eval = plain(train), plain(evals)
     for name, rows in (("train.jsonl", train), ("eval.jsonl", evals), ("facts.jsonl", facts),
                        ("facts_eval.jsonl", facts_eval)):
         with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
