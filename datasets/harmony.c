@@ -232,24 +232,41 @@ static char *indent_plus(const char *indent, const char *more) {
 
 static void put_schema(mxl_strbuf *b, const cJSON *schema, const char *indent);
 
-/* One oneOf variant's type, with " | null" when it is nullable. */
-static void put_variant_type(mxl_strbuf *b, const cJSON *variant, const char *indent) {
-  char *inner = indent_plus(indent, "   ");
+/* A schema's type, its inner lines indented by indent + more, with
+ * " | null" when it is nullable and the type does not already say null. */
+static void put_type(mxl_strbuf *b, const cJSON *schema, const char *indent, const char *more) {
+  char *inner = indent_plus(indent, more);
   if (!inner) {
     b->failed = 1;
     return;
   }
   mxl_strbuf t = {0};
-  put_schema(&t, variant, inner);
+  put_schema(&t, schema, inner);
   free(inner);
   if (t.failed) {
     b->failed = 1;
-    free(t.data);
-    return;
+  } else {
+    mxl_strbuf_append(b, t.data, t.len);
+    if (is_nullable(schema) && !(t.data && strstr(t.data, "null"))) mxl_strbuf_puts(b, " | null");
   }
-  if (t.data) mxl_strbuf_append(b, t.data, t.len);
-  if (is_nullable(variant) && !(t.data && strstr(t.data, "null"))) mxl_strbuf_puts(b, " | null");
-  free(t.data);
+  mxl_strbuf_free(&t);
+}
+
+/* "indent// text\n" */
+static void put_indented_comment(mxl_strbuf *b, const char *indent, const char *text) {
+  mxl_strbuf_puts(b, indent);
+  mxl_strbuf_puts(b, "// ");
+  mxl_strbuf_puts(b, text);
+  mxl_strbuf_puts(b, "\n");
+}
+
+/* A oneOf variant's " // description default: ..." comment, if it has either. */
+static void put_variant_comment(mxl_strbuf *b, const cJSON *variant, const char *desc,
+                                const cJSON *def, int bare_enum) {
+  if (desc || def) mxl_strbuf_puts(b, " // ");
+  if (desc) mxl_strbuf_puts(b, desc);
+  if (desc && def) mxl_strbuf_puts(b, " ");
+  if (def) put_default(b, variant, def, bare_enum);
 }
 
 /* A top-level oneOf: each variant on its own " | " line. */
@@ -258,13 +275,9 @@ static void put_one_of(mxl_strbuf *b, const cJSON *one_of, const char *indent) {
     mxl_strbuf_puts(b, "\n");
     mxl_strbuf_puts(b, indent);
     mxl_strbuf_puts(b, " | ");
-    put_variant_type(b, v, indent);
-    const char *desc = str_field(v, "description");
-    const cJSON *def = cJSON_GetObjectItemCaseSensitive(v, "default");
-    if (desc || def) mxl_strbuf_puts(b, " // ");
-    if (desc) mxl_strbuf_puts(b, desc);
-    if (desc && def) mxl_strbuf_puts(b, " ");
-    if (def) put_default(b, v, def, 0);
+    put_type(b, v, indent, "   ");
+    put_variant_comment(b, v, str_field(v, "description"),
+                        cJSON_GetObjectItemCaseSensitive(v, "default"), 0);
   }
 }
 
@@ -277,10 +290,7 @@ static void put_one_of_property(mxl_strbuf *b, const char *key, const cJSON *val
   const char *first_desc = one_of->child ? str_field(one_of->child, "description") : NULL;
   int above = 0;
   if (prop_desc && !(first_desc && !strcmp(first_desc, prop_desc))) {
-    mxl_strbuf_puts(b, indent);
-    mxl_strbuf_puts(b, "// ");
-    mxl_strbuf_puts(b, prop_desc);
-    mxl_strbuf_puts(b, "\n");
+    put_indented_comment(b, indent, prop_desc);
     above = 1;
   }
   const cJSON *def = cJSON_GetObjectItemCaseSensitive(val, "default");
@@ -297,14 +307,10 @@ static void put_one_of_property(mxl_strbuf *b, const char *key, const cJSON *val
   for (const cJSON *v = one_of->child; v; v = v->next, i++) {
     mxl_strbuf_puts(b, indent);
     mxl_strbuf_puts(b, " | ");
-    put_variant_type(b, v, indent);
+    put_type(b, v, indent, "   ");
     const char *desc = (i == 0 && above) ? NULL : str_field(v, "description");
     if (desc && prop_desc && !strcmp(desc, prop_desc)) desc = NULL;
-    const cJSON *vdef = cJSON_GetObjectItemCaseSensitive(v, "default");
-    if (desc || vdef) mxl_strbuf_puts(b, " // ");
-    if (desc) mxl_strbuf_puts(b, desc);
-    if (desc && vdef) mxl_strbuf_puts(b, " ");
-    if (vdef) put_default(b, v, vdef, 1);
+    put_variant_comment(b, v, desc, cJSON_GetObjectItemCaseSensitive(v, "default"), 1);
     mxl_strbuf_puts(b, "\n");
   }
   mxl_strbuf_puts(b, indent);
@@ -325,20 +331,12 @@ static void put_property(mxl_strbuf *b, const cJSON *schema, const cJSON *val, c
   const cJSON *one_of = cJSON_GetObjectItemCaseSensitive(val, "oneOf");
   const char *title = str_field(val, "title");
   if (title) {
-    mxl_strbuf_puts(b, indent);
-    mxl_strbuf_puts(b, "// ");
-    mxl_strbuf_puts(b, title);
-    mxl_strbuf_puts(b, "\n");
+    put_indented_comment(b, indent, title);
     mxl_strbuf_puts(b, indent);
     mxl_strbuf_puts(b, "//\n");
   }
   const char *desc = str_field(val, "description");
-  if (!one_of && desc) {
-    mxl_strbuf_puts(b, indent);
-    mxl_strbuf_puts(b, "// ");
-    mxl_strbuf_puts(b, desc);
-    mxl_strbuf_puts(b, "\n");
-  }
+  if (!one_of && desc) put_indented_comment(b, indent, desc);
   const cJSON *examples = cJSON_GetObjectItemCaseSensitive(val, "examples");
   if (cJSON_IsArray(examples) && examples->child) {
     mxl_strbuf_puts(b, indent);
@@ -358,18 +356,7 @@ static void put_property(mxl_strbuf *b, const cJSON *schema, const cJSON *val, c
   mxl_strbuf_puts(b, indent);
   mxl_strbuf_puts(b, key);
   mxl_strbuf_puts(b, required ? ": " : "?: ");
-  char *inner = indent_plus(indent, "    ");
-  if (!inner) {
-    b->failed = 1;
-    return;
-  }
-  mxl_strbuf t = {0};
-  put_schema(&t, val, inner);
-  free(inner);
-  if (t.data) mxl_strbuf_append(b, t.data, t.len);
-  if (t.failed) b->failed = 1;
-  if (is_nullable(val) && !(t.data && strstr(t.data, "null"))) mxl_strbuf_puts(b, " | null");
-  free(t.data);
+  put_type(b, val, indent, "    ");
   mxl_strbuf_puts(b, ",");
   const cJSON *def = cJSON_GetObjectItemCaseSensitive(val, "default");
   if (!one_of && def) {
