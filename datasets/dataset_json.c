@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 #include "datasets/harmony.h"
@@ -111,16 +112,6 @@ static mxl_status field_error(const reader *rd, const char *field, const char *f
   return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: %s", rd->where, field, problem);
 }
 
-static const char *type_name(const cJSON *v) {
-  if (!v) return "missing";
-  if (cJSON_IsNull(v)) return "null";
-  if (cJSON_IsBool(v)) return "boolean";
-  if (cJSON_IsNumber(v)) return "number";
-  if (cJSON_IsString(v)) return "string";
-  if (cJSON_IsArray(v)) return "array";
-  return "object";
-}
-
 /* An optional string field: absent or null gives NULL. */
 static mxl_status opt_string(const reader *rd, const cJSON *obj, const char *key,
                              const char *path, const char **out) {
@@ -130,7 +121,7 @@ static mxl_status opt_string(const reader *rd, const cJSON *obj, const char *key
   if (!cJSON_IsString(v)) {
     char field[96];
     snprintf(field, sizeof field, "%s%s", path, key);
-    return field_error(rd, field, "expected a string, got %s", type_name(v));
+    return field_error(rd, field, "expected a string, got %s", mxl_json_type_name(v));
   }
   *out = v->valuestring;
   return MXL_OK;
@@ -152,7 +143,7 @@ static mxl_status read_content(const reader *rd, const cJSON *msg, const char *p
   }
   if (!cJSON_IsArray(v))
     return field_error(rd, field, "expected a string or a list of text parts, got %s",
-                       type_name(v));
+                       mxl_json_type_name(v));
   size_t total = 0;
   int k = 0;
   for (const cJSON *part = v->child; part; part = part->next, k++) {
@@ -195,7 +186,8 @@ static mxl_status parse_role(const reader *rd, const cJSON *msg, const char *pat
   char field[96];
   snprintf(field, sizeof field, "%srole", path);
   if (!v) return field_error(rd, field, "missing");
-  if (!cJSON_IsString(v)) return field_error(rd, field, "expected a string, got %s", type_name(v));
+  if (!cJSON_IsString(v))
+    return field_error(rd, field, "expected a string, got %s", mxl_json_type_name(v));
   for (int i = 0; i < 5; i++)
     if (!strcmp(v->valuestring, names[i])) {
       *out = (mxl_role)i;
@@ -237,7 +229,8 @@ static mxl_status call_arguments(const reader *rd, const cJSON *fn, const char *
   } else {
     char field[256];
     snprintf(field, sizeof field, "%sarguments", path);
-    return field_error(rd, field, "expected a JSON string or object, got %s", type_name(args));
+    return field_error(rd, field, "expected a JSON string or object, got %s",
+                       mxl_json_type_name(args));
   }
   return *out ? MXL_OK : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", rd->where);
 }
@@ -248,18 +241,19 @@ static mxl_status read_tool_calls(reader *rd, const cJSON *calls, const char *pa
     char cpath[128];
     snprintf(cpath, sizeof cpath, "%stool_calls[%d]", path, k);
     if (!cJSON_IsObject(call))
-      return field_error(rd, cpath, "expected an object, got %s", type_name(call));
+      return field_error(rd, cpath, "expected an object, got %s", mxl_json_type_name(call));
     const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
     char fpath[160];
     snprintf(fpath, sizeof fpath, "%s.%s", cpath, fn ? "function." : "");
     if (fn && !cJSON_IsObject(fn))
-      return field_error(rd, cpath, "function: expected an object, got %s", type_name(fn));
+      return field_error(rd, cpath, "function: expected an object, got %s", mxl_json_type_name(fn));
     if (!fn) fn = call;
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
     if (!cJSON_IsString(name) || !name->valuestring[0]) {
       char field[176];
       snprintf(field, sizeof field, "%sname", fpath);
-      return field_error(rd, field, "expected the function's name, got %s", type_name(name));
+      return field_error(rd, field, "expected the function's name, got %s",
+                         mxl_json_type_name(name));
     }
     char *args = NULL;
     MXL_TRY(call_arguments(rd, fn, fpath, &args));
@@ -286,7 +280,7 @@ static mxl_status read_assistant(reader *rd, const cJSON *msg, const char *path)
   if (calls && !cJSON_IsNull(calls) && !cJSON_IsArray(calls)) {
     char field[112];
     snprintf(field, sizeof field, "%stool_calls", path);
-    return field_error(rd, field, "expected a list, got %s", type_name(calls));
+    return field_error(rd, field, "expected a list, got %s", mxl_json_type_name(calls));
   }
   int has_calls = cJSON_IsArray(calls) && calls->child != NULL;
   char *content = NULL;
@@ -375,7 +369,7 @@ static mxl_status read_simple(reader *rd, const cJSON *msg, const char *path, mx
 
 static mxl_status read_messages(reader *rd, const cJSON *list, const char *key) {
   if (!cJSON_IsArray(list))
-    return field_error(rd, key, "expected a list of messages, got %s", type_name(list));
+    return field_error(rd, key, "expected a list of messages, got %s", mxl_json_type_name(list));
   int k = 0;
   for (const cJSON *msg = list->child; msg; msg = msg->next, k++, rd->src++) {
     char path[64];
@@ -383,7 +377,7 @@ static mxl_status read_messages(reader *rd, const cJSON *list, const char *key) 
     if (!cJSON_IsObject(msg)) {
       char field[64];
       snprintf(field, sizeof field, "%s[%d]", key, k);
-      return field_error(rd, field, "expected a message object, got %s", type_name(msg));
+      return field_error(rd, field, "expected a message object, got %s", mxl_json_type_name(msg));
     }
     mxl_role role = MXL_ROLE_USER;
     MXL_TRY(parse_role(rd, msg, path, &role));
@@ -405,7 +399,7 @@ static mxl_status read_messages(reader *rd, const cJSON *list, const char *key) 
 static mxl_status read_tools(reader *rd, const cJSON *tools) {
   if (!tools || cJSON_IsNull(tools)) return MXL_OK;
   if (!cJSON_IsArray(tools))
-    return field_error(rd, "tools", "expected a list, got %s", type_name(tools));
+    return field_error(rd, "tools", "expected a list, got %s", mxl_json_type_name(tools));
   int n = cJSON_GetArraySize(tools);
   if (n == 0) return MXL_OK;
   rd->conv->tools = calloc((size_t)n, sizeof *rd->conv->tools);
@@ -414,12 +408,13 @@ static mxl_status read_tools(reader *rd, const cJSON *tools) {
   for (const cJSON *t = tools->child; t; t = t->next, k++) {
     char field[64];
     snprintf(field, sizeof field, "tools[%d]", k);
-    if (!cJSON_IsObject(t)) return field_error(rd, field, "expected an object, got %s", type_name(t));
+    if (!cJSON_IsObject(t))
+      return field_error(rd, field, "expected an object, got %s", mxl_json_type_name(t));
     const cJSON *def = cJSON_GetObjectItemCaseSensitive(t, "function");
     if (def) {
       snprintf(field, sizeof field, "tools[%d].function", k);
       if (!cJSON_IsObject(def))
-        return field_error(rd, field, "expected an object, got %s", type_name(def));
+        return field_error(rd, field, "expected an object, got %s", mxl_json_type_name(def));
     } else {
       def = t; /* the function object itself */
     }
@@ -429,15 +424,16 @@ static mxl_status read_tools(reader *rd, const cJSON *tools) {
     char sub[96];
     if (!cJSON_IsString(name) || !name->valuestring[0]) {
       snprintf(sub, sizeof sub, "%s.name", field);
-      return field_error(rd, sub, "expected the function's name, got %s", type_name(name));
+      return field_error(rd, sub, "expected the function's name, got %s", mxl_json_type_name(name));
     }
     if (desc && !cJSON_IsNull(desc) && !cJSON_IsString(desc)) {
       snprintf(sub, sizeof sub, "%s.description", field);
-      return field_error(rd, sub, "expected a string, got %s", type_name(desc));
+      return field_error(rd, sub, "expected a string, got %s", mxl_json_type_name(desc));
     }
     if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params)) {
       snprintf(sub, sizeof sub, "%s.parameters", field);
-      return field_error(rd, sub, "expected a JSON schema object, got %s", type_name(params));
+      return field_error(rd, sub, "expected a JSON schema object, got %s",
+                         mxl_json_type_name(params));
     }
     mxl_htool *h = &rd->conv->tools[rd->conv->n_tools++];
     h->name = strdup(name->valuestring);
@@ -463,7 +459,7 @@ static mxl_status read_prompt_completion(reader *rd, const cJSON *item) {
     MXL_TRY(read_messages(rd, prompt, "prompt"));
   } else {
     return field_error(rd, "prompt", "expected a string or a list of messages, got %s",
-                       type_name(prompt));
+                       mxl_json_type_name(prompt));
   }
   if (cJSON_IsString(completion)) {
     rd->seen_chat = 1;
@@ -472,7 +468,7 @@ static mxl_status read_prompt_completion(reader *rd, const cJSON *item) {
   }
   if (cJSON_IsArray(completion)) return read_messages(rd, completion, "completion");
   return field_error(rd, "completion", "expected a string or a list of messages, got %s",
-                     type_name(completion));
+                     mxl_json_type_name(completion));
 }
 
 mxl_status mxl_sample_from_json(const cJSON *item, const char *where, mxl_json_sample *kind,
@@ -485,7 +481,8 @@ mxl_status mxl_sample_from_json(const cJSON *item, const char *where, mxl_json_s
   if (cJSON_IsArray(item)) {
     st = read_messages(&rd, item, "messages");
   } else if (!cJSON_IsObject(item)) {
-    st = mxl_errorf(MXL_ERR_FORMAT, "%s: expected a JSON object, got %s", where, type_name(item));
+    st = mxl_errorf(MXL_ERR_FORMAT, "%s: expected a JSON object, got %s", where,
+                    mxl_json_type_name(item));
   } else {
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(item, "messages");
     const cJSON *text_item = cJSON_GetObjectItemCaseSensitive(item, "text");
@@ -501,7 +498,7 @@ mxl_status mxl_sample_from_json(const cJSON *item, const char *where, mxl_json_s
       st = read_prompt_completion(&rd, item);
     } else if (text_item) {
       if (!cJSON_IsString(text_item))
-        st = field_error(&rd, "text", "expected a string, got %s", type_name(text_item));
+        st = field_error(&rd, "text", "expected a string, got %s", mxl_json_type_name(text_item));
       *kind = MXL_JSON_TEXT;
       *text = st ? NULL : text_item->valuestring;
     } else {
