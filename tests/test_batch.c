@@ -6,34 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datasets/tokenizer.h"
 #include "mxlora/data.h"
+#include "byte_tokenizer.h"
 #include "test.h"
 
-static const char *const specials[] = {
-    "<|startoftext|>", "<|endoftext|>", "<|reserved_200000|>", "<|reserved_200001|>",
-    "<|return|>",      "<|constrain|>", "<|reserved_200004|>", "<|channel|>",
-    "<|start|>",       "<|end|>",       "<|message|>",         "<|reserved_200009|>",
-    "<|reserved_200010|>", "<|reserved_200011|>", "<|call|>"};
-
 static mxl_tokenizer *tok;
-
-static mxl_tokenizer *byte_tokenizer(void) {
-  static uint8_t bytes[256];
-  static const uint8_t *text[256];
-  static uint32_t len[256];
-  for (int i = 0; i < 256; i++) {
-    bytes[i] = (uint8_t)i;
-    text[i] = &bytes[i];
-    len[i] = 1;
-  }
-  mxl_token_table t = {.n_text = 256, .text = text, .text_len = len,
-                       .n_special = (int)(sizeof specials / sizeof specials[0]),
-                       .special_base = 256, .special = specials};
-  mxl_tokenizer *out = NULL;
-  MXL_CHECK_OK(mxl_tokenizer_from_table(&t, &out));
-  return out;
-}
 
 /* A dataset of raw text samples, one per string. */
 static mxl_dataset *texts(const char *const *docs, int n) {

@@ -11,35 +11,14 @@
 #include <cjson/cJSON.h>
 
 #include "core/fileio.h"
-#include "datasets/tokenizer.h"
 #include "mxlora/data.h"
+#include "byte_tokenizer.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ helpers */
 
-static const char *const specials[] = {
-    "<|startoftext|>", "<|endoftext|>", "<|reserved_200000|>", "<|reserved_200001|>",
-    "<|return|>",      "<|constrain|>", "<|reserved_200004|>", "<|channel|>",
-    "<|start|>",       "<|end|>",       "<|message|>",         "<|reserved_200009|>",
-    "<|reserved_200010|>", "<|reserved_200011|>", "<|call|>"};
+/* ids of byte_tokenizer.h's special tokens */
 enum { RETURN = 260, CHANNEL = 263, START = 264, END = 265, MESSAGE = 266 };
-
-static mxl_tokenizer *byte_tokenizer(void) {
-  static uint8_t bytes[256];
-  static const uint8_t *text[256];
-  static uint32_t len[256];
-  for (int i = 0; i < 256; i++) {
-    bytes[i] = (uint8_t)i;
-    text[i] = &bytes[i];
-    len[i] = 1;
-  }
-  mxl_token_table t = {.n_text = 256, .text = text, .text_len = len,
-                       .n_special = (int)(sizeof specials / sizeof specials[0]),
-                       .special_base = 256, .special = specials};
-  mxl_tokenizer *tok = NULL;
-  MXL_CHECK_OK(mxl_tokenizer_from_table(&t, &tok));
-  return tok;
-}
 
 static mxl_tokenizer *bytes_tok;
 
