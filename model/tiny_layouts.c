@@ -114,6 +114,18 @@ static mxl_status write_shard(mxl_tiny_writer *w, const char *path, const mxl_te
   return mxl_st_writer_commit(sw);
 }
 
+/* Writes `root` as indented JSON to dir/name and deletes it. */
+static mxl_status write_json(const char *dir, const char *name, cJSON *root) {
+  char *text = cJSON_Print(root);
+  cJSON_Delete(root);
+  char *path = mxl_path_join(dir, name);
+  mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
+                               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
+  free(text);
+  free(path);
+  return st;
+}
+
 static mxl_status write_index(const char *dir, const mxl_tensor_desc *d, const int *shard_of,
                               int n, mxl_layout layout, int n_shards) {
   cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "metadata");
@@ -126,28 +138,14 @@ static mxl_status write_index(const char *dir, const mxl_tensor_desc *d, const i
     shard_name(layout, shard_of[i], n_shards, name, sizeof name);
     cJSON_AddStringToObject(map, d[i].name, name);
   }
-  char *text = cJSON_Print(root);
-  cJSON_Delete(root);
-  char *path = mxl_path_join(dir, "model.safetensors.index.json");
-  mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
-                               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
-  free(text);
-  free(path);
-  return st;
+  return write_json(dir, "model.safetensors.index.json", root);
 }
 
 static mxl_status write_dtypes(const char *dir, const mxl_tensor_desc *d, int n) {
   cJSON *root = cJSON_CreateObject();
   for (int i = 0; i < n; i++)
     cJSON_AddStringToObject(root, d[i].name, mxl_tensor_kind_original_label(d[i].kind));
-  char *text = cJSON_Print(root);
-  cJSON_Delete(root);
-  char *path = mxl_path_join(dir, "dtypes.json");
-  mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
-                               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
-  free(text);
-  free(path);
-  return st;
+  return write_json(dir, "dtypes.json", root);
 }
 
 /* Greedy assignment in file order under the cap (as the HF converter). */
