@@ -217,7 +217,7 @@ static mxl_status set_token_ids(mxl_config *c, const mxl_token_table *t) {
 
 /* ------------------------------------------------------------ files */
 
-static mxl_status write_text(const char *dir, const char *name, char *text) {
+mxl_status mxl_tiny_write_text(const char *dir, const char *name, char *text) {
   char *path = mxl_path_join(dir, name);
   mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
                                : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
@@ -230,7 +230,7 @@ static mxl_status write_original(mxl_tiny_writer *w, const char *out, uint64_t s
   char *dir = mxl_path_join(out, "original");
   if (!dir) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
   mxl_status st = mxl_make_dirs(dir);
-  if (st == MXL_OK) st = write_text(dir, "config.json", mxl_config_to_original_json(w->c));
+  if (st == MXL_OK) st = mxl_tiny_write_text(dir, "config.json", mxl_config_to_original_json(w->c));
   if (st == MXL_OK) st = mxl_tiny_write_safetensors(w, dir, MXL_LAYOUT_ORIGINAL, shard_bytes);
   free(dir);
   return st;
@@ -276,7 +276,7 @@ static mxl_status write_all(const char *out, const mxl_tiny_options *opt, tiny_p
   w->gen->collect_stats = 1;
   mxl_status st = MXL_OK;
   if (p->want_hf) {
-    st = write_text(out, "config.json", mxl_config_to_hf_json(c));
+    st = mxl_tiny_write_text(out, "config.json", mxl_config_to_hf_json(c));
     if (st == MXL_OK) st = mxl_tiny_write_safetensors(w, out, MXL_LAYOUT_HF, opt->shard_bytes);
     w->gen->collect_stats = 0;
   }
@@ -287,7 +287,7 @@ static mxl_status write_all(const char *out, const mxl_tiny_options *opt, tiny_p
   if (st == MXL_OK && p->want_metal) st = write_metal(w, out, section, size);
   free(section);
   MXL_TRY(st);
-  MXL_TRY(write_text(out, "generation_config.json", mxl_config_to_generation_json(c)));
+  MXL_TRY(mxl_tiny_write_text(out, "generation_config.json", mxl_config_to_generation_json(c)));
   return mxl_tokenizer_write_hf_ex(t, out, c->max_context);
 }
 

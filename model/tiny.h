@@ -69,6 +69,9 @@ enum { MXL_TINY_CHUNK = 4 << 20 };
  * shard_bytes 0 = the default for the layout. */
 mxl_status mxl_tiny_write_safetensors(mxl_tiny_writer *w, const char *dir, mxl_layout layout,
                                       uint64_t shard_bytes);
+/* Writes `text` (a NUL-terminated string, freed here; NULL means out of
+ * memory) to dir/name atomically. */
+mxl_status mxl_tiny_write_text(const char *dir, const char *name, char *text);
 /* Total tensor bytes of a safetensors layout (for progress). */
 uint64_t mxl_tiny_safetensors_bytes(const mxl_config *c, mxl_layout layout);
 /* metal/model.bin with the given tokenizer section (from its 16-byte header). */

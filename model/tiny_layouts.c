@@ -118,12 +118,7 @@ static mxl_status write_shard(mxl_tiny_writer *w, const char *path, const mxl_te
 static mxl_status write_json(const char *dir, const char *name, cJSON *root) {
   char *text = cJSON_Print(root);
   cJSON_Delete(root);
-  char *path = mxl_path_join(dir, name);
-  mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
-                               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
-  free(text);
-  free(path);
-  return st;
+  return mxl_tiny_write_text(dir, name, text);
 }
 
 static mxl_status write_index(const char *dir, const mxl_tensor_desc *d, const int *shard_of,
