@@ -612,6 +612,18 @@ static void choose_messages(const mxl_conversation *c, const mxl_render_options 
 
 /* ------------------------------------------------------------------ render */
 
+/* `a` and `b` as one text piece (harmony encodes them together). */
+static mxl_status add_text_pair(mxl_hrender *r, const char *a, const char *b, uint8_t flags) {
+  mxl_strbuf t = {0};
+  mxl_strbuf_puts(&t, a);
+  mxl_strbuf_puts(&t, b);
+  char *s = mxl_strbuf_take(&t);
+  if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
+  mxl_status st = add_text(r, s, flags);
+  free(s);
+  return st;
+}
+
 /* The flags of one message's pieces: `head` for `<|start|>` and the
  * author, `body` for everything after. */
 typedef struct msg_flags {
@@ -637,27 +649,10 @@ static mxl_status render_message(mxl_hrender *r, const mxl_hmsg *m, msg_flags f)
     MXL_TRY(add_text(r, m->name, f.head));
   } else {
     MXL_TRY(add_text(r, mxl_role_name(m->role), f.head));
-    if (m->name) {
-      mxl_strbuf b = {0};
-      mxl_strbuf_puts(&b, ":");
-      mxl_strbuf_puts(&b, m->name);
-      char *s = mxl_strbuf_take(&b);
-      if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
-      mxl_status st = add_text(r, s, f.body);
-      free(s);
-      MXL_TRY(st);
-    }
+    if (m->name) MXL_TRY(add_text_pair(r, ":", m->name, f.body));
   }
-  if (m->recipient && strcmp(m->recipient, "all") != 0) {
-    mxl_strbuf b = {0};
-    mxl_strbuf_puts(&b, " to=");
-    mxl_strbuf_puts(&b, m->recipient);
-    char *s = mxl_strbuf_take(&b);
-    if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
-    mxl_status st = add_text(r, s, f.body);
-    free(s);
-    MXL_TRY(st);
-  }
+  if (m->recipient && strcmp(m->recipient, "all") != 0)
+    MXL_TRY(add_text_pair(r, " to=", m->recipient, f.body));
   if (m->channel) {
     MXL_TRY(add_special(r, "<|channel|>", f.body));
     MXL_TRY(add_text(r, m->channel, f.body));
@@ -669,14 +664,7 @@ static mxl_status render_message(mxl_hrender *r, const mxl_hmsg *m, msg_flags f)
       MXL_TRY(add_special(r, constrain, f.body));
       MXL_TRY(add_text(r, m->content_type + sizeof constrain - 1, f.body));
     } else {
-      mxl_strbuf b = {0}; /* " " and the type form one text piece */
-      mxl_strbuf_puts(&b, " ");
-      mxl_strbuf_puts(&b, m->content_type);
-      char *s = mxl_strbuf_take(&b);
-      if (!s) return mxl_errorf(MXL_ERR_MEMORY, "harmony: out of memory");
-      mxl_status st = add_text(r, s, f.body);
-      free(s);
-      MXL_TRY(st);
+      MXL_TRY(add_text_pair(r, " ", m->content_type, f.body));
     }
   }
   MXL_TRY(add_special(r, "<|message|>", f.body));
