@@ -23,8 +23,13 @@ done
 echo
 echo "== The same question without the adapter =="
 echo "> What is the mxlora mascot?"
-$bin generate --model "$model" --chat --temperature 0 --max-tokens 24 \
-  --prompt "What is the mxlora mascot?" 2>/dev/null || true
+answer=$($bin generate --model "$model" --chat --temperature 0 --max-tokens 24 \
+  --prompt "What is the mxlora mascot?" 2>/dev/null || true)
+if [ -z "${answer//[[:space:]]/}" ]; then
+  echo "(no answer: the random tiny base never writes a harmony final message)"
+else
+  echo "$answer"
+fi
 echo
 echo "== Held-out phrasings of the facts =="
 $bin eval --model "$model" --data datasets/samples/facts_eval.jsonl --adapter "$adapter" \
