@@ -139,6 +139,11 @@ mxl_status mxl_curve_svg_write(const char *path, const char *title, const mxl_cu
         mxl_strbuf_printf(&b, "%.1f,%.1f ", PX(curves[i].x[j]), PY(curves[i].y[j]));
     mxl_strbuf_printf(&b, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n",
                       W - right - 140, top + 18 + 16 * i, curves[i].color, curves[i].label);
+    /* Sparse curves (evaluations) get a dot per point. */
+    for (int j = 0; curves[i].n <= 64 && j < curves[i].n; j++)
+      if (isfinite(curves[i].y[j]))
+        mxl_strbuf_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
+                          PX(curves[i].x[j]), PY(curves[i].y[j]), curves[i].color);
   }
   mxl_strbuf_printf(&b, "</svg>\n");
 #undef PX
