@@ -219,6 +219,8 @@ typedef struct results {
   bench_limits L[MAX_STEPS]; /* per repetition */
   int n_steps, n_reps;
   double first_loss, hwm, load_s;
+  bench_mem after_steps; /* RSS split after the last timed step (anon: allocations; file:
+                            the mapped weights, which the kernel can drop and re-read) */
   bench_mem after_load;
 } results;
 
@@ -276,6 +278,10 @@ static void print_report(const bench *b, const results *r) {
   }
   printf("  peak RSS of the steps     %.3f GB  (target for gpt-oss-20b at seq 1024: <= 16 GB)\n",
          r->hwm / 1e9);
+  printf("  RSS after the steps       %.3f GB: anon %.3f (LoRA params, grads, AdamW m and v: "
+         "%.3f), file %.3f (mapped weights)\n", r->after_steps.rss / 1e9,
+         r->after_steps.anon / 1e9, 4.0 * b->params->layout->n_floats * sizeof(float) / 1e9,
+         r->after_steps.file / 1e9);
   printf("  load %.1f ms, RSS after load %.3f GB\n", r->load_s * 1e3, r->after_load.rss / 1e9);
 }
 
@@ -283,8 +289,10 @@ static void print_json(const bench *b, const results *r) {
   const double n = (double)b->o->batch * b->o->seq;
   bench_stat s = bench_stats(r->step_s, r->n_steps);
   printf("{\"tokens_per_step\": %.0f, \"step_s_median\": %.6f, \"tokens_per_s\": %.4f, "
-         "\"peak_rss_bytes\": %.0f, \"first_loss\": %.6f, \"trainable\": %zu, \"step_s\": [",
-         n, s.med, n / s.med, r->hwm, r->first_loss, b->params->layout->n_params);
+         "\"peak_rss_bytes\": %.0f, \"anon_bytes\": %.0f, \"file_bytes\": %.0f, "
+         "\"first_loss\": %.6f, \"trainable\": %zu, \"step_s\": [",
+         n, s.med, n / s.med, r->hwm, r->after_steps.anon, r->after_steps.file, r->first_loss,
+         b->params->layout->n_params);
   for (int i = 0; i < r->n_steps; i++) printf("%s%.6f", i ? ", " : "", r->step_s[i]);
   printf("], \"step_cpu_s\": [");
   for (int i = 0; i < r->n_steps; i++) printf("%s%.6f", i ? ", " : "", r->step_cpu[i]);
@@ -323,6 +331,7 @@ static int run(bench *b, results *r) {
     }
     bench_mem m = bench_memory();
     if (m.hwm > r->hwm) r->hwm = m.hwm;
+    r->after_steps = m;
     r->n_reps++;
     if (!o->json && o->limits)
       printf("rep %d: bw %.1f GB/s, bf16 %.0f (by cpu %.0f) GFLOP/s, prefill %.2f tokens/s\n",
