@@ -1,4 +1,4 @@
-/* Shared helpers of the op tests (test_ops.c, test_grad.c): a seeded random
+/* Shared helpers of the op tests (ops_driver.h, test_grad.c, ...): a seeded random
  * generator, random bf16 / MXFP4 weights, routing plans and attention masks
  * built on the host by the tests' own code (never by a backend). */
 #ifndef MXL_TESTS_OPS_UTIL_H
