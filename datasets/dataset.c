@@ -193,7 +193,7 @@ enum { LINE_OK = 1, LINE_END = 0, LINE_TOO_LONG = -1, LINE_READ_ERROR = -2 };
 
 static int next_line(line_reader *r, const char **line, size_t *len) {
   for (;;) {
-    char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
+    char *nl = r->end > r->start ? memchr(r->buf + r->start, '\n', r->end - r->start) : NULL;
     if (nl || (r->eof && r->end > r->start)) {
       size_t n = nl ? (size_t)(nl - (r->buf + r->start)) : r->end - r->start;
       *line = r->buf + r->start;
@@ -211,7 +211,7 @@ static int next_line(line_reader *r, const char **line, size_t *len) {
       if (c == EOF) r->eof = 1;
       return LINE_TOO_LONG;
     }
-    memmove(r->buf, r->buf + r->start, r->end - r->start);
+    if (r->end > r->start) memmove(r->buf, r->buf + r->start, r->end - r->start);
     r->end -= r->start;
     r->start = 0;
     if (r->end == r->cap) {

@@ -208,8 +208,8 @@ static void qualified_name(const char *name, char *buf, size_t cap) {
 static mxl_status read_instructions(reader *rd, const cJSON *msg, const char *path) {
   if (rd->seen_chat || rd->conv->instructions)
     return mxl_errorf(MXL_ERR_FORMAT,
-                      "%s: %.90s: a system or developer message may only come once, first",
-                      rd->where, path);
+                      "%s: %.*s: a system or developer message may only come once, first",
+                      rd->where, (int)strlen(path) - 1, path); /* path ends in '.' */
   char *content = NULL;
   MXL_TRY(read_required_content(rd, msg, path, &content));
   rd->conv->instructions = content;
@@ -382,7 +382,6 @@ static mxl_status read_messages(reader *rd, const cJSON *list, const char *key) 
     mxl_role role = MXL_ROLE_USER;
     MXL_TRY(parse_role(rd, msg, path, &role));
     if (role == MXL_ROLE_SYSTEM || role == MXL_ROLE_DEVELOPER) {
-      path[strlen(path) - 1] = '\0';
       MXL_TRY(read_instructions(rd, msg, path));
       continue;
     }
@@ -559,7 +558,7 @@ mxl_status mxl_render_sample(const cJSON *item, const char *where, const mxl_tok
       size_t before = ids->n;
       st = mxl_tokenizer_encode(tok, text, len, 0, ids);
       if (!st) st = grow_flags(flags, flags_cap, ids->n);
-      if (!st) memset(*flags + before, all, ids->n - before);
+      if (!st && ids->n > before) memset(*flags + before, all, ids->n - before);
     }
     return st;
   }

@@ -93,11 +93,10 @@ static void test_bad_lines(void) {
   BAD("nul.json", "[\n\n{\"text\":\"\\u0000\"}]\n", "test_dataset_nul.json:3: a string contains \\u0000");
   BAD("element.json", "[{\"text\":\"a\"},{\"messages\":[{\"role\":\"user\"}]}]",
       "test_dataset_element.json: element 2: messages[0].content: missing");
-  /* a system message without content (the message's path is not checked:
-   * it lacks the '.' before "content" there) */
+  /* a system message without content: the error names its path */
   BAD("nosystem.jsonl",
       "{\"messages\":[{\"role\":\"system\"},{\"role\":\"user\",\"content\":\"a\"}]}\n",
-      "content: missing");
+      "messages[0].content: missing");
   BAD("after.json", "[{\"text\":\"a\"}]\n]\n", "after.json:2: unexpected text after the JSON array");
   BAD("emptyarr.json", "  [ ]", "emptyarr.json: no samples");
 }
