@@ -33,7 +33,6 @@
 #include "bench/bench_model.h"
 #include "bench/bench_profile.h"
 #include "core/status.h"
-#include "kernels/cpu/cpu.h"
 #include "model/forward.h"
 
 enum { MAX_THREADS = 4, MAX_REPS = 32 };
