@@ -72,9 +72,7 @@ void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts) {
 
 /* ---------------------------------------------------------------- LoRA */
 
-/* Seeds differ per (layer, target) so every dropout draw is independent and
- * the backward can regenerate each mask. */
-static uint64_t dropout_seed(uint64_t seed, int layer, int target) {
+uint64_t mxl_lora_dropout_seed(uint64_t seed, int layer, int target) {
   return seed ^ ((uint64_t)(layer + 1) << 32) ^ ((uint64_t)(target + 1) << 56);
 }
 
@@ -90,7 +88,7 @@ static void lora_dense(mxl_engine *e, int layer, const mxl_lora_stack *lora, int
     float p = lora->views[i]->dropout;
     if (lora->train && i == 0 && p > 0) {
       ops->dropout(e->be, acts->lora_in, x, (size_t)rows * in, p,
-                   dropout_seed(lora->seed, layer, target));
+                   mxl_lora_dropout_seed(lora->seed, layer, target));
       input = acts->lora_in;
     }
     float *t = acts->lora_t[target];

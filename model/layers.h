@@ -68,6 +68,10 @@ typedef struct mxl_lora_stack {
   uint64_t seed;
 } mxl_lora_stack;
 
+/* The dropout seed of one (layer, target): every draw is independent and the
+ * backward regenerates each mask from the same seed. */
+uint64_t mxl_lora_dropout_seed(uint64_t seed, int layer, int target);
+
 /* x_mid = x + attention(x): computes q, k, v (+LoRA), RoPE at positions
  * pos [n] (backend), then calls `attend` to run attention per group: the
  * caller decides where keys live (KV cache or the batch itself). */

@@ -133,10 +133,6 @@ static mxl_status attend_batch(void *user, mxl_engine *e, int layer, mxl_layer_a
 
 /* ---------------------------------------------------------------- LoRA backward */
 
-static uint64_t dropout_seed(uint64_t seed, int layer, int target) {
-  return seed ^ ((uint64_t)(layer + 1) << 32) ^ ((uint64_t)(target + 1) << 56);
-}
-
 /* For y += s·(x'·Aᵀ)·Bᵀ with x' = dropout(x) (or x), given dy:
  *   dB += s·dyᵀ·t,  dt = s·dy·B,  dA += dtᵀ·x',  dx += dropout'(dt·A).
  * x, dy, dx point at `rows` rows; t is the forward's x'·Aᵀ for those rows. */
@@ -182,7 +178,7 @@ static void lora_dense_bwd(mxl_engine *e, int layer, const mxl_lora_stack *lora,
   if (!L->A) return;
   lora_bwd_args a = {L, &grads->layers[layer].t[target], x, dy, acts->lora_t[target], dx,
                      g->dt, acts->lora_in, acts->n, in, out, lora->views[0]->dropout,
-                     dropout_seed(lora->seed, layer, target)};
+                     mxl_lora_dropout_seed(lora->seed, layer, target)};
   lora_backward(e, &a);
 }
 
