@@ -46,6 +46,11 @@ const char *mxl_status_name(mxl_status status);
 /* "0.1.0". */
 const char *mxl_version_string(void);
 
+/* What this build and machine offer, one line: the CPU kernel path chosen
+ * (e.g. "cpu avx512-bf16"), and whether the CUDA backend was built and a
+ * device answers. */
+const char *mxl_build_features(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,11 +1,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "core/status.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
 
 void mxl_backend_destroy(mxl_backend *be) {
   if (be) be->ops->destroy(be);
+}
+
+const char *mxl_build_features(void) {
+  static char line[256];
+  mxl_backend *be = NULL;
+  const char *isa = "unavailable";
+  if (mxl_backend_cpu_create(1, &be) == MXL_OK) isa = mxl_backend_cpu_isa(be);
+  char cuda[128];
+#ifdef MXL_HAVE_CUDA
+  mxl_backend *gpu = NULL;
+  if (mxl_backend_cuda_create(0, &gpu) == MXL_OK)
+    snprintf(cuda, sizeof cuda, "cuda built, device 0 available");
+  else
+    snprintf(cuda, sizeof cuda, "cuda built, no usable device");
+  mxl_backend_destroy(gpu);
+#else
+  snprintf(cuda, sizeof cuda, "cuda not built");
+#endif
+  snprintf(line, sizeof line, "cpu kernels: %s; %s", isa, cuda);
+  mxl_backend_destroy(be);
+  return line;
 }
 
 mxl_status mxl_backend_create_named(const char *name, int n_threads, mxl_backend **out) {

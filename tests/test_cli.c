@@ -36,6 +36,7 @@ __attribute__((format(printf, 2, 3))) static int mxl(char **out, const char *fmt
 
 static void test_usage_errors(void) {
   EXPECT(0, "commands:", "--help");
+  EXPECT(0, "cpu kernels:", "version");
   EXPECT(2, "unknown command", "nosuch");
   EXPECT(2, "--model DIR is required", "generate --prompt hi");
   EXPECT(2, "unknown option", "train --frobnicate 3");
