@@ -1,7 +1,7 @@
 /* bench_ops: the CPU backend's heavy ops at gpt-oss-20b shapes, against the
  * machine's limits measured in the same run.
  *
- *   build-cpu/bench_ops [--quick] [--threads 1,2] [--reps N]
+ *   build-cpu/bench_ops [--quick] [--threads 1,2] [--reps N] [--only NAME]
  *
  * First the limits, per thread count: read bandwidth (best of 16 sums of
  * 128 MB slices of a 1 GiB array), the fp32 FMA peak and the bf16
@@ -11,7 +11,8 @@
  * where it is cheap (decode shapes). Each figure is the best of --reps runs
  * (the machine is shared: best-of is the least noisy statistic). Exact
  * mode (MXL_CPU_EXACT=1) is measured for the MXFP4 ops as well.
- * --quick shrinks the prefill token count to 128 and skips the slow rows. */
+ * --quick shrinks the prefill token count to 128 and skips the slow rows;
+ * --only NAME measures only the rows whose name contains NAME. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -299,6 +300,7 @@ static void make_plan(plan_set *ps, int n, int first, uint64_t seed) {
 /* ------------------------------------------------------------------ the table */
 
 static int g_reps = 3;
+static const char *g_only = NULL; /* --only: rows whose name contains it */
 
 typedef struct row_ctx {
   const char *name;
@@ -358,6 +360,7 @@ static timing best_time(mxl_backend *be, op_fn fn, void *arg, int reps) {
 /* Times `fn` on `be` and prints the row. */
 static void measure(const row_ctx *r, mxl_backend *be, op_fn fn, void *arg, int reps,
                     const limits *L, double ref_sec) {
+  if (g_only && !strstr(r->name, g_only)) return;
   timing t = best_time(be, fn, arg, reps);
   print_row(r, be->n_threads, t.wall, t.cpu, L, ref_sec);
 }
@@ -469,8 +472,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       n_threads = parse_threads(argv[++i], threads, 4);
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     else {
-      fprintf(stderr, "usage: bench_ops [--quick] [--threads 1,2] [--reps N]\n");
+      fprintf(stderr, "usage: bench_ops [--quick] [--threads 1,2] [--reps N] [--only NAME]\n");
       return 2;
     }
   }
@@ -539,7 +543,7 @@ int main(int argc, char **argv) {
       for (int exact = 0; exact < 2; exact++) {
         mxl_backend_cpu_set_exact(be, exact);
         double ref_t = 0;
-        if (ref && ti == 0 && !exact && !quick) ref_t = best_time(ref, run_mx, &a, 1).wall;
+        if (ref && ti == 0 && !exact && !quick && !g_only) ref_t = best_time(ref, run_mx, &a, 1).wall;
         snprintf(shape, sizeof shape, "M=1x%d N=%d K=%d", TOPK, N, K);
         row_ctx r = {which ? (exact ? "mxfp4 down exact" : "mxfp4 down")
                            : (exact ? "mxfp4 gate_up exact" : "mxfp4 gate_up"),
@@ -568,7 +572,7 @@ int main(int argc, char **argv) {
     /* -- bf16 matmuls */
     {
       bf_arg a = {wq, NQ, 1, x, y};
-      double ref_t = ref && ti == 0 && !quick ? best_time(ref, run_bf, &a, 1).wall : 0;
+      double ref_t = ref && ti == 0 && !quick && !g_only ? best_time(ref, run_bf, &a, 1).wall : 0;
       row_ctx r = {"bf16 q_proj", "M=1 N=4096 K=2880", (double)NH * HD * H * 2, 0};
       measure(&r, be, run_bf, &a, g_reps * 3, &L, ref_t);
       bf_arg l = {&lm, 1, 1, x, y};
@@ -626,21 +630,34 @@ int main(int argc, char **argv) {
       free(a.q), free(a.k), free(a.v), free(a.out), free(a.lse), free(a.dout), free(a.dq);
       free(a.dk), free(a.dv), free(a.sinks), free(a.pos), free(a.seg);
     }
-    /* -- LoRA gemm_f32, rank 16 on the q projection */
+    /* -- LoRA gemm_f32, rank 16: the six products of one adapted matrix
+     * (forward x·Aᵀ, z·Bᵀ; backward dB = dyᵀ·z, dz = dy·B, dA = dzᵀ·x,
+     * dx = dz·A) for one expert's rows (m = n·k/E, gate_up: in H, out 2I)
+     * and for the q projection over all tokens */
     {
-      int n = n_pre, R = 16;
-      gemm_arg shapes[3] = {
-          {0, 1, n, R, H, x, y, x + (size_t)n * H},          /* z = x·Aᵀ */
-          {0, 1, n, NH * HD, R, x, y, x + (size_t)n * H},    /* y = z·Bᵀ */
-          {1, 0, R, H, n, x, y, x + (size_t)n * H * 2},      /* dA = dzᵀ·x */
-      };
-      const char *names[3] = {"gemm_f32 x·Aᵀ", "gemm_f32 z·Bᵀ", "gemm_f32 dzᵀ·x"};
-      for (int s = 0; s < 3; s++) {
-        snprintf(shape, sizeof shape, "M=%d N=%d K=%d", shapes[s].M, shapes[s].N, shapes[s].K);
-        row_ctx r = {names[s], shape, 0, 2.0 * shapes[s].M * shapes[s].N * shapes[s].K};
-        limits Lf = L;
-        Lf.bf16 = L.fma, Lf.bf16_cpu = L.fma_cpu; /* fp32 op: against the FMA peak */
-        measure(&r, be, run_gemm, &shapes[s], g_reps, &Lf, 0);
+      int R = 16, sizes[2][3] = {{n_pre * TOPK / E, H, 2 * I}, {n_pre, H, NH * HD}};
+      const char *what[2] = {"expert", "q"};
+      for (int sz = 0; sz < 2; sz++) {
+        int m = sizes[sz][0], in = sizes[sz][1], out = sizes[sz][2];
+        gemm_arg shapes[6] = {
+            {0, 1, m, R, in, x, y, x + (size_t)m * in},      /* z = x·Aᵀ */
+            {0, 1, m, out, R, x, y, x + (size_t)m * in},     /* y += z·Bᵀ */
+            {1, 0, out, R, m, x, y, x + (size_t)m * out},    /* dB = dyᵀ·z */
+            {0, 0, m, R, out, x, y, x + (size_t)m * out},    /* dz = dy·B */
+            {1, 0, R, in, m, x, y, x + (size_t)m * in},      /* dA = dzᵀ·x */
+            {0, 0, m, in, R, x, y, x + (size_t)m * in},      /* dx = dz·A */
+        };
+        const char *names[6] = {"x*A^T", "z*B^T", "dB=dy^T*z", "dz=dy*B", "dA=dz^T*x", "dx=dz*A"};
+        for (int s = 0; s < 6; s++) {
+          char name[40];
+          snprintf(name, sizeof name, "gemm_f32 %s %s", what[sz], names[s]);
+          snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s%s", shapes[s].M, shapes[s].N,
+                   shapes[s].K, shapes[s].tA ? " tA" : "", shapes[s].tB ? " tB" : "");
+          row_ctx r = {name, shape, 0, 2.0 * shapes[s].M * shapes[s].N * shapes[s].K};
+          limits Lf = L;
+          Lf.bf16 = L.fma, Lf.bf16_cpu = L.fma_cpu; /* fp32 op: against the FMA peak */
+          measure(&r, be, run_gemm, &shapes[s], g_reps * (sz ? 1 : 4), &Lf, 0);
+        }
       }
     }
     mxl_backend_destroy(be);

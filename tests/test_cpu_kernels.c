@@ -7,7 +7,8 @@
  *     and its fallback for out-of-range scales and NaN);
  *   - the ops on gpt-oss shapes the op driver keeps small: K = 2880 MXFP4
  *     rows (one-row decode groups and packed groups), multi-block attention
- *     with windows and packed documents, a vocabulary of several chunks —
+ *     with windows and packed documents, a vocabulary of several chunks,
+ *     gemm_f32 at LoRA sizes (every product of an adapted matrix) —
  *     against the reference backend, in fast and exact mode;
  *   - the error path of scratch allocation. */
 #include <math.h>
@@ -262,6 +263,66 @@ static void test_gemm_f32_kernel(void) {
   }
 }
 
+/* C (+)= alpha·A·Bᵀ with both operands K-contiguous, ragged tiles and K
+ * tails, padded strides. */
+static void test_gemm_f32_nt_kernel(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int trial = 0; trial < 30; trial++) {
+    int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 40), K = 1 + rng_int(&rng, 300);
+    int lda = K + rng_int(&rng, 3), ldb = K + rng_int(&rng, 3), ldc = N + rng_int(&rng, 3);
+    int acc = rng_int(&rng, 2);
+    float alpha = (float)rng_uniform(&rng, 0.5, 2);
+    float *A = malloc((size_t)M * lda * 4), *B = malloc((size_t)N * ldb * 4);
+    float *C0 = malloc((size_t)M * ldc * 4), *C = malloc((size_t)M * ldc * 4);
+    rng_fill_f32(&rng, A, (size_t)M * lda, -1, 1), rng_fill_f32(&rng, B, (size_t)N * ldb, -1, 1);
+    rng_fill_f32(&rng, C0, (size_t)M * ldc, -1, 1);
+    double *want = malloc((size_t)M * N * sizeof *want);
+    float *got = malloc((size_t)M * N * sizeof *got);
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) {
+        double s = 0;
+        for (int k = 0; k < K; k++) s += (double)A[i * lda + k] * B[j * ldb + k];
+        want[i * N + j] = alpha * s + (acc ? C0[i * ldc + j] : 0);
+      }
+    for (int s = 0; s < n_isa; s++) {
+      memcpy(C, C0, (size_t)M * ldc * 4);
+      isas[s]->gemm_f32_nt(C, ldc, A, lda, B, ldb, M, N, K, alpha, acc);
+      int outside = 0; /* the padding columns stay as they were */
+      for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) got[i * N + j] = C[i * ldc + j];
+        for (int j = N; j < ldc; j++) outside += C[i * ldc + j] != C0[i * ldc + j];
+      }
+      double e = rel_err(got, want, (size_t)M * N);
+      MXL_CHECK_MSG(e < 1e-5 && outside == 0, "%s M%d N%d K%d: err %g, %d padding values written",
+                    isas[s]->name, M, N, K, e, outside);
+    }
+    free(A), free(B), free(C0), free(C), free(want), free(got);
+  }
+}
+
+/* Blocks of an fp32 matrix transposed: exact, nothing outside written. */
+static void test_transpose_f32(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { LD_SRC = 70, LD_DST = 60 };
+  float src[50 * LD_SRC], dst[70 * LD_DST];
+  rng_fill_f32(&rng, src, 50 * LD_SRC, -1, 1);
+  int shapes[4][2] = {{1, 1}, {16, 16}, {17, 33}, {50, 70}};
+  for (int s = 0; s < n_isa; s++)
+    for (int t = 0; t < 4; t++) {
+      int rows = shapes[t][0], cols = shapes[t][1], bad = 0;
+      for (int i = 0; i < 70 * LD_DST; i++) dst[i] = -7.0f;
+      isas[s]->transpose_f32(dst, LD_DST, src, LD_SRC, rows, cols);
+      for (int c = 0; c < 70; c++)
+        for (int r = 0; r < LD_DST; r++) {
+          float want = c < cols && r < rows ? src[r * LD_SRC + c] : -7.0f;
+          bad += dst[c * LD_DST + r] != want;
+        }
+      MXL_CHECK_MSG(bad == 0, "%s %dx%d: %d values differ", isas[s]->name, rows, cols, bad);
+    }
+}
+
 /* The decode matrix-vector product: a row with a NaN scale, one with a
  * subnormal scale (fallback rows), an odd block count, exact mode. */
 static void test_gemv_mxfp4(void) {
@@ -412,6 +473,40 @@ static void test_mxfp4_ops_gpt_oss_rows(void) {
     close_both(&b);
   }
   free(blocks), free(scales), free(x), free(y0), free(y1), free(dy), free(dx0), free(dx1);
+}
+
+/* gemm_f32 at LoRA sizes the op driver keeps small: the six products of
+ * one adapted matrix (x·Aᵀ on the dot-product kernel, z·Bᵀ with a packed
+ * transposed B, the backward's transposed A), K longer than a packed
+ * panel, calls large enough to split over both threads, beta 0, 1 and
+ * other — against the reference backend. */
+static void test_gemm_f32_lora_shapes(void) {
+  both b = open_both(0);
+  struct {
+    int tA, tB, M, N, K;
+    float beta;
+  } cases[] = {
+      {0, 1, 300, 16, 2880, 0},   {0, 1, 300, 2880, 16, 1},    {1, 0, 2880, 16, 300, 1},
+      {0, 0, 300, 16, 2880, 0},   {1, 0, 16, 2880, 300, 1},    {0, 0, 300, 2880, 16, 1},
+      {1, 1, 37, 200, 600, 0.5f}, {0, 1, 5, 130, 40, -1},      {0, 1, 1, 64, 2880, 0},
+      {1, 0, 64, 16, 3, 2},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    int tA = cases[c].tA, tB = cases[c].tB, M = cases[c].M, N = cases[c].N, K = cases[c].K;
+    int lda = (tA ? M : K) + 1, ldb = (tB ? K : N) + 2, ldc = N + 3;
+    size_t na = (size_t)(tA ? K : M) * lda, nb = (size_t)(tB ? N : K) * ldb, nc = (size_t)M * ldc;
+    float *A = malloc(na * 4), *B = malloc(nb * 4), *C0 = malloc(nc * 4), *C1 = malloc(nc * 4);
+    rng_fill_f32(&rng, A, na, -1, 1), rng_fill_f32(&rng, B, nb, -1, 1);
+    rng_fill_f32(&rng, C0, nc, -1, 1);
+    memcpy(C1, C0, nc * 4);
+    b.ref->ops->gemm_f32(b.ref, tA, tB, M, N, K, 0.7f, A, lda, B, ldb, cases[c].beta, C0, ldc);
+    b.cpu->ops->gemm_f32(b.cpu, tA, tB, M, N, K, 0.7f, A, lda, B, ldb, cases[c].beta, C1, ldc);
+    double e = nrms(C1, C0, nc); /* padding included: it must stay as it was */
+    MXL_CHECK_MSG(e < 1e-6, "tA%d tB%d M%d N%d K%d beta %g: nrms %g", tA, tB, M, N, K,
+                  cases[c].beta, e);
+    free(A), free(B), free(C0), free(C1);
+  }
+  close_both(&b);
 }
 
 /* Attention over several key blocks: causal with a window that cuts blocks,
@@ -570,9 +665,12 @@ int main(void) {
   MXL_RUN(test_packing_mxfp4);
   MXL_RUN(test_gemm_kernels);
   MXL_RUN(test_gemm_f32_kernel);
+  MXL_RUN(test_gemm_f32_nt_kernel);
+  MXL_RUN(test_transpose_f32);
   MXL_RUN(test_gemv_mxfp4);
   MXL_RUN(test_vector_helpers);
   MXL_RUN(test_mxfp4_ops_gpt_oss_rows);
+  MXL_RUN(test_gemm_f32_lora_shapes);
   MXL_RUN(test_attention_multiblock);
   MXL_RUN(test_unembed_xent_chunks);
   MXL_RUN(test_swiglu_vector_rows);

@@ -1,5 +1,5 @@
-/* CPU backend, dense elementwise and row ops: embedding, RMSNorm, RoPE, add,
- * and the fp32 GEMM that serves LoRA. Shape legend as kernels/ops.h.
+/* CPU backend, dense elementwise and row ops: embedding, RMSNorm, RoPE, add.
+ * Shape legend as kernels/ops.h.
  * These are memory-bound or small; they use plain loops and OpenMP. */
 #include <math.h>
 #include <string.h>
@@ -89,63 +89,4 @@ void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int3
       }
     }
   }
-}
-
-/* ------------------------------------------------------------------ gemm_f32
- *
- * C = alpha·op(A)·op(B) + beta·C on the ISA's fp32 kernel (C = A·B, B
- * row-major, A through strides): a transposed B is copied untransposed into
- * scratch first. LoRA operands are small (one dimension is the rank R), so
- * the copy costs little next to the product. Tiles of C are the work items. */
-
-/* dst [cols, rows] = src [rows, ld]ᵀ, in blocks that stay in cache. */
-static void transpose_into(mxl_backend *be, float *dst, const float *src, int ld, int rows,
-                           int cols) {
-  enum { TB = 64 };
-  int nbr = (rows + TB - 1) / TB, nbc = (cols + TB - 1) / TB;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) collapse(2)
-  for (int br = 0; br < nbr; br++)
-    for (int bc = 0; bc < nbc; bc++)
-      for (int r = br * TB; r < rows && r < (br + 1) * TB; r++)
-        for (int c = bc * TB; c < cols && c < (bc + 1) * TB; c++)
-          dst[(size_t)c * rows + r] = src[(size_t)r * ld + c];
-}
-
-void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, float alpha,
-                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                      int ldc) {
-  if (M <= 0 || N <= 0) return;
-  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-  if (beta != 0.0f && beta != 1.0f) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
-    for (int i = 0; i < M; i++)
-      for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] *= beta;
-  }
-  int accumulate = beta != 0.0f;
-  if (K <= 0) {
-    if (!accumulate)
-      for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof *C);
-    return;
-  }
-  /* op(A) is read in place through strides; op(B) as [K, N] row-major
-   * (the kernel loads B rows as vectors), copied when tB. */
-  const float *Bp = B;
-  int ldb_p = ldb;
-  int64_t a_rs = tA ? 1 : lda, a_cs = tA ? lda : 1;
-  if (tB) { /* B is [N, ldb] holding op(B)ᵀ */
-    float *tmp = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (size_t)K * N * sizeof *tmp);
-    if (!tmp) return;
-    transpose_into(be, tmp, B, ldb, N, K);
-    Bp = tmp, ldb_p = N;
-  }
-  enum { MB = 96, NB = 256 };
-  int nbm = (M + MB - 1) / MB, nbn = (N + NB - 1) / NB;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 1) collapse(2)
-  for (int bm = 0; bm < nbm; bm++)
-    for (int bn = 0; bn < nbn; bn++) {
-      int i0 = bm * MB, j0 = bn * NB;
-      int mi = M - i0 < MB ? M - i0 : MB, nj = N - j0 < NB ? N - j0 : NB;
-      isa->gemm_f32_nn(C + (size_t)i0 * ldc + j0, ldc, A + (size_t)i0 * a_rs, a_rs, a_cs,
-                       Bp + j0, ldb_p, mi, nj, K, alpha, accumulate);
-    }
 }

@@ -3,7 +3,8 @@
  * Files:
  *   cpu.h            options for tests and benchmarks (exact mode, ISA name)
  *   cpu_backend.c    creation, ISA choice, memory ops, scratch, the op table
- *   cpu_dense.c      embed, RMSNorm, RoPE, add, gemm_f32
+ *   cpu_dense.c      embed, RMSNorm, RoPE, add
+ *   cpu_gemm.c       gemm_f32 (LoRA): shape dispatch, packing, threads
  *   cpu_matmul.c     bf16 and MXFP4 matmuls (forward and dx): tiling and
  *                    threads; the inner loops come from the ISA table below
  *   cpu_moe.c        router, plan, gather, SwiGLU, combine (and backward)
@@ -108,6 +109,17 @@ typedef struct mxl_cpu_isa {
                       const float *B, int64_t ldb, int M, int N, int K, float alpha,
                       int accumulate);
 
+  /* C[i, j] (+)= alpha·Σ_k A[i·lda + k]·B[j·ldb + k] for i < M, j < N,
+   * k < K: both operands K-contiguous (LoRA's x·Aᵀ: few B rows, long K),
+   * read in place — C [M, ldc]; accumulate == 0 overwrites C. */
+  void (*gemm_f32_nt)(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, int M, int N, int K, float alpha, int accumulate);
+
+  /* dst[c·ld_dst + r] = src[r·ld_src + c] for r < rows, c < cols: a block
+   * of an fp32 matrix transposed (packing for gemm_f32 and attention). */
+  void (*transpose_f32)(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int rows,
+                        int cols);
+
   /* fp32 vector helpers for attention, the loss and small ops. */
   float (*dot_f32)(const float *a, const float *b, int n);  /* Σ a·b */
   void (*axpy_f32)(float *y, float a, const float *x, int n); /* y += a·x */
@@ -163,6 +175,17 @@ static inline void mxl_cpu_swiglu_bwd_scalar(float *dh, const float *dact, const
   }
 }
 
+/* The portable transpose (generic table; AVX2 uses it too: it runs from
+ * cache and is a small part of the products it serves). */
+static inline void mxl_cpu_transpose_f32_scalar(float *dst, int64_t ld_dst, const float *src,
+                                                int64_t ld_src, int rows, int cols) {
+  enum { TB = 16 };
+  for (int r0 = 0; r0 < rows; r0 += TB)
+    for (int c0 = 0; c0 < cols; c0 += TB)
+      for (int r = r0; r < rows && r < r0 + TB; r++)
+        for (int c = c0; c < cols && c < c0 + TB; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
+}
+
 /* ------------------------------------------------------------------ state */
 
 enum { MXL_CPU_SCRATCH_SLOTS = 4 };
@@ -189,6 +212,24 @@ enum {
   MXL_CPU_SCRATCH_AUX2 = 3,
 };
 void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes);
+
+/* Threads for an op of `work` units when one thread should get at least
+ * `per_thread` of them: n_threads for big ops, fewer (down to 1) for small
+ * ones. A parallel region costs microseconds when every thread is on a
+ * core, and up to a scheduler time slice (milliseconds) when another
+ * process holds a sibling's core: ops too small to gain from a second
+ * thread run on the calling thread (`#pragma omp parallel ... if(nt > 1)`).
+ * Units are the caller's (bytes touched, multiply-adds). */
+static inline int mxl_cpu_threads_for(const mxl_backend *be, double work, double per_thread) {
+  double n = work / per_thread;
+  if (n < 2) return 1;
+  return n < be->n_threads ? (int)n : be->n_threads;
+}
+
+/* Minimum work per thread: bytes read and written by memory-bound ops
+ * (≈ 10 µs at the bandwidth of one core), multiply-adds of compute-bound
+ * ones (≈ 40 µs of one core's fp32 FMAs). */
+enum { MXL_CPU_MIN_BYTES = 256 * 1024, MXL_CPU_MIN_FMAS = 1 << 22 };
 
 /* Records the first failure of an op; `sync` returns it with `what`.
  * Called from serial code (outside parallel regions). */

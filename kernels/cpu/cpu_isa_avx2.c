@@ -577,6 +577,57 @@ TARGET static void a2_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t
   }
 }
 
+/* ------------------------------------------------------------------ fp32 C = A·Bᵀ
+ * Tile: 2 rows of A × 4 rows of B, one ymm of 8 partial sums per pair. */
+
+INLINE void f32_nt_tile(const int MR, const int NR, float *C, int64_t ldc, const float *A,
+                        int64_t lda, const float *B, int64_t ldb, int K, float alpha,
+                        int accumulate) {
+  __m256 acc[2][4];
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NR; c++) acc[r][c] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 a[2];
+    UNROLL
+    for (int r = 0; r < MR; r++) a[r] = _mm256_loadu_ps(A + r * lda + k);
+    UNROLL
+    for (int c = 0; c < NR; c++) {
+      __m256 b = _mm256_loadu_ps(B + c * ldb + k);
+      UNROLL
+      for (int r = 0; r < MR; r++) acc[r][c] = _mm256_fmadd_ps(a[r], b, acc[r][c]);
+    }
+  }
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NR; c++) {
+      float s = hsum8(acc[r][c]);
+      for (int t = k; t < K; t++) s += A[r * lda + t] * B[c * ldb + t];
+      float *dst = C + r * ldc + c;
+      *dst = accumulate ? *dst + alpha * s : alpha * s;
+    }
+}
+
+TARGET static void a2_gemm_f32_nt(float *C, int64_t ldc, const float *A, int64_t lda,
+                                  const float *B, int64_t ldb, int M, int N, int K, float alpha,
+                                  int accumulate) {
+  for (int i = 0; i < M; i += 2)
+    for (int j = 0; j < N; j += 4) {
+      float *c = C + (int64_t)i * ldc + j;
+      const float *a = A + (int64_t)i * lda, *b = B + (int64_t)j * ldb;
+      int two = M - i >= 2, four = N - j >= 4;
+      if (two && four) f32_nt_tile(2, 4, c, ldc, a, lda, b, ldb, K, alpha, accumulate);
+      else
+        for (int r = 0; r < (two ? 2 : 1); r++)
+          for (int q = 0; q < (four ? 4 : N - j); q++)
+            f32_nt_tile(1, 1, c + r * ldc + q, ldc, a + r * lda, lda, b + q * ldb, ldb, K, alpha,
+                        accumulate);
+    }
+}
+
 /* ------------------------------------------------------------------ fp32 vector helpers */
 
 TARGET static float a2_dot_f32(const float *a, const float *b, int n) {
@@ -763,6 +814,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .gemm_bf16_vnni = a2_gemm_bf16_vnni,
     .gemv_mxfp4 = a2_gemv_mxfp4,
     .gemm_f32_nn = a2_gemm_f32_nn,
+    .gemm_f32_nt = a2_gemm_f32_nt,
+    .transpose_f32 = mxl_cpu_transpose_f32_scalar,
     .dot_f32 = a2_dot_f32,
     .axpy_f32 = a2_axpy_f32,
     .max_f32 = a2_max_f32,

@@ -661,31 +661,34 @@ TARGET static void a5_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
 }
 
 /* ------------------------------------------------------------------ fp32 C = A·B
- * Tile: MR rows × 64 columns (4 zmm); per k, 4 loads of B and one
- * broadcast of A per row, as the packed bf16 kernel but with FMAs. */
+ * Tile: MR rows × NV zmm of columns; per k, NV loads of B and one
+ * broadcast of A per row, as the packed bf16 kernel but with FMAs. Two
+ * shapes: 6 rows × 64 columns for wide B, 12 rows × 16 columns for B of at
+ * most 16 columns (LoRA's rank): 12 independent accumulators cover the FMA
+ * latency where 6 × 1 would leave the FMA units half idle. */
 
-INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
-                     int64_t a_cs, const float *B, int64_t ldb, int ncols, int K, float alpha,
-                     int accumulate) {
-  __m512 acc[6][4];
+INLINE void f32_tile(const int MR, const int NV, float *C, int64_t ldc, const float *A,
+                     int64_t lda, int64_t a_cs, const float *B, int64_t ldb, int ncols, int K,
+                     float alpha, int accumulate) {
+  __m512 acc[12][4];
   int nv = (ncols + 15) / 16;
   __mmask16 last = (__mmask16)(ncols % 16 ? (1u << (ncols % 16)) - 1 : 0xFFFF);
   UNROLL
   for (int r = 0; r < MR; r++)
     UNROLL
-    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
   for (int p = 0; p < K; p++) {
     const float *b = B + (int64_t)p * ldb;
     __m512 bv[4];
     UNROLL
-    for (int v = 0; v < 4; v++)
+    for (int v = 0; v < NV; v++)
       bv[v] = v < nv ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, b + v * 16)
                      : _mm512_setzero_ps();
     UNROLL
     for (int r = 0; r < MR; r++) {
       __m512 a = _mm512_set1_ps(A[r * lda + p * a_cs]);
       UNROLL
-      for (int v = 0; v < 4; v++)
+      for (int v = 0; v < NV; v++)
         if (v < nv) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
     }
   }
@@ -693,7 +696,7 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
   UNROLL
   for (int r = 0; r < MR; r++)
     UNROLL
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < NV; v++) {
       if (v >= nv) continue;
       __mmask16 m = v == nv - 1 ? last : 0xFFFF;
       float *c = C + r * ldc + v * 16;
@@ -703,32 +706,139 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
     }
 }
 
-#define F32_TILE_FN(MR)                                                                           \
-  TARGET static void f32_tile_##MR(float *C, int64_t ldc, const float *A, int64_t lda,           \
-                                   int64_t a_cs, const float *B, int64_t ldb, int nc, int K,     \
-                                   float alpha, int acc) {                                        \
-    f32_tile(MR, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);                               \
+typedef void (*f32_tile_fn)(float *, int64_t, const float *, int64_t, int64_t, const float *,
+                            int64_t, int, int, float, int);
+
+#define F32_TILE_FN(MR, NV)                                                                       \
+  TARGET static void f32_tile_##MR##x##NV(float *C, int64_t ldc, const float *A, int64_t lda,    \
+                                          int64_t a_cs, const float *B, int64_t ldb, int nc,      \
+                                          int K, float alpha, int acc) {                          \
+    f32_tile(MR, NV, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);                            \
   }
-F32_TILE_FN(1)
-F32_TILE_FN(2)
-F32_TILE_FN(3)
-F32_TILE_FN(4)
-F32_TILE_FN(5)
-F32_TILE_FN(6)
+F32_TILE_FN(1, 4)
+F32_TILE_FN(2, 4)
+F32_TILE_FN(3, 4)
+F32_TILE_FN(4, 4)
+F32_TILE_FN(5, 4)
+F32_TILE_FN(6, 4)
+F32_TILE_FN(1, 1)
+F32_TILE_FN(2, 1)
+F32_TILE_FN(3, 1)
+F32_TILE_FN(4, 1)
+F32_TILE_FN(5, 1)
+F32_TILE_FN(6, 1)
+F32_TILE_FN(7, 1)
+F32_TILE_FN(8, 1)
+F32_TILE_FN(9, 1)
+F32_TILE_FN(10, 1)
+F32_TILE_FN(11, 1)
+F32_TILE_FN(12, 1)
 
 TARGET static void a5_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda,
                                   int64_t a_cs, const float *B, int64_t ldb, int M, int N, int K,
                                   float alpha, int accumulate) {
-  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, int64_t, const float *,
-                          int64_t, int, int, float, int);
-  static const tile_fn tiles[7] = {NULL,       f32_tile_1, f32_tile_2, f32_tile_3,
-                                   f32_tile_4, f32_tile_5, f32_tile_6};
+  static const f32_tile_fn wide[7] = {NULL,        f32_tile_1x4, f32_tile_2x4, f32_tile_3x4,
+                                      f32_tile_4x4, f32_tile_5x4, f32_tile_6x4};
+  static const f32_tile_fn narrow[13] = {
+      NULL,         f32_tile_1x1, f32_tile_2x1, f32_tile_3x1,  f32_tile_4x1,  f32_tile_5x1, f32_tile_6x1,
+      f32_tile_7x1, f32_tile_8x1, f32_tile_9x1, f32_tile_10x1, f32_tile_11x1, f32_tile_12x1};
+  const f32_tile_fn *tiles = N <= 16 ? narrow : wide;
+  int mr_max = N <= 16 ? 12 : 6, cols = N <= 16 ? 16 : 64;
   for (int i = 0; i < M;) {
-    int mr = M - i >= 6 ? 6 : M - i;
-    for (int j = 0; j < N; j += 64)
+    int mr = M - i >= mr_max ? mr_max : M - i;
+    for (int j = 0; j < N; j += cols)
       tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, a_cs, B + j, ldb,
-                N - j < 64 ? N - j : 64, K, alpha, accumulate);
+                N - j < cols ? N - j : cols, K, alpha, accumulate);
     i += mr;
+  }
+}
+
+/* ------------------------------------------------------------------ fp32 C = A·Bᵀ (both K-contiguous)
+ * Tile: 3 rows of A × 8 rows of B, one zmm of 16 partial sums per pair,
+ * reduced at the end (reduce8), as the bf16 nt kernel with FMAs: LoRA's
+ * x·Aᵀ (a few rank rows, long K) without a transposed copy. Rows of B past
+ * N repeat the last valid one and are not stored. */
+
+INLINE void f32_nt_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, int nvalid, int K, float alpha,
+                        int accumulate) {
+  __m512 acc[3][NT_NR];
+  const float *brow[NT_NR];
+  UNROLL
+  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm512_setzero_ps();
+  for (int k = 0; k < K; k += 16) {
+    __mmask16 m = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+    __m512 a[3];
+    UNROLL
+    for (int r = 0; r < MR; r++) a[r] = _mm512_maskz_loadu_ps(m, A + r * lda + k);
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) {
+      __m512 b = _mm512_maskz_loadu_ps(m, brow[c] + k);
+      UNROLL
+      for (int r = 0; r < MR; r++) acc[r][c] = _mm512_fmadd_ps(a[r], b, acc[r][c]);
+    }
+  }
+  __mmask8 store = (__mmask8)((1u << nvalid) - 1);
+  __m256 va = _mm256_set1_ps(alpha);
+  UNROLL
+  for (int r = 0; r < MR; r++) {
+    __m256 sums = _mm256_mul_ps(va, reduce8(acc[r]));
+    float *c = C + r * ldc;
+    if (accumulate) sums = _mm256_add_ps(sums, _mm256_maskz_loadu_ps(store, c));
+    _mm256_mask_storeu_ps(c, store, sums);
+  }
+}
+
+#define F32_NT_TILE_FN(MR)                                                                        \
+  TARGET static void f32_nt_tile_##MR(float *C, int64_t ldc, const float *A, int64_t lda,        \
+                                      const float *B, int64_t ldb, int nvalid, int K,            \
+                                      float alpha, int acc) {                                     \
+    f32_nt_tile(MR, C, ldc, A, lda, B, ldb, nvalid, K, alpha, acc);                               \
+  }
+F32_NT_TILE_FN(1)
+F32_NT_TILE_FN(2)
+F32_NT_TILE_FN(3)
+
+TARGET static void a5_gemm_f32_nt(float *C, int64_t ldc, const float *A, int64_t lda,
+                                  const float *B, int64_t ldb, int M, int N, int K, float alpha,
+                                  int accumulate) {
+  typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int,
+                          int, float, int);
+  static const tile_fn tiles[4] = {NULL, f32_nt_tile_1, f32_nt_tile_2, f32_nt_tile_3};
+  for (int i = 0; i < M;) {
+    int mr = M - i >= 3 ? 3 : M - i;
+    for (int j = 0; j < N; j += NT_NR)
+      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, B + (int64_t)j * ldb,
+                ldb, N - j < NT_NR ? N - j : NT_NR, K, alpha, accumulate);
+    i += mr;
+  }
+}
+
+/* ------------------------------------------------------------------ fp32 transpose
+ * 16 × 16 tiles through registers (transpose16x16), masked at the edges. */
+
+TARGET static void a5_transpose_f32(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+                                    int rows, int cols) {
+  for (int r0 = 0; r0 < rows; r0 += 16) {
+    int nr = rows - r0 < 16 ? rows - r0 : 16;
+    __mmask16 rmask = (__mmask16)(nr == 16 ? 0xFFFF : (1u << nr) - 1);
+    for (int c0 = 0; c0 < cols; c0 += 16) {
+      int nc = cols - c0 < 16 ? cols - c0 : 16;
+      __mmask16 cmask = (__mmask16)(nc == 16 ? 0xFFFF : (1u << nc) - 1);
+      __m512i t[16];
+      UNROLL
+      for (int r = 0; r < 16; r++)
+        t[r] = r < nr ? _mm512_maskz_loadu_epi32(cmask, src + (int64_t)(r0 + r) * ld_src + c0)
+                      : _mm512_setzero_si512();
+      transpose16x16(t);
+      UNROLL
+      for (int c = 0; c < 16; c++)
+        if (c < nc) _mm512_mask_storeu_epi32(dst + (int64_t)(c0 + c) * ld_dst + r0, rmask, t[c]);
+    }
   }
 }
 
@@ -921,6 +1031,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .gemm_bf16_vnni = a5_gemm_bf16_vnni,
     .gemv_mxfp4 = a5_gemv_mxfp4,
     .gemm_f32_nn = a5_gemm_f32_nn,
+    .gemm_f32_nt = a5_gemm_f32_nt,
+    .transpose_f32 = a5_transpose_f32,
     .dot_f32 = a5_dot_f32,
     .axpy_f32 = a5_axpy_f32,
     .max_f32 = a5_max_f32,

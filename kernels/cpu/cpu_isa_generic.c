@@ -157,6 +157,22 @@ static void gen_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda, 
   }
 }
 
+static void gen_gemm_f32_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, int M, int N, int K, float alpha, int accumulate) {
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      const float *a = A + (int64_t)i * lda, *b = B + (int64_t)j * ldb;
+      float s[4] = {0, 0, 0, 0};
+      int k = 0;
+      for (; k + 4 <= K; k += 4)
+        for (int l = 0; l < 4; l++) s[l] += a[k + l] * b[k + l];
+      for (; k < K; k++) s[0] += a[k] * b[k];
+      float v = alpha * ((s[0] + s[1]) + (s[2] + s[3]));
+      float *c = C + (int64_t)i * ldc + j;
+      *c = accumulate ? *c + v : v;
+    }
+}
+
 static float gen_dot_f32(const float *a, const float *b, int n) {
   float s[4] = {0, 0, 0, 0};
   int i = 0;
@@ -232,6 +248,8 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .gemm_bf16_vnni = gen_gemm_bf16_vnni,
     .gemv_mxfp4 = gen_gemv_mxfp4,
     .gemm_f32_nn = gen_gemm_f32_nn,
+    .gemm_f32_nt = gen_gemm_f32_nt,
+    .transpose_f32 = mxl_cpu_transpose_f32_scalar,
     .dot_f32 = gen_dot_f32,
     .axpy_f32 = gen_axpy_f32,
     .max_f32 = gen_max_f32,
