@@ -99,6 +99,16 @@ static void transpose_block(float *kt, const float *rows, int64_t ld, int nkb, i
     for (int c = 0; c < d; c++) kt[c * ATT_BK + j] = 0.0f;
 }
 
+/* Threads for an attention call: its multiply-adds (at most every pair of
+ * the mask; `passes` products of d per pair and head) and the q, k, v (and
+ * gradient) bytes it touches. */
+static int attn_threads(const mxl_backend *be, int nq, int nk, int nh, int nkv, int d,
+                        int passes) {
+  double fmas = (double)nq * nk * nh * d * passes;
+  double bytes = ((double)nq * nh + (double)nk * nkv) * d * 4 * passes;
+  return mxl_cpu_threads_for_op(be, bytes, fmas);
+}
+
 /* ------------------------------------------------------------------ forward */
 
 typedef struct fwd_buf {
@@ -192,7 +202,8 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   span *kspan = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + 1) * sizeof *kspan);
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
-#pragma omp parallel num_threads(be->n_threads)
+  int nt = attn_threads(be, nq, nk, nh, nkv, d, 2);
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
 #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -331,7 +342,8 @@ static void bwd_by_rows(mxl_backend *be, const attn_shape *a, const bwd_args *x,
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int d = a->d, group = a->group, nh = a->nh, nkv = a->nkv;
   const mxl_attn_mask *m = x->mask;
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
+  int nt = attn_threads(be, a->nq, a->nk, nh, nkv, d, 3);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 4) collapse(2)
   for (int i = 0; i < a->nq; i++)
     for (int h = 0; h < nh; h++) {
       int64_t row = (int64_t)i * nh + h;
@@ -346,7 +358,7 @@ static void bwd_by_rows(mxl_backend *be, const attn_shape *a, const bwd_args *x,
         isa->axpy_f32(x->dq + row * d, a->scale * ds, kj, d);
       }
     }
-#pragma omp parallel for num_threads(be->n_threads) schedule(dynamic, 4) collapse(2)
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 4) collapse(2)
   for (int j = 0; j < a->nk; j++)
     for (int g = 0; g < nkv; g++) {
       int64_t kv = (int64_t)j * nkv + g;
@@ -377,7 +389,8 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
   if (nkv < be->n_threads) {
     float *D = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)nq * nh * sizeof *D);
     if (!D) return;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+    int nt = mxl_cpu_threads_for(be, (double)nq * nh * d * 8, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t r = 0; r < (int64_t)nq * nh; r++) D[r] = isa->dot_f32(dout + r * d, out + r * d, d);
     bwd_by_rows(be, &a, &x, D);
     return;
@@ -394,7 +407,8 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
   }
   x.kspan = spans;
   x.qspan = spans + n_kb;
-#pragma omp parallel num_threads(be->n_threads)
+  int nt = attn_threads(be, nq, nk, nh, nkv, d, 5);
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     bwd_buf b = bwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
 #pragma omp for schedule(dynamic, 1)

@@ -10,7 +10,8 @@
 /* x[t] = table[ids[t]] — x [n, H], table bf16 [V, H], ids [n] */
 void mxl_cpu_embed(mxl_backend *be, float *x, const uint16_t *table, const int32_t *ids, int n,
                    int H) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * H * 6, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
     const uint16_t *row = table + (size_t)ids[t] * H; /* [H] */
     float *xt = x + (size_t)t * H;                      /* [H] */
@@ -21,7 +22,8 @@ void mxl_cpu_embed(mxl_backend *be, float *x, const uint16_t *table, const int32
 /* y = x·r·g, r = 1/sqrt(mean(x²) + eps) — y, x [n, H], g bf16 [H], rstd [n] */
 void mxl_cpu_rmsnorm(mxl_backend *be, float *y, float *rstd, const float *x, const uint16_t *g,
                      int n, int H, float eps) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * H * 8, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
     const float *xt = x + (size_t)t * H; /* [H] */
     float *yt = y + (size_t)t * H;       /* [H] */
@@ -37,7 +39,8 @@ void mxl_cpu_rmsnorm(mxl_backend *be, float *y, float *rstd, const float *x, con
 void mxl_cpu_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
                          const float *rstd, const uint16_t *g, int n, int H, float eps) {
   (void)eps; /* the forward's rstd already holds it */
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * H * 16, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
     const float *xt = x + (size_t)t * H, *dyt = dy + (size_t)t * H; /* [H] */
     float *dxt = dx + (size_t)t * H;                                  /* [H] */
@@ -52,7 +55,8 @@ void mxl_cpu_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const floa
 void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n) {
   const size_t chunk = 1 << 14;
   size_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * 12, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (size_t c = 0; c < n_chunks; c++) {
     size_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
     for (size_t i = c * chunk; i < end; i++) y[i] += x[i];
@@ -64,7 +68,9 @@ void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n) {
 void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int32_t *pos,
                   const float *inv_freq, float concentration, int interleaved, int inverse) {
   int half = d / 2;
-#pragma omp parallel num_threads(be->n_threads)
+  /* cos and sin per pair cost about as much as moving a pair */
+  int nt = mxl_cpu_threads_for(be, (double)n * (heads + 4) * d * 8, MXL_CPU_MIN_BYTES);
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     float cs[512], sn[512]; /* [min(d/2, 512)]: one chunk of the pairs */
 #pragma omp for schedule(static)

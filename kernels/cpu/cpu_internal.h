@@ -231,6 +231,14 @@ static inline int mxl_cpu_threads_for(const mxl_backend *be, double work, double
  * ones (≈ 40 µs of one core's fp32 FMAs). */
 enum { MXL_CPU_MIN_BYTES = 256 * 1024, MXL_CPU_MIN_FMAS = 1 << 22 };
 
+/* Threads for an op that moves `bytes` and computes `fmas` multiply-adds:
+ * enough for whichever of the two needs more. */
+static inline int mxl_cpu_threads_for_op(const mxl_backend *be, double bytes, double fmas) {
+  int a = mxl_cpu_threads_for(be, bytes, MXL_CPU_MIN_BYTES);
+  int b = mxl_cpu_threads_for(be, fmas, MXL_CPU_MIN_FMAS);
+  return a > b ? a : b;
+}
+
 /* Records the first failure of an op; `sync` returns it with `what`.
  * Called from serial code (outside parallel regions). */
 void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what);

@@ -156,7 +156,8 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
   if (na == 0) return;
   uint16_t *act = (uint16_t *)(act_mem + idx_bytes);
   uint16_t *act_lo = c->exact ? act + (size_t)na * H : NULL;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)na * H * 8, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int r = 0; r < na; r++) {
     const float *src = h + (size_t)rows[r] * H;
     if (act_lo) c->isa->to_bf16_split(act + (size_t)r * H, act_lo + (size_t)r * H, src, (size_t)H);
@@ -171,7 +172,8 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
   int chunk = (na + be->n_threads - 1) / be->n_threads;
   if (chunk > TOK_CHUNK) chunk = TOK_CHUNK;
   int items = (na + chunk - 1) / chunk;
-#pragma omp parallel num_threads(be->n_threads)
+  int nt_items = items < be->n_threads ? items : be->n_threads;
+#pragma omp parallel num_threads(nt_items) if (nt_items > 1)
   {
     xent_buf b = xent_buf_carve(bufs + per_thread * (size_t)omp_get_thread_num(), H);
 #pragma omp for schedule(dynamic, 1)
@@ -200,7 +202,8 @@ void mxl_cpu_dropout(mxl_backend *be, float *y, const float *x, size_t n, float 
   float scale = 1.0f / (1.0f - p);
   const size_t chunk = 1 << 14;
   int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * 16, MXL_CPU_MIN_BYTES); /* 8 moved, the hash */
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int64_t c = 0; c < n_chunks; c++) {
     size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
     for (size_t i = (size_t)c * chunk; i < end; i++)
@@ -217,7 +220,8 @@ void mxl_cpu_adamw(mxl_backend *be, float *param, const float *grad, float *m, f
   float inv_bc1 = (float)(1.0 / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
   const size_t chunk = 1 << 14;
   int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * 28, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int64_t c = 0; c < n_chunks; c++) {
     size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
     for (size_t i = (size_t)c * chunk; i < end; i++) {
@@ -234,7 +238,8 @@ double mxl_cpu_sum_squares(mxl_backend *be, const float *x, size_t n) {
   double total = 0;
   const size_t chunk = 1 << 14;
   int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) reduction(+ : total)
+  int nt = mxl_cpu_threads_for(be, (double)n * 4, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : total)
   for (int64_t c = 0; c < n_chunks; c++) {
     size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
     double s = 0;

@@ -53,7 +53,8 @@ static int convert_activations(mxl_backend *be, act_bf16 *out, const float *x, i
   out->lo = c->exact ? buf + n : NULL;
   const size_t chunk = 1 << 14;
   int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * (c->exact ? 8 : 6), MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int64_t ch = 0; ch < n_chunks; ch++) {
     size_t i0 = (size_t)ch * chunk, len = n - i0 < chunk ? n - i0 : chunk;
     if (c->exact) c->isa->to_bf16_split(buf + i0, buf + n + i0, x + i0, len);
@@ -95,7 +96,10 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
                              panel_elems * sizeof *panels * (size_t)be->n_threads);
     if (!panels) return;
   }
-#pragma omp parallel num_threads(be->n_threads)
+  /* bf16 dot products run at twice the fp32 FMA rate */
+  int nt = mxl_cpu_threads_for_op(be, (double)N * K * 2 + (double)n * (K * 2 + N * 4),
+                                  (double)n * N * K / 2);
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *bp = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(dynamic, 1)
@@ -151,10 +155,11 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   mx_item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)max_items * sizeof *items);
   if (!items) return;
   int64_t n_items = 0;
-  int any_gemm = 0;
+  int any_gemm = 0, used = 0;
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
     if (rows <= 0) continue;
+    used++;
     int64_t step = rows == 1 ? GEMV_ROWS : PANEL_ROWS;
     any_gemm |= rows > 1;
     for (int64_t j0 = 0; j0 < N; j0 += step)
@@ -169,7 +174,9 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
                              panel_elems * sizeof *panels * (size_t)be->n_threads);
     if (!panels) return;
   }
-#pragma omp parallel num_threads(be->n_threads)
+  int nt = mxl_cpu_threads_for_op(be, (double)used * N * K * 17 / 32 + (double)m * (K * 2 + N * 4),
+                                  (double)m * N * K / 2);
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *panel = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(dynamic, 1)
@@ -247,7 +254,9 @@ static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, in
                                    per_thread * sizeof *bufs * (size_t)be->n_threads);
   if (!bufs) return;
   int64_t items = (int64_t)n_groups * n_strips;
-#pragma omp parallel num_threads(be->n_threads)
+  int nt = mxl_cpu_threads_for_op(be, (double)n_groups * N * K + (double)m * (N * 2 + K * 8),
+                                  (double)m * N * K / 2);
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *bp = bufs + per_thread * (size_t)omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)

@@ -11,7 +11,8 @@
  * then softmax over those k — logits [n, E], experts and weights [n, k]. */
 void mxl_cpu_router_topk(mxl_backend *be, int32_t *experts, float *weights, const float *logits,
                          int n, int E, int k) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * E * 16, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
     const float *z = logits + (size_t)t * E; /* [E] */
     int32_t *sel = experts + (size_t)t * k;  /* [k] */
@@ -38,7 +39,8 @@ void mxl_cpu_router_topk(mxl_backend *be, int32_t *experts, float *weights, cons
  * dweights, weights, experts [n, k] */
 void mxl_cpu_router_bwd(mxl_backend *be, float *dlogits, const float *dweights,
                         const float *weights, const int32_t *experts, int n, int E, int k) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)n * k * 16, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
     const float *w = weights + (size_t)t * k, *dw = dweights + (size_t)t * k; /* [k] */
     double dot = 0;
@@ -77,7 +79,8 @@ void mxl_cpu_moe_plan(mxl_backend *be, int32_t *order, int32_t *slot, int32_t *o
 void mxl_cpu_moe_gather(mxl_backend *be, float *xs, const float *x, const mxl_moe_plan *plan,
                         int H) {
   int m = plan->n_tokens * plan->k;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)m * H * 8, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int i = 0; i < m; i++)
     memcpy(xs + (size_t)i * H, x + (size_t)(plan->order[i] / plan->k) * H,
            (size_t)H * sizeof *xs);
@@ -87,7 +90,8 @@ void mxl_cpu_moe_gather(mxl_backend *be, float *xs, const float *x, const mxl_mo
 void mxl_cpu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
                             const mxl_moe_plan *plan, int H) {
   int k = plan->k;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)plan->n_tokens * (k + 2) * H * 4, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < plan->n_tokens; t++) {
     float *dxt = dx + (size_t)t * H; /* [H] */
     for (int r = 0; r < k; r++) {
@@ -101,7 +105,8 @@ void mxl_cpu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
 void mxl_cpu_moe_combine(mxl_backend *be, float *out, const float *ys, const mxl_moe_plan *plan,
                          int H) {
   int k = plan->k;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)plan->n_tokens * (k + 2) * H * 4, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < plan->n_tokens; t++) {
     float *ot = out + (size_t)t * H; /* [H] */
     for (int r = 0; r < k; r++) {
@@ -118,7 +123,8 @@ void mxl_cpu_moe_combine(mxl_backend *be, float *out, const float *ys, const mxl
 void mxl_cpu_moe_combine_bwd(mxl_backend *be, float *dys, float *dweights, const float *dout,
                              const float *ys, const mxl_moe_plan *plan, int H) {
   int k = plan->k;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)plan->n_tokens * (3 * k + 1) * H * 4, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < plan->n_tokens; t++) {
     const float *dt = dout + (size_t)t * H; /* [H] */
     for (int r = 0; r < k; r++) {
@@ -141,7 +147,9 @@ void mxl_cpu_moe_combine_bwd(mxl_backend *be, float *dys, float *dweights, const
 void mxl_cpu_swiglu(mxl_backend *be, float *act, const float *h, int m, int I, float alpha,
                     float limit) {
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  /* the sigmoid's exp costs about as much as the 12 bytes moved per unit */
+  int nt = mxl_cpu_threads_for(be, (double)m * I * 24, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int i = 0; i < m; i++)
     isa->swiglu_row(act + (size_t)i * I, h + (size_t)i * 2 * I, I, alpha, limit);
 }
@@ -152,7 +160,8 @@ void mxl_cpu_swiglu(mxl_backend *be, float *act, const float *h, int m, int I, f
 void mxl_cpu_swiglu_bwd(mxl_backend *be, float *dh, const float *dact, const float *h, int m,
                         int I, float alpha, float limit) {
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+  int nt = mxl_cpu_threads_for(be, (double)m * I * 48, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int i = 0; i < m; i++)
     isa->swiglu_bwd_row(dh + (size_t)i * 2 * I, dact + (size_t)i * I, h + (size_t)i * 2 * I, I,
                         alpha, limit);
