@@ -12,7 +12,7 @@
  * (the machine is shared: best-of is the least noisy statistic). Exact
  * mode (MXL_CPU_EXACT=1) is measured for the MXFP4 ops as well.
  * --quick shrinks the prefill token count to 128 and skips the slow rows;
- * --only NAME measures only the rows whose name contains NAME. */
+ * --only A,B measures only the rows whose name contains A or B. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -300,7 +300,7 @@ static void make_plan(plan_set *ps, int n, int first, uint64_t seed) {
 /* ------------------------------------------------------------------ the table */
 
 static int g_reps = 3;
-static const char *g_only = NULL; /* --only: rows whose name contains it */
+static const char *g_only = NULL; /* --only: rows whose name contains one of its fragments */
 
 typedef struct row_ctx {
   const char *name;
@@ -360,7 +360,16 @@ static timing best_time(mxl_backend *be, op_fn fn, void *arg, int reps) {
 /* Times `fn` on `be` and prints the row. */
 static void measure(const row_ctx *r, mxl_backend *be, op_fn fn, void *arg, int reps,
                     const limits *L, double ref_sec) {
-  if (g_only && !strstr(r->name, g_only)) return;
+  if (g_only) { /* comma-separated name fragments */
+    int hit = 0;
+    for (const char *p = g_only; *p && !hit;) {
+      const char *e = strchr(p, ',');
+      size_t len = e ? (size_t)(e - p) : strlen(p);
+      for (const char *q = r->name; *q && !hit; q++) hit = len && !strncmp(q, p, len);
+      p += len + (e != NULL);
+    }
+    if (!hit) return;
+  }
   timing t = best_time(be, fn, arg, reps);
   print_row(r, be->n_threads, t.wall, t.cpu, L, ref_sec);
 }
@@ -505,6 +514,7 @@ int main(int argc, char **argv) {
   lm = (mxl_bf16_weight){lm_w, NULL, V, H};
 
   plan_set *dec_plans = xmalloc(8 * sizeof *dec_plans), *pre_plan = xmalloc(sizeof *pre_plan);
+  plan_set *few_plans = xmalloc(sizeof *few_plans);
   for (int s = 0; s < 8; s++) make_plan(&dec_plans[s], 1, s, 1);
   make_plan(pre_plan, n_pre, 0, 99);
 
@@ -552,6 +562,23 @@ int main(int argc, char **argv) {
       }
       mxl_backend_cpu_set_exact(be, 0);
     }
+    /* -- MXFP4 experts, few rows per expert (short prefills, batched
+     * decode): 4, 16 and 64 tokens routed at random, about 0.5, 2 and 8
+     * rows per expert; GB/s of the experts' weights the call touches */
+    for (int which = 0; which < 2; which++) {
+      mx_set *w = which ? &down : &gate_up;
+      int N = (int)w->w.rows, K = (int)w->w.cols, toks[3] = {4, 16, 64};
+      for (int t = 0; t < 3; t++) {
+        make_plan(few_plans, toks[t], 0, 7 + (uint64_t)t);
+        int used = 0;
+        for (int e = 0; e < E; e++) used += few_plans->offsets[e + 1] > few_plans->offsets[e];
+        mx_arg a = {w, few_plans, 1, x, y};
+        snprintf(shape, sizeof shape, "M=%dx%d/%d N=%d", toks[t], TOPK, used, N);
+        row_ctx r = {which ? "mxfp4 few down" : "mxfp4 few gate_up", shape,
+                     (double)used * N * (K / 32) * 17, 0};
+        measure(&r, be, run_mx, &a, g_reps, &L, 0);
+      }
+    }
     /* -- MXFP4 experts, prefill: n_pre tokens x 4 experts over 32 */
     for (int which = 0; which < 2; which++) {
       mx_set *w = which ? &down : &gate_up;
@@ -578,6 +605,13 @@ int main(int argc, char **argv) {
       bf_arg l = {&lm, 1, 1, x, y};
       row_ctx rl = {"bf16 lm_head", "M=1 N=201088 K=2880", (double)V * H * 2, 0};
       measure(&rl, be, run_bf, &l, g_reps, &L, 0);
+      for (int f = 0; f < 3; f++) { /* few rows: short prefills, batched decode */
+        int rows[3] = {2, 4, 16};
+        bf_arg fa = {wq, NQ, rows[f], x, y};
+        snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", rows[f]);
+        row_ctx rf = {"bf16 few q_proj", shape, (double)NH * HD * H * 2, 0};
+        measure(&rf, be, run_bf, &fa, g_reps * 3, &L, 0);
+      }
       bf_arg p = {wq, 1, n_pre, x, y};
       snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", n_pre);
       row_ctx rp = {"bf16 q_proj", shape, 0, 2.0 * n_pre * NH * HD * H};

@@ -361,6 +361,95 @@ static void test_gemv_mxfp4(void) {
   free(blocks), free(scales);
 }
 
+/* The bf16 matrix-vector product of decoding: ragged row counts (tiles of
+ * 4 and single rows), K tails, padded row stride, exact mode. */
+static void test_gemv_bf16(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int trial = 0; trial < 12; trial++) {
+    int N = 1 + rng_int(&rng, 40), K = 1 + rng_int(&rng, 300), ldw = K + rng_int(&rng, 5);
+    uint16_t *W = malloc((size_t)N * ldw * 2), *x = malloc((size_t)K * 2), *xl = malloc((size_t)K * 2);
+    rng_fill_bf16(&rng, W, (size_t)N * ldw, -1, 1), rng_fill_bf16(&rng, x, K, -1, 1);
+    rng_fill_bf16(&rng, xl, K, -1e-3, 1e-3);
+    double want[2][40];
+    for (int j = 0; j < N; j++)
+      for (int ex = 0; ex < 2; ex++) {
+        double t = 0;
+        for (int k = 0; k < K; k++) t += ((double)bf(x[k]) + (ex ? bf(xl[k]) : 0.0)) * bf(W[j * ldw + k]);
+        want[ex][j] = t;
+      }
+    for (int s = 0; s < n_isa; s++)
+      for (int ex = 0; ex < 2; ex++) {
+        float y[41];
+        y[N] = 12345.0f;
+        isas[s]->gemv_bf16(y, x, ex ? xl : NULL, W, ldw, N, K);
+        double e = rel_err(y, want[ex], N);
+        MXL_CHECK_MSG(e < 2e-6 && y[N] == 12345.0f, "%s N%d K%d exact%d: err %g", isas[s]->name, N,
+                      K, ex, e);
+      }
+    free(W), free(x), free(xl);
+  }
+}
+
+/* Few activation rows against MXFP4 rows (one decode per block for all of
+ * them): every row count of the kernel's chunks, ragged weight rows, block
+ * counts with and without a partial last group, a NaN-scale row and an
+ * out-of-range scale (portable rows), exact mode. */
+static void test_gemm_mxfp4_nt(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  int nbs[3] = {91, 92, 93};
+  for (int trial = 0; trial < 9; trial++) {
+    int NB = nbs[trial % 3], K = NB * 32, N = 1 + rng_int(&rng, 13), M = 1 + trial % 12;
+    int ldc = N + 2, lda = K + 7;
+    uint8_t *blocks = malloc((size_t)N * NB * 16), *scales = malloc((size_t)N * NB);
+    rng_fill_mxfp4(&rng, blocks, scales, N, K, 127);
+    if (trial % 2) scales[(N - 1) * NB + 5] = 255;
+    if (N > 2) scales[1 * NB + NB - 1] = 1;
+    uint16_t *A = malloc((size_t)M * lda * 2), *Al = malloc((size_t)M * lda * 2);
+    rng_fill_bf16(&rng, A, (size_t)M * lda, -1, 1), rng_fill_bf16(&rng, Al, (size_t)M * lda, -1e-3, 1e-3);
+    uint16_t *work = malloc((size_t)2 * M * ((K + 127) / 128 * 128) * 2);
+    double *want = malloc((size_t)2 * M * N * sizeof *want);
+    float *C = malloc((size_t)M * ldc * 4), *got = malloc((size_t)M * N * 4);
+    for (int ex = 0; ex < 2; ex++)
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          double t = 0;
+          for (int g = 0; g < NB; g++) {
+            float w[32];
+            mxl_mxfp4_decode_block(blocks + (j * NB + g) * 16, scales[j * NB + g], 127, w);
+            for (int q = 0; q < 32; q++)
+              t += (double)w[q] * ((double)bf(A[i * lda + g * 32 + q]) + (ex ? bf(Al[i * lda + g * 32 + q]) : 0.0));
+          }
+          want[(ex * M + i) * N + j] = t;
+        }
+    for (int s = 0; s < n_isa; s++) {
+      if (!isas[s]->gemm_mxfp4_nt) continue;
+      for (int ex = 0; ex < 2; ex++) {
+        for (size_t q = 0; q < (size_t)M * ldc; q++) C[q] = -7.0f;
+        isas[s]->gemm_mxfp4_nt(C, ldc, A, ex ? Al : NULL, lda, blocks, scales, NB, M, N, K, 127,
+                               work);
+        int nan_ok = 1, outside = 0;
+        for (int i = 0; i < M; i++) {
+          for (int j = 0; j < N; j++) got[i * N + j] = C[i * ldc + j];
+          for (int j = N; j < ldc; j++) outside += C[i * ldc + j] != -7.0f;
+          if (trial % 2) { /* the NaN-scale row gives NaN, then is left out of the comparison */
+            nan_ok &= isnan(got[i * N + N - 1]) != 0;
+            got[i * N + N - 1] = 0;
+          }
+        }
+        double *w = want + (size_t)ex * M * N;
+        if (trial % 2)
+          for (int i = 0; i < M; i++) w[i * N + N - 1] = 0;
+        double e = rel_err(got, w, (size_t)M * N);
+        MXL_CHECK_MSG(e < 2e-5 && nan_ok && !outside, "%s M%d N%d NB%d exact%d: err %g nan %d outside %d",
+                      isas[s]->name, M, N, NB, ex, e, nan_ok, outside);
+      }
+    }
+    free(blocks), free(scales), free(A), free(Al), free(work), free(want), free(C), free(got);
+  }
+}
+
 static void test_vector_helpers(void) {
   const mxl_cpu_isa *isas[3];
   int n_isa = isa_tables(isas);
@@ -668,6 +757,8 @@ int main(void) {
   MXL_RUN(test_gemm_f32_nt_kernel);
   MXL_RUN(test_transpose_f32);
   MXL_RUN(test_gemv_mxfp4);
+  MXL_RUN(test_gemv_bf16);
+  MXL_RUN(test_gemm_mxfp4_nt);
   MXL_RUN(test_vector_helpers);
   MXL_RUN(test_mxfp4_ops_gpt_oss_rows);
   MXL_RUN(test_gemm_f32_lora_shapes);

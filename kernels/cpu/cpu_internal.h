@@ -94,12 +94,30 @@ typedef struct mxl_cpu_isa {
                          int64_t lda, const uint16_t *Bp, int64_t ld_bp, int M, int N, int P,
                          int accumulate);
 
+  /* y[j] = Σ_k x[k]·W[j, k] for j < N, W bf16 rows (row stride ldw): the
+   * memory-bound matrix-vector product of decoding — y [N], x [K] bf16
+   * (x_lo: the exact-mode residual, or NULL). The rows stream from memory
+   * once: the kernel keeps enough of them in flight to run at memory speed
+   * (software prefetch within these N rows). */
+  void (*gemv_bf16)(float *y, const uint16_t *x, const uint16_t *x_lo, const uint16_t *W,
+                    int64_t ldw, int N, int K);
+
   /* y[j] = Σ_k x[k]·W[j, k] for j < N, W MXFP4 rows: the memory-bound
    * matrix-vector product of decoding — y [N], x [K] in bf16 (x_lo: the
    * exact-mode residual, or NULL), blocks/scales as mxfp4_to_bf16 with K
    * the full row. */
   void (*gemv_mxfp4)(float *y, const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                      const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
+
+  /* C[i, j] = Σ_k A[i, k]·W[j, k] for a few activation rows i < M (tokens of
+   * one expert) and j < N MXFP4 weight rows, each block decoded once for all
+   * M rows — C [M, ldc], A [M, lda] bf16 (A_lo: exact-mode residuals, or
+   * NULL), blocks/scales as mxfp4_to_bf16 with K the full row; work: scratch
+   * of 2·M·(K rounded up to 128) bf16. NULL where the ISA has none (the
+   * caller decodes to bf16 and uses gemm_bf16_nt). */
+  void (*gemm_mxfp4_nt)(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                        int64_t lda, const uint8_t *blocks, const uint8_t *scales,
+                        int64_t row_blocks, int M, int N, int K, int bias, uint16_t *work);
 
   /* C (+)= alpha·A·B in fp32 with A(i, p) = A[i·lda + p·a_cs] (a_cs = 1:
    * row-major; lda = 1, a_cs = ld: A given transposed) — C [M, ldc],

@@ -577,6 +577,11 @@ TARGET static void a2_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t
   }
 }
 
+TARGET static void a2_gemv_bf16(float *y, const uint16_t *x, const uint16_t *x_lo,
+                                const uint16_t *W, int64_t ldw, int N, int K) {
+  a2_gemm_bf16_nt(y, N, x, x_lo, K, W, ldw, 1, N, K, 0);
+}
+
 /* ------------------------------------------------------------------ fp32 C = A·Bᵀ
  * Tile: 2 rows of A × 4 rows of B, one ymm of 8 partial sums per pair. */
 
@@ -811,6 +816,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .pack_vnni_t_mxfp4 = a2_pack_vnni_t_mxfp4,
     .pack_vnni_mxfp4 = a2_pack_vnni_mxfp4,
     .gemm_bf16_nt = a2_gemm_bf16_nt,
+    .gemv_bf16 = a2_gemv_bf16,
     .gemm_bf16_vnni = a2_gemm_bf16_vnni,
     .gemv_mxfp4 = a2_gemv_mxfp4,
     .gemm_f32_nn = a2_gemm_f32_nn,

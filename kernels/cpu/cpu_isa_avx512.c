@@ -284,10 +284,9 @@ TARGET static void a5_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8
 
 /* ------------------------------------------------------------------ C = A·Bᵀ (both K-contiguous)
  *
- * Register tile: MR rows of A × 8 rows of B, one zmm accumulator per pair
- * holding 16 partial sums over k; vdpbf16ps takes 32 k at a time. The 8
- * accumulators of a row are reduced into 8 floats at the end. Rows of B past
- * N repeat the last valid row and are not stored. */
+ * Shared by the bf16 and fp32 (gemm_f32_nt) dot-product kernels: a zmm
+ * accumulator per (A row, B row) pair holds 16 partial sums over k, reduced
+ * into floats at the end, 8 B rows at once (reduce8) or 4 (reduce4). */
 
 enum { NT_NR = 8 };
 
@@ -311,81 +310,134 @@ INLINE __m256 reduce8(const __m512 a[8]) {
   return _mm256_add_ps(_mm512_castps512_ps256(w), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1)));
 }
 
-INLINE void nt_tile(const int MR, const int EXACT, float *C, int64_t ldc, const uint16_t *A,
-                    const uint16_t *A_lo, int64_t lda, const uint16_t *B, int64_t ldb, int nvalid,
-                    int K, int accumulate) {
-  __m512 acc[3][NT_NR];
-  const uint16_t *brow[NT_NR];
+/* Few rows of A against rows of B: B tiles of 4 rows outer (weights: 4·K·2
+ * contiguous bytes that stay in L1), chunks of up to 4 rows of A inner,
+ * one zmm of partial sums per (A row, B row), reduced at the end. The
+ * first chunk streams the B tile from memory: each step prefetches the 4
+ * lines BT_PREFETCH bytes ahead of it in the tile's sequential order, within
+ * B. A few long streams run at the read bandwidth of a core (8 row streams
+ * with per-row prefetch reached about 80 % of it); with 4 rows of A each
+ * B vector feeds 4 dot products, so 16 rows cost 4 passes over L1, not
+ * over memory. */
+
+enum { BT_NR = 4, BT_MR = 4, BT_PREFETCH = 16384 };
+
+/* Sums each of a[0..3] into one float: result lane i = Σ a[i]. */
+INLINE __m128 reduce4(const __m512 a[4]) {
+  __m512 t01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+  __m512 t23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+  /* t01 lane q: [a0 even, a1 even, a0 odd, a1 odd] partial sums */
+  __m512 u = _mm512_add_ps(
+      _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23))),
+      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23))));
+  /* u lane q: [a0, a1, a2, a3] partial sums */
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(u),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+INLINE void bt_tile(const int MR, const int NR, const int EXACT, float *C, int64_t ldc,
+                    const uint16_t *A, const uint16_t *A_lo, int64_t lda, const uint16_t *B,
+                    int64_t ldb, int K, int accumulate, const char *pf, const char *pf_end) {
+  __m512 acc[BT_MR][BT_NR];
   UNROLL
-  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
-  UNROLL
-  for (int r = 0; r < MR; r++)
+  for (int m = 0; m < MR; m++)
     UNROLL
-    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm512_setzero_ps();
-  int k = 0;
-  for (; k < K; k += 32) {
-    __mmask32 m = K - k >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (K - k)) - 1);
-    __m512bh a[3], al[3];
+    for (int n = 0; n < NR; n++) acc[m][n] = _mm512_setzero_ps();
+  for (int k = 0; k < K; k += 32) {
+    __mmask32 mk = K - k >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (K - k)) - 1);
+    __m512bh w[BT_NR];
     UNROLL
-    for (int r = 0; r < MR; r++) {
-      a[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, A + r * lda + k);
-      if (EXACT) al[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, A_lo + r * lda + k);
+    for (int n = 0; n < NR; n++) {
+      if (pf) {
+        if (pf < pf_end) _mm_prefetch(pf, _MM_HINT_T0);
+        pf += 64;
+      }
+      w[n] = (__m512bh)_mm512_maskz_loadu_epi16(mk, B + n * ldb + k);
     }
     UNROLL
-    for (int c = 0; c < NT_NR; c++) {
-      /* few rows: B streams from memory once; fetch ahead of the prefetcher */
-      _mm_prefetch((const char *)(brow[c] + k) + 1024, _MM_HINT_T0);
-      __m512bh b = (__m512bh)_mm512_maskz_loadu_epi16(m, brow[c] + k);
+    for (int m = 0; m < MR; m++) {
+      __m512bh a = (__m512bh)_mm512_maskz_loadu_epi16(mk, A + m * lda + k), al = a;
+      if (EXACT) al = (__m512bh)_mm512_maskz_loadu_epi16(mk, A_lo + m * lda + k);
       UNROLL
-      for (int r = 0; r < MR; r++) {
-        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], a[r], b);
-        if (EXACT) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], al[r], b);
+      for (int n = 0; n < NR; n++) {
+        acc[m][n] = _mm512_dpbf16_ps(acc[m][n], a, w[n]);
+        if (EXACT) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], al, w[n]);
       }
     }
   }
-  __mmask8 store = (__mmask8)((1u << nvalid) - 1);
   UNROLL
-  for (int r = 0; r < MR; r++) {
-    __m256 sums = reduce8(acc[r]);
-    float *c = C + r * ldc;
-    if (accumulate) sums = _mm256_add_ps(sums, _mm256_maskz_loadu_ps(store, c));
-    _mm256_mask_storeu_ps(c, store, sums);
+  for (int m = 0; m < MR; m++) {
+    float *c = C + m * ldc;
+    if (NR == 4) {
+      __m128 sums = reduce4(acc[m]);
+      if (accumulate) sums = _mm_add_ps(sums, _mm_loadu_ps(c));
+      _mm_storeu_ps(c, sums);
+    } else {
+      UNROLL
+      for (int n = 0; n < NR; n++) {
+        float v = _mm512_reduce_add_ps(acc[m][n]);
+        c[n] = accumulate ? c[n] + v : v;
+      }
+    }
   }
 }
 
-/* Instantiations: MR = 1, 2, 3 rows, fast or exact. */
-#define NT_TILE_FN(MR, EX)                                                                        \
-  TARGET static void nt_tile_##MR##_##EX(float *C, int64_t ldc, const uint16_t *A,               \
-                                         const uint16_t *A_lo, int64_t lda, const uint16_t *B,   \
-                                         int64_t ldb, int nvalid, int K, int accumulate) {        \
-    nt_tile(MR, EX, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, accumulate);                          \
-  }
-NT_TILE_FN(1, 0)
-NT_TILE_FN(2, 0)
-NT_TILE_FN(3, 0)
-NT_TILE_FN(1, 1)
-NT_TILE_FN(2, 1)
-NT_TILE_FN(3, 1)
+typedef void (*bt_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
+                           const uint16_t *, int64_t, int, int, const char *, const char *);
 
-typedef void (*nt_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
-                           const uint16_t *, int64_t, int, int, int);
+#define BT_TILE_FN(MR, NR, EX)                                                                    \
+  TARGET static void bt_tile_##MR##_##NR##_##EX(float *C, int64_t ldc, const uint16_t *A,         \
+                                                const uint16_t *A_lo, int64_t lda,                \
+                                                const uint16_t *B, int64_t ldb, int K, int acc,   \
+                                                const char *pf, const char *pf_end) {             \
+    bt_tile(MR, NR, EX, C, ldc, A, A_lo, lda, B, ldb, K, acc, pf, pf_end);                        \
+  }
+BT_TILE_FN(1, 4, 0)
+BT_TILE_FN(2, 4, 0)
+BT_TILE_FN(3, 4, 0)
+BT_TILE_FN(4, 4, 0)
+BT_TILE_FN(1, 1, 0)
+BT_TILE_FN(2, 1, 0)
+BT_TILE_FN(3, 1, 0)
+BT_TILE_FN(4, 1, 0)
+BT_TILE_FN(1, 4, 1)
+BT_TILE_FN(2, 4, 1)
+BT_TILE_FN(3, 4, 1)
+BT_TILE_FN(4, 4, 1)
+BT_TILE_FN(1, 1, 1)
+BT_TILE_FN(2, 1, 1)
+BT_TILE_FN(3, 1, 1)
+BT_TILE_FN(4, 1, 1)
 
 TARGET static void a5_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
                                    int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
                                    int accumulate) {
-  static const nt_tile_fn fast[4] = {NULL, nt_tile_1_0, nt_tile_2_0, nt_tile_3_0};
-  static const nt_tile_fn exact[4] = {NULL, nt_tile_1_1, nt_tile_2_1, nt_tile_3_1};
-  const nt_tile_fn *tiles = A_lo ? exact : fast;
-  for (int i = 0; i < M;) {
-    int mr = M - i >= 3 ? 3 : M - i;
-    for (int j = 0; j < N; j += NT_NR) {
-      int nv = N - j < NT_NR ? N - j : NT_NR;
-      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
-                A_lo ? A_lo + (int64_t)i * lda : NULL, lda, B + (int64_t)j * ldb, ldb, nv, K,
-                accumulate);
+  /* [exact][NR == 4][MR] */
+  static const bt_tile_fn tiles[2][2][5] = {
+      {{NULL, bt_tile_1_1_0, bt_tile_2_1_0, bt_tile_3_1_0, bt_tile_4_1_0},
+       {NULL, bt_tile_1_4_0, bt_tile_2_4_0, bt_tile_3_4_0, bt_tile_4_4_0}},
+      {{NULL, bt_tile_1_1_1, bt_tile_2_1_1, bt_tile_3_1_1, bt_tile_4_1_1},
+       {NULL, bt_tile_1_4_1, bt_tile_2_4_1, bt_tile_3_4_1, bt_tile_4_4_1}}};
+  const char *pf_end = (const char *)(B + (int64_t)(N - 1) * ldb + K);
+  int ex = A_lo != NULL;
+  for (int j = 0; j < N;) {
+    int nr = N - j >= BT_NR ? BT_NR : 1;
+    const uint16_t *b = B + (int64_t)j * ldb;
+    for (int i = 0; i < M; i += BT_MR) {
+      int mr = M - i < BT_MR ? M - i : BT_MR;
+      const char *pf = i == 0 ? (const char *)b + BT_PREFETCH : NULL;
+      tiles[ex][nr == BT_NR][mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
+                                 ex ? A_lo + (int64_t)i * lda : NULL, lda, b, ldb, K, accumulate,
+                                 pf, pf_end);
     }
-    i += mr;
+    j += nr;
   }
+}
+
+TARGET static void a5_gemv_bf16(float *y, const uint16_t *x, const uint16_t *x_lo,
+                                const uint16_t *W, int64_t ldw, int N, int K) {
+  a5_gemm_bf16_nt(y, N, x, x_lo, K, W, ldw, 1, N, K, 0);
 }
 
 /* ------------------------------------------------------------------ C = A·B (B packed in pairs)
@@ -490,127 +542,215 @@ TARGET static void a5_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
   }
 }
 
-/* ------------------------------------------------------------------ MXFP4 matrix-vector
+/* ------------------------------------------------------------------ MXFP4 rows × few activation rows
  *
- * Decode (one activation row): the packed weights stream from memory once,
- * so the decode must cost less than the memory time of a block. Blocks are
- * taken in pairs (32 bytes): one widening gives 32 words, byte j of the pair
- * in word j, and from them two index vectors, the low nibbles (the even
- * elements of both blocks) and the high nibbles (the odd elements), with
- * bit 4 set in the second block's half. One vpermw table serves the pair:
- * entries 0..15 hold the E2M1 values scaled by the first block's scale,
- * entries 16..31 by the second's. x is permuted once per call to the same
- * element order ([even of block 2q, even of block 2q+1], [odd, odd]); a dot
- * product does not care about the order of its terms. GV_ROWS rows share
- * each x vector. */
+ * Decode (one activation row) and few-row products (a handful of tokens per
+ * expert): the packed weights stream from memory once, so decoding must
+ * cost less than reading a block, and each decoded block serves every
+ * activation row.
+ *
+ * A group is 4 blocks of a row (64 bytes, 128 weights) loaded as one zmm of
+ * 32 words. vpermw reads only bits 0..4 of each index word, so with the
+ * 16 E2M1 values (unscaled, exact in bf16) stored twice in its 32-entry
+ * table, the words themselves and their shifts by 4, 8 and 12 are the
+ * indices of the group's four nibble planes: word j of plane q is element
+ * 4·(j % 8) + q of block j / 8. The activations are permuted once per call
+ * into the same order (x_q_order); a dot product does not care about the
+ * order of its terms. Four vdpbf16ps give 16 lanes of partial sums, lanes
+ * 4b..4b+3 belonging to block b, and one FMA applies the block scales:
+ * 2^(s - bias) built in the exponent field of each lane from the four scale
+ * bytes (a rotate per lane and a mask). The products are exact and summed
+ * in fp32, as with pre-scaled weights; 4 permutes per 128 weights where a
+ * scaled table per block pair needed 8 shuffles.
+ *
+ * Rows stream with a software prefetch MX_PREFETCH bytes ahead of the tile
+ * of weight rows in flight (the tile's rows are contiguous), within the
+ * caller's rows. Rows whose scales leave [-125, 125] (never in real
+ * checkpoints; also the NaN code) take the portable decode. */
 
-enum { GV_ROWS = 4, GV_MAX_K = 8192, GV_PREFETCH = 16384 };
+enum { MX_MAX_K = 8192, MX_PREFETCH = 16384, MX_TILE_ROWS = 4 };
 
-/* 0 in the first block's 16 words, 16 in the second's. */
-INLINE __m512i second_block_bit(void) {
-  return _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(16), 1);
-}
-
-/* The table for a block pair whose scale bytes are s[0], s[1]: `base` is
- * the E2M1 table with (bias << 7) already taken off its nonzero entries. */
-INLINE __m512i pair_table(const uint8_t *s, __m512i base) {
-  uint16_t both;
-  memcpy(&both, s, sizeof both);
-  /* byte 0 (first scale) into the words of the low 256 bits, byte 1 above */
-  const __m512i pick = _mm512_set_epi64(
-      0x8001800180018001ll, 0x8001800180018001ll, 0x8001800180018001ll, 0x8001800180018001ll,
-      (long long)0x8000800080008000ull, (long long)0x8000800080008000ull,
-      (long long)0x8000800080008000ull, (long long)0x8000800080008000ull);
-  __m512i sw = _mm512_shuffle_epi8(_mm512_set1_epi16((short)both), pick);
-  return _mm512_mask_add_epi16(base, E2M1_NONZERO, base, _mm512_slli_epi16(sw, 7));
-}
-
-/* Decodes a block pair: *even = the even elements of both blocks (table
- * order), *odd = the odd ones. */
-INLINE void decode_pair(const uint8_t *blocks, const uint8_t *s, __m512i base, __m512i bit4,
-                        __m512i *even, __m512i *odd) {
-  __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)blocks));
-  __m512i ilo = _mm512_ternarylogic_epi32(w, _mm512_set1_epi16(0x000F), bit4, 0xEA); /* (a & b) | c */
-  __m512i ihi = _mm512_or_si512(_mm512_srli_epi16(w, 4), bit4);
-  __m512i table = pair_table(s, base);
-  *even = _mm512_permutexvar_epi16(ilo, table);
-  *odd = _mm512_permutexvar_epi16(ihi, table);
-}
-
-/* x [2·nb_pairs·32] in natural order -> the pair order (even, odd per pair). */
-TARGET static void permute_pairs(uint16_t *dst, const uint16_t *x, int n_pairs) {
-  __m512i idx_even, idx_odd;
+/* x [K] (natural order) -> dst [ceil(K/128)·128] in group order: per group,
+ * plane q word j = x[128·g + 32·(j/8) + 4·(j%8) + q]; zeros past K. */
+TARGET static void x_q_order(uint16_t *dst, const uint16_t *x, int K) {
+  /* idx[q] picks, from two 32-word blocks (second one from word 32), the 8
+   * elements of plane q of each, into words 0..7 and 8..15 */
+  __m512i idx[4];
   {
-    uint16_t e[32], o[32];
-    for (int i = 0; i < 32; i++) {
-      e[i] = (uint16_t)(i < 16 ? 2 * i : 32 + 2 * (i - 16));
-      o[i] = (uint16_t)(e[i] + 1);
+    uint16_t t[32];
+    for (int q = 0; q < 4; q++) {
+      for (int j = 0; j < 32; j++) t[j] = (uint16_t)((j / 8 % 2) * 32 + 4 * (j % 8) + q);
+      idx[q] = _mm512_loadu_si512(t);
     }
-    idx_even = _mm512_loadu_si512(e);
-    idx_odd = _mm512_loadu_si512(o);
   }
-  for (int q = 0; q < n_pairs; q++) {
-    __m512i a = _mm512_loadu_si512(x + q * 64), b = _mm512_loadu_si512(x + q * 64 + 32);
-    _mm512_storeu_si512(dst + q * 64, _mm512_permutex2var_epi16(a, idx_even, b));
-    _mm512_storeu_si512(dst + q * 64 + 32, _mm512_permutex2var_epi16(a, idx_odd, b));
-  }
-}
-
-INLINE void gv_rows(const int EXACT, float *y, const uint16_t *xp, const uint16_t *xp_lo,
-                    const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int n_pairs,
-                    __m512i base, const uint8_t *pf_end, const uint8_t *pf_scales_end) {
-  /* two accumulators per row: the even and odd products form separate
-   * dependency chains (vdpbf16ps latency, not throughput, bounds one chain) */
-  __m512 acc[GV_ROWS][2];
-  __m512i bit4 = second_block_bit();
-  UNROLL
-  for (int r = 0; r < GV_ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int q = 0; q < n_pairs; q++) {
-    __m512bh xe = (__m512bh)_mm512_loadu_si512(xp + q * 64);
-    __m512bh xo = (__m512bh)_mm512_loadu_si512(xp + q * 64 + 32);
-    __m512bh le = xe, lo = xo;
-    if (EXACT) {
-      le = (__m512bh)_mm512_loadu_si512(xp_lo + q * 64);
-      lo = (__m512bh)_mm512_loadu_si512(xp_lo + q * 64 + 32);
+  int ng = (K + 127) / 128;
+  for (int g = 0; g < ng; g++) {
+    __m512i in[4];
+    int left = K - g * 128;
+    for (int b = 0; b < 4; b++) {
+      int n = left - 32 * b;
+      __mmask32 m = n >= 32 ? ~(__mmask32)0 : n <= 0 ? 0 : (((__mmask32)1 << n) - 1);
+      in[b] = _mm512_maskz_loadu_epi16(m, x + g * 128 + 32 * b);
     }
     UNROLL
-    for (int r = 0; r < GV_ROWS; r++) {
-      int64_t b = r * row_blocks + 2 * q;
-      /* The rows stream from memory once: fetch far ahead (~100 ns of
-       * latency at this rate), within the caller's rows only. */
-      const uint8_t *ahead = blocks + b * MXL_MXFP4_BLOCK_BYTES + GV_PREFETCH;
-      if (!(q & 1) && ahead < pf_end) _mm_prefetch((const char *)ahead, _MM_HINT_T0);
-      if (!(q & 15) && scales + b + GV_PREFETCH / 16 < pf_scales_end)
-        _mm_prefetch((const char *)(scales + b + GV_PREFETCH / 16), _MM_HINT_T0);
-      __m512i we, wo;
-      decode_pair(blocks + b * MXL_MXFP4_BLOCK_BYTES, scales + b, base, bit4, &we, &wo);
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xe, (__m512bh)we);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xo, (__m512bh)wo);
-      if (EXACT) {
-        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], le, (__m512bh)we);
-        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], lo, (__m512bh)wo);
-      }
+    for (int q = 0; q < 4; q++) {
+      __m512i lo = _mm512_permutex2var_epi16(in[0], idx[q], in[1]); /* blocks 0, 1 */
+      __m512i hi = _mm512_permutex2var_epi16(in[2], idx[q], in[3]); /* blocks 2, 3 */
+      _mm512_storeu_si512(dst + g * 128 + q * 32,
+                          _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1));
     }
   }
+}
+
+/* Constants of the group decode. */
+typedef struct mx_consts {
+  __m512i table; /* E2M1 codes 0..15 as bf16, twice */
+  __m512i rot;   /* per lane: rotation bringing scale byte lane/4 to bits 23..30 */
+  __m512i emask; /* 0x7F800000 */
+  __m512i badj;  /* (127 - bias) << 23 */
+} mx_consts;
+
+INLINE mx_consts mx_consts_of(int bias) {
+  mx_consts c;
+  c.table = _mm512_load_si512(e2m1_bf16);
+  c.rot = _mm512_setr_epi32(23, 23, 23, 23, 15, 15, 15, 15, 7, 7, 7, 7, 31, 31, 31, 31);
+  c.emask = _mm512_set1_epi32(0x7F800000);
+  c.badj = _mm512_set1_epi32((127 - bias) * (1 << 23));
+  return c;
+}
+
+/* Decodes one group: W[q] = nibble plane q as bf16 E2M1 values, *S = the
+ * four block scales over their lanes. `tail` blocks (1..3) when the row
+ * ends inside the group, else 0. */
+INLINE void mx_decode(const uint8_t *blocks, const uint8_t *scales, int tail, const mx_consts *c,
+                      __m512bh W[4], __m512 *S) {
+  __m512i w;
+  uint32_t sc;
+  if (!tail) {
+    w = _mm512_loadu_si512(blocks);
+    memcpy(&sc, scales, 4);
+  } else {
+    w = _mm512_maskz_loadu_epi8((((__mmask64)1) << (16 * tail)) - 1, blocks);
+    sc = (uint32_t)_mm_cvtsi128_si32(_mm_maskz_loadu_epi8((__mmask16)((1u << tail) - 1), scales));
+  }
+  __m512i e = _mm512_and_si512(_mm512_rolv_epi32(_mm512_set1_epi32((int)sc), c->rot), c->emask);
+  *S = _mm512_castsi512_ps(_mm512_add_epi32(e, c->badj));
+  if (tail) *S = _mm512_maskz_mov_ps((__mmask16)((1u << (4 * tail)) - 1), *S);
+  W[0] = (__m512bh)_mm512_permutexvar_epi16(w, c->table);
+  W[1] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), c->table);
+  W[2] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), c->table);
+  W[3] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), c->table);
+}
+
+/* Σ over the group of x·w, block by block in lanes: 4 dependent vdpbf16ps
+ * (independent across rows and groups). */
+INLINE __m512 mx_dot(const __m512bh X[4], const __m512bh W[4]) {
+  __m512 t = _mm512_dpbf16_ps(_mm512_setzero_ps(), X[0], W[0]);
+  t = _mm512_dpbf16_ps(t, X[1], W[1]);
+  t = _mm512_dpbf16_ps(t, X[2], W[2]);
+  return _mm512_dpbf16_ps(t, X[3], W[3]);
+}
+
+/* One group g of MR activation rows × NR weight rows into acc (tail: as
+ * mx_decode). */
+INLINE void mx_group(const int MR, const int NR, const int EXACT, __m512 acc[4][4], int g, int tail,
+                     const uint16_t *xq, const uint16_t *xq_lo, int64_t ldq, const uint8_t *blocks,
+                     const uint8_t *scales, int64_t row_blocks, const mx_consts *c,
+                     const uint8_t *pf_end) {
+  __m512bh X[4][4], L[4][4];
   UNROLL
-  for (int r = 0; r < GV_ROWS; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+  for (int m = 0; m < MR; m++)
+    UNROLL
+    for (int q = 0; q < 4; q++) {
+      X[m][q] = (__m512bh)_mm512_loadu_si512(xq + m * ldq + g * 128 + q * 32);
+      if (EXACT) L[m][q] = (__m512bh)_mm512_loadu_si512(xq_lo + m * ldq + g * 128 + q * 32);
+    }
+  UNROLL
+  for (int n = 0; n < NR; n++) {
+    const uint8_t *ahead = blocks + MX_PREFETCH + ((int64_t)g * NR + n) * 64;
+    if (ahead < pf_end) _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+    __m512bh W[4];
+    __m512 S;
+    mx_decode(blocks + (n * row_blocks + g * 4) * MXL_MXFP4_BLOCK_BYTES,
+              scales + n * row_blocks + g * 4, tail, c, W, &S);
+    UNROLL
+    for (int m = 0; m < MR; m++) {
+      __m512 t = mx_dot(X[m], W);
+      if (EXACT) t = _mm512_add_ps(t, mx_dot(L[m], W));
+      acc[m][n] = _mm512_fmadd_ps(t, S, acc[m][n]);
+    }
+  }
 }
 
-TARGET static void gv_rows_fast(float *y, const uint16_t *xp, const uint8_t *blocks,
-                                const uint8_t *scales, int64_t row_blocks, int n_pairs,
-                                __m512i base, const uint8_t *pf_end, const uint8_t *pf_scales_end) {
-  gv_rows(0, y, xp, NULL, blocks, scales, row_blocks, n_pairs, base, pf_end, pf_scales_end);
+/* C[m, n] = Σ_k x_m[k]·W_n[k] for MR activation rows (group order, row
+ * stride ldq; EXACT: plus the residual rows xq_lo) and NR weight rows of
+ * nb blocks (row_blocks apart). Full groups, then the tail group. */
+INLINE void mx_tile(const int MR, const int NR, const int EXACT, float *C, int64_t ldc,
+                    const uint16_t *xq, const uint16_t *xq_lo, int64_t ldq, const uint8_t *blocks,
+                    const uint8_t *scales, int64_t row_blocks, int nb, int bias,
+                    const uint8_t *pf_end) {
+  mx_consts c = mx_consts_of(bias);
+  __m512 acc[4][4];
+  UNROLL
+  for (int m = 0; m < MR; m++)
+    UNROLL
+    for (int n = 0; n < NR; n++) acc[m][n] = _mm512_setzero_ps();
+  int full = nb / 4;
+  for (int g = 0; g < full; g++)
+    mx_group(MR, NR, EXACT, acc, g, 0, xq, xq_lo, ldq, blocks, scales, row_blocks, &c, pf_end);
+  if (nb % 4)
+    mx_group(MR, NR, EXACT, acc, full, nb % 4, xq, xq_lo, ldq, blocks, scales, row_blocks, &c,
+             pf_end);
+  UNROLL
+  for (int m = 0; m < MR; m++)
+    UNROLL
+    for (int n = 0; n < NR; n++) C[m * ldc + n] = _mm512_reduce_add_ps(acc[m][n]);
 }
 
-TARGET static void gv_rows_exact(float *y, const uint16_t *xp, const uint16_t *xp_lo,
-                                 const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
-                                 int n_pairs, __m512i base, const uint8_t *pf_end,
-                                 const uint8_t *pf_scales_end) {
-  gv_rows(1, y, xp, xp_lo, blocks, scales, row_blocks, n_pairs, base, pf_end, pf_scales_end);
-}
+typedef void (*mx_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
+                           const uint8_t *, const uint8_t *, int64_t, int, int, const uint8_t *);
+
+#define MX_TILE_FN(MR, NR, EX)                                                                    \
+  TARGET static void mx_tile_##MR##_##NR##_##EX(float *C, int64_t ldc, const uint16_t *xq,       \
+                                                const uint16_t *xq_lo, int64_t ldq,              \
+                                                const uint8_t *blocks, const uint8_t *scales,    \
+                                                int64_t row_blocks, int nb, int bias,            \
+                                                const uint8_t *pf_end) {                         \
+    mx_tile(MR, NR, EX, C, ldc, xq, xq_lo, ldq, blocks, scales, row_blocks, nb, bias, pf_end);   \
+  }
+/* Weight rows per tile by activation rows, within 32 registers: MR·4 (·2
+ * exact) activation vectors, 5 for the decoded group, MR·NR accumulators. */
+MX_TILE_FN(1, 4, 0)
+MX_TILE_FN(2, 2, 0)
+MX_TILE_FN(3, 2, 0)
+MX_TILE_FN(4, 1, 0)
+MX_TILE_FN(1, 1, 0)
+MX_TILE_FN(2, 1, 0)
+MX_TILE_FN(3, 1, 0)
+MX_TILE_FN(1, 4, 1)
+MX_TILE_FN(2, 1, 1)
+MX_TILE_FN(1, 1, 1)
+
+/* Tile kernels by activation rows: [exact][MR] = {NR, wide kernel, one-row kernel}. */
+typedef struct mx_tiles {
+  int nr;
+  mx_tile_fn wide, one;
+} mx_tiles;
+static const mx_tiles mx_tile_table[2][5] = {
+    {{0, NULL, NULL},
+     {4, mx_tile_1_4_0, mx_tile_1_1_0},
+     {2, mx_tile_2_2_0, mx_tile_2_1_0},
+     {2, mx_tile_3_2_0, mx_tile_3_1_0},
+     {1, mx_tile_4_1_0, mx_tile_4_1_0}},
+    {{0, NULL, NULL},
+     {4, mx_tile_1_4_1, mx_tile_1_1_1},
+     {1, mx_tile_2_1_1, mx_tile_2_1_1},
+     {0, NULL, NULL},
+     {0, NULL, NULL}},
+};
 
 /* Blocks [g0, g1) of one row by the portable decode, bf16-rounded weights
- * (rows with out-of-range scales, the odd last block, tails). */
+ * (rows with out-of-range scales). */
 static float gv_blocks_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                             const uint8_t *scales, int g0, int g1, int bias) {
   float w[MXL_MXFP4_BLOCK], acc = 0;
@@ -625,39 +765,75 @@ static float gv_blocks_slow(const uint16_t *x, const uint16_t *x_lo, const uint8
   return acc;
 }
 
+/* C = A·Wᵀ for M activation rows already in group order (xq, xq_lo
+ * [M, ldq]) or, for the portable path, natural order (A, A_lo [M, lda]). */
+TARGET static void mx_rows(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
+                           int64_t lda, const uint16_t *xq, const uint16_t *xq_lo, int64_t ldq,
+                           const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                           int M, int N, int K, int bias) {
+  int nb = K / MXL_MXFP4_BLOCK, exact = A_lo != NULL, mr_max = exact ? 2 : 4;
+  const uint8_t *pf_end = blocks + (int64_t)N * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+  for (int j0 = 0; j0 < N; j0 += MX_TILE_ROWS) {
+    int rows = N - j0 < MX_TILE_ROWS ? N - j0 : MX_TILE_ROWS;
+    const uint8_t *b = blocks + (int64_t)j0 * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *s = scales + (int64_t)j0 * row_blocks;
+    int fast[MX_TILE_ROWS], all = xq != NULL;
+    for (int r = 0; r < rows; r++) {
+      fast[r] = xq && scales_in_range(s + r * row_blocks, nb, bias);
+      all &= fast[r];
+    }
+    for (int m0 = 0; m0 < M; m0 += mr_max) {
+      int mr = M - m0 < mr_max ? M - m0 : mr_max;
+      const mx_tiles *t = &mx_tile_table[exact][mr];
+      const uint16_t *x = xq ? xq + m0 * ldq : NULL, *xl = xq_lo ? xq_lo + m0 * ldq : NULL;
+      float *c = C + m0 * ldc + j0;
+      int r = 0;
+      if (all)
+        for (; r + t->nr <= rows; r += t->nr)
+          t->wide(c + r, ldc, x, xl, ldq, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                  s + r * row_blocks, row_blocks, nb, bias, pf_end);
+      for (; r < rows; r++) {
+        const uint8_t *rb = b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES, *rs = s + r * row_blocks;
+        if (fast[r]) {
+          t->one(c + r, ldc, x, xl, ldq, rb, rs, row_blocks, nb, bias, pf_end);
+        } else {
+          for (int m = m0; m < m0 + mr; m++)
+            C[m * ldc + j0 + r] = gv_blocks_slow(A + m * lda, A_lo ? A_lo + m * lda : NULL, rb,
+                                                 rs, 0, nb, bias);
+        }
+      }
+    }
+  }
+}
+
 TARGET static void a5_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
                                  const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
                                  int N, int K, int bias) {
-  int nb = K / MXL_MXFP4_BLOCK, n_pairs = K <= GV_MAX_K ? nb / 2 : 0;
-  uint16_t xp[GV_MAX_K] __attribute__((aligned(64))), xp_lo[GV_MAX_K] __attribute__((aligned(64)));
-  if (n_pairs) {
-    permute_pairs(xp, x, n_pairs);
-    if (x_lo) permute_pairs(xp_lo, x_lo, n_pairs);
+  uint16_t xq[MX_MAX_K] __attribute__((aligned(64))), xq_lo[MX_MAX_K] __attribute__((aligned(64)));
+  int ok = K <= MX_MAX_K;
+  if (ok) {
+    x_q_order(xq, x, K);
+    if (x_lo) x_q_order(xq_lo, x_lo, K);
   }
-  __m512i table = _mm512_load_si512(e2m1_bf16);
-  __m512i base = _mm512_mask_sub_epi16(table, E2M1_NONZERO, table, _mm512_set1_epi16((short)(bias * 128)));
-  const uint8_t *pf_end = blocks + (int64_t)N * row_blocks * MXL_MXFP4_BLOCK_BYTES;
-  const uint8_t *pf_scales_end = scales + (int64_t)N * row_blocks;
-  int j = 0;
-  for (; j < N; j += GV_ROWS) {
-    int rows = N - j < GV_ROWS ? N - j : GV_ROWS;
-    const uint8_t *b = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
-    const uint8_t *s = scales + (int64_t)j * row_blocks;
-    int ok = rows == GV_ROWS && n_pairs > 0;
-    for (int r = 0; r < rows && ok; r++) ok = scales_in_range(s + r * row_blocks, nb, bias);
-    if (ok) {
-      if (x_lo) gv_rows_exact(y + j, xp, xp_lo, b, s, row_blocks, n_pairs, base, pf_end, pf_scales_end);
-      else gv_rows_fast(y + j, xp, b, s, row_blocks, n_pairs, base, pf_end, pf_scales_end);
-      if (2 * n_pairs < nb) /* an odd block count leaves the last block */
-        for (int r = 0; r < rows; r++)
-          y[j + r] += gv_blocks_slow(x, x_lo, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
-                                     s + r * row_blocks, nb - 1, nb, bias);
-    } else {
-      for (int r = 0; r < rows; r++)
-        y[j + r] = gv_blocks_slow(x, x_lo, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
-                                  s + r * row_blocks, 0, nb, bias);
+  mx_rows(y, 1, x, x_lo, K, ok ? xq : NULL, ok && x_lo ? xq_lo : NULL, 0, blocks, scales,
+          row_blocks, 1, N, K, bias);
+}
+
+TARGET static void a5_gemm_mxfp4_nt(float *C, int64_t ldc, const uint16_t *A,
+                                    const uint16_t *A_lo, int64_t lda, const uint8_t *blocks,
+                                    const uint8_t *scales, int64_t row_blocks, int M, int N, int K,
+                                    int bias, uint16_t *work) {
+  int64_t ldq = (K + 127) / 128 * 128;
+  uint16_t *xq = NULL, *xq_lo = NULL;
+  if (K <= MX_MAX_K) {
+    xq = work;
+    xq_lo = A_lo ? work + M * ldq : NULL;
+    for (int m = 0; m < M; m++) {
+      x_q_order(xq + m * ldq, A + m * lda, K);
+      if (A_lo) x_q_order(xq_lo + m * ldq, A_lo + m * lda, K);
     }
   }
+  mx_rows(C, ldc, A, A_lo, lda, xq, xq_lo, ldq, blocks, scales, row_blocks, M, N, K, bias);
 }
 
 /* ------------------------------------------------------------------ fp32 C = A·B
@@ -1028,8 +1204,10 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .pack_vnni_t_mxfp4 = a5_pack_vnni_t_mxfp4,
     .pack_vnni_mxfp4 = a5_pack_vnni_mxfp4,
     .gemm_bf16_nt = a5_gemm_bf16_nt,
+    .gemv_bf16 = a5_gemv_bf16,
     .gemm_bf16_vnni = a5_gemm_bf16_vnni,
     .gemv_mxfp4 = a5_gemv_mxfp4,
+    .gemm_mxfp4_nt = a5_gemm_mxfp4_nt,
     .gemm_f32_nn = a5_gemm_f32_nn,
     .gemm_f32_nt = a5_gemm_f32_nt,
     .transpose_f32 = a5_transpose_f32,

@@ -157,6 +157,11 @@ static void gen_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda, 
   }
 }
 
+static void gen_gemv_bf16(float *y, const uint16_t *x, const uint16_t *x_lo, const uint16_t *W,
+                          int64_t ldw, int N, int K) {
+  gen_gemm_bf16_nt(y, N, x, x_lo, K, W, ldw, 1, N, K, 0);
+}
+
 static void gen_gemm_f32_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
                             int64_t ldb, int M, int N, int K, float alpha, int accumulate) {
   for (int i = 0; i < M; i++)
@@ -245,6 +250,7 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .pack_vnni_t_mxfp4 = gen_pack_vnni_t_mxfp4,
     .pack_vnni_mxfp4 = gen_pack_vnni_mxfp4,
     .gemm_bf16_nt = gen_gemm_bf16_nt,
+    .gemv_bf16 = gen_gemv_bf16,
     .gemm_bf16_vnni = gen_gemm_bf16_vnni,
     .gemv_mxfp4 = gen_gemv_mxfp4,
     .gemm_f32_nn = gen_gemm_f32_nn,

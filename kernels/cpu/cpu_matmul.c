@@ -13,11 +13,13 @@
  *     decoded while they are packed; no op makes a dequantized copy of a
  *     whole matrix.
  *   - gemm_bf16_nt (C = A·Bᵀ, both K-contiguous) reads weight rows in
- *     place: the forward of few activation rows (decode), where packing
- *     would cost more than it saves, and where the weights stream from
- *     memory once (M = 1 reaches memory speed).
+ *     place: the forward of few activation rows, where packing would cost
+ *     more than it saves; gemv_bf16 is its one-row case (decode), which
+ *     streams the weights at memory speed.
  *   - one-row MXFP4 groups (decode) use gemv_mxfp4, which decodes in
- *     registers at memory speed.
+ *     registers at memory speed; groups of a few rows (short prefills,
+ *     batched decode) use gemm_mxfp4_nt, which decodes each block once in
+ *     registers for all the group's rows.
  */
 #include <omp.h>
 #include <string.h>
@@ -28,8 +30,9 @@
 
 enum {
   PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
-  PACK_MIN_ROWS = 8, /* activation rows from which a forward panel is packed */
+  PACK_MIN_ROWS = 17, /* activation rows from which a forward panel is packed */
   GEMV_ROWS = 256,   /* weight rows per decode (one activation row) work item */
+  FEW_ROWS = 12,     /* activation rows up to which MXFP4 groups skip packing */
   STRIP_COLS = 128,  /* dx columns per backward work item */
   STRIP_ROWS = 1024, /* weight rows packed at once in the backward */
 };
@@ -72,6 +75,20 @@ static void add_bias(float *y, int64_t ldy, const uint16_t *bias, int rows, int 
 
 /* ------------------------------------------------------------------ bf16 forward */
 
+/* y = x·Wᵀ + b for one activation row (decode) — y [N], x [K]: items of
+ * GEMV_ROWS weight rows streamed by gemv_bf16. */
+static void matmul_bf16_row(mxl_backend *be, float *y, act_bf16 a, const mxl_bf16_weight *W) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+  int64_t N = W->rows, K = W->cols, items = (N + GEMV_ROWS - 1) / GEMV_ROWS;
+  int nt = mxl_cpu_threads_for(be, (double)N * K * 2, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
+  for (int64_t it = 0; it < items; it++) {
+    int64_t j0 = it * GEMV_ROWS, nj = N - j0 < GEMV_ROWS ? N - j0 : GEMV_ROWS;
+    isa->gemv_bf16(y + j0, a.hi, a.lo, W->w + j0 * K, K, (int)nj, (int)K);
+    add_bias(y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
+  }
+}
+
 /* y = x·Wᵀ + b — y [n, N], x [n, K], W bf16 [N, K]. Tiles of PANEL_ROWS
  * weight rows × a block of activation rows; the row blocks only split when
  * there are too few weight panels to keep every thread busy. */
@@ -82,6 +99,10 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   int64_t N = W->rows, K = W->cols;
   act_bf16 a;
   if (convert_activations(be, &a, x, n, K) != 0) return;
+  if (n == 1) {
+    matmul_bf16_row(be, y, a, W);
+    return;
+  }
   int64_t n_panels = (N + PANEL_ROWS - 1) / PANEL_ROWS;
   int64_t want = 4 * (int64_t)be->n_threads;
   int64_t m_splits = n_panels >= want ? 1 : (want + n_panels - 1) / n_panels;
@@ -150,7 +171,10 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   int64_t m = off[E];
   if (m <= 0 || N <= 0) return;
 
-  /* Work items: gemv items for one-row groups, panel items otherwise. */
+  /* Work items: GEMV_ROWS weight rows for groups of at most FEW_ROWS rows
+   * (decoded in registers once for all the group's rows), PANEL_ROWS
+   * weight rows packed for larger groups. */
+  int few_rows = isa->gemm_mxfp4_nt ? FEW_ROWS : 1;
   int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1);
   mx_item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)max_items * sizeof *items);
   if (!items) return;
@@ -160,14 +184,17 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
     int64_t rows = off[e + 1] - off[e];
     if (rows <= 0) continue;
     used++;
-    int64_t step = rows == 1 ? GEMV_ROWS : PANEL_ROWS;
+    int64_t step = rows <= few_rows ? GEMV_ROWS : PANEL_ROWS;
     any_gemm |= rows > 1;
     for (int64_t j0 = 0; j0 < N; j0 += step)
       items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step)};
   }
   act_bf16 a;
   if (convert_activations(be, &a, x, m, K) != 0) return;
+  /* per thread: a packed panel, or the few-row kernel's reordered rows */
   size_t panel_elems = (size_t)PANEL_ROWS * (size_t)K;
+  size_t few_elems = (size_t)4 * FEW_ROWS * (size_t)((K + 127) / 128 * 128);
+  if (few_elems > panel_elems) panel_elems = few_elems;
   uint16_t *panels = NULL;
   if (any_gemm) {
     panels = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
@@ -187,6 +214,10 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
       if (rows == 1) {
         isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, mx_blocks(W, w.e, w.j0),
                         mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
+      } else if (rows <= few_rows) {
+        isa->gemm_mxfp4_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K,
+                           mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0), row_blocks,
+                           (int)rows, w.nj, (int)K, W->scale_bias, panel);
       } else if (rows >= PACK_MIN_ROWS) {
         isa->pack_vnni_t_mxfp4(panel, PANEL_ROWS, mx_blocks(W, w.e, w.j0),
                                mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
