@@ -4,7 +4,8 @@
 # exact command to run and fails.
 set -euo pipefail
 
-packages=(cmake make gcc pkg-config libcjson-dev libzstd-dev libpcre2-dev)
+packages=(cmake make gcc g++ pkg-config libcjson-dev libzstd-dev libpcre2-dev libmicrohttpd-dev
+          libdnnl-dev libopenmpi-dev openmpi-bin curl)
 [ "${MXL_WITH_CLANG:-0}" = 1 ] && packages+=(clang libclang-rt-dev)
 
 missing=()
