@@ -85,6 +85,25 @@ static void test_generate_all_layouts(void) {
   free(npy);
 }
 
+/* Changes the digit after the first `key` (e.g. "\"alpha\":") in the file
+ * at root/name, as a hand edit would; 0 when the key is not there. */
+static int edit_digit(const char *name, const char *key) {
+  char path[160], *data = NULL;
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/%s", root, name);
+  if (mxl_read_file(path, 1 << 26, &data, &n) != MXL_OK) return 0;
+  char *hit = memmem(data, n, key, strlen(key));
+  int ok = hit && hit + strlen(key) < data + n && hit[strlen(key)] >= '0' &&
+           hit[strlen(key)] <= '9';
+  if (ok) {
+    char *d = hit + strlen(key);
+    *d = *d == '9' ? '1' : (char)(*d + 1);
+    ok = mxl_write_file_atomic(path, data, n) == MXL_OK;
+  }
+  free(data);
+  return ok;
+}
+
 static void test_train_generate_eval(void) {
   char data[128];
   snprintf(data, sizeof data, "%s/d.jsonl", root);
@@ -113,6 +132,14 @@ static void test_train_generate_eval(void) {
   fclose(fp);
   EXPECT(0, "\"trained\":", "tokenize --model %s/m --chat %s", root, chat);
   EXPECT(1, "after the JSON value", "tokenize --model %s/m --chat %s/d.jsonl", root, root);
+  /* Hand edits of the adapter's alpha or the checkpoint's step are refused
+   * (issues 13 and 14: both loaded silently before the header checksum). */
+  MXL_CHECK(edit_digit("run/adapter.mxla", "\"alpha\":"));
+  EXPECT(1, "header was edited", "eval --model %s/m --data %s --adapter %s/run/adapter.mxla "
+         "--seq-len 192", root, data, root);
+  MXL_CHECK(edit_digit("run/checkpoint.mxstate", "\"step\":"));
+  EXPECT(1, "header was edited", "train --model %s/m --data %s --out %s/run --steps 4 "
+         "--seq-len 192 --batch-size 2 --set eval_count=2 --rank 4 --resume", root, data, root);
 }
 
 int main(void) {
