@@ -108,12 +108,39 @@ void mxl_lora_destroy(mxl_lora *lora);
  * target_parameters). */
 mxl_status mxl_adapter_export_peft(const mxl_adapter *adapter, const char *dir);
 
-/* Reads a PEFT adapter directory for `model` into a new host LoRA set
- * (uniform r and alpha, no DoRA or LoRA biases; attention q/k/v/o and
- * experts named by target_parameters). PEFT records no base fingerprint:
- * only the shapes are checked against the model. */
+/* GGUF LoRA adapter for llama.cpp's gpt-oss (`--lora FILE`), Ollama
+ * (ADAPTER) and LM Studio. Attention pairs adapt blk.N.attn_{q,k,v,output};
+ * expert pairs are per-expert stacks on blk.N.ffn_down_exps and on the
+ * gate/up experts, whose interleaved HF rows are de-interleaved as
+ * llama.cpp's converter does for the base. */
+typedef struct mxl_gguf_export_options {
+  /* 0 (default): gate and up rows as blk.N.ffn_gate_exps and ffn_up_exps,
+   * the split convert_hf_to_gguf.py writes by default; 1: one
+   * blk.N.ffn_gate_up_exps (gate rows, then up rows) for a base converted
+   * with fused gate/up experts. */
+  int gate_up_fused;
+  /* Optional: the user's base .gguf. Gate/up follow how it stores them and
+   * every adapted tensor must exist in it with matching shapes (the error
+   * names the first that does not). Only its header is read. */
+  const char *match_base;
+} mxl_gguf_export_options;
+
+mxl_status mxl_adapter_export_gguf(const mxl_adapter *adapter, const char *path,
+                                   const mxl_gguf_export_options *opt);
+
+/* Reads a PEFT adapter directory for `model` into a new host LoRA set:
+ * attention q/k/v/o and experts in any of the three layouts in use; r,
+ * lora_alpha, use_rslora, rank_pattern and alpha_pattern (per-module
+ * values become one rank and alpha with the same deltas); no DoRA or LoRA
+ * biases. PEFT records no base fingerprint: only the shapes are checked
+ * against the model. */
 mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model,
                                    mxl_lora **lora_out);
+/* The same, also describing (malloc'd, in *report_out) the expert layout
+ * found (PEFT target_parameters, per-expert modules, Unsloth's
+ * gate_up_projs.N) and any rank or alpha folding. */
+mxl_status mxl_adapter_import_peft_report(const char *dir, const mxl_model *model,
+                                          mxl_lora **lora_out, char **report_out);
 
 #ifdef __cplusplus
 }
