@@ -43,8 +43,7 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
   if (o->max_context > c->max_context) o->max_context = c->max_context;
   if (o->max_batch == 0) o->max_batch = 32;
   if (o->prefill_chunk == 0) o->prefill_chunk = 256;
-  if (o->max_step_tokens == 0)
-    o->max_step_tokens = o->prefill_chunk > o->max_batch ? o->prefill_chunk : o->max_batch;
+  if (o->max_step_tokens == 0) o->max_step_tokens = o->prefill_chunk + o->max_batch;
   if (o->max_step_tokens < o->max_batch)
     return mxl_errorf(MXL_ERR_ARGUMENT,
                       "scheduler: max_step_tokens %d is below max_batch %d (every running "
@@ -172,11 +171,11 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   q->max_tokens = r->max_tokens;
   q->n_stop = r->n_stop;
   if (r->n_stop) memcpy(q->stops, r->stop_ids, (size_t)r->n_stop * sizeof *q->stops);
-  q->n_adapters = r->n_adapters;
   for (int i = 0; i < r->n_adapters; i++) {
-    q->refs[i] = mxl_adapter_ref_retain(r->adapters[i].adapter);
-    q->uses[i].view = mxl_adapter_ref_view(q->refs[i]);
-    q->uses[i].scale = r->adapters[i].scale;
+    if (r->adapters[i].scale == 0) continue; /* adds nothing */
+    q->refs[q->n_adapters] = mxl_adapter_ref_retain(r->adapters[i].adapter);
+    q->uses[q->n_adapters].view = mxl_adapter_ref_view(q->refs[q->n_adapters]);
+    q->uses[q->n_adapters++].scale = r->adapters[i].scale;
   }
   q->on_event = r->on_event;
   q->user = r->user;
@@ -378,9 +377,12 @@ static void advance(mxl_scheduler *s, mxl_seq *q, float *logits) {
 }
 
 /* This step's tokens for each running sequence (within max_step_tokens:
- * decodes first, then prompt chunks in admission order). */
+ * decodes first, then prompt chunks in admission order). Chunks are whole
+ * (prefill_chunk tokens from position 0, as `generate` feeds them) when the
+ * budget allows; a shorter one only keeps prefill moving when no whole
+ * chunk fits. */
 static int plan_step(mxl_scheduler *s, mxl_step_item *items) {
-  int budget = s->opt.max_step_tokens, n = 0;
+  int budget = s->opt.max_step_tokens, n = 0, prefills = 0;
   for (int i = 0; i < s->running.n; i++) {
     mxl_seq *q = s->running.items[i];
     if (q->cached < q->n_prompt) continue;
@@ -392,9 +394,13 @@ static int plan_step(mxl_scheduler *s, mxl_step_item *items) {
     if (q->cached >= q->n_prompt) continue;
     int take = q->n_prompt - q->cached;
     if (take > s->opt.prefill_chunk) take = s->opt.prefill_chunk;
-    if (take > budget) take = budget;
+    if (take > budget) {
+      if (prefills) break;
+      take = budget;
+    }
     items[n++] = (mxl_step_item){q, q->cached, take};
     budget -= take;
+    prefills++;
   }
   return n;
 }

@@ -52,8 +52,9 @@ typedef struct mxl_scheduler_options {
                           model) */
   int max_batch;       /* sequences running at once (0: 32) */
   int prefill_chunk;   /* prompt tokens of one sequence per step (0: 256) */
-  int max_step_tokens; /* tokens of one step over the whole batch (0: max(prefill_chunk,
-                          max_batch)); at least max_batch */
+  int max_step_tokens; /* tokens of one step over the whole batch (0: prefill_chunk +
+                          max_batch, so a whole chunk fits beside every decode); at least
+                          max_batch */
   uint64_t kv_memory;  /* bytes of KV cache for all requests (0: max_batch requests of
                           max_context positions) */
   int max_queue;       /* requests waiting at once before submit refuses (0: 256) */
