@@ -120,8 +120,9 @@ int mxl_api_parse_adapter_op(mxl_api_adapter_action action, const char *body, si
                              mxl_api_error *err);
 void mxl_api_adapter_op_free(mxl_api_adapter_op *op);
 
-/* 1 when `name` is a valid adapter name: 1..MXL_API_NAME_MAX printable
- * ASCII bytes without spaces, quotes or backslashes. */
+/* 1 when `name` is a valid adapter name, as the registry's: 1 to
+ * MXL_API_NAME_MAX printable ASCII bytes without spaces, double quotes or
+ * backslashes. */
 int mxl_api_name_valid(const char *name);
 
 /* Resolves the lora_path of an adapter request: absolute, or relative to

@@ -46,6 +46,8 @@ int mxl_api_status_http(mxl_status st) {
   case MXL_ERR_ARGUMENT:
   case MXL_ERR_FORMAT:
   case MXL_ERR_UNSUPPORTED: return 400;
+  case MXL_ERR_NOT_FOUND: return 404;
+  case MXL_ERR_BUSY: return 429;
   case MXL_ERR_STATE:
   case MXL_ERR_INTERRUPTED:
   case MXL_ERR_MEMORY: return 503;

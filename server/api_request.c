@@ -27,7 +27,7 @@ int mxl_api_name_valid(const char *name) {
   if (n == 0 || n > MXL_API_NAME_MAX) return 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)name[i];
-    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\'' || c == '\\') return 0;
+    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') return 0;
   }
   return 1;
 }

@@ -7,6 +7,7 @@
 #include "core/fileio.h"
 #include "core/strbuf.h"
 #include "server/api.h"
+#include "server/reply.h"
 #include "server/stop.h"
 #include "test.h"
 
@@ -398,6 +399,60 @@ static void test_names(void) {
   MXL_CHECK(mxl_api_name_valid(long_name));
 }
 
+/* Replies from token ids: harmony channels → reasoning and content, the
+ * answer cut at a stop string, raw stop ids hidden. The tokenizer is the
+ * tiny model's (harmony special tokens included). */
+static void test_reply_tokens(void) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/tmp/mxl_srvapi_XXXXXX");
+  MXL_CHECK(mkdtemp(dir) != NULL);
+  mxl_tiny_options opt = {0};
+  opt.layout = "hf";
+  mxl_tokenizer *tok = NULL;
+  MXL_CHECK_OK(mxl_tiny_write(dir, &opt, NULL, NULL));
+  MXL_CHECK_OK(mxl_tokenizer_load(dir, &tok));
+  mxl_chat_ids ids;
+  if (!tok || mxl_chat_ids_lookup(tok, &ids) != MXL_OK) MXL_SKIP("no tokenizer");
+  const char *text = "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant"
+                     "<|channel|>final<|message|>The answer END is here<|return|>";
+  mxl_ids t = {0};
+  MXL_CHECK_OK(mxl_tokenizer_encode(tok, text, strlen(text), 1, &t));
+  const char *stops[] = {"END"};
+  mxl_reply r;
+  mxl_reply_init(&r, tok, &ids, 1, stops, 1, NULL, 0);
+  mxl_strbuf content = {0};
+  int matched_at = -1;
+  for (size_t i = 0; i < t.n; i++) {
+    if (mxl_reply_push(&r, t.data[i])) matched_at = (int)i;
+    mxl_strbuf_append(&content, r.content.data, r.content.len);
+    if (i + 1 < t.n) mxl_strbuf_clear(&r.content);
+  }
+  mxl_reply_finish(&r);
+  MXL_CHECK_MSG(content.data && !strcmp(content.data, "The answer "), "%s", content.data);
+  MXL_CHECK_MSG(r.reasoning.data && !strcmp(r.reasoning.data, "Let me think."), "%s",
+                r.reasoning.data);
+  MXL_CHECK(r.stop_matched && matched_at > 0 && r.tokens_at_stop == matched_at + 1);
+  mxl_reply_free(&r);
+  mxl_strbuf_free(&content);
+  /* Raw text: every token shows but the hidden stop id. */
+  mxl_ids raw = {0};
+  MXL_CHECK_OK(mxl_tokenizer_encode(tok, "Hello there", 11, 0, &raw));
+  int32_t hidden[1] = {ids.ret};
+  MXL_CHECK_OK(mxl_ids_push(&raw, ids.ret));
+  mxl_reply_init(&r, tok, &ids, 0, NULL, 0, hidden, 1);
+  for (size_t i = 0; i < raw.n; i++) MXL_CHECK(mxl_reply_push(&r, raw.data[i]) == 0);
+  mxl_reply_finish(&r);
+  MXL_CHECK_MSG(r.content.data && !strcmp(r.content.data, "Hello there"), "%s", r.content.data);
+  MXL_CHECK(r.n_seen == (int)raw.n && !r.stop_matched);
+  mxl_reply_free(&r);
+  mxl_ids_free(&raw);
+  mxl_ids_free(&t);
+  mxl_tokenizer_free(tok);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  MXL_CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   mxl_api_limits_default(&lim);
   MXL_RUN(test_chat_defaults);
@@ -408,6 +463,7 @@ int main(void) {
   MXL_RUN(test_error_json);
   MXL_RUN(test_response_json);
   MXL_RUN(test_stop_strings);
+  MXL_RUN(test_reply_tokens);
   MXL_RUN(test_adapter_paths);
   MXL_RUN(test_bearer);
   MXL_RUN(test_names);
