@@ -256,6 +256,7 @@ static void turn(chat_state *c, const char *text) {
   } while (o.finish == MXL_JOB_RUNNING);
   if (in_analysis && c->color) printf("\033[0m");
   printf("\n");
+  fflush(stdout); /* before the summary on stderr, for pipes and files */
   double decode = o.total_seconds - o.first_token_seconds;
   fprintf(stderr, "[%d prompt tokens, %d generated (%.1f tok/s); %s]\n", o.prompt_tokens,
           o.generated_tokens, decode > 0 ? (o.generated_tokens - 1) / decode : 0.0,
