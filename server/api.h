@@ -181,8 +181,9 @@ typedef struct mxl_api_model {
 
 char *mxl_api_models_json(const mxl_api_model *models, int n);
 
-/* s[0..n) with every byte that is not part of a valid UTF-8 character
- * replaced by U+FFFD (malloc'd, NUL-terminated; NULL when out of memory). */
+/* s[0..n) with what is not valid UTF-8 replaced by U+FFFD, one per
+ * maximal ill-formed subsequence (as Python's decoder does), and NUL
+ * bytes too (malloc'd, NUL-terminated; NULL when out of memory). */
 char *mxl_api_utf8_clean(const char *s, size_t n);
 
 #endif

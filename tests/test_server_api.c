@@ -270,6 +270,14 @@ static void test_response_json(void) {
                     strstr(text, "\"finish_reason\":\"length\""),
                 "%s", text);
   free(text);
+  /* One U+FFFD per maximal ill-formed subsequence, as Python decodes:
+   * b"a\xe2\x82b\xff\xf0\x9f\x98\xc0\x80".decode(errors="replace"). */
+  const char bad[] = "a\xe2\x82" "b\xff\xf0\x9f\x98\xc0\x80\xed\xa0\x80";
+  char *clean = mxl_api_utf8_clean(bad, sizeof bad - 1);
+  const char *want = "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+                     "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD";
+  MXL_CHECK_MSG(clean && !strcmp(clean, want), "%s", clean);
+  free(clean);
   mxl_api_model models[2] = {{"base", NULL, NULL, 5, 4096}, {"sql", "/a/sql.mxla", "base", 6, 4096}};
   text = mxl_api_models_json(models, 2);
   cJSON *root = cJSON_Parse(text);
