@@ -461,12 +461,67 @@ static void test_reply_tokens(void) {
   MXL_CHECK(system(cmd) == 0);
 }
 
+/* What the official openai Python client sends (recorded by
+ * tools/openai_client_check.py --record) parses as meant. */
+static int parse_fixture(const char *name, int chat, mxl_api_generation *g) {
+  char path[512], *text = NULL;
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/tests/fixtures/openai_client/%s", MXL_SOURCE_DIR, name);
+  if (mxl_read_file(path, 1 << 20, &text, &n) != MXL_OK) return -1;
+  mxl_api_error e = {0};
+  int rc = chat ? mxl_api_parse_chat(text, n, &lim, g, &e)
+                : mxl_api_parse_completion(text, n, &lim, g, &e);
+  MXL_CHECK_MSG(rc == 0, "%s: %s", name, e.message);
+  free(text);
+  return rc;
+}
+
+static void test_openai_client_requests(void) {
+  mxl_api_generation g;
+  if (parse_fixture("chat.json", 1, &g) == 0) {
+    MXL_CHECK(!strcmp(g.model, "sql") && g.temperature == 0 && g.max_tokens == 40);
+    MXL_CHECK(g.has_seed && g.seed == 7 && g.n_stop == 1 && !strcmp(g.stop[0], "END"));
+    MXL_CHECK(!g.stream && strstr(g.conversation, "\"Be brief.\"") &&
+              strstr(g.conversation, "Say 3"));
+    mxl_api_generation_free(&g);
+  }
+  if (parse_fixture("chat_stream.json", 1, &g) == 0) {
+    MXL_CHECK(g.stream && g.include_usage && g.max_tokens == 40);
+    MXL_CHECK(strstr(g.conversation, "\"reasoning_effort\":\"low\""));
+    mxl_api_generation_free(&g);
+  }
+  if (parse_fixture("chat_adapters.json", 1, &g) == 0) {
+    MXL_CHECK(g.n_adapters == 2 && !strcmp(g.adapters[1].name, "tone"));
+    MXL_CHECK(g.adapters[0].scale == 0.5f && g.adapters[1].scale == 1.5f && g.top_p == 0.9f);
+    mxl_api_generation_free(&g);
+  }
+  if (parse_fixture("completion.json", 0, &g) == 0) {
+    MXL_CHECK(!strcmp(g.prompt, "Once upon") && g.max_tokens == 24 && g.n_stop == 1);
+    MXL_CHECK_NEAR(g.temperature, 0.7, 1e-6);
+    mxl_api_generation_free(&g);
+  }
+  if (parse_fixture("completion_stream.json", 0, &g) == 0) {
+    MXL_CHECK(g.stream && !g.include_usage && g.n_adapters == 1 && g.adapters[0].scale == -1.0f);
+    mxl_api_generation_free(&g);
+  }
+  char path[512], *auth = NULL;
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/tests/fixtures/openai_client/authorization.txt", MXL_SOURCE_DIR);
+  MXL_CHECK_OK(mxl_read_file(path, 4096, &auth, &n));
+  if (auth) {
+    if (n && auth[n - 1] == '\n') auth[n - 1] = '\0';
+    MXL_CHECK(mxl_api_bearer_ok(auth, "s3cret") && !mxl_api_bearer_ok(auth, "s3cre"));
+  }
+  free(auth);
+}
+
 int main(void) {
   mxl_api_limits_default(&lim);
   MXL_RUN(test_chat_defaults);
   MXL_RUN(test_chat_every_field);
   MXL_RUN(test_chat_refusals);
   MXL_RUN(test_completion);
+  MXL_RUN(test_openai_client_requests);
   MXL_RUN(test_adapter_ops);
   MXL_RUN(test_error_json);
   MXL_RUN(test_response_json);
