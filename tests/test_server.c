@@ -709,7 +709,10 @@ static void test_server_end_to_end(void) {
   MXL_CHECK(strstr(log, "POST /v1/chat/completions 200 model=sql adapters=sql:0.5 prompt="));
   MXL_CHECK(strstr(log, "POST /v1/completions 413"));
   free(log);
-  MXL_CHECK(server_stop(&s) == 0);
+  int rc = server_stop(&s);
+  log = read_log(&s);
+  MXL_CHECK_MSG(rc == 0, "exit %d: %s", rc, strlen(log) > 6000 ? log + strlen(log) - 6000 : log);
+  free(log);
 }
 
 /* An API key guards /v1/ (not /health); off loopback one is required. */

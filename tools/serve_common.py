@@ -31,8 +31,11 @@ def run(cmd, **kw):
     return p
 
 
-def make_model_and_adapters(mxlora, work, n_adapters=3, steps=2):
-    """A tiny checkpoint and `n_adapters` adapters trained on different data.
+def make_model_and_adapters(mxlora, work, n_adapters=3, steps=60):
+    """A tiny checkpoint and `n_adapters` adapters trained on different data
+    long enough (60 steps at lr 1e-2, about a CPU-minute each) that the
+    model answers in harmony's final channel, so that chat answers carry
+    text and each adapter's answers differ. Kept in `work` for reuse.
     Returns (model_dir, [adapter paths])."""
     model = os.path.join(work, "m")
     if not os.path.exists(os.path.join(model, "config.json")):
@@ -53,9 +56,10 @@ def make_model_and_adapters(mxlora, work, n_adapters=3, steps=2):
             with open(data, "w") as f:
                 for i in range(12):
                     f.write(tmpl % args(i) + "\n")
+            print(f"training adapter {a} ({steps} steps) ...", flush=True)
             run([mxlora, "train", "--model", model, "--data", data, "--out", out,
-                 "--steps", str(steps), "--seq-len", "192", "--batch-size", "2",
-                 "--set", "eval_count=2", "--rank", "4", "--seed", str(a + 3)])
+                 "--steps", str(steps), "--seq-len", "192", "--batch-size", "4", "--lr", "1e-2",
+                 "--set", "eval_count=2", "--rank", "8", "--seed", str(a + 3)])
         paths.append(adapter)
     return model, paths
 
