@@ -115,7 +115,7 @@ static int run_once(mxl_scheduler *s, mxl_adapter_ref **refs, const options *o, 
   return !r.failed && r.generated == (long)C * o->tokens;
 }
 
-static int write_adapters(const char *dir, const mxl_model *model, int rank, char paths[][512]) {
+static int write_adapters(const char *dir, const mxl_model *model, int rank, char paths[][640]) {
   for (int a = 0; a < N_ADAPTERS; a++) {
     mxl_lora_config lc;
     mxl_lora_config_init(&lc, rank, 2.0f * rank);
@@ -127,7 +127,7 @@ static int write_adapters(const char *dir, const mxl_model *model, int rank, cha
       uint64_t seed = 1000 + (uint64_t)a;
       for (size_t i = 0; i < lora->layout->n_floats; i++)
         lora->params[i] = ((float)(bench_rand(&seed) >> 40) * 0x1p-24f - 0.5f) * 0.05f;
-      snprintf(paths[a], 512, "%s/adapter%d.mxla", dir, a);
+      snprintf(paths[a], 640, "%s/adapter%d.mxla", dir, a);
       mxl_adapter_save_options opt;
       mxl_adapter_save_options_default(&opt);
       st = mxl_adapter_save(paths[a], lora, model, &opt);
@@ -202,7 +202,7 @@ int main(int argc, char **argv) {
   mxl_scheduler *s = NULL;
   mxl_registry *reg = NULL;
   mxl_adapter_ref *refs[N_ADAPTERS] = {0};
-  char paths[N_ADAPTERS][512];
+  char paths[N_ADAPTERS][640];
   int max_conc = 1;
   for (int i = 0; i < o.n_conc; i++) max_conc = o.conc[i] > max_conc ? o.conc[i] : max_conc;
   mxl_scheduler_options so = {0};
