@@ -518,4 +518,5 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->max_queue = s->opt.max_queue;
   out->vocab = s->engine->w.vocab_rows;
   out->backend = s->be->ops->name;
+  out->threads = s->be->n_threads;
 }

@@ -174,6 +174,7 @@ typedef struct mxl_scheduler_stats {
   int max_context, max_batch, prefill_chunk, max_step_tokens, max_queue;
   int vocab;           /* token ids are < vocab */
   const char *backend; /* "cpu", "ref", "cuda" */
+  int threads;         /* the backend's CPU threads */
 } mxl_scheduler_stats;
 
 /* From any thread. */
