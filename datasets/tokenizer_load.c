@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/fileio.h"
+#include "core/json.h"
 #include "core/status.h"
 #include "datasets/tokenizer_impl.h"
 #include "datasets/tokenizer_metal.h"
@@ -454,7 +455,8 @@ mxl_status mxl_tokenizer_from_hf_json(const char *data, size_t size, const char 
   if (!root) {
     const char *at = cJSON_GetErrorPtr();
     long off = at && at >= data && at <= data + size ? (long)(at - data) : -1;
-    return mxl_errorf(MXL_ERR_FORMAT, "%s: not valid JSON (near byte %ld)", name, off);
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: not valid JSON: %s near byte %ld", name,
+                      mxl_json_error_name(data, size, off >= 0 ? (size_t)off : 0), off);
   }
   mxl_status st = cJSON_IsObject(root)
                       ? hf_parse(name, root, out)
