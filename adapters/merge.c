@@ -319,7 +319,7 @@ static mxl_status run(merge_job *j, mxl_merge_result *res) {
   if (st == MXL_OK) st = write_side_files(j->model, j->root, j->tmp);
   if (st == MXL_OK) fill_report(&src, o, res);
   mxl_merge_source_free(&src);
-  if (st == MXL_OK && o->mxfp4)
+  if (st == MXL_OK)
     st = res->report_json ? mxl_write_text_file(j->tmp, "mxlora_merge_report.json",
                                                 strdup(res->report_json))
                           : mxl_errorf(MXL_ERR_MEMORY, "merge: out of memory");

@@ -18,7 +18,10 @@ static const char usage_line[] =
     "role with shapes, dtypes and bytes, the parameter counts (total and active per\n"
     "token), the config and the tokenizer, and whether mxlora can load each layout.\n"
     "An adapter file (.mxla) is described too: base fingerprint, targets, rank,\n"
-    "provenance and tensors (payload checksums verified).\n"
+    "provenance and tensors (payload checksums verified); so are PEFT adapter folders\n"
+    "(config, expert layout, whether mxlora import reads it), model folders written by\n"
+    "mxlora merge (the MXFP4 delta-survival summary) and GGUF files (metadata, tensors,\n"
+    "LoRA pairs and scaling).\n"
     "--json prints the same as one JSON document.";
 
 static int ends_with(const char *s, const char *suffix) {

@@ -163,7 +163,8 @@ typedef struct mxl_merge_result {
   double delta_norm_ratio; /* ‖Q(W+ΔW) − Q(W)‖ / ‖ΔW‖ */
   double delta_rel_error;  /* ‖Q(W+ΔW) − W − ΔW‖ / ‖ΔW‖ */
   int tensors, tensors_mostly_lost; /* adapted expert tensors; those keeping < 50% of ΔW */
-  char *report_json;     /* the per-tensor report (also OUT/mxlora_merge_report.json); free() it */
+  char *report_json;     /* what was merged and, for MXFP4, the per-tensor report (also
+                            OUT/mxlora_merge_report.json); free() it */
 } mxl_merge_result;
 
 /* Writes a complete model folder at opt->out: config.json (with
