@@ -19,8 +19,8 @@
 #define IMPORT_DIR MXL_SOURCE_DIR "/tests/fixtures/import/"
 #define SCRIPT "tools/gen_import_fixtures.py BUILD/mxlora"
 
-/* max |diff| / max |PEFT logit|; measured 1e-6 .. 3e-6 on the ref backend */
-static const double TOL = 2e-5;
+/* max |diff| / max |PEFT logit|; measured 2.1e-7 .. 2.4e-7 on the ref backend */
+static const double TOL = 5e-6;
 
 static double forward_rel(mxl_engine *e, const mxl_lora *lora, const int32_t *ids, int T,
                           const float *want) {
