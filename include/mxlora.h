@@ -45,6 +45,14 @@ const char *mxl_last_error(void);
 /* A short fixed name for a status ("malformed input"). Never NULL. */
 const char *mxl_status_name(mxl_status status);
 
+/* Warnings: conditions that do not stop an operation but that the user
+ * should hear about (an adapter file in an old format whose header has no
+ * checksum). The library passes each message to the handler, on the
+ * calling thread; with none installed (the default) warnings are dropped.
+ * The mxlora tool installs one that prints "warning: MESSAGE" to stderr. */
+typedef void (*mxl_warning_fn)(void *user, const char *message);
+void mxl_set_warning_handler(mxl_warning_fn fn, void *user);
+
 /* "0.1.0". */
 const char *mxl_version_string(void);
 
