@@ -327,7 +327,14 @@ static void admit(mxl_scheduler *s) {
     }
     pthread_mutex_unlock(&s->mu);
     if (!fits) return;
-    if (seq_start(s, q) != MXL_OK) {
+    mxl_status st = seq_start(s, q);
+    if (st != MXL_OK && s->running.n == 0) { /* nothing will give memory back */
+      char message[512];
+      snprintf(message, sizeof message, "%s", mxl_last_error());
+      finish(s, q, MXL_FINISH_ERROR, st, message);
+      continue;
+    }
+    if (st != MXL_OK) {
       /* The backend refused memory the budget allowed: keep waiting (at
        * the head) until running requests give some back. */
       mxl_kv_cache_destroy(s->engine, q->cache);
@@ -343,7 +350,7 @@ static void admit(mxl_scheduler *s) {
     }
     q->t_admit = now_seconds();
     pthread_mutex_lock(&s->mu);
-    mxl_status st = mxl_seq_list_push(&s->running, q);
+    st = mxl_seq_list_push(&s->running, q);
     pthread_mutex_unlock(&s->mu);
     if (st != MXL_OK) {
       finish(s, q, MXL_FINISH_ERROR, st, mxl_last_error());
@@ -518,4 +525,5 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->max_queue = s->opt.max_queue;
   out->vocab = s->engine->w.vocab_rows;
   out->backend = s->be->ops->name;
+  out->threads = s->be->n_threads;
 }

@@ -938,6 +938,12 @@ static const case_spec cases[] = {
       .scale_bias = 127),
     C(MXFP4_MATMUL, .n = 150, .k = 2, .E = 3, .rows = 70, .cols = 64, .bias = 1,
       .scale_bias = 127),
+    /* tiled (tensor-core) backends: several reduction steps with a partial
+     * last one, cp.async-aligned and unaligned (metal) weights */
+    C(MXFP4_MATMUL, .n = 40, .k = 2, .E = 3, .rows = 72, .cols = 160, .bias = 1,
+      .scale_bias = 127),
+    C(MXFP4_MATMUL, .n = 40, .k = 2, .E = 3, .rows = 72, .cols = 160, .bias = 1,
+      .scale_bias = 141, .metal = 1),
     C(MXFP4_MATMUL_DX, .n = 5, .k = 1, .E = 1, .rows = 7, .cols = 32, .scale_bias = 127),
     C(MXFP4_MATMUL_DX, .n = 6, .k = 2, .E = 5, .rows = 33, .cols = 64, .bias = 1,
       .scale_bias = 127),
@@ -945,6 +951,8 @@ static const case_spec cases[] = {
       .scale_bias = 141, .metal = 1),
     C(MXFP4_MATMUL_DX, .n = 4, .k = 4, .E = 4, .rows = 2880, .cols = 64, .scale_bias = 127),
     C(MXFP4_MATMUL_DX, .n = 150, .k = 2, .E = 3, .rows = 70, .cols = 96, .scale_bias = 141),
+    C(MXFP4_MATMUL_DX, .n = 40, .k = 2, .E = 3, .rows = 130, .cols = 96, .scale_bias = 141,
+      .metal = 1),
 
     C(SWIGLU, .n = 1, .I = 1),
     C(SWIGLU, .n = 7, .I = 33),

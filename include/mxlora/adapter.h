@@ -142,6 +142,42 @@ mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model,
 mxl_status mxl_adapter_import_peft_report(const char *dir, const mxl_model *model,
                                           mxl_lora **lora_out, char **report_out);
 
+/* ---- merged weights ---- */
+
+typedef struct mxl_merge_options {
+  const char *model;            /* the base checkpoint (repo root, or original/) */
+  const char *const *adapters;  /* adapter files, summed */
+  const float *scales;          /* [n_adapters] or NULL (all 1) */
+  int n_adapters;
+  const char *out;              /* the folder to create (must not exist) */
+  int mxfp4;                    /* 0: every tensor bf16; 1: experts re-quantized to MXFP4 */
+  int hf, original;             /* layouts to write (neither: hf); original/ beside the root */
+  uint64_t shard_bytes;         /* 0: shards of 4.8e9 bytes as published */
+  mxl_progress_fn progress;     /* optional: (user, file, bytes done, bytes total) */
+  void *progress_user;
+} mxl_merge_options;
+
+typedef struct mxl_merge_result {
+  uint64_t bytes_written;
+  /* MXFP4 only, over every adapted expert projection (0 otherwise): */
+  double rel_rms_error;  /* ‖Q(W+ΔW) − (W+ΔW)‖ / ‖W+ΔW‖ */
+  double delta_kept;     /* ⟨Q(W+ΔW) − W, ΔW⟩ / ‖ΔW‖²: the share of ΔW that survives */
+  double delta_norm_ratio; /* ‖Q(W+ΔW) − Q(W)‖ / ‖ΔW‖ */
+  double delta_rel_error;  /* ‖Q(W+ΔW) − W − ΔW‖ / ‖ΔW‖ */
+  int tensors, tensors_mostly_lost; /* adapted expert tensors; those keeping < 50% of ΔW */
+  char *report_json;     /* what was merged and, for MXFP4, the per-tensor report (also
+                            OUT/mxlora_merge_report.json); free() it */
+} mxl_merge_result;
+
+/* Writes a complete model folder at opt->out: config.json (with
+ * quantization_config for MXFP4, without for bf16), generation_config.json,
+ * the tokenizer files, the weights in the asked layouts with their shard
+ * index. Tensor by tensor and expert by expert: memory stays bounded
+ * (base pages are released as they are read). Atomic: everything is
+ * written under a temporary folder renamed to opt->out at the end, so an
+ * interrupted merge leaves nothing under the final name. */
+mxl_status mxl_merge(const mxl_merge_options *opt, mxl_merge_result *result);
+
 #ifdef __cplusplus
 }
 #endif
