@@ -259,7 +259,11 @@ def main():
                     "end_of_warmup": round(rss_warm / 1024, 1),
                     "max_after_warmup": round(rss_max_later / 1024, 1),
                     "end": round(rss[-1][1] / 1024, 1) if rss else None},
+        "rss_mib_by_tenth": [round(rss[min(len(rss) - 1, i * len(rss) // 10)][1] / 1024, 1)
+                             for i in range(11)] if rss else [],
         "rss_flat": rss_flat, "server_exit": exit_code,
+        "references": len(expected), "references_with_text": sum(
+            1 for v in expected.values() for r in (v if isinstance(v, list) else [v]) if r),
     }
     for m in stats.mismatch[:5]:
         print("MISMATCH", json.dumps(m, ensure_ascii=False)[:600])
