@@ -262,7 +262,8 @@ def main():
         "rss_mib_by_tenth": [round(rss[min(len(rss) - 1, i * len(rss) // 10)][1] / 1024, 1)
                              for i in range(11)] if rss else [],
         "rss_flat": rss_flat, "server_exit": exit_code,
-        "references": len(expected), "references_with_text": sum(
+        "references": sum(len(v) if isinstance(v, list) else 1 for v in expected.values()),
+        "references_with_text": sum(
             1 for v in expected.values() for r in (v if isinstance(v, list) else [v]) if r),
     }
     for m in stats.mismatch[:5]:
