@@ -1,9 +1,10 @@
-/* core/: errors, bf16 conversion, atomic files. */
+/* core/: errors, warnings, bf16 conversion, atomic files, UTF-8 repair. */
 #include <unistd.h>
 
 #include "core/bf16.h"
 #include "core/fileio.h"
 #include "core/status.h"
+#include "core/utf8.h"
 #include "test.h"
 
 static void test_error_message(void) {
@@ -25,6 +26,52 @@ static void test_bf16_rounding(void) {
   uint16_t nan = mxl_f32_to_bf16(NAN);
   MXL_CHECK((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
   MXL_CHECK(mxl_f32_to_bf16(INFINITY) == 0x7f80);
+}
+
+static char warned[256];
+static void keep_warning(void *user, const char *message) {
+  *(int *)user += 1;
+  snprintf(warned, sizeof warned, "%s", message);
+}
+
+static void test_warnings(void) {
+  mxl_warnf("dropped %d", 1); /* no handler: nothing happens */
+  int calls = 0;
+  mxl_set_warning_handler(keep_warning, &calls);
+  mxl_warnf("%s: old format %u", "a.mxla", 1u);
+  mxl_set_warning_handler(NULL, NULL);
+  mxl_warnf("dropped again");
+  MXL_CHECK(calls == 1 && !strcmp(warned, "a.mxla: old format 1"));
+}
+
+/* Expected outputs: the Unicode Standard's own example of maximal subparts
+ * (chapter 3, Table 3-8) and cases that agree with Python's
+ * bytes.decode("utf-8", "replace"). */
+static void test_utf8_repair(void) {
+  static const struct {
+    const char *in, *out;
+  } cases[] = {
+      {"\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64",
+       "a\uFFFD\uFFFD\uFFFDb\uFFFDc\uFFFD\uFFFDd"},
+      {"\xe2\x82", "\uFFFD"},          /* a character cut short: one replacement */
+      {"\xf0\x9f\x98", "\uFFFD"},
+      {"x\xc3", "x\uFFFD"},
+      {"\xed\xa0\x80", "\uFFFD\uFFFD\uFFFD"}, /* a surrogate is no prefix at all */
+      {"\xf4\x90\x80\x80", "\uFFFD\uFFFD\uFFFD\uFFFD"}, /* above U+10FFFF */
+      {"\xc0\xaf", "\uFFFD\uFFFD"},             /* overlong */
+      {"\xff", "\uFFFD"},
+      {"\xf0\x9f\x98\x80 \xd0\x96", "\U0001F600 \u0416"}, /* well-formed: unchanged */
+      {"", ""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t n = strlen(cases[i].in);
+    char out[64];
+    size_t m = mxl_utf8_repair((const uint8_t *)cases[i].in, n, out);
+    MXL_CHECK_MSG(m == strlen(cases[i].out) && !memcmp(out, cases[i].out, m), "case %zu", i);
+  }
+  MXL_CHECK(mxl_utf8_char_len((const uint8_t *)"\xe2\x82\xac", 3) == 3);
+  MXL_CHECK(mxl_utf8_char_len((const uint8_t *)"\xe2\x82\xac", 2) == 0);
+  MXL_CHECK(mxl_utf8_char_len((const uint8_t *)"\xe0\x80\x80", 3) == 0);
 }
 
 static void test_atomic_write(void) {
@@ -58,6 +105,8 @@ static void test_atomic_write(void) {
 int main(void) {
   MXL_RUN(test_error_message);
   MXL_RUN(test_bf16_rounding);
+  MXL_RUN(test_warnings);
+  MXL_RUN(test_utf8_repair);
   MXL_RUN(test_atomic_write);
   return mxl_test_summary("core");
 }
