@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/status.h"
 
 static const char *const target_names[MXL_LORA_N_TARGETS] = {"q", "k", "v",
@@ -195,6 +196,7 @@ mxl_status mxl_lora_layout_create(const mxl_config *c, const mxl_lora_config *lc
       }
     }
   }
+  MXL_ASSERT(lay->n_tensors == 2 * n_pairs);
   lay->n_floats = offset;
   *out = lay;
   return MXL_OK;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 
@@ -219,6 +220,7 @@ static void place(mxl_batcher *b, uint32_t d, int row, int col, int32_t seg) {
   mxl_dataset_sample(b->ds, b->doc[d], &v);
   mxl_batch *x = &b->batch;
   size_t len = b->len[d], base = (size_t)row * (size_t)x->seq_len + (size_t)col;
+  MXL_ASSERT(row < x->rows && (size_t)col + len <= (size_t)x->seq_len); /* packing fits */
   uint8_t bit = MXL_MASK_BIT(b->o.mask);
   for (size_t t = 0; t < len; t++) {
     size_t k = base + t;

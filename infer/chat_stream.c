@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/status.h"
 #include "core/utf8.h"
 
@@ -47,6 +48,7 @@ static mxl_channel header_channel(const char *header) {
 static void send(mxl_chat_stream *s, const char *bytes, int n) {
   if (n <= 0 || !s->on_text) return;
   char out[3 * 512];
+  MXL_ASSERT((size_t)n <= sizeof out / 3);
   size_t m = mxl_utf8_repair((const uint8_t *)bytes, (size_t)n, out);
   s->on_text(s->user, s->channel, out, m);
 }

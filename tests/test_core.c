@@ -1,5 +1,13 @@
-/* core/: errors, warnings, bf16 conversion, atomic files, UTF-8 repair. */
+/* core/: errors, warnings, assertions, bf16 conversion, atomic files,
+ * UTF-8 repair. */
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+/* The invariant checks are on here whatever the build type. */
+#undef MXL_ASSERTIONS
+#define MXL_ASSERTIONS 1
+#include "core/assert.h"
 
 #include "core/bf16.h"
 #include "core/fileio.h"
@@ -26,6 +34,31 @@ static void test_bf16_rounding(void) {
   uint16_t nan = mxl_f32_to_bf16(NAN);
   MXL_CHECK((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
   MXL_CHECK(mxl_f32_to_bf16(INFINITY) == 0x7f80);
+}
+
+/* A false invariant names file, line and condition on stderr, then aborts
+ * (checked in a child process). */
+static void test_assert(void) {
+  int fds[2];
+  MXL_CHECK(pipe(fds) == 0);
+  int two = 2;
+  MXL_ASSERT(two == 2); /* a true one does nothing */
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    MXL_ASSERT(two == 3);
+    _exit(0);
+  }
+  close(fds[1]);
+  char msg[256] = "";
+  ssize_t n = read(fds[0], msg, sizeof msg - 1);
+  msg[n > 0 ? n : 0] = '\0';
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  MXL_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+  MXL_CHECK_MSG(strstr(msg, "tests/test_core.c:") && strstr(msg, ": invariant failed: two == 3\n"),
+                "%s", msg);
 }
 
 static char warned[256];
@@ -106,6 +139,7 @@ int main(void) {
   MXL_RUN(test_error_message);
   MXL_RUN(test_bf16_rounding);
   MXL_RUN(test_warnings);
+  MXL_RUN(test_assert);
   MXL_RUN(test_utf8_repair);
   MXL_RUN(test_atomic_write);
   return mxl_test_summary("core");
