@@ -302,17 +302,6 @@ void mxl_lora_tensor_write(mxl_lora *lora, int i, const float *src) {
 
 /* ---- initialisation ---- */
 
-uint64_t mxl_splitmix64(uint64_t *state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-float mxl_splitmix_uniform(uint64_t *state) {
-  return (float)(mxl_splitmix64(state) >> 40) * (1.0f / 16777216.0f);
-}
-
 uint64_t mxl_lora_stream_seed(uint64_t seed, int layer, mxl_lora_target t) {
   /* Mix (seed, layer, target) through one SplitMix64 step so that nearby
    * seeds and neighbouring tensors get unrelated streams. */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/assert.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 
@@ -32,7 +33,7 @@ struct mxl_batcher {
 /* The shuffle seed of an epoch; also what the cursor records as rng. */
 static uint64_t epoch_rng(uint64_t seed, uint64_t epoch) {
   uint64_t state = seed ^ ((epoch + 1) * 0xD1B54A32D192ED03ull);
-  return mxl_rng_next(&state);
+  return mxl_splitmix64(&state);
 }
 
 typedef struct by_len {
@@ -68,7 +69,7 @@ static mxl_status make_order(mxl_batcher *b) {
 
 static uint64_t mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-  return mxl_rng_next(&h);
+  return mxl_splitmix64(&h);
 }
 
 static uint64_t fingerprint(const mxl_batcher *b) {
