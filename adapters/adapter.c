@@ -10,6 +10,7 @@
 
 #include "adapters/adapter_file.h"
 #include "adapters/fingerprint.h"
+#include "adapters/gguf_export.h"
 #include "adapters/peft.h"
 #include "core/fileio.h"
 #include "core/json.h"
@@ -180,8 +181,23 @@ mxl_status mxl_adapter_export_peft(const mxl_adapter *a, const char *dir) {
   return st;
 }
 
+mxl_status mxl_adapter_export_gguf(const mxl_adapter *a, const char *path,
+                                   const mxl_gguf_export_options *opt) {
+  mxl_lora *lora = NULL;
+  MXL_TRY(mxl_adapter_read_lora(a, &lora));
+  mxl_status st = mxl_gguf_export(lora, a->h->fingerprint_hex, opt, path);
+  mxl_lora_destroy(lora);
+  if (st != MXL_OK) mxl_error_prefix(st, "exporting %s to GGUF: ", a->map.path);
+  return st;
+}
+
 mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model, mxl_lora **lora_out) {
   return mxl_peft_import(dir, &model->config, lora_out);
+}
+
+mxl_status mxl_adapter_import_peft_report(const char *dir, const mxl_model *model,
+                                          mxl_lora **lora_out, char **report_out) {
+  return mxl_peft_import_report(dir, &model->config, lora_out, report_out);
 }
 
 /* ------------------------------------------------------------ describe */

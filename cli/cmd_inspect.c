@@ -18,7 +18,10 @@ static const char usage_line[] =
     "role with shapes, dtypes and bytes, the parameter counts (total and active per\n"
     "token), the config and the tokenizer, and whether mxlora can load each layout.\n"
     "An adapter file (.mxla) is described too: base fingerprint, targets, rank,\n"
-    "provenance and tensors (payload checksums verified).\n"
+    "provenance and tensors (payload checksums verified); so are PEFT adapter folders\n"
+    "(config, expert layout, whether mxlora import reads it), model folders written by\n"
+    "mxlora merge (the MXFP4 delta-survival summary) and GGUF files (metadata, tensors,\n"
+    "LoRA pairs and scaling).\n"
     "--json prints the same as one JSON document.\n"
     "Exit status: 0 when everything found is readable and consistent, 1 when anything\n"
     "is not (the problems are listed at the end of the report), 2 for a bad command line.";

@@ -78,6 +78,8 @@ const char *mxl_status_name(mxl_status status) {
   case MXL_ERR_NUMERIC: return "numeric error";
   case MXL_ERR_BACKEND: return "backend error";
   case MXL_ERR_INTERRUPTED: return "interrupted";
+  case MXL_ERR_NOT_FOUND: return "not found";
+  case MXL_ERR_BUSY: return "busy";
   }
   return "unknown status";
 }

@@ -35,6 +35,8 @@ typedef enum mxl_status {
   MXL_ERR_NUMERIC,     /* NaN/Inf or another numeric failure */
   MXL_ERR_BACKEND,     /* a compute backend failed (driver, device) */
   MXL_ERR_INTERRUPTED, /* the user asked to stop (Ctrl-C) */
+  MXL_ERR_NOT_FOUND,   /* a named thing (adapter, request) does not exist */
+  MXL_ERR_BUSY,        /* a limit is reached for now (queue, memory budget): retry later */
 } mxl_status;
 
 /* The message recorded by the last failing call on this thread. Never NULL. */
@@ -70,6 +72,8 @@ const char *mxl_build_features(void);
 #include "mxlora/generate.h"  /* text generation */
 #include "mxlora/adapter.h"   /* adapter files, overlay */
 #include "mxlora/train.h"     /* LoRA training, eval */
+#include "mxlora/registry.h"  /* adapters loaded by name at runtime */
+#include "mxlora/scheduler.h" /* continuous batching of generation requests */
 
 #ifdef __cplusplus
 extern "C" {

@@ -14,6 +14,7 @@
 #include "core/strbuf.h"
 #include "datasets/tokenizer.h"
 #include "model/checkpoint.h"
+#include "repo/inspect.h"
 
 /* 1234567 -> "1,234,567" */
 static const char *grouped(int64_t v, char buf[32]) {
@@ -57,6 +58,10 @@ static const file_role roles[] = {
     {"LICENSE", "license"},
     {"USAGE_POLICY", "usage policy"},
     {".gitattributes", "git LFS settings"},
+    {"adapter_config.json", "PEFT adapter settings (rank, alpha, targets)"},
+    {"adapter_model.safetensors", "PEFT adapter tensors (lora_A / lora_B)"},
+    {"mxlora_merge_report.json", "mxlora merge report (MXFP4 delta survival per tensor)"},
+    {"*.gguf", "GGUF file (llama.cpp)"},
     {"*.tiktoken", "tiktoken rank file (ordinary tokens)"},
     {"*.safetensors", "weights (safetensors)"},
 };
@@ -500,6 +505,12 @@ static cJSON *layout_json(mxl_layout l, const char *folder, const char *shown, m
     if (w && safetensors_tensors(w, o) != MXL_OK)
       cJSON_AddStringToObject(o, "tensor_error", mxl_last_error());
     free(w);
+    const cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(o, "tensor_groups"))
+      if (!m && !strcmp(str(g, "role"), mxl_tensor_role_name(MXL_ROLE_EXPERTS_DENSE)))
+        cJSON_SetValuestring(cJSON_GetObjectItem(o, "check"),
+                             "bf16 experts (a merged model): transformers and vLLM load it; "
+                             "mxlora runs MXFP4 experts (merge with --dtype mxfp4 for that)");
   }
   *out = m;
   return o;
@@ -608,14 +619,31 @@ static void add_model_facts(cJSON *report, const mxl_model *m) {
   cJSON_AddItemToObject(report, "parameters", params_json(&m->config));
 }
 
+/* A folder mxlora cannot run (a bf16 merge): the facts from config.json. */
+static void add_config_facts(cJSON *report, const char *path) {
+  char *cfg = mxl_path_join(path, "config.json");
+  mxl_config c;
+  if (cfg && mxl_path_exists(cfg) && !is_original_config(cfg) &&
+      mxl_config_load_hf(cfg, &c) == MXL_OK) {
+    cJSON_AddItemToObject(report, "config", config_json(&c));
+    cJSON_AddItemToObject(report, "parameters", params_json(&c));
+  }
+  free(cfg);
+}
+
 static mxl_status inspect_dir(const char *path, cJSON *report) {
   mxl_model *m = NULL;
   collect_layouts(path, report, &m);
   cJSON *layouts = cJSON_GetObjectItem(report, "layouts");
   int n = cJSON_GetArraySize(layouts);
-  cJSON_AddStringToObject(report, "kind", n > 1 ? "repository" : n == 1 ? "checkpoint folder"
-                                                                        : "folder");
+  mxl_inspect_add_peft(path, report);
+  mxl_inspect_add_merge(path, report);
+  const char *kind = n > 1 ? "repository" : n == 1 ? "checkpoint folder" : "folder";
+  if (cJSON_GetObjectItem(report, "merged")) kind = "model folder merged by mxlora";
+  if (cJSON_GetObjectItem(report, "peft")) kind = "PEFT adapter folder";
+  cJSON_AddStringToObject(report, "kind", kind);
   add_model_facts(report, m);
+  if (!m) add_config_facts(report, path);
   add_tokenizer(report, path, m);
   mxl_model_close(m);
   return MXL_OK;
@@ -653,6 +681,9 @@ static mxl_status inspect_file(const char *path, cJSON *report) {
   } else if (name_matches(base, "*.bin")) {
     cJSON *o = layout_json(MXL_LAYOUT_METAL, path, base, &m);
     cJSON_AddItemToArray(cJSON_AddArrayToObject(report, "layouts"), o);
+  } else if (name_matches(base, "*.gguf")) {
+    cJSON_SetValuestring(cJSON_GetObjectItem(report, "kind"), "GGUF file");
+    mxl_inspect_gguf(path, report);
   } else if (!strcmp(base, "config.json")) {
     mxl_config c;
     mxl_status st = orig ? mxl_config_load_original(path, &c) : mxl_config_load_hf(path, &c);
@@ -874,6 +905,7 @@ static char *render_text(const cJSON *r) {
     if (*str(l, "tensor_error"))
       mxl_strbuf_printf(&b, "  (tensors unreadable: %s)\n", str(l, "tensor_error"));
   }
+  mxl_inspect_text_more(&b, r);
   text_tokenizer(&b, cJSON_GetObjectItem(r, "tokenizer"));
   text_problems(&b, cJSON_GetObjectItem(r, "problems"));
   return mxl_strbuf_take(&b);
