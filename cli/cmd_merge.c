@@ -68,6 +68,10 @@ static int split_scale(const char *item, char *path, size_t cap, float *scale) {
 }
 
 static void print_report(const mxl_merge_result *r) {
+  if (!r->tensors) {
+    printf("no expert projection is adapted: the experts are the published MXFP4 bytes\n");
+    return;
+  }
   cJSON *root = cJSON_Parse(r->report_json);
   const cJSON *t;
   printf("MXFP4 re-quantization of the adapted experts (%d tensors):\n", r->tensors);
