@@ -32,6 +32,7 @@
 #include "adapters/adapter_file.h"
 #include "adapters/peft.h"
 #include "core/bf16.h"
+#include "core/bytes.h"
 #include "core/json.h"
 #include "core/status.h"
 #include "core/strbuf.h"
@@ -417,9 +418,9 @@ static mxl_status read_f32(const mxl_st_tensor *t, float *dst, const char *file)
   for (size_t j = 0; j < n; j++) {
     switch (t->dtype) {
     case MXL_DT_F32: memcpy(&dst[j], p + 4 * j, 4); break;
-    case MXL_DT_BF16: dst[j] = mxl_bf16_to_f32((uint16_t)(p[2 * j] | p[2 * j + 1] << 8)); break;
+    case MXL_DT_BF16: dst[j] = mxl_bf16_to_f32(mxl_get_le16(p + 2 * j)); break;
     case MXL_DT_F16: {
-      unsigned h = (unsigned)(p[2 * j] | p[2 * j + 1] << 8), e = (h >> 10) & 31, m = h & 1023;
+      unsigned h = mxl_get_le16(p + 2 * j), e = (h >> 10) & 31, m = h & 1023;
       float v = e == 0 ? ldexpf((float)m, -24)
                 : e == 31 ? (m ? NAN : INFINITY)
                           : ldexpf((float)(m | 1024), (int)e - 25);

@@ -49,79 +49,81 @@ static void on_event(void *user, const mxl_train_event *ev) {
   }
 }
 
-/* Flags that are shorthands for recipe keys. */
-typedef struct flag_key {
-  const char *flag, *key;
-} flag_key;
+static const char usage_line[] =
+    "[RECIPE.json] [options]\n\n"
+    "Trains a LoRA adapter on a gpt-oss model kept in MXFP4. Settings come from the\n"
+    "recipe (recipes/README.md lists every key), then from these options, in order.\n"
+    "Outputs in OUT: adapter.mxla, checkpoint.mxstate, metrics.jsonl, loss.svg,\n"
+    "summary.json. Ctrl-C saves the adapter and checkpoint, then stops.";
 
-static const flag_key shorthands[] = {
-    {"--model", "model"},           {"--data", "data"},
-    {"--eval-data", "eval_data"},   {"--out", "out"},
-    {"--steps", "steps"},           {"--epochs", "epochs"},
-    {"--lr", "lr"},                 {"--schedule", "schedule"},
-    {"--warmup-steps", "warmup_steps"}, {"--batch-size", "batch_size"},
-    {"--seq-len", "seq_len"},       {"--grad-accum", "grad_accum"},
-    {"--rank", "lora.rank"},        {"--alpha", "lora.alpha"},
-    {"--targets", "lora.targets"},  {"--layers", "lora.layers"},
-    {"--dropout", "lora.dropout"},  {"--loss-mask", "loss_mask"},
-    {"--eval-every", "eval_every"}, {"--save-every", "save_every"},
-    {"--threads", "threads"},       {"--seed", "seed"},
-    {"--backend", "backend"},       {"--on-bad-line", "on_bad_line"},
-};
-enum { N_SHORT = sizeof shorthands / sizeof shorthands[0], MAX_OVERRIDES = 64 };
-
-static void print_usage(void) {
-  printf("usage: mxlora train [RECIPE.json] [options]\n\n"
-         "Trains a LoRA adapter on a gpt-oss model kept in MXFP4. Settings come from the\n"
-         "recipe (see recipes/README.md), then from these options, in order:\n\n");
-  for (int i = 0; i < N_SHORT; i++) printf("  %-16s VALUE  sets \"%s\"\n", shorthands[i].flag, shorthands[i].key);
-  printf("  %-16s        continue from OUT/checkpoint.mxstate\n", "--resume");
-  printf("  %-16s K=V    sets any recipe key (dotted for nested: lora.rank=8)\n", "--set");
-  printf("\nOutputs in OUT: adapter.mxla, checkpoint.mxstate, metrics.jsonl, loss.svg, "
-         "summary.json.\nCtrl-C saves the adapter and checkpoint, then stops.\n");
-}
-
-/* Collects recipe path and overrides; returns 0, 1 (help) or 2 (error). */
-static int parse_args(int argc, char **argv, const char **recipe, char overrides[][512],
-                      int *n) {
+/* Collects the recipe path and the settings, in order; returns 0, 1 (help)
+ * or 2 (error). Flags are shorthands for recipe keys. */
+static int parse_args(int argc, char **argv, const char **recipe, mxl_opt_settings *set) {
+  int resume = 0, npos = 0;
+  const mxl_opt opts[] = {
+      {"--model", MXL_OPT_SETTING, set, "DIR: the checkpoint (sets model)", .key = "model"},
+      {"--data", MXL_OPT_SETTING, set, "FILE: .jsonl or .json samples (data)", .key = "data"},
+      {"--eval-data", MXL_OPT_SETTING, set, "FILE: held-out samples (eval_data)",
+       .key = "eval_data"},
+      {"--out", MXL_OPT_SETTING, set, "DIR: the run folder (out)", .key = "out"},
+      {"--steps", MXL_OPT_SETTING, set, "N: optimizer steps (steps)", .key = "steps"},
+      {"--epochs", MXL_OPT_SETTING, set, "N: passes over the data (epochs)", .key = "epochs"},
+      {"--lr", MXL_OPT_SETTING, set, "X: learning rate, e.g. 2e-4 (lr)", .key = "lr"},
+      {"--schedule", MXL_OPT_SETTING, set, "constant|linear|cosine (schedule)",
+       .key = "schedule"},
+      {"--warmup-steps", MXL_OPT_SETTING, set, "N: warm-up steps (warmup_steps)",
+       .key = "warmup_steps"},
+      {"--batch-size", MXL_OPT_SETTING, set, "N: rows per micro-batch (batch_size)",
+       .key = "batch_size"},
+      {"--seq-len", MXL_OPT_SETTING, set, "N: tokens per row (seq_len)", .key = "seq_len"},
+      {"--grad-accum", MXL_OPT_SETTING, set, "N: micro-batches per step (grad_accum)",
+       .key = "grad_accum"},
+      {"--rank", MXL_OPT_SETTING, set, "R: LoRA rank (lora.rank)", .key = "lora.rank"},
+      {"--alpha", MXL_OPT_SETTING, set, "A: LoRA alpha (lora.alpha)", .key = "lora.alpha"},
+      {"--targets", MXL_OPT_SETTING, set, "q,k,v,o,gate_up,down|attn|experts|all "
+       "(lora.targets)", .key = "lora.targets"},
+      {"--layers", MXL_OPT_SETTING, set, "\"[0,2]\": layers to adapt, a JSON list; quote it "
+       "(lora.layers)", .key = "lora.layers"},
+      {"--dropout", MXL_OPT_SETTING, set, "P: LoRA dropout (lora.dropout)",
+       .key = "lora.dropout"},
+      {"--loss-mask", MXL_OPT_SETTING, set, "assistant|last-turn|final|all (loss_mask)",
+       .key = "loss_mask"},
+      {"--eval-every", MXL_OPT_SETTING, set, "N: steps between evaluations (eval_every)",
+       .key = "eval_every"},
+      {"--save-every", MXL_OPT_SETTING, set, "N: steps between saves (save_every)",
+       .key = "save_every"},
+      {"--threads", MXL_OPT_SETTING, set, "N: CPU threads (threads)", .key = "threads"},
+      {"--seed", MXL_OPT_SETTING, set, "S: initialisation, data order, dropout (seed)",
+       .key = "seed"},
+      {"--backend", MXL_OPT_SETTING, set, "cpu|cuda|cuda:N|auto|ref (backend)",
+       .key = "backend"},
+      {"--on-bad-line", MXL_OPT_SETTING, set, "error|skip: malformed samples (on_bad_line)",
+       .key = "on_bad_line"},
+      {"--set", MXL_OPT_SETTING, set, "KEY=VALUE: any recipe key, dotted for nested ones "
+       "(lora.rank=8)"},
+      {"--resume", MXL_OPT_FLAG, &resume, "continue from OUT/checkpoint.mxstate"},
+  };
   *recipe = NULL;
-  *n = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) return print_usage(), 1;
-    if (*n == MAX_OVERRIDES) return fprintf(stderr, "mxlora train: too many options\n"), 2;
-    if (!strcmp(a, "--resume")) {
-      snprintf(overrides[(*n)++], 512, "resume=true");
-      continue;
-    }
-    if (strncmp(a, "--", 2) != 0) {
-      if (*recipe) return fprintf(stderr, "mxlora train: unexpected argument '%s'\n", a), 2;
-      *recipe = a;
-      continue;
-    }
-    const char *key = NULL;
-    if (!strcmp(a, "--set")) key = "";
-    for (int k = 0; k < N_SHORT && !key; k++)
-      if (!strcmp(a, shorthands[k].flag)) key = shorthands[k].key;
-    if (!key) return fprintf(stderr, "mxlora train: unknown option '%s' (see --help)\n", a), 2;
-    if (i + 1 >= argc) return fprintf(stderr, "mxlora train: %s needs a value\n", a), 2;
-    const char *value = argv[++i];
-    if (*key)
-      snprintf(overrides[(*n)++], 512, "%s=%s", key, value);
-    else
-      snprintf(overrides[(*n)++], 512, "%s", value);
+  set->n = 0;
+  int rc = mxl_cli_parse(argc, argv, usage_line, opts, (int)(sizeof opts / sizeof opts[0]),
+                         recipe, 1, &npos);
+  if (rc) return rc;
+  if (resume) {
+    if (set->n == MXL_OPT_SETTINGS_MAX)
+      return fprintf(stderr, "mxlora train: more than %d settings\n", MXL_OPT_SETTINGS_MAX), 2;
+    snprintf(set->items[set->n++], MXL_OPT_SETTING_SIZE, "resume=true");
   }
   return 0;
 }
 
 int mxl_cmd_train(int argc, char **argv) {
-  static char overrides[MAX_OVERRIDES][512];
-  const char *ptrs[MAX_OVERRIDES];
+  static mxl_opt_settings settings;
+  const char *ptrs[MXL_OPT_SETTINGS_MAX];
   const char *recipe;
-  int n;
-  int rc = parse_args(argc, argv, &recipe, overrides, &n);
+  int rc = parse_args(argc, argv, &recipe, &settings);
   if (rc) return rc == 1 ? 0 : 2;
-  for (int i = 0; i < n; i++) ptrs[i] = overrides[i];
+  int n = settings.n;
+  for (int i = 0; i < n; i++) ptrs[i] = settings.items[i];
   signal(SIGINT, on_sigint);
   mxl_train_summary s;
   mxl_status st = mxl_train(recipe, ptrs, n, on_event, NULL, &stop_requested, &s);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/bf16.h"
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "core/status.h"
 #include "model/layout_writer.h"
@@ -339,10 +340,6 @@ static mxl_status metal_experts(mxl_layout_writer *w, metal_out *o, const mxl_me
   return MXL_OK;
 }
 
-static uint32_t rd_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static mxl_status metal_header(metal_out *o, const mxl_config *c, const uint8_t *tok,
                                size_t tok_size) {
   uint8_t model[MXL_METAL_MODEL_HEADER_BYTES];
@@ -378,8 +375,8 @@ mxl_status mxl_layout_write_metal(mxl_layout_writer *w, const char *path, const 
     return mxl_errorf(MXL_ERR_UNSUPPORTED, "%s: metal/model.bin holds MXFP4 experts only", path);
   if (tok_size < 16) return mxl_errorf(MXL_ERR_ARGUMENT, "%s: tokenizer section too short", path);
   mxl_metal_layout ml;
-  MXL_TRY(mxl_metal_layout_compute(w->c, rd_u32(tok), rd_u32(tok + 4), rd_u32(tok + 8),
-                                   rd_u32(tok + 12), path, &ml));
+  MXL_TRY(mxl_metal_layout_compute(w->c, mxl_get_le32(tok), mxl_get_le32(tok + 4),
+                                   mxl_get_le32(tok + 8), mxl_get_le32(tok + 12), path, &ml));
   if (ml.tokenizer_end != 132 + tok_size)
     return mxl_errorf(MXL_ERR_ARGUMENT, "%s: the tokenizer section's header does not match its size",
                       path);

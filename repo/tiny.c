@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "core/status.h"
 #include "datasets/tokenizer.h"
@@ -241,12 +242,10 @@ static mxl_status write_metal(mxl_layout_writer *w, const char *out, const uint8
 /* The weight bytes the metal writer streams (for progress): every item
  * unpadded, the vocabulary cut to the tokenizer's rows. */
 static uint64_t metal_bytes(const mxl_config *c, const uint8_t *section) {
+  /* The section starts with the special and the text token counts. */
   const uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->intermediate, E = (uint64_t)c->n_experts;
   const uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
-  const uint64_t rows = (uint64_t)section[0] | (uint64_t)section[1] << 8 |
-                        (uint64_t)section[2] << 16 | (uint64_t)section[3] << 24 |
-                        ((uint64_t)section[4] | (uint64_t)section[5] << 8 |
-                         (uint64_t)section[6] << 16 | (uint64_t)section[7] << 24);
+  const uint64_t rows = (uint64_t)mxl_get_le32(section) + mxl_get_le32(section + 4);
   const uint64_t block = 2 * (H + (q + 2 * kv) * (H + 1) + (uint64_t)c->n_heads + H * q + 2 * H +
                               E * (H + 1));
   const uint64_t expert = I * H + I * H / 16 + 4 * I + H * I / 2 + H * I / 32 + 2 * H;

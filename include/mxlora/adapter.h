@@ -53,9 +53,10 @@ mxl_status mxl_adapter_save(const char *path, const mxl_lora *lora, const mxl_mo
                             const mxl_adapter_save_options *opt);
 
 /* Opens `path`: checks the magic, the format version (an unknown version
- * is MXL_ERR_UNSUPPORTED naming both versions), the header (every field
- * type-checked) and the tensor directory (offsets, sizes, names and shapes
- * against the declared targets, rank and layers). Payloads are checked by
+ * is MXL_ERR_UNSUPPORTED naming both versions; version 1, whose header has
+ * no checksum, is read with a warning), the header's checksum, the header
+ * (every field type-checked) and the tensor directory (offsets, sizes,
+ * names and shapes against the declared targets, rank and layers). Payloads are checked by
  * mxl_adapter_verify or when loading. */
 mxl_status mxl_adapter_open(const char *path, mxl_adapter **adapter_out);
 void mxl_adapter_close(mxl_adapter *adapter);
@@ -67,6 +68,7 @@ mxl_status mxl_adapter_verify(const mxl_adapter *adapter);
 typedef struct mxl_adapter_info {
   const char *path;
   unsigned format_version;
+  int header_checksum; /* 0: an old (version 1) file whose header has no checksum */
   const char *fingerprint; /* 64 hex digits of the base model's fingerprint */
   int base_layers, base_experts, base_hidden;
   int rank;
