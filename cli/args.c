@@ -125,6 +125,8 @@ static int add_setting(const char *cmd, const mxl_opt *o, const char *value) {
             MXL_OPT_SETTING_SIZE - 16);
     return 2;
   }
+  if (o->key) snprintf(s->flags[s->n], sizeof s->flags[0], "%s", o->name);
+  else snprintf(s->flags[s->n], sizeof s->flags[0], "%s %.*s", o->name, (int)(eq - value), value);
   s->n++;
   return 0;
 }

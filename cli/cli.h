@@ -33,6 +33,7 @@ typedef struct mxl_opt_list {
 /* Ordered recipe settings (train): later ones override earlier ones. */
 typedef struct mxl_opt_settings {
   char items[MXL_OPT_SETTINGS_MAX][MXL_OPT_SETTING_SIZE];
+  char flags[MXL_OPT_SETTINGS_MAX][64]; /* the option as written ("--rank", "--set lora.rank") */
   int n;
 } mxl_opt_settings;
 

@@ -236,7 +236,16 @@ mxl_status mxl_comm_mpi_open(mxl_comm *c) {
   return st;
 }
 
+void mxl_dist_abort(int code) {
+  int ready = 0, finalized = 0;
+  MPI_Initialized(&ready);
+  MPI_Finalized(&finalized);
+  if (ready && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
 #else
+
+void mxl_dist_abort(int code) { (void)code; }
 
 mxl_status mxl_comm_mpi_open(mxl_comm *c) {
   (void)c;

@@ -45,9 +45,22 @@ static void on_event(void *user, const mxl_train_event *ev) {
   if (s && ev->kind == MXL_EVENT_STEP && ev->step == s->stop_at) s->flag = 1;
 }
 
-static mxl_status train(const char *out, int steps, int resume, stopper *stop, float lr,
-                        mxl_train_summary *sum) {
-  char o[12][256];
+/* Settings from "key=value" strings. */
+static mxl_status run_settings(const char *const *kv, int n, stopper *stop, mxl_train_summary *sum) {
+  static char keys[32][64];
+  mxl_train_setting s[32];
+  for (int i = 0; i < n; i++) {
+    const char *eq = strchr(kv[i], '=');
+    snprintf(keys[i], sizeof keys[i], "%.*s", eq ? (int)(eq - kv[i]) : 0, kv[i]);
+    s[i] = (mxl_train_setting){keys[i], eq ? eq + 1 : "", NULL};
+  }
+  mxl_train_options o = {NULL, s, n, on_event, stop, stop ? &stop->flag : NULL};
+  return mxl_train(&o, sum);
+}
+
+static mxl_status train_more(const char *out, int steps, int resume, stopper *stop, float lr,
+                             mxl_train_summary *sum, const char *const *extra, int n_extra) {
+  char o[24][256];
   snprintf(o[0], 256, "model=%s", model_dir);
   snprintf(o[1], 256, "data=%s", data_path);
   snprintf(o[2], 256, "out=%s/%s", root, out);
@@ -60,9 +73,16 @@ static mxl_status train(const char *out, int steps, int resume, stopper *stop, f
   snprintf(o[9], 256, "lora.rank=4");
   snprintf(o[10], 256, "threads=2");
   snprintf(o[11], 256, "max_bad_steps=2");
-  const char *ptr[12];
-  for (int i = 0; i < 12; i++) ptr[i] = o[i];
-  return mxl_train(NULL, ptr, 12, on_event, stop, stop ? &stop->flag : NULL, sum);
+  const char *ptr[24];
+  int n = 12;
+  for (int i = 0; i < n; i++) ptr[i] = o[i];
+  for (int i = 0; i < n_extra && n < 24; i++) ptr[n++] = extra[i];
+  return run_settings(ptr, n, stop, sum);
+}
+
+static mxl_status train(const char *out, int steps, int resume, stopper *stop, float lr,
+                        mxl_train_summary *sum) {
+  return train_more(out, steps, resume, stop, lr, sum, NULL, 0);
 }
 
 static mxl_status adapter_params(const char *out, mxl_lora **lora) {
@@ -113,16 +133,14 @@ static void test_nan_guard_stops(void) {
 static void test_bad_recipe(void) {
   const char *o[] = {"model=x", "data=y", "out=z", "steps=3", "lora.rank=0"};
   mxl_train_summary s;
-  MXL_CHECK_FAILS(mxl_train(NULL, o, 5, NULL, NULL, NULL, &s), MXL_ERR_FORMAT, "lora: rank");
+  MXL_CHECK_FAILS(run_settings(o, 5, NULL, &s), MXL_ERR_ARGUMENT, "lora.rank: 0 is out of range");
   const char *o2[] = {"model=x", "data=y", "out=z"};
-  MXL_CHECK_FAILS(mxl_train(NULL, o2, 3, NULL, NULL, NULL, &s), MXL_ERR_FORMAT, "steps");
+  MXL_CHECK_FAILS(run_settings(o2, 3, NULL, &s), MXL_ERR_FORMAT, "steps");
   const char *o4[] = {"model=x", "data=y", "out=z", "steps=3", "learning_rate=1"};
-  MXL_CHECK_FAILS(mxl_train(NULL, o4, 5, NULL, NULL, NULL, &s), MXL_ERR_FORMAT,
-                  "unknown key \"learning_rate\"");
+  MXL_CHECK_FAILS(run_settings(o4, 5, NULL, &s), MXL_ERR_ARGUMENT,
+                  "unknown recipe key \"learning_rate\"");
   const char *o5[] = {"model=x", "data=y", "out=z", "steps=3", "lora.rnak=4"};
-  MXL_CHECK_FAILS(mxl_train(NULL, o5, 5, NULL, NULL, NULL, &s), MXL_ERR_FORMAT, "\"rnak\"");
-  const char *o3[] = {"nonsense"};
-  MXL_CHECK_FAILS(mxl_train(NULL, o3, 1, NULL, NULL, NULL, &s), MXL_ERR_ARGUMENT, "key=value");
+  MXL_CHECK_FAILS(run_settings(o5, 5, NULL, &s), MXL_ERR_ARGUMENT, "\"lora.rnak\"");
 }
 
 int main(void) {
