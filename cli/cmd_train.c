@@ -193,7 +193,8 @@ static int launcher_rank(void) {
 }
 
 /* Prints the error (naming the rank of a multi-process run) and ends every
- * rank of an MPI job, so none is left waiting for this one. */
+ * rank of an MPI job, so none is left waiting for this one. A bad setting
+ * exits 2, like a bad option; any other failure 1. */
 static int fail(mxl_status st, int rank) {
   mxl_progress_end();
   if (rank > 0)
@@ -201,8 +202,9 @@ static int fail(mxl_status st, int rank) {
             mxl_last_error());
   else
     mxl_cli_fail("train", st);
-  mxl_dist_abort(1);
-  return 1;
+  int code = st == MXL_ERR_ARGUMENT ? 2 : 1;
+  mxl_dist_abort(code);
+  return code;
 }
 
 static void print_summary(const mxl_train_summary *s) {

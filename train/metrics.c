@@ -82,6 +82,16 @@ void mxl_metrics_close(mxl_metrics *m) {
   memset(m, 0, sizeof *m);
 }
 
+double mxl_rate_add(mxl_rate *r, double tokens, double seconds) {
+  int i = r->n++ % MXL_RATE_WINDOW;
+  r->tokens[i] = tokens;
+  r->seconds[i] = seconds;
+  int n = r->n < MXL_RATE_WINDOW ? r->n : MXL_RATE_WINDOW;
+  double tok = 0, sec = 0;
+  for (int k = 0; k < n; k++) tok += r->tokens[k], sec += r->seconds[k];
+  return tok / fmax(sec, 1e-9);
+}
+
 /* ---------------------------------------------------------------- SVG */
 
 /* A "nice" tick step (1, 2 or 5 × 10^k) for about `ticks` ticks over span. */
