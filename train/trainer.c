@@ -149,6 +149,9 @@ static mxl_status load_data(trainer *t) {
     t->train_set = t->all;
     t->all = NULL;
     MXL_TRY(mxl_dataset_load(c->eval_data, t->tok, &opts, &t->eval_set));
+  } else if (c->eval_fraction == 0 && c->eval_count == 0) {
+    t->train_set = t->all; /* no evaluation */
+    t->all = NULL;
   } else {
     MXL_TRY(mxl_dataset_split(t->all, c->eval_fraction, (size_t)c->eval_count, c->seed,
                               &t->train_set, &t->eval_set));
