@@ -102,7 +102,8 @@ static mxl_status open_backend(trainer *t) {
   char name[64];
   snprintf(name, sizeof name, "%s", c->backend);
   int device = 0;
-  if (!strcmp(c->backend, "cuda") && per_node > 1) {
+  const int gpu_per_rank = per_node > 1 && (!strcmp(c->backend, "cuda") || !strcmp(c->backend, "auto"));
+  if (gpu_per_rank) {
     snprintf(name, sizeof name, "cuda:%d", local);
     device = local;
   } else if (!strncmp(c->backend, "cuda:", 5)) {
@@ -114,6 +115,8 @@ static mxl_status open_backend(trainer *t) {
     threads = cores > per_node ? (int)(cores / per_node) : 1;
   }
   mxl_status st = mxl_backend_create_named(name, threads, &t->be);
+  if (st != MXL_OK && gpu_per_rank && !strcmp(c->backend, "auto"))
+    st = mxl_backend_create_named("cpu", threads, &t->be); /* "auto": no GPU for this rank */
   if (st != MXL_OK) return mxl_error_prefix(st, "%s: ", t->source);
   const char *gradients = !strcmp(c->dist, "mpi") || !strcmp(c->dist, "nccl") ? c->dist : "auto";
   return mxl_comm_attach_backend(t->comm, t->be, device, gradients);
@@ -213,8 +216,9 @@ static mxl_status make_batcher(trainer *t) {
                    t->cfg.batch_size * t->world, t->cfg.seq_len, t->cfg.pack ? ", packed" : "",
                    n.docs, n.truncated, n.dropped_long, n.dropped_untrained);
   if (t->world > 1)
-    mxl_trainer_info(t, "data parallel: %s, %d rows of each batch per rank%s",
+    mxl_trainer_info(t, "data parallel: %s, %d row%s of each batch per rank%s",
                      mxl_comm_describe(t->comm), t->cfg.batch_size,
+                     t->cfg.batch_size == 1 ? "" : "s",
                      t->cfg.zero_stage ? ", AdamW moments sharded (ZeRO-1)" : "");
   return MXL_OK;
 }
