@@ -26,10 +26,11 @@ int mxl_cmd_eval(int argc, char **argv) {
       {"--model", MXL_OPT_STRING, &model, "DIR: the gpt-oss checkpoint"},
       {"--data", MXL_OPT_STRING, &data, "FILE: .jsonl or .json samples"},
       {"--adapter", MXL_OPT_LIST, &adapters, "FILE[:SCALE]: overlay an adapter (repeatable)"},
-      {"--seq-len", MXL_OPT_INT, &seq_len, "N: tokens per row (default 2048; longer samples skipped)"},
-      {"--batch-size", MXL_OPT_INT, &batch, "N: rows per batch (default 4)"},
+      {"--seq-len", MXL_OPT_INT, &seq_len,
+       "N: tokens per row (default 2048; longer samples skipped)", 1, 1 << 20},
+      {"--batch-size", MXL_OPT_INT, &batch, "N: rows per batch (default 4)", 1, 1 << 16},
       {"--loss-mask", MXL_OPT_STRING, &mask, "assistant|last-turn|final|all (default assistant)"},
-      {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default: all cores)"},
+      {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default 0: all cores)", 0, 4096},
       {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR --data FILE [--adapter FILE] [options]", opts,
@@ -43,13 +44,8 @@ int mxl_cmd_eval(int argc, char **argv) {
   float scales[MXL_OPT_LIST_MAX];
   static char buf[MXL_OPT_LIST_MAX][4096];
   for (int i = 0; i < adapters.n; i++) {
-    snprintf(buf[i], sizeof buf[i], "%s", adapters.items[i]);
-    scales[i] = 1.0f;
-    char *colon = strrchr(buf[i], ':'), *end = NULL;
-    if (colon) {
-      float s = strtof(colon + 1, &end);
-      if (end && !*end && end != colon + 1) scales[i] = s, *colon = '\0';
-    }
+    if (mxl_cli_adapter_spec("eval", adapters.items[i], buf[i], sizeof buf[i], &scales[i]))
+      return 2;
     paths[i] = buf[i];
   }
   mxl_eval_options o = {model, data, paths, scales, adapters.n, seq_len, batch, mask,

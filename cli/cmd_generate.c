@@ -49,23 +49,6 @@ static char *read_stdin(void) {
   return buf;
 }
 
-/* "FILE" or "FILE:SCALE" */
-static int split_adapter(const char *spec, char *path, size_t cap, float *scale) {
-  const char *colon = strrchr(spec, ':');
-  char *end = NULL;
-  *scale = 1.0f;
-  if (colon && colon[1]) {
-    float s = strtof(colon + 1, &end);
-    if (end && !*end) {
-      *scale = s;
-      snprintf(path, cap, "%.*s", (int)(colon - spec), spec);
-      return 0;
-    }
-  }
-  snprintf(path, cap, "%s", spec);
-  return 0;
-}
-
 int mxl_cmd_generate(int argc, char **argv) {
   const char *model = NULL, *prompt = NULL, *developer = NULL, *effort = NULL;
   const char *backend = "cpu", *dump = NULL;
@@ -81,17 +64,24 @@ int mxl_cmd_generate(int argc, char **argv) {
       {"--reasoning", MXL_OPT_STRING, &effort, "low|medium|high: reasoning effort (chat)"},
       {"--developer", MXL_OPT_STRING, &developer, "TEXT: developer instructions (chat)"},
       {"--adapter", MXL_OPT_LIST, &adapters, "FILE[:SCALE]: overlay an adapter (repeatable)"},
-      {"--temperature", MXL_OPT_FLOAT, &req.temperature, "T: sampling temperature (0 = greedy)"},
-      {"--top-p", MXL_OPT_FLOAT, &req.top_p, "P: nucleus sampling"},
-      {"--top-k", MXL_OPT_INT, &req.top_k, "K: keep the K likeliest tokens"},
-      {"--min-p", MXL_OPT_FLOAT, &req.min_p, "P: drop tokens below P times the likeliest"},
-      {"--repeat-penalty", MXL_OPT_FLOAT, &req.repetition_penalty, "R: repetition penalty"},
+      {"--temperature", MXL_OPT_FLOAT, &req.temperature, "T: sampling temperature (0 = greedy)",
+       0, 100},
+      {"--top-p", MXL_OPT_FLOAT, &req.top_p, "P: nucleus sampling, 0 < P <= 1", 0, 1,
+       MXL_OPEN_MIN},
+      {"--top-k", MXL_OPT_INT, &req.top_k, "K: keep the K likeliest tokens (0 = all)", 0,
+       1 << 30},
+      {"--min-p", MXL_OPT_FLOAT, &req.min_p, "P: drop tokens below P times the likeliest", 0, 1,
+       MXL_OPEN_MAX},
+      {"--repeat-penalty", MXL_OPT_FLOAT, &req.repetition_penalty, "R: repetition penalty (1 = "
+       "none)", 0, 100, MXL_OPEN_MIN},
       {"--seed", MXL_OPT_UINT64, &req.seed, "S: sampling seed"},
-      {"--max-tokens", MXL_OPT_INT, &req.max_tokens, "N: new tokens at most (default 256)"},
+      {"--max-tokens", MXL_OPT_INT, &req.max_tokens, "N: new tokens at most (default 256)", 1,
+       1 << 20},
       {"--special", MXL_OPT_FLAG, &special, "parse special-token names in a raw prompt"},
       {"--dump-logits", MXL_OPT_STRING, &dump, "FILE.npy: logits of every prompt position"},
-      {"--context", MXL_OPT_INT, &max_context, "N: KV cache positions (default 4096)"},
-      {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default: all cores)"},
+      {"--context", MXL_OPT_INT, &max_context, "N: KV cache positions (default 4096)", 1,
+       1 << 20},
+      {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default 0: all cores)", 0, 4096},
       {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref: compute backend"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR [--prompt TEXT] [options]", opts,
@@ -101,17 +91,20 @@ int mxl_cmd_generate(int argc, char **argv) {
     fprintf(stderr, "mxlora generate: --model DIR is required\n");
     return 2;
   }
+  char paths[MXL_OPT_LIST_MAX][4096];
+  float scales[MXL_OPT_LIST_MAX];
+  for (int i = 0; i < adapters.n; i++)
+    if (mxl_cli_adapter_spec("generate", adapters.items[i], paths[i], sizeof paths[i],
+                             &scales[i]))
+      return 2;
   char *stdin_text = NULL;
   if (!prompt) prompt = stdin_text = read_stdin();
   mxl_generator_options gopt = {backend, threads, max_context};
   mxl_generator *g = NULL;
   mxl_status st = mxl_generator_open(model, &gopt, &g);
   for (int i = 0; st == MXL_OK && i < adapters.n; i++) {
-    char path[4096];
-    float scale;
     int index;
-    split_adapter(adapters.items[i], path, sizeof path, &scale);
-    st = mxl_generator_add_adapter(g, path, scale, &index);
+    st = mxl_generator_add_adapter(g, paths[i], scales[i], &index);
   }
   req.prompt = prompt;
   req.chat = chat;

@@ -71,116 +71,83 @@ static void on_event(void *user, const mxl_train_event *ev) {
   }
 }
 
-/* Flags that are shorthands for recipe keys; their values are typed by the
- * recipe schema (strings stay strings, numbers are checked strictly). */
-typedef struct flag_key {
-  const char *flag, *key, *help;
-} flag_key;
+static const char usage_line[] =
+    "[RECIPE.json] [options]\n"
+    "       mpirun -np N mxlora train [RECIPE.json] [options]   (data parallel)\n\n"
+    "Trains a LoRA adapter on a gpt-oss model kept in MXFP4. Settings come from the\n"
+    "recipe (recipes/README.md lists every key), then from these options, in order;\n"
+    "their values are typed by the recipe schema (strings stay strings, numbers are\n"
+    "checked strictly). Outputs in OUT: adapter.mxla, checkpoint.mxstate,\n"
+    "metrics.jsonl, loss.svg, summary.json. Ctrl-C, SIGTERM or SIGHUP saves the\n"
+    "adapter and checkpoint, then stops; the same command with --resume continues.";
 
-static const flag_key shorthands[] = {
-    {"--model", "model", "DIR: the gpt-oss checkpoint"},
-    {"--data", "data", "FILE: training samples (.jsonl or .json)"},
-    {"--eval-data", "eval_data", "FILE: held-out samples"},
-    {"--out", "out", "DIR: the run folder"},
-    {"--steps", "steps", "N: optimizer steps (replaces the recipe's epochs)"},
-    {"--epochs", "epochs", "X: passes over the data (replaces the recipe's steps)"},
-    {"--lr", "lr", "X: peak learning rate, e.g. 2e-4"},
-    {"--schedule", "schedule", "constant|linear|cosine"},
-    {"--warmup-steps", "warmup_steps", "N: linear warm-up steps"},
-    {"--batch-size", "batch_size", "N: rows per micro-batch (per rank)"},
-    {"--seq-len", "seq_len", "N: tokens per row"},
-    {"--grad-accum", "grad_accum", "N: micro-batches per step"},
-    {"--rank", "lora.rank", "N: LoRA rank"},
-    {"--alpha", "lora.alpha", "X: LoRA alpha (> 0)"},
-    {"--targets", "lora.targets", "LIST: q,k,v,o,gate_up,down or attn, experts, all"},
-    {"--layers", "lora.layers", "LIST: \"all\", \"[0,2]\" or \"0,2\""},
-    {"--dropout", "lora.dropout", "X: LoRA dropout in [0, 1)"},
-    {"--loss-mask", "loss_mask", "assistant|last-turn|final|all"},
-    {"--eval-every", "eval_every", "N: steps between evaluations"},
-    {"--save-every", "save_every", "N: steps between saves"},
-    {"--keep-checkpoints", "keep_checkpoints", "K: keep the last K saves as numbered copies"},
-    {"--init-adapter", "init_adapter", "FILE: start from this adapter (.mxla)"},
-    {"--rescue-dir", "rescue_dir", "DIR: where a save that fails in OUT is retried"},
-    {"--threads", "threads", "N: CPU threads (0: all cores, shared by the ranks of a node)"},
-    {"--seed", "seed", "N: initialisation, data order and dropout"},
-    {"--backend", "backend", "cpu|cuda|cuda:N|auto|ref"},
-    {"--dist", "dist", "auto|none|mpi|nccl: data-parallel transport"},
-    {"--on-bad-line", "on_bad_line", "error|skip"},
-};
-enum { N_SHORT = sizeof shorthands / sizeof shorthands[0], MAX_SETTINGS = 64 };
+#define SHORTHAND(flag, recipe_key, help) \
+  {flag, MXL_OPT_SETTING, set, help, .key = recipe_key}
 
-static void print_usage(void) {
-  printf("usage: mxlora train [RECIPE.json] [options]\n"
-         "       mpirun -np N mxlora train [RECIPE.json] [options]   (data parallel)\n\n"
-         "Trains a LoRA adapter on a gpt-oss model kept in MXFP4. Settings come from the\n"
-         "recipe (see recipes/README.md), then from these options, in order\n"
-         "(--opt VALUE or --opt=VALUE):\n\n");
-  for (int i = 0; i < N_SHORT; i++)
-    printf("  %-20s %s  [%s]\n", shorthands[i].flag, shorthands[i].help, shorthands[i].key);
-  printf("  %-20s continue the run in OUT from its checkpoint\n", "--resume");
-  printf("  %-20s replace the run in OUT (its files are removed)\n", "--overwrite");
-  printf("  %-20s sets any recipe key (dotted for nested: --set lora.rank=8)\n", "--set KEY=VALUE");
-  printf("\nOutputs in OUT: adapter.mxla, checkpoint.mxstate, metrics.jsonl, loss.svg, "
-         "summary.json.\nCtrl-C, SIGTERM or SIGHUP saves the adapter and checkpoint, then "
-         "stops;\nthe same command with --resume continues.\n");
-}
-
-typedef struct args {
-  const char *recipe;
-  mxl_train_setting settings[MAX_SETTINGS];
-  char keys[MAX_SETTINGS][128], flags[MAX_SETTINGS][160];
-  int n;
-} args;
-
-static int add_setting(args *a, const char *key, const char *value, const char *flag) {
-  if (a->n == MAX_SETTINGS) return fprintf(stderr, "mxlora train: too many options\n"), 2;
-  snprintf(a->keys[a->n], sizeof a->keys[0], "%s", key);
-  snprintf(a->flags[a->n], sizeof a->flags[0], "%s", flag);
-  a->settings[a->n] = (mxl_train_setting){a->keys[a->n], value, a->flags[a->n]};
-  a->n++;
-  return 0;
-}
-
-/* A --set KEY=VALUE: the flag named in messages is "--set KEY". */
-static int add_set(args *a, const char *kv) {
-  const char *eq = strchr(kv, '=');
-  if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof a->keys[0])
-    return fprintf(stderr, "mxlora train: --set '%s': expected KEY=VALUE\n", kv), 2;
-  char key[128], flag[160];
-  snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
-  snprintf(flag, sizeof flag, "--set %s", key);
-  return add_setting(a, key, eq + 1, flag);
-}
-
-/* Collects the recipe path and settings; returns 0, 1 (help) or 2 (error). */
-static int parse_args(int argc, char **argv, args *a) {
-  memset(a, 0, sizeof *a);
-  for (int i = 1; i < argc; i++) {
-    const char *arg = argv[i];
-    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) return print_usage(), 1;
-    if (strncmp(arg, "--", 2) != 0) {
-      if (a->recipe) return fprintf(stderr, "mxlora train: unexpected argument '%s'\n", arg), 2;
-      a->recipe = arg;
-      continue;
-    }
-    const char *eq = strchr(arg, '=');
-    char name[64];
-    snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - arg) : (int)strlen(arg), arg);
-    if (!strcmp(name, "--resume") || !strcmp(name, "--overwrite")) {
-      if (eq) return fprintf(stderr, "mxlora train: %s takes no value\n", name), 2;
-      if (add_setting(a, name + 2, "true", name)) return 2;
-      continue;
-    }
-    const char *key = NULL;
-    for (int k = 0; k < N_SHORT && !key; k++)
-      if (!strcmp(name, shorthands[k].flag)) key = shorthands[k].key;
-    if (!key && strcmp(name, "--set"))
-      return fprintf(stderr, "mxlora train: unknown option '%s' (see --help)\n", name), 2;
-    const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
-    if (!value) return fprintf(stderr, "mxlora train: %s needs a value\n", name), 2;
-    if (key ? add_setting(a, key, value, name) : add_set(a, value)) return 2;
+/* Collects the recipe path and the settings, in order; returns 0, 1 (help)
+ * or 2 (error). Flags are shorthands for recipe keys. */
+static int parse_args(int argc, char **argv, const char **recipe, mxl_opt_settings *set) {
+  int resume = 0, overwrite = 0, npos = 0;
+  const mxl_opt opts[] = {
+      SHORTHAND("--model", "model", "DIR: the gpt-oss checkpoint"),
+      SHORTHAND("--data", "data", "FILE: training samples (.jsonl or .json)"),
+      SHORTHAND("--eval-data", "eval_data", "FILE: held-out samples"),
+      SHORTHAND("--out", "out", "DIR: the run folder"),
+      SHORTHAND("--steps", "steps", "N: optimizer steps (replaces the recipe's epochs)"),
+      SHORTHAND("--epochs", "epochs", "X: passes over the data (replaces the recipe's steps)"),
+      SHORTHAND("--lr", "lr", "X: peak learning rate, e.g. 2e-4"),
+      SHORTHAND("--schedule", "schedule", "constant|linear|cosine"),
+      SHORTHAND("--warmup-steps", "warmup_steps", "N: linear warm-up steps"),
+      SHORTHAND("--batch-size", "batch_size", "N: rows per micro-batch (per rank)"),
+      SHORTHAND("--seq-len", "seq_len", "N: tokens per row"),
+      SHORTHAND("--grad-accum", "grad_accum", "N: micro-batches per step"),
+      SHORTHAND("--rank", "lora.rank", "N: LoRA rank"),
+      SHORTHAND("--alpha", "lora.alpha", "X: LoRA alpha (> 0)"),
+      SHORTHAND("--targets", "lora.targets", "LIST: q,k,v,o,gate_up,down or attn, experts, all"),
+      SHORTHAND("--layers", "lora.layers", "LIST: \"all\", \"[0,2]\" or \"0,2\""),
+      SHORTHAND("--dropout", "lora.dropout", "X: LoRA dropout in [0, 1)"),
+      SHORTHAND("--loss-mask", "loss_mask", "assistant|last-turn|final|all"),
+      SHORTHAND("--eval-every", "eval_every", "N: steps between evaluations"),
+      SHORTHAND("--save-every", "save_every", "N: steps between saves"),
+      SHORTHAND("--keep-checkpoints", "keep_checkpoints",
+                "K: keep the last K saves as numbered copies"),
+      SHORTHAND("--init-adapter", "init_adapter", "FILE: start from this adapter (.mxla)"),
+      SHORTHAND("--rescue-dir", "rescue_dir", "DIR: where a save that fails in OUT is retried"),
+      SHORTHAND("--threads", "threads", "N: CPU threads (0: all cores, shared by the ranks of a node)"),
+      SHORTHAND("--seed", "seed", "N: initialisation, data order and dropout"),
+      SHORTHAND("--backend", "backend", "cpu|cuda|cuda:N|auto|ref"),
+      SHORTHAND("--dist", "dist", "auto|none|mpi|nccl: data-parallel transport"),
+      SHORTHAND("--on-bad-line", "on_bad_line", "error|skip"),
+      {"--set", MXL_OPT_SETTING, set, "KEY=VALUE: any recipe key, dotted for nested ones "
+       "(--set lora.rank=8)"},
+      {"--resume", MXL_OPT_FLAG, &resume, "continue the run in OUT from its checkpoint"},
+      {"--overwrite", MXL_OPT_FLAG, &overwrite, "replace the run in OUT (its files are removed)"},
+  };
+  *recipe = NULL;
+  set->n = 0;
+  int rc = mxl_cli_parse(argc, argv, usage_line, opts, (int)(sizeof opts / sizeof opts[0]),
+                         recipe, 1, &npos);
+  if (rc) return rc;
+  const char *flags[2][2] = {{"--resume", "resume=true"}, {"--overwrite", "overwrite=true"}};
+  for (int f = 0; f < 2; f++) {
+    if (!(f == 0 ? resume : overwrite)) continue;
+    if (set->n == MXL_OPT_SETTINGS_MAX)
+      return fprintf(stderr, "mxlora train: more than %d settings\n", MXL_OPT_SETTINGS_MAX), 2;
+    snprintf(set->items[set->n], MXL_OPT_SETTING_SIZE, "%s", flags[f][1]);
+    snprintf(set->flags[set->n++], sizeof set->flags[0], "%s", flags[f][0]);
   }
   return 0;
+}
+
+/* The parsed "key=value" settings as the trainer takes them, each naming the
+ * flag the user wrote. */
+static int to_train_settings(mxl_opt_settings *set, mxl_train_setting *out) {
+  for (int i = 0; i < set->n; i++) {
+    char *eq = strchr(set->items[i], '=');
+    *eq = 0; /* the parser guarantees KEY=VALUE */
+    out[i] = (mxl_train_setting){set->items[i], eq + 1, set->flags[i]};
+  }
+  return set->n;
 }
 
 /* The rank an MPI launcher gave this process (for messages before the
@@ -222,11 +189,14 @@ static void print_summary(const mxl_train_summary *s) {
 }
 
 int mxl_cmd_train(int argc, char **argv) {
-  static args a;
-  int rc = parse_args(argc, argv, &a);
+  static mxl_opt_settings set;
+  static mxl_train_setting settings[MXL_OPT_SETTINGS_MAX];
+  const char *recipe;
+  int rc = parse_args(argc, argv, &recipe, &set);
   if (rc) return rc == 1 ? 0 : 2;
+  int n = to_train_settings(&set, settings);
   catch_stop_signals();
-  mxl_train_options o = {a.recipe, a.settings, a.n, on_event, NULL, &stop_requested};
+  mxl_train_options o = {recipe, settings, n, on_event, NULL, &stop_requested};
   mxl_trainer *t = NULL;
   mxl_status st = mxl_trainer_create(&o, &t);
   if (st != MXL_OK) return fail(st, launcher_rank());

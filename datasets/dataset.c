@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "core/fileio.h"
+#include "core/json.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 
@@ -322,8 +323,8 @@ static mxl_status load_array(loader *L, size_t max_bytes) {
   if (!root || !cJSON_IsArray(root)) {
     size_t at = root ? 0 : (end && end >= data && end <= data + size ? (size_t)(end - data) : 0);
     st = root ? mxl_errorf(MXL_ERR_FORMAT, "%s: expected a JSON array of samples", L->path)
-              : mxl_errorf(MXL_ERR_FORMAT, "%s:%lld: JSON syntax error", L->path,
-                           (long long)line_of(data, at));
+              : mxl_errorf(MXL_ERR_FORMAT, "%s:%lld: %s", L->path,
+                           (long long)line_of(data, at), mxl_json_error_name(data, size, at));
     cJSON_Delete(root);
     free(data);
     return st;

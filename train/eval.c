@@ -108,6 +108,9 @@ mxl_status mxl_eval(const mxl_eval_options *o, mxl_eval_result *res) {
   memset(res, 0, sizeof *res);
   res->base_loss = res->adapted_loss = NAN;
   if (!o->model || !o->data) return mxl_errorf(MXL_ERR_ARGUMENT, "eval needs a model and data");
+  if (o->seq_len < 0 || o->batch_size < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "eval: seq_len %d and batch_size %d: expected 0 "
+                      "(the default) or a positive count", o->seq_len, o->batch_size);
   eval_run r = {0};
   mxl_status st = open_all(&r, o);
   if (st == MXL_OK) st = pass(&r, o, NULL, &res->base_loss, res);

@@ -5,11 +5,14 @@
  *
  * Each input is tried twice: as a whole file, and as header JSON up to its
  * first NUL byte (the rest being the payload area) behind a prefix built
- * here, so that mutated JSON is not refused at once for a stale length and
- * the fuzzer reaches the field checks.
+ * here with the header's checksum, so that mutated JSON is not refused at
+ * once for a stale length or checksum and the fuzzer reaches the field
+ * checks.
  *
  * Seeds (tests/fuzz/corpus/adapter): tiny adapters written by
- * mxl_adapter_write (F32 and BF16, zero and random B) in both forms. */
+ * mxl_adapter_write (F32 and BF16, zero and random B) in both forms, as
+ * format version 2 files and as version-1 files (seed-v1-*, no header
+ * checksum). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,7 +35,8 @@ static void parse_and_check(const uint8_t *data, size_t size) {
     return;
   }
   const mxl_lora_layout *lay = h->layout;
-  check(h->data_start <= size && h->data_start % MXL_ADAPTER_DATA_ALIGN == 0);
+  check(h->data_start <= size && h->data_start % MXL_CONTAINER_ALIGN == 0);
+  check(h->header_start + h->header_bytes <= h->data_start);
   uint64_t end = h->data_start;
   for (int i = 0; i < lay->n_tensors; i++) {
     const mxl_adapter_entry *e = &h->entries[i];
@@ -55,20 +59,19 @@ static void parse_and_check(const uint8_t *data, size_t size) {
   mxl_adapter_header_destroy(h);
 }
 
-/* Input as header text: prefix + JSON (up to the first NUL) + zero padding
- * + the remaining bytes as payloads. */
+/* Input as header text: prefix (with the header's checksum) + JSON (up to
+ * the first NUL) + zero padding + the remaining bytes as payloads. */
 static void parse_as_header_text(const uint8_t *data, size_t size) {
   const uint8_t *nul = memchr(data, 0, size);
   size_t n = nul ? (size_t)(nul - data) : size;
   size_t rest = nul ? size - n - 1 : 0;
-  size_t start = (MXL_ADAPTER_PREFIX_BYTES + n + MXL_ADAPTER_DATA_ALIGN - 1) /
-                 MXL_ADAPTER_DATA_ALIGN * MXL_ADAPTER_DATA_ALIGN;
+  size_t start = (MXL_CONTAINER_PREFIX + n + MXL_CONTAINER_ALIGN - 1) / MXL_CONTAINER_ALIGN *
+                 MXL_CONTAINER_ALIGN;
   uint8_t *file = calloc(1, start + rest + 1);
   if (!file) return;
-  memcpy(file, MXL_ADAPTER_MAGIC, 8);
-  file[8] = MXL_ADAPTER_VERSION;
-  for (int i = 0; i < 8; i++) file[16 + i] = (uint8_t)((uint64_t)n >> (8 * i));
-  memcpy(file + MXL_ADAPTER_PREFIX_BYTES, data, n);
+  memcpy(file + MXL_CONTAINER_PREFIX, data, n);
+  mxl_container_prefix(&mxl_adapter_container, (const char *)file + MXL_CONTAINER_PREFIX, n,
+                       file);
   if (rest) memcpy(file + start, nul + 1, rest);
   parse_and_check(file, start + rest);
   free(file);

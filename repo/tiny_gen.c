@@ -13,7 +13,7 @@
 
 #include "core/bf16.h"
 #include "core/status.h"
-#include "model/tiny.h"
+#include "repo/tiny.h"
 
 static uint64_t mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -80,8 +80,9 @@ static void unfuse(const mxl_config *c, mxl_tensor_kind *kind, int64_t *idx) {
   }
 }
 
-void mxl_tiny_fill_bf16(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_t start,
-                        int64_t count, uint16_t *out) {
+static mxl_status fill_bf16(void *self, mxl_tensor_kind kind, int layer, int64_t start,
+                            int64_t count, uint16_t *out) {
+  mxl_tiny_gen *g = self;
 #pragma omp parallel for schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; i++) {
     mxl_tensor_kind k = kind;
@@ -91,6 +92,7 @@ void mxl_tiny_fill_bf16(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_
     uint64_t h = mix64(stream_key(g, (int)k, layer, 0) + (uint64_t)idx);
     out[i] = mxl_f32_to_bf16(in.mean + in.std * unit_uniform(h));
   }
+  return MXL_OK;
 }
 
 /* ------------------------------------------------------------ MXFP4 */
@@ -224,8 +226,9 @@ static const mxl_tiny_encoded *cached(mxl_tiny_gen *g, const mx_shape *s, int la
   return e;
 }
 
-mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_t start,
-                            int64_t count, uint8_t *out) {
+static mxl_status fill_u8(void *self, mxl_tensor_kind kind, int layer, int64_t start,
+                          int64_t count, uint8_t *out) {
+  mxl_tiny_gen *g = self;
   mx_shape s = mx_shape_of(g->c, kind);
   if (count <= 0) return MXL_OK;
   if (g->direct_mxfp4) {
@@ -236,6 +239,11 @@ mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, in
   if (!e) return fill_rows(g, &s, layer, start, count, out);
   memcpy(out, (s.blocks ? e->blocks : e->scales) + start, (size_t)count);
   return MXL_OK;
+}
+
+mxl_tensor_source mxl_tiny_source(mxl_tiny_gen *g) {
+  mxl_tensor_source s = {g, fill_bf16, fill_u8};
+  return s;
 }
 
 void mxl_tiny_gen_free(mxl_tiny_gen *g) {
