@@ -220,7 +220,8 @@ static void test_divergence_fails(void) {
                 "a diverged run wrote an adapter");
   /* metrics.jsonl stays JSON: the NaN loss is null with its reason */
   char *text = read_text(run_path("diverge", "metrics.jsonl"));
-  MXL_CHECK(text && strstr(text, "\"loss\":null") && strstr(text, "\"nonfinite\":{\"loss\":\"NaN\""));
+  MXL_CHECK(text && strstr(text, "\"loss\":null") &&
+            strstr(text, "\"nonfinite\":{\"loss\":\"NaN\""));
   for (char *line = text; line && *line;) {
     char *end = strchr(line, '\n');
     cJSON *o = cJSON_ParseWithLength(line, end ? (size_t)(end - line) : strlen(line));
@@ -324,7 +325,8 @@ static void test_failed_save_keeps_previous(void) {
   if (!t) return;
   mxl_train_progress p;
   MXL_CHECK_OK(mxl_trainer_step(t, &p)); /* saves step 1 */
-  char *adapter = run_path("commit", "adapter.mxla"), *ck = run_path("commit", "checkpoint.mxstate");
+  char *adapter = run_path("commit", "adapter.mxla");
+  char *ck = run_path("commit", "checkpoint.mxstate");
   char *before = read_text(adapter);
   long adapter_bytes = file_size(adapter), ck_bytes = file_size(ck);
   MXL_CHECK(adapter_bytes > 0 && ck_bytes > adapter_bytes);
@@ -339,7 +341,8 @@ static void test_failed_save_keeps_previous(void) {
   mxl_status st = mxl_trainer_finish(t, &s);
   setrlimit(RLIMIT_FSIZE, &old);
   MXL_CHECK_MSG(st == MXL_ERR_IO, "finish: %s", mxl_last_error());
-  MXL_CHECK(strstr(mxl_last_error(), "failed too") && strstr(mxl_last_error(), "the last save (step 1)"));
+  MXL_CHECK(strstr(mxl_last_error(), "failed too") &&
+            strstr(mxl_last_error(), "the last save (step 1)"));
   mxl_trainer_destroy(t);
   char *after = read_text(adapter);
   MXL_CHECK_MSG(before && after && file_size(adapter) == adapter_bytes &&

@@ -134,8 +134,13 @@ typedef struct frame {
   double left, top, pw, ph, x0, x1, y0, y1;
 } frame;
 
-static double px(const frame *f, double x) { return f->left + (x - f->x0) / (f->x1 - f->x0) * f->pw; }
-static double py(const frame *f, double y) { return f->top + (1 - (y - f->y0) / (f->y1 - f->y0)) * f->ph; }
+static double px(const frame *f, double x) {
+  return f->left + (x - f->x0) / (f->x1 - f->x0) * f->pw;
+}
+
+static double py(const frame *f, double y) {
+  return f->top + (1 - (y - f->y0) / (f->y1 - f->y0)) * f->ph;
+}
 
 static void polyline(mxl_strbuf *b, const frame *f, const mxl_curve *c, int smooth,
                      const char *style) {
@@ -168,7 +173,8 @@ static void axes(mxl_strbuf *b, const frame *f, double W, double H) {
     mxl_strbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" "
                          "stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" "
                          "text-anchor=\"end\">%g</text>\n",
-                      f->left, f->left + f->pw, y, y, f->left - 6, y + 4, fabs(v) < ys * 1e-9 ? 0 : v);
+                      f->left, f->left + f->pw, y, y, f->left - 6, y + 4,
+                      fabs(v) < ys * 1e-9 ? 0 : v); /* no "-1.1e-16" for the 0 tick */
   }
   for (double v = ceil(f->x0 / xs) * xs; v <= f->x1 + 1e-12; v += xs)
     mxl_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n",

@@ -102,7 +102,8 @@ static mxl_status open_backend(trainer *t) {
   char name[64];
   snprintf(name, sizeof name, "%s", c->backend);
   int device = 0;
-  const int gpu_per_rank = per_node > 1 && (!strcmp(c->backend, "cuda") || !strcmp(c->backend, "auto"));
+  const int gpu_per_rank =
+      per_node > 1 && (!strcmp(c->backend, "cuda") || !strcmp(c->backend, "auto"));
   if (gpu_per_rank) {
     snprintf(name, sizeof name, "cuda:%d", local);
     device = local;
