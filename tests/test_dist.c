@@ -21,6 +21,7 @@
 
 #include "adapters/adapter_file.h"
 #include "core/fileio.h"
+#include "mpi_launcher.h"
 #include "test.h"
 
 /* How close 2 ranks × 1 row come to 1 process × 2 rows.
@@ -48,7 +49,7 @@
 #define LOOSE_LOSS 1.5e-3
 
 static char root[64], model_dir[128], data_path[128], log_path[160];
-static char launcher[256];
+static char launcher[512];
 
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int run(const char *fmt, ...) {
@@ -73,7 +74,7 @@ static int log_has(const char *needle) {
 
 /* `mxlora train` on `ranks` processes (1: no launcher at all). */
 static int train(int ranks, int batch, const char *out, int steps, const char *extra) {
-  char prefix[320] = "";
+  char prefix[640] = "";
   if (ranks > 1) snprintf(prefix, sizeof prefix, "%s -np %d ", launcher, ranks);
   return run("%s%s train --model %s --data %s --out %s/%s --steps %d --batch-size %d "
              "--seq-len 192 --lr %g --schedule constant --warmup-steps 0 --threads 1 "
@@ -306,9 +307,7 @@ int main(void) {
     fprintf(stderr, "SKIP: %s not found\n", MXL_MPIEXEC);
     return mxl_test_summary("dist");
   }
-  /* OpenMPI refuses root without the flag; CI runs as root. */
-  snprintf(launcher, sizeof launcher, "%s --oversubscribe%s", MXL_MPIEXEC,
-           getuid() == 0 ? " --allow-run-as-root" : "");
+  mpi_launcher(launcher, sizeof launcher);
   snprintf(root, sizeof root, "/tmp/mxl_dist_XXXXXX");
   if (!mkdtemp(root)) return 1;
   snprintf(model_dir, sizeof model_dir, "%s/model", root);

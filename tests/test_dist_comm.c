@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dist/comm_impl.h"
+#include "mpi_launcher.h"
 #include "test.h"
 
 static void test_single_process(void) {
@@ -138,9 +139,9 @@ int main(int argc, char **argv) {
   MXL_RUN(test_refusals);
 #if defined(MXL_HAVE_MPI) && defined(MXL_MPIEXEC)
   if (access(MXL_MPIEXEC, X_OK) == 0) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s --oversubscribe%s -np 3 /proc/%ld/exe --ranks", MXL_MPIEXEC,
-             getuid() == 0 ? " --allow-run-as-root" : "", (long)getpid());
+    char launcher[512], cmd[1024];
+    mpi_launcher(launcher, sizeof launcher);
+    snprintf(cmd, sizeof cmd, "%s -np 3 /proc/%ld/exe --ranks", launcher, (long)getpid());
     int status = system(cmd);
     MXL_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "3 ranks: status %d", status);
   } else {
