@@ -169,25 +169,35 @@ static mxl_status load_data(trainer *t) {
   return MXL_OK;
 }
 
-/* Every rank must train the same model on the same data: compares each
- * rank's fingerprints with rank 0's. */
+/* Every rank must train the same model on the same data with the same
+ * settings: compares each rank's fingerprints with rank 0's. */
 static mxl_status check_same_inputs(trainer *t) {
   if (t->world == 1) return MXL_OK;
-  char ref[2][65];
-  memcpy(ref[0], t->base_sha256, 65);
-  memcpy(ref[1], t->data_sha256, 65);
+  char mine[3][65], ref[3][65];
+  memcpy(mine[0], t->base_sha256, 65);
+  memcpy(mine[1], t->data_sha256, 65);
+  char *settings = cJSON_PrintUnformatted(t->recipe);
+  if (!settings) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
+  uint8_t digest[MXL_SHA256_SIZE];
+  mxl_sha256(settings, strlen(settings), digest);
+  mxl_sha256_hex(digest, mine[2]);
+  free(settings);
+  memcpy(ref, mine, sizeof ref);
   MXL_TRY(mxl_comm_bcast(t->comm, ref, sizeof ref, 0));
-  double differs = strcmp(ref[0], t->base_sha256) || strcmp(ref[1], t->data_sha256);
+  double differs = memcmp(ref, mine, sizeof ref) != 0;
   MXL_TRY(mxl_comm_allreduce(t->comm, &differs, 1, MXL_REDUCE_MAX));
   if (!differs) return MXL_OK;
-  if (strcmp(ref[0], t->base_sha256))
+  if (strcmp(ref[0], mine[0]))
     return mxl_errorf(MXL_ERR_STATE, "rank %d: %s is another model than rank 0's (fingerprint "
-                      "%.16s..., rank 0 %.16s...)", t->rank, t->cfg.model, t->base_sha256, ref[0]);
-  if (strcmp(ref[1], t->data_sha256))
+                      "%.16s..., rank 0 %.16s...)", t->rank, t->cfg.model, mine[0], ref[0]);
+  if (strcmp(ref[1], mine[1]))
     return mxl_errorf(MXL_ERR_STATE, "rank %d: %s differs from rank 0's copy (sha256 %.16s..., "
-                      "rank 0 %.16s...)", t->rank, t->cfg.data, t->data_sha256, ref[1]);
-  return mxl_errorf(MXL_ERR_STATE, "rank %d: another rank's model or data differs from rank "
-                    "0's", t->rank);
+                      "rank 0 %.16s...)", t->rank, t->cfg.data, mine[1], ref[1]);
+  if (strcmp(ref[2], mine[2]))
+    return mxl_errorf(MXL_ERR_STATE, "rank %d: the settings (recipe and options) differ from "
+                      "rank 0's; start every rank with the same command", t->rank);
+  return mxl_errorf(MXL_ERR_STATE, "rank %d: another rank's model, data or settings differ "
+                    "from rank 0's", t->rank);
 }
 
 mxl_status mxl_trainer_batch_options(const trainer *t, int loop, mxl_batch_options *o) {
