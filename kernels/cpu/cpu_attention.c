@@ -203,18 +203,14 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
   int nt = attn_threads(be, nq, nk, nh, nkv, d, 2);
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
-#pragma omp for schedule(dynamic, 1) collapse(2) nowait
+#pragma omp for schedule(dynamic, 1) collapse(2)
     for (int qb = 0; qb < n_qb; qb++)
       for (int g = 0; g < nkv; g++)
         fwd_item(isa, &a, out, lse, q, k, v, sinks, mask, kspan, qb, g, &b);
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }
 
 /* ------------------------------------------------------------------ backward */
@@ -412,14 +408,10 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
   x.kspan = spans;
   x.qspan = spans + n_kb;
   int nt = attn_threads(be, nq, nk, nh, nkv, d, 5);
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     bwd_buf b = bwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(dynamic, 1)
     for (int g = 0; g < nkv; g++) bwd_head(isa, &a, &x, g, &b);
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }

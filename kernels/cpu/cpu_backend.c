@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/status.h"
 #include "kernels/cpu/cpu.h"
@@ -56,48 +55,6 @@ void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what) {
   if (c->error != MXL_OK) return;
   c->error = status;
   snprintf(c->message, sizeof c->message, "cpu backend: %s: %s", what, mxl_status_name(status));
-}
-
-/* ------------------------------------------------------------------ team health */
-
-/* CPU seconds this thread has run. */
-static double thread_cpu_seconds(void) {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-mxl_cpu_team mxl_cpu_team_begin(int nt) {
-  mxl_cpu_team t = {omp_get_wtime(), 0, 0, nt};
-  return t;
-}
-
-double mxl_cpu_team_arrive(void) {
-  return omp_get_num_threads() > 1 ? thread_cpu_seconds() : 0;
-}
-
-void mxl_cpu_team_leave(mxl_cpu_team *t, double cpu_at_arrival) {
-  if (omp_get_num_threads() < 2) return;
-  /* A helper woken from its futex starts some 10-50 µs late on an idle
-   * machine; only what exceeds MXL_CPU_TEAM_WAKE counts as lost. */
-  double wall = omp_get_wtime() - t->start, cpu = thread_cpu_seconds() - cpu_at_arrival;
-  double lost = wall - cpu - MXL_CPU_TEAM_WAKE;
-  if (lost < 0) lost = 0;
-#pragma omp atomic
-  t->wall += wall;
-#pragma omp atomic
-  t->lost += lost;
-}
-
-void mxl_cpu_team_end(mxl_backend *be, const mxl_cpu_team *t) {
-  mxl_cpu *c = mxl_cpu_of(be);
-  if (t->nt < 2 || t->wall <= 0) return;
-  c->team_wall += t->wall;
-  c->team_lost += t->lost;
-  if (c->team_wall < MXL_CPU_TEAM_WINDOW) return;
-  if (c->team_lost > MXL_CPU_TEAM_LOST * c->team_wall)
-    c->solo_until = omp_get_wtime() + MXL_CPU_TEAM_SOLO;
-  c->team_wall = c->team_lost = 0;
 }
 
 /* ------------------------------------------------------------------ memory */

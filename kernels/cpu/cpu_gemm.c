@@ -97,12 +97,10 @@ void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, floa
     packs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (size_t)KC * NB * sizeof *packs * nt);
     if (!packs) return;
   }
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     float *pack = packs ? packs + (size_t)KC * NB * omp_get_thread_num() : NULL;
-#pragma omp for schedule(dynamic, 1) collapse(2) nowait
+#pragma omp for schedule(dynamic, 1) collapse(2)
     for (int bn = 0; bn < nbn; bn++)
       for (int bm = 0; bm < nbm; bm++) {
         int i0 = bm * mb, j0 = bn * NB;
@@ -110,7 +108,5 @@ void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, floa
         if (nt_kernel) nt_block(isa, &g, i0, mi, j0, nj);
         else nn_block(isa, &g, i0, mi, j0, nj, pack);
       }
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }

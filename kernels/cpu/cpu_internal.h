@@ -25,7 +25,6 @@
 #define MXL_KERNELS_CPU_INTERNAL_H
 
 #include <math.h>
-#include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -217,10 +216,6 @@ typedef struct mxl_cpu {
   char message[160];       /* its description, returned by sync */
   void *scratch[MXL_CPU_SCRATCH_SLOTS];
   size_t scratch_bytes[MXL_CPU_SCRATCH_SLOTS];
-  /* team health (mxl_cpu_team_*): thread-seconds of the recent parallel
-   * regions and how many of them the threads spent off their cores */
-  double team_wall, team_lost;
-  double solo_until; /* omp_get_wtime() until which ops run on one thread */
 } mxl_cpu;
 
 static inline mxl_cpu *mxl_cpu_of(mxl_backend *be) { return (mxl_cpu *)be->impl; }
@@ -246,8 +241,6 @@ void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes);
 static inline int mxl_cpu_threads_for(const mxl_backend *be, double work, double per_thread) {
   double n = work / per_thread;
   if (n < 2) return 1;
-  const mxl_cpu *c = (const mxl_cpu *)be->impl;
-  if (c->solo_until > 0 && omp_get_wtime() < c->solo_until) return 1;
   return n < be->n_threads ? (int)n : be->n_threads;
 }
 
@@ -263,40 +256,6 @@ static inline int mxl_cpu_threads_for_op(const mxl_backend *be, double bytes, do
   int b = mxl_cpu_threads_for(be, fmas, MXL_CPU_MIN_FMAS);
   return a > b ? a : b;
 }
-
-/* Team health. On a machine shared with other processes, a thread of ours
- * that loses its core stalls every barrier of every region until the
- * scheduler gives it back (milliseconds), and two threads then do less than
- * one. The heavy regions measure, per thread, the wall time from the
- * region's start to the end of the thread's share and the CPU time it had
- * in that span; when the threads of recent regions (MXL_CPU_TEAM_WINDOW
- * thread-seconds) were off their cores for more than MXL_CPU_TEAM_LOST of
- * it, every op runs on the calling thread for MXL_CPU_TEAM_SOLO seconds,
- * after which the next regions probe again. Use:
- *
- *   mxl_cpu_team team = mxl_cpu_team_begin(nt);
- *   #pragma omp parallel num_threads(nt) if (nt > 1)
- *   {
- *     double cpu0 = mxl_cpu_team_arrive();
- *     ... #pragma omp for nowait ... (this thread's share)
- *     mxl_cpu_team_leave(&team, cpu0);
- *   }
- *   mxl_cpu_team_end(be, &team); */
-typedef struct mxl_cpu_team {
-  double start;      /* omp_get_wtime() before the region */
-  double wall, lost; /* Σ over threads: wall time to the end of its share; off-core part */
-  int nt;
-} mxl_cpu_team;
-
-#define MXL_CPU_TEAM_WINDOW 0.02
-#define MXL_CPU_TEAM_LOST 0.2
-#define MXL_CPU_TEAM_SOLO 0.5
-#define MXL_CPU_TEAM_WAKE 100e-6
-
-mxl_cpu_team mxl_cpu_team_begin(int nt);
-double mxl_cpu_team_arrive(void);
-void mxl_cpu_team_leave(mxl_cpu_team *t, double cpu_at_arrival);
-void mxl_cpu_team_end(mxl_backend *be, const mxl_cpu_team *t);
 
 /* Records the first failure of an op; `sync` returns it with `what`.
  * Called from serial code (outside parallel regions). */

@@ -172,20 +172,16 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
   int chunk = (na + be->n_threads - 1) / be->n_threads;
   if (chunk > TOK_CHUNK) chunk = TOK_CHUNK;
   int items = (na + chunk - 1) / chunk;
-  int nt_items = mxl_cpu_threads_for(be, items, 1); /* every item streams the vocabulary */
-  mxl_cpu_team team = mxl_cpu_team_begin(nt_items);
+  int nt_items = items < be->n_threads ? items : be->n_threads;
 #pragma omp parallel num_threads(nt_items) if (nt_items > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     xent_buf b = xent_buf_carve(bufs + per_thread * (size_t)omp_get_thread_num(), H);
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(dynamic, 1)
     for (int it = 0; it < items; it++) {
       int r0 = it * chunk, len = na - r0 < chunk ? na - r0 : chunk;
       xent_item(c->isa, &job, r0, len, c->exact, &b);
     }
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }
 
 /* ------------------------------------------------------------------ dropout */

@@ -81,19 +81,12 @@ static void matmul_bf16_row(mxl_backend *be, float *y, act_bf16 a, const mxl_bf1
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int64_t N = W->rows, K = W->cols, items = (N + GEMV_ROWS - 1) / GEMV_ROWS;
   int nt = mxl_cpu_threads_for(be, (double)N * K * 2, MXL_CPU_MIN_BYTES);
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    double cpu0 = mxl_cpu_team_arrive();
-#pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t it = 0; it < items; it++) {
-      int64_t j0 = it * GEMV_ROWS, nj = N - j0 < GEMV_ROWS ? N - j0 : GEMV_ROWS;
-      isa->gemv_bf16(y + j0, a.hi, a.lo, W->w + j0 * K, K, (int)nj, (int)K);
-      add_bias(y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
-    }
-    mxl_cpu_team_leave(&team, cpu0);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
+  for (int64_t it = 0; it < items; it++) {
+    int64_t j0 = it * GEMV_ROWS, nj = N - j0 < GEMV_ROWS ? N - j0 : GEMV_ROWS;
+    isa->gemv_bf16(y + j0, a.hi, a.lo, W->w + j0 * K, K, (int)nj, (int)K);
+    add_bias(y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
   }
-  mxl_cpu_team_end(be, &team);
 }
 
 /* y = x·Wᵀ + b — y [n, N], x [n, K], W bf16 [N, K]. Tiles of PANEL_ROWS
@@ -127,12 +120,10 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   /* bf16 dot products run at twice the fp32 FMA rate */
   int nt = mxl_cpu_threads_for_op(be, (double)N * K * 2 + (double)n * (K * 2 + N * 4),
                                   (double)n * N * K / 2);
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     uint16_t *bp = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; it++) {
       int64_t p = it / n_mblocks, mbk = it % n_mblocks;
       int64_t j0 = p * PANEL_ROWS, nj = N - j0 < PANEL_ROWS ? N - j0 : PANEL_ROWS;
@@ -147,9 +138,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
       }
       add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
     }
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }
 
 /* ------------------------------------------------------------------ MXFP4 forward */
@@ -214,12 +203,10 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   }
   int nt = mxl_cpu_threads_for_op(be, (double)used * N * K * 17 / 32 + (double)m * (K * 2 + N * 4),
                                   (double)m * N * K / 2);
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     uint16_t *panel = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; it++) {
       mx_item w = items[it];
       int64_t i0 = off[w.e], rows = off[w.e + 1] - i0;
@@ -244,9 +231,7 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
       }
       add_bias(yt, N, mx_bias(W, w.e, w.j0), (int)rows, w.nj);
     }
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }
 
 /* ------------------------------------------------------------------ backward (dx) */
@@ -302,12 +287,10 @@ static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, in
   int64_t items = (int64_t)n_groups * n_strips;
   int nt = mxl_cpu_threads_for_op(be, (double)n_groups * N * K + (double)m * (N * 2 + K * 8),
                                   (double)m * N * K / 2);
-  mxl_cpu_team team = mxl_cpu_team_begin(nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    double cpu0 = mxl_cpu_team_arrive();
     uint16_t *bp = bufs + per_thread * (size_t)omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; it++) {
       int g = (int)(it / n_strips);
       int64_t rows = off[g + 1] - off[g];
@@ -316,9 +299,7 @@ static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, in
       act_bf16 ag = {a.hi + off[g] * N, a.lo ? a.lo + off[g] * N : NULL};
       dx_strip(isa, dx + off[g] * K, K, ag, N, (int)rows, N, k0, kn, pack, ctx, g, bp);
     }
-    mxl_cpu_team_leave(&team, cpu0);
   }
-  mxl_cpu_team_end(be, &team);
 }
 
 /* dx += dy·W — dx [n, K], dy [n, N], W bf16 [N, K] */
