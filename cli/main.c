@@ -31,6 +31,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* see mxlora.h: spinning threads stall a shared machine */
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
       !strcmp(argv[1], "help")) {
     usage(argc < 2 ? stderr : stdout);
