@@ -44,6 +44,7 @@ static void check(mxl_backend *be, const char *op, cudaError_t err) {
 static void cuda_destroy(mxl_backend *be) {
   mxl_cuda_state *st = state(be);
   cudaStreamSynchronize(st->stream);
+  mxl_cuda_blas_release(st);
   mxl_cu_scratch_release(st);
   cudaStreamDestroy(st->stream);
   free(st);
@@ -168,6 +169,13 @@ extern "C" mxl_status mxl_backend_cuda_create(int device, mxl_backend **out) {
     free(be);
     return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: creating the stream: %s", device,
                       cudaGetErrorString(err));
+  }
+  if (!mxl_cuda_blas_init(st)) {
+    cudaStreamDestroy(st->stream);
+    free(st);
+    free(be);
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: cuBLASLt cannot be initialised",
+                      device);
   }
   be->ops = &cuda_ops;
   be->n_threads = 1;

@@ -15,6 +15,7 @@ static const char emu_name[] = "cuda-emu";
 
 static void emu_destroy(mxl_backend *be) {
   mxl_cuda_state *st = mxl_cu_state(be);
+  mxl_cu_blas_release(st);
   mxl_cu_scratch_release(st);
   free(st);
   free(be);
@@ -86,6 +87,11 @@ extern "C" mxl_status mxl_backend_cuda_emu_create(int host_memory, mxl_backend *
     return mxl_errorf(MXL_ERR_MEMORY, "CUDA emulator backend: out of memory");
   }
   st->device = -1;
+  if (!mxl_cu_blas_init(st)) {
+    free(st);
+    free(be);
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA emulator backend: the cuBLASLt stand-in failed");
+  }
   be->ops = host_memory ? &emu_ops_host : &emu_ops;
   be->n_threads = 1;
   be->impl = st;
