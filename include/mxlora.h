@@ -62,6 +62,7 @@ const char *mxl_build_features(void);
 #include "mxlora/generate.h"  /* text generation */
 #include "mxlora/adapter.h"   /* adapter files, overlay */
 #include "mxlora/train.h"     /* LoRA training, eval */
+#include "mxlora/plan.h"      /* GPU memory planning */
 
 #ifdef __cplusplus
 extern "C" {

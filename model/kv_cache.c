@@ -8,6 +8,17 @@ static int cache_capacity(const mxl_kv_cache *c, const mxl_config *cfg, int laye
   return cfg->layer_sliding[layer] ? c->cap_slide : c->cap_full;
 }
 
+size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk) {
+  mxl_kv_cache c = {0};
+  c.cap_full = max_context;
+  long slide = (long)cfg->sliding_window + max_chunk - 1;
+  c.cap_slide = slide < max_context ? (int)slide : max_context;
+  size_t kv_dim = (size_t)cfg->n_kv_heads * cfg->head_dim, bytes = 0;
+  for (int l = 0; l < cfg->n_layers; l++)
+    bytes += 2 * (size_t)cache_capacity(&c, cfg, l) * kv_dim * sizeof(float);
+  return bytes + 2 * ((size_t)c.cap_full + (size_t)c.cap_slide) * sizeof(int32_t);
+}
+
 mxl_status mxl_kv_cache_create(mxl_engine *e, int max_context, int max_chunk,
                                mxl_kv_cache **out) {
   *out = NULL;

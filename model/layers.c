@@ -42,6 +42,13 @@ static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank
   }
 }
 
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank) {
+  mxl_layer_acts a;
+  mxl_carver sizing = {0};
+  carve_acts(cfg, &a, n, lora_rank, &sizing);
+  return sizing.used;
+}
+
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank) {
   if (n <= acts->cap_n && lora_rank <= acts->lora_rank_cap) {
     acts->n = n;

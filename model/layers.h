@@ -57,6 +57,10 @@ typedef struct mxl_layer_acts {
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank);
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
 
+/* The bytes mxl_layer_acts_reserve allocates for n tokens and lora_rank
+ * (`mxlora plan`'s accounting, model/plan.c). */
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank);
+
 /* Adapters applied on top of the frozen base. When `train` is set, the
  * first adapter is the one being trained: its x·Aᵀ products are kept in
  * acts->lora_t and attention-input dropout (view->dropout) is applied with

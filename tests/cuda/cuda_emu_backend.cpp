@@ -21,14 +21,29 @@ static void emu_destroy(mxl_backend *be) {
   free(be);
 }
 
+/* Every allocation carries its size in a 256-byte header (the alignment
+ * cudaMalloc gives), so that the backend counts the bytes it holds as the
+ * device backend's memory would (mxl_cuda_emu_memory). */
+enum { EMU_HEADER = 256 };
+
 static void *emu_alloc(mxl_backend *be, size_t bytes) {
-  (void)be;
-  return calloc(1, bytes ? bytes : 1);
+  char *p = static_cast<char *>(aligned_alloc(EMU_HEADER, EMU_HEADER + ((bytes + 255) & ~(size_t)255)));
+  if (!p) return NULL;
+  memset(p + EMU_HEADER, 0, bytes);
+  memcpy(p, &bytes, sizeof bytes);
+  mxl_cuda_state *st = mxl_cu_state(be);
+  st->bytes_now += bytes;
+  if (st->bytes_now > st->bytes_peak) st->bytes_peak = st->bytes_now;
+  return p + EMU_HEADER;
 }
 
 static void emu_free(mxl_backend *be, void *ptr) {
-  (void)be;
-  free(ptr);
+  if (!ptr) return;
+  char *p = static_cast<char *>(ptr) - EMU_HEADER;
+  size_t bytes;
+  memcpy(&bytes, p, sizeof bytes);
+  mxl_cu_state(be)->bytes_now -= bytes;
+  free(p);
 }
 
 static void emu_upload(mxl_backend *be, void *dst, const void *host_src, size_t bytes) {
@@ -108,4 +123,9 @@ extern "C" void mxl_cuda_emu_set_order(mxl_emu_order order, uint64_t seed) {
 
 extern "C" void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows) {
   mxl_cu_state(be)->xent_chunk_rows = rows;
+}
+
+extern "C" void mxl_cuda_emu_memory(mxl_backend *be, size_t *now, size_t *peak) {
+  *now = mxl_cu_state(be)->bytes_now;
+  *peak = mxl_cu_state(be)->bytes_peak;
 }
