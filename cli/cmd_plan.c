@@ -21,10 +21,11 @@ static const char usage_line[] =
 static double gib(uint64_t bytes) { return (double)bytes / 1073741824.0; }
 
 static void print_plan(const mxl_plan *p) {
-  printf("plan: %s, %d layers x %d experts; LoRA rank %d on %s (experts on %d layers): "
-         "%.1fM parameters\n",
-         p->model, p->n_layers, p->n_experts, p->rank, p->targets, p->expert_layers,
-         (double)p->lora_params / 1e6);
+  printf(
+      "plan: %s, %d layers x %d experts; LoRA rank %d on %s (experts on %d layers): "
+      "%.1fM parameters\n",
+      p->model, p->n_layers, p->n_experts, p->rank, p->targets, p->expert_layers,
+      (double)p->lora_params / 1e6);
   printf("step: %d tokens (%d x %d)\n\n", p->tokens, p->batch, p->seq_len);
   const struct {
     const char *what;
@@ -65,12 +66,12 @@ int mxl_cmd_plan(int argc, char **argv) {
       {"--expert-layers", MXL_OPT_STRING, &req.expert_layers, "LIST: layers whose experts train"},
       {"--recipe", MXL_OPT_STRING, &req.recipe, "FILE: take seq, batch and lora.* from it"},
   };
-  int rc = mxl_cli_parse(argc, argv, usage_line, opts, sizeof opts / sizeof opts[0], NULL, 0,
-                         NULL);
+  int rc = mxl_cli_parse(argc, argv, usage_line, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
   if (rc) return rc == 1 ? 0 : 2;
   if (!gpu || (!req.model && !req.shape)) {
-    fprintf(stderr, "mxlora plan: give --gpu SIZE and --model DIR or --shape NAME "
-                    "(see mxlora plan --help)\n");
+    fprintf(stderr,
+            "mxlora plan: give --gpu SIZE and --model DIR or --shape NAME "
+            "(see mxlora plan --help)\n");
     return 2;
   }
   mxl_status st = mxl_plan_parse_bytes(gpu, &req.gpu_bytes);

@@ -156,8 +156,8 @@ static mxl_status lora_floats(const mxl_config *c, const plan_lora *pl, uint64_t
                                 pl->n_attn_layers, c->n_layers));
   if (pl->expert_targets)
     MXL_TRY(mxl_lora_config_add(&lc, pl->expert_targets,
-                                pl->n_expert_layers ? pl->expert_layers : NULL,
-                                pl->n_expert_layers, c->n_layers));
+                                pl->n_expert_layers ? pl->expert_layers : NULL, pl->n_expert_layers,
+                                c->n_layers));
   mxl_lora_layout *lay = NULL;
   MXL_TRY(mxl_lora_layout_create(c, &lc, &lay));
   *floats = lay->n_floats;
@@ -238,9 +238,8 @@ mxl_status mxl_plan_compute(const mxl_plan_request *request, mxl_plan *out) {
   out->n_experts = in.cfg.n_experts;
   out->rank = req.rank;
   out->lora_params = params;
-  out->expert_layers = lora.expert_targets
-                           ? (lora.n_expert_layers ? lora.n_expert_layers : in.cfg.n_layers)
-                           : 0;
+  out->expert_layers =
+      lora.expert_targets ? (lora.n_expert_layers ? lora.n_expert_layers : in.cfg.n_layers) : 0;
   target_names(targets, out->targets, sizeof out->targets);
   out->gpu_bytes = req.gpu_bytes;
   for (int seq = 256; seq <= in.cfg.max_context; seq += 256) {

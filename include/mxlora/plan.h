@@ -27,9 +27,9 @@ typedef struct mxl_plan_request {
   const char *expert_layers; /* "0,6,12" or NULL: every layer */
 } mxl_plan_request;
 
-/* CUDA context and library code (cuBLASLt, cuDNN kernels), which the
- * process holds but mxlora does not allocate: an allowance, not measured
- * (tools/gpu_suite.sh prints the real figure on a GPU). */
+/* CUDA context and library code (cuBLASLt kernels), which the process
+ * holds but mxlora does not allocate: an allowance, not measured here
+ * (bench_cuda_ops, run by tools/gpu_suite.sh, prints the real figure). */
 #define MXL_PLAN_RUNTIME_RESERVE ((uint64_t)768 << 20)
 
 /* The plan, in bytes of device memory. */

@@ -129,6 +129,19 @@ static const mxl_ops cuda_ops = make_cuda_ops();
 
 extern "C" const mxl_ops *mxl_cuda_op_table(void) { return &cuda_ops; }
 
+extern "C" mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes,
+                                           size_t *total_bytes) {
+  *free_bytes = *total_bytes = 0;
+  mxl_cuda_state *st = mxl_cuda_state_of(be);
+  if (!st) return mxl_errorf(MXL_ERR_ARGUMENT, "mxl_cuda_memory_info: not a CUDA backend");
+  cudaError_t err = cudaSetDevice(st->device);
+  if (err == cudaSuccess) err = cudaMemGetInfo(free_bytes, total_bytes);
+  if (err != cudaSuccess)
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: cudaMemGetInfo: %s", st->device,
+                      cudaGetErrorString(err));
+  return MXL_OK;
+}
+
 /* The oldest architecture this build carries SASS for (CMakeLists.txt). */
 enum { MXL_CUDA_MIN_MAJOR = 8 };
 

@@ -191,7 +191,8 @@ static inline bool mxl_blas_make_plan(mxl_backend *be, const char *op, const mxl
   p->key = k;
   const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   const cudaDataType_t in = k.precision == MXL_BLAS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-  const int32_t ta = k.transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = k.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int32_t ta = k.transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int32_t tb = k.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
   const uint32_t epilogue = k.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   bool ok =
       mxl_blas_ok(be, op, "matmul descriptor",
@@ -268,7 +269,8 @@ static inline bool mxl_blas_make_plan(mxl_backend *be, const char *op, const mxl
 }
 
 /* The cached plan of `key`, made on a miss (the oldest plan makes room). */
-static inline mxl_blas_plan *mxl_blas_plan_for(mxl_backend *be, const char *op, const mxl_blas_key &k) {
+static inline mxl_blas_plan *mxl_blas_plan_for(mxl_backend *be, const char *op,
+                                               const mxl_blas_key &k) {
   mxl_blas_state *bs = mxl_cu_state(be)->blas;
   for (int i = 0; i < bs->n_plans; i++)
     if (memcmp(&bs->plans[i].key, &k, sizeof k) == 0) return &bs->plans[i];

@@ -1,7 +1,8 @@
 /* CUDA ops, dense part: embedding, RMSNorm (+ backward), bf16 matmul
  * (+ dx) and gemm_f32 on cuBLASLt (kernels/cuda/blas.cuh), RoPE, add.
- * Activations fp32 at the op boundaries (ops.h). CPU reference: kernels/ref/ref_dense.h, function by function
- * (mxl_ref_embed, mxl_ref_rmsnorm, ...); the semantics are kernels/ops.h's.
+ * Activations fp32 at the op boundaries (ops.h). CPU reference:
+ * kernels/ref/ref_dense.h, function by function (mxl_ref_embed,
+ * mxl_ref_rmsnorm, ...); the semantics are kernels/ops.h's.
  *
  * Shape legend as kernels/ops.h: n tokens, H hidden, d head dim. */
 #ifndef MXL_KERNELS_CUDA_OPS_DENSE_CUH

@@ -23,14 +23,16 @@
 //     chosen for, and a workspace smaller than the heuristic asked for.
 // Anything else the wrapper might pass is refused (NOT_SUPPORTED or
 // INVALID_VALUE), so a new call or attribute shows up in the tests.
+#include "kernels/cuda/emulator.h"  // first: MXL_CUDA_EMULATE
+
+#include "tests/cuda/cublaslt_standin.h"
+
 #include <cmath>
 #include <cstring>
 #include <new>
 #include <string>
 
-#include "kernels/cuda/emulator.h"  // first: MXL_CUDA_EMULATE
 #include "kernels/cuda/blas.cuh"    // the declarations of namespace mxl_lt
-#include "tests/cuda/cublaslt_standin.h"
 
 struct cublasLtContext {
   uint64_t magic;
@@ -188,8 +190,9 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *out, cublasComputeType_t compute,
                                         cudaDataType_t scale_type) {
   auto *o = new cublasLtMatmulDescOpaque_t();
-  new (o) desc_t{DESC_MAGIC, compute, scale_type, CUBLAS_OP_N, CUBLAS_OP_N,
-                 CUBLASLT_EPILOGUE_DEFAULT, nullptr, -1};
+  new (o)
+      desc_t{DESC_MAGIC, compute, scale_type, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT,
+             nullptr,    -1};
   *out = o;
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -203,16 +206,21 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
 }
 
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
-                                              cublasLtMatmulDescAttributes_t attr,
-                                              const void *buf, size_t size) {
+                                              cublasLtMatmulDescAttributes_t attr, const void *buf,
+                                              size_t size) {
   desc_t *d = view<desc_t>(desc, DESC_MAGIC);
   if (!d) return refuse(CUBLAS_STATUS_INVALID_VALUE, "not a matmul descriptor");
   switch (attr) {
-    case CUBLASLT_MATMUL_DESC_TRANSA: return read_attr(&d->transa, buf, size);
-    case CUBLASLT_MATMUL_DESC_TRANSB: return read_attr(&d->transb, buf, size);
-    case CUBLASLT_MATMUL_DESC_EPILOGUE: return read_attr(&d->epilogue, buf, size);
-    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return read_attr(&d->bias, buf, size);
-    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return read_attr(&d->bias_type, buf, size);
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+      return read_attr(&d->transa, buf, size);
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+      return read_attr(&d->transb, buf, size);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      return read_attr(&d->epilogue, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+      return read_attr(&d->bias, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+      return read_attr(&d->bias_type, buf, size);
     default:
       return refuse(CUBLAS_STATUS_NOT_SUPPORTED,
                     "matmul descriptor attribute " + std::to_string((int)attr));
@@ -241,8 +249,10 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t layout,
   layout_t *l = view<layout_t>(layout, LAYOUT_MAGIC);
   if (!l) return refuse(CUBLAS_STATUS_INVALID_VALUE, "not a matrix layout");
   switch (attr) {
-    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: return read_attr(&l->batch, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: return read_attr(&l->stride, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT:
+      return read_attr(&l->batch, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET:
+      return read_attr(&l->stride, buf, size);
     default:
       return refuse(CUBLAS_STATUS_NOT_SUPPORTED,
                     "matrix layout attribute " + std::to_string((int)attr));
@@ -270,21 +280,28 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
   pref_t *p = view<pref_t>(pref, PREF_MAGIC);
   if (!p) return refuse(CUBLAS_STATUS_INVALID_VALUE, "not a preference");
   switch (attr) {
-    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return read_attr(&p->max_workspace, buf, size);
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: return read_attr(&p->align[0], buf, size);
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: return read_attr(&p->align[1], buf, size);
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: return read_attr(&p->align[2], buf, size);
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return read_attr(&p->align[3], buf, size);
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
+      return read_attr(&p->max_workspace, buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
+      return read_attr(&p->align[0], buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+      return read_attr(&p->align[1], buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
+      return read_attr(&p->align[2], buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
+      return read_attr(&p->align[3], buf, size);
     default:
-      return refuse(CUBLAS_STATUS_NOT_SUPPORTED, "preference attribute " + std::to_string((int)attr));
+      return refuse(CUBLAS_STATUS_NOT_SUPPORTED,
+                    "preference attribute " + std::to_string((int)attr));
   }
 }
 
-cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
-    cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
-    cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
-    cublasLtMatmulPreference_t pref, int requested, cublasLtMatmulHeuristicResult_t results[],
-    int *returned) {
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[],
+                                              int *returned) {
   *returned = 0;
   if (!handle || handle->magic != HANDLE_MAGIC)
     return refuse(CUBLAS_STATUS_NOT_INITIALIZED, "not a handle");
@@ -306,12 +323,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
-                              const void *alpha, const void *A, cublasLtMatrixLayout_t a,
-                              const void *B, cublasLtMatrixLayout_t b, const void *beta,
-                              const void *C, cublasLtMatrixLayout_t c, void *D,
-                              cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t *algo,
-                              void *workspace, size_t workspace_bytes, mxl_cu_stream stream) {
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void *alpha,
+                              const void *A, cublasLtMatrixLayout_t a, const void *B,
+                              cublasLtMatrixLayout_t b, const void *beta, const void *C,
+                              cublasLtMatrixLayout_t c, void *D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t *algo, void *workspace,
+                              size_t workspace_bytes, mxl_cu_stream stream) {
   (void)workspace, (void)workspace_bytes, (void)stream;  // the algorithm needs none
   if (!handle || handle->magic != HANDLE_MAGIC)
     return refuse(CUBLAS_STATUS_NOT_INITIALIZED, "not a handle");
@@ -341,8 +358,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       for (uint64_t i = 0; i < pr.m; i++) {
         float acc = 0.0f;
         for (uint64_t p = 0; p < pr.k; p++) {
-          float x = dd->transa == CUBLAS_OP_N ? element(*la, A, bt, i, p) : element(*la, A, bt, p, i);
-          float y = dd->transb == CUBLAS_OP_N ? element(*lb, B, bt, p, j) : element(*lb, B, bt, j, p);
+          float x =
+              dd->transa == CUBLAS_OP_N ? element(*la, A, bt, i, p) : element(*la, A, bt, p, i);
+          float y =
+              dd->transb == CUBLAS_OP_N ? element(*lb, B, bt, p, j) : element(*lb, B, bt, j, p);
           acc = std::fma(x, y, acc);
         }
         float out = fa * acc;
@@ -356,11 +375,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
 
 const char *cublasLtGetStatusString(cublasStatus_t status) {
   switch (status) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "CUBLAS_STATUS (other)";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "CUBLAS_STATUS (other)";
   }
 }
 

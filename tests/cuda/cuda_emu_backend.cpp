@@ -2,6 +2,8 @@
 // op functions on the fiber emulator, memory ops on malloc.
 #include "kernels/cuda/emulator.h"  // first: it defines MXL_CUDA_EMULATE
 
+#include "tests/cuda/cuda_emu_backend.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +11,6 @@
 #include "kernels/cuda/ops_dense.cuh"
 #include "kernels/cuda/ops_loss.cuh"
 #include "kernels/cuda/ops_moe.cuh"
-#include "tests/cuda/cuda_emu_backend.h"
 
 static const char emu_name[] = "cuda-emu";
 
@@ -27,7 +28,8 @@ static void emu_destroy(mxl_backend *be) {
 enum { EMU_HEADER = 256 };
 
 static void *emu_alloc(mxl_backend *be, size_t bytes) {
-  char *p = static_cast<char *>(aligned_alloc(EMU_HEADER, EMU_HEADER + ((bytes + 255) & ~(size_t)255)));
+  char *p =
+      static_cast<char *>(aligned_alloc(EMU_HEADER, EMU_HEADER + ((bytes + 255) & ~(size_t)255)));
   if (!p) return NULL;
   memset(p + EMU_HEADER, 0, bytes);
   memcpy(p, &bytes, sizeof bytes);

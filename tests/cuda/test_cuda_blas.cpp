@@ -57,8 +57,8 @@ cublasStatus_t run(lt_problem &p, cudaDataType in, int ta, int tb, uint64_t ar, 
       (s = mxl_lt::cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                                   sizeof epi)))
     return s;
-  if (bias && (s = mxl_lt::cublasLtMatmulDescSetAttribute(
-                   p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)))
+  if (bias && (s = mxl_lt::cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                          &bias, sizeof bias)))
     return s;
   if ((s = mxl_lt::cublasLtMatrixLayoutCreate(&p.a, in, ar, ac, lda)) ||
       (s = mxl_lt::cublasLtMatrixLayoutCreate(&p.b, in, br, bc, ldb)) ||
@@ -66,13 +66,15 @@ cublasStatus_t run(lt_problem &p, cudaDataType in, int ta, int tb, uint64_t ar, 
       (s = mxl_lt::cublasLtMatmulPreferenceCreate(&p.pref)))
     return s;
   uint32_t one = 4;  // the test arrays are only 4-byte aligned
-  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-    if ((s = mxl_lt::cublasLtMatmulPreferenceSetAttribute(p.pref, attr, &one, sizeof one))) return s;
+  for (auto attr :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    if ((s = mxl_lt::cublasLtMatmulPreferenceSetAttribute(p.pref, attr, &one, sizeof one)))
+      return s;
   cublasLtMatmulHeuristicResult_t r;
   int got = 0;
-  if ((s = mxl_lt::cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, p.pref, 1,
-                                                  &r, &got)))
+  if ((s = mxl_lt::cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, p.pref, 1, &r,
+                                                  &got)))
     return s;
   if (got != 1) return CUBLAS_STATUS_NOT_SUPPORTED;
   p.algo = r.algo;
@@ -144,13 +146,12 @@ static void test_standin_refuses(void) {
     lt_problem p;
     MXL_CHECK(mxl_lt::cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == 0);
     int8_t fast = 1;
-    MXL_CHECK(mxl_lt::cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM,
-                                                     &fast, sizeof fast) ==
-              CUBLAS_STATUS_NOT_SUPPORTED);
+    MXL_CHECK(mxl_lt::cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast,
+                                                     sizeof fast) == CUBLAS_STATUS_NOT_SUPPORTED);
     int32_t wrong_size = 0;  // TRANSA is int32: a 1-byte buffer is refused
     MXL_CHECK(mxl_lt::cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA,
-                                                     &wrong_size, 1) ==
-              CUBLAS_STATUS_INVALID_VALUE);
+                                                     &wrong_size,
+                                                     1) == CUBLAS_STATUS_INVALID_VALUE);
   }
   {  // a pointer less aligned than the algorithm was chosen for (default 256)
     lt_problem p;
@@ -161,14 +162,15 @@ static void test_standin_refuses(void) {
     MXL_CHECK(mxl_lt::cublasLtMatmulPreferenceCreate(&p.pref) == 0);
     cublasLtMatmulHeuristicResult_t r;
     int got = 0;
-    MXL_CHECK(mxl_lt::cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, p.pref,
-                                                     1, &r, &got) == 0 && got == 1);
+    MXL_CHECK(mxl_lt::cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, p.pref, 1,
+                                                     &r, &got) == 0 &&
+              got == 1);
     alignas(256) static float in[64] = {1, 1}, out[64];
     float one = 1, zero = 0;
-    MXL_CHECK(mxl_lt::cublasLtMatmul(handle, p.desc, &one, in, p.a, in, p.b, &zero, out, p.c,
-                                     out, p.c, &r.algo, nullptr, 0, nullptr) == 0);
-    MXL_CHECK(mxl_lt::cublasLtMatmul(handle, p.desc, &one, in + 1, p.a, in, p.b, &zero, out,
-                                     p.c, out, p.c, &r.algo, nullptr, 0,
+    MXL_CHECK(mxl_lt::cublasLtMatmul(handle, p.desc, &one, in, p.a, in, p.b, &zero, out, p.c, out,
+                                     p.c, &r.algo, nullptr, 0, nullptr) == 0);
+    MXL_CHECK(mxl_lt::cublasLtMatmul(handle, p.desc, &one, in + 1, p.a, in, p.b, &zero, out, p.c,
+                                     out, p.c, &r.algo, nullptr, 0,
                                      nullptr) == CUBLAS_STATUS_INVALID_VALUE);
   }
 }

@@ -32,8 +32,8 @@ static size_t measured_peak(int n_seq, int seq_len, int rank) {
   size_t now = 0, peak = 0;
   mxl_lora_config lc;
   mxl_lora_config_init(&lc, rank, 2.0f * rank);
-  MXL_CHECK_OK(mxl_lora_config_add(&lc, MXL_LORA_ATTN_BITS | MXL_LORA_EXPERT_BITS, NULL, 0,
-                                   c->n_layers));
+  MXL_CHECK_OK(
+      mxl_lora_config_add(&lc, MXL_LORA_ATTN_BITS | MXL_LORA_EXPERT_BITS, NULL, 0, c->n_layers));
   MXL_CHECK_OK(mxl_backend_cuda_emu_create(0, &emu));
   MXL_CHECK_OK(mxl_engine_create(f.model, emu, &e));
   MXL_CHECK_OK(mxl_lora_create(c, &lc, emu, &params));
@@ -79,9 +79,7 @@ done:
 }
 
 static void test_plan_matches_allocations(void) {
-  const struct {
-    int n_seq, seq_len, rank;
-  } steps[] = {{2, 13, 2}, {1, 70, 4}};
+  const struct { int n_seq, seq_len, rank; } steps[] = {{2, 13, 2}, {1, 70, 4}};
   for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
     mxl_plan_request req = {0};
     req.model = f.dir;
@@ -94,11 +92,9 @@ static void test_plan_matches_allocations(void) {
     MXL_CHECK_OK(mxl_plan_compute(&req, &p));
     size_t peak = measured_peak(steps[i].n_seq, steps[i].seq_len, steps[i].rank);
     printf("  %d x %d tokens, rank %d: plan %llu bytes, emulated backend peak %zu bytes\n",
-           steps[i].n_seq, steps[i].seq_len, steps[i].rank, (unsigned long long)p.allocated,
-           peak);
+           steps[i].n_seq, steps[i].seq_len, steps[i].rank, (unsigned long long)p.allocated, peak);
     MXL_CHECK_MSG(p.allocated == peak, "plan %llu vs allocated %zu (difference %lld)",
-                  (unsigned long long)p.allocated, peak,
-                  (long long)p.allocated - (long long)peak);
+                  (unsigned long long)p.allocated, peak, (long long)p.allocated - (long long)peak);
     MXL_CHECK(p.fits && p.total == p.allocated + MXL_PLAN_RUNTIME_RESERVE);
   }
 }
