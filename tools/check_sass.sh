@@ -3,7 +3,7 @@
 # library (libmxlora_cuda.a) for every architecture it carries and checks
 #   - the MXFP4 grouped GEMM kernels (mxl_mx_gemm_kernel, forward and dx)
 #     run on tensor cores: HMMA (mma.sync), fed by LDSM (ldmatrix) and
-#     LDGSTS (cp.async);
+#     LDGSTS (cp.async); so does the attention forward (HMMA, LDSM);
 #   - no kernel touches local memory (LDL/STL: spills or stack arrays;
 #     ptxas already fails the build on them, this checks the binary);
 #   - cuBLASLt is called, not only linked: the objects reference
@@ -42,24 +42,31 @@ fi
 failed=0
 fail() { echo "FAIL: $*"; failed=1; }
 
-# The GEMM kernels live in ops_moe.cu.o: disassemble that member only.
+# The tensor-core kernels and the library members holding them (only those
+# members are disassembled): member, mangled name, label, instructions that
+# must be there.
+gates=(
+  "ops_moe.cu.o _Z18mxl_mx_gemm_kernelILb0EEv11mxl_mx_args13mxl_gemm_grid mxfp4_gemm<fwd> HMMA LDSM LDGSTS"
+  "ops_moe.cu.o _Z18mxl_mx_gemm_kernelILb1EEv11mxl_mx_args13mxl_gemm_grid mxfp4_gemm<dx> HMMA LDSM LDGSTS"
+  "ops_attention.cu.o _Z24mxl_attention_mma_kernelPKfS0_S0_PKt13mxl_attn_maskiiiifPfS4_ attention_mma HMMA LDSM"
+)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 lib_abs=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
-(cd "$work" && ar x "$lib_abs" ops_moe.cu.o) || fail "$lib has no ops_moe.cu.o"
+(cd "$work" && ar x "$lib_abs" ops_moe.cu.o ops_attention.cu.o) || fail "$lib lacks ops_moe.cu.o or ops_attention.cu.o"
 
 archs=$(cuobjdump -lelf "$lib" 2>/dev/null | sed -n 's/.*\.\(sm_[0-9a-z]*\)\.cubin.*/\1/p' | sort -u)
 [ -n "$archs" ] || fail "$lib holds no device code (cuobjdump -lelf)"
 for arch in $archs; do
-  for variant in 0 1; do
-    kernel="_Z18mxl_mx_gemm_kernelILb${variant}EEv11mxl_mx_args13mxl_gemm_grid"
-    sass=$(cuobjdump -sass -arch "$arch" -fun "$kernel" "$work/ops_moe.cu.o" 2>&1)
-    for insn in HMMA LDSM LDGSTS; do
+  for gate in "${gates[@]}"; do
+    read -r member kernel label insns <<<"$gate"
+    sass=$(cuobjdump -sass -arch "$arch" -fun "$kernel" "$work/$member" 2>&1)
+    for insn in $insns; do
       count=$(grep -c "$insn" <<<"$sass")
       if [ "$count" = 0 ]; then
-        fail "$arch: mxl_mx_gemm_kernel<$variant> has no $insn"
+        fail "$arch: $label has no $insn"
       else
-        echo "ok    $arch: mxl_mx_gemm_kernel<$variant>: $count $insn"
+        echo "ok    $arch: $label: $count $insn"
       fi
     done
   done
