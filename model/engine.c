@@ -143,6 +143,14 @@ static mxl_status check_ops(const mxl_ops *ops) {
 
 /* ---------------------------------------------------------------- engine */
 
+size_t mxl_engine_device_bytes(const mxl_model *model) {
+  const mxl_mapping *files[64];
+  int n = weight_files(model, files, 64);
+  size_t bytes = (size_t)(model->config.head_dim / 2) * sizeof(float);
+  for (int i = 0; i < n; i++) bytes += files[i]->size;
+  return bytes;
+}
+
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
   *out = NULL;
   MXL_TRY(check_ops(be->ops));
