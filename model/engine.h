@@ -27,6 +27,10 @@ typedef struct mxl_engine {
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
+
+/* The backend bytes mxl_engine_create allocates on a backend without host
+ * memory: every weight file, and the RoPE table (`mxlora plan`). */
+size_t mxl_engine_device_bytes(const mxl_model *model);
 void mxl_engine_destroy(mxl_engine *e);
 
 /* A growable backend buffer, for scratch that is reused across calls. */
