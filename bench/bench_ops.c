@@ -475,6 +475,7 @@ static int parse_threads(const char *s, int *out, int max) {
 }
 
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* as the mxlora binary does */
   int quick = 0, threads[4] = {1, 2}, n_threads = 2;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--quick")) quick = 1;

@@ -61,6 +61,22 @@ const char *mxl_version_string(void);
  * device answers. */
 const char *mxl_build_features(void);
 
+/* Makes this program's OpenMP threads wait passively (OMP_WAIT_POLICY=
+ * passive) unless the user chose how they wait (OMP_WAIT_POLICY,
+ * GOMP_SPINCOUNT or KMP_BLOCKTIME set). Spinning threads make a machine
+ * shared with other processes many times slower; passive waiting costs
+ * microseconds per parallel region on idle cores. The OpenMP runtime reads
+ * its environment only as the program starts, so this sets the variable and
+ * re-executes the program (/proc/self/exe with `argv`, the environment
+ * kept): call it first thing in main, before any thread or open file
+ * matters. It returns when nothing needed doing, or when re-execution
+ * failed (the program then goes on with spinning threads). */
+void mxl_wait_passively(char **argv);
+
+/* 1 when the environment chooses how OpenMP threads wait (one of the
+ * variables above is set; after mxl_wait_passively, always). */
+int mxl_wait_policy_chosen(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,11 +10,15 @@
  *     with windows and packed documents, a vocabulary of several chunks,
  *     gemm_f32 at LoRA sizes (every product of an adapted matrix) —
  *     against the reference backend, in fast and exact mode;
- *   - the error path of scratch allocation. */
+ *   - the error path of scratch allocation;
+ *   - passive thread waiting (mxl_wait_passively, called first in main). */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/bf16.h"
 #include "kernels/cpu/cpu.h"
@@ -747,7 +751,63 @@ static void test_scratch_failure(void) {
   mxl_backend_destroy(be);
 }
 
-int main(void) {
+/* ------------------------------------------------------------------ thread waiting */
+
+static char **test_argv;
+
+static double process_cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU milliseconds the process burns while its main thread sleeps 20 ms
+ * right after a parallel region: a spinning worker burns milliseconds
+ * (libgomp: 300,000 spins), a passive one microseconds. The most of 5 tries,
+ * as a spinning worker may lose its core in one. */
+static double idle_worker_cpu_ms(void) {
+  double most = 0;
+  for (int t = 0; t < 5; t++) {
+    volatile int sink = 0;
+#pragma omp parallel num_threads(2)
+    sink += omp_get_thread_num();
+    double c0 = process_cpu_seconds();
+    usleep(20000);
+    double ms = (process_cpu_seconds() - c0) * 1e3;
+    if (ms > most) most = ms;
+    (void)sink;
+  }
+  return most;
+}
+
+/* main called mxl_wait_passively: unless the user chose a policy, OpenMP
+ * threads now wait passively (the runtime took the variable, so the
+ * program was re-executed); a user's choice is left alone. */
+static void test_wait_passively(void) {
+  const char *policy = getenv("OMP_WAIT_POLICY");
+  if (!getenv("GOMP_SPINCOUNT") && !getenv("KMP_BLOCKTIME")) MXL_CHECK(policy != NULL);
+  MXL_CHECK(mxl_wait_policy_chosen());
+  if (policy && !strcmp(policy, "passive")) {
+    double ms = idle_worker_cpu_ms();
+    MXL_CHECK_MSG(ms < 1.0, "an idle worker burned %.3f ms of CPU in 20 ms", ms);
+  }
+  const char *spin = getenv("GOMP_SPINCOUNT");
+  char *saved_policy = policy ? strdup(policy) : NULL, *saved_spin = spin ? strdup(spin) : NULL;
+  unsetenv("OMP_WAIT_POLICY");
+  setenv("GOMP_SPINCOUNT", "1000", 1);
+  mxl_wait_passively(test_argv); /* returns: the user chose */
+  MXL_CHECK(getenv("OMP_WAIT_POLICY") == NULL);
+  if (saved_spin) setenv("GOMP_SPINCOUNT", saved_spin, 1);
+  else unsetenv("GOMP_SPINCOUNT");
+  if (saved_policy) setenv("OMP_WAIT_POLICY", saved_policy, 1);
+  free(saved_policy), free(saved_spin);
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  mxl_wait_passively(argv);
+  test_argv = argv;
+  MXL_RUN(test_wait_passively);
   MXL_RUN(test_to_bf16);
   MXL_RUN(test_mxfp4_decode_all_scales);
   MXL_RUN(test_packing_layouts);
