@@ -117,15 +117,12 @@ static mxl_status check_ops(const mxl_ops *ops) {
     const char *name;
     any_op fn;
   } table[] = {
-      OP(destroy),      OP(alloc),           OP(free),          OP(upload),
-      OP(download),     OP(copy),            OP(zero),          OP(sync),
-      OP(embed),        OP(rmsnorm),         OP(matmul_bf16),   OP(gemm_f32),
-      OP(rope),         OP(attention),       OP(router_topk),   OP(moe_plan),
-      OP(moe_gather),   OP(mxfp4_matmul),    OP(swiglu),        OP(moe_combine),
-      OP(add),          OP(dropout),         OP(unembed_xent),  OP(rmsnorm_bwd),
-      OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd),    OP(moe_gather_bwd),
-      OP(mxfp4_matmul_dx), OP(swiglu_bwd),   OP(moe_combine_bwd), OP(adamw),
-      OP(sum_squares),
+      OP(destroy), OP(alloc), OP(free), OP(upload), OP(download), OP(copy), OP(zero), OP(sync),
+      OP(embed), OP(rmsnorm), OP(matmul_bf16), OP(gemm_f32), OP(rope), OP(attention),
+      OP(router_topk), OP(moe_plan), OP(moe_gather), OP(mxfp4_matmul), OP(swiglu),
+      OP(moe_combine), OP(add), OP(dropout), OP(unembed_xent), OP(lora), OP(lora_bwd),
+      OP(rmsnorm_bwd), OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd), OP(moe_gather_bwd),
+      OP(mxfp4_matmul_dx), OP(swiglu_bwd), OP(moe_combine_bwd), OP(adamw), OP(sum_squares),
   };
   enum { N_OPS = sizeof table / sizeof table[0] };
   /* A new op in kernels/ops.h must be listed above (docs/adding-an-op.md). */
