@@ -12,7 +12,7 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration) 
   const int half = c->head_dim / 2;
   const double theta = c->rope_theta, factor = c->rope_factor;
   const double two_pi = 2.0 * 3.14159265358979323846;
-  /* Correction range (spec §5.3), without truncation. */
+  /* Correction range (docs/gpt-oss.md §5.3), without truncation. */
   double low = half * log(c->initial_context / (c->rope_beta_fast * two_pi)) / log(theta);
   double high = half * log(c->initial_context / (c->rope_beta_slow * two_pi)) / log(theta);
   if (low < 0) low = 0;
