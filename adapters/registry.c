@@ -375,11 +375,11 @@ mxl_status mxl_registry_load(mxl_registry *reg, const char *name, const char *pa
     free(path_copy);
     return mxl_errorf(MXL_ERR_MEMORY, "adapter %s: out of memory", name);
   }
+  snprintf(en->name, sizeof en->name, "%s", name);
+  en->path = path_copy;
   mxl_status st = load_file(reg, name, path, NULL, &l);
   pthread_mutex_lock(&reg->mu);
   if (st == MXL_OK) {
-    snprintf(en->name, sizeof en->name, "%s", name);
-    en->path = path_copy;
     install(en, &l, 1);
     st = insert_entry(reg, en); /* a concurrent load of the same name may have won */
     if (st != MXL_OK) {

@@ -74,6 +74,7 @@ const char *mxl_build_features(void);
 #include "mxlora/train.h"     /* LoRA training, eval */
 #include "mxlora/registry.h"  /* adapters loaded by name at runtime */
 #include "mxlora/scheduler.h" /* continuous batching of generation requests */
+#include "mxlora/server.h"    /* serving: jobs by text, the OpenAI-compatible HTTP server */
 
 #ifdef __cplusplus
 extern "C" {

@@ -43,8 +43,7 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
   if (o->max_context > c->max_context) o->max_context = c->max_context;
   if (o->max_batch == 0) o->max_batch = 32;
   if (o->prefill_chunk == 0) o->prefill_chunk = 256;
-  if (o->max_step_tokens == 0)
-    o->max_step_tokens = o->prefill_chunk > o->max_batch ? o->prefill_chunk : o->max_batch;
+  if (o->max_step_tokens == 0) o->max_step_tokens = o->prefill_chunk + o->max_batch;
   if (o->max_step_tokens < o->max_batch)
     return mxl_errorf(MXL_ERR_ARGUMENT,
                       "scheduler: max_step_tokens %d is below max_batch %d (every running "
@@ -172,11 +171,11 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   q->max_tokens = r->max_tokens;
   q->n_stop = r->n_stop;
   if (r->n_stop) memcpy(q->stops, r->stop_ids, (size_t)r->n_stop * sizeof *q->stops);
-  q->n_adapters = r->n_adapters;
   for (int i = 0; i < r->n_adapters; i++) {
-    q->refs[i] = mxl_adapter_ref_retain(r->adapters[i].adapter);
-    q->uses[i].view = mxl_adapter_ref_view(q->refs[i]);
-    q->uses[i].scale = r->adapters[i].scale;
+    if (r->adapters[i].scale == 0) continue; /* adds nothing */
+    q->refs[q->n_adapters] = mxl_adapter_ref_retain(r->adapters[i].adapter);
+    q->uses[q->n_adapters].view = mxl_adapter_ref_view(q->refs[q->n_adapters]);
+    q->uses[q->n_adapters++].scale = r->adapters[i].scale;
   }
   q->on_event = r->on_event;
   q->user = r->user;
@@ -328,7 +327,14 @@ static void admit(mxl_scheduler *s) {
     }
     pthread_mutex_unlock(&s->mu);
     if (!fits) return;
-    if (seq_start(s, q) != MXL_OK) {
+    mxl_status st = seq_start(s, q);
+    if (st != MXL_OK && s->running.n == 0) { /* nothing will give memory back */
+      char message[512];
+      snprintf(message, sizeof message, "%s", mxl_last_error());
+      finish(s, q, MXL_FINISH_ERROR, st, message);
+      continue;
+    }
+    if (st != MXL_OK) {
       /* The backend refused memory the budget allowed: keep waiting (at
        * the head) until running requests give some back. */
       mxl_kv_cache_destroy(s->engine, q->cache);
@@ -344,7 +350,7 @@ static void admit(mxl_scheduler *s) {
     }
     q->t_admit = now_seconds();
     pthread_mutex_lock(&s->mu);
-    mxl_status st = mxl_seq_list_push(&s->running, q);
+    st = mxl_seq_list_push(&s->running, q);
     pthread_mutex_unlock(&s->mu);
     if (st != MXL_OK) {
       finish(s, q, MXL_FINISH_ERROR, st, mxl_last_error());
@@ -378,9 +384,12 @@ static void advance(mxl_scheduler *s, mxl_seq *q, float *logits) {
 }
 
 /* This step's tokens for each running sequence (within max_step_tokens:
- * decodes first, then prompt chunks in admission order). */
+ * decodes first, then prompt chunks in admission order). Chunks are whole
+ * (prefill_chunk tokens from position 0, as `generate` feeds them) when the
+ * budget allows; a shorter one only keeps prefill moving when no whole
+ * chunk fits. */
 static int plan_step(mxl_scheduler *s, mxl_step_item *items) {
-  int budget = s->opt.max_step_tokens, n = 0;
+  int budget = s->opt.max_step_tokens, n = 0, prefills = 0;
   for (int i = 0; i < s->running.n; i++) {
     mxl_seq *q = s->running.items[i];
     if (q->cached < q->n_prompt) continue;
@@ -392,9 +401,13 @@ static int plan_step(mxl_scheduler *s, mxl_step_item *items) {
     if (q->cached >= q->n_prompt) continue;
     int take = q->n_prompt - q->cached;
     if (take > s->opt.prefill_chunk) take = s->opt.prefill_chunk;
-    if (take > budget) take = budget;
+    if (take > budget) {
+      if (prefills) break;
+      take = budget;
+    }
     items[n++] = (mxl_step_item){q, q->cached, take};
     budget -= take;
+    prefills++;
   }
   return n;
 }
@@ -512,4 +525,5 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->max_queue = s->opt.max_queue;
   out->vocab = s->engine->w.vocab_rows;
   out->backend = s->be->ops->name;
+  out->threads = s->be->n_threads;
 }

@@ -22,7 +22,8 @@
  * that does not fit now waits in the queue (first in, first out); one that
  * could never fit, even alone, is refused at submit. The pool never
  * allocates beyond its budget, and an allocation the backend refuses keeps
- * the request waiting instead of failing the process. Cancelling or
+ * the request waiting while others run (and ends it with MXL_FINISH_ERROR,
+ * MXL_ERR_MEMORY, when nothing runs), never failing the process. Cancelling or
  * finishing frees the reservation at once.
  *
  * Events. Each request gets its events through its callback, on the engine
@@ -52,8 +53,9 @@ typedef struct mxl_scheduler_options {
                           model) */
   int max_batch;       /* sequences running at once (0: 32) */
   int prefill_chunk;   /* prompt tokens of one sequence per step (0: 256) */
-  int max_step_tokens; /* tokens of one step over the whole batch (0: max(prefill_chunk,
-                          max_batch)); at least max_batch */
+  int max_step_tokens; /* tokens of one step over the whole batch (0: prefill_chunk +
+                          max_batch, so a whole chunk fits beside every decode); at least
+                          max_batch */
   uint64_t kv_memory;  /* bytes of KV cache for all requests (0: max_batch requests of
                           max_context positions) */
   int max_queue;       /* requests waiting at once before submit refuses (0: 256) */
@@ -88,7 +90,7 @@ typedef struct mxl_request_event {
   int prompt_tokens, generated_tokens; /* so far */
   /* Final event only: */
   mxl_status status;        /* MXL_OK unless finish == MXL_FINISH_ERROR */
-  const char *message;      /* the error, or "" */
+  const char *message;      /* the error, or ""; valid during the callback */
   double queued_seconds;    /* submit → admission */
   double first_token_seconds; /* submit → first token (0: none) */
   double total_seconds;     /* submit → finish */
@@ -173,6 +175,7 @@ typedef struct mxl_scheduler_stats {
   int max_context, max_batch, prefill_chunk, max_step_tokens, max_queue;
   int vocab;           /* token ids are < vocab */
   const char *backend; /* "cpu", "ref", "cuda" */
+  int threads;         /* the backend's CPU threads */
 } mxl_scheduler_stats;
 
 /* From any thread. */
