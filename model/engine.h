@@ -1,6 +1,6 @@
 /* An engine binds a loaded model to a compute backend: the weights as the
  * backend sees them, the YaRN frequency table, and reusable scratch memory.
- * Inference (model/forward.h) and training (model/backward.h) both run on it. */
+ * Inference (model/forward.h) and training (model/train_step.h) both run on it. */
 #ifndef MXL_MODEL_ENGINE_H
 #define MXL_MODEL_ENGINE_H
 

@@ -1,4 +1,4 @@
-/* test_cuda_mixed_batch: mixed-adapter batches (issue 8 §2) on the CUDA
+/* test_cuda_mixed_batch: mixed-adapter batches on the CUDA
  * kernels, on the CPU emulator: sequences with different adapter sets in
  * one forward pass get the logits they get alone, bit for bit (every
  * kernel computes each output element with a fixed reduction order, so a
