@@ -1,6 +1,6 @@
 /* An engine binds a loaded model to a compute backend: the weights as the
  * backend sees them, the YaRN frequency table, and reusable scratch memory.
- * Inference (model/forward.h) and training (model/backward.h) both run on it. */
+ * Inference (model/forward.h) and training (model/train_step.h) both run on it. */
 #ifndef MXL_MODEL_ENGINE_H
 #define MXL_MODEL_ENGINE_H
 
@@ -22,7 +22,7 @@ typedef struct mxl_engine {
   mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
 } mxl_engine;
 
-/* The YaRN table of spec §5.3, computed in double: inv_freq [d/2] and the
+/* The YaRN table of docs/gpt-oss.md §5.3, computed in double: inv_freq [d/2] and the
  * concentration 0.1·ln(factor) + 1 (1 when factor <= 1). */
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 

@@ -1,4 +1,4 @@
-/* test_cuda_mixed_batch: mixed-adapter batches (issue 8 §2) on the CUDA
+/* test_cuda_mixed_batch: mixed-adapter batches on the CUDA
  * kernels, on the CPU emulator: sequences with different adapter sets in
  * one forward pass get the logits they get alone, up to the fp32 summation
  * order (1e-4 relative, as on the cpu backend): a decode step's MXFP4
