@@ -4,10 +4,12 @@
  * Where it is used (mxl_cpu_dnnl_rows): oneDNN 2.6 multiplies bf16 with AMX
  * tiles where the CPU has them (brg:avx512_core_amx_bf16: ≈ 1,580 GFLOP/s
  * per core on the Intel host of ../shared/design/CPU-PERF.md, ≈ 15× the
- * vdpbf16ps kernels there). Without AMX it loses to the hand-written
- * kernels: on AMD Zen 4 its brgemm ran at ≈ 10 GFLOP/s per core and its
- * gemm:jit at ≈ 200, against ≈ 390 for gemm_bf16_vnni (bench_ops, same
- * host). So the default is oneDNN on AMX hosts for products of at least
+ * vdpbf16ps kernels there). Without AMX it brings nothing: on AMD Zen 4
+ * (bench_ops, 1 thread, same run, rates by CPU time) its brgemm matched the
+ * hand-written kernels on the dense projections (q_proj 128 rows: 188 vs
+ * 178 GFLOP/s, dx 180 vs 172) and lost on the MXFP4 experts, decoded into
+ * bf16 panels (gate_up 512 tokens: 99 vs 126, dx 52 vs 68). So the default
+ * is oneDNN on AMX hosts for products of at least
  * MXL_CPU_DNNL_MIN_ROWS activation rows, the hand-written kernels
  * elsewhere; MXL_CPU_DNNL=0 turns it off, MXL_CPU_DNNL=1 forces it for
  * every product that has a oneDNN path (tests cover it on every host).
