@@ -35,6 +35,8 @@ typedef enum mxl_status {
   MXL_ERR_NUMERIC,     /* NaN/Inf or another numeric failure */
   MXL_ERR_BACKEND,     /* a compute backend failed (driver, device) */
   MXL_ERR_INTERRUPTED, /* the user asked to stop (Ctrl-C) */
+  MXL_ERR_NOT_FOUND,   /* a named thing (adapter, request) does not exist */
+  MXL_ERR_BUSY,        /* a limit is reached for now (queue, memory budget): retry later */
 } mxl_status;
 
 /* The message recorded by the last failing call on this thread. Never NULL. */
@@ -42,6 +44,14 @@ const char *mxl_last_error(void);
 
 /* A short fixed name for a status ("malformed input"). Never NULL. */
 const char *mxl_status_name(mxl_status status);
+
+/* Warnings: conditions that do not stop an operation but that the user
+ * should hear about (an adapter file in an old format whose header has no
+ * checksum). The library passes each message to the handler, on the
+ * calling thread; with none installed (the default) warnings are dropped.
+ * The mxlora tool installs one that prints "warning: MESSAGE" to stderr. */
+typedef void (*mxl_warning_fn)(void *user, const char *message);
+void mxl_set_warning_handler(mxl_warning_fn fn, void *user);
 
 /* "0.1.0". */
 const char *mxl_version_string(void);
@@ -82,6 +92,9 @@ int mxl_wait_policy_chosen(void);
 #include "mxlora/generate.h"  /* text generation */
 #include "mxlora/adapter.h"   /* adapter files, overlay */
 #include "mxlora/train.h"     /* LoRA training, eval */
+#include "mxlora/registry.h"  /* adapters loaded by name at runtime */
+#include "mxlora/scheduler.h" /* continuous batching of generation requests */
+#include "mxlora/server.h"    /* serving: jobs by text, the OpenAI-compatible HTTP server */
 
 #ifdef __cplusplus
 extern "C" {

@@ -6,7 +6,8 @@
  *                 tested against (tests/test_ops.c);
  *   kernels/cpu   OpenMP + SIMD chosen at run time (AVX-512 BF16/VNNI, AVX2,
  *                 portable C);
- *   kernels/cuda  CUDA kernels and cuBLAS, asynchronous on one stream.
+ *   kernels/cuda  CUDA kernels (tensor cores: mma.sync), cuBLASLt and cuDNN,
+ *                 asynchronous on one stream.
  *
  * Conventions, binding for every op:
  *   - Shapes are in the comments, row-major, innermost last. Legend:
@@ -15,9 +16,10 @@
  *       nh query heads       nkv key/value heads   d  head dim
  *       m  rows of a grouped (expert-sorted) matrix, normally n*k
  *       R  LoRA rank
- *   - Activations are fp32. Frozen weights stay as stored: bf16 (uint16_t
- *     bit patterns) or MXFP4 blocks + scales, decoded inside the kernel; no
- *     op ever makes a dequantized copy of a weight matrix.
+ *   - Activations are fp32 at every op boundary, on every backend (the
+ *     activation dtype decision, below). Frozen weights stay as stored: bf16
+ *     (uint16_t bit patterns) or MXFP4 blocks + scales, decoded inside the
+ *     kernel; no op ever makes a dequantized copy of a weight matrix.
  *   - All pointers refer to backend memory (from `alloc`), except fields
  *     named *_host. On the CPU backends the two are the same.
  *   - Forward ops overwrite their outputs unless the parameter says "+=".
@@ -29,6 +31,29 @@
  *     not per call.
  *   - A matmul may round activations to bf16 internally on a fast path
  *     (fp32 accumulation always); tests state the tolerance per op.
+ *
+ * Activation dtype (decided for the tensor-core CUDA backend, issue 10):
+ * activations stay fp32 at op boundaries everywhere, and the products
+ * (matmul_bf16(+dx), gemm_f32, mxfp4_matmul(+dx), unembed_xent) take bf16
+ * operands with fp32 accumulation inside the op:
+ *   cpu    converts activations to bf16 once per product (cpu_matmul.c),
+ *          exactly as before (its exact mode keeps a bf16 hi + lo pair);
+ *   cuda   rounds them while staging a tile into shared memory (MXFP4
+ *          grouped GEMM on mma.sync) or into a bf16 scratch operand for
+ *          cuBLASLt (bf16 weights); fp32 LoRA products use cuBLASLt's
+ *          CUBLAS_COMPUTE_32F_FAST_16BF, the same rounding done by the
+ *          library.
+ * Why not bf16 tensors at the boundaries (tensors carrying a dtype, or
+ * per-dtype op variants as gpt-oss's Metal kernels name them): it would
+ * touch every op, all model code and the CPU numerics, for a saving that
+ * is small here: the products, where tensor cores pay, already run on
+ * bf16; the elementwise ops between them (norms, RoPE, SwiGLU, combine)
+ * read and write fp32 at memory speed, about 2x the bytes of bf16 on a
+ * few percent of a step's time (bench/roofline.c); and the training tape
+ * that activation checkpointing keeps is one [n, H] input per layer. The
+ * price is stated per op by the op tests: the products of the CUDA
+ * backend are held to the bf16 matmul threshold (ops_driver.h), the other
+ * ops to the fp32 ones.
  */
 #ifndef MXL_KERNELS_OPS_H
 #define MXL_KERNELS_OPS_H
@@ -87,6 +112,24 @@ typedef struct mxl_moe_plan {
   const int32_t *offsets;      /* [E+1] */
   const int32_t *offsets_host; /* [E+1], host copy for per-expert loops */
 } mxl_moe_plan;
+
+/* One segment of a segmented LoRA product (ops lora, lora_bwd): token rows
+ * [row0, row0 + rows) of x and y use one adapter's matrices, PEFT
+ * orientation, A [rank, in] and B [out, rank] (backend memory), with
+ * `scale` (alpha/r times the user's scale). t_off places the segment's
+ * [rows, rank] block of x·Aᵀ in t (floats). dA [rank, in], dB [out, rank]:
+ * lora_bwd's "+=" gradients, or NULL (the forward ignores them).
+ * Segments are how one op serves every LoRA product: attention targets get
+ * a segment per run of rows sharing an adapter (a mixed batch: one per
+ * sequence set and adapter); expert targets a segment per expert (and
+ * adapter) over the expert's grouped rows. */
+typedef struct mxl_lora_seg {
+  int row0, rows, rank;
+  float scale;
+  const float *A, *B;
+  float *dA, *dB;
+  int64_t t_off;
+} mxl_lora_seg;
 
 struct mxl_ops {
   const char *name; /* "ref", "cpu", "cuda" */
@@ -203,7 +246,28 @@ struct mxl_ops {
                        const mxl_bf16_weight *W, const int32_t *targets, const float *weight,
                        int n);
 
+  /* Segmented LoRA (the SGMV of Punica and S-LoRA): for each segment s of
+   * segs_host [n_segs] (host memory, read before the call returns), in order,
+   *   t_s = x[rows_s]·A_sᵀ                     t_s = t + t_off_s [rows_s, R_s]
+   *   y[rows_s] += scale_s·t_s·B_sᵀ
+   * — x [*, in], y [*, out] with rows as the segments address them. The
+   * dense ΔW = B·A is never formed. Segments may share rows (a row with
+   * several adapters: their deltas add in segment order); their t blocks
+   * must not overlap. t == NULL: t is not kept (the backend uses scratch);
+   * training keeps it for lora_bwd. */
+  void (*lora)(mxl_backend *be, float *y, float *t, const float *x, const mxl_lora_seg *segs_host,
+               int n_segs, int in, int out);
+
   /* ---- backward (gradients of activations; "+=") ---- */
+
+  /* The backward of lora, given dy [*, out] and the forward's x and t; with
+   * dt_s = scale_s·dy[rows_s]·B_s (internal scratch):
+   *   dB_s += scale_s·dy[rows_s]ᵀ·t_s          (when dB_s != NULL)
+   *   dA_s += dt_sᵀ·x[rows_s]                  (when dA_s != NULL)
+   *   dx[rows_s] += dt_s·A_s                   (when dx != NULL)
+   * The gradient blocks of different segments must not overlap. */
+  void (*lora_bwd)(mxl_backend *be, float *dx, const float *dy, const float *x, const float *t,
+                   const mxl_lora_seg *segs_host, int n_segs, int in, int out);
 
   /* dx += RMSNorm'(x)ᵀ·dy — dx, dy, x [n, H], rstd [n] from the forward */
   void (*rmsnorm_bwd)(mxl_backend *be, float *dx, const float *dy, const float *x,

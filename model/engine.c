@@ -1,6 +1,7 @@
 #include "model/engine.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,8 +105,47 @@ static mxl_status upload_weights(mxl_engine *e) {
   return e->ops->sync(e->be);
 }
 
+/* ---------------------------------------------------------------- op table */
+
+typedef void (*any_op)(void);
+#define OP(name) {#name, (any_op)ops->name}
+
+/* Every op the model code may call, so that a backend with a hole fails
+ * here, naming the op, instead of crashing on a NULL call mid-step. */
+static mxl_status check_ops(const mxl_ops *ops) {
+  const struct {
+    const char *name;
+    any_op fn;
+  } table[] = {
+      OP(destroy),      OP(alloc),           OP(free),          OP(upload),
+      OP(download),     OP(copy),            OP(zero),          OP(sync),
+      OP(embed),        OP(rmsnorm),         OP(matmul_bf16),   OP(gemm_f32),
+      OP(rope),         OP(attention),       OP(router_topk),   OP(moe_plan),
+      OP(moe_gather),   OP(mxfp4_matmul),    OP(swiglu),        OP(moe_combine),
+      OP(add),          OP(dropout),         OP(unembed_xent),  OP(lora),
+      OP(lora_bwd),     OP(rmsnorm_bwd),
+      OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd),    OP(moe_gather_bwd),
+      OP(mxfp4_matmul_dx), OP(swiglu_bwd),   OP(moe_combine_bwd), OP(adamw),
+      OP(sum_squares),
+  };
+  enum { N_OPS = sizeof table / sizeof table[0] };
+  /* A new op in kernels/ops.h must be listed above (docs/adding-an-op.md). */
+  _Static_assert(sizeof(mxl_ops) == offsetof(mxl_ops, destroy) + N_OPS * sizeof(any_op),
+                 "mxl_ops has an op that check_ops() in model/engine.c does not list");
+  for (int i = 0; i < N_OPS; i++)
+    if (!table[i].fn)
+      return mxl_errorf(MXL_ERR_UNSUPPORTED, "backend '%s' lacks the op '%s'",
+                        ops->name ? ops->name : "?", table[i].name);
+  return MXL_OK;
+}
+
+#undef OP
+
+/* ---------------------------------------------------------------- engine */
+
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
   *out = NULL;
+  MXL_TRY(check_ops(be->ops));
   mxl_engine *e = calloc(1, sizeof *e);
   if (!e) return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
   e->model = model;

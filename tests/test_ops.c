@@ -46,16 +46,17 @@ static mxl_status create_cpu_dnnl(mxl_backend **out) {
 }
 static mxl_status create_cpu_generic(mxl_backend **out) { return create_cpu_isa(out, "generic"); }
 
-/* label, create, bf16 activations, exact (fp32) matmuls. The CUDA kernels
- * keep activations in fp32 (no bf16 rounding, fp32 tiles): the thresholds of
- * cpu-exact, as on the emulator. */
+/* label, create, bf16 activations, exact (fp32) matmuls. The CUDA backend
+ * keeps activations fp32 at op boundaries but its products take bf16
+ * operands (ops.h): the fp32 thresholds with the bf16 matmul one, as the
+ * cpu fast path and the emulator. */
 static const ops_backend backends[] = {
     {"cpu", create_cpu, 0, 0},
     {"cpu-exact", create_cpu_exact, 0, 1},
     {"cpu/avx2", create_cpu_avx2, 0, 0},
     {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
-    {"cuda", create_cuda, 0, 1},
+    {"cuda", create_cuda, 0, 0},
 };
 enum { N_BACKENDS = sizeof backends / sizeof backends[0] };
 

@@ -246,6 +246,13 @@ typedef struct mxl_batch_options {
   int group_by_length; /* within windows of 64*B shuffled documents, longest first */
   int loop;       /* 1: endless epochs (training); 0: one pass (evaluation) */
   int32_t pad_id; /* id written into padding (its weight is 0 either way) */
+  /* Data-parallel training: the batcher builds global batches of
+   * n_shards·rows rows (exactly the batches of one process with that many
+   * rows) and returns rows [shard·rows, (shard+1)·rows) of each. Every
+   * rank builds the same global batches, so the cursor is the same on all
+   * of them and does not depend on the world size. n_shards 0 or 1: whole
+   * batches. */
+  int shard, n_shards;
 } mxl_batch_options;
 
 /* One batch, B rows of T tokens. For each document in a row, positions

@@ -4,7 +4,8 @@
  *   cpu.h            options for tests and benchmarks (exact mode, ISA name)
  *   cpu_backend.c    creation, ISA choice, memory ops, scratch, the op table
  *   cpu_dense.c      embed, RMSNorm, RoPE, add
- *   cpu_gemm.c       gemm_f32 (LoRA): shape dispatch, packing, threads
+ *   cpu_gemm.c       gemm_f32: shape dispatch, packing, threads
+ *   cpu_lora.c       segmented LoRA (forward and backward) over many segments
  *   cpu_matmul.c     bf16 and MXFP4 matmuls (forward and dx): tiling and
  *                    threads; the inner loops come from the ISA table below
  *   cpu_moe.c        router, plan, gather, SwiGLU, combine (and backward)
@@ -381,6 +382,10 @@ void mxl_cpu_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const floa
 void mxl_cpu_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, int K, float alpha,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
                       int ldc);
+void mxl_cpu_lora(mxl_backend *be, float *y, float *t, const float *x, const mxl_lora_seg *segs,
+                  int n_segs, int in, int out);
+void mxl_cpu_lora_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
+                      const float *t, const mxl_lora_seg *segs, int n_segs, int in, int out);
 void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int32_t *pos,
                   const float *inv_freq, float concentration, int interleaved, int inverse);
 void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n);

@@ -20,11 +20,25 @@
 // (forward, reverse, seeded shuffle): a missing barrier shows up as results
 // that differ between orders.
 //
-// Not emulated (yet): warp shuffles and votes, atomics other than
-// common.cuh's mxl_atomic_or (fibers are cooperative, so there a plain
-// read-modify-write is atomic), dynamic shared memory, y/z thread
-// coordinates in kernels, streams (the stream argument is ignored; launches
-// complete before MXL_LAUNCH returns).
+// Warp-level instructions (kernels/cuda/warp.cuh calls them): mma.sync
+// m16n8k16 bf16 -> fp32, ldmatrix x1/x2/x4 (+ .trans) and the xor shuffle
+// are warp collectives: each lane deposits its operands and waits until
+// every lane of its warp has arrived at the same kind of instruction; the
+// last to arrive computes every lane's result. A lane that exits or waits
+// at __syncthreads while its warp waits at a collective stops the launch
+// (deadlock), and so does a warp whose lanes execute different collectives.
+// Fragment layouts follow the PTX ISA (sections cited at each function).
+// cp.async copies are deferred: issuing one fills its destination with
+// 0xFF bytes (bf16 NaN; the contents are undefined until the wait) and the
+// copy happens at the issuing thread's cp.async.wait_group, so a missing
+// wait reads the poison and a missing barrier after the wait shows up as a
+// difference between thread orders. A thread that exits with copies it
+// never waited for stops the launch.
+//
+// Not emulated (yet): votes, atomics other than common.cuh's mxl_atomic_or
+// (fibers are cooperative, so there a plain read-modify-write is atomic),
+// dynamic shared memory, y/z thread coordinates in kernels, streams (the
+// stream argument is ignored; launches complete before MXL_LAUNCH returns).
 //
 // Cost: glibc swapcontext makes a system call per switch, a few µs per
 // emulated thread: fine for unit shapes, not for whole models. Fiber stacks
@@ -58,6 +72,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <deque>
 #include <random>
 #include <string>
 #include <vector>
@@ -87,7 +103,15 @@ inline std::string &last_error() {
   return e;
 }
 
-enum class state { runnable, at_barrier, done };
+enum class state { runnable, at_barrier, at_warp, done };
+
+// One cp.async: `bytes` to dst, of which the first src_bytes come from src
+// and the rest are zeros (PTX's src-size operand).
+struct async_copy {
+  void *dst;
+  const void *src;
+  unsigned bytes, src_bytes;
+};
 
 struct fiber {
   ucontext_t ctx;
@@ -98,12 +122,29 @@ struct fiber {
   state st = state::runnable;
   const char *sync_file = nullptr;
   int sync_line = 0;
+  std::vector<async_copy> uncommitted;           // cp.async since the last commit
+  std::deque<std::vector<async_copy>> committed;  // oldest group first
+};
+
+// The kinds of warp collective; the lanes of a warp must agree on one.
+enum class collective { none, mma_bf16, ldmatrix, shfl_xor };
+
+// What the lanes of one warp deposit for a collective and get back.
+struct warp_state {
+  collective kind = collective::none;
+  int variant = 0;  // ldmatrix: matrices (1, 2, 4) + 8 for .trans; shfl: lane mask
+  unsigned arrived = 0;
+  uint64_t generation = 0;  // collectives completed
+  uint32_t in[32][10];      // mma: a[4], b[2], c[4] (float bits); shfl: value
+  const void *addr[32];     // ldmatrix: each lane's row address
+  uint32_t out[32][4];
 };
 
 // The block being run and the fiber inside it.
 struct block_run {
   dim block_idx, block_dim, grid_dim;
   std::vector<fiber> fibers;
+  std::vector<warp_state> warps;
   ucontext_t scheduler;
   const void *scheduler_stack = nullptr;  // for ASan: the OS thread's stack
   size_t scheduler_stack_size = 0;
@@ -111,6 +152,8 @@ struct block_run {
   fiber *current = nullptr;
   void (*body)(void *) = nullptr;
   void *body_arg = nullptr;
+  uint64_t progress = 0;  // arrivals at barriers and collectives, exits
+  bool failed = false;    // a fiber found an error (last_error() says which)
 };
 
 inline block_run *&current_run() {
@@ -159,6 +202,8 @@ __attribute__((noinline)) inline void init_fiber(block_run *r, fiber *f, unsigne
                                                  std::vector<char> *stack) {
   f->tx = tx;
   f->st = state::runnable;
+  f->uncommitted.clear();
+  f->committed.clear();
   f->stack = stack->data();
   f->stack_size = stack->size();
   getcontext(&f->ctx);
@@ -170,11 +215,28 @@ __attribute__((noinline)) inline void init_fiber(block_run *r, fiber *f, unsigne
 
 // The fiber's whole life: the kernel body; returning resumes the scheduler
 // through uc_link.
+inline void fail(block_run *r, const std::string &why) {
+  if (!r->failed) last_error() = "block " + std::to_string(r->block_idx.x) + ": " + why;
+  r->failed = true;
+}
+
+// Records the error and leaves the running fiber for good: the scheduler
+// ends the launch and never resumes it.
+inline void fail_here(block_run *r, const std::string &why) {
+  fail(r, why);
+  switch_to_scheduler(r, r->current);
+}
+
 inline void fiber_main() {
   block_run *r = current_run();
   asan_arrived(nullptr, &r->scheduler_stack, &r->scheduler_stack_size);
   r->body(r->body_arg);
-  r->current->st = state::done;
+  fiber *f = r->current;
+  if (!f->uncommitted.empty() || !f->committed.empty())
+    fail(r, "thread " + std::to_string(f->tx) +
+                " exited with cp.async copies it never waited for (cp.async.wait_group)");
+  f->st = state::done;
+  r->progress++;
   asan_leave(nullptr, r->scheduler_stack, r->scheduler_stack_size);
 }
 
@@ -184,30 +246,263 @@ inline void syncthreads(const char *file, int line) {
   f->st = state::at_barrier;
   f->sync_file = file;
   f->sync_line = line;
+  r->progress++;
   switch_to_scheduler(r, f);
+}
+
+// ---------------------------------------------------------------- warps
+
+inline unsigned lane_id() { return current_fiber().tx % 32; }
+
+inline warp_state &my_warp() {
+  block_run *r = current_run();
+  return r->warps[r->current->tx / 32];
+}
+
+inline unsigned warp_lanes(const block_run *r, unsigned warp) {
+  unsigned first = warp * 32, n = r->block_dim.x - first;
+  return n < 32 ? n : 32;
+}
+
+// The calling lane has deposited its operands in my_warp(); waits until the
+// whole warp has, and the last lane to arrive runs fire(w) to fill every
+// lane's w.out. Returns false when the launch failed meanwhile (the caller
+// returns garbage, which nobody reads: the launch reports the error).
+template <class Fire>
+bool warp_collective(collective kind, int variant, const char *what, Fire &&fire) {
+  block_run *r = current_run();
+  fiber *f = r->current;
+  unsigned warp = f->tx / 32;
+  warp_state &w = r->warps[warp];
+  if (warp_lanes(r, warp) != 32) {
+    fail_here(r, std::string(what) + " needs a full warp; warp " + std::to_string(warp) +
+                     " has " + std::to_string(warp_lanes(r, warp)) + " threads");
+    return false;
+  }
+  if (w.arrived == 0) {
+    w.kind = kind;
+    w.variant = variant;
+  } else if (w.kind != kind || w.variant != variant) {
+    fail_here(r, "warp " + std::to_string(warp) +
+                     ": lanes execute different warp instructions (" + what +
+                     " while others wait at another)");
+    return false;
+  }
+  r->progress++;
+  if (++w.arrived == 32) {
+    fire(w);
+    if (r->failed) fail_here(r, "");
+    w.arrived = 0;
+    w.kind = collective::none;
+    w.generation++;
+    return !r->failed;
+  }
+  uint64_t generation = w.generation;
+  f->st = state::at_warp;
+  while (w.generation == generation && !r->failed) switch_to_scheduler(r, f);
   f->st = state::runnable;
+  return !r->failed;
+}
+
+// __shfl_xor_sync(0xffffffff, v, mask): lane l gets lane (l ^ mask)'s v.
+inline float shfl_xor(float v, int mask) {
+  unsigned l = lane_id();
+  std::memcpy(&my_warp().in[l][0], &v, 4);
+  if (!warp_collective(collective::shfl_xor, mask, "shfl.sync.bfly",
+                       [mask](warp_state &w) {
+                         for (unsigned i = 0; i < 32; i++) w.out[i][0] = w.in[i ^ (unsigned)mask][0];
+                       }))
+    return 0.0f;
+  float out;
+  std::memcpy(&out, &my_warp().out[l][0], 4);
+  return out;
+}
+
+inline float bf16_bits_to_float(uint32_t h) {
+  uint32_t bits = (h & 0xFFFFu) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 d, a, b, c
+// (PTX ISA, "Warp-level matrix instructions: mma", section "Matrix
+// Fragments for mma.m16n8k16 with floating point type"). With
+// groupID = lane >> 2 and tig = lane % 4 (threadID_in_group):
+//   A 16x16 (row): a0..a7, two bf16 per register (a0 in the low half),
+//       row = groupID for a0, a1, a4, a5 and groupID + 8 for a2, a3, a6, a7;
+//       col = tig*2 + (i & 1) for a0..a3 and tig*2 + (i & 1) + 8 for a4..a7;
+//   B 16x8 (col): b0..b3, row (k) = tig*2 + (i & 1) (+ 8 for b2, b3),
+//       col (n) = groupID;
+//   C, D 16x8 fp32: c0..c3, row = groupID (c0, c1) or groupID + 8 (c2, c3),
+//       col = tig*2 + (i & 1).
+// The products of bf16 values are exact in fp32; the emulator accumulates
+// them in k order onto c with fp32 fmas (the hardware's order and internal
+// width are not specified; tests compare with thresholds, never bits
+// against hardware).
+inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                              const float c[4]) {
+  unsigned l = lane_id();
+  warp_state &mine = my_warp();
+  for (int i = 0; i < 4; i++) mine.in[l][i] = a[i];
+  for (int i = 0; i < 2; i++) mine.in[l][4 + i] = b[i];
+  std::memcpy(&mine.in[l][6], c, 16);
+  bool ok = warp_collective(collective::mma_bf16, 0, "mma.sync.m16n8k16", [](warp_state &w) {
+    float A[16][16], B[16][8], C[16][8];
+    for (unsigned lane = 0; lane < 32; lane++) {
+      unsigned g = lane >> 2, t = lane % 4;
+      for (unsigned i = 0; i < 8; i++) {  // a_i: register i/2, half i%2
+        unsigned row = (i == 0 || i == 1 || i == 4 || i == 5) ? g : g + 8;
+        unsigned col = t * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+        A[row][col] = bf16_bits_to_float(w.in[lane][i / 2] >> (16 * (i % 2)));
+      }
+      for (unsigned i = 0; i < 4; i++) {  // b_i
+        unsigned k = t * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+        B[k][g] = bf16_bits_to_float(w.in[lane][4 + i / 2] >> (16 * (i % 2)));
+      }
+      for (unsigned i = 0; i < 4; i++) {  // c_i
+        unsigned row = i < 2 ? g : g + 8, col = t * 2 + (i & 1);
+        std::memcpy(&C[row][col], &w.in[lane][6 + i], 4);
+      }
+    }
+    for (unsigned lane = 0; lane < 32; lane++) {
+      unsigned g = lane >> 2, t = lane % 4;
+      for (unsigned i = 0; i < 4; i++) {
+        unsigned row = i < 2 ? g : g + 8, col = t * 2 + (i & 1);
+        float acc = C[row][col];
+        for (unsigned k = 0; k < 16; k++) acc = fmaf(A[row][k], B[k][col], acc);
+        std::memcpy(&w.out[lane][i], &acc, 4);
+      }
+    }
+  });
+  if (ok)
+    std::memcpy(d, mine.out[l], 16);
+  else
+    std::memset(d, 0, 16);  // (never read: the launch failed)
+}
+
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16 (PTX ISA,
+// "Warp-level matrix load instruction: ldmatrix"): `count` 8x8 matrices of
+// 16-bit elements; lanes 8q..8q+7 give the addresses of rows 0..7 of
+// matrix q (each row 16 contiguous bytes, 16-byte aligned). Register q of
+// lane l receives two elements of matrix q: without .trans, row l/4,
+// columns 2*(l%4) and 2*(l%4)+1; with .trans, column l/4 of rows 2*(l%4) and
+// 2*(l%4)+1. The first element is in the low 16 bits.
+inline void ldmatrix(uint32_t *regs, int count, bool trans, const void *row_addr) {
+  unsigned l = lane_id();
+  warp_state &mine = my_warp();
+  mine.addr[l] = row_addr;
+  bool ok = warp_collective(
+      collective::ldmatrix, count + (trans ? 8 : 0), "ldmatrix",
+      [count, trans](warp_state &w) {
+        block_run *r = current_run();
+        for (int q = 0; q < count; q++)
+          for (int row = 0; row < 8; row++)
+            if (reinterpret_cast<uintptr_t>(w.addr[8 * q + row]) % 16 != 0)
+              fail(r, "ldmatrix: the row address of lane " + std::to_string(8 * q + row) +
+                          " is not 16-byte aligned");
+        if (r->failed) return;
+        for (unsigned lane = 0; lane < 32; lane++)
+          for (int q = 0; q < count; q++) {
+            uint16_t e[2];
+            for (unsigned h = 0; h < 2; h++) {
+              unsigned row = trans ? 2 * (lane % 4) + h : lane / 4;
+              unsigned col = trans ? lane / 4 : 2 * (lane % 4) + h;
+              std::memcpy(&e[h], static_cast<const char *>(w.addr[8 * q + row]) + 2 * col, 2);
+            }
+            w.out[lane][q] = (uint32_t)e[0] | ((uint32_t)e[1] << 16);
+          }
+      });
+  for (int q = 0; q < count; q++) regs[q] = ok ? mine.out[l][q] : 0;
+}
+
+// ---------------------------------------------------------------- cp.async
+// (PTX ISA, "Data movement and conversion instructions: cp.async",
+// "cp.async.commit_group", "cp.async.wait_group")
+
+inline void cp_async(void *dst, const void *src, unsigned bytes, unsigned src_bytes) {
+  block_run *r = current_run();
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+    fail_here(r, "cp.async of " + std::to_string(bytes) + " bytes from or to an unaligned address");
+  if (src_bytes > bytes) fail_here(r, "cp.async: src-size above cp-size");
+  std::memset(dst, 0xFF, bytes);  // undefined until the wait: poison
+  r->current->uncommitted.push_back({dst, src, bytes, src_bytes});
+}
+
+inline void cp_async_commit() {
+  fiber *f = current_run()->current;
+  f->committed.push_back(std::move(f->uncommitted));
+  f->uncommitted.clear();
+}
+
+// Completes all but the `pending` most recent committed groups of this
+// thread (only its own copies, as on the hardware).
+inline void cp_async_wait(unsigned pending) {
+  fiber *f = current_run()->current;
+  while (f->committed.size() > pending) {
+    for (const async_copy &c : f->committed.front()) {
+      if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+      std::memset(static_cast<char *>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+    }
+    f->committed.pop_front();
+  }
 }
 
 inline std::string site(const fiber &f) {
   return std::string(f.sync_file) + ":" + std::to_string(f.sync_line);
 }
 
+// Why no lane of a waiting warp can go on: one of its lanes exited or waits
+// at a barrier.
+inline std::string warp_deadlock(const block_run &r) {
+  for (const fiber &f : r.fibers) {
+    if (f.st != state::at_warp) continue;
+    unsigned warp = f.tx / 32;
+    for (unsigned t = warp * 32; t < warp * 32 + 32 && t < r.fibers.size(); t++) {
+      const fiber &other = r.fibers[t];
+      if (other.st == state::done)
+        return "lane " + std::to_string(t % 32) + " of warp " + std::to_string(warp) +
+               " exited while its warp waits at a warp instruction";
+      if (other.st == state::at_barrier)
+        return "lane " + std::to_string(t % 32) + " of warp " + std::to_string(warp) +
+               " waits at the barrier at " + site(other) +
+               " while its warp waits at a warp instruction";
+    }
+  }
+  return "threads wait at warp instructions that can never complete";
+}
+
 // Runs one block to completion; returns false with last_error() set when the
-// block's barriers are divergent.
+// block's barriers are divergent, its warps deadlock or an instruction
+// failed.
 inline bool run_block(block_run &r, std::vector<std::vector<char>> &stacks) {
   size_t n = r.fibers.size();
   for (size_t t = 0; t < n; t++) init_fiber(&r, &r.fibers[t], (unsigned)t, &stacks[t]);
+  r.warps.assign((n + 31) / 32, warp_state());
+  r.failed = false;
   std::vector<size_t> sequence(n);
   for (size_t t = 0; t < n; t++) sequence[t] = t;
   if (settings().run_order == order::reverse) std::reverse(sequence.begin(), sequence.end());
   std::mt19937_64 rng(settings().seed ^ (r.block_idx.x * 0x9E3779B97F4A7C15ull));
   for (;;) {  // one round: every live thread runs to its next barrier or its end
-    if (settings().run_order == order::shuffle) std::shuffle(sequence.begin(), sequence.end(), rng);
-    for (size_t t : sequence) {
-      fiber &f = r.fibers[t];
-      if (f.st == state::done) continue;
-      r.current = &f;
-      switch_to_fiber(&r, &f);
+    for (;;) {  // passes until no thread can run before the barrier
+      if (settings().run_order == order::shuffle)
+        std::shuffle(sequence.begin(), sequence.end(), rng);
+      uint64_t before = r.progress;
+      bool active = false;
+      for (size_t t : sequence) {
+        fiber &f = r.fibers[t];
+        if (f.st == state::done || f.st == state::at_barrier) continue;
+        active = true;
+        r.current = &f;
+        switch_to_fiber(&r, &f);
+        if (r.failed) return false;
+      }
+      if (!active) break;
+      if (r.progress == before) {
+        fail(&r, warp_deadlock(r));
+        return false;
+      }
     }
     const fiber *waiting = nullptr, *finished = nullptr;
     for (const fiber &f : r.fibers) {
@@ -230,6 +525,8 @@ inline bool run_block(block_run &r, std::vector<std::vector<char>> &stacks) {
                      site(*waiting);
       return false;
     }
+    for (fiber &f : r.fibers)  // the barrier releases every thread
+      if (f.st == state::at_barrier) f.st = state::runnable;
   }
 }
 

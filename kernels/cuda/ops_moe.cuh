@@ -10,10 +10,9 @@
 #ifndef MXL_KERNELS_CUDA_OPS_MOE_CUH
 #define MXL_KERNELS_CUDA_OPS_MOE_CUH
 
-#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/mxfp4_gemm.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
-#include "kernels/mxfp4.h"
 
 /* ---------------------------------------------------------------- router */
 
@@ -158,54 +157,7 @@ static void mxl_cu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
 
 /* ---------------------------------------------------------------- MXFP4 matmuls */
 
-/* Element (o, c) of expert e's MXFP4 matrix, decoded with kernels/mxfp4.h. */
-MXL_DEVICE float mxl_cu_mxfp4_at(const mxl_mxfp4_weight &w, int e, int64_t o, int64_t c) {
-  int64_t groups = w.cols / MXL_MXFP4_BLOCK;
-  const uint8_t *row_blocks =
-      w.blocks + (size_t)e * w.blocks_stride + o * groups * MXL_MXFP4_BLOCK_BYTES;
-  const uint8_t *row_scales = w.scales + (size_t)e * w.scales_stride + o * groups;
-  return mxl_mxfp4_decode_at(row_blocks, row_scales, w.scale_bias, c);
-}
-
-/* y [m, rows] = x [m, cols]·W_eᵀ + b_e for the grouped rows of expert e. */
-struct mxl_op_mxfp4 {
-  static constexpr bool A_K_CONTIG = true, B_K_CONTIG = true;
-  int64_t N, K; /* W.rows, W.cols */
-  const float *x;
-  mxl_mxfp4_weight w;
-  float *y;
-  MXL_DEVICE float a(int, int64_t i, int64_t p) const { return x[i * K + p]; }
-  MXL_DEVICE float b(int e, int64_t p, int64_t j) const { return mxl_cu_mxfp4_at(w, e, j, p); }
-  MXL_DEVICE void store(int e, int64_t i, int64_t j, float acc) const {
-    y[i * N + j] = w.bias ? acc + mxl_cu_bf16(w.bias[(size_t)e * w.bias_stride + j]) : acc;
-  }
-};
-
-/* dx [m, cols] += dy [m, rows]·W_e for the grouped rows of expert e. */
-struct mxl_op_mxfp4_dx {
-  static constexpr bool A_K_CONTIG = true, B_K_CONTIG = false;
-  int64_t N, K; /* W.cols, W.rows */
-  const float *dy;
-  mxl_mxfp4_weight w;
-  float *dx;
-  MXL_DEVICE float a(int, int64_t i, int64_t p) const { return dy[i * K + p]; }
-  MXL_DEVICE float b(int e, int64_t p, int64_t j) const { return mxl_cu_mxfp4_at(w, e, p, j); }
-  MXL_DEVICE void store(int, int64_t i, int64_t j, float acc) const { dx[i * N + j] += acc; }
-};
-
-static void mxl_cu_mxfp4_matmul(mxl_backend *be, float *y, const float *x,
-                                const mxl_mxfp4_weight *W, const mxl_moe_plan *plan) {
-  mxl_op_mxfp4 op = {W->rows, W->cols, x, *W, y};
-  mxl_cu_gemm_grouped(be, "mxfp4_matmul", op, plan->offsets, plan->offsets_host,
-                      plan->n_experts);
-}
-
-static void mxl_cu_mxfp4_matmul_dx(mxl_backend *be, float *dx, const float *dy,
-                                   const mxl_mxfp4_weight *W, const mxl_moe_plan *plan) {
-  mxl_op_mxfp4_dx op = {W->cols, W->rows, dy, *W, dx};
-  mxl_cu_gemm_grouped(be, "mxfp4_matmul_dx", op, plan->offsets, plan->offsets_host,
-                      plan->n_experts);
-}
+/* mxfp4_matmul and mxfp4_matmul_dx: tensor cores, kernels/cuda/mxfp4_gemm.cuh. */
 
 /* ---------------------------------------------------------------- SwiGLU */
 

@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/ops_attention.cuh"
 #include "kernels/cuda/ops_dense.cuh"
+#include "kernels/cuda/ops_lora.cuh"
 #include "kernels/cuda/ops_loss.cuh"
 #include "kernels/cuda/ops_moe.cuh"
 #include "tests/cuda/cuda_emu_backend.h"
@@ -71,6 +72,7 @@ static mxl_ops make_emu_ops(int host_memory) {
   mxl_cu_fill_attention(&ops);
   mxl_cu_fill_moe(&ops);
   mxl_cu_fill_loss(&ops);
+  mxl_cu_fill_lora(&ops);
   return ops;
 }
 

@@ -10,9 +10,11 @@
  * This exercises the ops in the model's own call patterns (plans whose
  * offsets the layer downloads, RoPE tables, cache masks with empty slots,
  * chunked cross-entropy, every backward op). Both backends keep activations
- * in fp32, so they agree to rounding: logits within NMSE 1e-8, the loss
- * within 1e-6 relative, each gradient tensor within NMSE 1e-7 (gradients
- * pass back through three layers; measured about 2e-9 at worst).
+ * in fp32 between ops, but the CUDA products take bf16 operands (ops.h), so
+ * the two agree to the op driver's bf16 matmul threshold: logits and each
+ * gradient tensor within NMSE 5e-4 (gradients pass back through three
+ * layers of bf16 products: measured about 2e-4 at worst), the loss within
+ * 1e-3 relative (measured 3e-5).
  *
  * The emulated backend is the one whose memory is host memory
  * (tests/cuda/cuda_emu_backend.h), so the engine uses the mapped weights in
@@ -26,6 +28,10 @@
 #include "tests/cuda/cuda_emu_backend.h"
 
 enum { N = 21, CHUNK = 7, B = 2, T = 13 };
+
+/* The op driver's threshold for products with bf16 operands (ops_driver.h
+ * MATMUL_NMSE). */
+#define BF16_NMSE 5e-4
 
 static model_fixture f; /* the model, on ref */
 static mxl_backend *emu;
@@ -92,7 +98,7 @@ static void test_forward(void) {
   MXL_CHECK_OK(forward_logits(emu_engine, tokens, got));
   double err = nmse(got, want, N * V);
   printf("  logits [%d, %zu]: nmse %.3g\n", N, V, err);
-  MXL_CHECK_MSG(err < 1e-8, "logits nmse %.3g", err);
+  MXL_CHECK_MSG(err < BF16_NMSE, "logits nmse %.3g", err);
   free(want);
   free(got);
 }
@@ -150,14 +156,14 @@ static void test_train_step(void) {
   MXL_CHECK_OK(train_step(emu_engine, &b, got, &loss_got));
   printf("  loss: ref %.9f, emulated CUDA %.9f\n", loss_want, loss_got);
   MXL_CHECK(isfinite(loss_want) && loss_want > 0);
-  MXL_CHECK_NEAR(loss_got, loss_want, 1e-6 * loss_want);
+  MXL_CHECK_NEAR(loss_got, loss_want, 1e-3 * loss_want);
   const mxl_lora_layout *lay = lora->layout;
   double worst = 0;
   for (int ti = 0; ti < lay->n_tensors; ti++) {
     const mxl_lora_tensor *t = &lay->tensors[ti];
     double err = nmse(got->params + t->offset, want->params + t->offset, t->count);
     worst = fmax(worst, err);
-    MXL_CHECK_MSG(err < 1e-7, "gradient %s: nmse %.3g", t->name, err);
+    MXL_CHECK_MSG(err < BF16_NMSE, "gradient %s: nmse %.3g", t->name, err);
   }
   double total = nmse(got->params, want->params, lay->n_floats);
   printf("  LoRA gradients: %d tensors, nmse %.3g overall, worst tensor %.3g\n", lay->n_tensors,
