@@ -33,6 +33,14 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
 size_t mxl_engine_device_bytes(const mxl_model *model);
 void mxl_engine_destroy(mxl_engine *e);
 
+/* Drops layer `layer`'s projection weights (MXFP4 experts, bf16 q/k/v/o;
+ * layer -1: the unembedding) from the process's resident set, on backends
+ * that read the mapped files in place: a pass that reads the whole model
+ * once (training) would otherwise keep all of it resident (13 GB for
+ * gpt-oss-20b). The pages stay in the page cache and come back through
+ * minor faults. Only ranges inside the mapped files are touched. */
+void mxl_engine_drop_pages(const mxl_engine *e, int layer);
+
 /* A growable backend buffer, for scratch that is reused across calls. */
 typedef struct mxl_buffer {
   void *ptr;
