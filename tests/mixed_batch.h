@@ -196,7 +196,10 @@ static double mixed_batch_check(mxl_engine *e, const char *label, double tol) {
          label, worst, moved1, moved3, once);
   MXL_CHECK_MSG(moved1 > 1e-2 && moved3 > 1e-2, "%s: the adapters do not change the logits",
                 label);
-  MXL_CHECK_MSG(once < 1e-3, "%s: the same adapter twice is not the sum of its scales", label);
+  /* linear up to rounding: fp32 on ref/cpu; on bf16 products (cuda) a
+   * value may round to the other bf16 neighbour, so up to `tol` */
+  MXL_CHECK_MSG(once < fmax(1e-3, tol), "%s: the same adapter twice is not the sum of its scales",
+                label);
   free(batch);
   free(alone);
   free(one);
