@@ -1,7 +1,7 @@
 /* GGUF (version 3), the file format of llama.cpp / ggml: a validating
  * reader of the header (metadata and tensor directory) and a streaming
  * writer, enough for LoRA adapters and for checking a base model's tensor
- * names. docs/gguf-export.md describes what mxlora writes.
+ * names. docs/export.md describes what mxlora writes.
  *
  * Layout (little-endian):
  *   "GGUF", u32 version, u64 tensor count, u64 metadata count

@@ -110,46 +110,54 @@ static mxl_status copy_if_present(const char *root, const char *dir, const char 
 
 /* ------------------------------------------------------------ configs */
 
-/* The base's config.json when it has one (every field it carries is kept),
- * else ours; quantization_config present exactly for MXFP4 experts. */
+/* Removes the top-level member "key": {...} from JSON text in place (the
+ * text is edited, not re-printed, so that every number keeps its spelling:
+ * transformers refuses "swiglu_limit": 7 where it expects a float). */
+static void remove_object_member(char *text, const char *key) {
+  char quoted[64];
+  snprintf(quoted, sizeof quoted, "\"%s\"", key);
+  char *start = strstr(text, quoted), *p = start ? strchr(start, '{') : NULL;
+  if (!p) return;
+  int depth = 0, in_string = 0;
+  for (; *p; p++) {
+    if (in_string) {
+      if (*p == '\\' && p[1]) p++;
+      else if (*p == '"') in_string = 0;
+    } else if (*p == '"') in_string = 1;
+    else if (*p == '{') depth++;
+    else if (*p == '}' && --depth == 0) break;
+  }
+  if (!*p) return;
+  char *end = p + 1;
+  while (*end == ' ' || *end == '\n' || *end == '\t' || *end == '\r') end++;
+  if (*end == ',') end++; /* the member's own comma */
+  else {                  /* the last member: drop the comma before it */
+    char *q = start;
+    while (q > text && q[-1] != ',' && q[-1] != '{') q--;
+    if (q > text && q[-1] == ',') start = q - 1;
+  }
+  memmove(start, end, strlen(end) + 1);
+}
+
+/* The base's config.json when it has one (copied as it is: every field and
+ * number it carries kept), else ours; quantization_config present exactly
+ * for MXFP4 experts. */
 static mxl_status write_hf_config(const mxl_model *m, const char *root, const char *dir,
                                   int mxfp4) {
   char *path = mxl_path_join(root, "config.json");
   char *text = NULL;
   size_t n = 0;
-  cJSON *cfg = NULL;
-  if (path && m->layout == MXL_LAYOUT_HF && mxl_read_file(path, 1 << 20, &text, &n) == MXL_OK)
-    cfg = cJSON_Parse(text);
-  free(text);
+  int has = path && m->layout == MXL_LAYOUT_HF &&
+            mxl_read_file(path, 1 << 20, &text, &n) == MXL_OK;
   free(path);
-  char *ours = mxl_config_to_hf_json(&m->config);
-  cJSON *gen = ours ? cJSON_Parse(ours) : NULL;
-  free(ours);
-  if (!gen) {
-    cJSON_Delete(cfg);
-    return mxl_errorf(MXL_ERR_MEMORY, "merge: out of memory");
+  if (has && mxfp4 && !strstr(text, "\"quantization_config\"")) {
+    free(text);
+    has = 0;
   }
-  if (!cfg) {
-    cfg = gen;
-    gen = NULL;
-  }
-  cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
-  if (mxfp4) {
-    cJSON *q = gen ? cJSON_DetachItemFromObjectCaseSensitive(gen, "quantization_config")
-                   : NULL;
-    if (!q) { /* cfg is ours: regenerate the block */
-      char *again = mxl_config_to_hf_json(&m->config);
-      cJSON *g2 = again ? cJSON_Parse(again) : NULL;
-      free(again);
-      q = g2 ? cJSON_DetachItemFromObjectCaseSensitive(g2, "quantization_config") : NULL;
-      cJSON_Delete(g2);
-    }
-    if (q) cJSON_AddItemToObject(cfg, "quantization_config", q);
-  }
-  cJSON_Delete(gen);
-  char *out = cJSON_Print(cfg);
-  cJSON_Delete(cfg);
-  return mxl_write_text_file(dir, "config.json", out);
+  if (!has) text = mxl_config_to_hf_json(&m->config); /* carries quantization_config */
+  if (!text) return mxl_errorf(MXL_ERR_MEMORY, "merge: out of memory");
+  if (!mxfp4) remove_object_member(text, "quantization_config");
+  return mxl_write_text_file(dir, "config.json", text);
 }
 
 static mxl_status write_side_files(const mxl_model *m, const char *root, const char *dir) {

@@ -260,8 +260,8 @@ static int classify(const char *key, piece *x, int *is_b) {
       module_end = p;
     } else {
       x->layout = LAYOUT_FUSED;
-      x->target = take(&p, "base_layer.") ? MXL_LORA_GATE_UP : MXL_LORA_N_TARGETS;
       module_end = p - 1; /* "...mlp.experts"; the parameter is added later */
+      x->target = take(&p, "base_layer.") ? MXL_LORA_GATE_UP : MXL_LORA_N_TARGETS;
     }
   } else {
     return 0;

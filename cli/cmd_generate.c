@@ -14,11 +14,32 @@ typedef struct print_state {
   int show_analysis;
   int color;
   mxl_channel last;
+  int final_chars;        /* characters of final-channel text printed */
+  char hidden[4096];      /* the start of the analysis not shown */
+  size_t hidden_len;
+  int hidden_more;        /* more analysis than `hidden` holds */
 } print_state;
+
+static void keep_hidden(print_state *p, const char *text, size_t len) {
+  size_t room = sizeof p->hidden - 1 - p->hidden_len;
+  if (len > room) {
+    /* Cut at a character boundary: the text is well-formed UTF-8. */
+    while (room > 0 && ((unsigned char)text[room] & 0xc0) == 0x80) room--;
+    len = room;
+    p->hidden_more = 1;
+  }
+  memcpy(p->hidden + p->hidden_len, text, len);
+  p->hidden_len += len;
+  p->hidden[p->hidden_len] = '\0';
+}
 
 static void on_text(void *user, mxl_channel ch, const char *text, size_t len) {
   print_state *p = user;
-  if (ch == MXL_CHANNEL_ANALYSIS && !p->show_analysis) return;
+  if (ch == MXL_CHANNEL_FINAL) p->final_chars += len > 0;
+  if (ch == MXL_CHANNEL_ANALYSIS && !p->show_analysis) {
+    keep_hidden(p, text, len);
+    return;
+  }
   if (ch != p->last && p->show_analysis) {
     const char *name = ch == MXL_CHANNEL_ANALYSIS ? "analysis" : ch == MXL_CHANNEL_COMMENTARY
                                                                      ? "commentary"
@@ -47,6 +68,22 @@ static char *read_stdin(void) {
   }
   if (buf) buf[n] = '\0';
   return buf;
+}
+
+/* A chat reply with no final-channel answer (a small or undertrained model,
+ * or too few tokens) printed nothing before: say so, and show what the model
+ * did write. */
+static void explain_no_answer(const print_state *p, const mxl_gen_result *res, int max_tokens) {
+  fprintf(stderr, "mxlora generate: the model wrote no final answer (%d tokens generated, "
+          "stopped by %s).\n", res->generated_tokens, res->stop_reason);
+  if (!p->show_analysis && p->hidden_len)
+    fprintf(stderr, "What it wrote in the analysis channel:\n%s%s\n", p->hidden,
+            p->hidden_more ? " [...]" : "");
+  else if (!p->show_analysis)
+    fprintf(stderr, "It wrote no analysis either.\n");
+  fprintf(stderr, "hint: %s--max-tokens (now %d) gives it room to finish.\n",
+          p->show_analysis ? "" : "--show-analysis shows its reasoning as it is written; ",
+          max_tokens);
 }
 
 int mxl_cmd_generate(int argc, char **argv) {
@@ -112,13 +149,16 @@ int mxl_cmd_generate(int argc, char **argv) {
   req.effort = effort;
   req.raw_special = special;
   req.dump_logits = dump;
-  print_state ps = {show_analysis, isatty(STDOUT_FILENO), MXL_CHANNEL_TEXT};
+  print_state ps = {.show_analysis = show_analysis, .color = isatty(STDOUT_FILENO),
+                    .last = MXL_CHANNEL_TEXT};
   mxl_gen_result res = {0};
   if (st == MXL_OK) st = mxl_generate(g, &req, on_text, &ps, &res);
   mxl_generator_close(g);
   free(stdin_text);
   if (st != MXL_OK) return mxl_cli_fail("generate", st);
   printf("\n");
+  fflush(stdout);
+  if (chat && ps.final_chars == 0) explain_no_answer(&ps, &res, req.max_tokens);
   fprintf(stderr, "\n[%d prompt tokens in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s); %s]\n",
           res.prompt_tokens, res.prefill_seconds, res.prompt_tokens / (res.prefill_seconds + 1e-9),
           res.generated_tokens, res.decode_seconds,

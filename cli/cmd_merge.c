@@ -53,21 +53,11 @@ static void on_progress(void *user, const char *what, double done, double total)
   mxl_progress_line("merging", done, total, suffix, done >= total);
 }
 
-/* "FILE:SCALE" -> FILE and SCALE (1 when absent). */
-static int split_scale(const char *item, char *path, size_t cap, float *scale) {
-  snprintf(path, cap, "%s", item);
-  *scale = 1.0f;
-  char *colon = strrchr(path, ':'), *end = NULL;
-  if (!colon) return 0;
-  float s = strtof(colon + 1, &end);
-  if (end == colon + 1 || *end) return 0; /* a colon in the path itself */
-  if (!isfinite(s)) return -1;
-  *scale = s;
-  *colon = '\0';
-  return 0;
-}
-
 static void print_report(const mxl_merge_result *r) {
+  if (!r->tensors) {
+    printf("no expert projection is adapted: the experts are the published MXFP4 bytes\n");
+    return;
+  }
   cJSON *root = cJSON_Parse(r->report_json);
   const cJSON *t;
   printf("MXFP4 re-quantization of the adapted experts (%d tensors):\n", r->tensors);
@@ -143,11 +133,8 @@ int mxl_cmd_merge(int argc, char **argv) {
   const char *paths[MXL_OPT_LIST_MAX];
   float scales[MXL_OPT_LIST_MAX];
   for (int i = 0; i < adapters.n; i++) {
-    if (split_scale(adapters.items[i], bufs[i], sizeof bufs[i], &scales[i])) {
-      fprintf(stderr, "mxlora merge: --adapter %s: the scale is not a finite number\n",
-              adapters.items[i]);
+    if (mxl_cli_adapter_spec("merge", adapters.items[i], bufs[i], sizeof bufs[i], &scales[i]))
       return 2;
-    }
     paths[i] = bufs[i];
   }
   progress_state ps = {.last = 0};

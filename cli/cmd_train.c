@@ -113,7 +113,8 @@ static int parse_args(int argc, char **argv, const char **recipe, mxl_opt_settin
                 "K: keep the last K saves as numbered copies"),
       SHORTHAND("--init-adapter", "init_adapter", "FILE: start from this adapter (.mxla)"),
       SHORTHAND("--rescue-dir", "rescue_dir", "DIR: where a save that fails in OUT is retried"),
-      SHORTHAND("--threads", "threads", "N: CPU threads (0: all cores, shared by the ranks of a node)"),
+      SHORTHAND("--threads", "threads",
+                "N: CPU threads (0: all cores, shared by the ranks of a node)"),
       SHORTHAND("--seed", "seed", "N: initialisation, data order and dropout"),
       SHORTHAND("--backend", "backend", "cpu|cuda|cuda:N|auto|ref"),
       SHORTHAND("--dist", "dist", "auto|none|mpi|nccl: data-parallel transport"),
@@ -160,7 +161,8 @@ static int launcher_rank(void) {
 }
 
 /* Prints the error (naming the rank of a multi-process run) and ends every
- * rank of an MPI job, so none is left waiting for this one. */
+ * rank of an MPI job, so none is left waiting for this one. A bad setting
+ * exits 2, like a bad option; any other failure 1. */
 static int fail(mxl_status st, int rank) {
   mxl_progress_end();
   if (rank > 0)
@@ -168,8 +170,9 @@ static int fail(mxl_status st, int rank) {
             mxl_last_error());
   else
     mxl_cli_fail("train", st);
-  mxl_dist_abort(1);
-  return 1;
+  int code = st == MXL_ERR_ARGUMENT ? 2 : 1;
+  mxl_dist_abort(code);
+  return code;
 }
 
 static void print_summary(const mxl_train_summary *s) {

@@ -2,7 +2,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/assert.h"
 
 enum { MXL_ERROR_CAPACITY = 2048 };
 
@@ -49,6 +52,14 @@ void mxl_warnf(const char *fmt, ...) {
   vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
   warning_fn(warning_user, text);
+}
+
+/* The one place the library writes to stderr: a bug in mxlora, about to
+ * abort (core/assert.h). */
+_Noreturn void mxl_assert_fail(const char *file, int line, const char *cond) {
+  fprintf(stderr, "%s:%d: invariant failed: %s\n", file, line, cond);
+  fflush(stderr);
+  abort();
 }
 
 void mxl_error_clear(void) { error_text[0] = '\0'; }

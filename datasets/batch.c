@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 
@@ -38,7 +40,7 @@ struct mxl_batcher {
 /* The shuffle seed of an epoch; also what the cursor records as rng. */
 static uint64_t epoch_rng(uint64_t seed, uint64_t epoch) {
   uint64_t state = seed ^ ((epoch + 1) * 0xD1B54A32D192ED03ull);
-  return mxl_rng_next(&state);
+  return mxl_splitmix64(&state);
 }
 
 typedef struct by_len {
@@ -74,7 +76,7 @@ static mxl_status make_order(mxl_batcher *b) {
 
 static uint64_t mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-  return mxl_rng_next(&h);
+  return mxl_splitmix64(&h);
 }
 
 /* Identifies the document sequence a cursor indexes: the documents served,
@@ -236,6 +238,7 @@ static void place(mxl_batcher *b, uint32_t d, int row, int col, int32_t seg) {
   mxl_dataset_sample(b->ds, b->doc[d], &v);
   mxl_batch *x = &b->batch;
   size_t len = b->len[d], base = (size_t)row * (size_t)x->seq_len + (size_t)col;
+  MXL_ASSERT(row < x->rows && (size_t)col + len <= (size_t)x->seq_len); /* packing fits */
   uint8_t bit = MXL_MASK_BIT(b->o.mask);
   for (size_t t = 0; t < len; t++) {
     size_t k = base + t;

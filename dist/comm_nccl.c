@@ -110,9 +110,9 @@ static mxl_status nccl_per_owner(mxl_comm *c, float *x, size_t n, int gather) {
     size_t lo, hi;
     mxl_comm_shard(c, n, r, &lo, &hi);
     if (hi == lo) continue;
-    ncclResult_t res = gather ? ncclBroadcast(x + lo, x + lo, hi - lo, ncclFloat, r, s->comm, s->stream)
-                              : ncclReduce(x + lo, x + lo, hi - lo, ncclFloat, ncclSum, r, s->comm,
-                                           s->stream);
+    ncclResult_t res =
+        gather ? ncclBroadcast(x + lo, x + lo, hi - lo, ncclFloat, r, s->comm, s->stream)
+               : ncclReduce(x + lo, x + lo, hi - lo, ncclFloat, ncclSum, r, s->comm, s->stream);
     if (res != ncclSuccess && res != ncclInProgress) return nccl_fail(res, what);
   }
   MXL_TRY(settle(c, ncclGroupEnd(), what));

@@ -507,10 +507,13 @@ static cJSON *layout_json(mxl_layout l, const char *folder, const char *shown, m
     free(w);
     const cJSON *g;
     cJSON_ArrayForEach(g, cJSON_GetObjectItem(o, "tensor_groups"))
-      if (!m && !strcmp(str(g, "role"), mxl_tensor_role_name(MXL_ROLE_EXPERTS_DENSE)))
+      if (!m && !strcmp(str(g, "role"), mxl_tensor_role_name(MXL_ROLE_EXPERTS_DENSE))) {
+        /* not a fault of the folder: mxlora itself runs MXFP4 experts only */
         cJSON_SetValuestring(cJSON_GetObjectItem(o, "check"),
                              "bf16 experts (a merged model): transformers and vLLM load it; "
                              "mxlora runs MXFP4 experts (merge with --dtype mxfp4 for that)");
+        cJSON_AddTrueToObject(o, "dense_experts");
+      }
   }
   *out = m;
   return o;
@@ -865,12 +868,16 @@ static int collect_problems(cJSON *report) {
   const cJSON *l;
   cJSON_ArrayForEach(l, cJSON_GetObjectItem(report, "layouts")) {
     check = str(l, "check");
-    if (*check && strcmp(check, "ok")) add_problem(list, check);
+    if (*check && strcmp(check, "ok") && !cJSON_IsTrue(cJSON_GetObjectItem(l, "dense_experts")))
+      add_problem(list, check);
     if (*str(l, "tensor_error")) add_problem(list, str(l, "tensor_error"));
   }
   cJSON_ArrayForEach(l, cJSON_GetObjectItem(report, "disagreements"))
     add_problem(list, l->valuestring);
   if (*str(report, "tokenizer_error")) add_problem(list, str(report, "tokenizer_error"));
+  const char *more[2];
+  for (int i = 0, n = mxl_inspect_more_problems(report, more, 2); i < n; i++)
+    add_problem(list, more[i]);
   return cJSON_GetArraySize(list);
 }
 

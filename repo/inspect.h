@@ -15,6 +15,9 @@ void mxl_inspect_add_peft(const char *dir, cJSON *report);
 void mxl_inspect_add_merge(const char *dir, cJSON *report);
 /* report.gguf for a .gguf file (its problems go into report.gguf.check). */
 mxl_status mxl_inspect_gguf(const char *path, cJSON *report);
+/* The problems those parts found (an unreadable PEFT folder or GGUF file):
+ * up to cap messages into what; returns their count. */
+int mxl_inspect_more_problems(const cJSON *report, const char **what, int cap);
 /* The text of those parts. */
 void mxl_inspect_text_more(mxl_strbuf *b, const cJSON *report);
 

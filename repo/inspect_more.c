@@ -51,7 +51,7 @@ void mxl_inspect_add_peft(const char *dir, cJSON *report) {
   cJSON *peft = cJSON_AddObjectToObject(report, "peft");
   cJSON *cfg = NULL;
   if (mxl_json_parse_file(cfg_path, 1 << 20, &cfg) != MXL_OK) {
-    cJSON_AddStringToObject(peft, "check", mxl_last_error());
+    cJSON_AddStringToObject(peft, "error", mxl_last_error());
     goto done;
   }
   static const char *const keys[] = {"peft_type", "r", "lora_alpha", "use_rslora",
@@ -64,7 +64,7 @@ void mxl_inspect_add_peft(const char *dir, cJSON *report) {
   cJSON_Delete(cfg);
   mxl_safetensors *st = NULL;
   if (mxl_safetensors_open(st_path, &st) != MXL_OK) {
-    cJSON_AddStringToObject(peft, "check", mxl_last_error());
+    cJSON_AddStringToObject(peft, "error", mxl_last_error());
     goto done;
   }
   cJSON *layouts = cJSON_AddObjectToObject(peft, "tensors_by_layout");
@@ -103,7 +103,8 @@ static void text_peft(mxl_strbuf *b, const cJSON *p) {
   const cJSON *l;
   cJSON_ArrayForEach(l, cJSON_GetObjectItem(p, "tensors_by_layout"))
     mxl_strbuf_printf(b, "    %4.0f %s\n", l->valuedouble, l->string);
-  mxl_strbuf_printf(b, "  mxlora check: %s\n", str(p, "check"));
+  if (*str(p, "error")) mxl_strbuf_printf(b, "  unreadable: %s\n", str(p, "error"));
+  else mxl_strbuf_printf(b, "  mxlora check: %s\n", str(p, "check"));
 }
 
 /* ------------------------------------------------------------ merged */
@@ -249,6 +250,15 @@ static void text_gguf(mxl_strbuf *b, const cJSON *g) {
     mxl_strbuf_printf(b, "\n");
     free(ne);
   }
+}
+
+int mxl_inspect_more_problems(const cJSON *report, const char **what, int cap) {
+  int n = 0;
+  const char *peft = str(cJSON_GetObjectItem(report, "peft"), "error");
+  const cJSON *g = cJSON_GetObjectItem(report, "gguf");
+  if (*peft && n < cap) what[n++] = peft;
+  if (g && strcmp(str(g, "check"), "ok") && n < cap) what[n++] = str(g, "check");
+  return n;
 }
 
 void mxl_inspect_text_more(mxl_strbuf *b, const cJSON *report) {

@@ -12,22 +12,16 @@
 #include <string.h>
 
 #include "core/bf16.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "repo/tiny.h"
 
-static uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 /* One independent stream per (seed, tensor, layer, purpose). */
 static uint64_t stream_key(const mxl_tiny_gen *g, int kind, int layer, int purpose) {
-  uint64_t k = mix64(g->seed);
-  k = mix64(k ^ (uint64_t)(kind + 1) * 0x100000001b3ull);
-  k = mix64(k ^ (uint64_t)(layer + 2) * 0xc2b2ae3d27d4eb4full);
-  return mix64(k ^ (uint64_t)purpose);
+  uint64_t k = mxl_splitmix64_hash(g->seed);
+  k = mxl_splitmix64_hash(k ^ (uint64_t)(kind + 1) * 0x100000001b3ull);
+  k = mxl_splitmix64_hash(k ^ (uint64_t)(layer + 2) * 0xc2b2ae3d27d4eb4full);
+  return mxl_splitmix64_hash(k ^ (uint64_t)purpose);
 }
 
 /* Uniform in [-sqrt(3), sqrt(3)): unit variance. */
@@ -89,7 +83,7 @@ static mxl_status fill_bf16(void *self, mxl_tensor_kind kind, int layer, int64_t
     int64_t idx = start + i;
     if (k == MXL_T_QKV_W || k == MXL_T_QKV_B) unfuse(g->c, &k, &idx);
     init in = init_for(g->c, k);
-    uint64_t h = mix64(stream_key(g, (int)k, layer, 0) + (uint64_t)idx);
+    uint64_t h = mxl_splitmix64_hash(stream_key(g, (int)k, layer, 0) + (uint64_t)idx);
     out[i] = mxl_f32_to_bf16(in.mean + in.std * unit_uniform(h));
   }
   return MXL_OK;
@@ -122,7 +116,7 @@ static void encode_row(const mxl_tiny_gen *g, const mx_shape *s, int layer, int6
   init in = init_for(g->c, s->weight);
   uint64_t key = stream_key(g, (int)s->weight, layer, 1);
   for (int64_t j = 0; j < s->cols; j++)
-    x[j] = in.std * unit_uniform(mix64(key + (uint64_t)(row * s->cols + j)));
+    x[j] = in.std * unit_uniform(mxl_splitmix64_hash(key + (uint64_t)(row * s->cols + j)));
   mxl_mxfp4_encode_rows(x, 1, s->cols, blocks, scales, stats);
 }
 
@@ -141,7 +135,7 @@ static void fill_direct(const mxl_tiny_gen *g, const mx_shape *s, int layer, int
     int64_t w0 = start >> 3, w1 = (start + count - 1) >> 3;
 #pragma omp parallel for schedule(static) if (w1 - w0 > 65536)
     for (int64_t w = w0; w <= w1; w++) {
-      uint64_t h = mix64(key + (uint64_t)w);
+      uint64_t h = mxl_splitmix64_hash(key + (uint64_t)w);
       for (int b = 0; b < 8; b++) {
         int64_t pos = w * 8 + b - start;
         if (pos >= 0 && pos < count) out[pos] = (uint8_t)(h >> (8 * b));
@@ -154,7 +148,7 @@ static void fill_direct(const mxl_tiny_gen *g, const mx_shape *s, int layer, int
   static const int jitter[4] = {-1, 0, 0, 1};
 #pragma omp parallel for schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; i++)
-    out[i] = (uint8_t)(base + jitter[mix64(key + (uint64_t)(start + i)) & 3]);
+    out[i] = (uint8_t)(base + jitter[mxl_splitmix64_hash(key + (uint64_t)(start + i)) & 3]);
 }
 
 /* Row by row, for tensors too large to keep (bounded memory). */

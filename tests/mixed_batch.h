@@ -1,4 +1,4 @@
-/* The mixed-adapter batch check (issue 8 §2), shared by tests/test_mixed_batch.c
+/* The mixed-adapter batch check, shared by tests/test_mixed_batch.c
  * (ref and cpu backends) and tests/cuda/test_cuda_mixed_batch.c (the CUDA
  * kernels on the emulator).
  *

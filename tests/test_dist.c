@@ -8,8 +8,10 @@
  *  - two 2-rank runs write bitwise identical adapters;
  *  - a 2-rank checkpoint resumes in 1 process and a 1-process checkpoint in
  *    2 ranks, both ending where the uninterrupted run ends;
+ *  - ranks started with other settings are refused;
  *  - a killed rank (SIGKILL) and a hung one (SIGSTOP, dist_timeout_s 3)
- *    each end the job with an error within a bounded time.
+ *    each end the job with an error within a bounded time;
+ *  - with 2 GPUs, NCCL carries the gradients (skipped otherwise).
  *
  * Skipped when the build has no MPI or mpirun is missing. */
 #include <dirent.h>
@@ -21,6 +23,7 @@
 
 #include "adapters/adapter_file.h"
 #include "core/fileio.h"
+#include "mpi_launcher.h"
 #include "test.h"
 
 /* How close 2 ranks × 1 row come to 1 process × 2 rows.
@@ -48,7 +51,7 @@
 #define LOOSE_LOSS 1.5e-3
 
 static char root[64], model_dir[128], data_path[128], log_path[160];
-static char launcher[256];
+static char launcher[512];
 
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int run(const char *fmt, ...) {
@@ -73,7 +76,7 @@ static int log_has(const char *needle) {
 
 /* `mxlora train` on `ranks` processes (1: no launcher at all). */
 static int train(int ranks, int batch, const char *out, int steps, const char *extra) {
-  char prefix[320] = "";
+  char prefix[640] = "";
   if (ranks > 1) snprintf(prefix, sizeof prefix, "%s -np %d ", launcher, ranks);
   return run("%s%s train --model %s --data %s --out %s/%s --steps %d --batch-size %d "
              "--seq-len 192 --lr %g --schedule constant --warmup-steps 0 --threads 1 "
@@ -269,6 +272,17 @@ static int disturb(const char *out, int sig, const char *extra, double limit, do
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Ranks started with other settings (mpirun's A : B form) are refused
+ * before training. */
+static void test_ranks_must_agree(void) {
+  char one[1024];
+  snprintf(one, sizeof one, "%s train --model %s --data %s --out %s/mixed --steps 2 "
+           "--seq-len 192 --threads 1", MXL_CLI_PATH, model_dir, data_path, root);
+  int rc = run("%s -np 1 %s --rank 4 : -np 1 %s --rank 8", launcher, one, one);
+  MXL_CHECK_MSG(rc != 0, "ranks with other settings trained");
+  MXL_CHECK(log_has("rank 1: the settings (recipe and options) differ from rank 0's"));
+}
+
 static void test_dead_rank_ends_the_job(void) {
   double took;
   int rc = disturb("killed", SIGKILL, "", 60, &took);
@@ -283,6 +297,22 @@ static void test_hung_rank_ends_the_job(void) {
   printf("  rank 1 stopped: the job ended in %.1f s with status %d\n", took, rc);
   MXL_CHECK_MSG(rc > 0, "the job did not fail (status %d)", rc);
   MXL_CHECK(log_has("no answer from the other ranks"));
+}
+
+/* ------------------------------------------------------------------ NCCL */
+
+/* On a machine with 2 GPUs (the GPU suite's ctest): the gradients go over
+ * NCCL between them, and 2 GPU ranks match 1 GPU process with the same
+ * global batch after one step. The CUDA products round their operands to
+ * bf16, so the bound is that of bf16, not fp32. */
+static void test_nccl_two_gpus(void) {
+  mxl_backend *second = NULL;
+  if (mxl_backend_cuda_create(1, &second) != MXL_OK) MXL_SKIP("fewer than 2 CUDA devices");
+  mxl_backend_destroy(second);
+  MXL_CHECK(train(2, 1, "nccl2", 1, "--backend cuda --dist nccl") == 0);
+  MXL_CHECK(log_has("MPI + NCCL, 2 ranks"));
+  MXL_CHECK(train(1, 2, "nccl1", 1, "--backend cuda") == 0);
+  check_close("nccl2", "nccl1", "one step, 2 GPUs over NCCL vs 1 GPU", 1e-3, 1e-3, 1);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -306,9 +336,7 @@ int main(void) {
     fprintf(stderr, "SKIP: %s not found\n", MXL_MPIEXEC);
     return mxl_test_summary("dist");
   }
-  /* OpenMPI refuses root without the flag; CI runs as root. */
-  snprintf(launcher, sizeof launcher, "%s --oversubscribe%s", MXL_MPIEXEC,
-           getuid() == 0 ? " --allow-run-as-root" : "");
+  mpi_launcher(launcher, sizeof launcher);
   snprintf(root, sizeof root, "/tmp/mxl_dist_XXXXXX");
   if (!mkdtemp(root)) return 1;
   snprintf(model_dir, sizeof model_dir, "%s/model", root);
@@ -322,8 +350,10 @@ int main(void) {
   write_data();
   MXL_RUN(test_two_ranks_equal_one_process);
   MXL_RUN(test_resume_across_world_sizes);
+  MXL_RUN(test_ranks_must_agree);
   MXL_RUN(test_dead_rank_ends_the_job);
   MXL_RUN(test_hung_rank_ends_the_job);
+  MXL_RUN(test_nccl_two_gpus);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);

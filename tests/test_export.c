@@ -500,6 +500,53 @@ static void test_import_per_expert_patterns(void) {
   free_specs(&f);
 }
 
+/* PEFT's own fused layout with an alpha_pattern naming one expert
+ * parameter exactly: that pair's delta doubles, the others stay. */
+static void test_import_fused_pattern(void) {
+  mxl_config c;
+  fake_config(&c);
+  mxl_lora *lora = make_lora(&c, 2, 4.0f, 0, MXL_LORA_ATTN_BITS | MXL_LORA_EXPERT_BITS, 21);
+  if (!lora) return;
+  const char *dir = tmp_path("fused_pattern");
+  MXL_CHECK_OK(mxl_peft_export(lora, MXL_ADAPTER_F32, dir));
+  char path[256], *text = NULL;
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 20, &text, &n));
+  /* the empty object as cJSON prints it: "alpha_pattern":\t{\n\t} */
+  char *at = text ? strstr(text, "\"alpha_pattern\":") : NULL;
+  char *end = at ? strchr(at, '}') : NULL;
+  MXL_CHECK(at && end);
+  if (at && end) {
+    char edited[8192];
+    snprintf(edited, sizeof edited, "%.*s\"alpha_pattern\": {\"model.layers.1.mlp.experts."
+             "gate_up_proj\": 8}%s", (int)(at - text), text, end + 1);
+    MXL_CHECK_OK(mxl_write_file_atomic(path, edited, strlen(edited)));
+  }
+  free(text);
+  mxl_lora *back = NULL;
+  MXL_CHECK_OK(mxl_peft_import(dir, &c, &back));
+  for (int l = 0; back && l < c.n_layers; l++)
+    for (int t = 0; t < MXL_LORA_N_TARGETS; t++) {
+      mxl_lora_dims d = mxl_lora_target_dims(&c, (mxl_lora_target)t);
+      double *want = malloc((size_t)d.out * d.in * sizeof *want);
+      double *got = malloc((size_t)d.out * d.in * sizeof *got);
+      double factor = l == 1 && t == MXL_LORA_GATE_UP ? 2.0 : 1.0, worst = 0;
+      for (int e = 0; e < d.n_experts; e++) {
+        set_delta(lora, l, t, e, want, d.out, d.in);
+        set_delta(back, l, t, e, got, d.out, d.in);
+        for (int i = 0; i < d.out * d.in; i++)
+          worst = fmax(worst, fabs(factor * want[i] - got[i]) / (1e-3 + fabs(factor * want[i])));
+      }
+      MXL_CHECK_MSG(worst < 1e-5, "layer %d %s: %g", l, mxl_lora_target_name((mxl_lora_target)t),
+                    worst);
+      free(want);
+      free(got);
+    }
+  mxl_lora_destroy(back);
+  mxl_lora_destroy(lora);
+}
+
 int main(void) {
   snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mxl_export_XXXXXX");
   if (!mkdtemp(tmp_dir)) return 1;
@@ -508,6 +555,7 @@ int main(void) {
   MXL_RUN(test_gguf_malformed);
   MXL_RUN(test_import_unsloth);
   MXL_RUN(test_import_per_expert_patterns);
+  MXL_RUN(test_import_fused_pattern);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
   if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp_dir);

@@ -368,6 +368,69 @@ static void test_kill9(void) {
   MXL_CHECK_MSG(!mxl_path_exists(tmp), "%s left behind", tmp);
 }
 
+/* The commands: export (PEFT, GGUF), import back, inspect of what they
+ * wrote; exit status and the lines a user reads. */
+static int cli(const char *args, const char *log) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2>&1", MXL_CLI_PATH, args, log);
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int log_has(const char *log, const char *needle) {
+  char *text = NULL;
+  size_t n = 0;
+  int yes = mxl_read_file(log, 1 << 20, &text, &n) == MXL_OK && strstr(text, needle);
+  if (!yes) fprintf(stderr, "%s lacks \"%s\":\n%s\n", log, needle, text ? text : "");
+  free(text);
+  return yes;
+}
+
+static void test_commands(void) {
+  char args[1500], log[300];
+  snprintf(log, sizeof log, "%s", path_in("cli.log")); /* path_in's buffers rotate */
+  snprintf(args, sizeof args, "export %s --format peft --out %s", adapter_path, path_in("peft"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "PEFT adapter folder"));
+  snprintf(args, sizeof args, "export %s --format gguf --out %s", adapter_path, path_in("a.gguf"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "GGUF LoRA adapter"));
+  snprintf(args, sizeof args, "import %s --model %s --out %s", path_in("peft"), base_dir,
+           path_in("back.mxla"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "PEFT target_parameters"));
+  /* the imported file is the same adapter: its PEFT export has the same bytes */
+  snprintf(args, sizeof args, "export %s --format peft --out %s", path_in("back.mxla"),
+           path_in("peft2"));
+  MXL_CHECK(cli(args, log) == 0);
+  char *a = NULL, *b = NULL, p1[300], p2[300];
+  size_t na = 0, nb = 0;
+  snprintf(p1, sizeof p1, "%s/adapter_model.safetensors", path_in("peft"));
+  snprintf(p2, sizeof p2, "%s/adapter_model.safetensors", path_in("peft2"));
+  MXL_CHECK_OK(mxl_read_file(p1, 1 << 24, &a, &na));
+  MXL_CHECK_OK(mxl_read_file(p2, 1 << 24, &b, &nb));
+  MXL_CHECK(a && b && na == nb && !memcmp(a, b, na));
+  free(a);
+  free(b);
+  snprintf(args, sizeof args, "inspect %s", path_in("peft"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "PEFT adapter folder") &&
+            log_has(log, "mxlora import reads this layout"));
+  snprintf(args, sizeof args, "inspect %s", path_in("a.gguf"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "LoRA pairs, rank 4") &&
+            log_has(log, "blk.{i}.ffn_gate_exps.weight.lora_b"));
+  snprintf(args, sizeof args, "inspect %s", path_in("mxfp4"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "model folder merged by mxlora") &&
+            log_has(log, "of the adapters' expert delta survives MXFP4"));
+  snprintf(args, sizeof args, "inspect %s", path_in("bf16"));
+  MXL_CHECK(cli(args, log) == 0 && log_has(log, "bf16 experts (a merged model)"));
+  /* usage errors name the flag */
+  snprintf(args, sizeof args, "export %s --format onnx --out x", adapter_path);
+  MXL_CHECK(cli(args, log) == 2 && log_has(log, "--format onnx"));
+  snprintf(args, sizeof args, "merge --model %s --adapter %s --out %s --dtype fp8", base_dir,
+           adapter_path, path_in("fp8"));
+  MXL_CHECK(cli(args, log) == 2 && log_has(log, "--dtype fp8"));
+  snprintf(args, sizeof args, "merge --model %s --adapter %s --out %s --dtype bf16 --eval x",
+           base_dir, adapter_path, path_in("ev"));
+  MXL_CHECK(cli(args, log) == 2 && log_has(log, "--eval needs --dtype mxfp4"));
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/mxl_merge_XXXXXX");
   if (!mkdtemp(dir)) return 1;
@@ -379,6 +442,7 @@ int main(void) {
   MXL_RUN(test_mxfp4);
   MXL_RUN(test_refusals);
   MXL_RUN(test_kill9);
+  MXL_RUN(test_commands);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);

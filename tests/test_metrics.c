@@ -116,9 +116,21 @@ static void test_svg(void) {
   unlink(path);
 }
 
+/* The progress bar's rate: the last 20 steps together, so one slow step
+ * (an evaluation, a save, a busy machine) barely moves it. */
+static void test_rate_window(void) {
+  mxl_rate r = {0};
+  MXL_CHECK_NEAR(mxl_rate_add(&r, 1000, 1.0), 1000, 1e-9);
+  for (int i = 0; i < 19; i++) mxl_rate_add(&r, 1000, 1.0);
+  MXL_CHECK_NEAR(mxl_rate_add(&r, 1000, 11.0), 20000.0 / 30.0, 1e-6); /* one slow step */
+  for (int i = 0; i < 20; i++) mxl_rate_add(&r, 500, 1.0);
+  MXL_CHECK_NEAR(mxl_rate_add(&r, 500, 1.0), 500, 1e-9); /* the slow step left the window */
+}
+
 int main(void) {
   MXL_RUN(test_jsonl_and_resume);
   MXL_RUN(test_nonfinite_is_null);
   MXL_RUN(test_svg);
+  MXL_RUN(test_rate_window);
   return mxl_test_summary("metrics");
 }

@@ -82,6 +82,16 @@ void mxl_metrics_close(mxl_metrics *m) {
   memset(m, 0, sizeof *m);
 }
 
+double mxl_rate_add(mxl_rate *r, double tokens, double seconds) {
+  int i = r->n++ % MXL_RATE_WINDOW;
+  r->tokens[i] = tokens;
+  r->seconds[i] = seconds;
+  int n = r->n < MXL_RATE_WINDOW ? r->n : MXL_RATE_WINDOW;
+  double tok = 0, sec = 0;
+  for (int k = 0; k < n; k++) tok += r->tokens[k], sec += r->seconds[k];
+  return tok / fmax(sec, 1e-9);
+}
+
 /* ---------------------------------------------------------------- SVG */
 
 /* A "nice" tick step (1, 2 or 5 × 10^k) for about `ticks` ticks over span. */
@@ -124,8 +134,13 @@ typedef struct frame {
   double left, top, pw, ph, x0, x1, y0, y1;
 } frame;
 
-static double px(const frame *f, double x) { return f->left + (x - f->x0) / (f->x1 - f->x0) * f->pw; }
-static double py(const frame *f, double y) { return f->top + (1 - (y - f->y0) / (f->y1 - f->y0)) * f->ph; }
+static double px(const frame *f, double x) {
+  return f->left + (x - f->x0) / (f->x1 - f->x0) * f->pw;
+}
+
+static double py(const frame *f, double y) {
+  return f->top + (1 - (y - f->y0) / (f->y1 - f->y0)) * f->ph;
+}
 
 static void polyline(mxl_strbuf *b, const frame *f, const mxl_curve *c, int smooth,
                      const char *style) {
@@ -158,7 +173,8 @@ static void axes(mxl_strbuf *b, const frame *f, double W, double H) {
     mxl_strbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" "
                          "stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" "
                          "text-anchor=\"end\">%g</text>\n",
-                      f->left, f->left + f->pw, y, y, f->left - 6, y + 4, fabs(v) < ys * 1e-9 ? 0 : v);
+                      f->left, f->left + f->pw, y, y, f->left - 6, y + 4,
+                      fabs(v) < ys * 1e-9 ? 0 : v); /* no "-1.1e-16" for the 0 tick */
   }
   for (double v = ceil(f->x0 / xs) * xs; v <= f->x1 + 1e-12; v += xs)
     mxl_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n",

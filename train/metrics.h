@@ -36,6 +36,17 @@ mxl_status mxl_metrics_step(mxl_metrics *m, const mxl_step_record *r);
 mxl_status mxl_metrics_eval(mxl_metrics *m, int step, double eval_loss, long long tokens);
 void mxl_metrics_close(mxl_metrics *m);
 
+/* Tokens per second over the last MXL_RATE_WINDOW steps: what the
+ * progress bar shows, steadier than one step's figure. */
+enum { MXL_RATE_WINDOW = 20 };
+typedef struct mxl_rate {
+  double tokens[MXL_RATE_WINDOW], seconds[MXL_RATE_WINDOW];
+  int n; /* steps added */
+} mxl_rate;
+
+/* Adds a step; returns the rate over the window. */
+double mxl_rate_add(mxl_rate *r, double tokens, double seconds);
+
 typedef struct mxl_curve {
   const double *x, *y; /* points */
   int n;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/json.h"
 #include "core/sha256.h"
 #include "core/status.h"
@@ -56,9 +57,13 @@ mxl_status mxl_state_save(const char *path, const cJSON *meta, const mxl_blob *b
   if (!header) return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot build the header", path);
   mxl_container_writer w;
   mxl_status st = mxl_container_begin(&mxl_state_container, path, strlen(header), &w);
+  uint64_t expect = 0;
   for (int i = 0; st == MXL_OK && i < n; i++) {
-    st = mxl_container_append(&w, blobs[i].data, blobs[i].size, ALIGN, NULL);
+    uint64_t offset = 0;
+    st = mxl_container_append(&w, blobs[i].data, blobs[i].size, ALIGN, &offset);
     if (st != MXL_OK) mxl_container_abort(&w);
+    MXL_ASSERT(st != MXL_OK || offset == expect); /* where the header says it is */
+    expect = align_up(offset + blobs[i].size);
   }
   if (st == MXL_OK) st = mxl_container_commit(&w, header);
   free(header);

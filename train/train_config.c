@@ -416,7 +416,8 @@ static cJSON *typed_value(const key_spec *k, const char *s, const char **why) {
   case K_INT: return parse_number(s, 1, &v) ? cJSON_CreateNumber(v) : NULL;
   case K_NUMBER: return parse_number(s, 0, &v) ? cJSON_CreateNumber(v) : NULL;
   case K_BOOL:
-    return !strcmp(s, "true") ? cJSON_CreateTrue() : !strcmp(s, "false") ? cJSON_CreateFalse() : NULL;
+    if (!strcmp(s, "true")) return cJSON_CreateTrue();
+    return !strcmp(s, "false") ? cJSON_CreateFalse() : NULL;
   case K_LAYERS:
     if (!strcmp(s, "all")) return cJSON_CreateString(s);
     return s[0] == '[' ? cJSON_Parse(s) : layer_list(s);
@@ -434,7 +435,8 @@ static mxl_status put(cJSON *obj, const char *key, cJSON *value) {
   return MXL_OK;
 }
 
-mxl_status mxl_recipe_set(cJSON *recipe, const char *key, const char *value, const char *flag_name) {
+mxl_status mxl_recipe_set(cJSON *recipe, const char *key, const char *value,
+                          const char *flag_name) {
   const char *who = flag_name ? flag_name : key;
   const key_spec *k = find_key(key);
   if (!k) return mxl_errorf(MXL_ERR_ARGUMENT, "%s: unknown recipe key \"%s\" (see "

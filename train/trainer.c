@@ -102,7 +102,9 @@ static mxl_status open_backend(trainer *t) {
   char name[64];
   snprintf(name, sizeof name, "%s", c->backend);
   int device = 0;
-  if (!strcmp(c->backend, "cuda") && per_node > 1) {
+  const int gpu_per_rank =
+      per_node > 1 && (!strcmp(c->backend, "cuda") || !strcmp(c->backend, "auto"));
+  if (gpu_per_rank) {
     snprintf(name, sizeof name, "cuda:%d", local);
     device = local;
   } else if (!strncmp(c->backend, "cuda:", 5)) {
@@ -114,6 +116,8 @@ static mxl_status open_backend(trainer *t) {
     threads = cores > per_node ? (int)(cores / per_node) : 1;
   }
   mxl_status st = mxl_backend_create_named(name, threads, &t->be);
+  if (st != MXL_OK && gpu_per_rank && !strcmp(c->backend, "auto"))
+    st = mxl_backend_create_named("cpu", threads, &t->be); /* "auto": no GPU for this rank */
   if (st != MXL_OK) return mxl_error_prefix(st, "%s: ", t->source);
   const char *gradients = !strcmp(c->dist, "mpi") || !strcmp(c->dist, "nccl") ? c->dist : "auto";
   return mxl_comm_attach_backend(t->comm, t->be, device, gradients);
@@ -149,6 +153,9 @@ static mxl_status load_data(trainer *t) {
     t->train_set = t->all;
     t->all = NULL;
     MXL_TRY(mxl_dataset_load(c->eval_data, t->tok, &opts, &t->eval_set));
+  } else if (c->eval_fraction == 0 && c->eval_count == 0) {
+    t->train_set = t->all; /* no evaluation */
+    t->all = NULL;
   } else {
     MXL_TRY(mxl_dataset_split(t->all, c->eval_fraction, (size_t)c->eval_count, c->seed,
                               &t->train_set, &t->eval_set));
@@ -162,25 +169,35 @@ static mxl_status load_data(trainer *t) {
   return MXL_OK;
 }
 
-/* Every rank must train the same model on the same data: compares each
- * rank's fingerprints with rank 0's. */
+/* Every rank must train the same model on the same data with the same
+ * settings: compares each rank's fingerprints with rank 0's. */
 static mxl_status check_same_inputs(trainer *t) {
   if (t->world == 1) return MXL_OK;
-  char ref[2][65];
-  memcpy(ref[0], t->base_sha256, 65);
-  memcpy(ref[1], t->data_sha256, 65);
+  char mine[3][65], ref[3][65];
+  memcpy(mine[0], t->base_sha256, 65);
+  memcpy(mine[1], t->data_sha256, 65);
+  char *settings = cJSON_PrintUnformatted(t->recipe);
+  if (!settings) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
+  uint8_t digest[MXL_SHA256_SIZE];
+  mxl_sha256(settings, strlen(settings), digest);
+  mxl_sha256_hex(digest, mine[2]);
+  free(settings);
+  memcpy(ref, mine, sizeof ref);
   MXL_TRY(mxl_comm_bcast(t->comm, ref, sizeof ref, 0));
-  double differs = strcmp(ref[0], t->base_sha256) || strcmp(ref[1], t->data_sha256);
+  double differs = memcmp(ref, mine, sizeof ref) != 0;
   MXL_TRY(mxl_comm_allreduce(t->comm, &differs, 1, MXL_REDUCE_MAX));
   if (!differs) return MXL_OK;
-  if (strcmp(ref[0], t->base_sha256))
+  if (strcmp(ref[0], mine[0]))
     return mxl_errorf(MXL_ERR_STATE, "rank %d: %s is another model than rank 0's (fingerprint "
-                      "%.16s..., rank 0 %.16s...)", t->rank, t->cfg.model, t->base_sha256, ref[0]);
-  if (strcmp(ref[1], t->data_sha256))
+                      "%.16s..., rank 0 %.16s...)", t->rank, t->cfg.model, mine[0], ref[0]);
+  if (strcmp(ref[1], mine[1]))
     return mxl_errorf(MXL_ERR_STATE, "rank %d: %s differs from rank 0's copy (sha256 %.16s..., "
-                      "rank 0 %.16s...)", t->rank, t->cfg.data, t->data_sha256, ref[1]);
-  return mxl_errorf(MXL_ERR_STATE, "rank %d: another rank's model or data differs from rank "
-                    "0's", t->rank);
+                      "rank 0 %.16s...)", t->rank, t->cfg.data, mine[1], ref[1]);
+  if (strcmp(ref[2], mine[2]))
+    return mxl_errorf(MXL_ERR_STATE, "rank %d: the settings (recipe and options) differ from "
+                      "rank 0's; start every rank with the same command", t->rank);
+  return mxl_errorf(MXL_ERR_STATE, "rank %d: another rank's model, data or settings differ "
+                    "from rank 0's", t->rank);
 }
 
 mxl_status mxl_trainer_batch_options(const trainer *t, int loop, mxl_batch_options *o) {
@@ -210,8 +227,9 @@ static mxl_status make_batcher(trainer *t) {
                    t->cfg.batch_size * t->world, t->cfg.seq_len, t->cfg.pack ? ", packed" : "",
                    n.docs, n.truncated, n.dropped_long, n.dropped_untrained);
   if (t->world > 1)
-    mxl_trainer_info(t, "data parallel: %s, %d rows of each batch per rank%s",
+    mxl_trainer_info(t, "data parallel: %s, %d row%s of each batch per rank%s",
                      mxl_comm_describe(t->comm), t->cfg.batch_size,
+                     t->cfg.batch_size == 1 ? "" : "s",
                      t->cfg.zero_stage ? ", AdamW moments sharded (ZeRO-1)" : "");
   return MXL_OK;
 }

@@ -27,8 +27,6 @@ typedef struct micro_batch {
   long long trained, tokens;         /* weight > 0 labels; non-padding tokens */
 } micro_batch;
 
-enum { MXL_RATE_WINDOW = 20 }; /* steps in the smoothed tokens/s */
-
 struct mxl_trainer {
   mxl_train_config cfg;
   cJSON *recipe;
@@ -71,8 +69,7 @@ struct mxl_trainer {
   double started;           /* monotonic seconds at create */
   double run_seconds;       /* time in steps this process */
   long long run_tokens;     /* tokens trained this process (all ranks) */
-  double rate_tokens[MXL_RATE_WINDOW], rate_seconds[MXL_RATE_WINDOW];
-  int rate_n;
+  mxl_rate rate;            /* the progress bar's tokens/s */
 };
 
 typedef struct mxl_trainer trainer;

@@ -597,7 +597,12 @@ mxl_status mxl_trainer_finish(mxl_trainer *t, mxl_train_summary *s) {
   s->interrupted = t->step < t->total_steps;
   if (t->failed) return mxl_errorf(MXL_ERR_STATE, "the run failed earlier: nothing is saved");
   mxl_status st = MXL_OK;
-  if (t->bad_in_row > 0) {
+  /* Parameters whose last step was NaN/Inf are saved only when an
+   * evaluation of this very step (finite, or it would have failed) shows
+   * that the bad step was its batch's fault, not theirs. */
+  if (t->bad_in_row > 0 && t->eval_step == t->step)
+    mxl_trainer_info(t, "the last step was not finite but the evaluation is: saving");
+  else if (t->bad_in_row > 0) {
     char what[128];
     snprintf(what, sizeof what, "the last %d step%s had NaN/Inf loss or gradients, the adapter "
              "was not saved", t->bad_in_row, t->bad_in_row == 1 ? "" : "s");

@@ -114,17 +114,6 @@ static mxl_status apply_update(trainer *t, double loss, double norm, int *skippe
   return ops->sync(t->be);
 }
 
-/* Tokens per second over the last MXL_RATE_WINDOW steps. */
-static double smoothed_rate(trainer *t, double tokens, double seconds) {
-  int i = t->rate_n++ % MXL_RATE_WINDOW;
-  t->rate_tokens[i] = tokens;
-  t->rate_seconds[i] = seconds;
-  int n = t->rate_n < MXL_RATE_WINDOW ? t->rate_n : MXL_RATE_WINDOW;
-  double tok = 0, sec = 0;
-  for (int k = 0; k < n; k++) tok += t->rate_tokens[k], sec += t->rate_seconds[k];
-  return tok / fmax(sec, 1e-9);
-}
-
 static mxl_status train_one_step(trainer *t, mxl_step_record *rec, double *rate) {
   double t0 = mxl_trainer_now();
   long long trained, tokens;
@@ -154,7 +143,7 @@ static mxl_status train_one_step(trainer *t, mxl_step_record *rec, double *rate)
   t->tokens_done += (long long)counts[1];
   t->run_tokens += (long long)counts[1];
   t->run_seconds += seconds;
-  *rate = smoothed_rate(t, counts[1], seconds);
+  *rate = mxl_rate_add(&t->rate, counts[1], seconds);
   if (isfinite(loss)) {
     if (!isfinite(t->first_loss)) t->first_loss = loss;
     t->last_loss = loss;

@@ -139,6 +139,8 @@ typedef struct mxl_eval_result {
   size_t samples, skipped_long;
 } mxl_eval_result;
 
+/* Fails with MXL_ERR_NUMERIC when a loss is NaN/Inf (the result is still
+ * filled in). */
 mxl_status mxl_eval(const mxl_eval_options *opt, mxl_eval_result *result);
 
 #ifdef __cplusplus

@@ -1,16 +1,11 @@
-/* test_cuda_mixed_batch: mixed-adapter batches (issue 8 §2) on the CUDA
+/* test_cuda_mixed_batch: mixed-adapter batches on the CUDA
  * kernels, on the CPU emulator: sequences with different adapter sets in
- * one forward pass get the logits they get alone, and the adapters and
- * scales act (tests/mixed_batch.h). The LoRA kernels compute each output
- * element with a fixed reduction order whatever the batch, but the MXFP4
- * expert products do not: an expert with at most 8 routed rows takes the
- * fp32 GEMV, one with more the tensor-core GEMM on bf16-rounded
- * activations (kernels/cuda/mxfp4_gemm.cuh), so a batch that puts more
- * rows on an expert rounds differently — measured up to 3.4e-3 of the
- * largest logit through the three layers. The tolerance is that of bf16
- * activations (2^-8 relative per product, 1e-2 at the logits). The
- * emulator's memory is host memory, so the host adapter views are read in
- * place. */
+ * one forward pass get the logits they get alone, up to the fp32 summation
+ * order (1e-4 relative, as on the cpu backend): a decode step's MXFP4
+ * experts take the GEMV or the tensor-core GEMM by how many rows the batch
+ * routes to them, both with bf16 operands, and the adapters
+ * and scales act (tests/mixed_batch.h). The emulator's memory is host
+ * memory, so the host adapter views are read in place. */
 #include "mixed_batch.h"
 #include "model_fixture.h"
 #include "tests/cuda/cuda_emu_backend.h"
@@ -26,7 +21,7 @@ int main(void) {
     fprintf(stderr, "setup: %s\n", mxl_last_error());
     return 1;
   }
-  mixed_batch_check(engine, "cuda-emu", 1e-2);
+  mixed_batch_check(engine, "cuda-emu", 1e-4);
   mxl_engine_destroy(engine);
   mxl_backend_destroy(emu);
   fixture_close(&f);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "adapters/adapter_file.h"
+#include "tests/fuzz/fuzz_container.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -59,21 +60,10 @@ static void parse_and_check(const uint8_t *data, size_t size) {
   mxl_adapter_header_destroy(h);
 }
 
-/* Input as header text: prefix (with the header's checksum) + JSON (up to
- * the first NUL) + zero padding + the remaining bytes as payloads. */
 static void parse_as_header_text(const uint8_t *data, size_t size) {
-  const uint8_t *nul = memchr(data, 0, size);
-  size_t n = nul ? (size_t)(nul - data) : size;
-  size_t rest = nul ? size - n - 1 : 0;
-  size_t start = (MXL_CONTAINER_PREFIX + n + MXL_CONTAINER_ALIGN - 1) / MXL_CONTAINER_ALIGN *
-                 MXL_CONTAINER_ALIGN;
-  uint8_t *file = calloc(1, start + rest + 1);
-  if (!file) return;
-  memcpy(file + MXL_CONTAINER_PREFIX, data, n);
-  mxl_container_prefix(&mxl_adapter_container, (const char *)file + MXL_CONTAINER_PREFIX, n,
-                       file);
-  if (rest) memcpy(file + start, nul + 1, rest);
-  parse_and_check(file, start + rest);
+  size_t n = 0;
+  uint8_t *file = fuzz_sealed_file(&mxl_adapter_container, data, size, &n);
+  if (file) parse_and_check(file, n);
   free(file);
 }
 

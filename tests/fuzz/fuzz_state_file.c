@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/sha256.h"
+#include "tests/fuzz/fuzz_container.h"
 #include "train/state_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -43,18 +43,9 @@ static void parse_and_check(const uint8_t *data, size_t size) {
 }
 
 static void parse_as_header_text(const uint8_t *data, size_t size) {
-  const uint8_t *nul = memchr(data, 0, size);
-  size_t n = nul ? (size_t)(nul - data) : size;
-  size_t rest = nul ? size - n - 1 : 0;
-  size_t start = (MXL_CONTAINER_PREFIX + n + MXL_CONTAINER_ALIGN - 1) / MXL_CONTAINER_ALIGN *
-                 MXL_CONTAINER_ALIGN;
-  uint8_t *file = calloc(1, start + rest + 1);
-  if (!file) return;
-  memcpy(file + MXL_CONTAINER_PREFIX, data, n);
-  mxl_container_prefix(&mxl_state_container, (const char *)file + MXL_CONTAINER_PREFIX, n,
-                       file);
-  if (rest) memcpy(file + start, nul + 1, rest);
-  parse_and_check(file, start + rest);
+  size_t n = 0;
+  uint8_t *file = fuzz_sealed_file(&mxl_state_container, data, size, &n);
+  if (file) parse_and_check(file, n);
   free(file);
 }
 
