@@ -61,6 +61,10 @@ const char *mxl_version_string(void);
  * device answers. */
 const char *mxl_build_features(void);
 
+/* Which path each product family of the CPU backend takes on this machine
+ * (its kernels or oneDNN, and the instruction set), one line. */
+const char *mxl_cpu_paths(void);
+
 /* Makes this program's OpenMP threads wait passively (OMP_WAIT_POLICY=
  * passive) unless the user chose how they wait (OMP_WAIT_POLICY,
  * GOMP_SPINCOUNT or KMP_BLOCKTIME set). Spinning threads make a machine

@@ -32,7 +32,7 @@
  *   - A matmul may round activations to bf16 internally on a fast path
  *     (fp32 accumulation always); tests state the tolerance per op.
  *
- * Activation dtype (decided for the tensor-core CUDA backend, issue 10):
+ * Activation dtype (decided for the tensor-core CUDA backend):
  * activations stay fp32 at op boundaries everywhere, and the products with
  * frozen weights (matmul_bf16(+dx), mxfp4_matmul(+dx), unembed_xent) take
  * bf16 operands with fp32 accumulation inside the op, except a matmul_bf16

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fileio.h"
 #include "core/status.h"
 #include "model/safetensors.h"
 
@@ -12,7 +13,7 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration) 
   const int half = c->head_dim / 2;
   const double theta = c->rope_theta, factor = c->rope_factor;
   const double two_pi = 2.0 * 3.14159265358979323846;
-  /* Correction range (spec §5.3), without truncation. */
+  /* Correction range (docs/gpt-oss.md §5.3), without truncation. */
   double low = half * log(c->initial_context / (c->rope_beta_fast * two_pi)) / log(theta);
   double high = half * log(c->initial_context / (c->rope_beta_slow * two_pi)) / log(theta);
   if (low < 0) low = 0;
@@ -117,16 +118,12 @@ static mxl_status check_ops(const mxl_ops *ops) {
     const char *name;
     any_op fn;
   } table[] = {
-      OP(destroy),      OP(alloc),           OP(free),          OP(upload),
-      OP(download),     OP(copy),            OP(zero),          OP(sync),
-      OP(embed),        OP(rmsnorm),         OP(matmul_bf16),   OP(gemm_f32),
-      OP(rope),         OP(attention),       OP(router_topk),   OP(moe_plan),
-      OP(moe_gather),   OP(mxfp4_matmul),    OP(swiglu),        OP(moe_combine),
-      OP(add),          OP(dropout),         OP(unembed_xent),  OP(lora),
-      OP(lora_bwd),     OP(rmsnorm_bwd),
-      OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd),    OP(moe_gather_bwd),
-      OP(mxfp4_matmul_dx), OP(swiglu_bwd),   OP(moe_combine_bwd), OP(adamw),
-      OP(sum_squares),
+      OP(destroy), OP(alloc), OP(free), OP(upload), OP(download), OP(copy), OP(zero), OP(sync),
+      OP(embed), OP(rmsnorm), OP(matmul_bf16), OP(gemm_f32), OP(rope), OP(attention),
+      OP(router_topk), OP(moe_plan), OP(moe_gather), OP(mxfp4_matmul), OP(swiglu),
+      OP(moe_combine), OP(add), OP(dropout), OP(unembed_xent), OP(lora), OP(lora_bwd),
+      OP(rmsnorm_bwd), OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd), OP(moe_gather_bwd),
+      OP(mxfp4_matmul_dx), OP(swiglu_bwd), OP(moe_combine_bwd), OP(adamw), OP(sum_squares),
   };
   enum { N_OPS = sizeof table / sizeof table[0] };
   /* A new op in kernels/ops.h must be listed above (docs/adding-an-op.md). */
@@ -193,6 +190,39 @@ void mxl_engine_destroy(mxl_engine *e) {
   free(e->device_files);
   free(e->device_layers);
   free(e);
+}
+
+/* ---------------------------------------------------------------- resident pages */
+
+/* Drops [p, p + n) from the resident set when it lies in one mapped file. */
+static void drop_mapped(const mxl_mapping **files, int n_files, const void *p, size_t n) {
+  const uint8_t *b = p;
+  for (int i = 0; b && i < n_files; i++)
+    if (b >= files[i]->data && b + n <= files[i]->data + files[i]->size) {
+      mxl_mapping_drop_pages(p, n);
+      return;
+    }
+}
+
+static void drop_mx(const mxl_mapping **files, int n_files, const mxl_mxfp4_weight *w) {
+  size_t row_blocks = (size_t)(w->cols / 32), E = (size_t)w->n_experts, rows = (size_t)w->rows;
+  drop_mapped(files, n_files, w->blocks, (E - 1) * w->blocks_stride + rows * row_blocks * 16);
+  drop_mapped(files, n_files, w->scales, (E - 1) * w->scales_stride + rows * row_blocks);
+}
+
+void mxl_engine_drop_pages(const mxl_engine *e, int layer) {
+  if (!e->ops->host_memory) return;
+  const mxl_mapping *files[64];
+  int n = weight_files(e->model, files, 64);
+  if (layer < 0) {
+    drop_mapped(files, n, e->w.unembed.w, (size_t)e->w.unembed.rows * e->w.unembed.cols * 2);
+    return;
+  }
+  const mxl_layer_weights *w = &e->w.layers[layer];
+  drop_mx(files, n, &w->gate_up);
+  drop_mx(files, n, &w->down);
+  const mxl_bf16_weight *bf[4] = {&w->q, &w->k, &w->v, &w->o};
+  for (int i = 0; i < 4; i++) drop_mapped(files, n, bf[i]->w, (size_t)bf[i]->rows * bf[i]->cols * 2);
 }
 
 mxl_status mxl_buffer_reserve(mxl_backend *be, mxl_buffer *buf, size_t bytes) {

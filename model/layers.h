@@ -1,4 +1,4 @@
-/* The two halves of a gpt-oss block (spec §5), shared by inference and
+/* The two halves of a gpt-oss block (docs/gpt-oss.md §5), shared by inference and
  * training:
  *   attention half:  x_mid = x + o_proj(Attn(RoPE(q), RoPE(k), v)),  q,k,v = proj(RMSNorm(x))
  *   MoE half:        x_out = x_mid + Σ_r w_r·Expert_r(RMSNorm(x_mid))

@@ -568,6 +568,69 @@ static void test_mxfp4_ops_gpt_oss_rows(void) {
   free(blocks), free(scales), free(x), free(y0), free(y1), free(dy), free(dx0), free(dx1);
 }
 
+/* The oneDNN paths on gpt-oss rows (K = 2880: strips and panels with
+ * tails): in "large" mode the groups of at least MXL_CPU_DNNL_MIN_ROWS rows
+ * go to oneDNN and the others stay on the hand-written kernels, in "all"
+ * mode every group does; results against the reference, and the product
+ * count proves which path ran. Skipped without oneDNN. */
+static void test_dnnl_paths(void) {
+  enum { E = 3, N = 300, K = 2880, NB = K / 32, NQ = 200 };
+  int counts[E] = {40, 3, 70};
+  int m = 0;
+  for (int e = 0; e < E; e++) m += counts[e];
+  uint8_t *blocks = malloc((size_t)E * N * NB * 16), *scales = malloc((size_t)E * N * NB);
+  uint16_t *bias = malloc(E * N * 2), *wq = malloc((size_t)NQ * K * 2), *bq = malloc(NQ * 2);
+  rng_fill_mxfp4(&rng, blocks, scales, (int64_t)E * N, K, 127);
+  rng_fill_bf16(&rng, bias, E * N, -1, 1), rng_fill_bf16(&rng, wq, (size_t)NQ * K, -1, 1);
+  rng_fill_bf16(&rng, bq, NQ, -1, 1);
+  mxl_mxfp4_weight W = {blocks, scales, bias, (size_t)N * NB * 16, (size_t)N * NB, N, N, K, E, 127};
+  mxl_bf16_weight Q = {wq, bq, NQ, K};
+  int32_t off[E + 1] = {0};
+  for (int e = 0; e < E; e++) off[e + 1] = off[e] + counts[e];
+  mxl_moe_plan plan = {m, 1, E, NULL, NULL, NULL, NULL, off, off};
+  size_t big = (size_t)m * K;
+  float *x = malloc(big * 4), *dy = malloc(big * 4), *r = malloc(big * 4), *c = malloc(big * 4);
+  rng_fill_f32(&rng, x, big, -1, 1), rng_fill_f32(&rng, dy, big, -1, 1);
+  for (int mode = 1; mode <= 2; mode++) {
+    both b = open_both(0);
+    if (!b.ref || !b.cpu) return;
+    if (mxl_backend_cpu_set_dnnl(b.cpu, mode) != mode) {
+      printf("skip test_dnnl_paths: no oneDNN in this build\n");
+      mxl_test_skips++;
+      close_both(&b);
+      break;
+    }
+    const mxl_cpu_dnnl *d = mxl_cpu_of(b.cpu)->dnnl;
+    uint64_t runs = mxl_cpu_dnnl_runs(d);
+    /* expert forward and dx, dense forward and dx over all m rows, then 8 rows */
+    for (int op = 0; op < 6; op++) {
+      int rows = op < 4 ? m : 8;
+      size_t nout = (size_t)rows * (op == 0 ? N : op == 1 ? K : op == 2 || op == 4 ? NQ : K);
+      rng_fill_f32(&rng, r, nout, -1, 1);
+      memcpy(c, r, nout * 4);
+      mxl_backend *be[2] = {b.ref, b.cpu};
+      float *out[2] = {r, c};
+      for (int i = 0; i < 2; i++) {
+        const mxl_ops *o = be[i]->ops;
+        if (op == 0) o->mxfp4_matmul(be[i], out[i], x, &W, &plan);
+        if (op == 1) o->mxfp4_matmul_dx(be[i], out[i], dy, &W, &plan);
+        if (op == 2 || op == 4) o->matmul_bf16(be[i], out[i], x, &Q, rows);
+        if (op == 3 || op == 5) o->matmul_bf16_dx(be[i], out[i], dy, &Q, rows);
+      }
+      MXL_CHECK_OK(b.cpu->ops->sync(b.cpu));
+      double e = nrms(c, r, nout);
+      uint64_t now = mxl_cpu_dnnl_runs(d);
+      int want_dnnl = op < 4 || mode == 2; /* 8 rows: hand-written in large mode */
+      MXL_CHECK_MSG(e < 4e-3, "mode %d op %d: nrms %g", mode, op, e);
+      MXL_CHECK_MSG((now > runs) == want_dnnl, "mode %d op %d: %llu oneDNN products", mode, op,
+                    (unsigned long long)(now - runs));
+      runs = now;
+    }
+    close_both(&b);
+  }
+  free(blocks), free(scales), free(bias), free(wq), free(bq), free(x), free(dy), free(r), free(c);
+}
+
 /* gemm_f32 at LoRA sizes the op driver keeps small: the six products of
  * one adapted matrix (x·Aᵀ on the dot-product kernel, z·Bᵀ with a packed
  * transposed B, the backward's transposed A), K longer than a packed
@@ -821,6 +884,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_gemm_mxfp4_nt);
   MXL_RUN(test_vector_helpers);
   MXL_RUN(test_mxfp4_ops_gpt_oss_rows);
+  MXL_RUN(test_dnnl_paths);
   MXL_RUN(test_gemm_f32_lora_shapes);
   MXL_RUN(test_attention_multiblock);
   MXL_RUN(test_unembed_xent_chunks);

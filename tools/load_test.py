@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load test of `mxlora serve` (issue 8 §6).
+"""Load test of `mxlora serve`.
 
 N concurrent clients (default 64) send greedy chat and completion
 requests for D seconds (default 120), whole and streamed, over three

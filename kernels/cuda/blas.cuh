@@ -352,24 +352,27 @@ MXL_GLOBAL void mxl_from_bf16_kernel(float *out, const uint16_t *b, int64_t n) {
   MXL_FOR_EACH(i, n) out[i] = mxl_cu_bf16(b[i]);
 }
 
-static inline bool mxl_cu_to_bf16(mxl_backend *be, const char *op, uint16_t *out, const float *x,
-                           int64_t n) {
+/* Launches an elementwise conversion of n elements. */
+template <class Out, class In>
+static inline bool mxl_cu_convert(mxl_backend *be, const char *op,
+                                  void (*kernel)(Out *, const In *, int64_t), Out *out,
+                                  const In *in, int64_t n) {
   if (n <= 0) return true;
   return mxl_cu_launched(be, op,
-                         MXL_LAUNCH(mxl_to_bf16_kernel,
+                         MXL_LAUNCH(kernel,
                                     mxl_cu_grid(n, MXL_CU_ELEMENTWISE_THREADS, MXL_CU_MAX_BLOCKS),
                                     MXL_CU_ELEMENTWISE_THREADS, 0, mxl_cu_state(be)->stream, out,
-                                    x, n));
+                                    in, n));
 }
 
-static inline bool mxl_cu_from_bf16(mxl_backend *be, const char *op, float *out, const uint16_t *b,
-                             int64_t n) {
-  if (n <= 0) return true;
-  return mxl_cu_launched(be, op,
-                         MXL_LAUNCH(mxl_from_bf16_kernel,
-                                    mxl_cu_grid(n, MXL_CU_ELEMENTWISE_THREADS, MXL_CU_MAX_BLOCKS),
-                                    MXL_CU_ELEMENTWISE_THREADS, 0, mxl_cu_state(be)->stream, out,
-                                    b, n));
+static inline bool mxl_cu_to_bf16(mxl_backend *be, const char *op, uint16_t *out, const float *x,
+                                  int64_t n) {
+  return mxl_cu_convert(be, op, mxl_to_bf16_kernel, out, x, n);
+}
+
+static inline bool mxl_cu_from_bf16(mxl_backend *be, const char *op, float *out,
+                                    const uint16_t *b, int64_t n) {
+  return mxl_cu_convert(be, op, mxl_from_bf16_kernel, out, b, n);
 }
 
 #endif

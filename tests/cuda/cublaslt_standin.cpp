@@ -168,6 +168,24 @@ cublasStatus_t read_attr(T *dst, const void *buf, size_t size) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// A descriptor: `init` placed in a fresh opaque block of the library's type.
+template <class T, class Opaque>
+cublasStatus_t make(Opaque **out, const T &init) {
+  Opaque *o = new Opaque();
+  new (o) T(init);
+  *out = o;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+template <class T, class Opaque>
+cublasStatus_t destroy(Opaque *o, uint64_t magic, const char *what) {
+  T *t = view<T>(o, magic);
+  if (!t) return refuse(CUBLAS_STATUS_INVALID_VALUE, std::string("not a ") + what);
+  t->magic = 0;
+  delete o;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 }  // namespace
 
 extern "C" const char *mxl_lt_standin_last_error(void) { return last_error.c_str(); }
@@ -189,20 +207,12 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
 
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *out, cublasComputeType_t compute,
                                         cudaDataType_t scale_type) {
-  auto *o = new cublasLtMatmulDescOpaque_t();
-  new (o)
-      desc_t{DESC_MAGIC, compute, scale_type, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT,
-             nullptr,    -1};
-  *out = o;
-  return CUBLAS_STATUS_SUCCESS;
+  return make(out, desc_t{DESC_MAGIC, compute, scale_type, CUBLAS_OP_N, CUBLAS_OP_N,
+                          CUBLASLT_EPILOGUE_DEFAULT, nullptr, -1});
 }
 
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
-  desc_t *d = view<desc_t>(desc, DESC_MAGIC);
-  if (!d) return refuse(CUBLAS_STATUS_INVALID_VALUE, "not a matmul descriptor");
-  d->magic = 0;
-  delete desc;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<desc_t>(desc, DESC_MAGIC, "matmul descriptor");
 }
 
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
@@ -229,18 +239,11 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
 
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *out, cudaDataType type,
                                           uint64_t rows, uint64_t cols, int64_t ld) {
-  auto *o = new cublasLtMatrixLayoutOpaque_t();
-  new (o) layout_t{LAYOUT_MAGIC, type, rows, cols, ld, 1, 0};
-  *out = o;
-  return CUBLAS_STATUS_SUCCESS;
+  return make(out, layout_t{LAYOUT_MAGIC, type, rows, cols, ld, 1, 0});
 }
 
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
-  layout_t *l = view<layout_t>(layout, LAYOUT_MAGIC);
-  if (!l) return refuse(CUBLAS_STATUS_INVALID_VALUE, "not a matrix layout");
-  l->magic = 0;
-  delete layout;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<layout_t>(layout, LAYOUT_MAGIC, "matrix layout");
 }
 
 cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t layout,
@@ -260,18 +263,11 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t layout,
 }
 
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *out) {
-  auto *o = new cublasLtMatmulPreferenceOpaque_t();
-  new (o) pref_t{PREF_MAGIC, 0, {256, 256, 256, 256}};
-  *out = o;
-  return CUBLAS_STATUS_SUCCESS;
+  return make(out, pref_t{PREF_MAGIC, 0, {256, 256, 256, 256}});
 }
 
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
-  pref_t *p = view<pref_t>(pref, PREF_MAGIC);
-  if (!p) return refuse(CUBLAS_STATUS_INVALID_VALUE, "not a preference");
-  p->magic = 0;
-  delete pref;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<pref_t>(pref, PREF_MAGIC, "preference");
 }
 
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
