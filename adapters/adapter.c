@@ -10,6 +10,7 @@
 
 #include "adapters/adapter_file.h"
 #include "adapters/fingerprint.h"
+#include "adapters/gguf_export.h"
 #include "adapters/peft.h"
 #include "core/fileio.h"
 #include "core/json.h"
@@ -30,6 +31,7 @@ static void fill_info(mxl_adapter *a) {
   mxl_adapter_targets_text(&lay->cfg, lay->n_layers, a->targets, sizeof a->targets);
   info->path = a->map.path;
   info->format_version = h->version;
+  info->header_checksum = h->header_checked;
   info->fingerprint = h->fingerprint_hex;
   info->base_layers = h->config.n_layers;
   info->base_experts = h->config.n_experts;
@@ -67,6 +69,11 @@ mxl_status mxl_adapter_open(const char *path, mxl_adapter **adapter_out) {
     return st;
   }
   fill_info(a);
+  if (!a->h->header_checked)
+    mxl_warnf("%s: adapter format version %u: its header has no checksum, so an edit to its "
+              "settings (alpha, rank, targets) would go unnoticed; adapters written by this "
+              "mxlora have one",
+              path, a->h->version);
   *adapter_out = a;
   return MXL_OK;
 }
@@ -174,8 +181,23 @@ mxl_status mxl_adapter_export_peft(const mxl_adapter *a, const char *dir) {
   return st;
 }
 
+mxl_status mxl_adapter_export_gguf(const mxl_adapter *a, const char *path,
+                                   const mxl_gguf_export_options *opt) {
+  mxl_lora *lora = NULL;
+  MXL_TRY(mxl_adapter_read_lora(a, &lora));
+  mxl_status st = mxl_gguf_export(lora, a->h->fingerprint_hex, opt, path);
+  mxl_lora_destroy(lora);
+  if (st != MXL_OK) mxl_error_prefix(st, "exporting %s to GGUF: ", a->map.path);
+  return st;
+}
+
 mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model, mxl_lora **lora_out) {
   return mxl_peft_import(dir, &model->config, lora_out);
+}
+
+mxl_status mxl_adapter_import_peft_report(const char *dir, const mxl_model *model,
+                                          mxl_lora **lora_out, char **report_out) {
+  return mxl_peft_import_report(dir, &model->config, lora_out, report_out);
 }
 
 /* ------------------------------------------------------------ describe */
@@ -186,9 +208,10 @@ static void describe_text(const mxl_adapter *a, mxl_strbuf *b) {
   const mxl_adapter_info *in = &a->info;
   const mxl_adapter_header *h = a->h;
   mxl_strbuf_printf(b, "adapter: %s\n", in->path);
-  mxl_strbuf_printf(b, "format: mxlora adapter v%u, %" PRIu64 " bytes (payload %" PRIu64
+  mxl_strbuf_printf(b, "format: mxlora adapter v%u%s, %" PRIu64 " bytes (payload %" PRIu64
                        " raw bytes, compressed to %.1f%%)\n",
-                    in->format_version, in->file_bytes, in->raw_bytes,
+                    in->format_version, in->header_checksum ? "" : " (header not checksummed)",
+                    in->file_bytes, in->raw_bytes,
                     in->raw_bytes ? 100.0 * (double)(in->file_bytes - h->data_start) /
                                         (double)in->raw_bytes
                                   : 0.0);
@@ -222,7 +245,7 @@ static void describe_text(const mxl_adapter *a, mxl_strbuf *b) {
 /* JSON: the stored header itself (re-parsed), with the file's path and size. */
 static mxl_status describe_json(const mxl_adapter *a, char **out) {
   cJSON *root = NULL;
-  MXL_TRY(mxl_json_parse((const char *)a->map.data + MXL_ADAPTER_PREFIX_BYTES,
+  MXL_TRY(mxl_json_parse((const char *)a->map.data + a->h->header_start,
                          a->h->header_bytes, a->map.path, &root));
   cJSON *file = cJSON_CreateObject();
   cJSON_AddStringToObject(file, "path", a->map.path);

@@ -2,7 +2,6 @@
  * docs/adapter-format.md describes every byte. */
 #include "adapters/adapter_file.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 
 #include "adapters/fingerprint.h"
 #include "core/bf16.h"
+#include "core/container.h"
 #include "core/fileio.h"
 #include "core/json.h"
 #include "core/status.h"
@@ -27,6 +27,14 @@
 #define MXL_ZSTD_MAX_RATIO 32768u
 #define MAX_JSON_INT ((int64_t)1 << 53)
 
+const mxl_container_format mxl_adapter_container = {
+    .magic = MXL_ADAPTER_MAGIC,
+    .kind = "adapter",
+    .version = MXL_ADAPTER_VERSION,
+    .legacy_version = MXL_ADAPTER_LEGACY_VERSION,
+    .max_header = MXL_ADAPTER_MAX_HEADER,
+};
+
 static const char *const encoding_names[] = {"zstd", "shuffle+zstd"};
 static const char *const dtype_names[] = {"F32", "BF16"};
 
@@ -34,24 +42,6 @@ static size_t dtype_bytes(mxl_adapter_dtype dt) { return dt == MXL_ADAPTER_BF16 
 
 /* ------------------------------------------------------------ small helpers */
 
-static uint32_t rd_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd_u64(const uint8_t *p) {
-  return (uint64_t)rd_u32(p) | (uint64_t)rd_u32(p + 4) << 32;
-}
-
-static void wr_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wr_u64(uint8_t *p, uint64_t v) {
-  wr_u32(p, (uint32_t)v);
-  wr_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
 void mxl_byte_shuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t width) {
   for (size_t i = 0; i < n; i++)
@@ -61,17 +51,6 @@ void mxl_byte_shuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t width) 
 void mxl_byte_unshuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t width) {
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < width; j++) dst[i * width + j] = src[j * n + i];
-}
-
-static int parse_hex_digest(const char *hex, uint8_t out[MXL_SHA256_SIZE]) {
-  if (strlen(hex) != 64) return 0;
-  for (int i = 0; i < 64; i++) {
-    char c = hex[i];
-    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (v < 0) return 0;
-    if (out) out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | v) : v << 4);
-  }
-  return 1;
 }
 
 /* "0-23" for a full run, else "7,15,23" (ranges of 3 or more collapse). */
@@ -136,7 +115,7 @@ static mxl_status check_options(const mxl_adapter_save_options *opt, save_text *
   MXL_TRY(check_text(p->recipe, "recipe"));
   MXL_TRY(check_text(p->created_by, "created_by"));
   MXL_TRY(check_text(p->created_at, "created_at"));
-  if (p->dataset_sha256 && !parse_hex_digest(p->dataset_sha256, NULL))
+  if (p->dataset_sha256 && !mxl_sha256_parse_hex(p->dataset_sha256, NULL))
     return mxl_errorf(MXL_ERR_ARGUMENT,
                       "adapter: provenance dataset_sha256 \"%.80s\" is not 64 lowercase hex "
                       "digits",
@@ -326,66 +305,41 @@ static mxl_status encode_tensor(encoder *enc, const mxl_lora *lora, int i,
   return MXL_OK;
 }
 
-static mxl_status write_prefix(mxl_atomic_file *f, uint64_t header_bytes) {
-  uint8_t prefix[MXL_ADAPTER_PREFIX_BYTES];
-  memcpy(prefix, MXL_ADAPTER_MAGIC, 8);
-  wr_u32(prefix + 8, MXL_ADAPTER_VERSION);
-  wr_u32(prefix + 12, 0);
-  wr_u64(prefix + 16, header_bytes);
-  return mxl_atomic_file_write(f, prefix, sizeof prefix);
-}
-
-/* Header bytes: the JSON text, space-padded to exactly n. */
-static mxl_status write_header(mxl_atomic_file *f, const char *text, size_t n) {
-  size_t len = strlen(text);
-  if (len > n)
-    return mxl_errorf(MXL_ERR_STATE, "adapter: header grew past its reserved %zu bytes", n);
-  MXL_TRY(mxl_atomic_file_write(f, text, len));
-  char spaces[64];
-  memset(spaces, ' ', sizeof spaces);
-  for (size_t pad = n - len; pad;) {
-    size_t k = pad < sizeof spaces ? pad : sizeof spaces;
-    MXL_TRY(mxl_atomic_file_write(f, spaces, k));
-    pad -= k;
-  }
-  return MXL_OK;
-}
-
-static mxl_status write_body(mxl_atomic_file *f, const mxl_lora *lora, const mxl_config *c,
+/* The header is reserved with placeholder numbers at least as long as the
+ * real ones (the payloads' compressed sizes are known only once they are
+ * written), then written for real, space-padded, by the commit. */
+static mxl_status write_body(const char *path, const mxl_lora *lora, const mxl_config *c,
                              const uint8_t fingerprint[MXL_SHA256_SIZE],
                              const mxl_adapter_save_options *opt, const save_text *txt,
                              mxl_adapter_entry *entries) {
   const mxl_lora_layout *lay = lora->layout;
   char *text = header_text(lay, c, fingerprint, opt, txt, NULL);
   if (!text) return mxl_errorf(MXL_ERR_MEMORY, "adapter: out of memory for the header");
-  size_t n = strlen(text);
-  mxl_status st = write_prefix(f, n);
-  if (st == MXL_OK) st = write_header(f, text, n);
+  size_t reserved = strlen(text);
   free(text);
-  static const uint8_t zeros[MXL_ADAPTER_DATA_ALIGN];
-  uint64_t pad = align_up(MXL_ADAPTER_PREFIX_BYTES + n, MXL_ADAPTER_DATA_ALIGN) -
-                 (MXL_ADAPTER_PREFIX_BYTES + n);
-  if (st == MXL_OK) st = mxl_atomic_file_write(f, zeros, pad);
+  mxl_container_writer w;
+  MXL_TRY(mxl_container_begin(&mxl_adapter_container, path, reserved, &w));
   encoder enc;
-  if (st == MXL_OK) st = encoder_init(&enc, lay);
-  if (st != MXL_OK) return st;
-  uint64_t offset = 0;
+  mxl_status st = encoder_init(&enc, lay);
+  if (st != MXL_OK) {
+    mxl_container_abort(&w);
+    return st;
+  }
   for (int i = 0; i < lay->n_tensors && st == MXL_OK; i++) {
     const uint8_t *payload = NULL;
     st = encode_tensor(&enc, lora, i, opt, &entries[i], &payload);
-    if (st == MXL_OK) st = mxl_atomic_file_write(f, payload, entries[i].compressed_size);
-    entries[i].offset = offset;
-    offset += entries[i].compressed_size;
+    if (st == MXL_OK)
+      st = mxl_container_append(&w, payload, entries[i].compressed_size, 1, &entries[i].offset);
     if (opt->progress) opt->progress(opt->progress_user, "saving", i + 1, lay->n_tensors);
   }
   encoder_free(&enc);
-  if (st != MXL_OK) return st;
-  /* Now the real directory, over the placeholder. */
-  text = header_text(lay, c, fingerprint, opt, txt, entries);
-  if (!text) return mxl_errorf(MXL_ERR_MEMORY, "adapter: out of memory for the header");
-  if (fseek(f->fp, MXL_ADAPTER_PREFIX_BYTES, SEEK_SET) != 0)
-    st = mxl_errorf(MXL_ERR_IO, "%s: seek failed: %s", f->temp_path, strerror(errno));
-  if (st == MXL_OK) st = write_header(f, text, n);
+  text = st == MXL_OK ? header_text(lay, c, fingerprint, opt, txt, entries) : NULL;
+  if (st == MXL_OK && !text) st = mxl_errorf(MXL_ERR_MEMORY, "adapter: out of memory");
+  if (st != MXL_OK) {
+    mxl_container_abort(&w);
+    return st;
+  }
+  st = mxl_container_commit(&w, text);
   free(text);
   return st;
 }
@@ -418,13 +372,7 @@ mxl_status mxl_adapter_write(const char *path, const mxl_lora *lora, const mxl_c
   MXL_TRY(check_lora_matches(lora->layout, config));
   mxl_adapter_entry *entries = calloc((size_t)lora->layout->n_tensors, sizeof *entries);
   if (!entries) return mxl_errorf(MXL_ERR_MEMORY, "adapter: out of memory");
-  mxl_atomic_file f;
-  mxl_status st = mxl_atomic_file_begin(path, &f);
-  if (st == MXL_OK) {
-    st = write_body(&f, lora, config, fingerprint, opt, &txt, entries);
-    if (st == MXL_OK) st = mxl_atomic_file_commit(&f);
-    else mxl_atomic_file_abort(&f);
-  }
+  mxl_status st = write_body(path, lora, config, fingerprint, opt, &txt, entries);
   free(entries);
   if (st != MXL_OK) mxl_error_prefix(st, "saving adapter %s: ", path);
   return st;
@@ -437,43 +385,6 @@ void mxl_adapter_header_destroy(mxl_adapter_header *h) {
   mxl_lora_layout_destroy(h->layout);
   free(h->entries);
   free(h);
-}
-
-static mxl_status parse_prefix(const uint8_t *data, size_t size, const char *src,
-                               mxl_adapter_header *h) {
-  if (size < MXL_ADAPTER_PREFIX_BYTES)
-    return mxl_errorf(MXL_ERR_FORMAT,
-                      "%s: %zu bytes, shorter than the %d-byte adapter prefix (truncated?)",
-                      src, size, MXL_ADAPTER_PREFIX_BYTES);
-  if (memcmp(data, MXL_ADAPTER_MAGIC, 8) != 0)
-    return mxl_errorf(MXL_ERR_FORMAT, "%s: not an mxlora adapter (magic is not \"%s\")", src,
-                      MXL_ADAPTER_MAGIC);
-  h->version = rd_u32(data + 8);
-  if (h->version != MXL_ADAPTER_VERSION)
-    return mxl_errorf(MXL_ERR_UNSUPPORTED,
-                      "%s: adapter format version %u; this build of mxlora reads version %d",
-                      src, h->version, MXL_ADAPTER_VERSION);
-  if (rd_u32(data + 12) != 0)
-    return mxl_errorf(MXL_ERR_FORMAT, "%s: reserved prefix field is %u, expected 0", src,
-                      rd_u32(data + 12));
-  uint64_t n = rd_u64(data + 16);
-  if (n < 2 || n > MXL_ADAPTER_MAX_HEADER)
-    return mxl_errorf(MXL_ERR_FORMAT, "%s: header length %" PRIu64 " outside 2..%d", src, n,
-                      MXL_ADAPTER_MAX_HEADER);
-  if (n > size - MXL_ADAPTER_PREFIX_BYTES)
-    return mxl_errorf(MXL_ERR_FORMAT,
-                      "%s: header length %" PRIu64 " runs past the end of the %zu-byte file "
-                      "(truncated?)",
-                      src, n, size);
-  h->header_bytes = n;
-  h->data_start = align_up(MXL_ADAPTER_PREFIX_BYTES + n, MXL_ADAPTER_DATA_ALIGN);
-  h->file_size = size;
-  if (h->data_start > size)
-    return mxl_errorf(MXL_ERR_FORMAT,
-                      "%s: payloads would start at byte %" PRIu64 ", past the end of the "
-                      "%zu-byte file (truncated?)",
-                      src, h->data_start, size);
-  return MXL_OK;
 }
 
 static mxl_status parse_text(const cJSON *obj, const char *key, char *out, size_t cap,
@@ -496,7 +407,7 @@ static mxl_status parse_provenance(const cJSON *root, const char *src, mxl_adapt
   MXL_TRY(parse_text(p, "created_by", h->created_by, sizeof h->created_by, where));
   MXL_TRY(parse_text(p, "created_at", h->created_at, sizeof h->created_at, where));
   MXL_TRY(parse_text(p, "dataset_sha256", h->dataset_sha256, sizeof h->dataset_sha256, where));
-  if (h->dataset_sha256[0] && !parse_hex_digest(h->dataset_sha256, NULL))
+  if (h->dataset_sha256[0] && !mxl_sha256_parse_hex(h->dataset_sha256, NULL))
     return mxl_errorf(MXL_ERR_FORMAT, "%s: dataset_sha256: not 64 lowercase hex digits",
                       where);
   MXL_TRY(mxl_json_opt_int_range(p, "steps", 0, MAX_JSON_INT, 0, &h->steps, where));
@@ -610,7 +521,7 @@ static mxl_status parse_entry(const cJSON *item, int i, const mxl_lora_tensor *x
     return mxl_errorf(MXL_ERR_FORMAT, "%s: raw_size %" PRIu64 " is not %zu elements × %zu bytes",
                       where, e->raw_size, x->count, dtype_bytes(dt));
   MXL_TRY(mxl_json_get_string(item, "sha256", &hex, where));
-  if (!parse_hex_digest(hex, e->sha256))
+  if (!mxl_sha256_parse_hex(hex, e->sha256))
     return mxl_errorf(MXL_ERR_FORMAT, "%s: sha256: not 64 lowercase hex digits", where);
   MXL_TRY(mxl_json_get_string(item, "encoding", &encoding, where));
   if (!strcmp(encoding, encoding_names[0])) e->encoding = MXL_ENCODING_ZSTD;
@@ -691,7 +602,7 @@ static mxl_status parse_root(const cJSON *root, const char *src, mxl_adapter_hea
   MXL_TRY(mxl_json_get_object(root, "base_model", &base, src));
   MXL_TRY(mxl_json_check_unique_keys(base, where));
   MXL_TRY(mxl_json_get_string(base, "fingerprint", &hex, where));
-  if (!parse_hex_digest(hex, h->fingerprint))
+  if (!mxl_sha256_parse_hex(hex, h->fingerprint))
     return mxl_errorf(MXL_ERR_FORMAT, "%s: fingerprint: not 64 lowercase hex digits", where);
   mxl_sha256_hex(h->fingerprint, h->fingerprint_hex);
   MXL_TRY(mxl_json_get_object(base, "config", &config, where));
@@ -715,13 +626,20 @@ mxl_status mxl_adapter_header_parse(const uint8_t *data, size_t size, const char
   *out = NULL;
   mxl_adapter_header *h = calloc(1, sizeof *h);
   if (!h) return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", source);
-  mxl_status st = parse_prefix(data, size, source, h);
+  mxl_container c;
+  mxl_status st = mxl_container_parse(&mxl_adapter_container, data, size, source, &c);
   cJSON *root = NULL;
   char src[400];
   snprintf(src, sizeof src, "%s: header", source);
-  if (st == MXL_OK)
-    st = mxl_json_parse((const char *)data + MXL_ADAPTER_PREFIX_BYTES, h->header_bytes, src,
-                        &root);
+  if (st == MXL_OK) {
+    h->version = c.version;
+    h->header_checked = c.header_checked;
+    h->header_start = (uint64_t)((const uint8_t *)c.header - data);
+    h->header_bytes = c.header_bytes;
+    h->data_start = c.data_start;
+    h->file_size = size;
+    st = mxl_json_parse(c.header, c.header_bytes, src, &root);
+  }
   if (st == MXL_OK) st = parse_root(root, src, h);
   cJSON_Delete(root);
   if (st != MXL_OK) {

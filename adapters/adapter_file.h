@@ -1,14 +1,15 @@
-/* The mxlora adapter file (docs/adapter-format.md is the full byte-level
- * description):
+/* The mxlora adapter file, in the checksummed container of core/container.h
+ * (docs/adapter-format.md is the full byte-level description):
  *
  *   offset 0   8 bytes  magic "MXLADAPT"
- *          8   u32 LE   format version (1)
+ *          8   u32 LE   format version (2; version 1 is read with a warning)
  *         12   u32 LE   reserved, 0
  *         16   u64 LE   header length N (bytes of JSON, space-padded)
- *         24   N bytes  JSON header: base-model fingerprint and config
+ *         24   32 bytes SHA-256 of the header (absent in version 1)
+ *         56   N bytes  JSON header: base-model fingerprint and config
  *                       summary, LoRA hyper-parameters, payload dtype,
- *                       provenance, tensor directory
- *          D = round_up(24 + N, 64): payloads, zstd frames in directory
+ *                       provenance, tensor directory with checksums
+ *          D = round_up(56 + N, 64): payloads, zstd frames in directory
  *              order, back to back, up to the end of the file
  *
  * Everything is validated before use, and the same parser serves files and
@@ -20,14 +21,14 @@
 #include <stdint.h>
 
 #include "adapters/lora.h"
+#include "core/container.h"
 #include "core/sha256.h"
 #include "mxlora.h"
 
 #define MXL_ADAPTER_MAGIC "MXLADAPT"
 enum {
-  MXL_ADAPTER_VERSION = 1,
-  MXL_ADAPTER_PREFIX_BYTES = 24,
-  MXL_ADAPTER_DATA_ALIGN = 64,
+  MXL_ADAPTER_VERSION = 2,        /* the header has a checksum */
+  MXL_ADAPTER_LEGACY_VERSION = 1, /* no header checksum: read with a warning */
   MXL_ADAPTER_MAX_HEADER = 64 << 20, /* bytes of JSON */
   MXL_ADAPTER_TEXT_SIZE = 256,       /* provenance strings, with the NUL */
 };
@@ -50,6 +51,7 @@ typedef struct mxl_adapter_entry {
 /* A parsed and validated header. Tensor i of `layout` is entry i. */
 typedef struct mxl_adapter_header {
   uint32_t version;
+  int header_checked; /* 0: a version-1 file, whose header has no checksum */
   uint8_t fingerprint[MXL_SHA256_SIZE];
   char fingerprint_hex[MXL_SHA256_HEX_SIZE];
   mxl_config config; /* the fingerprinted fields only (fingerprint.h) */
@@ -61,11 +63,15 @@ typedef struct mxl_adapter_header {
   char created_at[MXL_ADAPTER_TEXT_SIZE], dataset_sha256[MXL_SHA256_HEX_SIZE];
   int64_t steps;
   double final_loss; /* NaN when absent */
+  uint64_t header_start; /* where the JSON header starts: 56 (24 in version 1) */
   uint64_t header_bytes; /* N */
-  uint64_t data_start;   /* D */
+  uint64_t data_start;   /* D: where the payload area starts */
   uint64_t file_size;
   uint64_t raw_total;    /* Σ raw_size */
 } mxl_adapter_header;
+
+/* The adapter's container: magic, versions, header bound. */
+extern const mxl_container_format mxl_adapter_container;
 
 /* Parses and validates the prefix, header and directory of an adapter held
  * in memory (`size` bytes: the whole file). Payloads are not decompressed.

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/status.h"
 
 static const char *const target_names[MXL_LORA_N_TARGETS] = {"q", "k", "v",
@@ -195,6 +196,7 @@ mxl_status mxl_lora_layout_create(const mxl_config *c, const mxl_lora_config *lc
       }
     }
   }
+  MXL_ASSERT(lay->n_tensors == 2 * n_pairs);
   lay->n_floats = offset;
   *out = lay;
   return MXL_OK;
@@ -299,17 +301,6 @@ void mxl_lora_tensor_write(mxl_lora *lora, int i, const float *src) {
 }
 
 /* ---- initialisation ---- */
-
-uint64_t mxl_splitmix64(uint64_t *state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-float mxl_splitmix_uniform(uint64_t *state) {
-  return (float)(mxl_splitmix64(state) >> 40) * (1.0f / 16777216.0f);
-}
 
 uint64_t mxl_lora_stream_seed(uint64_t seed, int layer, mxl_lora_target t) {
   /* Mix (seed, layer, target) through one SplitMix64 step so that nearby

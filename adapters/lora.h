@@ -8,7 +8,7 @@
  * same size with the same offsets, so the optimizer is one flat loop over
  * `n_floats` and a checkpoint is one write.
  *
- * Tensors, per adapted (layer, target); R rank, E experts (spec §8):
+ * Tensors, per adapted (layer, target); R rank, E experts (docs/gpt-oss.md §8):
  *   attention q/k/v/o   A [R, in]        B [out, R]           (PEFT orientation)
  *   experts gate_up/down A [E, R, in]    B [E, out, R]        (contiguous per expert)
  * q: in H, out nh·d;  k, v: in H, out nkv·d;  o: in nh·d, out H;
@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/rng.h"
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/lora_view.h"
@@ -168,10 +169,6 @@ mxl_status mxl_lora_init_peft(mxl_lora *lora, uint64_t seed);
 float mxl_lora_init_bound(int in);
 
 uint64_t mxl_lora_stream_seed(uint64_t seed, int layer, mxl_lora_target t);
-/* SplitMix64 step; *state advances. Uniform float in [0, 1) from the top 24
- * bits of the output. */
-uint64_t mxl_splitmix64(uint64_t *state);
-float mxl_splitmix_uniform(uint64_t *state);
 
 /* Copies tensor i of a set into host memory `dst` (count floats), or back;
  * works for host and backend sets alike. */

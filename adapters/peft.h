@@ -1,5 +1,5 @@
 /* PEFT interchange: a LoRA set as Hugging Face PEFT saves one for
- * GptOssForCausalLM (spec §8, peers §1.2), i.e. a directory with
+ * GptOssForCausalLM (docs/gpt-oss.md §8), i.e. a directory with
  * adapter_model.safetensors and adapter_config.json.
  *
  * Keys (layer l):
@@ -30,14 +30,15 @@ void mxl_peft_key(const mxl_lora_layout *lay, int i, char *buf, size_t cap);
 mxl_status mxl_peft_export(const mxl_lora *lora, mxl_adapter_dtype dtype, const char *dir);
 
 /* Reads a PEFT adapter directory for a model with config c into a new host
- * set. Accepts F32, BF16 and F16 tensors and keys with or without the
- * "base_model.model." prefix. Attention pairs are found by their keys
- * (whatever form target_modules took); expert pairs by target_parameters,
- * matched as PEFT matches them, since their keys do not name the
- * projection.
- * Refuses rank_pattern/alpha_pattern, DoRA, LoRA biases, fan_in_fan_out,
- * keys it does not know, and shapes that do not fit c and r; every error
- * names the file and the key or field. */
+ * set: every expert layout peft_import.c lists, attention-only adapters,
+ * rank and alpha patterns (folded into one rank and alpha, the same
+ * deltas), rsLoRA; F32, BF16 and F16 tensors; keys with or without the
+ * "base_model.model." prefix. Refuses DoRA, LoRA biases, fan_in_fan_out,
+ * keys it does not know and shapes that do not fit c; every error names
+ * the file and the key or field. *report_out (may be NULL) receives a
+ * malloc'd description of what was found and how it was converted. */
+mxl_status mxl_peft_import_report(const char *dir, const mxl_config *c, mxl_lora **out,
+                                  char **report_out);
 mxl_status mxl_peft_import(const char *dir, const mxl_config *c, mxl_lora **out);
 
 #endif

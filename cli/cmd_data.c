@@ -36,10 +36,11 @@ static int parse_args(int argc, char **argv, data_args *a, const char **pos, int
                    .color = "auto", .seq_len = 2048, .limit = 3};
   const mxl_opt opts[] = {
       {"--model", MXL_OPT_STRING, &a->model, "DIR: checkpoint folder or tokenizer file (required)"},
-      {"--seq-len", MXL_OPT_INT, &a->seq_len, "N: count samples longer than N tokens (2048)"},
+      {"--seq-len", MXL_OPT_INT, &a->seq_len, "N: count samples longer than N tokens (2048)", 1,
+       1 << 20},
       {"--mask", MXL_OPT_STRING, &a->mask, "M: show: assistant|last-turn|final|all (assistant)"},
-      {"--limit", MXL_OPT_INT, &a->limit, "N: show: number of samples (3)"},
-      {"--start", MXL_OPT_INT, &a->start, "I: show: first sample, from 0 (0)"},
+      {"--limit", MXL_OPT_INT, &a->limit, "N: show: number of samples (3)", 1, 1 << 30},
+      {"--start", MXL_OPT_INT, &a->start, "I: show: first sample, from 0 (0)", 0, 1 << 30},
       {"--color", MXL_OPT_STRING, &a->color, "WHEN: show: auto|always|never (auto)"},
       {"--analysis", MXL_OPT_STRING, &a->analysis,
        "R: earlier analysis: earlier-turns|harmony|hf|keep (earlier-turns)"},
@@ -56,10 +57,6 @@ static int parse_args(int argc, char **argv, data_args *a, const char **pos, int
   }
   if (!a->model) {
     fprintf(stderr, "mxlora data: --model DIR is required (the tokenizer comes from it)\n");
-    return 2;
-  }
-  if (a->seq_len < 0 || a->limit < 0 || a->start < 0) {
-    fprintf(stderr, "mxlora data: --seq-len, --limit and --start must not be negative\n");
     return 2;
   }
   if (strcmp(a->bad_line, "error") && strcmp(a->bad_line, "skip")) {

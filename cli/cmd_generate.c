@@ -14,11 +14,32 @@ typedef struct print_state {
   int show_analysis;
   int color;
   mxl_channel last;
+  int final_chars;        /* characters of final-channel text printed */
+  char hidden[4096];      /* the start of the analysis not shown */
+  size_t hidden_len;
+  int hidden_more;        /* more analysis than `hidden` holds */
 } print_state;
+
+static void keep_hidden(print_state *p, const char *text, size_t len) {
+  size_t room = sizeof p->hidden - 1 - p->hidden_len;
+  if (len > room) {
+    /* Cut at a character boundary: the text is well-formed UTF-8. */
+    while (room > 0 && ((unsigned char)text[room] & 0xc0) == 0x80) room--;
+    len = room;
+    p->hidden_more = 1;
+  }
+  memcpy(p->hidden + p->hidden_len, text, len);
+  p->hidden_len += len;
+  p->hidden[p->hidden_len] = '\0';
+}
 
 static void on_text(void *user, mxl_channel ch, const char *text, size_t len) {
   print_state *p = user;
-  if (ch == MXL_CHANNEL_ANALYSIS && !p->show_analysis) return;
+  if (ch == MXL_CHANNEL_FINAL) p->final_chars += len > 0;
+  if (ch == MXL_CHANNEL_ANALYSIS && !p->show_analysis) {
+    keep_hidden(p, text, len);
+    return;
+  }
   if (ch != p->last && p->show_analysis) {
     const char *name = ch == MXL_CHANNEL_ANALYSIS ? "analysis" : ch == MXL_CHANNEL_COMMENTARY
                                                                      ? "commentary"
@@ -49,21 +70,20 @@ static char *read_stdin(void) {
   return buf;
 }
 
-/* "FILE" or "FILE:SCALE" */
-static int split_adapter(const char *spec, char *path, size_t cap, float *scale) {
-  const char *colon = strrchr(spec, ':');
-  char *end = NULL;
-  *scale = 1.0f;
-  if (colon && colon[1]) {
-    float s = strtof(colon + 1, &end);
-    if (end && !*end) {
-      *scale = s;
-      snprintf(path, cap, "%.*s", (int)(colon - spec), spec);
-      return 0;
-    }
-  }
-  snprintf(path, cap, "%s", spec);
-  return 0;
+/* A chat reply with no final-channel answer (a small or undertrained model,
+ * or too few tokens) printed nothing before: say so, and show what the model
+ * did write. */
+static void explain_no_answer(const print_state *p, const mxl_gen_result *res, int max_tokens) {
+  fprintf(stderr, "mxlora generate: the model wrote no final answer (%d tokens generated, "
+          "stopped by %s).\n", res->generated_tokens, res->stop_reason);
+  if (!p->show_analysis && p->hidden_len)
+    fprintf(stderr, "What it wrote in the analysis channel:\n%s%s\n", p->hidden,
+            p->hidden_more ? " [...]" : "");
+  else if (!p->show_analysis)
+    fprintf(stderr, "It wrote no analysis either.\n");
+  fprintf(stderr, "hint: %s--max-tokens (now %d) gives it room to finish.\n",
+          p->show_analysis ? "" : "--show-analysis shows its reasoning as it is written; ",
+          max_tokens);
 }
 
 int mxl_cmd_generate(int argc, char **argv) {
@@ -81,17 +101,24 @@ int mxl_cmd_generate(int argc, char **argv) {
       {"--reasoning", MXL_OPT_STRING, &effort, "low|medium|high: reasoning effort (chat)"},
       {"--developer", MXL_OPT_STRING, &developer, "TEXT: developer instructions (chat)"},
       {"--adapter", MXL_OPT_LIST, &adapters, "FILE[:SCALE]: overlay an adapter (repeatable)"},
-      {"--temperature", MXL_OPT_FLOAT, &req.temperature, "T: sampling temperature (0 = greedy)"},
-      {"--top-p", MXL_OPT_FLOAT, &req.top_p, "P: nucleus sampling"},
-      {"--top-k", MXL_OPT_INT, &req.top_k, "K: keep the K likeliest tokens"},
-      {"--min-p", MXL_OPT_FLOAT, &req.min_p, "P: drop tokens below P times the likeliest"},
-      {"--repeat-penalty", MXL_OPT_FLOAT, &req.repetition_penalty, "R: repetition penalty"},
+      {"--temperature", MXL_OPT_FLOAT, &req.temperature, "T: sampling temperature (0 = greedy)",
+       0, 100},
+      {"--top-p", MXL_OPT_FLOAT, &req.top_p, "P: nucleus sampling, 0 < P <= 1", 0, 1,
+       MXL_OPEN_MIN},
+      {"--top-k", MXL_OPT_INT, &req.top_k, "K: keep the K likeliest tokens (0 = all)", 0,
+       1 << 30},
+      {"--min-p", MXL_OPT_FLOAT, &req.min_p, "P: drop tokens below P times the likeliest", 0, 1,
+       MXL_OPEN_MAX},
+      {"--repeat-penalty", MXL_OPT_FLOAT, &req.repetition_penalty, "R: repetition penalty (1 = "
+       "none)", 0, 100, MXL_OPEN_MIN},
       {"--seed", MXL_OPT_UINT64, &req.seed, "S: sampling seed"},
-      {"--max-tokens", MXL_OPT_INT, &req.max_tokens, "N: new tokens at most (default 256)"},
+      {"--max-tokens", MXL_OPT_INT, &req.max_tokens, "N: new tokens at most (default 256)", 1,
+       1 << 20},
       {"--special", MXL_OPT_FLAG, &special, "parse special-token names in a raw prompt"},
       {"--dump-logits", MXL_OPT_STRING, &dump, "FILE.npy: logits of every prompt position"},
-      {"--context", MXL_OPT_INT, &max_context, "N: KV cache positions (default 4096)"},
-      {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default: all cores)"},
+      {"--context", MXL_OPT_INT, &max_context, "N: KV cache positions (default 4096)", 1,
+       1 << 20},
+      {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default 0: all cores)", 0, 4096},
       {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref: compute backend"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR [--prompt TEXT] [options]", opts,
@@ -101,17 +128,20 @@ int mxl_cmd_generate(int argc, char **argv) {
     fprintf(stderr, "mxlora generate: --model DIR is required\n");
     return 2;
   }
+  char paths[MXL_OPT_LIST_MAX][4096];
+  float scales[MXL_OPT_LIST_MAX];
+  for (int i = 0; i < adapters.n; i++)
+    if (mxl_cli_adapter_spec("generate", adapters.items[i], paths[i], sizeof paths[i],
+                             &scales[i]))
+      return 2;
   char *stdin_text = NULL;
   if (!prompt) prompt = stdin_text = read_stdin();
   mxl_generator_options gopt = {backend, threads, max_context};
   mxl_generator *g = NULL;
   mxl_status st = mxl_generator_open(model, &gopt, &g);
   for (int i = 0; st == MXL_OK && i < adapters.n; i++) {
-    char path[4096];
-    float scale;
     int index;
-    split_adapter(adapters.items[i], path, sizeof path, &scale);
-    st = mxl_generator_add_adapter(g, path, scale, &index);
+    st = mxl_generator_add_adapter(g, paths[i], scales[i], &index);
   }
   req.prompt = prompt;
   req.chat = chat;
@@ -119,13 +149,16 @@ int mxl_cmd_generate(int argc, char **argv) {
   req.effort = effort;
   req.raw_special = special;
   req.dump_logits = dump;
-  print_state ps = {show_analysis, isatty(STDOUT_FILENO), MXL_CHANNEL_TEXT};
+  print_state ps = {.show_analysis = show_analysis, .color = isatty(STDOUT_FILENO),
+                    .last = MXL_CHANNEL_TEXT};
   mxl_gen_result res = {0};
   if (st == MXL_OK) st = mxl_generate(g, &req, on_text, &ps, &res);
   mxl_generator_close(g);
   free(stdin_text);
   if (st != MXL_OK) return mxl_cli_fail("generate", st);
   printf("\n");
+  fflush(stdout);
+  if (chat && ps.final_chars == 0) explain_no_answer(&ps, &res, req.max_tokens);
   fprintf(stderr, "\n[%d prompt tokens in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s); %s]\n",
           res.prompt_tokens, res.prefill_seconds, res.prompt_tokens / (res.prefill_seconds + 1e-9),
           res.generated_tokens, res.decode_seconds,

@@ -30,7 +30,14 @@ static void usage(FILE *out) {
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
+static void print_warning(void *user, const char *message) {
+  (void)user;
+  fprintf(stderr, "mxlora: warning: %s\n", message);
+}
+
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* see mxlora.h: spinning threads stall a shared machine */
+  mxl_set_warning_handler(print_warning, NULL);
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
       !strcmp(argv[1], "help")) {
     usage(argc < 2 ? stderr : stdout);

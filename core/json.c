@@ -15,6 +15,9 @@
  * cJSON (as doubles) may have been rounded, so they are refused. */
 #define MXL_JSON_EXACT_INT 9007199254740992.0
 
+#define MXL_JSON_STR_(x) #x
+#define MXL_JSON_STR(x) MXL_JSON_STR_(x)
+
 static mxl_status syntax_error(const char *text, size_t n, size_t offset, const char *problem,
                                const char *source) {
   if (offset > n) offset = n;
@@ -33,12 +36,41 @@ static mxl_status syntax_error(const char *text, size_t n, size_t offset, const 
 
 static int is_json_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
+/* How many arrays and objects are open at text[offset] (counting one that
+ * opens there), strings skipped: cJSON refuses input nested deeper than
+ * CJSON_NESTING_LIMIT as if it were a syntax error. */
+static size_t depth_at(const char *text, size_t n, size_t offset) {
+  size_t depth = 0;
+  int in_string = 0;
+  for (size_t i = 0; i <= offset && i < n; i++) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') i++;
+      else if (c == '"') in_string = 0;
+    } else if (c == '"') {
+      in_string = 1;
+    } else if (c == '[' || c == '{') {
+      depth++;
+    } else if ((c == ']' || c == '}') && depth) {
+      depth--;
+    }
+  }
+  return depth;
+}
+
+const char *mxl_json_error_name(const char *text, size_t n, size_t offset) {
+  if (depth_at(text, n, offset) > CJSON_NESTING_LIMIT)
+    return "JSON nesting too deep (more than " MXL_JSON_STR(CJSON_NESTING_LIMIT)
+           " levels of arrays and objects)";
+  return "JSON syntax error";
+}
+
 mxl_status mxl_json_parse(const char *text, size_t n, const char *source, cJSON **out) {
   *out = NULL;
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
   size_t offset = end ? (size_t)(end - text) : 0;
-  if (!root) return syntax_error(text, n, offset, "JSON syntax error", source);
+  if (!root) return syntax_error(text, n, offset, mxl_json_error_name(text, n, offset), source);
   while (offset < n && is_json_space(text[offset])) offset++;
   if (offset < n) {
     cJSON_Delete(root);
@@ -73,9 +105,11 @@ static int compare_keys(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-mxl_status mxl_json_check_unique_keys(const cJSON *obj, const char *source) {
+/* Sets *dup to a key that `obj` holds twice (NULL when none). */
+static mxl_status find_duplicate_key(const cJSON *obj, const char *source, const char **dup) {
   /* Sorting keeps a hostile object with a million keys from taking
    * quadratic time. */
+  *dup = NULL;
   size_t n = 0;
   for (const cJSON *e = obj ? obj->child : NULL; e; e = e->next) n += e->string != NULL;
   if (n < 2) return MXL_OK;
@@ -85,12 +119,50 @@ mxl_status mxl_json_check_unique_keys(const cJSON *obj, const char *source) {
   for (const cJSON *e = obj->child; e; e = e->next)
     if (e->string) keys[n++] = e->string;
   qsort(keys, n, sizeof *keys, compare_keys);
-  mxl_status status = MXL_OK;
-  for (size_t i = 1; i < n && status == MXL_OK; i++)
-    if (!strcmp(keys[i - 1], keys[i]))
-      status = mxl_errorf(MXL_ERR_FORMAT, "%s: %s: duplicate key", source, keys[i]);
+  for (size_t i = 1; i < n && !*dup; i++)
+    if (!strcmp(keys[i - 1], keys[i])) *dup = keys[i];
   free(keys);
-  return status;
+  return MXL_OK;
+}
+
+mxl_status mxl_json_check_unique_keys(const cJSON *obj, const char *source) {
+  const char *dup;
+  MXL_TRY(find_duplicate_key(obj, source, &dup));
+  if (dup) return mxl_errorf(MXL_ERR_FORMAT, "%s: %s: duplicate key", source, dup);
+  return MXL_OK;
+}
+
+/* Appends ".key" or "[i]" to a path of `used` bytes (truncated, never
+ * overflowing); returns the new length. */
+static size_t path_push(char *path, size_t cap, size_t used, const cJSON *item, int index) {
+  if (used >= cap) return used;
+  int w = item->string ? snprintf(path + used, cap - used, "%s%s", used ? "." : "", item->string)
+                       : snprintf(path + used, cap - used, "[%d]", index);
+  return w < 0 ? used : used + (size_t)w < cap ? used + (size_t)w : cap - 1;
+}
+
+static mxl_status unique_keys_below(const cJSON *item, const char *source, char *path,
+                                    size_t cap, size_t used) {
+  if (cJSON_IsObject(item)) {
+    const char *dup;
+    MXL_TRY(find_duplicate_key(item, source, &dup));
+    if (dup)
+      return mxl_errorf(MXL_ERR_FORMAT, "%s: %s%s%s: duplicate key", source, path,
+                        used ? "." : "", dup);
+  }
+  if (!cJSON_IsObject(item) && !cJSON_IsArray(item)) return MXL_OK;
+  int index = 0;
+  for (const cJSON *c = item->child; c; c = c->next, index++) {
+    size_t n = path_push(path, cap, used, c, index);
+    MXL_TRY(unique_keys_below(c, source, path, cap, n));
+    path[used] = '\0';
+  }
+  return MXL_OK;
+}
+
+mxl_status mxl_json_check_unique_keys_deep(const cJSON *item, const char *source) {
+  char path[512] = "";
+  return unique_keys_below(item, source, path, sizeof path, 0);
 }
 
 static mxl_status type_error(const cJSON *item, const char *what, const char *expected,

@@ -29,6 +29,12 @@
  * frees *out with cJSON_Delete. */
 mxl_status mxl_json_parse(const char *text, size_t n, const char *source, cJSON **out);
 
+/* What went wrong where cJSON stopped (at text[offset]) on text it refused:
+ * "JSON nesting too deep (more than 1000 levels of arrays and objects)"
+ * when that many arrays and objects are open there (cJSON's limit),
+ * otherwise "JSON syntax error". For parsers that call cJSON themselves. */
+const char *mxl_json_error_name(const char *text, size_t n, size_t offset);
+
 /* Reads and parses a whole file, refusing files over max_bytes. */
 mxl_status mxl_json_parse_file(const char *path, size_t max_bytes, cJSON **out);
 
@@ -38,6 +44,9 @@ const char *mxl_json_type_name(const cJSON *item);
 /* Fails if `obj` holds the same key twice (cJSON keeps both copies and
  * lookups would silently see only the first). Not recursive. */
 mxl_status mxl_json_check_unique_keys(const cJSON *obj, const char *source);
+/* The same for `item` and every object inside it; the message names the
+ * path: "data.jsonl:3: messages[1].role: duplicate key". */
+mxl_status mxl_json_check_unique_keys_deep(const cJSON *item, const char *source);
 
 /* ---- required fields: a missing key is an error ---- */
 

@@ -133,6 +133,17 @@ void mxl_sha256_hex(const uint8_t digest[MXL_SHA256_SIZE], char hex[MXL_SHA256_H
   hex[2 * MXL_SHA256_SIZE] = '\0';
 }
 
+int mxl_sha256_parse_hex(const char *hex, uint8_t out[MXL_SHA256_SIZE]) {
+  if (strlen(hex) != 2 * MXL_SHA256_SIZE) return 0;
+  for (int i = 0; i < 2 * MXL_SHA256_SIZE; i++) {
+    char c = hex[i];
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return 0;
+    if (out) out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | v) : v << 4);
+  }
+  return 1;
+}
+
 mxl_status mxl_sha256_file(const char *path, uint8_t digest[MXL_SHA256_SIZE]) {
   memset(digest, 0, MXL_SHA256_SIZE);
   FILE *fp = fopen(path, "rb");

@@ -29,6 +29,10 @@ void mxl_sha256(const void *data, size_t n, uint8_t digest[MXL_SHA256_SIZE]);
 /* Formats a digest as 64 lowercase hex digits plus a NUL. */
 void mxl_sha256_hex(const uint8_t digest[MXL_SHA256_SIZE], char hex[MXL_SHA256_HEX_SIZE]);
 
+/* Parses 64 lowercase hex digits into a digest (out may be NULL to only
+ * check the text); 0 when `hex` is anything else. */
+int mxl_sha256_parse_hex(const char *hex, uint8_t out[MXL_SHA256_SIZE]);
+
 /* Digest of a whole file, read in pieces (memory stays bounded). */
 mxl_status mxl_sha256_file(const char *path, uint8_t digest[MXL_SHA256_SIZE]);
 

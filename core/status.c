@@ -2,7 +2,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/assert.h"
 
 enum { MXL_ERROR_CAPACITY = 2048 };
 
@@ -32,6 +35,33 @@ mxl_status mxl_error_prefix(mxl_status status, const char *fmt, ...) {
   return status;
 }
 
+/* Set once by the program before it starts threads, read by any thread. */
+static mxl_warning_fn warning_fn;
+static void *warning_user;
+
+void mxl_set_warning_handler(mxl_warning_fn fn, void *user) {
+  warning_fn = fn;
+  warning_user = user;
+}
+
+void mxl_warnf(const char *fmt, ...) {
+  if (!warning_fn) return;
+  char text[MXL_ERROR_CAPACITY];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  warning_fn(warning_user, text);
+}
+
+/* The one place the library writes to stderr: a bug in mxlora, about to
+ * abort (core/assert.h). */
+_Noreturn void mxl_assert_fail(const char *file, int line, const char *cond) {
+  fprintf(stderr, "%s:%d: invariant failed: %s\n", file, line, cond);
+  fflush(stderr);
+  abort();
+}
+
 void mxl_error_clear(void) { error_text[0] = '\0'; }
 
 const char *mxl_last_error(void) { return error_text; }
@@ -48,6 +78,8 @@ const char *mxl_status_name(mxl_status status) {
   case MXL_ERR_NUMERIC: return "numeric error";
   case MXL_ERR_BACKEND: return "backend error";
   case MXL_ERR_INTERRUPTED: return "interrupted";
+  case MXL_ERR_NOT_FOUND: return "not found";
+  case MXL_ERR_BUSY: return "busy";
   }
   return "unknown status";
 }

@@ -22,6 +22,10 @@ mxl_status mxl_error_prefix(mxl_status status, const char *fmt, ...)
 
 void mxl_error_clear(void);
 
+/* Passes a formatted warning to the handler installed with
+ * mxl_set_warning_handler (mxlora.h), if any. */
+void mxl_warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Propagates a failure: `MXL_TRY(f(x));` returns f's status if it failed. */
 #define MXL_TRY(expr)                                                          \
   do {                                                                         \

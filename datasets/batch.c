@@ -5,12 +5,19 @@
  * segment id and positions from 0, so attention never crosses documents.
  * Documents are served in a per-epoch order that is a pure function of
  * (seed, epoch): a cursor of (epoch, index) is therefore enough to continue
- * a run exactly where it stopped. */
+ * a run exactly where it stopped.
+ *
+ * Data-parallel ranks each build the same global batch (n_shards·rows
+ * rows) and keep their own rows of it: the documents a step trains are
+ * those of one process with the global batch, whatever the world size, and
+ * the cursor is global. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 
@@ -22,8 +29,10 @@ struct mxl_batcher {
   uint32_t *len;     /* [n] tokens used (after cutting) */
   uint32_t *order;   /* [n] this epoch's order: positions into doc/len */
   uint64_t epoch, index, fingerprint;
+  int global_rows;   /* rows · n_shards */
   mxl_batcher_counts counts;
-  mxl_batch batch;
+  mxl_batch batch;   /* the global batch */
+  mxl_batch shard;   /* this shard's rows of it (n_shards > 1) */
 };
 
 /* ------------------------------------------------------------------ epoch order */
@@ -31,7 +40,7 @@ struct mxl_batcher {
 /* The shuffle seed of an epoch; also what the cursor records as rng. */
 static uint64_t epoch_rng(uint64_t seed, uint64_t epoch) {
   uint64_t state = seed ^ ((epoch + 1) * 0xD1B54A32D192ED03ull);
-  return mxl_rng_next(&state);
+  return mxl_splitmix64(&state);
 }
 
 typedef struct by_len {
@@ -49,7 +58,7 @@ static mxl_status make_order(mxl_batcher *b) {
   for (size_t i = 0; i < b->n; i++) b->order[i] = (uint32_t)i;
   if (b->o.shuffle) mxl_shuffle_u32(b->order, b->n, epoch_rng(b->o.seed, b->epoch));
   if (!b->o.group_by_length) return MXL_OK;
-  size_t window = (size_t)64 * (size_t)b->o.rows;
+  size_t window = (size_t)64 * (size_t)b->global_rows;
   by_len *tmp = malloc((window < b->n ? window : b->n) * sizeof *tmp + 1);
   if (!tmp) return mxl_errorf(MXL_ERR_MEMORY, "batcher: out of memory");
   for (size_t w = 0; w < b->n; w += window) {
@@ -67,14 +76,18 @@ static mxl_status make_order(mxl_batcher *b) {
 
 static uint64_t mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-  return mxl_rng_next(&h);
+  return mxl_splitmix64(&h);
 }
 
+/* Identifies the document sequence a cursor indexes: the documents served,
+ * their lengths and the order options. Rows per batch only count when they
+ * shape the order (group_by_length), so a run can resume with another
+ * world size or batch size. */
 static uint64_t fingerprint(const mxl_batcher *b) {
   const mxl_batch_options *o = &b->o;
   uint64_t h = mix(0, b->n);
   h = mix(h, (uint64_t)o->seq_len);
-  h = mix(h, (uint64_t)o->rows);
+  if (o->group_by_length) h = mix(h, (uint64_t)b->global_rows);
   h = mix(h, (uint64_t)(o->pack != 0) | (uint64_t)o->truncation << 1 | (uint64_t)o->mask << 3 |
                  (uint64_t)(o->shuffle != 0) << 6 | (uint64_t)(o->group_by_length != 0) << 7);
   h = mix(h, o->seed);
@@ -95,9 +108,14 @@ static mxl_status check_options(const mxl_batch_options *o) {
     return mxl_errorf(MXL_ERR_ARGUMENT, "batch: seq_len %d: expected at least 2", o->seq_len);
   if (o->rows < 1)
     return mxl_errorf(MXL_ERR_ARGUMENT, "batch: rows %d: expected at least 1", o->rows);
-  if ((int64_t)o->seq_len * o->rows > (int64_t)1 << 31)
-    return mxl_errorf(MXL_ERR_ARGUMENT, "batch: %d rows of %d tokens is too large", o->rows,
-                      o->seq_len);
+  if (o->n_shards < 0 || o->n_shards > 65536 || o->shard < 0 ||
+      o->shard >= (o->n_shards > 1 ? o->n_shards : 1))
+    return mxl_errorf(MXL_ERR_ARGUMENT, "batch: shard %d of %d: expected 0 <= shard < shards",
+                      o->shard, o->n_shards);
+  int64_t rows = (int64_t)o->rows * (o->n_shards > 1 ? o->n_shards : 1);
+  if ((int64_t)o->seq_len * rows > (int64_t)1 << 31)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "batch: %lld rows of %d tokens is too large",
+                      (long long)rows, o->seq_len);
   if ((unsigned)o->mask >= MXL_MASK_COUNT)
     return mxl_errorf(MXL_ERR_ARGUMENT, "batch: unknown loss mask %d", (int)o->mask);
   if (o->truncation != MXL_TRUNCATE_DROP && o->truncation != MXL_TRUNCATE_CUT)
@@ -106,9 +124,9 @@ static mxl_status check_options(const mxl_batch_options *o) {
 }
 
 static mxl_status alloc_batch(mxl_batcher *b) {
-  size_t cells = (size_t)b->o.rows * (size_t)b->o.seq_len;
+  size_t cells = (size_t)b->global_rows * (size_t)b->o.seq_len;
   mxl_batch *x = &b->batch;
-  x->rows = b->o.rows;
+  x->rows = b->global_rows;
   x->seq_len = b->o.seq_len;
   x->ids = malloc(cells * sizeof *x->ids);
   x->labels = malloc(cells * sizeof *x->labels);
@@ -116,8 +134,8 @@ static mxl_status alloc_batch(mxl_batcher *b) {
   x->pos = malloc(cells * sizeof *x->pos);
   x->seg = malloc(cells * sizeof *x->seg);
   if (!x->ids || !x->labels || !x->weights || !x->pos || !x->seg)
-    return mxl_errorf(MXL_ERR_MEMORY, "batch: out of memory for %d x %d tokens", b->o.rows,
-                      b->o.seq_len);
+    return mxl_errorf(MXL_ERR_MEMORY, "batch: out of memory for %d x %d tokens",
+                      b->global_rows, b->o.seq_len);
   return MXL_OK;
 }
 
@@ -168,6 +186,7 @@ mxl_status mxl_batcher_create(const mxl_dataset *ds, const mxl_batch_options *op
   if (!b) return mxl_errorf(MXL_ERR_MEMORY, "batcher: out of memory");
   b->ds = ds;
   b->o = *opts;
+  b->global_rows = opts->rows * (opts->n_shards > 1 ? opts->n_shards : 1);
   mxl_status st = select_docs(b);
   if (st == MXL_OK) st = alloc_batch(b);
   if (st == MXL_OK) st = make_order(b);
@@ -219,6 +238,7 @@ static void place(mxl_batcher *b, uint32_t d, int row, int col, int32_t seg) {
   mxl_dataset_sample(b->ds, b->doc[d], &v);
   mxl_batch *x = &b->batch;
   size_t len = b->len[d], base = (size_t)row * (size_t)x->seq_len + (size_t)col;
+  MXL_ASSERT(row < x->rows && (size_t)col + len <= (size_t)x->seq_len); /* packing fits */
   uint8_t bit = MXL_MASK_BIT(b->o.mask);
   for (size_t t = 0; t < len; t++) {
     size_t k = base + t;
@@ -231,6 +251,30 @@ static void place(mxl_batcher *b, uint32_t d, int row, int col, int32_t seg) {
       x->trained += (v.flags[t + 1] & bit) != 0;
     }
   }
+}
+
+/* This rank's rows of the global batch, with their own counts. */
+static const mxl_batch *shard_of(mxl_batcher *b) {
+  const mxl_batch *g = &b->batch;
+  mxl_batch *v = &b->shard;
+  const int rows = b->o.rows, first = b->o.shard * rows;
+  const size_t off = (size_t)first * (size_t)g->seq_len, cells = (size_t)rows * g->seq_len;
+  v->rows = rows;
+  v->seq_len = g->seq_len;
+  v->ids = g->ids + off;
+  v->labels = g->labels + off;
+  v->weights = g->weights + off;
+  v->pos = g->pos + off;
+  v->seg = g->seg + off;
+  v->epoch = g->epoch;
+  int used = g->rows_used - first;
+  v->rows_used = used < 0 ? 0 : used > rows ? rows : used;
+  v->docs = v->trained = 0;
+  for (size_t k = 0; k < cells; k++) {
+    v->docs += v->seg[k] >= 0 && v->pos[k] == 0;
+    v->trained += v->weights[k] > 0;
+  }
+  return v;
 }
 
 mxl_status mxl_batcher_next(mxl_batcher *b, const mxl_batch **batch_out, int *done) {
@@ -263,7 +307,7 @@ mxl_status mxl_batcher_next(mxl_batcher *b, const mxl_batch **batch_out, int *do
     b->index++;
   }
   x->rows_used = row == B ? B : row + (col > 0);
-  *batch_out = x;
+  *batch_out = b->o.n_shards > 1 ? shard_of(b) : x;
   return MXL_OK;
 }
 

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 
 #include "core/fileio.h"
+#include "core/json.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "datasets/dataset.h"
 
@@ -21,27 +23,12 @@ enum {
   DEFAULT_MAX_ARRAY_BYTES = 256 << 20,
 };
 
-/* ------------------------------------------------------------------ rng */
-
-uint64_t mxl_rng_next(uint64_t *state) {
-  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-uint64_t mxl_rng_below(uint64_t *state, uint64_t n) {
-  /* rejection sampling: values below 2^64 mod n would favour small results */
-  uint64_t threshold = (0 - n) % n, r;
-  do r = mxl_rng_next(state);
-  while (r < threshold);
-  return r % n;
-}
+/* ------------------------------------------------------------------ shuffle */
 
 void mxl_shuffle_u32(uint32_t *idx, size_t n, uint64_t seed) {
   uint64_t state = seed;
   for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)mxl_rng_below(&state, i);
+    size_t j = (size_t)mxl_splitmix64_below(&state, i);
     uint32_t t = idx[i - 1];
     idx[i - 1] = idx[j];
     idx[j] = t;
@@ -322,8 +309,8 @@ static mxl_status load_array(loader *L, size_t max_bytes) {
   if (!root || !cJSON_IsArray(root)) {
     size_t at = root ? 0 : (end && end >= data && end <= data + size ? (size_t)(end - data) : 0);
     st = root ? mxl_errorf(MXL_ERR_FORMAT, "%s: expected a JSON array of samples", L->path)
-              : mxl_errorf(MXL_ERR_FORMAT, "%s:%lld: JSON syntax error", L->path,
-                           (long long)line_of(data, at));
+              : mxl_errorf(MXL_ERR_FORMAT, "%s:%lld: %s", L->path,
+                           (long long)line_of(data, at), mxl_json_error_name(data, size, at));
     cJSON_Delete(root);
     free(data);
     return st;

@@ -34,10 +34,6 @@ mxl_status mxl_render_sample(const cJSON *item, const char *where, const mxl_tok
                              size_t *flags_cap, mxl_rendered *text_out,
                              mxl_sample_kind *kind_out);
 
-/* Small deterministic RNG (SplitMix64): seeding, next, and an unbiased
- * integer in [0, n). */
-uint64_t mxl_rng_next(uint64_t *state);
-uint64_t mxl_rng_below(uint64_t *state, uint64_t n);
 /* Fisher-Yates shuffle of idx[0..n) with a generator seeded from `seed`. */
 void mxl_shuffle_u32(uint32_t *idx, size_t n, uint64_t seed);
 

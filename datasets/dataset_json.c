@@ -75,7 +75,8 @@ mxl_status mxl_parse_json_text(const char *s, size_t n, const char *where, cJSON
   cJSON *root = cJSON_ParseWithLengthOpts(s, n, &end, 0);
   if (!root) {
     size_t at = end && end >= s && end <= s + n ? (size_t)(end - s) : 0;
-    return mxl_errorf(MXL_ERR_FORMAT, "%s: JSON syntax error at byte %zu", where, at + 1);
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: %s at byte %zu", where,
+                      mxl_json_error_name(s, n, at), at + 1);
   }
   for (const char *p = end; p && p < s + n; p++)
     if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
@@ -476,8 +477,11 @@ mxl_status mxl_sample_from_json(const cJSON *item, const char *where, mxl_json_s
   *text = NULL;
   *kind = MXL_JSON_CHAT;
   reader rd = {.where = where, .conv = conv};
-  mxl_status st = MXL_OK;
-  if (cJSON_IsArray(item)) {
+  /* cJSON keeps both copies of a repeated key and lookups see the first:
+   * the sample would silently train on half of what the line says. */
+  mxl_status st = mxl_json_check_unique_keys_deep(item, where);
+  if (st != MXL_OK) {
+  } else if (cJSON_IsArray(item)) {
     st = read_messages(&rd, item, "messages");
   } else if (!cJSON_IsObject(item)) {
     st = mxl_errorf(MXL_ERR_FORMAT, "%s: expected a JSON object, got %s", where,

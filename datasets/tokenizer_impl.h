@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "datasets/tokenizer.h"
 
 /* Maps token bytes to ids with open addressing. Each slot holds a 32-bit
@@ -85,9 +86,6 @@ typedef mxl_status (*mxl_piece_fn)(void *user, const uint8_t *piece, size_t n);
 mxl_status mxl_pretok_split(const mxl_pretok *pt, const uint8_t *text, size_t len,
                             mxl_piece_fn fn, void *user);
 
-/* Length of the valid UTF-8 character at p (1..4), or 0 if p[0..avail)
- * does not start one. */
-int mxl_utf8_char_len(const uint8_t *p, size_t avail);
 
 struct mxl_tokenizer {
   mxl_token_table table;  /* views into the storage below */

@@ -7,7 +7,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/bytes.h"
 #include "core/fileio.h"
+#include "core/json.h"
 #include "core/status.h"
 #include "datasets/tokenizer_impl.h"
 #include "datasets/tokenizer_metal.h"
@@ -454,7 +456,8 @@ mxl_status mxl_tokenizer_from_hf_json(const char *data, size_t size, const char 
   if (!root) {
     const char *at = cJSON_GetErrorPtr();
     long off = at && at >= data && at <= data + size ? (long)(at - data) : -1;
-    return mxl_errorf(MXL_ERR_FORMAT, "%s: not valid JSON (near byte %ld)", name, off);
+    return mxl_errorf(MXL_ERR_FORMAT, "%s: not valid JSON: %s near byte %ld", name,
+                      mxl_json_error_name(data, size, off >= 0 ? (size_t)off : 0), off);
   }
   mxl_status st = cJSON_IsObject(root)
                       ? hf_parse(name, root, out)
@@ -464,10 +467,6 @@ mxl_status mxl_tokenizer_from_hf_json(const char *data, size_t size, const char 
 }
 
 /* ------------------------------------------------------------ metal/model.bin */
-
-static uint32_t rd32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* Names the special slots: UUIDs we know give their token's name; zero
  * UUIDs (unused) get the harmony name of that id offset when it is still
@@ -523,7 +522,7 @@ static mxl_status metal_tokens(const uint8_t *p, size_t size, uint32_t n_text, t
     if (size - pos < 2)
       return mxl_errorf(MXL_ERR_FORMAT,
                         "metal tokenizer: tokens: token %u's length runs past tokens_size", id);
-    uint32_t len = (uint32_t)p[pos] | (uint32_t)p[pos + 1] << 8;
+    uint32_t len = mxl_get_le16(p + pos);
     pos += 2;
     if (len == 0 || size - pos < len)
       return mxl_errorf(MXL_ERR_FORMAT, "metal tokenizer: tokens: token %u (%u bytes) %s", id,
@@ -543,8 +542,8 @@ mxl_status mxl_tokenizer_from_metal_section(const uint8_t *data, size_t size,
   *out = NULL;
   if (size < 16)
     return mxl_errorf(MXL_ERR_FORMAT, "metal tokenizer: header: %zu bytes, need 16", size);
-  uint32_t n_special = rd32(data), n_text = rd32(data + 4), regex_size = rd32(data + 8),
-           tokens_size = rd32(data + 12);
+  uint32_t n_special = mxl_get_le32(data), n_text = mxl_get_le32(data + 4), regex_size = mxl_get_le32(data + 8),
+           tokens_size = mxl_get_le32(data + 12);
   if (n_text == 0 || n_text > (1u << 24) || n_special > 65536)
     return mxl_errorf(MXL_ERR_FORMAT,
                       "metal tokenizer: header: num_text_tokens %u / num_special_tokens %u out "

@@ -1,4 +1,4 @@
-/* Pre-tokenization: UTF-8 validation and the regex split (spec §6.3).
+/* Pre-tokenization: UTF-8 validation and the regex split (docs/gpt-oss.md §6.3).
  *
  * tiktoken runs the o200k pattern with Rust's fancy-regex: leftmost-first
  * alternation with backtracking, the same semantics as PCRE2. Two things
@@ -139,25 +139,6 @@ void mxl_pretok_free(mxl_pretok *pt) {
   if (pt->re) pcre2_code_free(pt->re);
   if (pt->re_new) pcre2_code_free(pt->re_new);
   memset(pt, 0, sizeof *pt);
-}
-
-int mxl_utf8_char_len(const uint8_t *p, size_t avail) {
-  uint8_t c = p[0];
-  if (c < 0x80) return 1;
-  int n;
-  uint8_t lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-  if (c >= 0xc2 && c <= 0xdf) n = 2;
-  else if (c == 0xe0) n = 3, lo = 0xa0;
-  else if (c == 0xed) n = 3, hi = 0x9f; /* no surrogates */
-  else if (c >= 0xe1 && c <= 0xef) n = 3;
-  else if (c == 0xf0) n = 4, lo = 0x90;
-  else if (c == 0xf4) n = 4, hi = 0x8f; /* nothing above U+10FFFF */
-  else if (c >= 0xf1 && c <= 0xf3) n = 4;
-  else return 0;
-  if (avail < (size_t)n || p[1] < lo || p[1] > hi) return 0;
-  for (int i = 2; i < n; i++)
-    if ((p[i] & 0xc0) != 0x80) return 0;
-  return n;
 }
 
 /* End of the valid UTF-8 run starting at text[pos]; *newer is set when the

@@ -2,7 +2,9 @@
 
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/status.h"
+#include "core/utf8.h"
 
 mxl_status mxl_chat_ids_lookup(const mxl_tokenizer *tok, mxl_chat_ids *out) {
   const char *names[] = {"<|start|>", "<|end|>", "<|message|>", "<|channel|>",
@@ -39,10 +41,21 @@ static mxl_channel header_channel(const char *header) {
   return MXL_CHANNEL_FINAL;
 }
 
+/* What reaches the caller is always well-formed UTF-8: the decoder holds
+ * back a character split across tokens, and what can never complete (an
+ * ill-formed token, a model that stops mid-character) is shown as U+FFFD,
+ * not passed on as bytes a terminal or a JSON encoder would choke on. */
+static void send(mxl_chat_stream *s, const char *bytes, int n) {
+  if (n <= 0 || !s->on_text) return;
+  char out[3 * 512];
+  MXL_ASSERT((size_t)n <= sizeof out / 3);
+  size_t m = mxl_utf8_repair((const uint8_t *)bytes, (size_t)n, out);
+  s->on_text(s->user, s->channel, out, m);
+}
+
 static void emit(mxl_chat_stream *s, int32_t token) {
   char buf[512];
-  int n = mxl_decode_stream_push(s->tok, &s->decode, token, buf, sizeof buf);
-  if (n > 0 && s->on_text) s->on_text(s->user, s->channel, buf, (size_t)n);
+  send(s, buf, mxl_decode_stream_push(s->tok, &s->decode, token, buf, sizeof buf));
 }
 
 static void header_append(mxl_chat_stream *s, int32_t token) {
@@ -81,8 +94,8 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
   }
 }
 
+/* An incomplete character held back at the end becomes U+FFFD. */
 void mxl_chat_stream_flush(mxl_chat_stream *s) {
   char buf[16];
-  int n = mxl_decode_stream_flush(&s->decode, buf, sizeof buf);
-  if (n > 0 && s->on_text) s->on_text(s->user, s->channel, buf, (size_t)n);
+  send(s, buf, mxl_decode_stream_flush(&s->decode, buf, sizeof buf));
 }

@@ -33,6 +33,9 @@ struct mxl_generator {
 mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt,
                               mxl_generator **out) {
   *out = NULL;
+  if (opt && opt->max_context < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "max_context %d: expected 0 (4096) or a positive count",
+                      opt->max_context);
   mxl_generator *g = calloc(1, sizeof *g);
   if (!g) return mxl_errorf(MXL_ERR_MEMORY, "generator: out of memory");
   const char *backend = opt && opt->backend ? opt->backend : "cpu";
@@ -80,6 +83,8 @@ void mxl_generator_close(mxl_generator *g) {
 mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float scale,
                                      int *index_out) {
   *index_out = -1;
+  if (!isfinite(scale))
+    return mxl_errorf(MXL_ERR_ARGUMENT, "%s: scale %g: expected a finite number", path, scale);
   int slot = 0;
   while (slot < MAX_ADAPTERS && g->adapters[slot].lora) slot++;
   if (slot == MAX_ADAPTERS)
@@ -232,6 +237,9 @@ static void describe_stop(const mxl_generator *g, const mxl_gen_stats *s, mxl_ge
 mxl_status mxl_generate(mxl_generator *g, const mxl_gen_request *req, mxl_text_fn on_text,
                         void *user, mxl_gen_result *result) {
   memset(result, 0, sizeof *result);
+  if (req->max_tokens < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "max_tokens %d: expected 0 (256) or a positive count",
+                      req->max_tokens);
   mxl_chat_ids ids = {0};
   if (req->chat) MXL_TRY(mxl_chat_ids_lookup(g->tok, &ids));
   mxl_ids prompt = {0};

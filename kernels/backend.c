@@ -34,6 +34,9 @@ const char *mxl_build_features(void) {
 
 mxl_status mxl_backend_create_named(const char *name, int n_threads, mxl_backend **out) {
   *out = NULL;
+  if (n_threads < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "threads %d: expected 0 (all cores) or a positive count",
+                      n_threads);
   if (!name || !strcmp(name, "cpu")) return mxl_backend_cpu_create(n_threads, out);
   if (!strcmp(name, "ref")) return mxl_backend_ref_create(out);
   if (!strcmp(name, "auto")) {

@@ -32,7 +32,7 @@
  *   - A matmul may round activations to bf16 internally on a fast path
  *     (fp32 accumulation always); tests state the tolerance per op.
  *
- * Activation dtype (decided for the tensor-core CUDA backend, issue 10):
+ * Activation dtype (decided for the tensor-core CUDA backend):
  * activations stay fp32 at op boundaries everywhere, and the products with
  * frozen weights (matmul_bf16(+dx), mxfp4_matmul(+dx), unembed_xent) take
  * bf16 operands with fp32 accumulation inside the op, except a matmul_bf16
@@ -122,6 +122,24 @@ typedef struct mxl_moe_plan {
   const int32_t *offsets;      /* [E+1] */
   const int32_t *offsets_host; /* [E+1], host copy for per-expert loops */
 } mxl_moe_plan;
+
+/* One segment of a segmented LoRA product (ops lora, lora_bwd): token rows
+ * [row0, row0 + rows) of x and y use one adapter's matrices, PEFT
+ * orientation, A [rank, in] and B [out, rank] (backend memory), with
+ * `scale` (alpha/r times the user's scale). t_off places the segment's
+ * [rows, rank] block of x·Aᵀ in t (floats). dA [rank, in], dB [out, rank]:
+ * lora_bwd's "+=" gradients, or NULL (the forward ignores them).
+ * Segments are how one op serves every LoRA product: attention targets get
+ * a segment per run of rows sharing an adapter (a mixed batch: one per
+ * sequence set and adapter); expert targets a segment per expert (and
+ * adapter) over the expert's grouped rows. */
+typedef struct mxl_lora_seg {
+  int row0, rows, rank;
+  float scale;
+  const float *A, *B;
+  float *dA, *dB;
+  int64_t t_off;
+} mxl_lora_seg;
 
 struct mxl_ops {
   const char *name; /* "ref", "cpu", "cuda" */
@@ -238,7 +256,28 @@ struct mxl_ops {
                        const mxl_bf16_weight *W, const int32_t *targets, const float *weight,
                        int n);
 
+  /* Segmented LoRA (the SGMV of Punica and S-LoRA): for each segment s of
+   * segs_host [n_segs] (host memory, read before the call returns), in order,
+   *   t_s = x[rows_s]·A_sᵀ                     t_s = t + t_off_s [rows_s, R_s]
+   *   y[rows_s] += scale_s·t_s·B_sᵀ
+   * — x [*, in], y [*, out] with rows as the segments address them. The
+   * dense ΔW = B·A is never formed. Segments may share rows (a row with
+   * several adapters: their deltas add in segment order); their t blocks
+   * must not overlap. t == NULL: t is not kept (the backend uses scratch);
+   * training keeps it for lora_bwd. */
+  void (*lora)(mxl_backend *be, float *y, float *t, const float *x, const mxl_lora_seg *segs_host,
+               int n_segs, int in, int out);
+
   /* ---- backward (gradients of activations; "+=") ---- */
+
+  /* The backward of lora, given dy [*, out] and the forward's x and t; with
+   * dt_s = scale_s·dy[rows_s]·B_s (internal scratch):
+   *   dB_s += scale_s·dy[rows_s]ᵀ·t_s          (when dB_s != NULL)
+   *   dA_s += dt_sᵀ·x[rows_s]                  (when dA_s != NULL)
+   *   dx[rows_s] += dt_s·A_s                   (when dx != NULL)
+   * The gradient blocks of different segments must not overlap. */
+  void (*lora_bwd)(mxl_backend *be, float *dx, const float *dy, const float *x, const float *t,
+                   const mxl_lora_seg *segs_host, int n_segs, int in, int out);
 
   /* dx += RMSNorm'(x)ᵀ·dy — dx, dy, x [n, H], rstd [n] from the forward */
   void (*rmsnorm_bwd)(mxl_backend *be, float *dx, const float *dy, const float *x,

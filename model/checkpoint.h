@@ -11,7 +11,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 
-/* ---- tensor catalogue (spec §2.2, §3.2) ---- */
+/* ---- tensor catalogue (docs/gpt-oss.md §2.2, §3.2) ---- */
 
 typedef enum mxl_tensor_kind {
   MXL_T_EMBED,       /* [V, H] */
@@ -38,6 +38,11 @@ typedef enum mxl_tensor_kind {
   MXL_T_DOWN_BIAS,   /* [E, H] */
   MXL_T_FINAL_NORM,  /* [H] */
   MXL_T_UNEMBED,     /* [V, H] */
+  /* Experts stored dense (a merged bf16 export; published checkpoints use
+   * the MXFP4 kinds above). HF keeps transformers' orientation, original/
+   * the reference code's: */
+  MXL_T_GU_W,        /* HF [E, H, 2I] gate_up_proj; original [E, 2I, H] mlp1_weight */
+  MXL_T_DOWN_W,      /* HF [E, I, H] down_proj;     original [E, H, I] mlp2_weight */
   MXL_T_COUNT
 } mxl_tensor_kind;
 
@@ -49,6 +54,7 @@ typedef enum mxl_tensor_role {
   MXL_ROLE_EXPERTS,      /* MXFP4 blocks and scales */
   MXL_ROLE_EXPERT_BIAS,  /* bf16 expert biases */
   MXL_ROLE_UNEMBEDDING,
+  MXL_ROLE_EXPERTS_DENSE, /* bf16 expert weights (merged exports) */
   MXL_ROLE_COUNT
 } mxl_tensor_role;
 
@@ -63,9 +69,13 @@ typedef struct mxl_tensor_desc {
   int64_t shape[4];
 } mxl_tensor_desc;
 
-/* The tensors of the HF or original layout (in the order tiny writes them);
- * returns their count. `out` may be NULL to count only. */
+/* The tensors of the HF or original layout (in the order the layout writer
+ * writes them); returns their count. `out` may be NULL to count only. */
 int mxl_checkpoint_tensors(const mxl_config *c, mxl_layout layout, mxl_tensor_desc *out);
+/* The same with dense bf16 experts (MXL_T_GU_W, MXL_T_DOWN_W) in place of
+ * the MXFP4 blocks and scales when dense_experts is 1. */
+int mxl_checkpoint_tensors_ex(const mxl_config *c, mxl_layout layout, int dense_experts,
+                              mxl_tensor_desc *out);
 /* Bytes of one tensor. */
 int64_t mxl_tensor_desc_bytes(const mxl_tensor_desc *d);
 mxl_tensor_role mxl_tensor_kind_role(mxl_tensor_kind kind);
@@ -77,7 +87,7 @@ const char *mxl_tensor_kind_original_label(mxl_tensor_kind kind);
  * gpt-oss tensor name, else 1 with *kind and *layer set. */
 int mxl_tensor_name_parse(const char *name, mxl_tensor_kind *kind, int *layer);
 
-/* ---- metal/model.bin (spec §4) ---- */
+/* ---- metal/model.bin (docs/gpt-oss.md §4) ---- */
 
 enum {
   MXL_METAL_PAGE = 16384,

@@ -1,4 +1,4 @@
-/* metal/model.bin (spec §4): OpenAI's Apple Metal runtime file. The header
+/* metal/model.bin (docs/gpt-oss.md §4): OpenAI's Apple Metal runtime file. The header
  * carries the config and the tokenizer; the weights follow at offsets fixed
  * by the config, so the file size must match the computed layout exactly.
  * q/k rows are stored permuted into adjacent RoPE pairs and pre-scaled
@@ -9,22 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/status.h"
 #include "kernels/mxfp4.h"
 #include "model/checkpoint.h"
-
-static uint32_t rd_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static mxl_status check_ids(const uint8_t *d, const char *path) {
   if (memcmp(d, mxl_mbin_magic, 12) != 0)
     return mxl_errorf(MXL_ERR_FORMAT,
                       "%s: wrong magic (expected \"GPT-OSS v1.0\"): not a gpt-oss metal/model.bin",
                       path);
-  if (rd_u32(d + 12) != 0)
+  if (mxl_get_le32(d + 12) != 0)
     return mxl_errorf(MXL_ERR_UNSUPPORTED, "%s: unknown format version field %u after the magic",
-                      path, rd_u32(d + 12));
+                      path, mxl_get_le32(d + 12));
   if (memcmp(d + 16, mxl_mbin_model_uuid, 16) != 0)
     return mxl_errorf(MXL_ERR_UNSUPPORTED, "%s: model UUID is not gpt-oss's (df52dc86-...)", path);
   if (memcmp(d + 100, mxl_mbin_layout_uuid, 16) != 0)
@@ -48,7 +45,7 @@ static mxl_status check_tokenizer(const uint8_t *d, const mxl_metal_layout *ml, 
     if (p + 2 > end)
       return mxl_errorf(MXL_ERR_FORMAT, "%s: tokenizer token %u runs past tokens_size (%u)", path,
                         t, ml->tokens_size);
-    p += 2 + ((uint64_t)d[p] | (uint64_t)d[p + 1] << 8);
+    p += 2 + (uint64_t)mxl_get_le16(d + p);
   }
   if (p != end)
     return mxl_errorf(MXL_ERR_FORMAT,
@@ -123,7 +120,8 @@ mxl_status mxl_checkpoint_read_metal_buffer(mxl_model *m, const uint8_t *d, size
                       path, size, MXL_METAL_HEADER_BYTES);
   MXL_TRY(check_ids(d, path));
   MXL_TRY(mxl_config_parse_metal(d + 32, path, &m->config));
-  uint32_t ns = rd_u32(d + 132), nt = rd_u32(d + 136), rs = rd_u32(d + 140), ts = rd_u32(d + 144);
+  uint32_t ns = mxl_get_le32(d + 132), nt = mxl_get_le32(d + 136);
+  uint32_t rs = mxl_get_le32(d + 140), ts = mxl_get_le32(d + 144);
   if ((uint64_t)nt + ns > 0x7fffffff)
     return mxl_errorf(MXL_ERR_FORMAT, "%s: num_text_tokens %u + num_special_tokens %u is too large",
                       path, nt, ns);

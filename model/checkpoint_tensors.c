@@ -1,5 +1,5 @@
-/* The tensor catalogue of the HF and original layouts (spec §2.2, §3.2) and
- * the metal/model.bin offsets (spec §4.1-§4.4). */
+/* The tensor catalogue of the HF and original layouts (docs/gpt-oss.md §2.2, §3.2) and
+ * the metal/model.bin offsets (docs/gpt-oss.md §4.1-§4.4). */
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +43,8 @@ static const kind_info kinds[MXL_T_COUNT] = {
     [MXL_T_DOWN_BIAS] = {"mlp.experts.down_proj_bias", "mlp.mlp2_bias", MXL_ROLE_EXPERT_BIAS},
     [MXL_T_FINAL_NORM] = {"model.norm.weight", "norm.scale", MXL_ROLE_NORM},
     [MXL_T_UNEMBED] = {"lm_head.weight", "unembedding.weight", MXL_ROLE_UNEMBEDDING},
+    [MXL_T_GU_W] = {"mlp.experts.gate_up_proj", "mlp.mlp1_weight", MXL_ROLE_EXPERTS_DENSE},
+    [MXL_T_DOWN_W] = {"mlp.experts.down_proj", "mlp.mlp2_weight", MXL_ROLE_EXPERTS_DENSE},
 };
 
 static int kind_is_global(mxl_tensor_kind k) {
@@ -60,6 +62,7 @@ const char *mxl_tensor_role_name(mxl_tensor_role role) {
   case MXL_ROLE_EXPERTS: return "experts (MXFP4)";
   case MXL_ROLE_EXPERT_BIAS: return "expert biases";
   case MXL_ROLE_UNEMBEDDING: return "unembedding";
+  case MXL_ROLE_EXPERTS_DENSE: return "experts (BF16)";
   case MXL_ROLE_COUNT: break;
   }
   return "other";
@@ -71,7 +74,9 @@ const char *mxl_tensor_kind_original_label(mxl_tensor_kind kind) {
   return "BF16";
 }
 
-static void shape_of(const mxl_config *c, mxl_tensor_kind k, mxl_tensor_desc *d) {
+static void shape_of(const mxl_config *c, mxl_layout layout, mxl_tensor_kind k,
+                     mxl_tensor_desc *d) {
+  const int hf = layout == MXL_LAYOUT_HF;
   const int64_t H = c->hidden, I = c->intermediate, E = c->n_experts, V = c->vocab_size;
   const int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
   int64_t s[4] = {0, 0, 0, 0};
@@ -102,6 +107,8 @@ static void shape_of(const mxl_config *c, mxl_tensor_kind k, mxl_tensor_desc *d)
   case MXL_T_DOWN_BLOCKS: n = 4, s[0] = E, s[1] = H, s[2] = I / 32, s[3] = 16; break;
   case MXL_T_DOWN_SCALES: n = 3, s[0] = E, s[1] = H, s[2] = I / 32; break;
   case MXL_T_DOWN_BIAS: n = 2, s[0] = E, s[1] = H; break;
+  case MXL_T_GU_W: n = 3, s[0] = E, s[1] = hf ? H : 2 * I, s[2] = hf ? 2 * I : H; break;
+  case MXL_T_DOWN_W: n = 3, s[0] = E, s[1] = hf ? I : H, s[2] = hf ? H : I; break;
   case MXL_T_COUNT: break;
   }
   if (k == MXL_T_GU_BLOCKS || k == MXL_T_GU_SCALES || k == MXL_T_DOWN_BLOCKS ||
@@ -116,7 +123,7 @@ static void make_desc(const mxl_config *c, mxl_layout layout, mxl_tensor_kind k,
   memset(d, 0, sizeof *d);
   d->kind = k;
   d->layer = layer;
-  shape_of(c, k, d);
+  shape_of(c, layout, k, d);
   const char *base = layout == MXL_LAYOUT_HF ? kinds[k].hf : kinds[k].original;
   if (kind_is_global(k)) snprintf(d->name, sizeof d->name, "%s", base);
   else if (layout == MXL_LAYOUT_HF)
@@ -124,7 +131,21 @@ static void make_desc(const mxl_config *c, mxl_layout layout, mxl_tensor_kind k,
   else snprintf(d->name, sizeof d->name, "block.%d.%s", layer, base);
 }
 
+/* The MXFP4 kinds of an expert projection, or their dense replacement. */
+static mxl_tensor_kind expert_kind(mxl_tensor_kind k, int dense) {
+  if (!dense) return k;
+  if (k == MXL_T_GU_BLOCKS) return MXL_T_GU_W;
+  if (k == MXL_T_DOWN_BLOCKS) return MXL_T_DOWN_W;
+  if (k == MXL_T_GU_SCALES || k == MXL_T_DOWN_SCALES) return MXL_T_COUNT; /* dropped */
+  return k;
+}
+
 int mxl_checkpoint_tensors(const mxl_config *c, mxl_layout layout, mxl_tensor_desc *out) {
+  return mxl_checkpoint_tensors_ex(c, layout, 0, out);
+}
+
+int mxl_checkpoint_tensors_ex(const mxl_config *c, mxl_layout layout, int dense_experts,
+                              mxl_tensor_desc *out) {
   static const mxl_tensor_kind hf_block[] = {
       MXL_T_ATTN_NORM, MXL_T_Q_W,      MXL_T_Q_B,        MXL_T_K_W,        MXL_T_K_B,
       MXL_T_V_W,       MXL_T_V_B,      MXL_T_O_W,        MXL_T_O_B,        MXL_T_SINKS,
@@ -141,8 +162,12 @@ int mxl_checkpoint_tensors(const mxl_config *c, mxl_layout layout, mxl_tensor_de
   if (out) make_desc(c, layout, MXL_T_EMBED, -1, &out[n]);
   n++;
   for (int l = 0; l < c->n_layers; l++)
-    for (int j = 0; j < per_block; j++, n++)
-      if (out) make_desc(c, layout, block[j], l, &out[n]);
+    for (int j = 0; j < per_block; j++) {
+      mxl_tensor_kind k = expert_kind(block[j], dense_experts);
+      if (k == MXL_T_COUNT) continue;
+      if (out) make_desc(c, layout, k, l, &out[n]);
+      n++;
+    }
   if (out) make_desc(c, layout, MXL_T_FINAL_NORM, -1, &out[n]);
   n++;
   if (out) make_desc(c, layout, MXL_T_UNEMBED, -1, &out[n]);

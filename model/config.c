@@ -1,5 +1,5 @@
 /* gpt-oss configuration: the published values, validation, the three
- * on-disk forms (spec §1.1-§1.3, §4.1), YaRN and parameter counts. */
+ * on-disk forms (docs/gpt-oss.md §1.1-§1.3, §4.1), YaRN and parameter counts. */
 #include "model/config.h"
 
 #include <cjson/cJSON.h>
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "core/json.h"
 #include "core/status.h"
@@ -198,7 +199,7 @@ static mxl_status validate_rope(const mxl_config *c, const char *src, const fiel
     return mxl_errorf(MXL_ERR_FORMAT, "%s: %s (%g) must be greater than %s (%g)", src,
                       n->beta_fast, (double)c->rope_beta_fast, n->beta_slow,
                       (double)c->rope_beta_slow);
-  /* The reference code asserts 0 < low < high < d/2 - 1 (spec §0 note). */
+  /* The reference code asserts 0 < low < high < d/2 - 1 (docs/gpt-oss.md §5.3). */
   mxl_yarn y;
   mxl_config_yarn(c, &y);
   if (!(y.low > 0.0 && y.low < y.high && y.high < c->head_dim / 2.0 - 1.0))
@@ -567,29 +568,8 @@ mxl_status mxl_config_load_generation(const char *path, mxl_config *c) {
 
 /* ------------------------------------------------------------ metal header */
 
-static uint32_t rd_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static float rd_f32(const uint8_t *p) {
-  uint32_t u = rd_u32(p);
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-static void wr_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wr_f32(uint8_t *p, float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  wr_u32(p, u);
-}
-
 static int header_int(const uint8_t *h, int index, int *out) {
-  uint32_t v = rd_u32(h + 4 * index);
+  uint32_t v = mxl_get_le32(h + 4 * index);
   *out = v > INT_MAX ? -1 : (int)v;
   return v <= INT_MAX;
 }
@@ -609,8 +589,8 @@ static int close_f32(float a, float b) {
 }
 
 static mxl_status derive_metal_rope(const uint8_t *h, const char *src, mxl_config *c) {
-  float interp = rd_f32(h + 48), offset = rd_f32(h + 52), scale = rd_f32(h + 56);
-  float mult = rd_f32(h + 60);
+  float interp = mxl_get_lef32(h + 48), offset = mxl_get_lef32(h + 52);
+  float scale = mxl_get_lef32(h + 56), mult = mxl_get_lef32(h + 60);
   if (!isfinite(interp) || interp <= 0.0f || interp > 1.0f)
     return mxl_errorf(MXL_ERR_FORMAT, "%s: interpolation_scale is %g, must be in (0, 1]", src,
                       (double)interp);
@@ -660,11 +640,11 @@ mxl_status mxl_config_parse_metal(const uint8_t h[MXL_METAL_MODEL_HEADER_BYTES],
     if (!dest[i]) continue;
     if (!header_int(h, i, dest[i]))
       return mxl_errorf(MXL_ERR_FORMAT, "%s: %s %u is out of range", src, int_fields[i],
-                        rd_u32(h + 4 * i));
+                        mxl_get_le32(h + 4 * i));
   }
-  c->swiglu_limit = rd_f32(h + 24);
-  c->rope_theta = rd_f32(h + 44);
-  c->rms_eps = rd_f32(h + 64);
+  c->swiglu_limit = mxl_get_lef32(h + 24);
+  c->rope_theta = mxl_get_lef32(h + 44);
+  c->rms_eps = mxl_get_lef32(h + 64);
   if (c->n_layers > 0 && c->n_layers <= MXL_MAX_LAYERS)
     for (int i = 0; i < c->n_layers; i++) c->layer_sliding[i] = (uint8_t)(i % 2 == 0);
   c->vocab_size = 0;
@@ -675,23 +655,23 @@ void mxl_config_write_metal(const mxl_config *c, uint8_t out[MXL_METAL_MODEL_HEA
   mxl_yarn y;
   mxl_config_yarn(c, &y);
   /* create-local-model.py writes int(initial_context × factor). */
-  wr_u32(out + 0, (uint32_t)((double)c->initial_context * c->rope_factor));
-  wr_u32(out + 4, (uint32_t)c->n_layers);
-  wr_u32(out + 8, (uint32_t)c->n_experts);
-  wr_u32(out + 12, (uint32_t)c->experts_per_token);
-  wr_u32(out + 16, (uint32_t)c->hidden);
-  wr_u32(out + 20, (uint32_t)c->intermediate);
-  wr_f32(out + 24, c->swiglu_limit);
-  wr_u32(out + 28, (uint32_t)c->head_dim);
-  wr_u32(out + 32, (uint32_t)c->n_heads);
-  wr_u32(out + 36, (uint32_t)c->n_kv_heads);
-  wr_u32(out + 40, (uint32_t)c->sliding_window);
-  wr_f32(out + 44, c->rope_theta);
-  wr_f32(out + 48, y.interpolation_scale);
-  wr_f32(out + 52, y.offset);
-  wr_f32(out + 56, y.scale);
-  wr_f32(out + 60, y.multiplier);
-  wr_f32(out + 64, c->rms_eps);
+  mxl_put_le32(out + 0, (uint32_t)((double)c->initial_context * c->rope_factor));
+  mxl_put_le32(out + 4, (uint32_t)c->n_layers);
+  mxl_put_le32(out + 8, (uint32_t)c->n_experts);
+  mxl_put_le32(out + 12, (uint32_t)c->experts_per_token);
+  mxl_put_le32(out + 16, (uint32_t)c->hidden);
+  mxl_put_le32(out + 20, (uint32_t)c->intermediate);
+  mxl_put_lef32(out + 24, c->swiglu_limit);
+  mxl_put_le32(out + 28, (uint32_t)c->head_dim);
+  mxl_put_le32(out + 32, (uint32_t)c->n_heads);
+  mxl_put_le32(out + 36, (uint32_t)c->n_kv_heads);
+  mxl_put_le32(out + 40, (uint32_t)c->sliding_window);
+  mxl_put_lef32(out + 44, c->rope_theta);
+  mxl_put_lef32(out + 48, y.interpolation_scale);
+  mxl_put_lef32(out + 52, y.offset);
+  mxl_put_lef32(out + 56, y.scale);
+  mxl_put_lef32(out + 60, y.multiplier);
+  mxl_put_lef32(out + 64, c->rms_eps);
 }
 
 /* ------------------------------------------------------------ JSON writing */

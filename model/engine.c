@@ -1,9 +1,11 @@
 #include "model/engine.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fileio.h"
 #include "core/status.h"
 #include "model/safetensors.h"
 
@@ -11,7 +13,7 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration) 
   const int half = c->head_dim / 2;
   const double theta = c->rope_theta, factor = c->rope_factor;
   const double two_pi = 2.0 * 3.14159265358979323846;
-  /* Correction range (spec §5.3), without truncation. */
+  /* Correction range (docs/gpt-oss.md §5.3), without truncation. */
   double low = half * log(c->initial_context / (c->rope_beta_fast * two_pi)) / log(theta);
   double high = half * log(c->initial_context / (c->rope_beta_slow * two_pi)) / log(theta);
   if (low < 0) low = 0;
@@ -104,6 +106,40 @@ static mxl_status upload_weights(mxl_engine *e) {
   return e->ops->sync(e->be);
 }
 
+/* ---------------------------------------------------------------- op table */
+
+typedef void (*any_op)(void);
+#define OP(name) {#name, (any_op)ops->name}
+
+/* Every op the model code may call, so that a backend with a hole fails
+ * here, naming the op, instead of crashing on a NULL call mid-step. */
+static mxl_status check_ops(const mxl_ops *ops) {
+  const struct {
+    const char *name;
+    any_op fn;
+  } table[] = {
+      OP(destroy), OP(alloc), OP(free), OP(upload), OP(download), OP(copy), OP(zero), OP(sync),
+      OP(embed), OP(rmsnorm), OP(matmul_bf16), OP(gemm_f32), OP(rope), OP(attention),
+      OP(router_topk), OP(moe_plan), OP(moe_gather), OP(mxfp4_matmul), OP(swiglu),
+      OP(moe_combine), OP(add), OP(dropout), OP(unembed_xent), OP(lora), OP(lora_bwd),
+      OP(rmsnorm_bwd), OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd), OP(moe_gather_bwd),
+      OP(mxfp4_matmul_dx), OP(swiglu_bwd), OP(moe_combine_bwd), OP(adamw), OP(sum_squares),
+  };
+  enum { N_OPS = sizeof table / sizeof table[0] };
+  /* A new op in kernels/ops.h must be listed above (docs/adding-an-op.md). */
+  _Static_assert(sizeof(mxl_ops) == offsetof(mxl_ops, destroy) + N_OPS * sizeof(any_op),
+                 "mxl_ops has an op that check_ops() in model/engine.c does not list");
+  for (int i = 0; i < N_OPS; i++)
+    if (!table[i].fn)
+      return mxl_errorf(MXL_ERR_UNSUPPORTED, "backend '%s' lacks the op '%s'",
+                        ops->name ? ops->name : "?", table[i].name);
+  return MXL_OK;
+}
+
+#undef OP
+
+/* ---------------------------------------------------------------- engine */
+
 size_t mxl_engine_device_bytes(const mxl_model *model) {
   const mxl_mapping *files[64];
   int n = weight_files(model, files, 64);
@@ -114,6 +150,7 @@ size_t mxl_engine_device_bytes(const mxl_model *model) {
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
   *out = NULL;
+  MXL_TRY(check_ops(be->ops));
   mxl_engine *e = calloc(1, sizeof *e);
   if (!e) return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
   e->model = model;
@@ -153,6 +190,39 @@ void mxl_engine_destroy(mxl_engine *e) {
   free(e->device_files);
   free(e->device_layers);
   free(e);
+}
+
+/* ---------------------------------------------------------------- resident pages */
+
+/* Drops [p, p + n) from the resident set when it lies in one mapped file. */
+static void drop_mapped(const mxl_mapping **files, int n_files, const void *p, size_t n) {
+  const uint8_t *b = p;
+  for (int i = 0; b && i < n_files; i++)
+    if (b >= files[i]->data && b + n <= files[i]->data + files[i]->size) {
+      mxl_mapping_drop_pages(p, n);
+      return;
+    }
+}
+
+static void drop_mx(const mxl_mapping **files, int n_files, const mxl_mxfp4_weight *w) {
+  size_t row_blocks = (size_t)(w->cols / 32), E = (size_t)w->n_experts, rows = (size_t)w->rows;
+  drop_mapped(files, n_files, w->blocks, (E - 1) * w->blocks_stride + rows * row_blocks * 16);
+  drop_mapped(files, n_files, w->scales, (E - 1) * w->scales_stride + rows * row_blocks);
+}
+
+void mxl_engine_drop_pages(const mxl_engine *e, int layer) {
+  if (!e->ops->host_memory) return;
+  const mxl_mapping *files[64];
+  int n = weight_files(e->model, files, 64);
+  if (layer < 0) {
+    drop_mapped(files, n, e->w.unembed.w, (size_t)e->w.unembed.rows * e->w.unembed.cols * 2);
+    return;
+  }
+  const mxl_layer_weights *w = &e->w.layers[layer];
+  drop_mx(files, n, &w->gate_up);
+  drop_mx(files, n, &w->down);
+  const mxl_bf16_weight *bf[4] = {&w->q, &w->k, &w->v, &w->o};
+  for (int i = 0; i < 4; i++) drop_mapped(files, n, bf[i]->w, (size_t)bf[i]->rows * bf[i]->cols * 2);
 }
 
 mxl_status mxl_buffer_reserve(mxl_backend *be, mxl_buffer *buf, size_t bytes) {

@@ -1,6 +1,6 @@
 /* An engine binds a loaded model to a compute backend: the weights as the
  * backend sees them, the YaRN frequency table, and reusable scratch memory.
- * Inference (model/forward.h) and training (model/backward.h) both run on it. */
+ * Inference (model/forward.h) and training (model/train_step.h) both run on it. */
 #ifndef MXL_MODEL_ENGINE_H
 #define MXL_MODEL_ENGINE_H
 
@@ -22,7 +22,7 @@ typedef struct mxl_engine {
   mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
 } mxl_engine;
 
-/* The YaRN table of spec §5.3, computed in double: inv_freq [d/2] and the
+/* The YaRN table of docs/gpt-oss.md §5.3, computed in double: inv_freq [d/2] and the
  * concentration 0.1·ln(factor) + 1 (1 when factor <= 1). */
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 
@@ -32,6 +32,14 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
  * memory: every weight file, and the RoPE table (`mxlora plan`). */
 size_t mxl_engine_device_bytes(const mxl_model *model);
 void mxl_engine_destroy(mxl_engine *e);
+
+/* Drops layer `layer`'s projection weights (MXFP4 experts, bf16 q/k/v/o;
+ * layer -1: the unembedding) from the process's resident set, on backends
+ * that read the mapped files in place: a pass that reads the whole model
+ * once (training) would otherwise keep all of it resident (13 GB for
+ * gpt-oss-20b). The pages stay in the page cache and come back through
+ * minor faults. Only ranges inside the mapped files are touched. */
+void mxl_engine_drop_pages(const mxl_engine *e, int layer);
 
 /* A growable backend buffer, for scratch that is reused across calls. */
 typedef struct mxl_buffer {

@@ -122,14 +122,61 @@ static mxl_status reserve_state(mxl_engine *e, mxl_forward_state *st, int n, int
   return MXL_OK;
 }
 
-static int max_rank(const mxl_lora_stack *lora) {
-  int r = 0;
-  for (int i = 0; lora && i < lora->n; i++)
-    for (int l = 0; l < lora->views[i]->n_layers; l++)
-      for (int t = 0; t < MXL_LORA_N_TARGETS; t++)
-        if (lora->views[i]->layers[l].t[t].A && lora->views[i]->layers[l].t[t].rank > r)
-          r = lora->views[i]->layers[l].t[t].rank;
-  return r;
+static int same_uses(const mxl_lora_run *a, const mxl_lora_use *uses, int n) {
+  if (a->n_uses != n) return 0;
+  for (int u = 0; u < n; u++)
+    if (a->uses[u].view != uses[u].view || a->uses[u].scale != uses[u].scale) return 0;
+  return 1;
+}
+
+/* The adapters of the batch as runs of rows (mixed batches): each sequence
+ * gets the shared stack's views, then its own; consecutive sequences with
+ * the same list share a run. Returns 0 in `*eff` (the shared stack as it
+ * is) when no sequence brings adapters of its own. */
+static mxl_status batch_lora(mxl_forward_state *st, const mxl_fwd_seq *seqs, int n_seq,
+                             const mxl_lora_stack *shared, mxl_lora_stack *eff) {
+  int own = 0, n_uses = 0, n_shared = shared && !shared->runs ? shared->n : 0;
+  for (int s = 0; s < n_seq; s++) {
+    own |= seqs[s].n_lora > 0;
+    n_uses += n_shared + seqs[s].n_lora;
+  }
+  memset(eff, 0, sizeof *eff);
+  if (!own) {
+    if (shared) *eff = *shared;
+    return MXL_OK;
+  }
+  if (shared && (shared->runs || shared->train))
+    return mxl_errorf(MXL_ERR_ARGUMENT, "forward: per-sequence adapters with a training stack");
+  if (st->runs_cap < n_seq) {
+    mxl_lora_run *runs = realloc(st->runs, (size_t)n_seq * sizeof *runs);
+    if (!runs) return mxl_errorf(MXL_ERR_MEMORY, "forward: out of memory");
+    st->runs = runs;
+    st->runs_cap = n_seq;
+  }
+  if (st->uses_cap < n_uses) {
+    mxl_lora_use *uses = realloc(st->uses, (size_t)n_uses * sizeof *uses);
+    if (!uses) return mxl_errorf(MXL_ERR_MEMORY, "forward: out of memory");
+    st->uses = uses;
+    st->uses_cap = n_uses;
+  }
+  int n_runs = 0, row = 0, used = 0;
+  for (int s = 0; s < n_seq; s++) {
+    mxl_lora_use *mine = st->uses + used;
+    int n = 0;
+    for (int u = 0; u < n_shared; u++) mine[n++] = (mxl_lora_use){shared->views[u], 1.0f};
+    for (int u = 0; u < seqs[s].n_lora; u++) mine[n++] = seqs[s].lora[u];
+    mxl_lora_run *last = n_runs ? &st->runs[n_runs - 1] : NULL;
+    if (last && last->row0 + last->rows == row && same_uses(last, mine, n)) {
+      last->rows += seqs[s].n;
+    } else if (n > 0) {
+      st->runs[n_runs++] = (mxl_lora_run){row, seqs[s].n, mine, n};
+      used += n;
+    }
+    row += seqs[s].n;
+  }
+  eff->runs = st->runs;
+  eff->n_runs = n_runs;
+  return MXL_OK;
 }
 
 static mxl_status check_token_ids(const mxl_engine *e, const mxl_fwd_seq *seqs, int n_seq) {
@@ -141,6 +188,14 @@ static mxl_status check_token_ids(const mxl_engine *e, const mxl_fwd_seq *seqs, 
   return MXL_OK;
 }
 
+static int logit_rows(const mxl_fwd_seq *seqs, int n_seq, int n_total,
+                      const mxl_forward_out *out) {
+  if (out->all_positions) return n_total;
+  int rows = 0;
+  for (int s = 0; s < n_seq; s++) rows += !seqs[s].no_logits;
+  return rows;
+}
+
 /* Final norm and unembedding of the wanted rows into out->logits. */
 static mxl_status compute_logits(mxl_engine *e, mxl_forward_state *st, const mxl_fwd_seq *seqs,
                                  int n_seq, int n_total, const mxl_forward_out *out) {
@@ -148,16 +203,19 @@ static mxl_status compute_logits(mxl_engine *e, mxl_forward_state *st, const mxl
   const size_t H = e->cfg->hidden, V = e->w.vocab_rows;
   const float *x = st->x.ptr;
   float *rows = st->rows.ptr;
-  int n_rows = out->all_positions ? n_total : n_seq;
+  int n_rows = logit_rows(seqs, n_seq, n_total, out);
   if (out->all_positions) {
     ops->copy(e->be, rows, x, n_total * H * sizeof(float));
   } else {
-    int end = 0;
+    int end = 0, r = 0;
     for (int s = 0; s < n_seq; s++) {
       end += seqs[s].n;
-      ops->copy(e->be, rows + s * H, x + (end - 1) * H, H * sizeof(float));
+      if (seqs[s].no_logits) continue;
+      ops->copy(e->be, rows + r * H, x + (end - 1) * H, H * sizeof(float));
+      r++;
     }
   }
+  if (n_rows == 0) return ops->sync(e->be);
   ops->rmsnorm(e->be, rows, NULL, rows, e->w.final_norm, n_rows, (int)H, e->cfg->rms_eps);
   ops->matmul_bf16(e->be, st->logits.ptr, rows, &e->w.unembed, n_rows);
   ops->download(e->be, out->logits, st->logits.ptr, n_rows * V * sizeof(float));
@@ -165,14 +223,17 @@ static mxl_status compute_logits(mxl_engine *e, mxl_forward_state *st, const mxl
 }
 
 mxl_status mxl_forward(mxl_engine *e, mxl_forward_state *st, const mxl_fwd_seq *seqs,
-                       int n_seq, const mxl_lora_stack *lora, mxl_forward_out *out) {
+                       int n_seq, const mxl_lora_stack *shared, mxl_forward_out *out) {
   const mxl_ops *ops = e->ops;
   const size_t H = e->cfg->hidden;
   int n = 0;
   MXL_TRY(check_sequences(seqs, n_seq, &n));
   MXL_TRY(check_token_ids(e, seqs, n_seq));
-  int rows = out->all_positions ? n : n_seq;
-  MXL_TRY(reserve_state(e, st, n, rows, max_rank(lora)));
+  mxl_lora_stack lora_all;
+  MXL_TRY(batch_lora(st, seqs, n_seq, shared, &lora_all));
+  const mxl_lora_stack *lora = &lora_all;
+  int rows = logit_rows(seqs, n_seq, n, out);
+  MXL_TRY(reserve_state(e, st, n, rows > 0 ? rows : 1, mxl_lora_stack_rank(lora)));
 
   int row = 0;
   for (int s = 0; s < n_seq; s++) {
@@ -206,5 +267,7 @@ void mxl_forward_state_release(mxl_engine *e, mxl_forward_state *st) {
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mxl_buffer_release(e->be, bufs[i]);
   free(st->host_ids);
   free(st->host_pos);
+  free(st->runs);
+  free(st->uses);
   memset(st, 0, sizeof *st);
 }

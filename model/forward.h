@@ -31,11 +31,16 @@ size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk)
 void mxl_kv_cache_reset(mxl_engine *e, mxl_kv_cache *c);
 void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c);
 
-/* One sequence's new tokens for this step. */
+/* One sequence's new tokens for this step, and its own adapters (applied
+ * after the call's shared stack; a mixed batch gives every sequence its
+ * own). */
 typedef struct mxl_fwd_seq {
   mxl_kv_cache *cache;
   const int32_t *tokens; /* host [n] */
   int n;
+  const mxl_lora_use *lora; /* [n_lora] or NULL */
+  int n_lora;
+  int no_logits;            /* 1: this sequence needs no logits this step */
 } mxl_fwd_seq;
 
 /* Reusable scratch of the forward pass. Zero-initialise, then reuse. */
@@ -49,16 +54,23 @@ typedef struct mxl_forward_state {
   mxl_buffer logits;  /* [rows, vocab_rows] */
   int32_t *host_ids, *host_pos;
   int host_cap;
+  mxl_lora_run *runs;  /* host: the batch's runs of rows sharing adapters */
+  mxl_lora_use *uses;  /* host: their adapters */
+  int runs_cap, uses_cap;
 } mxl_forward_state;
 
 typedef struct mxl_forward_out {
-  float *logits;  /* host [rows, vocab_rows], rows = n_seq (last token of each
-                     sequence) or every token when all_positions; may be NULL */
+  float *logits;  /* host [rows, vocab_rows], rows = the last token of each
+                     sequence without no_logits, in order, or every token when
+                     all_positions; may be NULL */
   int all_positions;
   float *hidden;  /* host [L+1, n, H] or NULL: the residual stream before each
                      layer and after the last (before the final norm) */
 } mxl_forward_out;
 
+/* `lora` (may be NULL) applies to every sequence; sequences add their own.
+ * A sequence's results do not depend on the others in the call (on the ref
+ * backend bit for bit). */
 mxl_status mxl_forward(mxl_engine *e, mxl_forward_state *st, const mxl_fwd_seq *seqs,
                        int n_seq, const mxl_lora_stack *lora, mxl_forward_out *out);
 void mxl_forward_state_release(mxl_engine *e, mxl_forward_state *st);

@@ -8,15 +8,18 @@ static int cache_capacity(const mxl_kv_cache *c, const mxl_config *cfg, int laye
   return cfg->layer_sliding[layer] ? c->cap_slide : c->cap_full;
 }
 
-size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk) {
-  mxl_kv_cache c = {0};
-  c.cap_full = max_context;
+static int sliding_capacity(const mxl_config *cfg, int max_context, int max_chunk) {
   long slide = (long)cfg->sliding_window + max_chunk - 1;
-  c.cap_slide = slide < max_context ? (int)slide : max_context;
-  size_t kv_dim = (size_t)cfg->n_kv_heads * cfg->head_dim, bytes = 0;
+  return slide < max_context ? (int)slide : max_context;
+}
+
+size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk) {
+  const uint64_t row = (uint64_t)cfg->n_kv_heads * cfg->head_dim * sizeof(float);
+  const int slide = sliding_capacity(cfg, max_context, max_chunk);
+  uint64_t bytes = 2 * sizeof(int32_t) * ((uint64_t)max_context + slide);
   for (int l = 0; l < cfg->n_layers; l++)
-    bytes += 2 * (size_t)cache_capacity(&c, cfg, l) * kv_dim * sizeof(float);
-  return bytes + 2 * ((size_t)c.cap_full + (size_t)c.cap_slide) * sizeof(int32_t);
+    bytes += 2 * row * (uint64_t)(cfg->layer_sliding[l] ? slide : max_context);
+  return bytes;
 }
 
 mxl_status mxl_kv_cache_create(mxl_engine *e, int max_context, int max_chunk,
@@ -36,8 +39,7 @@ mxl_status mxl_kv_cache_create(mxl_engine *e, int max_context, int max_chunk,
   c->max_context = max_context;
   c->max_chunk = max_chunk;
   c->cap_full = max_context;
-  long slide = (long)cfg->sliding_window + max_chunk - 1;
-  c->cap_slide = slide < max_context ? (int)slide : max_context;
+  c->cap_slide = sliding_capacity(cfg, max_context, max_chunk);
   c->k = calloc(cfg->n_layers, sizeof *c->k);
   c->v = calloc(cfg->n_layers, sizeof *c->v);
   c->host_pos_full = malloc(c->cap_full * sizeof(int32_t));

@@ -59,12 +59,16 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
   mxl_carver sizing = {0};
   carve_acts(e->cfg, acts, cap, rank, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &acts->block, sizing.used));
-  int32_t *host = realloc(acts->host_block, (e->cfg->n_experts + 1) * sizeof(int32_t));
+  /* host: offsets [E+1], order [m], row_run [n] */
+  const size_t E1 = (size_t)e->cfg->n_experts + 1, m = (size_t)cap * e->cfg->experts_per_token;
+  int32_t *host = realloc(acts->host_block, (E1 + m + (size_t)cap) * sizeof(int32_t));
   if (!host) return mxl_errorf(MXL_ERR_MEMORY, "layer activations: out of memory");
   acts->host_block = host;
   mxl_carver c = {acts->block.ptr, 0};
   carve_acts(e->cfg, acts, cap, rank, &c);
   acts->offsets_host = host;
+  acts->order_host = host + E1;
+  acts->row_run = host + E1 + m;
   acts->cap_n = cap;
   acts->lora_rank_cap = rank;
   acts->n = n;
@@ -74,6 +78,7 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts) {
   mxl_buffer_release(e->be, &acts->block);
   free(acts->host_block);
+  free(acts->segs);
   memset(acts, 0, sizeof *acts);
 }
 
@@ -83,47 +88,191 @@ uint64_t mxl_lora_dropout_seed(uint64_t seed, int layer, int target) {
   return seed ^ ((uint64_t)(layer + 1) << 32) ^ ((uint64_t)(target + 1) << 56);
 }
 
-/* y[rows, out] += scale·(x·Aᵀ)·Bᵀ for one dense target, over every adapter. */
-static void lora_dense(mxl_engine *e, int layer, const mxl_lora_stack *lora, int target,
-                       const float *x, int rows, int in, int out, float *y,
-                       mxl_layer_acts *acts) {
-  const mxl_ops *ops = e->ops;
-  for (int i = 0; lora && i < lora->n; i++) {
-    const mxl_lora_mat *L = &lora->views[i]->layers[layer].t[target];
-    if (!L->A) continue;
-    const float *input = x;
-    float p = lora->views[i]->dropout;
-    if (lora->train && i == 0 && p > 0) {
-      ops->dropout(e->be, acts->lora_in, x, (size_t)rows * in, p,
-                   mxl_lora_dropout_seed(lora->seed, layer, target));
-      input = acts->lora_in;
-    }
-    float *t = acts->lora_t[target];
-    ops->gemm_f32(e->be, 0, 1, rows, L->rank, in, 1.0f, input, in, L->A, in, 0.0f, t, L->rank);
-    ops->gemm_f32(e->be, 0, 1, rows, out, L->rank, L->scale, t, L->rank, L->B, L->rank, 1.0f,
-                  y, out);
+/* The stack as runs: the views form is one run over every row. */
+static int n_runs(const mxl_lora_stack *lora) {
+  if (!lora) return 0;
+  return lora->runs ? lora->n_runs : (lora->n > 0);
+}
+
+static mxl_lora_run run_at(const mxl_lora_stack *lora, int r, int n_rows) {
+  if (lora->runs) return lora->runs[r];
+  mxl_lora_run all = {0, n_rows, NULL, lora->n};
+  return all;
+}
+
+static void use_at(const mxl_lora_stack *lora, const mxl_lora_run *run, int u,
+                   const mxl_lora_view **view, float *scale) {
+  if (lora->runs) {
+    *view = run->uses[u].view;
+    *scale = run->uses[u].scale;
+  } else {
+    *view = lora->views[u];
+    *scale = 1.0f;
   }
 }
 
-/* The same per expert over its grouped rows: A [E][R, in], B [E][out, R]. */
-static void lora_experts(mxl_engine *e, int layer, const mxl_lora_stack *lora, int target,
-                         const float *x, int in, int out, float *y, mxl_layer_acts *acts) {
-  const mxl_ops *ops = e->ops;
-  const int32_t *off = acts->offsets_host;
-  for (int i = 0; lora && i < lora->n; i++) {
-    const mxl_lora_mat *L = &lora->views[i]->layers[layer].t[target];
-    if (!L->A) continue;
-    const int R = L->rank;
-    for (int ex = 0; ex < e->cfg->n_experts; ex++) {
-      int r0 = off[ex], rows = off[ex + 1] - off[ex];
-      if (rows == 0) continue;
-      float *t = acts->lora_t[target] + (size_t)r0 * R;
-      const float *A = L->A + (size_t)ex * R * in, *B = L->B + (size_t)ex * out * R;
-      ops->gemm_f32(e->be, 0, 1, rows, R, in, 1.0f, x + (size_t)r0 * in, in, A, in, 0.0f, t, R);
-      ops->gemm_f32(e->be, 0, 1, rows, out, R, L->scale, t, R, B, R, 1.0f,
-                    y + (size_t)r0 * out, out);
+static int view_rank(const mxl_lora_view *v) {
+  int r = 0;
+  for (int l = 0; l < v->n_layers; l++)
+    for (int t = 0; t < MXL_LORA_N_TARGETS; t++)
+      if (v->layers[l].t[t].A && v->layers[l].t[t].rank > r) r = v->layers[l].t[t].rank;
+  return r;
+}
+
+int mxl_lora_stack_rank(const mxl_lora_stack *lora) {
+  int most = 0;
+  for (int r = 0; r < n_runs(lora); r++) {
+    mxl_lora_run run = run_at(lora, r, 0);
+    int sum = 0;
+    for (int u = 0; u < run.n_uses; u++) {
+      const mxl_lora_view *v;
+      float scale;
+      use_at(lora, &run, u, &v, &scale);
+      sum += view_rank(v);
+    }
+    if (sum > most) most = sum;
+  }
+  return most;
+}
+
+/* A growing segment list in acts->segs. */
+typedef struct seg_list {
+  mxl_layer_acts *acts;
+  int n;
+  int64_t t_floats;
+  mxl_status status;
+} seg_list;
+
+static void seg_push(seg_list *l, int row0, int rows, const mxl_lora_mat *L, float scale,
+                     size_t a_off, size_t b_off, const mxl_lora_mat *G) {
+  mxl_layer_acts *a = l->acts;
+  if (l->status != MXL_OK) return;
+  if (l->n == a->segs_cap) {
+    int cap = a->segs_cap ? 2 * a->segs_cap : 64;
+    mxl_lora_seg *grown = realloc(a->segs, (size_t)cap * sizeof *grown);
+    if (!grown) {
+      l->status = mxl_errorf(MXL_ERR_MEMORY, "LoRA segments: out of memory");
+      return;
+    }
+    a->segs = grown;
+    a->segs_cap = cap;
+  }
+  mxl_lora_seg *g = &a->segs[l->n++];
+  g->row0 = row0;
+  g->rows = rows;
+  g->rank = L->rank;
+  g->scale = L->scale * scale;
+  g->A = L->A + a_off;
+  g->B = L->B + b_off;
+  g->dA = G ? G->A + a_off : NULL;
+  g->dB = G ? G->B + b_off : NULL;
+  g->t_off = l->t_floats;
+  l->t_floats += (int64_t)rows * L->rank;
+}
+
+/* Segments of a dense (attention) target over token rows: per run, per
+ * adapter that adapts it. `grads` (training) receives dA/dB of the first
+ * adapter. */
+static mxl_status dense_segments(int layer, const mxl_lora_stack *lora, int target,
+                                 const mxl_lora_view *grads, mxl_layer_acts *acts, int *n_out) {
+  seg_list l = {acts, 0, 0, MXL_OK};
+  for (int r = 0; r < n_runs(lora); r++) {
+    mxl_lora_run run = run_at(lora, r, acts->n);
+    for (int u = 0; u < run.n_uses; u++) {
+      const mxl_lora_view *v;
+      float scale;
+      use_at(lora, &run, u, &v, &scale);
+      const mxl_lora_mat *L = &v->layers[layer].t[target];
+      if (!L->A || run.rows == 0) continue;
+      const mxl_lora_mat *G = grads && u == 0 ? &grads->layers[layer].t[target] : NULL;
+      seg_push(&l, run.row0, run.rows, L, scale, 0, 0, G);
     }
   }
+  *n_out = l.n;
+  return l.status;
+}
+
+/* Whether the rows of a run can be found from the expert offsets alone:
+ * one run covering every token. */
+static int one_run_for_all(const mxl_lora_stack *lora, int n_tokens) {
+  if (n_runs(lora) != 1) return 0;
+  mxl_lora_run run = run_at(lora, 0, n_tokens);
+  return run.row0 == 0 && run.rows == n_tokens;
+}
+
+/* Segments of an expert target over grouped rows: per expert, per run of
+ * its rows that belong to one run of tokens (stable grouping keeps each
+ * expert's rows in token order), per adapter. */
+static mxl_status expert_segments(const mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                                  int target, const mxl_lora_view *grads, mxl_layer_acts *acts,
+                                  int *n_out) {
+  seg_list l = {acts, 0, 0, MXL_OK};
+  const int k = e->cfg->experts_per_token, n_tok = acts->n;
+  const size_t I = (size_t)e->cfg->intermediate, H = (size_t)e->cfg->hidden;
+  const size_t in = target == MXL_LORA_GATE_UP ? H : I, out = target == MXL_LORA_GATE_UP ? 2 * I : H;
+  const int32_t *off = acts->offsets_host;
+  const int simple = one_run_for_all(lora, n_tok);
+  for (int ex = 0; n_runs(lora) > 0 && ex < e->cfg->n_experts; ex++) {
+    for (int i = off[ex]; i < off[ex + 1];) {
+      int r = simple ? 0 : acts->row_run[acts->order_host[i] / k], j = i + 1;
+      if (simple) j = off[ex + 1];
+      else
+        while (j < off[ex + 1] && acts->row_run[acts->order_host[j] / k] == r) j++;
+      if (r < 0) {
+        i = j;
+        continue;
+      }
+      mxl_lora_run run = run_at(lora, r, n_tok);
+      for (int u = 0; u < run.n_uses; u++) {
+        const mxl_lora_view *v;
+        float scale;
+        use_at(lora, &run, u, &v, &scale);
+        const mxl_lora_mat *L = &v->layers[layer].t[target];
+        if (!L->A) continue;
+        const mxl_lora_mat *G = grads && u == 0 ? &grads->layers[layer].t[target] : NULL;
+        seg_push(&l, i, j - i, L, scale, (size_t)ex * L->rank * in, (size_t)ex * out * L->rank,
+                 G);
+      }
+      i = j;
+    }
+  }
+  *n_out = l.n;
+  return l.status;
+}
+
+/* y[rows, out] += scale·(x·Aᵀ)·Bᵀ for one dense target, over every adapter
+ * of every row. */
+static mxl_status lora_dense(mxl_engine *e, int layer, const mxl_lora_stack *lora, int target,
+                             const float *x, int in, int out, float *y, mxl_layer_acts *acts) {
+  int n = 0;
+  MXL_TRY(dense_segments(layer, lora, target, NULL, acts, &n));
+  if (n == 0) return MXL_OK;
+  const float *input = x;
+  float p = lora->train ? lora->views[0]->dropout : 0.0f;
+  if (p > 0) {
+    e->ops->dropout(e->be, acts->lora_in, x, (size_t)acts->n * in, p,
+                    mxl_lora_dropout_seed(lora->seed, layer, target));
+    input = acts->lora_in;
+  }
+  e->ops->lora(e->be, y, acts->lora_t[target], input, acts->segs, n, in, out);
+  return MXL_OK;
+}
+
+/* The same per expert over its grouped rows: A [E][R, in], B [E][out, R]. */
+static mxl_status lora_experts(mxl_engine *e, int layer, const mxl_lora_stack *lora, int target,
+                               const float *x, int in, int out, float *y, mxl_layer_acts *acts) {
+  int n = 0;
+  MXL_TRY(expert_segments(e, layer, lora, target, NULL, acts, &n));
+  if (n > 0) e->ops->lora(e->be, y, acts->lora_t[target], x, acts->segs, n, in, out);
+  return MXL_OK;
+}
+
+mxl_status mxl_lora_segments(const mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                             int target, const mxl_lora_view *grads, mxl_layer_acts *acts,
+                             int *n_out) {
+  if (target == MXL_LORA_GATE_UP || target == MXL_LORA_DOWN)
+    return expert_segments(e, layer, lora, target, grads, acts, n_out);
+  return dense_segments(layer, lora, target, grads, acts, n_out);
 }
 
 /* ---------------------------------------------------------------- attention half */
@@ -149,22 +298,36 @@ mxl_status mxl_attention_half(mxl_engine *e, int layer, const mxl_lora_stack *lo
   ops->matmul_bf16(e->be, acts->q, acts->a, &w->q, n);
   ops->matmul_bf16(e->be, acts->k, acts->a, &w->k, n);
   ops->matmul_bf16(e->be, acts->v, acts->a, &w->v, n);
-  lora_dense(e, layer, lora, MXL_LORA_Q, acts->a, n, H, qd, acts->q, acts);
-  lora_dense(e, layer, lora, MXL_LORA_K, acts->a, n, H, kvd, acts->k, acts);
-  lora_dense(e, layer, lora, MXL_LORA_V, acts->a, n, H, kvd, acts->v, acts);
+  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_Q, acts->a, H, qd, acts->q, acts));
+  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_K, acts->a, H, kvd, acts->k, acts));
+  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_V, acts->a, H, kvd, acts->v, acts));
   ops->rope(e->be, acts->q, n, c->n_heads, d, pos, e->inv_freq, e->concentration,
             e->w.qk_interleaved, 0);
   ops->rope(e->be, acts->k, n, c->n_kv_heads, d, pos, e->inv_freq, e->concentration,
             e->w.qk_interleaved, 0);
   MXL_TRY(attend(attend_user, e, layer, acts));
   ops->matmul_bf16(e->be, acts->proj, acts->ctx, &w->o, n);
-  lora_dense(e, layer, lora, MXL_LORA_O, acts->ctx, n, qd, H, acts->proj, acts);
+  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_O, acts->ctx, qd, H, acts->proj, acts));
   ops->copy(e->be, acts->x_mid, x, (size_t)n * H * sizeof(float));
   ops->add(e->be, acts->x_mid, acts->proj, (size_t)n * H);
   return MXL_OK;
 }
 
 /* ---------------------------------------------------------------- MoE half */
+
+/* Mixed batches: which run each token row belongs to, and the grouped
+ * order on the host, so that expert segments can follow the runs. */
+static mxl_status prepare_expert_rows(mxl_engine *e, const mxl_lora_stack *lora,
+                                      mxl_layer_acts *acts) {
+  const int n = acts->n, m = n * e->cfg->experts_per_token;
+  if (n_runs(lora) == 0 || one_run_for_all(lora, n)) return MXL_OK;
+  for (int t = 0; t < n; t++) acts->row_run[t] = -1;
+  for (int r = 0; r < lora->n_runs; r++)
+    for (int t = lora->runs[r].row0; t < lora->runs[r].row0 + lora->runs[r].rows; t++)
+      acts->row_run[t] = r;
+  e->ops->download(e->be, acts->order_host, acts->order, (size_t)m * sizeof(int32_t));
+  return e->ops->sync(e->be);
+}
 
 mxl_moe_plan mxl_layer_plan(const mxl_engine *e, const mxl_layer_acts *acts) {
   mxl_moe_plan p = {
@@ -197,14 +360,15 @@ mxl_status mxl_moe_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
   ops->moe_plan(e->be, acts->order, acts->slot, acts->offsets, acts->experts, n, k, E);
   ops->download(e->be, acts->offsets_host, acts->offsets, (E + 1) * sizeof(int32_t));
   MXL_TRY(ops->sync(e->be));
+  MXL_TRY(prepare_expert_rows(e, lora, acts));
   mxl_moe_plan plan = mxl_layer_plan(e, acts);
 
   ops->moe_gather(e->be, acts->xs, acts->mlp_in, &plan, H);
   ops->mxfp4_matmul(e->be, acts->h, acts->xs, &w->gate_up, &plan);
-  lora_experts(e, layer, lora, MXL_LORA_GATE_UP, acts->xs, H, 2 * I, acts->h, acts);
+  MXL_TRY(lora_experts(e, layer, lora, MXL_LORA_GATE_UP, acts->xs, H, 2 * I, acts->h, acts));
   ops->swiglu(e->be, acts->act, acts->h, n * k, I, c->swiglu_alpha, c->swiglu_limit);
   ops->mxfp4_matmul(e->be, acts->ys, acts->act, &w->down, &plan);
-  lora_experts(e, layer, lora, MXL_LORA_DOWN, acts->act, I, H, acts->ys, acts);
+  MXL_TRY(lora_experts(e, layer, lora, MXL_LORA_DOWN, acts->act, I, H, acts->ys, acts));
   ops->copy(e->be, x_out, acts->x_mid, (size_t)n * H * sizeof(float));
   ops->moe_combine(e->be, x_out, acts->ys, &plan, H);
   return MXL_OK;

@@ -1,4 +1,4 @@
-/* The two halves of a gpt-oss block (spec §5), shared by inference and
+/* The two halves of a gpt-oss block (docs/gpt-oss.md §5), shared by inference and
  * training:
  *   attention half:  x_mid = x + o_proj(Attn(RoPE(q), RoPE(k), v)),  q,k,v = proj(RMSNorm(x))
  *   MoE half:        x_out = x_mid + Σ_r w_r·Expert_r(RMSNorm(x_mid))
@@ -46,8 +46,13 @@ typedef struct mxl_layer_acts {
   float *ys;            /* [m, H] down output */
   float *proj;          /* [n, H] o_proj output before the residual add */
   float *lora_in;       /* [max(n,m), max(H, nh·d, I)] dropout'd LoRA input */
-  float *lora_t[MXL_LORA_N_TARGETS]; /* [rows, R] x·Aᵀ of the trained adapter */
+  float *lora_t[MXL_LORA_N_TARGETS]; /* [rows, R] x·Aᵀ of every applied adapter, one
+                                        [rows, rank] block per segment (lora_segs) */
   int lora_rank_cap;
+  int32_t *order_host;  /* [m] host copy of order (mixed batches) */
+  int32_t *row_run;     /* [n] host: run index of each token row, -1 for none */
+  mxl_lora_seg *segs;   /* host: the segments of the current LoRA product */
+  int segs_cap;
   mxl_buffer block;     /* one backend allocation carved into the above */
   int32_t *host_block;
 } mxl_layer_acts;
@@ -58,19 +63,54 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
 
 /* The bytes mxl_layer_acts_reserve allocates for n tokens and lora_rank
- * (`mxlora plan`'s accounting, model/plan.c). */
+ * (`mxlora plan`'s accounting, train/plan.c). */
 size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank);
 
-/* Adapters applied on top of the frozen base. When `train` is set, the
- * first adapter is the one being trained: its x·Aᵀ products are kept in
- * acts->lora_t and attention-input dropout (view->dropout) is applied with
- * `seed`. */
+/* One adapter applied to some rows; its delta is multiplied by `scale`
+ * (on top of the view's own alpha/r scale). */
+typedef struct mxl_lora_use {
+  const mxl_lora_view *view;
+  float scale;
+} mxl_lora_use;
+
+/* Token rows [row0, row0 + rows) that share one adapter set (one sequence,
+ * or consecutive sequences with the same adapters and scales). */
+typedef struct mxl_lora_run {
+  int row0, rows;
+  const mxl_lora_use *uses;
+  int n_uses;
+} mxl_lora_run;
+
+/* Adapters applied on top of the frozen base, in one of two forms:
+ *   - `views`: the same adapters on every row (generate, training, eval);
+ *   - `runs` (mixed batches): each run of rows its own adapters; rows in no
+ *     run get none. Runs are ordered by row0 and do not overlap.
+ * A row's adapters are applied in list order. When `train` is set (views
+ * form, one adapter), that adapter is the one being trained: its x·Aᵀ
+ * products are kept in acts->lora_t and attention-input dropout
+ * (view->dropout) is applied with `seed`. */
 typedef struct mxl_lora_stack {
   const mxl_lora_view *const *views;
   int n;
   int train;
   uint64_t seed;
+  const mxl_lora_run *runs;
+  int n_runs;
 } mxl_lora_stack;
+
+/* The largest Σ rank of the adapters any one row gets: the columns of
+ * acts->lora_t to reserve (0: no adapter). */
+int mxl_lora_stack_rank(const mxl_lora_stack *lora);
+
+/* The segments (kernels/ops.h mxl_lora_seg) of one (layer, target) into
+ * acts->segs, t offsets into acts->lora_t[target]: dense targets per run of
+ * token rows and adapter, expert targets per expert, run and adapter over
+ * the grouped rows of mxl_moe_half's plan. With `grads` (training) the
+ * first adapter's segments carry dA/dB pointers into it. The forward and
+ * the backward build the same list, so t offsets agree. */
+mxl_status mxl_lora_segments(const mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                             int target, const mxl_lora_view *grads, mxl_layer_acts *acts,
+                             int *n_out);
 
 /* The dropout seed of one (layer, target): every draw is independent and the
  * backward regenerates each mask from the same seed. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/json.h"
 #include "core/status.h"
 #include "core/strbuf.h"
@@ -66,12 +67,6 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
   for (int i = 0; i < ndim && used < cap; i++)
     used += (size_t)snprintf(buf + used, cap - used, "%s%" PRId64, i ? ", " : "", shape[i]);
   if (used < cap) snprintf(buf + used, cap - used, "]");
-}
-
-static uint64_t load_le64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-  return v;
 }
 
 /* ------------------------------------------------------ reader state */
@@ -177,7 +172,7 @@ static mxl_status check_header_length(const mxl_mapping *m, uint64_t *header_len
                       "%s: %zu bytes, too small for a safetensors file (an 8-byte header "
                       "length comes first)",
                       m->path, m->size);
-  uint64_t n = load_le64(m->data);
+  uint64_t n = mxl_get_le64(m->data);
   if (n > MXL_ST_MAX_HEADER)
     return mxl_errorf(MXL_ERR_FORMAT, "%s: header length %" PRIu64
                       " exceeds the limit of %" PRIu64 " bytes",
@@ -730,7 +725,7 @@ static void build_header(mxl_strbuf *b, const mxl_st_spec *specs, int n,
 /* The u64 little-endian header length, then the header. */
 static mxl_status write_header(mxl_st_writer *w, const mxl_strbuf *b) {
   uint8_t len[8];
-  for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)b->len >> (8 * i));
+  mxl_put_le64(len, (uint64_t)b->len);
   MXL_TRY(mxl_atomic_file_write(&w->file, len, sizeof len));
   return mxl_atomic_file_write(&w->file, b->data, b->len);
 }

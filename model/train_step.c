@@ -20,10 +20,10 @@ typedef struct grad_bufs {
   float *dctx;     /* [n, nh·d] */
   float *dq;       /* [n, nh·d] */
   float *dk, *dv;  /* [n, nkv·d] */
-  float *dt;       /* [m, R] LoRA x·Aᵀ gradient */
+  float *ddrop;    /* [n, max(H, nh·d)] LoRA dx before the dropout backward */
 } grad_bufs;
 
-static void carve_grads(const mxl_config *c, int n, int rank, grad_bufs *g, mxl_carver *cv) {
+static void carve_grads(const mxl_config *c, int n, grad_bufs *g, mxl_carver *cv) {
   const size_t H = c->hidden, I = c->intermediate, m = (size_t)n * c->experts_per_token;
   const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
   g->dx = mxl_carve(cv, n * H, 4);
@@ -40,7 +40,7 @@ static void carve_grads(const mxl_config *c, int n, int rank, grad_bufs *g, mxl_
   g->dq = mxl_carve(cv, n * qd, 4);
   g->dk = mxl_carve(cv, n * kvd, 4);
   g->dv = mxl_carve(cv, n * kvd, 4);
-  g->dt = mxl_carve(cv, m * (rank ? rank : 1), 4);
+  g->ddrop = mxl_carve(cv, n * (qd > H ? qd : H), 4);
 }
 
 typedef struct batch_dev {
@@ -59,22 +59,11 @@ static batch_dev carve_batch(int n, mxl_carver *cv) {
   return b;
 }
 
-static int lora_rank(const mxl_lora_stack *lora) {
-  int r = 0;
-  for (int i = 0; lora && i < lora->n; i++) {
-    const mxl_lora_view *v = lora->views[i];
-    for (int l = 0; l < v->n_layers; l++)
-      for (int t = 0; t < MXL_LORA_N_TARGETS; t++)
-        if (v->layers[l].t[t].A && v->layers[l].t[t].rank > r) r = v->layers[l].t[t].rank;
-  }
-  return r;
-}
-
 size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int lora_rank) {
   const size_t H = cfg->hidden, L = cfg->n_layers;
   grad_bufs g;
   mxl_carver grads = {0}, batch = {0};
-  carve_grads(cfg, n, lora_rank, &g, &grads);
+  carve_grads(cfg, n, &g, &grads);
   carve_batch(n, &batch);
   return mxl_layer_acts_bytes(cfg, n, lora_rank) + (L + 1) * n * H * sizeof(float) +
          n * H * sizeof(float) + n * sizeof(float) + grads.used + batch.used;
@@ -88,10 +77,10 @@ static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, g
   MXL_TRY(mxl_buffer_reserve(e->be, &st->normed, n * H * sizeof(float)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->rstd, n * sizeof(float)));
   mxl_carver sizing = {0};
-  carve_grads(e->cfg, n, rank, g, &sizing);
+  carve_grads(e->cfg, n, g, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &st->grads, sizing.used));
   mxl_carver cv = {st->grads.ptr, 0};
-  carve_grads(e->cfg, n, rank, g, &cv);
+  carve_grads(e->cfg, n, g, &cv);
   mxl_carver bsize = {0};
   carve_batch(n, &bsize);
   MXL_TRY(mxl_buffer_reserve(e->be, &st->batch, bsize.used));
@@ -143,82 +132,41 @@ static mxl_status attend_batch(void *user, mxl_engine *e, int layer, mxl_layer_a
 
 /* ---------------------------------------------------------------- LoRA backward */
 
-/* For y += s·(x'·Aᵀ)·Bᵀ with x' = dropout(x) (or x), given dy:
- *   dB += s·dyᵀ·t,  dt = s·dy·B,  dA += dtᵀ·x',  dx += dropout'(dt·A).
- * x, dy, dx point at `rows` rows; t is the forward's x'·Aᵀ for those rows. */
-typedef struct lora_bwd_args {
-  const mxl_lora_mat *L;
-  const mxl_lora_mat *G;
-  const float *x, *dy, *t;
-  float *dx, *dt, *scratch;
-  int rows, in, out;
-  float dropout;
-  uint64_t seed;
-} lora_bwd_args;
-
-static void lora_backward(mxl_engine *e, const lora_bwd_args *a) {
+/* For y += s·(x'·Aᵀ)·Bᵀ with x' = dropout(x) (or x), given dy, the op
+ * computes dB += s·dyᵀ·t, dA += dtᵀ·x' and dx' += dt·A with dt = s·dy·B;
+ * through dropout, dx += dropout'(dx'). The segments are the forward's. */
+static mxl_status lora_grad(mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                            const mxl_lora_view *grads, int target, const float *x, int in,
+                            int out, const float *dy, float *dx, mxl_layer_acts *acts,
+                            const grad_bufs *g) {
   const mxl_ops *ops = e->ops;
-  const int R = a->L->rank;
-  const float s = a->L->scale;
-  const float *input = a->x;
-  if (a->dropout > 0) {
-    ops->dropout(e->be, a->scratch, a->x, (size_t)a->rows * a->in, a->dropout, a->seed);
-    input = a->scratch;
+  int n_segs = 0;
+  MXL_TRY(mxl_lora_segments(e, layer, lora, target, grads, acts, &n_segs));
+  if (n_segs == 0) return MXL_OK;
+  int expert = target == MXL_LORA_GATE_UP || target == MXL_LORA_DOWN;
+  float p = expert ? 0.0f : lora->views[0]->dropout;
+  if (p <= 0) {
+    ops->lora_bwd(e->be, dx, dy, x, acts->lora_t[target], acts->segs, n_segs, in, out);
+    return MXL_OK;
   }
-  ops->gemm_f32(e->be, 1, 0, a->out, R, a->rows, s, a->dy, a->out, a->t, R, 1.0f, a->G->B, R);
-  ops->gemm_f32(e->be, 0, 0, a->rows, R, a->out, s, a->dy, a->out, a->L->B, R, 0.0f, a->dt, R);
-  ops->gemm_f32(e->be, 1, 0, R, a->in, a->rows, 1.0f, a->dt, R, input, a->in, 1.0f, a->G->A,
-                a->in);
-  if (a->dropout > 0) {
-    ops->gemm_f32(e->be, 0, 0, a->rows, a->in, R, 1.0f, a->dt, R, a->L->A, a->in, 0.0f,
-                  a->scratch, a->in);
-    ops->dropout(e->be, a->scratch, a->scratch, (size_t)a->rows * a->in, a->dropout, a->seed);
-    ops->add(e->be, a->dx, a->scratch, (size_t)a->rows * a->in);
-  } else {
-    ops->gemm_f32(e->be, 0, 0, a->rows, a->in, R, 1.0f, a->dt, R, a->L->A, a->in, 1.0f, a->dx,
-                  a->in);
-  }
-}
-
-static void lora_dense_bwd(mxl_engine *e, int layer, const mxl_lora_stack *lora,
-                           const mxl_lora_view *grads, int target, const float *x, int in,
-                           int out, const float *dy, float *dx, mxl_layer_acts *acts,
-                           const grad_bufs *g) {
-  const mxl_lora_mat *L = &lora->views[0]->layers[layer].t[target];
-  if (!L->A) return;
-  lora_bwd_args a = {L, &grads->layers[layer].t[target], x, dy, acts->lora_t[target], dx,
-                     g->dt, acts->lora_in, acts->n, in, out, lora->views[0]->dropout,
-                     mxl_lora_dropout_seed(lora->seed, layer, target)};
-  lora_backward(e, &a);
-}
-
-static void lora_experts_bwd(mxl_engine *e, int layer, const mxl_lora_stack *lora,
-                             const mxl_lora_view *grads, int target, const float *x, int in,
-                             int out, const float *dy, float *dx, mxl_layer_acts *acts,
-                             const grad_bufs *g) {
-  const mxl_lora_mat *L = &lora->views[0]->layers[layer].t[target];
-  if (!L->A) return;
-  const mxl_lora_mat *G = &grads->layers[layer].t[target];
-  const int R = L->rank;
-  const int32_t *off = acts->offsets_host;
-  for (int ex = 0; ex < e->cfg->n_experts; ex++) {
-    int r0 = off[ex], rows = off[ex + 1] - off[ex];
-    if (rows == 0) continue;
-    mxl_lora_mat Le = {L->A + (size_t)ex * R * in, L->B + (size_t)ex * out * R, R, L->scale};
-    mxl_lora_mat Ge = {G->A + (size_t)ex * R * in, G->B + (size_t)ex * out * R, R, G->scale};
-    lora_bwd_args a = {&Le, &Ge, x + (size_t)r0 * in, dy + (size_t)r0 * out,
-                       acts->lora_t[target] + (size_t)r0 * R, dx + (size_t)r0 * in, g->dt,
-                       NULL, rows, in, out, 0.0f, 0};
-    lora_backward(e, &a);
-  }
+  uint64_t seed = mxl_lora_dropout_seed(lora->seed, layer, target);
+  size_t count = (size_t)acts->n * in;
+  ops->dropout(e->be, acts->lora_in, x, count, p, seed);
+  ops->zero(e->be, g->ddrop, count * sizeof(float));
+  ops->lora_bwd(e->be, g->ddrop, dy, acts->lora_in, acts->lora_t[target], acts->segs, n_segs,
+                in, out);
+  ops->dropout(e->be, g->ddrop, g->ddrop, count, p, seed);
+  ops->add(e->be, dx, g->ddrop, count);
+  return MXL_OK;
 }
 
 /* ---------------------------------------------------------------- layer backward */
 
 /* Given g->dx = ∂loss/∂x_out of layer l (x_out = x_mid + MoE(x_mid)), leaves
  * g->dxmid = ∂loss/∂x_mid. */
-static void moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
-                         const mxl_lora_view *grads, mxl_layer_acts *a, const grad_bufs *g) {
+static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
+                               const mxl_lora_view *grads, mxl_layer_acts *a,
+                               const grad_bufs *g) {
   const mxl_ops *ops = e->ops;
   const mxl_config *c = e->cfg;
   const mxl_layer_weights *w = &e->w.layers[l];
@@ -232,14 +180,14 @@ static void moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
   ops->moe_combine_bwd(e->be, g->dys, g->dweights, g->dx, a->ys, &plan, H);
 
   ops->zero(e->be, g->dact, (size_t)m * I * sizeof(float));
-  lora_experts_bwd(e, l, lora, grads, MXL_LORA_DOWN, a->act, I, H, g->dys, g->dact, a, g);
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_DOWN, a->act, I, H, g->dys, g->dact, a, g));
   ops->mxfp4_matmul_dx(e->be, g->dact, g->dys, &w->down, &plan);
 
   ops->zero(e->be, g->dh, (size_t)m * 2 * I * sizeof(float));
   ops->swiglu_bwd(e->be, g->dh, g->dact, a->h, m, I, c->swiglu_alpha, c->swiglu_limit);
 
   ops->zero(e->be, g->dxs, (size_t)m * H * sizeof(float));
-  lora_experts_bwd(e, l, lora, grads, MXL_LORA_GATE_UP, a->xs, H, 2 * I, g->dh, g->dxs, a, g);
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_GATE_UP, a->xs, H, 2 * I, g->dh, g->dxs, a, g));
   ops->mxfp4_matmul_dx(e->be, g->dxs, g->dh, &w->gate_up, &plan);
 
   ops->zero(e->be, g->dmlp, (size_t)n * H * sizeof(float));
@@ -249,12 +197,14 @@ static void moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
   ops->matmul_bf16_dx(e->be, g->dmlp, g->dlogits, &w->router, n);
   ops->rmsnorm_bwd(e->be, g->dxmid, g->dmlp, a->x_mid, a->rstd_m, w->mlp_norm, n, H,
                    c->rms_eps);
+  return MXL_OK;
 }
 
 /* Given g->dxmid, leaves g->dx = ∂loss/∂x (the layer input). */
-static void attention_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
-                               const mxl_lora_view *grads, const float *x, mxl_layer_acts *a,
-                               const grad_bufs *g, const batch_attend *ba) {
+static mxl_status attention_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
+                                     const mxl_lora_view *grads, const float *x,
+                                     mxl_layer_acts *a, const grad_bufs *g,
+                                     const batch_attend *ba) {
   const mxl_ops *ops = e->ops;
   const mxl_config *c = e->cfg;
   const mxl_layer_weights *w = &e->w.layers[l];
@@ -263,7 +213,7 @@ static void attention_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
 
   ops->copy(e->be, g->dx, g->dxmid, (size_t)n * H * sizeof(float));
   ops->zero(e->be, g->dctx, (size_t)n * qd * sizeof(float));
-  lora_dense_bwd(e, l, lora, grads, MXL_LORA_O, a->ctx, qd, H, g->dxmid, g->dctx, a, g);
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_O, a->ctx, qd, H, g->dxmid, g->dctx, a, g));
   ops->matmul_bf16_dx(e->be, g->dctx, g->dxmid, &w->o, n);
 
   ops->zero(e->be, g->dq, (size_t)n * qd * sizeof(float));
@@ -282,13 +232,14 @@ static void attention_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
             e->w.qk_interleaved, 1);
 
   ops->zero(e->be, g->da, (size_t)n * H * sizeof(float));
-  lora_dense_bwd(e, l, lora, grads, MXL_LORA_Q, a->a, H, qd, g->dq, g->da, a, g);
-  lora_dense_bwd(e, l, lora, grads, MXL_LORA_K, a->a, H, kvd, g->dk, g->da, a, g);
-  lora_dense_bwd(e, l, lora, grads, MXL_LORA_V, a->a, H, kvd, g->dv, g->da, a, g);
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_Q, a->a, H, qd, g->dq, g->da, a, g));
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_K, a->a, H, kvd, g->dk, g->da, a, g));
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_V, a->a, H, kvd, g->dv, g->da, a, g));
   ops->matmul_bf16_dx(e->be, g->da, g->dq, &w->q, n);
   ops->matmul_bf16_dx(e->be, g->da, g->dk, &w->k, n);
   ops->matmul_bf16_dx(e->be, g->da, g->dv, &w->v, n);
   ops->rmsnorm_bwd(e->be, g->dx, g->da, x, a->rstd_a, w->attn_norm, n, H, c->rms_eps);
+  return MXL_OK;
 }
 
 /* ---------------------------------------------------------------- the step */
@@ -332,7 +283,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   const int n = batch->n_seq * batch->seq_len, H = c->hidden, L = c->n_layers;
   grad_bufs g;
   batch_dev dev;
-  MXL_TRY(reserve(e, st, n, lora_rank(lora), &g, &dev));
+  MXL_TRY(reserve(e, st, n, mxl_lora_stack_rank(lora), &g, &dev));
   upload_batch(e, batch, &dev, n);
   batch_attend ba = {batch, &dev};
   float *inputs = st->inputs.ptr;
@@ -343,10 +294,13 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
     ops->upload(e->be, inputs, batch->inputs, plane * sizeof(float));
   else
     ops->embed(e->be, inputs, e->w.embed.w, dev.tokens, n, H);
+  /* Each layer's weights leave the resident set when a pass is done with
+   * them (mxl_engine_drop_pages): the last layer's stay for the backward. */
   for (int l = 0; l < L; l++) {
     MXL_TRY(mxl_attention_half(e, l, lora, inputs + l * plane, dev.pos, &st->acts, attend_batch,
                                &ba));
     MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
+    if (l != L - 1) mxl_engine_drop_pages(e, l);
   }
   ops->rmsnorm(e->be, st->normed.ptr, st->rstd.ptr, inputs + L * plane, e->w.final_norm, n, H,
                c->rms_eps);
@@ -355,6 +309,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
                     dev.targets, dev.weights, n);
   ops->download(e->be, st->host_loss, dev.loss, n * sizeof(float));
   MXL_TRY(ops->sync(e->be));
+  mxl_engine_drop_pages(e, -1);
   double loss = 0;
   for (int i = 0; i < n; i++) loss += (double)batch->weights[i] * st->host_loss[i];
   *loss_out = loss;
@@ -370,8 +325,9 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
       MXL_TRY(mxl_attention_half(e, l, lora, x, dev.pos, &st->acts, attend_batch, &ba));
       MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
     }
-    moe_backward(e, l, lora, grads, &st->acts, &g);
-    attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba);
+    MXL_TRY(moe_backward(e, l, lora, grads, &st->acts, &g));
+    MXL_TRY(attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba));
+    mxl_engine_drop_pages(e, l);
   }
   if (batch->input_grads) ops->download(e->be, batch->input_grads, g.dx, plane * sizeof(float));
   return ops->sync(e->be);

@@ -44,6 +44,8 @@
  *                the CUDA kernels) gets 1e-8 here.
  *   1e-8         adamw (master weights are fp32 on every backend), compared
  *                on the update (param, m, v deltas).
+ *   1e-8 / 5e-4  lora and lora_bwd: fp32 products of fp32 LoRA parameters
+ *                (no bf16 rounding on fp32 backends), compared as deltas.
  *   1e-9 rel.    sum_squares (double accumulation in any order).
  *
  * Mutants: the driver must catch broken backends. Each mutant is a backend
@@ -108,6 +110,8 @@ typedef struct shape {
   int big;         /* attention: large sinks / scores */
   int chunk;       /* unembed_xent vocabulary rows per chunk on backends that
                       chunk (the emulator's hook sets it; 0: automatic) */
+  int rank;        /* lora: the largest rank of its segments (segs of them over n rows,
+                      in = cols, out = rows) */
 } shape;
 
 typedef struct op_case op_case;
@@ -668,13 +672,100 @@ static void run_sum_squares(mxl_backend *be, op_case *c, void *const *dev) {
   c->scalar = be->ops->sum_squares(be, D("x"), (size_t)c->s.n);
 }
 
+/* Segmented LoRA: s->segs segments over s->n rows, in = cols, out = rows.
+ * The table "segtab" [segs, 4] (row0, rows, rank, has_grads) and "scales"
+ * are host inputs; A, B (and dA, dB) hold every segment's matrices back to
+ * back. Row ranges are random: rows shared by several segments (a row with
+ * several adapters), rows in none; ranks in 1..s->rank; t blocks in
+ * segment order. s->nulls: 1 = t (forward) or dx (backward) NULL; 2 =
+ * every third segment without gradients. */
+static void add_lora_segments(op_case *c, test_rng *r, int with_grads) {
+  const shape *s = &c->s;
+  int32_t *tab = add_i32(c, "segtab", IN, (size_t)s->segs * 4);
+  float *scales = add_f32(c, "scales", IN, (size_t)s->segs);
+  size_t na = 0, nb = 0, nt = 0;
+  for (int g = 0; g < s->segs; g++) {
+    int row0 = rng_int(r, s->n), rows = 1 + rng_int(r, s->n - row0);
+    if (g == 0) row0 = 0, rows = s->n; /* one segment over every row */
+    int rank = g == 1 ? s->rank : 1 + rng_int(r, s->rank);
+    tab[4 * g] = row0;
+    tab[4 * g + 1] = rows;
+    tab[4 * g + 2] = rank;
+    tab[4 * g + 3] = with_grads && !((s->nulls & 2) && g % 3 == 2);
+    scales[g] = (float)rng_uniform(r, -2, 2);
+    na += (size_t)rank * s->cols;
+    nb += (size_t)s->rows * rank;
+    nt += (size_t)rows * rank;
+  }
+  add_random(c, r, "A", IN, na, -1, 1);
+  add_random(c, r, "B", IN, nb, -1, 1);
+  if (with_grads) {
+    add_random(c, r, "dA", ACC, na, -1, 1);
+    add_random(c, r, "dB", ACC, nb, -1, 1);
+  }
+  c->scalar = (double)nt; /* t floats, for setup */
+}
+
+/* The segment table of a case, pointing into the backend's tensors. */
+static int lora_segs_of(const op_case *c, void *const *dev, mxl_lora_seg *out) {
+  const shape *s = &c->s;
+  const int32_t *tab = host_ptr(c, "segtab");
+  const float *scales = host_ptr(c, "scales");
+  const float *A = D("A"), *B = D("B");
+  float *dA = D("dA"), *dB = D("dB");
+  size_t na = 0, nb = 0;
+  int64_t t_off = 0;
+  for (int g = 0; g < s->segs; g++) {
+    int rows = tab[4 * g + 1], rank = tab[4 * g + 2], grads = tab[4 * g + 3];
+    out[g] = (mxl_lora_seg){tab[4 * g], rows, rank, scales[g], A + na, B + nb,
+                            grads && dA ? dA + na : NULL, grads && dB ? dB + nb : NULL, t_off};
+    na += (size_t)rank * s->cols;
+    nb += (size_t)s->rows * rank;
+    t_off += (int64_t)rows * rank;
+  }
+  return s->segs;
+}
+
+enum { LORA_MAX_SEGS = 64 };
+
+static void setup_lora(op_case *c, test_rng *r, mxl_backend *ref) {
+  (void)ref;
+  const shape *s = &c->s;
+  add_random(c, r, "y", ACC, (size_t)s->n * s->rows, -1, 1);
+  add_random(c, r, "x", IN, (size_t)s->n * s->cols, -1, 1);
+  add_lora_segments(c, r, 0);
+  if (!(s->nulls & 1)) add_f32(c, "t", OUT, (size_t)c->scalar);
+  c->scalar = 0;
+}
+static void run_lora(mxl_backend *be, op_case *c, void *const *dev) {
+  mxl_lora_seg segs[LORA_MAX_SEGS];
+  int n = lora_segs_of(c, dev, segs);
+  be->ops->lora(be, D("y"), D("t"), D("x"), segs, n, c->s.cols, c->s.rows);
+}
+
+static void setup_lora_bwd(op_case *c, test_rng *r, mxl_backend *ref) {
+  (void)ref;
+  const shape *s = &c->s;
+  if (!(s->nulls & 1)) add_random(c, r, "dx", ACC, (size_t)s->n * s->cols, -1, 1);
+  add_random(c, r, "dy", IN, (size_t)s->n * s->rows, -1, 1);
+  add_random(c, r, "x", IN, (size_t)s->n * s->cols, -1, 1);
+  add_lora_segments(c, r, 1);
+  add_random(c, r, "t", IN, (size_t)c->scalar, -2, 2);
+  c->scalar = 0;
+}
+static void run_lora_bwd(mxl_backend *be, op_case *c, void *const *dev) {
+  mxl_lora_seg segs[LORA_MAX_SEGS];
+  int n = lora_segs_of(c, dev, segs);
+  be->ops->lora_bwd(be, D("dx"), D("dy"), D("x"), D("t"), segs, n, c->s.cols, c->s.rows);
+}
+
 /* ------------------------------------------------------------ op table */
 
 enum {
   EMBED, RMSNORM, MATMUL_BF16, GEMM_F32, ROPE, ATTENTION, ROUTER_TOPK, MOE_PLAN, MOE_GATHER,
   MXFP4_MATMUL, SWIGLU, MOE_COMBINE, ADD, DROPOUT, UNEMBED_XENT, RMSNORM_BWD, MATMUL_BF16_DX,
   ATTENTION_BWD, ROUTER_BWD, MOE_GATHER_BWD, MXFP4_MATMUL_DX, SWIGLU_BWD, MOE_COMBINE_BWD,
-  ADAMW, SUM_SQUARES, N_OPS
+  ADAMW, SUM_SQUARES, LORA, LORA_BWD, N_OPS
 };
 
 /* The matmul thresholds (see the file comment): a bf16 fast path, and
@@ -712,6 +803,8 @@ static const op_def op_defs[N_OPS] = {
     OP(MOE_COMBINE_BWD, moe_combine_bwd, 1e-8, 1e-4),
     OP(ADAMW, adamw, 1e-8, 1e-8),
     OP(SUM_SQUARES, sum_squares, 1e-9, 1e-9),
+    OP(LORA, lora, 1e-8, MATMUL_NMSE),
+    OP(LORA_BWD, lora_bwd, 1e-8, MATMUL_NMSE),
 };
 
 /* ------------------------------------------------------------ cases */
@@ -906,6 +999,22 @@ static const case_spec cases[] = {
     C(SUM_SQUARES, .n = 1),
     C(SUM_SQUARES, .n = 100003),
     C(SUM_SQUARES, .n = 300001),
+
+    /* segmented LoRA: one segment of rank 1 on one row (decode), dense
+     * runs with shared and uncovered rows, t not kept, many small segments
+     * (experts × adapters), wide products with long reductions */
+    C(LORA, .n = 1, .segs = 1, .rank = 1, .cols = 7, .rows = 5),
+    C(LORA, .n = 7, .segs = 3, .rank = 8, .cols = 64, .rows = 96),
+    C(LORA, .n = 7, .segs = 3, .rank = 8, .cols = 64, .rows = 96, .nulls = 1),
+    C(LORA, .n = 40, .segs = 24, .rank = 16, .cols = 33, .rows = 70),
+    C(LORA, .n = 50, .segs = 4, .rank = 16, .cols = 300, .rows = 600),
+    HEAVY(LORA, .n = 256, .segs = 40, .rank = 16, .cols = 512, .rows = 1024),
+    C(LORA_BWD, .n = 1, .segs = 1, .rank = 1, .cols = 7, .rows = 5),
+    C(LORA_BWD, .n = 7, .segs = 3, .rank = 8, .cols = 64, .rows = 96),
+    C(LORA_BWD, .n = 9, .segs = 6, .rank = 4, .cols = 64, .rows = 48, .nulls = 3),
+    C(LORA_BWD, .n = 40, .segs = 24, .rank = 16, .cols = 33, .rows = 70),
+    C(LORA_BWD, .n = 50, .segs = 4, .rank = 16, .cols = 300, .rows = 600),
+    HEAVY(LORA_BWD, .n = 256, .segs = 40, .rank = 16, .cols = 512, .rows = 1024, .nulls = 2),
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
@@ -1140,6 +1249,7 @@ static void describe(const case_spec *cs, char *buf, size_t size) {
   FIELD(cs->op == DROPOUT, "p=%g", (double)s->p);
   FIELD(s->big, "big%s", "");
   FIELD(s->chunk, "chunk=%d", s->chunk);
+  FIELD(s->rank, "rank<=%d", s->rank);
 #undef FIELD
 }
 
@@ -1314,6 +1424,20 @@ static void bad_dropout(mxl_backend *be, float *y, const float *x, size_t n, flo
   mutant_base->dropout(be, y, x, n, p, seed + 1); /* another mask */
 }
 
+static void bad_lora(mxl_backend *be, float *y, float *t, const float *x,
+                     const mxl_lora_seg *segs, int n, int in, int out) {
+  mutant_base->lora(be, y, t, x, segs, n - 1, in, out); /* forgets the last adapter */
+}
+static void bad_lora_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
+                         const float *t, const mxl_lora_seg *segs, int n, int in, int out) {
+  mxl_lora_seg swapped[LORA_MAX_SEGS];
+  for (int i = 0; i < n; i++) {
+    swapped[i] = segs[i];
+    swapped[i].scale = segs[i].scale * 0.5f; /* a scale applied once instead of twice */
+  }
+  mutant_base->lora_bwd(be, dx, dy, x, t, swapped, n, in, out);
+}
+
 #define MUTANT(what, id, nth, field, impl) \
   {what, id, nth, offsetof(mxl_ops, field), (void *)impl}
 
@@ -1329,6 +1453,8 @@ static const ops_mutant ops_shared_mutants[] = {
     MUTANT("clamp boundary blocks gradient", SWIGLU_BWD, 2, swiglu_bwd, bad_swiglu_bwd),
     MUTANT("router ties to the higher index", ROUTER_TOPK, 2, router_topk, bad_router_topk),
     MUTANT("another dropout mask", DROPOUT, 2, dropout, bad_dropout),
+    MUTANT("drops a row's last adapter", LORA, 1, lora, bad_lora),
+    MUTANT("LoRA gradient scale off", LORA_BWD, 1, lora_bwd, bad_lora_bwd),
 };
 enum { N_SHARED_MUTANTS = sizeof ops_shared_mutants / sizeof ops_shared_mutants[0] };
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/bf16.h"
+#include "core/rng.h"
 #include "kernels/mxfp4.h"
 
 /* splitmix64: small, seedable, good enough for test data. */
@@ -17,12 +18,7 @@ typedef struct test_rng {
   uint64_t s;
 } test_rng;
 
-static inline uint64_t rng_next(test_rng *r) {
-  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+static inline uint64_t rng_next(test_rng *r) { return mxl_splitmix64(&r->s); }
 
 /* Uniform in [0, 1) with 53 random bits. */
 static inline double rng_unit(test_rng *r) { return (double)(rng_next(r) >> 11) * 0x1p-53; }

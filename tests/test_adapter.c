@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "test.h"
 #include "tests/adapter_fixture.h"
+#include "tests/container_edit.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -76,35 +77,13 @@ static mxl_status parse_bytes(const uint8_t *data, size_t size) {
   return st;
 }
 
-/* The file with its JSON header edited: the first `from` becomes `to`;
- * the prefix's length and the payload area move accordingly. NULL when
- * `from` is not in the header. */
+/* The file with its JSON header edited and re-sealed (the checksum
+ * recomputed, so that the field checks behind it are reached): the first
+ * `from` becomes `to`; the prefix's length and the payload area move
+ * accordingly. NULL when `from` is not in the header. */
 static uint8_t *edit_header(const uint8_t *data, size_t size, const char *from, const char *to,
                             size_t *out_size) {
-  uint64_t n = 0;
-  for (int i = 0; i < 8; i++) n |= (uint64_t)data[16 + i] << (8 * i);
-  char *json = malloc(n + 1);
-  memcpy(json, data + 24, n);
-  json[n] = '\0';
-  char *hit = strstr(json, from);
-  if (!hit) {
-    free(json);
-    return NULL;
-  }
-  size_t old_start = (24 + n + 63) / 64 * 64;
-  size_t m = n - strlen(from) + strlen(to);
-  size_t new_start = (24 + m + 63) / 64 * 64;
-  *out_size = new_start + (size - old_start);
-  uint8_t *out = calloc(1, *out_size);
-  memcpy(out, data, 16);
-  for (int i = 0; i < 8; i++) out[16 + i] = (uint8_t)(m >> (8 * i));
-  size_t head = (size_t)(hit - json);
-  memcpy(out + 24, json, head);
-  memcpy(out + 24 + head, to, strlen(to));
-  strcpy((char *)out + 24 + head + strlen(to), hit + strlen(from));
-  memcpy(out + new_start, data + old_start, size - old_start);
-  free(json);
-  return out;
+  return container_edit(&mxl_adapter_container, data, size, from, to, 1, out_size);
 }
 
 /* ------------------------------------------------------------ fingerprint */
@@ -215,7 +194,7 @@ static void check_round_trip(mxl_adapter_dtype dt) {
   MXL_CHECK_OK(mxl_adapter_open(path, &a));
   if (!a) goto done;
   const mxl_adapter_info *in = mxl_adapter_get_info(a);
-  MXL_CHECK(in->format_version == 1 && in->rank == 4 && in->alpha == 8.0 && in->rslora == 1);
+  MXL_CHECK(in->format_version == 2 && in->header_checksum == 1 && in->rank == 4 && in->alpha == 8.0 && in->rslora == 1);
   MXL_CHECK_NEAR(in->scaling, 4.0, 1e-6);
   MXL_CHECK(in->dtype == dt && in->n_tensors == lora->layout->n_tensors);
   MXL_CHECK(in->n_params == lora->layout->n_params);
@@ -289,16 +268,20 @@ static void test_layout_on_disk(void) {
   uint8_t *data = saved_bytes(&fm, MXL_ADAPTER_F32, &size);
   MXL_CHECK(data != NULL);
   if (!data) return;
-  MXL_CHECK(!memcmp(data, "MXLADAPT\1\0\0\0\0\0\0\0", 16));
+  MXL_CHECK(!memcmp(data, "MXLADAPT\2\0\0\0\0\0\0\0", 16));
   mxl_adapter_header *h = NULL;
   MXL_CHECK_OK(mxl_adapter_header_parse(data, size, "mem", &h));
   if (h) {
-    MXL_CHECK(h->data_start % 64 == 0 && h->data_start >= 24 + h->header_bytes);
+    MXL_CHECK(h->data_start % 64 == 0 && h->data_start >= 56 + h->header_bytes);
+    MXL_CHECK(h->header_start == 56 && h->header_checked == 1);
+    uint8_t digest[MXL_SHA256_SIZE];
+    mxl_sha256(data + 56, h->header_bytes, digest);
+    MXL_CHECK(!memcmp(data + 24, digest, sizeof digest));
     uint64_t sum = 0;
     for (int i = 0; i < h->layout->n_tensors; i++) sum += h->entries[i].compressed_size;
     MXL_CHECK(h->data_start + sum == size);
-    MXL_CHECK(data[24] == '{');
-    for (uint64_t i = 24 + h->header_bytes; i < h->data_start; i++) MXL_CHECK(data[i] == 0);
+    MXL_CHECK(data[56] == '{');
+    for (uint64_t i = 56 + h->header_bytes; i < h->data_start; i++) MXL_CHECK(data[i] == 0);
   }
   mxl_adapter_header_destroy(h);
   free(data);
@@ -434,7 +417,7 @@ static void test_prefix_errors(void) {
   memcpy(copy, data, size);
   copy[8] = 7;
   MXL_CHECK_FAILS(parse_bytes(copy, size), MXL_ERR_UNSUPPORTED, "version 7");
-  MXL_CHECK(strstr(mxl_last_error(), "reads version 1") != NULL);
+  MXL_CHECK(strstr(mxl_last_error(), "reads versions 1 and 2") != NULL);
   memcpy(copy, data, size);
   copy[12] = 1;
   MXL_CHECK_FAILS(parse_bytes(copy, size), MXL_ERR_FORMAT, "reserved");
@@ -464,6 +447,101 @@ static void test_prefix_errors(void) {
   fake_model_free(&fm);
 }
 
+/* A hand edit of a saved file ("alpha":16 -> 96), which loaded silently
+ * before format version 2 (eval loss 3.76 -> 7.08). The header
+ * checksum refuses it, through the file API as well. */
+static void test_header_edit_refused(void) {
+  mxl_config c;
+  fake_config(&c);
+  fake_model fm;
+  MXL_CHECK(fake_model_init(&fm, &c, 1));
+  mxl_lora_config lc;
+  cookbook_like(&c, &lc, 8); /* alpha 16 */
+  mxl_lora *lora = NULL;
+  MXL_CHECK_OK(mxl_lora_create(&c, &lc, NULL, &lora));
+  if (!lora) return;
+  fixture_fill(lora, 5, 0.01f);
+  const char *path = tmp_path("alpha.mxla");
+  MXL_CHECK_OK(mxl_adapter_save(path, lora, &fm.m, NULL));
+  char *data = NULL;
+  size_t size = 0, n = 0;
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 26, &data, &size));
+  uint8_t *edited = data ? container_edit(&mxl_adapter_container, (uint8_t *)data, size,
+                                          "\"alpha\":16", "\"alpha\":96", 0, &n)
+                         : NULL;
+  MXL_CHECK(edited != NULL && n == size);
+  mxl_adapter *a = NULL;
+  if (edited && mxl_write_file_atomic(path, edited, n) == MXL_OK) {
+    MXL_CHECK_FAILS(mxl_adapter_open(path, &a), MXL_ERR_FORMAT, "header was edited");
+    MXL_CHECK(a == NULL && strstr(mxl_last_error(), "alpha.mxla") != NULL);
+  }
+  mxl_adapter_close(a);
+  free(edited);
+  free(data);
+  mxl_lora_destroy(lora);
+  fake_model_free(&fm);
+}
+
+static char warned[1024];
+static void capture_warning(void *user, const char *message) {
+  (void)user;
+  snprintf(warned, sizeof warned, "%s", message);
+}
+
+/* A version-1 file (no header checksum) still opens and loads the same
+ * tensors, with a warning; the adapter's info says so. */
+static void test_legacy_version(void) {
+  mxl_config c;
+  fake_config(&c);
+  fake_model fm;
+  MXL_CHECK(fake_model_init(&fm, &c, 1));
+  size_t size = 0, n = 0, m = 0;
+  uint8_t *data = saved_bytes(&fm, MXL_ADAPTER_F32, &size);
+  if (!data) return;
+  uint8_t *v1 = NULL;
+  uint8_t *said_v1 = container_edit(&mxl_adapter_container, data, size,
+                                    "\"format_version\":2", "\"format_version\":1", 0, &n);
+  if (said_v1) v1 = container_to_legacy(&mxl_adapter_container, said_v1, n, &m);
+  MXL_CHECK(v1 != NULL);
+  if (!v1) goto done;
+  MXL_CHECK(!memcmp(v1, "MXLADAPT\1\0\0\0\0\0\0\0", 16) && v1[24] == '{');
+  const char *path = tmp_path("v1.mxla");
+  MXL_CHECK_OK(mxl_write_file_atomic(path, v1, m));
+  warned[0] = '\0';
+  mxl_set_warning_handler(capture_warning, NULL);
+  mxl_adapter *a = NULL;
+  MXL_CHECK_OK(mxl_adapter_open(path, &a));
+  mxl_set_warning_handler(NULL, NULL);
+  MXL_CHECK_MSG(strstr(warned, "v1.mxla") && strstr(warned, "no checksum"), "warning: %s",
+                warned);
+  if (a) {
+    const mxl_adapter_info *in = mxl_adapter_get_info(a);
+    MXL_CHECK(in->format_version == 1 && in->header_checksum == 0);
+    MXL_CHECK_OK(mxl_adapter_verify(a));
+    mxl_lora *lora = NULL;
+    MXL_CHECK_OK(mxl_adapter_load(a, &fm.m, &lora));
+    mxl_lora_destroy(lora);
+    char *report = NULL;
+    MXL_CHECK_OK(mxl_adapter_describe(a, 0, &report));
+    MXL_CHECK(report && strstr(report, "v1 (header not checksummed)"));
+    free(report);
+  }
+  mxl_adapter_close(a);
+  /* The current version's files never warn. */
+  warned[0] = '\0';
+  mxl_set_warning_handler(capture_warning, NULL);
+  MXL_CHECK_OK(mxl_write_file_atomic(path, data, size));
+  MXL_CHECK_OK(mxl_adapter_open(path, &a));
+  mxl_set_warning_handler(NULL, NULL);
+  MXL_CHECK(warned[0] == '\0');
+  mxl_adapter_close(a);
+done:
+  free(said_v1);
+  free(v1);
+  free(data);
+  fake_model_free(&fm);
+}
+
 typedef struct edit_case {
   const char *from, *to;
   mxl_status status;
@@ -482,8 +560,8 @@ static void test_header_errors(void) {
   static const edit_case cases[] = {
       {"{\"format\"", "[{\"format\"", MXL_ERR_FORMAT, "JSON syntax error"},
       {"\"mxlora-adapter\"", "\"other\"", MXL_ERR_FORMAT, "format: \"other\""},
-      {"\"format_version\":1", "\"format_version\":2", MXL_ERR_FORMAT, "disagrees"},
-      {"\"format_version\":1", "\"format_version\":\"1\"", MXL_ERR_FORMAT, "format_version"},
+      {"\"format_version\":2", "\"format_version\":1", MXL_ERR_FORMAT, "disagrees"},
+      {"\"format_version\":2", "\"format_version\":\"2\"", MXL_ERR_FORMAT, "format_version"},
       {"\"fingerprint\":\"", "\"fingerprint\":\"x", MXL_ERR_FORMAT, "base_model: fingerprint"},
       {"\"hidden\":24", "\"hidden\":\"24\"", MXL_ERR_FORMAT, "config: hidden"},
       {"\"hidden\":24", "\"hidden\":24.5", MXL_ERR_FORMAT, "config: hidden"},
@@ -646,7 +724,7 @@ static uint8_t *replace_payload0(const uint8_t *data, size_t size, const mxl_ada
   }
   uint64_t len = 0;
   for (int i = 0; i < 8; i++) len |= (uint64_t)edited[16 + i] << (8 * i);
-  size_t start = (24 + len + 63) / 64 * 64;
+  size_t start = container_align(MXL_CONTAINER_PREFIX + len);
   size_t rest = size - h->data_start - h->entries[0].compressed_size;
   *out_size = start + frame_size + rest;
   uint8_t *out = calloc(1, *out_size);
@@ -842,6 +920,8 @@ int main(void) {
   MXL_RUN(test_wrong_base);
   MXL_RUN(test_prefix_errors);
   MXL_RUN(test_header_errors);
+  MXL_RUN(test_header_edit_refused);
+  MXL_RUN(test_legacy_version);
   MXL_RUN(test_payload_corruption);
   MXL_RUN(test_bad_frames);
   MXL_RUN(test_save_errors);

@@ -332,6 +332,67 @@ static void test_resume(void) {
   mxl_dataset_destroy(ds);
 }
 
+/* Rows of batch x from row r on equal the `rows` rows of y. */
+static int rows_equal(const mxl_batch *x, int r, const mxl_batch *y) {
+  size_t off = (size_t)r * x->seq_len, cells = (size_t)y->rows * y->seq_len;
+  return !memcmp(x->ids + off, y->ids, cells * 4) && !memcmp(x->labels + off, y->labels, cells * 4) &&
+         !memcmp(x->weights + off, y->weights, cells * 4) &&
+         !memcmp(x->pos + off, y->pos, cells * 4) && !memcmp(x->seg + off, y->seg, cells * 4);
+}
+
+/* Two shards of 2 rows serve exactly the 4-row batches of one batcher, and
+ * every batcher has the same cursor whatever its shard and rows. */
+static void test_shards(void) {
+  mxl_dataset *ds = numbered(60);
+  mxl_batch_options o = {.seq_len = 24, .rows = 4, .pack = 1, .shuffle = 1, .seed = 5,
+                         .loop = 1};
+  mxl_batcher *whole = NULL, *part[2] = {NULL, NULL};
+  MXL_CHECK_OK(mxl_batcher_create(ds, &o, &whole));
+  o.rows = 2;
+  o.n_shards = 2;
+  for (int r = 0; r < 2; r++) {
+    o.shard = r;
+    MXL_CHECK_OK(mxl_batcher_create(ds, &o, &part[r]));
+  }
+  if (!whole || !part[0] || !part[1]) return;
+  int same = 1, counts = 1;
+  for (int step = 0; step < 25; step++) {
+    const mxl_batch *w, *a, *b;
+    int done;
+    MXL_CHECK_OK(mxl_batcher_next(whole, &w, &done));
+    MXL_CHECK_OK(mxl_batcher_next(part[0], &a, &done));
+    MXL_CHECK_OK(mxl_batcher_next(part[1], &b, &done));
+    same &= a->rows == 2 && b->rows == 2 && rows_equal(w, 0, a) && rows_equal(w, 2, b);
+    counts &= a->trained + b->trained == w->trained && a->docs + b->docs == w->docs &&
+              a->rows_used + b->rows_used == w->rows_used && a->trained > 0;
+  }
+  MXL_CHECK_MSG(same, "a shard's rows differ from the whole batch's");
+  MXL_CHECK_MSG(counts, "shard counts do not add up to the whole batch's");
+  mxl_data_cursor cw = mxl_batcher_cursor(whole), c0 = mxl_batcher_cursor(part[0]);
+  MXL_CHECK(!memcmp(&cw, &c0, sizeof cw));
+  /* A cursor of 2 shards continues in one process (resume 2 -> 1 rank). */
+  mxl_batcher *one = NULL;
+  o.rows = 4;
+  o.n_shards = 1;
+  o.shard = 0;
+  MXL_CHECK_OK(mxl_batcher_create(ds, &o, &one));
+  MXL_CHECK_OK(mxl_batcher_seek(one, &c0));
+  const mxl_batch *w, *x;
+  int done;
+  MXL_CHECK_OK(mxl_batcher_next(whole, &w, &done));
+  MXL_CHECK_OK(mxl_batcher_next(one, &x, &done));
+  MXL_CHECK(batches_equal(w, x));
+  mxl_batcher_destroy(one);
+  o.rows = 2;
+  o.n_shards = 2;
+  o.shard = 2;
+  MXL_CHECK_FAILS(mxl_batcher_create(ds, &o, &one), MXL_ERR_ARGUMENT, "shard 2 of 2");
+  mxl_batcher_destroy(whole);
+  mxl_batcher_destroy(part[0]);
+  mxl_batcher_destroy(part[1]);
+  mxl_dataset_destroy(ds);
+}
+
 static void test_option_errors(void) {
   mxl_dataset *ds = texts(abc, 4);
   mxl_batcher *b = NULL;
@@ -361,6 +422,7 @@ int main(void) {
   MXL_RUN(test_masks_follow_flags);
   MXL_RUN(test_shuffle_and_grouping);
   MXL_RUN(test_resume);
+  MXL_RUN(test_shards);
   MXL_RUN(test_option_errors);
   mxl_tokenizer_free(tok);
   return mxl_test_summary("batch");

@@ -679,6 +679,55 @@ static void test_inspect(void) {
   MXL_CHECK_FAILS(mxl_inspect("/nonexistent/repo", 0, &text), MXL_ERR_IO, "/nonexistent/repo");
 }
 
+/* What inspect finds unreadable or inconsistent is counted
+ * (the CLI's exit status) and listed at the end of the report. */
+static int problems_of(const char *sub, char **text) {
+  char p[256];
+  int problems = -1;
+  path_of(p, sizeof p, sub);
+  MXL_CHECK_OK(mxl_inspect_checked(p, 0, text, &problems));
+  return problems;
+}
+
+static void test_inspect_problems(void) {
+  char *text = NULL;
+  MXL_CHECK(problems_of("all", &text) == 0 && text && !strstr(text, "problem"));
+  free(text);
+  MXL_CHECK(problems_of("all/metal/model.bin", &text) == 0);
+  free(text);
+  MXL_CHECK(problems_of("mixed", &text) == 1);
+  MXL_CHECK(text && strstr(text, "1 problem found\n  metal/ disagrees"));
+  free(text);
+  MXL_CHECK(problems_of("m_magic", &text) >= 1);
+  MXL_CHECK(text && strstr(text, "problem") && strstr(text, "wrong magic"));
+  free(text);
+  /* A tokenizer.json that does not load was silently passed over. */
+  make_hf_copy("bad_tok");
+  char p[256];
+  path_of(p, sizeof p, "bad_tok/tokenizer.json");
+  MXL_CHECK_OK(mxl_write_file_atomic(p, "{", 1));
+  MXL_CHECK(problems_of("bad_tok", &text) == 1);
+  MXL_CHECK(text && strstr(text, "1 problem found\n") && strstr(text, "bad_tok/tokenizer.json"));
+  free(text);
+  MXL_CHECK(problems_of("bad_tok/tokenizer.json", &text) == 1);
+  free(text);
+  /* config.json without weights. */
+  path_of(p, sizeof p, "only_config");
+  MXL_CHECK_OK(mxl_make_dirs(p));
+  copy_file("all/config.json", "only_config/config.json", 0);
+  MXL_CHECK(problems_of("only_config", &text) == 1);
+  MXL_CHECK(text && strstr(text, "no *.safetensors weights"));
+  free(text);
+  /* The JSON report lists them too. */
+  path_of(p, sizeof p, "mixed");
+  int problems = 0;
+  MXL_CHECK_OK(mxl_inspect_checked(p, 1, &text, &problems));
+  cJSON *j = text ? cJSON_Parse(text) : NULL;
+  MXL_CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "problems")) == problems);
+  cJSON_Delete(j);
+  free(text);
+}
+
 int main(void) {
   snprintf(root, sizeof root, "/tmp/mxl_ckpt_XXXXXX");
   if (!mkdtemp(root)) {
@@ -698,6 +747,7 @@ int main(void) {
   MXL_RUN(test_open_errors);
   MXL_RUN(test_root_fallback);
   MXL_RUN(test_inspect);
+  MXL_RUN(test_inspect_problems);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", root);

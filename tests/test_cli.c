@@ -43,6 +43,35 @@ static void test_usage_errors(void) {
   EXPECT(2, "not a valid number", "generate --model x --top-k many");
 }
 
+/* Out-of-range values are refused naming the flag and the
+ * allowed range, numbers are parsed strictly, and every command (train
+ * included) takes --opt=value. Each of these ran with a default before. */
+static void test_strict_flags(void) {
+  EXPECT(2, "--max-tokens 0 is out of range: allowed [1, ", "generate --model x --max-tokens 0");
+  EXPECT(2, "--max-tokens -1 is out of range", "generate --model x --max-tokens=-1");
+  EXPECT(2, "--context 0 is out of range", "generate --model x --context 0");
+  EXPECT(2, "--threads -3 is out of range: allowed [0, 4096]", "generate --model x --threads -3");
+  EXPECT(2, "--top-p 0 is out of range: allowed (0, 1]", "generate --model x --top-p 0");
+  EXPECT(2, "'nan' is not a valid number", "generate --model x --temperature nan");
+  EXPECT(2, "'0x10' is not a valid number", "generate --model x --temperature 0x10");
+  EXPECT(2, "'5abc' is not a valid number", "generate --model x --max-tokens 5abc");
+  EXPECT(2, "'nan' is not a valid scale", "generate --model x --adapter A:nan");
+  EXPECT(2, "--batch-size 0 is out of range", "eval --model x --data y --batch-size 0");
+  EXPECT(2, "--seq-len -5 is out of range", "eval --model x --data y --seq-len -5");
+  EXPECT(2, "--threads -3 is out of range", "eval --model x --data y --threads=-3");
+  EXPECT(2, "'inf' is not a valid scale", "eval --model x --data y --adapter A:inf");
+  EXPECT(2, "--seq-len 0 is out of range", "data stats y --model x --seq-len 0");
+  EXPECT(2, "--limit -2 is out of range", "data show y --model x --limit=-2");
+  EXPECT(2, "'1.5' is not a valid number", "tiny x --seed 1.5");
+  EXPECT(2, "--json takes no value", "inspect x --json=1");
+  EXPECT(0, "\"[0,2]\"", "train --help");
+  EXPECT(0, "--name=VALUE", "generate --help");
+  EXPECT(2, "expected KEY=VALUE", "train --set rank");
+  /* train reads --opt=value (it stopped at "unknown option" before). */
+  EXPECT(1, "nosuch-model", "train --model=%s/nosuch-model --data=%s/d --out=%s/r --steps=1",
+         root, root, root);
+}
+
 static void test_tiny_and_inspect(void) {
   EXPECT(0, "", "tiny %s/m --layout all --seed 2", root);
   EXPECT(0, "Hugging Face layout", "inspect %s/m", root);
@@ -50,6 +79,20 @@ static void test_tiny_and_inspect(void) {
   EXPECT(0, "Metal", "inspect %s/m/metal/model.bin", root);
   EXPECT(0, "\"layouts\"", "inspect --json %s/m", root);
   EXPECT(1, "/nonexistent", "inspect /nonexistent/model");
+  /* Like fsck: the report, then exit 1 when something in it is broken
+   * (inspect exited 0 before). */
+  char src[160], dst[160], *cfg = NULL;
+  size_t n = 0;
+  snprintf(src, sizeof src, "%s/m/config.json", root);
+  snprintf(dst, sizeof dst, "%s/broken", root);
+  MXL_CHECK_OK(mxl_make_dirs(dst));
+  snprintf(dst, sizeof dst, "%s/broken/config.json", root);
+  MXL_CHECK_OK(mxl_read_file(src, 1 << 20, &cfg, &n));
+  if (cfg) MXL_CHECK_OK(mxl_write_file_atomic(dst, cfg, n));
+  free(cfg);
+  EXPECT(1, "model configuration (Hugging Face GptOssConfig)", "inspect %s/broken", root);
+  EXPECT(1, "1 problem found (listed above)", "inspect %s/broken", root);
+  EXPECT(1, "\"problems\":", "inspect --json %s/broken", root);
 }
 
 /* Greedy generation is the same from the HF and original/ layouts of one
@@ -70,6 +113,12 @@ static void test_generate_all_layouts(void) {
   }
   MXL_CHECK(strstr(a, "tok/s") != NULL);
   free(a), free(b), free(c);
+  /* Two tokens cannot hold a final-channel answer: said, with a hint
+   * (it printed nothing before). */
+  EXPECT(0, "the model wrote no final answer (2 tokens generated, stopped by max tokens)",
+         "generate --model %s/m --chat --prompt hi --max-tokens 2", root);
+  EXPECT(0, "hint: --show-analysis shows its reasoning as it is written; --max-tokens (now 2)",
+         "generate --model %s/m --chat --prompt hi --max-tokens 2", root);
   EXPECT(0, "tok/s", "generate --model %s/m --prompt 'Hello' --max-tokens 2 --dump-logits %s/l.npy",
          root, root);
   char path[128], *npy = NULL;
@@ -83,6 +132,25 @@ static void test_generate_all_layouts(void) {
     MXL_CHECK((n - header) % (1088 * 4) == 0 && n > header);
   }
   free(npy);
+}
+
+/* Changes the digit after the first `key` (e.g. "\"alpha\":") in the file
+ * at root/name, as a hand edit would; 0 when the key is not there. */
+static int edit_digit(const char *name, const char *key) {
+  char path[160], *data = NULL;
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/%s", root, name);
+  if (mxl_read_file(path, 1 << 26, &data, &n) != MXL_OK) return 0;
+  char *hit = memmem(data, n, key, strlen(key));
+  int ok = hit && hit + strlen(key) < data + n && hit[strlen(key)] >= '0' &&
+           hit[strlen(key)] <= '9';
+  if (ok) {
+    char *d = hit + strlen(key);
+    *d = *d == '9' ? '1' : (char)(*d + 1);
+    ok = mxl_write_file_atomic(path, data, n) == MXL_OK;
+  }
+  free(data);
+  return ok;
 }
 
 static void test_train_generate_eval(void) {
@@ -113,12 +181,21 @@ static void test_train_generate_eval(void) {
   fclose(fp);
   EXPECT(0, "\"trained\":", "tokenize --model %s/m --chat %s", root, chat);
   EXPECT(1, "after the JSON value", "tokenize --model %s/m --chat %s/d.jsonl", root, root);
+  /* Hand edits of the adapter's alpha or the checkpoint's step are refused
+   * (issues 13 and 14: both loaded silently before the header checksum). */
+  MXL_CHECK(edit_digit("run/adapter.mxla", "\"alpha\":"));
+  EXPECT(1, "header was edited", "eval --model %s/m --data %s --adapter %s/run/adapter.mxla "
+         "--seq-len 192", root, data, root);
+  MXL_CHECK(edit_digit("run/checkpoint.mxstate", "\"step\":"));
+  EXPECT(1, "header was edited", "train --model %s/m --data %s --out %s/run --steps 4 "
+         "--seq-len 192 --batch-size 2 --set eval_count=2 --rank 4 --resume", root, data, root);
 }
 
 int main(void) {
   snprintf(root, sizeof root, "/tmp/mxl_cli_XXXXXX");
   if (!mkdtemp(root)) return 1;
   MXL_RUN(test_usage_errors);
+  MXL_RUN(test_strict_flags);
   MXL_RUN(test_tiny_and_inspect);
   MXL_RUN(test_generate_all_layouts);
   MXL_RUN(test_train_generate_eval);

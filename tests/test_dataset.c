@@ -98,6 +98,29 @@ static void test_bad_lines(void) {
       "{\"messages\":[{\"role\":\"system\"},{\"role\":\"user\",\"content\":\"a\"}]}\n",
       "messages[0].content: missing");
   BAD("after.json", "[{\"text\":\"a\"}]\n]\n", "after.json:2: unexpected text after the JSON array");
+  /* Duplicate keys were read silently (the first copy won). */
+  BAD("dupkey.jsonl", "{\"text\":\"a\"}\n{\"prompt\":\"a\",\"completion\":\"b\",\"prompt\":\"c\"}\n",
+      "test_dataset_dupkey.jsonl:2: prompt: duplicate key");
+  BAD("dupmsg.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
+      "{\"role\":\"assistant\",\"content\":\"a\",\"content\":\"b\"}]}\n",
+      "test_dataset_dupmsg.jsonl:1: messages[1].content: duplicate key");
+  BAD("dupkey.json", "[{\"text\":\"a\"},{\"text\":\"a\",\"text\":\"b\"}]",
+      "test_dataset_dupkey.json: element 2: text: duplicate key");
+  /* Deep nesting is named as such, not as a syntax error at byte 1001. */
+  {
+    enum { DEPTH = 1200 };
+    char line[2 * DEPTH + 64];
+    int n = snprintf(line, sizeof line, "{\"text\":");
+    for (int i = 0; i < DEPTH; i++) line[n++] = '[';
+    for (int i = 0; i < DEPTH; i++) line[n++] = ']';
+    n += snprintf(line + n, sizeof line - (size_t)n, "}\n");
+    expect_load_error("deep.jsonl", line, (size_t)n, MXL_ERR_FORMAT,
+                      "test_dataset_deep.jsonl:1: JSON nesting too deep");
+    line[0] = '[';                               /* as a JSON array: [[[...]]] */
+    memcpy(line + 1, "   \"x\",", 8);
+    expect_load_error("deep.json", line, (size_t)n - 2, MXL_ERR_FORMAT,
+                      "test_dataset_deep.json:1: JSON nesting too deep");
+  }
   BAD("emptyarr.json", "  [ ]", "emptyarr.json: no samples");
 }
 

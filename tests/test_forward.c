@@ -4,6 +4,7 @@
  * give the same logits; the inference path and the training path agree on
  * the loss; the CPU backend agrees with the reference backend. */
 #include "adapters/lora.h"
+#include <stddef.h>
 #include <sys/mman.h>
 
 #include "model/forward.h"
@@ -267,6 +268,41 @@ static void test_device_copy_of_weights(void) {
   fixture_close(&f);
 }
 
+/* A backend with a hole in its op table is refused when the engine is made,
+ * naming the op, instead of crashing at the first call. Each
+ * op is removed in turn, so a new op left out of model/engine.c's list
+ * shows up here too (beside the static assertion there). */
+static void test_missing_op_refused(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 1));
+  if (!f.engine) return fixture_close(&f);
+  const mxl_ops *saved = f.be->ops;
+  static mxl_ops holed;
+  typedef void (*any_op)(void);
+  const size_t first = offsetof(mxl_ops, destroy);
+  const size_t n_ops = (sizeof(mxl_ops) - first) / sizeof(any_op);
+  int refused = 0;
+  for (size_t i = 0; i < n_ops; i++) {
+    holed = *saved;
+    memset((char *)&holed + first + i * sizeof(any_op), 0, sizeof(any_op));
+    f.be->ops = &holed;
+    mxl_engine *e = (mxl_engine *)1;
+    mxl_status st = mxl_engine_create(f.model, f.be, &e);
+    refused += st == MXL_ERR_UNSUPPORTED && e == NULL &&
+               strstr(mxl_last_error(), "' lacks the op '") != NULL;
+    if (st == MXL_OK) mxl_engine_destroy(e);
+  }
+  MXL_CHECK_MSG(refused == (int)n_ops, "%d of %zu missing ops refused", refused, n_ops);
+  holed = *saved;
+  holed.attention_bwd = NULL;
+  f.be->ops = &holed;
+  mxl_engine *e = NULL;
+  MXL_CHECK_FAILS(mxl_engine_create(f.model, f.be, &e), MXL_ERR_UNSUPPORTED,
+                  "lacks the op 'attention_bwd'");
+  f.be->ops = saved;
+  fixture_close(&f);
+}
+
 int main(void) {
   MXL_RUN(test_decode_equals_prefill);
   MXL_RUN(test_batched_sequences);
@@ -275,5 +311,6 @@ int main(void) {
   MXL_RUN(test_inference_and_training_agree);
   MXL_RUN(test_cpu_matches_ref);
   MXL_RUN(test_device_copy_of_weights);
+  MXL_RUN(test_missing_op_refused);
   return mxl_test_summary("forward");
 }

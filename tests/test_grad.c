@@ -29,6 +29,7 @@
 #include "kernels/ops.h"
 #include "kernels/ref/ref_attention.h"
 #include "kernels/ref/ref_dense.h"
+#include "kernels/ref/ref_lora.h"
 #include "kernels/ref/ref_loss.h"
 #include "kernels/ref/ref_moe.h"
 #include "ops_util.h"
@@ -37,7 +38,7 @@
 enum { MAXN = 4096 }; /* the largest array a check uses */
 
 static mxl_backend *g_ref; /* the float ref backend */
-static mxl_backend *g_cpu; /* the CPU backend, for the LoRA composition */
+static mxl_backend *g_cpu; /* the CPU backend, for the LoRA ops */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -620,40 +621,29 @@ static void test_grad_gemm(void) {
 
 /* ------------------------------------------------------------ LoRA */
 
-/* y = y0 + s·(x·Aᵀ)·Bᵀ — x [n, H], A [R, H], B [O, R], y [n, O]; the
- * forward and backward exactly as the trainer composes them from gemm_f32:
- *   t  = x·Aᵀ                      gemm(0, 1)
- *   y += s·t·Bᵀ                    gemm(0, 1, beta 1)
- *   dt = s·dy·B                    gemm(0, 0)
- *   dB += s·dyᵀ·t                  gemm(1, 0, beta 1)
- *   dA += dtᵀ·x                    gemm(1, 0, beta 1)
- *   dx += dt·A                     gemm(0, 0, beta 1) */
-enum { LO_N = 3, LO_H = 6, LO_O = 5, LO_R = 2 };
-static const double LO_S = 2.0;
+/* The segmented LoRA op (kernels/ops.h lora, lora_bwd) as the forward and
+ * the trainer use it: two adapters on overlapping rows —
+ *   y = y0 + Σ_s scale_s·(x[rows_s]·A_sᵀ)·B_sᵀ
+ * segment 0 over every row (rank 2, scale 2), segment 1 over rows 1..2
+ * (rank 3, scale -0.7) — x [n, H], A_s [R_s, H], B_s [O, R_s], y [n, O].
+ * Gradients of x, A_s and B_s from lora_bwd against central differences:
+ * the double twin of the ref math, then each host backend's ops. */
+enum { LO_N = 4, LO_H = 6, LO_O = 5, LO_SEGS = 2, LO_T = LO_N * 2 + 2 * 3 };
+static const int lo_row0[LO_SEGS] = {0, 1}, lo_rows[LO_SEGS] = {LO_N, 2}, lo_rank[LO_SEGS] = {2, 3};
+static const double lo_scale[LO_SEGS] = {2.0, -0.7};
+static const int lo_t_off[LO_SEGS] = {0, LO_N * 2};
+
 typedef struct lo_ctx {
-  double x[LO_N * LO_H], A[LO_R * LO_H], B[LO_O * LO_R], y0[LO_N * LO_O], w[LO_N * LO_O];
-  double t[LO_N * LO_R], y[LO_N * LO_O];
+  double x[LO_N * LO_H], A[LO_SEGS][3 * LO_H], B[LO_SEGS][LO_O * 3], y0[LO_N * LO_O];
+  double w[LO_N * LO_O], t[LO_T], y[LO_N * LO_O];
 } lo_ctx;
-
-static void lora_forward(gemm_fn gemm, void *be, const void *x, const void *A, const void *B,
-                         void *t, void *y) {
-  gemm(be, 0, 1, LO_N, LO_R, LO_H, 1, x, LO_H, A, LO_H, 0, t, LO_R);
-  gemm(be, 0, 1, LO_N, LO_O, LO_R, LO_S, t, LO_R, B, LO_R, 1, y, LO_O);
-}
-
-static void lora_backward(gemm_fn gemm, void *be, const void *x, const void *A, const void *B,
-                          const void *t, const void *dy, void *dt, void *dx, void *dA,
-                          void *dB) {
-  gemm(be, 0, 0, LO_N, LO_R, LO_O, LO_S, dy, LO_O, B, LO_R, 0, dt, LO_R);
-  gemm(be, 1, 0, LO_O, LO_R, LO_N, LO_S, dy, LO_O, t, LO_R, 1, dB, LO_R);
-  gemm(be, 1, 0, LO_R, LO_H, LO_N, 1, dt, LO_R, x, LO_H, 1, dA, LO_H);
-  gemm(be, 0, 0, LO_N, LO_H, LO_R, 1, dt, LO_R, A, LO_H, 1, dx, LO_H);
-}
 
 static double lo_loss(void *p) {
   lo_ctx *c = p;
   memcpy(c->y, c->y0, sizeof c->y);
-  lora_forward(gemm_d, NULL, c->x, c->A, c->B, c->t, c->y);
+  for (int g = 0; g < LO_SEGS; g++)
+    mxl_ref_lora_seg(c->y + lo_row0[g] * LO_O, c->t + lo_t_off[g], c->x + lo_row0[g] * LO_H,
+                     c->A[g], c->B[g], lo_rows[g], lo_rank[g], LO_H, LO_O, lo_scale[g]);
   return dot_d(c->w, c->y, LO_N * LO_O);
 }
 
@@ -661,39 +651,59 @@ static void test_grad_lora(void) {
   static lo_ctx c;
   test_rng r = {120};
   fill_d(&r, c.x, LO_N * LO_H, -1, 1);
-  fill_d(&r, c.A, LO_R * LO_H, -1, 1);
-  fill_d(&r, c.B, LO_O * LO_R, -1, 1);
+  for (int g = 0; g < LO_SEGS; g++) {
+    fill_d(&r, c.A[g], (size_t)lo_rank[g] * LO_H, -1, 1);
+    fill_d(&r, c.B[g], (size_t)LO_O * lo_rank[g], -1, 1);
+  }
   fill_d(&r, c.y0, LO_N * LO_O, -1, 1);
   fill_d(&r, c.w, LO_N * LO_O, -1, 1);
-  double nx[LO_N * LO_H], nA[LO_R * LO_H], nB[LO_O * LO_R];
+  double nx[LO_N * LO_H], nA[LO_SEGS][3 * LO_H], nB[LO_SEGS][LO_O * 3];
   numeric_grad(lo_loss, &c, c.x, LO_N * LO_H, nx);
-  numeric_grad(lo_loss, &c, c.A, LO_R * LO_H, nA);
-  numeric_grad(lo_loss, &c, c.B, LO_O * LO_R, nB);
-  double dt[LO_N * LO_R], dx[LO_N * LO_H] = {0}, dA[LO_R * LO_H] = {0}, dB[LO_O * LO_R] = {0};
+  for (int g = 0; g < LO_SEGS; g++) {
+    numeric_grad(lo_loss, &c, c.A[g], (size_t)lo_rank[g] * LO_H, nA[g]);
+    numeric_grad(lo_loss, &c, c.B[g], (size_t)LO_O * lo_rank[g], nB[g]);
+  }
+  double dt[LO_N * 3], dx[LO_N * LO_H] = {0}, dA[LO_SEGS][3 * LO_H] = {{0}},
+                       dB[LO_SEGS][LO_O * 3] = {{0}};
   lo_loss(&c); /* leaves t */
-  lora_backward(gemm_d, NULL, c.x, c.A, c.B, c.t, c.w, dt, dx, dA, dB);
+  for (int g = 0; g < LO_SEGS; g++)
+    mxl_ref_lora_seg_bwd(dx + lo_row0[g] * LO_H, dA[g], dB[g], dt, c.w + lo_row0[g] * LO_O,
+                         c.x + lo_row0[g] * LO_H, c.t + lo_t_off[g], c.A[g], c.B[g], lo_rows[g],
+                         lo_rank[g], LO_H, LO_O, lo_scale[g]);
   expect_close("lora dx", "double", rel_err(dx, nx, LO_N * LO_H), grad_tol[TOL_DOUBLE]);
-  expect_close("lora dA", "double", rel_err(dA, nA, LO_R * LO_H), grad_tol[TOL_DOUBLE]);
-  expect_close("lora dB", "double", rel_err(dB, nB, LO_O * LO_R), grad_tol[TOL_DOUBLE]);
+  for (int g = 0; g < LO_SEGS; g++) {
+    expect_close(g ? "lora dA (segment 1)" : "lora dA (segment 0)", "double",
+                 rel_err(dA[g], nA[g], (size_t)lo_rank[g] * LO_H), grad_tol[TOL_DOUBLE]);
+    expect_close(g ? "lora dB (segment 1)" : "lora dB (segment 0)", "double",
+                 rel_err(dB[g], nB[g], (size_t)LO_O * lo_rank[g]), grad_tol[TOL_DOUBLE]);
+  }
 
-  /* Through each backend's gemm_f32 (host memory backends only). The CPU
-   * backend may round gemm inputs to bf16 (ops.h), hence its looser bound. */
+  /* Each host backend's lora and lora_bwd ops (fp32 products). */
   mxl_backend *bes[2] = {g_ref, g_cpu};
-  const double tol[2] = {grad_tol[TOL_FLOAT], 1e-2};
   for (int b = 0; b < 2; b++) {
     if (!bes[b] || !bes[b]->ops->host_memory) continue;
-    float xf[LO_N * LO_H], Af[LO_R * LO_H], Bf[LO_O * LO_R], yf[LO_N * LO_O], wf[LO_N * LO_O];
-    float tf[LO_N * LO_R], dtf[LO_N * LO_R], dxf[LO_N * LO_H] = {0}, dAf[LO_R * LO_H] = {0},
-                                             dBf[LO_O * LO_R] = {0};
-    to_f32(xf, c.x, LO_N * LO_H), to_f32(Af, c.A, LO_R * LO_H), to_f32(Bf, c.B, LO_O * LO_R);
-    to_f32(yf, c.y0, LO_N * LO_O), to_f32(wf, c.w, LO_N * LO_O);
-    lora_forward(gemm_f, bes[b], xf, Af, Bf, tf, yf);
-    lora_backward(gemm_f, bes[b], xf, Af, Bf, tf, wf, dtf, dxf, dAf, dBf);
-    char kind[16];
-    snprintf(kind, sizeof kind, "%s", bes[b]->ops->name);
-    expect_close("lora dx", kind, rel_err_f(dxf, nx, LO_N * LO_H), tol[b]);
-    expect_close("lora dA", kind, rel_err_f(dAf, nA, LO_R * LO_H), tol[b]);
-    expect_close("lora dB", kind, rel_err_f(dBf, nB, LO_O * LO_R), tol[b]);
+    float xf[LO_N * LO_H], Af[LO_SEGS][3 * LO_H], Bf[LO_SEGS][LO_O * 3], yf[LO_N * LO_O];
+    float wf[LO_N * LO_O], tf[LO_T], dxf[LO_N * LO_H] = {0}, dAf[LO_SEGS][3 * LO_H] = {{0}},
+                                      dBf[LO_SEGS][LO_O * 3] = {{0}};
+    mxl_lora_seg segs[LO_SEGS];
+    to_f32(xf, c.x, LO_N * LO_H), to_f32(yf, c.y0, LO_N * LO_O), to_f32(wf, c.w, LO_N * LO_O);
+    for (int g = 0; g < LO_SEGS; g++) {
+      to_f32(Af[g], c.A[g], (size_t)lo_rank[g] * LO_H);
+      to_f32(Bf[g], c.B[g], (size_t)LO_O * lo_rank[g]);
+      segs[g] = (mxl_lora_seg){lo_row0[g], lo_rows[g], lo_rank[g], (float)lo_scale[g], Af[g],
+                               Bf[g], dAf[g], dBf[g], lo_t_off[g]};
+    }
+    bes[b]->ops->lora(bes[b], yf, tf, xf, segs, LO_SEGS, LO_H, LO_O);
+    bes[b]->ops->lora_bwd(bes[b], dxf, wf, xf, tf, segs, LO_SEGS, LO_H, LO_O);
+    MXL_CHECK_OK(bes[b]->ops->sync(bes[b]));
+    const char *kind = bes[b]->ops->name;
+    expect_close("lora dx", kind, rel_err_f(dxf, nx, LO_N * LO_H), grad_tol[TOL_FLOAT]);
+    for (int g = 0; g < LO_SEGS; g++) {
+      expect_close(g ? "lora dA (segment 1)" : "lora dA (segment 0)", kind,
+                   rel_err_f(dAf[g], nA[g], (size_t)lo_rank[g] * LO_H), grad_tol[TOL_FLOAT]);
+      expect_close(g ? "lora dB (segment 1)" : "lora dB (segment 0)", kind,
+                   rel_err_f(dBf[g], nB[g], (size_t)LO_O * lo_rank[g]), grad_tol[TOL_FLOAT]);
+    }
   }
 }
 

@@ -193,6 +193,54 @@ static void test_duplicate_keys(void) {
   cJSON_Delete(o);
 }
 
+static void test_duplicate_keys_deep(void) {
+  cJSON *o = parse("{\"a\": 1, \"m\": [{\"r\": 1}, {\"r\": 2, \"c\": {\"x\": 1, \"x\": 2}}]}");
+  if (!o) return;
+  MXL_CHECK_OK(mxl_json_check_unique_keys(o, src));
+  MXL_CHECK_FAILS(mxl_json_check_unique_keys_deep(o, src), MXL_ERR_FORMAT,
+                  "config.json: m[1].c.x: duplicate key");
+  cJSON_Delete(o);
+  o = parse("{\"a\": 1, \"a\": 2}");
+  MXL_CHECK_FAILS(mxl_json_check_unique_keys_deep(o, src), MXL_ERR_FORMAT,
+                  "config.json: a: duplicate key");
+  cJSON_Delete(o);
+  o = parse("[[{\"k\": 1}], {\"k\": {\"k\": 2}}]");
+  MXL_CHECK_OK(mxl_json_check_unique_keys_deep(o, src));
+  cJSON_Delete(o);
+}
+
+/* cJSON stops at 1000 levels; that is not a syntax error. */
+static void test_nesting_too_deep(void) {
+  enum { DEPTH = 1500 };
+  char *text = malloc(2 * DEPTH + 1);
+  memset(text, '[', DEPTH);
+  memset(text + DEPTH, ']', DEPTH);
+  text[2 * DEPTH] = '\0';
+  cJSON *o = (cJSON *)1;
+  MXL_CHECK_FAILS(mxl_json_parse(text, 2 * DEPTH, src, &o), MXL_ERR_FORMAT,
+                  "JSON nesting too deep (more than 1000 levels");
+  MXL_CHECK(o == NULL);
+  /* 1000 levels parse; a real syntax error deep down is still one. */
+  MXL_CHECK_OK(mxl_json_parse(text + DEPTH - 1000, 2000, src, &o));
+  cJSON_Delete(o);
+  text[DEPTH - 500 + 700] = 'x';
+  MXL_CHECK_FAILS(mxl_json_parse(text + DEPTH - 500, 1000, src, &o), MXL_ERR_FORMAT,
+                  "JSON syntax error");
+  /* Brackets inside strings do not count. */
+  free(text);
+  text = malloc(4 * DEPTH);
+  size_t n = 0;
+  text[n++] = '[';
+  text[n++] = '"';
+  for (int i = 0; i < DEPTH; i++) text[n++] = '[';
+  text[n++] = '"';
+  text[n++] = ',';
+  text[n++] = 'x';
+  text[n++] = ']';
+  MXL_CHECK_FAILS(mxl_json_parse(text, n, src, &o), MXL_ERR_FORMAT, "JSON syntax error");
+  free(text);
+}
+
 static void test_parse_file(void) {
   char path[] = "/tmp/mxl_json_XXXXXX";
   int fd = mkstemp(path);
@@ -223,6 +271,8 @@ int main(void) {
   MXL_RUN(test_int_arrays);
   MXL_RUN(test_syntax_errors);
   MXL_RUN(test_duplicate_keys);
+  MXL_RUN(test_duplicate_keys_deep);
+  MXL_RUN(test_nesting_too_deep);
   MXL_RUN(test_parse_file);
   return mxl_test_summary("json");
 }

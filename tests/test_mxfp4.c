@@ -1,25 +1,21 @@
 /* kernels/mxfp4.h: the MXFP4 codec, decode and encode.
  *
  * The expected values are built here, independently of the codec: the E2M1
- * table is spelled out from the spec (§2.3), scales come from ldexp, and the
+ * table is spelled out from docs/gpt-oss.md (§2.3), scales come from ldexp, and the
  * reference rounding searches the table for the nearest value. */
 #include <stdint.h>
 
+#include "core/rng.h"
 #include "kernels/mxfp4.h"
 #include "test.h"
 
-/* spec §2.3: nibble → value, bit 3 the sign. */
+/* docs/gpt-oss.md §2.3: nibble → value, bit 3 the sign. */
 static const float e2m1_table[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
-static uint64_t rng_next(void) { /* splitmix64 */
-  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return mxl_splitmix64(&rng_state); }
 
 static double rng_uniform(void) { return (double)(rng_next() >> 11) * 0x1p-53; }
 

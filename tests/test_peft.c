@@ -203,7 +203,7 @@ static void test_init_bound_matches_peft(void) {
 
 /* The OpenAI cookbook recipe on gpt-oss-20b: our keys and shapes are the
  * ones PEFT gives (on a meta-device model), and so is the parameter count,
- * 15,040,512 (spec §8). */
+ * 15,040,512 (docs/gpt-oss.md §8). */
 static void test_cookbook_keys(void) {
   mxl_config c;
   mxl_config_gpt_oss_20b(&c);
@@ -310,7 +310,7 @@ static void test_import_errors(void) {
     mxl_status status;
     const char *needle;
   } cases[] = {
-      {"\"r\": 4", "\"r\": 2", MXL_ERR_FORMAT, "expected [2, 24] for rank 2"},
+      {"\"r\": 4", "\"r\": 2", MXL_ERR_FORMAT, "expected [8, 24] for rank 2 (r)"},
       {"\"r\": 4", "\"r\": \"4\"", MXL_ERR_FORMAT, "adapter_config.json: r"},
       {"\"lora_alpha\": 8", "\"lora_alpha\": null", MXL_ERR_FORMAT, "lora_alpha"},
       {"\"use_dora\": false", "\"use_dora\": true", MXL_ERR_UNSUPPORTED, "use_dora"},
@@ -318,16 +318,18 @@ static void test_import_errors(void) {
       {"\"fan_in_fan_out\": false", "\"fan_in_fan_out\": true", MXL_ERR_UNSUPPORTED,
        "fan_in_fan_out"},
       {"{", "[{", MXL_ERR_FORMAT, "adapter_config.json"},
-      {"\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 2}", MXL_ERR_UNSUPPORTED,
-       "rank_pattern"},
+      /* rank_pattern is honoured: a pattern the file's shapes contradict is named */
+      {"\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 2}", MXL_ERR_FORMAT,
+       "q_proj.lora_A.weight: a 2-D tensor [4, 24], expected [2, 24] for rank 2 (rank_pattern)"},
       {"\"peft_type\": \"LORA\"", "\"peft_type\": \"IA3\"", MXL_ERR_UNSUPPORTED, "IA3"},
       {"\"2.mlp.experts.down_proj\"", "\"2.mlp.experts.up_proj\"", MXL_ERR_UNSUPPORTED,
        "target_parameters[3]"},
       /* Without layer 2's down in target_parameters its tensors are unknown. */
-      {",\n    \"2.mlp.experts.down_proj\"", "", MXL_ERR_UNSUPPORTED,
-       "layers.2.mlp.experts.lora_A.weight: not a LoRA tensor"},
+      {",\n    \"2.mlp.experts.down_proj\"", "", MXL_ERR_FORMAT,
+       "layers.2.mlp.experts.lora_A.weight: expert LoRA for layer 2, but"},
       /* Layer 1 with only gate_up declared: PEFT would not have nested. */
-      {"\"1.mlp.experts.down_proj\",", "", MXL_ERR_FORMAT, "layers.1.mlp.experts.lora_A"},
+      {"\"1.mlp.experts.down_proj\",", "", MXL_ERR_FORMAT,
+       "layers.1.mlp.experts.base_layer.lora_A.weight: a nested (base_layer) expert pair"},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     char dir[160];
@@ -346,7 +348,7 @@ static void test_import_errors(void) {
   /* Another model shape: the shapes name the mismatch. */
   mxl_config wide = c;
   wide.hidden = 32;
-  MXL_CHECK_FAILS(mxl_peft_import(FIXTURE, &wide, &lora), MXL_ERR_FORMAT, "expected [4, 32]");
+  MXL_CHECK_FAILS(mxl_peft_import(FIXTURE, &wide, &lora), MXL_ERR_FORMAT, "expected [16, 32]");
   MXL_CHECK_FAILS(mxl_peft_import(tmp_path("nothing"), &c, &lora), MXL_ERR_IO,
                   "adapter_config.json");
   /* An extra tensor (a LoRA on lm_head) is refused by name. */
@@ -464,7 +466,7 @@ static void test_import_f16_and_missing(void) {
   MXL_CHECK(rewrite_fixture(dir, 0,
                             "base_model.model.model.layers.1.mlp.experts.base_layer.lora_B.weight"));
   MXL_CHECK_FAILS(mxl_peft_import(dir, &c, &lora), MXL_ERR_FORMAT,
-                  "missing base_model.model.model.layers.1.mlp.experts.base_layer.lora_B.weight");
+                  "layers.1.mlp.experts.base_layer.lora_A.weight without its lora_B");
   mxl_lora_destroy(ref);
 }
 

@@ -1,11 +1,14 @@
-/* train/schedule against values worked out from transformers' formulas. */
+/* train/schedule against values worked out from transformers' formulas (warm-up
+ * shifted by one step: see schedule.h). */
 #include "train/schedule.h"
 #include "test.h"
 
 static void test_warmup_then_shapes(void) {
   mxl_schedule s = {MXL_SCHEDULE_LINEAR, 1e-3f, 10, 110, 0};
-  MXL_CHECK_NEAR(mxl_schedule_lr(&s, 0), 0.0, 1e-9);
-  MXL_CHECK_NEAR(mxl_schedule_lr(&s, 5), 5e-4, 1e-9);
+  /* warm-up: (s+1)/warmup, so the first step already trains */
+  MXL_CHECK_NEAR(mxl_schedule_lr(&s, 0), 1e-4, 1e-9);
+  MXL_CHECK_NEAR(mxl_schedule_lr(&s, 4), 5e-4, 1e-9);
+  MXL_CHECK_NEAR(mxl_schedule_lr(&s, 9), 1e-3, 1e-9);
   MXL_CHECK_NEAR(mxl_schedule_lr(&s, 10), 1e-3, 1e-9);
   MXL_CHECK_NEAR(mxl_schedule_lr(&s, 60), 5e-4, 1e-9);
   MXL_CHECK_NEAR(mxl_schedule_lr(&s, 110), 0.0, 1e-9);

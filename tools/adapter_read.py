@@ -59,12 +59,16 @@ def read_adapter(path):
     magic, version, reserved, n = struct.unpack_from("<8sIIQ", data, 0)
     if magic != b"MXLADAPT":
         raise FormatError("bad magic")
-    if version != 1:
-        raise FormatError(f"format version {version}, this reader knows 1")
-    if reserved != 0 or not 2 <= n <= 64 << 20 or 24 + n > len(data):
+    if version not in (1, 2):
+        raise FormatError(f"format version {version}, this reader knows 1 and 2")
+    prefix = 56 if version == 2 else 24
+    if reserved != 0 or not 2 <= n <= 64 << 20 or prefix + n > len(data):
         raise FormatError("bad reserved field or header length")
-    header = json.loads(data[24:24 + n].decode("utf-8"))
-    start = (24 + n + 63) // 64 * 64
+    header_bytes = data[prefix:prefix + n]
+    if version == 2 and hashlib.sha256(header_bytes).digest() != data[24:56]:
+        raise FormatError("header SHA-256 mismatch")
+    header = json.loads(header_bytes.decode("utf-8"))
+    start = (prefix + n + 63) // 64 * 64
     if header["format"] != "mxlora-adapter" or header["format_version"] != version:
         raise FormatError("format / format_version")
     cfg, lora, dtype = header["base_model"]["config"], header["lora"], header["dtype"]
@@ -168,7 +172,8 @@ def main():
         return 1
     lora = header["lora"]
     raw = sum(int(t["raw_size"]) for t in header["tensors"])
-    print(f"{a.adapter}: valid mxlora adapter v1, {size} bytes, {len(tensors)} tensors, "
+    print(f"{a.adapter}: valid mxlora adapter v{header['format_version']}, {size} bytes, "
+          f"{len(tensors)} tensors, "
           f"{sum(v.size for v in tensors.values())} parameters, {header['dtype']}, "
           f"payload {raw} raw bytes")
     print(f"rank {lora['rank']}, alpha {lora['alpha']}, rslora {lora['rslora']}, "

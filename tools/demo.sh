@@ -10,7 +10,9 @@ bin=build/mxlora
 model=models/tiny-demo
 adapter=runs/demo/adapter.mxla
 
-$bin train recipes/demo.json
+# --overwrite: every run of the demo trains afresh (an existing run folder is
+# otherwise refused, see recipes/README.md).
+$bin train recipes/demo.json --overwrite
 
 echo
 echo "== Answers with the adapter (greedy) =="

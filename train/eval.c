@@ -108,6 +108,9 @@ mxl_status mxl_eval(const mxl_eval_options *o, mxl_eval_result *res) {
   memset(res, 0, sizeof *res);
   res->base_loss = res->adapted_loss = NAN;
   if (!o->model || !o->data) return mxl_errorf(MXL_ERR_ARGUMENT, "eval needs a model and data");
+  if (o->seq_len < 0 || o->batch_size < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "eval: seq_len %d and batch_size %d: expected 0 "
+                      "(the default) or a positive count", o->seq_len, o->batch_size);
   eval_run r = {0};
   mxl_status st = open_all(&r, o);
   if (st == MXL_OK) st = pass(&r, o, NULL, &res->base_loss, res);
@@ -118,5 +121,13 @@ mxl_status mxl_eval(const mxl_eval_options *o, mxl_eval_result *res) {
     st = pass(&r, o, &stack, &res->adapted_loss, res);
   }
   close_all(&r);
+  /* A non-finite loss is no measurement: the result stays filled in for
+   * the caller to show, but the evaluation fails. */
+  if (st == MXL_OK && res->tokens > 0 && !isfinite(res->base_loss))
+    st = mxl_errorf(MXL_ERR_NUMERIC, "%s: the base model's loss is NaN/Inf", o->model);
+  else if (st == MXL_OK && o->n_adapters > 0 && res->tokens > 0 && !isfinite(res->adapted_loss))
+    st = mxl_errorf(MXL_ERR_NUMERIC, "the loss with the adapter%s is NaN/Inf: %s holds "
+                    "non-finite or overflowing values (a diverged training run?)",
+                    o->n_adapters > 1 ? "s" : "", o->adapters[0]);
   return st;
 }

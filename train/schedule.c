@@ -34,7 +34,7 @@ mxl_status mxl_schedule_validate(const mxl_schedule *s) {
 }
 
 float mxl_schedule_lr(const mxl_schedule *s, int step) {
-  if (step < s->warmup) return s->lr * (float)step / (float)s->warmup;
+  if (step < s->warmup) return s->lr * (float)(step + 1) / (float)s->warmup;
   double span = s->total - s->warmup;
   double progress = span > 0 ? (step - s->warmup) / span : 1.0;
   if (progress > 1) progress = 1;

@@ -1,7 +1,10 @@
 /* Learning-rate schedules with linear warmup, as transformers' get_scheduler
- * defines them: the multiplier of optimizer step s (0-based, steps already
- * taken) is s/warmup during warmup, then constant, linear decay to 0, or a
- * cosine from 1 to min_ratio over the remaining steps. */
+ * defines them except for the first step: the multiplier of optimizer step
+ * s (0-based, steps already taken) is (s+1)/warmup during warmup, then
+ * constant, linear decay to 0, or a cosine from 1 to min_ratio over the
+ * remaining steps. transformers uses s/warmup, so its first step has
+ * learning rate 0 and a 1-step run changes nothing; here every step
+ * trains, and the last warm-up step reaches the peak. */
 #ifndef MXL_TRAIN_SCHEDULE_H
 #define MXL_TRAIN_SCHEDULE_H
 

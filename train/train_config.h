@@ -43,22 +43,37 @@ typedef struct mxl_train_config {
   int max_bad_steps;        /* stop after this many NaN/Inf steps in a row */
   const char *loss_mask, *analysis_rule;
   int truncate_cut;
-  int skip_bad_lines;       /* 1: bad samples are counted and skipped; 0: the first one fails */         /* 1: long documents keep their first seq_len tokens; 0: dropped */
+  int skip_bad_lines;       /* 1: bad samples are counted and skipped; 0: the first one fails */
   uint64_t seed;
   int eval_every, save_every;
+  int keep_checkpoints;     /* numbered copies of the last K saves (0: none) */
   int threads;
-  const char *backend;      /* "cpu" or "ref" */
+  const char *backend;      /* "cpu", "ref", "cuda", "cuda:N", "auto" */
   int adapter_bf16;
-  int resume;
+  int resume, overwrite;
+  const char *init_adapter; /* start from this adapter file (NULL: PEFT init) */
+  const char *rescue_dir;   /* where a failed save is retried (NULL: the temp dir) */
+  const char *dist;         /* "auto", "none", "mpi", "nccl" */
+  double dist_timeout_s;    /* longest wait for the other ranks */
+  int zero_stage;           /* 1: AdamW moments sharded across ranks (ZeRO-1) */
 } mxl_train_config;
 
-/* Parses a recipe object. Strings point into `recipe`, which must outlive cfg. */
+/* Parses a recipe object: every key is checked against the recipe schema
+ * (type and range) first. Strings point into `recipe`, which must outlive
+ * cfg. */
 mxl_status mxl_train_config_parse(const cJSON *recipe, const char *source,
                                   mxl_train_config *cfg);
 
-/* Applies an override "key=value" (dotted keys reach into objects: lora.rank=8)
- * to a recipe object. Values are parsed as JSON when they are valid JSON
- * (numbers, true/false, arrays), else taken as strings. */
+/* Sets recipe key `key` (dotted for nested ones: "lora.rank") from the
+ * text a user typed, typed by the schema: strings stay strings, numbers
+ * are parsed strictly (no trailing text, no hex, no inf/nan), booleans are
+ * true/false, layer lists are "all", "[0,2]" or "0,2". Out-of-range values
+ * are refused. Errors name `flag` ("--steps") or, when NULL, the key.
+ * Setting "steps" removes "epochs" and the reverse: the last one given
+ * decides. */
+mxl_status mxl_recipe_set(cJSON *recipe, const char *key, const char *text, const char *flag);
+
+/* mxl_recipe_set from "key=value". */
 mxl_status mxl_recipe_override(cJSON *recipe, const char *assignment);
 
 #endif

@@ -1,3 +1,5 @@
+/* The trainer object: create (recipe, communicator, run folder, model,
+ * data, adapter), the public calls, destroy. */
 #include "train/trainer.h"
 
 #include <math.h>
@@ -5,13 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "adapters/fingerprint.h"
 #include "core/json.h"
 #include "core/sha256.h"
 #include "core/status.h"
 
-static double now_seconds(void) {
+double mxl_trainer_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -22,7 +27,7 @@ char *mxl_trainer_path(const trainer *t, const char *name) {
 }
 
 void mxl_trainer_info(trainer *t, const char *fmt, ...) {
-  if (!t->on_event) return;
+  if (!t->on_event || t->rank != 0) return;
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -35,22 +40,46 @@ void mxl_trainer_info(trainer *t, const char *fmt, ...) {
 
 /* ---------------------------------------------------------------- setup */
 
-static mxl_status load_recipe(trainer *t, const char *path, const char *const *overrides,
-                              int n) {
-  t->source = path ? path : "command line";
-  if (path) {
-    MXL_TRY(mxl_json_parse_file(path, 1 << 20, &t->recipe));
+static mxl_status load_recipe(trainer *t, const mxl_train_options *o) {
+  t->source = o->recipe ? o->recipe : "command line";
+  if (o->recipe) {
+    MXL_TRY(mxl_json_parse_file(o->recipe, 1 << 20, &t->recipe));
   } else {
     t->recipe = cJSON_CreateObject();
     if (!t->recipe) return mxl_errorf(MXL_ERR_MEMORY, "recipe: out of memory");
   }
-  for (int i = 0; i < n; i++) MXL_TRY(mxl_recipe_override(t->recipe, overrides[i]));
+  for (int i = 0; i < o->n_settings; i++) {
+    const mxl_train_setting *s = &o->settings[i];
+    MXL_TRY(mxl_recipe_set(t->recipe, s->key, s->value, s->flag));
+  }
   return mxl_train_config_parse(t->recipe, t->source, &t->cfg);
 }
 
-static mxl_status open_model(trainer *t) {
+static mxl_status open_comm(trainer *t) {
+  /* "mpi" and "nccl" choose the gradient transport; any MPI run starts the
+   * same way. */
+  mxl_comm_options co = {!strcmp(t->cfg.dist, "none") ? "none" : "auto", t->cfg.dist_timeout_s};
+  MXL_TRY(mxl_comm_create(&co, &t->comm));
+  t->rank = mxl_comm_rank(t->comm);
+  t->world = mxl_comm_size(t->comm);
+  return MXL_OK;
+}
+
+static mxl_status open_run_dir(trainer *t) {
+  if (t->rank != 0) return MXL_OK; /* rank 0 alone touches the run folder */
+  int removed = 0;
+  MXL_TRY(mxl_run_dir_open(t->cfg.out, t->cfg.resume, t->cfg.overwrite, &t->dir, &removed));
+  if (removed)
+    mxl_trainer_info(t, "removed %d temporary file%s of interrupted saves from %s", removed,
+                     removed == 1 ? "" : "s", t->cfg.out);
+  return MXL_OK;
+}
+
+/* The tiny demo model is written once, by rank 0, before anyone opens it. */
+static mxl_status write_tiny(trainer *t) {
   const mxl_train_config *c = &t->cfg;
-  if (c->tiny_preset && !mxl_path_exists(c->model)) {
+  mxl_status st = MXL_OK;
+  if (t->rank == 0 && !mxl_path_exists(c->model)) {
     mxl_trainer_info(t, "writing the tiny '%s' model to %s", c->tiny_preset, c->model);
     mxl_tiny_options opt = {0};
     opt.preset = c->tiny_preset;
@@ -59,17 +88,55 @@ static mxl_status open_model(trainer *t) {
     opt.vocab_corpus = c->tiny_corpus;
     opt.set = c->tiny_set;
     opt.n_set = c->n_tiny_set;
-    MXL_TRY(mxl_tiny_write(c->model, &opt, NULL, NULL));
+    st = mxl_tiny_write(c->model, &opt, NULL, NULL);
   }
+  if (st != MXL_OK) return st;
+  return mxl_comm_barrier(t->comm);
+}
+
+/* Under MPI each rank of a node takes its own GPU and its share of the
+ * cores. */
+static mxl_status open_backend(trainer *t) {
+  const mxl_train_config *c = &t->cfg;
+  const int local = mxl_comm_local_rank(t->comm), per_node = mxl_comm_local_size(t->comm);
+  char name[64];
+  snprintf(name, sizeof name, "%s", c->backend);
+  int device = 0;
+  const int gpu_per_rank =
+      per_node > 1 && (!strcmp(c->backend, "cuda") || !strcmp(c->backend, "auto"));
+  if (gpu_per_rank) {
+    snprintf(name, sizeof name, "cuda:%d", local);
+    device = local;
+  } else if (!strncmp(c->backend, "cuda:", 5)) {
+    device = atoi(c->backend + 5);
+  }
+  int threads = c->threads;
+  if (threads == 0 && per_node > 1) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = cores > per_node ? (int)(cores / per_node) : 1;
+  }
+  mxl_status st = mxl_backend_create_named(name, threads, &t->be);
+  if (st != MXL_OK && gpu_per_rank && !strcmp(c->backend, "auto"))
+    st = mxl_backend_create_named("cpu", threads, &t->be); /* "auto": no GPU for this rank */
+  if (st != MXL_OK) return mxl_error_prefix(st, "%s: ", t->source);
+  const char *gradients = !strcmp(c->dist, "mpi") || !strcmp(c->dist, "nccl") ? c->dist : "auto";
+  return mxl_comm_attach_backend(t->comm, t->be, device, gradients);
+}
+
+static mxl_status open_model(trainer *t) {
+  const mxl_train_config *c = &t->cfg;
+  if (c->tiny_preset) MXL_TRY(write_tiny(t));
   MXL_TRY(mxl_model_open(c->model, &t->model));
   if (t->model->w.qk_interleaved)
     return mxl_errorf(MXL_ERR_UNSUPPORTED,
                       "%s: metal/model.bin stores q/k permuted and pre-scaled; train on the "
                       "repository root or original/ (the adapter then overlays on all three)",
                       c->model);
-  mxl_status st = mxl_backend_create_named(c->backend, c->threads, &t->be);
-  if (st != MXL_OK) return mxl_error_prefix(st, "%s: ", t->source);
+  MXL_TRY(open_backend(t));
   MXL_TRY(mxl_engine_create(t->model, t->be, &t->engine));
+  uint8_t fp[MXL_SHA256_SIZE];
+  MXL_TRY(mxl_model_fingerprint(t->model, fp));
+  mxl_sha256_hex(fp, t->base_sha256);
   return mxl_tokenizer_load(t->model->dir, &t->tok);
 }
 
@@ -86,6 +153,9 @@ static mxl_status load_data(trainer *t) {
     t->train_set = t->all;
     t->all = NULL;
     MXL_TRY(mxl_dataset_load(c->eval_data, t->tok, &opts, &t->eval_set));
+  } else if (c->eval_fraction == 0 && c->eval_count == 0) {
+    t->train_set = t->all; /* no evaluation */
+    t->all = NULL;
   } else {
     MXL_TRY(mxl_dataset_split(t->all, c->eval_fraction, (size_t)c->eval_count, c->seed,
                               &t->train_set, &t->eval_set));
@@ -97,6 +167,37 @@ static mxl_status load_data(trainer *t) {
                    mxl_dataset_size(t->train_set),
                    t->eval_set ? mxl_dataset_size(t->eval_set) : (size_t)0, c->data);
   return MXL_OK;
+}
+
+/* Every rank must train the same model on the same data with the same
+ * settings: compares each rank's fingerprints with rank 0's. */
+static mxl_status check_same_inputs(trainer *t) {
+  if (t->world == 1) return MXL_OK;
+  char mine[3][65], ref[3][65];
+  memcpy(mine[0], t->base_sha256, 65);
+  memcpy(mine[1], t->data_sha256, 65);
+  char *settings = cJSON_PrintUnformatted(t->recipe);
+  if (!settings) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
+  uint8_t digest[MXL_SHA256_SIZE];
+  mxl_sha256(settings, strlen(settings), digest);
+  mxl_sha256_hex(digest, mine[2]);
+  free(settings);
+  memcpy(ref, mine, sizeof ref);
+  MXL_TRY(mxl_comm_bcast(t->comm, ref, sizeof ref, 0));
+  double differs = memcmp(ref, mine, sizeof ref) != 0;
+  MXL_TRY(mxl_comm_allreduce(t->comm, &differs, 1, MXL_REDUCE_MAX));
+  if (!differs) return MXL_OK;
+  if (strcmp(ref[0], mine[0]))
+    return mxl_errorf(MXL_ERR_STATE, "rank %d: %s is another model than rank 0's (fingerprint "
+                      "%.16s..., rank 0 %.16s...)", t->rank, t->cfg.model, mine[0], ref[0]);
+  if (strcmp(ref[1], mine[1]))
+    return mxl_errorf(MXL_ERR_STATE, "rank %d: %s differs from rank 0's copy (sha256 %.16s..., "
+                      "rank 0 %.16s...)", t->rank, t->cfg.data, mine[1], ref[1]);
+  if (strcmp(ref[2], mine[2]))
+    return mxl_errorf(MXL_ERR_STATE, "rank %d: the settings (recipe and options) differ from "
+                      "rank 0's; start every rank with the same command", t->rank);
+  return mxl_errorf(MXL_ERR_STATE, "rank %d: another rank's model, data or settings differ "
+                    "from rank 0's", t->rank);
 }
 
 mxl_status mxl_trainer_batch_options(const trainer *t, int loop, mxl_batch_options *o) {
@@ -111,6 +212,8 @@ mxl_status mxl_trainer_batch_options(const trainer *t, int loop, mxl_batch_optio
   o->seed = c->seed;
   o->loop = loop;
   o->pad_id = 0;
+  o->shard = t->rank;
+  o->n_shards = t->world;
   return MXL_OK;
 }
 
@@ -121,8 +224,13 @@ static mxl_status make_batcher(trainer *t) {
   mxl_batcher_counts n = mxl_batcher_get_counts(t->batcher);
   mxl_trainer_info(t, "batches of %d × %d tokens%s: %zu documents (%zu cut, %zu too long "
                    "dropped, %zu with nothing to train dropped)",
-                   t->cfg.batch_size, t->cfg.seq_len, t->cfg.pack ? ", packed" : "", n.docs,
-                   n.truncated, n.dropped_long, n.dropped_untrained);
+                   t->cfg.batch_size * t->world, t->cfg.seq_len, t->cfg.pack ? ", packed" : "",
+                   n.docs, n.truncated, n.dropped_long, n.dropped_untrained);
+  if (t->world > 1)
+    mxl_trainer_info(t, "data parallel: %s, %d row%s of each batch per rank%s",
+                     mxl_comm_describe(t->comm), t->cfg.batch_size,
+                     t->cfg.batch_size == 1 ? "" : "s",
+                     t->cfg.zero_stage ? ", AdamW moments sharded (ZeRO-1)" : "");
   return MXL_OK;
 }
 
@@ -135,9 +243,19 @@ static int total_steps(const trainer *t) {
     if (mxl_dataset_sample(t->train_set, i, &s) == MXL_OK)
       tokens += s.n < (size_t)c->seq_len ? s.n : (size_t)c->seq_len;
   }
-  double per_step = (double)c->batch_size * c->seq_len * c->grad_accum;
+  double per_step = (double)c->batch_size * t->world * c->seq_len * c->grad_accum;
   int steps = (int)ceil(c->epochs * tokens / per_step);
   return steps > 0 ? steps : 1;
+}
+
+static mxl_status make_schedule(trainer *t) {
+  t->total_steps = total_steps(t);
+  mxl_schedule *s = &t->cfg.schedule;
+  s->total = t->total_steps;
+  if (s->warmup < 0) s->warmup = (int)ceil(t->cfg.warmup_ratio * t->total_steps);
+  if (s->warmup > s->total) s->warmup = s->total;
+  mxl_status st = mxl_schedule_validate(s);
+  return st == MXL_OK ? st : mxl_error_prefix(st, "%s: ", t->source);
 }
 
 static mxl_status make_lora(trainer *t) {
@@ -156,9 +274,13 @@ static mxl_status make_lora(trainer *t) {
   MXL_TRY(mxl_lora_create(mc, &lc, t->be, &t->params));
   MXL_TRY(mxl_lora_create(mc, &lc, t->be, &t->grads));
   MXL_TRY(mxl_lora_init_peft(t->params, c->seed));
-  size_t bytes = t->params->layout->n_floats * sizeof(float);
-  t->m = t->be->ops->alloc(t->be, bytes);
-  t->v = t->be->ops->alloc(t->be, bytes);
+  const size_t n = t->params->layout->n_floats;
+  t->shard_lo = 0;
+  t->shard_hi = n;
+  if (c->zero_stage) mxl_comm_shard(t->comm, n, t->rank, &t->shard_lo, &t->shard_hi);
+  size_t bytes = (t->shard_hi - t->shard_lo) * sizeof(float);
+  t->m = t->be->ops->alloc(t->be, bytes ? bytes : 64);
+  t->v = t->be->ops->alloc(t->be, bytes ? bytes : 64);
   t->view_layers = calloc(mc->n_layers, sizeof *t->view_layers);
   t->grad_layers = calloc(mc->n_layers, sizeof *t->grad_layers);
   if (!t->m || !t->v || !t->view_layers || !t->grad_layers)
@@ -187,30 +309,96 @@ static mxl_status make_micro_batches(trainer *t) {
   return MXL_OK;
 }
 
-static mxl_status setup(trainer *t) {
-  MXL_TRY(mxl_make_dirs(t->cfg.out));
-  MXL_TRY(open_model(t));
-  MXL_TRY(load_data(t));
-  MXL_TRY(make_batcher(t));
-  t->total_steps = total_steps(t);
-  mxl_schedule *s = &t->cfg.schedule;
-  s->total = t->total_steps;
-  if (s->warmup < 0) s->warmup = (int)ceil(t->cfg.warmup_ratio * t->total_steps);
-  if (s->warmup > s->total) s->warmup = s->total;
-  mxl_status st = mxl_schedule_validate(s);
-  if (st != MXL_OK) return mxl_error_prefix(st, "%s: ", t->source);
-  MXL_TRY(make_lora(t));
-  MXL_TRY(make_micro_batches(t));
-  int resumed = 0;
-  if (t->cfg.resume) MXL_TRY(mxl_trainer_resume(t, &resumed));
-  char *metrics = mxl_trainer_path(t, "metrics.jsonl");
-  st = metrics ? mxl_metrics_open(&t->metrics, metrics, resumed ? t->step : 0)
-               : mxl_errorf(MXL_ERR_MEMORY, "out of memory");
-  free(metrics);
+/* The starting parameters: the checkpoint when resuming, else an adapter
+ * file or PEFT's initialisation; rank 0's, on every rank. */
+static mxl_status initial_state(trainer *t, int *resumed) {
+  *resumed = 0;
+  if (t->cfg.resume) MXL_TRY(mxl_trainer_resume(t, resumed));
+  if (*resumed) {
+    if (t->cfg.init_adapter)
+      mxl_trainer_info(t, "init_adapter %s not used: the run continues from its checkpoint",
+                       t->cfg.init_adapter);
+    return MXL_OK;
+  }
+  if (t->cfg.init_adapter) return mxl_trainer_init_adapter(t);
+  return mxl_trainer_share_params(t);
+}
+
+/* Room for the saves: an adapter and a checkpoint beside the previous
+ * ones, times the numbered copies kept. */
+static mxl_status check_space(trainer *t) {
+  if (t->rank != 0) return MXL_OK;
+  const uint64_t n = t->params->layout->n_floats, params = t->params->layout->n_params;
+  const uint64_t checkpoint = 3 * n * sizeof(float) + (64u << 10);
+  const uint64_t adapter = params * (t->cfg.adapter_bf16 ? 2 : 4) + (64u << 10);
+  const int keep = t->cfg.keep_checkpoints > 1 ? t->cfg.keep_checkpoints : 1;
+  uint64_t need = (adapter + checkpoint) * (uint64_t)(keep + 1), have = 0;
+  const char *mine[] = {"adapter.mxla", "checkpoint.mxstate"};
+  for (int i = 0; i < 2; i++) {
+    char *p = mxl_trainer_path(t, mine[i]);
+    struct stat s;
+    if (p && stat(p, &s) == 0) have += (uint64_t)s.st_size;
+    free(p);
+  }
+  need = need > have + adapter + checkpoint ? need - have : adapter + checkpoint;
+  char what[160];
+  snprintf(what, sizeof what, "adapter %.1f MB and checkpoint %.1f MB, %d cop%s beside the "
+           "previous save", adapter / 1e6, checkpoint / 1e6, keep, keep == 1 ? "y" : "ies");
+  return mxl_run_dir_check_space(t->cfg.out, need, checkpoint, what);
+}
+
+static mxl_status open_metrics(trainer *t, int resumed) {
+  if (t->rank != 0) return MXL_OK;
+  char *path = mxl_trainer_path(t, "metrics.jsonl");
+  if (!path) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
+  mxl_status st = mxl_metrics_open(&t->metrics, path, t->cfg.resume,
+                                   resumed ? t->step : 0, t->world);
+  free(path);
   return st;
 }
 
-static void teardown(trainer *t) {
+/* Every rank runs the same setup; a failure on one rank ends the job
+ * (mxl_dist_abort), so no rank waits for another that gave up. */
+static mxl_status setup(trainer *t) {
+  MXL_TRY(open_run_dir(t));
+  MXL_TRY(open_model(t));
+  MXL_TRY(load_data(t));
+  MXL_TRY(check_same_inputs(t));
+  MXL_TRY(make_batcher(t));
+  MXL_TRY(make_schedule(t));
+  MXL_TRY(make_lora(t));
+  MXL_TRY(make_micro_batches(t));
+  int resumed = 0;
+  MXL_TRY(initial_state(t, &resumed));
+  t->resumed_step = resumed ? t->step : 0;
+  MXL_TRY(check_space(t));
+  return open_metrics(t, resumed);
+}
+
+mxl_status mxl_trainer_create(const mxl_train_options *o, mxl_trainer **out) {
+  *out = NULL;
+  trainer *t = calloc(1, sizeof *t);
+  if (!t) return mxl_errorf(MXL_ERR_MEMORY, "trainer: out of memory");
+  t->on_event = o->on_event;
+  t->user = o->user;
+  t->stop = o->stop;
+  t->first_loss = t->last_loss = t->first_eval = t->last_eval = NAN;
+  t->eval_step = t->saved_step = -1;
+  t->dir.lock_fd = -1;
+  t->started = mxl_trainer_now();
+  mxl_status st = load_recipe(t, o);
+  if (st == MXL_OK) st = open_comm(t);
+  if (st == MXL_OK) st = setup(t);
+  if (st != MXL_OK) {
+    mxl_trainer_destroy(t);
+    return st;
+  }
+  *out = t;
+  return MXL_OK;
+}
+
+void mxl_trainer_destroy(mxl_trainer *t) {
+  if (!t) return;
   mxl_metrics_close(&t->metrics);
   for (int i = 0; t->micro && i < t->cfg.grad_accum; i++) {
     free(t->micro[i].ids), free(t->micro[i].labels), free(t->micro[i].pos);
@@ -234,181 +422,27 @@ static void teardown(trainer *t) {
   mxl_engine_destroy(t->engine);
   mxl_backend_destroy(t->be);
   mxl_model_close(t->model);
+  mxl_comm_destroy(t->comm);
+  mxl_run_dir_close(&t->dir);
   cJSON_Delete(t->recipe);
+  free(t);
 }
 
-/* ---------------------------------------------------------------- one step */
-
-static mxl_status fetch_micro_batches(trainer *t, long long *trained, long long *tokens) {
-  const size_t n = (size_t)t->cfg.batch_size * t->cfg.seq_len;
-  *trained = *tokens = 0;
-  for (int i = 0; i < t->cfg.grad_accum; i++) {
-    const mxl_batch *b = NULL;
-    int done = 0;
-    MXL_TRY(mxl_batcher_next(t->batcher, &b, &done));
-    micro_batch *m = &t->micro[i];
-    memcpy(m->ids, b->ids, n * 4), memcpy(m->labels, b->labels, n * 4);
-    memcpy(m->pos, b->pos, n * 4), memcpy(m->seg, b->seg, n * 4);
-    memcpy(m->weights, b->weights, n * 4);
-    m->trained = (long long)b->trained;
-    m->tokens = 0;
-    for (size_t j = 0; j < n; j++) m->tokens += b->seg[j] >= 0;
-    *trained += m->trained;
-    *tokens += m->tokens;
-  }
-  return MXL_OK;
-}
-
-/* Dropout masks depend only on (seed, step, micro-batch): a resumed run
- * draws exactly the masks the uninterrupted one would have. */
-static uint64_t step_seed(const trainer *t, int micro) {
-  uint64_t s = t->cfg.seed * 0x9e3779b97f4a7c15ull + (uint64_t)t->step * 1000003u + micro;
-  return mxl_splitmix64(&s);
-}
-
-static mxl_status forward_backward(trainer *t, long long trained, double *loss) {
-  const mxl_lora_view *views[] = {&t->view};
-  *loss = 0;
-  for (int i = 0; i < t->cfg.grad_accum; i++) {
-    micro_batch *m = &t->micro[i];
-    const size_t n = (size_t)t->cfg.batch_size * t->cfg.seq_len;
-    for (size_t j = 0; j < n; j++) m->weights[j] /= (float)trained;
-    mxl_lora_stack stack = {views, 1, 1, step_seed(t, i)};
-    mxl_train_batch b = {t->cfg.batch_size, t->cfg.seq_len, m->ids, m->labels, m->weights,
-                         m->pos, m->seg, NULL, NULL};
-    double part = 0;
-    MXL_TRY(mxl_train_step(t->engine, &t->st, &b, &stack, &t->gview, &part));
-    *loss += part;
-  }
-  return MXL_OK;
-}
-
-/* Clips by global norm and applies AdamW, or skips a non-finite step. */
-static mxl_status apply_update(trainer *t, double *norm, int *skipped) {
-  const mxl_ops *ops = t->be->ops;
-  const size_t n = t->params->layout->n_floats;
-  *norm = sqrt(ops->sum_squares(t->be, t->grads->params, n));
-  *skipped = !isfinite(*norm);
-  if (*skipped) {
-    t->skipped_total++;
-    if (++t->bad_in_row >= t->cfg.max_bad_steps)
-      return mxl_errorf(MXL_ERR_NUMERIC,
-                        "step %d: %d steps in a row had NaN/Inf gradients; stopping (lower the "
-                        "learning rate, or raise max_bad_steps)", t->step + 1, t->bad_in_row);
-  } else {
-    t->bad_in_row = 0;
-    const mxl_train_config *c = &t->cfg;
-    float clip = c->max_grad_norm > 0 && *norm > c->max_grad_norm
-                     ? (float)(c->max_grad_norm / *norm) : 1.0f;
-    float lr = mxl_schedule_lr(&c->schedule, t->step);
-    ops->adamw(t->be, t->params->params, t->grads->params, t->m, t->v, n, lr, c->beta1,
-               c->beta2, c->eps, c->weight_decay, t->step + 1, clip);
-  }
-  ops->zero(t->be, t->grads->params, n * sizeof(float));
-  return ops->sync(t->be);
-}
-
-static mxl_status train_one_step(trainer *t, mxl_step_record *rec) {
-  double t0 = now_seconds();
-  long long trained, tokens;
-  MXL_TRY(fetch_micro_batches(t, &trained, &tokens));
-  double loss = NAN, norm = NAN;
-  int skipped = 1;
-  if (trained > 0) {
-    MXL_TRY(forward_backward(t, trained, &loss));
-    MXL_TRY(apply_update(t, &norm, &skipped));
-  } else {
-    mxl_trainer_info(t, "step %d: no trained tokens in this batch; update skipped", t->step + 1);
-  }
-  memset(rec, 0, sizeof *rec);
-  rec->step = ++t->step;
-  rec->loss = loss;
-  rec->lr = mxl_schedule_lr(&t->cfg.schedule, t->step - 1);
-  rec->grad_norm = norm;
-  rec->tokens = trained;
-  rec->tokens_per_s = tokens / fmax(now_seconds() - t0, 1e-9);
-  rec->elapsed_s = now_seconds() - t->started;
-  rec->skipped = skipped;
-  t->tokens_done += tokens;
-  if (isfinite(loss)) {
-    if (!isfinite(t->first_loss)) t->first_loss = loss;
-    t->last_loss = loss;
-  }
-  return mxl_metrics_step(&t->metrics, rec);
-}
-
-/* ---------------------------------------------------------------- the loop */
-
-static void report_step(trainer *t, const mxl_step_record *r, int first_step) {
-  if (!t->on_event) return;
-  int done = t->step - first_step;
-  double per_step = r->elapsed_s / (done > 0 ? done : 1);
-  mxl_train_event ev = {.kind = MXL_EVENT_STEP, .step = t->step, .total_steps = t->total_steps,
-                        .loss = r->loss, .lr = r->lr, .grad_norm = r->grad_norm,
-                        .tokens_per_s = r->tokens_per_s, .elapsed_s = r->elapsed_s,
-                        .eta_s = per_step * (t->total_steps - t->step),
-                        .tokens = t->tokens_done, .skipped = r->skipped};
-  t->on_event(t->user, &ev);
-}
-
-static mxl_status maybe_evaluate(trainer *t, int force) {
-  int every = t->cfg.eval_every;
-  if (!t->eval_set || mxl_dataset_size(t->eval_set) == 0) return MXL_OK;
-  if (!force && (every <= 0 || t->step % every != 0)) return MXL_OK;
-  double loss;
-  long long tokens;
-  MXL_TRY(mxl_trainer_evaluate(t, &loss, &tokens));
-  if (!isfinite(t->first_eval)) t->first_eval = loss;
-  t->last_eval = loss;
-  MXL_TRY(mxl_metrics_eval(&t->metrics, t->step, loss, tokens));
-  if (t->on_event) {
-    mxl_train_event ev = {.kind = MXL_EVENT_EVAL, .step = t->step,
-                          .total_steps = t->total_steps, .eval_loss = loss, .tokens = tokens};
-    t->on_event(t->user, &ev);
-  }
-  return MXL_OK;
-}
-
-static mxl_status loop(trainer *t, volatile const int *stop, int *interrupted) {
-  const int first_step = t->step;
-  if (first_step == 0) MXL_TRY(maybe_evaluate(t, 1));
-  while (t->step < t->total_steps) {
-    if (stop && *stop) {
-      *interrupted = 1;
-      return MXL_OK;
-    }
-    mxl_step_record rec;
-    MXL_TRY(train_one_step(t, &rec));
-    report_step(t, &rec, first_step);
-    int last = t->step == t->total_steps;
-    MXL_TRY(maybe_evaluate(t, last));
-    if (!last && t->cfg.save_every > 0 && t->step % t->cfg.save_every == 0)
-      MXL_TRY(mxl_trainer_save(t));
-  }
-  return MXL_OK;
-}
+int mxl_trainer_rank(const mxl_trainer *t) { return t->rank; }
+int mxl_trainer_world_size(const mxl_trainer *t) { return t->world; }
 
 /* ---------------------------------------------------------------- the run */
 
-mxl_status mxl_train(const char *recipe_path, const char *const *overrides, int n_overrides,
-                     mxl_train_event_fn on_event, void *user, volatile const int *stop,
-                     mxl_train_summary *summary) {
-  trainer t = {0};
-  t.on_event = on_event;
-  t.user = user;
-  t.first_loss = t.last_loss = t.first_eval = t.last_eval = NAN;
-  t.started = now_seconds();
+mxl_status mxl_train(const mxl_train_options *o, mxl_train_summary *summary) {
   memset(summary, 0, sizeof *summary);
-  int interrupted = 0;
-  mxl_status st = load_recipe(&t, recipe_path, overrides, n_overrides);
-  if (st == MXL_OK) st = setup(&t);
-  if (st == MXL_OK) st = loop(&t, stop, &interrupted);
-  if (st == MXL_OK) st = mxl_trainer_save(&t);
-  if (st == MXL_OK) st = mxl_trainer_finish(&t, summary);
-  summary->interrupted = interrupted;
-  teardown(&t);
-  if (st == MXL_OK && interrupted)
-    st = mxl_errorf(MXL_ERR_INTERRUPTED, "interrupted at step %d; saved, resume with resume=true",
-                    summary->steps);
+  summary->first_loss = summary->final_loss = NAN;
+  summary->first_eval_loss = summary->final_eval_loss = NAN;
+  mxl_trainer *t = NULL;
+  MXL_TRY(mxl_trainer_create(o, &t));
+  mxl_status st = MXL_OK;
+  for (mxl_train_progress p = MXL_TRAIN_RUNNING; st == MXL_OK && p == MXL_TRAIN_RUNNING;)
+    st = mxl_trainer_step(t, &p);
+  if (st == MXL_OK) st = mxl_trainer_finish(t, summary);
+  mxl_trainer_destroy(t);
   return st;
 }

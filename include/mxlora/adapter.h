@@ -53,9 +53,10 @@ mxl_status mxl_adapter_save(const char *path, const mxl_lora *lora, const mxl_mo
                             const mxl_adapter_save_options *opt);
 
 /* Opens `path`: checks the magic, the format version (an unknown version
- * is MXL_ERR_UNSUPPORTED naming both versions), the header (every field
- * type-checked) and the tensor directory (offsets, sizes, names and shapes
- * against the declared targets, rank and layers). Payloads are checked by
+ * is MXL_ERR_UNSUPPORTED naming both versions; version 1, whose header has
+ * no checksum, is read with a warning), the header's checksum, the header
+ * (every field type-checked) and the tensor directory (offsets, sizes,
+ * names and shapes against the declared targets, rank and layers). Payloads are checked by
  * mxl_adapter_verify or when loading. */
 mxl_status mxl_adapter_open(const char *path, mxl_adapter **adapter_out);
 void mxl_adapter_close(mxl_adapter *adapter);
@@ -67,6 +68,7 @@ mxl_status mxl_adapter_verify(const mxl_adapter *adapter);
 typedef struct mxl_adapter_info {
   const char *path;
   unsigned format_version;
+  int header_checksum; /* 0: an old (version 1) file whose header has no checksum */
   const char *fingerprint; /* 64 hex digits of the base model's fingerprint */
   int base_layers, base_experts, base_hidden;
   int rank;
@@ -106,12 +108,75 @@ void mxl_lora_destroy(mxl_lora *lora);
  * target_parameters). */
 mxl_status mxl_adapter_export_peft(const mxl_adapter *adapter, const char *dir);
 
-/* Reads a PEFT adapter directory for `model` into a new host LoRA set
- * (uniform r and alpha, no DoRA or LoRA biases; attention q/k/v/o and
- * experts named by target_parameters). PEFT records no base fingerprint:
- * only the shapes are checked against the model. */
+/* GGUF LoRA adapter for llama.cpp's gpt-oss (`--lora FILE`), Ollama
+ * (ADAPTER) and LM Studio. Attention pairs adapt blk.N.attn_{q,k,v,output};
+ * expert pairs are per-expert stacks on blk.N.ffn_down_exps and on the
+ * gate/up experts, whose interleaved HF rows are de-interleaved as
+ * llama.cpp's converter does for the base. */
+typedef struct mxl_gguf_export_options {
+  /* 0 (default): gate and up rows as blk.N.ffn_gate_exps and ffn_up_exps,
+   * the split convert_hf_to_gguf.py writes by default; 1: one
+   * blk.N.ffn_gate_up_exps (gate rows, then up rows) for a base converted
+   * with fused gate/up experts. */
+  int gate_up_fused;
+  /* Optional: the user's base .gguf. Gate/up follow how it stores them and
+   * every adapted tensor must exist in it with matching shapes (the error
+   * names the first that does not). Only its header is read. */
+  const char *match_base;
+} mxl_gguf_export_options;
+
+mxl_status mxl_adapter_export_gguf(const mxl_adapter *adapter, const char *path,
+                                   const mxl_gguf_export_options *opt);
+
+/* Reads a PEFT adapter directory for `model` into a new host LoRA set:
+ * attention q/k/v/o and experts in any of the three layouts in use; r,
+ * lora_alpha, use_rslora, rank_pattern and alpha_pattern (per-module
+ * values become one rank and alpha with the same deltas); no DoRA or LoRA
+ * biases. PEFT records no base fingerprint: only the shapes are checked
+ * against the model. */
 mxl_status mxl_adapter_import_peft(const char *dir, const mxl_model *model,
                                    mxl_lora **lora_out);
+/* The same, also describing (malloc'd, in *report_out) the expert layout
+ * found (PEFT target_parameters, per-expert modules, Unsloth's
+ * gate_up_projs.N) and any rank or alpha folding. */
+mxl_status mxl_adapter_import_peft_report(const char *dir, const mxl_model *model,
+                                          mxl_lora **lora_out, char **report_out);
+
+/* ---- merged weights ---- */
+
+typedef struct mxl_merge_options {
+  const char *model;            /* the base checkpoint (repo root, or original/) */
+  const char *const *adapters;  /* adapter files, summed */
+  const float *scales;          /* [n_adapters] or NULL (all 1) */
+  int n_adapters;
+  const char *out;              /* the folder to create (must not exist) */
+  int mxfp4;                    /* 0: every tensor bf16; 1: experts re-quantized to MXFP4 */
+  int hf, original;             /* layouts to write (neither: hf); original/ beside the root */
+  uint64_t shard_bytes;         /* 0: shards of 4.8e9 bytes as published */
+  mxl_progress_fn progress;     /* optional: (user, file, bytes done, bytes total) */
+  void *progress_user;
+} mxl_merge_options;
+
+typedef struct mxl_merge_result {
+  uint64_t bytes_written;
+  /* MXFP4 only, over every adapted expert projection (0 otherwise): */
+  double rel_rms_error;  /* ‖Q(W+ΔW) − (W+ΔW)‖ / ‖W+ΔW‖ */
+  double delta_kept;     /* ⟨Q(W+ΔW) − W, ΔW⟩ / ‖ΔW‖²: the share of ΔW that survives */
+  double delta_norm_ratio; /* ‖Q(W+ΔW) − Q(W)‖ / ‖ΔW‖ */
+  double delta_rel_error;  /* ‖Q(W+ΔW) − W − ΔW‖ / ‖ΔW‖ */
+  int tensors, tensors_mostly_lost; /* adapted expert tensors; those keeping < 50% of ΔW */
+  char *report_json;     /* what was merged and, for MXFP4, the per-tensor report (also
+                            OUT/mxlora_merge_report.json); free() it */
+} mxl_merge_result;
+
+/* Writes a complete model folder at opt->out: config.json (with
+ * quantization_config for MXFP4, without for bf16), generation_config.json,
+ * the tokenizer files, the weights in the asked layouts with their shard
+ * index. Tensor by tensor and expert by expert: memory stays bounded
+ * (base pages are released as they are read). Atomic: everything is
+ * written under a temporary folder renamed to opt->out at the end, so an
+ * interrupted merge leaves nothing under the final name. */
+mxl_status mxl_merge(const mxl_merge_options *opt, mxl_merge_result *result);
 
 #ifdef __cplusplus
 }

@@ -35,7 +35,10 @@ typedef enum mxl_channel {
   MXL_CHANNEL_COMMENTARY, /* harmony commentary channel: tool calls, preambles */
 } mxl_channel;
 
-/* Streamed text: whole UTF-8 characters, in order. */
+/* Streamed text: whole UTF-8 characters, in order, always well-formed: a
+ * character split across tokens is held back until it completes, and bytes
+ * that never form one (an ill-formed token, a reply that stops mid-character)
+ * arrive as U+FFFD. */
 typedef void (*mxl_text_fn)(void *user, mxl_channel channel, const char *text, size_t len);
 
 typedef struct mxl_gen_request {

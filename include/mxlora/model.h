@@ -22,6 +22,12 @@ void mxl_model_close(mxl_model *model);
  * counts, config, tokenizer. `as_json` selects a JSON document instead of
  * plain text. The returned string is malloc'd; the caller frees it. */
 mxl_status mxl_inspect(const char *path, int as_json, char **report_out);
+/* The same, and *problems_out gets the number of things found unreadable
+ * or inconsistent (a failed check, unreadable tensors, layouts that
+ * disagree, a tokenizer file that does not load), each listed in the report
+ * ("problems"); `mxlora inspect` exits non-zero when it is not 0. */
+mxl_status mxl_inspect_checked(const char *path, int as_json, char **report_out,
+                               int *problems_out);
 
 /* What mxl_tiny_write made (optional output). */
 typedef struct mxl_tiny_result {

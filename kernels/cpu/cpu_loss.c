@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/bf16.h"
+#include "core/rng.h"
 #include "kernels/cpu/cpu_internal.h"
 
 /* ------------------------------------------------------------------ unembed + xent
@@ -186,17 +187,7 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
 
 /* ------------------------------------------------------------------ dropout */
 
-/* The keep decision shared by every backend (kernels/ref/ref_loss.h):
- * output i+1 of splitmix64 seeded with `seed`, its top 24 bits as u in
- * [0, 1), kept when u >= p. */
-static inline int dropout_keep(uint64_t seed, uint64_t i, float p) {
-  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return (float)(z >> 40) * 0x1p-24f >= p;
-}
-
+/* The keep decision is core/rng.h's, shared by every backend. */
 void mxl_cpu_dropout(mxl_backend *be, float *y, const float *x, size_t n, float p,
                      uint64_t seed) {
   float scale = 1.0f / (1.0f - p);
@@ -207,7 +198,7 @@ void mxl_cpu_dropout(mxl_backend *be, float *y, const float *x, size_t n, float 
   for (int64_t c = 0; c < n_chunks; c++) {
     size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
     for (size_t i = (size_t)c * chunk; i < end; i++)
-      y[i] = dropout_keep(seed, i, p) ? x[i] * scale : 0.0f;
+      y[i] = mxl_dropout_keep(seed, i, p) ? x[i] * scale : 0.0f;
   }
 }
 

@@ -6,8 +6,8 @@
  * caller reads the host buffer right after); sync waits for everything and
  * reports the first CUDA error since the previous sync.
  *
- * The compute ops come from ops_dense.cu, ops_attention.cu, ops_moe.cu and
- * ops_loss.cu, each the device build of a kernel header that the CPU
+ * The compute ops come from ops_dense.cu, ops_attention.cu, ops_moe.cu,
+ * ops_loss.cu and ops_lora.cu, each the device build of a kernel header that the CPU
  * emulator also runs (tests/cuda/test_cuda_ops.cpp); every op of the table
  * is filled (mxl_cuda_op_table lets a test check that without a device). */
 #include <stdio.h>
@@ -122,6 +122,7 @@ static mxl_ops make_cuda_ops(void) {
   mxl_cuda_fill_attention(&ops);
   mxl_cuda_fill_moe(&ops);
   mxl_cuda_fill_loss(&ops);
+  mxl_cuda_fill_lora(&ops);
   return ops;
 }
 

@@ -24,5 +24,6 @@ void mxl_cuda_fill_dense(mxl_ops *ops);
 void mxl_cuda_fill_attention(mxl_ops *ops);
 void mxl_cuda_fill_moe(mxl_ops *ops);
 void mxl_cuda_fill_loss(mxl_ops *ops);
+void mxl_cuda_fill_lora(mxl_ops *ops);
 
 #endif

@@ -3,7 +3,7 @@
  * compiler lacks.
  *
  * Kernels are written once in headers (*.cuh) that are valid CUDA for nvcc
- * and C++ for the CPU emulator (design/CUDA-TESTING.md). The rules that
+ * and C++ for the CPU emulator (docs/cuda-testing.md). The rules that
  * make that possible:
  *   - launches go through MXL_LAUNCH, never through <<<>>> directly, so the
  *     emulator can replace the launch with its fiber scheduler; its value is

@@ -1,6 +1,6 @@
 // The CUDA emulator: runs the project's kernel headers (*.cuh) on the CPU,
 // one fiber per CUDA thread, so CI tests kernels without a GPU
-// (design/CUDA-TESTING.md). C++17, host only, test code: never linked into
+// (docs/cuda-testing.md). C++17, host only, test code: never linked into
 // the library.
 //
 // Include this header before any kernel header. It defines MXL_CUDA_EMULATE

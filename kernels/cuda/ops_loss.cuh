@@ -19,23 +19,19 @@
 #ifndef MXL_KERNELS_CUDA_OPS_LOSS_CUH
 #define MXL_KERNELS_CUDA_OPS_LOSS_CUH
 
+#include "core/rng.h"
 #include "kernels/cuda/blas.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
 
 /* ---------------------------------------------------------------- dropout */
 
-/* y[i] = keep_i ? x[i]·scale : 0 with ops.h's splitmix64 keep decision,
+/* y[i] = keep_i ? x[i]·scale : 0 with ops.h's splitmix64 keep decision (core/rng.h),
  * bit-identical to the reference — y, x [n] (y may be x). */
 MXL_GLOBAL void mxl_dropout_kernel(float *y, const float *x, int64_t n, float p, float scale,
                                    uint64_t seed) {
   MXL_FOR_EACH(i, n) {
-    uint64_t z = seed + ((uint64_t)i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    float u = (float)(z >> 40) * 0x1p-24f; /* 24 bits: exact */
-    y[i] = u >= p ? x[i] * scale : 0.0f;
+    y[i] = mxl_dropout_keep(seed, (uint64_t)i, p) ? x[i] * scale : 0.0f;
   }
 }
 

@@ -158,4 +158,9 @@ MXL_DEVICE uint32_t mxl_pack_bf16x2(float lo, float hi) {
 #endif
 }
 
+/* x rounded to the nearest bf16 (as mxl_pack_bf16x2 rounds), as a float. */
+MXL_DEVICE float mxl_cu_bf16_round(float x) {
+  return mxl_cu_bf16((uint16_t)(mxl_pack_bf16x2(x, 0.0f) & 0xFFFFu));
+}
+
 #endif

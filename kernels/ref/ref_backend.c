@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 #include "kernels/ref/ref_attention.h"
 #include "kernels/ref/ref_dense.h"
+#include "kernels/ref/ref_lora.h"
 #include "kernels/ref/ref_loss.h"
 #include "kernels/ref/ref_moe.h"
 
@@ -180,7 +181,54 @@ static void ref_unembed_xent(mxl_backend *be, float *loss, float *dh, const floa
     ref_fail(be, MXL_ERR_MEMORY, "unembed_xent: out of memory for a [H] scratch row");
 }
 
+/* Floats of t that the segments address. */
+static size_t lora_t_floats(const mxl_lora_seg *segs, int n) {
+  size_t need = 0;
+  for (int s = 0; s < n; s++) {
+    size_t end = (size_t)segs[s].t_off + (size_t)segs[s].rows * segs[s].rank;
+    if (end > need) need = end;
+  }
+  return need;
+}
+
+static void ref_lora(mxl_backend *be, float *y, float *t, const float *x,
+                     const mxl_lora_seg *segs, int n_segs, int in, int out) {
+  float *scratch = NULL;
+  if (!t && n_segs > 0) {
+    t = scratch = malloc(lora_t_floats(segs, n_segs) * sizeof *t + sizeof *t);
+    if (!t) {
+      ref_fail(be, MXL_ERR_MEMORY, "lora: out of memory for the x·Aᵀ scratch");
+      return;
+    }
+  }
+  for (int s = 0; s < n_segs; s++) {
+    const mxl_lora_seg *g = &segs[s];
+    mxl_ref_lora_seg(y + (size_t)g->row0 * out, t + g->t_off, x + (size_t)g->row0 * in, g->A,
+                     g->B, g->rows, g->rank, in, out, g->scale);
+  }
+  free(scratch);
+}
+
 /* ---- backward ---- */
+
+static void ref_lora_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
+                         const float *t, const mxl_lora_seg *segs, int n_segs, int in, int out) {
+  size_t most = 1;
+  for (int s = 0; s < n_segs; s++)
+    if ((size_t)segs[s].rows * segs[s].rank > most) most = (size_t)segs[s].rows * segs[s].rank;
+  float *dt = malloc(most * sizeof *dt);
+  if (!dt) {
+    ref_fail(be, MXL_ERR_MEMORY, "lora_bwd: out of memory for the dt scratch");
+    return;
+  }
+  for (int s = 0; s < n_segs; s++) {
+    const mxl_lora_seg *g = &segs[s];
+    mxl_ref_lora_seg_bwd(dx ? dx + (size_t)g->row0 * in : NULL, g->dA, g->dB, dt,
+                         dy + (size_t)g->row0 * out, x + (size_t)g->row0 * in, t + g->t_off,
+                         g->A, g->B, g->rows, g->rank, in, out, g->scale);
+  }
+  free(dt);
+}
 
 static void ref_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
                             const float *rstd, const uint16_t *g, int n, int H, float eps) {
@@ -279,6 +327,8 @@ static const mxl_ops ref_ops = {
     .add = ref_add,
     .dropout = ref_dropout,
     .unembed_xent = ref_unembed_xent,
+    .lora = ref_lora,
+    .lora_bwd = ref_lora_bwd,
     .rmsnorm_bwd = ref_rmsnorm_bwd,
     .matmul_bf16_dx = ref_matmul_bf16_dx,
     .attention_bwd = ref_attention_bwd,

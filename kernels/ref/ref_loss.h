@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include "core/rng.h"
 #include "kernels/ops.h"
 #include "kernels/ref/ref_real.h"
 
@@ -61,24 +62,13 @@ static inline int mxl_ref_unembed_xent(mxl_real *loss, mxl_real *dh, const mxl_r
   return 0;
 }
 
-/* The dropout keep decision, identical on every backend (see ops.h): the
- * (i+1)-th output of splitmix64 seeded with `seed`, its top 24 bits as a
- * uniform u in [0, 1) (exact in fp32), kept when u >= p. */
-static inline int mxl_ref_dropout_keep(uint64_t seed, uint64_t i, float p) {
-  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  float u = (float)(z >> 40) * 0x1p-24f;
-  return u >= p;
-}
 
 /* Inverted dropout: y[i] = keep_i ? x[i]·(1/(1−p)) : 0, the scale computed
  * in fp32 as 1.0f / (1.0f − p) — y, x [n] (y may be x). */
 static inline void mxl_ref_dropout(mxl_real *y, const mxl_real *x, size_t n, float p,
                                    uint64_t seed) {
   float scale = 1.0f / (1.0f - p);
-  for (size_t i = 0; i < n; i++) y[i] = mxl_ref_dropout_keep(seed, i, p) ? x[i] * scale : 0;
+  for (size_t i = 0; i < n; i++) y[i] = mxl_dropout_keep(seed, i, p) ? x[i] * scale : 0;
 }
 
 /* AdamW (decoupled weight decay, bias correction with 1-based step):

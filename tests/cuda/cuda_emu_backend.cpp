@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/ops_attention.cuh"
 #include "kernels/cuda/ops_dense.cuh"
+#include "kernels/cuda/ops_lora.cuh"
 #include "kernels/cuda/ops_loss.cuh"
 #include "kernels/cuda/ops_moe.cuh"
 
@@ -89,6 +90,7 @@ static mxl_ops make_emu_ops(int host_memory) {
   mxl_cu_fill_attention(&ops);
   mxl_cu_fill_moe(&ops);
   mxl_cu_fill_loss(&ops);
+  mxl_cu_fill_lora(&ops);
   return ops;
 }
 

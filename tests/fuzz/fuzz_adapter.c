@@ -5,17 +5,21 @@
  *
  * Each input is tried twice: as a whole file, and as header JSON up to its
  * first NUL byte (the rest being the payload area) behind a prefix built
- * here, so that mutated JSON is not refused at once for a stale length and
- * the fuzzer reaches the field checks.
+ * here with the header's checksum, so that mutated JSON is not refused at
+ * once for a stale length or checksum and the fuzzer reaches the field
+ * checks.
  *
  * Seeds (tests/fuzz/corpus/adapter): tiny adapters written by
- * mxl_adapter_write (F32 and BF16, zero and random B) in both forms. */
+ * mxl_adapter_write (F32 and BF16, zero and random B) in both forms, as
+ * format version 2 files and as version-1 files (seed-v1-*, no header
+ * checksum). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "adapters/adapter_file.h"
+#include "tests/fuzz/fuzz_container.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,7 +36,8 @@ static void parse_and_check(const uint8_t *data, size_t size) {
     return;
   }
   const mxl_lora_layout *lay = h->layout;
-  check(h->data_start <= size && h->data_start % MXL_ADAPTER_DATA_ALIGN == 0);
+  check(h->data_start <= size && h->data_start % MXL_CONTAINER_ALIGN == 0);
+  check(h->header_start + h->header_bytes <= h->data_start);
   uint64_t end = h->data_start;
   for (int i = 0; i < lay->n_tensors; i++) {
     const mxl_adapter_entry *e = &h->entries[i];
@@ -55,22 +60,10 @@ static void parse_and_check(const uint8_t *data, size_t size) {
   mxl_adapter_header_destroy(h);
 }
 
-/* Input as header text: prefix + JSON (up to the first NUL) + zero padding
- * + the remaining bytes as payloads. */
 static void parse_as_header_text(const uint8_t *data, size_t size) {
-  const uint8_t *nul = memchr(data, 0, size);
-  size_t n = nul ? (size_t)(nul - data) : size;
-  size_t rest = nul ? size - n - 1 : 0;
-  size_t start = (MXL_ADAPTER_PREFIX_BYTES + n + MXL_ADAPTER_DATA_ALIGN - 1) /
-                 MXL_ADAPTER_DATA_ALIGN * MXL_ADAPTER_DATA_ALIGN;
-  uint8_t *file = calloc(1, start + rest + 1);
-  if (!file) return;
-  memcpy(file, MXL_ADAPTER_MAGIC, 8);
-  file[8] = MXL_ADAPTER_VERSION;
-  for (int i = 0; i < 8; i++) file[16 + i] = (uint8_t)((uint64_t)n >> (8 * i));
-  memcpy(file + MXL_ADAPTER_PREFIX_BYTES, data, n);
-  if (rest) memcpy(file + start, nul + 1, rest);
-  parse_and_check(file, start + rest);
+  size_t n = 0;
+  uint8_t *file = fuzz_sealed_file(&mxl_adapter_container, data, size, &n);
+  if (file) parse_and_check(file, n);
   free(file);
 }
 

@@ -1,16 +1,15 @@
-/* The writers of `mxlora tiny`: HF root and original/ safetensors (sharded
- * like the published repos), original/dtypes.json, and metal/model.bin
- * exactly as create-local-model.py lays it out (spec §4). Everything is
- * streamed in MXL_TINY_CHUNK pieces, so memory stays bounded. */
+/* The layout writer (layout_writer.h): HF root and original/ safetensors,
+ * original/dtypes.json and metal/model.bin, values from a tensor source. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/bf16.h"
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "core/status.h"
-#include "model/tiny.h"
+#include "model/layout_writer.h"
 
 /* ------------------------------------------------------------ streaming */
 
@@ -24,7 +23,7 @@ static mxl_status file_sink(void *sink, const void *data, size_t n) {
   return mxl_atomic_file_write(sink, data, n);
 }
 
-static void report(mxl_tiny_writer *w, const char *what, size_t n) {
+static void report(mxl_layout_writer *w, const char *what, size_t n) {
   w->done += (double)n;
   if (w->progress) w->progress(w->user, what, w->done, w->total);
 }
@@ -36,16 +35,16 @@ static int is_u8(mxl_tensor_kind k) {
 
 /* Elements [start, start + count) of a logical tensor, through `sink`.
  * scale_add is added to every byte of a scales tensor (metal's +14). */
-static mxl_status stream_range(mxl_tiny_writer *w, mxl_tensor_kind kind, int layer,
+static mxl_status stream_range(mxl_layout_writer *w, mxl_tensor_kind kind, int layer,
                                int64_t start, int64_t count, int scale_add, sink_fn sink,
                                void *sinkp, const char *what) {
   const int u8 = is_u8(kind);
-  const int64_t per_chunk = u8 ? MXL_TINY_CHUNK : MXL_TINY_CHUNK / 2;
+  const int64_t per_chunk = u8 ? MXL_LAYOUT_CHUNK : MXL_LAYOUT_CHUNK / 2;
   for (int64_t done = 0; done < count;) {
     int64_t n = count - done < per_chunk ? count - done : per_chunk;
     size_t bytes = (size_t)n * (u8 ? 1 : 2);
     if (u8) {
-      MXL_TRY(mxl_tiny_fill_u8(w->gen, kind, layer, start + done, n, w->buf));
+      MXL_TRY(w->src.fill_u8(w->src.self, kind, layer, start + done, n, w->buf));
       for (int64_t i = 0; scale_add && i < n; i++) {
         if (w->buf[i] > 255 - scale_add)
           return mxl_errorf(MXL_ERR_UNSUPPORTED,
@@ -54,7 +53,8 @@ static mxl_status stream_range(mxl_tiny_writer *w, mxl_tensor_kind kind, int lay
         w->buf[i] = (uint8_t)(w->buf[i] + scale_add);
       }
     } else {
-      mxl_tiny_fill_bf16(w->gen, kind, layer, start + done, n, (uint16_t *)(void *)w->buf);
+      MXL_TRY(w->src.fill_bf16(w->src.self, kind, layer, start + done, n,
+                               (uint16_t *)(void *)w->buf));
     }
     MXL_TRY(sink(sinkp, w->buf, bytes));
     report(w, what, bytes);
@@ -71,12 +71,35 @@ static int64_t elements(const mxl_tensor_desc *d) {
 
 /* ------------------------------------------------------------ safetensors */
 
-uint64_t mxl_tiny_safetensors_bytes(const mxl_config *c, mxl_layout layout) {
-  int n = mxl_checkpoint_tensors(c, layout, NULL);
+/* A dense expert tensor in the HF orientation [E, in, out]: the source
+ * gives each expert as [out, in]; one expert is held and transposed. */
+static mxl_status stream_transposed(mxl_layout_writer *w, const mxl_tensor_desc *d,
+                                    mxl_st_writer *sw, const char *path) {
+  const int64_t E = d->shape[0], in = d->shape[1], out = d->shape[2];
+  const size_t n = (size_t)(in * out);
+  uint16_t *src = malloc(2 * n * sizeof *src);
+  if (!src) return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory for %s", path, d->name);
+  uint16_t *dst = src + n;
+  mxl_status st = MXL_OK;
+  for (int64_t e = 0; e < E && st == MXL_OK; e++) {
+    st = w->src.fill_bf16(w->src.self, d->kind, d->layer, e * (int64_t)n, (int64_t)n, src);
+    if (st != MXL_OK) break;
+    for (int64_t o = 0; o < out; o++)
+      for (int64_t i = 0; i < in; i++) dst[i * out + o] = src[o * in + i];
+    st = mxl_st_writer_write(sw, dst, n * sizeof *dst);
+    if (st == MXL_OK) report(w, path, n * sizeof *dst);
+  }
+  free(src);
+  return st;
+}
+
+uint64_t mxl_layout_safetensors_bytes(const mxl_config *c, mxl_layout layout,
+                                      int dense_experts) {
+  int n = mxl_checkpoint_tensors_ex(c, layout, dense_experts, NULL);
   mxl_tensor_desc *d = malloc((size_t)n * sizeof *d);
   uint64_t total = 0;
   if (!d) return 0;
-  mxl_checkpoint_tensors(c, layout, d);
+  mxl_checkpoint_tensors_ex(c, layout, dense_experts, d);
   for (int i = 0; i < n; i++) total += (uint64_t)mxl_tensor_desc_bytes(&d[i]);
   free(d);
   return total;
@@ -90,7 +113,7 @@ static void shard_name(mxl_layout layout, int index, int n_shards, char *buf, si
     snprintf(buf, cap, "model--%05d-of-%05d.safetensors", index + 1, n_shards);
 }
 
-static mxl_status write_shard(mxl_tiny_writer *w, const char *path, const mxl_tensor_desc *d,
+static mxl_status write_shard(mxl_layout_writer *w, const char *path, const mxl_tensor_desc *d,
                               int n) {
   mxl_st_spec *specs = calloc((size_t)n, sizeof *specs);
   if (!specs) return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", path);
@@ -105,8 +128,14 @@ static mxl_status write_shard(mxl_tiny_writer *w, const char *path, const mxl_te
   mxl_status st = mxl_st_writer_begin(path, specs, n, meta, 1, &sw);
   free(specs);
   MXL_TRY(st);
-  for (int i = 0; i < n && st == MXL_OK; i++)
-    st = stream_range(w, d[i].kind, d[i].layer, 0, elements(&d[i]), 0, st_sink, sw, path);
+  for (int i = 0; i < n && st == MXL_OK; i++) {
+    /* HF keeps dense experts as transformers does, [E, in, out] */
+    int dense = d[i].kind == MXL_T_GU_W || d[i].kind == MXL_T_DOWN_W;
+    if (dense && !strncmp(d[i].name, "model.", 6))
+      st = stream_transposed(w, &d[i], sw, path);
+    else
+      st = stream_range(w, d[i].kind, d[i].layer, 0, elements(&d[i]), 0, st_sink, sw, path);
+  }
   if (st != MXL_OK) {
     mxl_st_writer_abort(sw);
     return st;
@@ -114,11 +143,20 @@ static mxl_status write_shard(mxl_tiny_writer *w, const char *path, const mxl_te
   return mxl_st_writer_commit(sw);
 }
 
+mxl_status mxl_write_text_file(const char *dir, const char *name, char *text) {
+  char *path = mxl_path_join(dir, name);
+  mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
+                               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
+  free(path);
+  free(text);
+  return st;
+}
+
 /* Writes `root` as indented JSON to dir/name and deletes it. */
 static mxl_status write_json(const char *dir, const char *name, cJSON *root) {
   char *text = cJSON_Print(root);
   cJSON_Delete(root);
-  return mxl_tiny_write_text(dir, name, text);
+  return mxl_write_text_file(dir, name, text);
 }
 
 static mxl_status write_index(const char *dir, const mxl_tensor_desc *d, const int *shard_of,
@@ -156,17 +194,17 @@ static int assign_shards(const mxl_tensor_desc *d, int n, uint64_t cap, int *sha
   return shard + 1;
 }
 
-mxl_status mxl_tiny_write_safetensors(mxl_tiny_writer *w, const char *dir, mxl_layout layout,
-                                      uint64_t shard_bytes) {
-  const int n = mxl_checkpoint_tensors(w->c, layout, NULL);
+mxl_status mxl_layout_write_safetensors(mxl_layout_writer *w, const char *dir,
+                                        mxl_layout layout, uint64_t shard_bytes) {
+  const int n = mxl_checkpoint_tensors_ex(w->c, layout, w->dense_experts, NULL);
   mxl_tensor_desc *d = calloc((size_t)n, sizeof *d);
   int *shard_of = calloc((size_t)n, sizeof *shard_of);
   mxl_status st = MXL_OK;
   if (!d || !shard_of) st = mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
   if (st == MXL_OK) {
-    mxl_checkpoint_tensors(w->c, layout, d);
+    mxl_checkpoint_tensors_ex(w->c, layout, w->dense_experts, d);
     uint64_t cap = shard_bytes ? shard_bytes
-                   : layout == MXL_LAYOUT_HF ? MXL_TINY_DEFAULT_SHARD
+                   : layout == MXL_LAYOUT_HF ? MXL_LAYOUT_DEFAULT_SHARD
                                              : UINT64_MAX;
     int n_shards = assign_shards(d, n, cap, shard_of);
     for (int s = 0, first = 0; s < n_shards && st == MXL_OK; s++) {
@@ -215,7 +253,7 @@ static mxl_status pad_to(metal_out *o, uint64_t offset) {
   return MXL_OK;
 }
 
-static mxl_status metal_range(mxl_tiny_writer *w, metal_out *o, uint64_t offset,
+static mxl_status metal_range(mxl_layout_writer *w, metal_out *o, uint64_t offset,
                               mxl_tensor_kind kind, int layer, int64_t start, int64_t count,
                               int scale_add) {
   MXL_TRY(pad_to(o, offset));
@@ -224,7 +262,7 @@ static mxl_status metal_range(mxl_tiny_writer *w, metal_out *o, uint64_t offset,
   return MXL_OK;
 }
 
-/* Source row of metal row m of the fused qkv (spec §4.5): q and k heads
+/* Source row of metal row m of the fused qkv (docs/gpt-oss.md §4.5): q and k heads
  * interleave their two RoPE halves (new 2j = old j, new 2j+1 = old d/2+j)
  * and are scaled by 0.5 (q) and 0.25 (k); v is unchanged. */
 static int64_t metal_qkv_source(const mxl_config *c, int64_t m, float *scale) {
@@ -238,12 +276,12 @@ static int64_t metal_qkv_source(const mxl_config *c, int64_t m, float *scale) {
 }
 
 /* The fused qkv weight (row_len = H) or bias (row_len = 1), transformed. */
-static mxl_status metal_qkv(mxl_tiny_writer *w, metal_out *o, uint64_t offset, int layer,
+static mxl_status metal_qkv(mxl_layout_writer *w, metal_out *o, uint64_t offset, int layer,
                             int weight) {
   const mxl_config *c = w->c;
   const int64_t rows = (int64_t)c->head_dim * (c->n_heads + 2 * c->n_kv_heads);
   const int64_t row_len = weight ? c->hidden : 1;
-  const int64_t rows_per_chunk = (MXL_TINY_CHUNK / 2) / row_len;
+  const int64_t rows_per_chunk = (MXL_LAYOUT_CHUNK / 2) / row_len;
   uint16_t *buf = (uint16_t *)(void *)w->buf;
   MXL_TRY(pad_to(o, offset));
   for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
@@ -252,8 +290,8 @@ static mxl_status metal_qkv(mxl_tiny_writer *w, metal_out *o, uint64_t offset, i
       float scale;
       int64_t src = metal_qkv_source(c, r0 + r, &scale);
       uint16_t *row = buf + r * row_len;
-      mxl_tiny_fill_bf16(w->gen, weight ? MXL_T_QKV_W : MXL_T_QKV_B, layer, src * row_len,
-                         row_len, row);
+      MXL_TRY(w->src.fill_bf16(w->src.self, weight ? MXL_T_QKV_W : MXL_T_QKV_B, layer,
+                               src * row_len, row_len, row));
       for (int64_t i = 0; i < row_len && scale != 1.0f; i++)
         row[i] = mxl_f32_to_bf16(mxl_bf16_to_f32(row[i]) * scale);
     }
@@ -264,7 +302,7 @@ static mxl_status metal_qkv(mxl_tiny_writer *w, metal_out *o, uint64_t offset, i
   return MXL_OK;
 }
 
-static mxl_status metal_block(mxl_tiny_writer *w, metal_out *o, const mxl_metal_layout *ml,
+static mxl_status metal_block(mxl_layout_writer *w, metal_out *o, const mxl_metal_layout *ml,
                               int l) {
   const mxl_config *c = w->c;
   const int64_t H = c->hidden, E = c->n_experts;
@@ -282,7 +320,7 @@ static mxl_status metal_block(mxl_tiny_writer *w, metal_out *o, const mxl_metal_
 }
 
 /* One block's experts, each expert's six items side by side. */
-static mxl_status metal_experts(mxl_tiny_writer *w, metal_out *o, const mxl_metal_layout *ml,
+static mxl_status metal_experts(mxl_layout_writer *w, metal_out *o, const mxl_metal_layout *ml,
                                 int l) {
   const mxl_config *c = w->c;
   const int64_t H = c->hidden, I = c->intermediate;
@@ -302,10 +340,6 @@ static mxl_status metal_experts(mxl_tiny_writer *w, metal_out *o, const mxl_meta
   return MXL_OK;
 }
 
-static uint32_t rd_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static mxl_status metal_header(metal_out *o, const mxl_config *c, const uint8_t *tok,
                                size_t tok_size) {
   uint8_t model[MXL_METAL_MODEL_HEADER_BYTES];
@@ -318,7 +352,7 @@ static mxl_status metal_header(metal_out *o, const mxl_config *c, const uint8_t 
   return put(o, tok, tok_size);
 }
 
-static mxl_status write_metal_body(mxl_tiny_writer *w, metal_out *o, const mxl_metal_layout *ml) {
+static mxl_status write_metal_body(mxl_layout_writer *w, metal_out *o, const mxl_metal_layout *ml) {
   const mxl_config *c = w->c;
   const int64_t H = c->hidden, rows = (int64_t)ml->vocab_rows;
   MXL_TRY(metal_range(w, o, ml->embedding, MXL_T_EMBED, -1, 0, rows * H, 0));
@@ -335,12 +369,14 @@ static mxl_status write_metal_body(mxl_tiny_writer *w, metal_out *o, const mxl_m
   return MXL_OK;
 }
 
-mxl_status mxl_tiny_write_metal(mxl_tiny_writer *w, const char *path, const uint8_t *tok,
-                                size_t tok_size) {
+mxl_status mxl_layout_write_metal(mxl_layout_writer *w, const char *path, const uint8_t *tok,
+                                  size_t tok_size) {
+  if (w->dense_experts)
+    return mxl_errorf(MXL_ERR_UNSUPPORTED, "%s: metal/model.bin holds MXFP4 experts only", path);
   if (tok_size < 16) return mxl_errorf(MXL_ERR_ARGUMENT, "%s: tokenizer section too short", path);
   mxl_metal_layout ml;
-  MXL_TRY(mxl_metal_layout_compute(w->c, rd_u32(tok), rd_u32(tok + 4), rd_u32(tok + 8),
-                                   rd_u32(tok + 12), path, &ml));
+  MXL_TRY(mxl_metal_layout_compute(w->c, mxl_get_le32(tok), mxl_get_le32(tok + 4),
+                                   mxl_get_le32(tok + 8), mxl_get_le32(tok + 12), path, &ml));
   if (ml.tokenizer_end != 132 + tok_size)
     return mxl_errorf(MXL_ERR_ARGUMENT, "%s: the tokenizer section's header does not match its size",
                       path);

@@ -7,10 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "core/status.h"
 #include "datasets/tokenizer.h"
-#include "model/tiny.h"
+#include "repo/tiny.h"
 
 enum { MXL_TINY_MAX_CORPUS = 256 << 20, MXL_TINY_MAX_TIKTOKEN = 64 << 20 };
 
@@ -217,31 +218,22 @@ static mxl_status set_token_ids(mxl_config *c, const mxl_token_table *t) {
 
 /* ------------------------------------------------------------ files */
 
-mxl_status mxl_tiny_write_text(const char *dir, const char *name, char *text) {
-  char *path = mxl_path_join(dir, name);
-  mxl_status st = text && path ? mxl_write_file_atomic(path, text, strlen(text))
-                               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", dir);
-  free(path);
-  free(text);
-  return st;
-}
-
-static mxl_status write_original(mxl_tiny_writer *w, const char *out, uint64_t shard_bytes) {
+static mxl_status write_original(mxl_layout_writer *w, const char *out, uint64_t shard_bytes) {
   char *dir = mxl_path_join(out, "original");
   if (!dir) return mxl_errorf(MXL_ERR_MEMORY, "out of memory");
   mxl_status st = mxl_make_dirs(dir);
-  if (st == MXL_OK) st = mxl_tiny_write_text(dir, "config.json", mxl_config_to_original_json(w->c));
-  if (st == MXL_OK) st = mxl_tiny_write_safetensors(w, dir, MXL_LAYOUT_ORIGINAL, shard_bytes);
+  if (st == MXL_OK) st = mxl_write_text_file(dir, "config.json", mxl_config_to_original_json(w->c));
+  if (st == MXL_OK) st = mxl_layout_write_safetensors(w, dir, MXL_LAYOUT_ORIGINAL, shard_bytes);
   free(dir);
   return st;
 }
 
-static mxl_status write_metal(mxl_tiny_writer *w, const char *out, const uint8_t *section,
+static mxl_status write_metal(mxl_layout_writer *w, const char *out, const uint8_t *section,
                               size_t size) {
   char *dir = mxl_path_join(out, "metal");
   char *path = dir ? mxl_path_join(dir, "model.bin") : NULL;
   mxl_status st = path ? mxl_make_dirs(dir) : mxl_errorf(MXL_ERR_MEMORY, "out of memory");
-  if (st == MXL_OK) st = mxl_tiny_write_metal(w, path, section, size);
+  if (st == MXL_OK) st = mxl_layout_write_metal(w, path, section, size);
   free(path);
   free(dir);
   return st;
@@ -250,12 +242,10 @@ static mxl_status write_metal(mxl_tiny_writer *w, const char *out, const uint8_t
 /* The weight bytes the metal writer streams (for progress): every item
  * unpadded, the vocabulary cut to the tokenizer's rows. */
 static uint64_t metal_bytes(const mxl_config *c, const uint8_t *section) {
+  /* The section starts with the special and the text token counts. */
   const uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->intermediate, E = (uint64_t)c->n_experts;
   const uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
-  const uint64_t rows = (uint64_t)section[0] | (uint64_t)section[1] << 8 |
-                        (uint64_t)section[2] << 16 | (uint64_t)section[3] << 24 |
-                        ((uint64_t)section[4] | (uint64_t)section[5] << 8 |
-                         (uint64_t)section[6] << 16 | (uint64_t)section[7] << 24);
+  const uint64_t rows = (uint64_t)mxl_get_le32(section) + mxl_get_le32(section + 4);
   const uint64_t block = 2 * (H + (q + 2 * kv) * (H + 1) + (uint64_t)c->n_heads + H * q + 2 * H +
                               E * (H + 1));
   const uint64_t expert = I * H + I * H / 16 + 4 * I + H * I / 2 + H * I / 32 + 2 * H;
@@ -263,36 +253,36 @@ static uint64_t metal_bytes(const mxl_config *c, const uint8_t *section) {
 }
 
 static mxl_status write_all(const char *out, const mxl_tiny_options *opt, tiny_plan *p,
-                            const mxl_token_table *t, mxl_tiny_writer *w) {
+                            const mxl_token_table *t, mxl_layout_writer *w, mxl_tiny_gen *gen) {
   const mxl_config *c = &p->c;
   uint8_t *section = NULL;
   size_t size = 0;
   MXL_TRY(mxl_make_dirs(out));
   if (p->want_metal) MXL_TRY(mxl_tokenizer_metal_section(t, &section, &size));
-  w->total = (p->want_hf ? (double)mxl_tiny_safetensors_bytes(c, MXL_LAYOUT_HF) : 0.0) +
-             (p->want_original ? (double)mxl_tiny_safetensors_bytes(c, MXL_LAYOUT_ORIGINAL) : 0.0) +
+  w->total = (p->want_hf ? (double)mxl_layout_safetensors_bytes(c, MXL_LAYOUT_HF, 0) : 0.0) +
+             (p->want_original ? (double)mxl_layout_safetensors_bytes(c, MXL_LAYOUT_ORIGINAL, 0) : 0.0) +
              (section && size >= 16 ? (double)metal_bytes(c, section) : 0.0);
   /* The codec's statistics come from the first layout written. */
-  w->gen->collect_stats = 1;
+  gen->collect_stats = 1;
   mxl_status st = MXL_OK;
   if (p->want_hf) {
-    st = mxl_tiny_write_text(out, "config.json", mxl_config_to_hf_json(c));
-    if (st == MXL_OK) st = mxl_tiny_write_safetensors(w, out, MXL_LAYOUT_HF, opt->shard_bytes);
-    w->gen->collect_stats = 0;
+    st = mxl_write_text_file(out, "config.json", mxl_config_to_hf_json(c));
+    if (st == MXL_OK) st = mxl_layout_write_safetensors(w, out, MXL_LAYOUT_HF, opt->shard_bytes);
+    gen->collect_stats = 0;
   }
   if (st == MXL_OK && p->want_original) {
     st = write_original(w, out, opt->shard_bytes);
-    w->gen->collect_stats = 0;
+    gen->collect_stats = 0;
   }
   if (st == MXL_OK && p->want_metal) st = write_metal(w, out, section, size);
   free(section);
   MXL_TRY(st);
-  MXL_TRY(mxl_tiny_write_text(out, "generation_config.json", mxl_config_to_generation_json(c)));
+  MXL_TRY(mxl_write_text_file(out, "generation_config.json", mxl_config_to_generation_json(c)));
   return mxl_tokenizer_write_hf_ex(t, out, c->max_context);
 }
 
 static void fill_result(mxl_tiny_result *r, const tiny_plan *p, const mxl_token_table *t,
-                        const mxl_tiny_writer *w) {
+                        const mxl_layout_writer *w, const mxl_tiny_gen *gen) {
   mxl_param_counts pc;
   mxl_config_param_counts(&p->c, &pc);
   memset(r, 0, sizeof *r);
@@ -300,7 +290,7 @@ static void fill_result(mxl_tiny_result *r, const tiny_plan *p, const mxl_token_
   r->n_text_tokens = t->n_text;
   r->vocab_size = p->c.vocab_size;
   r->bytes_written = (uint64_t)w->done;
-  mxl_mxfp4_error_stats s = w->gen->stats;
+  mxl_mxfp4_error_stats s = gen->stats;
   mxl_mxfp4_error_stats_finish(&s);
   r->mxfp4_encoded = s.n_values;
   r->mxfp4_saturated = s.n_saturated;
@@ -321,13 +311,14 @@ mxl_status mxl_tiny_write(const char *out_dir, const mxl_tiny_options *opt,
   if (st == MXL_OK) st = mxl_config_validate(&p.c, "tiny");
   mxl_tiny_gen gen = {.c = &p.c, .seed = opt->seed, .direct_mxfp4 = p.direct_mxfp4};
   gen.stats.first_bad = -1;
-  mxl_tiny_writer w = {.gen = &gen, .c = &p.c, .progress = progress, .user = user};
+  mxl_layout_writer w = {.c = &p.c, .src = mxl_tiny_source(&gen), .progress = progress,
+                         .user = user};
   if (st == MXL_OK) {
-    w.buf = malloc(MXL_TINY_CHUNK);
+    w.buf = malloc(MXL_LAYOUT_CHUNK);
     if (!w.buf) st = mxl_errorf(MXL_ERR_MEMORY, "tiny: out of memory");
   }
-  if (st == MXL_OK) st = write_all(out_dir, opt, &p, v.table, &w);
-  if (st == MXL_OK && opt->result) fill_result(opt->result, &p, v.table, &w);
+  if (st == MXL_OK) st = write_all(out_dir, opt, &p, v.table, &w, &gen);
+  if (st == MXL_OK && opt->result) fill_result(opt->result, &p, v.table, &w, &gen);
   free(w.buf);
   mxl_tiny_gen_free(&gen);
   vocab_free(&v);

@@ -14,6 +14,7 @@
 #include "core/strbuf.h"
 #include "datasets/tokenizer.h"
 #include "model/checkpoint.h"
+#include "repo/inspect.h"
 
 /* 1234567 -> "1,234,567" */
 static const char *grouped(int64_t v, char buf[32]) {
@@ -57,6 +58,10 @@ static const file_role roles[] = {
     {"LICENSE", "license"},
     {"USAGE_POLICY", "usage policy"},
     {".gitattributes", "git LFS settings"},
+    {"adapter_config.json", "PEFT adapter settings (rank, alpha, targets)"},
+    {"adapter_model.safetensors", "PEFT adapter tensors (lora_A / lora_B)"},
+    {"mxlora_merge_report.json", "mxlora merge report (MXFP4 delta survival per tensor)"},
+    {"*.gguf", "GGUF file (llama.cpp)"},
     {"*.tiktoken", "tiktoken rank file (ordinary tokens)"},
     {"*.safetensors", "weights (safetensors)"},
 };
@@ -429,15 +434,25 @@ static cJSON *tokenizer_json(mxl_tokenizer *tok, const char *kind, int vocab_row
   return o;
 }
 
+/* Loads `path` when it exists; a file that exists but does not load is a
+ * problem the report names. */
+static mxl_tokenizer *load_tokenizer_file(cJSON *report, const char *path) {
+  mxl_tokenizer *tok = NULL;
+  if (!path || !mxl_path_exists(path)) return NULL;
+  if (mxl_tokenizer_load(path, &tok) == MXL_OK) return tok;
+  if (!cJSON_GetObjectItem(report, "tokenizer_error"))
+    cJSON_AddStringToObject(report, "tokenizer_error", mxl_last_error());
+  return NULL;
+}
+
 static void add_tokenizer(cJSON *report, const char *dir, const mxl_model *m) {
   mxl_tokenizer *tok = NULL;
   const char *kind = NULL;
   char *tj = mxl_path_join(dir, "tokenizer.json");
   char *up = mxl_path_join(dir, "../tokenizer.json"); /* original/ and metal/ use the root's */
-  if (tj && mxl_path_exists(tj) && mxl_tokenizer_load(tj, &tok) == MXL_OK)
+  if ((tok = load_tokenizer_file(report, tj)) != NULL)
     kind = "tokenizer.json (Hugging Face byte-level BPE)";
-  else if (!(m && m->has_metal_tokenizer) && up && mxl_path_exists(up) &&
-           mxl_tokenizer_load(up, &tok) == MXL_OK)
+  else if (!(m && m->has_metal_tokenizer) && (tok = load_tokenizer_file(report, up)) != NULL)
     kind = "../tokenizer.json, the repository's (Hugging Face byte-level BPE)";
   free(tj);
   free(up);
@@ -490,6 +505,15 @@ static cJSON *layout_json(mxl_layout l, const char *folder, const char *shown, m
     if (w && safetensors_tensors(w, o) != MXL_OK)
       cJSON_AddStringToObject(o, "tensor_error", mxl_last_error());
     free(w);
+    const cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(o, "tensor_groups"))
+      if (!m && !strcmp(str(g, "role"), mxl_tensor_role_name(MXL_ROLE_EXPERTS_DENSE))) {
+        /* not a fault of the folder: mxlora itself runs MXFP4 experts only */
+        cJSON_SetValuestring(cJSON_GetObjectItem(o, "check"),
+                             "bf16 experts (a merged model): transformers and vLLM load it; "
+                             "mxlora runs MXFP4 experts (merge with --dtype mxfp4 for that)");
+        cJSON_AddTrueToObject(o, "dense_experts");
+      }
   }
   *out = m;
   return o;
@@ -554,6 +578,9 @@ static void collect_layouts(const char *path, cJSON *report, mxl_model **first) 
   while ((f = cJSON_DetachItemFromArray(tmp, 0)) != NULL) cJSON_AddItemToArray(files, f);
   cJSON_Delete(tmp);
   mxl_model *m = NULL;
+  if (has_config && !weights)
+    cJSON_AddStringToObject(report, "check", "config.json is here, but no *.safetensors weights "
+                                             "beside it");
   if (has_config && weights) {
     cJSON_AddItemToArray(layouts, layout_json(original ? MXL_LAYOUT_ORIGINAL : MXL_LAYOUT_HF,
                                               path, ".", &m));
@@ -595,14 +622,31 @@ static void add_model_facts(cJSON *report, const mxl_model *m) {
   cJSON_AddItemToObject(report, "parameters", params_json(&m->config));
 }
 
+/* A folder mxlora cannot run (a bf16 merge): the facts from config.json. */
+static void add_config_facts(cJSON *report, const char *path) {
+  char *cfg = mxl_path_join(path, "config.json");
+  mxl_config c;
+  if (cfg && mxl_path_exists(cfg) && !is_original_config(cfg) &&
+      mxl_config_load_hf(cfg, &c) == MXL_OK) {
+    cJSON_AddItemToObject(report, "config", config_json(&c));
+    cJSON_AddItemToObject(report, "parameters", params_json(&c));
+  }
+  free(cfg);
+}
+
 static mxl_status inspect_dir(const char *path, cJSON *report) {
   mxl_model *m = NULL;
   collect_layouts(path, report, &m);
   cJSON *layouts = cJSON_GetObjectItem(report, "layouts");
   int n = cJSON_GetArraySize(layouts);
-  cJSON_AddStringToObject(report, "kind", n > 1 ? "repository" : n == 1 ? "checkpoint folder"
-                                                                        : "folder");
+  mxl_inspect_add_peft(path, report);
+  mxl_inspect_add_merge(path, report);
+  const char *kind = n > 1 ? "repository" : n == 1 ? "checkpoint folder" : "folder";
+  if (cJSON_GetObjectItem(report, "merged")) kind = "model folder merged by mxlora";
+  if (cJSON_GetObjectItem(report, "peft")) kind = "PEFT adapter folder";
+  cJSON_AddStringToObject(report, "kind", kind);
   add_model_facts(report, m);
+  if (!m) add_config_facts(report, path);
   add_tokenizer(report, path, m);
   mxl_model_close(m);
   return MXL_OK;
@@ -640,6 +684,9 @@ static mxl_status inspect_file(const char *path, cJSON *report) {
   } else if (name_matches(base, "*.bin")) {
     cJSON *o = layout_json(MXL_LAYOUT_METAL, path, base, &m);
     cJSON_AddItemToArray(cJSON_AddArrayToObject(report, "layouts"), o);
+  } else if (name_matches(base, "*.gguf")) {
+    cJSON_SetValuestring(cJSON_GetObjectItem(report, "kind"), "GGUF file");
+    mxl_inspect_gguf(path, report);
   } else if (!strcmp(base, "config.json")) {
     mxl_config c;
     mxl_status st = orig ? mxl_config_load_original(path, &c) : mxl_config_load_hf(path, &c);
@@ -653,8 +700,8 @@ static mxl_status inspect_file(const char *path, cJSON *report) {
     add_model_facts(report, m);
     if (m->has_metal_tokenizer) add_tokenizer(report, "", m);
   } else if (!strcmp(base, "tokenizer.json") || name_matches(base, "*.tiktoken")) {
-    mxl_tokenizer *tok = NULL;
-    if (mxl_tokenizer_load(path, &tok) == MXL_OK) {
+    mxl_tokenizer *tok = load_tokenizer_file(report, path);
+    if (tok) {
       cJSON_AddItemToObject(report, "tokenizer", tokenizer_json(tok, base, 0));
       mxl_tokenizer_free(tok);
     }
@@ -802,6 +849,46 @@ static void text_tokenizer(mxl_strbuf *b, const cJSON *t) {
   mxl_strbuf_printf(b, "\n");
 }
 
+/* ------------------------------------------------------------ problems */
+
+/* Each message names its file already. */
+static void add_problem(cJSON *list, const char *what) {
+  const cJSON *seen;
+  cJSON_ArrayForEach(seen, list) if (!strcmp(seen->valuestring, what)) return; /* once each */
+  cJSON_AddItemToArray(list, cJSON_CreateString(what));
+}
+
+/* Everything the report found unreadable or inconsistent, as one list: a
+ * failed check, unreadable tensors, layouts that disagree, a tokenizer file
+ * that does not load. The exit status of `mxlora inspect` follows it. */
+static int collect_problems(cJSON *report) {
+  cJSON *list = cJSON_AddArrayToObject(report, "problems");
+  const char *check = str(report, "check");
+  if (*check && strcmp(check, "ok")) add_problem(list, check);
+  const cJSON *l;
+  cJSON_ArrayForEach(l, cJSON_GetObjectItem(report, "layouts")) {
+    check = str(l, "check");
+    if (*check && strcmp(check, "ok") && !cJSON_IsTrue(cJSON_GetObjectItem(l, "dense_experts")))
+      add_problem(list, check);
+    if (*str(l, "tensor_error")) add_problem(list, str(l, "tensor_error"));
+  }
+  cJSON_ArrayForEach(l, cJSON_GetObjectItem(report, "disagreements"))
+    add_problem(list, l->valuestring);
+  if (*str(report, "tokenizer_error")) add_problem(list, str(report, "tokenizer_error"));
+  const char *more[2];
+  for (int i = 0, n = mxl_inspect_more_problems(report, more, 2); i < n; i++)
+    add_problem(list, more[i]);
+  return cJSON_GetArraySize(list);
+}
+
+static void text_problems(mxl_strbuf *b, const cJSON *problems) {
+  int n = cJSON_GetArraySize(problems);
+  if (!n) return;
+  mxl_strbuf_printf(b, "\n%d problem%s found\n", n, n > 1 ? "s" : "");
+  const cJSON *p;
+  cJSON_ArrayForEach(p, problems) mxl_strbuf_printf(b, "  %s\n", p->valuestring);
+}
+
 static char *render_text(const cJSON *r) {
   mxl_strbuf b = {0};
   const cJSON *l;
@@ -825,25 +912,35 @@ static char *render_text(const cJSON *r) {
     if (*str(l, "tensor_error"))
       mxl_strbuf_printf(&b, "  (tensors unreadable: %s)\n", str(l, "tensor_error"));
   }
+  mxl_inspect_text_more(&b, r);
   text_tokenizer(&b, cJSON_GetObjectItem(r, "tokenizer"));
+  text_problems(&b, cJSON_GetObjectItem(r, "problems"));
   return mxl_strbuf_take(&b);
 }
 
 /* ------------------------------------------------------------ entry */
 
 mxl_status mxl_inspect(const char *path, int as_json, char **report_out) {
+  return mxl_inspect_checked(path, as_json, report_out, NULL);
+}
+
+mxl_status mxl_inspect_checked(const char *path, int as_json, char **report_out,
+                               int *problems_out) {
   *report_out = NULL;
+  if (problems_out) *problems_out = 0;
   if (!path || !*path) return mxl_errorf(MXL_ERR_ARGUMENT, "inspect: no path given");
   if (!mxl_path_exists(path)) return mxl_errorf(MXL_ERR_IO, "%s: no such file or folder", path);
   cJSON *report = cJSON_CreateObject();
   if (!report) return mxl_errorf(MXL_ERR_MEMORY, "inspect: out of memory");
   cJSON_AddStringToObject(report, "path", path);
   mxl_status st = mxl_path_is_dir(path) ? inspect_dir(path, report) : inspect_file(path, report);
+  int problems = st == MXL_OK ? collect_problems(report) : 0;
   if (st == MXL_OK) {
     *report_out = as_json ? cJSON_Print(report) : render_text(report);
     if (!*report_out) st = mxl_errorf(MXL_ERR_MEMORY, "inspect: out of memory");
   }
   cJSON_Delete(report);
   if (st == MXL_OK) mxl_error_clear(); /* the checks' messages live in the report */
+  if (st == MXL_OK && problems_out) *problems_out = problems;
   return st;
 }

@@ -12,22 +12,16 @@
 #include <string.h>
 
 #include "core/bf16.h"
+#include "core/rng.h"
 #include "core/status.h"
-#include "model/tiny.h"
-
-static uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+#include "repo/tiny.h"
 
 /* One independent stream per (seed, tensor, layer, purpose). */
 static uint64_t stream_key(const mxl_tiny_gen *g, int kind, int layer, int purpose) {
-  uint64_t k = mix64(g->seed);
-  k = mix64(k ^ (uint64_t)(kind + 1) * 0x100000001b3ull);
-  k = mix64(k ^ (uint64_t)(layer + 2) * 0xc2b2ae3d27d4eb4full);
-  return mix64(k ^ (uint64_t)purpose);
+  uint64_t k = mxl_splitmix64_hash(g->seed);
+  k = mxl_splitmix64_hash(k ^ (uint64_t)(kind + 1) * 0x100000001b3ull);
+  k = mxl_splitmix64_hash(k ^ (uint64_t)(layer + 2) * 0xc2b2ae3d27d4eb4full);
+  return mxl_splitmix64_hash(k ^ (uint64_t)purpose);
 }
 
 /* Uniform in [-sqrt(3), sqrt(3)): unit variance. */
@@ -80,17 +74,19 @@ static void unfuse(const mxl_config *c, mxl_tensor_kind *kind, int64_t *idx) {
   }
 }
 
-void mxl_tiny_fill_bf16(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_t start,
-                        int64_t count, uint16_t *out) {
+static mxl_status fill_bf16(void *self, mxl_tensor_kind kind, int layer, int64_t start,
+                            int64_t count, uint16_t *out) {
+  mxl_tiny_gen *g = self;
 #pragma omp parallel for schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; i++) {
     mxl_tensor_kind k = kind;
     int64_t idx = start + i;
     if (k == MXL_T_QKV_W || k == MXL_T_QKV_B) unfuse(g->c, &k, &idx);
     init in = init_for(g->c, k);
-    uint64_t h = mix64(stream_key(g, (int)k, layer, 0) + (uint64_t)idx);
+    uint64_t h = mxl_splitmix64_hash(stream_key(g, (int)k, layer, 0) + (uint64_t)idx);
     out[i] = mxl_f32_to_bf16(in.mean + in.std * unit_uniform(h));
   }
+  return MXL_OK;
 }
 
 /* ------------------------------------------------------------ MXFP4 */
@@ -120,7 +116,7 @@ static void encode_row(const mxl_tiny_gen *g, const mx_shape *s, int layer, int6
   init in = init_for(g->c, s->weight);
   uint64_t key = stream_key(g, (int)s->weight, layer, 1);
   for (int64_t j = 0; j < s->cols; j++)
-    x[j] = in.std * unit_uniform(mix64(key + (uint64_t)(row * s->cols + j)));
+    x[j] = in.std * unit_uniform(mxl_splitmix64_hash(key + (uint64_t)(row * s->cols + j)));
   mxl_mxfp4_encode_rows(x, 1, s->cols, blocks, scales, stats);
 }
 
@@ -139,7 +135,7 @@ static void fill_direct(const mxl_tiny_gen *g, const mx_shape *s, int layer, int
     int64_t w0 = start >> 3, w1 = (start + count - 1) >> 3;
 #pragma omp parallel for schedule(static) if (w1 - w0 > 65536)
     for (int64_t w = w0; w <= w1; w++) {
-      uint64_t h = mix64(key + (uint64_t)w);
+      uint64_t h = mxl_splitmix64_hash(key + (uint64_t)w);
       for (int b = 0; b < 8; b++) {
         int64_t pos = w * 8 + b - start;
         if (pos >= 0 && pos < count) out[pos] = (uint8_t)(h >> (8 * b));
@@ -152,7 +148,7 @@ static void fill_direct(const mxl_tiny_gen *g, const mx_shape *s, int layer, int
   static const int jitter[4] = {-1, 0, 0, 1};
 #pragma omp parallel for schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; i++)
-    out[i] = (uint8_t)(base + jitter[mix64(key + (uint64_t)(start + i)) & 3]);
+    out[i] = (uint8_t)(base + jitter[mxl_splitmix64_hash(key + (uint64_t)(start + i)) & 3]);
 }
 
 /* Row by row, for tensors too large to keep (bounded memory). */
@@ -224,8 +220,9 @@ static const mxl_tiny_encoded *cached(mxl_tiny_gen *g, const mx_shape *s, int la
   return e;
 }
 
-mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, int64_t start,
-                            int64_t count, uint8_t *out) {
+static mxl_status fill_u8(void *self, mxl_tensor_kind kind, int layer, int64_t start,
+                          int64_t count, uint8_t *out) {
+  mxl_tiny_gen *g = self;
   mx_shape s = mx_shape_of(g->c, kind);
   if (count <= 0) return MXL_OK;
   if (g->direct_mxfp4) {
@@ -236,6 +233,11 @@ mxl_status mxl_tiny_fill_u8(mxl_tiny_gen *g, mxl_tensor_kind kind, int layer, in
   if (!e) return fill_rows(g, &s, layer, start, count, out);
   memcpy(out, (s.blocks ? e->blocks : e->scales) + start, (size_t)count);
   return MXL_OK;
+}
+
+mxl_tensor_source mxl_tiny_source(mxl_tiny_gen *g) {
+  mxl_tensor_source s = {g, fill_bf16, fill_u8};
+  return s;
 }
 
 void mxl_tiny_gen_free(mxl_tiny_gen *g) {

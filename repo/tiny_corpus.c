@@ -1,7 +1,7 @@
 /* The built-in text `mxlora tiny` learns its small vocabulary from:
  * original English and Russian prose (UTF-8), about 8 KB, written for this
  * project. Replace it with --vocab-corpus FILE. */
-#include "model/tiny.h"
+#include "repo/tiny.h"
 
 const char mxl_tiny_corpus[] =
     "The small model learns its words from this text. It is not a famous "

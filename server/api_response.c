@@ -1,0 +1,153 @@
+/* The JSON of responses, stream chunks and the model list, in the shapes
+ * OpenAI's API (and vLLM's, for gpt-oss reasoning) defines. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "datasets/tokenizer_impl.h"
+#include "server/api.h"
+
+/* The bytes at p that one U+FFFD replaces, p not starting a valid
+ * character: the longest prefix of a well-formed sequence ("maximal
+ * subpart", as Unicode recommends and Python's decoder does), else one
+ * byte. */
+static size_t bad_run(const uint8_t *p, size_t avail) {
+  uint8_t c = p[0], lo = 0x80, hi = 0xbf;
+  size_t n;
+  if (c >= 0xc2 && c <= 0xdf) n = 2;
+  else if (c == 0xe0) n = 3, lo = 0xa0;
+  else if (c == 0xed) n = 3, hi = 0x9f;
+  else if (c >= 0xe1 && c <= 0xef) n = 3;
+  else if (c == 0xf0) n = 4, lo = 0x90;
+  else if (c == 0xf4) n = 4, hi = 0x8f;
+  else if (c >= 0xf1 && c <= 0xf3) n = 4;
+  else return 1;
+  size_t k = 1;
+  if (k < avail && p[1] >= lo && p[1] <= hi)
+    for (k = 2; k < n && k < avail && (p[k] & 0xc0) == 0x80;) k++;
+  return k;
+}
+
+char *mxl_api_utf8_clean(const char *s, size_t n) {
+  /* Each bad byte grows to at most three (EF BF BD). */
+  char *out = malloc(3 * n + 1);
+  if (!out) return NULL;
+  const uint8_t *u = (const uint8_t *)s;
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    int len = u[i] ? mxl_utf8_char_len(u + i, n - i) : 0;
+    if (len > 0) {
+      memcpy(out + o, s + i, (size_t)len);
+      o += (size_t)len;
+      i += (size_t)len;
+    } else { /* NUL too: C strings (and cJSON) would end there */
+      memcpy(out + o, "\xEF\xBF\xBD", 3);
+      o += 3;
+      i += u[i] ? bad_run(u + i, n - i) : 1;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
+/* Adds s[0..n) as a clean UTF-8 string; 0 when out of memory. */
+static int add_text(cJSON *obj, const char *key, const char *s, size_t n) {
+  char *clean = mxl_api_utf8_clean(s ? s : "", s ? n : 0);
+  cJSON *item = clean ? cJSON_CreateString(clean) : NULL;
+  free(clean);
+  return item && cJSON_AddItemToObject(obj, key, item);
+}
+
+static cJSON *head(const mxl_api_reply *r, int chunk) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "id", r->id);
+  cJSON_AddStringToObject(root, "object", r->chat ? (chunk ? "chat.completion.chunk"
+                                                           : "chat.completion")
+                                                  : "text_completion");
+  cJSON_AddNumberToObject(root, "created", (double)r->created);
+  cJSON_AddStringToObject(root, "model", r->model);
+  return root;
+}
+
+static void add_finish(cJSON *choice, const char *finish) {
+  if (finish)
+    cJSON_AddStringToObject(choice, "finish_reason", finish);
+  else
+    cJSON_AddNullToObject(choice, "finish_reason");
+}
+
+static void add_usage(cJSON *root, const mxl_api_usage *u) {
+  if (!u) return;
+  cJSON *usage = cJSON_AddObjectToObject(root, "usage");
+  cJSON_AddNumberToObject(usage, "prompt_tokens", u->prompt_tokens);
+  cJSON_AddNumberToObject(usage, "completion_tokens", u->completion_tokens);
+  cJSON_AddNumberToObject(usage, "total_tokens", u->prompt_tokens + u->completion_tokens);
+}
+
+static char *print(cJSON *root, int ok) {
+  char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+  cJSON_Delete(root);
+  return text;
+}
+
+/* The message (or delta) of a chat choice; NULL fields are left out of a
+ * delta, and a whole message always has "content". */
+static int add_message(cJSON *choice, const char *key, const mxl_api_delta *d, int whole) {
+  cJSON *msg = cJSON_AddObjectToObject(choice, key);
+  int ok = msg != NULL;
+  if (ok && (whole || d->role)) ok = cJSON_AddStringToObject(msg, "role", "assistant") != NULL;
+  if (ok && (whole || d->content)) ok = add_text(msg, "content", d->content, d->content_len);
+  if (ok && d->reasoning) ok = add_text(msg, "reasoning_content", d->reasoning, d->reasoning_len);
+  return ok;
+}
+
+static char *build(const mxl_api_reply *r, const mxl_api_delta *d, int chunk) {
+  cJSON *root = head(r, chunk);
+  cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+  int ok = choices != NULL;
+  if (ok && !(chunk && d->usage_only)) {
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, choice);
+    cJSON_AddNumberToObject(choice, "index", 0);
+    if (r->chat)
+      ok = add_message(choice, chunk ? "delta" : "message", d, !chunk);
+    else
+      ok = add_text(choice, "text", d->content, d->content_len);
+    cJSON_AddNullToObject(choice, "logprobs");
+    add_finish(choice, d->finish);
+  }
+  add_usage(root, d->usage);
+  return print(root, ok);
+}
+
+char *mxl_api_response_json(const mxl_api_reply *r, const mxl_api_delta *d) {
+  return build(r, d, 0);
+}
+
+char *mxl_api_chunk_json(const mxl_api_reply *r, const mxl_api_delta *d) {
+  return build(r, d, 1);
+}
+
+char *mxl_api_models_json(const mxl_api_model *models, int n) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "object", "list");
+  cJSON *data = cJSON_AddArrayToObject(root, "data");
+  for (int i = 0; i < n; i++) {
+    const mxl_api_model *m = &models[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToArray(data, o);
+    add_text(o, "id", m->id, strlen(m->id));
+    cJSON_AddStringToObject(o, "object", "model");
+    cJSON_AddNumberToObject(o, "created", (double)m->created);
+    cJSON_AddStringToObject(o, "owned_by", "mxlora");
+    const char *root_path = m->root ? m->root : m->id;
+    add_text(o, "root", root_path, strlen(root_path));
+    if (m->parent)
+      cJSON_AddStringToObject(o, "parent", m->parent);
+    else
+      cJSON_AddNullToObject(o, "parent");
+    cJSON_AddNumberToObject(o, "max_model_len", m->max_model_len);
+    cJSON_AddArrayToObject(o, "permission");
+  }
+  return print(root, 1);
+}

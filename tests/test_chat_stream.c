@@ -1,0 +1,85 @@
+/* infer/chat_stream: what generation hands to the caller, token by token,
+ * on a byte-level tokenizer (token id = byte value), so that a reply can
+ * stop in the middle of a character. */
+#include "core/utf8.h"
+#include "infer/chat_stream.h"
+#include "test.h"
+#include "tests/byte_tokenizer.h"
+
+typedef struct collected {
+  char text[4][256]; /* per channel */
+  size_t len[4];
+  int calls;
+} collected;
+
+static void collect(void *user, mxl_channel ch, const char *text, size_t len) {
+  collected *c = user;
+  memcpy(c->text[ch] + c->len[ch], text, len);
+  c->len[ch] += len;
+  c->text[ch][c->len[ch]] = '\0';
+  c->calls++;
+}
+
+static void push_bytes(mxl_chat_stream *s, const char *bytes) {
+  for (const char *p = bytes; *p; p++) mxl_chat_stream_push(s, (uint8_t)*p);
+}
+
+/* Raw generation that stops mid-character used to flush the raw
+ * bytes; now the tail is held back and becomes U+FFFD at the end. */
+static mxl_tokenizer *tok;
+
+static void test_raw_tails(void) {
+  collected c = {0};
+  mxl_chat_stream s;
+  mxl_chat_stream_init(&s, tok, NULL, 0, collect, &c);
+  push_bytes(&s, "a\xe2\x82");
+  MXL_CHECK(!strcmp(c.text[MXL_CHANNEL_TEXT], "a")); /* the split character waits */
+  push_bytes(&s, "\xac");
+  MXL_CHECK(!strcmp(c.text[MXL_CHANNEL_TEXT], "a\xe2\x82\xac"));
+  push_bytes(&s, "\xf0\x9f\x98");
+  mxl_chat_stream_flush(&s);
+  MXL_CHECK_MSG(!strcmp(c.text[MXL_CHANNEL_TEXT], "a\xe2\x82\xac" MXL_UTF8_REPLACEMENT), "%s",
+                c.text[MXL_CHANNEL_TEXT]);
+  /* A byte that can never complete is replaced at once, not passed on. */
+  memset(&c, 0, sizeof c);
+  mxl_chat_stream_init(&s, tok, NULL, 0, collect, &c);
+  push_bytes(&s, "\xc3x\xff!");
+  mxl_chat_stream_flush(&s);
+  MXL_CHECK(!strcmp(c.text[MXL_CHANNEL_TEXT],
+                    MXL_UTF8_REPLACEMENT "x" MXL_UTF8_REPLACEMENT "!"));
+}
+
+/* Harmony: headers are read, not shown; the answer arrives on the final
+ * channel, the reasoning on the analysis channel. */
+static void test_channels(void) {
+  mxl_chat_ids ids;
+  MXL_CHECK_OK(mxl_chat_ids_lookup(tok, &ids));
+  collected c = {0};
+  mxl_chat_stream s;
+  mxl_chat_stream_init(&s, tok, &ids, 1, collect, &c);
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "analysis");
+  mxl_chat_stream_push(&s, ids.message);
+  push_bytes(&s, "think\xd0");
+  mxl_chat_stream_push(&s, ids.end); /* ends the message mid-character */
+  mxl_chat_stream_push(&s, ids.start);
+  push_bytes(&s, "assistant");
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "final");
+  mxl_chat_stream_push(&s, ids.message);
+  push_bytes(&s, "42");
+  mxl_chat_stream_push(&s, ids.ret);
+  MXL_CHECK(!strcmp(c.text[MXL_CHANNEL_ANALYSIS], "think" MXL_UTF8_REPLACEMENT));
+  MXL_CHECK(!strcmp(c.text[MXL_CHANNEL_FINAL], "42"));
+  MXL_CHECK(c.len[MXL_CHANNEL_TEXT] == 0 && c.len[MXL_CHANNEL_COMMENTARY] == 0);
+}
+
+int main(void) {
+  tok = byte_tokenizer();
+  if (tok) {
+    MXL_RUN(test_raw_tails);
+    MXL_RUN(test_channels);
+  }
+  mxl_tokenizer_free(tok);
+  return mxl_test_summary("chat_stream");
+}

@@ -1,0 +1,416 @@
+/* The continuous-batching scheduler (include/mxlora/scheduler.h) on a tiny
+ * model, ref backend (bit-exact, so greedy tokens can be compared):
+ *   - greedy output of each request is the same alone, batched with others
+ *     (different adapters and scales, staggered arrivals: requests join and
+ *     leave between decode steps), and through `generate`'s own loop;
+ *   - chunked prefill: a long prompt arriving later does not stall the
+ *     running decode (one token per step throughout);
+ *   - cancellation (by id, queued or running, and by a callback's return)
+ *     ends the request with one final event and frees its KV reservation;
+ *   - the KV budget: requests wait in the queue while it is full and run
+ *     when memory is given back; one that can never fit is refused; a full
+ *     queue refuses with MXL_ERR_BUSY; bad requests are refused;
+ *   - the engine thread: mxl_scheduler_run on its own thread, submissions
+ *     from another, a draining shutdown. */
+#include <pthread.h>
+#include <unistd.h>
+
+#include "adapter_fixture.h"
+#include "adapters/registry_internal.h"
+#include "infer/generate.h"
+#include "model/forward.h"
+#include "model_fixture.h"
+#include "test.h"
+
+static model_fixture f;
+static char adapter_path[2][128];
+
+enum { MAX_OUT = 64 };
+
+/* What one request received. */
+typedef struct got {
+  int32_t tokens[MAX_OUT];
+  int n, finals;
+  uint64_t step_of[MAX_OUT]; /* the scheduler step count when each token came */
+  mxl_finish_reason finish;
+  int cancel_after;          /* return 1 after this many tokens (0: never) */
+  mxl_scheduler *s;
+} got;
+
+static int on_event(void *user, const mxl_request_event *ev) {
+  got *g = user;
+  if (ev->finish != MXL_FINISH_NONE) {
+    g->finals++;
+    g->finish = ev->finish;
+    return 0;
+  }
+  if (g->n < MAX_OUT) {
+    mxl_scheduler_stats st;
+    mxl_scheduler_get_stats(g->s, &st);
+    g->step_of[g->n] = st.steps;
+    g->tokens[g->n++] = ev->token;
+  }
+  return g->cancel_after && g->n >= g->cancel_after;
+}
+
+static mxl_scheduler *make(int max_batch, int chunk, uint64_t kv_memory, int max_queue) {
+  mxl_scheduler_options o = {0};
+  o.backend = "ref";
+  o.max_context = 96;
+  o.max_batch = max_batch;
+  o.prefill_chunk = chunk;
+  o.kv_memory = kv_memory;
+  o.max_queue = max_queue;
+  mxl_scheduler *s = NULL;
+  MXL_CHECK_OK(mxl_scheduler_create(f.model, &o, &s));
+  return s;
+}
+
+typedef struct spec {
+  int n_prompt, max_tokens, arrive; /* arrive: steps before submission */
+  int adapters[2];                  /* indexes into the registry refs, -1 none */
+  float scales[2];
+} spec;
+
+static void prompt_of(int i, int n, int32_t *out) {
+  uint64_t s = 777 + 31 * (uint64_t)i;
+  for (int j = 0; j < n; j++) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    out[j] = (int32_t)((s >> 33) % 1000);
+  }
+}
+
+static mxl_status submit(mxl_scheduler *s, mxl_adapter_ref **refs, const spec *sp, int i, got *g,
+                         uint64_t *id) {
+  int32_t prompt[64];
+  prompt_of(i, sp->n_prompt, prompt);
+  mxl_request r;
+  mxl_request_defaults(&r);
+  r.prompt = prompt;
+  r.n_prompt = sp->n_prompt;
+  r.temperature = 0;
+  r.max_tokens = sp->max_tokens;
+  mxl_request_adapter ad[2];
+  for (int k = 0; k < 2; k++)
+    if (sp->adapters[k] >= 0) ad[r.n_adapters++] = (mxl_request_adapter){refs[sp->adapters[k]], sp->scales[k]};
+  r.adapters = ad;
+  r.on_event = on_event;
+  r.user = g;
+  g->s = s;
+  return mxl_scheduler_submit(s, &r, id);
+}
+
+/* Steps until nothing is left (bounded). */
+static void drain(mxl_scheduler *s) {
+  for (int i = 0; i < 10000; i++) {
+    int progressed = 0;
+    MXL_CHECK_OK(mxl_scheduler_step(s, &progressed));
+    if (!progressed) return;
+  }
+  MXL_CHECK_MSG(0, "the scheduler did not finish");
+}
+
+/* Runs the specs on one scheduler (arrivals by step) and records them;
+ * spec i uses prompt first + i. */
+static void run_specs(mxl_scheduler *s, mxl_adapter_ref **refs, const spec *sp, int n, int first,
+                      got *out) {
+  uint64_t id;
+  memset(out, 0, sizeof *out * (size_t)n);
+  for (int step = 0; step < 200; step++) {
+    for (int i = 0; i < n; i++)
+      if (sp[i].arrive == step) MXL_CHECK_OK(submit(s, refs, &sp[i], first + i, &out[i], &id));
+    int progressed = 0;
+    MXL_CHECK_OK(mxl_scheduler_step(s, &progressed));
+  }
+  drain(s);
+}
+
+static mxl_registry *registry_for(mxl_scheduler *s, mxl_adapter_ref **refs) {
+  mxl_registry *reg = NULL;
+  MXL_CHECK_OK(mxl_registry_create(f.model, mxl_scheduler_backend(s), NULL, &reg));
+  MXL_CHECK_OK(mxl_registry_load(reg, "a", adapter_path[0]));
+  MXL_CHECK_OK(mxl_registry_load(reg, "b", adapter_path[1]));
+  MXL_CHECK_OK(mxl_registry_acquire(reg, "a", &refs[0]));
+  MXL_CHECK_OK(mxl_registry_acquire(reg, "b", &refs[1]));
+  return reg;
+}
+
+static const spec mixed[] = {
+    {7, 12, 0, {-1, -1}, {0, 0}},     {3, 9, 0, {0, -1}, {0.5f, 0}},
+    {11, 10, 2, {0, 1}, {1.0f, 2.0f}}, {5, 14, 3, {0, 0}, {0.3f, 1.5f}},
+    {20, 6, 5, {1, -1}, {-1.0f, 0}},  {2, 16, 9, {-1, -1}, {0, 0}},
+};
+enum { N_MIXED = sizeof mixed / sizeof mixed[0] };
+
+static void test_greedy_independent_of_batch(void) {
+  got batched[N_MIXED], alone[N_MIXED];
+  mxl_scheduler *s = make(4, 4, 0, 0); /* 4 slots: later arrivals wait for one */
+  mxl_adapter_ref *refs[2] = {0};
+  mxl_registry *reg = s ? registry_for(s, refs) : NULL;
+  if (!reg) return;
+  run_specs(s, refs, mixed, N_MIXED, 0, batched);
+  for (int i = 0; i < N_MIXED; i++) {
+    spec one = mixed[i];
+    one.arrive = 0;
+    run_specs(s, refs, &one, 1, i, &alone[i]);
+  }
+  int differ_from_base = 0;
+  for (int i = 0; i < N_MIXED; i++) {
+    MXL_CHECK_MSG(batched[i].finals == 1 && alone[i].finals == 1, "request %d: %d/%d finals", i,
+                  batched[i].finals, alone[i].finals);
+    MXL_CHECK_MSG(batched[i].n == mixed[i].max_tokens && batched[i].finish == MXL_FINISH_LENGTH,
+                  "request %d: %d tokens", i, batched[i].n);
+    MXL_CHECK_MSG(batched[i].n == alone[i].n &&
+                      !memcmp(batched[i].tokens, alone[i].tokens, sizeof(int32_t) * batched[i].n),
+                  "request %d: batched output differs from alone", i);
+  }
+  /* the adapters act: request 3's prompt with no adapter gives other tokens */
+  spec bare = mixed[3];
+  bare.arrive = 0;
+  bare.adapters[0] = bare.adapters[1] = -1;
+  got g;
+  run_specs(s, refs, &bare, 1, 3, &g);
+  differ_from_base = memcmp(g.tokens, alone[3].tokens, sizeof(int32_t) * g.n) != 0;
+  MXL_CHECK_MSG(differ_from_base, "the adapters do not change the greedy output");
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK(st.running == 0 && st.queued == 0 && st.kv_bytes_used == 0);
+  MXL_CHECK(st.completed == 2 * N_MIXED + 1 && st.generated_tokens > 0);
+  mxl_adapter_ref_release(refs[0]);
+  mxl_adapter_ref_release(refs[1]);
+  mxl_scheduler_destroy(s);
+  mxl_registry_destroy(reg);
+}
+
+/* The same tokens as generate's own loop (infer/generate.c, which the
+ * `generate` command runs), for the base model and an adapter at scale 1. */
+typedef struct collected {
+  int32_t tokens[MAX_OUT];
+  int n;
+} collected;
+
+static int collect(void *user, int32_t token) {
+  collected *c = user;
+  if (c->n < MAX_OUT) c->tokens[c->n++] = token;
+  return 0;
+}
+
+static void test_same_as_generate(void) {
+  mxl_scheduler *s = make(8, 256, 0, 0);
+  mxl_adapter_ref *refs[2] = {0};
+  mxl_registry *reg = s ? registry_for(s, refs) : NULL;
+  if (!reg) return;
+  for (int with = 0; with < 2; with++) {
+    spec sp = {9, 15, 0, {with ? 0 : -1, -1}, {1.0f, 0}};
+    got g;
+    run_specs(s, refs, &sp, 1, 0, &g);
+    int32_t prompt[16];
+    prompt_of(0, 9, prompt);
+    const mxl_lora_view *views[1] = {mxl_adapter_ref_view(refs[0])};
+    mxl_lora_stack stack = {views, with, 0, 0, NULL, 0};
+    mxl_gen_params p = {0};
+    mxl_sampling_defaults(&p.sampling);
+    p.sampling.temperature = 0;
+    p.max_tokens = 15;
+    collected c = {{0}, 0};
+    mxl_gen_stats gs;
+    MXL_CHECK_OK(mxl_generate_ids(f.engine, &stack, prompt, 9, &p, collect, &c, &gs));
+    MXL_CHECK_MSG(g.n == 15 && c.n == 15 && !memcmp(g.tokens, c.tokens, sizeof(int32_t) * 15),
+                  "%s: scheduler and generate differ", with ? "adapter a" : "base");
+  }
+  mxl_adapter_ref_release(refs[0]);
+  mxl_adapter_ref_release(refs[1]);
+  mxl_scheduler_destroy(s);
+  mxl_registry_destroy(reg);
+}
+
+/* A 60-token prompt arriving while another request decodes is prefilled
+ * in chunks of 8 over several steps; the decode gets a token every step. */
+static void test_chunked_prefill(void) {
+  mxl_scheduler *s = make(4, 8, 0, 0);
+  if (!s) return;
+  spec sp[2] = {{4, 20, 0, {-1, -1}, {0, 0}}, {60, 3, 3, {-1, -1}, {0, 0}}};
+  got g[2];
+  run_specs(s, NULL, sp, 2, 40, g);
+  MXL_CHECK(g[0].n == 20 && g[1].n == 3);
+  int gaps = 0;
+  for (int i = 1; i < g[0].n; i++) gaps += g[0].step_of[i] != g[0].step_of[i - 1] + 1;
+  MXL_CHECK_MSG(gaps == 0, "the decode skipped %d steps", gaps);
+  /* the long prompt's first token came after ceil(60/8) = 8 of its steps */
+  MXL_CHECK_MSG(g[1].step_of[0] >= g[0].step_of[0] + 8, "first token at step %llu",
+                (unsigned long long)g[1].step_of[0]);
+  mxl_scheduler_destroy(s);
+}
+
+static void test_cancel(void) {
+  mxl_scheduler *s = make(1, 8, 0, 0);
+  if (!s) return;
+  got g[3];
+  memset(g, 0, sizeof g);
+  uint64_t id[3];
+  spec sp = {6, 30, 0, {-1, -1}, {0, 0}};
+  MXL_CHECK_OK(submit(s, NULL, &sp, 0, &g[0], &id[0]));
+  MXL_CHECK_OK(submit(s, NULL, &sp, 1, &g[1], &id[1])); /* queued: one slot */
+  g[2].cancel_after = 4;
+  MXL_CHECK_OK(submit(s, NULL, &sp, 2, &g[2], &id[2]));
+  for (int i = 0; i < 5; i++) MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK(st.running == 1 && st.queued == 2 && st.kv_bytes_used > 0);
+  MXL_CHECK_OK(mxl_scheduler_cancel(s, id[0])); /* running */
+  MXL_CHECK_OK(mxl_scheduler_cancel(s, id[1])); /* queued */
+  MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+  MXL_CHECK(g[0].finals == 1 && g[0].finish == MXL_FINISH_CANCELLED && g[0].n > 0);
+  MXL_CHECK(g[1].finals == 1 && g[1].finish == MXL_FINISH_CANCELLED && g[1].n == 0);
+  MXL_CHECK_FAILS(mxl_scheduler_cancel(s, id[0]), MXL_ERR_NOT_FOUND, "request");
+  drain(s); /* the third runs and cancels itself from its callback */
+  MXL_CHECK(g[2].finals == 1 && g[2].finish == MXL_FINISH_CANCELLED && g[2].n == 4);
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK(st.running == 0 && st.queued == 0 && st.kv_bytes_used == 0 && st.cancelled == 3);
+  /* destroying with work left ends it with final events */
+  MXL_CHECK_OK(submit(s, NULL, &sp, 3, &g[0], &id[0]));
+  memset(&g[0], 0, sizeof g[0]);
+  g[0].s = s;
+  MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+  mxl_scheduler_destroy(s);
+  MXL_CHECK(g[0].finals == 1 && g[0].finish == MXL_FINISH_CANCELLED);
+}
+
+static void test_kv_budget(void) {
+  uint64_t need = mxl_kv_cache_bytes(&f.model->config, 6 + 10, 8);
+  mxl_scheduler *s = make(8, 8, 2 * need + need / 2, 3); /* two requests of 16 positions */
+  if (!s) return;
+  got g[4];
+  memset(g, 0, sizeof g);
+  uint64_t id;
+  spec sp = {6, 10, 0, {-1, -1}, {0, 0}};
+  for (int i = 0; i < 3; i++) MXL_CHECK_OK(submit(s, NULL, &sp, i, &g[i], &id));
+  MXL_CHECK_FAILS(submit(s, NULL, &sp, 3, &g[3], &id), MXL_ERR_BUSY, "wait");
+  MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK_MSG(st.running == 2 && st.queued == 1, "running %d, queued %d", st.running, st.queued);
+  MXL_CHECK(st.kv_bytes_used == 2 * need && st.kv_bytes_used <= st.kv_bytes_total);
+  spec huge = {40, 50, 0, {-1, -1}, {0, 0}};
+  MXL_CHECK_FAILS(submit(s, NULL, &huge, 0, &g[3], &id), MXL_ERR_ARGUMENT, "KV budget");
+  drain(s);
+  for (int i = 0; i < 3; i++) MXL_CHECK(g[i].finals == 1 && g[i].n == 10);
+  MXL_CHECK(g[2].step_of[0] > g[0].step_of[9]); /* the third waited for memory */
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK(st.kv_bytes_used == 0 && st.refused == 2 && st.completed == 3);
+
+  /* bad requests */
+  int32_t bad[2] = {5, 999999};
+  mxl_request r;
+  mxl_request_defaults(&r);
+  r.on_event = on_event;
+  r.user = &g[3];
+  r.max_tokens = 5;
+  MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_ARGUMENT, "empty");
+  r.prompt = bad;
+  r.n_prompt = 2;
+  MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_ARGUMENT, "999999");
+  r.n_prompt = 1;
+  r.max_tokens = 200;
+  MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_ARGUMENT, "context of 96");
+  r.max_tokens = 5;
+  r.top_p = 0;
+  MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_ARGUMENT, "top-p");
+  r.top_p = 1;
+  mxl_scheduler_shutdown(s, 1);
+  MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_STATE, "shutting down");
+  mxl_scheduler_destroy(s);
+}
+
+/* The engine thread: run() on its own thread, submissions from this one,
+ * then a draining shutdown. */
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  got g;
+} waiter;
+
+static int on_event_signal(void *user, const mxl_request_event *ev) {
+  waiter *w = user;
+  on_event(&w->g, ev);
+  if (ev->finish != MXL_FINISH_NONE) {
+    pthread_mutex_lock(&w->mu);
+    w->done++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+  }
+  return 0;
+}
+
+static void *engine_thread(void *p) {
+  mxl_scheduler_run(p);
+  return NULL;
+}
+
+static void test_run_thread(void) {
+  mxl_scheduler *s = make(4, 8, 0, 0);
+  if (!s) return;
+  pthread_t th;
+  MXL_CHECK(pthread_create(&th, NULL, engine_thread, s) == 0);
+  waiter w[3];
+  int32_t prompt[5] = {1, 2, 3, 4, 5};
+  for (int i = 0; i < 3; i++) {
+    memset(&w[i], 0, sizeof w[i]);
+    pthread_mutex_init(&w[i].mu, NULL);
+    pthread_cond_init(&w[i].cv, NULL);
+    w[i].g.s = s;
+    mxl_request r;
+    mxl_request_defaults(&r);
+    r.prompt = prompt;
+    r.n_prompt = 5;
+    r.temperature = 0;
+    r.max_tokens = 6 + i;
+    r.on_event = on_event_signal;
+    r.user = &w[i];
+    uint64_t id;
+    MXL_CHECK_OK(mxl_scheduler_submit(s, &r, &id));
+    if (i == 0) usleep(20000); /* let the first one start before the others join */
+  }
+  for (int i = 0; i < 3; i++) {
+    pthread_mutex_lock(&w[i].mu);
+    while (!w[i].done) pthread_cond_wait(&w[i].cv, &w[i].mu);
+    pthread_mutex_unlock(&w[i].mu);
+    MXL_CHECK(w[i].g.n == 6 + i && w[i].g.finish == MXL_FINISH_LENGTH);
+  }
+  /* same prompt, greedy: the shorter outputs are prefixes of the longer */
+  MXL_CHECK(!memcmp(w[0].g.tokens, w[2].g.tokens, 6 * sizeof(int32_t)));
+  mxl_scheduler_shutdown(s, 1);
+  pthread_join(th, NULL);
+  mxl_scheduler_destroy(s);
+}
+
+int main(void) {
+  if (fixture_open(&f, "test", "hf", 31, "", 1) != MXL_OK) {
+    fprintf(stderr, "setup: %s\n", mxl_last_error());
+    return 1;
+  }
+  for (int i = 0; i < 2; i++) {
+    snprintf(adapter_path[i], sizeof adapter_path[i], "%s/%c.mxla", f.dir, 'a' + i);
+    mxl_lora_config lc;
+    mxl_lora_config_init(&lc, 4 + 4 * i, 8.0f);
+    mxl_lora_config_add(&lc, MXL_LORA_ATTN_BITS | MXL_LORA_EXPERT_BITS, NULL, 0,
+                        f.model->config.n_layers);
+    mxl_lora *lora = NULL;
+    MXL_CHECK_OK(mxl_lora_create(&f.model->config, &lc, NULL, &lora));
+    if (!lora) return 1;
+    fixture_fill(lora, 50 + (uint64_t)i, 0.3f);
+    mxl_adapter_save_options opt;
+    mxl_adapter_save_options_default(&opt);
+    MXL_CHECK_OK(mxl_adapter_save(adapter_path[i], lora, f.model, &opt));
+    mxl_lora_destroy(lora);
+  }
+  MXL_RUN(test_greedy_independent_of_batch);
+  MXL_RUN(test_same_as_generate);
+  MXL_RUN(test_chunked_prefill);
+  MXL_RUN(test_cancel);
+  MXL_RUN(test_kv_budget);
+  MXL_RUN(test_run_thread);
+  fixture_close(&f);
+  return mxl_test_summary("scheduler");
+}
