@@ -49,6 +49,8 @@ import sys
 import tempfile
 import time
 
+from bench_host import cpu_name
+
 MASK64 = (1 << 64) - 1
 
 
@@ -191,7 +193,8 @@ def main():
     if not variants or any(v not in ("fp32", "bf16") for v in variants):
         raise SystemExit("--peft: a list of fp32 and bf16")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), TRANSFORMERS_VERBOSITY="error")
-    print(f"train_vs_peft: {a.model}, batch {a.batch} x seq {a.seq}, {a.threads} threads, "
+    print(f"train_vs_peft: {cpu_name()}")
+    print(f"{a.model}, batch {a.batch} x seq {a.seq}, {a.threads} threads, "
           f"rank {a.rank} alpha {a.alpha:g}, {a.warmup} warm-up + {a.steps} timed steps per "
           f"process, {a.rounds} rounds (order rotates)")
     print("mxlora:", " ".join(mx_cmd))
