@@ -12,7 +12,7 @@
  *      post-attention norm gain [H], router weight [E, H], router bias [E];
  *      then the final norm gain [H]; all as little-endian bf16 bytes.
  * Those tensors are stored unchanged in the HF root, original/ and
- * metal/model.bin (spec §3.2, §4.3: only q/k rows and expert scales are
+ * metal/model.bin (docs/gpt-oss.md §3.2, §4.3: only q/k rows and expert scales are
  * transformed in metal), so all three layouts give the same digest. The
  * vocabulary size is left out on purpose: metal keeps only 200014 rows. */
 #ifndef MXL_ADAPTERS_FINGERPRINT_H

@@ -8,7 +8,7 @@
  * same size with the same offsets, so the optimizer is one flat loop over
  * `n_floats` and a checkpoint is one write.
  *
- * Tensors, per adapted (layer, target); R rank, E experts (spec §8):
+ * Tensors, per adapted (layer, target); R rank, E experts (docs/gpt-oss.md §8):
  *   attention q/k/v/o   A [R, in]        B [out, R]           (PEFT orientation)
  *   experts gate_up/down A [E, R, in]    B [E, out, R]        (contiguous per expert)
  * q: in H, out nh·d;  k, v: in H, out nkv·d;  o: in nh·d, out H;

@@ -1,7 +1,6 @@
 /* "Base model + adapter deltas" as a tensor source for the layout writer
  * (merge.h). Tensors no adapter touches are the base's bytes, unchanged. */
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 

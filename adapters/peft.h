@@ -1,5 +1,5 @@
 /* PEFT interchange: a LoRA set as Hugging Face PEFT saves one for
- * GptOssForCausalLM (spec §8, peers §1.2), i.e. a directory with
+ * GptOssForCausalLM (docs/gpt-oss.md §8), i.e. a directory with
  * adapter_model.safetensors and adapter_config.json.
  *
  * Keys (layer l):

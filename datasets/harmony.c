@@ -1,4 +1,4 @@
-/* Harmony rendering (spec §7), written from openai-harmony's documented and
+/* Harmony rendering (docs/gpt-oss.md §7), written from openai-harmony's documented and
  * observed behaviour (format.md, encoding.rs); checked token-exactly
  * against it by tests/test_harmony.c on fixtures that
  * tools/gen_harmony_fixtures.py writes with the openai-harmony package. */

@@ -1,4 +1,4 @@
-/* Harmony chat rendering (spec §7): the conversation model, the mapping
+/* Harmony chat rendering (docs/gpt-oss.md §7): the conversation model, the mapping
  * from dataset JSON to it, and the renderer with per-token loss flags.
  *
  * Rendering happens in two steps so that the format can be checked without

@@ -1,5 +1,5 @@
 /* The tokenizer object: building it from a table, encoding (regex pieces,
- * then byte-level BPE by rank, spec §6.4), decoding and streaming decode. */
+ * then byte-level BPE by rank, docs/gpt-oss.md §6.4), decoding and streaming decode. */
 #include "datasets/tokenizer.h"
 
 #include <stdlib.h>

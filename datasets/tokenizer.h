@@ -1,4 +1,4 @@
-/* The o200k_harmony tokenizer (spec §6): byte-level BPE over the o200k
+/* The o200k_harmony tokenizer (docs/gpt-oss.md §6): byte-level BPE over the o200k
  * pre-tokenization regex (PCRE2), plus special tokens.
  *
  * Sources, found automatically by mxl_tokenizer_load from a model folder:
@@ -27,7 +27,7 @@ typedef struct mxl_token_table {
   int n_special;                /* special tokens, ids special_base.. */
   int special_base;             /* = n_text for gpt-oss (199998) */
   const char *const *special;   /* [n_special] names, e.g. "<|start|>" */
-  const char *regex;            /* pre-tokenization pattern (spec §6.3) */
+  const char *regex;            /* pre-tokenization pattern (docs/gpt-oss.md §6.3) */
 } mxl_token_table;
 
 /* Parses the tokenizer section of a metal/model.bin (from its 16-byte
@@ -45,7 +45,7 @@ const mxl_token_table *mxl_tokenizer_table(const mxl_tokenizer *tok);
  * for `table` into dir, in the layout of the published gpt-oss files. */
 mxl_status mxl_tokenizer_write_hf(const mxl_token_table *table, const char *dir);
 
-/* Serializes the metal/model.bin tokenizer section (spec §4.1: the 16-byte
+/* Serializes the metal/model.bin tokenizer section (docs/gpt-oss.md §4.1: the 16-byte
  * tokenizer header, special-token UUIDs, regex + NUL, u16-length-prefixed
  * tokens) into a malloc'd buffer, without the padding to 16 KiB. */
 mxl_status mxl_tokenizer_metal_section(const mxl_token_table *table, uint8_t **data_out,
@@ -54,7 +54,7 @@ mxl_status mxl_tokenizer_metal_section(const mxl_token_table *table, uint8_t **d
 /* ---- added by the tokenizer module ---- */
 
 /* The 21 harmony special-token names of the Hugging Face gpt-oss tokenizer
- * (spec §6.2), in id order: "<|startoftext|>" (n_text+0) ..
+ * (docs/gpt-oss.md §6.2), in id order: "<|startoftext|>" (n_text+0) ..
  * "<|endofprompt|>" (n_text+20). Returns the static array; *n_out = 21. */
 const char *const *mxl_harmony_special_names(int *n_out);
 enum { MXL_HARMONY_N_SPECIAL = 21 };
@@ -89,7 +89,7 @@ void mxl_token_table_free(mxl_token_table *table);
 /* A deep copy of any table (owned; free with mxl_token_table_free). */
 mxl_status mxl_token_table_copy(const mxl_token_table *table, mxl_token_table **out);
 
-/* The o200k pre-tokenization regex (spec §6.3). */
+/* The o200k pre-tokenization regex (docs/gpt-oss.md §6.3). */
 extern const char mxl_o200k_regex[];
 
 #endif

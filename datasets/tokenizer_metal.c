@@ -1,4 +1,4 @@
-/* The tokenizer section of metal/model.bin (spec §4.1-4.2): the special
+/* The tokenizer section of metal/model.bin (docs/gpt-oss.md §4.1-4.2): the special
  * token UUIDs and the section writer. The reader is in tokenizer_load.c. */
 #include "datasets/tokenizer_metal.h"
 

@@ -1,5 +1,5 @@
 /* Private to the tokenizer files: the special-token UUIDs of metal/model.bin
- * (spec §4.2) and the tiktoken tokenizer UUID (spec §4.1, offset 116). */
+ * (docs/gpt-oss.md §4.2) and the tiktoken tokenizer UUID (docs/gpt-oss.md §4.1, offset 116). */
 #ifndef MXL_DATASETS_TOKENIZER_METAL_H
 #define MXL_DATASETS_TOKENIZER_METAL_H
 

@@ -1,4 +1,4 @@
-/* Pre-tokenization: UTF-8 validation and the regex split (spec §6.3).
+/* Pre-tokenization: UTF-8 validation and the regex split (docs/gpt-oss.md §6.3).
  *
  * tiktoken runs the o200k pattern with Rust's fancy-regex: leftmost-first
  * alternation with backtracking, the same semantics as PCRE2. Two things

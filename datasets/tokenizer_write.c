@@ -157,7 +157,7 @@ static int has_special(const mxl_token_table *t, const char *name) {
   return 0;
 }
 
-/* bos/eos/pad of the published gpt-oss tokenizer (spec §6.2), when the
+/* bos/eos/pad of the published gpt-oss tokenizer (docs/gpt-oss.md §6.2), when the
  * table has those tokens. */
 static const char *const role_key[3] = {"bos_token", "eos_token", "pad_token"};
 static const char *const role_name[3] = {"<|startoftext|>", "<|return|>", "<|endoftext|>"};

@@ -95,6 +95,7 @@ int mxl_wait_policy_chosen(void);
 #include "mxlora/registry.h"  /* adapters loaded by name at runtime */
 #include "mxlora/scheduler.h" /* continuous batching of generation requests */
 #include "mxlora/server.h"    /* serving: jobs by text, the OpenAI-compatible HTTP server */
+#include "mxlora/plan.h"      /* GPU memory planning */
 
 #ifdef __cplusplus
 extern "C" {

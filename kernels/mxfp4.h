@@ -2,7 +2,7 @@
  * for the host and as CUDA C++ for the device, so every backend decodes with
  * the very same code.
  *
- * Layout (spec §2.3). A weight row of `cols` inputs is cols/32 blocks; each
+ * Layout (docs/gpt-oss.md §2.3). A weight row of `cols` inputs is cols/32 blocks; each
  * block is 16 bytes of packed E2M1 codes plus one E8M0 scale byte stored in a
  * separate tensor:
  *   blocks [rows, cols/32, 16] u8    scales [rows, cols/32] u8

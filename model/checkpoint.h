@@ -11,7 +11,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 
-/* ---- tensor catalogue (spec §2.2, §3.2) ---- */
+/* ---- tensor catalogue (docs/gpt-oss.md §2.2, §3.2) ---- */
 
 typedef enum mxl_tensor_kind {
   MXL_T_EMBED,       /* [V, H] */
@@ -87,7 +87,7 @@ const char *mxl_tensor_kind_original_label(mxl_tensor_kind kind);
  * gpt-oss tensor name, else 1 with *kind and *layer set. */
 int mxl_tensor_name_parse(const char *name, mxl_tensor_kind *kind, int *layer);
 
-/* ---- metal/model.bin (spec §4) ---- */
+/* ---- metal/model.bin (docs/gpt-oss.md §4) ---- */
 
 enum {
   MXL_METAL_PAGE = 16384,

@@ -1,4 +1,4 @@
-/* metal/model.bin (spec §4): OpenAI's Apple Metal runtime file. The header
+/* metal/model.bin (docs/gpt-oss.md §4): OpenAI's Apple Metal runtime file. The header
  * carries the config and the tokenizer; the weights follow at offsets fixed
  * by the config, so the file size must match the computed layout exactly.
  * q/k rows are stored permuted into adjacent RoPE pairs and pre-scaled

@@ -1,5 +1,5 @@
-/* The tensor catalogue of the HF and original layouts (spec §2.2, §3.2) and
- * the metal/model.bin offsets (spec §4.1-§4.4). */
+/* The tensor catalogue of the HF and original layouts (docs/gpt-oss.md §2.2, §3.2) and
+ * the metal/model.bin offsets (docs/gpt-oss.md §4.1-§4.4). */
 #include <stdio.h>
 #include <string.h>
 

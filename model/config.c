@@ -1,5 +1,5 @@
 /* gpt-oss configuration: the published values, validation, the three
- * on-disk forms (spec §1.1-§1.3, §4.1), YaRN and parameter counts. */
+ * on-disk forms (docs/gpt-oss.md §1.1-§1.3, §4.1), YaRN and parameter counts. */
 #include "model/config.h"
 
 #include <cjson/cJSON.h>
@@ -199,7 +199,7 @@ static mxl_status validate_rope(const mxl_config *c, const char *src, const fiel
     return mxl_errorf(MXL_ERR_FORMAT, "%s: %s (%g) must be greater than %s (%g)", src,
                       n->beta_fast, (double)c->rope_beta_fast, n->beta_slow,
                       (double)c->rope_beta_slow);
-  /* The reference code asserts 0 < low < high < d/2 - 1 (spec §0 note). */
+  /* The reference code asserts 0 < low < high < d/2 - 1 (docs/gpt-oss.md §5.3). */
   mxl_yarn y;
   mxl_config_yarn(c, &y);
   if (!(y.low > 0.0 && y.low < y.high && y.high < c->head_dim / 2.0 - 1.0))

@@ -1,5 +1,5 @@
 /* gpt-oss model configuration, one struct for all three checkpoint layouts
- * (spec §1). Parsed from config.json (HF root), original/config.json, or the
+ * (docs/gpt-oss.md §1). Parsed from config.json (HF root), original/config.json, or the
  * metal/model.bin header, then validated by mxl_config_validate. */
 #ifndef MXL_MODEL_CONFIG_H
 #define MXL_MODEL_CONFIG_H
@@ -57,16 +57,16 @@ mxl_status mxl_config_validate(const mxl_config *c, const char *source);
 
 /* ---- parsing; `source` names the file in error messages ---- */
 
-/* HF config.json (spec §1.1): rope_scaling or transformers-v5
+/* HF config.json (docs/gpt-oss.md §1.1): rope_scaling or transformers-v5
  * rope_parameters; layer_types honoured as given (default: even layers
  * slide); eos/bos/pad ids become the stop ids until a generation config
  * says otherwise. Validates. */
 mxl_status mxl_config_parse_hf(const char *json, size_t len, const char *source,
                                mxl_config *c);
-/* original/config.json (spec §1.3). Validates. */
+/* original/config.json (docs/gpt-oss.md §1.3). Validates. */
 mxl_status mxl_config_parse_original(const char *json, size_t len, const char *source,
                                      mxl_config *c);
-/* generation_config.json (spec §1.2): replaces the stop ids and the
+/* generation_config.json (docs/gpt-oss.md §1.2): replaces the stop ids and the
  * bos/pad ids of an already parsed config; checks them against vocab_size. */
 mxl_status mxl_config_parse_generation(const char *json, size_t len, const char *source,
                                        mxl_config *c);
@@ -75,7 +75,7 @@ mxl_status mxl_config_load_hf(const char *path, mxl_config *c);
 mxl_status mxl_config_load_original(const char *path, mxl_config *c);
 mxl_status mxl_config_load_generation(const char *path, mxl_config *c);
 
-/* ---- metal/model.bin model header (spec §4.1: 17 × 4 bytes at offset 32) ---- */
+/* ---- metal/model.bin model header (docs/gpt-oss.md §4.1: 17 × 4 bytes at offset 32) ---- */
 enum { MXL_METAL_MODEL_HEADER_BYTES = 68 };
 /* Parses the header, deriving initial_context (= context_length ×
  * interpolation_scale), rope_factor (1/interpolation_scale) and the YaRN
@@ -91,7 +91,7 @@ void mxl_config_write_metal(const mxl_config *c, uint8_t out[MXL_METAL_MODEL_HEA
 
 /* ---- derived values ---- */
 
-/* YaRN quantities (spec §4.1, §5.3), computed in double like the
+/* YaRN quantities (docs/gpt-oss.md §4.1, §5.3), computed in double like the
  * reference scripts. */
 typedef struct mxl_yarn {
   double low, high;          /* ramp bounds in RoPE pair indices (8.0928, 17.398) */
@@ -102,7 +102,7 @@ typedef struct mxl_yarn {
 } mxl_yarn;
 void mxl_config_yarn(const mxl_config *c, mxl_yarn *y);
 
-/* Parameter counts (spec §9.1). */
+/* Parameter counts (docs/gpt-oss.md §9.1). */
 typedef struct mxl_param_counts {
   int64_t total;                 /* every weight and bias */
   int64_t mxfp4;                 /* expert weight matrices (stored MXFP4) */

@@ -13,7 +13,7 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration) 
   const int half = c->head_dim / 2;
   const double theta = c->rope_theta, factor = c->rope_factor;
   const double two_pi = 2.0 * 3.14159265358979323846;
-  /* Correction range (spec §5.3), without truncation. */
+  /* Correction range (docs/gpt-oss.md §5.3), without truncation. */
   double low = half * log(c->initial_context / (c->rope_beta_fast * two_pi)) / log(theta);
   double high = half * log(c->initial_context / (c->rope_beta_slow * two_pi)) / log(theta);
   if (low < 0) low = 0;
@@ -118,16 +118,12 @@ static mxl_status check_ops(const mxl_ops *ops) {
     const char *name;
     any_op fn;
   } table[] = {
-      OP(destroy),      OP(alloc),           OP(free),          OP(upload),
-      OP(download),     OP(copy),            OP(zero),          OP(sync),
-      OP(embed),        OP(rmsnorm),         OP(matmul_bf16),   OP(gemm_f32),
-      OP(rope),         OP(attention),       OP(router_topk),   OP(moe_plan),
-      OP(moe_gather),   OP(mxfp4_matmul),    OP(swiglu),        OP(moe_combine),
-      OP(add),          OP(dropout),         OP(unembed_xent),  OP(lora),
-      OP(lora_bwd),     OP(rmsnorm_bwd),
-      OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd),    OP(moe_gather_bwd),
-      OP(mxfp4_matmul_dx), OP(swiglu_bwd),   OP(moe_combine_bwd), OP(adamw),
-      OP(sum_squares),
+      OP(destroy), OP(alloc), OP(free), OP(upload), OP(download), OP(copy), OP(zero), OP(sync),
+      OP(embed), OP(rmsnorm), OP(matmul_bf16), OP(gemm_f32), OP(rope), OP(attention),
+      OP(router_topk), OP(moe_plan), OP(moe_gather), OP(mxfp4_matmul), OP(swiglu),
+      OP(moe_combine), OP(add), OP(dropout), OP(unembed_xent), OP(lora), OP(lora_bwd),
+      OP(rmsnorm_bwd), OP(matmul_bf16_dx), OP(attention_bwd), OP(router_bwd), OP(moe_gather_bwd),
+      OP(mxfp4_matmul_dx), OP(swiglu_bwd), OP(moe_combine_bwd), OP(adamw), OP(sum_squares),
   };
   enum { N_OPS = sizeof table / sizeof table[0] };
   /* A new op in kernels/ops.h must be listed above (docs/adding-an-op.md). */
@@ -143,6 +139,14 @@ static mxl_status check_ops(const mxl_ops *ops) {
 #undef OP
 
 /* ---------------------------------------------------------------- engine */
+
+size_t mxl_engine_device_bytes(const mxl_model *model) {
+  const mxl_mapping *files[64];
+  int n = weight_files(model, files, 64);
+  size_t bytes = (size_t)(model->config.head_dim / 2) * sizeof(float);
+  for (int i = 0; i < n; i++) bytes += files[i]->size;
+  return bytes;
+}
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
   *out = NULL;

@@ -1,6 +1,6 @@
 /* An engine binds a loaded model to a compute backend: the weights as the
  * backend sees them, the YaRN frequency table, and reusable scratch memory.
- * Inference (model/forward.h) and training (model/backward.h) both run on it. */
+ * Inference (model/forward.h) and training (model/train_step.h) both run on it. */
 #ifndef MXL_MODEL_ENGINE_H
 #define MXL_MODEL_ENGINE_H
 
@@ -22,11 +22,15 @@ typedef struct mxl_engine {
   mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
 } mxl_engine;
 
-/* The YaRN table of spec §5.3, computed in double: inv_freq [d/2] and the
+/* The YaRN table of docs/gpt-oss.md §5.3, computed in double: inv_freq [d/2] and the
  * concentration 0.1·ln(factor) + 1 (1 when factor <= 1). */
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
+
+/* The backend bytes mxl_engine_create allocates on a backend without host
+ * memory: every weight file, and the RoPE table (`mxlora plan`). */
+size_t mxl_engine_device_bytes(const mxl_model *model);
 void mxl_engine_destroy(mxl_engine *e);
 
 /* Drops layer `layer`'s projection weights (MXFP4 experts, bf16 q/k/v/o;

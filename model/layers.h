@@ -1,4 +1,4 @@
-/* The two halves of a gpt-oss block (spec §5), shared by inference and
+/* The two halves of a gpt-oss block (docs/gpt-oss.md §5), shared by inference and
  * training:
  *   attention half:  x_mid = x + o_proj(Attn(RoPE(q), RoPE(k), v)),  q,k,v = proj(RMSNorm(x))
  *   MoE half:        x_out = x_mid + Σ_r w_r·Expert_r(RMSNorm(x_mid))
@@ -61,6 +61,10 @@ typedef struct mxl_layer_acts {
  * the largest rank of any adapter that will be applied (0: none). */
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank);
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
+
+/* The bytes mxl_layer_acts_reserve allocates for n tokens and lora_rank
+ * (`mxlora plan`'s accounting, train/plan.c). */
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank);
 
 /* One adapter applied to some rows; its delta is multiplied by `scale`
  * (on top of the view's own alpha/r scale). */

@@ -262,7 +262,7 @@ static mxl_status metal_range(mxl_layout_writer *w, metal_out *o, uint64_t offse
   return MXL_OK;
 }
 
-/* Source row of metal row m of the fused qkv (spec §4.5): q and k heads
+/* Source row of metal row m of the fused qkv (docs/gpt-oss.md §4.5): q and k heads
  * interleave their two RoPE halves (new 2j = old j, new 2j+1 = old d/2+j)
  * and are scaled by 0.5 (q) and 0.25 (k); v is unchanged. */
 static int64_t metal_qkv_source(const mxl_config *c, int64_t m, float *scale) {

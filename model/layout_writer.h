@@ -1,7 +1,7 @@
 /* The one writer of the published checkpoint layouts: HF root and original/
  * safetensors (sharded like the published repos, with the shard index and
  * original/dtypes.json) and metal/model.bin exactly as create-local-model.py
- * lays it out (spec §4).
+ * lays it out (docs/gpt-oss.md §4).
  *
  * The writer knows names, shapes, order, sharding and byte layout; the
  * values come from a tensor source. The tiny generator (repo/tiny_gen.c) is

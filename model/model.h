@@ -1,5 +1,5 @@
 /* The in-memory view of a gpt-oss checkpoint, identical whichever of the
- * three published layouts it was read from (spec §2–§4).
+ * three published layouts it was read from (docs/gpt-oss.md §2–§4).
  *
  * Weights are pointers into read-only file mappings: nothing is expanded,
  * converted or copied on load. MXFP4 experts stay packed. Where a layout
@@ -50,7 +50,7 @@ typedef struct mxl_weights {
                                   0.5 and k by 0.25, so there it is 8/sqrt(d) (1 for d = 64) */
 } mxl_weights;
 
-/* The tokenizer section a metal/model.bin carries (spec §4.1), from its
+/* The tokenizer section a metal/model.bin carries (docs/gpt-oss.md §4.1), from its
  * 16-byte tokenizer header (file offset 132) through the last token; parsed
  * by datasets/ (mxl_tokenizer_from_metal_section). */
 typedef struct mxl_metal_tokenizer {

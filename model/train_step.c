@@ -59,6 +59,16 @@ static batch_dev carve_batch(int n, mxl_carver *cv) {
   return b;
 }
 
+size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int lora_rank) {
+  const size_t H = cfg->hidden, L = cfg->n_layers;
+  grad_bufs g;
+  mxl_carver grads = {0}, batch = {0};
+  carve_grads(cfg, n, &g, &grads);
+  carve_batch(n, &batch);
+  return mxl_layer_acts_bytes(cfg, n, lora_rank) + (L + 1) * n * H * sizeof(float) +
+         n * H * sizeof(float) + n * sizeof(float) + grads.used + batch.used;
+}
+
 static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, grad_bufs *g,
                           batch_dev *b) {
   const size_t H = e->cfg->hidden, L = e->cfg->n_layers;

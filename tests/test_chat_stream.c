@@ -24,7 +24,7 @@ static void push_bytes(mxl_chat_stream *s, const char *bytes) {
   for (const char *p = bytes; *p; p++) mxl_chat_stream_push(s, (uint8_t)*p);
 }
 
-/* Issue 14 §5: raw generation that stops mid-character flushed the raw
+/* Raw generation that stops mid-character used to flush the raw
  * bytes; now the tail is held back and becomes U+FFFD at the end. */
 static mxl_tokenizer *tok;
 

@@ -679,7 +679,7 @@ static void test_inspect(void) {
   MXL_CHECK_FAILS(mxl_inspect("/nonexistent/repo", 0, &text), MXL_ERR_IO, "/nonexistent/repo");
 }
 
-/* Issue 13 §2: what inspect finds unreadable or inconsistent is counted
+/* What inspect finds unreadable or inconsistent is counted
  * (the CLI's exit status) and listed at the end of the report. */
 static int problems_of(const char *sub, char **text) {
   char p[256];

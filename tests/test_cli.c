@@ -43,7 +43,7 @@ static void test_usage_errors(void) {
   EXPECT(2, "not a valid number", "generate --model x --top-k many");
 }
 
-/* Issue 13 §2: out-of-range values are refused naming the flag and the
+/* Out-of-range values are refused naming the flag and the
  * allowed range, numbers are parsed strictly, and every command (train
  * included) takes --opt=value. Each of these ran with a default before. */
 static void test_strict_flags(void) {
@@ -114,7 +114,7 @@ static void test_generate_all_layouts(void) {
   MXL_CHECK(strstr(a, "tok/s") != NULL);
   free(a), free(b), free(c);
   /* Two tokens cannot hold a final-channel answer: said, with a hint
-   * (issue 14 §5; it printed nothing before). */
+   * (it printed nothing before). */
   EXPECT(0, "the model wrote no final answer (2 tokens generated, stopped by max tokens)",
          "generate --model %s/m --chat --prompt hi --max-tokens 2", root);
   EXPECT(0, "hint: --show-analysis shows its reasoning as it is written; --max-tokens (now 2)",

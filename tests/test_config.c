@@ -1,6 +1,6 @@
 /* model/config: the three config forms, validation messages, YaRN values,
  * the metal header and layout, parameter counts. Expected numbers are the
- * published ones (spec §1, §4, §9) or come from transformers' own output
+ * published ones (docs/gpt-oss.md §1, §4, §9) or come from transformers' own output
  * (tests/fixtures/gpt_oss/config_v5_*.json, tools/make_config_fixtures.py). */
 #include <stdint.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include "model/config.h"
 #include "test.h"
 
-/* The published gpt-oss-20b config.json (spec §1.1). */
+/* The published gpt-oss-20b config.json (docs/gpt-oss.md §1.1). */
 static const char hf_20b[] =
     "{\"architectures\": [\"GptOssForCausalLM\"], \"attention_bias\": true,"
     " \"attention_dropout\": 0.0, \"eos_token_id\": 200002, \"experts_per_token\": 4,"
@@ -35,7 +35,7 @@ static const char hf_20b[] =
     " \"swiglu_limit\": 7.0, \"tie_word_embeddings\": false, \"transformers_version\":"
     " \"4.55.0.dev0\", \"use_cache\": true, \"vocab_size\": 201088}";
 
-/* The published original/config.json of gpt-oss-20b (spec §1.3). */
+/* The published original/config.json of gpt-oss-20b (docs/gpt-oss.md §1.3). */
 static const char original_20b[] =
     "{\"num_hidden_layers\": 24, \"num_experts\": 32, \"experts_per_token\": 4,"
     " \"vocab_size\": 201088, \"hidden_size\": 2880, \"intermediate_size\": 2880,"
@@ -236,7 +236,7 @@ static uint32_t f32_bits(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Spec §4.1 / §5.3: the published bounds and header bit patterns. */
+/* docs/gpt-oss.md §4.1 / §5.3: the published bounds and header bit patterns. */
 static void test_yarn_and_metal_header(void) {
   mxl_config c;
   mxl_config_gpt_oss_20b(&c);
@@ -283,7 +283,7 @@ static void test_yarn_and_metal_header(void) {
                   "metal/model.bin: embedding_dim is 2881");
 }
 
-/* Spec §4.1-§4.4: offsets that reproduce the published file sizes. */
+/* docs/gpt-oss.md §4.1-§4.4: offsets that reproduce the published file sizes. */
 static void test_metal_layout_sizes(void) {
   mxl_config c;
   mxl_metal_layout m;
@@ -300,7 +300,7 @@ static void test_metal_layout_sizes(void) {
   MXL_CHECK(m.moe_block_stride == 1694269440ull && m.file_size == 65238253568ull);
 }
 
-/* Spec §9.1 (and §9.2: MXFP4 bytes = 4.25 bits per weight). */
+/* docs/gpt-oss.md §9.1 (and §9.2: MXFP4 bytes = 4.25 bits per weight). */
 static void test_param_counts(void) {
   mxl_config c;
   mxl_param_counts p;

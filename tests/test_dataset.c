@@ -98,7 +98,7 @@ static void test_bad_lines(void) {
       "{\"messages\":[{\"role\":\"system\"},{\"role\":\"user\",\"content\":\"a\"}]}\n",
       "messages[0].content: missing");
   BAD("after.json", "[{\"text\":\"a\"}]\n]\n", "after.json:2: unexpected text after the JSON array");
-  /* Duplicate keys were read silently (the first copy won; issue 14 §5). */
+  /* Duplicate keys were read silently (the first copy won). */
   BAD("dupkey.jsonl", "{\"text\":\"a\"}\n{\"prompt\":\"a\",\"completion\":\"b\",\"prompt\":\"c\"}\n",
       "test_dataset_dupkey.jsonl:2: prompt: duplicate key");
   BAD("dupmsg.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"

@@ -269,7 +269,7 @@ static void test_device_copy_of_weights(void) {
 }
 
 /* A backend with a hole in its op table is refused when the engine is made,
- * naming the op (issue 13 §4), instead of crashing at the first call. Each
+ * naming the op, instead of crashing at the first call. Each
  * op is removed in turn, so a new op left out of model/engine.c's list
  * shows up here too (beside the static assertion there). */
 static void test_missing_op_refused(void) {

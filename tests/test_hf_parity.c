@@ -1,4 +1,4 @@
-/* Forward parity with Hugging Face transformers (issue 3 §4).
+/* Forward parity with Hugging Face transformers.
  *
  * tests/fixtures/parity/forward_<name>.safetensors hold what transformers'
  * GptOssForCausalLM (CPU, fp32, eager attention, MXFP4 experts dequantized

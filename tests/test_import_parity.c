@@ -1,4 +1,4 @@
-/* mxlora import against PEFT (issue 9 §5): tests/fixtures/import/ holds
+/* mxlora import against PEFT: tests/fixtures/import/ holds
  * adapters that transformers + PEFT trained on a tiny checkpoint in the three
  * gpt-oss expert layouts (PEFT's fused target_parameters, Unsloth's
  * gate_up_projs.N modules with rsLoRA, per-expert gate/up/down modules with

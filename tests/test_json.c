@@ -209,7 +209,7 @@ static void test_duplicate_keys_deep(void) {
   cJSON_Delete(o);
 }
 
-/* cJSON stops at 1000 levels; that is not a syntax error (issue 13 §2). */
+/* cJSON stops at 1000 levels; that is not a syntax error. */
 static void test_nesting_too_deep(void) {
   enum { DEPTH = 1500 };
   char *text = malloc(2 * DEPTH + 1);

@@ -41,7 +41,7 @@ static void test_target_names(void) {
   MXL_CHECK(!strcmp(mxl_lora_target_name(MXL_LORA_GATE_UP), "gate_up"));
 }
 
-/* Spec §8: the cookbook recipe on gpt-oss-20b trains 15,040,512 parameters
+/* docs/gpt-oss.md §8: the cookbook recipe on gpt-oss-20b trains 15,040,512 parameters
  * (165,888 per attention layer × 24 + 3,686,400 per expert layer × 3). */
 static void test_cookbook_count(void) {
   mxl_config c;
@@ -229,7 +229,7 @@ static void test_init(void) {
   mxl_lora_destroy(b);
 }
 
-/* The PEFT layout of an expert pair, by spec §8's formula
+/* The PEFT layout of an expert pair, by docs/gpt-oss.md §8's formula
  *   ΔW[e] = Σ_k B_peft[:, k·E + e] ⊗ A_peft[e·R + k, :]
  * must equal ours, Σ_k B[e][:, k] ⊗ A[e][k, :], after the re-indexing. */
 static void test_peft_reindex(void) {

@@ -1,4 +1,4 @@
-/* Mixed-adapter batches (issue 8 §2): sequences with different adapter
+/* Mixed-adapter batches: sequences with different adapter
  * sets in one forward pass get the logits they get alone — bitwise on the
  * ref backend, within the fast path's tolerance on the CPU backend. The
  * emulated CUDA kernels run the same check in

@@ -1,7 +1,7 @@
 /* kernels/mxfp4.h: the MXFP4 codec, decode and encode.
  *
  * The expected values are built here, independently of the codec: the E2M1
- * table is spelled out from the spec (§2.3), scales come from ldexp, and the
+ * table is spelled out from docs/gpt-oss.md (§2.3), scales come from ldexp, and the
  * reference rounding searches the table for the nearest value. */
 #include <stdint.h>
 
@@ -9,7 +9,7 @@
 #include "kernels/mxfp4.h"
 #include "test.h"
 
-/* spec §2.3: nibble → value, bit 3 the sign. */
+/* docs/gpt-oss.md §2.3: nibble → value, bit 3 the sign. */
 static const float e2m1_table[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 

@@ -203,7 +203,7 @@ static void test_init_bound_matches_peft(void) {
 
 /* The OpenAI cookbook recipe on gpt-oss-20b: our keys and shapes are the
  * ones PEFT gives (on a meta-device model), and so is the parameter count,
- * 15,040,512 (spec §8). */
+ * 15,040,512 (docs/gpt-oss.md §8). */
 static void test_cookbook_keys(void) {
   mxl_config c;
   mxl_config_gpt_oss_20b(&c);

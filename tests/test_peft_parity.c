@@ -1,4 +1,4 @@
-/* Training parity with transformers + PEFT (issue 5 §3).
+/* Training parity with transformers + PEFT.
  *
  * tests/fixtures/parity/peft_train.safetensors (tools/gen_peft_fixtures.py)
  * holds what PEFT computes on a tiny checkpoint written by `mxlora tiny`:

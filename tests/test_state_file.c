@@ -88,7 +88,8 @@ static int edit(const char *from, const char *to, int reseal) {
   return out != NULL;
 }
 
-/* The hand edit of issue 14: "step":42 -> 41 is refused by the header
+/* A hand edit ("step":42 -> 41), which resumed silently before format
+ * version 2, is refused by the header
  * checksum; re-sealed edits reach the field checks. */
 static void test_header_edits(void) {
   mxl_state_file f;

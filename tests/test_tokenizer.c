@@ -1,5 +1,5 @@
 /* The o200k_harmony tokenizer: parity with tiktoken on a committed corpus
- * (tools/gen_tokenizer_fixtures.py), spec §6.5 vectors, streaming decode,
+ * (tools/gen_tokenizer_fixtures.py), docs/gpt-oss.md §6.5 vectors, streaming decode,
  * the tokenizer.json and metal writers/readers, BPE training, the CLI, and
  * every loader's error paths. Tests that need the real vocabulary read
  * MXL_SHARED_DIR/data/o200k_base.tiktoken and skip when it is absent. */
@@ -171,7 +171,7 @@ static void test_load_o200k(void) {
     total += t->text_len[i];
     if (t->text_len[i] > longest) longest = t->text_len[i];
   }
-  MXL_CHECK(total == 1397670); /* spec §6.1 */
+  MXL_CHECK(total == 1397670); /* docs/gpt-oss.md §6.1 */
   MXL_CHECK(longest == 128);
   MXL_CHECK(strlen(t->regex) == 274);
   MXL_CHECK(mxl_tokenizer_special(o200k, "<|startoftext|>") == 199998);
@@ -374,7 +374,7 @@ static void test_metal_roundtrip(void) {
   size_t size = 0;
   MXL_CHECK_OK(mxl_tokenizer_metal_section(mxl_tokenizer_table(o200k), &sec, &size));
   if (!sec) return;
-  /* spec §4.1: 16 specials, 199998 tokens, regex 275 bytes, tokens 1,797,666. */
+  /* docs/gpt-oss.md §4.1: 16 specials, 199998 tokens, regex 275 bytes, tokens 1,797,666. */
   uint32_t h[4];
   memcpy(h, sec, 16);
   MXL_CHECK(h[0] == 16 && h[1] == 199998 && h[2] == 275 && h[3] == 1797666);

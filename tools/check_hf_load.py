@@ -9,10 +9,10 @@
    unexpected or mismatched keys, its tokenizer and generation config load,
    and a forward pass gives finite logits; the RMS of the hidden state after
    every layer is printed (the initialisation should keep it O(1)).
-2. original/ is read by a small numpy reader written from the spec (§3:
+2. original/ is read by a small numpy reader written from docs/gpt-oss.md (§3:
    safetensors parsing, dtypes.json, fused qkv split, MXFP4 decode §2.3) and
    every tensor must equal what transformers holds.
-3. metal/model.bin is read by a numpy reader written from the spec (§4:
+3. metal/model.bin is read by a numpy reader written from docs/gpt-oss.md (§4:
    header, 16-byte items, 16 KiB regions, per-expert interleave, q/k pair
    permutation and 0.5/0.25 scale, scales +14) and must equal it too.
 Exit status 0 only when everything agrees.
@@ -63,7 +63,7 @@ def read_weights(folder):
 
 
 def mxfp4_decode(blocks, scales, bias=127):
-    """blocks [..., G, 16] u8, scales [..., G] u8 -> [..., G*32] float32 (spec §2.3)."""
+    """blocks [..., G, 16] u8, scales [..., G] u8 -> [..., G*32] float32 (docs/gpt-oss.md §2.3)."""
     lo = FP4[blocks & 0x0F]
     hi = FP4[blocks >> 4]
     vals = np.stack([lo, hi], axis=-1).reshape(*blocks.shape[:-1], 32)
@@ -110,7 +110,7 @@ def original_as_hf(folder):
 
 
 def metal_as_hf(path):
-    """Reads metal/model.bin (spec §4) and returns HF-named float32 arrays."""
+    """Reads metal/model.bin (docs/gpt-oss.md §4) and returns HF-named float32 arrays."""
     data = open(path, "rb").read()
     assert data[:12] == b"GPT-OSS v1.0" and struct.unpack_from("<I", data, 12)[0] == 0, "magic"
     h = struct.unpack_from("<6If4I6f", data, 32)
@@ -119,7 +119,7 @@ def metal_as_hf(path):
     rows = nt + ns
     page = lambda x: (x + 16383) // 16384 * 16384
     a16 = lambda x: (x + 15) // 16 * 16
-    # YaRN values must be what the config gives (spec §4.1).
+    # YaRN values must be what the config gives (docs/gpt-oss.md §4.1).
     ictx, factor = ctx * interp, 1 / interp
     low = -yoff / yscale
     high = low + 1 / yscale

@@ -70,7 +70,7 @@ def compare(ours_dir, ref_dir):
         ocfg = json.load(f)
     with open(os.path.join(ref_dir, "tokenizer_config.json")) as f:
         rcfg = json.load(f)
-    # tokenizer_class: the published gpt-oss file says PreTrainedTokenizerFast (spec §6.2), as
+    # tokenizer_class: the published gpt-oss file says PreTrainedTokenizerFast (docs/gpt-oss.md §6.2), as
     # mxlora writes; transformers 5 writes its new name "TokenizersBackend" and loads both.
     if ocfg.get("tokenizer_class") != "PreTrainedTokenizerFast":
         problems.append("tokenizer_config.tokenizer_class: %r" % ocfg.get("tokenizer_class"))

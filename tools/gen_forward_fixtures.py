@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/parity/forward_*.safetensors: Hugging Face
 transformers' GptOssForCausalLM as the outside oracle for mxl_forward (read
-by tests/test_hf_parity.c; issue 3 §4).
+by tests/test_hf_parity.c).
 
 For each configuration below, `mxlora tiny` writes the checkpoint (HF root
 only; the C test regenerates it with mxl_tiny_write and checks the sha256 of

@@ -2,8 +2,8 @@
 """Writes tests/fixtures/ops_torch.bin: PyTorch as the independent oracle for
 the ref backend's ops (read by tests/test_grad.c).
 
-Each op is written here from the math of the spec (../shared/spec
-gpt-oss.md section 5, and kernels/ops.h), eagerly, in float64, on float32
+Each op is written here from the math of docs/gpt-oss.md §5 and
+kernels/ops.h, eagerly, in float64, on float32
 inputs; gradients come from torch.autograd (SwiGLU's clamps are written with
 torch.where so that their boundary gradient is the one kernels/ops.h
 specifies, whatever the installed torch.clamp does). AdamW is torch.optim.AdamW itself. The dropout

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/parity/peft_train.safetensors: transformers + PEFT
 as the outside oracle for mxl_train_step's loss and LoRA gradients and for
-the AdamW step (read by tests/test_peft_parity.c; issue 5 §3).
+the AdamW step (read by tests/test_peft_parity.c).
 
 The base is a tiny checkpoint written by `mxlora tiny` (the C test writes it
 again with mxl_tiny_write and checks the sha256 of model.safetensors): the

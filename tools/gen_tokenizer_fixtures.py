@@ -31,7 +31,7 @@ import sys
 import tiktoken
 import tiktoken.load
 
-# spec §6.3 (identical to tiktoken_ext.openai_public.o200k_base's pat_str).
+# docs/gpt-oss.md §6.3 (identical to tiktoken_ext.openai_public.o200k_base's pat_str).
 PAT = "|".join([
     r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
     r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
@@ -42,7 +42,7 @@ PAT = "|".join([
     r"""\s+""",
 ])
 
-# The 21 special tokens of the Hugging Face gpt-oss tokenizer (spec §6.2).
+# The 21 special tokens of the Hugging Face gpt-oss tokenizer (docs/gpt-oss.md §6.2).
 SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|reserved_200000|>", "<|reserved_200001|>",
             "<|return|>", "<|constrain|>", "<|reserved_200004|>", "<|channel|>", "<|start|>",
             "<|end|>", "<|message|>", "<|reserved_200009|>", "<|reserved_200010|>",

@@ -84,7 +84,7 @@ def init_bounds():
 
 
 def cookbook_20b():
-    """The cookbook recipe (spec §8) on gpt-oss-20b's shape."""
+    """The cookbook recipe (docs/gpt-oss.md §8) on gpt-oss-20b's shape."""
     cfg = GptOssConfig(
         num_hidden_layers=24, num_local_experts=32, num_experts_per_tok=4, hidden_size=2880,
         intermediate_size=2880, head_dim=64, num_attention_heads=64, num_key_value_heads=8,

@@ -2,7 +2,7 @@
  * into batches, a resumable data cursor, and dataset statistics.
  *
  * The pipeline: a file of samples (JSONL or a JSON array) is parsed line by
- * line, each sample is rendered in the harmony chat format (spec §7) and
+ * line, each sample is rendered in the harmony chat format (docs/gpt-oss.md §7) and
  * tokenized, and every token gets a set of flags saying which loss-mask
  * modes train it. A batcher then packs documents into fixed-length rows.
  *
@@ -21,7 +21,7 @@
  *   MXL_MASK_ALL: every token, the system prompt included.
  * Raw {"text"} samples are trained on every token in every mode.
  *
- * Previous-turn analysis (spec §7.4), mxl_analysis_rule:
+ * Previous-turn analysis (docs/gpt-oss.md §7.4), mxl_analysis_rule:
  *   MXL_ANALYSIS_EARLIER_TURNS (default): analysis messages before the last
  *     user message are dropped; the last turn keeps its chain of thought
  *     (including the analysis before tool calls), which is what the model
@@ -29,7 +29,7 @@
  *   MXL_ANALYSIS_HARMONY: openai-harmony's auto_drop_analysis=True: if the
  *     last assistant message is on `final`, every analysis message before the
  *     first `final` message is dropped. Note: this drops the target turn's
- *     own chain of thought in a single-turn sample (the §7.3 gotcha).
+ *     own chain of thought in a single-turn sample (the gotcha of docs/gpt-oss.md §7.3).
  *   MXL_ANALYSIS_HF: the Hugging Face chat template: the thinking of an
  *     assistant message is kept only for the last message, or for a message
  *     with tool calls that no later final answer follows.

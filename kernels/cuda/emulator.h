@@ -1,6 +1,6 @@
 // The CUDA emulator: runs the project's kernel headers (*.cuh) on the CPU,
 // one fiber per CUDA thread, so CI tests kernels without a GPU
-// (design/CUDA-TESTING.md). C++17, host only, test code: never linked into
+// (docs/cuda-testing.md). C++17, host only, test code: never linked into
 // the library.
 //
 // Include this header before any kernel header. It defines MXL_CUDA_EMULATE
@@ -310,7 +310,8 @@ inline float shfl_xor(float v, int mask) {
   std::memcpy(&my_warp().in[l][0], &v, 4);
   if (!warp_collective(collective::shfl_xor, mask, "shfl.sync.bfly",
                        [mask](warp_state &w) {
-                         for (unsigned i = 0; i < 32; i++) w.out[i][0] = w.in[i ^ (unsigned)mask][0];
+                         for (unsigned i = 0; i < 32; i++)
+                           w.out[i][0] = w.in[i ^ (unsigned)mask][0];
                        }))
     return 0.0f;
   float out;
