@@ -465,6 +465,41 @@ static void run_gemm(mxl_backend *be, void *arg, int rep) {
                     a->tB ? a->K : a->N, 0.0f, a->C, a->N);
 }
 
+/* The segmented LoRA op over every expert of a layer (one segment per
+ * expert's rows), and the same products as per-expert gemm_f32 calls (what
+ * the op replaces): forward y += s·(x·Aᵀ)·Bᵀ, backward dt, dB, dA, dx. */
+typedef struct lora_arg {
+  mxl_lora_seg segs[E];
+  int in, out, bwd, per_call;
+  float *x, *y, *t, *dx, *dt;
+} lora_arg;
+
+static void run_lora(mxl_backend *be, void *arg, int rep) {
+  (void)rep;
+  lora_arg *a = arg;
+  if (!a->per_call) {
+    if (!a->bwd) be->ops->lora(be, a->y, a->t, a->x, a->segs, E, a->in, a->out);
+    else be->ops->lora_bwd(be, a->dx, a->y, a->x, a->t, a->segs, E, a->in, a->out);
+    return;
+  }
+  for (int e = 0; e < E; e++) {
+    const mxl_lora_seg *g = &a->segs[e];
+    const float *x = a->x + (size_t)g->row0 * a->in;
+    float *y = a->y + (size_t)g->row0 * a->out, *t = a->t + g->t_off, *dt = a->dt + g->t_off;
+    int m = g->rows, R = g->rank, in = a->in, out = a->out;
+    if (!a->bwd) {
+      be->ops->gemm_f32(be, 0, 1, m, R, in, 1.0f, x, in, g->A, in, 0.0f, t, R);
+      be->ops->gemm_f32(be, 0, 1, m, out, R, g->scale, t, R, g->B, R, 1.0f, y, out);
+    } else { /* y holds dy here */
+      be->ops->gemm_f32(be, 0, 0, m, R, out, g->scale, y, out, g->B, R, 0.0f, dt, R);
+      be->ops->gemm_f32(be, 1, 0, out, R, m, g->scale, y, out, t, R, 1.0f, g->dB, R);
+      be->ops->gemm_f32(be, 1, 0, R, in, m, 1.0f, dt, R, x, in, 1.0f, g->dA, in);
+      be->ops->gemm_f32(be, 0, 0, m, in, R, 1.0f, dt, R, g->A, in, 1.0f,
+                        a->dx + (size_t)g->row0 * in, in);
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ main */
 
 static int parse_threads(const char *s, int *out, int max) {
@@ -718,6 +753,37 @@ int main(int argc, char **argv) {
           measure(&r, be, run_gemm, &shapes[s], g_reps * (sz ? 1 : 4), &Lf, 0);
         }
       }
+    }
+    /* -- segmented LoRA, rank 16, one segment per expert (gate_up: in H,
+     * out 2I) over n_pre·k grouped rows, against per-expert gemm_f32 calls */
+    {
+      int R = 16, in = H, out = 2 * I, m = n_pre * TOPK;
+      lora_arg la;
+      memset(&la, 0, sizeof la);
+      la.in = in, la.out = out, la.x = x, la.y = y;
+      la.t = xmalloc((size_t)m * R * 4), la.dt = xmalloc((size_t)m * R * 4);
+      la.dx = xmalloc((size_t)m * in * 4);
+      float *ab = xmalloc((size_t)E * R * (in + out) * 4 * 2);
+      fill_f32(ab, (size_t)E * R * (in + out), 80, 0.02f);
+      memset(ab + (size_t)E * R * (in + out), 0, (size_t)E * R * (in + out) * 4);
+      for (int e = 0; e < E; e++) {
+        float *A = ab + (size_t)e * R * (in + out), *dA = A + (size_t)E * R * (in + out);
+        la.segs[e] = (mxl_lora_seg){e * (m / E), m / E, R, 2.0f, A, A + (size_t)R * in,
+                                    dA, dA + (size_t)R * in, (int64_t)e * (m / E) * R};
+      }
+      snprintf(shape, sizeof shape, "M=%dx%d in=%d out=%d", E, m / E, in, out);
+      limits Lf = L;
+      Lf.bf16 = L.fma, Lf.bf16_cpu = L.fma_cpu; /* fp32 op: against the FMA peak */
+      const char *names[2][2] = {{"lora expert op", "lora_bwd expert op"},
+                                 {"lora expert gemm_f32s", "lora_bwd expert gemm_f32s"}};
+      for (int bwd = 0; bwd < 2; bwd++)
+        for (int per_call = 0; per_call < 2; per_call++) {
+          la.bwd = bwd, la.per_call = per_call;
+          row_ctx r = {names[per_call][bwd], shape, 0,
+                       (bwd ? 4.0 : 2.0) * m * R * ((double)in + out)};
+          measure(&r, be, run_lora, &la, g_reps, &Lf, 0);
+        }
+      free(la.t), free(la.dt), free(la.dx), free(ab);
     }
     mxl_backend_destroy(be);
   }

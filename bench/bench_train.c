@@ -5,6 +5,7 @@
  *                           [--threads 2] [--steps 3] [--warmup 1] [--reps 3]
  *                           [--rank 16] [--alpha 32] [--targets all]
  *                           [--no-limits] [--no-prefill] [--profile] [--json]
+ *                           [--keep-resident]
  *
  * Without --model it writes the bench preset to a temporary folder (removed
  * at the end). A step is what the trainer does per optimizer step without
@@ -24,6 +25,10 @@
  * bf16 peak, the ratio to prefill tokens/s, and the peak RSS of the training
  * steps (VmHWM reset after the prefill's buffers are released; mapped
  * weights count, as they are resident).
+ *
+ * --keep-resident leaves the mapped weights resident (the trainer drops each
+ * layer's pages when a step is done with it: mxl_train_state.keep_resident),
+ * to measure what dropping costs and saves.
  *
  * --json prints one line of JSON at the end (bench/train_vs_peft.py reads it).
  * --profile times every op of one more step. */
@@ -46,13 +51,14 @@ typedef struct options {
   const char *model, *preset, *targets;
   int batch, seq, threads, steps, warmup, reps, rank;
   float alpha;
-  int limits, prefill, profile, json;
+  int limits, prefill, profile, json, keep_resident;
 } options;
 
 static const char usage[] =
     "usage: bench_train [--model DIR | --preset bench|test] [--batch 1] [--seq 512] [--threads 2]\n"
     "                   [--steps 3] [--warmup 1] [--reps 3] [--rank 16] [--alpha 32]\n"
-    "                   [--targets all] [--no-limits] [--no-prefill] [--profile] [--json]\n";
+    "                   [--targets all] [--no-limits] [--no-prefill] [--profile] [--json]\n"
+    "                   [--keep-resident]\n";
 
 static int parse_options(int argc, char **argv, options *o) {
   *o = (options){NULL, "bench", "all", 1, 512, 2, 3, 1, 3, 16, -1, 1, 1, 0, 0};
@@ -62,6 +68,7 @@ static int parse_options(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--no-prefill")) o->prefill = 0;
     else if (!strcmp(a, "--profile")) o->profile = 1;
     else if (!strcmp(a, "--json")) o->json = 1;
+    else if (!strcmp(a, "--keep-resident")) o->keep_resident = 1;
     else if (!v) return 0;
     else if (!strcmp(a, "--model")) o->model = v, i++;
     else if (!strcmp(a, "--preset")) o->preset = v, i++;
@@ -367,6 +374,7 @@ int main(int argc, char **argv) {
     path = tmp;
   }
   bench b = {&o};
+  b.st.keep_resident = o.keep_resident;
   results *r = calloc(1, sizeof *r);
   if (!r) return 1;
   if (!o.json)

@@ -43,19 +43,7 @@ import sys
 import tempfile
 import time
 
-
-def cpu_name():
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                info.setdefault(k.strip(), v.strip())
-    except OSError:
-        return "unknown CPU"
-    return "%s (cpu family %s, model %s), %d logical CPUs" % (
-        info.get("model name", "?"), info.get("cpu family", "?"), info.get("model", "?"),
-        os.cpu_count() or 0)
+from bench_host import cpu_name
 
 
 def parse_variant(text):

@@ -34,21 +34,7 @@ import statistics
 import subprocess
 import sys
 
-
-def cpu_name():
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                info.setdefault(k.strip(), v.strip())
-    except OSError:
-        return "unknown CPU"
-    flags = info.get("flags", "").split()
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return "%s (cpu family %s, model %s; %s)" % (info.get("model name", "?"),
-                                                 info.get("cpu family", "?"),
-                                                 info.get("model", "?"), " ".join(isa))
+from bench_host import cpu_name
 
 
 def run(cmd):

@@ -62,6 +62,18 @@ void mxl_mapping_drop_pages(const void *p, size_t n) {
   if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
+void mxl_mapping_map_pages(const void *p, size_t n) {
+#ifdef MADV_POPULATE_READ
+  static size_t page;
+  if (!p || !n) return;
+  if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = (uintptr_t)p / page * page, hi = ((uintptr_t)p + n + page - 1) / page * page;
+  (void)madvise((void *)lo, hi - lo, MADV_POPULATE_READ);
+#else
+  (void)p, (void)n;
+#endif
+}
+
 mxl_status mxl_read_file(const char *path, size_t max_bytes, char **data_out,
                          size_t *size_out) {
   *data_out = NULL;

@@ -28,6 +28,10 @@ void mxl_mapping_close(mxl_mapping *m);
  * mapped model once, front to back (merge, training), whose pages would
  * otherwise all stay resident. */
 void mxl_mapping_drop_pages(const void *p, size_t n);
+/* Maps the pages of [p, p + n) of a read-only mapping into this process in
+ * one pass (madvise MADV_POPULATE_READ, Linux 5.14; a no-op where it is
+ * refused: the pages then fault in as they are touched). */
+void mxl_mapping_map_pages(const void *p, size_t n);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (size excludes
  * the NUL). Refuses files larger than `max_bytes`. */

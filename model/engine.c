@@ -194,35 +194,51 @@ void mxl_engine_destroy(mxl_engine *e) {
 
 /* ---------------------------------------------------------------- resident pages */
 
-/* Drops [p, p + n) from the resident set when it lies in one mapped file. */
-static void drop_mapped(const mxl_mapping **files, int n_files, const void *p, size_t n) {
+/* The advice for [p, p + n) when it lies in one mapped file. */
+typedef void (*page_advice)(const void *p, size_t n);
+
+static void advise_mapped(const mxl_mapping **files, int n_files, page_advice advise,
+                          const void *p, size_t n) {
   const uint8_t *b = p;
   for (int i = 0; b && i < n_files; i++)
     if (b >= files[i]->data && b + n <= files[i]->data + files[i]->size) {
-      mxl_mapping_drop_pages(p, n);
+      advise(p, n);
       return;
     }
 }
 
-static void drop_mx(const mxl_mapping **files, int n_files, const mxl_mxfp4_weight *w) {
+static void advise_mx(const mxl_mapping **files, int n_files, page_advice advise,
+                      const mxl_mxfp4_weight *w) {
   size_t row_blocks = (size_t)(w->cols / 32), E = (size_t)w->n_experts, rows = (size_t)w->rows;
-  drop_mapped(files, n_files, w->blocks, (E - 1) * w->blocks_stride + rows * row_blocks * 16);
-  drop_mapped(files, n_files, w->scales, (E - 1) * w->scales_stride + rows * row_blocks);
+  advise_mapped(files, n_files, advise, w->blocks,
+                (E - 1) * w->blocks_stride + rows * row_blocks * 16);
+  advise_mapped(files, n_files, advise, w->scales, (E - 1) * w->scales_stride + rows * row_blocks);
 }
 
-void mxl_engine_drop_pages(const mxl_engine *e, int layer) {
+/* The advice on layer `layer`'s projection weights (-1: the unembedding). */
+static void advise_layer(const mxl_engine *e, int layer, page_advice advise) {
   if (!e->ops->host_memory) return;
   const mxl_mapping *files[64];
   int n = weight_files(e->model, files, 64);
   if (layer < 0) {
-    drop_mapped(files, n, e->w.unembed.w, (size_t)e->w.unembed.rows * e->w.unembed.cols * 2);
+    advise_mapped(files, n, advise, e->w.unembed.w,
+                  (size_t)e->w.unembed.rows * e->w.unembed.cols * 2);
     return;
   }
   const mxl_layer_weights *w = &e->w.layers[layer];
-  drop_mx(files, n, &w->gate_up);
-  drop_mx(files, n, &w->down);
+  advise_mx(files, n, advise, &w->gate_up);
+  advise_mx(files, n, advise, &w->down);
   const mxl_bf16_weight *bf[4] = {&w->q, &w->k, &w->v, &w->o};
-  for (int i = 0; i < 4; i++) drop_mapped(files, n, bf[i]->w, (size_t)bf[i]->rows * bf[i]->cols * 2);
+  for (int i = 0; i < 4; i++)
+    advise_mapped(files, n, advise, bf[i]->w, (size_t)bf[i]->rows * bf[i]->cols * 2);
+}
+
+void mxl_engine_drop_pages(const mxl_engine *e, int layer) {
+  advise_layer(e, layer, mxl_mapping_drop_pages);
+}
+
+void mxl_engine_map_pages(const mxl_engine *e, int layer) {
+  advise_layer(e, layer, mxl_mapping_map_pages);
 }
 
 mxl_status mxl_buffer_reserve(mxl_backend *be, mxl_buffer *buf, size_t bytes) {

@@ -40,6 +40,9 @@ void mxl_engine_destroy(mxl_engine *e);
  * gpt-oss-20b). The pages stay in the page cache and come back through
  * minor faults. Only ranges inside the mapped files are touched. */
 void mxl_engine_drop_pages(const mxl_engine *e, int layer);
+/* Maps the same pages back in one pass (instead of a page fault per 64 KB
+ * as the ops touch them), before a pass over a dropped layer. */
+void mxl_engine_map_pages(const mxl_engine *e, int layer);
 
 /* A growable backend buffer, for scratch that is reused across calls. */
 typedef struct mxl_buffer {

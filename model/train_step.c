@@ -297,19 +297,21 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   /* Each layer's weights leave the resident set when a pass is done with
    * them (mxl_engine_drop_pages): the last layer's stay for the backward. */
   for (int l = 0; l < L; l++) {
+    if (!st->keep_resident) mxl_engine_map_pages(e, l);
     MXL_TRY(mxl_attention_half(e, l, lora, inputs + l * plane, dev.pos, &st->acts, attend_batch,
                                &ba));
     MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
-    if (l != L - 1) mxl_engine_drop_pages(e, l);
+    if (l != L - 1 && !st->keep_resident) mxl_engine_drop_pages(e, l);
   }
   ops->rmsnorm(e->be, st->normed.ptr, st->rstd.ptr, inputs + L * plane, e->w.final_norm, n, H,
                c->rms_eps);
   ops->zero(e->be, g.da, plane * sizeof(float));
+  if (!st->keep_resident) mxl_engine_map_pages(e, -1);
   ops->unembed_xent(e->be, dev.loss, grads ? g.da : NULL, st->normed.ptr, &e->w.unembed,
                     dev.targets, dev.weights, n);
   ops->download(e->be, st->host_loss, dev.loss, n * sizeof(float));
   MXL_TRY(ops->sync(e->be));
-  mxl_engine_drop_pages(e, -1);
+  if (!st->keep_resident) mxl_engine_drop_pages(e, -1);
   double loss = 0;
   for (int i = 0; i < n; i++) loss += (double)batch->weights[i] * st->host_loss[i];
   *loss_out = loss;
@@ -322,12 +324,13 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   for (int l = L - 1; l >= 0; l--) {
     const float *x = inputs + l * plane;
     if (l != L - 1) { /* the last layer's activations are still in the tape */
+      if (!st->keep_resident) mxl_engine_map_pages(e, l);
       MXL_TRY(mxl_attention_half(e, l, lora, x, dev.pos, &st->acts, attend_batch, &ba));
       MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
     }
     MXL_TRY(moe_backward(e, l, lora, grads, &st->acts, &g));
     MXL_TRY(attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba));
-    mxl_engine_drop_pages(e, l);
+    if (!st->keep_resident) mxl_engine_drop_pages(e, l);
   }
   if (batch->input_grads) ops->download(e->be, batch->input_grads, g.dx, plane * sizeof(float));
   return ops->sync(e->be);

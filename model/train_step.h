@@ -35,6 +35,12 @@ typedef struct mxl_train_state {
   mxl_buffer batch;    /* tokens, targets, pos, seg [n] int32; weights, loss [n] */
   float *host_loss;    /* [n] */
   int cap_n;
+  /* 1: keep the mapped weights resident; 0 (zeroed state): each layer's
+   * pages leave the resident set when the step's passes are done with it
+   * (mxl_engine_drop_pages), so gpt-oss-20b training does not hold all
+   * 13 GB of the checkpoint in its RSS; they come back from the page cache
+   * through minor faults (bench_train --keep-resident measures both). */
+  int keep_resident;
 } mxl_train_state;
 
 /* Forward (and, when grads != NULL, backward) over the batch. Without grads

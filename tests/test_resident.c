@@ -70,7 +70,8 @@ static void test_drop_layer_and_unembed(void) {
 
 /* Two identical forward passes of the training step (evaluation: no
  * gradients) on the bench preset: the same loss, and afterwards every
- * layer but the last (kept for a backward) and the unembedding dropped. */
+ * layer but the last (kept for a backward) and the unembedding dropped;
+ * with keep_resident, nothing dropped. */
 static void test_eval_step_drops(void) {
   model_fixture f;
   MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));
@@ -98,6 +99,12 @@ static void test_eval_step_drops(void) {
   }
   const mxl_bf16_weight *un = &f.engine->w.unembed;
   MXL_CHECK(present_pages(un->w, (size_t)un->rows * un->cols * 2, &whole) == 0);
+  st.keep_resident = 1; /* the weights the step touches stay */
+  double kept = 0;
+  MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &kept));
+  const mxl_mxfp4_weight *gu0 = &f.engine->w.layers[0].gate_up;
+  size_t n0 = mx_bytes(gu0);
+  MXL_CHECK(kept == loss[0] && present_pages(gu0->blocks, n0, &whole) == whole);
   mxl_train_state_release(f.engine, &st);
   fixture_close(&f);
 }

@@ -71,6 +71,8 @@ typedef struct dn_plan {
   dn_item *items;
   int64_t n_items, max_rows;
   const mxl_cpu_mm_prim **prims; /* [E, shapes] */
+  char *bufs;                    /* per thread: a bf16 panel, then an fp32 tile */
+  size_t per_thread, panel_elems;
 } dn_plan;
 
 static int plan_items(mxl_backend *be, dn_plan *pl, const int32_t *off, int E, int64_t extent,
@@ -113,6 +115,30 @@ static int prepare_group_prims(mxl_cpu *c, dn_plan *pl, const int32_t *off, int 
   return 1;
 }
 
+/* Items, primitives and per-thread buffers (a bf16 panel of panel_elems,
+ * an fp32 tile of max_rows × tile_cols) of an expert product: 1 ready,
+ * 0 nothing for oneDNN (or scratch refused: recorded for sync), -1 oneDNN
+ * refused a shape. */
+static int prepare(mxl_backend *be, dn_plan *pl, const int32_t *off, int E, int64_t extent,
+                   int64_t span, int shapes,
+                   mxl_cpu_mm (*shape_of)(int64_t rows, int s, const void *ctx), const void *ctx,
+                   size_t panel_elems, int tile_cols) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  if (!plan_items(be, pl, off, E, extent, span, shapes)) return -1;
+  if (pl->n_items == 0) return 0;
+  if (!prepare_group_prims(c, pl, off, E, shapes, shape_of, ctx)) return -1;
+  pl->panel_elems = panel_elems;
+  pl->per_thread = (panel_elems * 2 + (size_t)pl->max_rows * tile_cols * 4 + 63) & ~(size_t)63;
+  pl->bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, pl->per_thread * (size_t)be->n_threads);
+  return pl->bufs ? 1 : 0;
+}
+
+static void thread_bufs(const dn_plan *pl, uint16_t **panel, float **tile) {
+  char *mine = pl->bufs + pl->per_thread * (size_t)omp_get_thread_num();
+  *panel = (uint16_t *)mine;
+  *tile = (float *)(mine + pl->panel_elems * 2);
+}
+
 typedef struct fwd_ctx {
   int64_t N, K;
 } fwd_ctx;
@@ -133,20 +159,15 @@ int mxl_cpu_dnnl_mxfp4(mxl_backend *be, float *y, const uint16_t *x, const mxl_m
   int64_t N = W->rows, K = W->cols, row_blocks = K / MXL_MXFP4_BLOCK;
   dn_plan pl;
   fwd_ctx f = {N, K};
-  if (!plan_items(be, &pl, off, E, N, PANEL, 2)) return 0;
-  if (pl.n_items == 0) return 1;
-  if (!prepare_group_prims(c, &pl, off, E, 2, fwd_shape, &f)) return 0;
-  size_t panel_elems = (size_t)PANEL * (size_t)K, tile = (size_t)pl.max_rows * PANEL;
-  size_t per_thread = (panel_elems * 2 + tile * 4 + 63) & ~(size_t)63;
-  char *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * (size_t)be->n_threads);
-  if (!bufs) return 1; /* the failure is recorded for sync */
+  int ready = prepare(be, &pl, off, E, N, PANEL, 2, fwd_shape, &f, (size_t)PANEL * K, PANEL);
+  if (ready <= 0) return ready == 0;
   if (nt > pl.n_items) nt = (int)pl.n_items;
   int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    char *mine = bufs + per_thread * (size_t)omp_get_thread_num();
-    uint16_t *panel = (uint16_t *)mine;
-    float *out = (float *)(mine + panel_elems * 2);
+    uint16_t *panel;
+    float *out;
+    thread_bufs(&pl, &panel, &out);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < pl.n_items; it++) {
       dn_item w = pl.items[it];
@@ -192,20 +213,15 @@ int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
   int64_t N = W->rows, K = W->cols, row_blocks = K / MXL_MXFP4_BLOCK;
   dn_plan pl;
   dx_ctx d = {N, K};
-  if (!plan_items(be, &pl, off, E, K, STRIP, 4)) return 0;
-  if (pl.n_items == 0) return 1;
-  if (!prepare_group_prims(c, &pl, off, E, 4, dx_shape, &d)) return 0;
-  size_t panel_elems = (size_t)DEPTH * STRIP, tile = (size_t)pl.max_rows * STRIP;
-  size_t per_thread = (panel_elems * 2 + tile * 4 + 63) & ~(size_t)63;
-  char *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * (size_t)be->n_threads);
-  if (!bufs) return 1;
+  int ready = prepare(be, &pl, off, E, K, STRIP, 4, dx_shape, &d, (size_t)DEPTH * STRIP, STRIP);
+  if (ready <= 0) return ready == 0;
   if (nt > pl.n_items) nt = (int)pl.n_items;
   int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    char *mine = bufs + per_thread * (size_t)omp_get_thread_num();
-    uint16_t *panel = (uint16_t *)mine;
-    float *acc = (float *)(mine + panel_elems * 2);
+    uint16_t *panel;
+    float *acc;
+    thread_bufs(&pl, &panel, &acc);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < pl.n_items; it++) {
       dn_item w = pl.items[it]; /* columns [at, at + len) of dx */
