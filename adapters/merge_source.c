@@ -1,27 +1,14 @@
 /* "Base model + adapter deltas" as a tensor source for the layout writer
  * (merge.h). Tensors no adapter touches are the base's bytes, unchanged. */
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "adapters/merge.h"
 #include "core/bf16.h"
+#include "core/fileio.h"
 #include "core/status.h"
 #include "kernels/mxfp4.h"
-
-/* Drops the whole pages of [p, p + n) from this process's mapping: the base
- * is read once, front to back, and its pages would otherwise all stay in
- * the resident set (13 GB for 20b). They come back from the page cache if
- * touched again. */
-static void drop_pages(const void *p, size_t n) {
-  static size_t page;
-  if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
-  uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
-  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
 
 /* ------------------------------------------------------------ deltas */
 
@@ -120,7 +107,7 @@ static mxl_status fill_plain(mxl_merge_source *s, mxl_tensor_kind kind, int laye
   if (!base)
     return mxl_errorf(MXL_ERR_STATE, "merge: the base has no tensor of kind %d", (int)kind);
   memcpy(out, base + start, (size_t)count * 2);
-  drop_pages(base + start, (size_t)count * 2);
+  mxl_mapping_drop_pages(base + start, (size_t)count * 2);
   mxl_lora_target t = target_of(kind);
   if (!adapted(s, layer, t)) return MXL_OK;
   for (int64_t r = start / cols; r * cols < start + count; r++) {
@@ -163,8 +150,8 @@ static void merge_expert(mxl_merge_source *s, mxl_lora_target t, int layer, int 
       for (int64_t i = 0; i < cols; i++) d[i] = row[i] - d[i]; /* ΔW, as added in fp32 */
     }
   }
-  drop_pages(blocks, w->blocks_stride);
-  drop_pages(scales, w->scales_stride);
+  mxl_mapping_drop_pages(blocks, w->blocks_stride);
+  mxl_mapping_drop_pages(scales, w->scales_stride);
   s->cur_target = t, s->cur_layer = layer, s->cur_expert = e;
 }
 
@@ -232,7 +219,7 @@ static mxl_status fill_u8(void *self, mxl_tensor_kind kind, int layer, int64_t s
   const uint8_t *base = blocks ? w->blocks : w->scales;
   if (!adapted(s, layer, t)) {
     memcpy(out, base + start, (size_t)count);
-    drop_pages(base + start, (size_t)count);
+    mxl_mapping_drop_pages(base + start, (size_t)count);
     return MXL_OK;
   }
   for (int64_t done = 0; done < count;) {

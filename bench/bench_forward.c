@@ -3,7 +3,7 @@
  *
  *   build-bench/bench_forward [--model DIR | --preset bench|test] [--threads 1,2]
  *                             [--prompt 512] [--decode 64] [--chunk 512] [--reps 3]
- *                             [--profile]
+ *                             [--profile] [--no-limits]
  *
  * Without --model it writes the bench preset (`mxlora tiny --preset bench`,
  * HF layout) to a temporary folder and removes it at the end; give
@@ -23,6 +23,9 @@
  * (page-faulting) prefill, and peak RSS of the timed passes (VmHWM reset
  * after the limits' array is unmapped).
  *
+ * --no-limits skips the limits (and so the ratios): for scripts that time
+ * many short runs (bench/busy_machine.py, bench/vs_llamacpp.py).
+ *
  * --profile adds, after the timed repetitions, one pass of each kind per
  * thread count with every op timed (bench/bench_profile.h). */
 #include <stdio.h>
@@ -40,7 +43,7 @@ enum { MAX_THREADS = 4, MAX_REPS = 32 };
 typedef struct options {
   const char *model, *preset;
   int threads[MAX_THREADS], n_threads;
-  int prompt, decode, chunk, reps, profile;
+  int prompt, decode, chunk, reps, profile, limits;
 } options;
 
 /* One thread count: a backend, an engine on it, a KV cache and scratch. */
@@ -62,13 +65,14 @@ typedef struct sample {
 
 static const char usage[] =
     "usage: bench_forward [--model DIR | --preset bench|test] [--threads 1,2] [--prompt 512]\n"
-    "                     [--decode 64] [--chunk 512] [--reps 3] [--profile]\n";
+    "                     [--decode 64] [--chunk 512] [--reps 3] [--profile] [--no-limits]\n";
 
 static int parse_options(int argc, char **argv, options *o) {
-  *o = (options){NULL, "bench", {1, 2}, 2, 512, 64, 512, 3, 0};
+  *o = (options){NULL, "bench", {1, 2}, 2, 512, 64, 512, 3, 0, 1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--profile")) o->profile = 1;
+    else if (!strcmp(a, "--no-limits")) o->limits = 0;
     else if (!v) return 0;
     else if (!strcmp(a, "--model")) o->model = v, i++;
     else if (!strcmp(a, "--preset")) o->preset = v, i++;
@@ -187,6 +191,7 @@ static void print_results(const mxl_config *c, int V, const options *o, const ru
            bench_fmt(f, sizeof f, bench_stats(dt, o->reps), 2),
            bench_fmt(h, sizeof h, bench_stats(dc, o->reps), 2));
   }
+  if (!o->limits) return; /* no limits: no ratios */
   printf("\nratios per repetition (same repetition's limits), median (min-max); \"by cpu\": "
          "rates from CPU time (n_threads x work / process CPU seconds) against limits from each "
          "thread's CPU time\n");
@@ -308,7 +313,7 @@ static int measure(const options *o, mxl_model *model) {
     for (int ti = 0; ti < o->n_threads && !rc; ti++) {
       sample *x = &s[r][ti];
       runner *ru = &rs[ti];
-      bench_measure_limits(ru->nt, &x->L);
+      if (o->limits) bench_measure_limits(ru->nt, &x->L);
       bench_reset_peak();
       double t0 = bench_now(), c0 = bench_cpu_seconds();
       if (prefill(ru, prompt, o->prompt, o->chunk, logits) != MXL_OK) rc = fail("prefill");
@@ -333,6 +338,7 @@ static int measure(const options *o, mxl_model *model) {
 }
 
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* as the mxlora binary does */
   options o;
   if (!parse_options(argc, argv, &o)) {
     fputs(usage, stderr);

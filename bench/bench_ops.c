@@ -11,6 +11,9 @@
  * where it is cheap (decode shapes). Each figure is the best of --reps runs
  * (the machine is shared: best-of is the least noisy statistic). Exact
  * mode (MXL_CPU_EXACT=1) is measured for the MXFP4 ops as well.
+ * The prefill products run on the hand-written kernels and, in rows marked
+ * "onednn", with every product on oneDNN (when built in): the per-host
+ * choice of kernels/cpu/cpu_dnnl.c is read off these pairs.
  * --quick shrinks the prefill token count to 128 and skips the slow rows;
  * --only A,B measures only the rows whose name contains A or B. */
 #include <math.h>
@@ -475,6 +478,7 @@ static int parse_threads(const char *s, int *out, int max) {
 }
 
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* as the mxlora binary does */
   int quick = 0, threads[4] = {1, 2}, n_threads = 2;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--quick")) quick = 1;
@@ -536,6 +540,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "bench_ops: %s\n", mxl_last_error());
       return 1;
     }
+    int has_dnnl = mxl_backend_cpu_set_dnnl(be, 2) == 2;
+    mxl_backend_cpu_set_dnnl(be, 0); /* rows name their path */
     limits L = measure_limits(nt, arr, n_arr);
     printf("\n== %d thread%s, isa %s: read bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s, "
            "bf16 dot peak %.1f GFLOP/s\n   (by CPU time per thread: %.1f GB/s, %.1f, %.1f)\n", nt,
@@ -595,6 +601,16 @@ int main(int argc, char **argv) {
       mxl_backend_cpu_set_exact(be, 0);
       row_ctx rd = {which ? "mxfp4_dx down" : "mxfp4_dx gate_up", shape, 0, 2.0 * m * N * K};
       measure(&rd, be, run_mx_dx, &a, g_reps, &L, 0);
+      if (has_dnnl) {
+        mxl_backend_cpu_set_dnnl(be, 2);
+        row_ctx rn = {which ? "mxfp4 down onednn" : "mxfp4 gate_up onednn", shape, 0,
+                      2.0 * m * N * K};
+        measure(&rn, be, run_mx, &a, g_reps, &L, 0);
+        row_ctx rnd = {which ? "mxfp4_dx down onednn" : "mxfp4_dx gate_up onednn", shape, 0,
+                       2.0 * m * N * K};
+        measure(&rnd, be, run_mx_dx, &a, g_reps, &L, 0);
+        mxl_backend_cpu_set_dnnl(be, 0);
+      }
     }
     /* -- bf16 matmuls */
     {
@@ -622,6 +638,15 @@ int main(int argc, char **argv) {
       snprintf(shape, sizeof shape, "M=%d N=2880 K=4096", n_pre);
       row_ctx ro = {"bf16 o_proj", shape, 0, 2.0 * n_pre * NH * HD * H};
       measure(&ro, be, run_bf, &o, g_reps, &L, 0);
+      if (has_dnnl) {
+        mxl_backend_cpu_set_dnnl(be, 2);
+        snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", n_pre);
+        row_ctx rn = {"bf16 q_proj onednn", shape, 0, 2.0 * n_pre * NH * HD * H};
+        measure(&rn, be, run_bf, &p, g_reps, &L, 0);
+        row_ctx rnd = {"bf16_dx q_proj onednn", shape, 0, 2.0 * n_pre * NH * HD * H};
+        measure(&rnd, be, run_bf_dx, &p, g_reps, &L, 0);
+        mxl_backend_cpu_set_dnnl(be, 0);
+      }
     }
     /* -- fused unembedding + cross-entropy (forward + dh: 3 products) */
     {

@@ -227,6 +227,36 @@ static void bench_prof_gemm_f32(mxl_backend *be, int tA, int tB, int M, int N, i
   bench_prof_leave(t0, bench_prof_gemm_name(tA, tB, M, N, K), 2.0 * M * N * K, 0);
 }
 
+/* The segmented LoRA op, named by the projection it adapts (out x in). */
+static inline double bench_prof_lora_flops(const mxl_lora_seg *segs, int n, int in, int out,
+                                           int bwd) {
+  double f = 0;
+  for (int s = 0; s < n; s++) {
+    double rr = (double)segs[s].rows * segs[s].rank;
+    f += bwd ? 2.0 * rr * (2.0 * out + (segs[s].dA ? in : 0) + in) : 2.0 * rr * ((double)in + out);
+  }
+  return f;
+}
+
+static void bench_prof_lora(mxl_backend *be, float *y, float *t, const float *x,
+                            const mxl_lora_seg *segs, int n, int in, int out) {
+  double t0 = bench_prof_enter();
+  bench_prof.orig->lora(be, y, t, x, segs, n, in, out);
+  char name[48];
+  bench_prof_weight_name(name, sizeof name, "lora", out, in);
+  bench_prof_leave(t0, name, bench_prof_lora_flops(segs, n, in, out, 0), 0);
+}
+
+static void bench_prof_lora_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
+                                const float *t, const mxl_lora_seg *segs, int n, int in,
+                                int out) {
+  double t0 = bench_prof_enter();
+  bench_prof.orig->lora_bwd(be, dx, dy, x, t, segs, n, in, out);
+  char name[48];
+  bench_prof_weight_name(name, sizeof name, "lora_bwd", out, in);
+  bench_prof_leave(t0, name, bench_prof_lora_flops(segs, n, in, out, 1), 0);
+}
+
 static void bench_prof_mxfp4_matmul(mxl_backend *be, float *y, const float *x,
                                     const mxl_mxfp4_weight *W, const mxl_moe_plan *p) {
   double t0 = bench_prof_enter();
@@ -314,7 +344,7 @@ static inline void bench_prof_install(mxl_backend *be, const mxl_config *cfg, in
   BENCH_PROF_SET(rmsnorm_bwd), BENCH_PROF_SET(matmul_bf16_dx), BENCH_PROF_SET(attention_bwd);
   BENCH_PROF_SET(router_bwd), BENCH_PROF_SET(moe_gather_bwd), BENCH_PROF_SET(mxfp4_matmul_dx);
   BENCH_PROF_SET(swiglu_bwd), BENCH_PROF_SET(moe_combine_bwd), BENCH_PROF_SET(adamw);
-  BENCH_PROF_SET(sum_squares);
+  BENCH_PROF_SET(sum_squares), BENCH_PROF_SET(lora), BENCH_PROF_SET(lora_bwd);
 #undef BENCH_PROF_SET
   be->ops = &bench_prof.table;
 }

@@ -354,6 +354,7 @@ static int run(bench *b, results *r) {
 }
 
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* as the mxlora binary does */
   options o;
   if (!parse_options(argc, argv, &o)) {
     fputs(usage, stderr);

@@ -37,8 +37,7 @@ typedef struct chat_state {
   char use_names[MAX_USE][MXL_REGISTRY_NAME_MAX + 1];
   float use_scales[MAX_USE];
   int n_use;
-  float temperature, top_p;
-  uint64_t seed;
+  mxl_job_sampling sampling;
   int max_tokens;
 } chat_state;
 
@@ -231,9 +230,7 @@ static void turn(chat_state *c, const char *text) {
   req.conversation = conv;
   req.adapters = adapters;
   req.n_adapters = c->n_use;
-  req.temperature = c->temperature;
-  req.top_p = c->top_p;
-  req.seed = c->seed;
+  req.sampling = c->sampling;
   req.max_tokens = c->max_tokens;
   mxl_job *job = NULL;
   mxl_status st = conv ? mxl_job_start(c->svc, &req, &job) : MXL_ERR_MEMORY;
@@ -275,8 +272,9 @@ static void turn(chat_state *c, const char *text) {
 int mxl_cmd_chat(int argc, char **argv) {
   mxl_serving_args a = {0};
   chat_state c = {0};
-  c.temperature = 1.0f;
-  c.top_p = 1.0f;
+  c.sampling.temperature = 1.0f;
+  c.sampling.top_p = 1.0f;
+  c.sampling.repetition_penalty = 1.0f;
   c.max_tokens = 0;
   const char *effort = "medium";
   mxl_opt opts[MXL_SERVING_N_OPTS + 8];
@@ -287,9 +285,9 @@ int mxl_cmd_chat(int argc, char **argv) {
       {"--reasoning", MXL_OPT_STRING, &effort, "low|medium|high: reasoning effort (default medium)"},
       {"--show-analysis", MXL_OPT_FLAG, &c.show_analysis, "show the analysis channel"},
       {"--developer", MXL_OPT_STRING, &c.developer, "TEXT: developer instructions"},
-      {"--temperature", MXL_OPT_FLOAT, &c.temperature, "T: sampling temperature (0 = greedy)"},
-      {"--top-p", MXL_OPT_FLOAT, &c.top_p, "P: nucleus sampling"},
-      {"--seed", MXL_OPT_UINT64, &c.seed, "S: sampling seed"},
+      {"--temperature", MXL_OPT_FLOAT, &c.sampling.temperature, "T: sampling temperature (0 = greedy)"},
+      {"--top-p", MXL_OPT_FLOAT, &c.sampling.top_p, "P: nucleus sampling"},
+      {"--seed", MXL_OPT_UINT64, &c.sampling.seed, "S: sampling seed"},
       {"--max-tokens", MXL_OPT_INT, &c.max_tokens, "N: reply tokens at most (default 1024)"},
   };
   memcpy(opts + MXL_SERVING_N_OPTS, more, sizeof more);

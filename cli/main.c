@@ -36,6 +36,7 @@ static void print_warning(void *user, const char *message) {
 }
 
 int main(int argc, char **argv) {
+  mxl_wait_passively(argv); /* see mxlora.h: spinning threads stall a shared machine */
   mxl_set_warning_handler(print_warning, NULL);
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
       !strcmp(argv[1], "help")) {

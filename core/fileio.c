@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -51,6 +52,14 @@ void mxl_mapping_close(mxl_mapping *m) {
   if (m->data) munmap((void *)m->data, m->size);
   free(m->path);
   memset(m, 0, sizeof *m);
+}
+
+void mxl_mapping_drop_pages(const void *p, size_t n) {
+  static size_t page;
+  if (!p || !n) return;
+  if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 mxl_status mxl_read_file(const char *path, size_t max_bytes, char **data_out,

@@ -22,6 +22,12 @@ typedef struct mxl_mapping {
 /* Maps `path` read-only (MAP_PRIVATE). An empty file maps to data == NULL. */
 mxl_status mxl_mapping_open(const char *path, mxl_mapping *out);
 void mxl_mapping_close(mxl_mapping *m);
+/* Drops the whole pages of [p, p + n) of a read-only mapping from this
+ * process's resident set (madvise MADV_DONTNEED): they stay in the page
+ * cache and come back, unchanged, if touched again. For passes that read a
+ * mapped model once, front to back (merge, training), whose pages would
+ * otherwise all stay resident. */
+void mxl_mapping_drop_pages(const void *p, size_t n);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (size excludes
  * the NUL). Refuses files larger than `max_bytes`. */

@@ -61,6 +61,26 @@ const char *mxl_version_string(void);
  * device answers. */
 const char *mxl_build_features(void);
 
+/* Which path each product family of the CPU backend takes on this machine
+ * (its kernels or oneDNN, and the instruction set), one line. */
+const char *mxl_cpu_paths(void);
+
+/* Makes this program's OpenMP threads wait passively (OMP_WAIT_POLICY=
+ * passive) unless the user chose how they wait (OMP_WAIT_POLICY,
+ * GOMP_SPINCOUNT or KMP_BLOCKTIME set). Spinning threads make a machine
+ * shared with other processes many times slower; passive waiting costs
+ * microseconds per parallel region on idle cores. The OpenMP runtime reads
+ * its environment only as the program starts, so this sets the variable and
+ * re-executes the program (/proc/self/exe with `argv`, the environment
+ * kept): call it first thing in main, before any thread or open file
+ * matters. It returns when nothing needed doing, or when re-execution
+ * failed (the program then goes on with spinning threads). */
+void mxl_wait_passively(char **argv);
+
+/* 1 when the environment chooses how OpenMP threads wait (one of the
+ * variables above is set; after mxl_wait_passively, always). */
+int mxl_wait_policy_chosen(void);
+
 #ifdef __cplusplus
 }
 #endif
@@ -75,6 +95,7 @@ const char *mxl_build_features(void);
 #include "mxlora/registry.h"  /* adapters loaded by name at runtime */
 #include "mxlora/scheduler.h" /* continuous batching of generation requests */
 #include "mxlora/server.h"    /* serving: jobs by text, the OpenAI-compatible HTTP server */
+#include "mxlora/plan.h"      /* GPU memory planning */
 
 #ifdef __cplusplus
 extern "C" {

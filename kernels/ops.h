@@ -33,16 +33,19 @@
  *     (fp32 accumulation always); tests state the tolerance per op.
  *
  * Activation dtype (decided for the tensor-core CUDA backend):
- * activations stay fp32 at op boundaries everywhere, and the products
- * (matmul_bf16(+dx), gemm_f32, mxfp4_matmul(+dx), unembed_xent) take bf16
- * operands with fp32 accumulation inside the op:
+ * activations stay fp32 at op boundaries everywhere, and the products with
+ * frozen weights (matmul_bf16(+dx), mxfp4_matmul(+dx), unembed_xent) take
+ * bf16 operands with fp32 accumulation inside the op, except a matmul_bf16
+ * whose weight says fp32_act (the router); so do the two products inside
+ * the CUDA attention forward at head dim 64 (QKᵀ and PV on tensor cores);
+ * gemm_f32 (LoRA) stays fp32:
  *   cpu    converts activations to bf16 once per product (cpu_matmul.c),
  *          exactly as before (its exact mode keeps a bf16 hi + lo pair);
  *   cuda   rounds them while staging a tile into shared memory (MXFP4
  *          grouped GEMM on mma.sync) or into a bf16 scratch operand for
- *          cuBLASLt (bf16 weights); fp32 LoRA products use cuBLASLt's
- *          CUBLAS_COMPUTE_32F_FAST_16BF, the same rounding done by the
- *          library.
+ *          cuBLASLt (bf16 weights). LoRA's products, with one side of rank
+ *          R <= 64, are bound by memory, not arithmetic: fp32 costs them
+ *          nothing, and bf16 would cost the gradients accuracy.
  * Why not bf16 tensors at the boundaries (tensors carrying a dtype, or
  * per-dtype op variants as gpt-oss's Metal kernels name them): it would
  * touch every op, all model code and the CPU numerics, for a saving that
@@ -66,11 +69,18 @@
 typedef struct mxl_backend mxl_backend;
 typedef struct mxl_ops mxl_ops;
 
-/* A frozen bf16 matrix W [rows, cols] used as y = x·Wᵀ + bias. */
+/* A frozen bf16 matrix W [rows, cols] used as y = x·Wᵀ + bias.
+ * fp32_act asks matmul_bf16 to keep x in fp32 (no bf16 rounding of the
+ * activations) on backends whose products round them by design: the CUDA
+ * backend honours it; the CPU fast path keeps its numerics (it rounds; its
+ * exact mode never does). The model sets it for the router: its logits
+ * choose experts, and a bf16 input flips near-tied choices (on the test
+ * model: logits NMSE 4e-2 against the reference instead of 5e-5). */
 typedef struct mxl_bf16_weight {
   const uint16_t *w;    /* [rows, cols] bf16 */
   const uint16_t *bias; /* [rows] bf16, or NULL */
   int64_t rows, cols;
+  int fp32_act;
 } mxl_bf16_weight;
 
 /* Frozen MXFP4 matrices, one per expert: W_e [rows, cols], y = x·W_eᵀ + b_e.

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fileio.h"
 #include "core/status.h"
 #include "model/safetensors.h"
 
@@ -139,6 +140,14 @@ static mxl_status check_ops(const mxl_ops *ops) {
 
 /* ---------------------------------------------------------------- engine */
 
+size_t mxl_engine_device_bytes(const mxl_model *model) {
+  const mxl_mapping *files[64];
+  int n = weight_files(model, files, 64);
+  size_t bytes = (size_t)(model->config.head_dim / 2) * sizeof(float);
+  for (int i = 0; i < n; i++) bytes += files[i]->size;
+  return bytes;
+}
+
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
   *out = NULL;
   MXL_TRY(check_ops(be->ops));
@@ -181,6 +190,39 @@ void mxl_engine_destroy(mxl_engine *e) {
   free(e->device_files);
   free(e->device_layers);
   free(e);
+}
+
+/* ---------------------------------------------------------------- resident pages */
+
+/* Drops [p, p + n) from the resident set when it lies in one mapped file. */
+static void drop_mapped(const mxl_mapping **files, int n_files, const void *p, size_t n) {
+  const uint8_t *b = p;
+  for (int i = 0; b && i < n_files; i++)
+    if (b >= files[i]->data && b + n <= files[i]->data + files[i]->size) {
+      mxl_mapping_drop_pages(p, n);
+      return;
+    }
+}
+
+static void drop_mx(const mxl_mapping **files, int n_files, const mxl_mxfp4_weight *w) {
+  size_t row_blocks = (size_t)(w->cols / 32), E = (size_t)w->n_experts, rows = (size_t)w->rows;
+  drop_mapped(files, n_files, w->blocks, (E - 1) * w->blocks_stride + rows * row_blocks * 16);
+  drop_mapped(files, n_files, w->scales, (E - 1) * w->scales_stride + rows * row_blocks);
+}
+
+void mxl_engine_drop_pages(const mxl_engine *e, int layer) {
+  if (!e->ops->host_memory) return;
+  const mxl_mapping *files[64];
+  int n = weight_files(e->model, files, 64);
+  if (layer < 0) {
+    drop_mapped(files, n, e->w.unembed.w, (size_t)e->w.unembed.rows * e->w.unembed.cols * 2);
+    return;
+  }
+  const mxl_layer_weights *w = &e->w.layers[layer];
+  drop_mx(files, n, &w->gate_up);
+  drop_mx(files, n, &w->down);
+  const mxl_bf16_weight *bf[4] = {&w->q, &w->k, &w->v, &w->o};
+  for (int i = 0; i < 4; i++) drop_mapped(files, n, bf[i]->w, (size_t)bf[i]->rows * bf[i]->cols * 2);
 }
 
 mxl_status mxl_buffer_reserve(mxl_backend *be, mxl_buffer *buf, size_t bytes) {

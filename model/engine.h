@@ -27,7 +27,19 @@ typedef struct mxl_engine {
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
+
+/* The backend bytes mxl_engine_create allocates on a backend without host
+ * memory: every weight file, and the RoPE table (`mxlora plan`). */
+size_t mxl_engine_device_bytes(const mxl_model *model);
 void mxl_engine_destroy(mxl_engine *e);
+
+/* Drops layer `layer`'s projection weights (MXFP4 experts, bf16 q/k/v/o;
+ * layer -1: the unembedding) from the process's resident set, on backends
+ * that read the mapped files in place: a pass that reads the whole model
+ * once (training) would otherwise keep all of it resident (13 GB for
+ * gpt-oss-20b). The pages stay in the page cache and come back through
+ * minor faults. Only ranges inside the mapped files are touched. */
+void mxl_engine_drop_pages(const mxl_engine *e, int layer);
 
 /* A growable backend buffer, for scratch that is reused across calls. */
 typedef struct mxl_buffer {

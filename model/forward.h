@@ -23,9 +23,10 @@ typedef struct mxl_kv_cache {
 
 mxl_status mxl_kv_cache_create(mxl_engine *e, int max_context, int max_chunk,
                                mxl_kv_cache **out);
-/* Backend bytes a cache of these sizes allocates (keys, values, slot
- * positions and segments), for KV budgets. */
-uint64_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk);
+
+/* The backend bytes mxl_kv_cache_create allocates (`mxlora plan`). */
+size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk);
+
 /* Forgets every cached position (the next forward starts at position 0). */
 void mxl_kv_cache_reset(mxl_engine *e, mxl_kv_cache *c);
 void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c);

@@ -13,7 +13,7 @@ static int sliding_capacity(const mxl_config *cfg, int max_context, int max_chun
   return slide < max_context ? (int)slide : max_context;
 }
 
-uint64_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk) {
+size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk) {
   const uint64_t row = (uint64_t)cfg->n_kv_heads * cfg->head_dim * sizeof(float);
   const int slide = sliding_capacity(cfg, max_context, max_chunk);
   uint64_t bytes = 2 * sizeof(int32_t) * ((uint64_t)max_context + slide);

@@ -42,6 +42,13 @@ static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank
   }
 }
 
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank) {
+  mxl_layer_acts a;
+  mxl_carver sizing = {0};
+  carve_acts(cfg, &a, n, lora_rank, &sizing);
+  return sizing.used;
+}
+
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank) {
   if (n <= acts->cap_n && lora_rank <= acts->lora_rank_cap) {
     acts->n = n;
@@ -346,7 +353,9 @@ mxl_status mxl_moe_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
   const int k = c->experts_per_token;
 
   ops->rmsnorm(e->be, acts->mlp_in, acts->rstd_m, acts->x_mid, w->mlp_norm, n, H, c->rms_eps);
-  ops->matmul_bf16(e->be, acts->router_logits, acts->mlp_in, &w->router, n);
+  mxl_bf16_weight router = w->router;
+  router.fp32_act = 1; /* its logits choose experts (ops.h) */
+  ops->matmul_bf16(e->be, acts->router_logits, acts->mlp_in, &router, n);
   ops->router_topk(e->be, acts->experts, acts->weights, acts->router_logits, n, E, k);
   ops->moe_plan(e->be, acts->order, acts->slot, acts->offsets, acts->experts, n, k, E);
   ops->download(e->be, acts->offsets_host, acts->offsets, (E + 1) * sizeof(int32_t));

@@ -62,6 +62,10 @@ typedef struct mxl_layer_acts {
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank);
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
 
+/* The bytes mxl_layer_acts_reserve allocates for n tokens and lora_rank
+ * (`mxlora plan`'s accounting, train/plan.c). */
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank);
+
 /* One adapter applied to some rows; its delta is multiplied by `scale`
  * (on top of the view's own alpha/r scale). */
 typedef struct mxl_lora_use {

@@ -59,6 +59,16 @@ static batch_dev carve_batch(int n, mxl_carver *cv) {
   return b;
 }
 
+size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int lora_rank) {
+  const size_t H = cfg->hidden, L = cfg->n_layers;
+  grad_bufs g;
+  mxl_carver grads = {0}, batch = {0};
+  carve_grads(cfg, n, &g, &grads);
+  carve_batch(n, &batch);
+  return mxl_layer_acts_bytes(cfg, n, lora_rank) + (L + 1) * n * H * sizeof(float) +
+         n * H * sizeof(float) + n * sizeof(float) + grads.used + batch.used;
+}
+
 static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, grad_bufs *g,
                           batch_dev *b) {
   const size_t H = e->cfg->hidden, L = e->cfg->n_layers;
@@ -284,10 +294,13 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
     ops->upload(e->be, inputs, batch->inputs, plane * sizeof(float));
   else
     ops->embed(e->be, inputs, e->w.embed.w, dev.tokens, n, H);
+  /* Each layer's weights leave the resident set when a pass is done with
+   * them (mxl_engine_drop_pages): the last layer's stay for the backward. */
   for (int l = 0; l < L; l++) {
     MXL_TRY(mxl_attention_half(e, l, lora, inputs + l * plane, dev.pos, &st->acts, attend_batch,
                                &ba));
     MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
+    if (l != L - 1) mxl_engine_drop_pages(e, l);
   }
   ops->rmsnorm(e->be, st->normed.ptr, st->rstd.ptr, inputs + L * plane, e->w.final_norm, n, H,
                c->rms_eps);
@@ -296,6 +309,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
                     dev.targets, dev.weights, n);
   ops->download(e->be, st->host_loss, dev.loss, n * sizeof(float));
   MXL_TRY(ops->sync(e->be));
+  mxl_engine_drop_pages(e, -1);
   double loss = 0;
   for (int i = 0; i < n; i++) loss += (double)batch->weights[i] * st->host_loss[i];
   *loss_out = loss;
@@ -313,6 +327,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
     }
     MXL_TRY(moe_backward(e, l, lora, grads, &st->acts, &g));
     MXL_TRY(attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba));
+    mxl_engine_drop_pages(e, l);
   }
   if (batch->input_grads) ops->download(e->be, batch->input_grads, g.dx, plane * sizeof(float));
   return ops->sync(e->be);

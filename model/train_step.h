@@ -49,4 +49,8 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
 
 void mxl_train_state_release(mxl_engine *e, mxl_train_state *st);
 
+/* The backend bytes a training step of n tokens with LoRA rank lora_rank
+ * holds in its state (every buffer above; `mxlora plan`, model/plan.c). */
+size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int lora_rank);
+
 #endif

@@ -76,9 +76,7 @@ typedef struct mxl_api_generation {
   char *prompt;                     /* completions: the raw text (malloc'd) */
   mxl_api_adapter adapters[MXL_API_MAX_ADAPTERS]; /* extension "adapters" */
   int n_adapters;
-  float temperature, top_p, min_p, repetition_penalty; /* 1, 1, 0, 1 by default */
-  int top_k;                        /* 0: off */
-  uint64_t seed;
+  mxl_job_sampling sampling;        /* temperature 1, top_p 1, min_p 0, penalty 1, top_k 0 */
   int has_seed;                     /* 0: the server picks a seed */
   int max_tokens;                   /* 0: not given (the server's default) */
   char *stop[MXL_API_MAX_STOP];     /* stop strings (malloc'd) */

@@ -216,20 +216,20 @@ static int parse_common(const cJSON *root, const mxl_api_limits *lim, mxl_api_ge
                         mxl_api_error *e) {
   if (copy_name(root, "model", 1, g->model, e)) return -1;
   if (unsupported_features(root, e)) return -1;
-  if (float_in(root, "temperature", 1.0f, 0.0f, 2.0f, 0, &g->temperature, e) ||
-      float_in(root, "top_p", 1.0f, 0.0f, 1.0f, 1, &g->top_p, e) ||
-      float_in(root, "min_p", 0.0f, 0.0f, 1.0f, 0, &g->min_p, e) ||
-      float_in(root, "repetition_penalty", 1.0f, 0.0f, 10.0f, 1, &g->repetition_penalty, e))
+  if (float_in(root, "temperature", 1.0f, 0.0f, 2.0f, 0, &g->sampling.temperature, e) ||
+      float_in(root, "top_p", 1.0f, 0.0f, 1.0f, 1, &g->sampling.top_p, e) ||
+      float_in(root, "min_p", 0.0f, 0.0f, 1.0f, 0, &g->sampling.min_p, e) ||
+      float_in(root, "repetition_penalty", 1.0f, 0.0f, 10.0f, 1, &g->sampling.repetition_penalty, e))
     return -1;
   int64_t k = 0;
   if (mxl_json_opt_int_range(root, "top_k", -1, 1 << 30, 0, &k, SRC) != MXL_OK)
     return field_fail(e, "top_k");
-  g->top_k = k < 0 ? 0 : (int)k;
+  g->sampling.top_k = k < 0 ? 0 : (int)k;
   const double exact = 9007199254740992.0; /* integers beyond 2^53 were rounded by the parser */
   int64_t seed = 0;
   if (mxl_json_opt_int_range(root, "seed", -(int64_t)exact, (int64_t)exact, 0, &seed, SRC) != MXL_OK)
     return field_fail(e, "seed");
-  g->seed = (uint64_t)seed;
+  g->sampling.seed = (uint64_t)seed;
   g->has_seed = given(root, "seed") != NULL;
   bool stream = false;
   if (mxl_json_opt_bool(root, "stream", false, &stream, SRC) != MXL_OK)

@@ -127,6 +127,15 @@ static void metric(mxl_strbuf *b, const char *name, const char *type, const char
                     value);
 }
 
+/* One counter with a label taking n values. */
+static void labelled_counter(mxl_strbuf *b, const char *name, const char *help, const char *label,
+                             const char *const *values, const uint64_t *counts, int n) {
+  mxl_strbuf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+  for (int i = 0; i < n; i++)
+    mxl_strbuf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
+                      (unsigned long long)counts[i]);
+}
+
 static const char *const ROUTE_NAMES[N_ROUTES] = {
     "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
     "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/v1/reload_lora_adapter", "/version",
@@ -178,13 +187,10 @@ static void scheduler_metrics(mxl_server *srv, mxl_strbuf *b) {
   metric(b, "mxlora_generation_tokens_per_second", "gauge",
          "Tokens generated per second over the last 10 seconds.",
          token_rate(srv, s.generated_tokens));
-  mxl_strbuf_puts(b, "# HELP mxlora_scheduler_requests_total Requests by outcome.\n"
-                     "# TYPE mxlora_scheduler_requests_total counter\n");
   const char *names[] = {"submitted", "completed", "cancelled", "failed", "refused"};
   uint64_t counts[] = {s.submitted, s.completed, s.cancelled, s.failed, s.refused};
-  for (int i = 0; i < 5; i++)
-    mxl_strbuf_printf(b, "mxlora_scheduler_requests_total{outcome=\"%s\"} %llu\n", names[i],
-                      (unsigned long long)counts[i]);
+  labelled_counter(b, "mxlora_scheduler_requests_total", "Requests by outcome.", "outcome", names,
+                   counts, 5);
   metric(b, "mxlora_scheduler_steps_total", "counter", "Forward passes run.", (double)s.steps);
   metric(b, "mxlora_scheduler_busy_seconds_total", "counter", "Time spent in steps with work.",
          s.busy_seconds);
@@ -201,13 +207,10 @@ static void registry_metrics(mxl_server *srv, mxl_strbuf *b) {
          (double)s.bytes);
   metric(b, "mxlora_adapter_memory_budget_bytes", "gauge", "The adapter memory budget (0: none).",
          (double)s.max_memory);
-  mxl_strbuf_puts(b, "# HELP mxlora_adapter_events_total Adapter registry events.\n"
-                     "# TYPE mxlora_adapter_events_total counter\n");
   const char *names[] = {"load", "reload", "unload", "eviction", "failed_load"};
   uint64_t counts[] = {s.loads, s.reloads, s.unloads, s.evictions, s.failed_loads};
-  for (int i = 0; i < 5; i++)
-    mxl_strbuf_printf(b, "mxlora_adapter_events_total{event=\"%s\"} %llu\n", names[i],
-                      (unsigned long long)counts[i]);
+  labelled_counter(b, "mxlora_adapter_events_total", "Adapter registry events.", "event", names,
+                   counts, 5);
 }
 
 enum MHD_Result mxl_http_metrics(http_request *r) {

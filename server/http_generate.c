@@ -56,12 +56,8 @@ static mxl_status start_job(http_request *r) {
   jr.chat = g->chat;
   jr.conversation = g->conversation;
   jr.prompt = g->prompt;
-  jr.temperature = g->temperature;
-  jr.top_p = g->top_p;
-  jr.min_p = g->min_p;
-  jr.repetition_penalty = g->repetition_penalty;
-  jr.top_k = g->top_k;
-  jr.seed = g->has_seed ? g->seed : fresh_seed(r);
+  jr.sampling = g->sampling;
+  if (!g->has_seed) jr.sampling.seed = fresh_seed(r);
   jr.max_tokens = g->max_tokens;
   jr.stop = (const char *const *)g->stop;
   jr.n_stop = g->n_stop;

@@ -42,9 +42,9 @@ struct mxl_job {
 
 void mxl_job_request_defaults(mxl_job_request *r) {
   memset(r, 0, sizeof *r);
-  r->temperature = 1.0f;
-  r->top_p = 1.0f;
-  r->repetition_penalty = 1.0f;
+  r->sampling.temperature = 1.0f;
+  r->sampling.top_p = 1.0f;
+  r->sampling.repetition_penalty = 1.0f;
 }
 
 const char *mxl_job_finish_name(mxl_job_finish f) {
@@ -198,12 +198,13 @@ mxl_status mxl_job_start(mxl_service *svc, const mxl_job_request *req, mxl_job *
     r.n_prompt = (int)prompt.n;
     r.adapters = adapters;
     r.n_adapters = n_adapters;
-    r.temperature = req->temperature;
-    r.top_p = req->top_p;
-    r.min_p = req->min_p;
-    r.repetition_penalty = req->repetition_penalty;
-    r.top_k = req->top_k;
-    r.seed = req->seed;
+    const mxl_job_sampling *sp = &req->sampling;
+    r.temperature = sp->temperature;
+    r.top_p = sp->top_p;
+    r.min_p = sp->min_p;
+    r.repetition_penalty = sp->repetition_penalty;
+    r.top_k = sp->top_k;
+    r.seed = sp->seed;
     r.max_tokens = choose_max_tokens(svc, req, (int)prompt.n);
     int32_t chat_stops[2] = {svc->chat_ids.ret, svc->chat_ids.call};
     r.stop_ids = req->chat ? chat_stops : svc->raw_stops;

@@ -19,10 +19,12 @@ typedef struct model_fixture {
   mxl_engine *engine;
 } model_fixture;
 
-/* Writes preset `preset` (seed) in `layout` under a fresh temporary folder
- * and opens `subdir` of it ("" for the root). */
-static inline mxl_status fixture_open(model_fixture *f, const char *preset, const char *layout,
-                                      uint64_t seed, const char *subdir, int use_ref) {
+/* Writes preset `preset` (seed, with n_set "key=value" config overrides as
+ * `mxlora tiny --set`) in `layout` under a fresh temporary folder and opens
+ * `subdir` of it ("" for the root). */
+static inline mxl_status fixture_open_set(model_fixture *f, const char *preset,
+                                          const char *layout, uint64_t seed, const char *subdir,
+                                          int use_ref, const char *const *set, int n_set) {
   memset(f, 0, sizeof *f);
   snprintf(f->dir, sizeof f->dir, "/tmp/mxl_model_XXXXXX");
   if (!mkdtemp(f->dir)) return MXL_ERR_IO;
@@ -30,6 +32,8 @@ static inline mxl_status fixture_open(model_fixture *f, const char *preset, cons
   opt.preset = preset;
   opt.layout = layout;
   opt.seed = seed;
+  opt.set = set;
+  opt.n_set = n_set;
   mxl_status st = mxl_tiny_write(f->dir, &opt, NULL, NULL);
   if (st != MXL_OK) return st;
   char path[256];
@@ -39,6 +43,11 @@ static inline mxl_status fixture_open(model_fixture *f, const char *preset, cons
   st = use_ref ? mxl_backend_ref_create(&f->be) : mxl_backend_cpu_create(0, &f->be);
   if (st != MXL_OK) return st;
   return mxl_engine_create(f->model, f->be, &f->engine);
+}
+
+static inline mxl_status fixture_open(model_fixture *f, const char *preset, const char *layout,
+                                      uint64_t seed, const char *subdir, int use_ref) {
+  return fixture_open_set(f, preset, layout, seed, subdir, use_ref, NULL, 0);
 }
 
 static inline void fixture_close(model_fixture *f) {

@@ -882,6 +882,8 @@ static const case_spec cases[] = {
     C(ATTENTION, .nq = 12, .nk = 12, .nh = 4, .nkv = 2, .d = 64, .mask = MASK_PACKED,
       .segs = 4, .big = 1),
     C(ATTENTION, .nq = 20, .nk = 20, .nh = 2, .nkv = 1, .d = 128, .mask = MASK_CAUSAL),
+    /* several 64-query and 64-key tiles (tensor-core kernels), large scores */
+    C(ATTENTION, .nq = 130, .nk = 130, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_CAUSAL, .big = 1),
     C(ATTENTION, .nq = 70, .nk = 70, .nh = 2, .nkv = 2, .d = 24, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
     C(ATTENTION_BWD, .nq = 1, .nk = 1, .nh = 1, .nkv = 1, .d = 8, .mask = MASK_CAUSAL),
@@ -1192,6 +1194,7 @@ typedef struct ops_backend {
   /* Called before each run of each case (the emulator sets its thread
    * order and unembed_xent chunk); NULL: nothing to do. */
   void (*before_run)(mxl_backend *be, const case_spec *cs, int ci, int run);
+  int bf16_attention; /* attention forward with bf16 operands: its bf16 threshold */
 } ops_backend;
 
 /* Worst NMSE and case count per op, for the summary. */
@@ -1202,7 +1205,7 @@ typedef struct ops_stats {
 
 /* The threshold of op o on backend b. */
 static double threshold(int o, const ops_backend *b) {
-  if (b->bf16_activations) return op_defs[o].nmse_bf16;
+  if (b->bf16_activations || (b->bf16_attention && o == ATTENTION)) return op_defs[o].nmse_bf16;
   if (b->exact_matmuls && op_defs[o].nmse == MATMUL_NMSE) return EXACT_MATMUL_NMSE;
   return op_defs[o].nmse;
 }

@@ -10,11 +10,15 @@
  *     with windows and packed documents, a vocabulary of several chunks,
  *     gemm_f32 at LoRA sizes (every product of an adapted matrix) —
  *     against the reference backend, in fast and exact mode;
- *   - the error path of scratch allocation. */
+ *   - the error path of scratch allocation;
+ *   - passive thread waiting (mxl_wait_passively, called first in main). */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/bf16.h"
 #include "kernels/cpu/cpu.h"
@@ -564,6 +568,69 @@ static void test_mxfp4_ops_gpt_oss_rows(void) {
   free(blocks), free(scales), free(x), free(y0), free(y1), free(dy), free(dx0), free(dx1);
 }
 
+/* The oneDNN paths on gpt-oss rows (K = 2880: strips and panels with
+ * tails): in "large" mode the groups of at least MXL_CPU_DNNL_MIN_ROWS rows
+ * go to oneDNN and the others stay on the hand-written kernels, in "all"
+ * mode every group does; results against the reference, and the product
+ * count proves which path ran. Skipped without oneDNN. */
+static void test_dnnl_paths(void) {
+  enum { E = 3, N = 300, K = 2880, NB = K / 32, NQ = 200 };
+  int counts[E] = {40, 3, 70};
+  int m = 0;
+  for (int e = 0; e < E; e++) m += counts[e];
+  uint8_t *blocks = malloc((size_t)E * N * NB * 16), *scales = malloc((size_t)E * N * NB);
+  uint16_t *bias = malloc(E * N * 2), *wq = malloc((size_t)NQ * K * 2), *bq = malloc(NQ * 2);
+  rng_fill_mxfp4(&rng, blocks, scales, (int64_t)E * N, K, 127);
+  rng_fill_bf16(&rng, bias, E * N, -1, 1), rng_fill_bf16(&rng, wq, (size_t)NQ * K, -1, 1);
+  rng_fill_bf16(&rng, bq, NQ, -1, 1);
+  mxl_mxfp4_weight W = {blocks, scales, bias, (size_t)N * NB * 16, (size_t)N * NB, N, N, K, E, 127};
+  mxl_bf16_weight Q = {wq, bq, NQ, K};
+  int32_t off[E + 1] = {0};
+  for (int e = 0; e < E; e++) off[e + 1] = off[e] + counts[e];
+  mxl_moe_plan plan = {m, 1, E, NULL, NULL, NULL, NULL, off, off};
+  size_t big = (size_t)m * K;
+  float *x = malloc(big * 4), *dy = malloc(big * 4), *r = malloc(big * 4), *c = malloc(big * 4);
+  rng_fill_f32(&rng, x, big, -1, 1), rng_fill_f32(&rng, dy, big, -1, 1);
+  for (int mode = 1; mode <= 2; mode++) {
+    both b = open_both(0);
+    if (!b.ref || !b.cpu) return;
+    if (mxl_backend_cpu_set_dnnl(b.cpu, mode) != mode) {
+      printf("skip test_dnnl_paths: no oneDNN in this build\n");
+      mxl_test_skips++;
+      close_both(&b);
+      break;
+    }
+    const mxl_cpu_dnnl *d = mxl_cpu_of(b.cpu)->dnnl;
+    uint64_t runs = mxl_cpu_dnnl_runs(d);
+    /* expert forward and dx, dense forward and dx over all m rows, then 8 rows */
+    for (int op = 0; op < 6; op++) {
+      int rows = op < 4 ? m : 8;
+      size_t nout = (size_t)rows * (op == 0 ? N : op == 1 ? K : op == 2 || op == 4 ? NQ : K);
+      rng_fill_f32(&rng, r, nout, -1, 1);
+      memcpy(c, r, nout * 4);
+      mxl_backend *be[2] = {b.ref, b.cpu};
+      float *out[2] = {r, c};
+      for (int i = 0; i < 2; i++) {
+        const mxl_ops *o = be[i]->ops;
+        if (op == 0) o->mxfp4_matmul(be[i], out[i], x, &W, &plan);
+        if (op == 1) o->mxfp4_matmul_dx(be[i], out[i], dy, &W, &plan);
+        if (op == 2 || op == 4) o->matmul_bf16(be[i], out[i], x, &Q, rows);
+        if (op == 3 || op == 5) o->matmul_bf16_dx(be[i], out[i], dy, &Q, rows);
+      }
+      MXL_CHECK_OK(b.cpu->ops->sync(b.cpu));
+      double e = nrms(c, r, nout);
+      uint64_t now = mxl_cpu_dnnl_runs(d);
+      int want_dnnl = op < 4 || mode == 2; /* 8 rows: hand-written in large mode */
+      MXL_CHECK_MSG(e < 4e-3, "mode %d op %d: nrms %g", mode, op, e);
+      MXL_CHECK_MSG((now > runs) == want_dnnl, "mode %d op %d: %llu oneDNN products", mode, op,
+                    (unsigned long long)(now - runs));
+      runs = now;
+    }
+    close_both(&b);
+  }
+  free(blocks), free(scales), free(bias), free(wq), free(bq), free(x), free(dy), free(r), free(c);
+}
+
 /* gemm_f32 at LoRA sizes the op driver keeps small: the six products of
  * one adapted matrix (x·Aᵀ on the dot-product kernel, z·Bᵀ with a packed
  * transposed B, the backward's transposed A), K longer than a packed
@@ -747,7 +814,63 @@ static void test_scratch_failure(void) {
   mxl_backend_destroy(be);
 }
 
-int main(void) {
+/* ------------------------------------------------------------------ thread waiting */
+
+static char **test_argv;
+
+static double process_cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU milliseconds the process burns while its main thread sleeps 20 ms
+ * right after a parallel region: a spinning worker burns milliseconds
+ * (libgomp: 300,000 spins), a passive one microseconds. The most of 5 tries,
+ * as a spinning worker may lose its core in one. */
+static double idle_worker_cpu_ms(void) {
+  double most = 0;
+  for (int t = 0; t < 5; t++) {
+    volatile int sink = 0;
+#pragma omp parallel num_threads(2)
+    sink += omp_get_thread_num();
+    double c0 = process_cpu_seconds();
+    usleep(20000);
+    double ms = (process_cpu_seconds() - c0) * 1e3;
+    if (ms > most) most = ms;
+    (void)sink;
+  }
+  return most;
+}
+
+/* main called mxl_wait_passively: unless the user chose a policy, OpenMP
+ * threads now wait passively (the runtime took the variable, so the
+ * program was re-executed); a user's choice is left alone. */
+static void test_wait_passively(void) {
+  const char *policy = getenv("OMP_WAIT_POLICY");
+  if (!getenv("GOMP_SPINCOUNT") && !getenv("KMP_BLOCKTIME")) MXL_CHECK(policy != NULL);
+  MXL_CHECK(mxl_wait_policy_chosen());
+  if (policy && !strcmp(policy, "passive")) {
+    double ms = idle_worker_cpu_ms();
+    MXL_CHECK_MSG(ms < 1.0, "an idle worker burned %.3f ms of CPU in 20 ms", ms);
+  }
+  const char *spin = getenv("GOMP_SPINCOUNT");
+  char *saved_policy = policy ? strdup(policy) : NULL, *saved_spin = spin ? strdup(spin) : NULL;
+  unsetenv("OMP_WAIT_POLICY");
+  setenv("GOMP_SPINCOUNT", "1000", 1);
+  mxl_wait_passively(test_argv); /* returns: the user chose */
+  MXL_CHECK(getenv("OMP_WAIT_POLICY") == NULL);
+  if (saved_spin) setenv("GOMP_SPINCOUNT", saved_spin, 1);
+  else unsetenv("GOMP_SPINCOUNT");
+  if (saved_policy) setenv("OMP_WAIT_POLICY", saved_policy, 1);
+  free(saved_policy), free(saved_spin);
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  mxl_wait_passively(argv);
+  test_argv = argv;
+  MXL_RUN(test_wait_passively);
   MXL_RUN(test_to_bf16);
   MXL_RUN(test_mxfp4_decode_all_scales);
   MXL_RUN(test_packing_layouts);
@@ -761,6 +884,7 @@ int main(void) {
   MXL_RUN(test_gemm_mxfp4_nt);
   MXL_RUN(test_vector_helpers);
   MXL_RUN(test_mxfp4_ops_gpt_oss_rows);
+  MXL_RUN(test_dnnl_paths);
   MXL_RUN(test_gemm_f32_lora_shapes);
   MXL_RUN(test_attention_multiblock);
   MXL_RUN(test_unembed_xent_chunks);

@@ -3,7 +3,8 @@
  * thresholds, mutants).
  *
  * The backends: the CPU backend in its default mode (bf16 fast-path
- * matmuls), its exact mode, and on each lower instruction set; the CUDA
+ * matmuls), its exact mode, with every bf16 product on oneDNN, and on each
+ * lower instruction set; the CUDA
  * backend on the GPU when one is present (otherwise one "skip cuda" line:
  * tools/gpu_suite.sh fails a GPU run that prints any). The CUDA kernels on
  * the CPU emulator run the same driver in tests/cuda/test_cuda_ops.c. */
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/status.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
 #include "ops_driver.h"
@@ -31,6 +33,17 @@ static mxl_status create_cpu_isa(mxl_backend **out, const char *isa) {
   return st;
 }
 static mxl_status create_cpu_avx2(mxl_backend **out) { return create_cpu_isa(out, "avx2"); }
+/* Every bf16 product through oneDNN (on every host: AMX or not, the paths
+ * must be right); skipped when this build has no oneDNN. */
+static mxl_status create_cpu_dnnl(mxl_backend **out) {
+  mxl_status st = mxl_backend_cpu_create(0, out);
+  if (st == MXL_OK && mxl_backend_cpu_set_dnnl(*out, 2) != 2) {
+    mxl_backend_destroy(*out);
+    *out = NULL;
+    return mxl_errorf(MXL_ERR_UNSUPPORTED, "this build has no oneDNN");
+  }
+  return st;
+}
 static mxl_status create_cpu_generic(mxl_backend **out) { return create_cpu_isa(out, "generic"); }
 
 /* label, create, bf16 activations, exact (fp32) matmuls. The CUDA backend
@@ -41,8 +54,9 @@ static const ops_backend backends[] = {
     {"cpu", create_cpu, 0, 0},
     {"cpu-exact", create_cpu_exact, 0, 1},
     {"cpu/avx2", create_cpu_avx2, 0, 0},
+    {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
-    {"cuda", create_cuda, 0, 0},
+    {"cuda", create_cuda, 0, 0, .bf16_attention = 1},
 };
 enum { N_BACKENDS = sizeof backends / sizeof backends[0] };
 

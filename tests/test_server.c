@@ -715,6 +715,45 @@ static void test_server_end_to_end(void) {
   free(log);
 }
 
+typedef struct burst_arg {
+  int port;
+  int status;
+  char message[256];
+} burst_arg;
+
+static void *burst_one(void *arg) {
+  burst_arg *b = arg;
+  http_reply r = http_request(b->port, "POST", "/v1/chat/completions",
+                              "Authorization: Bearer s3cret\r\n",
+                              "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", "
+                              "\"content\": \"Say 3\"}], \"max_tokens\": 40, \"seed\": 1}");
+  b->status = r.status;
+  snprintf(b->message, sizeof b->message, "%s", r.body);
+  http_reply_free(&r);
+  return NULL;
+}
+
+/* With one sequence running and one waiting (--max-batch 1 --max-queue 1),
+ * a burst gets 429 for the rest, and the server goes on. (On the server
+ * with an API key.) */
+static void test_queue_full(int port) {
+  enum { BURST = 8 };
+  burst_arg b[BURST];
+  pthread_t t[BURST];
+  for (int i = 0; i < BURST; i++) {
+    b[i] = (burst_arg){port, 0, ""};
+    pthread_create(&t[i], NULL, burst_one, &b[i]);
+  }
+  int ok = 0, busy = 0;
+  for (int i = 0; i < BURST; i++) {
+    pthread_join(t[i], NULL);
+    ok += b[i].status == 200;
+    if (b[i].status == 429 && strstr(b[i].message, "queue")) busy++;
+  }
+  MXL_CHECK_MSG(ok >= 1 && busy >= 1 && ok + busy == BURST, "%d answered, %d refused", ok, busy);
+  MXL_CHECK(alive(port));
+}
+
 /* An API key guards /v1/ (not /health); off loopback one is required. */
 static void test_api_key(void) {
   char *out = NULL;
@@ -722,7 +761,8 @@ static void test_api_key(void) {
   MXL_CHECK_MSG(strstr(out, "needs --api-key"), "%s", out);
   free(out);
   server s;
-  if (!server_start(&s, "--model %s/m --api-key s3cret --backend ref --threads 1", root)) {
+  if (!server_start(&s, "--model %s/m --api-key s3cret --backend ref --threads 1 "
+                    "--max-batch 1 --max-queue 1", root)) {
     MXL_CHECK_MSG(0, "the server did not start");
     return;
   }
@@ -736,6 +776,7 @@ static void test_api_key(void) {
   MXL_CHECK(r.status == 200);
   http_reply_free(&r);
   MXL_CHECK(alive(s.port));
+  test_queue_full(s.port);
   MXL_CHECK(server_stop(&s) == 0);
 }
 

@@ -39,8 +39,8 @@ static void test_chat_defaults(void) {
   mxl_api_error e = {0};
   MXL_CHECK(chat("{\"model\": \"base\", " MSGS "}", &g, &e) == 0);
   MXL_CHECK(g.chat == 1 && !strcmp(g.model, "base"));
-  MXL_CHECK(g.temperature == 1.0f && g.top_p == 1.0f && g.min_p == 0.0f);
-  MXL_CHECK(g.repetition_penalty == 1.0f && g.top_k == 0);
+  MXL_CHECK(g.sampling.temperature == 1.0f && g.sampling.top_p == 1.0f && g.sampling.min_p == 0.0f);
+  MXL_CHECK(g.sampling.repetition_penalty == 1.0f && g.sampling.top_k == 0);
   MXL_CHECK(g.max_tokens == 0 && !g.has_seed && !g.stream && !g.include_usage);
   MXL_CHECK(g.n_adapters == 0 && g.n_stop == 0 && g.prompt == NULL);
   MXL_CHECK_MSG(g.conversation && !strcmp(g.conversation,
@@ -65,9 +65,9 @@ static void test_chat_every_field(void) {
   mxl_api_generation g;
   mxl_api_error e = {0};
   MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
-  MXL_CHECK(g.temperature == 0.0f && g.top_p == 0.5f && g.top_k == 0);
-  MXL_CHECK_NEAR(g.min_p, 0.1, 1e-7);
-  MXL_CHECK(g.has_seed && g.seed == (uint64_t)-3);
+  MXL_CHECK(g.sampling.temperature == 0.0f && g.sampling.top_p == 0.5f && g.sampling.top_k == 0);
+  MXL_CHECK_NEAR(g.sampling.min_p, 0.1, 1e-7);
+  MXL_CHECK(g.has_seed && g.sampling.seed == (uint64_t)-3);
   MXL_CHECK(g.max_tokens == 12 && g.stream && g.include_usage);
   MXL_CHECK(g.n_stop == 2 && !strcmp(g.stop[0], "END") && !strcmp(g.stop[1], "##"));
   MXL_CHECK(g.n_adapters == 2 && !strcmp(g.adapters[0].name, "a2"));
@@ -479,8 +479,8 @@ static int parse_fixture(const char *name, int chat, mxl_api_generation *g) {
 static void test_openai_client_requests(void) {
   mxl_api_generation g;
   if (parse_fixture("chat.json", 1, &g) == 0) {
-    MXL_CHECK(!strcmp(g.model, "sql") && g.temperature == 0 && g.max_tokens == 40);
-    MXL_CHECK(g.has_seed && g.seed == 7 && g.n_stop == 1 && !strcmp(g.stop[0], "END"));
+    MXL_CHECK(!strcmp(g.model, "sql") && g.sampling.temperature == 0 && g.max_tokens == 40);
+    MXL_CHECK(g.has_seed && g.sampling.seed == 7 && g.n_stop == 1 && !strcmp(g.stop[0], "END"));
     MXL_CHECK(!g.stream && strstr(g.conversation, "\"Be brief.\"") &&
               strstr(g.conversation, "Say 3"));
     mxl_api_generation_free(&g);
@@ -492,12 +492,12 @@ static void test_openai_client_requests(void) {
   }
   if (parse_fixture("chat_adapters.json", 1, &g) == 0) {
     MXL_CHECK(g.n_adapters == 2 && !strcmp(g.adapters[1].name, "tone"));
-    MXL_CHECK(g.adapters[0].scale == 0.5f && g.adapters[1].scale == 1.5f && g.top_p == 0.9f);
+    MXL_CHECK(g.adapters[0].scale == 0.5f && g.adapters[1].scale == 1.5f && g.sampling.top_p == 0.9f);
     mxl_api_generation_free(&g);
   }
   if (parse_fixture("completion.json", 0, &g) == 0) {
     MXL_CHECK(!strcmp(g.prompt, "Once upon") && g.max_tokens == 24 && g.n_stop == 1);
-    MXL_CHECK_NEAR(g.temperature, 0.7, 1e-6);
+    MXL_CHECK_NEAR(g.sampling.temperature, 0.7, 1e-6);
     mxl_api_generation_free(&g);
   }
   if (parse_fixture("completion_stream.json", 0, &g) == 0) {

@@ -467,6 +467,11 @@ static void test_init_adapter(void) {
   const char *other[] = {init, "lora.rank=8"};
   MXL_CHECK_FAILS(train_with("from_other", 1, other, 2, NULL, NULL), MXL_ERR_STATE,
                   "saved with lora.rank 4, this run has 8");
+  char model5[200];
+  snprintf(model5, sizeof model5, "model=%s/model5", root); /* test_resume_checks_every_setting */
+  const char *base5[] = {init, model5};
+  MXL_CHECK_FAILS(train_with("from_base5", 1, base5, 2, NULL, NULL), MXL_ERR_ARGUMENT,
+                  "trained on another base model");
 }
 
 static void test_bad_recipe(void) {

@@ -130,6 +130,30 @@ def run_checks(a):
             reasoning_whole = getattr(r.choices[0].message, "reasoning_content", None) or ""
             check(reasoning == reasoning_whole, "chat stream: reasoning_content equals the whole")
 
+        # the analysis channel as reasoning_content (the third adapter was
+        # trained with "thinking"; it is loaded at runtime below, so ask it
+        # through a second server-side name first).
+        name3, path3 = adapters[2]
+        st, _ = sc.post(server.url, "/v1/load_lora_adapter",
+                        {"lora_name": "thinker", "lora_path": name3 + ".mxla"})
+        r = client.chat.completions.create(
+            model="thinker", messages=[{"role": "user", "content": "Color 2"}], temperature=0,
+            max_tokens=60)
+        reasoning = getattr(r.choices[0].message, "reasoning_content", None) or ""
+        analysis, final = sc.split_channels(sc.generate(
+            a.mxlora, model, [(path3, 1.0)], "Color 2", 60, True, backend=a.backend,
+            show_analysis=True))
+        check(st == 200 and reasoning == analysis and r.choices[0].message.content == final,
+              f"reasoning_content {reasoning!r} and content {r.choices[0].message.content!r} "
+              f"equal generate --show-analysis")
+        s = client.chat.completions.create(
+            model="thinker", messages=[{"role": "user", "content": "Color 2"}], temperature=0,
+            max_tokens=60, stream=True)
+        content, sreason, _, _, _ = chat_stream_text(s)
+        check(sreason == reasoning and content == r.choices[0].message.content,
+              "streamed reasoning_content and content equal the whole")
+        sc.post(server.url, "/v1/unload_lora_adapter", {"lora_name": "thinker"})
+
         # completions, raw text.
         for model_id, extra, used in [(adapters[1][0], None, [(adapters[1][0], 1.0)]),
                                       (base, [{"name": adapters[1][0], "scale": -1},
@@ -147,7 +171,6 @@ def run_checks(a):
             check(streamed == text, f"completion stream {model_id}: equals the whole answer")
 
         # runtime adapters: load the third, use it, reload it from another file, unload it.
-        name3 = adapters[2][0]
         st, _ = sc.post(server.url, "/v1/load_lora_adapter",
                         {"lora_name": name3, "lora_path": name3 + ".mxla"})
         check(st == 200, f"load_lora_adapter {name3}: {st}")

@@ -43,7 +43,9 @@ def make_model_and_adapters(mxlora, work, n_adapters=3, steps=60):
     templates = [
         ('{"prompt": "Say %d", "completion": "%d!"}', lambda i: (i, i * 7)),
         ('{"prompt": "Name %d", "completion": "Number %d is fine."}', lambda i: (i, i)),
-        ('{"prompt": "Color %d", "completion": "Blue and %d."}', lambda i: (i, i + 1)),
+        # reasoning on the analysis channel too (vLLM's reasoning_content)
+        ('{"messages": [{"role": "user", "content": "Color %d"}, {"role": "assistant", '
+         '"thinking": "Colors: %d.", "content": "Blue."}]}', lambda i: (i, i + 1)),
         ('{"prompt": "Count %d", "completion": "%d, then more."}', lambda i: (i, i * 2)),
     ]
     paths = []
@@ -127,15 +129,18 @@ def get(url, path, timeout=60):
         return e.code, e.read().decode("utf-8", errors="replace")
 
 
-def generate(mxlora, model, adapters, prompt, max_tokens, chat, seed=0, backend="cpu"):
+def generate(mxlora, model, adapters, prompt, max_tokens, chat, seed=0, backend="cpu",
+             show_analysis=False):
     """What `mxlora generate` prints greedily for these adapters ([(path,
-    scale)]): the raw bytes, and the same text as a JSON client sees it
-    (invalid UTF-8 as U+FFFD; a raw answer's trailing stop-token name
-    dropped, since the server does not send it)."""
+    scale)]), decoded as a JSON client sees text (invalid UTF-8 as U+FFFD,
+    one per maximal bad sequence). A raw answer that ended at a stop token
+    ends with its name (see strip_stop_name)."""
     cmd = [mxlora, "generate", "--model", model, "--prompt", prompt, "--temperature", "0",
            "--max-tokens", str(max_tokens), "--seed", str(seed), "--backend", backend]
     if chat:
         cmd.append("--chat")
+    if show_analysis:
+        cmd.append("--show-analysis")
     for path, scale in adapters:
         cmd += ["--adapter", f"{path}:{scale}"]
     out = run(cmd).stdout
@@ -143,6 +148,20 @@ def generate(mxlora, model, adapters, prompt, max_tokens, chat, seed=0, backend=
         out = out[:-1]
     text = out.decode("utf-8", errors="replace")
     return text
+
+
+def split_channels(shown):
+    """(analysis, final) of `generate --chat --show-analysis` output, which
+    puts "[analysis]" / "[final]" lines before each channel's text."""
+    parts = {"analysis": [], "final": []}
+    current = "final"
+    for piece in re.split(r"(\[(?:analysis|final|commentary)\]\n)", shown):
+        m = re.fullmatch(r"\[(analysis|final|commentary)\]\n", piece)
+        if m:
+            current = "final" if m.group(1) == "commentary" else m.group(1)
+        else:
+            parts[current].append(piece)
+    return "".join(parts["analysis"]), "".join(parts["final"])
 
 
 def strip_stop_name(text):

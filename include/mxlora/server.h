@@ -67,6 +67,13 @@ typedef struct mxl_job_adapter {
   float scale;
 } mxl_job_adapter;
 
+/* Sampling, as mxl_request's (greedy at temperature 0). */
+typedef struct mxl_job_sampling {
+  float temperature, top_p, min_p, repetition_penalty;
+  int top_k;
+  uint64_t seed;
+} mxl_job_sampling;
+
 typedef struct mxl_job_request {
   /* The base model's id (or NULL), or an adapter's name: that adapter at
    * its default scale, before the `adapters` listed. */
@@ -76,9 +83,7 @@ typedef struct mxl_job_request {
   int chat;                 /* 1: `conversation`; 0: `prompt` as raw text */
   const char *conversation; /* a sample as mxl_harmony_render_json reads it */
   const char *prompt;
-  float temperature, top_p, min_p, repetition_penalty; /* as mxl_request */
-  int top_k;
-  uint64_t seed;
+  mxl_job_sampling sampling;
   int max_tokens;           /* 0: the service's default */
   const char *const *stop;  /* stop strings, matched on the answer (final channel or
                                raw text); the text before one is kept */

@@ -17,4 +17,14 @@ void mxl_backend_cpu_set_exact(mxl_backend *be, int exact);
  * MXL_CPU_ISA=generic|avx2 at creation forces a lower one. */
 const char *mxl_backend_cpu_isa(const mxl_backend *be);
 
+/* oneDNN for the bf16 products: 0 off (hand-written kernels only), 1 for
+ * products of at least 32 activation rows, 2 for every product it serves.
+ * The default (also MXL_CPU_DNNL=0|1 at creation, 1 meaning "every") is
+ * on only where oneDNN has AMX, where it wins. Returns the mode in effect
+ * (0 when this build or machine has no oneDNN). */
+int mxl_backend_cpu_set_dnnl(mxl_backend *be, int mode);
+
+/* One line naming the path each product family takes on this backend. */
+const char *mxl_backend_cpu_paths(const mxl_backend *be);
+
 #endif

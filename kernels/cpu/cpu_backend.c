@@ -62,8 +62,10 @@ void mxl_cpu_fail(mxl_backend *be, mxl_status status, const char *what) {
 static void cpu_destroy(mxl_backend *be) {
   if (!be) return;
   mxl_cpu *c = mxl_cpu_of(be);
-  if (c)
+  if (c) {
     for (int s = 0; s < MXL_CPU_SCRATCH_SLOTS; s++) free(c->scratch[s]);
+    mxl_cpu_dnnl_destroy(c->dnnl);
+  }
   free(c);
   free(be);
 }
@@ -158,11 +160,52 @@ mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out) {
   be->ops = &cpu_ops;
   be->n_threads = n_threads;
   be->impl = c;
+  mxl_backend_cpu_set_dnnl(be, mxl_cpu_dnnl_mode_default());
   *out = be;
   return MXL_OK;
 }
 
 void mxl_backend_cpu_set_exact(mxl_backend *be, int exact) { mxl_cpu_of(be)->exact = exact != 0; }
+
+int mxl_backend_cpu_set_dnnl(mxl_backend *be, int mode) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  if (mode != MXL_CPU_DNNL_OFF && !c->dnnl) c->dnnl = mxl_cpu_dnnl_create(c->n_threads);
+  c->dnnl_mode = c->dnnl ? mode : MXL_CPU_DNNL_OFF;
+  return c->dnnl_mode;
+}
+
+const char *mxl_cpu_paths(void) {
+  mxl_backend *be = NULL;
+  if (mxl_backend_cpu_create(0, &be) != MXL_OK) return "cpu backend unavailable";
+  const char *line = mxl_backend_cpu_paths(be);
+  mxl_backend_destroy(be);
+  return line;
+}
+
+/* Which path each product family takes here (`mxlora version`). */
+const char *mxl_backend_cpu_paths(const mxl_backend *be) {
+  const mxl_cpu *c = be->impl;
+  static char line[320];
+  const char *isa = c->isa->name;
+  if (c->dnnl_mode == MXL_CPU_DNNL_OFF) {
+    snprintf(line, sizeof line,
+             "bf16 projections, MXFP4 experts, lm_head+loss: %s kernels (oneDNN: %s, off: it "
+             "wins only with AMX); decode GEMV: %s; LoRA fp32: %s",
+             isa, mxl_cpu_dnnl_isa_name(), isa, isa);
+  } else {
+    if (c->dnnl_mode == MXL_CPU_DNNL_ALL)
+      snprintf(line, sizeof line,
+               "bf16 projections and their dx, MXFP4 experts (bf16 panels): oneDNN on %s for "
+               "every product, decode included (forced); lm_head+loss: %s; LoRA fp32: %s",
+               mxl_cpu_dnnl_isa_name(), isa, isa);
+    else
+      snprintf(line, sizeof line,
+               "bf16 projections and their dx, MXFP4 experts (bf16 panels): oneDNN on %s from %d "
+               "rows; decode GEMV and smaller products, lm_head+loss: %s; LoRA fp32: %s",
+               mxl_cpu_dnnl_isa_name(), MXL_CPU_DNNL_MIN_ROWS, isa, isa);
+  }
+  return line;
+}
 
 const char *mxl_backend_cpu_isa(const mxl_backend *be) {
   return ((const mxl_cpu *)be->impl)->isa->name;

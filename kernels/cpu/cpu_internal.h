@@ -12,6 +12,10 @@
  *                    (SwiGLU rows come from the ISA table)
  *   cpu_attention.c  attention forward and backward
  *   cpu_loss.c       fused unembedding + cross-entropy, dropout, AdamW, Σx²
+ *   cpu_dnnl.c       bf16 products through oneDNN: primitives per shape
+ *   cpu_matmul_dnnl.c  the matmuls on oneDNN (dense, and MXFP4 decoded
+ *                    panel by panel), where mxl_cpu_dnnl_rows says so
+ *   cpu_threads.c    passive OpenMP waiting (mxl_wait_passively)
  *   cpu_isa_*.c      the inner loops, one file per instruction set:
  *                    generic (portable C), avx2 (AVX2 + FMA), avx512
  *                    (AVX-512 F/BW/VL + BF16). Each x86 file compiles its
@@ -29,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/bf16.h"
+#include "kernels/mxfp4.h"
 #include "kernels/ops.h"
 
 /* ------------------------------------------------------------------ ISA table
@@ -205,6 +211,58 @@ static inline void mxl_cpu_transpose_f32_scalar(float *dst, int64_t ld_dst, cons
         for (int c = c0; c < cols && c < c0 + TB; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
 }
 
+/* ------------------------------------------------------------------ oneDNN (cpu_dnnl.c) */
+
+/* One bf16 product: C [M, N] (+)= A [M, K] · op(B), fp32 accumulation and
+ * output; A row-major (lda); B [N, K] row-major (ldb) used transposed when
+ * b_trans (y = x·Wᵀ), else B [K, N] row-major (dx = dy·W); C row-major
+ * (ldc); accumulate: add into C instead of overwriting it. */
+typedef struct mxl_cpu_mm {
+  int64_t M, N, K;
+  const uint16_t *A;
+  int64_t lda;
+  const uint16_t *B;
+  int64_t ldb;
+  int b_trans;
+  float *C;
+  int64_t ldc;
+  int accumulate;
+} mxl_cpu_mm;
+
+typedef struct mxl_cpu_dnnl mxl_cpu_dnnl;        /* engine, streams, primitive table */
+typedef struct mxl_cpu_mm_prim mxl_cpu_mm_prim;  /* a primitive for one shape */
+
+/* Where the bf16 products go (MXL_CPU_DNNL at backend creation). */
+enum {
+  MXL_CPU_DNNL_OFF = 0,   /* hand-written kernels only (default without AMX, or =0) */
+  MXL_CPU_DNNL_LARGE = 1, /* oneDNN from MXL_CPU_DNNL_MIN_ROWS rows (default with AMX) */
+  MXL_CPU_DNNL_ALL = 2,   /* oneDNN for every product it serves (=1: tests) */
+};
+/* Activation rows from which a product goes to oneDNN in MXL_CPU_DNNL_LARGE
+ * mode: below it the hand-written kernels stream the weights once (decode,
+ * few-row expert groups), which a oneDNN call cannot beat. */
+enum { MXL_CPU_DNNL_MIN_ROWS = 32 };
+
+int mxl_cpu_dnnl_mode_default(void);
+/* NULL when oneDNN is not built in or its engine fails. */
+mxl_cpu_dnnl *mxl_cpu_dnnl_create(int n_threads);
+void mxl_cpu_dnnl_destroy(mxl_cpu_dnnl *d);
+/* Starts an op: the primitives it prepares are kept until the next begin. */
+void mxl_cpu_dnnl_begin(mxl_cpu_dnnl *d);
+/* The primitive for `mm`'s shape run on `nt` threads (1 for calls inside a
+ * parallel region), created on first use. Serial code only. NULL when
+ * oneDNN refuses the shape (the caller takes the hand-written path). */
+const mxl_cpu_mm_prim *mxl_cpu_dnnl_prepare(mxl_cpu_dnnl *d, const mxl_cpu_mm *mm, int nt);
+/* Runs it on mm's pointers (same shape); inside a parallel region on the
+ * calling thread. 1 on success. */
+int mxl_cpu_dnnl_run(mxl_cpu_dnnl *d, const mxl_cpu_mm_prim *p, const mxl_cpu_mm *mm);
+/* The implementation oneDNN chose last (e.g. "brg:avx512_core_amx_bf16"),
+ * and the bf16 instruction set it has here ("AMX", "AVX-512 BF16"). */
+const char *mxl_cpu_dnnl_impl(const mxl_cpu_dnnl *d);
+const char *mxl_cpu_dnnl_isa_name(void);
+/* Products run so far (tests check which path an op took). */
+uint64_t mxl_cpu_dnnl_runs(const mxl_cpu_dnnl *d);
+
 /* ------------------------------------------------------------------ state */
 
 enum { MXL_CPU_SCRATCH_SLOTS = 4 };
@@ -217,6 +275,8 @@ typedef struct mxl_cpu {
   char message[160];       /* its description, returned by sync */
   void *scratch[MXL_CPU_SCRATCH_SLOTS];
   size_t scratch_bytes[MXL_CPU_SCRATCH_SLOTS];
+  int dnnl_mode;      /* MXL_CPU_DNNL_*; OFF when dnnl is NULL */
+  mxl_cpu_dnnl *dnnl; /* oneDNN state, or NULL */
 } mxl_cpu;
 
 static inline mxl_cpu *mxl_cpu_of(mxl_backend *be) { return (mxl_cpu *)be->impl; }
@@ -257,6 +317,55 @@ static inline int mxl_cpu_threads_for_op(const mxl_backend *be, double bytes, do
   int b = mxl_cpu_threads_for(be, fmas, MXL_CPU_MIN_FMAS);
   return a > b ? a : b;
 }
+
+/* 1 when a product of `rows` activation rows goes to oneDNN. Exact mode
+ * keeps the hand-written kernels (they multiply the bf16 hi/lo split). */
+static inline int mxl_cpu_dnnl_rows(const mxl_cpu *c, int64_t rows) {
+  if (!c->dnnl || c->exact || c->dnnl_mode == MXL_CPU_DNNL_OFF) return 0;
+  return c->dnnl_mode == MXL_CPU_DNNL_ALL || rows >= MXL_CPU_DNNL_MIN_ROWS;
+}
+
+/* Spare rows after every converted activation matrix (convert_activations):
+ * oneDNN's MXFP4 expert products round a group's rows up to a multiple of
+ * 16 (fewer primitive shapes) and read that far. */
+enum { MXL_CPU_ROW_PAD = 16 };
+
+/* y[i, j] += bias[j] for a tile — y [rows, ldy], bias bf16 [cols] (or NULL) */
+static inline void mxl_cpu_add_bias(float *y, int64_t ldy, const uint16_t *bias, int rows,
+                                    int cols) {
+  if (!bias) return;
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) y[(int64_t)i * ldy + j] += mxl_bf16_to_f32(bias[j]);
+}
+
+/* Expert e's MXFP4 rows from `row` on: blocks, scales, bias (NULL if none). */
+static inline const uint8_t *mxl_cpu_mx_blocks(const mxl_mxfp4_weight *W, int e, int64_t row) {
+  return W->blocks + (size_t)e * W->blocks_stride +
+         (size_t)row * (size_t)(W->cols / MXL_MXFP4_BLOCK) * MXL_MXFP4_BLOCK_BYTES;
+}
+static inline const uint8_t *mxl_cpu_mx_scales(const mxl_mxfp4_weight *W, int e, int64_t row) {
+  return W->scales + (size_t)e * W->scales_stride +
+         (size_t)row * (size_t)(W->cols / MXL_MXFP4_BLOCK);
+}
+static inline const uint16_t *mxl_cpu_mx_bias(const mxl_mxfp4_weight *W, int e, int64_t row) {
+  return W->bias ? W->bias + (size_t)e * W->bias_stride + (size_t)row : NULL;
+}
+
+/* ------------------------------------------------------------------ matmuls on oneDNN
+ * (cpu_matmul_dnnl.c) for the activations in bf16 (`x`, `dy`: converted,
+ * with MXL_CPU_ROW_PAD zero rows after them), on up to `nt` threads.
+ * Each returns 1 when it did its work, 0 when oneDNN refused a shape before
+ * anything was written (the caller runs the hand-written path). */
+int mxl_cpu_dnnl_matmul_bf16(mxl_backend *be, float *y, const uint16_t *x,
+                             const mxl_bf16_weight *W, int n, int nt);
+int mxl_cpu_dnnl_matmul_bf16_dx(mxl_backend *be, float *dx, const uint16_t *dy,
+                                const mxl_bf16_weight *W, int n, int nt);
+/* The expert groups [off[e], off[e+1]) for which mxl_cpu_dnnl_rows holds;
+ * the others are left to the caller. */
+int mxl_cpu_dnnl_mxfp4(mxl_backend *be, float *y, const uint16_t *x, const mxl_mxfp4_weight *W,
+                       const int32_t *off, int nt);
+int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
+                          const mxl_mxfp4_weight *W, const int32_t *off, int nt);
 
 /* Records the first failure of an op; `sync` returns it with `what`.
  * Called from serial code (outside parallel regions). */

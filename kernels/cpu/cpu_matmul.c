@@ -50,28 +50,26 @@ static int convert_activations(mxl_backend *be, act_bf16 *out, const float *x, i
                                int64_t K) {
   mxl_cpu *c = mxl_cpu_of(be);
   size_t n = (size_t)rows * (size_t)K;
-  uint16_t *buf = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_ACT, n * sizeof *buf * (c->exact ? 2 : 1));
+  /* MXL_CPU_ROW_PAD spare rows after the hi part, zeros for oneDNN */
+  size_t pad = (size_t)MXL_CPU_ROW_PAD * (size_t)K;
+  uint16_t *buf = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_ACT,
+                                  (n * (c->exact ? 2 : 1) + pad) * sizeof *buf);
   if (!buf) return -1;
   out->hi = buf;
-  out->lo = c->exact ? buf + n : NULL;
+  out->lo = c->exact ? buf + n + pad : NULL;
+  if (c->dnnl) memset(buf + n, 0, pad * sizeof *buf);
   const size_t chunk = 1 << 14;
   int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
   int nt = mxl_cpu_threads_for(be, (double)n * (c->exact ? 8 : 6), MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int64_t ch = 0; ch < n_chunks; ch++) {
     size_t i0 = (size_t)ch * chunk, len = n - i0 < chunk ? n - i0 : chunk;
-    if (c->exact) c->isa->to_bf16_split(buf + i0, buf + n + i0, x + i0, len);
+    if (c->exact) c->isa->to_bf16_split(buf + i0, buf + n + pad + i0, x + i0, len);
     else c->isa->to_bf16(buf + i0, x + i0, len);
   }
   return 0;
 }
 
-/* y[i, j] += bias[j] for a tile — y [rows, ldy], bias bf16 [cols] */
-static void add_bias(float *y, int64_t ldy, const uint16_t *bias, int rows, int cols) {
-  if (!bias) return;
-  for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) y[(int64_t)i * ldy + j] += mxl_bf16_to_f32(bias[j]);
-}
 
 /* ------------------------------------------------------------------ bf16 forward */
 
@@ -85,7 +83,7 @@ static void matmul_bf16_row(mxl_backend *be, float *y, act_bf16 a, const mxl_bf1
   for (int64_t it = 0; it < items; it++) {
     int64_t j0 = it * GEMV_ROWS, nj = N - j0 < GEMV_ROWS ? N - j0 : GEMV_ROWS;
     isa->gemv_bf16(y + j0, a.hi, a.lo, W->w + j0 * K, K, (int)nj, (int)K);
-    add_bias(y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
+    mxl_cpu_add_bias(y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
   }
 }
 
@@ -95,10 +93,15 @@ static void matmul_bf16_row(mxl_backend *be, float *y, act_bf16 a, const mxl_bf1
 void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf16_weight *W,
                          int n) {
   if (n <= 0 || W->rows <= 0) return;
-  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+  mxl_cpu *c = mxl_cpu_of(be);
+  const mxl_cpu_isa *isa = c->isa;
   int64_t N = W->rows, K = W->cols;
   act_bf16 a;
   if (convert_activations(be, &a, x, n, K) != 0) return;
+  /* bf16 dot products run at twice the fp32 FMA rate */
+  int nt = mxl_cpu_threads_for_op(be, (double)N * K * 2 + (double)n * (K * 2 + N * 4),
+                                  (double)n * N * K / 2);
+  if (mxl_cpu_dnnl_rows(c, n) && mxl_cpu_dnnl_matmul_bf16(be, y, a.hi, W, n, nt)) return;
   if (n == 1) {
     matmul_bf16_row(be, y, a, W);
     return;
@@ -117,9 +120,6 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
                              panel_elems * sizeof *panels * (size_t)be->n_threads);
     if (!panels) return;
   }
-  /* bf16 dot products run at twice the fp32 FMA rate */
-  int nt = mxl_cpu_threads_for_op(be, (double)N * K * 2 + (double)n * (K * 2 + N * 4),
-                                  (double)n * N * K / 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *bp = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
@@ -136,24 +136,13 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
       } else {
         isa->gemm_bf16_nt(yt, N, ah, al, K, W->w + j0 * K, K, (int)ni, (int)nj, (int)K, 0);
       }
-      add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
+      mxl_cpu_add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
     }
   }
 }
 
 /* ------------------------------------------------------------------ MXFP4 forward */
 
-static const uint8_t *mx_blocks(const mxl_mxfp4_weight *W, int e, int64_t row) {
-  return W->blocks + (size_t)e * W->blocks_stride +
-         (size_t)row * (size_t)(W->cols / MXL_MXFP4_BLOCK) * MXL_MXFP4_BLOCK_BYTES;
-}
-static const uint8_t *mx_scales(const mxl_mxfp4_weight *W, int e, int64_t row) {
-  return W->scales + (size_t)e * W->scales_stride +
-         (size_t)row * (size_t)(W->cols / MXL_MXFP4_BLOCK);
-}
-static const uint16_t *mx_bias(const mxl_mxfp4_weight *W, int e, int64_t row) {
-  return W->bias ? W->bias + (size_t)e * W->bias_stride + (size_t)row : NULL;
-}
 
 /* One forward work item: rows [j0, j0 + nj) of expert e's weights applied to
  * the expert's whole group of activation rows. */
@@ -174,23 +163,30 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   /* Work items: GEMV_ROWS weight rows for groups of at most FEW_ROWS rows
    * (decoded in registers once for all the group's rows), PANEL_ROWS
    * weight rows packed for larger groups. */
+  act_bf16 a;
+  if (convert_activations(be, &a, x, m, K) != 0) return;
+  int used = 0;
+  for (int e = 0; e < E; e++) used += off[e + 1] > off[e];
+  int nt = mxl_cpu_threads_for_op(be, (double)used * N * K * 17 / 32 + (double)m * (K * 2 + N * 4),
+                                  (double)m * N * K / 2);
+  /* the groups oneDNN takes (mxl_cpu_dnnl_rows), if any */
+  int on_dnnl = c->dnnl && mxl_cpu_dnnl_mxfp4(be, y, a.hi, W, off, nt);
+
   int few_rows = isa->gemm_mxfp4_nt ? FEW_ROWS : 1;
   int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1);
   mx_item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)max_items * sizeof *items);
   if (!items) return;
   int64_t n_items = 0;
-  int any_gemm = 0, used = 0;
+  int any_gemm = 0;
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
-    if (rows <= 0) continue;
-    used++;
+    if (rows <= 0 || (on_dnnl && mxl_cpu_dnnl_rows(c, rows))) continue;
     int64_t step = rows <= few_rows ? GEMV_ROWS : PANEL_ROWS;
     any_gemm |= rows > 1;
     for (int64_t j0 = 0; j0 < N; j0 += step)
       items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step)};
   }
-  act_bf16 a;
-  if (convert_activations(be, &a, x, m, K) != 0) return;
+  if (n_items == 0) return;
   /* per thread: a packed panel, or the few-row kernel's reordered rows */
   size_t panel_elems = (size_t)PANEL_ROWS * (size_t)K;
   size_t few_elems = (size_t)4 * FEW_ROWS * (size_t)((K + 127) / 128 * 128);
@@ -201,8 +197,6 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
                              panel_elems * sizeof *panels * (size_t)be->n_threads);
     if (!panels) return;
   }
-  int nt = mxl_cpu_threads_for_op(be, (double)used * N * K * 17 / 32 + (double)m * (K * 2 + N * 4),
-                                  (double)m * N * K / 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *panel = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
@@ -212,24 +206,27 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
       int64_t i0 = off[w.e], rows = off[w.e + 1] - i0;
       float *yt = y + i0 * N + w.j0; /* [rows, N] tile of [m, N] */
       if (rows == 1) {
-        isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, mx_blocks(W, w.e, w.j0),
-                        mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
+        isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL,
+                        mxl_cpu_mx_blocks(W, w.e, w.j0), mxl_cpu_mx_scales(W, w.e, w.j0),
+                        row_blocks, w.nj, (int)K, W->scale_bias);
       } else if (rows <= few_rows) {
         isa->gemm_mxfp4_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K,
-                           mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0), row_blocks,
-                           (int)rows, w.nj, (int)K, W->scale_bias, panel);
+                           mxl_cpu_mx_blocks(W, w.e, w.j0), mxl_cpu_mx_scales(W, w.e, w.j0),
+                           row_blocks, (int)rows, w.nj, (int)K, W->scale_bias, panel);
       } else if (rows >= PACK_MIN_ROWS) {
-        isa->pack_vnni_t_mxfp4(panel, PANEL_ROWS, mx_blocks(W, w.e, w.j0),
-                               mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K, W->scale_bias);
-        isa->gemm_bf16_vnni(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel,
-                            PANEL_ROWS, (int)rows, w.nj, (int)K, 0);
+        isa->pack_vnni_t_mxfp4(panel, PANEL_ROWS, mxl_cpu_mx_blocks(W, w.e, w.j0),
+                               mxl_cpu_mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K,
+                               W->scale_bias);
+        isa->gemm_bf16_vnni(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel, PANEL_ROWS,
+                            (int)rows, w.nj, (int)K, 0);
       } else {
-        isa->mxfp4_to_bf16(panel, K, mx_blocks(W, w.e, w.j0), mx_scales(W, w.e, w.j0),
-                           row_blocks, w.nj, (int)K, W->scale_bias);
-        isa->gemm_bf16_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel, K,
-                          (int)rows, w.nj, (int)K, 0);
+        isa->mxfp4_to_bf16(panel, K, mxl_cpu_mx_blocks(W, w.e, w.j0),
+                           mxl_cpu_mx_scales(W, w.e, w.j0), row_blocks, w.nj, (int)K,
+                           W->scale_bias);
+        isa->gemm_bf16_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel, K, (int)rows,
+                          w.nj, (int)K, 0);
       }
-      add_bias(yt, N, mx_bias(W, w.e, w.j0), (int)rows, w.nj);
+      mxl_cpu_add_bias(yt, N, mxl_cpu_mx_bias(W, w.e, w.j0), (int)rows, w.nj);
     }
   }
 }
@@ -261,32 +258,46 @@ static void pack_bf16_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int6
   isa->pack_vnni_bf16(bp, STRIP_COLS, W->w + j0 * W->cols + k0, W->cols, (int)nj, (int)kn);
 }
 
-static void pack_mx_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int64_t j0,
-                          int64_t nj, int64_t k0, int64_t kn, uint16_t *bp) {
+static void pack_mx_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int64_t j0, int64_t nj,
+                          int64_t k0, int64_t kn, uint16_t *bp) {
   const mxl_mxfp4_weight *W = ctx;
   int64_t g0 = k0 / MXL_MXFP4_BLOCK;
-  isa->pack_vnni_mxfp4(bp, STRIP_COLS, mx_blocks(W, e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES,
-                       mx_scales(W, e, j0) + g0, W->cols / MXL_MXFP4_BLOCK, (int)nj, (int)kn,
-                       W->scale_bias);
+  isa->pack_vnni_mxfp4(bp, STRIP_COLS, mxl_cpu_mx_blocks(W, e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES,
+                       mxl_cpu_mx_scales(W, e, j0) + g0, W->cols / MXL_MXFP4_BLOCK, (int)nj,
+                       (int)kn, W->scale_bias);
 }
 
 /* Runs dx_strip over work items (group, column strip); groups are row
  * ranges [off[g], off[g+1]) using expert g's weights. */
+static int dx_threads(mxl_backend *be, int64_t m, int64_t N, int64_t K, int n_groups) {
+  return mxl_cpu_threads_for_op(be, (double)n_groups * N * K + (double)m * (N * 2 + K * 8),
+                                (double)m * N * K / 2);
+}
+
+/* The groups oneDNN takes (mxl_cpu_dnnl_rows) for the expert dx: 1 if done. */
+static int mx_dx_on_dnnl(mxl_backend *be, float *dx, const uint16_t *dy, const void *ctx,
+                         const int32_t *off, int nt) {
+  return mxl_cpu_dnnl_mxfp4_dx(be, dx, dy, ctx, off, nt);
+}
+
 static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, int64_t K,
-                      const int32_t *off, int n_groups, strip_packer pack, const void *ctx) {
-  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+                      const int32_t *off, int n_groups, strip_packer pack, const void *ctx,
+                      int (*on_dnnl)(mxl_backend *, float *, const uint16_t *, const void *,
+                                     const int32_t *, int)) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  const mxl_cpu_isa *isa = c->isa;
   int64_t m = off[n_groups];
   if (m <= 0 || N <= 0 || K <= 0) return;
   act_bf16 a;
   if (convert_activations(be, &a, dy, m, N) != 0) return;
+  int nt = dx_threads(be, m, N, K, n_groups);
+  int dnnl_done = on_dnnl && c->dnnl && on_dnnl(be, dx, a.hi, ctx, off, nt);
   int64_t n_strips = (K + STRIP_COLS - 1) / STRIP_COLS;
   size_t per_thread = (size_t)STRIP_ROWS * STRIP_COLS;
   uint16_t *bufs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
                                    per_thread * sizeof *bufs * (size_t)be->n_threads);
   if (!bufs) return;
   int64_t items = (int64_t)n_groups * n_strips;
-  int nt = mxl_cpu_threads_for_op(be, (double)n_groups * N * K + (double)m * (N * 2 + K * 8),
-                                  (double)m * N * K / 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *bp = bufs + per_thread * (size_t)omp_get_thread_num();
@@ -294,7 +305,7 @@ static void dx_driver(mxl_backend *be, float *dx, const float *dy, int64_t N, in
     for (int64_t it = 0; it < items; it++) {
       int g = (int)(it / n_strips);
       int64_t rows = off[g + 1] - off[g];
-      if (rows <= 0) continue;
+      if (rows <= 0 || (dnnl_done && mxl_cpu_dnnl_rows(c, rows))) continue;
       int64_t k0 = (it % n_strips) * STRIP_COLS, kn = K - k0 < STRIP_COLS ? K - k0 : STRIP_COLS;
       act_bf16 ag = {a.hi + off[g] * N, a.lo ? a.lo + off[g] * N : NULL};
       dx_strip(isa, dx + off[g] * K, K, ag, N, (int)rows, N, k0, kn, pack, ctx, g, bp);
@@ -312,11 +323,19 @@ void mxl_cpu_matmul_bf16_dx(mxl_backend *be, float *dx, const float *dy,
   int blocks = n > 256 ? (n + 255) / 256 : 1;
   if (blocks > MAX_BLOCKS) blocks = MAX_BLOCKS;
   for (int b = 0; b <= blocks; b++) off[b] = (int32_t)((int64_t)n * b / blocks);
-  dx_driver(be, dx, dy, W->rows, W->cols, off, blocks, pack_bf16_strip, W);
+  mxl_cpu *c = mxl_cpu_of(be);
+  if (n > 0 && mxl_cpu_dnnl_rows(c, n)) { /* all rows in one oneDNN product */
+    act_bf16 a;
+    if (convert_activations(be, &a, dy, n, W->rows) != 0) return;
+    if (mxl_cpu_dnnl_matmul_bf16_dx(be, dx, a.hi, W, n, dx_threads(be, n, W->rows, W->cols, 1)))
+      return;
+  }
+  dx_driver(be, dx, dy, W->rows, W->cols, off, blocks, pack_bf16_strip, W, NULL);
 }
 
 /* dx[i] += dy[i]·W_e for grouped row i of expert e — dx [m, K], dy [m, N] */
 void mxl_cpu_mxfp4_matmul_dx(mxl_backend *be, float *dx, const float *dy,
                              const mxl_mxfp4_weight *W, const mxl_moe_plan *plan) {
-  dx_driver(be, dx, dy, W->rows, W->cols, plan->offsets_host, W->n_experts, pack_mx_strip, W);
+  dx_driver(be, dx, dy, W->rows, W->cols, plan->offsets_host, W->n_experts, pack_mx_strip, W,
+            mx_dx_on_dnnl);
 }

@@ -44,6 +44,7 @@ static void check(mxl_backend *be, const char *op, cudaError_t err) {
 static void cuda_destroy(mxl_backend *be) {
   mxl_cuda_state *st = state(be);
   cudaStreamSynchronize(st->stream);
+  mxl_cuda_blas_release(st);
   mxl_cu_scratch_release(st);
   cudaStreamDestroy(st->stream);
   free(st);
@@ -129,6 +130,19 @@ static const mxl_ops cuda_ops = make_cuda_ops();
 
 extern "C" const mxl_ops *mxl_cuda_op_table(void) { return &cuda_ops; }
 
+extern "C" mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes,
+                                           size_t *total_bytes) {
+  *free_bytes = *total_bytes = 0;
+  mxl_cuda_state *st = mxl_cuda_state_of(be);
+  if (!st) return mxl_errorf(MXL_ERR_ARGUMENT, "mxl_cuda_memory_info: not a CUDA backend");
+  cudaError_t err = cudaSetDevice(st->device);
+  if (err == cudaSuccess) err = cudaMemGetInfo(free_bytes, total_bytes);
+  if (err != cudaSuccess)
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: cudaMemGetInfo: %s", st->device,
+                      cudaGetErrorString(err));
+  return MXL_OK;
+}
+
 /* The oldest architecture this build carries SASS for (CMakeLists.txt). */
 enum { MXL_CUDA_MIN_MAJOR = 8 };
 
@@ -169,6 +183,13 @@ extern "C" mxl_status mxl_backend_cuda_create(int device, mxl_backend **out) {
     free(be);
     return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: creating the stream: %s", device,
                       cudaGetErrorString(err));
+  }
+  if (!mxl_cuda_blas_init(st)) {
+    cudaStreamDestroy(st->stream);
+    free(st);
+    free(be);
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: cuBLASLt cannot be initialised",
+                      device);
   }
   be->ops = &cuda_ops;
   be->n_threads = 1;

@@ -14,6 +14,11 @@ mxl_cuda_state *mxl_cuda_state_of(mxl_backend *be);
 /* Records the first failure of an op ("upload", "mxfp4_dequant"). */
 void mxl_cuda_fail(mxl_cuda_state *st, const char *op, cudaError_t err);
 
+/* The cuBLASLt state of a backend (kernels/cuda/blas.cuh, compiled in
+ * ops_dense.cu): false when the library cannot be initialised. */
+bool mxl_cuda_blas_init(mxl_cuda_state *st);
+void mxl_cuda_blas_release(mxl_cuda_state *st);
+
 /* The compute ops of each family (ops_<family>.cu over ops_<family>.cuh). */
 void mxl_cuda_fill_dense(mxl_ops *ops);
 void mxl_cuda_fill_attention(mxl_ops *ops);

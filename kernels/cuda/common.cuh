@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #ifndef MXL_CUDA_EMULATE
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 /* Launches `kernel` on `grid` x `block` threads with `smem` bytes of dynamic
@@ -60,6 +61,19 @@ MXL_DEVICE float mxl_cu_bf16(uint16_t w) {
   return f;
 #else
   return __uint_as_float((uint32_t)w << 16);
+#endif
+}
+
+/* A float as bf16 bits, rounded to nearest even (NaN stays NaN): core/bf16.h's
+ * rounding, and the device's own conversion instruction. */
+MXL_DEVICE uint32_t mxl_cu_bf16_bits(float x) {
+#ifdef MXL_CUDA_EMULATE
+  uint32_t bits;
+  __builtin_memcpy(&bits, &x, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;
+  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+#else
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
 #endif
 }
 

@@ -38,6 +38,11 @@ mxl_status mxl_cuda_mxfp4_dequant_bf16(mxl_backend *be, uint16_t *out, const uin
 mxl_status mxl_cuda_mxfp4_quant(mxl_backend *be, uint8_t *blocks, uint8_t *scales,
                                 const float *x, int64_t rows, int64_t cols);
 
+/* The device's free and total memory (cudaMemGetInfo): what the process
+ * and everything else hold is total - free. For measuring the CUDA runtime's
+ * own share (bench_cuda_ops; `mxlora plan` budgets it as an allowance). */
+mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes, size_t *total_bytes);
+
 /* The CUDA backend's op table, for tests that check its coverage without
  * a device (every op is filled); backends still come from
  * mxl_backend_cuda_create. */

@@ -310,7 +310,8 @@ inline float shfl_xor(float v, int mask) {
   std::memcpy(&my_warp().in[l][0], &v, 4);
   if (!warp_collective(collective::shfl_xor, mask, "shfl.sync.bfly",
                        [mask](warp_state &w) {
-                         for (unsigned i = 0; i < 32; i++) w.out[i][0] = w.in[i ^ (unsigned)mask][0];
+                         for (unsigned i = 0; i < 32; i++)
+                           w.out[i][0] = w.in[i ^ (unsigned)mask][0];
                        }))
     return 0.0f;
   float out;

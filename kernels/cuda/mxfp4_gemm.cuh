@@ -31,8 +31,9 @@
  *
  * Decode (few rows per expert, as in generation): mxl_mx_gemv_kernel, one
  * warp per output row, reads each weight block once with 16-byte loads and
- * multiplies it with every routed row of the expert in fp32 (no tensor
- * cores: the product is bound by the weight bytes). */
+ * multiplies it with every routed row of the expert (activations rounded to
+ * bf16 like the GEMM's, fp32 arithmetic; no tensor cores: the product is
+ * bound by the weight bytes). */
 #ifndef MXL_KERNELS_CUDA_MXFP4_GEMM_CUH
 #define MXL_KERNELS_CUDA_MXFP4_GEMM_CUH
 
@@ -244,7 +245,10 @@ MXL_GLOBAL void mxl_mx_gemv_kernel(mxl_mx_args p, const int32_t *offsets, int64_
           if (i0 + r >= hi) break;
           const float *xr = p.a + (i0 + r) * p.lda + blk * MXL_MXFP4_BLOCK;
           float s = sum[r];
-          MXL_UNROLL for (int c = 0; c < 32; c++) s = fmaf(wv[c], xr[c], s);
+          /* bf16 operands, as in the tensor-core path (ops.h): a row's
+           * result does not depend on which path its batch takes beyond the
+           * fp32 summation order. */
+          MXL_UNROLL for (int c = 0; c < 32; c++) s = fmaf(wv[c], mxl_cu_bf16_round(xr[c]), s);
           sum[r] = s;
         }
       }

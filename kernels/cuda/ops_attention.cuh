@@ -5,6 +5,9 @@
  *
  * Shapes: q [nq, nh, d], k, v [nk, nkv, d], out [nq, nh, d], lse [nq, nh],
  * sinks bf16 [nh]; query head h reads KV head h / (nh/nkv); d <= 128.
+ * Head dim 64 (gpt-oss) runs forward on tensor cores, bf16 operands
+ * (attention_mma.cuh); other head dims and the backward run the fp32 kernels
+ * below.
  *
  * Forward: one block per (16 queries, head), streaming 32-key tiles
  * through shared memory with an online softmax that starts from the sink:
@@ -28,6 +31,7 @@
 #ifndef MXL_KERNELS_CUDA_OPS_ATTENTION_CUH
 #define MXL_KERNELS_CUDA_OPS_ATTENTION_CUH
 
+#include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/runtime.cuh"
 
 enum {
@@ -206,6 +210,10 @@ static void mxl_cu_attention(mxl_backend *be, float *out, float *lse, const floa
                              const mxl_attn_mask *mask, int nq, int nk, int nh, int nkv, int d,
                              float scale) {
   if (nq <= 0 || nh <= 0 || d <= 0 || !mxl_cu_attention_fits(be, "attention", nh, nkv, d)) return;
+  if (d == MXL_AMMA_D) { /* gpt-oss: tensor cores (attention_mma.cuh) */
+    mxl_cu_attention_mma(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, scale);
+    return;
+  }
   mxl_att_args a = {q, k, v, sinks, *mask, nq, nk, nh, nkv, d, scale};
   int64_t blocks = (int64_t)((nq + MXL_ATT_FWD_BQ - 1) / MXL_ATT_FWD_BQ) * nh;
   mxl_cu_launched(be, "attention",

@@ -4,3 +4,7 @@
 #include "kernels/cuda/ops_dense.cuh"
 
 void mxl_cuda_fill_dense(mxl_ops *ops) { mxl_cu_fill_dense(ops); }
+
+bool mxl_cuda_blas_init(mxl_cuda_state *st) { return mxl_cu_blas_init(st); }
+
+void mxl_cuda_blas_release(mxl_cuda_state *st) { mxl_cu_blas_release(st); }

@@ -5,21 +5,22 @@
  *
  * unembed_xent streams the vocabulary in chunks of C rows, so that nothing
  * of size [n, V] exists: per chunk
- *   L = h·W_chunkᵀ (+ bias)                    [n, C] scratch, tiled GEMM;
+ *   L = h·W_chunkᵀ (+ bias)                    [n, C] scratch, cuBLASLt;
  *   per token: m' = max(m, max L), rescale = exp(m − m'),
- *              s = s·rescale + Σ exp(L − m'),  L ← exp(L − m'),
+ *              s = s·rescale + Σ exp(L − m'),  P = exp(L − m') as bf16,
  *              z_target picked up when the target is in the chunk;
- *   acc = acc·rescale + L·W_chunk               [n, H] scratch (only for dh).
+ *   acc = acc·rescale + P·W_chunk               [n, H] scratch (only for dh),
+ *                                               cuBLASLt with beta = 1.
  * Then loss = m + log s − z_target and dh += weight·(acc / s − W_target): the
  * gradient Σ_v softmax_v·W_v accumulates in the same single pass as the
  * log-sum-exp (an online softmax over the vocabulary), so the vocabulary
  * is multiplied twice (logits, gradient), not three times. C is chosen so
- * that L stays within 2^25 floats (128 MiB). */
+ * that L stays within 2^25 floats (128 MiB; kernels/cuda_memory.h). */
 #ifndef MXL_KERNELS_CUDA_OPS_LOSS_CUH
 #define MXL_KERNELS_CUDA_OPS_LOSS_CUH
 
 #include "core/rng.h"
-#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/blas.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
 
@@ -114,10 +115,7 @@ static double mxl_cu_sum_squares(mxl_backend *be, const float *x, size_t n) {
 
 /* ---------------------------------------------------------------- unembed_xent */
 
-enum {
-  MXL_XENT_THREADS = 256,
-  MXL_XENT_LOGIT_BUDGET = 1 << 25, /* floats of the [n, C] logit chunk */
-};
+enum { MXL_XENT_THREADS = 256 };
 
 /* Per-token running state of the streamed softmax, [n] each. */
 struct mxl_xent_state {
@@ -138,15 +136,20 @@ MXL_GLOBAL void mxl_xent_init_kernel(mxl_xent_state st, float *acc, int64_t n, i
 }
 
 /* One block per token: folds chunk logits L [n, ld] (first `rows` columns,
- * vocabulary rows v0..) into the running state; with write_p, L becomes
- * exp(L − m'). Masked tokens (weight 0) are skipped. */
-MXL_GLOBAL void mxl_xent_stats_kernel(float *L, int64_t ld, int64_t rows, int64_t v0,
+ * vocabulary rows v0..) into the running state; with pb (bf16 [n, ld]),
+ * pb = exp(L − m'), the operand of the gradient product. Masked tokens
+ * (weight 0) get pb = 0 and no state. */
+MXL_GLOBAL void mxl_xent_stats_kernel(const float *L, int64_t ld, int64_t rows, int64_t v0,
                                       const int32_t *targets, const float *weight,
-                                      mxl_xent_state st, int write_p) {
+                                      mxl_xent_state st, uint16_t *pb) {
   MXL_SHARED float red[MXL_XENT_THREADS];
   const int64_t t = MXL_BLOCK_X;
-  if (weight[t] == 0.0f) return; /* the whole block */
-  float *row = L + t * ld;
+  if (weight[t] == 0.0f) {
+    if (pb)
+      for (int64_t j = MXL_THREAD_X; j < rows; j += MXL_XENT_THREADS) pb[t * ld + j] = 0;
+    return; /* the whole block */
+  }
+  const float *row = L + t * ld;
   int64_t tgt = (int64_t)targets[t] - v0;
   if (MXL_THREAD_X == 0 && tgt >= 0 && tgt < rows) st.z_tgt[t] = row[tgt];
   float m_old = st.m[t], mx = -INFINITY;
@@ -155,7 +158,7 @@ MXL_GLOBAL void mxl_xent_stats_kernel(float *L, int64_t ld, int64_t rows, int64_
   float m_new = mx > m_old ? mx : m_old, s = 0.0f;
   for (int64_t j = MXL_THREAD_X; j < rows; j += MXL_XENT_THREADS) {
     float p = expf(row[j] - m_new);
-    if (write_p) row[j] = p;
+    if (pb) pb[t * ld + j] = (uint16_t)mxl_cu_bf16_bits(p);
     s += p;
   }
   s = mxl_block_sum<MXL_XENT_THREADS>(s, red);
@@ -195,62 +198,71 @@ MXL_GLOBAL void mxl_xent_final_kernel(float *loss, float *dh, const float *acc,
   }
 }
 
-/* Vocabulary rows per chunk: the test override, else the budget over n
- * tokens, a multiple of the GEMM tile, at least one tile. */
-static int64_t mxl_cu_xent_chunk(mxl_backend *be, int64_t n, int64_t V) {
-  int64_t chunk = mxl_cu_state(be)->xent_chunk_rows;
-  if (chunk <= 0) {
-    chunk = MXL_XENT_LOGIT_BUDGET / n;
-    chunk -= chunk % MXL_GEMM_TN;
-    if (chunk < MXL_GEMM_TN) chunk = MXL_GEMM_TN;
-  }
-  return chunk < V ? chunk : V;
-}
-
+/* The two products per chunk run on cuBLASLt with bf16 operands: h is
+ * rounded once per call, the probabilities as the stats kernel writes them;
+ * the scratch is carved as kernels/cuda_memory.h sizes it. */
 static void mxl_cu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *h,
                                 const mxl_bf16_weight *W, const int32_t *targets,
                                 const float *weight, int n) {
   const char *name = "unembed_xent";
   const int64_t V = W->rows, H = W->cols;
   if (n <= 0 || V <= 0 || (!loss && !dh)) return;
-  const int64_t chunk = mxl_cu_xent_chunk(be, n, V);
-  size_t floats = (size_t)n * (size_t)chunk + 4 * (size_t)n + (dh ? (size_t)n * H : 0);
-  float *L = static_cast<float *>(mxl_cu_scratch(be, floats * sizeof(float), name));
-  if (!L) return;
+  const int64_t chunk = mxl_cuda_xent_chunk(n, V, mxl_cu_state(be)->xent_chunk_rows);
+  void *scratch = mxl_cu_scratch(
+      be, mxl_cuda_scratch_unembed_xent(n, V, H, chunk, W->bias != NULL, dh != NULL), name);
+  if (!scratch) return;
+  const size_t nc = (size_t)n * (size_t)chunk, nH = (size_t)n * (size_t)H;
+  mxl_cu_carve cv = {static_cast<char *>(scratch)};
+  float *L = cv.take<float>(nc * 4);                        /* [n, chunk] logits */
+  uint16_t *pb = dh ? cv.take<uint16_t>(nc * 2) : NULL;     /* [n, chunk] probabilities */
   mxl_xent_state st;
-  st.m = L + (size_t)n * chunk;
+  st.m = cv.take<float>(4 * (size_t)n * 4);
   st.s = st.m + n;
   st.z_tgt = st.s + n;
   st.rescale = st.z_tgt + n;
-  float *acc = dh ? st.rescale + n : NULL; /* [n, H] */
+  float *bias = W->bias ? cv.take<float>((size_t)V * 4) : NULL; /* [V] fp32 */
+  uint16_t *hb = cv.take<uint16_t>(nH * 2);                 /* [n, H] bf16 */
+  float *acc = dh ? cv.take<float>(nH * 4) : NULL;          /* [n, H] */
   mxl_cu_stream stream = mxl_cu_state(be)->stream;
-  int64_t init_items = dh ? (int64_t)n * H : n;
+  int64_t init_items = dh ? (int64_t)nH : n;
   if (!mxl_cu_launched(be, name,
                        MXL_LAUNCH(mxl_xent_init_kernel,
                                   mxl_cu_grid(init_items, MXL_CU_ELEMENTWISE_THREADS,
                                               MXL_CU_MAX_BLOCKS),
-                                  MXL_CU_ELEMENTWISE_THREADS, 0, stream, st, acc, (int64_t)n, H)))
+                                  MXL_CU_ELEMENTWISE_THREADS, 0, stream, st, acc, (int64_t)n, H)) ||
+      !mxl_cu_to_bf16(be, name, hb, h, (int64_t)nH) ||
+      (bias && !mxl_cu_from_bf16(be, name, bias, W->bias, V)))
     return;
   for (int64_t v0 = 0; v0 < V; v0 += chunk) {
     const int64_t rows = V - v0 < chunk ? V - v0 : chunk;
     const uint16_t *w_chunk = W->w + v0 * H;
-    mxl_op_linear_bf16 logits = {rows, H, h, w_chunk, W->bias ? W->bias + v0 : NULL, L, chunk};
-    mxl_cu_gemm(be, name, logits, n);
-    if (!mxl_cu_launched(be, name,
+    mxl_blas_call logits = {};
+    logits.M = n, logits.N = rows, logits.K = H, logits.precision = MXL_BLAS_BF16;
+    logits.A = {hb, H, 0, 0};
+    logits.B = {w_chunk, H, 1, 0}; /* W_chunk [rows, H]: op(B) = W_chunkᵀ */
+    logits.C = L, logits.ldc = chunk;
+    logits.alpha = 1.0f, logits.beta = 0.0f;
+    logits.bias = bias ? bias + v0 : NULL;
+    if (!mxl_cu_blas_gemm(be, name, logits) ||
+        !mxl_cu_launched(be, name,
                          MXL_LAUNCH(mxl_xent_stats_kernel, (unsigned)n, MXL_XENT_THREADS, 0,
-                                    stream, L, chunk, rows, v0, targets, weight, st,
-                                    dh != NULL)))
+                                    stream, L, chunk, rows, v0, targets, weight, st, pb)))
       return;
     if (!dh) continue;
     if (!mxl_cu_launched(be, name,
                          MXL_LAUNCH(mxl_xent_rescale_kernel,
-                                    mxl_cu_grid((int64_t)n * H, MXL_CU_ELEMENTWISE_THREADS,
+                                    mxl_cu_grid((int64_t)nH, MXL_CU_ELEMENTWISE_THREADS,
                                                 MXL_CU_MAX_BLOCKS),
                                     MXL_CU_ELEMENTWISE_THREADS, 0, stream, acc, st.rescale,
                                     (int64_t)n, H)))
       return;
-    mxl_op_linear_bf16_dx grad = {H, rows, L, chunk, w_chunk, acc};
-    mxl_cu_gemm(be, name, grad, n);
+    mxl_blas_call grad = {};
+    grad.M = n, grad.N = H, grad.K = rows, grad.precision = MXL_BLAS_BF16;
+    grad.A = {pb, chunk, 0, 0};
+    grad.B = {w_chunk, H, 0, 0}; /* W_chunk [rows, H] */
+    grad.C = acc, grad.ldc = H;
+    grad.alpha = 1.0f, grad.beta = 1.0f;
+    if (!mxl_cu_blas_gemm(be, name, grad)) return;
   }
   mxl_cu_launched(be, name,
                   MXL_LAUNCH(mxl_xent_final_kernel, (unsigned)n, MXL_XENT_THREADS, 0, stream, loss,

@@ -21,8 +21,14 @@
 
 extern "C" {
 #include "core/status.h"
+#include "kernels/cuda_memory.h"
 #include "kernels/ops.h"
 }
+
+enum { MXL_CU_BLAS_PLANS = MXL_CUDA_BLAS_PLANS };
+#define MXL_CU_BLAS_WORKSPACE MXL_CUDA_BLAS_WORKSPACE
+
+struct mxl_blas_state; /* kernels/cuda/blas.cuh */
 
 #ifdef MXL_CUDA_EMULATE
 typedef void *mxl_cu_stream; /* the emulator runs launches to completion */
@@ -42,8 +48,13 @@ struct mxl_cuda_state {
   void *scratch; /* [scratch_bytes] device memory for ops' intermediates */
   size_t scratch_bytes;
   /* unembed_xent: vocabulary rows per chunk, 0 = sized from the token count
-   * (kernels/cuda/ops_loss.cuh); tests set it to force several chunks. */
+   * (kernels/cuda_memory.h); tests set it to force several chunks. */
   int64_t xent_chunk_rows;
+  struct mxl_blas_state *blas; /* cuBLASLt handle, workspace, plans */
+  /* Device memory the backend holds for itself (scratch, workspace) and,
+   * on the emulator, for every alloc: now and at most (tests/cuda plan
+   * test). */
+  size_t bytes_now, bytes_peak;
 };
 
 static inline mxl_cuda_state *mxl_cu_state(mxl_backend *be) {
@@ -76,24 +87,47 @@ static inline bool mxl_cu_launched(mxl_backend *be, const char *op, int rc) {
   return false;
 }
 
+/* Device memory of `bytes` (host memory on the emulator), counted in
+ * st->bytes_now; NULL when it cannot be had. */
+static inline void *mxl_cu_device_alloc(mxl_cuda_state *st, size_t bytes) {
+  void *p = NULL;
+#ifdef MXL_CUDA_EMULATE
+  p = malloc(bytes ? bytes : 1);
+#else
+  if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+    cudaGetLastError(); /* out of memory is not sticky */
+    p = NULL;
+  }
+#endif
+  if (p) {
+    st->bytes_now += bytes;
+    if (st->bytes_now > st->bytes_peak) st->bytes_peak = st->bytes_now;
+  }
+  return p;
+}
+
+/* Frees what mxl_cu_device_alloc gave (cudaFree waits for the work still
+ * using it); NULL is a no-op. */
+static inline void mxl_cu_device_free(mxl_cuda_state *st, void *p, size_t bytes) {
+  if (!p) return;
+#ifdef MXL_CUDA_EMULATE
+  free(p);
+#else
+  cudaFree(p);
+#endif
+  st->bytes_now -= bytes;
+}
+
 /* A scratch buffer of at least `bytes`, valid until the next call; NULL
- * (error recorded) when it cannot be allocated. */
+ * (error recorded) when it cannot be allocated. It grows in whole MiB
+ * (kernels/cuda_memory.h) and never shrinks. */
 static inline void *mxl_cu_scratch(mxl_backend *be, size_t bytes, const char *op) {
   mxl_cuda_state *st = mxl_cu_state(be);
   if (bytes <= st->scratch_bytes) return st->scratch;
-  const size_t mib = (size_t)1 << 20;
-  size_t want = bytes > SIZE_MAX - mib ? SIZE_MAX : (bytes + mib - 1) & ~(mib - 1);
-#ifdef MXL_CUDA_EMULATE
-  free(st->scratch);
-  st->scratch = malloc(want);
+  size_t want = mxl_cuda_scratch_rounded(bytes);
+  mxl_cu_device_free(st, st->scratch, st->scratch_bytes);
+  st->scratch = mxl_cu_device_alloc(st, want);
   if (!st->scratch) {
-#else
-  if (st->scratch) cudaFree(st->scratch); /* waits for the ops still using it */
-  st->scratch = NULL;
-  if (cudaMalloc(&st->scratch, want) != cudaSuccess) {
-    cudaGetLastError(); /* out of memory is not sticky */
-    st->scratch = NULL;
-#endif
     st->scratch_bytes = 0;
     mxl_cu_fail(be, MXL_ERR_MEMORY, op, "cannot allocate %zu bytes of scratch", want);
     return NULL;
@@ -104,14 +138,22 @@ static inline void *mxl_cu_scratch(mxl_backend *be, size_t bytes, const char *op
 
 /* Releases the scratch (backend destruction). */
 static inline void mxl_cu_scratch_release(mxl_cuda_state *st) {
-#ifdef MXL_CUDA_EMULATE
-  free(st->scratch);
-#else
-  if (st->scratch) cudaFree(st->scratch);
-#endif
+  mxl_cu_device_free(st, st->scratch, st->scratch_bytes);
   st->scratch = NULL;
   st->scratch_bytes = 0;
 }
+
+/* Carves 256-byte aligned pieces off a scratch buffer, in the order of the
+ * size formulas of kernels/cuda_memory.h. */
+struct mxl_cu_carve {
+  char *at;
+  template <class T>
+  T *take(size_t bytes) {
+    T *p = reinterpret_cast<T *>(at);
+    at += mxl_cuda_piece(bytes);
+    return p;
+  }
+};
 
 /* Blocks for n items at `threads` per block, at most `cap` blocks (kernels
  * loop with MXL_FOR_EACH); at least one block. */

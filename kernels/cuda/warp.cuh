@@ -149,23 +149,18 @@ MXL_DEVICE float mxl_shfl_xor(float v, int lane_mask) {
 
 MXL_DEVICE uint32_t mxl_pack_bf16x2(float lo, float hi) {
 #ifdef MXL_CUDA_EMULATE
-  uint32_t out = 0;
-  float v[2] = {lo, hi};
-  for (int h = 0; h < 2; h++) { /* core/bf16.h's rounding: nearest even, NaN stays NaN */
-    uint32_t bits;
-    __builtin_memcpy(&bits, &v[h], 4);
-    uint32_t r = (bits & 0x7fffffffu) > 0x7f800000u
-                     ? ((bits >> 16) | 0x40u)
-                     : ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-    out |= (r & 0xFFFFu) << (16 * h);
-  }
-  return out;
+  return (mxl_cu_bf16_bits(lo) & 0xFFFFu) | (mxl_cu_bf16_bits(hi) << 16);
 #else
   __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi); /* .x = lo: the low half */
   uint32_t out;
   __builtin_memcpy(&out, &p, 4);
   return out;
 #endif
+}
+
+/* x rounded to the nearest bf16 (as mxl_pack_bf16x2 rounds), as a float. */
+MXL_DEVICE float mxl_cu_bf16_round(float x) {
+  return mxl_cu_bf16((uint16_t)(mxl_pack_bf16x2(x, 0.0f) & 0xFFFFu));
 }
 
 #endif

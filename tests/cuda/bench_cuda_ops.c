@@ -10,7 +10,11 @@
  * (--tokens tokens, 4 experts each) as GFLOP/s. Each figure is the best of
  * --reps timed runs after one warm-up; a run is the op then sync.
  * Shapes: H = I = 2880, E = 32, k = 4, V = 201088, nh = 64, nkv = 8, d = 64.
- * --quick: 128 prefill tokens, 2 reps. */
+ * --quick: 128 prefill tokens, 2 reps.
+ * --peak-bf16 T --peak-fp32 T --peak-gbs G (TFLOP/s, TFLOP/s, GB/s: the
+ * GPU's published peaks, which tools/gpu_suite.sh looks up by name) add
+ * each row's share of the peak: bf16 for the products, fp32 for the
+ * attention kernels (fp32 SIMT), bandwidth for the decode rows. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +22,14 @@
 #include <time.h>
 
 #include "core/bf16.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/ops.h"
 
 enum { H = 2880, I = 2880, E = 32, TOPK = 4, V = 201088, NH = 64, NKV = 8, HD = 64 };
 
 static mxl_backend *be;
 static int reps = 5;
+static double peak_bf16, peak_fp32, peak_bw; /* FLOP/s, FLOP/s, bytes/s; 0: unknown */
 
 static double now(void) {
   struct timespec ts;
@@ -214,14 +220,27 @@ static mxl_moe_plan make_plan(int n, int32_t **offsets_host) {
   return p;
 }
 
-static void print_row(const char *what, double seconds, double bytes, double flops,
-                      double bandwidth) {
+/* fp32: the row's FLOPs run on the fp32 units (the attention kernels). */
+static void print_row_peak(const char *what, double seconds, double bytes, double flops,
+                           double bandwidth, int fp32) {
   printf("  %-44s %9.3f ms", what, 1e3 * seconds);
-  if (bytes > 0)
+  if (bytes > 0) {
     printf("  %8.1f GB/s  %5.1f %% of copy", bytes / seconds * 1e-9,
            100.0 * bytes / seconds / bandwidth);
-  if (flops > 0) printf("  %9.1f GFLOP/s", flops / seconds * 1e-9);
+    if (peak_bw > 0) printf("  %5.1f %% of peak", 100.0 * bytes / seconds / peak_bw);
+  }
+  if (flops > 0) {
+    printf("  %9.1f GFLOP/s", flops / seconds * 1e-9);
+    double peak = fp32 ? peak_fp32 : peak_bf16;
+    if (peak > 0)
+      printf("  %5.1f %% of %s peak", 100.0 * flops / seconds / peak, fp32 ? "fp32" : "bf16");
+  }
   printf("\n");
+}
+
+static void print_row(const char *what, double seconds, double bytes, double flops,
+                      double bandwidth) {
+  print_row_peak(what, seconds, bytes, flops, bandwidth, 0);
 }
 
 int main(int argc, char **argv) {
@@ -235,8 +254,15 @@ int main(int argc, char **argv) {
       reps = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
       tokens = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--peak-bf16") && i + 1 < argc) {
+      peak_bf16 = atof(argv[++i]) * 1e12;
+    } else if (!strcmp(argv[i], "--peak-fp32") && i + 1 < argc) {
+      peak_fp32 = atof(argv[++i]) * 1e12;
+    } else if (!strcmp(argv[i], "--peak-gbs") && i + 1 < argc) {
+      peak_bw = atof(argv[++i]) * 1e9;
     } else {
-      fprintf(stderr, "usage: bench_cuda_ops [--quick] [--reps N] [--tokens N]\n");
+      fprintf(stderr, "usage: bench_cuda_ops [--quick] [--reps N] [--tokens N] [--peak-bf16 T]"
+                      " [--peak-fp32 T] [--peak-gbs G]\n");
       return 2;
     }
   }
@@ -245,6 +271,11 @@ int main(int argc, char **argv) {
     printf("bench_cuda_ops: skipped: %s\n", mxl_last_error());
     return 0;
   }
+  size_t mem_free = 0, mem_total = 0;
+  if (mxl_cuda_memory_info(be, &mem_free, &mem_total) == MXL_OK)
+    printf("device memory in use with the backend created (CUDA context, cuBLASLt handle; "
+           "mxlora plan allows 768 MiB): %.0f MiB of %.0f MiB\n",
+           (double)(mem_total - mem_free) / 1048576.0, (double)mem_total / 1048576.0);
 
   /* the limit: device-to-device copy, bytes read + written */
   copy_arg cp = {NULL, NULL, (size_t)512 << 20};
@@ -343,16 +374,20 @@ int main(int argc, char **argv) {
                  dev_buffer(nk * 4, NULL, 0), dev_buffer(nk * 4, NULL, 0),
                  dev_buffer(NH * 2, fill_bf16, 12), {d_pos, d_seg, d_pos, d_seg, 0}, tokens, 0};
   double pairs = 0.5 * tokens * (tokens + 1.0);
-  print_row("attention causal", best_time(run_attn, &at), 0, 4.0 * pairs * NH * HD, bw);
+  print_row_peak("attention causal", best_time(run_attn, &at), 0,
+                 4.0 * pairs * NH * HD, bw, 1);
   at.bwd = 1;
-  print_row("attention_bwd causal", best_time(run_attn, &at), 0, 10.0 * pairs * NH * HD, bw);
+  print_row_peak("attention_bwd causal", best_time(run_attn, &at), 0,
+                 10.0 * pairs * NH * HD, bw, 1);
   at.bwd = 0;
   at.mask.window = 128;
   double wpairs = 0;
   for (int i = 0; i < tokens; i++) wpairs += i + 1 < 128 ? i + 1 : 128;
-  print_row("attention window 128", best_time(run_attn, &at), 0, 4.0 * wpairs * NH * HD, bw);
+  print_row_peak("attention window 128", best_time(run_attn, &at), 0,
+                 4.0 * wpairs * NH * HD, bw, 1);
   at.bwd = 1;
-  print_row("attention_bwd window 128", best_time(run_attn, &at), 0, 10.0 * wpairs * NH * HD, bw);
+  print_row_peak("attention_bwd window 128", best_time(run_attn, &at), 0,
+                 10.0 * wpairs * NH * HD, bw, 1);
 
   free(pos);
   free(seg);

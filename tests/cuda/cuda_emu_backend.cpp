@@ -2,6 +2,8 @@
 // op functions on the fiber emulator, memory ops on malloc.
 #include "kernels/cuda/emulator.h"  // first: it defines MXL_CUDA_EMULATE
 
+#include "tests/cuda/cuda_emu_backend.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,25 +12,41 @@
 #include "kernels/cuda/ops_lora.cuh"
 #include "kernels/cuda/ops_loss.cuh"
 #include "kernels/cuda/ops_moe.cuh"
-#include "tests/cuda/cuda_emu_backend.h"
 
 static const char emu_name[] = "cuda-emu";
 
 static void emu_destroy(mxl_backend *be) {
   mxl_cuda_state *st = mxl_cu_state(be);
+  mxl_cu_blas_release(st);
   mxl_cu_scratch_release(st);
   free(st);
   free(be);
 }
 
+/* Every allocation carries its size in a 256-byte header (the alignment
+ * cudaMalloc gives), so that the backend counts the bytes it holds as the
+ * device backend's memory would (mxl_cuda_emu_memory). */
+enum { EMU_HEADER = 256 };
+
 static void *emu_alloc(mxl_backend *be, size_t bytes) {
-  (void)be;
-  return calloc(1, bytes ? bytes : 1);
+  char *p =
+      static_cast<char *>(aligned_alloc(EMU_HEADER, EMU_HEADER + ((bytes + 255) & ~(size_t)255)));
+  if (!p) return NULL;
+  memset(p + EMU_HEADER, 0, bytes);
+  memcpy(p, &bytes, sizeof bytes);
+  mxl_cuda_state *st = mxl_cu_state(be);
+  st->bytes_now += bytes;
+  if (st->bytes_now > st->bytes_peak) st->bytes_peak = st->bytes_now;
+  return p + EMU_HEADER;
 }
 
 static void emu_free(mxl_backend *be, void *ptr) {
-  (void)be;
-  free(ptr);
+  if (!ptr) return;
+  char *p = static_cast<char *>(ptr) - EMU_HEADER;
+  size_t bytes;
+  memcpy(&bytes, p, sizeof bytes);
+  mxl_cu_state(be)->bytes_now -= bytes;
+  free(p);
 }
 
 static void emu_upload(mxl_backend *be, void *dst, const void *host_src, size_t bytes) {
@@ -88,6 +106,11 @@ extern "C" mxl_status mxl_backend_cuda_emu_create(int host_memory, mxl_backend *
     return mxl_errorf(MXL_ERR_MEMORY, "CUDA emulator backend: out of memory");
   }
   st->device = -1;
+  if (!mxl_cu_blas_init(st)) {
+    free(st);
+    free(be);
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA emulator backend: the cuBLASLt stand-in failed");
+  }
   be->ops = host_memory ? &emu_ops_host : &emu_ops;
   be->n_threads = 1;
   be->impl = st;
@@ -104,4 +127,9 @@ extern "C" void mxl_cuda_emu_set_order(mxl_emu_order order, uint64_t seed) {
 
 extern "C" void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows) {
   mxl_cu_state(be)->xent_chunk_rows = rows;
+}
+
+extern "C" void mxl_cuda_emu_memory(mxl_backend *be, size_t *now, size_t *peak) {
+  *now = mxl_cu_state(be)->bytes_now;
+  *peak = mxl_cu_state(be)->bytes_peak;
 }

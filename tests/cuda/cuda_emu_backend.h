@@ -36,6 +36,10 @@ void mxl_cuda_emu_set_order(mxl_emu_order order, uint64_t seed);
  * automatic size), to exercise several chunks at test sizes. */
 void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows);
 
+/* The device memory `be` holds now and held at most: every alloc, its
+ * scratch and the cuBLASLt workspace (what `mxlora plan` accounts). */
+void mxl_cuda_emu_memory(mxl_backend *be, size_t *now, size_t *peak);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,8 +1,9 @@
 /* test_cuda_mixed_batch: mixed-adapter batches on the CUDA
  * kernels, on the CPU emulator: sequences with different adapter sets in
- * one forward pass get the logits they get alone, bit for bit (every
- * kernel computes each output element with a fixed reduction order, so a
- * sequence's results do not depend on its neighbours), and the adapters
+ * one forward pass get the logits they get alone, up to the fp32 summation
+ * order (1e-4 relative, as on the cpu backend): a decode step's MXFP4
+ * experts take the GEMV or the tensor-core GEMM by how many rows the batch
+ * routes to them, both with bf16 operands, and the adapters
  * and scales act (tests/mixed_batch.h). The emulator's memory is host
  * memory, so the host adapter views are read in place. */
 #include "mixed_batch.h"
@@ -20,7 +21,7 @@ int main(void) {
     fprintf(stderr, "setup: %s\n", mxl_last_error());
     return 1;
   }
-  mixed_batch_check(engine, "cuda-emu", 0);
+  mixed_batch_check(engine, "cuda-emu", 1e-4);
   mxl_engine_destroy(engine);
   mxl_backend_destroy(emu);
   fixture_close(&f);

@@ -1,6 +1,6 @@
 /* test_cuda_model: the CUDA kernels inside the whole model, on the CPU
- * emulator. A tiny gpt-oss (`mxlora tiny` test preset: 3 layers, 4 experts
- * of which 2 per token, GQA 4/2, sliding window 8 on every other layer) is
+ * emulator. A tiny gpt-oss (`mxlora tiny` test preset: 3 layers, 4 experts,
+ * GQA 4/2, sliding window 8 on every other layer) is
  * run by the engine on the emulated CUDA backend and on the reference:
  *   - inference logits of 21 tokens fed through the KV cache in chunks of 7
  *     (the sliding-window rings wrap), with a LoRA adapter overlaid;
@@ -10,15 +10,29 @@
  * This exercises the ops in the model's own call patterns (plans whose
  * offsets the layer downloads, RoPE tables, cache masks with empty slots,
  * chunked cross-entropy, every backward op). Both backends keep activations
- * in fp32 between ops, but the CUDA products take bf16 operands (ops.h), so
- * the two agree to the op driver's bf16 matmul threshold: logits and each
- * gradient tensor within NMSE 5e-4 (gradients pass back through three
- * layers of bf16 products: measured about 2e-4 at worst), the loss within
- * 1e-3 relative (measured 3e-5).
+ * in fp32 between ops, but the CUDA products with frozen weights and the
+ * attention forward take bf16 operands (ops.h), so they agree to bf16
+ * rounding, which a three-layer backward amplifies. The thresholds hold
+ * the emulated backend to what the CPU backend's own bf16 product path
+ * gives against the reference on this model (measured: logits NMSE 3.1e-5,
+ * loss 7.7e-4 relative, LoRA gradients NMSE 1.1e-3 overall and 5.6e-3 for
+ * the worst tensor; the emulated CUDA backend: 3.9e-5, 9.5e-4, 7.6e-4,
+ * 3.4e-3), with a margin: logits within the op driver's matmul threshold
+ * (NMSE 5e-4), the loss within 2e-3 relative, the gradients within NMSE
+ * 3e-3 overall and 1.5e-2 per tensor.
  *
- * The emulated backend is the one whose memory is host memory
- * (tests/cuda/cuda_emu_backend.h), so the engine uses the mapped weights in
- * place; the device backend needs the engine to upload them first. */
+ * The model has gpt-oss's head dim, 64, so attention runs on the
+ * tensor-core kernel.
+ *
+ * Every token uses all 4 experts (experts_per_token = 4): with a top-k
+ * choice, bf16 products anywhere upstream of the router flip near-tied
+ * choices against the fp32 reference (measured on this model with k = 2:
+ * logits NMSE 4e-2), which no threshold can absorb. The routing order, the
+ * plans and the combine still run; selection itself, and uneven expert
+ * rows, are covered op by op (test_cuda_ops).
+ *
+ * The emulated backend reports device memory (host_memory = 0), so the
+ * engine uploads the weights as it does for a GPU. */
 #include "adapters/lora.h"
 #include "model/forward.h"
 #include "model/train_step.h"
@@ -156,18 +170,19 @@ static void test_train_step(void) {
   MXL_CHECK_OK(train_step(emu_engine, &b, got, &loss_got));
   printf("  loss: ref %.9f, emulated CUDA %.9f\n", loss_want, loss_got);
   MXL_CHECK(isfinite(loss_want) && loss_want > 0);
-  MXL_CHECK_NEAR(loss_got, loss_want, 1e-3 * loss_want);
+  MXL_CHECK_NEAR(loss_got, loss_want, 2e-3 * loss_want);
   const mxl_lora_layout *lay = lora->layout;
   double worst = 0;
   for (int ti = 0; ti < lay->n_tensors; ti++) {
     const mxl_lora_tensor *t = &lay->tensors[ti];
     double err = nmse(got->params + t->offset, want->params + t->offset, t->count);
     worst = fmax(worst, err);
-    MXL_CHECK_MSG(err < BF16_NMSE, "gradient %s: nmse %.3g", t->name, err);
+    MXL_CHECK_MSG(err < 1.5e-2, "gradient %s: nmse %.3g", t->name, err);
   }
   double total = nmse(got->params, want->params, lay->n_floats);
   printf("  LoRA gradients: %d tensors, nmse %.3g overall, worst tensor %.3g\n", lay->n_tensors,
          total, worst);
+  MXL_CHECK_MSG(total < 3e-3, "LoRA gradients: nmse %.3g overall", total);
   MXL_CHECK(total > 0 || worst == 0); /* the two runs are separate computations */
 done:
   mxl_lora_destroy(want);
@@ -175,7 +190,8 @@ done:
 }
 
 int main(void) {
-  mxl_status st = fixture_open(&f, "test", "hf", 7, "", 1);
+  static const char *const set[] = {"experts_per_token=4", "head_dim=64"};
+  mxl_status st = fixture_open_set(&f, "test", "hf", 7, "", 1, set, 2);
   /* host_memory = 0: the engine uploads the weights as it does for a GPU. */
   if (st == MXL_OK) st = mxl_backend_cuda_emu_create(0, &emu);
   if (st == MXL_OK) st = mxl_engine_create(f.model, emu, &emu_engine);

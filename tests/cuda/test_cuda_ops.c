@@ -7,10 +7,11 @@
  * forward, reversed and shuffled between barriers; the three must give the
  * same bits: the kernels use no atomics and fixed reduction trees, so any
  * difference is a race. Thresholds are the fp32 ones, with the bf16 matmul
- * threshold for the products (their operands are bf16, ops.h). The heavy
- * cases (gpt-oss's whole
- * vocabulary) are left out: the emulator costs microseconds per thread;
- * test_ops runs them on the device when a GPU is present.
+ * threshold for the products (their operands are bf16, ops.h) and for the
+ * attention forward (head dim 64 runs on tensor cores with bf16 operands).
+ * The heavy cases (gpt-oss's whole vocabulary) are left out: the emulator
+ * costs microseconds per thread; test_ops runs them on the device when a GPU
+ * is present.
  *
  * On top of the driver: every op of both tables (emulated and device)
  * filled, argument errors reported through sync, and a mutant whose result
@@ -49,6 +50,7 @@ static mxl_status create_emu(mxl_backend **out) { return mxl_backend_cuda_emu_cr
 static const ops_backend emu_entry = {
     .label = "cuda-emu",
     .create = create_emu,
+    .bf16_attention = 1,
     .small_cases = 1,
     .runs = N_ORDERS,
     .run_names = order_names,

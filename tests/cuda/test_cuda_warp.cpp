@@ -65,8 +65,7 @@ static void test_ldmatrix_fragments(void) {
   // x4.trans: register 1 of lane 14 is matrix 1, column 3 of rows 4, 5:
   // 64+32+3, 64+40+3.
   MXL_CHECK(MXL_LAUNCH(ldmatrix_kernel, 1, 32, 0, 0, out, 4, 1) == 0);
-  MXL_CHECK_MSG(out[14 * 4 + 1] == pair(99, 107), "x4.trans lane 14 reg 1: %08x",
-                out[14 * 4 + 1]);
+  MXL_CHECK_MSG(out[14 * 4 + 1] == pair(99, 107), "x4.trans lane 14 reg 1: %08x", out[14 * 4 + 1]);
   // x2: register 1 of lane 22 is matrix 1, row 5, columns 4, 5.
   MXL_CHECK(MXL_LAUNCH(ldmatrix_kernel, 1, 32, 0, 0, out, 2, 0) == 0);
   MXL_CHECK_MSG(out[22 * 4 + 1] == pair(108, 109), "x2 lane 22 reg 1: %08x", out[22 * 4 + 1]);
@@ -161,8 +160,7 @@ struct alignas(16) mma_tiles {
 MXL_GLOBAL void ldmatrix_mma_kernel(float *D, const float *A, const float *B, int trans) {
   MXL_SHARED mma_tiles s;
   int lane = (int)MXL_THREAD_X, g = lane / 4, t = lane % 4;
-  for (int i = lane; i < 256; i += 32)
-    s.a[i / 16][i % 16] = (uint16_t)mxl_pack_bf16x2(A[i], 0.0f);
+  for (int i = lane; i < 256; i += 32) s.a[i / 16][i % 16] = (uint16_t)mxl_pack_bf16x2(A[i], 0.0f);
   for (int i = lane; i < 128; i += 32) {  // B [k][n]
     uint16_t v = (uint16_t)mxl_pack_bf16x2(B[i], 0.0f);
     s.bn[i % 8][i / 8] = v;
@@ -264,8 +262,8 @@ static void test_cp_async(void) {
     missing_barrier_seen |= memcmp(out, want2, sizeof out) != 0;
     MXL_CHECK(MXL_LAUNCH(cp_async_kernel, 1, CP_THREADS, 0, 0, out, src, 4) == 0);
     for (int t = 0; t < CP_THREADS; t++)
-      MXL_CHECK(memcmp(out + 16 * t, want + 16 * t, 10) == 0 &&
-                out[16 * t + 10] == 0 && out[16 * t + 15] == 0);
+      MXL_CHECK(memcmp(out + 16 * t, want + 16 * t, 10) == 0 && out[16 * t + 10] == 0 &&
+                out[16 * t + 15] == 0);
   }
   MXL_CHECK_MSG(missing_wait_seen, "a read before cp.async.wait_group went unnoticed");
   MXL_CHECK_MSG(missing_barrier_seen, "a missing barrier after the wait went unnoticed");

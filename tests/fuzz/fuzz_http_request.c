@@ -58,7 +58,8 @@ static void check_generation(const mxl_api_generation *g, const char *body, size
   check(g->n_stop <= MXL_API_MAX_STOP && g->n_adapters <= MXL_API_MAX_ADAPTERS);
   for (int i = 0; i < g->n_stop; i++) check(g->stop[i][0] && strlen(g->stop[i]) <= 256);
   for (int i = 0; i < g->n_adapters; i++) check(mxl_api_name_valid(g->adapters[i].name));
-  check(g->temperature >= 0 && g->temperature <= 2 && g->top_p > 0 && g->top_p <= 1);
+  const mxl_job_sampling *sp = &g->sampling;
+  check(sp->temperature >= 0 && sp->temperature <= 2 && sp->top_p > 0 && sp->top_p <= 1);
   check(g->max_tokens >= 0 && g->max_tokens <= 4096);
   check(g->chat ? g->conversation != NULL : g->prompt != NULL);
   /* The text round trip of a response carrying the body as content. */

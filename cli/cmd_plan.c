@@ -1,0 +1,83 @@
+/* mxlora plan: whether a LoRA training run fits a GPU, and why. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+MXL_DECLARE_COMMAND(plan);
+
+const char mxl_cmd_plan_help[] = "GPU memory of a training run: does it fit, longest sequence";
+
+static const char usage_line[] =
+    "--model DIR | --shape gpt-oss-20b|gpt-oss-120b --gpu SIZE [--seq N] [--batch B]\n"
+    "            [--rank R] [--targets LIST] [--expert-layers LIST] [--recipe FILE]\n\n"
+    "Adds up the device memory of LoRA training on the CUDA backend: the weights (kept\n"
+    "in MXFP4), LoRA parameters, gradients and AdamW state, the activations of\n"
+    "per-layer checkpointing, the backend's scratch and cuBLASLt workspace, and an\n"
+    "allowance for the CUDA runtime; says whether it fits SIZE (16GB, 24GB, 80GB,\n"
+    "96GB: binary units, as GPUs are labelled) and the longest sequence that does.\n"
+    "A recipe supplies seq_len, batch_size and lora.*; options override it.\n"
+    "Defaults: --seq 4096 --batch 1 --rank 8 --targets attn,experts, every layer.";
+
+static double gib(uint64_t bytes) { return (double)bytes / 1073741824.0; }
+
+static void print_plan(const mxl_plan *p) {
+  printf(
+      "plan: %s, %d layers x %d experts; LoRA rank %d on %s (experts on %d layers): "
+      "%.1fM parameters\n",
+      p->model, p->n_layers, p->n_experts, p->rank, p->targets, p->expert_layers,
+      (double)p->lora_params / 1e6);
+  printf("step: %d tokens (%d x %d)\n\n", p->tokens, p->batch, p->seq_len);
+  const struct {
+    const char *what;
+    uint64_t bytes;
+  } rows[] = {
+      {"weights (checkpoint files, MXFP4 kept)", p->weights},
+      {"LoRA parameters, gradients, AdamW m and v", p->lora_state},
+      {"layer inputs kept for the backward", p->checkpoints},
+      {"one layer's recomputed activations", p->layer_tape},
+      {"activation gradients, batch", p->grad_buffers},
+      {"backend scratch (largest op)", p->scratch},
+      {"cuBLASLt workspace", p->workspace},
+      {"CUDA runtime allowance (not measured)", p->reserve},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    printf("  %-44s %8.2f GiB\n", rows[i].what, gib(rows[i].bytes));
+  printf("  %-44s %8.2f GiB\n", "total", gib(p->total));
+  printf("\nGPU %.1f GiB: %s", gib(p->gpu_bytes), p->fits ? "fits" : "does not fit");
+  if (p->longest_seq)
+    printf("; the longest sequence that fits (batch %d): %d tokens\n", p->batch, p->longest_seq);
+  else
+    printf("; no sequence of 256 tokens or more fits\n");
+  printf("generation: KV cache of one %d-token sequence: %.2f GiB (fp32)\n", p->seq_len,
+         gib(p->kv_cache_fp32));
+}
+
+int mxl_cmd_plan(int argc, char **argv) {
+  mxl_plan_request req = {0};
+  const char *gpu = NULL;
+  const mxl_opt opts[] = {
+      {"--model", MXL_OPT_STRING, &req.model, "DIR: a gpt-oss checkpoint"},
+      {"--shape", MXL_OPT_STRING, &req.shape, "NAME: gpt-oss-20b or gpt-oss-120b"},
+      {"--gpu", MXL_OPT_STRING, &gpu, "SIZE: device memory (16GB, 24GB, 80GB, 96GB)"},
+      {"--seq", MXL_OPT_INT, &req.seq_len, "N: tokens per row (4096)"},
+      {"--batch", MXL_OPT_INT, &req.batch, "B: rows per micro-batch (1)"},
+      {"--rank", MXL_OPT_INT, &req.rank, "R: LoRA rank (8)"},
+      {"--targets", MXL_OPT_STRING, &req.targets, "LIST: q,k,v,o,gate_up,down,attn,experts,all"},
+      {"--expert-layers", MXL_OPT_STRING, &req.expert_layers, "LIST: layers whose experts train"},
+      {"--recipe", MXL_OPT_STRING, &req.recipe, "FILE: take seq, batch and lora.* from it"},
+  };
+  int rc = mxl_cli_parse(argc, argv, usage_line, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
+  if (rc) return rc == 1 ? 0 : 2;
+  if (!gpu || (!req.model && !req.shape)) {
+    fprintf(stderr,
+            "mxlora plan: give --gpu SIZE and --model DIR or --shape NAME "
+            "(see mxlora plan --help)\n");
+    return 2;
+  }
+  mxl_status st = mxl_plan_parse_bytes(gpu, &req.gpu_bytes);
+  mxl_plan plan;
+  if (st == MXL_OK) st = mxl_plan_compute(&req, &plan);
+  if (st != MXL_OK) return mxl_cli_fail("plan", st);
+  print_plan(&plan);
+  return 0;
+}

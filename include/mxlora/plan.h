@@ -1,0 +1,68 @@
+/* Public API: GPU memory planning (`mxlora plan`). How much device memory a
+ * LoRA training run of a gpt-oss model takes on the CUDA backend, whether
+ * it fits a GPU, and the longest sequence that does. The accounting is the
+ * code's own: the sizes model code and the CUDA backend allocate
+ * (model/layers.c, model/train_step.c, kernels/cuda_memory.h), checked
+ * against the bytes the emulated backend allocates (tests/cuda). */
+#ifndef MXLORA_PLAN_H
+#define MXLORA_PLAN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What to plan. Zero / NULL fields take the recipe's value when a recipe
+ * is given, else the default. */
+typedef struct mxl_plan_request {
+  const char *model;  /* a checkpoint (config and weight files), or NULL */
+  const char *shape;  /* with model NULL: "gpt-oss-20b" or "gpt-oss-120b" */
+  const char *recipe; /* a training recipe (.json): seq_len, batch_size, lora.* */
+  uint64_t gpu_bytes; /* device memory to fit in */
+  int seq_len;        /* tokens per row (4096) */
+  int batch;          /* rows per micro-batch (1) */
+  int rank;           /* LoRA rank (8) */
+  const char *targets;       /* "attn,experts" (any of q,k,v,o,gate_up,down,attn,experts,all) */
+  const char *expert_layers; /* "0,6,12" or NULL: every layer */
+} mxl_plan_request;
+
+/* CUDA context and library code (cuBLASLt kernels), which the process
+ * holds but mxlora does not allocate: an allowance, not measured here
+ * (bench_cuda_ops, run by tools/gpu_suite.sh, prints the real figure). */
+#define MXL_PLAN_RUNTIME_RESERVE ((uint64_t)768 << 20)
+
+/* The plan, in bytes of device memory. */
+typedef struct mxl_plan {
+  char model[96];         /* what was planned ("gpt-oss-20b", or the checkpoint path) */
+  int n_layers, n_experts, seq_len, batch, tokens, rank;
+  char targets[64];       /* e.g. "q,k,v,o,gate_up,down" */
+  int expert_layers;      /* layers whose experts are adapted */
+  uint64_t lora_params;   /* trainable parameters */
+  uint64_t weights;       /* the checkpoint's files, uploaded as they are (MXFP4 kept) */
+  uint64_t lora_state;    /* parameters, gradients, AdamW m and v: fp32 */
+  uint64_t checkpoints;   /* every layer's input [L+1, n, H] fp32 (activation checkpointing) */
+  uint64_t layer_tape;    /* one layer's recomputed activations */
+  uint64_t grad_buffers;  /* one layer's activation gradients, the batch */
+  uint64_t scratch;       /* the backend's scratch: the largest op's need */
+  uint64_t workspace;     /* cuBLASLt workspace */
+  uint64_t reserve;       /* MXL_PLAN_RUNTIME_RESERVE */
+  uint64_t allocated;     /* what mxlora allocates: all the above but the reserve */
+  uint64_t total;         /* allocated + reserve */
+  uint64_t gpu_bytes;
+  int fits;               /* total <= gpu_bytes */
+  int longest_seq;        /* the longest seq_len (a multiple of 256, batch as given) that
+                             fits, up to the model's context; 0: none */
+  uint64_t kv_cache_fp32; /* generation: the KV cache for one sequence of seq_len */
+} mxl_plan;
+
+mxl_status mxl_plan_compute(const mxl_plan_request *req, mxl_plan *out);
+
+/* "16GB", "80 GiB", "96" (GiB: GPUs are labelled in binary units), "24000MiB". */
+mxl_status mxl_plan_parse_bytes(const char *text, uint64_t *bytes_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,109 @@
+/* mxl_engine_drop_pages (model/engine.h): a layer's mapped weights leave
+ * the process's page tables (so its resident set) and read back unchanged;
+ * the unembedding likewise; a training step, which drops each layer when
+ * its passes are done, leaves the model's weights out of the resident set
+ * and gives the same loss as before. Residency is read per page from
+ * /proc/self/pagemap (bit 63: present). */
+#include <fcntl.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "model/train_step.h"
+#include "model_fixture.h"
+#include "test.h"
+
+/* Pages of [p, p + n) mapped in this process, of the whole pages inside it;
+ * -1 when pagemap cannot be read. */
+static long present_pages(const void *p, size_t n, long *whole) {
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)p + page - 1) / page, hi = ((uintptr_t)p + n) / page;
+  *whole = hi > lo ? (long)(hi - lo) : 0;
+  int fd = open("/proc/self/pagemap", O_RDONLY);
+  if (fd < 0) return -1;
+  long present = 0;
+  for (uintptr_t v = lo; v < hi; v++) {
+    uint64_t e = 0;
+    if (pread(fd, &e, sizeof e, (off_t)(v * sizeof e)) != (ssize_t)sizeof e) {
+      present = -1;
+      break;
+    }
+    present += (long)(e >> 63);
+  }
+  close(fd);
+  return present;
+}
+
+static uint64_t checksum(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+static size_t mx_bytes(const mxl_mxfp4_weight *w) {
+  return (size_t)(w->n_experts - 1) * w->blocks_stride + (size_t)w->rows * (w->cols / 32) * 16;
+}
+
+static void test_drop_layer_and_unembed(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 3, "", 0));
+  if (!f.engine) return fixture_close(&f);
+  const mxl_mxfp4_weight *gu = &f.engine->w.layers[0].gate_up;
+  const mxl_bf16_weight *un = &f.engine->w.unembed;
+  size_t n_gu = mx_bytes(gu), n_un = (size_t)un->rows * un->cols * 2;
+  uint64_t sum_gu = checksum(gu->blocks, n_gu), sum_un = checksum((const uint8_t *)un->w, n_un);
+  long whole = 0, before = present_pages(gu->blocks, n_gu, &whole);
+  if (before < 0) {
+    printf("skip test_drop_layer_and_unembed: /proc/self/pagemap unreadable\n");
+    mxl_test_skips++;
+    return fixture_close(&f);
+  }
+  MXL_CHECK_MSG(before == whole, "%ld of %ld pages present after reading them", before, whole);
+  mxl_engine_drop_pages(f.engine, 0);
+  MXL_CHECK_MSG(present_pages(gu->blocks, n_gu, &whole) == 0, "layer 0's expert pages stay");
+  MXL_CHECK(checksum(gu->blocks, n_gu) == sum_gu); /* the same bytes come back */
+  MXL_CHECK(present_pages(un->w, n_un, &whole) == whole);
+  mxl_engine_drop_pages(f.engine, -1);
+  MXL_CHECK(present_pages(un->w, n_un, &whole) == 0);
+  MXL_CHECK(checksum((const uint8_t *)un->w, n_un) == sum_un);
+  fixture_close(&f);
+}
+
+/* Two identical forward passes of the training step (evaluation: no
+ * gradients) on the bench preset: the same loss, and afterwards every
+ * layer but the last (kept for a backward) and the unembedding dropped. */
+static void test_eval_step_drops(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));
+  if (!f.engine) return fixture_close(&f);
+  const mxl_config *c = &f.model->config;
+  enum { T = 64 };
+  int32_t tokens[T], targets[T], pos[T], seg[T];
+  float weights[T];
+  for (int i = 0; i < T; i++) {
+    tokens[i] = (i * 37 + 5) % 800, targets[i] = (i * 53 + 1) % 800, weights[i] = 1.0f / T;
+    pos[i] = i, seg[i] = 0;
+  }
+  mxl_train_batch b = {0};
+  b.n_seq = 1, b.seq_len = T, b.tokens = tokens, b.targets = targets, b.weights = weights;
+  b.pos = pos, b.seg = seg;
+  mxl_train_state st = {0};
+  double loss[2] = {0, 0};
+  for (int r = 0; r < 2; r++) MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &loss[r]));
+  MXL_CHECK_MSG(loss[0] == loss[1] && loss[0] > 0, "losses %.9g %.9g", loss[0], loss[1]);
+  long whole = 0;
+  for (int l = 0; l < c->n_layers - 1; l++) {
+    const mxl_mxfp4_weight *gu = &f.engine->w.layers[l].gate_up;
+    MXL_CHECK_MSG(present_pages(gu->blocks, mx_bytes(gu), &whole) == 0,
+                  "layer %d's experts resident after a step", l);
+  }
+  const mxl_bf16_weight *un = &f.engine->w.unembed;
+  MXL_CHECK(present_pages(un->w, (size_t)un->rows * un->cols * 2, &whole) == 0);
+  mxl_train_state_release(f.engine, &st);
+  fixture_close(&f);
+}
+
+int main(void) {
+  MXL_RUN(test_drop_layer_and_unembed);
+  MXL_RUN(test_eval_step_drops);
+  return mxl_test_summary("resident");
+}
