@@ -21,7 +21,8 @@
  *            attention forward on mma.sync (head dim 64, one stage, fp32
  *            loads converted while staging): 20 % and 30 %;
  *   blas     cuBLASLt bf16 GEMMs: 70 %;  blas32: its fp32 GEMMs: 70 % of fp32;
- *   simt     our fp32 attention backward kernels: 35 % of the fp32 peak;
+ *   simt     our fp32 attention backward kernels and the segmented LoRA
+ *            op (one thread per output element): 35 % of the fp32 peak;
  *   memory   elementwise kernels: 80 % of the DRAM bandwidth;
  *   launch   4 µs per kernel, 8 µs per cuBLASLt call (host setup + launch),
  *            20 µs per host sync (the MoE plan's offsets, once per layer).
@@ -113,43 +114,48 @@ typedef struct step {
   double n, T, R, m, H, I, E, qd, kvd, V;
 } step;
 
+/* The segmented LoRA op (kernels/cuda/ops_lora.cuh) on `rows` rows, one call
+ * per target (an attention projection: one segment; an expert projection: a
+ * segment per expert over the routed rows): forward t = x·Aᵀ and y += s·t·Bᵀ
+ * (two launches); backward dt, dB, dA, dx (four). fp32 on the SIMT units;
+ * bytes: each operand once. */
+static void lora_op(double rows, double in, double out, double R, int bwd) {
+  const char *name = "LoRA, segmented op (fp32 SIMT)";
+  if (!bwd) {
+    add(name, U_SIMT, 1, 2 * rows * in * R, 4 * rows * (in + R));
+    add(name, U_SIMT, 1, 2 * rows * R * out, 4 * rows * R + 8 * rows * out);
+  } else {
+    add(name, U_SIMT, 1, 2 * rows * out * R, 4 * rows * (out + R));  /* dt */
+    add(name, U_SIMT, 1, 2 * rows * out * R, 4 * rows * (out + R));  /* dB */
+    add(name, U_SIMT, 1, 2 * rows * in * R, 4 * rows * (in + R));    /* dA */
+    add(name, U_SIMT, 1, 2 * rows * in * R, 4 * rows * R + 8 * rows * in); /* dx */
+  }
+}
+
 /* A bf16-weight projection through matmul_bf16: x rounded to bf16, the
- * cuBLASLt product; its LoRA (two fp32 products). */
+ * cuBLASLt product; its LoRA. */
 static void projection(const step *s, const char *what, double in, double out, int lora) {
   add("to_bf16 (product operands)", U_MEM, 1, 0, 6 * s->n * in);
   add(what, U_BLAS, 1, 2 * s->n * in * out, 2 * s->n * in + 2 * in * out + 4 * s->n * out);
-  if (lora) {
-    add("LoRA forward x*A^T, t*B^T (fp32)", U_BLAS32, 1, 2 * s->n * in * s->R,
-        4 * s->n * (in + s->R));
-    add("LoRA forward x*A^T, t*B^T (fp32)", U_BLAS32, 1, 2 * s->n * s->R * out,
-        4 * s->n * s->R + 8 * s->n * out);
-  }
+  if (lora) lora_op(s->n, in, out, s->R, 0);
 }
 
 static void projection_bwd(const step *s, const char *what, double in, double out, int lora) {
   add("to_bf16 (product operands)", U_MEM, 1, 0, 6 * s->n * out);
   add(what, U_BLAS, 1, 2 * s->n * in * out, 2 * s->n * out + 2 * in * out + 8 * s->n * in);
-  if (lora) { /* dB, dt, dA, dx: four fp32 products */
-    add("LoRA backward (fp32)", U_BLAS32, 2, 2 * s->n * s->R * out, 4 * s->n * (out + s->R));
-    add("LoRA backward (fp32)", U_BLAS32, 2, 2 * s->n * s->R * in,
-        4 * s->n * (in + s->R) + 4 * s->n * in);
-  }
+  if (lora) lora_op(s->n, in, out, s->R, 1);
 }
 
 /* The grouped MXFP4 product: weights re-read once per 64-row tile of each
- * expert's rows; activations in fp32; `out` columns. */
+ * expert's rows; activations in fp32; `out` columns; its LoRA. */
 static void mxfp4(const step *s, const char *what, double in, double out, int dx) {
   double rows = s->m / s->E, tiles = rows > 0 ? (double)(long)((rows + 63) / 64) : 0;
   double w_bytes = s->E * in * out * 17.0 / 32.0 * tiles;
   add(what, U_MMA, 1, 2 * s->m * in * out, w_bytes + 4 * s->m * in + (dx ? 8 : 4) * s->m * out);
-  /* per-expert LoRA: 2 products per expert forward, 4 backward */
-  double per = s->m / s->E;
-  if (!dx)
-    add("LoRA experts, per expert (fp32)", U_BLAS32, 2 * s->E, 2 * per * s->R * (in + out) / 2,
-        4 * per * (in + out + 2 * s->R));
+  if (dx)
+    lora_op(s->m, out, in, s->R, 1); /* the dx product runs out -> in */
   else
-    add("LoRA experts, per expert (fp32)", U_BLAS32, 4 * s->E, 2 * per * s->R * (in + out) / 2,
-        4 * per * (in + out + 2 * s->R));
+    lora_op(s->m, in, out, s->R, 0);
 }
 
 /* Attention FLOPs of one layer's forward: QKᵀ and PV over the allowed keys

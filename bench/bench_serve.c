@@ -15,7 +15,7 @@
  *                 (bench_common.h; this machine is shared, so the wall
  *                 figures mostly measure the other jobs).
  * Runs are interleaved (for each repetition: every C, single then mixed)
- * and reported as medians (min-max). The issue's targets are ratios within
+ * and reported as medians (min-max). The targets are ratios within
  * one run: mixed ≥ 0.9 × single at each C (mixed adapters within 10 %),
  * and single at 32 ≥ 8 × single at 1.
  *

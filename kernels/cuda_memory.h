@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/ops.h"
+
 enum {
   MXL_CUDA_PIECE_ALIGN = 256,     /* every piece of the scratch starts aligned */
   MXL_CUDA_BLAS_PLANS = 64,       /* cached cuBLASLt plans per backend */
@@ -72,6 +74,20 @@ static inline size_t mxl_cuda_scratch_unembed_xent(int64_t n, int64_t V, int64_t
   return mxl_cuda_piece(nc * 4) + (with_dh ? mxl_cuda_piece(nc * 2) : 0) +
          mxl_cuda_piece(4 * (size_t)n * 4) + (bias ? mxl_cuda_piece((size_t)V * 4) : 0) +
          mxl_cuda_piece(nH * 2) + (with_dh ? mxl_cuda_piece(nH * 4) : 0);
+}
+
+/* lora / lora_bwd (kernels/cuda/ops_lora.cuh): the segment table and its
+ * indexes (per-phase prefix sums, the covered rows and their segment list)
+ * for n_segs segments covering `covered` rows with `entries` (row,
+ * segment) pairs, then t_floats + 1 floats of t. */
+static inline size_t mxl_cuda_scratch_lora(int64_t n_segs, int64_t covered, int64_t entries,
+                                           int64_t t_floats) {
+  const size_t seg_bytes = sizeof(mxl_lora_seg), row_bytes = 16; /* mxl_lora_row */
+  return mxl_cuda_piece(seg_bytes * (size_t)n_segs) +
+         3 * mxl_cuda_piece(sizeof(int64_t) * (size_t)(n_segs + 1)) +
+         mxl_cuda_piece(row_bytes * (size_t)(covered + 1)) +
+         mxl_cuda_piece(sizeof(int) * (size_t)(entries + 1)) +
+         sizeof(float) * (size_t)(t_floats + 1);
 }
 
 /* attention_bwd: D = rowsum(dout·out) [nq, nh]. */

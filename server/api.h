@@ -133,7 +133,7 @@ int mxl_api_resolve_adapter_path(const char *dir, const char *path, char **out,
 
 /* Checks an "Authorization" header value against the key: "Bearer KEY"
  * (scheme case-insensitive), compared in time independent of where the
- * strings differ. 1 when it matches. */
+ * strings differ. 1 when it matches; never for an empty key. */
 int mxl_api_bearer_ok(const char *header, const char *key);
 
 /* ---------------------------------------------------------------- responses */

@@ -409,7 +409,7 @@ void mxl_api_adapter_op_free(mxl_api_adapter_op *op) {
 /* ---------------------------------------------------------------- auth */
 
 int mxl_api_bearer_ok(const char *header, const char *key) {
-  if (!header || !key || strncasecmp(header, "Bearer ", 7)) return 0;
+  if (!header || !key || !key[0] || strncasecmp(header, "Bearer ", 7)) return 0;
   const char *token = header + 7;
   while (*token == ' ') token++;
   size_t nt = strlen(token), nk = strlen(key);

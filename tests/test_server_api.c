@@ -393,6 +393,7 @@ static void test_bearer(void) {
   MXL_CHECK(!mxl_api_bearer_ok("s3cret", "s3cret"));
   MXL_CHECK(!mxl_api_bearer_ok(NULL, "s3cret"));
   MXL_CHECK(!mxl_api_bearer_ok("Bearer ", "s3cret"));
+  MXL_CHECK(!mxl_api_bearer_ok("Bearer ", "")); /* found by fuzz_http_request */
 }
 
 static void test_names(void) {

@@ -49,7 +49,8 @@ static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 /* The scratch the CUDA backend grows to over one training step of n tokens
  * in rows of seq_len: the largest request of its ops at those shapes. */
-static uint64_t step_scratch(const mxl_config *c, int vocab_rows, int n, int seq_len) {
+static uint64_t step_scratch(const mxl_config *c, int vocab_rows, int n, int seq_len,
+                             int rank) {
   const int64_t H = c->hidden, E = c->n_experts;
   const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
   uint64_t need = 0;
@@ -65,6 +66,11 @@ static uint64_t step_scratch(const mxl_config *c, int vocab_rows, int n, int seq
   /* the loss with its gradient (gpt-oss's unembedding has no bias) */
   need = max_u64(need, mxl_cuda_scratch_unembed_xent(n, vocab_rows, H,
                                                      mxl_cuda_xent_chunk(n, vocab_rows, 0), 0, 1));
+  /* segmented LoRA: an attention target is one segment over the n rows; an
+   * expert target a segment per expert over the m routed rows, t [m, R] */
+  const int64_t m = (int64_t)n * c->experts_per_token;
+  need = max_u64(need, mxl_cuda_scratch_lora(1, n, n, (int64_t)n * rank));
+  need = max_u64(need, mxl_cuda_scratch_lora(E, m, m, m * rank));
   /* attention backward, one row (sequence) at a time */
   need = max_u64(need, mxl_cuda_scratch_attention_bwd(seq_len, c->n_heads));
   return mxl_cuda_scratch_rounded(need);
@@ -83,7 +89,7 @@ static void account(const plan_inputs *in, int seq_len, int batch, mxl_plan *p) 
   p->checkpoints = (L + 1) * (size_t)n * H * sizeof(float);
   p->layer_tape = mxl_layer_acts_bytes(c, n, p->rank);
   p->grad_buffers = mxl_train_state_bytes(c, n, p->rank) - p->checkpoints - p->layer_tape;
-  p->scratch = step_scratch(c, in->vocab_rows, n, seq_len);
+  p->scratch = step_scratch(c, in->vocab_rows, n, seq_len, p->rank);
   p->workspace = MXL_CUDA_BLAS_WORKSPACE;
   p->reserve = MXL_PLAN_RUNTIME_RESERVE;
   p->allocated = p->weights + p->lora_state + p->checkpoints + p->layer_tape + p->grad_buffers +

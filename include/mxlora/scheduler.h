@@ -12,9 +12,12 @@
  * long prompt never stalls the running decodes. Requests join and leave
  * between steps. Sequences with different adapter sets share the pass: the
  * LoRA products gather rows per adapter (attention and routed expert rows
- * alike), and a sequence's tokens do not depend on what else is in the
- * batch (greedy output is the same alone or batched; on the ref backend
- * bit for bit).
+ * alike), and a sequence's logits do not depend on what else is in the
+ * batch: bit for bit on the ref backend (so greedy output is the same alone
+ * or batched); on cpu and cuda within their matmul tolerance (their
+ * kernels pick paths by row count, e.g. bf16 tensor-core tiles for an
+ * expert with many rows), so a greedy choice between two logits closer
+ * than that may differ.
  *
  * KV memory. Every admitted request holds KV cache for its whole budget,
  * min(prompt + max_tokens, max_context) positions (sliding-window layers:

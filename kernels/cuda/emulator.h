@@ -220,17 +220,24 @@ inline void fail(block_run *r, const std::string &why) {
   r->failed = true;
 }
 
-// Records the error and leaves the running fiber for good: the scheduler
-// ends the launch and never resumes it.
-inline void fail_here(block_run *r, const std::string &why) {
+// Thrown through the failing thread's own stack (destructors run, nothing
+// leaks) to fiber_main, which ends the thread; the launch then fails.
+struct thread_abort {};
+
+// Records the error and ends the running thread.
+[[noreturn]] inline void fail_here(block_run *r, const std::string &why) {
   fail(r, why);
-  switch_to_scheduler(r, r->current);
+  throw thread_abort();
 }
 
 inline void fiber_main() {
   block_run *r = current_run();
   asan_arrived(nullptr, &r->scheduler_stack, &r->scheduler_stack_size);
-  r->body(r->body_arg);
+  try {
+    r->body(r->body_arg);
+  } catch (const thread_abort &) {
+    // fail_here recorded the error: the thread ends here
+  }
   fiber *f = r->current;
   if (!f->uncommitted.empty() || !f->committed.empty())
     fail(r, "thread " + std::to_string(f->tx) +

@@ -125,6 +125,7 @@ struct mxl_lora_plan {
 };
 
 static inline size_t mxl_lora_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+static_assert(sizeof(mxl_lora_row) == 16, "mxl_cuda_scratch_lora's row size");
 
 /* Builds the plan on the host and uploads it; false on failure (recorded). */
 static bool mxl_cu_lora_plan(mxl_backend *be, const mxl_lora_seg *segs, int n, int64_t in,
@@ -154,8 +155,9 @@ static bool mxl_cu_lora_plan(mxl_backend *be, const mxl_lora_seg *segs, int n, i
     int64_t end = segs[s].t_off + (int64_t)segs[s].rows * segs[s].rank;
     if (end > t_extent) t_extent = end;
   }
-  char *dev = host ? static_cast<char *>(
-                         mxl_cu_scratch(be, head + sizeof(float) * (size_t)(t_extent + 1), op))
+  /* head + t as kernels/cuda_memory.h accounts it (mxlora plan) */
+  char *dev = host ? static_cast<char *>(mxl_cu_scratch(
+                         be, mxl_cuda_scratch_lora(n, covered, entries, t_extent), op))
                    : NULL;
   if (!host || !dev) {
     if (!host) mxl_cu_fail(be, MXL_ERR_MEMORY, op, "out of host memory for the segment table");

@@ -184,8 +184,8 @@ static void test_plan_cache(void) {
   MXL_CHECK(mxl_cu_blas_init(&st));
   mxl_backend be = {NULL, 1, &st};
   enum { MAXK = 80 };
-  static float A[4 * MAXK], B[MAXK * 3], C[4 * 3];
-  for (int i = 0; i < 4 * MAXK; i++) A[i] = (float)(i % 7) - 3;
+  static float A[4 * MAXK + 1], B[MAXK * 3], C[4 * 3]; /* + 1: A + 1 is used too */
+  for (int i = 0; i < 4 * MAXK + 1; i++) A[i] = (float)(i % 7) - 3;
   for (int i = 0; i < MAXK * 3; i++) B[i] = (float)(i % 5) - 2;
   for (int rep = 0; rep < 2; rep++)
     for (int K = 1; K <= MAXK; K++) {  // 80 distinct shapes (> the 64 plans)
