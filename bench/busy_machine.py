@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Thread waiting on a shared machine (issue 14 §1): mxlora's speed on an
+"""Thread waiting on a shared machine: mxlora's speed on an
 idle machine and on one where other processes want the cores, for several
 thread-waiting variants, interleaved in one run.
 

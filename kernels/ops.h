@@ -6,7 +6,7 @@
  *                 tested against (tests/test_ops.c);
  *   kernels/cpu   OpenMP + SIMD chosen at run time (AVX-512 BF16/VNNI, AVX2,
  *                 portable C);
- *   kernels/cuda  CUDA kernels (tensor cores: mma.sync), cuBLASLt and cuDNN,
+ *   kernels/cuda  CUDA kernels (tensor cores: mma.sync) and cuBLASLt,
  *                 asynchronous on one stream.
  *
  * Conventions, binding for every op:

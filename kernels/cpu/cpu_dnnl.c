@@ -3,7 +3,7 @@
  *
  * Where it is used (mxl_cpu_dnnl_rows): oneDNN 2.6 multiplies bf16 with AMX
  * tiles where the CPU has them (brg:avx512_core_amx_bf16: ≈ 1,580 GFLOP/s
- * per core on the Intel host of ../shared/design/CPU-PERF.md, ≈ 15× the
+ * per core on an Intel Xeon host with AMX-BF16, ≈ 15× the
  * vdpbf16ps kernels there). Without AMX it brings nothing: on AMD Zen 4
  * (bench_ops, 1 thread, same run, rates by CPU time) its brgemm matched the
  * hand-written kernels on the dense projections (q_proj 128 rows: 188 vs

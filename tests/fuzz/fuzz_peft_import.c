@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "adapters/peft.h"
-#include "model/config.h"
+#include "tests/adapter_fixture.h" /* fake_config: a small gpt-oss shape */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -27,20 +27,6 @@ static void check(int ok) {
 }
 
 static char dir[64];
-
-/* The shape of tests/adapter_fixture.h's fake model. */
-static void small_config(mxl_config *c) {
-  mxl_config_gpt_oss_20b(c);
-  c->n_layers = 3;
-  c->n_experts = 4;
-  c->experts_per_token = 2;
-  c->hidden = 24;
-  c->intermediate = 20;
-  c->head_dim = 8;
-  c->n_heads = 4;
-  c->n_kv_heads = 2;
-  c->vocab_size = 100;
-}
 
 static int write_file(const char *name, const uint8_t *bytes, size_t n) {
   char path[128];
@@ -75,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                   nul ? size - n - 1 : 0))
     return 0;
   mxl_config c;
-  small_config(&c);
+  fake_config(&c);
   mxl_lora *lora = NULL;
   char *report = NULL;
   if (mxl_peft_import_report(dir, &c, &lora, &report) != MXL_OK) {
