@@ -65,6 +65,15 @@ const char *mxl_json_error_name(const char *text, size_t n, size_t offset) {
   return "JSON syntax error";
 }
 
+size_t mxl_json_nul_escape(const char *s, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (s[i] != '\\') continue;
+    if (s[i + 1] == 'u' && i + 6 <= n && !memcmp(s + i + 2, "0000", 4)) return i;
+    i++; /* skip the escaped character */
+  }
+  return SIZE_MAX;
+}
+
 mxl_status mxl_json_parse(const char *text, size_t n, const char *source, cJSON **out) {
   *out = NULL;
   const char *end = NULL;

@@ -35,6 +35,10 @@ mxl_status mxl_json_parse(const char *text, size_t n, const char *source, cJSON 
  * otherwise "JSON syntax error". For parsers that call cJSON themselves. */
 const char *mxl_json_error_name(const char *text, size_t n, size_t offset);
 
+/* The offset of the first "\u0000" escape in JSON text (cJSON would
+ * decode it into a C string cut short there), or SIZE_MAX. */
+size_t mxl_json_nul_escape(const char *s, size_t n);
+
 /* Reads and parses a whole file, refusing files over max_bytes. */
 mxl_status mxl_json_parse_file(const char *path, size_t max_bytes, cJSON **out);
 

@@ -35,6 +35,19 @@ int mxl_utf8_char_len(const uint8_t *p, size_t avail) {
   return need > 0 && k == (size_t)need ? need : 0;
 }
 
+int mxl_utf8_valid(const char *s, size_t n, size_t *bad) {
+  const uint8_t *p = (const uint8_t *)s;
+  for (size_t i = 0; i < n;) {
+    int len = mxl_utf8_char_len(p + i, n - i);
+    if (len == 0) {
+      if (bad) *bad = i;
+      return 0;
+    }
+    i += (size_t)len;
+  }
+  return 1;
+}
+
 size_t mxl_utf8_subpart_len(const uint8_t *p, size_t avail) {
   int need;
   size_t k = prefix_len(p, avail, &need);

@@ -15,6 +15,11 @@
  * does not start one (including when it stops before the character ends). */
 int mxl_utf8_char_len(const uint8_t *p, size_t avail);
 
+/* 1 when s[0..n) is well-formed UTF-8 (NUL bytes allowed); else 0 with
+ * *bad (when not NULL) set to the offset of the first character that is
+ * not. */
+int mxl_utf8_valid(const char *s, size_t n, size_t *bad);
+
 /* How many bytes at p (avail >= 1) one replacement stands for when p does
  * not start a well-formed character: the bytes that still begin one (a
  * "maximal subpart"), at least 1. */

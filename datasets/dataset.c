@@ -16,6 +16,7 @@
 #include "core/json.h"
 #include "core/rng.h"
 #include "core/status.h"
+#include "core/utf8.h"
 #include "datasets/dataset.h"
 
 enum {

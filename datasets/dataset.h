@@ -11,15 +11,6 @@
 #include "datasets/tokenizer.h"
 #include "mxlora/data.h"
 
-/* Checks that s[0..n) is valid UTF-8 (no overlongs, surrogates or code
- * points above U+10FFFF). Returns 1 if valid; else 0 with *bad set to the
- * offset of the first bad byte. */
-int mxl_utf8_valid(const char *s, size_t n, size_t *bad);
-
-/* The offset of the first "\u0000" escape in JSON text (which would cut a
- * decoded C string short), or SIZE_MAX. */
-size_t mxl_json_nul_escape(const char *s, size_t n);
-
 /* Parses one JSON value from s[0..n): UTF-8 is checked, a "\u0000" escape
  * (which would cut a C string short) is refused, trailing bytes other than
  * whitespace are an error. Errors are prefixed with `where`. */

@@ -15,52 +15,11 @@
 
 #include "core/json.h"
 #include "core/status.h"
+#include "core/utf8.h"
 #include "datasets/dataset.h"
 #include "datasets/harmony.h"
 
-/* ------------------------------------------------------------------ text checks */
-
-int mxl_utf8_valid(const char *s, size_t n, size_t *bad) {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = p[i];
-    size_t len;
-    unsigned cp, min;
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-      goto invalid;
-    }
-    if (i + len > n) goto invalid;
-    for (size_t k = 1; k < len; k++) {
-      if ((p[i + k] & 0xC0) != 0x80) goto invalid;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) goto invalid;
-    i += len;
-  }
-  return 1;
-invalid:
-  if (bad) *bad = i;
-  return 0;
-}
-
-size_t mxl_json_nul_escape(const char *s, size_t n) {
-  for (size_t i = 0; i + 1 < n; i++) {
-    if (s[i] != '\\') continue;
-    if (s[i + 1] == 'u' && i + 6 <= n && !memcmp(s + i + 2, "0000", 4)) return i;
-    i++; /* skip the escaped character */
-  }
-  return SIZE_MAX;
-}
+/* ------------------------------------------------------------------ JSON text */
 
 mxl_status mxl_parse_json_text(const char *s, size_t n, const char *where, cJSON **out) {
   *out = NULL;

@@ -1,4 +1,5 @@
-#include "infer/chat_stream.h"
+/* The harmony reply stream of include/mxlora/generate.h. */
+#include "mxlora.h"
 
 #include <string.h>
 

@@ -7,7 +7,6 @@
 #include "adapters/adapter_file.h"
 #include "adapters/lora.h"
 #include "core/status.h"
-#include "infer/chat_stream.h"
 #include "infer/generate.h"
 #include "infer/npy.h"
 

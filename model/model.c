@@ -18,6 +18,18 @@ const char *mxl_layout_name(mxl_layout layout) {
   return "unknown";
 }
 
+void mxl_model_get_info(const mxl_model *m, mxl_model_info *out) {
+  const mxl_config *c = &m->config;
+  out->layout = mxl_layout_name(m->layout);
+  out->dir = m->dir;
+  out->n_layers = c->n_layers;
+  out->n_experts = c->n_experts;
+  out->experts_per_token = c->experts_per_token;
+  out->hidden = c->hidden;
+  out->stop_ids = c->stop_ids;
+  out->n_stop_ids = c->n_stop_ids;
+}
+
 void mxl_model_close(mxl_model *m) {
   if (!m) return;
   mxl_safetensors_close(m->st);

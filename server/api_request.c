@@ -10,7 +10,7 @@
 
 #include "core/json.h"
 #include "core/strbuf.h"
-#include "datasets/dataset.h"
+#include "core/utf8.h"
 #include "server/api.h"
 
 /* The prefix of messages from core/json: "request: temperature: ...". */

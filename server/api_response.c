@@ -4,46 +4,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datasets/tokenizer_impl.h"
+#include "core/utf8.h"
 #include "server/api.h"
-
-/* The bytes at p that one U+FFFD replaces, p not starting a valid
- * character: the longest prefix of a well-formed sequence ("maximal
- * subpart", as Unicode recommends and Python's decoder does), else one
- * byte. */
-static size_t bad_run(const uint8_t *p, size_t avail) {
-  uint8_t c = p[0], lo = 0x80, hi = 0xbf;
-  size_t n;
-  if (c >= 0xc2 && c <= 0xdf) n = 2;
-  else if (c == 0xe0) n = 3, lo = 0xa0;
-  else if (c == 0xed) n = 3, hi = 0x9f;
-  else if (c >= 0xe1 && c <= 0xef) n = 3;
-  else if (c == 0xf0) n = 4, lo = 0x90;
-  else if (c == 0xf4) n = 4, hi = 0x8f;
-  else if (c >= 0xf1 && c <= 0xf3) n = 4;
-  else return 1;
-  size_t k = 1;
-  if (k < avail && p[1] >= lo && p[1] <= hi)
-    for (k = 2; k < n && k < avail && (p[k] & 0xc0) == 0x80;) k++;
-  return k;
-}
 
 char *mxl_api_utf8_clean(const char *s, size_t n) {
   /* Each bad byte grows to at most three (EF BF BD). */
   char *out = malloc(3 * n + 1);
   if (!out) return NULL;
-  const uint8_t *u = (const uint8_t *)s;
   size_t o = 0;
   for (size_t i = 0; i < n;) {
-    int len = u[i] ? mxl_utf8_char_len(u + i, n - i) : 0;
-    if (len > 0) {
-      memcpy(out + o, s + i, (size_t)len);
-      o += (size_t)len;
-      i += (size_t)len;
-    } else { /* NUL too: C strings (and cJSON) would end there */
-      memcpy(out + o, "\xEF\xBF\xBD", 3);
+    /* NUL too becomes U+FFFD: C strings (and cJSON) would end there. */
+    const char *nul = memchr(s + i, '\0', n - i);
+    size_t run = nul ? (size_t)(nul - (s + i)) : n - i;
+    o += mxl_utf8_repair((const uint8_t *)s + i, run, out + o);
+    i += run;
+    if (nul) {
+      memcpy(out + o, MXL_UTF8_REPLACEMENT, 3);
       o += 3;
-      i += u[i] ? bad_run(u + i, n - i) : 1;
+      i++;
     }
   }
   out[o] = '\0';

@@ -5,7 +5,7 @@
 #define MXL_SERVER_REPLY_H
 
 #include "core/strbuf.h"
-#include "infer/chat_stream.h"
+#include "mxlora.h"
 #include "server/stop.h"
 
 typedef struct mxl_reply {

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "core/status.h"
-#include "model/model.h"
 #include "server/service.h"
 
 static void *engine_main(void *arg) {
@@ -38,11 +37,10 @@ static char *default_model_id(const char *path) {
 
 /* Raw text ends at the model's generation_config stop ids (those in its
  * vocabulary), as `mxlora generate` does; chat at <|return|> / <|call|>. */
-static void find_stop_ids(mxl_service *svc, int vocab) {
-  const mxl_config *c = &svc->model->config;
-  for (int i = 0; i < c->n_stop_ids && svc->n_raw_stops < MXL_REQUEST_MAX_STOP; i++)
-    if (c->stop_ids[i] >= 0 && c->stop_ids[i] < vocab)
-      svc->raw_stops[svc->n_raw_stops++] = c->stop_ids[i];
+static void find_stop_ids(mxl_service *svc, const mxl_model_info *m, int vocab) {
+  for (int i = 0; i < m->n_stop_ids && svc->n_raw_stops < MXL_REQUEST_MAX_STOP; i++)
+    if (m->stop_ids[i] >= 0 && m->stop_ids[i] < vocab)
+      svc->raw_stops[svc->n_raw_stops++] = m->stop_ids[i];
   svc->has_chat = mxl_chat_ids_lookup(svc->tok, &svc->chat_ids) == MXL_OK;
   mxl_error_clear();
 }
@@ -52,8 +50,10 @@ mxl_status mxl_service_open(const mxl_service_options *opt, mxl_service **out) {
   mxl_service *svc = calloc(1, sizeof *svc);
   if (!svc) return mxl_errorf(MXL_ERR_MEMORY, "service: out of memory");
   pthread_mutex_init(&svc->mu, NULL);
+  mxl_model_info m = {0};
   mxl_status st = mxl_model_open(opt->model, &svc->model);
-  if (st == MXL_OK) st = mxl_tokenizer_load(svc->model->dir, &svc->tok);
+  if (st == MXL_OK) mxl_model_get_info(svc->model, &m);
+  if (st == MXL_OK) st = mxl_tokenizer_load(m.dir, &svc->tok);
   if (st == MXL_OK) st = mxl_scheduler_create(svc->model, &opt->scheduler, &svc->sched);
   mxl_registry_options ro = {opt->max_adapter_memory};
   if (st == MXL_OK)
@@ -71,12 +71,11 @@ mxl_status mxl_service_open(const mxl_service_options *opt, mxl_service **out) {
   mxl_scheduler_get_stats(svc->sched, &ss);
   svc->max_context = ss.max_context;
   svc->default_max_tokens = opt->default_max_tokens > 0 ? opt->default_max_tokens : 1024;
-  find_stop_ids(svc, ss.vocab);
-  const mxl_config *c = &svc->model->config;
+  find_stop_ids(svc, &m, ss.vocab);
   snprintf(svc->summary, sizeof svc->summary,
            "%s (%s layout, %s): %d layers, %d experts, %d per token, hidden %d, vocab %d; "
-           "%s backend", svc->model_id, mxl_layout_name(svc->model->layout), svc->model->dir,
-           c->n_layers, c->n_experts, c->experts_per_token, c->hidden, ss.vocab, ss.backend);
+           "%s backend", svc->model_id, m.layout, m.dir, m.n_layers, m.n_experts,
+           m.experts_per_token, m.hidden, ss.vocab, ss.backend);
   *out = svc;
   return MXL_OK;
 }

@@ -4,7 +4,6 @@
 
 #include <pthread.h>
 
-#include "infer/chat_stream.h"
 #include "mxlora.h"
 
 typedef struct mxl_service_scale {

@@ -2,7 +2,7 @@
  * on a byte-level tokenizer (token id = byte value), so that a reply can
  * stop in the middle of a character. */
 #include "core/utf8.h"
-#include "infer/chat_stream.h"
+#include "mxlora.h"
 #include "test.h"
 #include "tests/byte_tokenizer.h"
 

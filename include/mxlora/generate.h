@@ -41,6 +41,49 @@ typedef enum mxl_channel {
  * arrive as U+FFFD. */
 typedef void (*mxl_text_fn)(void *user, mxl_channel channel, const char *text, size_t len);
 
+/* ------------------------------------------------------------ reply streams
+ *
+ * What mxl_generate does with the tokens it generates, for callers that
+ * generate ids themselves (mxl_scheduler): follows a reply token by token
+ * and hands its text to an mxl_text_fn, per channel. In a chat reply,
+ * message headers (<|channel|>NAME<|message|>) are read, not shown;
+ * <|end|> closes a message and <|start|>assistant opens the next one;
+ * <|return|> and <|call|> end the reply. A plain stream shows every token. */
+
+/* The harmony tokens a chat stream reads. */
+typedef struct mxl_chat_ids {
+  int32_t start, end, message, channel, ret, call, constrain;
+} mxl_chat_ids;
+
+/* Fails with MXL_ERR_FORMAT when the tokenizer lacks one of them (not a
+ * harmony tokenizer). */
+mxl_status mxl_chat_ids_lookup(const mxl_tokenizer *tok, mxl_chat_ids *out);
+
+/* A stream's state: a plain value that needs no freeing (like
+ * mxl_decode_stream); the tokenizer must outlive it. Read no field. */
+typedef struct mxl_chat_stream {
+  const mxl_tokenizer *tok;
+  mxl_chat_ids ids;
+  int chat;             /* 0: plain text, every token is shown */
+  int in_header;        /* reading a message header */
+  mxl_channel channel;  /* of the current message */
+  char header[128];     /* header text seen so far (role, channel name, recipient) */
+  size_t header_len;
+  mxl_decode_stream decode;
+  mxl_text_fn on_text;
+  void *user;
+} mxl_chat_stream;
+
+/* chat 1: `ids` from mxl_chat_ids_lookup, and the stream starts inside the
+ * header of the assistant message that the prompt opened with
+ * <|start|>assistant; chat 0: `ids` may be NULL. */
+void mxl_chat_stream_init(mxl_chat_stream *s, const mxl_tokenizer *tok,
+                          const mxl_chat_ids *ids, int chat, mxl_text_fn on_text, void *user);
+/* One generated token; text that completes reaches on_text at once. */
+void mxl_chat_stream_push(mxl_chat_stream *s, int32_t token);
+/* The end of the reply: a character left incomplete arrives as U+FFFD. */
+void mxl_chat_stream_flush(mxl_chat_stream *s);
+
 typedef struct mxl_gen_request {
   const char *prompt;       /* user text (chat) or raw text */
   int chat;                 /* 1: render as a harmony conversation, stream the channels */

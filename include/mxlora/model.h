@@ -17,6 +17,17 @@ typedef struct mxl_model mxl_model;
 mxl_status mxl_model_open(const char *path, mxl_model **model_out);
 void mxl_model_close(mxl_model *model);
 
+/* What an open model is, for banners and servers. The strings and the
+ * stop ids stay owned by the model. */
+typedef struct mxl_model_info {
+  const char *layout;      /* the layout read: "hf", "original" or "metal" */
+  const char *dir;         /* the folder holding it, where its tokenizer is found */
+  int n_layers, n_experts, experts_per_token, hidden;
+  const int *stop_ids;     /* generation_config.json's eos ids */
+  int n_stop_ids;
+} mxl_model_info;
+void mxl_model_get_info(const mxl_model *model, mxl_model_info *out);
+
 /* Explains what is at `path` (a repo, any folder or file of it, a single
  * .safetensors file): layouts, file roles, tensors by role, parameter
  * counts, config, tokenizer. `as_json` selects a JSON document instead of
