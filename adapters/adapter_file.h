@@ -103,6 +103,17 @@ mxl_status mxl_adapter_check_base_of(const mxl_adapter_header *h, const mxl_conf
 mxl_status mxl_adapter_load_on(const mxl_adapter *a, const struct mxl_model *model,
                                mxl_backend *be, mxl_lora **out);
 
+/* Loads an opened adapter for a forward pass to overlay (generate, eval,
+ * the registry): checked as mxl_adapter_load_on does, its q/k B matrices
+ * rewritten into the model's layout while in host memory (metal/model.bin
+ * stores q/k rows permuted and pre-scaled: model/lora_view.h), then
+ * uploaded when `be` keeps its memory on a device (be NULL or a host
+ * backend: left in host memory). Not in the file's coordinates any more:
+ * for mxl_lora_fill_view, never for saving or training. `be` is not
+ * synced. */
+mxl_status mxl_adapter_load_overlay(const mxl_adapter *a, const struct mxl_model *model,
+                                    mxl_backend *be, mxl_lora **out);
+
 /* Reads every tensor (checksums verified) into a new host set shaped by the
  * header alone, without a base model (for export and inspection). */
 mxl_status mxl_adapter_read_lora(const mxl_adapter *a, mxl_lora **out);

@@ -15,7 +15,6 @@
 #include "adapters/lora.h"
 #include "adapters/registry_internal.h"
 #include "core/status.h"
-#include "model/model.h"
 
 typedef struct entry entry;
 
@@ -80,66 +79,21 @@ static void version_unref(mxl_adapter_ref *v) {
   if (--v->refs == 0) version_free(v);
 }
 
-/* metal/model.bin keeps q and k rows in its own order and scale
- * (model/lora_view.h): rewrite the host copy's q/k B matrices in place so
- * that the version needs no side copies, whatever memory it ends up in. */
-static mxl_status to_model_layout(const mxl_model *model, mxl_lora *host) {
-  const mxl_lora_layout *lay = host->layout;
-  mxl_lora_layer *layers = calloc((size_t)lay->n_layers, sizeof *layers);
-  float **orig = calloc((size_t)lay->n_layers * 2, sizeof *orig);
-  mxl_status st = layers && orig ? MXL_OK : mxl_errorf(MXL_ERR_MEMORY, "adapter: out of memory");
-  float *copies = NULL;
-  mxl_lora_view view = {layers, lay->n_layers, 0};
-  if (st == MXL_OK) {
-    mxl_lora_fill_view(lay, host->params, 1.0f, &view);
-    for (int l = 0; l < lay->n_layers; l++) {
-      orig[2 * l] = layers[l].t[MXL_LORA_Q].B;
-      orig[2 * l + 1] = layers[l].t[MXL_LORA_K].B;
-    }
-    st = mxl_lora_view_to_layout(&model->w, &model->config, &view, &copies);
-  }
-  const mxl_config *c = &model->config;
-  for (int l = 0; st == MXL_OK && copies && l < lay->n_layers; l++) {
-    const mxl_lora_mat *q = &layers[l].t[MXL_LORA_Q], *k = &layers[l].t[MXL_LORA_K];
-    if (q->A) memcpy(orig[2 * l], q->B, sizeof(float) * c->n_heads * c->head_dim * q->rank);
-    if (k->A) memcpy(orig[2 * l + 1], k->B, sizeof(float) * c->n_kv_heads * c->head_dim * k->rank);
-  }
-  free(copies);
-  free(orig);
-  free(layers);
-  return st;
-}
-
 /* Reads and checks the file (as generate --adapter does), then places the
  * parameters on the backend and builds the view. */
 static mxl_status version_build(mxl_registry *reg, const mxl_adapter *file, mxl_adapter_ref *v) {
-  const mxl_model *model = reg->model;
-  mxl_backend *be = reg->be;
-  mxl_lora *host = NULL;
-  MXL_TRY(mxl_adapter_load(file, model, &host));
-  mxl_status st = to_model_layout(model, host);
-  if (st == MXL_OK && !be->ops->host_memory) {
-    mxl_lora *dev = NULL;
-    st = mxl_lora_create(&model->config, &host->layout->cfg, be, &dev);
-    /* No sync here: the engine thread owns the backend's error state. The
-     * upload is ordered before any forward pass that can see the version. */
-    if (st == MXL_OK)
-      be->ops->upload(be, dev->params, host->params, host->layout->n_floats * sizeof(float));
-    mxl_lora_destroy(host);
-    host = dev;
+  mxl_lora *lora = NULL;
+  /* No sync of the backend: the engine thread owns its error state. */
+  MXL_TRY(mxl_adapter_load_overlay(file, reg->model, reg->be, &lora));
+  v->layers = calloc((size_t)lora->layout->n_layers, sizeof *v->layers);
+  if (!v->layers) {
+    mxl_lora_destroy(lora);
+    return mxl_errorf(MXL_ERR_MEMORY, "adapter %s: out of memory", v->name);
   }
-  if (st == MXL_OK) {
-    v->layers = calloc((size_t)host->layout->n_layers, sizeof *v->layers);
-    if (!v->layers) st = mxl_errorf(MXL_ERR_MEMORY, "adapter %s: out of memory", v->name);
-  }
-  if (st != MXL_OK) {
-    mxl_lora_destroy(host);
-    return st;
-  }
-  v->lora = host;
+  v->lora = lora;
   v->view.layers = v->layers;
-  mxl_lora_fill_view(host->layout, host->params, 1.0f, &v->view);
-  v->max_rank = host->layout->cfg.rank;
+  mxl_lora_fill_view(lora->layout, lora->params, 1.0f, &v->view);
+  v->max_rank = lora->layout->cfg.rank;
   return MXL_OK;
 }
 

@@ -25,6 +25,11 @@ typedef struct mxl_gen_stats {
 /* Called with every generated token (stop ids included); return nonzero to stop. */
 typedef int (*mxl_token_fn)(void *user, int32_t token);
 
+/* mxl_generator_open on a backend the caller made (a test's emulated CUDA
+ * backend), which the generator owns from then on, also on failure. */
+mxl_status mxl_generator_open_on(const char *path, mxl_backend *be, int max_context,
+                                 mxl_generator **out);
+
 mxl_status mxl_generate_ids(mxl_engine *e, const mxl_lora_stack *lora, const int32_t *prompt,
                             int n_prompt, const mxl_gen_params *p, mxl_token_fn on_token,
                             void *user, mxl_gen_stats *stats);

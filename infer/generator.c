@@ -17,7 +17,6 @@ typedef struct overlay {
   mxl_lora_layer *layers;
   mxl_lora_view view;
   float scale;
-  float *layout_copy; /* q/k B transformed for metal's layout, or NULL */
 } overlay;
 
 struct mxl_generator {
@@ -29,42 +28,57 @@ struct mxl_generator {
   overlay adapters[MAX_ADAPTERS];
 };
 
-mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt,
-                              mxl_generator **out) {
+/* The generator of mxl_generator_open, on `be` when given (which it owns
+ * from then on, also on failure), else on a new backend named `backend`. */
+static mxl_status generator_open(const char *path, mxl_backend *be, const char *backend,
+                                 int threads, int max_context, mxl_generator **out) {
   *out = NULL;
-  if (opt && opt->max_context < 0)
+  if (max_context < 0) {
+    mxl_backend_destroy(be);
     return mxl_errorf(MXL_ERR_ARGUMENT, "max_context %d: expected 0 (4096) or a positive count",
-                      opt->max_context);
+                      max_context);
+  }
   mxl_generator *g = calloc(1, sizeof *g);
-  if (!g) return mxl_errorf(MXL_ERR_MEMORY, "generator: out of memory");
-  const char *backend = opt && opt->backend ? opt->backend : "cpu";
+  if (!g) {
+    mxl_backend_destroy(be);
+    return mxl_errorf(MXL_ERR_MEMORY, "generator: out of memory");
+  }
+  g->be = be;
   mxl_status st = mxl_model_open(path, &g->model);
   if (st == MXL_OK) st = mxl_tokenizer_load(g->model->dir, &g->tok);
-  if (st == MXL_OK) st = mxl_backend_create_named(backend, opt ? opt->threads : 0, &g->be);
+  if (st == MXL_OK && !g->be) st = mxl_backend_create_named(backend, threads, &g->be);
   if (st == MXL_OK) st = mxl_engine_create(g->model, g->be, &g->engine);
   if (st != MXL_OK) {
     mxl_generator_close(g);
     return st;
   }
-  int ctx = opt && opt->max_context > 0 ? opt->max_context : 4096;
+  int ctx = max_context > 0 ? max_context : 4096;
   g->max_context = ctx < g->model->config.max_context ? ctx : g->model->config.max_context;
   *out = g;
   return MXL_OK;
 }
 
+mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt,
+                              mxl_generator **out) {
+  return generator_open(path, NULL, opt && opt->backend ? opt->backend : "cpu",
+                        opt ? opt->threads : 0, opt ? opt->max_context : 0, out);
+}
+
+mxl_status mxl_generator_open_on(const char *path, mxl_backend *be, int max_context,
+                                 mxl_generator **out) {
+  return generator_open(path, be, NULL, 0, max_context, out);
+}
+
 static void overlay_free(overlay *o) {
   mxl_lora_destroy(o->lora);
   free(o->layers);
-  free(o->layout_copy);
   memset(o, 0, sizeof *o);
 }
 
-/* (Re)builds the view of an overlay at its scale, in the model's layout. */
-static mxl_status overlay_view(const mxl_generator *g, overlay *o) {
-  free(o->layout_copy);
-  o->layout_copy = NULL;
+/* (Re)builds the view of an overlay at its scale (the parameters are in
+ * the model's layout already: mxl_adapter_load_overlay). */
+static void overlay_view(overlay *o) {
   mxl_lora_fill_view(o->lora->layout, o->lora->params, o->scale, &o->view);
-  return mxl_lora_view_to_layout(&g->model->w, &g->model->config, &o->view, &o->layout_copy);
 }
 
 void mxl_generator_close(mxl_generator *g) {
@@ -91,7 +105,7 @@ mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float s
   mxl_adapter *file = NULL;
   overlay *o = &g->adapters[slot];
   mxl_status st = mxl_adapter_open(path, &file);
-  if (st == MXL_OK) st = mxl_adapter_load_on(file, g->model, g->be, &o->lora);
+  if (st == MXL_OK) st = mxl_adapter_load_overlay(file, g->model, g->be, &o->lora);
   mxl_adapter_close(file);
   if (st == MXL_OK) {
     o->layers = calloc(g->model->config.n_layers, sizeof *o->layers);
@@ -103,11 +117,7 @@ mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float s
   }
   o->view.layers = o->layers;
   o->scale = scale;
-  st = overlay_view(g, o);
-  if (st != MXL_OK) {
-    overlay_free(o);
-    return st;
-  }
+  overlay_view(o);
   *index_out = slot;
   return MXL_OK;
 }
@@ -121,7 +131,8 @@ mxl_status mxl_generator_set_adapter_scale(mxl_generator *g, int index, float sc
   overlay *o = find_overlay(g, index);
   if (!o) return mxl_errorf(MXL_ERR_ARGUMENT, "no adapter with index %d", index);
   o->scale = scale;
-  return overlay_view(g, o);
+  overlay_view(o);
+  return MXL_OK;
 }
 
 mxl_status mxl_generator_remove_adapter(mxl_generator *g, int index) {

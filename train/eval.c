@@ -33,7 +33,7 @@ static mxl_status open_all(eval_run *r, const mxl_eval_options *o) {
   for (int i = 0; i < o->n_adapters; i++) {
     mxl_adapter *file = NULL;
     mxl_status st = mxl_adapter_open(o->adapters[i], &file);
-    if (st == MXL_OK) st = mxl_adapter_load_on(file, r->model, r->be, &r->loras[i]);
+    if (st == MXL_OK) st = mxl_adapter_load_overlay(file, r->model, r->be, &r->loras[i]);
     mxl_adapter_close(file);
     MXL_TRY(st);
     r->n_loras = i + 1;

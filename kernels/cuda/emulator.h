@@ -91,6 +91,10 @@ struct config {
   order run_order = order::forward;
   uint64_t seed = 1;               // for order::shuffle
   size_t stack_bytes = 64 * 1024;  // per emulated thread
+  // Called with true before and false after every launch: a test backend
+  // that keeps its "device" memory out of the host's reach opens it to
+  // kernels here (tests/cuda/cuda_emu_backend.cpp).
+  void (*device_access)(bool open) = nullptr;
 };
 
 inline config &settings() {
@@ -570,11 +574,14 @@ int launch(dim grid, dim block, size_t smem, Body &&body) {
   std::vector<std::vector<char>> &stacks = stack_pool(block.x);
   block_run *outer = current_run();
   current_run() = &r;
+  void (*access)(bool) = settings().device_access;
+  if (access) access(true);
   int status = 0;
   for (unsigned b = 0; b < grid.x && status == 0; b++) {
     r.block_idx = dim(b);
     if (!run_block(r, stacks)) status = -1;
   }
+  if (access) access(false);
   current_run() = outer;
   return status;
 }

@@ -349,6 +349,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   std::memcpy(&fb, beta, 4);
   if (fb != 0.0f && !C) return refuse(CUBLAS_STATUS_INVALID_VALUE, "beta != 0 and C NULL");
   const float *bias_v = static_cast<const float *>(dd->bias);
+  // The product reads and writes device memory, as a kernel does.
+  void (*access)(bool) = mxl_emu::settings().device_access;
+  if (access) access(true);
   for (int64_t bt = 0; bt < pr.batch; bt++)
     for (uint64_t j = 0; j < pr.n; j++)
       for (uint64_t i = 0; i < pr.m; i++) {
@@ -366,6 +369,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         size_t at = (size_t)(bt * ld->stride + (int64_t)i + (int64_t)j * ld->ld);
         std::memcpy(static_cast<char *>(D) + 4 * at, &out, 4);
       }
+  if (access) access(false);
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -3,9 +3,12 @@
  * (tests/cuda/cuda_emu_backend.cpp). Test code: not part of the library.
  *
  * Its compute ops are the very kernels and op functions of kernels/cuda
- * (ops_*.cuh), compiled for the host with kernels/cuda/emulator.h; memory
- * is host memory (malloc). Single-threaded: the emulator's scheduler and its
- * shared memory are process-wide. */
+ * (ops_*.cuh), compiled for the host with kernels/cuda/emulator.h. With
+ * host_memory 0 its memory is device memory as a GPU's is: host code that
+ * reads or writes it other than through upload/download/copy/zero (a
+ * device pointer handed to host code) faults, and the test stops with a
+ * message saying so. Single-threaded: the emulator's scheduler, its shared
+ * memory and the device memory's guard are process-wide. */
 #ifndef MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
 #define MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
 
@@ -24,9 +27,10 @@ typedef enum mxl_emu_order {
   MXL_EMU_SHUFFLE = 2, /* seeded */
 } mxl_emu_order;
 
-/* host_memory 0: the table says so as the device backend does (op tests);
- * 1: it admits that its memory is host memory, so an engine uses mapped
- * weights in place (model tests, until the engine uploads weights). */
+/* host_memory 0: device memory, and the table says so as the device
+ * backend does; 1: host memory (malloc), and the table says so, so an
+ * engine uses mapped weights in place and host code may touch it (the op
+ * driver's mutants). */
 mxl_status mxl_backend_cuda_emu_create(int host_memory, mxl_backend **out);
 
 /* Sets the thread order of every later launch (all emulated backends). */
