@@ -64,7 +64,7 @@ def run_workload(name, variant, args, tmp):
     if name == "demo":
         cmd = [os.path.join(build, "mxlora"), "train", os.path.join(args.repo, "recipes/demo.json"),
                "--model", os.path.join(tmp, "demo-model"), "--out", os.path.join(tmp, "demo-out"),
-               "--steps", str(args.demo_steps), "--eval-every", "0", "--threads", nt]
+               "--steps", str(args.demo_steps), "--eval-every", "0", "--overwrite", "--threads", nt]
     elif name == "train":
         cmd = [os.path.join(build, "bench_train"), "--model", os.path.join(tmp, "bench"),
                "--seq", "256", "--steps", "2", "--warmup", "1", "--reps", "1", "--no-limits",
