@@ -32,6 +32,7 @@
 #define MXL_KERNELS_CUDA_OPS_ATTENTION_CUH
 
 #include "kernels/cuda/attention_mma.cuh"
+#include "kernels/cuda/cudnn_attention.cuh"
 #include "kernels/cuda/runtime.cuh"
 
 enum {
@@ -210,6 +211,8 @@ static void mxl_cu_attention(mxl_backend *be, float *out, float *lse, const floa
                              const mxl_attn_mask *mask, int nq, int nk, int nh, int nkv, int d,
                              float scale) {
   if (nq <= 0 || nh <= 0 || d <= 0 || !mxl_cu_attention_fits(be, "attention", nh, nkv, d)) return;
+  /* cuDNN where the backend has it and the shape is supported (cudnn_attention.cuh) */
+  if (mxl_cu_dnn_attention(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, d, scale)) return;
   if (d == MXL_AMMA_D) { /* gpt-oss: tensor cores (attention_mma.cuh) */
     mxl_cu_attention_mma(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, scale);
     return;
