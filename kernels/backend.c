@@ -22,12 +22,11 @@ const char *mxl_build_features(void) {
   char cuda[320];
 #ifdef MXL_HAVE_CUDA
   mxl_backend *gpu = NULL;
-  if (mxl_backend_cuda_create(0, &gpu) == MXL_OK) {
-    char path[256];
-    mxl_cuda_attention_path(gpu, path, sizeof path);
-    snprintf(cuda, sizeof cuda, "cuda built, device 0 available; %s", path);
-  } else
-    snprintf(cuda, sizeof cuda, "cuda built, no usable device");
+  char path[256];
+  int usable = mxl_backend_cuda_create(0, &gpu) == MXL_OK;
+  mxl_cuda_attention_path(gpu, path, sizeof path); /* NULL: what no device means */
+  snprintf(cuda, sizeof cuda, "cuda built, %s; %s",
+           usable ? "device 0 available" : "no usable device", path);
   mxl_backend_destroy(gpu);
 #else
   snprintf(cuda, sizeof cuda, "cuda not built");

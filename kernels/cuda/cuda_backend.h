@@ -44,9 +44,10 @@ mxl_status mxl_cuda_mxfp4_quant(mxl_backend *be, uint8_t *blocks, uint8_t *scale
  * own share (bench_cuda_ops; `mxlora plan` budgets it as an allowance). */
 mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes, size_t *total_bytes);
 
-/* One line naming the attention path of `be`, a CUDA backend: cuDNN's
- * graph (with the library's version) and where the own kernels serve, or
- * the own kernels only and why (`mxlora version`). */
+/* One line naming the attention path of `be`, a CUDA backend (or NULL:
+ * none could be created): cuDNN's graph (with the library's version) and
+ * where the own kernels serve, or the own kernels only and why (`mxlora
+ * version`). */
 void mxl_cuda_attention_path(mxl_backend *be, char *buf, size_t size);
 
 /* The CUDA backend's op table, for tests that check its coverage without

@@ -1,4 +1,4 @@
-/* The attention forward (ops.h `attention`) through cuDNN's graph API: the
+/* Attention (ops.h `attention`, `attention_bwd`) through cuDNN's graph API: the
  * cuDNN 9 backend descriptors (cudnnBackendCreateDescriptor / SetAttribute /
  * Finalize / Execute), no frontend. Written once for the device build and
  * the CPU emulator build: every library call goes through namespace
@@ -9,7 +9,7 @@
  * call runs in the emulator tests. The list below is exactly the set of
  * calls the backend makes.
  *
- * The operation graph, one per shape (nq, nk, nh, nkv, d, window or not),
+ * Forward: the operation graph, one per shape (nq, nk, nh, nkv, d, window),
  * in the form cuDNN's runtime-fusion attention engines take: two matmuls
  * around a pointwise/reduction softmax, fp32 intermediates (virtual
  * tensors), bf16 Q, K, V and O, fp32 Stats. With b = 1 and the op's
@@ -38,6 +38,20 @@
  * A row with no allowed key gets M = sink_h, Z = 1, O = 0 and Stats =
  * sink_h, as the reference (kernels/ref/ref_attention.h).
  *
+ * Backward, as the frontend composes the SDPA backward: the same masked
+ * scores S2 from Q and Kᵀ, then with the forward's Stats (which hold the
+ * sink, so the sink needs no operand: it is frozen and gets no gradient)
+ *   P   = exp(S2 − Stats)
+ *   dVᵀ = matmul(dOᵀ, P)            [1, nh, d, nk], then for GQA a group
+ *         reduction [1, nh, ...] → [1, nkv, ...] (query heads h of KV head
+ *         h / (nh/nkv) summed), written through strides into dv's layout;
+ *   D   = rowsum(dO ∘ O)            [1, nh, nq, 1]
+ *   dS  = scale · P ∘ (matmul(dO, Vᵀ) − D)
+ *   dKᵀ = matmul(Qᵀ, dS) (grouped as dV), dQ = matmul(dS, K).
+ * Transposed operands are the same buffers under a second unique id with
+ * exchanged strides (Qᵀ, dOᵀ, K beside Kᵀ); dQ, dKᵀ, dVᵀ are fp32 scratch,
+ * then added into the op's "+=" gradients.
+ *
  * Why the mask compares positions instead of generating indices
  * (GEN_INDEX row/column, as the frontend's causal and sliding-window masks
  * do): ops.h's mask is per token — packed documents restart positions in
@@ -48,9 +62,9 @@
  * per-column int32 operands is what the run-time support check asks.
  *
  * Which configurations go where (the run-time check has the last word):
- *   cuDNN        the forward of every shape whose plan finalizes: training
- *                (packed documents, causal, window 128 on alternate
- *                layers, GQA 64/8 at d = 64), prefill;
+ *   cuDNN        forward and backward of every shape whose plan
+ *                finalizes: training (packed documents, causal, window 128
+ *                on alternate layers, GQA 64/8 at d = 64), prefill;
  *   own kernels  (ops_attention.cuh)
  *                - shapes the library refuses: the heuristic returns no
  *                  engine, or no engine configuration's plan finalizes
@@ -58,15 +72,15 @@
  *                  256, or an engine that does not take the mask operands);
  *                  asked once per shape, the answer remembered;
  *                - nk == 0 (nothing to attend to);
- *                - the backward (not through cuDNN yet);
  *                - a backend whose cuDNN handle could not be created, or
  *                  MXL_CUDNN_ATTENTION=0 in the environment.
  *   Decode (nq = 1 against the KV cache, ring order) is asked like any
  *   shape: the mask operands make the ring exact, and a refusal falls back.
  *
- * Costs around the library call: q, k, v converted to bf16 (scratch), O
- * back to fp32 and Stats transposed into lse [nq, nh]; the plan's workspace
- * is one growable device buffer per backend. */
+ * Costs around the library call: q, k, v (and out, dout) converted to bf16
+ * in scratch, O back to fp32, Stats transposed between cuDNN's [nh, nq]
+ * and lse [nq, nh], the backward's fp32 gradients added; the plan's
+ * workspace is one growable device buffer per backend. */
 #ifndef MXL_KERNELS_CUDA_CUDNN_ATTENTION_CUH
 #define MXL_KERNELS_CUDA_CUDNN_ATTENTION_CUH
 
@@ -134,20 +148,24 @@ enum mxl_dnn_plant {
   MXL_DNN_PLANT_NO_MATMUL_DESC = 4, /* Q·Kᵀ without its matmul descriptor */
   MXL_DNN_PLANT_WINDOW = 5,       /* the window compared with <= instead of < */
   MXL_DNN_PLANT_NO_SINK = 6,      /* exp(sink − M) left out of the denominator */
+  MXL_DNN_PLANT_BWD_NO_SCALE = 7, /* backward: dS not multiplied by the scale */
 };
 
 /* Tensor unique ids of the graph: the real ones the variant pack binds,
  * then the virtual intermediates. */
 enum mxl_dnn_uid {
-  MXL_DNN_Q = 1, MXL_DNN_K, MXL_DNN_V, MXL_DNN_O, MXL_DNN_STATS, MXL_DNN_SINK,
-  MXL_DNN_QPOS, MXL_DNN_QSEG, MXL_DNN_KPOS, MXL_DNN_KSEG,
+  MXL_DNN_QPOS = 1, MXL_DNN_QSEG, MXL_DNN_KPOS, MXL_DNN_KSEG, /* both graphs */
   MXL_DNN_SCALE, MXL_DNN_NEG_INF, MXL_DNN_WINDOW,
+  MXL_DNN_Q, MXL_DNN_KT, MXL_DNN_STATS, MXL_DNN_O,
+  MXL_DNN_V, MXL_DNN_SINK,                            /* forward */
+  MXL_DNN_QT, MXL_DNN_K, MXL_DNN_VT, MXL_DNN_DO, MXL_DNN_DOT,
+  MXL_DNN_DQ, MXL_DNN_DKT, MXL_DNN_DVT,               /* backward */
   MXL_DNN_VIRTUAL = 100
 };
 
 /* What identifies a plan. */
 struct mxl_dnn_key {
-  int32_t nq, nk, nh, nkv, d, windowed, plant;
+  int32_t backward, nq, nk, nh, nkv, d, windowed, plant;
 };
 
 struct mxl_dnn_plan {
@@ -166,7 +184,7 @@ struct mxl_dnn_state {
   int n_plans, next_victim;
   void *workspace;
   size_t workspace_bytes;
-  long long executed, fell_back; /* forward calls run by cuDNN / given to own kernels */
+  long long executed, fell_back; /* calls run by cuDNN / given to the own kernels */
   char refusal[320];             /* why the last refused shape was refused */
   int plant;                     /* mxl_dnn_plant (tests) */
 };
@@ -306,101 +324,204 @@ struct mxl_dnn_builder {
   }
 };
 
-/* The operations of the forward graph (file comment) into ops[]; returns
- * their count. */
-static inline int mxl_dnn_forward_graph(mxl_dnn_builder &b, const mxl_dnn_key &k,
-                                        cudnnBackendDescriptor_t *ops) {
-  const int64_t nq = k.nq, nk = k.nk, nh = k.nh, nkv = k.nkv, d = k.d;
-  const cudnnDataType_t F = CUDNN_DATA_FLOAT, BF = CUDNN_DATA_BFLOAT16, I = CUDNN_DATA_INT32,
-                        B = CUDNN_DATA_BOOLEAN;
-  int64_t uid = MXL_DNN_VIRTUAL;
-  int n = 0;
+/* The op's row-major buffers as cuDNN tensors (file comment): dims and
+ * strides of one graph, with the planted mistakes of the tests. */
+struct mxl_dnn_layout {
+  int64_t nq, nk, nh, nkv, d, kv_heads;
+  int64_t q_dims[4], q_strides[4];   /* Q, O, dO, dQ: [1, nh, nq, d] */
+  int64_t qt_dims[4], qt_strides[4]; /* Qᵀ, dOᵀ: [1, nh, d, nq] */
+  int64_t kt_dims[4], kt_strides[4]; /* Kᵀ, Vᵀ, dKᵀ, dVᵀ: [1, nkv, d, nk] */
+  int64_t kv_dims[4], kv_strides[4]; /* K, V: [1, nkv, nk, d] */
 
-  const int64_t q_dims[4] = {1, nh, nq, d}, q_strides[4] = {nq * nh * d, d, nh * d, 1};
-  const int64_t kv_heads = k.plant == MXL_DNN_PLANT_GQA_GROUP ? 1 : nkv;
-  const int64_t kt_dims[4] = {1, kv_heads, d, nk};
-  int64_t kt_strides[4] = {nk * nkv * d, d, 1, nkv * d};
-  if (k.plant == MXL_DNN_PLANT_KV_STRIDES) {
-    kt_strides[1] = nk * d; /* as if k were [nkv, nk, d] */
-    kt_strides[3] = d;
+  explicit mxl_dnn_layout(const mxl_dnn_key &k)
+      : nq(k.nq), nk(k.nk), nh(k.nh), nkv(k.nkv), d(k.d),
+        kv_heads(k.plant == MXL_DNN_PLANT_GQA_GROUP ? 1 : k.nkv) {
+    const int64_t qs = nq * nh * d, ks = nk * nkv * d;
+    set(q_dims, q_strides, nh, nq, d, qs, d, nh * d, 1);
+    set(qt_dims, qt_strides, nh, d, nq, qs, d, 1, nh * d);
+    set(kt_dims, kt_strides, kv_heads, d, nk, ks, d, 1, nkv * d);
+    set(kv_dims, kv_strides, kv_heads, nk, d, ks, d, nkv * d, 1);
+    if (k.plant == MXL_DNN_PLANT_KV_STRIDES) { /* as if k were [nkv, nk, d] */
+      kt_strides[1] = nk * d;
+      kt_strides[3] = d;
+    }
   }
-  const int64_t v_dims[4] = {1, kv_heads, nk, d}, v_strides[4] = {nk * nkv * d, d, nkv * d, 1};
+
+  static void set(int64_t *dims, int64_t *strides, int64_t d1, int64_t d2, int64_t d3,
+                  int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+    dims[0] = 1, dims[1] = d1, dims[2] = d2, dims[3] = d3;
+    strides[0] = s0, strides[1] = s1, strides[2] = s2, strides[3] = s3;
+  }
+};
+
+/* A graph under construction: the builder, its operations and the next
+ * virtual tensor id. */
+struct mxl_dnn_graph {
+  mxl_dnn_builder &b;
+  const mxl_dnn_key &k;
+  cudnnBackendDescriptor_t *ops;
+  int n;
+  int64_t uid;
+
+  cudnnBackendDescriptor_t real(int64_t id, cudnnDataType_t type, const int64_t *dims,
+                                const int64_t *strides, int n_strides = 4) {
+    return b.tensor(id, type, dims, strides, false, false, n_strides);
+  }
+  cudnnBackendDescriptor_t inter(cudnnDataType_t type, int64_t d1, int64_t d2, int64_t d3) {
+    return b.inter(&uid, type, 1, d1, d2, d3);
+  }
+  void add(cudnnBackendDescriptor_t op) { ops[n++] = op; }
+};
+
+/* The scaled, masked scores S2 [1, nh, nq, nk] of Q·Kᵀ (file comment). */
+static inline cudnnBackendDescriptor_t mxl_dnn_masked_scores(mxl_dnn_graph &g,
+                                                             const mxl_dnn_layout &L,
+                                                             cudnnBackendDescriptor_t Q,
+                                                             cudnnBackendDescriptor_t Kt,
+                                                             cudnnBackendDescriptor_t scale) {
+  mxl_dnn_builder &b = g.b;
+  const cudnnDataType_t F = CUDNN_DATA_FLOAT, I = CUDNN_DATA_INT32, B = CUDNN_DATA_BOOLEAN;
+  const int64_t nq = L.nq, nk = L.nk, nh = L.nh;
   const int64_t row_dims[4] = {1, 1, nq, 1}, row_strides[4] = {nq, nq, 1, 1};
   const int64_t col_dims[4] = {1, 1, 1, nk}, col_strides[4] = {nk, nk, nk, 1};
+  cudnnBackendDescriptor_t qpos = g.real(MXL_DNN_QPOS, I, row_dims, row_strides);
+  cudnnBackendDescriptor_t qseg = g.real(MXL_DNN_QSEG, I, row_dims, row_strides);
+  cudnnBackendDescriptor_t kpos = g.real(MXL_DNN_KPOS, I, col_dims, col_strides);
+  cudnnBackendDescriptor_t kseg = g.real(MXL_DNN_KSEG, I, col_dims, col_strides);
+  cudnnBackendDescriptor_t neg_inf = b.scalar(MXL_DNN_NEG_INF, F);
+
+  cudnnBackendDescriptor_t S = g.inter(F, nh, nq, nk);
+  g.add(b.matmul(Q, Kt, S, g.k.plant != MXL_DNN_PLANT_NO_MATMUL_DESC));
+  cudnnBackendDescriptor_t S1 = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_MUL, F, S, scale, NULL, S1));
+
+  cudnnBackendDescriptor_t same = g.inter(B, 1, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_CMP_EQ, B, qseg, kseg, NULL, same));
+  cudnnBackendDescriptor_t causal = g.inter(B, 1, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_CMP_GE, B, qpos, kpos, NULL, causal));
+  cudnnBackendDescriptor_t ok = g.inter(B, 1, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_LOGICAL_AND, B, same, causal, NULL, ok));
+  if (g.k.windowed) {
+    cudnnBackendDescriptor_t window = b.scalar(MXL_DNN_WINDOW, I);
+    cudnnBackendDescriptor_t dist = g.inter(I, 1, nq, nk);
+    g.add(b.pointwise(CUDNN_POINTWISE_SUB, I, qpos, kpos, NULL, dist));
+    cudnnBackendDescriptor_t near = g.inter(B, 1, nq, nk);
+    const cudnnPointwiseMode_t below =
+        g.k.plant == MXL_DNN_PLANT_WINDOW ? CUDNN_POINTWISE_CMP_LE : CUDNN_POINTWISE_CMP_LT;
+    g.add(b.pointwise(below, B, dist, window, NULL, near));
+    cudnnBackendDescriptor_t both = g.inter(B, 1, nq, nk);
+    g.add(b.pointwise(CUDNN_POINTWISE_LOGICAL_AND, B, ok, near, NULL, both));
+    ok = both;
+  }
+  cudnnBackendDescriptor_t S2 = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_BINARY_SELECT, F, S1, neg_inf, ok, S2));
+  return S2;
+}
+
+/* The forward graph (file comment) into g. */
+static inline void mxl_dnn_forward_graph(mxl_dnn_graph &g) {
+  mxl_dnn_builder &b = g.b;
+  const mxl_dnn_layout L(g.k);
+  const cudnnDataType_t F = CUDNN_DATA_FLOAT, BF = CUDNN_DATA_BFLOAT16;
+  const int64_t nq = L.nq, nk = L.nk, nh = L.nh;
   const int64_t sink_dims[4] = {1, nh, 1, 1}, sink_strides[4] = {nh, 1, 1, 1};
   const int64_t stats_dims[4] = {1, nh, nq, 1}, stats_strides[4] = {nh * nq, nq, 1, 1};
 
-  cudnnBackendDescriptor_t Q = b.tensor(MXL_DNN_Q, BF, q_dims, q_strides, false, false,
-                                        k.plant == MXL_DNN_PLANT_STRIDE_COUNT ? 3 : 4);
-  cudnnBackendDescriptor_t Kt = b.tensor(MXL_DNN_K, BF, kt_dims, kt_strides, false, false);
-  cudnnBackendDescriptor_t V = b.tensor(MXL_DNN_V, BF, v_dims, v_strides, false, false);
-  cudnnBackendDescriptor_t O = b.tensor(MXL_DNN_O, BF, q_dims, q_strides, false, false);
-  cudnnBackendDescriptor_t stats =
-      b.tensor(MXL_DNN_STATS, F, stats_dims, stats_strides, false, false);
-  cudnnBackendDescriptor_t sink = b.tensor(MXL_DNN_SINK, F, sink_dims, sink_strides, false, false);
-  cudnnBackendDescriptor_t qpos = b.tensor(MXL_DNN_QPOS, I, row_dims, row_strides, false, false);
-  cudnnBackendDescriptor_t qseg = b.tensor(MXL_DNN_QSEG, I, row_dims, row_strides, false, false);
-  cudnnBackendDescriptor_t kpos = b.tensor(MXL_DNN_KPOS, I, col_dims, col_strides, false, false);
-  cudnnBackendDescriptor_t kseg = b.tensor(MXL_DNN_KSEG, I, col_dims, col_strides, false, false);
+  cudnnBackendDescriptor_t Q = g.real(MXL_DNN_Q, BF, L.q_dims, L.q_strides,
+                                      g.k.plant == MXL_DNN_PLANT_STRIDE_COUNT ? 3 : 4);
+  cudnnBackendDescriptor_t Kt = g.real(MXL_DNN_KT, BF, L.kt_dims, L.kt_strides);
+  cudnnBackendDescriptor_t V = g.real(MXL_DNN_V, BF, L.kv_dims, L.kv_strides);
+  cudnnBackendDescriptor_t O = g.real(MXL_DNN_O, BF, L.q_dims, L.q_strides);
+  cudnnBackendDescriptor_t stats = g.real(MXL_DNN_STATS, F, stats_dims, stats_strides);
+  cudnnBackendDescriptor_t sink = g.real(MXL_DNN_SINK, F, sink_dims, sink_strides);
   cudnnBackendDescriptor_t scale = b.scalar(MXL_DNN_SCALE, F);
-  cudnnBackendDescriptor_t neg_inf = b.scalar(MXL_DNN_NEG_INF, F);
-
-  /* scores */
-  cudnnBackendDescriptor_t S = b.inter(&uid, F, 1, nh, nq, nk);
-  ops[n++] = b.matmul(Q, Kt, S, k.plant != MXL_DNN_PLANT_NO_MATMUL_DESC);
-  cudnnBackendDescriptor_t S1 = b.inter(&uid, F, 1, nh, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_MUL, F, S, scale, NULL, S1);
-
-  /* the mask */
-  cudnnBackendDescriptor_t same = b.inter(&uid, B, 1, 1, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_CMP_EQ, B, qseg, kseg, NULL, same);
-  cudnnBackendDescriptor_t causal = b.inter(&uid, B, 1, 1, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_CMP_GE, B, qpos, kpos, NULL, causal);
-  cudnnBackendDescriptor_t ok = b.inter(&uid, B, 1, 1, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_LOGICAL_AND, B, same, causal, NULL, ok);
-  if (k.windowed) {
-    cudnnBackendDescriptor_t window = b.scalar(MXL_DNN_WINDOW, I);
-    cudnnBackendDescriptor_t dist = b.inter(&uid, I, 1, 1, nq, nk);
-    ops[n++] = b.pointwise(CUDNN_POINTWISE_SUB, I, qpos, kpos, NULL, dist);
-    cudnnBackendDescriptor_t near = b.inter(&uid, B, 1, 1, nq, nk);
-    const cudnnPointwiseMode_t below =
-        k.plant == MXL_DNN_PLANT_WINDOW ? CUDNN_POINTWISE_CMP_LE : CUDNN_POINTWISE_CMP_LT;
-    ops[n++] = b.pointwise(below, B, dist, window, NULL, near);
-    cudnnBackendDescriptor_t both = b.inter(&uid, B, 1, 1, nq, nk);
-    ops[n++] = b.pointwise(CUDNN_POINTWISE_LOGICAL_AND, B, ok, near, NULL, both);
-    ok = both;
-  }
-  cudnnBackendDescriptor_t S2 = b.inter(&uid, F, 1, nh, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_BINARY_SELECT, F, S1, neg_inf, ok, S2);
+  cudnnBackendDescriptor_t S2 = mxl_dnn_masked_scores(g, L, Q, Kt, scale);
 
   /* softmax with the sink */
-  cudnnBackendDescriptor_t row_max = b.inter(&uid, F, 1, nh, nq, 1);
-  ops[n++] = b.reduction(CUDNN_REDUCE_TENSOR_MAX, S2, row_max);
-  cudnnBackendDescriptor_t M = b.inter(&uid, F, 1, nh, nq, 1);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_MAX, F, row_max, sink, NULL, M);
-  cudnnBackendDescriptor_t shifted = b.inter(&uid, F, 1, nh, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_SUB, F, S2, M, NULL, shifted);
-  cudnnBackendDescriptor_t E = b.inter(&uid, F, 1, nh, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_EXP, F, shifted, NULL, NULL, E);
-  cudnnBackendDescriptor_t row_sum = b.inter(&uid, F, 1, nh, nq, 1);
-  ops[n++] = b.reduction(CUDNN_REDUCE_TENSOR_ADD, E, row_sum);
+  cudnnBackendDescriptor_t row_max = g.inter(F, nh, nq, 1);
+  g.add(b.reduction(CUDNN_REDUCE_TENSOR_MAX, S2, row_max));
+  cudnnBackendDescriptor_t M = g.inter(F, nh, nq, 1);
+  g.add(b.pointwise(CUDNN_POINTWISE_MAX, F, row_max, sink, NULL, M));
+  cudnnBackendDescriptor_t shifted = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_SUB, F, S2, M, NULL, shifted));
+  cudnnBackendDescriptor_t E = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_EXP, F, shifted, NULL, NULL, E));
+  cudnnBackendDescriptor_t row_sum = g.inter(F, nh, nq, 1);
+  g.add(b.reduction(CUDNN_REDUCE_TENSOR_ADD, E, row_sum));
   cudnnBackendDescriptor_t Z = row_sum;
-  if (k.plant != MXL_DNN_PLANT_NO_SINK) {
-    cudnnBackendDescriptor_t sink_shifted = b.inter(&uid, F, 1, nh, nq, 1);
-    ops[n++] = b.pointwise(CUDNN_POINTWISE_SUB, F, sink, M, NULL, sink_shifted);
-    cudnnBackendDescriptor_t sink_exp = b.inter(&uid, F, 1, nh, nq, 1);
-    ops[n++] = b.pointwise(CUDNN_POINTWISE_EXP, F, sink_shifted, NULL, NULL, sink_exp);
-    Z = b.inter(&uid, F, 1, nh, nq, 1);
-    ops[n++] = b.pointwise(CUDNN_POINTWISE_ADD, F, row_sum, sink_exp, NULL, Z);
+  if (g.k.plant != MXL_DNN_PLANT_NO_SINK) {
+    cudnnBackendDescriptor_t sink_shifted = g.inter(F, nh, nq, 1);
+    g.add(b.pointwise(CUDNN_POINTWISE_SUB, F, sink, M, NULL, sink_shifted));
+    cudnnBackendDescriptor_t sink_exp = g.inter(F, nh, nq, 1);
+    g.add(b.pointwise(CUDNN_POINTWISE_EXP, F, sink_shifted, NULL, NULL, sink_exp));
+    Z = g.inter(F, nh, nq, 1);
+    g.add(b.pointwise(CUDNN_POINTWISE_ADD, F, row_sum, sink_exp, NULL, Z));
   }
-  cudnnBackendDescriptor_t log_z = b.inter(&uid, F, 1, nh, nq, 1);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_LOG, F, Z, NULL, NULL, log_z);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_ADD, F, M, log_z, NULL, stats);
-  cudnnBackendDescriptor_t P = b.inter(&uid, F, 1, nh, nq, nk);
-  ops[n++] = b.pointwise(CUDNN_POINTWISE_DIV, F, E, Z, NULL, P);
+  cudnnBackendDescriptor_t log_z = g.inter(F, nh, nq, 1);
+  g.add(b.pointwise(CUDNN_POINTWISE_LOG, F, Z, NULL, NULL, log_z));
+  g.add(b.pointwise(CUDNN_POINTWISE_ADD, F, M, log_z, NULL, stats));
+  cudnnBackendDescriptor_t P = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_DIV, F, E, Z, NULL, P));
+  g.add(b.matmul(P, V, O));
+}
 
-  ops[n++] = b.matmul(P, V, O);
-  return n;
+/* The backward graph (file comment, "Backward") into g. */
+static inline void mxl_dnn_backward_graph(mxl_dnn_graph &g) {
+  mxl_dnn_builder &b = g.b;
+  const mxl_dnn_layout L(g.k);
+  const cudnnDataType_t F = CUDNN_DATA_FLOAT, BF = CUDNN_DATA_BFLOAT16;
+  const int64_t nq = L.nq, nk = L.nk, nh = L.nh, d = L.d;
+  const int64_t stats_dims[4] = {1, nh, nq, 1}, stats_strides[4] = {nh * nq, nq, 1, 1};
+  const bool grouped = nh != L.kv_heads;
+
+  cudnnBackendDescriptor_t Q = g.real(MXL_DNN_Q, BF, L.q_dims, L.q_strides);
+  cudnnBackendDescriptor_t Qt = g.real(MXL_DNN_QT, BF, L.qt_dims, L.qt_strides);
+  cudnnBackendDescriptor_t Kt = g.real(MXL_DNN_KT, BF, L.kt_dims, L.kt_strides);
+  cudnnBackendDescriptor_t K = g.real(MXL_DNN_K, BF, L.kv_dims, L.kv_strides);
+  cudnnBackendDescriptor_t Vt = g.real(MXL_DNN_VT, BF, L.kt_dims, L.kt_strides);
+  cudnnBackendDescriptor_t O = g.real(MXL_DNN_O, BF, L.q_dims, L.q_strides);
+  cudnnBackendDescriptor_t dO = g.real(MXL_DNN_DO, BF, L.q_dims, L.q_strides);
+  cudnnBackendDescriptor_t dOt = g.real(MXL_DNN_DOT, BF, L.qt_dims, L.qt_strides);
+  cudnnBackendDescriptor_t stats = g.real(MXL_DNN_STATS, F, stats_dims, stats_strides);
+  cudnnBackendDescriptor_t dQ = g.real(MXL_DNN_DQ, F, L.q_dims, L.q_strides);
+  cudnnBackendDescriptor_t dKt = g.real(MXL_DNN_DKT, F, L.kt_dims, L.kt_strides);
+  cudnnBackendDescriptor_t dVt = g.real(MXL_DNN_DVT, F, L.kt_dims, L.kt_strides);
+  cudnnBackendDescriptor_t scale = b.scalar(MXL_DNN_SCALE, F);
+  cudnnBackendDescriptor_t S2 = mxl_dnn_masked_scores(g, L, Q, Kt, scale);
+
+  /* P = exp(S2 − Stats): Stats already holds the sink */
+  cudnnBackendDescriptor_t shifted = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_SUB, F, S2, stats, NULL, shifted));
+  cudnnBackendDescriptor_t P = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_EXP, F, shifted, NULL, NULL, P));
+
+  /* dVᵀ = dOᵀ·P, summed over each KV head's query heads */
+  cudnnBackendDescriptor_t dVt_full = grouped ? g.inter(F, nh, d, nk) : dVt;
+  g.add(b.matmul(dOt, P, dVt_full));
+  if (grouped) g.add(b.reduction(CUDNN_REDUCE_TENSOR_ADD, dVt_full, dVt));
+
+  /* dS = scale·P∘(dO·Vᵀ − D), D = rowsum(dO∘O) */
+  cudnnBackendDescriptor_t dO_O = g.inter(F, nh, nq, d);
+  g.add(b.pointwise(CUDNN_POINTWISE_MUL, F, dO, O, NULL, dO_O));
+  cudnnBackendDescriptor_t D = g.inter(F, nh, nq, 1);
+  g.add(b.reduction(CUDNN_REDUCE_TENSOR_ADD, dO_O, D));
+  cudnnBackendDescriptor_t dP = g.inter(F, nh, nq, nk);
+  g.add(b.matmul(dO, Vt, dP));
+  cudnnBackendDescriptor_t dP_D = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_SUB, F, dP, D, NULL, dP_D));
+  cudnnBackendDescriptor_t dS = g.inter(F, nh, nq, nk);
+  g.add(b.pointwise(CUDNN_POINTWISE_MUL, F, dP_D, P, NULL, dS));
+  cudnnBackendDescriptor_t dS_scaled = dS;
+  if (g.k.plant != MXL_DNN_PLANT_BWD_NO_SCALE) {
+    dS_scaled = g.inter(F, nh, nq, nk);
+    g.add(b.pointwise(CUDNN_POINTWISE_MUL, F, dS, scale, NULL, dS_scaled));
+  }
+
+  /* dKᵀ = Qᵀ·dS (grouped as dV), dQ = dS·K */
+  cudnnBackendDescriptor_t dKt_full = grouped ? g.inter(F, nh, d, nk) : dKt;
+  g.add(b.matmul(Qt, dS_scaled, dKt_full));
+  if (grouped) g.add(b.reduction(CUDNN_REDUCE_TENSOR_ADD, dKt_full, dKt));
+  g.add(b.matmul(dS_scaled, K, dQ));
 }
 
 /* Destroys what a plan holds. */
@@ -417,8 +538,13 @@ static inline void mxl_dnn_release_plan(mxl_dnn_plan *p) {
 static inline bool mxl_dnn_make_plan(mxl_dnn_state *ds, const mxl_dnn_key &k, mxl_dnn_plan *p,
                                      char *why, size_t why_size) {
   mxl_dnn_builder b = {p, CUDNN_STATUS_SUCCESS, ""};
-  cudnnBackendDescriptor_t ops[32];
-  int n_ops = mxl_dnn_forward_graph(b, k, ops);
+  cudnnBackendDescriptor_t ops[48];
+  mxl_dnn_graph g = {b, k, ops, 0, MXL_DNN_VIRTUAL};
+  if (k.backward)
+    mxl_dnn_backward_graph(g);
+  else
+    mxl_dnn_forward_graph(g);
+  const int n_ops = g.n;
   cudnnBackendDescriptor_t graph = b.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "graph");
   b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &ds->handle,
         "graph handle");
@@ -535,43 +661,57 @@ static inline void mxl_cu_dnn_release(mxl_cuda_state *st) {
   st->dnn = NULL;
 }
 
-/* ---------------------------------------------------------------- the op */
+/* ---------------------------------------------------------------- the ops */
 
-/* lse[i, h] = stats[h, i] — stats [nh, nq] (cuDNN's [1, nh, nq, 1]). */
-MXL_GLOBAL void mxl_dnn_stats_to_lse_kernel(float *lse, const float *stats, int nq, int nh) {
+/* lse[i, h] = stats[h, i] — stats [nh, nq] (cuDNN's [1, nh, nq, 1]); with
+ * to_stats, the other way round. */
+MXL_GLOBAL void mxl_dnn_stats_kernel(float *lse, float *stats, int nq, int nh, int to_stats) {
   MXL_FOR_EACH(e, (int64_t)nq * nh) {
     int64_t i = e / nh, h = e % nh;
-    lse[e] = stats[h * nq + i];
+    if (to_stats)
+      stats[h * nq + i] = lse[e];
+    else
+      lse[e] = stats[h * nq + i];
   }
 }
 
-/* Runs the attention forward through cuDNN. False when the shape goes to
- * the own kernels (no cuDNN, or cuDNN refused it: counted in fell_back);
- * true when cuDNN ran it or the attempt failed with the error recorded. */
-static inline bool mxl_cu_dnn_attention(mxl_backend *be, float *out, float *lse, const float *q,
-                                        const float *k, const float *v, const uint16_t *sinks,
-                                        const mxl_attn_mask *mask, int nq, int nk, int nh,
-                                        int nkv, int d, float scale) {
-  static const char op[] = "attention (cuDNN)";
+/* y[i] += x[i] — the backward's "+=" gradients. */
+MXL_GLOBAL void mxl_dnn_accumulate_kernel(float *y, const float *x, int64_t n) {
+  MXL_FOR_EACH(i, n) y[i] += x[i];
+}
+
+static inline bool mxl_dnn_stats(mxl_backend *be, const char *op, float *lse, float *stats,
+                                 int nq, int nh, int to_stats) {
+  return mxl_cu_launched(
+      be, op,
+      MXL_LAUNCH(mxl_dnn_stats_kernel,
+                 mxl_cu_grid((int64_t)nq * nh, MXL_CU_ELEMENTWISE_THREADS, MXL_CU_MAX_BLOCKS),
+                 MXL_CU_ELEMENTWISE_THREADS, 0, mxl_cu_state(be)->stream, lse, stats, nq, nh,
+                 to_stats));
+}
+
+static inline bool mxl_dnn_accumulate(mxl_backend *be, const char *op, float *y, const float *x,
+                                      int64_t n) {
+  return mxl_cu_launched(
+      be, op,
+      MXL_LAUNCH(mxl_dnn_accumulate_kernel,
+                 mxl_cu_grid(n, MXL_CU_ELEMENTWISE_THREADS, MXL_CU_MAX_BLOCKS),
+                 MXL_CU_ELEMENTWISE_THREADS, 0, mxl_cu_state(be)->stream, y, x, n));
+}
+
+/* The usable plan of `key` with its workspace allocated, or NULL: the
+ * shape goes to the own kernels (counted in fell_back), or the workspace
+ * could not be had (*failed, error recorded). */
+static inline mxl_dnn_plan *mxl_dnn_prepare(mxl_backend *be, const char *op,
+                                            const mxl_dnn_key &key, bool *failed) {
   mxl_cuda_state *st = mxl_cu_state(be);
   mxl_dnn_state *ds = st->dnn;
-  if (!ds) return false;
-  mxl_dnn_key key = {nq, nk, nh, nkv, d, mask->window > 0, ds->plant};
-  mxl_dnn_plan *p = nk > 0 ? mxl_dnn_plan_for(ds, key) : NULL;
+  *failed = false;
+  mxl_dnn_plan *p = key.nk > 0 ? mxl_dnn_plan_for(ds, key) : NULL;
   if (!p || !p->usable) {
     ds->fell_back++;
-    return false;
+    return NULL;
   }
-  const size_t nqd = (size_t)nq * nh * d, nkd = (size_t)nk * nkv * d;
-  const size_t bytes = mxl_cuda_piece(nqd * 2) * 2 + mxl_cuda_piece(nkd * 2) * 2 +
-                       mxl_cuda_piece((size_t)nh * 4) + mxl_cuda_piece((size_t)nq * nh * 4);
-  void *scratch = mxl_cu_scratch(be, bytes, op);
-  if (!scratch) return true;
-  mxl_cu_carve carve = {static_cast<char *>(scratch)};
-  uint16_t *q16 = carve.take<uint16_t>(nqd * 2), *o16 = carve.take<uint16_t>(nqd * 2);
-  uint16_t *k16 = carve.take<uint16_t>(nkd * 2), *v16 = carve.take<uint16_t>(nkd * 2);
-  float *sink32 = carve.take<float>((size_t)nh * 4);
-  float *stats = carve.take<float>((size_t)nq * nh * 4);
   if ((size_t)p->workspace > ds->workspace_bytes) {
     mxl_cu_device_free(st, ds->workspace, ds->workspace_bytes);
     ds->workspace_bytes = 0;
@@ -579,44 +719,29 @@ static inline bool mxl_cu_dnn_attention(mxl_backend *be, float *out, float *lse,
     if (!ds->workspace) {
       mxl_cu_fail(be, MXL_ERR_MEMORY, op, "cannot allocate the %lld-byte cuDNN workspace",
                   (long long)p->workspace);
-      return true;
+      *failed = true;
+      return NULL;
     }
     ds->workspace_bytes = (size_t)p->workspace;
   }
-  if (!mxl_cu_to_bf16(be, op, q16, q, (int64_t)nqd) ||
-      !mxl_cu_to_bf16(be, op, k16, k, (int64_t)nkd) ||
-      !mxl_cu_to_bf16(be, op, v16, v, (int64_t)nkd) ||
-      !mxl_cu_from_bf16(be, op, sink32, sinks, nh))
-    return true;
-  const float neg_inf = -INFINITY;
-  const int32_t window = mask->window;
-  int64_t uids[13] = {MXL_DNN_Q,    MXL_DNN_K,    MXL_DNN_V,    MXL_DNN_O,    MXL_DNN_STATS,
-                      MXL_DNN_SINK, MXL_DNN_QPOS, MXL_DNN_QSEG, MXL_DNN_KPOS, MXL_DNN_KSEG,
-                      MXL_DNN_SCALE, MXL_DNN_NEG_INF, MXL_DNN_WINDOW};
-  void *ptrs[13] = {q16,
-                    k16,
-                    v16,
-                    o16,
-                    stats,
-                    sink32,
-                    const_cast<int32_t *>(mask->q_pos),
-                    const_cast<int32_t *>(mask->q_seg),
-                    const_cast<int32_t *>(mask->k_pos),
-                    const_cast<int32_t *>(mask->k_seg),
-                    const_cast<float *>(&scale),
-                    const_cast<float *>(&neg_inf),
-                    const_cast<int32_t *>(&window)};
-  const int64_t n_bound = key.windowed ? 13 : 12;
+  return p;
+}
+
+/* Binds uids[i] to ptrs[i] and runs the plan; false with the error
+ * recorded. */
+static inline bool mxl_dnn_execute(mxl_backend *be, const char *op, mxl_dnn_plan *p,
+                                   const int64_t *uids, void *const *ptrs, int64_t n) {
+  mxl_dnn_state *ds = mxl_cu_state(be)->dnn;
   cudnnBackendDescriptor_t pack = NULL;
   cudnnStatus_t s =
       mxl_dnn::cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
   const char *step = "variant pack";
   if (s == CUDNN_STATUS_SUCCESS)
     s = mxl_dnn::cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
-                                          CUDNN_TYPE_INT64, n_bound, uids);
+                                          CUDNN_TYPE_INT64, n, uids);
   if (s == CUDNN_STATUS_SUCCESS)
     s = mxl_dnn::cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
-                                          CUDNN_TYPE_VOID_PTR, n_bound, ptrs);
+                                          CUDNN_TYPE_VOID_PTR, n, ptrs);
   if (s == CUDNN_STATUS_SUCCESS)
     s = mxl_dnn::cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
                                           CUDNN_TYPE_VOID_PTR, 1, &ds->workspace);
@@ -631,16 +756,133 @@ static inline bool mxl_cu_dnn_attention(mxl_backend *be, float *out, float *lse,
     mxl_dnn::cudnnGetLastErrorString(detail, sizeof detail);
     mxl_cu_fail(be, MXL_ERR_BACKEND, op, "%s: %s (status %d) %s", step,
                 mxl_dnn::cudnnGetErrorString(s), (int)s, detail);
-    return true;
+    return false;
   }
   ds->executed++;
-  if (!mxl_cu_from_bf16(be, op, out, o16, (int64_t)nqd)) return true;
-  if (lse)
-    mxl_cu_launched(be, op,
-                    MXL_LAUNCH(mxl_dnn_stats_to_lse_kernel,
-                               mxl_cu_grid((int64_t)nq * nh, MXL_CU_ELEMENTWISE_THREADS,
-                                           MXL_CU_MAX_BLOCKS),
-                               MXL_CU_ELEMENTWISE_THREADS, 0, st->stream, lse, stats, nq, nh));
+  return true;
+}
+
+/* The variant pack's bindings: first the mask arrays and scalars both
+ * graphs have (the window only when the graph has one; the scalars are
+ * host values in this struct, which the pack points to), then what the
+ * caller binds. Not copyable: the pointers point into it. */
+struct mxl_dnn_common {
+  float scale, neg_inf;
+  int32_t window;
+  int64_t uids[24];
+  void *ptrs[24];
+  int n;
+  mxl_dnn_common(const mxl_dnn_common &) = delete;
+
+  mxl_dnn_common(const mxl_attn_mask *mask, float s) : scale(s), neg_inf(-INFINITY),
+                                                        window(mask->window), n(0) {
+    bind(MXL_DNN_QPOS, mask->q_pos);
+    bind(MXL_DNN_QSEG, mask->q_seg);
+    bind(MXL_DNN_KPOS, mask->k_pos);
+    bind(MXL_DNN_KSEG, mask->k_seg);
+    bind(MXL_DNN_SCALE, &scale);
+    bind(MXL_DNN_NEG_INF, &neg_inf);
+    if (mask->window > 0) bind(MXL_DNN_WINDOW, &window);
+  }
+  void bind(int64_t uid, const void *p) {
+    uids[n] = uid;
+    ptrs[n++] = const_cast<void *>(p);
+  }
+};
+
+/* Runs the attention forward through cuDNN. False when the shape goes to
+ * the own kernels (no cuDNN, or cuDNN refused it: counted in fell_back);
+ * true when cuDNN ran it or the attempt failed with the error recorded. */
+static inline bool mxl_cu_dnn_attention(mxl_backend *be, float *out, float *lse, const float *q,
+                                        const float *k, const float *v, const uint16_t *sinks,
+                                        const mxl_attn_mask *mask, int nq, int nk, int nh,
+                                        int nkv, int d, float scale) {
+  static const char op[] = "attention (cuDNN)";
+  mxl_dnn_state *ds = mxl_cu_state(be)->dnn;
+  if (!ds) return false;
+  const mxl_dnn_key key = {0, nq, nk, nh, nkv, d, mask->window > 0, ds->plant};
+  bool failed;
+  mxl_dnn_plan *p = mxl_dnn_prepare(be, op, key, &failed);
+  if (!p) return failed;
+  const size_t nqd = (size_t)nq * nh * d, nkd = (size_t)nk * nkv * d;
+  const size_t bytes = mxl_cuda_piece(nqd * 2) * 2 + mxl_cuda_piece(nkd * 2) * 2 +
+                       mxl_cuda_piece((size_t)nh * 4) + mxl_cuda_piece((size_t)nq * nh * 4);
+  void *scratch = mxl_cu_scratch(be, bytes, op);
+  if (!scratch) return true;
+  mxl_cu_carve carve = {static_cast<char *>(scratch)};
+  uint16_t *q16 = carve.take<uint16_t>(nqd * 2), *o16 = carve.take<uint16_t>(nqd * 2);
+  uint16_t *k16 = carve.take<uint16_t>(nkd * 2), *v16 = carve.take<uint16_t>(nkd * 2);
+  float *sink32 = carve.take<float>((size_t)nh * 4);
+  float *stats = carve.take<float>((size_t)nq * nh * 4);
+  if (!mxl_cu_to_bf16(be, op, q16, q, (int64_t)nqd) ||
+      !mxl_cu_to_bf16(be, op, k16, k, (int64_t)nkd) ||
+      !mxl_cu_to_bf16(be, op, v16, v, (int64_t)nkd) ||
+      !mxl_cu_from_bf16(be, op, sink32, sinks, nh))
+    return true;
+  mxl_dnn_common c(mask, scale);
+  c.bind(MXL_DNN_Q, q16);
+  c.bind(MXL_DNN_KT, k16);
+  c.bind(MXL_DNN_V, v16);
+  c.bind(MXL_DNN_O, o16);
+  c.bind(MXL_DNN_STATS, stats);
+  c.bind(MXL_DNN_SINK, sink32);
+  if (!mxl_dnn_execute(be, op, p, c.uids, c.ptrs, c.n)) return true;
+  if (mxl_cu_from_bf16(be, op, out, o16, (int64_t)nqd) && lse)
+    mxl_dnn_stats(be, op, lse, stats, nq, nh, 0);
+  return true;
+}
+
+/* The attention backward through cuDNN ("+=" gradients, ops.h); returns
+ * as mxl_cu_dnn_attention. */
+static inline bool mxl_cu_dnn_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv,
+                                            const float *dout, const float *out,
+                                            const float *lse, const float *q, const float *k,
+                                            const float *v, const mxl_attn_mask *mask, int nq,
+                                            int nk, int nh, int nkv, int d, float scale) {
+  static const char op[] = "attention_bwd (cuDNN)";
+  mxl_dnn_state *ds = mxl_cu_state(be)->dnn;
+  if (!ds) return false;
+  const mxl_dnn_key key = {1, nq, nk, nh, nkv, d, mask->window > 0, ds->plant};
+  bool failed;
+  mxl_dnn_plan *p = mxl_dnn_prepare(be, op, key, &failed);
+  if (!p) return failed;
+  const size_t nqd = (size_t)nq * nh * d, nkd = (size_t)nk * nkv * d;
+  const size_t bytes = mxl_cuda_piece(nqd * 2) * 3 + mxl_cuda_piece(nkd * 2) * 2 +
+                       mxl_cuda_piece((size_t)nq * nh * 4) + mxl_cuda_piece(nqd * 4) +
+                       mxl_cuda_piece(nkd * 4) * 2;
+  void *scratch = mxl_cu_scratch(be, bytes, op);
+  if (!scratch) return true;
+  mxl_cu_carve carve = {static_cast<char *>(scratch)};
+  uint16_t *q16 = carve.take<uint16_t>(nqd * 2), *o16 = carve.take<uint16_t>(nqd * 2);
+  uint16_t *do16 = carve.take<uint16_t>(nqd * 2);
+  uint16_t *k16 = carve.take<uint16_t>(nkd * 2), *v16 = carve.take<uint16_t>(nkd * 2);
+  float *stats = carve.take<float>((size_t)nq * nh * 4);
+  float *dq32 = carve.take<float>(nqd * 4), *dk32 = carve.take<float>(nkd * 4);
+  float *dv32 = carve.take<float>(nkd * 4);
+  if (!mxl_cu_to_bf16(be, op, q16, q, (int64_t)nqd) ||
+      !mxl_cu_to_bf16(be, op, o16, out, (int64_t)nqd) ||
+      !mxl_cu_to_bf16(be, op, do16, dout, (int64_t)nqd) ||
+      !mxl_cu_to_bf16(be, op, k16, k, (int64_t)nkd) ||
+      !mxl_cu_to_bf16(be, op, v16, v, (int64_t)nkd) ||
+      !mxl_dnn_stats(be, op, const_cast<float *>(lse), stats, nq, nh, 1))
+    return true;
+  mxl_dnn_common c(mask, scale);
+  c.bind(MXL_DNN_Q, q16);
+  c.bind(MXL_DNN_QT, q16);
+  c.bind(MXL_DNN_KT, k16);
+  c.bind(MXL_DNN_K, k16);
+  c.bind(MXL_DNN_VT, v16);
+  c.bind(MXL_DNN_O, o16);
+  c.bind(MXL_DNN_DO, do16);
+  c.bind(MXL_DNN_DOT, do16);
+  c.bind(MXL_DNN_STATS, stats);
+  c.bind(MXL_DNN_DQ, dq32);
+  c.bind(MXL_DNN_DKT, dk32);
+  c.bind(MXL_DNN_DVT, dv32);
+  if (!mxl_dnn_execute(be, op, p, c.uids, c.ptrs, c.n)) return true;
+  if (mxl_dnn_accumulate(be, op, dq, dq32, (int64_t)nqd) &&
+      mxl_dnn_accumulate(be, op, dk, dk32, (int64_t)nkd))
+    mxl_dnn_accumulate(be, op, dv, dv32, (int64_t)nkd);
   return true;
 }
 
@@ -650,8 +892,8 @@ static inline void mxl_cu_dnn_describe(const mxl_cuda_state *st, char *buf, size
   size_t v = mxl_dnn::cudnnGetVersion();
   if (st && st->dnn)
     snprintf(buf, size,
-             "attention: cuDNN %zu.%zu.%zu graph (forward), own kernels where cuDNN refuses a "
-             "shape and for the backward",
+             "attention: cuDNN %zu.%zu.%zu graph (forward and backward), own kernels where "
+             "cuDNN refuses a shape",
              v / 10000, v / 100 % 100, v % 100);
   else
     snprintf(buf, size, "attention: own kernels (cuDNN %zu.%zu.%zu not used: %s)", v / 10000,

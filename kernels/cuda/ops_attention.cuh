@@ -390,6 +390,10 @@ static void mxl_cu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *d
   if (nq <= 0 || nk <= 0 || nh <= 0 || d <= 0 ||
       !mxl_cu_attention_fits(be, "attention_bwd", nh, nkv, d))
     return;
+  /* cuDNN where the backend has it and the shape is supported (cudnn_attention.cuh) */
+  if (mxl_cu_dnn_attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, nh, nkv, d,
+                               scale))
+    return;
   int64_t rows = (int64_t)nq * nh;
   void *scratch = mxl_cu_scratch(be, (size_t)rows * sizeof(float), "attention_bwd");
   float *D = static_cast<float *>(scratch); /* [nq, nh] */

@@ -18,7 +18,10 @@
 //     y's or is 1 (broadcast); comparisons and LOGICAL_AND give BOOLEAN;
 //     BINARY_SELECT is y = t ? x : b; the math precision is the type the
 //     arithmetic runs in;
-//   - reductions: y has x's dims with 1 where x is reduced (ADD, MAX);
+//   - reductions: y has x's dims with 1 where x is reduced (ADD, MAX), or a
+//     divisor of x's where groups of consecutive indices are reduced (how the
+//     SDPA backward sums a KV head's query heads: dK, dV of grouped-query
+//     attention);
 //   - matmul: C[..., M, N] = A[..., M, K]·B[..., K, N], the computation type
 //     fp32; batch dimensions of A or B equal C's or are 1 (broadcast), or,
 //     as the SDPA documentation states for grouped-query attention, divide
@@ -312,9 +315,12 @@ cudnnStatus_t finalize_reduction_op(desc *d) {
   desc *x = linked(d, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "x");
   desc *y = linked(d, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "y");
   if (!r || !x || !y) return CUDNN_STATUS_BAD_PARAM;
-  if (!broadcasts(y, x))
+  bool divides = x->dims.size() == y->dims.size();
+  for (size_t i = 0; divides && i < x->dims.size(); i++) divides = x->dims[i] % y->dims[i] == 0;
+  if (!divides)
     return refuse(CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH,
-                  "reduction: y's dims must be x's, or 1 where reduced");
+                  "reduction: y's dims must divide x's (1: reduced whole; a divisor: reduced "
+                  "in groups of consecutive indices)");
   d->op_desc = r;
   d->x = x;
   d->y = y;
@@ -425,17 +431,17 @@ cudnnStatus_t finalize_graph(desc *g) {
   return CUDNN_STATUS_SUCCESS;
 }
 
-// The SDPA support limits on the attention matmuls' head dimension.
+// The SDPA support limits on the head dimension: the inner dimension of
+// the graph's first matmul (Q·Kᵀ, the scores, in both directions).
 bool engine_supports(const desc *g, std::string *why) {
   for (const desc *op : g->ops)
     if (op->type == CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR) {
-      const desc *a = op->x;
-      int64_t k = a->dims[a->dims.size() - 1], n = op->y->dims[op->y->dims.size() - 1];
-      int64_t head = a->dtype == CUDNN_DATA_BFLOAT16 ? k : n;  // Q·Kᵀ: K; P·V: N
+      int64_t head = op->x->dims.back();
       if (head % 8 != 0 || head > 256) {
         *why = "head dimension " + std::to_string(head) + " (SDPA: a multiple of 8, at most 256)";
         return false;
       }
+      return true;
     }
   return true;
 }
@@ -678,7 +684,7 @@ struct interpreter {
     int64_t c[8];
     for (size_t i = 0; i < in.size(); i++) {
       coords(x, i, c);
-      size_t o = index_in(y, x, c, 99);
+      size_t o = index_in(y, x, c, 0);  // group reduction: index / (X / Y)
       float acc = (float)out[o], v = (float)in[i];
       out[o] = max ? (v > acc ? v : acc) : acc + v;
     }

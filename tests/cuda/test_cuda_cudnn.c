@@ -3,17 +3,17 @@
  * cuDNN calls go to the CPU interpreter of tests/cuda/cudnn_standin.cpp
  * (NVIDIA's documented semantics, not our kernels). No GPU needed.
  *
- *   - every attention case of the op driver (causal GQA with sinks, sliding
- *     windows, packed documents, KV-cache slots, a query that sees nothing,
- *     lse NULL) against ref at the bf16 threshold, each run by cuDNN (not
- *     silently by the own kernels);
+ *   - every attention case of the op driver, forward and backward (causal
+ *     GQA with sinks, sliding windows, packed documents, KV-cache slots, a
+ *     query that sees nothing, lse NULL) against ref at the bf16 threshold,
+ *     each run by cuDNN (not silently by the own kernels);
  *   - the support check: a head dim the SDPA engines refuse, and a library
  *     that offers no engine at all, fall back to the own kernels with the
  *     right answer, the refusal asked once per shape and remembered;
- *   - planted mistakes in the graph's arguments (swapped K strides, a wrong
- *     GQA group, a stride count, a missing descriptor, the window off by
- *     one, the sink left out) are each caught: a wrong answer, or the
- *     stand-in refusing the graph with the documented reason;
+ *   - planted mistakes in the graphs' arguments (swapped K/V strides, a
+ *     wrong GQA group, a stride count, a missing descriptor, the window off
+ *     by one, the sink left out, dS unscaled) are each caught: a wrong
+ *     answer, or the stand-in refusing the graph with the documented reason;
  *   - the description line names the path; no descriptor leaks. */
 #include <math.h>
 #include <stdio.h>
@@ -40,6 +40,7 @@ enum {
   PLANT_NO_MATMUL_DESC = 4,
   PLANT_WINDOW = 5,
   PLANT_NO_SINK = 6,
+  PLANT_BWD_NO_SCALE = 7,
 };
 
 static mxl_backend *ref;
@@ -80,44 +81,48 @@ static const char *refusal(mxl_backend *be) {
   return why;
 }
 
-/* The driver's case index of the first attention case with at least
- * `nkv` KV heads (and several query heads per KV head when gqa), a window
- * when `windowed`. */
-static int find_case(int nkv, int gqa, int windowed) {
+/* The driver's case index of the first case of `op` with at least `nkv`
+ * KV heads (and several query heads per KV head when gqa), a window when
+ * `windowed`. */
+static int find_case(int op, int nkv, int gqa, int windowed) {
   for (int ci = 0; ci < N_CASES; ci++) {
     const shape *s = &cases[ci].s;
-    if (cases[ci].op == ATTENTION && s->nkv >= nkv && (!gqa || s->nh > s->nkv) &&
+    if (cases[ci].op == op && s->nkv >= nkv && (!gqa || s->nh > s->nkv) &&
         (!windowed || s->window > 0))
       return ci;
   }
   abort();
 }
 
-/* One driver case on `be` against ref; the worst NMSE / threshold ratio
- * (+inf when it fails, `why` saying how). */
+/* One driver case on `be` against ref at the op's bf16 threshold (cuDNN
+ * takes bf16 operands both ways); the worst NMSE / threshold ratio (+inf
+ * when it fails, `why` saying how). */
 static double run_driver_case(mxl_backend *be, int ci, char *why, size_t size) {
   double worst;
   why[0] = '\0';
-  return check_case(ci, ref, be, &dnn_entry, threshold(ATTENTION, &dnn_entry), why, size, &worst);
+  return check_case(ci, ref, be, &dnn_entry, op_defs[cases[ci].op].nmse_bf16, why, size,
+                    &worst);
 }
 
-/* Every attention case of the driver, each run by cuDNN. */
+/* Every attention case of the driver, forward and backward, each run by
+ * cuDNN. */
 static void test_driver_cases(void) {
   mxl_backend *be = cudnn_backend();
   int ran = 0;
   for (int ci = 0; ci < N_CASES; ci++) {
-    if (cases[ci].op != ATTENTION) continue;
+    if (cases[ci].op != ATTENTION && cases[ci].op != ATTENTION_BWD) continue;
     char desc[256] = "", why[300];
     describe(&cases[ci], desc, sizeof desc);
     long long before = executed(be), fell = fell_back(be);
     double ratio = run_driver_case(be, ci, why, sizeof why);
-    MXL_CHECK_MSG(isfinite(ratio), "%s: %s", desc, why);
+    const char *name = op_defs[cases[ci].op].name;
+    MXL_CHECK_MSG(isfinite(ratio), "%s%s: %s", name, desc, why);
     MXL_CHECK_MSG(executed(be) == before + 1 && fell_back(be) == fell,
-                  "%s: not run by cuDNN (refusal: %s)", desc, refusal(be));
-    printf("ok   cudnn attention%s  err/threshold %.3g\n", desc, ratio);
+                  "%s%s: not run by cuDNN (refusal: %s)", name, desc, refusal(be));
+    printf("ok   cudnn %-13s%s  err/threshold %.3g\n", name, desc, ratio);
     ran++;
   }
-  MXL_CHECK(ran >= 8);
+  MXL_CHECK(ran >= 16);
   mxl_backend_destroy(be);
 }
 
@@ -188,6 +193,11 @@ static void test_fallback(void) {
   MXL_CHECK_MSG(e < 1e-10, "fallback result nmse %.3g", e);
   MXL_CHECK(fell_back(be) == 1 && executed(be) == 0);
   MXL_CHECK_MSG(strstr(refusal(be), "heuristic: no engine") != NULL, "refusal: %s", refusal(be));
+  /* the backward too: a GQA case on the own kernels, right */
+  char why[300];
+  double ratio = run_driver_case(be, find_case(ATTENTION_BWD, 2, 1, 0), why, sizeof why);
+  MXL_CHECK_MSG(isfinite(ratio), "backward fallback: %s", why);
+  MXL_CHECK(fell_back(be) == 2 && executed(be) == 0);
   mxl_cudnn_standin_offer_engines(1);
   mxl_backend_destroy(be);
 }
@@ -199,21 +209,26 @@ static void test_planted_mistakes(void) {
   static const struct {
     int plant;
     const char *name;
-    int nkv, gqa, windowed;
+    int op, nkv, gqa, windowed;
     const char *refused; /* NULL: the answer must be wrong */
   } plants[] = {
-      {PLANT_KV_STRIDES, "K's head and sequence strides swapped", 2, 0, 0, NULL},
-      {PLANT_GQA_GROUP, "every query head reads KV head 0", 2, 1, 0, NULL},
-      {PLANT_WINDOW, "window compared with <=", 1, 0, 1, NULL},
-      {PLANT_NO_SINK, "exp(sink) left out of the denominator", 1, 0, 0, NULL},
-      {PLANT_STRIDE_COUNT, "Q with 3 strides for 4 dims", 1, 0, 0, "4 dimensions but 3 strides"},
-      {PLANT_NO_MATMUL_DESC, "matmul without its descriptor", 1, 0, 0,
+      {PLANT_KV_STRIDES, "K's head and sequence strides swapped", ATTENTION, 2, 0, 0, NULL},
+      {PLANT_GQA_GROUP, "every query head reads KV head 0", ATTENTION, 2, 1, 0, NULL},
+      {PLANT_WINDOW, "window compared with <=", ATTENTION, 1, 0, 1, NULL},
+      {PLANT_NO_SINK, "exp(sink) left out of the denominator", ATTENTION, 1, 0, 0, NULL},
+      {PLANT_STRIDE_COUNT, "Q with 3 strides for 4 dims", ATTENTION, 1, 0, 0,
+       "4 dimensions but 3 strides"},
+      {PLANT_NO_MATMUL_DESC, "matmul without its descriptor", ATTENTION, 1, 0, 0,
        "missing required attribute: matmul descriptor"},
+      {PLANT_KV_STRIDES, "backward: K's and V's strides swapped", ATTENTION_BWD, 2, 0, 0, NULL},
+      {PLANT_GQA_GROUP, "backward: one KV head for all", ATTENTION_BWD, 2, 1, 0, NULL},
+      {PLANT_WINDOW, "backward: window compared with <=", ATTENTION_BWD, 1, 0, 1, NULL},
+      {PLANT_BWD_NO_SCALE, "backward: dS not scaled", ATTENTION_BWD, 1, 0, 0, NULL},
   };
   for (size_t i = 0; i < sizeof plants / sizeof plants[0]; i++) {
     mxl_backend *be = cudnn_backend();
     mxl_cuda_emu_cudnn_plant(be, plants[i].plant);
-    int ci = find_case(plants[i].nkv, plants[i].gqa, plants[i].windowed);
+    int ci = find_case(plants[i].op, plants[i].nkv, plants[i].gqa, plants[i].windowed);
     char why[300];
     double ratio = run_driver_case(be, ci, why, sizeof why);
     if (plants[i].refused) {
