@@ -1195,6 +1195,7 @@ typedef struct ops_backend {
    * order and unembed_xent chunk); NULL: nothing to do. */
   void (*before_run)(mxl_backend *be, const case_spec *cs, int ci, int run);
   int bf16_attention; /* attention forward with bf16 operands: its bf16 threshold */
+  int bf16_attention_bwd; /* the backward too (cuDNN's graph takes bf16 operands) */
 } ops_backend;
 
 /* Worst NMSE and case count per op, for the summary. */
@@ -1205,7 +1206,9 @@ typedef struct ops_stats {
 
 /* The threshold of op o on backend b. */
 static double threshold(int o, const ops_backend *b) {
-  if (b->bf16_activations || (b->bf16_attention && o == ATTENTION)) return op_defs[o].nmse_bf16;
+  if (b->bf16_activations || (b->bf16_attention && o == ATTENTION) ||
+      (b->bf16_attention_bwd && o == ATTENTION_BWD))
+    return op_defs[o].nmse_bf16;
   if (b->exact_matmuls && op_defs[o].nmse == MATMUL_NMSE) return EXACT_MATMUL_NMSE;
   return op_defs[o].nmse;
 }

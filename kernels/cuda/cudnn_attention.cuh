@@ -712,17 +712,20 @@ static inline mxl_dnn_plan *mxl_dnn_prepare(mxl_backend *be, const char *op,
     ds->fell_back++;
     return NULL;
   }
-  if ((size_t)p->workspace > ds->workspace_bytes) {
+  if (!ds->workspace || (size_t)p->workspace > ds->workspace_bytes) {
+    /* MXL_CUDA_DNN_WORKSPACE, what `mxlora plan` budgets, unless a plan
+     * asks for more */
+    size_t want = (size_t)p->workspace > MXL_CUDA_DNN_WORKSPACE ? (size_t)p->workspace
+                                                               : MXL_CUDA_DNN_WORKSPACE;
     mxl_cu_device_free(st, ds->workspace, ds->workspace_bytes);
     ds->workspace_bytes = 0;
-    ds->workspace = mxl_cu_device_alloc(st, (size_t)p->workspace);
+    ds->workspace = mxl_cu_device_alloc(st, want);
     if (!ds->workspace) {
-      mxl_cu_fail(be, MXL_ERR_MEMORY, op, "cannot allocate the %lld-byte cuDNN workspace",
-                  (long long)p->workspace);
+      mxl_cu_fail(be, MXL_ERR_MEMORY, op, "cannot allocate the %zu-byte cuDNN workspace", want);
       *failed = true;
       return NULL;
     }
-    ds->workspace_bytes = (size_t)p->workspace;
+    ds->workspace_bytes = want;
   }
   return p;
 }
@@ -805,9 +808,7 @@ static inline bool mxl_cu_dnn_attention(mxl_backend *be, float *out, float *lse,
   mxl_dnn_plan *p = mxl_dnn_prepare(be, op, key, &failed);
   if (!p) return failed;
   const size_t nqd = (size_t)nq * nh * d, nkd = (size_t)nk * nkv * d;
-  const size_t bytes = mxl_cuda_piece(nqd * 2) * 2 + mxl_cuda_piece(nkd * 2) * 2 +
-                       mxl_cuda_piece((size_t)nh * 4) + mxl_cuda_piece((size_t)nq * nh * 4);
-  void *scratch = mxl_cu_scratch(be, bytes, op);
+  void *scratch = mxl_cu_scratch(be, mxl_cuda_scratch_attention_cudnn(nq, nk, nh, nkv, d), op);
   if (!scratch) return true;
   mxl_cu_carve carve = {static_cast<char *>(scratch)};
   uint16_t *q16 = carve.take<uint16_t>(nqd * 2), *o16 = carve.take<uint16_t>(nqd * 2);
@@ -847,10 +848,8 @@ static inline bool mxl_cu_dnn_attention_bwd(mxl_backend *be, float *dq, float *d
   mxl_dnn_plan *p = mxl_dnn_prepare(be, op, key, &failed);
   if (!p) return failed;
   const size_t nqd = (size_t)nq * nh * d, nkd = (size_t)nk * nkv * d;
-  const size_t bytes = mxl_cuda_piece(nqd * 2) * 3 + mxl_cuda_piece(nkd * 2) * 2 +
-                       mxl_cuda_piece((size_t)nq * nh * 4) + mxl_cuda_piece(nqd * 4) +
-                       mxl_cuda_piece(nkd * 4) * 2;
-  void *scratch = mxl_cu_scratch(be, bytes, op);
+  void *scratch =
+      mxl_cu_scratch(be, mxl_cuda_scratch_attention_cudnn_bwd(nq, nk, nh, nkv, d), op);
   if (!scratch) return true;
   mxl_cu_carve carve = {static_cast<char *>(scratch)};
   uint16_t *q16 = carve.take<uint16_t>(nqd * 2), *o16 = carve.take<uint16_t>(nqd * 2);
@@ -886,15 +885,23 @@ static inline bool mxl_cu_dnn_attention_bwd(mxl_backend *be, float *dq, float *d
   return true;
 }
 
-/* One line for `mxlora version` / the backend's description. */
+/* One line for `mxlora version` / the backend's description; once calls
+ * were made, how many cuDNN ran and why the last refused shape was
+ * refused (what a first GPU run needs to know). */
 static inline void mxl_cu_dnn_describe(const mxl_cuda_state *st, char *buf, size_t size,
                                        const char *why_off) {
   size_t v = mxl_dnn::cudnnGetVersion();
-  if (st && st->dnn)
+  const mxl_dnn_state *ds = st ? st->dnn : NULL;
+  if (ds && ds->executed + ds->fell_back == 0)
     snprintf(buf, size,
              "attention: cuDNN %zu.%zu.%zu graph (forward and backward), own kernels where "
              "cuDNN refuses a shape",
              v / 10000, v / 100 % 100, v % 100);
+  else if (ds)
+    snprintf(buf, size,
+             "attention: cuDNN %zu.%zu.%zu graph: %lld calls by cuDNN, %lld by the own kernels%s%s",
+             v / 10000, v / 100 % 100, v % 100, ds->executed, ds->fell_back,
+             ds->refusal[0] ? "; last refusal: " : "", ds->refusal);
   else
     snprintf(buf, size, "attention: own kernels (cuDNN %zu.%zu.%zu not used: %s)", v / 10000,
              v / 100 % 100, v % 100, why_off && *why_off ? why_off : "no device");

@@ -48,6 +48,7 @@ static mxl_backend *ref;
 static const ops_backend dnn_entry = {
     .label = "cuda-emu+cudnn",
     .bf16_attention = 1,
+    .bf16_attention_bwd = 1,
     .small_cases = 1,
 };
 
@@ -100,7 +101,7 @@ static int find_case(int op, int nkv, int gqa, int windowed) {
 static double run_driver_case(mxl_backend *be, int ci, char *why, size_t size) {
   double worst;
   why[0] = '\0';
-  return check_case(ci, ref, be, &dnn_entry, op_defs[cases[ci].op].nmse_bf16, why, size,
+  return check_case(ci, ref, be, &dnn_entry, threshold(cases[ci].op, &dnn_entry), why, size,
                     &worst);
 }
 
@@ -184,6 +185,11 @@ static void test_fallback(void) {
   e = direct_nmse(be, 16);
   MXL_CHECK_MSG(e < 5e-4, "cuDNN result nmse %.3g", e);
   MXL_CHECK(executed(be) == 1);
+  char line[512];
+  mxl_cuda_emu_describe_attention(be, line, sizeof line);
+  MXL_CHECK_MSG(strstr(line, "1 calls by cuDNN, 2 by the own kernels; last refusal: ") &&
+                    strstr(line, "head dimension 12"),
+                "%s", line);
   mxl_backend_destroy(be);
 
   /* a library that offers no engine for anything */
