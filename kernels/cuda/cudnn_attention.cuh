@@ -532,22 +532,15 @@ static inline void mxl_dnn_release_plan(mxl_dnn_plan *p) {
   p->n_descs = 0;
 }
 
-/* Builds the graph of `k`, asks the heuristic for engine configurations
- * and keeps the first whose execution plan finalizes. False with `why`
- * when cuDNN refuses (the caller remembers the refusal). */
-static inline bool mxl_dnn_make_plan(mxl_dnn_state *ds, const mxl_dnn_key &k, mxl_dnn_plan *p,
-                                     char *why, size_t why_size) {
-  mxl_dnn_builder b = {p, CUDNN_STATUS_SUCCESS, ""};
-  cudnnBackendDescriptor_t ops[48];
-  mxl_dnn_graph g = {b, k, ops, 0, MXL_DNN_VIRTUAL};
-  if (k.backward)
-    mxl_dnn_backward_graph(g);
-  else
-    mxl_dnn_forward_graph(g);
-  const int n_ops = g.n;
+/* Finalizes the operation graph of ops[n_ops] (built with b), asks the
+ * heuristic for engine configurations and keeps in b.p the first whose
+ * execution plan finalizes, with its workspace size; false (b says where)
+ * when cuDNN refuses. */
+static inline bool mxl_dnn_plan_graph(cudnnHandle_t handle, mxl_dnn_builder &b,
+                                      cudnnBackendDescriptor_t *ops, int n_ops) {
+  mxl_dnn_plan *p = b.p;
   cudnnBackendDescriptor_t graph = b.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "graph");
-  b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &ds->handle,
-        "graph handle");
+  b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "graph handle");
   b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n_ops, ops,
         "graph operations");
   b.finalize(graph, "graph finalize");
@@ -573,7 +566,7 @@ static inline bool mxl_dnn_make_plan(mxl_dnn_state *ds, const mxl_dnn_key &k, mx
         CUDNN_STATUS_SUCCESS)
       continue;
     last = mxl_dnn::cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                             CUDNN_TYPE_HANDLE, 1, &ds->handle);
+                                             CUDNN_TYPE_HANDLE, 1, &handle);
     if (last == CUDNN_STATUS_SUCCESS)
       last = mxl_dnn::cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
@@ -589,7 +582,21 @@ static inline bool mxl_dnn_make_plan(mxl_dnn_state *ds, const mxl_dnn_key &k, mx
     b.check(mxl_dnn::cudnnBackendGetAttribute(p->plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                               CUDNN_TYPE_INT64, 1, &got, &p->workspace),
             "workspace size");
-  if (!b.ok()) {
+  return b.ok();
+}
+
+/* Builds the graph of `k` and its plan. False with `why` when cuDNN
+ * refuses (the caller remembers the refusal). */
+static inline bool mxl_dnn_make_plan(mxl_dnn_state *ds, const mxl_dnn_key &k, mxl_dnn_plan *p,
+                                     char *why, size_t why_size) {
+  mxl_dnn_builder b = {p, CUDNN_STATUS_SUCCESS, ""};
+  cudnnBackendDescriptor_t ops[48];
+  mxl_dnn_graph g = {b, k, ops, 0, MXL_DNN_VIRTUAL};
+  if (k.backward)
+    mxl_dnn_backward_graph(g);
+  else
+    mxl_dnn_forward_graph(g);
+  if (!mxl_dnn_plan_graph(ds->handle, b, ops, g.n)) {
     char detail[160] = "";
     mxl_dnn::cudnnGetLastErrorString(detail, sizeof detail);
     snprintf(why, why_size, "%s: %s (status %d)%s%s", b.step,

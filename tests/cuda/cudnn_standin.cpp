@@ -695,7 +695,7 @@ struct interpreter {
     const desc *a = op->x, *b = op->b, *c = op->y;
     const std::vector<double> &av = input(a), &bv = input(b);
     size_t n = c->dims.size();
-    int64_t M = c->dims[n - 2], N = c->dims[n - 1], K = a->dims[n - 1];
+    const int64_t K = a->dims[n - 1];
     std::vector<double> out(elements(c));
     int64_t co[8], ca[8], cb[8];
     for (size_t i = 0; i < out.size(); i++) {
@@ -710,8 +710,6 @@ struct interpreter {
       }
       out[i] = acc;
     }
-    (void)M;
-    (void)N;
     store(c, std::move(out));
   }
 };

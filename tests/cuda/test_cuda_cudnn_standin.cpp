@@ -50,34 +50,12 @@ struct graph {
     return b.tensor(uid, type, dims, strides, virt, false);
   }
 
-  // Finalizes the graph, plans it and runs it with the bindings.
+  // Plans the graph as the backend does (mxl_dnn_plan_graph) and runs it
+  // with the bindings.
   cudnnStatus_t run(const int64_t *uids, void *const *ptrs, int64_t count) {
-    if (!b.ok()) return b.status;
-    cudnnBackendDescriptor_t g = b.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "graph");
-    b.set(g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, ops, "ops");
-    b.finalize(g, "graph");
-    cudnnBackendDescriptor_t heur = b.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heur");
-    const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-    b.set_desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, g, "heur graph");
-    b.set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heur mode");
-    b.finalize(heur, "heur");
-    cudnnBackendDescriptor_t cfg = b.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "cfg");
-    int64_t got = 0;
-    if (b.ok())
-      b.check(mxl_dnn::cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &cfg),
-              "results");
-    if (b.ok() && got != 1) return CUDNN_STATUS_NOT_SUPPORTED;
-    cudnnBackendDescriptor_t plan = b.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "plan");
-    b.set_desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfg, "plan cfg");
-    b.finalize(plan, "plan");
-    int64_t ws = 0;
-    if (b.ok())
-      b.check(mxl_dnn::cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                CUDNN_TYPE_INT64, 1, &got, &ws),
-              "workspace");
+    if (!mxl_dnn_plan_graph(handle, b, ops, n)) return b.status;
     static char workspace[4096];
-    if (b.ok() && ws > (int64_t)sizeof workspace) return CUDNN_STATUS_INTERNAL_ERROR;
+    if (store.workspace > (int64_t)sizeof workspace) return CUDNN_STATUS_INTERNAL_ERROR;
     void *wp = workspace;
     cudnnBackendDescriptor_t pack = b.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "pack");
     b.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, count, uids, "uids");
@@ -85,7 +63,7 @@ struct graph {
     b.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &wp, "ws");
     b.finalize(pack, "pack");
     if (!b.ok()) return b.status;
-    return mxl_dnn::cudnnBackendExecute(handle, plan, pack);
+    return mxl_dnn::cudnnBackendExecute(handle, store.plan, pack);
   }
 };
 
