@@ -62,20 +62,27 @@
  * per-column int32 operands is what the run-time support check asks.
  *
  * Which configurations go where (the run-time check has the last word):
- *   cuDNN        forward and backward of every shape whose plan
- *                finalizes: training (packed documents, causal, window 128
- *                on alternate layers, GQA 64/8 at d = 64), prefill;
+ *   cuDNN        a sequence attending to itself (nq == nk), forward and
+ *                backward, where the plan finalizes: training (packed
+ *                documents, causal, window 128 on alternate layers, GQA
+ *                64/8 at d = 64) and a prompt's first prefill chunk;
  *   own kernels  (ops_attention.cuh)
+ *                - queries against a KV cache holding earlier tokens
+ *                  (nq != nk: decode, later prefill chunks), by policy:
+ *                  nk changes with every step, and each new shape costs a
+ *                  plan (a heuristic query, finalize, possibly a runtime
+ *                  compilation of the fused kernel) that one decode step
+ *                  cannot repay, and would churn the plan cache. The graph
+ *                  itself is exact for them (the mask operands describe the
+ *                  ring and its empty slots; the tests run it there with
+ *                  any_shape set), so a GPU measurement can lift this;
  *                - shapes the library refuses: the heuristic returns no
  *                  engine, or no engine configuration's plan finalizes
  *                  (e.g. a head dim that is not a multiple of 8, above
  *                  256, or an engine that does not take the mask operands);
  *                  asked once per shape, the answer remembered;
- *                - nk == 0 (nothing to attend to);
  *                - a backend whose cuDNN handle could not be created, or
  *                  MXL_CUDNN_ATTENTION=0 in the environment.
- *   Decode (nq = 1 against the KV cache, ring order) is asked like any
- *   shape: the mask operands make the ring exact, and a refusal falls back.
  *
  * Costs around the library call: q, k, v (and out, dout) converted to bf16
  * in scratch, O back to fp32, Stats transposed between cuDNN's [nh, nq]
@@ -185,8 +192,10 @@ struct mxl_dnn_state {
   void *workspace;
   size_t workspace_bytes;
   long long executed, fell_back; /* calls run by cuDNN / given to the own kernels */
+  long long kv_calls;            /* of fell_back: nq != nk, by policy (file comment) */
   char refusal[320];             /* why the last refused shape was refused */
   int plant;                     /* mxl_dnn_plant (tests) */
+  int any_shape;                 /* tests: nq != nk through cuDNN too */
 };
 
 /* ---------------------------------------------------------------- building */
@@ -714,6 +723,11 @@ static inline mxl_dnn_plan *mxl_dnn_prepare(mxl_backend *be, const char *op,
   mxl_cuda_state *st = mxl_cu_state(be);
   mxl_dnn_state *ds = st->dnn;
   *failed = false;
+  if (key.nq != key.nk && !ds->any_shape) { /* a KV cache: own kernels (file comment) */
+    ds->fell_back++;
+    ds->kv_calls++;
+    return NULL;
+  }
   mxl_dnn_plan *p = key.nk > 0 ? mxl_dnn_plan_for(ds, key) : NULL;
   if (!p || !p->usable) {
     ds->fell_back++;
@@ -901,13 +915,14 @@ static inline void mxl_cu_dnn_describe(const mxl_cuda_state *st, char *buf, size
   const mxl_dnn_state *ds = st ? st->dnn : NULL;
   if (ds && ds->executed + ds->fell_back == 0)
     snprintf(buf, size,
-             "attention: cuDNN %zu.%zu.%zu graph (forward and backward), own kernels where "
-             "cuDNN refuses a shape",
+             "attention: cuDNN %zu.%zu.%zu graph (forward and backward), own kernels against a "
+             "KV cache and where cuDNN refuses a shape",
              v / 10000, v / 100 % 100, v % 100);
   else if (ds)
     snprintf(buf, size,
-             "attention: cuDNN %zu.%zu.%zu graph: %lld calls by cuDNN, %lld by the own kernels%s%s",
-             v / 10000, v / 100 % 100, v % 100, ds->executed, ds->fell_back,
+             "attention: cuDNN %zu.%zu.%zu graph: %lld calls by cuDNN, %lld by the own kernels "
+             "(%lld against a KV cache)%s%s",
+             v / 10000, v / 100 % 100, v % 100, ds->executed, ds->fell_back, ds->kv_calls,
              ds->refusal[0] ? "; last refusal: " : "", ds->refusal);
   else
     snprintf(buf, size, "attention: own kernels (cuDNN %zu.%zu.%zu not used: %s)", v / 10000,

@@ -262,6 +262,10 @@ extern "C" void mxl_cuda_emu_cudnn_plant(mxl_backend *be, int mistake) {
   if (mxl_cu_state(be)->dnn) mxl_cu_state(be)->dnn->plant = mistake;
 }
 
+extern "C" void mxl_cuda_emu_cudnn_any_shape(mxl_backend *be, int yes) {
+  if (mxl_cu_state(be)->dnn) mxl_cu_state(be)->dnn->any_shape = yes;
+}
+
 extern "C" void mxl_cuda_emu_cudnn_counts(mxl_backend *be, long long *executed,
                                           long long *fell_back, const char **refusal) {
   const mxl_dnn_state *ds = mxl_cu_state(be)->dnn;

@@ -54,7 +54,11 @@ mxl_status mxl_cuda_emu_use_cudnn(mxl_backend *be);
  * mxl_dnn_plant of cudnn_attention.cuh; 0: none). */
 void mxl_cuda_emu_cudnn_plant(mxl_backend *be, int mistake);
 
-/* Attention forwards run by cuDNN, those given to the own kernels, and
+/* 1: calls against a KV cache (nq != nk) through cuDNN too, which the
+ * backend leaves to its own kernels by policy (cudnn_attention.cuh). */
+void mxl_cuda_emu_cudnn_any_shape(mxl_backend *be, int yes);
+
+/* Attention calls run by cuDNN, those given to the own kernels, and
  * why the last refused shape was refused (valid until the next op). */
 void mxl_cuda_emu_cudnn_counts(mxl_backend *be, long long *executed, long long *fell_back,
                                const char **refusal);

@@ -6,7 +6,9 @@
  *   - every attention case of the op driver, forward and backward (causal
  *     GQA with sinks, sliding windows, packed documents, KV-cache slots, a
  *     query that sees nothing, lse NULL) against ref at the bf16 threshold,
- *     each run by cuDNN (not silently by the own kernels);
+ *     each run by cuDNN (not silently by the own kernels) where the policy
+ *     says so (nq == nk), the KV-cache cases on the own kernels, then
+ *     through cuDNN's graph as well;
  *   - the support check: a head dim the SDPA engines refuse, and a library
  *     that offers no engine at all, fall back to the own kernels with the
  *     right answer, the refusal asked once per shape and remembered;
@@ -105,25 +107,44 @@ static double run_driver_case(mxl_backend *be, int ci, char *why, size_t size) {
                     &worst);
 }
 
-/* Every attention case of the driver, forward and backward, each run by
- * cuDNN. */
-static void test_driver_cases(void) {
-  mxl_backend *be = cudnn_backend();
-  int ran = 0;
-  for (int ci = 0; ci < N_CASES; ci++) {
-    if (cases[ci].op != ATTENTION && cases[ci].op != ATTENTION_BWD) continue;
-    char desc[256] = "", why[300];
-    describe(&cases[ci], desc, sizeof desc);
-    long long before = executed(be), fell = fell_back(be);
-    double ratio = run_driver_case(be, ci, why, sizeof why);
-    const char *name = op_defs[cases[ci].op].name;
-    MXL_CHECK_MSG(isfinite(ratio), "%s%s: %s", name, desc, why);
+/* Driver case ci on `be`, which must run it through cuDNN (by_cudnn) or
+ * leave it to the own kernels; right either way. */
+static void check_driver_case(mxl_backend *be, int ci, int by_cudnn, const char *path) {
+  char desc[256] = "", why[300];
+  describe(&cases[ci], desc, sizeof desc);
+  long long before = executed(be), fell = fell_back(be);
+  double ratio = run_driver_case(be, ci, why, sizeof why);
+  const char *name = op_defs[cases[ci].op].name;
+  MXL_CHECK_MSG(isfinite(ratio), "%s%s: %s", name, desc, why);
+  if (by_cudnn)
     MXL_CHECK_MSG(executed(be) == before + 1 && fell_back(be) == fell,
                   "%s%s: not run by cuDNN (refusal: %s)", name, desc, refusal(be));
-    printf("ok   cudnn %-13s%s  err/threshold %.3g\n", name, desc, ratio);
-    ran++;
+  else
+    MXL_CHECK_MSG(executed(be) == before && fell_back(be) == fell + 1,
+                  "%s%s: run by cuDNN, expected the own kernels", name, desc);
+  printf("ok   %-10s %-13s%s  err/threshold %.3g\n", path, name, desc, ratio);
+}
+
+/* Every attention case of the driver, forward and backward: a sequence
+ * attending to itself through cuDNN, queries against a KV cache on the own
+ * kernels (the backend's policy); then the KV-cache cases through cuDNN's
+ * graph too (any_shape), whose masks describe the cache's rings. */
+static void test_driver_cases(void) {
+  mxl_backend *be = cudnn_backend();
+  int ran = 0, kv = 0;
+  for (int ci = 0; ci < N_CASES; ci++) {
+    if (cases[ci].op != ATTENTION && cases[ci].op != ATTENTION_BWD) continue;
+    int self = cases[ci].s.nq == cases[ci].s.nk;
+    check_driver_case(be, ci, self, self ? "cudnn" : "own (kv)");
+    ran += self;
+    kv += !self;
   }
-  MXL_CHECK(ran >= 16);
+  mxl_cuda_emu_cudnn_any_shape(be, 1);
+  for (int ci = 0; ci < N_CASES; ci++)
+    if ((cases[ci].op == ATTENTION || cases[ci].op == ATTENTION_BWD) &&
+        cases[ci].s.nq != cases[ci].s.nk)
+      check_driver_case(be, ci, 1, "cudnn (kv)");
+  MXL_CHECK(ran >= 16 && kv >= 2);
   mxl_backend_destroy(be);
 }
 
@@ -187,7 +208,8 @@ static void test_fallback(void) {
   MXL_CHECK(executed(be) == 1);
   char line[512];
   mxl_cuda_emu_describe_attention(be, line, sizeof line);
-  MXL_CHECK_MSG(strstr(line, "1 calls by cuDNN, 2 by the own kernels; last refusal: ") &&
+  MXL_CHECK_MSG(strstr(line, "1 calls by cuDNN, 2 by the own kernels (0 against a KV cache); "
+                            "last refusal: ") &&
                     strstr(line, "head dimension 12"),
                 "%s", line);
   mxl_backend_destroy(be);
