@@ -900,6 +900,14 @@ static const case_spec cases[] = {
     C(ATTENTION_BWD, .nq = 20, .nk = 20, .nh = 2, .nkv = 1, .d = 128, .mask = MASK_CAUSAL),
     C(ATTENTION_BWD, .nq = 70, .nk = 70, .nh = 2, .nkv = 2, .d = 24, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
+    /* several 64-query and 64-key tiles (tensor-core kernels): large
+     * scores; a window and packed documents across tile borders; a ring */
+    C(ATTENTION_BWD, .nq = 130, .nk = 130, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_CAUSAL,
+      .big = 1),
+    C(ATTENTION_BWD, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 32, .window = 40,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION_BWD, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 16, .window = 50,
+      .mask = MASK_KVCACHE),
 
     C(ROUTER_TOPK, .n = 1, .E = 1, .k = 1),
     C(ROUTER_TOPK, .n = 9, .E = 32, .k = 4),
@@ -1194,7 +1202,7 @@ typedef struct ops_backend {
   /* Called before each run of each case (the emulator sets its thread
    * order and unembed_xent chunk); NULL: nothing to do. */
   void (*before_run)(mxl_backend *be, const case_spec *cs, int ci, int run);
-  int bf16_attention; /* attention forward with bf16 operands: its bf16 threshold */
+  int bf16_attention; /* attention (+bwd) with bf16 operands: their bf16 thresholds */
 } ops_backend;
 
 /* Worst NMSE and case count per op, for the summary. */
@@ -1205,7 +1213,8 @@ typedef struct ops_stats {
 
 /* The threshold of op o on backend b. */
 static double threshold(int o, const ops_backend *b) {
-  if (b->bf16_activations || (b->bf16_attention && o == ATTENTION)) return op_defs[o].nmse_bf16;
+  if (b->bf16_activations || (b->bf16_attention && (o == ATTENTION || o == ATTENTION_BWD)))
+    return op_defs[o].nmse_bf16;
   if (b->exact_matmuls && op_defs[o].nmse == MATMUL_NMSE) return EXACT_MATMUL_NMSE;
   return op_defs[o].nmse;
 }
