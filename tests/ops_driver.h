@@ -884,6 +884,14 @@ static const case_spec cases[] = {
     C(ATTENTION, .nq = 20, .nk = 20, .nh = 2, .nkv = 1, .d = 128, .mask = MASK_CAUSAL),
     /* several 64-query and 64-key tiles (tensor-core kernels), large scores */
     C(ATTENTION, .nq = 130, .nk = 130, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_CAUSAL, .big = 1),
+    /* gpt-oss's head dim on tensor cores: a window and packed documents
+     * across tile borders; a ring over two key tiles; a query that sees no
+     * key (out 0, lse the sink) */
+    C(ATTENTION, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 64, .window = 40,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 64, .window = 50,
+      .mask = MASK_KVCACHE),
+    C(ATTENTION, .nq = 6, .nk = 6, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_ORPHAN),
     C(ATTENTION, .nq = 70, .nk = 70, .nh = 2, .nkv = 2, .d = 24, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
     C(ATTENTION_BWD, .nq = 1, .nk = 1, .nh = 1, .nkv = 1, .d = 8, .mask = MASK_CAUSAL),
@@ -908,6 +916,12 @@ static const case_spec cases[] = {
       .mask = MASK_PACKED, .segs = 2),
     C(ATTENTION_BWD, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 16, .window = 50,
       .mask = MASK_KVCACHE),
+    /* the same masks at gpt-oss's head dim; a query that sees no key */
+    C(ATTENTION_BWD, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 64, .window = 40,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION_BWD, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 64, .window = 50,
+      .mask = MASK_KVCACHE),
+    C(ATTENTION_BWD, .nq = 6, .nk = 6, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_ORPHAN),
 
     C(ROUTER_TOPK, .n = 1, .E = 1, .k = 1),
     C(ROUTER_TOPK, .n = 9, .E = 32, .k = 4),
