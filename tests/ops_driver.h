@@ -908,15 +908,11 @@ static const case_spec cases[] = {
     C(ATTENTION_BWD, .nq = 20, .nk = 20, .nh = 2, .nkv = 1, .d = 128, .mask = MASK_CAUSAL),
     C(ATTENTION_BWD, .nq = 70, .nk = 70, .nh = 2, .nkv = 2, .d = 24, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
-    /* several 64-query and 64-key tiles (tensor-core kernels): large
-     * scores; a window and packed documents across tile borders; a ring */
+    /* several 64-query and 64-key tiles at gpt-oss's head dim (tensor-core
+     * kernels): large scores; a window and packed documents across tile
+     * borders; a ring over two key tiles; a query that sees no key */
     C(ATTENTION_BWD, .nq = 130, .nk = 130, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_CAUSAL,
       .big = 1),
-    C(ATTENTION_BWD, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 32, .window = 40,
-      .mask = MASK_PACKED, .segs = 2),
-    C(ATTENTION_BWD, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 16, .window = 50,
-      .mask = MASK_KVCACHE),
-    /* the same masks at gpt-oss's head dim; a query that sees no key */
     C(ATTENTION_BWD, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 64, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
     C(ATTENTION_BWD, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 64, .window = 50,
@@ -1425,6 +1421,16 @@ static void bad_attention(mxl_backend *be, float *out, float *lse, const float *
   wide.window += 1; /* off by one at the window edge */
   mutant_base->attention(be, out, lse, q, k, v, sinks, &wide, nq, nk, nh, nkv, d, scale);
 }
+static void bad_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv,
+                              const float *dout, const float *out, const float *lse,
+                              const float *q, const float *k, const float *v,
+                              const uint16_t *sinks, const mxl_attn_mask *mask, int nq, int nk,
+                              int nh, int nkv, int d, float scale) {
+  mxl_attn_mask wide = *mask;
+  wide.window += 1; /* off by one at the window edge */
+  mutant_base->attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, sinks, &wide, nq, nk, nh,
+                             nkv, d, scale);
+}
 static void bad_swiglu_bwd(mxl_backend *be, float *dh, const float *dact, const float *h, int m,
                            int I, float alpha, float limit) {
   /* blocks the gradient at the clamp boundaries (PyTorch passes it) */
@@ -1473,6 +1479,7 @@ static const ops_mutant ops_shared_mutants[] = {
     MUTANT("leaves an output row unwritten", SWIGLU, 1, swiglu, bad_swiglu),
     MUTANT("reads C with beta 0", GEMM_F32, 0, gemm_f32, bad_gemm),
     MUTANT("window off by one", ATTENTION, 2, attention, bad_attention),
+    MUTANT("window off by one", ATTENTION_BWD, 10, attention_bwd, bad_attention_bwd),
     MUTANT("clamp boundary blocks gradient", SWIGLU_BWD, 2, swiglu_bwd, bad_swiglu_bwd),
     MUTANT("router ties to the higher index", ROUTER_TOPK, 2, router_topk, bad_router_topk),
     MUTANT("another dropout mask", DROPOUT, 2, dropout, bad_dropout),

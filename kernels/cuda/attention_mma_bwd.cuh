@@ -19,8 +19,9 @@
  *        rows of Q and dO as A fragments, and per 64-key tile computes
  *        S = Q·Kᵀ, dP = dO·Vᵀ, then dQ += dS·K (K through ldmatrix.trans);
  *   dkv  a block per (64 keys, KV head), K and V staged once; per 64-query
- *        tile and query head of the group a warp computes, for its 16 keys, Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, then dV += Pᵀ·dO and
- *        dK += dSᵀ·Q (dO and Q through ldmatrix.trans).
+ *        tile and query head of the group a warp computes, for its 16
+ *        keys, Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, then dV += Pᵀ·dO and dK += dSᵀ·Q
+ *        (dO and Q through ldmatrix.trans).
  * Tiles where no (query, key) pair is allowed are skipped before loading. */
 #ifndef MXL_KERNELS_CUDA_ATTENTION_MMA_BWD_CUH
 #define MXL_KERNELS_CUDA_ATTENTION_MMA_BWD_CUH
