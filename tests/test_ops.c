@@ -69,7 +69,7 @@ static const ops_backend backends[] = {
     {"cpu/avx2", create_cpu_avx2, 0, 0},
     {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
-    {"cuda", create_cuda, 0, 0, .bf16_attention = 1, .bf16_attention_bwd = 1},
+    {"cuda", create_cuda, 0, 0, .bf16_attention = 1},
     {"cuda-own", create_cuda_own, 0, 0, .bf16_attention = 1},
 };
 enum { N_BACKENDS = sizeof backends / sizeof backends[0] };

@@ -50,7 +50,6 @@ static mxl_backend *ref;
 static const ops_backend dnn_entry = {
     .label = "cuda-emu+cudnn",
     .bf16_attention = 1,
-    .bf16_attention_bwd = 1,
     .small_cases = 1,
 };
 
@@ -193,7 +192,8 @@ static double direct_nmse(mxl_backend *be, int d) {
 static void test_fallback(void) {
   mxl_backend *be = cudnn_backend();
   long queries = mxl_cudnn_standin_heuristic_queries();
-  /* head dim 12: not a multiple of 8, which the SDPA engines need */
+  /* head dim 12: not a multiple of 8, which the SDPA engines need (the own
+   * fp32 kernel takes it) */
   double e = direct_nmse(be, 12);
   MXL_CHECK_MSG(e < 1e-10, "fallback result nmse %.3g", e);
   MXL_CHECK(fell_back(be) == 1 && executed(be) == 0);
@@ -217,8 +217,8 @@ static void test_fallback(void) {
   /* a library that offers no engine for anything */
   mxl_cudnn_standin_offer_engines(0);
   be = cudnn_backend();
-  e = direct_nmse(be, 16);
-  MXL_CHECK_MSG(e < 1e-10, "fallback result nmse %.3g", e);
+  e = direct_nmse(be, 16); /* the own tensor-core kernel: bf16 operands */
+  MXL_CHECK_MSG(e < 5e-4, "fallback result nmse %.3g", e);
   MXL_CHECK(fell_back(be) == 1 && executed(be) == 0);
   MXL_CHECK_MSG(strstr(refusal(be), "heuristic: no engine") != NULL, "refusal: %s", refusal(be));
   /* the backward too: a GQA case on the own kernels, right */

@@ -11,24 +11,25 @@
  * offsets the layer downloads, RoPE tables, cache masks with empty slots,
  * chunked cross-entropy, every backward op). Both backends keep activations
  * in fp32 between ops, but the CUDA products with frozen weights and the
- * attention forward take bf16 operands (ops.h), so they agree to bf16
+ * attention forward and backward take bf16 operands (ops.h), so they agree to bf16
  * rounding, which a three-layer backward amplifies. The thresholds hold
  * the emulated backend to what the CPU backend's own bf16 product path
  * gives against the reference on this model (measured: logits NMSE 3.1e-5,
  * loss 7.7e-4 relative, LoRA gradients NMSE 1.1e-3 overall and 5.6e-3 for
  * the worst tensor; the emulated CUDA backend: 3.9e-5, 9.5e-4, 7.6e-4,
- * 3.4e-3), with a margin: logits within the op driver's matmul threshold
+ * 3.4e-3; with the attention backward on tensor cores too: logits 5.4e-5,
+ * gradients 7.5e-4 and 3.4e-3), with a margin: logits within the op driver's matmul threshold
  * (NMSE 5e-4), the loss within 2e-3 relative, the gradients within NMSE
  * 3e-3 overall and 1.5e-2 per tensor.
  *
  * The model has gpt-oss's head dim, 64, so attention runs on the
- * tensor-core kernel. Both checks run again with attention through cuDNN's
- * graph against the stand-ins (kernels/cuda/cudnn_attention.cuh), the
- * KV-cache steps included (which a device leaves to the own kernels by
- * policy), at the same thresholds (measured: logits 7.1e-5, loss
- * 1.0e-3 relative, gradients 1.4e-3 overall and 9.1e-3 for the worst
- * tensor: the backward's bf16 operands), and every attention call must
- * have been run by cuDNN.
+ * tensor-core kernels, forward and backward. Both checks run again with
+ * attention through cuDNN's graph against the stand-ins
+ * (kernels/cuda/cudnn_attention.cuh), the KV-cache steps included (which a
+ * device leaves to the own kernels by policy), at the same thresholds
+ * (measured: logits 7.1e-5, loss 1.0e-3 relative, gradients 1.4e-3 overall
+ * and 9.1e-3 for the worst tensor), and every attention call must have
+ * been run by cuDNN.
  *
  * Every token uses all 4 experts (experts_per_token = 4): with a top-k
  * choice, bf16 products anywhere upstream of the router flip near-tied
