@@ -245,12 +245,13 @@ struct mxl_dnn_builder {
   }
 
   /* A 4-d tensor; `virt`: an intermediate of the graph, `by_value`: a
-   * host scalar passed in the variant pack. */
+   * host scalar passed in the variant pack; `alignment`: what its data
+   * pointers are guaranteed (the scratch pieces: 256 bytes; the caller's
+   * mask arrays, which start at any row: 4). */
   cudnnBackendDescriptor_t tensor(int64_t uid, cudnnDataType_t type, const int64_t dims[4],
                                   const int64_t strides[4], bool virt, bool by_value,
-                                  int n_strides = 4) {
+                                  int n_strides = 4, int64_t alignment = 16) {
     cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor descriptor");
-    const int64_t alignment = 16;
     set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor data type");
     set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dimensions");
     set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, n_strides, strides, "tensor strides");
@@ -272,10 +273,10 @@ struct mxl_dnn_builder {
     return tensor((*next_uid)++, type, dims, strides, true, false);
   }
 
-  /* A by-value scalar [1, 1, 1, 1]. */
+  /* A by-value scalar [1, 1, 1, 1] (4 bytes, host memory). */
   cudnnBackendDescriptor_t scalar(int64_t uid, cudnnDataType_t type) {
     const int64_t one[4] = {1, 1, 1, 1};
-    return tensor(uid, type, one, one, false, true);
+    return tensor(uid, type, one, one, false, true, 4, 4);
   }
 
   /* y = mode(x[, b][, t]) in `math` precision. */
@@ -393,10 +394,14 @@ static inline cudnnBackendDescriptor_t mxl_dnn_masked_scores(mxl_dnn_graph &g,
   const int64_t nq = L.nq, nk = L.nk, nh = L.nh;
   const int64_t row_dims[4] = {1, 1, nq, 1}, row_strides[4] = {nq, nq, 1, 1};
   const int64_t col_dims[4] = {1, 1, 1, nk}, col_strides[4] = {nk, nk, nk, 1};
-  cudnnBackendDescriptor_t qpos = g.real(MXL_DNN_QPOS, I, row_dims, row_strides);
-  cudnnBackendDescriptor_t qseg = g.real(MXL_DNN_QSEG, I, row_dims, row_strides);
-  cudnnBackendDescriptor_t kpos = g.real(MXL_DNN_KPOS, I, col_dims, col_strides);
-  cudnnBackendDescriptor_t kseg = g.real(MXL_DNN_KSEG, I, col_dims, col_strides);
+  /* the op's own int32 arrays, which start at any row: 4-byte aligned */
+  auto mask_array = [&b](int64_t id, const int64_t *dims, const int64_t *strides) {
+    return b.tensor(id, I, dims, strides, false, false, 4, 4);
+  };
+  cudnnBackendDescriptor_t qpos = mask_array(MXL_DNN_QPOS, row_dims, row_strides);
+  cudnnBackendDescriptor_t qseg = mask_array(MXL_DNN_QSEG, row_dims, row_strides);
+  cudnnBackendDescriptor_t kpos = mask_array(MXL_DNN_KPOS, col_dims, col_strides);
+  cudnnBackendDescriptor_t kseg = mask_array(MXL_DNN_KSEG, col_dims, col_strides);
   cudnnBackendDescriptor_t neg_inf = b.scalar(MXL_DNN_NEG_INF, F);
 
   cudnnBackendDescriptor_t S = g.inter(F, nh, nq, nk);

@@ -33,9 +33,10 @@
 //     graph no engine supports: attention matmuls with a head dimension
 //     that is not a multiple of 8 or above 256 (the SDPA support limits);
 //   - execution binds every real tensor's unique id in the variant pack
-//     (device pointers; by-value tensors: host pointers to the value), a
-//     workspace at least as large as the plan's; an unbound or unknown id
-//     is refused.
+//     (device pointers aligned as the tensor's BYTE_ALIGNMENT declares;
+//     by-value tensors: host pointers to the value), a workspace at least
+//     as large as the plan's; an unbound or unknown id, or a pointer less
+//     aligned than declared, is refused.
 // Anything else is refused, so a new call or attribute shows up in the tests.
 #include "kernels/cuda/emulator.h"  // first: MXL_CUDA_EMULATE
 
@@ -84,7 +85,7 @@ struct desc {
   // tensor
   cudnnDataType_t dtype;
   std::vector<int64_t> dims, strides;
-  int64_t uid;
+  int64_t uid, alignment;
   bool virt, by_value;
   // pointwise / reduction / matmul descriptors
   int mode;
@@ -235,6 +236,9 @@ cudnnStatus_t finalize_tensor(desc *d) {
       d->dtype != CUDNN_DATA_INT32 && d->dtype != CUDNN_DATA_BOOLEAN)
     return refuse(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE, "tensor data type not in the stand-in");
   d->uid = value<int64_t>(uid);
+  d->alignment = value<int64_t>(align);
+  if (d->alignment < 1 || (d->alignment & (d->alignment - 1)))
+    return refuse(CUDNN_STATUS_BAD_PARAM, "tensor: the byte alignment must be a power of two");
   d->dims.clear();
   d->strides.clear();
   for (int64_t i = 0; i < dims->count; i++) {
@@ -751,6 +755,7 @@ const char *cudnnGetErrorString(cudnnStatus_t status) {
     case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
     case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
     case CUDNN_STATUS_BAD_PARAM_NULL_POINTER: return "CUDNN_STATUS_BAD_PARAM_NULL_POINTER";
+    case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER: return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
     case CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED: return "CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED";
     case CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH: return "CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH";
     case CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES: return "CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES";
@@ -884,10 +889,16 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
     for (const desc *t : all)
       if (!t->virt) real[t->uid] = t;
   }
-  for (auto &kv : real)
+  for (auto &kv : real) {
     if (!pack->bound.count(kv.first) || !pack->bound.at(kv.first))
       return refuse(CUDNN_STATUS_BAD_PARAM,
                     "execute: tensor " + std::to_string(kv.first) + " is not bound");
+    if (!kv.second->by_value &&
+        reinterpret_cast<uintptr_t>(pack->bound.at(kv.first)) % (uintptr_t)kv.second->alignment)
+      return refuse(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER,
+                    "execute: tensor " + std::to_string(kv.first) + "'s pointer is not aligned to " +
+                        std::to_string(kv.second->alignment) + " bytes, as declared");
+  }
   for (auto &kv : pack->bound)
     if (!real.count(kv.first))
       return refuse(CUDNN_STATUS_BAD_PARAM,

@@ -9,7 +9,8 @@
 //     a wrong attribute type, an attribute after finalize, a missing
 //     required attribute, dims and strides of different counts, shapes that
 //     do not broadcast or multiply, an unfinalized descriptor as a value, a
-//     virtual tensor never produced, an unbound or unknown unique id.
+//     virtual tensor never produced, a pointer less aligned than declared,
+//     an unbound or unknown unique id.
 #include "kernels/cuda/emulator.h"  // first: it defines MXL_CUDA_EMULATE
 
 #include <math.h>
@@ -42,12 +43,15 @@ struct graph {
   graph() : b{&store, CUDNN_STATUS_SUCCESS, ""} { memset(&store, 0, sizeof store); }
   ~graph() { mxl_dnn_release_plan(&store); }
 
+  // A tensor whose pointers are aligned to `alignment` bytes (the
+  // arrays here: their element size).
   cudnnBackendDescriptor_t t(int64_t uid, cudnnDataType_t type, std::initializer_list<int64_t> d,
-                             std::initializer_list<int64_t> s, bool virt = false) {
+                             std::initializer_list<int64_t> s, bool virt = false,
+                             int64_t alignment = 2) {
     int64_t dims[4], strides[4];
     std::copy(d.begin(), d.end(), dims);
     std::copy(s.begin(), s.end(), strides);
-    return b.tensor(uid, type, dims, strides, virt, false);
+    return b.tensor(uid, type, dims, strides, virt, false, 4, alignment);
   }
 
   // Plans the graph as the backend does (mxl_dnn_plan_graph) and runs it
@@ -208,6 +212,17 @@ void test_refusals() {
     void *ptrs[1] = {y};
     MXL_CHECK(g.run(uids, ptrs, 1) == CUDNN_STATUS_BAD_PARAM);
     MXL_CHECK(strstr(mxl_cudnn_standin_last_error(), "never produced") != NULL);
+  }
+  {  // a pointer less aligned than its tensor declares (16 bytes)
+    alignas(16) float x[8] = {0};
+    float y[4];
+    graph g;
+    cudnnBackendDescriptor_t X = g.t(1, F, {1, 1, 2, 2}, {4, 4, 2, 1}, false, 16);
+    cudnnBackendDescriptor_t Y = g.t(2, F, {1, 1, 2, 2}, {4, 4, 2, 1});
+    g.ops[g.n++] = g.b.pointwise(CUDNN_POINTWISE_EXP, F, X, NULL, NULL, Y);
+    int64_t uids[2] = {1, 2};
+    void *ptrs[2] = {x + 1, y};
+    MXL_CHECK(g.run(uids, ptrs, 2) == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER);
   }
   {  // an unbound id, then an unknown one
     float x[4] = {0}, y[4];
