@@ -8,8 +8,9 @@
 #     LDSM);
 #   - no kernel touches local memory (LDL/STL: spills or stack arrays;
 #     ptxas already fails the build on them, this checks the binary);
-#   - cuBLASLt is called, not only linked: the objects reference
-#     cublasLtMatmul.
+#   - cuBLASLt and cuDNN are called, not only linked: the objects
+#     reference cublasLtMatmul and cudnnBackendExecute (attention's graph,
+#     kernels/cuda/cudnn_attention.cuh).
 #
 #   tools/check_sass.sh LIBRARY [TOOLS_DIR]
 #   tools/check_sass.sh --install TOOLS_DIR   (pip: a venv with NVIDIA's
@@ -112,5 +113,11 @@ if [ -n "$callers" ]; then
   echo "ok    cuBLASLt called from: $callers"
 else
   fail "no object of $lib calls cublasLtMatmul"
+fi
+callers=$(grep " U cudnnBackendExecute$" <<<"$symbols" | cut -d: -f2 | sort -u | tr '\n' ' ')
+if [ -n "$callers" ]; then
+  echo "ok    cuDNN called from: $callers"
+else
+  fail "no object of $lib calls cudnnBackendExecute"
 fi
 exit "$failed"

@@ -59,7 +59,11 @@
  * are not in position order — so index arithmetic is right only for one
  * unpacked sequence in order. Comparing the op's arrays is exact for every
  * caller; whether an engine of the installed cuDNN fuses these per-row and
- * per-column int32 operands is what the run-time support check asks.
+ * per-column int32 operands is what the run-time support check asks. If a
+ * GPU shows it refuses them, the forms to try next: index masks (GEN_INDEX
+ * + compare) where the caller can promise positions 0..n−1 in order, with
+ * documents as ragged batches (THD offsets), or the mask as an additive
+ * bias tensor [1, 1, nq, nk] (−inf where not allowed).
  *
  * Which configurations go where (the run-time check has the last word):
  *   cuDNN        a sequence attending to itself (nq == nk), forward and
@@ -86,8 +90,9 @@
  *
  * Costs around the library call: q, k, v (and out, dout) converted to bf16
  * in scratch, O back to fp32, Stats transposed between cuDNN's [nh, nq]
- * and lse [nq, nh], the backward's fp32 gradients added; the plan's
- * workspace is one growable device buffer per backend. */
+ * and lse [nq, nh], the backward's fp32 gradients added (sizes:
+ * kernels/cuda_memory.h); the plans share one workspace per backend,
+ * MXL_CUDA_DNN_WORKSPACE unless a plan asks for more. */
 #ifndef MXL_KERNELS_CUDA_CUDNN_ATTENTION_CUH
 #define MXL_KERNELS_CUDA_CUDNN_ATTENTION_CUH
 
