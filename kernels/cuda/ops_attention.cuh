@@ -33,6 +33,7 @@
 #define MXL_KERNELS_CUDA_OPS_ATTENTION_CUH
 
 #include "kernels/cuda/attention_mma_bwd.cuh"
+#include "kernels/cuda/cudnn_attention.cuh"
 #include "kernels/cuda/runtime.cuh"
 
 enum {
@@ -211,6 +212,8 @@ static void mxl_cu_attention(mxl_backend *be, float *out, float *lse, const floa
                              const mxl_attn_mask *mask, int nq, int nk, int nh, int nkv, int d,
                              float scale) {
   if (nq <= 0 || nh <= 0 || d <= 0 || !mxl_cu_attention_fits(be, "attention", nh, nkv, d)) return;
+  /* cuDNN where the backend has it and the shape is supported (cudnn_attention.cuh) */
+  if (mxl_cu_dnn_attention(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, d, scale)) return;
   if (mxl_amma_head_dim(d)) { /* tensor cores (attention_mma.cuh) */
     mxl_cu_attention_mma(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, d, scale);
     return;
@@ -387,6 +390,10 @@ static void mxl_cu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *d
                                  int nh, int nkv, int d, float scale) {
   if (nq <= 0 || nk <= 0 || nh <= 0 || d <= 0 ||
       !mxl_cu_attention_fits(be, "attention_bwd", nh, nkv, d))
+    return;
+  /* cuDNN where the backend has it and the shape is supported (cudnn_attention.cuh) */
+  if (mxl_cu_dnn_attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, nh, nkv, d,
+                               scale))
     return;
   int64_t rows = (int64_t)nq * nh;
   void *scratch = mxl_cu_scratch(be, (size_t)rows * sizeof(float), "attention_bwd");
