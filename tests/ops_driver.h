@@ -838,6 +838,7 @@ static const case_spec cases[] = {
     C(MATMUL_BF16, .n = 16, .rows = 64, .cols = 2880, .bias = 1),
     C(MATMUL_BF16, .n = 3, .rows = 129, .cols = 31),
     C(MATMUL_BF16, .n = 70, .rows = 129, .cols = 31),
+    C(MATMUL_BF16, .n = 32, .rows = 70, .cols = 100, .bias = 1), /* rows in place, batched decode */
     C(MATMUL_BF16_DX, .n = 1, .rows = 5, .cols = 7),
     C(MATMUL_BF16_DX, .n = 7, .rows = 33, .cols = 64, .bias = 1),
     C(MATMUL_BF16_DX, .n = 16, .rows = 64, .cols = 2880),
