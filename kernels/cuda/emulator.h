@@ -516,8 +516,10 @@ inline bool run_to_barrier(block_run &r, std::vector<size_t> &threads, std::mt19
 
 // The groups of threads run_block runs in turn, each to the next barrier.
 // Forward and reverse: one warp at a time (warps and their lanes ascending,
-// or both descending), so a warp reads shared memory before (forward) or
-// after (reverse) the other warps wrote it in the same barrier interval.
+// or both descending), so within a barrier interval a warp sees the shared
+// memory writes of the warps that ran before it and none of those after
+// it; the two orders put every producer warp both before and after its
+// consumer.
 // Lanes still interleave within the warp (at its collectives), which is
 // how a warp runs on the hardware. Shuffle: every thread of the block in
 // one group, so the warps interleave at every collective (they drift into
