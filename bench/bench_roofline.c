@@ -18,11 +18,13 @@
  *   mma      our MXFP4 grouped GEMM (mma.sync m16n8k16, 64 x 64 tiles, decode in
  *            shared memory): 30 % of the bf16 peak on H100 (no wgmma/TMA,
  *            which Hopper needs for its full rate), 45 % on sm_120; our
- *            attention forward on mma.sync (head dim 64, one stage, fp32
- *            loads converted while staging): 20 % and 30 %;
+ *            attention forward and backward on mma.sync (head dim 64, one
+ *            stage, fp32 loads converted while staging): 20 % and 30 %
+ *            (cuDNN's graph, which a GPU build takes where it supports the
+ *            shape, should do better: a GPU run says by how much);
  *   blas     cuBLASLt bf16 GEMMs: 70 %;  blas32: its fp32 GEMMs: 70 % of fp32;
- *   simt     our fp32 attention backward kernels and the segmented LoRA
- *            op (one thread per output element): 35 % of the fp32 peak;
+ *   simt     the segmented LoRA op (fp32, one thread per output element):
+ *            35 % of the fp32 peak;
  *   memory   elementwise kernels: 80 % of the DRAM bandwidth;
  *   launch   4 µs per kernel, 8 µs per cuBLASLt call (host setup + launch),
  *            20 µs per host sync (the MoE plan's offsets, once per layer).
@@ -203,7 +205,7 @@ static void layer_backward(const step *s, int sliding) {
   add("rmsnorm", U_MEM, 2, 0, 12 * n * H); /* two rmsnorm_bwd */
   projection_bwd(s, "q, k, v, o dx (cuBLASLt)", s->qd, H, 1);
   /* dq: QKᵀ, dO·Vᵀ, dS·K; dk, dv: QKᵀ, dO·Vᵀ, dSᵀ·Q, Pᵀ·dO: 3.5 forwards */
-  add("attention backward (fp32 SIMT)", U_SIMT, 1, 3.5 * attention_flops(s, sliding),
+  add("attention backward (mma.sync)", U_AMMA, 1, 3.5 * attention_flops(s, sliding),
       4 * n * (4 * s->qd + 4 * s->kvd));
   add("rope", U_MEM, 1, 0, 8 * n * (s->qd + s->kvd));
   projection_bwd(s, "q, k, v, o dx (cuBLASLt)", H, s->qd, 1);

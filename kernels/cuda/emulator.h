@@ -16,9 +16,12 @@
 //   MXL_THREAD_X ...    the coordinates of the running fiber.
 // A barrier that some threads skip (one returned early, or threads wait at
 // different call sites) stops the launch with an error instead of hanging.
-// The order in which a block's threads run between barriers is selectable
-// (forward, reverse, seeded shuffle): a missing barrier shows up as results
-// that differ between orders.
+// The order in which a block's threads run between barriers is selectable:
+// forward and reverse run one warp at a time up to the next barrier (warps
+// ascending or descending), seeded shuffle interleaves every thread of the
+// block. A missing barrier shows up as results that differ between orders,
+// or from the reference: under a warp-at-a-time order the first warp to run
+// reads shared memory that the others have not written yet.
 //
 // Warp-level instructions (kernels/cuda/warp.cuh calls them): mma.sync
 // m16n8k16 bf16 -> fp32, ldmatrix x1/x2/x4 (+ .trans) and the xor shuffle
@@ -85,6 +88,8 @@ struct dim {
   dim(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
+// forward, reverse: one warp at a time to the next barrier; shuffle: all the
+// block's threads interleaved (run_block, schedule_groups).
 enum class order { forward, reverse, shuffle };
 
 struct config {
@@ -484,6 +489,60 @@ inline std::string warp_deadlock(const block_run &r) {
   return "threads wait at warp instructions that can never complete";
 }
 
+// Runs `threads`, pass after pass in the given order (reshuffled before each
+// pass when `shuffle` is set), until none of them can go on before the
+// block's next barrier; false when they never can (a warp deadlock) or an
+// instruction failed (last_error() says which).
+inline bool run_to_barrier(block_run &r, std::vector<size_t> &threads, std::mt19937_64 *shuffle) {
+  for (;;) {
+    if (shuffle) std::shuffle(threads.begin(), threads.end(), *shuffle);
+    uint64_t before = r.progress;
+    bool active = false;
+    for (size_t t : threads) {
+      fiber &f = r.fibers[t];
+      if (f.st == state::done || f.st == state::at_barrier) continue;
+      active = true;
+      r.current = &f;
+      switch_to_fiber(&r, &f);
+      if (r.failed) return false;
+    }
+    if (!active) return true;
+    if (r.progress == before) {
+      fail(&r, warp_deadlock(r));
+      return false;
+    }
+  }
+}
+
+// The groups of threads run_block runs in turn, each to the next barrier.
+// Forward and reverse: one warp at a time (warps and their lanes ascending,
+// or both descending), so within a barrier interval a warp sees the shared
+// memory writes of the warps that ran before it and none of those after
+// it; the two orders put every producer warp both before and after its
+// consumer.
+// Lanes still interleave within the warp (at its collectives), which is
+// how a warp runs on the hardware. Shuffle: every thread of the block in
+// one group, so the warps interleave at every collective (they drift into
+// lockstep there: a warp's collective fires when its last lane arrives, by
+// when every other thread has run up to its own first collective).
+inline std::vector<std::vector<size_t>> schedule_groups(size_t threads, order o) {
+  std::vector<std::vector<size_t>> groups;
+  if (o == order::shuffle) {
+    groups.emplace_back(threads);
+    for (size_t t = 0; t < threads; t++) groups[0][t] = t;
+    return groups;
+  }
+  for (size_t first = 0; first < threads; first += 32) {
+    groups.emplace_back();
+    for (size_t t = first; t < threads && t < first + 32; t++) groups.back().push_back(t);
+  }
+  if (o == order::reverse) {
+    std::reverse(groups.begin(), groups.end());
+    for (std::vector<size_t> &g : groups) std::reverse(g.begin(), g.end());
+  }
+  return groups;
+}
+
 // Runs one block to completion; returns false with last_error() set when the
 // block's barriers are divergent, its warps deadlock or an instruction
 // failed.
@@ -492,30 +551,12 @@ inline bool run_block(block_run &r, std::vector<std::vector<char>> &stacks) {
   for (size_t t = 0; t < n; t++) init_fiber(&r, &r.fibers[t], (unsigned)t, &stacks[t]);
   r.warps.assign((n + 31) / 32, warp_state());
   r.failed = false;
-  std::vector<size_t> sequence(n);
-  for (size_t t = 0; t < n; t++) sequence[t] = t;
-  if (settings().run_order == order::reverse) std::reverse(sequence.begin(), sequence.end());
+  std::vector<std::vector<size_t>> groups = schedule_groups(n, settings().run_order);
   std::mt19937_64 rng(settings().seed ^ (r.block_idx.x * 0x9E3779B97F4A7C15ull));
+  std::mt19937_64 *shuffle = settings().run_order == order::shuffle ? &rng : nullptr;
   for (;;) {  // one round: every live thread runs to its next barrier or its end
-    for (;;) {  // passes until no thread can run before the barrier
-      if (settings().run_order == order::shuffle)
-        std::shuffle(sequence.begin(), sequence.end(), rng);
-      uint64_t before = r.progress;
-      bool active = false;
-      for (size_t t : sequence) {
-        fiber &f = r.fibers[t];
-        if (f.st == state::done || f.st == state::at_barrier) continue;
-        active = true;
-        r.current = &f;
-        switch_to_fiber(&r, &f);
-        if (r.failed) return false;
-      }
-      if (!active) break;
-      if (r.progress == before) {
-        fail(&r, warp_deadlock(r));
-        return false;
-      }
-    }
+    for (std::vector<size_t> &group : groups)
+      if (!run_to_barrier(r, group, shuffle)) return false;
     const fiber *waiting = nullptr, *finished = nullptr;
     for (const fiber &f : r.fibers) {
       if (f.st == state::done) finished = &f;

@@ -7,8 +7,10 @@
 // own formulas; then whole products through ldmatrix + mma against a host
 // product; then planted mistakes that the emulator must expose: a wrong
 // lane mapping, a missing cp.async wait, a missing barrier after the wait,
-// copies never waited for, a lane that leaves its warp at a collective,
-// lanes at different warp instructions, a partial warp.
+// copies never waited for, a block barrier missing between the warp that
+// stages a tile and the warp that reads it (before and after its use), a
+// lane that leaves its warp at a collective, lanes at different warp
+// instructions, a partial warp.
 #include "kernels/cuda/emulator.h"  // first: it defines MXL_CUDA_EMULATE
 
 #include <string.h>
@@ -280,6 +282,92 @@ static void test_cp_async(void) {
   mxl_emu::settings().run_order = mxl_emu::order::forward;
 }
 
+// ---------------------------------------------------------------- barriers between warps
+
+enum { BW_WARPS = 2, BW_THREADS = 32 * BW_WARPS, BW_TILES = 2, BW_BLOCKS = 2 };
+enum { BW_K = 16 * BW_WARPS * 16, BW_Q = BW_TILES * 8 * 16, BW_D = 16 * BW_WARPS * 8 };
+
+struct alignas(16) bw_tiles {
+  uint16_t k[16 * BW_WARPS][24];  // rows padded to 48 bytes: 16-byte aligned
+  uint16_t q[8][24];
+};
+
+enum bw_mistake { BW_CORRECT, BW_NO_STAGED_BARRIER, BW_NO_CONSUMED_BARRIER };
+
+// The pattern of the tensor-core attention kernels (the dk/dv kernel of
+// attention_mma_bwd.cuh), small: K staged once; per tile, a barrier (K
+// staged, the previous Q tile consumed), Q staged by the whole block
+// (thread t stages elements t, t + 64: each warp's product reads Q rows the
+// other warp wrote), a barrier (Q staged), then each warp's D += K_w·Qᵀ
+// through ldmatrix + mma. Per block K [32][16], BW_TILES tiles Q [8][16]
+// (n, k), D [32][8]. `mistake` leaves out the consumed barrier of the
+// second tile or the staged barrier of every tile.
+MXL_GLOBAL void barrier_mma_kernel(float *D, const float *K, const float *Q, int mistake) {
+  MXL_SHARED bw_tiles s;
+  int t = (int)MXL_THREAD_X, lane = t % 32, warp = t / 32, g = lane / 4, tig = lane % 4;
+  K += MXL_BLOCK_X * BW_K;
+  Q += MXL_BLOCK_X * BW_Q;
+  D += MXL_BLOCK_X * BW_D;
+  for (int i = t; i < BW_K; i += BW_THREADS)
+    s.k[i / 16][i % 16] = (uint16_t)mxl_pack_bf16x2(K[i], 0.0f);
+  float c[4] = {0, 0, 0, 0};
+  for (int tile = 0; tile < BW_TILES; tile++) {
+    if (tile == 0 || mistake != BW_NO_CONSUMED_BARRIER) MXL_SYNC();
+    for (int i = t; i < 128; i += BW_THREADS)
+      s.q[i / 16][i % 16] = (uint16_t)mxl_pack_bf16x2(Q[tile * 128 + i], 0.0f);
+    if (mistake != BW_NO_STAGED_BARRIER) MXL_SYNC();
+    uint32_t a[4], b[2];
+    int q = lane / 8, r = lane % 8;
+    mxl_ldmatrix_x4(a, &s.k[warp * 16 + (q & 1) * 8 + r][(q >> 1) * 8]);
+    mxl_ldmatrix_x2(b, &s.q[r][(q & 1) * 8]);
+    mxl_mma_bf16_16816(c, a, b, c);
+  }
+  float *d = D + warp * 16 * 8;
+  d[g * 8 + 2 * tig] = c[0];
+  d[g * 8 + 2 * tig + 1] = c[1];
+  d[(g + 8) * 8 + 2 * tig] = c[2];
+  d[(g + 8) * 8 + 2 * tig + 1] = c[3];
+}
+
+// A missing block barrier between a warp that stages shared memory and a
+// warp that reads it. Under the old schedule (every thread of the block
+// interleaved, as the shuffle order still does) neither planted mistake
+// shows: a warp's first collective, the ldmatrix of K, fires when its last
+// lane arrives, by when every thread of the block has staged its share of
+// Q, and the warps then go on in lockstep. The forward and reverse orders
+// run one warp at a time to the next barrier: the first warp reads Q rows
+// the other has not staged yet (or already overwrote with the next tile).
+static void test_barriers_between_warps(void) {
+  static float K[BW_BLOCKS * BW_K], Q[BW_BLOCKS * BW_Q], D[BW_BLOCKS * BW_D],
+      want[BW_BLOCKS * BW_D];
+  for (int i = 0; i < BW_BLOCKS * BW_K; i++) K[i] = (float)((i * 7) % 11 - 5);
+  for (int i = 0; i < BW_BLOCKS * BW_Q; i++) Q[i] = (float)((i * 5) % 9 - 4);
+  for (int blk = 0; blk < BW_BLOCKS; blk++)  // small integers: exact
+    for (int row = 0; row < 32; row++)
+      for (int n = 0; n < 8; n++) {
+        float sum = 0;
+        for (int tile = 0; tile < BW_TILES; tile++)
+          for (int k = 0; k < 16; k++)
+            sum += K[blk * BW_K + row * 16 + k] * Q[blk * BW_Q + tile * 128 + n * 16 + k];
+        want[blk * BW_D + row * 8 + n] = sum;
+      }
+  static const char *const names[] = {"", "staged", "consumed"};
+  for (int o = 0; o < 3; o++) {
+    mxl_emu::settings().run_order = orders[o];
+    MXL_CHECK(MXL_LAUNCH(barrier_mma_kernel, BW_BLOCKS, BW_THREADS, 0, 0, D, K, Q,
+                         (int)BW_CORRECT) == 0);
+    MXL_CHECK_MSG(memcmp(D, want, sizeof D) == 0, "order %d", o);
+    if (orders[o] == mxl_emu::order::shuffle) continue;
+    for (int mistake = BW_NO_STAGED_BARRIER; mistake <= BW_NO_CONSUMED_BARRIER; mistake++) {
+      MXL_CHECK(MXL_LAUNCH(barrier_mma_kernel, BW_BLOCKS, BW_THREADS, 0, 0, D, K, Q, mistake) ==
+                0);
+      MXL_CHECK_MSG(memcmp(D, want, sizeof D) != 0,
+                    "order %d: the missing %s barrier went unnoticed", o, names[mistake]);
+    }
+  }
+  mxl_emu::settings().run_order = mxl_emu::order::forward;
+}
+
 // ---------------------------------------------------------------- shuffles, deadlocks
 
 // out[thread] = the sum over its warp by an xor butterfly.
@@ -344,6 +432,7 @@ int main(void) {
   MXL_RUN(test_mma_fragments);
   MXL_RUN(test_ldmatrix_mma);
   MXL_RUN(test_cp_async);
+  MXL_RUN(test_barriers_between_warps);
   MXL_RUN(test_warp_collectives);
   return mxl_test_summary("cuda_warp");
 }
