@@ -316,8 +316,9 @@ INLINE __m256 reduce8(const __m512 a[8]) {
  * first chunk streams the B tile from memory: each step prefetches the 4
  * lines BT_PREFETCH bytes ahead of it in the tile's sequential order, within
  * B, into L2 (on Zen 4 from the page cache, 1 row of A: 21 GB/s against 18.6
- * with prefetcht0 16 KB ahead; the rows stream better one at a time, see
- * gemv_bf16, but a tile of 4 B rows lets each A vector serve 4 products). A few long streams run at the read bandwidth of a core (8 row streams
+ * with prefetcht0 16 KB ahead; rows stream better one at a time, see
+ * gemv_bf16, but a tile of 4 B rows lets each A vector serve 4 products).
+ * A few long streams run at the read bandwidth of a core (8 row streams
  * with per-row prefetch reached about 80 % of it); with 4 rows of A each
  * B vector feeds 4 dot products, so 16 rows cost 4 passes over L1, not
  * over memory. */
@@ -488,7 +489,8 @@ INLINE void gv_rows(const int EXACT, float *y, const uint16_t *x, const uint16_t
   for (; j + 4 <= N; j += 4) {
     __m512 acc[4];
     UNROLL
-    for (int r = 0; r < 4; r++) acc[r] = gv_row(EXACT, x, x_lo, W + (int64_t)(j + r) * ldw, K, pf_end);
+    for (int r = 0; r < 4; r++)
+      acc[r] = gv_row(EXACT, x, x_lo, W + (int64_t)(j + r) * ldw, K, pf_end);
     _mm_storeu_ps(y + j, reduce4(acc));
   }
   for (; j < N; j++)
