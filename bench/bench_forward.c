@@ -3,7 +3,7 @@
  *
  *   build-bench/bench_forward [--model DIR | --preset bench|test] [--threads 1,2]
  *                             [--prompt 512] [--decode 64] [--chunk 512] [--reps 3]
- *                             [--profile] [--no-limits]
+ *                             [--profile] [--no-limits] [--no-mmap]
  *
  * Without --model it writes the bench preset (`mxlora tiny --preset bench`,
  * HF layout) to a temporary folder and removes it at the end; give
@@ -27,7 +27,9 @@
  * the page cache's 4 KB pages, so each repetition also times the same sum
  * over the mapped unembedding in place, and decode is given as a % of that
  * too ("decode % mapped"): what is left to the kernels, apart from where
- * the pages lie.
+ * the pages lie. --no-mmap copies the weights into 2 MB pages instead
+ * (mxl_weight_options; one copy per thread count, so give one thread count
+ * when memory holds only one copy).
  *
  * --no-limits skips the limits (and so the ratios): for scripts that time
  * many short runs (bench/busy_machine.py, bench/vs_llamacpp.py).
@@ -49,7 +51,7 @@ enum { MAX_THREADS = 4, MAX_REPS = 32 };
 typedef struct options {
   const char *model, *preset;
   int threads[MAX_THREADS], n_threads;
-  int prompt, decode, chunk, reps, profile, limits;
+  int prompt, decode, chunk, reps, profile, limits, no_mmap;
 } options;
 
 /* One thread count: a backend, an engine on it, a KV cache and scratch. */
@@ -72,14 +74,16 @@ typedef struct sample {
 
 static const char usage[] =
     "usage: bench_forward [--model DIR | --preset bench|test] [--threads 1,2] [--prompt 512]\n"
-    "                     [--decode 64] [--chunk 512] [--reps 3] [--profile] [--no-limits]\n";
+    "                     [--decode 64] [--chunk 512] [--reps 3] [--profile] [--no-limits]\n"
+    "                     [--no-mmap]\n";
 
 static int parse_options(int argc, char **argv, options *o) {
-  *o = (options){NULL, "bench", {1, 2}, 2, 512, 64, 512, 3, 0, 1};
+  *o = (options){NULL, "bench", {1, 2}, 2, 512, 64, 512, 3, 0, 1, 0};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--profile")) o->profile = 1;
     else if (!strcmp(a, "--no-limits")) o->limits = 0;
+    else if (!strcmp(a, "--no-mmap")) o->no_mmap = 1;
     else if (!v) return 0;
     else if (!strcmp(a, "--model")) o->model = v, i++;
     else if (!strcmp(a, "--preset")) o->preset = v, i++;
@@ -130,13 +134,23 @@ static mxl_status decode(runner *r, float *logits, int count) {
   return MXL_OK;
 }
 
+static double gb(double bytes) { return bytes / 1e9; }
+
 static mxl_status runner_open(runner *r, const mxl_model *m, int nt, const options *o,
                               int profile) {
   memset(r, 0, sizeof *r);
   r->nt = nt;
   MXL_TRY(mxl_backend_cpu_create(nt, &r->be));
   if (profile) bench_prof_install(r->be, &m->config, m->w.vocab_rows);
-  MXL_TRY(mxl_engine_create(m, r->be, &r->e));
+  mxl_weight_options w = {o->no_mmap, NULL, NULL};
+  double t0 = bench_now();
+  MXL_TRY(mxl_engine_create_with(m, r->be, &w, &r->e));
+  if (o->no_mmap) {
+    size_t bytes = 0;
+    for (int i = 0; i < r->e->n_device_files; i++) bytes += r->e->huge_bytes[i];
+    printf("--no-mmap (%d thread%s): copied %.2f GB of weights into 2 MB pages in %.2f s\n", nt,
+           nt > 1 ? "s" : "", gb(bytes), bench_now() - t0);
+  }
   return mxl_kv_cache_create(r->e, o->prompt + o->decode, o->chunk, &r->cache);
 }
 
@@ -169,8 +183,6 @@ static void mapped_bandwidth(const mxl_model *m, int nt, sample *x) {
 }
 
 /* ------------------------------------------------------------------ report */
-
-static double gb(double bytes) { return bytes / 1e9; }
 
 static void print_work(const mxl_config *c, int V, const options *o) {
   bench_decode_bytes b = bench_decode_weight_bytes(c, V);

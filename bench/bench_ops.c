@@ -656,8 +656,8 @@ int main(int argc, char **argv) {
       bf_arg l = {&lm, 1, 1, x, y};
       row_ctx rl = {"bf16 lm_head", "M=1 N=201088 K=2880", (double)V * H * 2, 0};
       measure(&rl, be, run_bf, &l, g_reps, &L, 0);
-      for (int f = 0; f < 3; f++) { /* few rows: short prefills, batched decode */
-        int rows[3] = {2, 4, 16};
+      for (int f = 0; f < 4; f++) { /* few rows: short prefills, batched decode */
+        int rows[4] = {2, 4, 16, 32};
         bf_arg fa = {wq, NQ, rows[f], x, y};
         snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", rows[f]);
         row_ctx rf = {"bf16 few q_proj", shape, (double)NH * HD * H * 2, 0};

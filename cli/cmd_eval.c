@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 
 MXL_DECLARE_COMMAND(eval);
 
@@ -20,7 +21,7 @@ static const char *number(double v, int decimals, char buf[32]) {
 
 int mxl_cmd_eval(int argc, char **argv) {
   const char *model = NULL, *data = NULL, *mask = NULL, *backend = NULL;
-  int seq_len = 0, batch = 0, threads = 0;
+  int seq_len = 0, batch = 0, threads = 0, no_mmap = 0;
   mxl_opt_list adapters = {0};
   const mxl_opt opts[] = {
       {"--model", MXL_OPT_STRING, &model, "DIR: the gpt-oss checkpoint"},
@@ -32,6 +33,8 @@ int mxl_cmd_eval(int argc, char **argv) {
       {"--loss-mask", MXL_OPT_STRING, &mask, "assistant|last-turn|final|all (default assistant)"},
       {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default 0: all cores)", 0, 4096},
       {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref"},
+      {"--no-mmap", MXL_OPT_FLAG, &no_mmap,
+       "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR --data FILE [--adapter FILE] [options]", opts,
                          sizeof opts / sizeof opts[0], NULL, 0, NULL);
@@ -49,7 +52,9 @@ int mxl_cmd_eval(int argc, char **argv) {
     paths[i] = buf[i];
   }
   mxl_eval_options o = {model, data, paths, scales, adapters.n, seq_len, batch, mask,
-                        backend, threads, NULL, NULL};
+                        backend, threads, NULL, NULL, {0}};
+  double copy_clock = 0;
+  o.weights = mxl_cli_weight_options(no_mmap, &copy_clock);
   mxl_eval_result r;
   mxl_status st = mxl_eval(&o, &r);
   if (st != MXL_OK && st != MXL_ERR_NUMERIC) return mxl_cli_fail("eval", st);

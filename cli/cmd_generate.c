@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 
 MXL_DECLARE_COMMAND(generate);
 
@@ -89,7 +90,7 @@ static void explain_no_answer(const print_state *p, const mxl_gen_result *res, i
 int mxl_cmd_generate(int argc, char **argv) {
   const char *model = NULL, *prompt = NULL, *developer = NULL, *effort = NULL;
   const char *backend = "cpu", *dump = NULL;
-  int chat = 0, show_analysis = 0, threads = 0, special = 0, max_context = 0;
+  int chat = 0, show_analysis = 0, threads = 0, special = 0, max_context = 0, no_mmap = 0;
   mxl_opt_list adapters = {0};
   mxl_gen_request req;
   mxl_gen_request_defaults(&req);
@@ -120,6 +121,8 @@ int mxl_cmd_generate(int argc, char **argv) {
        1 << 20},
       {"--threads", MXL_OPT_INT, &threads, "N: CPU threads (default 0: all cores)", 0, 4096},
       {"--backend", MXL_OPT_STRING, &backend, "cpu|cuda|cuda:N|auto|ref: compute backend"},
+      {"--no-mmap", MXL_OPT_FLAG, &no_mmap,
+       "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
   int rc = mxl_cli_parse(argc, argv, "--model DIR [--prompt TEXT] [options]", opts,
                          sizeof opts / sizeof opts[0], NULL, 0, NULL);
@@ -136,7 +139,9 @@ int mxl_cmd_generate(int argc, char **argv) {
       return 2;
   char *stdin_text = NULL;
   if (!prompt) prompt = stdin_text = read_stdin();
-  mxl_generator_options gopt = {backend, threads, max_context};
+  double copy_clock = 0;
+  mxl_generator_options gopt = {backend, threads, max_context,
+                                mxl_cli_weight_options(no_mmap, &copy_clock)};
   mxl_generator *g = NULL;
   mxl_status st = mxl_generator_open(model, &gopt, &g);
   for (int i = 0; st == MXL_OK && i < adapters.n; i++) {

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 static int line_open;
@@ -43,4 +44,28 @@ void mxl_progress_line(const char *label, double done, double total, const char 
 void mxl_progress_end(void) {
   if (line_open) fputc('\n', stderr);
   line_open = 0;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void weight_progress(void *user, const char *what, double done, double total) {
+  (void)what;
+  double *start = user;
+  if (*start == 0) *start = now_seconds();
+  char suffix[64];
+  snprintf(suffix, sizeof suffix, "%.2f / %.2f GB, %.1f s", done / 1e9, total / 1e9,
+           now_seconds() - *start);
+  mxl_progress_line("copying the weights into 2 MB pages", done, total, suffix, done >= total);
+  if (done >= total) mxl_progress_end();
+}
+
+mxl_weight_options mxl_cli_weight_options(int no_mmap, double *clock) {
+  mxl_weight_options w = {0};
+  w.no_mmap = no_mmap;
+  if (no_mmap) w.progress = weight_progress, w.progress_user = clock;
+  return w;
 }

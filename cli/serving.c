@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/progress.h"
+
 void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
   const mxl_opt opts[MXL_SERVING_N_OPTS] = {
       {"--model", MXL_OPT_STRING, &a->model, "DIR: the gpt-oss checkpoint (any layout)"},
@@ -26,6 +28,8 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
        "N: output tokens when a request names none (default 1024)"},
       {"--backend", MXL_OPT_STRING, &a->backend, "cpu|cuda|cuda:N|auto|ref: compute backend"},
       {"--threads", MXL_OPT_INT, &a->threads, "N: CPU threads (default: all cores)"},
+      {"--no-mmap", MXL_OPT_FLAG, &a->no_mmap,
+       "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
   memcpy(o, opts, sizeof opts);
 }
@@ -101,6 +105,8 @@ int mxl_serving_open(const char *cmd, const mxl_serving_args *a, mxl_service **o
   so.model_id = a->model_id;
   so.scheduler.backend = a->backend;
   so.scheduler.threads = a->threads;
+  static double copy_clock; /* the service opens once per process */
+  so.scheduler.weights = mxl_cli_weight_options(a->no_mmap, &copy_clock);
   so.scheduler.max_context = a->ctx;
   so.scheduler.max_batch = a->max_batch;
   so.scheduler.max_queue = a->max_queue;

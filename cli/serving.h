@@ -7,11 +7,11 @@
 
 typedef struct mxl_serving_args {
   const char *model, *backend, *model_id, *kv_memory, *adapter_memory;
-  int threads, ctx, max_batch, max_queue, prefill_chunk, default_max_tokens;
+  int threads, ctx, max_batch, max_queue, prefill_chunk, default_max_tokens, no_mmap;
   mxl_opt_list adapters; /* NAME=FILE[:SCALE] or FILE[:SCALE] */
 } mxl_serving_args;
 
-enum { MXL_SERVING_N_OPTS = 12 };
+enum { MXL_SERVING_N_OPTS = 13 };
 
 /* Writes the shared option entries into opts[0..MXL_SERVING_N_OPTS). */
 void mxl_serving_opts(mxl_serving_args *a, mxl_opt *opts);

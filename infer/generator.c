@@ -31,7 +31,8 @@ struct mxl_generator {
 /* The generator of mxl_generator_open, on `be` when given (which it owns
  * from then on, also on failure), else on a new backend named `backend`. */
 static mxl_status generator_open(const char *path, mxl_backend *be, const char *backend,
-                                 int threads, int max_context, mxl_generator **out) {
+                                 int threads, int max_context, const mxl_weight_options *weights,
+                                 mxl_generator **out) {
   *out = NULL;
   if (max_context < 0) {
     mxl_backend_destroy(be);
@@ -47,7 +48,7 @@ static mxl_status generator_open(const char *path, mxl_backend *be, const char *
   mxl_status st = mxl_model_open(path, &g->model);
   if (st == MXL_OK) st = mxl_tokenizer_load(g->model->dir, &g->tok);
   if (st == MXL_OK && !g->be) st = mxl_backend_create_named(backend, threads, &g->be);
-  if (st == MXL_OK) st = mxl_engine_create(g->model, g->be, &g->engine);
+  if (st == MXL_OK) st = mxl_engine_create_with(g->model, g->be, weights, &g->engine);
   if (st != MXL_OK) {
     mxl_generator_close(g);
     return st;
@@ -61,12 +62,13 @@ static mxl_status generator_open(const char *path, mxl_backend *be, const char *
 mxl_status mxl_generator_open(const char *path, const mxl_generator_options *opt,
                               mxl_generator **out) {
   return generator_open(path, NULL, opt && opt->backend ? opt->backend : "cpu",
-                        opt ? opt->threads : 0, opt ? opt->max_context : 0, out);
+                        opt ? opt->threads : 0, opt ? opt->max_context : 0,
+                        opt ? &opt->weights : NULL, out);
 }
 
 mxl_status mxl_generator_open_on(const char *path, mxl_backend *be, int max_context,
                                  mxl_generator **out) {
-  return generator_open(path, be, NULL, 0, max_context, out);
+  return generator_open(path, be, NULL, 0, max_context, NULL, out);
 }
 
 static void overlay_free(overlay *o) {

@@ -64,7 +64,7 @@ mxl_status mxl_scheduler_create(const mxl_model *model, const mxl_scheduler_opti
   s->model = model;
   mxl_status st = resolve_options(model, opt, &s->opt);
   if (st == MXL_OK) st = mxl_backend_create_named(s->opt.backend, s->opt.threads, &s->be);
-  if (st == MXL_OK) st = mxl_engine_create(model, s->be, &s->engine);
+  if (st == MXL_OK) st = mxl_engine_create_with(model, s->be, &s->opt.weights, &s->engine);
   if (st == MXL_OK) st = mxl_batch_forward_init(s);
   if (st != MXL_OK) {
     mxl_batch_forward_release(s);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/fileio.h"
+#include "core/hugemem.h"
 #include "core/status.h"
 #include "model/safetensors.h"
 
@@ -78,16 +79,61 @@ static void rebase_layer(rebase *r, mxl_layer_weights *l) {
   rebase_mxfp4(r, &l->gate_up), rebase_mxfp4(r, &l->down);
 }
 
-/* Copies every weight file to device memory and points e->w into it. */
-static mxl_status upload_weights(mxl_engine *e) {
+/* Copies weight file `f` into 2 MB pages, a chunk at a time: each chunk of
+ * the mapping is mapped in one pass before and dropped from the process
+ * after (it stays in the page cache), so resident memory grows by the copy
+ * alone. */
+static mxl_status copy_to_huge_pages(const mxl_mapping *f, void **out, size_t *done,
+                                     size_t total, const mxl_weight_options *o) {
+  MXL_TRY(mxl_huge_alloc(f->size, f->path, out));
+  enum { CHUNK = 256 << 20 };
+  for (size_t at = 0; at < f->size; at += CHUNK) {
+    size_t n = f->size - at < CHUNK ? f->size - at : CHUNK;
+    mxl_mapping_map_pages(f->data + at, n);
+    memcpy((uint8_t *)*out + at, f->data + at, n);
+    mxl_mapping_drop_pages(f->data + at, n);
+    *done += n;
+    if (o->progress) o->progress(o->progress_user, "weights", (double)*done, (double)total);
+  }
+  return MXL_OK;
+}
+
+/* Refuses a copy that MemAvailable cannot hold, before any of it is made:
+ * running out halfway would end in the OOM killer, not an error. */
+static mxl_status check_room(const mxl_mapping **files, int n, size_t *total) {
+  size_t pages = 0;
+  *total = 0;
+  for (int i = 0; i < n; i++) *total += files[i]->size, pages += mxl_huge_round(files[i]->size);
+  uint64_t avail = 0;
+  MXL_TRY(mxl_mem_available(&avail));
+  if (pages > avail)
+    return mxl_errorf(MXL_ERR_MEMORY,
+                      "--no-mmap: copying the weights needs %.2f GB but MemAvailable is %.2f GB "
+                      "(%s); run without --no-mmap to read the mapped files in place",
+                      pages / 1e9, avail / 1e9, files[0]->path);
+  return MXL_OK;
+}
+
+/* Copies every weight file, to device memory on a backend without host
+ * memory and to 2 MB pages with `huge` (--no-mmap), and points e->w into
+ * the copies. */
+static mxl_status copy_weights(mxl_engine *e, int huge, const mxl_weight_options *o) {
   const mxl_mapping *files[64];
   int n = weight_files(e->model, files, 64);
+  size_t total = 0, done = 0;
+  if (huge && n > 0) MXL_TRY(check_room(files, n, &total));
   e->device_files = calloc(n, sizeof *e->device_files);
   e->device_layers = malloc(e->cfg->n_layers * sizeof *e->device_layers);
-  if (!e->device_files || !e->device_layers)
+  if (huge) e->huge_bytes = calloc(n, sizeof *e->huge_bytes);
+  if (!e->device_files || !e->device_layers || (huge && !e->huge_bytes))
     return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
   e->n_device_files = n;
   for (int i = 0; i < n; i++) {
+    if (huge) {
+      MXL_TRY(copy_to_huge_pages(files[i], &e->device_files[i], &done, total, o));
+      e->huge_bytes[i] = files[i]->size;
+      continue;
+    }
     e->device_files[i] = e->ops->alloc(e->be, files[i]->size);
     if (!e->device_files[i])
       return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory",
@@ -149,6 +195,11 @@ size_t mxl_engine_device_bytes(const mxl_model *model) {
 }
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
+  return mxl_engine_create_with(model, be, NULL, out);
+}
+
+mxl_status mxl_engine_create_with(const mxl_model *model, mxl_backend *be,
+                                  const mxl_weight_options *weights, mxl_engine **out) {
   *out = NULL;
   MXL_TRY(check_ops(be->ops));
   mxl_engine *e = calloc(1, sizeof *e);
@@ -172,8 +223,9 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
     return mxl_errorf(MXL_ERR_MEMORY, "engine: cannot allocate the RoPE table");
   }
   e->ops->upload(be, e->inv_freq, table, half * sizeof(float));
-  if (!be->ops->host_memory) {
-    mxl_status st = upload_weights(e);
+  int huge = weights && weights->no_mmap && be->ops->host_memory;
+  if (!be->ops->host_memory || huge) {
+    mxl_status st = copy_weights(e, huge, weights);
     if (st != MXL_OK) {
       mxl_engine_destroy(e);
       return st;
@@ -186,7 +238,12 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
 void mxl_engine_destroy(mxl_engine *e) {
   if (!e) return;
   e->ops->free(e->be, e->inv_freq);
-  for (int i = 0; i < e->n_device_files; i++) e->ops->free(e->be, e->device_files[i]);
+  for (int i = 0; i < e->n_device_files; i++)
+    if (e->huge_bytes)
+      mxl_huge_free(e->device_files[i], e->huge_bytes[i]);
+    else
+      e->ops->free(e->be, e->device_files[i]);
+  free(e->huge_bytes);
   free(e->device_files);
   free(e->device_layers);
   free(e);

@@ -16,8 +16,10 @@ typedef struct mxl_engine {
   float *inv_freq;       /* [d/2] YaRN inverse frequencies, backend memory */
   float concentration;   /* YaRN attention factor applied to cos and sin */
   /* Backends without host memory (CUDA) get a device copy of every mapped
-   * file, and w points into those copies. */
+   * file, and w points into those copies; so does a CPU backend under
+   * --no-mmap, in 2 MB pages (huge_bytes: each copy's size, else NULL). */
   void **device_files;   /* [n_device_files] */
+  size_t *huge_bytes;    /* [n_device_files] or NULL */
   int n_device_files;
   mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
 } mxl_engine;
@@ -27,6 +29,10 @@ typedef struct mxl_engine {
 void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
+/* With `weights` (may be NULL): on a backend with host memory, no_mmap
+ * copies the weight files into 2 MB pages (mxl_weight_options). */
+mxl_status mxl_engine_create_with(const mxl_model *model, mxl_backend *be,
+                                  const mxl_weight_options *weights, mxl_engine **out);
 
 /* The backend bytes mxl_engine_create allocates on a backend without host
  * memory: every weight file, and the RoPE table (`mxlora plan`). */

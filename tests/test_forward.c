@@ -268,6 +268,45 @@ static void test_device_copy_of_weights(void) {
   fixture_close(&f);
 }
 
+static double copied_bytes, copy_total;
+static void on_copy(void *user, const char *what, double done, double total) {
+  (void)user;
+  MXL_CHECK(strcmp(what, "weights") == 0 && done > copied_bytes && done <= total);
+  copied_bytes = done, copy_total = total;
+}
+
+/* --no-mmap: the CPU engine copies the weight files into 2 MB-aligned
+ * anonymous memory and reads them there. With the files' pages made
+ * unreadable, the logits are bitwise those of the mapped weights. */
+static void test_weights_in_huge_pages(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 0));
+  if (!f.engine) return fixture_close(&f);
+  make_tokens(f.engine->w.vocab_rows);
+  const size_t V = f.engine->w.vocab_rows;
+  float *a = malloc(N * V * 4), *b = malloc(N * V * 4);
+  MXL_CHECK_OK(run(f.engine, N, a));
+  mxl_weight_options w = {1, on_copy, NULL};
+  mxl_engine *copy = NULL;
+  MXL_CHECK_OK(mxl_engine_create_with(f.model, f.be, &w, &copy));
+  const mxl_safetensors *st = f.model->st;
+  size_t file_bytes = 0;
+  for (int i = 0; st && i < st->n_files; i++) file_bytes += st->files[i].size;
+  MXL_CHECK(copy && copy->huge_bytes && copy->n_device_files == st->n_files);
+  MXL_CHECK(copied_bytes == (double)file_bytes && copy_total == (double)file_bytes);
+  for (int i = 0; copy && i < copy->n_device_files; i++)
+    MXL_CHECK((uintptr_t)copy->device_files[i] % (2 << 20) == 0);
+  for (int i = 0; st && i < st->n_files; i++)
+    mprotect((void *)st->files[i].data, st->files[i].size, PROT_NONE);
+  if (copy) MXL_CHECK_OK(run(copy, N, b));
+  for (int i = 0; st && i < st->n_files; i++)
+    mprotect((void *)st->files[i].data, st->files[i].size, PROT_READ);
+  MXL_CHECK(copy && memcmp(a, b, N * V * 4) == 0);
+  mxl_engine_destroy(copy);
+  free(a), free(b);
+  fixture_close(&f);
+}
+
 /* A backend with a hole in its op table is refused when the engine is made,
  * naming the op, instead of crashing at the first call. Each
  * op is removed in turn, so a new op left out of model/engine.c's list
@@ -311,6 +350,7 @@ int main(void) {
   MXL_RUN(test_inference_and_training_agree);
   MXL_RUN(test_cpu_matches_ref);
   MXL_RUN(test_device_copy_of_weights);
+  MXL_RUN(test_weights_in_huge_pages);
   MXL_RUN(test_missing_op_refused);
   return mxl_test_summary("forward");
 }

@@ -26,7 +26,7 @@ static mxl_status open_all(eval_run *r, const mxl_eval_options *o) {
   MXL_TRY(mxl_model_open(o->model, &r->model));
   MXL_TRY(mxl_tokenizer_load(r->model->dir, &r->tok));
   MXL_TRY(mxl_backend_create_named(o->backend, o->threads, &r->be));
-  MXL_TRY(mxl_engine_create(r->model, r->be, &r->engine));
+  MXL_TRY(mxl_engine_create_with(r->model, r->be, &o->weights, &r->engine));
   mxl_data_options dopt = {0};
   MXL_TRY(mxl_dataset_load(o->data, r->tok, &dopt, &r->data));
   if (o->n_adapters > 16) return mxl_errorf(MXL_ERR_ARGUMENT, "at most 16 adapters");

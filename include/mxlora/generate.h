@@ -14,6 +14,7 @@ typedef struct mxl_generator_options {
   const char *backend; /* "cpu" (default), "cuda", "cuda:N", "auto" or "ref" */
   int threads;         /* 0: all cores */
   int max_context;     /* KV cache positions (0: 4096, capped by the model) */
+  mxl_weight_options weights; /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_generator_options;
 
 /* Opens the model at `path` (any layout) and its tokenizer. */

@@ -77,6 +77,18 @@ typedef struct mxl_tiny_options {
 
 typedef void (*mxl_progress_fn)(void *user, const char *what, double done, double total);
 
+/* How inference holds the base weights. By default the forward reads the
+ * mapped checkpoint files in place, from their page-cache pages (4 KB each).
+ * With no_mmap (llama.cpp's --no-mmap) the weight files are copied once into
+ * anonymous memory in 2 MB pages, which decode streams faster; the copy is
+ * refused, with an error, when /proc/meminfo's MemAvailable cannot hold it.
+ * `progress` (may be NULL) gets ("weights", bytes copied, bytes in all). */
+typedef struct mxl_weight_options {
+  int no_mmap;
+  mxl_progress_fn progress;
+  void *progress_user;
+} mxl_weight_options;
+
 /* Writes a deterministic gpt-oss-architecture checkpoint under `out_dir`
  * (HF layout at the root, original/ and metal/ beside it as asked), with
  * generation_config.json and the tokenizer files at the root. Every file is

@@ -62,6 +62,7 @@ typedef struct mxl_scheduler_options {
   uint64_t kv_memory;  /* bytes of KV cache for all requests (0: max_batch requests of
                           max_context positions) */
   int max_queue;       /* requests waiting at once before submit refuses (0: 256) */
+  mxl_weight_options weights; /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_scheduler_options;
 
 /* Binds `model` (which must outlive the scheduler) to a new backend. */

@@ -130,6 +130,7 @@ typedef struct mxl_eval_options {
   int threads;
   mxl_progress_fn progress;    /* optional, per batch */
   void *progress_user;
+  mxl_weight_options weights;  /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_eval_options;
 
 typedef struct mxl_eval_result {

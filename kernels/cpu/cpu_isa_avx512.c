@@ -316,8 +316,9 @@ INLINE __m256 reduce8(const __m512 a[8]) {
  * first chunk streams the B tile from memory: each step prefetches the 4
  * lines BT_PREFETCH bytes ahead of it in the tile's sequential order, within
  * B, into L2 (on Zen 4 from the page cache, 1 row of A: 21 GB/s against 18.6
- * with prefetcht0 16 KB ahead; the rows stream better one at a time, see
- * gemv_bf16, but a tile of 4 B rows lets each A vector serve 4 products). A few long streams run at the read bandwidth of a core (8 row streams
+ * with prefetcht0 16 KB ahead; rows stream better one at a time, see
+ * gemv_bf16, but a tile of 4 B rows lets each A vector serve 4 products).
+ * A few long streams run at the read bandwidth of a core (8 row streams
  * with per-row prefetch reached about 80 % of it); with 4 rows of A each
  * B vector feeds 4 dot products, so 16 rows cost 4 passes over L1, not
  * over memory. */
@@ -488,7 +489,8 @@ INLINE void gv_rows(const int EXACT, float *y, const uint16_t *x, const uint16_t
   for (; j + 4 <= N; j += 4) {
     __m512 acc[4];
     UNROLL
-    for (int r = 0; r < 4; r++) acc[r] = gv_row(EXACT, x, x_lo, W + (int64_t)(j + r) * ldw, K, pf_end);
+    for (int r = 0; r < 4; r++)
+      acc[r] = gv_row(EXACT, x, x_lo, W + (int64_t)(j + r) * ldw, K, pf_end);
     _mm_storeu_ps(y + j, reduce4(acc));
   }
   for (; j < N; j++)
@@ -633,7 +635,7 @@ TARGET static void a5_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
  * 8 KB ahead, or prefetcht1, were slower. Rows whose scales leave [-125, 125] (never in real
  * checkpoints; also the NaN code) take the portable decode. */
 
-enum { MX_MAX_K = 8192, MX_PREFETCH = 6144, MX_TILE_ROWS = 4 };
+enum { MX_MAX_K = 8192, MX_PREFETCH = 6144, MX_TILE_ROWS = 4, MX_MR = 4 };
 
 /* x [K] (natural order) -> dst [ceil(K/128)·128] in group order: per group,
  * plane q word j = x[128·g + 32·(j/8) + 4·(j%8) + q]; zeros past K. */
@@ -718,18 +720,23 @@ INLINE __m512 mx_dot(const __m512bh X[4], const __m512bh W[4]) {
 
 /* One group g of MR activation rows × NR weight rows into acc (tail: as
  * mx_decode). */
-INLINE void mx_group(const int MR, const int NR, const int EXACT, __m512 acc[4][4], int g, int tail,
+INLINE void mx_group(const int MR, const int NR, const int EXACT, __m512 acc[MX_MR][4], int g,
+                     int tail,
                      const uint16_t *xq, const uint16_t *xq_lo, int64_t ldq, const uint8_t *blocks,
                      const uint8_t *scales, int64_t row_blocks, const mx_consts *c,
                      const uint8_t *pf_end) {
-  __m512bh X[4][4], L[4][4];
-  UNROLL
-  for (int m = 0; m < MR; m++)
+  /* Activation vectors: one row's 4 held for the NR weight rows, several
+   * rows' read where they are used (from L1) */
+  const int HOLD = MR == 1 && NR > 1;
+  __m512bh X[MX_MR][4], L[MX_MR][4];
+  if (HOLD)
     UNROLL
-    for (int q = 0; q < 4; q++) {
-      X[m][q] = (__m512bh)_mm512_loadu_si512(xq + m * ldq + g * 128 + q * 32);
-      if (EXACT) L[m][q] = (__m512bh)_mm512_loadu_si512(xq_lo + m * ldq + g * 128 + q * 32);
-    }
+    for (int m = 0; m < MR; m++)
+      UNROLL
+      for (int q = 0; q < 4; q++) {
+        X[m][q] = (__m512bh)_mm512_loadu_si512(xq + m * ldq + g * 128 + q * 32);
+        if (EXACT) L[m][q] = (__m512bh)_mm512_loadu_si512(xq_lo + m * ldq + g * 128 + q * 32);
+      }
   UNROLL
   for (int n = 0; n < NR; n++) {
     const uint8_t *ahead = blocks + MX_PREFETCH + ((int64_t)g * NR + n) * 64;
@@ -740,6 +747,12 @@ INLINE void mx_group(const int MR, const int NR, const int EXACT, __m512 acc[4][
               scales + n * row_blocks + g * 4, tail, c, W, &S);
     UNROLL
     for (int m = 0; m < MR; m++) {
+      if (!HOLD)
+        UNROLL
+        for (int q = 0; q < 4; q++) {
+          X[m][q] = (__m512bh)_mm512_loadu_si512(xq + m * ldq + g * 128 + q * 32);
+          if (EXACT) L[m][q] = (__m512bh)_mm512_loadu_si512(xq_lo + m * ldq + g * 128 + q * 32);
+        }
       __m512 t = mx_dot(X[m], W);
       if (EXACT) t = _mm512_add_ps(t, mx_dot(L[m], W));
       acc[m][n] = _mm512_fmadd_ps(t, S, acc[m][n]);
@@ -755,7 +768,7 @@ INLINE void mx_tile(const int MR, const int NR, const int EXACT, float *C, int64
                     const uint8_t *scales, int64_t row_blocks, int nb, int bias,
                     const uint8_t *pf_end) {
   mx_consts c = mx_consts_of(bias);
-  __m512 acc[4][4];
+  __m512 acc[MX_MR][4];
   UNROLL
   for (int m = 0; m < MR; m++)
     UNROLL
@@ -783,12 +796,19 @@ typedef void (*mx_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *,
                                                 const uint8_t *pf_end) {                         \
     mx_tile(MR, NR, EX, C, ldc, xq, xq_lo, ldq, blocks, scales, row_blocks, nb, bias, pf_end);   \
   }
-/* Weight rows per tile by activation rows, within 32 registers: MR·4 (·2
- * exact) activation vectors, 5 for the decoded group, MR·NR accumulators. */
+/* Weight rows per tile by activation rows, within 32 registers: MR·NR
+ * accumulators, 4 (·2 exact) vectors per weight row decoded, and for one
+ * activation row its 4 (·2) vectors held; tiles of several activation rows
+ * read theirs from L1 where they are used. Zen 4, 1 thread, K = 2880,
+ * weights in L2, GFLOP/s with the activation vectors held up front (tiles
+ * 2×2, 3×2, 4×1) → read where used (2×4, 3×4, 4×2): 2 rows 124 → 131,
+ * 3 rows 141 → 147, 4 rows 125 → 150, 8 rows 118 → 151 (8 rows per tile
+ * were slower than 2 × 4). */
 MX_TILE_FN(1, 4, 0)
-MX_TILE_FN(2, 2, 0)
-MX_TILE_FN(3, 2, 0)
+MX_TILE_FN(2, 4, 0)
+MX_TILE_FN(3, 4, 0)
 MX_TILE_FN(4, 1, 0)
+MX_TILE_FN(4, 2, 0)
 MX_TILE_FN(1, 1, 0)
 MX_TILE_FN(2, 1, 0)
 MX_TILE_FN(3, 1, 0)
@@ -801,17 +821,15 @@ typedef struct mx_tiles {
   int nr;
   mx_tile_fn wide, one;
 } mx_tiles;
-static const mx_tiles mx_tile_table[2][5] = {
+static const mx_tiles mx_tile_table[2][MX_MR + 1] = {
     {{0, NULL, NULL},
      {4, mx_tile_1_4_0, mx_tile_1_1_0},
-     {2, mx_tile_2_2_0, mx_tile_2_1_0},
-     {2, mx_tile_3_2_0, mx_tile_3_1_0},
-     {1, mx_tile_4_1_0, mx_tile_4_1_0}},
+     {4, mx_tile_2_4_0, mx_tile_2_1_0},
+     {4, mx_tile_3_4_0, mx_tile_3_1_0},
+     {2, mx_tile_4_2_0, mx_tile_4_1_0}},
     {{0, NULL, NULL},
      {4, mx_tile_1_4_1, mx_tile_1_1_1},
-     {1, mx_tile_2_1_1, mx_tile_2_1_1},
-     {0, NULL, NULL},
-     {0, NULL, NULL}},
+     {1, mx_tile_2_1_1, mx_tile_2_1_1}},
 };
 
 /* Blocks [g0, g1) of one row by the portable decode, bf16-rounded weights
@@ -836,7 +854,7 @@ TARGET static void mx_rows(float *C, int64_t ldc, const uint16_t *A, const uint1
                            int64_t lda, const uint16_t *xq, const uint16_t *xq_lo, int64_t ldq,
                            const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
                            int M, int N, int K, int bias) {
-  int nb = K / MXL_MXFP4_BLOCK, exact = A_lo != NULL, mr_max = exact ? 2 : 4;
+  int nb = K / MXL_MXFP4_BLOCK, exact = A_lo != NULL, mr_max = exact ? 2 : MX_MR;
   const uint8_t *pf_end = blocks + (int64_t)N * row_blocks * MXL_MXFP4_BLOCK_BYTES;
   for (int j0 = 0; j0 < N; j0 += MX_TILE_ROWS) {
     int rows = N - j0 < MX_TILE_ROWS ? N - j0 : MX_TILE_ROWS;
