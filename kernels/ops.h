@@ -149,6 +149,7 @@ struct mxl_ops {
   void (*destroy)(mxl_backend *be);
   void *(*alloc)(mxl_backend *be, size_t bytes); /* zeroed; NULL on failure */
   void (*free)(mxl_backend *be, void *ptr); /* NULL is a no-op */
+  /* host_src may be reused once upload returns (CUDA stages pageable memory) */
   void (*upload)(mxl_backend *be, void *dst, const void *host_src, size_t bytes);
   void (*download)(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
   void (*copy)(mxl_backend *be, void *dst, const void *src, size_t bytes);

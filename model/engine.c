@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bf16.h"
 #include "core/fileio.h"
 #include "core/status.h"
 #include "model/safetensors.h"
@@ -41,9 +42,46 @@ static int weight_files(const mxl_model *m, const mxl_mapping **files, int cap) 
   return n;
 }
 
+/* The byte range [lo, hi) of `file` that stays in host memory: the token
+ * embedding (1.08 GiB on gpt-oss), when it lies in this file and is not
+ * also the unembedding. The training step and the forward gather the rows
+ * of their tokens on the host and upload only those (mxl_engine_embed). */
+static void host_range(const mxl_model *m, const mxl_mapping *file, size_t *lo, size_t *hi) {
+  const uint8_t *p = (const uint8_t *)m->w.embed.w;
+  size_t bytes = (size_t)m->w.embed.rows * m->w.embed.cols * sizeof(uint16_t);
+  *lo = *hi = 0;
+  if (!p || p == (const uint8_t *)m->w.unembed.w || p < file->data ||
+      p + bytes > file->data + file->size)
+    return;
+  *lo = (size_t)(p - file->data);
+  *hi = *lo + bytes;
+}
+
+/* A file's device copy in at most two pieces around its host range: [0, lo)
+ * and [tail, size), the tail starting at hi rounded down to the device
+ * alignment so that every tensor keeps its alignment (offsets are kept
+ * modulo MXL_DEVICE_PIECE_ALIGN). */
+enum { MXL_DEVICE_PIECE_ALIGN = 256 };
+
+typedef struct file_pieces {
+  size_t head, tail; /* the first piece is [0, head), the second [tail, size) */
+} file_pieces;
+
+static file_pieces pieces_of(const mxl_model *m, const mxl_mapping *file) {
+  size_t lo, hi;
+  host_range(m, file, &lo, &hi);
+  file_pieces fp = {file->size, file->size};
+  if (hi > lo) {
+    fp.head = lo;
+    fp.tail = hi & ~(size_t)(MXL_DEVICE_PIECE_ALIGN - 1);
+  }
+  return fp;
+}
+
 typedef struct rebase {
   const mxl_mapping **files;
-  void **device;
+  void **device; /* [2 n]: each file's head and tail pieces (NULL when empty) */
+  const file_pieces *pieces;
   int n;
   int missed; /* a pointer outside every file: a bug in the weights view */
 } rebase;
@@ -51,9 +89,13 @@ typedef struct rebase {
 static const void *rebased(rebase *r, const void *p) {
   if (!p) return NULL;
   const uint8_t *b = p;
-  for (int i = 0; i < r->n; i++)
-    if (b >= r->files[i]->data && b < r->files[i]->data + r->files[i]->size)
-      return (uint8_t *)r->device[i] + (b - r->files[i]->data);
+  for (int i = 0; i < r->n; i++) {
+    if (b < r->files[i]->data || b >= r->files[i]->data + r->files[i]->size) continue;
+    size_t off = (size_t)(b - r->files[i]->data);
+    if (off < r->pieces[i].head) return (uint8_t *)r->device[2 * i] + off;
+    if (off >= r->pieces[i].tail) return (uint8_t *)r->device[2 * i + 1] + (off - r->pieces[i].tail);
+    break; /* in the host range: nothing on the device points there */
+  }
   r->missed = 1;
   return p;
 }
@@ -78,29 +120,47 @@ static void rebase_layer(rebase *r, mxl_layer_weights *l) {
   rebase_mxfp4(r, &l->gate_up), rebase_mxfp4(r, &l->down);
 }
 
-/* Copies every weight file to device memory and points e->w into it. */
+/* Uploads bytes [from, to) of `file` into a new device piece (NULL when empty). */
+static mxl_status upload_piece(mxl_engine *e, const mxl_mapping *file, size_t from, size_t to,
+                               void **out) {
+  *out = NULL;
+  if (to <= from) return MXL_OK;
+  *out = e->ops->alloc(e->be, to - from);
+  if (!*out)
+    return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory", file->path,
+                      to - from, e->ops->name);
+  e->ops->upload(e->be, *out, file->data + from, to - from);
+  return MXL_OK;
+}
+
+/* Copies every weight file, less the host range, to device memory and
+ * points e->w into the copies. */
 static mxl_status upload_weights(mxl_engine *e) {
   const mxl_mapping *files[64];
+  file_pieces pieces[64];
   int n = weight_files(e->model, files, 64);
-  e->device_files = calloc(n, sizeof *e->device_files);
+  e->device_files = calloc(2 * (size_t)n, sizeof *e->device_files);
   e->device_layers = malloc(e->cfg->n_layers * sizeof *e->device_layers);
   if (!e->device_files || !e->device_layers)
     return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
-  e->n_device_files = n;
+  e->n_device_files = 2 * n;
   for (int i = 0; i < n; i++) {
-    e->device_files[i] = e->ops->alloc(e->be, files[i]->size);
-    if (!e->device_files[i])
-      return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory",
-                        files[i]->path, files[i]->size, e->ops->name);
-    e->ops->upload(e->be, e->device_files[i], files[i]->data, files[i]->size);
+    pieces[i] = pieces_of(e->model, files[i]);
+    MXL_TRY(upload_piece(e, files[i], 0, pieces[i].head, &e->device_files[2 * i]));
+    MXL_TRY(upload_piece(e, files[i], pieces[i].tail, files[i]->size, &e->device_files[2 * i + 1]));
   }
-  rebase r = {files, e->device_files, n, 0};
+  rebase r = {files, e->device_files, pieces, n, 0};
   memcpy(e->device_layers, e->w.layers, e->cfg->n_layers * sizeof *e->device_layers);
   e->w.layers = e->device_layers;
   for (int l = 0; l < e->cfg->n_layers; l++) rebase_layer(&r, &e->w.layers[l]);
-  rebase_bf16(&r, &e->w.embed);
   rebase_bf16(&r, &e->w.unembed);
   e->w.final_norm = rebased(&r, e->w.final_norm);
+  /* The embedding stays where the mapping has it unless it shares its
+   * memory with the unembedding (then it is on the device with it). */
+  size_t lo = 0, hi = 0;
+  for (int i = 0; i < n && hi == 0; i++) host_range(e->model, files[i], &lo, &hi);
+  e->embed_on_host = hi > lo;
+  if (!e->embed_on_host) rebase_bf16(&r, &e->w.embed);
   if (r.missed)
     return mxl_errorf(MXL_ERR_STATE, "engine: a weight lies outside the model's files");
   return e->ops->sync(e->be);
@@ -144,8 +204,43 @@ size_t mxl_engine_device_bytes(const mxl_model *model) {
   const mxl_mapping *files[64];
   int n = weight_files(model, files, 64);
   size_t bytes = (size_t)(model->config.head_dim / 2) * sizeof(float);
-  for (int i = 0; i < n; i++) bytes += files[i]->size;
+  for (int i = 0; i < n; i++) {
+    file_pieces fp = pieces_of(model, files[i]);
+    bytes += fp.head + (files[i]->size - fp.tail);
+  }
   return bytes;
+}
+
+size_t mxl_engine_host_embed_bytes(const mxl_model *model) {
+  const mxl_mapping *files[64];
+  int n = weight_files(model, files, 64);
+  size_t lo = 0, hi = 0;
+  for (int i = 0; i < n && hi == 0; i++) host_range(model, files[i], &lo, &hi);
+  return hi - lo;
+}
+
+mxl_status mxl_engine_embed(mxl_engine *e, float *x, const int32_t *ids_host,
+                            const int32_t *ids, int n) {
+  const size_t H = (size_t)e->cfg->hidden;
+  if (!e->embed_on_host) {
+    e->ops->embed(e->be, x, e->w.embed.w, ids, n, (int)H);
+    return MXL_OK;
+  }
+  if ((size_t)n * H > e->embed_rows_cap) {
+    float *rows = realloc(e->embed_rows, (size_t)n * H * sizeof(float));
+    if (!rows) return mxl_errorf(MXL_ERR_MEMORY, "embedding %d tokens: out of host memory", n);
+    e->embed_rows = rows;
+    e->embed_rows_cap = (size_t)n * H;
+  }
+  /* bf16 to fp32 is exact: the same values the device embed op writes. */
+  for (int t = 0; t < n; t++) {
+    const uint16_t *row = e->w.embed.w + (size_t)ids_host[t] * H;
+    for (size_t j = 0; j < H; j++) e->embed_rows[(size_t)t * H + j] = mxl_bf16_to_f32(row[j]);
+  }
+  /* upload has read the host rows when it returns (ops.h), so they may be
+   * reused by the next call */
+  e->ops->upload(e->be, x, e->embed_rows, (size_t)n * H * sizeof(float));
+  return MXL_OK;
 }
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
@@ -189,6 +284,7 @@ void mxl_engine_destroy(mxl_engine *e) {
   for (int i = 0; i < e->n_device_files; i++) e->ops->free(e->be, e->device_files[i]);
   free(e->device_files);
   free(e->device_layers);
+  free(e->embed_rows);
   free(e);
 }
 

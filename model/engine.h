@@ -17,9 +17,14 @@ typedef struct mxl_engine {
   float concentration;   /* YaRN attention factor applied to cos and sin */
   /* Backends without host memory (CUDA) get a device copy of every mapped
    * file, and w points into those copies. */
-  void **device_files;   /* [n_device_files] */
+  void **device_files;   /* [n_device_files] pieces of the files (NULL: empty) */
   int n_device_files;
   mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
+  /* 1: the token embedding stays in the host mapping (device backends):
+   * mxl_engine_embed gathers a step's rows on the host and uploads them. */
+  int embed_on_host;
+  float *embed_rows;     /* host [embed_rows_cap] staging of gathered rows */
+  size_t embed_rows_cap;
 } mxl_engine;
 
 /* The YaRN table of docs/gpt-oss.md §5.3, computed in double: inv_freq [d/2] and the
@@ -29,8 +34,18 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
 
 /* The backend bytes mxl_engine_create allocates on a backend without host
- * memory: every weight file, and the RoPE table (`mxlora plan`). */
+ * memory: every weight file less the token embedding, which stays in host
+ * memory (its rows are gathered per step), and the RoPE table (`mxlora
+ * plan`). */
 size_t mxl_engine_device_bytes(const mxl_model *model);
+/* The bytes of the embedding kept in host memory there (0: none). */
+size_t mxl_engine_host_embed_bytes(const mxl_model *model);
+
+/* x [n, H] (backend memory) = the embedding rows of tokens ids_host [n]
+ * (host) / ids [n] (the same ids in backend memory): the embed op where the
+ * embedding is on the backend, else a gather on the host and one upload. */
+mxl_status mxl_engine_embed(mxl_engine *e, float *x, const int32_t *ids_host,
+                            const int32_t *ids, int n);
 void mxl_engine_destroy(mxl_engine *e);
 
 /* Drops layer `layer`'s projection weights (MXFP4 experts, bf16 q/k/v/o;

@@ -21,9 +21,10 @@
 static model_fixture f;
 
 /* One training step of n_seq x seq_len tokens with rank-`rank` LoRA on
- * every attention and expert projection, on a fresh emulated backend;
- * returns its peak device bytes. */
-static size_t measured_peak(int n_seq, int seq_len, int rank) {
+ * every attention and expert projection, the state's options `opts`
+ * (moe_chunk, keep_inputs), on a fresh emulated backend; returns its peak
+ * device bytes. */
+static size_t measured_peak(int n_seq, int seq_len, int rank, mxl_train_state opts) {
   const mxl_config *c = &f.model->config;
   mxl_backend *emu = NULL;
   mxl_engine *e = NULL;
@@ -60,7 +61,7 @@ static size_t measured_peak(int n_seq, int seq_len, int rank) {
   mxl_lora_fill_view(grads->layout, grads->params, 1.0f, &gv);
   const mxl_lora_view *views[] = {&pv};
   mxl_lora_stack stack = {views, 1, 1, 5};
-  mxl_train_state st = {0};
+  mxl_train_state st = opts;
   double loss = 0;
   MXL_CHECK_OK(mxl_train_step(e, &st, &b, &stack, &gv, &loss));
   mxl_cuda_emu_memory(emu, &now, &peak);
@@ -78,8 +79,13 @@ done:
   return peak;
 }
 
+/* Steps of several shapes: the defaults (layer inputs offloaded, experts
+ * in chunks of 1024 tokens: one chunk here), experts in chunks of 16
+ * tokens, every layer's input kept on the device. */
 static void test_plan_matches_allocations(void) {
-  const struct { int n_seq, seq_len, rank; } steps[] = {{2, 13, 2}, {1, 70, 4}};
+  const struct {
+    int n_seq, seq_len, rank, moe_chunk, keep_inputs;
+  } steps[] = {{2, 13, 2, 0, 0}, {1, 70, 4, 0, 0}, {1, 70, 4, 16, 0}, {2, 13, 2, 0, 1}};
   for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
     mxl_plan_request req = {0};
     req.model = f.dir;
@@ -88,14 +94,23 @@ static void test_plan_matches_allocations(void) {
     req.batch = steps[i].n_seq;
     req.rank = steps[i].rank;
     req.targets = "attn,experts";
+    req.moe_chunk = steps[i].moe_chunk;
+    req.keep_inputs = steps[i].keep_inputs;
     mxl_plan p;
     MXL_CHECK_OK(mxl_plan_compute(&req, &p));
-    size_t peak = measured_peak(steps[i].n_seq, steps[i].seq_len, steps[i].rank);
-    printf("  %d x %d tokens, rank %d: plan %llu bytes, emulated backend peak %zu bytes\n",
-           steps[i].n_seq, steps[i].seq_len, steps[i].rank, (unsigned long long)p.allocated, peak);
+    mxl_train_state opts = {.moe_chunk = steps[i].moe_chunk, .keep_inputs = steps[i].keep_inputs};
+    size_t peak = measured_peak(steps[i].n_seq, steps[i].seq_len, steps[i].rank, opts);
+    printf("  %d x %d tokens, rank %d, MoE chunk %d, inputs %s: plan %llu bytes, emulated "
+           "backend peak %zu bytes\n",
+           steps[i].n_seq, steps[i].seq_len, steps[i].rank, p.moe_chunk,
+           p.offload ? "offloaded" : "kept", (unsigned long long)p.allocated, peak);
     MXL_CHECK_MSG(p.allocated == peak, "plan %llu vs allocated %zu (difference %lld)",
                   (unsigned long long)p.allocated, peak, (long long)p.allocated - (long long)peak);
     MXL_CHECK(p.fits && p.total == p.allocated + MXL_PLAN_RUNTIME_RESERVE);
+    MXL_CHECK(p.offload == !steps[i].keep_inputs);
+    /* the token embedding stays in host memory */
+    const mxl_config *c = &f.model->config;
+    MXL_CHECK(p.host_embed == (uint64_t)f.model->w.vocab_rows * c->hidden * 2);
   }
 }
 
