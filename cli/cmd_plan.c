@@ -10,7 +10,7 @@ const char mxl_cmd_plan_help[] = "GPU memory of a training run: does it fit, lon
 static const char usage_line[] =
     "--model DIR | --shape gpt-oss-20b|gpt-oss-120b --gpu SIZE [--seq N] [--batch B]\n"
     "            [--rank R] [--targets LIST] [--expert-layers LIST] [--chunk N]\n"
-    "            [--recipe FILE]\n\n"
+    "            [--keep-inputs] [--unembed-on-host] [--recipe FILE]\n\n"
     "Adds up the device memory of LoRA training on the CUDA backend: the weights (kept\n"
     "in MXFP4), LoRA parameters, gradients and AdamW state, the activations of\n"
     "per-layer checkpointing, the backend's scratch and cuBLASLt workspace, and an\n"
@@ -35,7 +35,9 @@ static void print_plan(const mxl_plan *p) {
     const char *what;
     uint64_t bytes;
   } rows[] = {
-      {"weights (MXFP4 kept, embedding on the host)", p->weights},
+      {p->host_unembed ? "weights (MXFP4 kept, (un)embedding on host)"
+                       : "weights (MXFP4 kept, embedding on the host)",
+       p->weights},
       {"LoRA parameters, gradients, AdamW m and v", p->lora_state},
       {p->offload ? "layer inputs: device ring of two" : "layer inputs kept for the backward",
        p->checkpoints},
@@ -48,7 +50,9 @@ static void print_plan(const mxl_plan *p) {
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     printf("  %-44s %8.2f GiB\n", rows[i].what, gib(rows[i].bytes));
   printf("  %-44s %8.2f GiB\n", "total", gib(p->total));
-  printf("\nhost memory: embedding %.2f GiB (the mapped file)", gib(p->host_embed));
+  printf("\nhost memory: embedding %.2f GiB", gib(p->host_embed));
+  if (p->host_unembed) printf(", unembedding %.2f GiB", gib(p->host_unembed));
+  printf(" (the mapped file)");
   if (p->offload) printf(", layer inputs %.2f GiB", gib(p->host_inputs));
   printf("; PCIe per step %.2f GiB\n", gib(p->pcie_bytes));
   printf("\nGPU %.1f GiB: %s", gib(p->gpu_bytes), p->fits ? "fits" : "does not fit");
@@ -76,6 +80,8 @@ int mxl_cmd_plan(int argc, char **argv) {
       {"--chunk", MXL_OPT_INT, &req.moe_chunk, "N: tokens whose experts run at a time (1024)"},
       {"--keep-inputs", MXL_OPT_FLAG, &req.keep_inputs,
        "every layer's input on the GPU (no offloading to host memory)"},
+      {"--unembed-on-host", MXL_OPT_FLAG, &req.unembed_on_host,
+       "the unembedding in host memory, uploaded chunk by chunk"},
   };
   int rc = mxl_cli_parse(argc, argv, usage_line, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
   if (rc) return rc == 1 ? 0 : 2;

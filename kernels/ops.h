@@ -81,6 +81,11 @@ typedef struct mxl_bf16_weight {
   const uint16_t *bias; /* [rows] bf16, or NULL */
   int64_t rows, cols;
   int fp32_act;
+  /* 1: w and bias are host memory, not backend memory (the unembedding of
+   * a training step kept off a GPU); only unembed_xent accepts such a
+   * weight: the CUDA backend uploads each vocabulary chunk before its
+   * products. On host-memory backends the two are the same. */
+  int host;
 } mxl_bf16_weight;
 
 /* Frozen MXFP4 matrices, one per expert: W_e [rows, cols], y = x·W_eᵀ + b_e.
@@ -252,7 +257,8 @@ struct mxl_ops {
    * For each token with weight[t] != 0:
    *   loss[t] = logsumexp(h_t·Wᵀ) - (h_t·Wᵀ)[targets[t]]
    *   dh[t] += weight[t]·(softmax(h_t·Wᵀ) - onehot(targets[t]))·W
-   * loss and dh may be NULL; masked tokens get loss 0 and no gradient. */
+   * loss and dh may be NULL; masked tokens get loss 0 and no gradient.
+   * W may be in host memory (W->host). */
   void (*unembed_xent)(mxl_backend *be, float *loss, float *dh, const float *h,
                        const mxl_bf16_weight *W, const int32_t *targets, const float *weight,
                        int n);

@@ -42,45 +42,85 @@ static int weight_files(const mxl_model *m, const mxl_mapping **files, int cap) 
   return n;
 }
 
-/* The byte range [lo, hi) of `file` that stays in host memory: the token
- * embedding (1.08 GiB on gpt-oss), when it lies in this file and is not
- * also the unembedding. The training step and the forward gather the rows
- * of their tokens on the host and upload only those (mxl_engine_embed). */
-static void host_range(const mxl_model *m, const mxl_mapping *file, size_t *lo, size_t *hi) {
-  const uint8_t *p = (const uint8_t *)m->w.embed.w;
-  size_t bytes = (size_t)m->w.embed.rows * m->w.embed.cols * sizeof(uint16_t);
-  *lo = *hi = 0;
-  if (!p || p == (const uint8_t *)m->w.unembed.w || p < file->data ||
-      p + bytes > file->data + file->size)
-    return;
-  *lo = (size_t)(p - file->data);
-  *hi = *lo + bytes;
+/* Weights a device backend leaves in host memory: the token embedding
+ * (1.08 GiB on gpt-oss; the training step and the forward gather the rows
+ * of their tokens on the host and upload only those, mxl_engine_embed)
+ * unless it is also the unembedding, and the unembedding when the options
+ * ask (a training step's loss uploads it chunk by chunk, ops.h). Tensors
+ * under MXL_HOST_TENSOR_MIN bytes stay on the device. */
+enum { MXL_DEVICE_PIECE_ALIGN = 256, MXL_HOST_TENSOR_MIN = 4 * MXL_DEVICE_PIECE_ALIGN };
+
+typedef struct host_tensors {
+  const uint8_t *p[2];
+  size_t bytes[2];
+  int n;
+  int embed, unembed; /* which ones are there */
+} host_tensors;
+
+static size_t bf16_bytes(const mxl_bf16_weight *w) {
+  return (size_t)w->rows * (size_t)w->cols * sizeof(uint16_t);
 }
 
-/* A file's device copy in at most two pieces around its host range: [0, lo)
- * and [tail, size), the tail starting at hi rounded down to the device
- * alignment so that every tensor keeps its alignment (offsets are kept
- * modulo MXL_DEVICE_PIECE_ALIGN). */
-enum { MXL_DEVICE_PIECE_ALIGN = 256 };
+static host_tensors host_tensors_of(const mxl_model *m, int unembed_on_host) {
+  host_tensors h = {{NULL, NULL}, {0, 0}, 0, 0, 0};
+  const mxl_bf16_weight *emb = &m->w.embed, *un = &m->w.unembed;
+  if (emb->w && emb->w != un->w && bf16_bytes(emb) >= MXL_HOST_TENSOR_MIN) {
+    h.p[h.n] = (const uint8_t *)emb->w, h.bytes[h.n++] = bf16_bytes(emb);
+    h.embed = 1;
+  }
+  /* its bias (none on gpt-oss) would stay on the device: not worth a piece */
+  if (unembed_on_host && un->w && !un->bias && bf16_bytes(un) >= MXL_HOST_TENSOR_MIN) {
+    h.p[h.n] = (const uint8_t *)un->w, h.bytes[h.n++] = bf16_bytes(un);
+    h.unembed = 1;
+  }
+  return h;
+}
 
+/* A file's device copy: up to three pieces [from, to) around the host
+ * tensors in it, each piece after a host tensor starting at its end rounded
+ * down to the device alignment, so that every tensor keeps its alignment
+ * (offsets are kept modulo MXL_DEVICE_PIECE_ALIGN). */
 typedef struct file_pieces {
-  size_t head, tail; /* the first piece is [0, head), the second [tail, size) */
+  size_t from[3], to[3];
+  int n;
 } file_pieces;
 
-static file_pieces pieces_of(const mxl_model *m, const mxl_mapping *file) {
-  size_t lo, hi;
-  host_range(m, file, &lo, &hi);
-  file_pieces fp = {file->size, file->size};
-  if (hi > lo) {
-    fp.head = lo;
-    fp.tail = hi & ~(size_t)(MXL_DEVICE_PIECE_ALIGN - 1);
+static file_pieces pieces_of(const mxl_mapping *file, const host_tensors *h) {
+  size_t lo[2], hi[2];
+  int k = 0;
+  for (int i = 0; i < h->n; i++)
+    if (h->p[i] >= file->data && h->p[i] + h->bytes[i] <= file->data + file->size) {
+      lo[k] = (size_t)(h->p[i] - file->data);
+      hi[k] = lo[k] + h->bytes[i];
+      k++;
+    }
+  if (k == 2 && lo[1] < lo[0]) {
+    size_t t = lo[0];
+    lo[0] = lo[1], lo[1] = t;
+    t = hi[0], hi[0] = hi[1], hi[1] = t;
+  }
+  file_pieces fp = {{0}, {0}, 0};
+  size_t cursor = 0;
+  for (int i = 0; i <= k; i++) {
+    size_t end = i < k ? lo[i] : file->size;
+    if (end > cursor) {
+      fp.from[fp.n] = cursor;
+      fp.to[fp.n++] = end;
+    }
+    if (i < k) cursor = hi[i] & ~(size_t)(MXL_DEVICE_PIECE_ALIGN - 1);
   }
   return fp;
 }
 
+static size_t pieces_bytes(const file_pieces *fp) {
+  size_t bytes = 0;
+  for (int i = 0; i < fp->n; i++) bytes += fp->to[i] - fp->from[i];
+  return bytes;
+}
+
 typedef struct rebase {
   const mxl_mapping **files;
-  void **device; /* [2 n]: each file's head and tail pieces (NULL when empty) */
+  void **device; /* [3 n]: each file's pieces */
   const file_pieces *pieces;
   int n;
   int missed; /* a pointer outside every file: a bug in the weights view */
@@ -92,9 +132,11 @@ static const void *rebased(rebase *r, const void *p) {
   for (int i = 0; i < r->n; i++) {
     if (b < r->files[i]->data || b >= r->files[i]->data + r->files[i]->size) continue;
     size_t off = (size_t)(b - r->files[i]->data);
-    if (off < r->pieces[i].head) return (uint8_t *)r->device[2 * i] + off;
-    if (off >= r->pieces[i].tail) return (uint8_t *)r->device[2 * i + 1] + (off - r->pieces[i].tail);
-    break; /* in the host range: nothing on the device points there */
+    const file_pieces *fp = &r->pieces[i];
+    for (int j = 0; j < fp->n; j++)
+      if (off >= fp->from[j] && off < fp->to[j])
+        return (uint8_t *)r->device[3 * i + j] + (off - fp->from[j]);
+    break; /* in a host tensor: nothing on the device points there */
   }
   r->missed = 1;
   return p;
@@ -120,11 +162,9 @@ static void rebase_layer(rebase *r, mxl_layer_weights *l) {
   rebase_mxfp4(r, &l->gate_up), rebase_mxfp4(r, &l->down);
 }
 
-/* Uploads bytes [from, to) of `file` into a new device piece (NULL when empty). */
+/* Uploads bytes [from, to) of `file` into a new device piece. */
 static mxl_status upload_piece(mxl_engine *e, const mxl_mapping *file, size_t from, size_t to,
                                void **out) {
-  *out = NULL;
-  if (to <= from) return MXL_OK;
   *out = e->ops->alloc(e->be, to - from);
   if (!*out)
     return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory", file->path,
@@ -133,34 +173,34 @@ static mxl_status upload_piece(mxl_engine *e, const mxl_mapping *file, size_t fr
   return MXL_OK;
 }
 
-/* Copies every weight file, less the host range, to device memory and
+/* Copies every weight file, less the host tensors, to device memory and
  * points e->w into the copies. */
-static mxl_status upload_weights(mxl_engine *e) {
+static mxl_status upload_weights(mxl_engine *e, int unembed_on_host) {
   const mxl_mapping *files[64];
   file_pieces pieces[64];
   int n = weight_files(e->model, files, 64);
-  e->device_files = calloc(2 * (size_t)n, sizeof *e->device_files);
+  host_tensors h = host_tensors_of(e->model, unembed_on_host);
+  e->device_files = calloc(3 * (size_t)n, sizeof *e->device_files);
   e->device_layers = malloc(e->cfg->n_layers * sizeof *e->device_layers);
   if (!e->device_files || !e->device_layers)
     return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
-  e->n_device_files = 2 * n;
+  e->n_device_files = 3 * n;
   for (int i = 0; i < n; i++) {
-    pieces[i] = pieces_of(e->model, files[i]);
-    MXL_TRY(upload_piece(e, files[i], 0, pieces[i].head, &e->device_files[2 * i]));
-    MXL_TRY(upload_piece(e, files[i], pieces[i].tail, files[i]->size, &e->device_files[2 * i + 1]));
+    pieces[i] = pieces_of(files[i], &h);
+    for (int j = 0; j < pieces[i].n; j++)
+      MXL_TRY(upload_piece(e, files[i], pieces[i].from[j], pieces[i].to[j],
+                           &e->device_files[3 * i + j]));
   }
   rebase r = {files, e->device_files, pieces, n, 0};
   memcpy(e->device_layers, e->w.layers, e->cfg->n_layers * sizeof *e->device_layers);
   e->w.layers = e->device_layers;
   for (int l = 0; l < e->cfg->n_layers; l++) rebase_layer(&r, &e->w.layers[l]);
-  rebase_bf16(&r, &e->w.unembed);
   e->w.final_norm = rebased(&r, e->w.final_norm);
-  /* The embedding stays where the mapping has it unless it shares its
-   * memory with the unembedding (then it is on the device with it). */
-  size_t lo = 0, hi = 0;
-  for (int i = 0; i < n && hi == 0; i++) host_range(e->model, files[i], &lo, &hi);
-  e->embed_on_host = hi > lo;
-  if (!e->embed_on_host) rebase_bf16(&r, &e->w.embed);
+  /* the host tensors keep the mapping's pointers */
+  e->embed_on_host = h.embed;
+  if (!h.embed) rebase_bf16(&r, &e->w.embed);
+  e->w.unembed.host = h.unembed;
+  if (!h.unembed) rebase_bf16(&r, &e->w.unembed);
   if (r.missed)
     return mxl_errorf(MXL_ERR_STATE, "engine: a weight lies outside the model's files");
   return e->ops->sync(e->be);
@@ -200,23 +240,26 @@ static mxl_status check_ops(const mxl_ops *ops) {
 
 /* ---------------------------------------------------------------- engine */
 
-size_t mxl_engine_device_bytes(const mxl_model *model) {
+size_t mxl_engine_device_bytes(const mxl_model *model, int unembed_on_host) {
   const mxl_mapping *files[64];
   int n = weight_files(model, files, 64);
+  host_tensors h = host_tensors_of(model, unembed_on_host);
   size_t bytes = (size_t)(model->config.head_dim / 2) * sizeof(float);
   for (int i = 0; i < n; i++) {
-    file_pieces fp = pieces_of(model, files[i]);
-    bytes += fp.head + (files[i]->size - fp.tail);
+    file_pieces fp = pieces_of(files[i], &h);
+    bytes += pieces_bytes(&fp);
   }
   return bytes;
 }
 
-size_t mxl_engine_host_embed_bytes(const mxl_model *model) {
-  const mxl_mapping *files[64];
-  int n = weight_files(model, files, 64);
-  size_t lo = 0, hi = 0;
-  for (int i = 0; i < n && hi == 0; i++) host_range(model, files[i], &lo, &hi);
-  return hi - lo;
+size_t mxl_engine_host_bytes(const mxl_model *model, int unembed_on_host, int which) {
+  host_tensors h = host_tensors_of(model, unembed_on_host);
+  size_t bytes = 0;
+  for (int i = 0; i < h.n; i++) {
+    int is_embed = h.p[i] == (const uint8_t *)model->w.embed.w;
+    if (which == (is_embed ? 0 : 1)) bytes += h.bytes[i];
+  }
+  return bytes;
 }
 
 mxl_status mxl_engine_embed(mxl_engine *e, float *x, const int32_t *ids_host,
@@ -244,6 +287,11 @@ mxl_status mxl_engine_embed(mxl_engine *e, float *x, const int32_t *ids_host,
 }
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
+  return mxl_engine_create_opts(model, be, NULL, out);
+}
+
+mxl_status mxl_engine_create_opts(const mxl_model *model, mxl_backend *be,
+                                  const mxl_engine_options *opts, mxl_engine **out) {
   *out = NULL;
   MXL_TRY(check_ops(be->ops));
   mxl_engine *e = calloc(1, sizeof *e);
@@ -268,7 +316,7 @@ mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine
   }
   e->ops->upload(be, e->inv_freq, table, half * sizeof(float));
   if (!be->ops->host_memory) {
-    mxl_status st = upload_weights(e);
+    mxl_status st = upload_weights(e, opts && opts->unembed_on_host);
     if (st != MXL_OK) {
       mxl_engine_destroy(e);
       return st;

@@ -33,13 +33,26 @@ void mxl_yarn_table(const mxl_config *c, float *inv_freq, float *concentration);
 
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out);
 
-/* The backend bytes mxl_engine_create allocates on a backend without host
- * memory: every weight file less the token embedding, which stays in host
- * memory (its rows are gathered per step), and the RoPE table (`mxlora
- * plan`). */
-size_t mxl_engine_device_bytes(const mxl_model *model);
-/* The bytes of the embedding kept in host memory there (0: none). */
-size_t mxl_engine_host_embed_bytes(const mxl_model *model);
+typedef struct mxl_engine_options {
+  /* A backend without host memory leaves the unembedding in host memory
+   * (e->w.unembed.host): only the training step's loss (unembed_xent)
+   * takes such a weight, uploading it chunk by chunk; an engine that
+   * generates must keep it on the device (matmul_bf16 reads it there). */
+  int unembed_on_host;
+} mxl_engine_options;
+
+/* mxl_engine_create with options (NULL: the defaults, all 0). */
+mxl_status mxl_engine_create_opts(const mxl_model *model, mxl_backend *be,
+                                  const mxl_engine_options *opts, mxl_engine **out);
+
+/* The backend bytes mxl_engine_create(_opts) allocates on a backend without
+ * host memory: every weight file less the token embedding, which stays in
+ * host memory (its rows are gathered per step), less the unembedding when
+ * it stays there too, and the RoPE table (`mxlora plan`). */
+size_t mxl_engine_device_bytes(const mxl_model *model, int unembed_on_host);
+/* The bytes left in host memory there: which 0 the embedding, 1 the
+ * unembedding. */
+size_t mxl_engine_host_bytes(const mxl_model *model, int unembed_on_host, int which);
 
 /* x [n, H] (backend memory) = the embedding rows of tokens ids_host [n]
  * (host) / ids [n] (the same ids in backend memory): the embed op where the

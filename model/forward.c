@@ -101,7 +101,7 @@ static mxl_status check_sequences(const mxl_fwd_seq *seqs, int n_seq, int *n_tot
 static mxl_status reserve_state(mxl_engine *e, mxl_forward_state *st, int n, int rows,
                                 int rank) {
   const size_t H = e->cfg->hidden, V = e->w.vocab_rows;
-  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, 0, rank));
+  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, 0, rank, 0));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->x, n * H * sizeof(float)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->ids, n * sizeof(int32_t)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->pos, n * sizeof(int32_t)));

@@ -12,7 +12,7 @@
  * tokens of one MoE chunk, moe_n (mxl_moe_half runs the experts chunk by
  * chunk: experts are per token, so chunks are independent). */
 static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int moe_n, int rank,
-                       mxl_carver *c) {
+                       int dropout, mxl_carver *c) {
   const size_t H = cfg->hidden, I = cfg->intermediate, E = cfg->n_experts;
   const size_t k = cfg->experts_per_token, m = (size_t)moe_n * k;
   const size_t qd = (size_t)cfg->n_heads * cfg->head_dim;
@@ -37,9 +37,9 @@ static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int moe_
   a->h = mxl_carve(c, m * 2 * I, 4);
   a->act = mxl_carve(c, m * I, 4);
   a->ys = mxl_carve(c, m * H, 4);
-  a->proj = mxl_carve(c, n * H, 4);
-  /* dropout applies to the attention targets' inputs only (experts: none) */
-  a->lora_in = rank ? mxl_carve(c, n * (H > qd ? H : qd), 4) : NULL;
+  /* training with dropout: it applies to the attention targets' inputs
+   * only (experts: none) */
+  a->lora_in = rank && dropout ? mxl_carve(c, n * (H > qd ? H : qd), 4) : NULL;
   for (int t = 0; t < MXL_LORA_N_TARGETS; t++) {
     size_t rows = (t == MXL_LORA_GATE_UP || t == MXL_LORA_DOWN) ? m : (size_t)n;
     a->lora_t[t] = rank ? mxl_carve(c, rows * rank, 4) : NULL;
@@ -50,26 +50,30 @@ int mxl_moe_chunk_tokens(int n, int moe_chunk) {
   return moe_chunk > 0 && moe_chunk < n ? moe_chunk : n;
 }
 
-size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank) {
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout) {
   mxl_layer_acts a;
   mxl_carver sizing = {0};
-  carve_acts(cfg, &a, n, mxl_moe_chunk_tokens(n, moe_chunk), lora_rank, &sizing);
+  carve_acts(cfg, &a, n, mxl_moe_chunk_tokens(n, moe_chunk), lora_rank, dropout, &sizing);
   return sizing.used;
 }
 
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
-                                  int lora_rank) {
+                                  int lora_rank, int dropout) {
   const int moe_n = mxl_moe_chunk_tokens(n, moe_chunk);
   acts->moe_chunk = moe_n;
-  if (n <= acts->cap_n && moe_n <= acts->moe_cap && lora_rank <= acts->lora_rank_cap) {
+  dropout = dropout != 0;
+  if (n <= acts->cap_n && moe_n <= acts->moe_cap && lora_rank <= acts->lora_rank_cap &&
+      dropout <= acts->dropout_cap) {
     acts->n = n;
     return MXL_OK;
   }
   int cap = n > acts->cap_n ? n : acts->cap_n;
   int moe_cap = moe_n > acts->moe_cap ? moe_n : acts->moe_cap;
   int rank = lora_rank > acts->lora_rank_cap ? lora_rank : acts->lora_rank_cap;
+  dropout = dropout > acts->dropout_cap ? dropout : acts->dropout_cap;
   mxl_carver sizing = {0};
-  carve_acts(e->cfg, acts, cap, moe_cap, rank, &sizing);
+  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &acts->block, sizing.used));
   /* host: offsets [E+1], order [m] of a chunk, row_run [n] */
   const size_t E1 = (size_t)e->cfg->n_experts + 1;
@@ -78,13 +82,14 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
   if (!host) return mxl_errorf(MXL_ERR_MEMORY, "layer activations: out of memory");
   acts->host_block = host;
   mxl_carver c = {acts->block.ptr, 0};
-  carve_acts(e->cfg, acts, cap, moe_cap, rank, &c);
+  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &c);
   acts->offsets_host = host;
   acts->order_host = host + E1;
   acts->row_run = host + E1 + m;
   acts->cap_n = cap;
   acts->moe_cap = moe_cap;
   acts->lora_rank_cap = rank;
+  acts->dropout_cap = dropout;
   acts->n = n;
   return MXL_OK;
 }
@@ -320,10 +325,11 @@ mxl_status mxl_attention_half(mxl_engine *e, int layer, const mxl_lora_stack *lo
   ops->rope(e->be, acts->k, n, c->n_kv_heads, d, pos, e->inv_freq, e->concentration,
             e->w.qk_interleaved, 0);
   MXL_TRY(attend(attend_user, e, layer, acts));
-  ops->matmul_bf16(e->be, acts->proj, acts->ctx, &w->o, n);
-  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_O, acts->ctx, qd, H, acts->proj, acts));
-  ops->copy(e->be, acts->x_mid, x, (size_t)n * H * sizeof(float));
-  ops->add(e->be, acts->x_mid, acts->proj, (size_t)n * H);
+  /* o_proj (+LoRA) straight into x_mid, then the residual: proj + x is
+   * x + proj in fp32, so no buffer for proj */
+  ops->matmul_bf16(e->be, acts->x_mid, acts->ctx, &w->o, n);
+  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_O, acts->ctx, qd, H, acts->x_mid, acts));
+  ops->add(e->be, acts->x_mid, x, (size_t)n * H);
   return MXL_OK;
 }
 

@@ -48,11 +48,11 @@ typedef struct mxl_layer_acts {
   float *h;             /* [m, 2I] gate_up output */
   float *act;           /* [m, I] SwiGLU output */
   float *ys;            /* [m, H] down output */
-  float *proj;          /* [n, H] o_proj output before the residual add */
-  float *lora_in;       /* [n, max(H, nh·d)] dropout'd LoRA input (attention targets) */
+  float *lora_in;       /* [n, max(H, nh·d)] dropout'd LoRA input (attention targets),
+                           when reserved with dropout (else NULL) */
   float *lora_t[MXL_LORA_N_TARGETS]; /* [rows, R] x·Aᵀ of every applied adapter, one
                                         [rows, rank] block per segment (lora_segs) */
-  int lora_rank_cap;
+  int lora_rank_cap, dropout_cap;
   int32_t *order_host;  /* [m] host copy of order (mixed batches) */
   int32_t *row_run;     /* [n] host: run index of each token row, -1 for none */
   mxl_lora_seg *segs;   /* host: the segments of the current LoRA product */
@@ -63,9 +63,10 @@ typedef struct mxl_layer_acts {
 
 /* Sizes the activations for n tokens whose experts run moe_chunk tokens at a
  * time (0 or >= n: all at once), growing, never shrinking. lora_rank is the
- * largest rank of any adapter that will be applied (0: none). */
+ * largest rank of any adapter that will be applied (0: none); dropout says
+ * whether a trained adapter has LoRA dropout (training only). */
 mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
-                                  int lora_rank);
+                                  int lora_rank, int dropout);
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
 
 /* The tokens per MoE chunk of a step of n tokens: moe_chunk, or n. */
@@ -73,7 +74,8 @@ int mxl_moe_chunk_tokens(int n, int moe_chunk);
 
 /* The bytes mxl_layer_acts_reserve allocates for these arguments (`mxlora
  * plan`'s accounting, train/plan.c). */
-size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank);
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout);
 
 /* One adapter applied to some rows; its delta is multiplied by `scale`
  * (on top of the view's own alpha/r scale). */

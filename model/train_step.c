@@ -21,10 +21,10 @@ typedef struct grad_bufs {
   float *dctx;     /* [n, nh·d] */
   float *dq;       /* [n, nh·d] */
   float *dk, *dv;  /* [n, nkv·d] */
-  float *ddrop;    /* [n, max(H, nh·d)] LoRA dx before the dropout backward */
+  float *ddrop;    /* [n, max(H, nh·d)] LoRA dx before the dropout backward (with dropout) */
 } grad_bufs;
 
-static void carve_grads(const mxl_config *c, int n, int moe_chunk, grad_bufs *g,
+static void carve_grads(const mxl_config *c, int n, int moe_chunk, int dropout, grad_bufs *g,
                         mxl_carver *cv) {
   const size_t H = c->hidden, I = c->intermediate, chunk = mxl_moe_chunk_tokens(n, moe_chunk);
   const size_t m = chunk * c->experts_per_token;
@@ -43,7 +43,7 @@ static void carve_grads(const mxl_config *c, int n, int moe_chunk, grad_bufs *g,
   g->dq = mxl_carve(cv, n * qd, 4);
   g->dk = mxl_carve(cv, n * kvd, 4);
   g->dv = mxl_carve(cv, n * kvd, 4);
-  g->ddrop = mxl_carve(cv, n * (qd > H ? qd : H), 4);
+  g->ddrop = dropout ? mxl_carve(cv, n * (qd > H ? qd : H), 4) : NULL;
 }
 
 typedef struct batch_dev {
@@ -87,23 +87,30 @@ size_t mxl_train_offload_bytes(const mxl_config *cfg, int n) {
 }
 
 size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
-                             int offload) {
+                             int dropout, int offload) {
   const size_t H = cfg->hidden;
   grad_bufs g;
   mxl_carver grads = {0}, batch = {0};
-  carve_grads(cfg, n, moe_chunk, &g, &grads);
+  carve_grads(cfg, n, moe_chunk, dropout, &g, &grads);
   carve_batch(n, &batch);
-  return mxl_layer_acts_bytes(cfg, n, moe_chunk, lora_rank) +
+  return mxl_layer_acts_bytes(cfg, n, moe_chunk, lora_rank, dropout) +
          device_planes(cfg, offload) * n * H * sizeof(float) + n * H * sizeof(float) +
          n * sizeof(float) + grads.used + batch.used;
 }
 
+/* Whether the step trains an adapter with LoRA dropout (layers.c applies
+ * it to the trained adapter's attention inputs). */
+static int trains_dropout(const mxl_lora_stack *lora, int training) {
+  return training && lora && lora->train && !lora->runs && lora->n > 0 &&
+         lora->views[0]->dropout > 0;
+}
+
 static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, int training,
-                          grad_bufs *g, batch_dev *b) {
+                          int dropout, grad_bufs *g, batch_dev *b) {
   const size_t H = e->cfg->hidden;
   const int chunk = mxl_train_moe_chunk(st, e->ops->host_memory);
   st->offloading = mxl_train_offloads(st, e->ops->host_memory);
-  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, chunk, rank));
+  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, chunk, rank, dropout));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->inputs,
                              device_planes(e->cfg, st->offloading) * n * H * sizeof(float)));
   const size_t offloaded = mxl_train_offload_bytes(e->cfg, n);
@@ -120,10 +127,10 @@ static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, i
   MXL_TRY(mxl_buffer_reserve(e->be, &st->normed, n * H * sizeof(float)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->rstd, n * sizeof(float)));
   mxl_carver sizing = {0};
-  carve_grads(e->cfg, n, chunk, g, &sizing);
+  carve_grads(e->cfg, n, chunk, dropout, g, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &st->grads, sizing.used));
   mxl_carver cv = {st->grads.ptr, 0};
-  carve_grads(e->cfg, n, chunk, g, &cv);
+  carve_grads(e->cfg, n, chunk, dropout, g, &cv);
   mxl_carver bsize = {0};
   carve_batch(n, &bsize);
   MXL_TRY(mxl_buffer_reserve(e->be, &st->batch, bsize.used));
@@ -368,7 +375,8 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   const int n = batch->n_seq * batch->seq_len, H = c->hidden, L = c->n_layers;
   grad_bufs g;
   batch_dev dev;
-  MXL_TRY(reserve(e, st, n, mxl_lora_stack_rank(lora), grads != NULL, &g, &dev));
+  MXL_TRY(reserve(e, st, n, mxl_lora_stack_rank(lora), grads != NULL,
+                  trains_dropout(lora, grads != NULL), &g, &dev));
   upload_batch(e, batch, &dev, n);
   batch_attend ba = {batch, &dev};
   const size_t plane = (size_t)n * H;

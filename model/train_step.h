@@ -88,9 +88,9 @@ void mxl_train_state_release(mxl_engine *e, mxl_train_state *st);
 
 /* The backend bytes a training step of n tokens, experts in chunks of
  * moe_chunk tokens (as mxl_train_moe_chunk gives), LoRA rank lora_rank,
- * layer inputs offloaded or not, holds in its state (every buffer above;
+ * with LoRA dropout or not, layer inputs offloaded or not, holds in its state (every buffer above;
  * `mxlora plan`, train/plan.c). */
 size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
-                             int offload);
+                             int dropout, int offload);
 
 #endif

@@ -27,6 +27,7 @@ typedef struct mxl_plan_request {
   const char *expert_layers; /* "0,6,12" or NULL: every layer */
   int moe_chunk;      /* tokens whose experts run at a time (0: the trainer's default, 1024) */
   int keep_inputs;    /* 1: every layer's input on the device (no offloading) */
+  int unembed_on_host; /* 1: the unembedding stays in host memory (uploaded chunk by chunk) */
 } mxl_plan_request;
 
 /* CUDA context and library code (cuBLASLt kernels), which the process
@@ -43,9 +44,11 @@ typedef struct mxl_plan {
   int expert_layers;      /* layers whose experts are adapted */
   uint64_t lora_params;   /* trainable parameters */
   uint64_t weights;       /* the checkpoint's files, uploaded as they are (MXFP4 kept),
-                             less the token embedding */
+                             less the token embedding (and the unembedding when it stays
+                             in host memory) */
   uint64_t host_embed;    /* the token embedding, left in host memory (a step uploads
                              the rows of its tokens) */
+  uint64_t host_unembed;  /* the unembedding when left in host memory (unembed_on_host) */
   uint64_t lora_state;    /* parameters, gradients, AdamW m and v: fp32 */
   int offload;            /* 1: the layer inputs live in host memory, a ring of 2 on the device */
   uint64_t checkpoints;   /* layer inputs on the device: [L+1, n, H] fp32 (activation
