@@ -98,11 +98,10 @@ size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lo
          n * sizeof(float) + grads.used + batch.used;
 }
 
-/* Whether the step trains an adapter with LoRA dropout (layers.c applies
- * it to the trained adapter's attention inputs). */
+/* Whether the step trains an adapter with LoRA dropout (on the attention
+ * inputs: layers.c's forward when lora->train is set, lora_grad here). */
 static int trains_dropout(const mxl_lora_stack *lora, int training) {
-  return training && lora && lora->train && !lora->runs && lora->n > 0 &&
-         lora->views[0]->dropout > 0;
+  return training && lora && !lora->runs && lora->n > 0 && lora->views[0]->dropout > 0;
 }
 
 static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, int training,

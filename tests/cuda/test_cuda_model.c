@@ -8,7 +8,8 @@
  *     masked tokens, LoRA dropout on): the loss and every LoRA gradient
  *     (attention and expert adapters);
  *   - the same step with the experts in token chunks against all at once,
- *     and with the layer inputs offloaded to host memory against kept.
+ *     with the layer inputs offloaded to host memory against kept, and with
+ *     the unembedding in host memory against on the device.
  * This exercises the ops in the model's own call patterns (plans whose
  * offsets the layer downloads, RoPE tables, cache masks with empty slots,
  * chunked cross-entropy, every backward op). Both backends keep activations
@@ -35,6 +36,8 @@
  *
  * The emulated backend reports device memory (host_memory = 0), so the
  * engine uploads the weights as it does for a GPU. */
+#include <stdbool.h>
+
 #include "adapters/lora.h"
 #include "model/forward.h"
 #include "model/train_step.h"
@@ -193,6 +196,42 @@ done:
   mxl_lora_destroy(got);
 }
 
+/* One training step of the test batch: engine, state options, gradients
+ * (created zeroed by two_steps) and loss. */
+typedef struct step_run {
+  mxl_engine *e;
+  mxl_train_state opts;
+  mxl_lora *grad;
+  double loss;
+} step_run;
+
+/* Runs the test batch's step as `a` and as `b`; false (checks failed) when
+ * either could not run. The caller destroys a->grad and b->grad. */
+static bool two_steps(step_run *a, step_run *b) {
+  int32_t tokens[B * T], targets[B * T], pos[B * T], seg[B * T];
+  float weights[B * T];
+  make_batch(f.engine->w.vocab_rows, tokens, targets, weights, pos, seg);
+  mxl_train_batch batch = {B, T, tokens, targets, weights, pos, seg, NULL, NULL};
+  step_run *runs[] = {a, b};
+  for (int i = 0; i < 2; i++) {
+    MXL_CHECK_OK(mxl_lora_create(&f.model->config, &lora_config, NULL, &runs[i]->grad));
+    if (!runs[i]->grad || !runs[i]->e) return false;
+    mxl_status st = train_step(runs[i]->e, &batch, runs[i]->opts, runs[i]->grad, &runs[i]->loss);
+    MXL_CHECK_OK(st);
+    if (st != MXL_OK) return false;
+  }
+  return true;
+}
+
+/* The two steps gave the same loss and gradients, bit for bit. */
+static void check_same_bits(const step_run *a, const step_run *b, const char *what) {
+  printf("  %s: loss %.9f and %.9f\n", what, a->loss, b->loss);
+  MXL_CHECK_MSG(a->loss == b->loss, "%s: losses differ", what);
+  MXL_CHECK_MSG(
+      memcmp(a->grad->params, b->grad->params, lora->layout->n_floats * sizeof(float)) == 0,
+      "%s: gradients differ", what);
+}
+
 /* The experts in chunks of 5 tokens (6 chunks, the last one short; every
  * layer's routed rows recomputed in the backward, the last layer's too)
  * against the whole step at once: the same per-token arithmetic, so the
@@ -204,36 +243,29 @@ done:
  * such differences flip (measured: 1e-9 one layer up, 7.9e-7 two layers
  * up, against the 1.5e-2 that the comparison with the reference allows). */
 static void test_chunked_experts(void) {
-  int32_t tokens[B * T], targets[B * T], pos[B * T], seg[B * T];
-  float weights[B * T];
-  make_batch(f.engine->w.vocab_rows, tokens, targets, weights, pos, seg);
-  mxl_train_batch b = {B, T, tokens, targets, weights, pos, seg, NULL, NULL};
-  mxl_lora *whole = NULL, *chunked = NULL;
-  MXL_CHECK_OK(mxl_lora_create(&f.model->config, &lora_config, NULL, &whole));
-  MXL_CHECK_OK(mxl_lora_create(&f.model->config, &lora_config, NULL, &chunked));
-  if (!whole || !chunked) goto done;
-  double loss_whole = 0, loss_chunked = 0;
-  const mxl_train_state all = {.moe_chunk = B * T}, fives = {.moe_chunk = 5};
-  MXL_CHECK_OK(train_step(emu_engine, &b, all, whole, &loss_whole));
-  MXL_CHECK_OK(train_step(emu_engine, &b, fives, chunked, &loss_chunked));
-  printf("  loss: whole %.9f, chunks of 5 tokens %.9f\n", loss_whole, loss_chunked);
-  MXL_CHECK(loss_chunked == loss_whole);
-  const mxl_lora_layout *lay = lora->layout;
-  const int last = f.model->config.n_layers - 1;
-  double worst = 0, worst_last = 0;
-  for (int ti = 0; ti < lay->n_tensors; ti++) {
-    const mxl_lora_tensor *t = &lay->tensors[ti];
-    double err = nmse(chunked->params + t->offset, whole->params + t->offset, t->count);
-    worst = fmax(worst, err);
-    if (t->layer == last) worst_last = fmax(worst_last, err);
+  step_run whole = {emu_engine, {.moe_chunk = B * T}, NULL, 0};
+  step_run chunked = {emu_engine, {.moe_chunk = 5}, NULL, 0};
+  if (two_steps(&whole, &chunked)) {
+    printf("  loss: whole %.9f, chunks of 5 tokens %.9f\n", whole.loss, chunked.loss);
+    MXL_CHECK(chunked.loss == whole.loss);
+    const mxl_lora_layout *lay = lora->layout;
+    const int last = f.model->config.n_layers - 1;
+    double worst = 0, worst_last = 0;
+    for (int ti = 0; ti < lay->n_tensors; ti++) {
+      const mxl_lora_tensor *t = &lay->tensors[ti];
+      double err =
+          nmse(chunked.grad->params + t->offset, whole.grad->params + t->offset, t->count);
+      worst = fmax(worst, err);
+      if (t->layer == last) worst_last = fmax(worst_last, err);
+    }
+    printf("  LoRA gradients: worst tensor nmse %.3g, in the last layer %.3g\n", worst,
+           worst_last);
+    MXL_CHECK_MSG(worst_last < 1e-10, "chunked experts: last layer's gradient nmse %.3g",
+                  worst_last);
+    MXL_CHECK_MSG(worst < 1e-5, "chunked experts: gradient nmse %.3g", worst);
   }
-  printf("  LoRA gradients: worst tensor nmse %.3g, in the last layer %.3g\n", worst, worst_last);
-  MXL_CHECK_MSG(worst_last < 1e-10, "chunked experts: last layer's gradient nmse %.3g",
-                worst_last);
-  MXL_CHECK_MSG(worst < 1e-5, "chunked experts: gradient nmse %.3g", worst);
-done:
-  mxl_lora_destroy(whole);
-  mxl_lora_destroy(chunked);
+  mxl_lora_destroy(whole.grad);
+  mxl_lora_destroy(chunked.grad);
 }
 
 /* The layer inputs offloaded to host memory (the default on a device
@@ -241,26 +273,34 @@ done:
  * device: copies are exact, so the loss and every gradient are the same
  * bits. */
 static void test_offloaded_inputs(void) {
-  int32_t tokens[B * T], targets[B * T], pos[B * T], seg[B * T];
-  float weights[B * T];
-  make_batch(f.engine->w.vocab_rows, tokens, targets, weights, pos, seg);
-  mxl_train_batch b = {B, T, tokens, targets, weights, pos, seg, NULL, NULL};
-  mxl_lora *kept = NULL, *offloaded = NULL;
-  MXL_CHECK_OK(mxl_lora_create(&f.model->config, &lora_config, NULL, &kept));
-  MXL_CHECK_OK(mxl_lora_create(&f.model->config, &lora_config, NULL, &offloaded));
-  if (!kept || !offloaded) goto done;
-  double loss_kept = 0, loss_offloaded = 0;
-  const mxl_train_state keep = {.keep_inputs = 1}, offload = {0};
-  MXL_CHECK(mxl_train_offloads(&offload, emu->ops->host_memory));
-  MXL_CHECK_OK(train_step(emu_engine, &b, keep, kept, &loss_kept));
-  MXL_CHECK_OK(train_step(emu_engine, &b, offload, offloaded, &loss_offloaded));
-  printf("  loss: inputs kept %.9f, offloaded %.9f\n", loss_kept, loss_offloaded);
-  MXL_CHECK(loss_kept == loss_offloaded);
-  const size_t n = lora->layout->n_floats;
-  MXL_CHECK(memcmp(kept->params, offloaded->params, n * sizeof(float)) == 0);
-done:
-  mxl_lora_destroy(kept);
-  mxl_lora_destroy(offloaded);
+  step_run kept = {emu_engine, {.keep_inputs = 1}, NULL, 0};
+  step_run offloaded = {emu_engine, {.moe_chunk = 0}, NULL, 0};
+  MXL_CHECK(mxl_train_offloads(&offloaded.opts, emu->ops->host_memory));
+  if (two_steps(&kept, &offloaded)) check_same_bits(&kept, &offloaded, "inputs kept, offloaded");
+  mxl_lora_destroy(kept.grad);
+  mxl_lora_destroy(offloaded.grad);
+}
+
+/* The unembedding left in host memory (uploaded chunk by chunk by the
+ * loss; the target rows picked up from the chunks) against on the device,
+ * over several vocabulary chunks: the same products on the same values, so
+ * the loss and every gradient are the same bits. */
+static void test_unembedding_on_host(void) {
+  const mxl_engine_options opts = {.unembed_on_host = 1};
+  step_run on_device = {emu_engine, {.moe_chunk = 0}, NULL, 0};
+  step_run on_host = {NULL, {.moe_chunk = 0}, NULL, 0};
+  MXL_CHECK_OK(mxl_engine_create_opts(f.model, emu, &opts, &on_host.e));
+  if (on_host.e) {
+    MXL_CHECK(on_host.e->w.unembed.host && on_host.e->w.unembed.w == f.model->w.unembed.w);
+    MXL_CHECK(!emu_engine->w.unembed.host);
+  }
+  mxl_cuda_emu_set_xent_chunk(emu, 320); /* 1088 rows: 4 chunks, the last one short */
+  if (two_steps(&on_device, &on_host))
+    check_same_bits(&on_device, &on_host, "unembedding on the device, in host memory");
+  mxl_cuda_emu_set_xent_chunk(emu, 0);
+  mxl_engine_destroy(on_host.e);
+  mxl_lora_destroy(on_device.grad);
+  mxl_lora_destroy(on_host.grad);
 }
 
 int main(void) {
@@ -278,6 +318,7 @@ int main(void) {
   MXL_RUN(test_train_step);
   MXL_RUN(test_chunked_experts);
   MXL_RUN(test_offloaded_inputs);
+  MXL_RUN(test_unembedding_on_host);
   mxl_engine_destroy(emu_engine);
   mxl_backend_destroy(emu);
   mxl_lora_destroy(lora);
