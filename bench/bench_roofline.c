@@ -26,12 +26,14 @@
  *   memory   elementwise kernels: 80 % of the DRAM bandwidth;
  *   launch   4 µs per kernel, 8 µs per cuBLASLt call (host setup + launch),
  *            20 µs per host sync (the MoE plan's offsets, once per chunk);
- *   pcie     host <-> device copies: 40 % of PCIe 5.0 x16 (63 GB/s each way),
- *            not overlapped with compute (pageable host memory, and a
- *            download waits for its copy): the offloaded layer inputs out
- *            after each layer's forward and back before its recompute, the
- *            embedding rows in, the unembedding in once per step when it
- *            stays in host memory (model/train_step.c, model/engine.c).
+ *   pcie     host <-> device copies on the compute stream, not overlapped
+ *            with compute: the offloaded layer inputs out after each
+ *            layer's forward and back before its recompute, through pinned
+ *            memory without a host wait (80 % of PCIe 5.0 x16, 63 GB/s each
+ *            way); the embedding rows in and, when it stays in host memory,
+ *            the unembedding in once per step, from pageable memory (40 %,
+ *            and 20 µs of host wait per copy) (model/train_step.c,
+ *            model/engine.c).
  * The experts run --chunk tokens at a time (the trainer's default on a GPU,
  * 1024): each chunk is a grouped product of its own.
  * Peaks ("H100": H100 SXM 80 GB; "PRO6000": RTX PRO 6000 Blackwell): H100
@@ -61,8 +63,8 @@ typedef struct gpu {
 } gpu;
 
 static const gpu gpus[] = {
-    {"H100", 989e12, 67e12, 3.35e12, {0.30, 0.20, 0.70, 0.70, 0.35, 0.80, 0.40}, 63e9},
-    {"PRO6000", 500e12, 125e12, 1.792e12, {0.45, 0.30, 0.70, 0.70, 0.35, 0.80, 0.40}, 63e9},
+    {"H100", 989e12, 67e12, 3.35e12, {0.30, 0.20, 0.70, 0.70, 0.35, 0.80, 0.80}, 63e9},
+    {"PRO6000", 500e12, 125e12, 1.792e12, {0.45, 0.30, 0.70, 0.70, 0.35, 0.80, 0.80}, 63e9},
 };
 enum { N_GPUS = sizeof gpus / sizeof gpus[0] };
 
@@ -117,14 +119,18 @@ static void add_sync(const char *name, double count) {
     }
 }
 
-/* `count` host <-> device copies of `bytes` each (a unit of their own: PCIe). */
-static void add_transfer(const char *name, double count, double bytes) {
+/* `count` host <-> device copies of `bytes` each (a unit of their own:
+ * PCIe), from pinned memory or from pageable memory (half the rate, and a
+ * host wait). */
+static void add_transfer(const char *name, double count, double bytes, int pinned) {
   add(name, U_PCIE, 0, 0, 0);
   for (int i = 0; i < n_kernels; i++)
     if (!strcmp(kernels[i].name, name)) {
       kernels[i].syncs += count;
-      for (int g = 0; g < N_GPUS; g++)
-        kernels[i].seconds[g] += count * (bytes / (gpus[g].pcie * gpus[g].eff[U_PCIE]) + SYNC_S);
+      for (int g = 0; g < N_GPUS; g++) {
+        double rate = gpus[g].pcie * gpus[g].eff[U_PCIE] * (pinned ? 1.0 : 0.5);
+        kernels[i].seconds[g] += count * (bytes / rate + (pinned ? 0 : SYNC_S));
+      }
     }
 }
 
@@ -292,9 +298,9 @@ static void training_step(const mxl_config *c, double T, double R, double chunk,
             chunk < T ? chunk : T};
   n_kernels = 0;
   const double plane = 4 * s.n * s.H, offloaded = c->n_layers - 1;
-  add_transfer("PCIe: embedding rows in", 1, plane);
-  add_transfer("PCIe: layer inputs out and back", 2 * offloaded, plane);
-  if (unembed_on_host) add_transfer("PCIe: unembedding in", 1, 2 * s.V * s.H);
+  add_transfer("PCIe: embedding rows in", 1, plane, 0);
+  add_transfer("PCIe: layer inputs out and back", 2 * offloaded, plane, 1);
+  if (unembed_on_host) add_transfer("PCIe: unembedding in", 1, 2 * s.V * s.H, 0);
   for (int l = 0; l < c->n_layers; l++) { /* the forward */
     attention_half(&s, c->layer_sliding[l]);
     moe_half(&s);

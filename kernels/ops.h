@@ -358,6 +358,19 @@ mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out);
 mxl_status mxl_backend_cuda_create(int device, mxl_backend **out);
 void mxl_backend_destroy(mxl_backend *be);
 
+/* Host memory that `be` copies to and from at full speed: page-locked
+ * (pinned) on the CUDA backend, so that copies are DMA transfers that need
+ * not wait; plain heap memory elsewhere. NULL when it cannot be had. Free
+ * it with mxl_backend_host_free on the same backend. */
+void *mxl_backend_host_alloc(mxl_backend *be, size_t bytes);
+void mxl_backend_host_free(mxl_backend *be, void *host);
+
+/* download into memory from mxl_backend_host_alloc without waiting for the
+ * copy on the CUDA backend: ordered after the work issued before it, done
+ * by the next sync, and uploads from host_dst issued after it read what it
+ * wrote; the host must not read host_dst before a sync. Elsewhere: download. */
+void mxl_backend_download_async(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
+
 /* A backend by name, as users give it: "cpu", "ref", "cuda" or "cuda:N"
  * (device N), or "auto" (the first CUDA device when one works, else cpu).
  * n_threads applies to the CPU backends. */

@@ -114,8 +114,8 @@ static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, i
                              device_planes(e->cfg, st->offloading) * n * H * sizeof(float)));
   const size_t offloaded = mxl_train_offload_bytes(e->cfg, n);
   if (training && st->offloading && st->host_inputs_bytes < offloaded) {
-    free(st->host_inputs);
-    st->host_inputs = malloc(offloaded);
+    mxl_backend_host_free(e->be, st->host_inputs); /* pinned on CUDA */
+    st->host_inputs = mxl_backend_host_alloc(e->be, offloaded);
     st->host_inputs_bytes = st->host_inputs ? offloaded : 0;
     if (!st->host_inputs)
       return mxl_errorf(MXL_ERR_MEMORY,
@@ -154,11 +154,13 @@ static float *layer_input(const mxl_train_state *st, int l, size_t plane) {
 }
 
 /* Offloading: x_l to host memory after the forward wrote it, unless it is
- * one the backward finds in the ring (x_{L-1}, x_L). */
+ * one the backward finds in the ring (x_{L-1}, x_L). The host never reads
+ * it: the copy need not be waited for (the next layers run behind it on the
+ * stream, and restore_input's upload is ordered after it). */
 static void save_input(mxl_engine *e, const mxl_train_state *st, int l, size_t plane) {
   if (st->offloading && (size_t)l < offloaded_planes(e->cfg))
-    e->ops->download(e->be, st->host_inputs + (size_t)l * plane, layer_input(st, l, plane),
-                     plane * sizeof(float));
+    mxl_backend_download_async(e->be, st->host_inputs + (size_t)l * plane,
+                               layer_input(st, l, plane), plane * sizeof(float));
 }
 
 /* Offloading: x_l back into its ring slot before the backward recomputes
@@ -436,6 +438,6 @@ void mxl_train_state_release(mxl_engine *e, mxl_train_state *st) {
   mxl_buffer *bufs[] = {&st->inputs, &st->normed, &st->rstd, &st->grads, &st->batch};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mxl_buffer_release(e->be, bufs[i]);
   free(st->host_loss);
-  free(st->host_inputs);
+  mxl_backend_host_free(e->be, st->host_inputs);
   memset(st, 0, sizeof *st);
 }

@@ -53,7 +53,8 @@ typedef struct mxl_train_state {
    * backend (keep_inputs, tests). */
   int keep_inputs;
   int offloading;      /* set by the step: this step offloads */
-  float *host_inputs;  /* host [L-1, n, H]: x_0 .. x_{L-2} */
+  float *host_inputs;  /* host [L-1, n, H]: x_0 .. x_{L-2} (mxl_backend_host_alloc: pinned
+                          on CUDA) */
   size_t host_inputs_bytes;
 } mxl_train_state;
 

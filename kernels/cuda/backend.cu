@@ -130,6 +130,26 @@ static const mxl_ops cuda_ops = make_cuda_ops();
 
 extern "C" const mxl_ops *mxl_cuda_op_table(void) { return &cuda_ops; }
 
+extern "C" void *mxl_cuda_host_alloc(size_t bytes) {
+  void *p = NULL;
+  if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+    cudaGetLastError(); /* the caller's to handle, not sticky */
+    return NULL;
+  }
+  return p;
+}
+
+extern "C" void mxl_cuda_host_free(void *host) {
+  if (host) cudaFreeHost(host); /* waits for the copies still using it */
+}
+
+extern "C" void mxl_cuda_download_async(mxl_backend *be, void *host_dst, const void *src,
+                                        size_t bytes) {
+  if (bytes)
+    check(be, "download",
+          cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, state(be)->stream));
+}
+
 extern "C" mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes,
                                            size_t *total_bytes) {
   *free_bytes = *total_bytes = 0;
