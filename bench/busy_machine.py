@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -149,4 +150,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM/SIGHUP (kill, a closed terminal) unwind through the finally
+    # blocks, so that the busy-loop processes never outlive the script.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(1))
     main()

@@ -13,9 +13,10 @@ static const char usage_line[] =
     "            [--keep-inputs] [--unembed-on-host] [--recipe FILE]\n\n"
     "Adds up the device memory of LoRA training on the CUDA backend: the weights (kept\n"
     "in MXFP4), LoRA parameters, gradients and AdamW state, the activations of\n"
-    "per-layer checkpointing, the backend's scratch and cuBLASLt workspace, and an\n"
-    "allowance for the CUDA runtime; says whether it fits SIZE (16GB, 24GB, 80GB,\n"
-    "96GB: binary units, as GPUs are labelled) and the longest sequence that does.\n"
+    "per-layer checkpointing, the backend's scratch, the cuBLASLt and cuDNN\n"
+    "workspaces, and an allowance for the CUDA runtime; says whether it fits SIZE\n"
+    "(16GB, 24GB, 80GB, 96GB: binary units, as GPUs are labelled) and the longest\n"
+    "sequence that does.\n"
     "A recipe supplies seq_len, batch_size and lora.*; options override it.\n"
     "The experts run --chunk tokens at a time (the trainer's default, 1024), so one\n"
     "layer's routed activations and their gradients hold a chunk, not the step.\n"
@@ -45,6 +46,7 @@ static void print_plan(const mxl_plan *p) {
       {"activation gradients, batch", p->grad_buffers},
       {"backend scratch (largest op)", p->scratch},
       {"cuBLASLt workspace", p->workspace},
+      {"cuDNN workspace (attention)", p->dnn_workspace},
       {"CUDA runtime allowance (not measured)", p->reserve},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)

@@ -48,17 +48,18 @@ void mxl_backend_download_async(mxl_backend *be, void *host_dst, const void *src
 }
 
 const char *mxl_build_features(void) {
-  static char line[256];
+  static char line[512];
   mxl_backend *be = NULL;
   const char *isa = "unavailable";
   if (mxl_backend_cpu_create(1, &be) == MXL_OK) isa = mxl_backend_cpu_isa(be);
-  char cuda[128];
+  char cuda[320];
 #ifdef MXL_HAVE_CUDA
   mxl_backend *gpu = NULL;
-  if (mxl_backend_cuda_create(0, &gpu) == MXL_OK)
-    snprintf(cuda, sizeof cuda, "cuda built, device 0 available");
-  else
-    snprintf(cuda, sizeof cuda, "cuda built, no usable device");
+  char path[256];
+  int usable = mxl_backend_cuda_create(0, &gpu) == MXL_OK;
+  mxl_cuda_attention_path(gpu, path, sizeof path); /* NULL: what no device means */
+  snprintf(cuda, sizeof cuda, "cuda built, %s; %s",
+           usable ? "device 0 available" : "no usable device", path);
   mxl_backend_destroy(gpu);
 #else
   snprintf(cuda, sizeof cuda, "cuda not built");

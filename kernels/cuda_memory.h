@@ -105,4 +105,32 @@ static inline size_t mxl_cuda_scratch_attention_bwd(int64_t nq, int64_t nh) {
   return mxl_cuda_piece((size_t)nq * (size_t)nh * 4);
 }
 
+/* cuDNN attention (kernels/cuda/cudnn_attention.cuh): the workspace its
+ * plans share, allocated at the first call at this size, or at a plan's
+ * own request when that is larger (then beyond this accounting). An
+ * allowance until a GPU run reports what the SDPA engines ask for: the
+ * graphs bind every intermediate they keep (Stats, the fp32 gradients), so
+ * the engines' own needs are small; 32 MiB as cuBLASLt's. */
+#define MXL_CUDA_DNN_WORKSPACE ((size_t)32 << 20)
+
+/* cuDNN attention forward: bf16 q, out [nq·nh·d] and k, v [nk·nkv·d], the
+ * sinks as fp32 [nh], Stats [nh, nq]. */
+static inline size_t mxl_cuda_scratch_attention_cudnn(int64_t nq, int64_t nk, int64_t nh,
+                                                      int64_t nkv, int64_t d) {
+  const size_t nqd = (size_t)nq * (size_t)nh * (size_t)d, nkd = (size_t)nk * (size_t)nkv * (size_t)d;
+  return 2 * mxl_cuda_piece(nqd * 2) + 2 * mxl_cuda_piece(nkd * 2) + mxl_cuda_piece((size_t)nh * 4) +
+         mxl_cuda_piece((size_t)nq * (size_t)nh * 4);
+}
+
+/* cuDNN attention backward: bf16 q, out, dout and k, v, Stats [nh, nq],
+ * the fp32 gradients dq [nq·nh·d], dk, dv [nk·nkv·d] before they are
+ * added into the op's. */
+static inline size_t mxl_cuda_scratch_attention_cudnn_bwd(int64_t nq, int64_t nk, int64_t nh,
+                                                          int64_t nkv, int64_t d) {
+  const size_t nqd = (size_t)nq * (size_t)nh * (size_t)d, nkd = (size_t)nk * (size_t)nkv * (size_t)d;
+  return 3 * mxl_cuda_piece(nqd * 2) + 2 * mxl_cuda_piece(nkd * 2) +
+         mxl_cuda_piece((size_t)nq * (size_t)nh * 4) + mxl_cuda_piece(nqd * 4) +
+         2 * mxl_cuda_piece(nkd * 4);
+}
+
 #endif

@@ -6,7 +6,8 @@
  *                 tested against (tests/test_ops.c);
  *   kernels/cpu   OpenMP + SIMD chosen at run time (AVX-512 BF16/VNNI, AVX2,
  *                 portable C);
- *   kernels/cuda  CUDA kernels (tensor cores: mma.sync) and cuBLASLt,
+ *   kernels/cuda  CUDA kernels (tensor cores: mma.sync), cuBLASLt and
+ *                 cuDNN (attention, where it supports the shape),
  *                 asynchronous on one stream.
  *
  * Conventions, binding for every op:
@@ -36,9 +37,11 @@
  * activations stay fp32 at op boundaries everywhere, and the products with
  * frozen weights (matmul_bf16(+dx), mxfp4_matmul(+dx), unembed_xent) take
  * bf16 operands with fp32 accumulation inside the op, except a matmul_bf16
- * whose weight says fp32_act (the router); so do the two products inside
- * the CUDA attention forward at head dim 64 (QKᵀ and PV on tensor cores);
- * gemm_f32 (LoRA) stays fp32:
+ * whose weight says fp32_act (the router); so do the products inside the
+ * CUDA attention on tensor cores (forward: QKᵀ and PV at head dims 16, 32,
+ * 64 and 128; backward: QKᵀ, dO·Vᵀ, dS·K, dSᵀ·Q and Pᵀ·dO at 16, 32 and
+ * 64; gpt-oss's is 64), and the CUDA attention forward and backward
+ * through cuDNN's graph; gemm_f32 (LoRA) stays fp32:
  *   cpu    converts activations to bf16 once per product (cpu_matmul.c),
  *          exactly as before (its exact mode keeps a bf16 hi + lo pair);
  *   cuda   rounds them while staging a tile into shared memory (MXFP4

@@ -838,6 +838,7 @@ static const case_spec cases[] = {
     C(MATMUL_BF16, .n = 16, .rows = 64, .cols = 2880, .bias = 1),
     C(MATMUL_BF16, .n = 3, .rows = 129, .cols = 31),
     C(MATMUL_BF16, .n = 70, .rows = 129, .cols = 31),
+    C(MATMUL_BF16, .n = 32, .rows = 70, .cols = 100, .bias = 1), /* rows in place, batched decode */
     C(MATMUL_BF16_DX, .n = 1, .rows = 5, .cols = 7),
     C(MATMUL_BF16_DX, .n = 7, .rows = 33, .cols = 64, .bias = 1),
     C(MATMUL_BF16_DX, .n = 16, .rows = 64, .cols = 2880),
@@ -884,6 +885,14 @@ static const case_spec cases[] = {
     C(ATTENTION, .nq = 20, .nk = 20, .nh = 2, .nkv = 1, .d = 128, .mask = MASK_CAUSAL),
     /* several 64-query and 64-key tiles (tensor-core kernels), large scores */
     C(ATTENTION, .nq = 130, .nk = 130, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_CAUSAL, .big = 1),
+    /* gpt-oss's head dim on tensor cores: a window and packed documents
+     * across tile borders; a ring over two key tiles; a query that sees no
+     * key (out 0, lse the sink) */
+    C(ATTENTION, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 64, .window = 40,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 64, .window = 50,
+      .mask = MASK_KVCACHE),
+    C(ATTENTION, .nq = 6, .nk = 6, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_ORPHAN),
     C(ATTENTION, .nq = 70, .nk = 70, .nh = 2, .nkv = 2, .d = 24, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
     C(ATTENTION_BWD, .nq = 1, .nk = 1, .nh = 1, .nkv = 1, .d = 8, .mask = MASK_CAUSAL),
@@ -900,6 +909,16 @@ static const case_spec cases[] = {
     C(ATTENTION_BWD, .nq = 20, .nk = 20, .nh = 2, .nkv = 1, .d = 128, .mask = MASK_CAUSAL),
     C(ATTENTION_BWD, .nq = 70, .nk = 70, .nh = 2, .nkv = 2, .d = 24, .window = 40,
       .mask = MASK_PACKED, .segs = 2),
+    /* several 64-query and 64-key tiles at gpt-oss's head dim (tensor-core
+     * kernels): large scores; a window and packed documents across tile
+     * borders; a ring over two key tiles; a query that sees no key */
+    C(ATTENTION_BWD, .nq = 130, .nk = 130, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_CAUSAL,
+      .big = 1),
+    C(ATTENTION_BWD, .nq = 100, .nk = 100, .nh = 4, .nkv = 2, .d = 64, .window = 40,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION_BWD, .nq = 3, .nk = 70, .nh = 4, .nkv = 1, .d = 64, .window = 50,
+      .mask = MASK_KVCACHE),
+    C(ATTENTION_BWD, .nq = 6, .nk = 6, .nh = 2, .nkv = 1, .d = 64, .mask = MASK_ORPHAN),
 
     C(ROUTER_TOPK, .n = 1, .E = 1, .k = 1),
     C(ROUTER_TOPK, .n = 9, .E = 32, .k = 4),
@@ -1194,7 +1213,7 @@ typedef struct ops_backend {
   /* Called before each run of each case (the emulator sets its thread
    * order and unembed_xent chunk); NULL: nothing to do. */
   void (*before_run)(mxl_backend *be, const case_spec *cs, int ci, int run);
-  int bf16_attention; /* attention forward with bf16 operands: its bf16 threshold */
+  int bf16_attention; /* attention (+bwd) with bf16 operands: their bf16 thresholds */
 } ops_backend;
 
 /* Worst NMSE and case count per op, for the summary. */
@@ -1205,7 +1224,8 @@ typedef struct ops_stats {
 
 /* The threshold of op o on backend b. */
 static double threshold(int o, const ops_backend *b) {
-  if (b->bf16_activations || (b->bf16_attention && o == ATTENTION)) return op_defs[o].nmse_bf16;
+  if (b->bf16_activations || (b->bf16_attention && (o == ATTENTION || o == ATTENTION_BWD)))
+    return op_defs[o].nmse_bf16;
   if (b->exact_matmuls && op_defs[o].nmse == MATMUL_NMSE) return EXACT_MATMUL_NMSE;
   return op_defs[o].nmse;
 }
@@ -1402,6 +1422,16 @@ static void bad_attention(mxl_backend *be, float *out, float *lse, const float *
   wide.window += 1; /* off by one at the window edge */
   mutant_base->attention(be, out, lse, q, k, v, sinks, &wide, nq, nk, nh, nkv, d, scale);
 }
+static void bad_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv,
+                              const float *dout, const float *out, const float *lse,
+                              const float *q, const float *k, const float *v,
+                              const uint16_t *sinks, const mxl_attn_mask *mask, int nq, int nk,
+                              int nh, int nkv, int d, float scale) {
+  mxl_attn_mask wide = *mask;
+  wide.window += 1; /* off by one at the window edge */
+  mutant_base->attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, sinks, &wide, nq, nk, nh,
+                             nkv, d, scale);
+}
 static void bad_swiglu_bwd(mxl_backend *be, float *dh, const float *dact, const float *h, int m,
                            int I, float alpha, float limit) {
   /* blocks the gradient at the clamp boundaries (PyTorch passes it) */
@@ -1450,6 +1480,7 @@ static const ops_mutant ops_shared_mutants[] = {
     MUTANT("leaves an output row unwritten", SWIGLU, 1, swiglu, bad_swiglu),
     MUTANT("reads C with beta 0", GEMM_F32, 0, gemm_f32, bad_gemm),
     MUTANT("window off by one", ATTENTION, 2, attention, bad_attention),
+    MUTANT("window off by one", ATTENTION_BWD, 10, attention_bwd, bad_attention_bwd),
     MUTANT("clamp boundary blocks gradient", SWIGLU_BWD, 2, swiglu_bwd, bad_swiglu_bwd),
     MUTANT("router ties to the higher index", ROUTER_TOPK, 2, router_topk, bad_router_topk),
     MUTANT("another dropout mask", DROPOUT, 2, dropout, bad_dropout),

@@ -7,7 +7,9 @@
  * lower instruction set; the CUDA
  * backend on the GPU when one is present (otherwise one "skip cuda" line:
  * tools/gpu_suite.sh fails a GPU run that prints any). The CUDA kernels on
- * the CPU emulator run the same driver in tests/cuda/test_cuda_ops.c. */
+ * the CPU emulator run the same driver in tests/cuda/test_cuda_ops.c.
+ * On a GPU the CUDA backend runs twice: as created (attention through
+ * cuDNN, bf16 operands both ways) and with its own attention kernels. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,19 @@
 #include "kernels/ops.h"
 #include "ops_driver.h"
 #include "test.h"
+#ifdef MXL_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 static mxl_status create_cuda(mxl_backend **out) { return mxl_backend_cuda_create(0, out); }
+/* The CUDA backend with attention on its own kernels (the default takes
+ * cuDNN's graph where cuDNN supports the shape: kernels/cuda/cudnn_attention.cuh). */
+static mxl_status create_cuda_own(mxl_backend **out) {
+  setenv("MXL_CUDNN_ATTENTION", "0", 1);
+  mxl_status st = mxl_backend_cuda_create(0, out);
+  unsetenv("MXL_CUDNN_ATTENTION");
+  return st;
+}
 static mxl_status create_cpu(mxl_backend **out) { return mxl_backend_cpu_create(0, out); }
 static mxl_status create_cpu_exact(mxl_backend **out) {
   mxl_status st = mxl_backend_cpu_create(0, out);
@@ -57,6 +70,7 @@ static const ops_backend backends[] = {
     {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
     {"cuda", create_cuda, 0, 0, .bf16_attention = 1},
+    {"cuda-own", create_cuda_own, 0, 0, .bf16_attention = 1},
 };
 enum { N_BACKENDS = sizeof backends / sizeof backends[0] };
 
@@ -81,8 +95,17 @@ int main(void) {
              bes[b]->n_threads);
     }
   }
-  for (int b = 0; b < N_BACKENDS; b++)
-    if (bes[b]) ops_test_backend(ref, bes[b], &backends[b], &stats[b]);
+  for (int b = 0; b < N_BACKENDS; b++) {
+    if (!bes[b]) continue;
+    ops_test_backend(ref, bes[b], &backends[b], &stats[b]);
+#ifdef MXL_HAVE_CUDA
+    if (strcmp(bes[b]->ops->name, "cuda") == 0) { /* which path attention took */
+      char path[512];
+      mxl_cuda_attention_path(bes[b], path, sizeof path);
+      printf("info %-11s %s\n", backends[b].label, path);
+    }
+#endif
+  }
   ops_test_mutants(ref, ref, &ref_entry, ops_shared_mutants, N_SHARED_MUTANTS);
   printf("\nworst error per op (nmse; sum_squares: relative) and its threshold:\n");
   for (int b = 0; b < N_BACKENDS; b++)

@@ -3,7 +3,9 @@
 # library (libmxlora_cuda.a) for every architecture it carries and checks
 #   - the MXFP4 grouped GEMM kernels (mxl_mx_gemm_kernel, forward and dx)
 #     run on tensor cores: HMMA (mma.sync), fed by LDSM (ldmatrix) and
-#     LDGSTS (cp.async); so does the attention forward (HMMA, LDSM);
+#     LDGSTS (cp.async); so do the attention forward and the two kernels of
+#     its backward (dq, dk/dv), every head dim they are built for (HMMA,
+#     LDSM);
 #   - no kernel touches local memory (LDL/STL: spills or stack arrays;
 #     ptxas already fails the build on them, this checks the binary);
 #   - cuBLASLt is called, not only linked: the objects reference
@@ -43,12 +45,15 @@ failed=0
 fail() { echo "FAIL: $*"; failed=1; }
 
 # The tensor-core kernels and the library members holding them (only those
-# members are disassembled): member, mangled name, label, instructions that
-# must be there.
+# members are disassembled): member, mangled-name prefix (every template
+# instantiation starting with it is checked; there must be one), label,
+# instructions that must be there.
 gates=(
-  "ops_moe.cu.o _Z18mxl_mx_gemm_kernelILb0EEv11mxl_mx_args13mxl_gemm_grid mxfp4_gemm<fwd> HMMA LDSM LDGSTS"
-  "ops_moe.cu.o _Z18mxl_mx_gemm_kernelILb1EEv11mxl_mx_args13mxl_gemm_grid mxfp4_gemm<dx> HMMA LDSM LDGSTS"
-  "ops_attention.cu.o _Z24mxl_attention_mma_kernelPKfS0_S0_PKt13mxl_attn_maskiiiifPfS4_ attention_mma HMMA LDSM"
+  "ops_moe.cu.o _Z18mxl_mx_gemm_kernelILb0EE mxfp4_gemm<fwd> HMMA LDSM LDGSTS"
+  "ops_moe.cu.o _Z18mxl_mx_gemm_kernelILb1EE mxfp4_gemm<dx> HMMA LDSM LDGSTS"
+  "ops_attention.cu.o _Z24mxl_attention_mma_kernelI attention_mma HMMA LDSM"
+  "ops_attention.cu.o _Z27mxl_attention_dq_mma_kernelI attention_dq_mma HMMA LDSM"
+  "ops_attention.cu.o _Z28mxl_attention_dkv_mma_kernelI attention_dkv_mma HMMA LDSM"
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -57,17 +62,36 @@ lib_abs=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
 
 archs=$(cuobjdump -lelf "$lib" 2>/dev/null | sed -n 's/.*\.\(sm_[0-9a-z]*\)\.cubin.*/\1/p' | sort -u)
 [ -n "$archs" ] || fail "$lib holds no device code (cuobjdump -lelf)"
+# One pass over a member's disassembly: "function instruction count" for
+# every function and each instruction of the gates.
+count_insns() {
+  awk 'BEGIN { n = split("HMMA LDSM LDGSTS", I, " ") }
+       /Function : / { f = $3; seen[f] = 1 }
+       f != "" { for (i = 1; i <= n; i++) if (index($0, I[i])) c[f " " I[i]]++ }
+       END { for (f in seen) for (i = 1; i <= n; i++) print f, I[i], c[f " " I[i]] + 0 }'
+}
 for arch in $archs; do
-  for gate in "${gates[@]}"; do
-    read -r member kernel label insns <<<"$gate"
-    sass=$(cuobjdump -sass -arch "$arch" -fun "$kernel" "$work/$member" 2>&1)
-    for insn in $insns; do
-      count=$(grep -c "$insn" <<<"$sass")
-      if [ "$count" = 0 ]; then
-        fail "$arch: $label has no $insn"
-      else
-        echo "ok    $arch: $label: $count $insn"
+  for member in ops_moe.cu.o ops_attention.cu.o; do
+    counts=$(cuobjdump -sass -arch "$arch" "$work/$member" 2>&1 | count_insns)
+    for gate in "${gates[@]}"; do
+      read -r gate_member prefix label insns <<<"$gate"
+      [ "$gate_member" = "$member" ] || continue
+      functions=$(awk -v p="$prefix" 'index($1, p) == 1 { print $1 }' <<<"$counts" | sort -u)
+      if [ -z "$functions" ]; then
+        fail "$arch: no $label kernel ($prefix*) in $member"
+        continue
       fi
+      for fn in $functions; do
+        inst=$(sed -n 's/^.*_kernelILi\([0-9]*\)E.*$/<d=\1>/p' <<<"$fn")
+        for insn in $insns; do
+          count=$(awk -v f="$fn" -v i="$insn" '$1 == f && $2 == i { print $3 }' <<<"$counts")
+          if [ "$count" = 0 ]; then
+            fail "$arch: $label$inst has no $insn"
+          else
+            echo "ok    $arch: $label$inst: $count $insn"
+          fi
+        done
+      done
     done
   done
 done

@@ -131,6 +131,8 @@ if grep -q "^skip cuda" "$out/test_ops.log"; then
 fi
 note "      test_ops CUDA cases: $(grep -c '^ok   cuda' "$out/test_ops.log") ok, $(grep -c '^FAIL cuda' "$out/test_ops.log") failed"
 grep -E "^  cuda " "$out/test_ops.log" >>"$summary" || true
+# which path attention took on the device (cuDNN's graph or the own kernels, and why)
+grep -E "^info cuda" "$out/test_ops.log" >>"$summary" || true
 
 step "ctest (the whole suite)" ctest.log \
   bash -c "cd '$build' && ctest --output-on-failure --timeout 300 -j '$(nproc)'"

@@ -14,7 +14,8 @@
  *                 host memory as mxl_train_offloads says);
  *   scratch       kernels/cuda_memory.h at the shapes of the step's ops,
  *                 rounded as the backend grows it;
- *   workspace     the cuBLASLt workspace.
+ *   workspace     the cuBLASLt workspace, and cuDNN's for attention
+ *                 (MXL_CUDA_DNN_WORKSPACE: the size the backend allocates).
  * tests/cuda/test_cuda_plan.c checks the sum against the bytes the emulated
  * CUDA backend allocates for the same step. */
 #include <cjson/cJSON.h>
@@ -80,8 +81,13 @@ static uint64_t step_scratch(const mxl_config *c, int vocab_rows, int n, int seq
   const int64_t m = (int64_t)mxl_moe_chunk_tokens(n, moe_chunk) * c->experts_per_token;
   need = max_u64(need, mxl_cuda_scratch_lora(1, n, n, (int64_t)n * rank));
   need = max_u64(need, mxl_cuda_scratch_lora(E, m, m, m * rank));
-  /* attention backward, one row (sequence) at a time */
+  /* attention, one row (sequence) at a time: through cuDNN, forward and
+   * backward (the own kernels' backward needs less) */
   need = max_u64(need, mxl_cuda_scratch_attention_bwd(seq_len, c->n_heads));
+  need = max_u64(need, mxl_cuda_scratch_attention_cudnn(seq_len, seq_len, c->n_heads,
+                                                        c->n_kv_heads, c->head_dim));
+  need = max_u64(need, mxl_cuda_scratch_attention_cudnn_bwd(seq_len, seq_len, c->n_heads,
+                                                            c->n_kv_heads, c->head_dim));
   return mxl_cuda_scratch_rounded(need);
 }
 
@@ -111,9 +117,10 @@ static void account(const plan_inputs *in, int seq_len, int batch, mxl_plan *p) 
   p->scratch =
       step_scratch(c, in->vocab_rows, n, seq_len, in->moe_chunk, p->rank, in->host_unembed != 0);
   p->workspace = MXL_CUDA_BLAS_WORKSPACE;
+  p->dnn_workspace = MXL_CUDA_DNN_WORKSPACE;
   p->reserve = MXL_PLAN_RUNTIME_RESERVE;
   p->allocated = p->weights + p->lora_state + p->checkpoints + p->layer_tape + p->grad_buffers +
-                 p->scratch + p->workspace;
+                 p->scratch + p->workspace + p->dnn_workspace;
   p->total = p->allocated + p->reserve;
   p->fits = p->total <= p->gpu_bytes;
   p->kv_cache_fp32 = mxl_kv_cache_bytes(c, seq_len < c->max_context ? seq_len : c->max_context, 1);

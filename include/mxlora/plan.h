@@ -61,6 +61,7 @@ typedef struct mxl_plan {
                              the batch */
   uint64_t scratch;       /* the backend's scratch: the largest op's need */
   uint64_t workspace;     /* cuBLASLt workspace */
+  uint64_t dnn_workspace; /* cuDNN attention workspace */
   uint64_t reserve;       /* MXL_PLAN_RUNTIME_RESERVE */
   uint64_t allocated;     /* what mxlora allocates: all the above but the reserve */
   uint64_t total;         /* allocated + reserve */

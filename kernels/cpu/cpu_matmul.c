@@ -30,7 +30,12 @@
 
 enum {
   PANEL_ROWS = 64,   /* weight rows per forward tile: 64 × K=2880 bf16 = 368 KB (L2) */
-  PACK_MIN_ROWS = 17, /* activation rows from which a forward panel is packed */
+  PACK_MIN_ROWS = 17, /* activation rows from which an MXFP4 forward panel is packed */
+  /* ... and a bf16 one: below, gemm_bf16_nt reads the rows in place. Zen 4,
+   * 1 thread, K = 2880, weights from memory: in place 105 / 135 / 156
+   * GFLOP/s for 8 / 16 / 32 rows, packed 71 / 111 / 148; even at 48, packed
+   * ahead from 64 (batched decode steps have up to 32 rows) */
+  BF16_PACK_MIN_ROWS = 33,
   GEMV_ROWS = 256,   /* weight rows per decode (one activation row) work item */
   FEW_ROWS = 12,     /* activation rows up to which MXFP4 groups skip packing */
   STRIP_COLS = 128,  /* dx columns per backward work item */
@@ -115,7 +120,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   int64_t items = n_panels * n_mblocks;
   size_t panel_elems = (size_t)PANEL_ROWS * (size_t)(K + 1);
   uint16_t *panels = NULL;
-  if (n >= PACK_MIN_ROWS) {
+  if (n >= BF16_PACK_MIN_ROWS) {
     panels = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
                              panel_elems * sizeof *panels * (size_t)be->n_threads);
     if (!panels) return;
@@ -130,7 +135,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
       int64_t i0 = mbk * mb, ni = n - i0 < mb ? n - i0 : mb;
       float *yt = y + i0 * N + j0; /* [ni, N] tile of [n, N] */
       const uint16_t *ah = a.hi + i0 * K, *al = a.lo ? a.lo + i0 * K : NULL;
-      if (bp && ni >= PACK_MIN_ROWS) {
+      if (bp && ni >= BF16_PACK_MIN_ROWS) {
         isa->pack_vnni_t_bf16(bp, PANEL_ROWS, W->w + j0 * K, K, (int)nj, (int)K);
         isa->gemm_bf16_vnni(yt, N, ah, al, K, bp, PANEL_ROWS, (int)ni, (int)nj, (int)K, 0);
       } else {

@@ -44,6 +44,7 @@ static void check(mxl_backend *be, const char *op, cudaError_t err) {
 static void cuda_destroy(mxl_backend *be) {
   mxl_cuda_state *st = state(be);
   cudaStreamSynchronize(st->stream);
+  mxl_cuda_dnn_release(st);
   mxl_cuda_blas_release(st);
   mxl_cu_scratch_release(st);
   cudaStreamDestroy(st->stream);
@@ -150,6 +151,10 @@ extern "C" void mxl_cuda_download_async(mxl_backend *be, void *host_dst, const v
           cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, state(be)->stream));
 }
 
+extern "C" void mxl_cuda_attention_path(mxl_backend *be, char *buf, size_t size) {
+  mxl_cuda_dnn_describe(mxl_cuda_state_of(be), buf, size);
+}
+
 extern "C" mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes,
                                            size_t *total_bytes) {
   *free_bytes = *total_bytes = 0;
@@ -211,6 +216,7 @@ extern "C" mxl_status mxl_backend_cuda_create(int device, mxl_backend **out) {
     return mxl_errorf(MXL_ERR_BACKEND, "CUDA device %d: cuBLASLt cannot be initialised",
                       device);
   }
+  mxl_cuda_dnn_init(st); /* without it, attention runs the own kernels */
   be->ops = &cuda_ops;
   be->n_threads = 1;
   be->impl = st;

@@ -19,6 +19,14 @@ void mxl_cuda_fail(mxl_cuda_state *st, const char *op, cudaError_t err);
 bool mxl_cuda_blas_init(mxl_cuda_state *st);
 void mxl_cuda_blas_release(mxl_cuda_state *st);
 
+/* cuDNN attention (cudnn_attention.cu): the handle on the backend's
+ * stream, or st->dnn left NULL with the reason in st->dnn_off; its
+ * release; and one line naming the attention path of `st` (NULL: no
+ * device). */
+void mxl_cuda_dnn_init(mxl_cuda_state *st);
+void mxl_cuda_dnn_release(mxl_cuda_state *st);
+void mxl_cuda_dnn_describe(const mxl_cuda_state *st, char *buf, size_t size);
+
 /* The compute ops of each family (ops_<family>.cu over ops_<family>.cuh). */
 void mxl_cuda_fill_dense(mxl_ops *ops);
 void mxl_cuda_fill_attention(mxl_ops *ops);

@@ -8,6 +8,7 @@
 #ifndef MXL_KERNELS_CUDA_CUDA_BACKEND_H
 #define MXL_KERNELS_CUDA_CUDA_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/ops.h"
@@ -50,6 +51,12 @@ mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes, size_t *tot
 void *mxl_cuda_host_alloc(size_t bytes);
 void mxl_cuda_host_free(void *host);
 void mxl_cuda_download_async(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
+
+/* One line naming the attention path of `be`, a CUDA backend (or NULL:
+ * none could be created): cuDNN's graph (with the library's version) and
+ * where the own kernels serve, or the own kernels only and why (`mxlora
+ * version`). */
+void mxl_cuda_attention_path(mxl_backend *be, char *buf, size_t size);
 
 /* The CUDA backend's op table, for tests that check its coverage without
  * a device (every op is filled); backends still come from

@@ -5,9 +5,10 @@
  *
  * Shapes: q [nq, nh, d], k, v [nk, nkv, d], out [nq, nh, d], lse [nq, nh],
  * sinks bf16 [nh]; query head h reads KV head h / (nh/nkv); d <= 128.
- * Head dim 64 (gpt-oss) runs forward on tensor cores, bf16 operands
- * (attention_mma.cuh); other head dims and the backward run the fp32 kernels
- * below.
+ * Tensor cores, bf16 operands and fp32 accumulation: the forward at head
+ * dims 16, 32, 64 (gpt-oss) and 128 (attention_mma.cuh), the backward's
+ * products at 16, 32 and 64 (attention_mma_bwd.cuh). Other head dims run
+ * the fp32 kernels below, which are also the reading of the algorithm.
  *
  * Forward: one block per (16 queries, head), streaming 32-key tiles
  * through shared memory with an online softmax that starts from the sink:
@@ -31,7 +32,8 @@
 #ifndef MXL_KERNELS_CUDA_OPS_ATTENTION_CUH
 #define MXL_KERNELS_CUDA_OPS_ATTENTION_CUH
 
-#include "kernels/cuda/attention_mma.cuh"
+#include "kernels/cuda/attention_mma_bwd.cuh"
+#include "kernels/cuda/cudnn_attention.cuh"
 #include "kernels/cuda/runtime.cuh"
 
 enum {
@@ -210,8 +212,10 @@ static void mxl_cu_attention(mxl_backend *be, float *out, float *lse, const floa
                              const mxl_attn_mask *mask, int nq, int nk, int nh, int nkv, int d,
                              float scale) {
   if (nq <= 0 || nh <= 0 || d <= 0 || !mxl_cu_attention_fits(be, "attention", nh, nkv, d)) return;
-  if (d == MXL_AMMA_D) { /* gpt-oss: tensor cores (attention_mma.cuh) */
-    mxl_cu_attention_mma(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, scale);
+  /* cuDNN where the backend has it and the shape is supported (cudnn_attention.cuh) */
+  if (mxl_cu_dnn_attention(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, d, scale)) return;
+  if (mxl_amma_head_dim(d)) { /* tensor cores (attention_mma.cuh) */
+    mxl_cu_attention_mma(be, out, lse, q, k, v, sinks, mask, nq, nk, nh, nkv, d, scale);
     return;
   }
   mxl_att_args a = {q, k, v, sinks, *mask, nq, nk, nh, nkv, d, scale};
@@ -387,6 +391,10 @@ static void mxl_cu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *d
   if (nq <= 0 || nk <= 0 || nh <= 0 || d <= 0 ||
       !mxl_cu_attention_fits(be, "attention_bwd", nh, nkv, d))
     return;
+  /* cuDNN where the backend has it and the shape is supported (cudnn_attention.cuh) */
+  if (mxl_cu_dnn_attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, mask, nq, nk, nh, nkv, d,
+                               scale))
+    return;
   int64_t rows = (int64_t)nq * nh;
   void *scratch = mxl_cu_scratch(be, (size_t)rows * sizeof(float), "attention_bwd");
   float *D = static_cast<float *>(scratch); /* [nq, nh] */
@@ -397,6 +405,11 @@ static void mxl_cu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *d
                                   mxl_cu_grid(rows, MXL_CU_ELEMENTWISE_THREADS, MXL_CU_MAX_BLOCKS),
                                   MXL_CU_ELEMENTWISE_THREADS, 0, stream, D, dout, out, rows, d)))
     return;
+  if (mxl_amma_bwd_head_dim(d)) { /* tensor cores (attention_mma_bwd.cuh) */
+    mxl_amma_bwd_args a = {q, k, v, dout, lse, D, *mask, nq, nk, nh, nkv, scale};
+    mxl_cu_attention_bwd_mma(be, a, d, dq, dk, dv);
+    return;
+  }
   mxl_att_args a = {q, k, v, sinks, *mask, nq, nk, nh, nkv, d, scale};
   mxl_att_bwd_args b = {dout, lse, D};
   int64_t q_blocks = (int64_t)((nq + MXL_ATT_BWD_BQ - 1) / MXL_ATT_BWD_BQ) * nh;

@@ -29,6 +29,7 @@ enum { MXL_CU_BLAS_PLANS = MXL_CUDA_BLAS_PLANS };
 #define MXL_CU_BLAS_WORKSPACE MXL_CUDA_BLAS_WORKSPACE
 
 struct mxl_blas_state; /* kernels/cuda/blas.cuh */
+struct mxl_dnn_state;  /* kernels/cuda/cudnn_attention.cuh */
 
 #ifdef MXL_CUDA_EMULATE
 typedef void *mxl_cu_stream; /* the emulator runs launches to completion */
@@ -51,6 +52,10 @@ struct mxl_cuda_state {
    * (kernels/cuda_memory.h); tests set it to force several chunks. */
   int64_t xent_chunk_rows;
   struct mxl_blas_state *blas; /* cuBLASLt handle, workspace, plans */
+  /* cuDNN attention (handle, plans, workspace), or NULL: own kernels, for
+   * the reason in dnn_off */
+  struct mxl_dnn_state *dnn;
+  char dnn_off[96];
   /* Device memory the backend holds for itself (scratch, workspace) and,
    * on the emulator, for every alloc: now and at most (tests/cuda plan
    * test). */

@@ -22,6 +22,7 @@ static const char emu_name[] = "cuda-emu";
 
 static void emu_destroy(mxl_backend *be) {
   mxl_cuda_state *st = mxl_cu_state(be);
+  mxl_cu_dnn_release(st);
   mxl_cu_blas_release(st);
   mxl_cu_scratch_release(st);
   free(st);
@@ -246,4 +247,34 @@ extern "C" void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows) {
 extern "C" void mxl_cuda_emu_memory(mxl_backend *be, size_t *now, size_t *peak) {
   *now = mxl_cu_state(be)->bytes_now;
   *peak = mxl_cu_state(be)->bytes_peak;
+}
+
+extern "C" mxl_status mxl_cuda_emu_use_cudnn(mxl_backend *be) {
+  mxl_cuda_state *st = mxl_cu_state(be);
+  if (st->dnn) return MXL_OK;
+  mxl_cu_dnn_init(st, st->dnn_off, sizeof st->dnn_off);
+  if (!st->dnn)
+    return mxl_errorf(MXL_ERR_BACKEND, "CUDA emulator backend: cuDNN stand-in: %s", st->dnn_off);
+  return MXL_OK;
+}
+
+extern "C" void mxl_cuda_emu_cudnn_plant(mxl_backend *be, int mistake) {
+  if (mxl_cu_state(be)->dnn) mxl_cu_state(be)->dnn->plant = mistake;
+}
+
+extern "C" void mxl_cuda_emu_cudnn_any_shape(mxl_backend *be, int yes) {
+  if (mxl_cu_state(be)->dnn) mxl_cu_state(be)->dnn->any_shape = yes;
+}
+
+extern "C" void mxl_cuda_emu_cudnn_counts(mxl_backend *be, long long *executed,
+                                          long long *fell_back, const char **refusal) {
+  const mxl_dnn_state *ds = mxl_cu_state(be)->dnn;
+  *executed = ds ? ds->executed : 0;
+  *fell_back = ds ? ds->fell_back : 0;
+  *refusal = ds ? ds->refusal : "";
+}
+
+extern "C" void mxl_cuda_emu_describe_attention(mxl_backend *be, char *buf, size_t size) {
+  const mxl_cuda_state *st = mxl_cu_state(be);
+  mxl_cu_dnn_describe(st, buf, size, st->dnn_off[0] ? st->dnn_off : "not enabled on the emulator");
 }

@@ -12,6 +12,7 @@
 #ifndef MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
 #define MXL_TESTS_CUDA_CUDA_EMU_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/ops.h"
@@ -43,6 +44,27 @@ void mxl_cuda_emu_set_xent_chunk(mxl_backend *be, int64_t rows);
 /* The device memory `be` holds now and held at most: every alloc, its
  * scratch and the cuBLASLt workspace (what `mxlora plan` accounts). */
 void mxl_cuda_emu_memory(mxl_backend *be, size_t *now, size_t *peak);
+
+/* Attention through cuDNN's graph API (kernels/cuda/cudnn_attention.cuh)
+ * on `be`, against the CPU stand-ins of tests/cuda/cudnn_standin.cpp; off
+ * by default, so the other emulated tests run the own kernels. */
+mxl_status mxl_cuda_emu_use_cudnn(mxl_backend *be);
+
+/* Plants a mistake in the graph the backend builds from now on (enum
+ * mxl_dnn_plant of cudnn_attention.cuh; 0: none). */
+void mxl_cuda_emu_cudnn_plant(mxl_backend *be, int mistake);
+
+/* 1: calls against a KV cache (nq != nk) through cuDNN too, which the
+ * backend leaves to its own kernels by policy (cudnn_attention.cuh). */
+void mxl_cuda_emu_cudnn_any_shape(mxl_backend *be, int yes);
+
+/* Attention calls run by cuDNN, those given to the own kernels, and
+ * why the last refused shape was refused (valid until the next op). */
+void mxl_cuda_emu_cudnn_counts(mxl_backend *be, long long *executed, long long *fell_back,
+                               const char **refusal);
+
+/* The line `mxlora version` prints for a CUDA backend's attention path. */
+void mxl_cuda_emu_describe_attention(mxl_backend *be, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -14,18 +14,25 @@
  * offsets the layer downloads, RoPE tables, cache masks with empty slots,
  * chunked cross-entropy, every backward op). Both backends keep activations
  * in fp32 between ops, but the CUDA products with frozen weights and the
- * attention forward take bf16 operands (ops.h), so they agree to bf16
+ * attention forward and backward take bf16 operands (ops.h), so they agree to bf16
  * rounding, which a three-layer backward amplifies. The thresholds hold
  * the emulated backend to what the CPU backend's own bf16 product path
  * gives against the reference on this model (measured: logits NMSE 3.1e-5,
  * loss 7.7e-4 relative, LoRA gradients NMSE 1.1e-3 overall and 5.6e-3 for
  * the worst tensor; the emulated CUDA backend: 3.9e-5, 9.5e-4, 7.6e-4,
- * 3.4e-3), with a margin: logits within the op driver's matmul threshold
+ * 3.4e-3; with the attention backward on tensor cores too: logits 5.4e-5,
+ * gradients 7.5e-4 and 3.4e-3), with a margin: logits within the op driver's matmul threshold
  * (NMSE 5e-4), the loss within 2e-3 relative, the gradients within NMSE
  * 3e-3 overall and 1.5e-2 per tensor.
  *
  * The model has gpt-oss's head dim, 64, so attention runs on the
- * tensor-core kernel.
+ * tensor-core kernels, forward and backward. Both checks run again with
+ * attention through cuDNN's graph against the stand-ins
+ * (kernels/cuda/cudnn_attention.cuh), the KV-cache steps included (which a
+ * device leaves to the own kernels by policy), at the same thresholds
+ * (measured: logits 7.1e-5, loss 1.0e-3 relative, gradients 1.4e-3 overall
+ * and 9.1e-3 for the worst tensor), and every attention call must have
+ * been run by cuDNN.
  *
  * Every token uses all 4 experts (experts_per_token = 4): with a top-k
  * choice, bf16 products anywhere upstream of the router flip near-tied
@@ -106,6 +113,8 @@ static mxl_status forward_logits(mxl_engine *e, const int32_t *tokens, float *lo
   return s;
 }
 
+static mxl_engine *engine_under_test; /* emu_engine, then the cuDNN one */
+
 static void test_forward(void) {
   const size_t V = (size_t)f.engine->w.vocab_rows;
   int32_t tokens[N];
@@ -114,7 +123,7 @@ static void test_forward(void) {
   float *want = malloc(N * V * sizeof *want), *got = malloc(N * V * sizeof *got);
   if (!want || !got) abort();
   MXL_CHECK_OK(forward_logits(f.engine, tokens, want));
-  MXL_CHECK_OK(forward_logits(emu_engine, tokens, got));
+  MXL_CHECK_OK(forward_logits(engine_under_test, tokens, got));
   double err = nmse(got, want, N * V);
   printf("  logits [%d, %zu]: nmse %.3g\n", N, V, err);
   MXL_CHECK_MSG(err < BF16_NMSE, "logits nmse %.3g", err);
@@ -174,7 +183,7 @@ static void test_train_step(void) {
   double loss_want = 0, loss_got = 0;
   const mxl_train_state defaults = {0};
   MXL_CHECK_OK(train_step(f.engine, &b, defaults, want, &loss_want));
-  MXL_CHECK_OK(train_step(emu_engine, &b, defaults, got, &loss_got));
+  MXL_CHECK_OK(train_step(engine_under_test, &b, defaults, got, &loss_got));
   printf("  loss: ref %.9f, emulated CUDA %.9f\n", loss_want, loss_got);
   MXL_CHECK(isfinite(loss_want) && loss_want > 0);
   MXL_CHECK_NEAR(loss_got, loss_want, 2e-3 * loss_want);
@@ -314,6 +323,7 @@ int main(void) {
     fprintf(stderr, "setup: %s\n", mxl_last_error());
     return 1;
   }
+  engine_under_test = emu_engine;
   MXL_RUN(test_forward);
   MXL_RUN(test_train_step);
   MXL_RUN(test_chunked_experts);
@@ -321,6 +331,25 @@ int main(void) {
   MXL_RUN(test_unembedding_on_host);
   mxl_engine_destroy(emu_engine);
   mxl_backend_destroy(emu);
+  /* again with attention through cuDNN's graph (the stand-ins), as a
+   * device runs it: the model's own masks (packed documents, the KV
+   * cache's rings with empty slots), every call run by cuDNN */
+  mxl_backend *dnn = NULL;
+  MXL_CHECK_OK(mxl_backend_cuda_emu_create(0, &dnn));
+  if (dnn) MXL_CHECK_OK(mxl_cuda_emu_use_cudnn(dnn));
+  if (dnn && mxl_engine_create(f.model, dnn, &engine_under_test) == MXL_OK) {
+    printf("with cuDNN attention (KV-cache steps too):\n");
+    mxl_cuda_emu_cudnn_any_shape(dnn, 1);
+    MXL_RUN(test_forward);
+    MXL_RUN(test_train_step);
+    long long ran, fell;
+    const char *why;
+    mxl_cuda_emu_cudnn_counts(dnn, &ran, &fell, &why);
+    printf("  attention calls: %lld by cuDNN, %lld by the own kernels\n", ran, fell);
+    MXL_CHECK_MSG(ran > 0 && fell == 0, "%lld calls fell back (%s)", fell, why);
+    mxl_engine_destroy(engine_under_test);
+  }
+  mxl_backend_destroy(dnn);
   mxl_lora_destroy(lora);
   free(view_layers);
   fixture_close(&f);

@@ -8,7 +8,8 @@
  * same bits: the kernels use no atomics and fixed reduction trees, so any
  * difference is a race. Thresholds are the fp32 ones, with the bf16 matmul
  * threshold for the products (their operands are bf16, ops.h) and for the
- * attention forward (head dim 64 runs on tensor cores with bf16 operands).
+ * attention forward and backward (tensor cores with bf16 operands at the
+ * head dims of attention_mma.cuh and attention_mma_bwd.cuh).
  * The heavy cases (gpt-oss's whole vocabulary) are left out: the emulator
  * costs microseconds per thread; test_ops runs them on the device when a GPU
  * is present.

@@ -3,7 +3,8 @@
  * GPU recipes against the GPUs they are written for.
  *
  * A tiny gpt-oss is bound to the emulated backend (device memory: the
- * engine uploads every weight file), a LoRA set and its AdamW state are
+ * engine uploads every weight file; attention through cuDNN's graph, as a
+ * device runs it, against the stand-ins), a LoRA set and its AdamW state are
  * allocated as the trainer does, and one training step runs; the backend's
  * peak must equal the plan's allocated bytes exactly, for two shapes of
  * step (the scratch and the activations scale differently). */
@@ -37,6 +38,8 @@ static size_t measured_peak(int n_seq, int seq_len, int rank, mxl_train_state op
   MXL_CHECK_OK(
       mxl_lora_config_add(&lc, MXL_LORA_ATTN_BITS | MXL_LORA_EXPERT_BITS, NULL, 0, c->n_layers));
   MXL_CHECK_OK(mxl_backend_cuda_emu_create(0, &emu));
+  /* attention through cuDNN, as on a device (the stand-ins of cudnn_standin.cpp) */
+  if (emu) MXL_CHECK_OK(mxl_cuda_emu_use_cudnn(emu));
   const mxl_engine_options eo = {.unembed_on_host = unembed_on_host};
   MXL_CHECK_OK(mxl_engine_create_opts(f.model, emu, &eo, &e));
   MXL_CHECK_OK(mxl_lora_create(c, &lc, emu, &params));
