@@ -7,6 +7,7 @@
 #include "adapters/lora.h"
 #include "model/train_step.h"
 #include "model_fixture.h"
+#include "ops_util.h"
 #include "test.h"
 
 enum { B = 2, T = 13 };
@@ -176,16 +177,6 @@ static void test_input_grads(void) {
   teardown(&s);
 }
 
-/* Σ(b − r)² / Σr² */
-static double nmse(const float *b, const float *r, size_t n) {
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < n; i++) {
-    err += ((double)b[i] - r[i]) * ((double)b[i] - r[i]);
-    norm += (double)r[i] * r[i];
-  }
-  return norm > 0 ? err / norm : err;
-}
-
 /* The experts in chunks of 5 tokens (the trainer's moe_chunk; 6 chunks,
  * the last one short) against all at once on the reference backend: the
  * loss is the same bits (the same per-token arithmetic); the LoRA
@@ -217,9 +208,9 @@ static void test_chunked_experts(void) {
   double worst = 0;
   for (int ti = 0; ti < s.grad->layout->n_tensors; ti++) {
     const mxl_lora_tensor *t = &s.grad->layout->tensors[ti];
-    worst = fmax(worst, nmse(s.grad->params + t->offset, whole + t->offset, t->count));
+    worst = fmax(worst, nmse_f32(s.grad->params + t->offset, whole + t->offset, t->count));
   }
-  double dx = nmse(dx_chunked, dx_whole, (size_t)n * H);
+  double dx = nmse_f32(dx_chunked, dx_whole, (size_t)n * H);
   printf("  experts in chunks of 5 tokens: loss %.9f (whole %.9f), LoRA gradients worst "
          "tensor nmse %.3g, input gradients %.3g\n",
          loss_chunked, loss_whole, worst, dx);

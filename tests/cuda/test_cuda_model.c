@@ -67,16 +67,6 @@ static mxl_lora *lora;
 static mxl_lora_layer *view_layers;
 static mxl_lora_view view;
 
-/* Σ(b − r)² / Σr² */
-static double nmse(const float *b, const float *r, size_t n) {
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < n; i++) {
-    err += ((double)b[i] - r[i]) * ((double)b[i] - r[i]);
-    norm += (double)r[i] * r[i];
-  }
-  return norm > 0 ? err / norm : err;
-}
-
 /* A rank-2 adapter on every attention and expert projection of every layer,
  * random parameters (B non-zero, so A gets gradient too). */
 static mxl_status make_lora(void) {
@@ -124,7 +114,7 @@ static void test_forward(void) {
   if (!want || !got) abort();
   MXL_CHECK_OK(forward_logits(f.engine, tokens, want));
   MXL_CHECK_OK(forward_logits(engine_under_test, tokens, got));
-  double err = nmse(got, want, N * V);
+  double err = nmse_f32(got, want, N * V);
   printf("  logits [%d, %zu]: nmse %.3g\n", N, V, err);
   MXL_CHECK_MSG(err < BF16_NMSE, "logits nmse %.3g", err);
   free(want);
@@ -191,11 +181,11 @@ static void test_train_step(void) {
   double worst = 0;
   for (int ti = 0; ti < lay->n_tensors; ti++) {
     const mxl_lora_tensor *t = &lay->tensors[ti];
-    double err = nmse(got->params + t->offset, want->params + t->offset, t->count);
+    double err = nmse_f32(got->params + t->offset, want->params + t->offset, t->count);
     worst = fmax(worst, err);
     MXL_CHECK_MSG(err < 1.5e-2, "gradient %s: nmse %.3g", t->name, err);
   }
-  double total = nmse(got->params, want->params, lay->n_floats);
+  double total = nmse_f32(got->params, want->params, lay->n_floats);
   printf("  LoRA gradients: %d tensors, nmse %.3g overall, worst tensor %.3g\n", lay->n_tensors,
          total, worst);
   MXL_CHECK_MSG(total < 3e-3, "LoRA gradients: nmse %.3g overall", total);
@@ -263,7 +253,7 @@ static void test_chunked_experts(void) {
     for (int ti = 0; ti < lay->n_tensors; ti++) {
       const mxl_lora_tensor *t = &lay->tensors[ti];
       double err =
-          nmse(chunked.grad->params + t->offset, whole.grad->params + t->offset, t->count);
+          nmse_f32(chunked.grad->params + t->offset, whole.grad->params + t->offset, t->count);
       worst = fmax(worst, err);
       if (t->layer == last) worst_last = fmax(worst_last, err);
     }
