@@ -2,7 +2,7 @@
  * the CUDA backend, from a roofline model of every kernel the step runs,
  * until a GPU run replaces it (tools/gpu_suite.sh runs both). No GPU needed.
  *
- *   build/bench_roofline [--seq 2048] [--rank 8] [--all]
+ *   build/bench_roofline [--seq 2048] [--rank 8] [--chunk 1024] [--unembed-on-host] [--all]
  *
  * For gpt-oss-20b and -120b (attention + every expert adapted, rank R, one
  * row of --seq tokens per micro-batch) it lists the step's kernels as the
@@ -27,7 +27,17 @@
  *            35 % of the fp32 peak;
  *   memory   elementwise kernels: 80 % of the DRAM bandwidth;
  *   launch   4 µs per kernel, 8 µs per cuBLASLt call (host setup + launch),
- *            20 µs per host sync (the MoE plan's offsets, once per layer).
+ *            20 µs per host sync (the MoE plan's offsets, once per chunk);
+ *   pcie     host <-> device copies on the compute stream, not overlapped
+ *            with compute: the offloaded layer inputs out after each
+ *            layer's forward and back before its recompute, through pinned
+ *            memory without a host wait (80 % of PCIe 5.0 x16, 63 GB/s each
+ *            way); the embedding rows in and, when it stays in host memory,
+ *            the unembedding in once per step, from pageable memory (40 %,
+ *            and 20 µs of host wait per copy) (model/train_step.c,
+ *            model/engine.c).
+ * The experts run --chunk tokens at a time (the trainer's default on a GPU,
+ * 1024): each chunk is a grouped product of its own.
  * Peaks ("H100": H100 SXM 80 GB; "PRO6000": RTX PRO 6000 Blackwell): H100
  * 989 TFLOP/s bf16 dense, 67 TFLOP/s fp32, 3.35 TB/s; PRO6000 125 TFLOP/s
  * fp32 and 1.79 TB/s published, bf16 dense 500 TFLOP/s = the published
@@ -43,18 +53,20 @@
 
 #include "model/config.h"
 
-typedef enum unit { U_MMA, U_AMMA, U_BLAS, U_BLAS32, U_SIMT, U_MEM, N_UNITS } unit;
-static const char *const unit_names[N_UNITS] = {"mma", "mma", "blas", "blas32", "simt", "memory"};
+typedef enum unit { U_MMA, U_AMMA, U_BLAS, U_BLAS32, U_SIMT, U_MEM, U_PCIE, N_UNITS } unit;
+static const char *const unit_names[N_UNITS] = {"mma",  "mma",    "blas", "blas32",
+                                                "simt", "memory", "pcie"};
 
 typedef struct gpu {
   const char *name;
   double bf16, fp32, bw; /* FLOP/s, FLOP/s, bytes/s */
   double eff[N_UNITS];
+  double pcie; /* bytes/s each way */
 } gpu;
 
 static const gpu gpus[] = {
-    {"H100", 989e12, 67e12, 3.35e12, {0.30, 0.20, 0.70, 0.70, 0.35, 0.80}},
-    {"PRO6000", 500e12, 125e12, 1.792e12, {0.45, 0.30, 0.70, 0.70, 0.35, 0.80}},
+    {"H100", 989e12, 67e12, 3.35e12, {0.30, 0.20, 0.70, 0.70, 0.35, 0.80, 0.80}, 63e9},
+    {"PRO6000", 500e12, 125e12, 1.792e12, {0.45, 0.30, 0.70, 0.70, 0.35, 0.80, 0.80}, 63e9},
 };
 enum { N_GPUS = sizeof gpus / sizeof gpus[0] };
 
@@ -109,12 +121,36 @@ static void add_sync(const char *name, double count) {
     }
 }
 
+/* `count` host <-> device copies of `bytes` each (a unit of their own:
+ * PCIe), from pinned memory or from pageable memory (half the rate, and a
+ * host wait). */
+static void add_transfer(const char *name, double count, double bytes, int pinned) {
+  add(name, U_PCIE, 0, 0, 0);
+  for (int i = 0; i < n_kernels; i++)
+    if (!strcmp(kernels[i].name, name)) {
+      kernels[i].syncs += count;
+      for (int g = 0; g < N_GPUS; g++) {
+        double rate = gpus[g].pcie * gpus[g].eff[U_PCIE] * (pinned ? 1.0 : 0.5);
+        kernels[i].seconds[g] += count * (bytes / rate + (pinned ? 0 : SYNC_S));
+      }
+    }
+}
+
 /* ---------------------------------------------------------------- the step */
 
 typedef struct step {
   const mxl_config *c;
   double n, T, R, m, H, I, E, qd, kvd, V;
+  double chunk; /* tokens whose experts run at a time */
 } step;
+
+/* The step's view of one MoE chunk of `tokens` tokens. */
+static step chunk_of(const step *s, double tokens) {
+  step c = *s;
+  c.n = tokens;
+  c.m = tokens * s->c->experts_per_token;
+  return c;
+}
 
 /* The segmented LoRA op (kernels/cuda/ops_lora.cuh) on `rows` rows, one call
  * per target (an attention projection: one segment; an expert projection: a
@@ -181,11 +217,10 @@ static void attention_half(const step *s, int sliding) {
   add("residual add, combine, gather", U_MEM, 1, 0, 12 * n * H);
 }
 
-static void moe_half(const step *s) {
+/* The experts of one chunk (s: chunk_of), forward. */
+static void moe_chunk(const step *s) {
   const double n = s->n, H = s->H, m = s->m, I = s->I;
-  add("rmsnorm", U_MEM, 1, 0, 8 * n * H);
-  add("router (cuBLASLt fp32)", U_BLAS32, 1, 2 * n * H * s->E, 4 * n * H + 4 * s->E * H);
-  add("router top-k, plan", U_MEM, 2, 0, 8 * n * s->E);
+  add("router top-k, plan", U_MEM, 1, 0, 8 * n * s->E);
   add_sync("host sync (plan offsets)", 1);
   add("residual add, combine, gather", U_MEM, 1, 0, 4 * m * H + 4 * n * H);
   mxfp4(s, "MXFP4 gate_up (mma.sync)", H, 2 * I, 0);
@@ -194,7 +229,25 @@ static void moe_half(const step *s) {
   add("residual add, combine, gather", U_MEM, 1, 0, 4 * m * H + 8 * n * H);
 }
 
-static void layer_backward(const step *s, int sliding) {
+/* Calls f on each MoE chunk of the step. */
+static void for_each_chunk(const step *s, void (*f)(const step *)) {
+  for (double t0 = 0; t0 < s->n; t0 += s->chunk) {
+    step c = chunk_of(s, s->n - t0 < s->chunk ? s->n - t0 : s->chunk);
+    f(&c);
+  }
+}
+
+static void moe_half(const step *s) {
+  const double n = s->n, H = s->H;
+  add("rmsnorm", U_MEM, 1, 0, 8 * n * H);
+  add("router (cuBLASLt fp32)", U_BLAS32, 1, 2 * n * H * s->E, 4 * n * H + 4 * s->E * H);
+  add("router top-k, plan", U_MEM, 1, 0, 8 * n * s->E);
+  for_each_chunk(s, moe_chunk);
+}
+
+/* The MoE backward of one chunk (its experts recomputed first unless the
+ * whole step is one chunk: then the recomputed forward holds them). */
+static void moe_chunk_backward(const step *s) {
   const double n = s->n, H = s->H, m = s->m, I = s->I;
   add("residual add, combine, gather", U_MEM, 1, 0, 12 * m * H); /* combine bwd */
   mxfp4(s, "MXFP4 down dx (mma.sync)", H, I, 1);
@@ -202,7 +255,18 @@ static void layer_backward(const step *s, int sliding) {
   mxfp4(s, "MXFP4 gate_up dx (mma.sync)", 2 * I, H, 1);
   add("residual add, combine, gather", U_MEM, 1, 0, 4 * m * H + 8 * n * H); /* gather bwd */
   projection_bwd(s, "router dx (cuBLASLt)", H, s->E, 0);
-  add("rmsnorm", U_MEM, 2, 0, 12 * n * H); /* two rmsnorm_bwd */
+  add("rmsnorm", U_MEM, 1, 0, 12 * n * H);
+}
+
+static void moe_chunk_recompute_backward(const step *s) {
+  moe_chunk(s);
+  moe_chunk_backward(s);
+}
+
+static void layer_backward(const step *s, int sliding) {
+  const double n = s->n, H = s->H;
+  for_each_chunk(s, s->chunk < s->n ? moe_chunk_recompute_backward : moe_chunk_backward);
+  add("rmsnorm", U_MEM, 1, 0, 12 * n * H); /* the attention norm's backward */
   projection_bwd(s, "q, k, v, o dx (cuBLASLt)", s->qd, H, 1);
   /* dq: QKᵀ, dO·Vᵀ, dS·K; dk, dv: QKᵀ, dO·Vᵀ, dSᵀ·Q, Pᵀ·dO: 3.5 forwards */
   add("attention backward (mma.sync)", U_AMMA, 1, 3.5 * attention_flops(s, sliding),
@@ -220,7 +284,8 @@ static double lora_params(const step *s) {
   return c->n_layers * (attn + experts);
 }
 
-static void training_step(const mxl_config *c, double T, double R) {
+static void training_step(const mxl_config *c, double T, double R, double chunk,
+                          int unembed_on_host) {
   step s = {c,
             T,
             T,
@@ -231,14 +296,24 @@ static void training_step(const mxl_config *c, double T, double R) {
             c->n_experts,
             (double)c->n_heads * c->head_dim,
             (double)c->n_kv_heads * c->head_dim,
-            c->vocab_size};
+            c->vocab_size,
+            chunk < T ? chunk : T};
   n_kernels = 0;
-  add("embedding", U_MEM, 1, 0, 6 * s.n * s.H);
-  for (int pass = 0; pass < 2; pass++) /* the forward; the backward's recomputation */
-    for (int l = 0; l < c->n_layers - pass; l++) {
-      attention_half(&s, c->layer_sliding[l]);
-      moe_half(&s);
-    }
+  const double plane = 4 * s.n * s.H, offloaded = c->n_layers - 1;
+  add_transfer("PCIe: embedding rows in", 1, plane, 0);
+  add_transfer("PCIe: layer inputs out and back", 2 * offloaded, plane, 1);
+  if (unembed_on_host) add_transfer("PCIe: unembedding in", 1, 2 * s.V * s.H, 0);
+  for (int l = 0; l < c->n_layers; l++) { /* the forward */
+    attention_half(&s, c->layer_sliding[l]);
+    moe_half(&s);
+  }
+  for (int l = 0; l < c->n_layers - 1; l++) { /* the backward's recomputation: the */
+    attention_half(&s, c->layer_sliding[l]);  /* routing here, the experts chunk by */
+    add("rmsnorm", U_MEM, 1, 0, 8 * s.n * s.H); /* chunk in layer_backward */
+    add("router (cuBLASLt fp32)", U_BLAS32, 1, 2 * s.n * s.H * s.E, 4 * s.n * s.H + 4 * s.E * s.H);
+    add("router top-k, plan", U_MEM, 1, 0, 8 * s.n * s.E);
+    if (s.chunk >= s.n) moe_chunk(&s);
+  }
   for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(&s, c->layer_sliding[l]);
   /* the fused unembedding + cross-entropy: logits and gradient products,
    * the [n, chunk] logits written, read, rounded and read again */
@@ -256,15 +331,18 @@ static int by_time(const void *a, const void *b) {
   return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static void report(const char *model, const mxl_config *c, int T, int R, int all) {
-  training_step(c, T, R);
+static void report(const char *model, const mxl_config *c, int T, int R, int chunk,
+                   int unembed_on_host, int all) {
+  training_step(c, T, R, chunk, unembed_on_host);
   qsort(kernels, n_kernels, sizeof kernels[0], by_time);
   double total[N_GPUS] = {0}, flops = 0, bytes = 0, calls = 0;
   for (int i = 0; i < n_kernels; i++) {
     for (int g = 0; g < N_GPUS; g++) total[g] += kernels[i].seconds[g];
     flops += kernels[i].flops, bytes += kernels[i].bytes, calls += kernels[i].calls;
   }
-  printf("\n%s: one step of %d tokens, LoRA rank %d on attention and every expert\n", model, T, R);
+  printf("\n%s: one step of %d tokens, LoRA rank %d on attention and every expert; experts %d "
+         "tokens at a time, unembedding %s\n",
+         model, T, R, chunk < T ? chunk : T, unembed_on_host ? "in host memory" : "on the GPU");
   printf("  %-38s %-7s %8s %9s %9s", "kernel", "unit", "calls", "GFLOP", "GB");
   for (int g = 0; g < N_GPUS; g++) printf(" %10s ms", gpus[g].name);
   printf("\n");
@@ -290,21 +368,27 @@ static void report(const char *model, const mxl_config *c, int T, int R, int all
 }
 
 int main(int argc, char **argv) {
-  int T = 2048, R = 8, all = 0;
+  int T = 2048, R = 8, chunk = 1024, unembed_on_host = 0, all = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--seq") && i + 1 < argc)
       T = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rank") && i + 1 < argc)
       R = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
+      chunk = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--unembed-on-host"))
+      unembed_on_host = 1;
     else if (!strcmp(argv[i], "--all"))
       all = 1;
     else {
-      fprintf(stderr, "usage: bench_roofline [--seq N] [--rank R] [--all]\n");
+      fprintf(stderr,
+              "usage: bench_roofline [--seq N] [--rank R] [--chunk N] [--unembed-on-host] "
+              "[--all]\n");
       return 2;
     }
   }
-  if (T < 1 || R < 1) {
-    fprintf(stderr, "bench_roofline: --seq and --rank must be positive\n");
+  if (T < 1 || R < 1 || chunk < 1) {
+    fprintf(stderr, "bench_roofline: --seq, --rank and --chunk must be positive\n");
     return 2;
   }
   printf(
@@ -319,8 +403,8 @@ int main(int argc, char **argv) {
         100 * gpus[g].eff[U_SIMT], 100 * gpus[g].eff[U_MEM]);
   mxl_config c;
   mxl_config_gpt_oss_20b(&c);
-  report("gpt-oss-20b", &c, T, R, all);
+  report("gpt-oss-20b", &c, T, R, chunk, unembed_on_host, all);
   mxl_config_gpt_oss_120b(&c);
-  report("gpt-oss-120b", &c, T, R, all);
+  report("gpt-oss-120b", &c, T, R, chunk, unembed_on_host, all);
   return 0;
 }

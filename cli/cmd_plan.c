@@ -9,7 +9,8 @@ const char mxl_cmd_plan_help[] = "GPU memory of a training run: does it fit, lon
 
 static const char usage_line[] =
     "--model DIR | --shape gpt-oss-20b|gpt-oss-120b --gpu SIZE [--seq N] [--batch B]\n"
-    "            [--rank R] [--targets LIST] [--expert-layers LIST] [--recipe FILE]\n\n"
+    "            [--rank R] [--targets LIST] [--expert-layers LIST] [--chunk N]\n"
+    "            [--keep-inputs] [--unembed-on-host] [--recipe FILE]\n\n"
     "Adds up the device memory of LoRA training on the CUDA backend: the weights (kept\n"
     "in MXFP4), LoRA parameters, gradients and AdamW state, the activations of\n"
     "per-layer checkpointing, the backend's scratch, the cuBLASLt and cuDNN\n"
@@ -17,6 +18,8 @@ static const char usage_line[] =
     "(16GB, 24GB, 80GB, 96GB: binary units, as GPUs are labelled) and the longest\n"
     "sequence that does.\n"
     "A recipe supplies seq_len, batch_size and lora.*; options override it.\n"
+    "The experts run --chunk tokens at a time (the trainer's default, 1024), so one\n"
+    "layer's routed activations and their gradients hold a chunk, not the step.\n"
     "Defaults: --seq 4096 --batch 1 --rank 8 --targets attn,experts, every layer.";
 
 static double gib(uint64_t bytes) { return (double)bytes / 1073741824.0; }
@@ -27,14 +30,18 @@ static void print_plan(const mxl_plan *p) {
       "%.1fM parameters\n",
       p->model, p->n_layers, p->n_experts, p->rank, p->targets, p->expert_layers,
       (double)p->lora_params / 1e6);
-  printf("step: %d tokens (%d x %d)\n\n", p->tokens, p->batch, p->seq_len);
+  printf("step: %d tokens (%d x %d), experts %d tokens at a time\n\n", p->tokens, p->batch,
+         p->seq_len, p->moe_chunk);
   const struct {
     const char *what;
     uint64_t bytes;
   } rows[] = {
-      {"weights (checkpoint files, MXFP4 kept)", p->weights},
+      {p->host_unembed ? "weights (MXFP4 kept, (un)embedding on host)"
+                       : "weights (MXFP4 kept, embedding on the host)",
+       p->weights},
       {"LoRA parameters, gradients, AdamW m and v", p->lora_state},
-      {"layer inputs kept for the backward", p->checkpoints},
+      {p->offload ? "layer inputs: device ring of two" : "layer inputs kept for the backward",
+       p->checkpoints},
       {"one layer's recomputed activations", p->layer_tape},
       {"activation gradients, batch", p->grad_buffers},
       {"backend scratch (largest op)", p->scratch},
@@ -45,6 +52,11 @@ static void print_plan(const mxl_plan *p) {
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     printf("  %-44s %8.2f GiB\n", rows[i].what, gib(rows[i].bytes));
   printf("  %-44s %8.2f GiB\n", "total", gib(p->total));
+  printf("\nhost memory: embedding %.2f GiB", gib(p->host_embed));
+  if (p->host_unembed) printf(", unembedding %.2f GiB", gib(p->host_unembed));
+  printf(" (the mapped file)");
+  if (p->offload) printf(", layer inputs %.2f GiB", gib(p->host_inputs));
+  printf("; PCIe per step %.2f GiB\n", gib(p->pcie_bytes));
   printf("\nGPU %.1f GiB: %s", gib(p->gpu_bytes), p->fits ? "fits" : "does not fit");
   if (p->longest_seq)
     printf("; the longest sequence that fits (batch %d): %d tokens\n", p->batch, p->longest_seq);
@@ -67,6 +79,11 @@ int mxl_cmd_plan(int argc, char **argv) {
       {"--targets", MXL_OPT_STRING, &req.targets, "LIST: q,k,v,o,gate_up,down,attn,experts,all"},
       {"--expert-layers", MXL_OPT_STRING, &req.expert_layers, "LIST: layers whose experts train"},
       {"--recipe", MXL_OPT_STRING, &req.recipe, "FILE: take seq, batch and lora.* from it"},
+      {"--chunk", MXL_OPT_INT, &req.moe_chunk, "N: tokens whose experts run at a time (1024)"},
+      {"--keep-inputs", MXL_OPT_FLAG, &req.keep_inputs,
+       "every layer's input on the GPU (no offloading to host memory)"},
+      {"--unembed-on-host", MXL_OPT_FLAG, &req.unembed_on_host,
+       "the unembedding in host memory, uploaded chunk by chunk"},
   };
   int rc = mxl_cli_parse(argc, argv, usage_line, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
   if (rc) return rc == 1 ? 0 : 2;

@@ -14,6 +14,39 @@ void mxl_backend_destroy(mxl_backend *be) {
   if (be) be->ops->destroy(be);
 }
 
+#ifdef MXL_HAVE_CUDA
+static int is_cuda(const mxl_backend *be) { return be->ops == mxl_cuda_op_table(); }
+#endif
+
+void *mxl_backend_host_alloc(mxl_backend *be, size_t bytes) {
+#ifdef MXL_HAVE_CUDA
+  if (is_cuda(be)) return mxl_cuda_host_alloc(bytes);
+#endif
+  (void)be;
+  return malloc(bytes ? bytes : 1);
+}
+
+void mxl_backend_host_free(mxl_backend *be, void *host) {
+#ifdef MXL_HAVE_CUDA
+  if (is_cuda(be)) {
+    mxl_cuda_host_free(host);
+    return;
+  }
+#endif
+  (void)be;
+  free(host);
+}
+
+void mxl_backend_download_async(mxl_backend *be, void *host_dst, const void *src, size_t bytes) {
+#ifdef MXL_HAVE_CUDA
+  if (is_cuda(be)) {
+    mxl_cuda_download_async(be, host_dst, src, bytes);
+    return;
+  }
+#endif
+  be->ops->download(be, host_dst, src, bytes);
+}
+
 const char *mxl_build_features(void) {
   static char line[512];
   mxl_backend *be = NULL;

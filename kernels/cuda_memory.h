@@ -19,7 +19,10 @@
 enum {
   MXL_CUDA_PIECE_ALIGN = 256,     /* every piece of the scratch starts aligned */
   MXL_CUDA_BLAS_PLANS = 64,       /* cached cuBLASLt plans per backend */
-  MXL_CUDA_XENT_LOGIT_BUDGET = 1 << 25, /* floats of unembed_xent's [n, chunk] logits */
+  /* floats of unembed_xent's [n, chunk] logits: 64 MiB, 4096 vocabulary rows per
+   * chunk at 4096 tokens (products still far above the GEMM's ridge point);
+   * the loss is the largest op of a training step's scratch */
+  MXL_CUDA_XENT_LOGIT_BUDGET = 1 << 24,
   MXL_CUDA_XENT_CHUNK_STEP = 64,  /* chunks are multiples of this many rows */
 };
 
@@ -67,13 +70,20 @@ static inline int64_t mxl_cuda_xent_chunk(int64_t n, int64_t V, int64_t rows) {
 /* unembed_xent with `chunk` rows per chunk: logits [n, chunk] fp32, their
  * probabilities as bf16 [n, chunk] (with dh), the running state 4 x [n],
  * the bias of the whole vocabulary as fp32 [V] (when present), h as bf16
- * [n, H], and with dh the accumulator [n, H] fp32. */
+ * [n, H], and with dh the accumulator [n, H] fp32; with W in host memory
+ * (host_w) the uploaded chunk of W bf16 [chunk, H] and the bias bf16 [V]
+ * (when present), and with dh the target rows of W bf16 [n, H]. */
 static inline size_t mxl_cuda_scratch_unembed_xent(int64_t n, int64_t V, int64_t H,
-                                                   int64_t chunk, int bias, int with_dh) {
+                                                   int64_t chunk, int bias, int with_dh,
+                                                   int host_w) {
   size_t nc = (size_t)n * (size_t)chunk, nH = (size_t)n * (size_t)H;
+  size_t staged = host_w ? mxl_cuda_piece((size_t)chunk * (size_t)H * 2) +
+                               (bias ? mxl_cuda_piece((size_t)V * 2) : 0) +
+                               (with_dh ? mxl_cuda_piece(nH * 2) : 0)
+                         : 0;
   return mxl_cuda_piece(nc * 4) + (with_dh ? mxl_cuda_piece(nc * 2) : 0) +
          mxl_cuda_piece(4 * (size_t)n * 4) + (bias ? mxl_cuda_piece((size_t)V * 4) : 0) +
-         mxl_cuda_piece(nH * 2) + (with_dh ? mxl_cuda_piece(nH * 4) : 0);
+         mxl_cuda_piece(nH * 2) + (with_dh ? mxl_cuda_piece(nH * 4) : 0) + staged;
 }
 
 /* lora / lora_bwd (kernels/cuda/ops_lora.cuh): the segment table and its

@@ -84,6 +84,11 @@ typedef struct mxl_bf16_weight {
   const uint16_t *bias; /* [rows] bf16, or NULL */
   int64_t rows, cols;
   int fp32_act;
+  /* 1: w and bias are host memory, not backend memory (the unembedding of
+   * a training step kept off a GPU); only unembed_xent accepts such a
+   * weight: the CUDA backend uploads each vocabulary chunk before its
+   * products. On host-memory backends the two are the same. */
+  int host;
 } mxl_bf16_weight;
 
 /* Frozen MXFP4 matrices, one per expert: W_e [rows, cols], y = x·W_eᵀ + b_e.
@@ -152,6 +157,7 @@ struct mxl_ops {
   void (*destroy)(mxl_backend *be);
   void *(*alloc)(mxl_backend *be, size_t bytes); /* zeroed; NULL on failure */
   void (*free)(mxl_backend *be, void *ptr); /* NULL is a no-op */
+  /* host_src may be reused once upload returns (CUDA stages pageable memory) */
   void (*upload)(mxl_backend *be, void *dst, const void *host_src, size_t bytes);
   void (*download)(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
   void (*copy)(mxl_backend *be, void *dst, const void *src, size_t bytes);
@@ -254,7 +260,8 @@ struct mxl_ops {
    * For each token with weight[t] != 0:
    *   loss[t] = logsumexp(h_t·Wᵀ) - (h_t·Wᵀ)[targets[t]]
    *   dh[t] += weight[t]·(softmax(h_t·Wᵀ) - onehot(targets[t]))·W
-   * loss and dh may be NULL; masked tokens get loss 0 and no gradient. */
+   * loss and dh may be NULL; masked tokens get loss 0 and no gradient.
+   * W may be in host memory (W->host). */
   void (*unembed_xent)(mxl_backend *be, float *loss, float *dh, const float *h,
                        const mxl_bf16_weight *W, const int32_t *targets, const float *weight,
                        int n);
@@ -353,6 +360,19 @@ mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out);
  * or when no device is present. */
 mxl_status mxl_backend_cuda_create(int device, mxl_backend **out);
 void mxl_backend_destroy(mxl_backend *be);
+
+/* Host memory that `be` copies to and from at full speed: page-locked
+ * (pinned) on the CUDA backend, so that copies are DMA transfers that need
+ * not wait; plain heap memory elsewhere. NULL when it cannot be had. Free
+ * it with mxl_backend_host_free on the same backend. */
+void *mxl_backend_host_alloc(mxl_backend *be, size_t bytes);
+void mxl_backend_host_free(mxl_backend *be, void *host);
+
+/* download into memory from mxl_backend_host_alloc without waiting for the
+ * copy on the CUDA backend: ordered after the work issued before it, done
+ * by the next sync, and uploads from host_dst issued after it read what it
+ * wrote; the host must not read host_dst before a sync. Elsewhere: download. */
+void mxl_backend_download_async(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
 
 /* A backend by name, as users give it: "cpu", "ref", "cuda" or "cuda:N"
  * (device N), or "auto" (the first CUDA device when one works, else cpu).

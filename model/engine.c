@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bf16.h"
 #include "core/fileio.h"
 #include "core/hugemem.h"
 #include "core/status.h"
@@ -42,9 +43,86 @@ static int weight_files(const mxl_model *m, const mxl_mapping **files, int cap) 
   return n;
 }
 
+/* Weights a device backend leaves in host memory: the token embedding
+ * (1.08 GiB on gpt-oss; the training step and the forward gather the rows
+ * of their tokens on the host and upload only those, mxl_engine_embed)
+ * unless it is also the unembedding, and the unembedding when the options
+ * ask (a training step's loss uploads it chunk by chunk, ops.h). Tensors
+ * under MXL_HOST_TENSOR_MIN bytes stay on the device. */
+enum { MXL_DEVICE_PIECE_ALIGN = 256, MXL_HOST_TENSOR_MIN = 4 * MXL_DEVICE_PIECE_ALIGN };
+
+typedef struct host_tensors {
+  const uint8_t *p[2];
+  size_t bytes[2];
+  int n;
+  int embed, unembed; /* which ones are there */
+} host_tensors;
+
+static size_t bf16_bytes(const mxl_bf16_weight *w) {
+  return (size_t)w->rows * (size_t)w->cols * sizeof(uint16_t);
+}
+
+static host_tensors host_tensors_of(const mxl_model *m, int unembed_on_host) {
+  host_tensors h = {{NULL, NULL}, {0, 0}, 0, 0, 0};
+  const mxl_bf16_weight *emb = &m->w.embed, *un = &m->w.unembed;
+  if (emb->w && emb->w != un->w && bf16_bytes(emb) >= MXL_HOST_TENSOR_MIN) {
+    h.p[h.n] = (const uint8_t *)emb->w, h.bytes[h.n++] = bf16_bytes(emb);
+    h.embed = 1;
+  }
+  /* its bias (none on gpt-oss) would stay on the device: not worth a piece */
+  if (unembed_on_host && un->w && !un->bias && bf16_bytes(un) >= MXL_HOST_TENSOR_MIN) {
+    h.p[h.n] = (const uint8_t *)un->w, h.bytes[h.n++] = bf16_bytes(un);
+    h.unembed = 1;
+  }
+  return h;
+}
+
+/* A file's device copy: up to three pieces [from, to) around the host
+ * tensors in it, each piece after a host tensor starting at its end rounded
+ * down to the device alignment, so that every tensor keeps its alignment
+ * (offsets are kept modulo MXL_DEVICE_PIECE_ALIGN). */
+typedef struct file_pieces {
+  size_t from[3], to[3];
+  int n;
+} file_pieces;
+
+static file_pieces pieces_of(const mxl_mapping *file, const host_tensors *h) {
+  size_t lo[2], hi[2];
+  int k = 0;
+  for (int i = 0; i < h->n; i++)
+    if (h->p[i] >= file->data && h->p[i] + h->bytes[i] <= file->data + file->size) {
+      lo[k] = (size_t)(h->p[i] - file->data);
+      hi[k] = lo[k] + h->bytes[i];
+      k++;
+    }
+  if (k == 2 && lo[1] < lo[0]) {
+    size_t t = lo[0];
+    lo[0] = lo[1], lo[1] = t;
+    t = hi[0], hi[0] = hi[1], hi[1] = t;
+  }
+  file_pieces fp = {{0}, {0}, 0};
+  size_t cursor = 0;
+  for (int i = 0; i <= k; i++) {
+    size_t end = i < k ? lo[i] : file->size;
+    if (end > cursor) {
+      fp.from[fp.n] = cursor;
+      fp.to[fp.n++] = end;
+    }
+    if (i < k) cursor = hi[i] & ~(size_t)(MXL_DEVICE_PIECE_ALIGN - 1);
+  }
+  return fp;
+}
+
+static size_t pieces_bytes(const file_pieces *fp) {
+  size_t bytes = 0;
+  for (int i = 0; i < fp->n; i++) bytes += fp->to[i] - fp->from[i];
+  return bytes;
+}
+
 typedef struct rebase {
   const mxl_mapping **files;
-  void **device;
+  void **device; /* [3 n]: each file's pieces */
+  const file_pieces *pieces;
   int n;
   int missed; /* a pointer outside every file: a bug in the weights view */
 } rebase;
@@ -52,9 +130,15 @@ typedef struct rebase {
 static const void *rebased(rebase *r, const void *p) {
   if (!p) return NULL;
   const uint8_t *b = p;
-  for (int i = 0; i < r->n; i++)
-    if (b >= r->files[i]->data && b < r->files[i]->data + r->files[i]->size)
-      return (uint8_t *)r->device[i] + (b - r->files[i]->data);
+  for (int i = 0; i < r->n; i++) {
+    if (b < r->files[i]->data || b >= r->files[i]->data + r->files[i]->size) continue;
+    size_t off = (size_t)(b - r->files[i]->data);
+    const file_pieces *fp = &r->pieces[i];
+    for (int j = 0; j < fp->n; j++)
+      if (off >= fp->from[j] && off < fp->to[j])
+        return (uint8_t *)r->device[3 * i + j] + (off - fp->from[j]);
+    break; /* in a host tensor: nothing on the device points there */
+  }
   r->missed = 1;
   return p;
 }
@@ -114,39 +198,58 @@ static mxl_status check_room(const mxl_mapping **files, int n, size_t *total) {
   return MXL_OK;
 }
 
-/* Copies every weight file, to device memory on a backend without host
- * memory and to 2 MB pages with `huge` (--no-mmap), and points e->w into
- * the copies. */
-static mxl_status copy_weights(mxl_engine *e, int huge, const mxl_weight_options *o) {
+/* Uploads bytes [from, to) of `file` into a new device piece. */
+static mxl_status upload_piece(mxl_engine *e, const mxl_mapping *file, size_t from, size_t to,
+                               void **out) {
+  *out = e->ops->alloc(e->be, to - from);
+  if (!*out)
+    return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory", file->path,
+                      to - from, e->ops->name);
+  e->ops->upload(e->be, *out, file->data + from, to - from);
+  return MXL_OK;
+}
+
+/* Copies every weight file and points e->w into the copies: on a backend
+ * without host memory to device memory, less the host tensors (their rows
+ * are used from the mapping); with `huge` (--no-mmap on a backend with host
+ * memory) whole, into 2 MB pages. */
+static mxl_status copy_weights(mxl_engine *e, int huge, int unembed_on_host,
+                               const mxl_weight_options *o) {
   const mxl_mapping *files[64];
+  file_pieces pieces[64];
   int n = weight_files(e->model, files, 64);
   size_t total = 0, done = 0;
   if (huge && n > 0) MXL_TRY(check_room(files, n, &total));
-  e->device_files = calloc(n, sizeof *e->device_files);
+  /* 2 MB pages are host memory: every tensor is copied, none stays behind */
+  const host_tensors none = {{NULL, NULL}, {0, 0}, 0, 0, 0};
+  host_tensors h = huge ? none : host_tensors_of(e->model, unembed_on_host);
+  e->device_files = calloc(3 * (size_t)n, sizeof *e->device_files);
   e->device_layers = malloc(e->cfg->n_layers * sizeof *e->device_layers);
-  if (huge) e->huge_bytes = calloc(n, sizeof *e->huge_bytes);
+  if (huge) e->huge_bytes = calloc(3 * (size_t)n, sizeof *e->huge_bytes);
   if (!e->device_files || !e->device_layers || (huge && !e->huge_bytes))
     return mxl_errorf(MXL_ERR_MEMORY, "engine: out of memory");
-  e->n_device_files = n;
+  e->n_device_files = 3 * n;
   for (int i = 0; i < n; i++) {
-    if (huge) {
-      MXL_TRY(copy_to_huge_pages(files[i], &e->device_files[i], &done, total, o));
-      e->huge_bytes[i] = files[i]->size;
+    pieces[i] = pieces_of(files[i], &h);
+    if (huge) { /* one piece: the whole file */
+      MXL_TRY(copy_to_huge_pages(files[i], &e->device_files[3 * i], &done, total, o));
+      e->huge_bytes[3 * i] = files[i]->size;
       continue;
     }
-    e->device_files[i] = e->ops->alloc(e->be, files[i]->size);
-    if (!e->device_files[i])
-      return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot allocate %zu bytes of %s memory",
-                        files[i]->path, files[i]->size, e->ops->name);
-    e->ops->upload(e->be, e->device_files[i], files[i]->data, files[i]->size);
+    for (int j = 0; j < pieces[i].n; j++)
+      MXL_TRY(upload_piece(e, files[i], pieces[i].from[j], pieces[i].to[j],
+                           &e->device_files[3 * i + j]));
   }
-  rebase r = {files, e->device_files, n, 0};
+  rebase r = {files, e->device_files, pieces, n, 0};
   memcpy(e->device_layers, e->w.layers, e->cfg->n_layers * sizeof *e->device_layers);
   e->w.layers = e->device_layers;
   for (int l = 0; l < e->cfg->n_layers; l++) rebase_layer(&r, &e->w.layers[l]);
-  rebase_bf16(&r, &e->w.embed);
-  rebase_bf16(&r, &e->w.unembed);
   e->w.final_norm = rebased(&r, e->w.final_norm);
+  /* the host tensors keep the mapping's pointers */
+  e->embed_on_host = h.embed;
+  if (!h.embed) rebase_bf16(&r, &e->w.embed);
+  e->w.unembed.host = h.unembed;
+  if (!h.unembed) rebase_bf16(&r, &e->w.unembed);
   if (r.missed)
     return mxl_errorf(MXL_ERR_STATE, "engine: a weight lies outside the model's files");
   return e->ops->sync(e->be);
@@ -186,20 +289,65 @@ static mxl_status check_ops(const mxl_ops *ops) {
 
 /* ---------------------------------------------------------------- engine */
 
-size_t mxl_engine_device_bytes(const mxl_model *model) {
+size_t mxl_engine_device_bytes(const mxl_model *model, int unembed_on_host) {
   const mxl_mapping *files[64];
   int n = weight_files(model, files, 64);
+  host_tensors h = host_tensors_of(model, unembed_on_host);
   size_t bytes = (size_t)(model->config.head_dim / 2) * sizeof(float);
-  for (int i = 0; i < n; i++) bytes += files[i]->size;
+  for (int i = 0; i < n; i++) {
+    file_pieces fp = pieces_of(files[i], &h);
+    bytes += pieces_bytes(&fp);
+  }
   return bytes;
 }
 
+size_t mxl_engine_host_bytes(const mxl_model *model, int unembed_on_host, int which) {
+  host_tensors h = host_tensors_of(model, unembed_on_host);
+  size_t bytes = 0;
+  for (int i = 0; i < h.n; i++) {
+    int is_embed = h.p[i] == (const uint8_t *)model->w.embed.w;
+    if (which == (is_embed ? 0 : 1)) bytes += h.bytes[i];
+  }
+  return bytes;
+}
+
+mxl_status mxl_engine_embed(mxl_engine *e, float *x, const int32_t *ids_host,
+                            const int32_t *ids, int n) {
+  const size_t H = (size_t)e->cfg->hidden;
+  if (!e->embed_on_host) {
+    e->ops->embed(e->be, x, e->w.embed.w, ids, n, (int)H);
+    return MXL_OK;
+  }
+  if ((size_t)n * H > e->embed_rows_cap) {
+    float *rows = realloc(e->embed_rows, (size_t)n * H * sizeof(float));
+    if (!rows) return mxl_errorf(MXL_ERR_MEMORY, "embedding %d tokens: out of host memory", n);
+    e->embed_rows = rows;
+    e->embed_rows_cap = (size_t)n * H;
+  }
+  /* bf16 to fp32 is exact: the same values the device embed op writes. */
+  for (int t = 0; t < n; t++) {
+    const uint16_t *row = e->w.embed.w + (size_t)ids_host[t] * H;
+    for (size_t j = 0; j < H; j++) e->embed_rows[(size_t)t * H + j] = mxl_bf16_to_f32(row[j]);
+  }
+  /* upload has read the host rows when it returns (ops.h), so they may be
+   * reused by the next call */
+  e->ops->upload(e->be, x, e->embed_rows, (size_t)n * H * sizeof(float));
+  return MXL_OK;
+}
+
 mxl_status mxl_engine_create(const mxl_model *model, mxl_backend *be, mxl_engine **out) {
-  return mxl_engine_create_with(model, be, NULL, out);
+  return mxl_engine_create_opts(model, be, NULL, out);
 }
 
 mxl_status mxl_engine_create_with(const mxl_model *model, mxl_backend *be,
                                   const mxl_weight_options *weights, mxl_engine **out) {
+  mxl_engine_options o = {.weights = weights};
+  return mxl_engine_create_opts(model, be, &o, out);
+}
+
+mxl_status mxl_engine_create_opts(const mxl_model *model, mxl_backend *be,
+                                  const mxl_engine_options *opts, mxl_engine **out) {
+  const mxl_weight_options *weights = opts ? opts->weights : NULL;
   *out = NULL;
   MXL_TRY(check_ops(be->ops));
   mxl_engine *e = calloc(1, sizeof *e);
@@ -225,7 +373,7 @@ mxl_status mxl_engine_create_with(const mxl_model *model, mxl_backend *be,
   e->ops->upload(be, e->inv_freq, table, half * sizeof(float));
   int huge = weights && weights->no_mmap && be->ops->host_memory;
   if (!be->ops->host_memory || huge) {
-    mxl_status st = copy_weights(e, huge, weights);
+    mxl_status st = copy_weights(e, huge, opts && opts->unembed_on_host, weights);
     if (st != MXL_OK) {
       mxl_engine_destroy(e);
       return st;
@@ -239,13 +387,15 @@ void mxl_engine_destroy(mxl_engine *e) {
   if (!e) return;
   e->ops->free(e->be, e->inv_freq);
   for (int i = 0; i < e->n_device_files; i++)
-    if (e->huge_bytes)
-      mxl_huge_free(e->device_files[i], e->huge_bytes[i]);
-    else
+    if (e->huge_bytes) {
+      if (e->device_files[i]) mxl_huge_free(e->device_files[i], e->huge_bytes[i]);
+    } else {
       e->ops->free(e->be, e->device_files[i]);
+    }
   free(e->huge_bytes);
   free(e->device_files);
   free(e->device_layers);
+  free(e->embed_rows);
   free(e);
 }
 

@@ -101,7 +101,7 @@ static mxl_status check_sequences(const mxl_fwd_seq *seqs, int n_seq, int *n_tot
 static mxl_status reserve_state(mxl_engine *e, mxl_forward_state *st, int n, int rows,
                                 int rank) {
   const size_t H = e->cfg->hidden, V = e->w.vocab_rows;
-  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, rank));
+  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, 0, rank, 0));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->x, n * H * sizeof(float)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->ids, n * sizeof(int32_t)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->pos, n * sizeof(int32_t)));
@@ -247,7 +247,7 @@ mxl_status mxl_forward(mxl_engine *e, mxl_forward_state *st, const mxl_fwd_seq *
   ops->upload(e->be, st->pos.ptr, st->host_pos, n * sizeof(int32_t));
 
   float *x = st->x.ptr;
-  ops->embed(e->be, x, e->w.embed.w, st->ids.ptr, n, (int)H);
+  MXL_TRY(mxl_engine_embed(e, x, st->host_ids, st->ids.ptr, n));
   cache_run run = {seqs, n_seq, st->pos.ptr, st->seg.ptr};
   for (int l = 0; l < e->cfg->n_layers; l++) {
     if (out->hidden) ops->download(e->be, out->hidden + (size_t)l * n * H, x, n * H * sizeof(float));

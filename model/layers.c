@@ -7,13 +7,16 @@
 
 /* ---------------------------------------------------------------- sizing */
 
-static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank, mxl_carver *c) {
+/* The attention part and the per-token routing hold n tokens; the routed
+ * rows (order, slot, xs, h, act, ys and the expert LoRA products) hold the
+ * tokens of one MoE chunk, moe_n (mxl_moe_half runs the experts chunk by
+ * chunk: experts are per token, so chunks are independent). */
+static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int moe_n, int rank,
+                       int dropout, mxl_carver *c) {
   const size_t H = cfg->hidden, I = cfg->intermediate, E = cfg->n_experts;
-  const size_t k = cfg->experts_per_token, m = (size_t)n * k;
+  const size_t k = cfg->experts_per_token, m = (size_t)moe_n * k;
   const size_t qd = (size_t)cfg->n_heads * cfg->head_dim;
   const size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
-  size_t widest = H > qd ? H : qd;
-  if (I > widest) widest = I;
   a->a = mxl_carve(c, n * H, 4);
   a->rstd_a = mxl_carve(c, n, 4);
   a->q = mxl_carve(c, n * qd, 4);
@@ -25,8 +28,8 @@ static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank
   a->mlp_in = mxl_carve(c, n * H, 4);
   a->rstd_m = mxl_carve(c, n, 4);
   a->router_logits = mxl_carve(c, n * E, 4);
-  a->experts = mxl_carve(c, m, 4);
-  a->weights = mxl_carve(c, m, 4);
+  a->experts = mxl_carve(c, (size_t)n * k, 4);
+  a->weights = mxl_carve(c, (size_t)n * k, 4);
   a->order = mxl_carve(c, m, 4);
   a->slot = mxl_carve(c, m, 4);
   a->offsets = mxl_carve(c, E + 1, 4);
@@ -34,43 +37,59 @@ static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int rank
   a->h = mxl_carve(c, m * 2 * I, 4);
   a->act = mxl_carve(c, m * I, 4);
   a->ys = mxl_carve(c, m * H, 4);
-  a->proj = mxl_carve(c, n * H, 4);
-  a->lora_in = rank ? mxl_carve(c, m * widest, 4) : NULL;
+  /* training with dropout: it applies to the attention targets' inputs
+   * only (experts: none) */
+  a->lora_in = rank && dropout ? mxl_carve(c, n * (H > qd ? H : qd), 4) : NULL;
   for (int t = 0; t < MXL_LORA_N_TARGETS; t++) {
     size_t rows = (t == MXL_LORA_GATE_UP || t == MXL_LORA_DOWN) ? m : (size_t)n;
     a->lora_t[t] = rank ? mxl_carve(c, rows * rank, 4) : NULL;
   }
 }
 
-size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank) {
+int mxl_moe_chunk_tokens(int n, int moe_chunk) {
+  return moe_chunk > 0 && moe_chunk < n ? moe_chunk : n;
+}
+
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout) {
   mxl_layer_acts a;
   mxl_carver sizing = {0};
-  carve_acts(cfg, &a, n, lora_rank, &sizing);
+  carve_acts(cfg, &a, n, mxl_moe_chunk_tokens(n, moe_chunk), lora_rank, dropout, &sizing);
   return sizing.used;
 }
 
-mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank) {
-  if (n <= acts->cap_n && lora_rank <= acts->lora_rank_cap) {
+mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
+                                  int lora_rank, int dropout) {
+  const int moe_n = mxl_moe_chunk_tokens(n, moe_chunk);
+  acts->moe_chunk = moe_n;
+  dropout = dropout != 0;
+  if (n <= acts->cap_n && moe_n <= acts->moe_cap && lora_rank <= acts->lora_rank_cap &&
+      dropout <= acts->dropout_cap) {
     acts->n = n;
     return MXL_OK;
   }
   int cap = n > acts->cap_n ? n : acts->cap_n;
+  int moe_cap = moe_n > acts->moe_cap ? moe_n : acts->moe_cap;
   int rank = lora_rank > acts->lora_rank_cap ? lora_rank : acts->lora_rank_cap;
+  dropout = dropout > acts->dropout_cap ? dropout : acts->dropout_cap;
   mxl_carver sizing = {0};
-  carve_acts(e->cfg, acts, cap, rank, &sizing);
+  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &acts->block, sizing.used));
-  /* host: offsets [E+1], order [m], row_run [n] */
-  const size_t E1 = (size_t)e->cfg->n_experts + 1, m = (size_t)cap * e->cfg->experts_per_token;
+  /* host: offsets [E+1], order [m] of a chunk, row_run [n] */
+  const size_t E1 = (size_t)e->cfg->n_experts + 1;
+  const size_t m = (size_t)moe_cap * e->cfg->experts_per_token;
   int32_t *host = realloc(acts->host_block, (E1 + m + (size_t)cap) * sizeof(int32_t));
   if (!host) return mxl_errorf(MXL_ERR_MEMORY, "layer activations: out of memory");
   acts->host_block = host;
   mxl_carver c = {acts->block.ptr, 0};
-  carve_acts(e->cfg, acts, cap, rank, &c);
+  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &c);
   acts->offsets_host = host;
   acts->order_host = host + E1;
   acts->row_run = host + E1 + m;
   acts->cap_n = cap;
+  acts->moe_cap = moe_cap;
   acts->lora_rank_cap = rank;
+  acts->dropout_cap = dropout;
   acts->n = n;
   return MXL_OK;
 }
@@ -207,17 +226,17 @@ static mxl_status expert_segments(const mxl_engine *e, int layer, const mxl_lora
                                   int target, const mxl_lora_view *grads, mxl_layer_acts *acts,
                                   int *n_out) {
   seg_list l = {acts, 0, 0, MXL_OK};
-  const int k = e->cfg->experts_per_token, n_tok = acts->n;
+  const int k = e->cfg->experts_per_token, n_tok = acts->n, t0 = acts->moe_row0;
   const size_t I = (size_t)e->cfg->intermediate, H = (size_t)e->cfg->hidden;
   const size_t in = target == MXL_LORA_GATE_UP ? H : I, out = target == MXL_LORA_GATE_UP ? 2 * I : H;
   const int32_t *off = acts->offsets_host;
   const int simple = one_run_for_all(lora, n_tok);
   for (int ex = 0; n_runs(lora) > 0 && ex < e->cfg->n_experts; ex++) {
     for (int i = off[ex]; i < off[ex + 1];) {
-      int r = simple ? 0 : acts->row_run[acts->order_host[i] / k], j = i + 1;
+      int r = simple ? 0 : acts->row_run[t0 + acts->order_host[i] / k], j = i + 1;
       if (simple) j = off[ex + 1];
       else
-        while (j < off[ex + 1] && acts->row_run[acts->order_host[j] / k] == r) j++;
+        while (j < off[ex + 1] && acts->row_run[t0 + acts->order_host[j] / k] == r) j++;
       if (r < 0) {
         i = j;
         continue;
@@ -306,36 +325,44 @@ mxl_status mxl_attention_half(mxl_engine *e, int layer, const mxl_lora_stack *lo
   ops->rope(e->be, acts->k, n, c->n_kv_heads, d, pos, e->inv_freq, e->concentration,
             e->w.qk_interleaved, 0);
   MXL_TRY(attend(attend_user, e, layer, acts));
-  ops->matmul_bf16(e->be, acts->proj, acts->ctx, &w->o, n);
-  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_O, acts->ctx, qd, H, acts->proj, acts));
-  ops->copy(e->be, acts->x_mid, x, (size_t)n * H * sizeof(float));
-  ops->add(e->be, acts->x_mid, acts->proj, (size_t)n * H);
+  /* o_proj (+LoRA) straight into x_mid, then the residual: proj + x is
+   * x + proj in fp32, so no buffer for proj */
+  ops->matmul_bf16(e->be, acts->x_mid, acts->ctx, &w->o, n);
+  MXL_TRY(lora_dense(e, layer, lora, MXL_LORA_O, acts->ctx, qd, H, acts->x_mid, acts));
+  ops->add(e->be, acts->x_mid, x, (size_t)n * H);
   return MXL_OK;
 }
 
 /* ---------------------------------------------------------------- MoE half */
 
-/* Mixed batches: which run each token row belongs to, and the grouped
- * order on the host, so that expert segments can follow the runs. */
-static mxl_status prepare_expert_rows(mxl_engine *e, const mxl_lora_stack *lora,
-                                      mxl_layer_acts *acts) {
-  const int n = acts->n, m = n * e->cfg->experts_per_token;
-  if (n_runs(lora) == 0 || one_run_for_all(lora, n)) return MXL_OK;
+/* Mixed batches: which run each token row belongs to, so that expert
+ * segments can follow the runs (with the chunk's grouped order on the host,
+ * chunk_order_host). */
+static void prepare_row_runs(const mxl_lora_stack *lora, mxl_layer_acts *acts) {
+  const int n = acts->n;
+  if (n_runs(lora) == 0 || one_run_for_all(lora, n)) return;
   for (int t = 0; t < n; t++) acts->row_run[t] = -1;
   for (int r = 0; r < lora->n_runs; r++)
     for (int t = lora->runs[r].row0; t < lora->runs[r].row0 + lora->runs[r].rows; t++)
       acts->row_run[t] = r;
+}
+
+static mxl_status chunk_order_host(mxl_engine *e, const mxl_lora_stack *lora,
+                                   mxl_layer_acts *acts) {
+  const int m = acts->moe_n * e->cfg->experts_per_token;
+  if (n_runs(lora) == 0 || one_run_for_all(lora, acts->n)) return MXL_OK;
   e->ops->download(e->be, acts->order_host, acts->order, (size_t)m * sizeof(int32_t));
   return e->ops->sync(e->be);
 }
 
 mxl_moe_plan mxl_layer_plan(const mxl_engine *e, const mxl_layer_acts *acts) {
+  const int k = e->cfg->experts_per_token;
   mxl_moe_plan p = {
-      .n_tokens = acts->n,
-      .k = e->cfg->experts_per_token,
+      .n_tokens = acts->moe_n,
+      .k = k,
       .n_experts = e->cfg->n_experts,
-      .experts = acts->experts,
-      .weights = acts->weights,
+      .experts = acts->experts + (size_t)acts->moe_row0 * k,
+      .weights = acts->weights + (size_t)acts->moe_row0 * k,
       .order = acts->order,
       .slot = acts->slot,
       .offsets = acts->offsets,
@@ -344,32 +371,55 @@ mxl_moe_plan mxl_layer_plan(const mxl_engine *e, const mxl_layer_acts *acts) {
   return p;
 }
 
-mxl_status mxl_moe_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
-                        mxl_layer_acts *acts, float *x_out) {
+void mxl_moe_route(mxl_engine *e, int layer, const mxl_lora_stack *lora, mxl_layer_acts *acts) {
   const mxl_ops *ops = e->ops;
   const mxl_config *c = e->cfg;
   const mxl_layer_weights *w = &e->w.layers[layer];
-  const int n = acts->n, H = c->hidden, I = c->intermediate, E = c->n_experts;
-  const int k = c->experts_per_token;
-
-  ops->rmsnorm(e->be, acts->mlp_in, acts->rstd_m, acts->x_mid, w->mlp_norm, n, H, c->rms_eps);
+  const int n = acts->n;
+  ops->rmsnorm(e->be, acts->mlp_in, acts->rstd_m, acts->x_mid, w->mlp_norm, n, c->hidden,
+               c->rms_eps);
   mxl_bf16_weight router = w->router;
   router.fp32_act = 1; /* its logits choose experts (ops.h) */
   ops->matmul_bf16(e->be, acts->router_logits, acts->mlp_in, &router, n);
-  ops->router_topk(e->be, acts->experts, acts->weights, acts->router_logits, n, E, k);
-  ops->moe_plan(e->be, acts->order, acts->slot, acts->offsets, acts->experts, n, k, E);
+  ops->router_topk(e->be, acts->experts, acts->weights, acts->router_logits, n, c->n_experts,
+                   c->experts_per_token);
+  prepare_row_runs(lora, acts);
+}
+
+mxl_status mxl_moe_chunk(mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                         mxl_layer_acts *acts, int row0, int rows, float *x_out) {
+  const mxl_ops *ops = e->ops;
+  const mxl_config *c = e->cfg;
+  const mxl_layer_weights *w = &e->w.layers[layer];
+  const int H = c->hidden, I = c->intermediate, E = c->n_experts;
+  const int k = c->experts_per_token;
+  acts->moe_row0 = row0;
+  acts->moe_n = rows;
+  ops->moe_plan(e->be, acts->order, acts->slot, acts->offsets, acts->experts + (size_t)row0 * k,
+                rows, k, E);
   ops->download(e->be, acts->offsets_host, acts->offsets, (E + 1) * sizeof(int32_t));
   MXL_TRY(ops->sync(e->be));
-  MXL_TRY(prepare_expert_rows(e, lora, acts));
+  MXL_TRY(chunk_order_host(e, lora, acts));
   mxl_moe_plan plan = mxl_layer_plan(e, acts);
 
-  ops->moe_gather(e->be, acts->xs, acts->mlp_in, &plan, H);
+  ops->moe_gather(e->be, acts->xs, acts->mlp_in + (size_t)row0 * H, &plan, H);
   ops->mxfp4_matmul(e->be, acts->h, acts->xs, &w->gate_up, &plan);
   MXL_TRY(lora_experts(e, layer, lora, MXL_LORA_GATE_UP, acts->xs, H, 2 * I, acts->h, acts));
-  ops->swiglu(e->be, acts->act, acts->h, n * k, I, c->swiglu_alpha, c->swiglu_limit);
+  ops->swiglu(e->be, acts->act, acts->h, rows * k, I, c->swiglu_alpha, c->swiglu_limit);
   ops->mxfp4_matmul(e->be, acts->ys, acts->act, &w->down, &plan);
   MXL_TRY(lora_experts(e, layer, lora, MXL_LORA_DOWN, acts->act, I, H, acts->ys, acts));
-  ops->copy(e->be, x_out, acts->x_mid, (size_t)n * H * sizeof(float));
-  ops->moe_combine(e->be, x_out, acts->ys, &plan, H);
+  if (x_out) ops->moe_combine(e->be, x_out + (size_t)row0 * H, acts->ys, &plan, H);
+  return MXL_OK;
+}
+
+mxl_status mxl_moe_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                        mxl_layer_acts *acts, float *x_out) {
+  const int n = acts->n;
+  mxl_moe_route(e, layer, lora, acts);
+  e->ops->copy(e->be, x_out, acts->x_mid, (size_t)n * e->cfg->hidden * sizeof(float));
+  for (int row0 = 0; row0 < n; row0 += acts->moe_chunk) {
+    int rows = n - row0 < acts->moe_chunk ? n - row0 : acts->moe_chunk;
+    MXL_TRY(mxl_moe_chunk(e, layer, lora, acts, row0, rows, x_out));
+  }
   return MXL_OK;
 }

@@ -37,18 +37,22 @@ typedef struct mxl_layer_acts {
   float *router_logits; /* [n, E] */
   int32_t *experts;     /* [n, k] */
   float *weights;       /* [n, k] */
-  int32_t *order, *slot;/* [m] */
+  int32_t *order, *slot;/* [m] of the MoE chunk */
   int32_t *offsets;     /* [E+1] */
   int32_t *offsets_host;/* [E+1] host copy */
+  /* The routed rows below hold one MoE chunk: tokens [moe_row0, moe_row0 +
+   * moe_n), m = moe_n·k rows (mxl_moe_chunk). */
+  int moe_row0, moe_n;
+  int moe_chunk, moe_cap; /* tokens per chunk (<= n), capacity */
   float *xs;            /* [m, H] routed inputs, grouped by expert */
   float *h;             /* [m, 2I] gate_up output */
   float *act;           /* [m, I] SwiGLU output */
   float *ys;            /* [m, H] down output */
-  float *proj;          /* [n, H] o_proj output before the residual add */
-  float *lora_in;       /* [max(n,m), max(H, nh·d, I)] dropout'd LoRA input */
+  float *lora_in;       /* [n, max(H, nh·d)] dropout'd LoRA input (attention targets),
+                           when reserved with dropout (else NULL) */
   float *lora_t[MXL_LORA_N_TARGETS]; /* [rows, R] x·Aᵀ of every applied adapter, one
                                         [rows, rank] block per segment (lora_segs) */
-  int lora_rank_cap;
+  int lora_rank_cap, dropout_cap;
   int32_t *order_host;  /* [m] host copy of order (mixed batches) */
   int32_t *row_run;     /* [n] host: run index of each token row, -1 for none */
   mxl_lora_seg *segs;   /* host: the segments of the current LoRA product */
@@ -57,14 +61,21 @@ typedef struct mxl_layer_acts {
   int32_t *host_block;
 } mxl_layer_acts;
 
-/* Sizes the activations for n tokens (grows, never shrinks). lora_rank is
- * the largest rank of any adapter that will be applied (0: none). */
-mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int lora_rank);
+/* Sizes the activations for n tokens whose experts run moe_chunk tokens at a
+ * time (0 or >= n: all at once), growing, never shrinking. lora_rank is the
+ * largest rank of any adapter that will be applied (0: none); dropout says
+ * whether a trained adapter has LoRA dropout (training only). */
+mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
+                                  int lora_rank, int dropout);
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts);
 
-/* The bytes mxl_layer_acts_reserve allocates for n tokens and lora_rank
- * (`mxlora plan`'s accounting, train/plan.c). */
-size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int lora_rank);
+/* The tokens per MoE chunk of a step of n tokens: moe_chunk, or n. */
+int mxl_moe_chunk_tokens(int n, int moe_chunk);
+
+/* The bytes mxl_layer_acts_reserve allocates for these arguments (`mxlora
+ * plan`'s accounting, train/plan.c). */
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout);
 
 /* One adapter applied to some rows; its delta is multiplied by `scale`
  * (on top of the view's own alpha/r scale). */
@@ -128,11 +139,22 @@ mxl_status mxl_attention_half(mxl_engine *e, int layer, const mxl_lora_stack *lo
 /* Runs attention for one group into acts->ctx / acts->lse. */
 void mxl_attend_group(mxl_engine *e, int layer, mxl_layer_acts *acts, const mxl_attn_group *g);
 
-/* x_out = x_mid + MoE(x_mid) (x_out may equal nothing else; it is written). */
+/* x_out = x_mid + MoE(x_mid) (x_out may equal nothing else; it is written):
+ * mxl_moe_route, then mxl_moe_chunk over the chunks of acts->moe_chunk. */
 mxl_status mxl_moe_half(mxl_engine *e, int layer, const mxl_lora_stack *lora,
                         mxl_layer_acts *acts, float *x_out);
 
-/* The plan view of acts (after mxl_moe_half's routing). */
+/* The MoE half's per-token part over all n tokens: MoE norm, router, top-k
+ * (acts->mlp_in, rstd_m, router_logits, experts, weights). */
+void mxl_moe_route(mxl_engine *e, int layer, const mxl_lora_stack *lora, mxl_layer_acts *acts);
+
+/* The experts of tokens [row0, row0 + rows) (rows <= acts->moe_chunk) into
+ * the routed rows of acts; with x_out, their weighted sum is added to those
+ * rows of x_out. */
+mxl_status mxl_moe_chunk(mxl_engine *e, int layer, const mxl_lora_stack *lora,
+                         mxl_layer_acts *acts, int row0, int rows, float *x_out);
+
+/* The plan view of acts' current chunk (after mxl_moe_chunk's grouping). */
 mxl_moe_plan mxl_layer_plan(const mxl_engine *e, const mxl_layer_acts *acts);
 
 #endif

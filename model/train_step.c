@@ -5,42 +5,45 @@
 
 #include "core/status.h"
 
-/* Gradient scratch of one layer's backward (n tokens, m = n·k rows). */
+/* Gradient scratch of one layer's backward (n tokens; the MoE part holds
+ * one chunk of c tokens, mc = c·k routed rows). */
 typedef struct grad_bufs {
   float *dx;       /* [n, H] gradient of the residual stream entering the current layer's output */
   float *dxmid;    /* [n, H] */
-  float *dmlp;     /* [n, H] gradient of the MoE-norm output */
   float *da;       /* [n, H] gradient of the attention-norm output */
-  float *dys;      /* [m, H] */
-  float *dact;     /* [m, I] */
-  float *dh;       /* [m, 2I] */
-  float *dxs;      /* [m, H] */
-  float *dweights; /* [n, k] */
-  float *dlogits;  /* [n, E] */
+  float *dmlp;     /* [c, H] gradient of the MoE-norm output */
+  float *dys;      /* [mc, H] */
+  float *dact;     /* [mc, I] */
+  float *dh;       /* [mc, 2I] */
+  float *dxs;      /* [mc, H] */
+  float *dweights; /* [mc] */
+  float *dlogits;  /* [c, E] */
   float *dctx;     /* [n, nh·d] */
   float *dq;       /* [n, nh·d] */
   float *dk, *dv;  /* [n, nkv·d] */
-  float *ddrop;    /* [n, max(H, nh·d)] LoRA dx before the dropout backward */
+  float *ddrop;    /* [n, max(H, nh·d)] LoRA dx before the dropout backward (with dropout) */
 } grad_bufs;
 
-static void carve_grads(const mxl_config *c, int n, grad_bufs *g, mxl_carver *cv) {
-  const size_t H = c->hidden, I = c->intermediate, m = (size_t)n * c->experts_per_token;
+static void carve_grads(const mxl_config *c, int n, int moe_chunk, int dropout, grad_bufs *g,
+                        mxl_carver *cv) {
+  const size_t H = c->hidden, I = c->intermediate, chunk = mxl_moe_chunk_tokens(n, moe_chunk);
+  const size_t m = chunk * c->experts_per_token;
   const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
   g->dx = mxl_carve(cv, n * H, 4);
   g->dxmid = mxl_carve(cv, n * H, 4);
-  g->dmlp = mxl_carve(cv, n * H, 4);
   g->da = mxl_carve(cv, n * H, 4);
+  g->dmlp = mxl_carve(cv, chunk * H, 4);
   g->dys = mxl_carve(cv, m * H, 4);
   g->dact = mxl_carve(cv, m * I, 4);
   g->dh = mxl_carve(cv, m * 2 * I, 4);
   g->dxs = mxl_carve(cv, m * H, 4);
   g->dweights = mxl_carve(cv, m, 4);
-  g->dlogits = mxl_carve(cv, (size_t)n * c->n_experts, 4);
+  g->dlogits = mxl_carve(cv, chunk * c->n_experts, 4);
   g->dctx = mxl_carve(cv, n * qd, 4);
   g->dq = mxl_carve(cv, n * qd, 4);
   g->dk = mxl_carve(cv, n * kvd, 4);
   g->dv = mxl_carve(cv, n * kvd, 4);
-  g->ddrop = mxl_carve(cv, n * (qd > H ? qd : H), 4);
+  g->ddrop = dropout ? mxl_carve(cv, n * (qd > H ? qd : H), 4) : NULL;
 }
 
 typedef struct batch_dev {
@@ -59,28 +62,74 @@ static batch_dev carve_batch(int n, mxl_carver *cv) {
   return b;
 }
 
-size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int lora_rank) {
-  const size_t H = cfg->hidden, L = cfg->n_layers;
-  grad_bufs g;
-  mxl_carver grads = {0}, batch = {0};
-  carve_grads(cfg, n, &g, &grads);
-  carve_batch(n, &batch);
-  return mxl_layer_acts_bytes(cfg, n, lora_rank) + (L + 1) * n * H * sizeof(float) +
-         n * H * sizeof(float) + n * sizeof(float) + grads.used + batch.used;
+int mxl_train_moe_chunk(const mxl_train_state *st, int host_memory) {
+  if (st->moe_chunk > 0) return st->moe_chunk;
+  return host_memory ? 0 : MXL_TRAIN_MOE_CHUNK;
 }
 
-static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, grad_bufs *g,
-                          batch_dev *b) {
-  const size_t H = e->cfg->hidden, L = e->cfg->n_layers;
-  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, rank));
-  MXL_TRY(mxl_buffer_reserve(e->be, &st->inputs, (L + 1) * n * H * sizeof(float)));
+int mxl_train_offloads(const mxl_train_state *st, int host_memory) {
+  return !host_memory && !st->keep_inputs;
+}
+
+/* Layer inputs x_0 .. x_{L-2} go to host memory when offloading: x_{L-1}
+ * and x_L are still in the ring when the backward starts. */
+static size_t offloaded_planes(const mxl_config *cfg) {
+  return cfg->n_layers > 1 ? (size_t)cfg->n_layers - 1 : 0;
+}
+
+/* Planes of [n, H] that st->inputs holds on the backend. */
+static size_t device_planes(const mxl_config *cfg, int offload) {
+  return offload ? 2 : (size_t)cfg->n_layers + 1;
+}
+
+size_t mxl_train_offload_bytes(const mxl_config *cfg, int n) {
+  return offloaded_planes(cfg) * (size_t)n * cfg->hidden * sizeof(float);
+}
+
+size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                             int dropout, int offload) {
+  const size_t H = cfg->hidden;
+  grad_bufs g;
+  mxl_carver grads = {0}, batch = {0};
+  carve_grads(cfg, n, moe_chunk, dropout, &g, &grads);
+  carve_batch(n, &batch);
+  return mxl_layer_acts_bytes(cfg, n, moe_chunk, lora_rank, dropout) +
+         device_planes(cfg, offload) * n * H * sizeof(float) + n * H * sizeof(float) +
+         n * sizeof(float) + grads.used + batch.used;
+}
+
+/* Whether the step trains an adapter with LoRA dropout (on the attention
+ * inputs: layers.c's forward when lora->train is set, lora_grad here). */
+static int trains_dropout(const mxl_lora_stack *lora, int training) {
+  return training && lora && !lora->runs && lora->n > 0 && lora->views[0]->dropout > 0;
+}
+
+static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, int training,
+                          int dropout, grad_bufs *g, batch_dev *b) {
+  const size_t H = e->cfg->hidden;
+  const int chunk = mxl_train_moe_chunk(st, e->ops->host_memory);
+  st->offloading = mxl_train_offloads(st, e->ops->host_memory);
+  MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, chunk, rank, dropout));
+  MXL_TRY(mxl_buffer_reserve(e->be, &st->inputs,
+                             device_planes(e->cfg, st->offloading) * n * H * sizeof(float)));
+  const size_t offloaded = mxl_train_offload_bytes(e->cfg, n);
+  if (training && st->offloading && st->host_inputs_bytes < offloaded) {
+    mxl_backend_host_free(e->be, st->host_inputs); /* pinned on CUDA */
+    st->host_inputs = mxl_backend_host_alloc(e->be, offloaded);
+    st->host_inputs_bytes = st->host_inputs ? offloaded : 0;
+    if (!st->host_inputs)
+      return mxl_errorf(MXL_ERR_MEMORY,
+                        "training step: cannot allocate %zu bytes of host memory for the "
+                        "layer inputs",
+                        offloaded);
+  }
   MXL_TRY(mxl_buffer_reserve(e->be, &st->normed, n * H * sizeof(float)));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->rstd, n * sizeof(float)));
   mxl_carver sizing = {0};
-  carve_grads(e->cfg, n, g, &sizing);
+  carve_grads(e->cfg, n, chunk, dropout, g, &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &st->grads, sizing.used));
   mxl_carver cv = {st->grads.ptr, 0};
-  carve_grads(e->cfg, n, g, &cv);
+  carve_grads(e->cfg, n, chunk, dropout, g, &cv);
   mxl_carver bsize = {0};
   carve_batch(n, &bsize);
   MXL_TRY(mxl_buffer_reserve(e->be, &st->batch, bsize.used));
@@ -93,6 +142,33 @@ static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, g
     st->cap_n = n;
   }
   return MXL_OK;
+}
+
+/* ---------------------------------------------------------------- layer inputs */
+
+/* Layer l's input x_l (x_L: the last layer's output) in backend memory:
+ * st->inputs holds every one, or when offloading a ring of two, x_l in
+ * slot l % 2 (layer l reads one slot and writes the other). */
+static float *layer_input(const mxl_train_state *st, int l, size_t plane) {
+  return (float *)st->inputs.ptr + (size_t)(st->offloading ? l % 2 : l) * plane;
+}
+
+/* Offloading: x_l to host memory after the forward wrote it, unless it is
+ * one the backward finds in the ring (x_{L-1}, x_L). The host never reads
+ * it: the copy need not be waited for (the next layers run behind it on the
+ * stream, and restore_input's upload is ordered after it). */
+static void save_input(mxl_engine *e, const mxl_train_state *st, int l, size_t plane) {
+  if (st->offloading && (size_t)l < offloaded_planes(e->cfg))
+    mxl_backend_download_async(e->be, st->host_inputs + (size_t)l * plane,
+                               layer_input(st, l, plane), plane * sizeof(float));
+}
+
+/* Offloading: x_l back into its ring slot before the backward recomputes
+ * layer l (the slot held x_{l+2}, which the backward is done with). */
+static void restore_input(mxl_engine *e, const mxl_train_state *st, int l, size_t plane) {
+  if (st->offloading && (size_t)l < offloaded_planes(e->cfg))
+    e->ops->upload(e->be, layer_input(st, l, plane), st->host_inputs + (size_t)l * plane,
+                   plane * sizeof(float));
 }
 
 /* ---------------------------------------------------------------- attention over the batch */
@@ -162,22 +238,22 @@ static mxl_status lora_grad(mxl_engine *e, int layer, const mxl_lora_stack *lora
 
 /* ---------------------------------------------------------------- layer backward */
 
-/* Given g->dx = ∂loss/∂x_out of layer l (x_out = x_mid + MoE(x_mid)), leaves
- * g->dxmid = ∂loss/∂x_mid. */
-static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
-                               const mxl_lora_view *grads, mxl_layer_acts *a,
-                               const grad_bufs *g) {
+/* The MoE backward of tokens [row0, row0 + rows), whose routed rows are in
+ * the tape (mxl_moe_chunk): adds their part of ∂loss/∂x_mid to g->dxmid. */
+static mxl_status moe_chunk_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
+                                     const mxl_lora_view *grads, mxl_layer_acts *a,
+                                     const grad_bufs *g, int row0, int rows) {
   const mxl_ops *ops = e->ops;
   const mxl_config *c = e->cfg;
   const mxl_layer_weights *w = &e->w.layers[l];
-  const int n = a->n, H = c->hidden, I = c->intermediate, E = c->n_experts;
-  const int k = c->experts_per_token, m = n * k;
+  const int H = c->hidden, I = c->intermediate, E = c->n_experts;
+  const int k = c->experts_per_token, m = rows * k;
+  const size_t at = (size_t)row0 * H;
   mxl_moe_plan plan = mxl_layer_plan(e, a);
 
-  ops->copy(e->be, g->dxmid, g->dx, (size_t)n * H * sizeof(float));
   ops->zero(e->be, g->dys, (size_t)m * H * sizeof(float));
   ops->zero(e->be, g->dweights, (size_t)m * sizeof(float));
-  ops->moe_combine_bwd(e->be, g->dys, g->dweights, g->dx, a->ys, &plan, H);
+  ops->moe_combine_bwd(e->be, g->dys, g->dweights, g->dx + at, a->ys, &plan, H);
 
   ops->zero(e->be, g->dact, (size_t)m * I * sizeof(float));
   MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_DOWN, a->act, I, H, g->dys, g->dact, a, g));
@@ -190,13 +266,30 @@ static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
   MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_GATE_UP, a->xs, H, 2 * I, g->dh, g->dxs, a, g));
   ops->mxfp4_matmul_dx(e->be, g->dxs, g->dh, &w->gate_up, &plan);
 
-  ops->zero(e->be, g->dmlp, (size_t)n * H * sizeof(float));
+  ops->zero(e->be, g->dmlp, (size_t)rows * H * sizeof(float));
   ops->moe_gather_bwd(e->be, g->dmlp, g->dxs, &plan, H);
-  ops->zero(e->be, g->dlogits, (size_t)n * E * sizeof(float));
-  ops->router_bwd(e->be, g->dlogits, g->dweights, a->weights, a->experts, n, E, k);
-  ops->matmul_bf16_dx(e->be, g->dmlp, g->dlogits, &w->router, n);
-  ops->rmsnorm_bwd(e->be, g->dxmid, g->dmlp, a->x_mid, a->rstd_m, w->mlp_norm, n, H,
-                   c->rms_eps);
+  ops->zero(e->be, g->dlogits, (size_t)rows * E * sizeof(float));
+  ops->router_bwd(e->be, g->dlogits, g->dweights, plan.weights, plan.experts, rows, E, k);
+  ops->matmul_bf16_dx(e->be, g->dmlp, g->dlogits, &w->router, rows);
+  ops->rmsnorm_bwd(e->be, g->dxmid + at, g->dmlp, a->x_mid + at, a->rstd_m + row0, w->mlp_norm,
+                   rows, H, c->rms_eps);
+  return MXL_OK;
+}
+
+/* Given g->dx = ∂loss/∂x_out of layer l (x_out = x_mid + MoE(x_mid)), leaves
+ * g->dxmid = ∂loss/∂x_mid, chunk by chunk. The routing (mxl_moe_route) is in
+ * the tape; each chunk's routed rows are recomputed first unless the tape
+ * still holds them (`in_tape`: one chunk, just computed by the forward). */
+static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
+                               const mxl_lora_view *grads, mxl_layer_acts *a,
+                               const grad_bufs *g, int in_tape) {
+  const int n = a->n, chunk = a->moe_chunk;
+  e->ops->copy(e->be, g->dxmid, g->dx, (size_t)n * e->cfg->hidden * sizeof(float));
+  for (int row0 = 0; row0 < n; row0 += chunk) {
+    const int rows = n - row0 < chunk ? n - row0 : chunk;
+    if (!(in_tape && chunk == n)) MXL_TRY(mxl_moe_chunk(e, l, lora, a, row0, rows, NULL));
+    MXL_TRY(moe_chunk_backward(e, l, lora, grads, a, g, row0, rows));
+  }
   return MXL_OK;
 }
 
@@ -283,28 +376,31 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   const int n = batch->n_seq * batch->seq_len, H = c->hidden, L = c->n_layers;
   grad_bufs g;
   batch_dev dev;
-  MXL_TRY(reserve(e, st, n, mxl_lora_stack_rank(lora), &g, &dev));
+  MXL_TRY(reserve(e, st, n, mxl_lora_stack_rank(lora), grads != NULL,
+                  trains_dropout(lora, grads != NULL), &g, &dev));
   upload_batch(e, batch, &dev, n);
   batch_attend ba = {batch, &dev};
-  float *inputs = st->inputs.ptr;
   const size_t plane = (size_t)n * H;
+  float *x_last = layer_input(st, L, plane);
 
-  /* Forward: keep every layer's input; everything else is recomputed. */
+  /* Forward: keep every layer's input (for training: offloaded to host
+   * memory on a device backend); everything else is recomputed. */
   if (batch->inputs)
-    ops->upload(e->be, inputs, batch->inputs, plane * sizeof(float));
+    ops->upload(e->be, layer_input(st, 0, plane), batch->inputs, plane * sizeof(float));
   else
-    ops->embed(e->be, inputs, e->w.embed.w, dev.tokens, n, H);
+    MXL_TRY(mxl_engine_embed(e, layer_input(st, 0, plane), batch->tokens, dev.tokens, n));
+  if (grads) save_input(e, st, 0, plane);
   /* Each layer's weights leave the resident set when a pass is done with
    * them (mxl_engine_drop_pages): the last layer's stay for the backward. */
   for (int l = 0; l < L; l++) {
     if (!st->keep_resident) mxl_engine_map_pages(e, l);
-    MXL_TRY(mxl_attention_half(e, l, lora, inputs + l * plane, dev.pos, &st->acts, attend_batch,
-                               &ba));
-    MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
+    MXL_TRY(mxl_attention_half(e, l, lora, layer_input(st, l, plane), dev.pos, &st->acts,
+                               attend_batch, &ba));
+    MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, layer_input(st, l + 1, plane)));
+    if (grads) save_input(e, st, l + 1, plane);
     if (l != L - 1 && !st->keep_resident) mxl_engine_drop_pages(e, l);
   }
-  ops->rmsnorm(e->be, st->normed.ptr, st->rstd.ptr, inputs + L * plane, e->w.final_norm, n, H,
-               c->rms_eps);
+  ops->rmsnorm(e->be, st->normed.ptr, st->rstd.ptr, x_last, e->w.final_norm, n, H, c->rms_eps);
   ops->zero(e->be, g.da, plane * sizeof(float));
   if (!st->keep_resident) mxl_engine_map_pages(e, -1);
   ops->unembed_xent(e->be, dev.loss, grads ? g.da : NULL, st->normed.ptr, &e->w.unembed,
@@ -319,16 +415,17 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
 
   /* Backward, one recomputed layer at a time. */
   ops->zero(e->be, g.dx, plane * sizeof(float));
-  ops->rmsnorm_bwd(e->be, g.dx, g.da, inputs + L * plane, st->rstd.ptr, e->w.final_norm, n, H,
-                   c->rms_eps);
+  ops->rmsnorm_bwd(e->be, g.dx, g.da, x_last, st->rstd.ptr, e->w.final_norm, n, H, c->rms_eps);
   for (int l = L - 1; l >= 0; l--) {
-    const float *x = inputs + l * plane;
-    if (l != L - 1) { /* the last layer's activations are still in the tape */
+    const float *x = layer_input(st, l, plane);
+    /* the last layer's attention half and routing are still in the tape */
+    if (l != L - 1) {
       if (!st->keep_resident) mxl_engine_map_pages(e, l);
+      restore_input(e, st, l, plane);
       MXL_TRY(mxl_attention_half(e, l, lora, x, dev.pos, &st->acts, attend_batch, &ba));
-      MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, inputs + (l + 1) * plane));
+      mxl_moe_route(e, l, lora, &st->acts);
     }
-    MXL_TRY(moe_backward(e, l, lora, grads, &st->acts, &g));
+    MXL_TRY(moe_backward(e, l, lora, grads, &st->acts, &g, l == L - 1));
     MXL_TRY(attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba));
     if (!st->keep_resident) mxl_engine_drop_pages(e, l);
   }
@@ -341,5 +438,6 @@ void mxl_train_state_release(mxl_engine *e, mxl_train_state *st) {
   mxl_buffer *bufs[] = {&st->inputs, &st->normed, &st->rstd, &st->grads, &st->batch};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mxl_buffer_release(e->be, bufs[i]);
   free(st->host_loss);
+  mxl_backend_host_free(e->be, st->host_inputs);
   memset(st, 0, sizeof *st);
 }

@@ -5,8 +5,8 @@
  * fly inside the backward kernels.
  *
  * Memory: the forward keeps only each layer's input x_l [n, H] (L·n·H
- * floats); the backward recomputes one layer at a time into a single
- * mxl_layer_acts tape. So activation memory grows linearly with tokens per
+ * floats, in host memory on GPUs); the backward recomputes one layer at a
+ * time into a single mxl_layer_acts tape. So activation memory grows linearly with tokens per
  * step n = batch × seq_len: about (L + c)·n·H floats plus one layer's tape,
  * whose largest parts are the routed rows (k·n rows of 2I, I and H floats). */
 #ifndef MXL_MODEL_TRAIN_STEP_H
@@ -28,7 +28,7 @@ typedef struct mxl_train_batch {
 
 typedef struct mxl_train_state {
   mxl_layer_acts acts;
-  mxl_buffer inputs;   /* [L+1, n, H] x_l of every layer, and x_L */
+  mxl_buffer inputs;   /* [L+1, n, H] x_l of every layer, and x_L; offloading: [2, n, H] */
   mxl_buffer normed;   /* [n, H] final-norm output */
   mxl_buffer rstd;     /* [n] */
   mxl_buffer grads;    /* backward scratch, carved (see train_step.c) */
@@ -41,7 +41,39 @@ typedef struct mxl_train_state {
    * 13 GB of the checkpoint in its RSS; they come back from the page cache
    * through minor faults (bench_train --keep-resident measures both). */
   int keep_resident;
+  /* Tokens whose experts run at a time (0: the default below): the routed
+   * rows of the layer tape and their gradients hold one chunk, not the
+   * step (experts are per token, so chunks are independent; the loss and
+   * gradients are those of the whole step, up to the order of fp32 sums). */
+  int moe_chunk;
+  /* Backends without host memory (GPUs) keep the layer inputs of a
+   * training step in host memory (offloaded activation checkpointing):
+   * x_l goes out after layer l's forward and comes back before its
+   * recompute, and the device holds a ring of two; 1 keeps them all on the
+   * backend (keep_inputs, tests). */
+  int keep_inputs;
+  int offloading;      /* set by the step: this step offloads */
+  float *host_inputs;  /* host [L-1, n, H]: x_0 .. x_{L-2} (mxl_backend_host_alloc: pinned
+                          on CUDA) */
+  size_t host_inputs_bytes;
 } mxl_train_state;
+
+/* The default MoE chunk on backends without host memory (GPUs, whose
+ * memory is the limit): 1024 tokens, 4096 routed rows on gpt-oss. CPU
+ * backends run the whole step at once by default (each chunk decodes the
+ * experts' weights again). */
+enum { MXL_TRAIN_MOE_CHUNK = 1024 };
+
+/* The tokens per MoE chunk a step uses on a backend with or without host
+ * memory: st->moe_chunk, or the default (0: the whole step). */
+int mxl_train_moe_chunk(const mxl_train_state *st, int host_memory);
+
+/* Whether a training step offloads its layer inputs on such a backend. */
+int mxl_train_offloads(const mxl_train_state *st, int host_memory);
+
+/* The host bytes of the offloaded layer inputs of n tokens; each training
+ * step moves them out and back over PCIe (2x). */
+size_t mxl_train_offload_bytes(const mxl_config *cfg, int n);
 
 /* Forward (and, when grads != NULL, backward) over the batch. Without grads
  * (evaluation) `lora` may stack any number of adapters, or be NULL. With
@@ -55,8 +87,11 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
 
 void mxl_train_state_release(mxl_engine *e, mxl_train_state *st);
 
-/* The backend bytes a training step of n tokens with LoRA rank lora_rank
- * holds in its state (every buffer above; `mxlora plan`, model/plan.c). */
-size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int lora_rank);
+/* The backend bytes a training step of n tokens, experts in chunks of
+ * moe_chunk tokens (as mxl_train_moe_chunk gives), LoRA rank lora_rank,
+ * with LoRA dropout or not, layer inputs offloaded or not, holds in its state (every buffer above;
+ * `mxlora plan`, train/plan.c). */
+size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                             int dropout, int offload);
 
 #endif

@@ -13,6 +13,16 @@
 #include "core/rng.h"
 #include "kernels/mxfp4.h"
 
+/* Σ(b − r)² / Σr² (Σ(b − r)² when r is all zero). */
+static inline double nmse_f32(const float *b, const float *r, size_t n) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < n; i++) {
+    err += ((double)b[i] - r[i]) * ((double)b[i] - r[i]);
+    norm += (double)r[i] * r[i];
+  }
+  return norm > 0 ? err / norm : err;
+}
+
 /* splitmix64: small, seedable, good enough for test data. */
 typedef struct test_rng {
   uint64_t s;

@@ -2,13 +2,16 @@
  * backend (include/mxlora/plan.h). Every figure comes from the function
  * that sizes the real allocation:
  *   weights       mxl_engine_device_bytes (the engine uploads every weight
- *                 file as it is), or for a bare shape the same files'
+ *                 file as it is but the token embedding, whose rows a step
+ *                 gathers on the host), or for a bare shape the same files'
  *                 sizes from the parameter counts (MXFP4: 17/32 byte per
  *                 weight, bf16: 2);
  *   LoRA state    the trainer's four blocks of mxl_lora_layout_create's
  *                 n_floats (parameters, gradients, AdamW m, v);
  *   train state   mxl_train_state_bytes (checkpoints, one layer's tape,
- *                 gradient buffers);
+ *                 gradient buffers; experts in chunks of the trainer's
+ *                 mxl_train_moe_chunk tokens, layer inputs offloaded to
+ *                 host memory as mxl_train_offloads says);
  *   scratch       kernels/cuda_memory.h at the shapes of the step's ops,
  *                 rounded as the backend grows it;
  *   workspace     the cuBLASLt workspace, and cuDNN's for attention
@@ -33,6 +36,7 @@
 /* The LoRA set of a plan: rank, targets, layers (as the trainer builds it). */
 typedef struct plan_lora {
   int rank;
+  int dropout; /* lora.dropout > 0 */
   unsigned attn_targets, expert_targets;
   int attn_layers[256], n_attn_layers;
   int expert_layers[256], n_expert_layers;
@@ -42,8 +46,11 @@ typedef struct plan_lora {
 typedef struct plan_inputs {
   mxl_config cfg;
   int vocab_rows;
-  uint64_t weights;
+  uint64_t weights, host_embed, host_unembed;
   uint64_t lora_floats;
+  int moe_chunk; /* tokens per MoE chunk, as the trainer's state has it */
+  int offload;   /* layer inputs in host memory, as the trainer's state has it */
+  int dropout;   /* the recipe's LoRA dropout is on */
 } plan_inputs;
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -51,7 +58,7 @@ static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 /* The scratch the CUDA backend grows to over one training step of n tokens
  * in rows of seq_len: the largest request of its ops at those shapes. */
 static uint64_t step_scratch(const mxl_config *c, int vocab_rows, int n, int seq_len,
-                             int rank) {
+                             int moe_chunk, int rank, int host_unembed) {
   const int64_t H = c->hidden, E = c->n_experts;
   const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
   uint64_t need = 0;
@@ -66,10 +73,12 @@ static uint64_t step_scratch(const mxl_config *c, int vocab_rows, int n, int seq
   need = max_u64(need, mxl_cuda_scratch_matmul_bf16_dx(n, E));
   /* the loss with its gradient (gpt-oss's unembedding has no bias) */
   need = max_u64(need, mxl_cuda_scratch_unembed_xent(n, vocab_rows, H,
-                                                     mxl_cuda_xent_chunk(n, vocab_rows, 0), 0, 1));
+                                                     mxl_cuda_xent_chunk(n, vocab_rows, 0), 0, 1,
+                                                     host_unembed));
   /* segmented LoRA: an attention target is one segment over the n rows; an
-   * expert target a segment per expert over the m routed rows, t [m, R] */
-  const int64_t m = (int64_t)n * c->experts_per_token;
+   * expert target a segment per expert over the m routed rows of a MoE
+   * chunk, t [m, R] */
+  const int64_t m = (int64_t)mxl_moe_chunk_tokens(n, moe_chunk) * c->experts_per_token;
   need = max_u64(need, mxl_cuda_scratch_lora(1, n, n, (int64_t)n * rank));
   need = max_u64(need, mxl_cuda_scratch_lora(E, m, m, m * rank));
   /* attention, one row (sequence) at a time: through cuDNN, forward and
@@ -91,11 +100,22 @@ static void account(const plan_inputs *in, int seq_len, int batch, mxl_plan *p) 
   p->batch = batch;
   p->tokens = n;
   p->weights = in->weights;
+  p->host_embed = in->host_embed;
+  p->host_unembed = in->host_unembed;
   p->lora_state = 4 * in->lora_floats * sizeof(float);
-  p->checkpoints = (L + 1) * (size_t)n * H * sizeof(float);
-  p->layer_tape = mxl_layer_acts_bytes(c, n, p->rank);
-  p->grad_buffers = mxl_train_state_bytes(c, n, p->rank) - p->checkpoints - p->layer_tape;
-  p->scratch = step_scratch(c, in->vocab_rows, n, seq_len, p->rank);
+  p->offload = in->offload;
+  p->checkpoints = (in->offload ? 2 : L + 1) * (size_t)n * H * sizeof(float);
+  p->host_inputs = in->offload ? mxl_train_offload_bytes(c, n) : 0;
+  /* per step: the layer inputs out and back, the embedding rows in, the
+   * unembedding in once (the loss and its gradient take one pass) */
+  p->pcie_bytes = 2 * p->host_inputs + (in->host_embed ? (uint64_t)n * H * sizeof(float) : 0) +
+                  in->host_unembed;
+  p->moe_chunk = mxl_moe_chunk_tokens(n, in->moe_chunk);
+  p->layer_tape = mxl_layer_acts_bytes(c, n, in->moe_chunk, p->rank, in->dropout);
+  p->grad_buffers = mxl_train_state_bytes(c, n, in->moe_chunk, p->rank, in->dropout, in->offload) -
+                    p->checkpoints - p->layer_tape;
+  p->scratch =
+      step_scratch(c, in->vocab_rows, n, seq_len, in->moe_chunk, p->rank, in->host_unembed != 0);
   p->workspace = MXL_CUDA_BLAS_WORKSPACE;
   p->dnn_workspace = MXL_CUDA_DNN_WORKSPACE;
   p->reserve = MXL_PLAN_RUNTIME_RESERVE;
@@ -108,7 +128,8 @@ static void account(const plan_inputs *in, int seq_len, int batch, mxl_plan *p) 
 
 /* ---------------------------------------------------------------- inputs */
 
-/* Weight files of a bare shape: what a download of it weighs. */
+/* Weight files of a bare shape: what a download of it weighs (with the
+ * embedding). */
 static uint64_t shape_weights(const mxl_config *c) {
   mxl_param_counts pc;
   mxl_config_param_counts(c, &pc);
@@ -149,12 +170,15 @@ static mxl_status read_recipe(const char *path, mxl_plan_request *req, plan_lora
     if (!req->seq_len) req->seq_len = tc.seq_len;
     if (!req->batch) req->batch = tc.batch_size;
     if (!req->rank) req->rank = tc.rank;
+    if (!req->moe_chunk) req->moe_chunk = tc.moe_chunk;
+    if (!req->unembed_on_host) req->unembed_on_host = tc.unembed_on_host;
     lora->attn_targets = tc.attn_targets;
     lora->expert_targets = tc.expert_targets;
     memcpy(lora->attn_layers, tc.attn_layers, sizeof lora->attn_layers);
     lora->n_attn_layers = tc.n_attn_layers;
     memcpy(lora->expert_layers, tc.expert_layers, sizeof lora->expert_layers);
     lora->n_expert_layers = tc.n_expert_layers;
+    lora->dropout = tc.dropout > 0;
   }
   cJSON_Delete(json);
   return st;
@@ -187,7 +211,9 @@ static mxl_status plan_config(const mxl_plan_request *req, plan_inputs *in, char
     MXL_TRY(mxl_model_open(req->model, &m));
     in->cfg = m->config;
     in->vocab_rows = m->w.vocab_rows;
-    in->weights = mxl_engine_device_bytes(m);
+    in->weights = mxl_engine_device_bytes(m, req->unembed_on_host);
+    in->host_embed = mxl_engine_host_bytes(m, req->unembed_on_host, 0);
+    in->host_unembed = mxl_engine_host_bytes(m, req->unembed_on_host, 1);
     mxl_model_close(m);
     snprintf(label, label_size, "%s", req->model);
     return MXL_OK;
@@ -202,7 +228,9 @@ static mxl_status plan_config(const mxl_plan_request *req, plan_inputs *in, char
                       "plan: shape \"%s\": expected gpt-oss-20b or gpt-oss-120b (or a --model)",
                       shape);
   in->vocab_rows = in->cfg.vocab_size;
-  in->weights = shape_weights(&in->cfg);
+  in->host_embed = (uint64_t)in->cfg.vocab_size * in->cfg.hidden * 2;
+  in->host_unembed = req->unembed_on_host ? in->host_embed : 0;
+  in->weights = shape_weights(&in->cfg) - in->host_embed - in->host_unembed;
   snprintf(label, label_size, "%s", shape);
   return MXL_OK;
 }
@@ -225,6 +253,14 @@ mxl_status mxl_plan_compute(const mxl_plan_request *request, mxl_plan *out) {
   plan_inputs in;
   memset(&in, 0, sizeof in);
   MXL_TRY(plan_config(&req, &in, out->model, sizeof out->model));
+  if (req.moe_chunk < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "plan: MoE chunk %d: expected a token count >= 1",
+                      req.moe_chunk);
+  mxl_train_state chunked = {.moe_chunk = req.moe_chunk};
+  chunked.keep_inputs = req.keep_inputs;
+  in.moe_chunk = mxl_train_moe_chunk(&chunked, 0); /* the CUDA backend's */
+  in.offload = mxl_train_offloads(&chunked, 0);
+  in.dropout = lora.dropout;
   if (!req.seq_len) req.seq_len = 4096;
   if (!req.batch) req.batch = 1;
   if (!req.rank) req.rank = 8;

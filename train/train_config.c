@@ -87,6 +87,8 @@ static const key_spec schema[] = {
     {"dist", K_STRING, 0, 0, 0},
     {"dist_timeout_s", K_NUMBER, 0, 1e6, OPEN_LO},
     {"zero_stage", K_INT, 0, 1, 0},
+    {"moe_chunk", K_INT, 0, 1 << 20, 0},
+    {"unembed_on_host", K_BOOL, 0, 0, 0},
     {"lora", K_OBJECT, 0, 0, 0},
     {"lora.rank", K_INT, 1, MXL_LORA_MAX_RANK, 0},
     {"lora.alpha", K_NUMBER, 0, 1e6, OPEN_LO},
@@ -360,6 +362,8 @@ static mxl_status parse_run(const cJSON *r, mxl_train_config *c, const char *sou
   MXL_TRY(choice(r, "dist", "auto", dists, &c->dist, source));
   c->dist_timeout_s = num(r, "dist_timeout_s", 600);
   c->zero_stage = integer(r, "zero_stage", 0);
+  c->moe_chunk = integer(r, "moe_chunk", 0);
+  c->unembed_on_host = flag(r, "unembed_on_host", 0);
   return MXL_OK;
 }
 

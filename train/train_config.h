@@ -56,6 +56,8 @@ typedef struct mxl_train_config {
   const char *dist;         /* "auto", "none", "mpi", "nccl" */
   double dist_timeout_s;    /* longest wait for the other ranks */
   int zero_stage;           /* 1: AdamW moments sharded across ranks (ZeRO-1) */
+  int moe_chunk;            /* tokens whose experts run at a time (0: the backend's default) */
+  int unembed_on_host;      /* 1: a GPU leaves the unembedding in host memory */
 } mxl_train_config;
 
 /* Parses a recipe object: every key is checked against the recipe schema

@@ -133,7 +133,9 @@ static mxl_status open_model(trainer *t) {
                       "repository root or original/ (the adapter then overlays on all three)",
                       c->model);
   MXL_TRY(open_backend(t));
-  MXL_TRY(mxl_engine_create(t->model, t->be, &t->engine));
+  const mxl_engine_options eo = {.unembed_on_host = c->unembed_on_host};
+  MXL_TRY(mxl_engine_create_opts(t->model, t->be, &eo, &t->engine));
+  t->st.moe_chunk = c->moe_chunk;
   uint8_t fp[MXL_SHA256_SIZE];
   MXL_TRY(mxl_model_fingerprint(t->model, fp));
   mxl_sha256_hex(fp, t->base_sha256);

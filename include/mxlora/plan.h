@@ -25,6 +25,9 @@ typedef struct mxl_plan_request {
   int rank;           /* LoRA rank (8) */
   const char *targets;       /* "attn,experts" (any of q,k,v,o,gate_up,down,attn,experts,all) */
   const char *expert_layers; /* "0,6,12" or NULL: every layer */
+  int moe_chunk;      /* tokens whose experts run at a time (0: the trainer's default, 1024) */
+  int keep_inputs;    /* 1: every layer's input on the device (no offloading) */
+  int unembed_on_host; /* 1: the unembedding stays in host memory (uploaded chunk by chunk) */
 } mxl_plan_request;
 
 /* CUDA context and library code (cuBLASLt kernels), which the process
@@ -36,14 +39,26 @@ typedef struct mxl_plan_request {
 typedef struct mxl_plan {
   char model[96];         /* what was planned ("gpt-oss-20b", or the checkpoint path) */
   int n_layers, n_experts, seq_len, batch, tokens, rank;
+  int moe_chunk;          /* tokens whose experts run at a time (<= tokens) */
   char targets[64];       /* e.g. "q,k,v,o,gate_up,down" */
   int expert_layers;      /* layers whose experts are adapted */
   uint64_t lora_params;   /* trainable parameters */
-  uint64_t weights;       /* the checkpoint's files, uploaded as they are (MXFP4 kept) */
+  uint64_t weights;       /* the checkpoint's files, uploaded as they are (MXFP4 kept),
+                             less the token embedding (and the unembedding when it stays
+                             in host memory) */
+  uint64_t host_embed;    /* the token embedding, left in host memory (a step uploads
+                             the rows of its tokens) */
+  uint64_t host_unembed;  /* the unembedding when left in host memory (unembed_on_host) */
   uint64_t lora_state;    /* parameters, gradients, AdamW m and v: fp32 */
-  uint64_t checkpoints;   /* every layer's input [L+1, n, H] fp32 (activation checkpointing) */
-  uint64_t layer_tape;    /* one layer's recomputed activations */
-  uint64_t grad_buffers;  /* one layer's activation gradients, the batch */
+  int offload;            /* 1: the layer inputs live in host memory, a ring of 2 on the device */
+  uint64_t checkpoints;   /* layer inputs on the device: [L+1, n, H] fp32 (activation
+                             checkpointing), or the ring [2, n, H] when offloaded */
+  uint64_t host_inputs;   /* host memory of the offloaded layer inputs [L-1, n, H] */
+  uint64_t pcie_bytes;    /* host <-> device bytes per step: the offloaded inputs out and
+                             back, the embedding rows in */
+  uint64_t layer_tape;    /* one layer's recomputed activations (routed rows: one chunk) */
+  uint64_t grad_buffers;  /* one layer's activation gradients (routed rows: one chunk),
+                             the batch */
   uint64_t scratch;       /* the backend's scratch: the largest op's need */
   uint64_t workspace;     /* cuBLASLt workspace */
   uint64_t dnn_workspace; /* cuDNN attention workspace */

@@ -131,6 +131,26 @@ static const mxl_ops cuda_ops = make_cuda_ops();
 
 extern "C" const mxl_ops *mxl_cuda_op_table(void) { return &cuda_ops; }
 
+extern "C" void *mxl_cuda_host_alloc(size_t bytes) {
+  void *p = NULL;
+  if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+    cudaGetLastError(); /* the caller's to handle, not sticky */
+    return NULL;
+  }
+  return p;
+}
+
+extern "C" void mxl_cuda_host_free(void *host) {
+  if (host) cudaFreeHost(host); /* waits for the copies still using it */
+}
+
+extern "C" void mxl_cuda_download_async(mxl_backend *be, void *host_dst, const void *src,
+                                        size_t bytes) {
+  if (bytes)
+    check(be, "download",
+          cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, state(be)->stream));
+}
+
 extern "C" void mxl_cuda_attention_path(mxl_backend *be, char *buf, size_t size) {
   mxl_cuda_dnn_describe(mxl_cuda_state_of(be), buf, size);
 }

@@ -44,6 +44,14 @@ mxl_status mxl_cuda_mxfp4_quant(mxl_backend *be, uint8_t *blocks, uint8_t *scale
  * own share (bench_cuda_ops; `mxlora plan` budgets it as an allowance). */
 mxl_status mxl_cuda_memory_info(mxl_backend *be, size_t *free_bytes, size_t *total_bytes);
 
+/* Page-locked host memory (cudaMallocHost; NULL when it cannot be had) and
+ * its release (NULL: nothing), and a device-to-host copy into such memory
+ * on the backend's stream that does not wait (errors are kept for sync):
+ * kernels/ops.h mxl_backend_host_alloc, mxl_backend_download_async. */
+void *mxl_cuda_host_alloc(size_t bytes);
+void mxl_cuda_host_free(void *host);
+void mxl_cuda_download_async(mxl_backend *be, void *host_dst, const void *src, size_t bytes);
+
 /* One line naming the attention path of `be`, a CUDA backend (or NULL:
  * none could be created): cuDNN's graph (with the library's version) and
  * where the own kernels serve, or the own kernels only and why (`mxlora

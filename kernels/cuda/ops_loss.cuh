@@ -15,7 +15,10 @@
  * gradient Σ_v softmax_v·W_v accumulates in the same single pass as the
  * log-sum-exp (an online softmax over the vocabulary), so the vocabulary
  * is multiplied twice (logits, gradient), not three times. C is chosen so
- * that L stays within 2^25 floats (128 MiB; kernels/cuda_memory.h). */
+ * that L stays within 2^24 floats (64 MiB; kernels/cuda_memory.h).
+ * W in host memory (W->host: a training step's unembedding kept off the
+ * GPU) is uploaded chunk by chunk into the scratch, on the op's stream, and
+ * the rows of the targets are picked up from the chunks as they pass. */
 #ifndef MXL_KERNELS_CUDA_OPS_LOSS_CUH
 #define MXL_KERNELS_CUDA_OPS_LOSS_CUH
 
@@ -175,11 +178,23 @@ MXL_GLOBAL void mxl_xent_rescale_kernel(float *acc, const float *rescale, int64_
   MXL_FOR_EACH(i, n * H) acc[i] *= rescale[i / H];
 }
 
+/* W in host memory: the target rows that lie in the chunk w_chunk [rows, H]
+ * (vocabulary rows v0..) into wt [n, H], for the final kernel. */
+MXL_GLOBAL void mxl_xent_target_rows_kernel(uint16_t *wt, const uint16_t *w_chunk, int64_t rows,
+                                            int64_t v0, int64_t n, int64_t H,
+                                            const int32_t *targets, const float *weight) {
+  MXL_FOR_EACH(i, n * H) {
+    const int64_t t = i / H, tgt = (int64_t)targets[t] - v0;
+    if (weight[t] != 0.0f && tgt >= 0 && tgt < rows) wt[i] = w_chunk[tgt * H + i % H];
+  }
+}
+
 /* One block per token: loss [n] and dh [n, H] from the final state and
- * acc [n, H] = Σ_v exp(z_v − m)·W_v (NULL when dh is). W bf16 [V, H]. */
+ * acc [n, H] = Σ_v exp(z_v − m)·W_v (NULL when dh is). W bf16 [V, H], or
+ * with wt (W in host memory) the target rows wt [n, H]. */
 MXL_GLOBAL void mxl_xent_final_kernel(float *loss, float *dh, const float *acc,
-                                      const uint16_t *W, int64_t V, int64_t H,
-                                      const int32_t *targets, const float *weight,
+                                      const uint16_t *W, const uint16_t *wt, int64_t V,
+                                      int64_t H, const int32_t *targets, const float *weight,
                                       mxl_xent_state st) {
   const int64_t t = MXL_BLOCK_X;
   const float w = weight[t];
@@ -193,7 +208,8 @@ MXL_GLOBAL void mxl_xent_final_kernel(float *loss, float *dh, const float *acc,
   const int64_t tgt = targets[t];
   const bool hit = tgt >= 0 && tgt < V;
   for (int64_t c = MXL_THREAD_X; c < H; c += MXL_XENT_THREADS) {
-    float g = acc[t * H + c] / s - (hit ? mxl_cu_bf16(W[tgt * H + c]) : 0.0f);
+    const uint16_t *w_tgt = wt ? wt + t * H : W + tgt * H;
+    float g = acc[t * H + c] / s - (hit ? mxl_cu_bf16(w_tgt[c]) : 0.0f);
     dh[t * H + c] += w * g;
   }
 }
@@ -208,8 +224,10 @@ static void mxl_cu_unembed_xent(mxl_backend *be, float *loss, float *dh, const f
   const int64_t V = W->rows, H = W->cols;
   if (n <= 0 || V <= 0 || (!loss && !dh)) return;
   const int64_t chunk = mxl_cuda_xent_chunk(n, V, mxl_cu_state(be)->xent_chunk_rows);
+  const bool host_w = W->host != 0;
   void *scratch = mxl_cu_scratch(
-      be, mxl_cuda_scratch_unembed_xent(n, V, H, chunk, W->bias != NULL, dh != NULL), name);
+      be, mxl_cuda_scratch_unembed_xent(n, V, H, chunk, W->bias != NULL, dh != NULL, host_w),
+      name);
   if (!scratch) return;
   const size_t nc = (size_t)n * (size_t)chunk, nH = (size_t)n * (size_t)H;
   mxl_cu_carve cv = {static_cast<char *>(scratch)};
@@ -223,6 +241,15 @@ static void mxl_cu_unembed_xent(mxl_backend *be, float *loss, float *dh, const f
   float *bias = W->bias ? cv.take<float>((size_t)V * 4) : NULL; /* [V] fp32 */
   uint16_t *hb = cv.take<uint16_t>(nH * 2);                 /* [n, H] bf16 */
   float *acc = dh ? cv.take<float>(nH * 4) : NULL;          /* [n, H] */
+  /* W in host memory: the uploaded chunk, bias and target rows */
+  uint16_t *staged = host_w ? cv.take<uint16_t>((size_t)chunk * H * 2) : NULL;
+  const uint16_t *bias_bf16 = W->bias;
+  if (host_w && W->bias) {
+    uint16_t *b16 = cv.take<uint16_t>((size_t)V * 2);
+    be->ops->upload(be, b16, W->bias, (size_t)V * 2);
+    bias_bf16 = b16;
+  }
+  uint16_t *wt = host_w && dh ? cv.take<uint16_t>(nH * 2) : NULL; /* [n, H] */
   mxl_cu_stream stream = mxl_cu_state(be)->stream;
   int64_t init_items = dh ? (int64_t)nH : n;
   if (!mxl_cu_launched(be, name,
@@ -231,11 +258,22 @@ static void mxl_cu_unembed_xent(mxl_backend *be, float *loss, float *dh, const f
                                               MXL_CU_MAX_BLOCKS),
                                   MXL_CU_ELEMENTWISE_THREADS, 0, stream, st, acc, (int64_t)n, H)) ||
       !mxl_cu_to_bf16(be, name, hb, h, (int64_t)nH) ||
-      (bias && !mxl_cu_from_bf16(be, name, bias, W->bias, V)))
+      (bias && !mxl_cu_from_bf16(be, name, bias, bias_bf16, V)))
     return;
   for (int64_t v0 = 0; v0 < V; v0 += chunk) {
     const int64_t rows = V - v0 < chunk ? V - v0 : chunk;
     const uint16_t *w_chunk = W->w + v0 * H;
+    if (host_w) { /* the stream runs the upload after the last chunk's products */
+      be->ops->upload(be, staged, w_chunk, (size_t)rows * H * 2);
+      w_chunk = staged;
+      if (wt && !mxl_cu_launched(be, name,
+                                 MXL_LAUNCH(mxl_xent_target_rows_kernel,
+                                            mxl_cu_grid((int64_t)nH, MXL_CU_ELEMENTWISE_THREADS,
+                                                        MXL_CU_MAX_BLOCKS),
+                                            MXL_CU_ELEMENTWISE_THREADS, 0, stream, wt, w_chunk,
+                                            rows, v0, (int64_t)n, H, targets, weight)))
+        return;
+    }
     mxl_blas_call logits = {};
     logits.M = n, logits.N = rows, logits.K = H, logits.precision = MXL_BLAS_BF16;
     logits.A = {hb, H, 0, 0};
@@ -266,7 +304,7 @@ static void mxl_cu_unembed_xent(mxl_backend *be, float *loss, float *dh, const f
   }
   mxl_cu_launched(be, name,
                   MXL_LAUNCH(mxl_xent_final_kernel, (unsigned)n, MXL_XENT_THREADS, 0, stream, loss,
-                             dh, acc, W->w, V, H, targets, weight, st));
+                             dh, acc, host_w ? NULL : W->w, wt, V, H, targets, weight, st));
 }
 
 static inline void mxl_cu_fill_loss(mxl_ops *ops) {

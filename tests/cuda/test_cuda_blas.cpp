@@ -235,7 +235,7 @@ static void test_fp32_act(void) {
   for (float &v : x) v = uniform();
   for (uint16_t &v : w) v = bf(0.5f * uniform());  // truncated to bf16: any bf16 will do
   for (uint16_t &v : bias) v = bf(uniform());
-  mxl_bf16_weight W = {w, bias, ROWS, COLS, 1};
+  mxl_bf16_weight W = {w, bias, ROWS, COLS, 1, 0};
   ref->ops->matmul_bf16(ref, want, x, &W, N);
   double err[2];
   for (int exact = 1; exact >= 0; exact--) {
