@@ -10,7 +10,7 @@
  * the re-encoding's worst case). Each merge runs in a child process, so its
  * peak RSS (the kernel's maxrss of that child) is its own.
  *
- *   build/bench_merge --model /tmp/m20b-hf --scratch /tmp/bench-merge [--expert-layers all]
+ *   build/bench_merge --model /scratch/20b --scratch /scratch/bench-merge [--expert-layers all]
  *   (run 20b-shaped jobs under `flock /tmp/mxlora-20b.lock`) */
 #include <errno.h>
 #include <math.h>
