@@ -67,20 +67,19 @@ step() {
   fi
 }
 
-# Published peaks of the GPU, by name: bf16 dense TFLOP/s, fp32 TFLOP/s,
-# GB/s (empty when unknown). RTX PRO 6000: bf16 = its 4000 TOPS FP4 sparse / 8.
+# Published peaks of the GPU, by name: bf16 dense TFLOP/s and GB/s (empty when unknown). RTX PRO 6000: bf16 = its 4000 TOPS FP4 sparse / 8.
 peaks_of() {
   case "$1" in
-    *H200*) echo "989 67 4800" ;;
-    *H100*NVL*) echo "835 60 3900" ;;
-    *H100*PCIe*) echo "756 51 2000" ;;
-    *H100*) echo "989 67 3350" ;;
-    *A100*80GB*) echo "312 19.5 2039" ;;
-    *A100*) echo "312 19.5 1555" ;;
-    *"RTX PRO 6000"*) echo "500 125 1792" ;;
-    *L40S*) echo "362 91.6 864" ;;
-    *"RTX 5090"*) echo "209.5 104.8 1792" ;;
-    *"RTX 4090"*) echo "165.2 82.6 1008" ;;
+    *H200*) echo "989 4800" ;;
+    *H100*NVL*) echo "835 3900" ;;
+    *H100*PCIe*) echo "756 2000" ;;
+    *H100*) echo "989 3350" ;;
+    *A100*80GB*) echo "312 2039" ;;
+    *A100*) echo "312 1555" ;;
+    *"RTX PRO 6000"*) echo "500 1792" ;;
+    *L40S*) echo "362 864" ;;
+    *"RTX 5090"*) echo "209.5 1792" ;;
+    *"RTX 4090"*) echo "165.2 1008" ;;
     *) echo "" ;;
   esac
 }
@@ -141,11 +140,11 @@ tail -3 "$out/ctest.log" >>"$summary"
 # ------------------------------------------------------------ benchmarks
 if [ "$bench" = 1 ]; then
   gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-  read -r p_bf16 p_fp32 p_gbs <<<"$(peaks_of "$gpu_name")"
+  read -r p_bf16 p_gbs <<<"$(peaks_of "$gpu_name")"
   peak_args=()
   if [ -n "${p_bf16:-}" ]; then
-    peak_args=(--peak-bf16 "$p_bf16" --peak-fp32 "$p_fp32" --peak-gbs "$p_gbs")
-    note "      peaks of $gpu_name: bf16 $p_bf16 TFLOP/s, fp32 $p_fp32 TFLOP/s, $p_gbs GB/s"
+    peak_args=(--peak-bf16 "$p_bf16" --peak-gbs "$p_gbs")
+    note "      peaks of $gpu_name: bf16 $p_bf16 TFLOP/s, $p_gbs GB/s"
   else
     note "      no published peaks known for $gpu_name: rows without % of peak"
   fi

@@ -15,8 +15,8 @@
  * which tools/gpu_suite.sh looks up by name) add each row's share of the
  * peak: bf16 for the products and for attention (at head dim 64 both
  * directions run on bf16 tensor cores: the own mma.sync kernels or cuDNN's
- * graph), bandwidth for the decode rows. --peak-fp32 T is accepted and
- * ignored (tools/gpu_suite.sh passes it; no row runs on the fp32 units). */
+ * graph), bandwidth for the decode rows. No row runs on the fp32 units, so
+ * there is no fp32 peak to compare with. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,13 +250,11 @@ int main(int argc, char **argv) {
       tokens = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--peak-bf16") && i + 1 < argc) {
       peak_bf16 = atof(argv[++i]) * 1e12;
-    } else if (!strcmp(argv[i], "--peak-fp32") && i + 1 < argc) {
-      i++; /* no row runs on the fp32 units */
     } else if (!strcmp(argv[i], "--peak-gbs") && i + 1 < argc) {
       peak_bw = atof(argv[++i]) * 1e9;
     } else {
       fprintf(stderr, "usage: bench_cuda_ops [--quick] [--reps N] [--tokens N] [--peak-bf16 T]"
-                      " [--peak-fp32 T] [--peak-gbs G]\n");
+                      " [--peak-gbs G]\n");
       return 2;
     }
   }
