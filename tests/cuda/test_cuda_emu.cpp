@@ -114,8 +114,9 @@ static void test_runtime_errors(void) {
   mxl_cu_fail(&be, MXL_ERR_MEMORY, "other", "later error");
   MXL_CHECK_MSG(st.pending == MXL_ERR_BACKEND && !strstr(st.message, "later"), "%s", st.message);
   st.pending = MXL_OK;
+  int in[REDUCE_THREADS] = {0}; /* one value per thread: `out` is too short */
   MXL_CHECK(mxl_cu_launched(&be, "someop", MXL_LAUNCH(reduce_kernel, 1, REDUCE_THREADS, 0,
-                                                      st.stream, out, out, true)));
+                                                      st.stream, out, in, true)));
   MXL_CHECK(st.pending == MXL_OK);
 #ifndef MXL_EMU_ASAN  // ASan aborts on impossible sizes instead of returning NULL
   MXL_CHECK(mxl_cu_scratch(&be, SIZE_MAX - 5, "bigop") == NULL);
