@@ -18,7 +18,13 @@ Workloads (each a fresh process, 2 threads unless a variant says otherwise):
 Load conditions: `--load 0,2` runs every round once as the machine is (idle
 on a quiet machine) and once with 2 extra busy-loop processes (one per core
 of a 2-core machine: "anything else uses the CPU"), started before the
-round's runs and killed after them.
+round's runs and killed after them. The busy loops run in this script's
+session: the scheduler shares the cores between threads, so a workload
+with more runnable threads gets a larger share. `--hog-session own` starts
+them in a session of their own instead: where the kernel groups tasks by
+session (CONFIG_SCHED_AUTOGROUP, /proc/sys/kernel/sched_autogroup_enabled),
+as another user's or terminal's processes are, the cores are shared between
+the two sessions whatever their thread counts.
 
 Variants: LABEL:ENV sets environment variables for the run (ENV is
 `K=V` pairs separated by `+`, or empty); LABEL@BUILD runs that build folder's
@@ -98,6 +104,8 @@ def main():
     ap.add_argument("--load", default="0,2", help="extra busy processes per condition")
     ap.add_argument("--workloads", default="demo,train,decode")
     ap.add_argument("--demo-steps", type=int, default=20)
+    ap.add_argument("--hog-session", choices=("same", "own"), default="same",
+                    help="the busy loops' session: this script's (default) or one of their own")
     ap.add_argument("--variant", action="append", default=[],
                     help="LABEL[@BUILD]:K=V+K=V (repeatable; default today, new, 1-thread)")
     args = ap.parse_args()
@@ -106,7 +114,8 @@ def main():
         "today:GOMP_SPINCOUNT=300000", "new:", "1-thread:threads=1"])]
     loads = [int(x) for x in args.load.split(",")]
     workloads = args.workloads.split(",")
-    print("busy_machine: %s" % cpu_name())
+    print("busy_machine: %s; busy loops in %s session" % (
+        cpu_name(), "this" if args.hog_session == "same" else "their own"))
     print("variants: " + "; ".join("%s = %s%s%s" % (
         v["label"], " ".join("%s=%s" % kv for kv in v["env"].items()) or "(default env)",
         ", %d thread(s)" % v["threads"], ", build " + v["build"] if v["build"] else "")
@@ -120,7 +129,8 @@ def main():
             run_workload("demo", variants[0], args, tmp)
         for r in range(args.rounds):
             for load in loads:
-                hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"])
+                hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"],
+                                         start_new_session=args.hog_session == "own")
                         for _ in range(load)]
                 try:
                     for w in workloads:

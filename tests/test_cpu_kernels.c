@@ -11,6 +11,7 @@
  *     gemm_f32 at LoRA sizes (every product of an adapted matrix) —
  *     against the reference backend, in fast and exact mode;
  *   - the error path of scratch allocation;
+ *   - the thread decision: which ops run on the calling thread;
  *   - passive thread waiting (mxl_wait_passively, called first in main). */
 #include <math.h>
 #include <omp.h>
@@ -651,7 +652,7 @@ static void test_gemm_f32_lora_shapes(void) {
       {0, 1, 300, 16, 2880, 0},   {0, 1, 300, 2880, 16, 1},    {1, 0, 2880, 16, 300, 1},
       {0, 0, 300, 16, 2880, 0},   {1, 0, 16, 2880, 300, 1},    {0, 0, 300, 2880, 16, 1},
       {1, 1, 37, 200, 600, 0.5f}, {0, 1, 5, 130, 40, -1},      {0, 1, 1, 64, 2880, 0},
-      {1, 0, 64, 16, 3, 2},
+      {1, 0, 64, 16, 3, 2},       {0, 0, 1024, 2880, 32, 1}, /* 94 M multiply-adds: 2 threads */
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     int tA = cases[c].tA, tB = cases[c].tB, M = cases[c].M, N = cases[c].N, K = cases[c].K;
@@ -820,6 +821,48 @@ static void test_scratch_failure(void) {
   mxl_backend_destroy(be);
 }
 
+/* ------------------------------------------------------------------ threads per op */
+
+/* The thread decision every op takes (mxl_cpu_threads_for and the two
+ * helpers on it), on the shapes that set the minimums (bench/README.md,
+ * "Fewer parallel regions"): work worth less than waking a sleeping thread
+ * runs on the calling thread. The work figures are the ops' own (bytes
+ * moved; multiply-adds, bf16 products at half). */
+static void test_threads_per_op(void) {
+  mxl_backend *be = NULL, *be8 = NULL;
+  MXL_CHECK_OK(mxl_backend_cpu_create(2, &be));
+  MXL_CHECK_OK(mxl_backend_cpu_create(8, &be8));
+  if (!be || !be8) return;
+  /* a decode token of the bench preset (H 768, 12 heads of 64): RMSNorm,
+   * RoPE, SwiGLU of 2 experts × 512 — and the q projection (768 × 768
+   * bf16, 1.2 MB, in cache) — on the calling thread */
+  MXL_CHECK(mxl_cpu_threads_for(be, 768.0 * 8, MXL_CPU_MIN_BYTES) == 1);
+  MXL_CHECK(mxl_cpu_threads_for(be, (12.0 + 4) * 64 * 8, MXL_CPU_MIN_BYTES) == 1);
+  MXL_CHECK(mxl_cpu_threads_for(be, 2.0 * 512 * 24, MXL_CPU_MIN_BYTES) == 1);
+  MXL_CHECK(mxl_cpu_threads_for_product(be, 768.0 * 768 * 2, 768.0 * 6, 768.0 * 768 / 2) == 1);
+  /* ... its lm_head (4160 × 768 bf16, 6.4 MB) on both threads */
+  MXL_CHECK(mxl_cpu_threads_for_product(be, 4160.0 * 768 * 2, 768.0 * 2 + 4160.0 * 4,
+                                        4160.0 * 768 / 2) == 2);
+  /* a demo training step (4 × 256 tokens, H 128): RMSNorm and the gate_up
+   * product of its 2048 expert rows (4 experts of 256 × 128 MXFP4) */
+  MXL_CHECK(mxl_cpu_threads_for(be, 1024.0 * 128 * 8, MXL_CPU_MIN_BYTES) == 1);
+  MXL_CHECK(mxl_cpu_threads_for_product(be, 4.0 * 256 * 128 * 17 / 32, 2048.0 * (128 * 2 + 256 * 4),
+                                        2048.0 * 256 * 128 / 2) == 1);
+  /* gpt-oss-20b: the decode k projection (512 × 2880 bf16, 2.9 MB streamed
+   * from memory), RMSNorm of a 512-token prefill, its q projection */
+  MXL_CHECK(mxl_cpu_threads_for_product(be, 512.0 * 2880 * 2, 2880.0 * 2 + 512.0 * 4,
+                                        512.0 * 2880 / 2) == 2);
+  MXL_CHECK(mxl_cpu_threads_for(be, 512.0 * 2880 * 8, MXL_CPU_MIN_BYTES) == 2);
+  double q_fmas = 512.0 * 4096 * 2880 / 2;
+  MXL_CHECK(mxl_cpu_threads_for_op(be, 512.0 * (2880 * 2 + 4096 * 4), q_fmas) == 2);
+  /* more threads: as many as the work fills, never more than the backend has */
+  MXL_CHECK(mxl_cpu_threads_for_op(be8, 0, q_fmas) == 8);
+  MXL_CHECK(mxl_cpu_threads_for_op(be8, 0, 3.5 * MXL_CPU_MIN_FMAS) == 3);
+  MXL_CHECK(mxl_cpu_threads_for_product(be8, 0, 0, 1.5 * MXL_CPU_MIN_FMAS) == 1);
+  mxl_backend_destroy(be);
+  mxl_backend_destroy(be8);
+}
+
 /* ------------------------------------------------------------------ thread waiting */
 
 static char **test_argv;
@@ -897,5 +940,6 @@ int main(int argc, char **argv) {
   MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_isa_override);
   MXL_RUN(test_scratch_failure);
+  MXL_RUN(test_threads_per_op);
   return mxl_test_summary("cpu_kernels");
 }

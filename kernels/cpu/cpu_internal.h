@@ -294,21 +294,41 @@ void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes);
 
 /* Threads for an op of `work` units when one thread should get at least
  * `per_thread` of them: n_threads for big ops, fewer (down to 1) for small
- * ones. A parallel region costs microseconds when every thread is on a
- * core, and up to a scheduler time slice (milliseconds) when another
- * process holds a sibling's core: ops too small to gain from a second
- * thread run on the calling thread (`#pragma omp parallel ... if(nt > 1)`).
- * Units are the caller's (bytes touched, multiply-adds). */
+ * ones, which run on the calling thread (`#pragma omp parallel ... if(nt >
+ * 1)` opens no team). Units are the caller's (bytes touched, multiply-adds).
+ * Every op of this backend takes its thread count from here (or from the
+ * two helpers below), so that the minimums are decided in one place. */
 static inline int mxl_cpu_threads_for(const mxl_backend *be, double work, double per_thread) {
   double n = work / per_thread;
   if (n < 2) return 1;
   return n < be->n_threads ? (int)n : be->n_threads;
 }
 
-/* Minimum work per thread: bytes read and written by memory-bound ops
- * (≈ 10 µs at the bandwidth of one core), multiply-adds of compute-bound
- * ones (≈ 40 µs of one core's fp32 FMAs). */
-enum { MXL_CPU_MIN_BYTES = 256 * 1024, MXL_CPU_MIN_FMAS = 1 << 22 };
+/* Minimum work per thread. mxlora's threads wait passively
+ * (mxl_wait_passively: spinning threads stall a shared machine), so every
+ * parallel region wakes its sleeping partner through the kernel, and the
+ * partner then reads data that sits in the caller's caches: on idle cores
+ * of a Zen 4 VM, a 2-thread region costs 30-45 µs more than the same work
+ * split between spinning threads (1-3 µs); with another process on the
+ * partner's core, up to a scheduler time slice. A second thread must save
+ * more than that, so each thread gets at least:
+ *   MXL_CPU_MIN_BYTES   bytes of a memory-bound op over activations (norms,
+ *                       RoPE, SwiGLU, gather/combine, conversions): 2 MB,
+ *                       beyond one core's L2; below, one core alone was
+ *                       faster than two;
+ *   MXL_CPU_MIN_STREAM_BYTES  weight bytes that a product streams from
+ *                       memory once (decode): 1 MB, ≈ 60 µs at one core's
+ *                       memory bandwidth, which two cores more than double;
+ *   MXL_CPU_MIN_FMAS    multiply-adds of compute-bound ops (fp32 rate; bf16
+ *                       products count half): 32 M, ≈ 0.2-0.4 ms of one core.
+ * With 4-16× smaller minimums the demo's 20 training steps opened 261
+ * regions per step and ran 0.75× as fast as on one thread, the bench
+ * preset's decode 0.7× (bench/README.md, "Fewer parallel regions"). */
+enum {
+  MXL_CPU_MIN_BYTES = 2 << 20,
+  MXL_CPU_MIN_STREAM_BYTES = 1 << 20,
+  MXL_CPU_MIN_FMAS = 1 << 25,
+};
 
 /* Threads for an op that moves `bytes` and computes `fmas` multiply-adds:
  * enough for whichever of the two needs more. */
@@ -316,6 +336,15 @@ static inline int mxl_cpu_threads_for_op(const mxl_backend *be, double bytes, do
   int a = mxl_cpu_threads_for(be, bytes, MXL_CPU_MIN_BYTES);
   int b = mxl_cpu_threads_for(be, fmas, MXL_CPU_MIN_FMAS);
   return a > b ? a : b;
+}
+
+/* Threads for a weight product: `weight_bytes` streamed from memory,
+ * `act_bytes` of activations moved, `fmas` multiply-adds. */
+static inline int mxl_cpu_threads_for_product(const mxl_backend *be, double weight_bytes,
+                                              double act_bytes, double fmas) {
+  int w = mxl_cpu_threads_for(be, weight_bytes, MXL_CPU_MIN_STREAM_BYTES);
+  int a = mxl_cpu_threads_for_op(be, act_bytes, fmas);
+  return w > a ? w : a;
 }
 
 /* 1 when a product of `rows` activation rows goes to oneDNN. Exact mode

@@ -173,7 +173,10 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
   int chunk = (na + be->n_threads - 1) / be->n_threads;
   if (chunk > TOK_CHUNK) chunk = TOK_CHUNK;
   int items = (na + chunk - 1) / chunk;
-  int nt_items = items < be->n_threads ? items : be->n_threads;
+  /* bf16 products: the logits, and with dh the two backward ones */
+  int nt_items = mxl_cpu_threads_for(be, (double)na * W->rows * H * (dh ? 3 : 1) / 2,
+                                     MXL_CPU_MIN_FMAS);
+  if (nt_items > items) nt_items = items;
 #pragma omp parallel num_threads(nt_items) if (nt_items > 1)
   {
     xent_buf b = xent_buf_carve(bufs + per_thread * (size_t)omp_get_thread_num(), H);

@@ -83,7 +83,7 @@ static int convert_activations(mxl_backend *be, act_bf16 *out, const float *x, i
 static void matmul_bf16_row(mxl_backend *be, float *y, act_bf16 a, const mxl_bf16_weight *W) {
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int64_t N = W->rows, K = W->cols, items = (N + GEMV_ROWS - 1) / GEMV_ROWS;
-  int nt = mxl_cpu_threads_for(be, (double)N * K * 2, MXL_CPU_MIN_BYTES);
+  int nt = mxl_cpu_threads_for(be, (double)N * K * 2, MXL_CPU_MIN_STREAM_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
   for (int64_t it = 0; it < items; it++) {
     int64_t j0 = it * GEMV_ROWS, nj = N - j0 < GEMV_ROWS ? N - j0 : GEMV_ROWS;
@@ -104,8 +104,8 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   act_bf16 a;
   if (convert_activations(be, &a, x, n, K) != 0) return;
   /* bf16 dot products run at twice the fp32 FMA rate */
-  int nt = mxl_cpu_threads_for_op(be, (double)N * K * 2 + (double)n * (K * 2 + N * 4),
-                                  (double)n * N * K / 2);
+  int nt = mxl_cpu_threads_for_product(be, (double)N * K * 2, (double)n * (K * 2 + N * 4),
+                                       (double)n * N * K / 2);
   if (mxl_cpu_dnnl_rows(c, n) && mxl_cpu_dnnl_matmul_bf16(be, y, a.hi, W, n, nt)) return;
   if (n == 1) {
     matmul_bf16_row(be, y, a, W);
@@ -172,8 +172,8 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   if (convert_activations(be, &a, x, m, K) != 0) return;
   int used = 0;
   for (int e = 0; e < E; e++) used += off[e + 1] > off[e];
-  int nt = mxl_cpu_threads_for_op(be, (double)used * N * K * 17 / 32 + (double)m * (K * 2 + N * 4),
-                                  (double)m * N * K / 2);
+  int nt = mxl_cpu_threads_for_product(be, (double)used * N * K * 17 / 32,
+                                       (double)m * (K * 2 + N * 4), (double)m * N * K / 2);
   /* the groups oneDNN takes (mxl_cpu_dnnl_rows), if any */
   int on_dnnl = c->dnnl && mxl_cpu_dnnl_mxfp4(be, y, a.hi, W, off, nt);
 
@@ -275,8 +275,8 @@ static void pack_mx_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int64_
 /* Runs dx_strip over work items (group, column strip); groups are row
  * ranges [off[g], off[g+1]) using expert g's weights. */
 static int dx_threads(mxl_backend *be, int64_t m, int64_t N, int64_t K, int n_groups) {
-  return mxl_cpu_threads_for_op(be, (double)n_groups * N * K + (double)m * (N * 2 + K * 8),
-                                (double)m * N * K / 2);
+  return mxl_cpu_threads_for_product(be, (double)n_groups * N * K, (double)m * (N * 2 + K * 8),
+                                     (double)m * N * K / 2);
 }
 
 /* The groups oneDNN takes (mxl_cpu_dnnl_rows) for the expert dx: 1 if done. */

@@ -6,9 +6,10 @@
  * and the machine's other processes need. On a shared 2-core machine, the
  * demo training ran 10-70x slower than with passive waiting, and slower than
  * one thread; decode and the bench preset's training likewise
- * (bench/busy_machine.py). Passive waiting costs about 10 µs per parallel
- * region on idle cores (a futex wake), and the ops open few regions
- * (mxl_cpu_threads_for).
+ * (bench/busy_machine.py). Passive waiting costs a wake per parallel
+ * region on idle cores (10-45 µs: a futex, and on a VM the idle vCPU's
+ * exit), so an op opens a region only for work worth more than that
+ * (mxl_cpu_threads_for: a decode token of the bench preset opens one).
  *
  * libgomp reads its environment once, in its initializer, which runs
  * before main and resets with libc's own environment: neither a backend
