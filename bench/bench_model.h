@@ -101,12 +101,15 @@ static inline double bench_lora_flops(const mxl_config *c, unsigned targets, int
  * backward's activation gradients; frozen weights get no weight gradient),
  * attention four times (its backward costs two forwards), the lm_head twice
  * per token (logits and dh), and the LoRA products four times (forward,
- * recompute, dx, and dA + dB). */
+ * recompute, dx, and dA + dB). With the activations kept (`kept`) there is
+ * no recompute: layers twice, attention and LoRA three times. */
 static inline double bench_train_flops(const mxl_config *c, int vocab_rows, int B, int T,
-                                       unsigned targets, int rank) {
-  double n = (double)B * T;
-  return 3 * n * c->n_layers * bench_layer_matmul_flops(c) + 4 * B * bench_attention_flops(c, 0, T) +
-         2 * n * 2.0 * vocab_rows * c->hidden + 4 * n * bench_lora_flops(c, targets, rank);
+                                       unsigned targets, int rank, int kept) {
+  double n = (double)B * T, passes = kept ? 2 : 3;
+  return passes * n * c->n_layers * bench_layer_matmul_flops(c) +
+         (passes + 1) * B * bench_attention_flops(c, 0, T) +
+         2 * n * 2.0 * vocab_rows * c->hidden +
+         (passes + 1) * n * bench_lora_flops(c, targets, rank);
 }
 
 #endif

@@ -10,7 +10,8 @@ const char mxl_cmd_plan_help[] = "GPU memory of a training run: does it fit, lon
 static const char usage_line[] =
     "--model DIR | --shape gpt-oss-20b|gpt-oss-120b --gpu SIZE [--seq N] [--batch B]\n"
     "            [--rank R] [--targets LIST] [--expert-layers LIST] [--chunk N]\n"
-    "            [--keep-inputs] [--unembed-on-host] [--recipe FILE]\n\n"
+    "            [--keep-inputs] [--unembed-on-host] [--keep-activations auto|true|false]\n"
+    "            [--recipe FILE]\n\n"
     "Adds up the device memory of LoRA training on the CUDA backend: the weights (kept\n"
     "in MXFP4), LoRA parameters, gradients and AdamW state, the activations of\n"
     "per-layer checkpointing, the backend's scratch, the cuBLASLt and cuDNN\n"
@@ -20,6 +21,10 @@ static const char usage_line[] =
     "A recipe supplies seq_len, batch_size and lora.*; options override it.\n"
     "The experts run --chunk tokens at a time (the trainer's default, 1024), so one\n"
     "layer's routed activations and their gradients hold a chunk, not the step.\n"
+    "--keep-activations: every layer's activations kept for the backward instead of\n"
+    "recomputed (auto: when they fit 3/4 of the memory left, never while offloading);\n"
+    "the plan shows what that adds and the mode the step gets, on the GPU and on this\n"
+    "host's CPU backend.\n"
     "Defaults: --seq 4096 --batch 1 --rank 8 --targets attn,experts, every layer.";
 
 static double gib(uint64_t bytes) { return (double)bytes / 1073741824.0; }
@@ -42,7 +47,9 @@ static void print_plan(const mxl_plan *p) {
       {"LoRA parameters, gradients, AdamW m and v", p->lora_state},
       {p->offload ? "layer inputs: device ring of two" : "layer inputs kept for the backward",
        p->checkpoints},
-      {"one layer's recomputed activations", p->layer_tape},
+      {p->keeps ? "last layer's activations" : "one layer's recomputed activations",
+       p->layer_tape},
+      {"other layers' kept activations", p->keeps ? p->kept_tapes : 0},
       {"activation gradients, batch", p->grad_buffers},
       {"backend scratch (largest op)", p->scratch},
       {"cuBLASLt workspace", p->workspace},
@@ -64,6 +71,11 @@ static void print_plan(const mxl_plan *p) {
     printf("; no sequence of 256 tokens or more fits\n");
   printf("generation: KV cache of one %d-token sequence: %.2f GiB (fp32)\n", p->seq_len,
          gib(p->kv_cache_fp32));
+  printf("\nkeep_activations %s: GPU %s (keeping adds %.2f GiB); CPU backend on this host %s "
+         "(adds %.2f GiB, auto's budget %.2f GiB)\n",
+         p->keep_mode, p->keeps ? "keeps them" : "recomputes", gib(p->kept_tapes),
+         p->cpu_keeps ? "keeps them" : "recomputes", gib(p->cpu_kept_tapes),
+         gib(p->cpu_keep_budget));
 }
 
 int mxl_cmd_plan(int argc, char **argv) {
@@ -84,6 +96,8 @@ int mxl_cmd_plan(int argc, char **argv) {
        "every layer's input on the GPU (no offloading to host memory)"},
       {"--unembed-on-host", MXL_OPT_FLAG, &req.unembed_on_host,
        "the unembedding in host memory, uploaded chunk by chunk"},
+      {"--keep-activations", MXL_OPT_STRING, &req.keep_activations,
+       "auto|true|false: keep every layer's activations (auto)"},
   };
   int rc = mxl_cli_parse(argc, argv, usage_line, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
   if (rc) return rc == 1 ? 0 : 2;

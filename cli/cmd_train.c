@@ -119,6 +119,9 @@ static int parse_args(int argc, char **argv, const char **recipe, mxl_opt_settin
       SHORTHAND("--backend", "backend", "cpu|cuda|cuda:N|auto|ref"),
       SHORTHAND("--dist", "dist", "auto|none|mpi|nccl: data-parallel transport"),
       SHORTHAND("--on-bad-line", "on_bad_line", "error|skip"),
+      SHORTHAND("--keep-activations", "keep_activations",
+                "auto|true|false: keep every layer's activations for the backward instead "
+                "of recomputing them (auto: when they fit the memory left)"),
       {"--set", MXL_OPT_SETTING, set, "KEY=VALUE: any recipe key, dotted for nested ones "
        "(--set lora.rank=8)"},
       {"--resume", MXL_OPT_FLAG, &resume, "continue the run in OUT from its checkpoint"},

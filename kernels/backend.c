@@ -3,7 +3,9 @@
 
 #include <stdio.h>
 
+#include "core/hugemem.h"
 #include "core/status.h"
+#include "kernels/backend_memory.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
 #ifdef MXL_HAVE_CUDA
@@ -45,6 +47,23 @@ void mxl_backend_download_async(mxl_backend *be, void *host_dst, const void *src
   }
 #endif
   be->ops->download(be, host_dst, src, bytes);
+}
+
+mxl_status mxl_backend_memory_left(mxl_backend *be, size_t *bytes) {
+  *bytes = 0;
+#ifdef MXL_HAVE_CUDA
+  if (is_cuda(be)) {
+    size_t total = 0;
+    return mxl_cuda_memory_info(be, bytes, &total);
+  }
+#endif
+  if (!be->ops->host_memory)
+    return mxl_errorf(MXL_ERR_UNSUPPORTED, "%s backend: the memory left is not known",
+                      be->ops->name);
+  uint64_t avail = 0;
+  MXL_TRY(mxl_mem_available(&avail));
+  *bytes = (size_t)avail;
+  return MXL_OK;
 }
 
 const char *mxl_build_features(void) {

@@ -10,14 +10,21 @@
 /* The attention part and the per-token routing hold n tokens; the routed
  * rows (order, slot, xs, h, act, ys and the expert LoRA products) hold the
  * tokens of one MoE chunk, moe_n (mxl_moe_half runs the experts chunk by
- * chunk: experts are per token, so chunks are independent). */
+ * chunk: experts are per token, so chunks are independent).
+ *
+ * The fields carved from `shared` are those a kept tape (training without
+ * recompute, mxl_layer_tape_reserve) does not hold: the backward needs none
+ * of them (router_logits) or regenerates them exactly from what the tape
+ * holds (mxl_layer_tape_restore: a from x, xs from mlp_in, act from h), or
+ * regenerates them anyway (lora_in, from the dropout seed). A plain set of
+ * activations passes its own carver twice. */
 static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int moe_n, int rank,
-                       int dropout, mxl_carver *c) {
+                       int dropout, mxl_carver *c, mxl_carver *shared) {
   const size_t H = cfg->hidden, I = cfg->intermediate, E = cfg->n_experts;
   const size_t k = cfg->experts_per_token, m = (size_t)moe_n * k;
   const size_t qd = (size_t)cfg->n_heads * cfg->head_dim;
   const size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
-  a->a = mxl_carve(c, n * H, 4);
+  a->a = mxl_carve(shared, n * H, 4);
   a->rstd_a = mxl_carve(c, n, 4);
   a->q = mxl_carve(c, n * qd, 4);
   a->k = mxl_carve(c, n * kvd, 4);
@@ -27,19 +34,19 @@ static void carve_acts(const mxl_config *cfg, mxl_layer_acts *a, int n, int moe_
   a->x_mid = mxl_carve(c, n * H, 4);
   a->mlp_in = mxl_carve(c, n * H, 4);
   a->rstd_m = mxl_carve(c, n, 4);
-  a->router_logits = mxl_carve(c, n * E, 4);
+  a->router_logits = mxl_carve(shared, n * E, 4);
   a->experts = mxl_carve(c, (size_t)n * k, 4);
   a->weights = mxl_carve(c, (size_t)n * k, 4);
   a->order = mxl_carve(c, m, 4);
   a->slot = mxl_carve(c, m, 4);
   a->offsets = mxl_carve(c, E + 1, 4);
-  a->xs = mxl_carve(c, m * H, 4);
+  a->xs = mxl_carve(shared, m * H, 4);
   a->h = mxl_carve(c, m * 2 * I, 4);
-  a->act = mxl_carve(c, m * I, 4);
+  a->act = mxl_carve(shared, m * I, 4);
   a->ys = mxl_carve(c, m * H, 4);
   /* training with dropout: it applies to the attention targets' inputs
    * only (experts: none) */
-  a->lora_in = rank && dropout ? mxl_carve(c, n * (H > qd ? H : qd), 4) : NULL;
+  a->lora_in = rank && dropout ? mxl_carve(shared, n * (H > qd ? H : qd), 4) : NULL;
   for (int t = 0; t < MXL_LORA_N_TARGETS; t++) {
     size_t rows = (t == MXL_LORA_GATE_UP || t == MXL_LORA_DOWN) ? m : (size_t)n;
     a->lora_t[t] = rank ? mxl_carve(c, rows * rank, 4) : NULL;
@@ -50,30 +57,54 @@ int mxl_moe_chunk_tokens(int n, int moe_chunk) {
   return moe_chunk > 0 && moe_chunk < n ? moe_chunk : n;
 }
 
-size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
-                            int dropout) {
+/* The bytes of a full set (tape = 0) or of a kept tape (tape = 1). */
+static size_t acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank, int dropout,
+                         int tape) {
   mxl_layer_acts a;
-  mxl_carver sizing = {0};
-  carve_acts(cfg, &a, n, mxl_moe_chunk_tokens(n, moe_chunk), lora_rank, dropout, &sizing);
+  mxl_carver sizing = {0}, elsewhere = {0};
+  carve_acts(cfg, &a, n, mxl_moe_chunk_tokens(n, moe_chunk), lora_rank, dropout, &sizing,
+             tape ? &elsewhere : &sizing);
   return sizing.used;
 }
 
-mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
-                                  int lora_rank, int dropout) {
+size_t mxl_layer_acts_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout) {
+  return acts_bytes(cfg, n, moe_chunk, lora_rank, dropout, 0);
+}
+
+size_t mxl_layer_tape_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout) {
+  return acts_bytes(cfg, n, moe_chunk, lora_rank, dropout, 1);
+}
+
+/* Points the fields a tape shares at those of `work`. */
+static void share_fields(mxl_layer_acts *tape, const mxl_layer_acts *work) {
+  tape->a = work->a;
+  tape->router_logits = work->router_logits;
+  tape->xs = work->xs;
+  tape->act = work->act;
+  tape->lora_in = work->lora_in;
+}
+
+/* mxl_layer_acts_reserve, or with `work` a tape whose shared fields are
+ * work's. */
+static mxl_status reserve_acts(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
+                               int lora_rank, int dropout, const mxl_layer_acts *work) {
   const int moe_n = mxl_moe_chunk_tokens(n, moe_chunk);
   acts->moe_chunk = moe_n;
   dropout = dropout != 0;
   if (n <= acts->cap_n && moe_n <= acts->moe_cap && lora_rank <= acts->lora_rank_cap &&
       dropout <= acts->dropout_cap) {
     acts->n = n;
+    if (work) share_fields(acts, work); /* work may have grown */
     return MXL_OK;
   }
   int cap = n > acts->cap_n ? n : acts->cap_n;
   int moe_cap = moe_n > acts->moe_cap ? moe_n : acts->moe_cap;
   int rank = lora_rank > acts->lora_rank_cap ? lora_rank : acts->lora_rank_cap;
   dropout = dropout > acts->dropout_cap ? dropout : acts->dropout_cap;
-  mxl_carver sizing = {0};
-  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &sizing);
+  mxl_carver sizing = {0}, elsewhere = {0};
+  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &sizing, work ? &elsewhere : &sizing);
   MXL_TRY(mxl_buffer_reserve(e->be, &acts->block, sizing.used));
   /* host: offsets [E+1], order [m] of a chunk, row_run [n] */
   const size_t E1 = (size_t)e->cfg->n_experts + 1;
@@ -82,7 +113,8 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
   if (!host) return mxl_errorf(MXL_ERR_MEMORY, "layer activations: out of memory");
   acts->host_block = host;
   mxl_carver c = {acts->block.ptr, 0};
-  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &c);
+  carve_acts(e->cfg, acts, cap, moe_cap, rank, dropout, &c, work ? &elsewhere : &c);
+  if (work) share_fields(acts, work);
   acts->offsets_host = host;
   acts->order_host = host + E1;
   acts->row_run = host + E1 + m;
@@ -92,6 +124,28 @@ mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, in
   acts->dropout_cap = dropout;
   acts->n = n;
   return MXL_OK;
+}
+
+mxl_status mxl_layer_acts_reserve(mxl_engine *e, mxl_layer_acts *acts, int n, int moe_chunk,
+                                  int lora_rank, int dropout) {
+  return reserve_acts(e, acts, n, moe_chunk, lora_rank, dropout, NULL);
+}
+
+mxl_status mxl_layer_tape_reserve(mxl_engine *e, mxl_layer_acts *tape, int n, int moe_chunk,
+                                  int lora_rank, int dropout, const mxl_layer_acts *work) {
+  return reserve_acts(e, tape, n, moe_chunk, lora_rank, dropout, work);
+}
+
+void mxl_layer_tape_restore(mxl_engine *e, int layer, mxl_layer_acts *tape, const float *x) {
+  const mxl_ops *ops = e->ops;
+  const mxl_config *c = e->cfg;
+  const mxl_layer_weights *w = &e->w.layers[layer];
+  ops->rmsnorm(e->be, tape->a, tape->rstd_a, x, w->attn_norm, tape->n, c->hidden, c->rms_eps);
+  if (tape->moe_chunk < tape->n) return; /* the backward recomputes every chunk's rows */
+  mxl_moe_plan plan = mxl_layer_plan(e, tape);
+  ops->moe_gather(e->be, tape->xs, tape->mlp_in, &plan, c->hidden);
+  ops->swiglu(e->be, tape->act, tape->h, tape->n * c->experts_per_token, c->intermediate,
+              c->swiglu_alpha, c->swiglu_limit);
 }
 
 void mxl_layer_acts_release(mxl_engine *e, mxl_layer_acts *acts) {

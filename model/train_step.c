@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "kernels/backend_memory.h"
 
 /* Gradient scratch of one layer's backward (n tokens; the MoE part holds
  * one chunk of c tokens, mc = c·k routed rows). */
@@ -86,16 +87,57 @@ size_t mxl_train_offload_bytes(const mxl_config *cfg, int n) {
   return offloaded_planes(cfg) * (size_t)n * cfg->hidden * sizeof(float);
 }
 
+size_t mxl_train_keep_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout) {
+  const size_t tapes = cfg->n_layers > 1 ? (size_t)cfg->n_layers - 1 : 0;
+  return tapes * mxl_layer_tape_bytes(cfg, n, moe_chunk, lora_rank, dropout);
+}
+
 size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
-                             int dropout, int offload) {
+                             int dropout, int offload, int keep) {
   const size_t H = cfg->hidden;
   grad_bufs g;
   mxl_carver grads = {0}, batch = {0};
   carve_grads(cfg, n, moe_chunk, dropout, &g, &grads);
   carve_batch(n, &batch);
   return mxl_layer_acts_bytes(cfg, n, moe_chunk, lora_rank, dropout) +
+         (keep ? mxl_train_keep_bytes(cfg, n, moe_chunk, lora_rank, dropout) : 0) +
          device_planes(cfg, offload) * n * H * sizeof(float) + n * H * sizeof(float) +
          n * sizeof(float) + grads.used + batch.used;
+}
+
+static const char *const keep_names[] = {"auto", "true", "false"};
+
+mxl_status mxl_keep_mode_parse(const char *text, int *mode) {
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(text, keep_names[i])) {
+      *mode = i;
+      return MXL_OK;
+    }
+  return mxl_errorf(MXL_ERR_ARGUMENT, "keep_activations \"%s\": expected auto, true or false",
+                    text);
+}
+
+const char *mxl_keep_mode_name(int mode) {
+  return mode >= 0 && mode < 3 ? keep_names[mode] : "auto";
+}
+
+int mxl_train_keeps(const mxl_train_state *st, int host_memory, size_t keep_bytes) {
+  if (st->keep_activations == MXL_KEEP_ON) return 1;
+  if (st->keep_activations == MXL_KEEP_OFF || mxl_train_offloads(st, host_memory)) return 0;
+  return keep_bytes <= st->keep_budget;
+}
+
+size_t mxl_train_keep_budget(mxl_engine *e, size_t state_bytes) {
+  size_t left = 0;
+  if (mxl_backend_memory_left(e->be, &left) != MXL_OK) return 0;
+  /* mapped in place: the checkpoint's files (copies are allocated memory,
+   * already out of what is left) */
+  size_t pages = e->ops->host_memory && !e->device_files
+                     ? mxl_engine_device_bytes(e->model, 0) + mxl_engine_host_bytes(e->model, 0, 0)
+                     : 0;
+  size_t taken = pages + state_bytes;
+  return left > taken ? (left - taken) / 4 * 3 : 0;
 }
 
 /* Whether the step trains an adapter with LoRA dropout (on the attention
@@ -104,12 +146,58 @@ static int trains_dropout(const mxl_lora_stack *lora, int training) {
   return training && lora && !lora->runs && lora->n > 0 && lora->views[0]->dropout > 0;
 }
 
+static void release_tapes(mxl_engine *e, mxl_train_state *st) {
+  for (int l = 0; st->tapes && l < e->cfg->n_layers - 1; l++)
+    mxl_layer_acts_release(e, &st->tapes[l]);
+  free(st->tapes);
+  st->tapes = NULL;
+}
+
+/* Auto mode's budget, measured once: at the first training step, before
+ * the step's own allocations. */
+static void measure_budget(mxl_engine *e, mxl_train_state *st, int n, int chunk, int rank,
+                           int dropout) {
+  if (st->keep_activations != MXL_KEEP_AUTO || st->keep_budget != 0) return;
+  size_t state = mxl_train_state_bytes(e->cfg, n, chunk, rank, dropout,
+                                       mxl_train_offloads(st, e->ops->host_memory), 0);
+  size_t budget = mxl_train_keep_budget(e, state);
+  st->keep_budget = budget ? budget : 1; /* measured: nothing fits */
+}
+
+/* Decides whether a training step keeps its tapes and reserves them; a
+ * training step that does not keep lets go of tapes an earlier step kept
+ * (an evaluation step leaves them for the next training step). */
+static mxl_status reserve_tapes(mxl_engine *e, mxl_train_state *st, int n, int chunk, int rank,
+                                int training, int dropout) {
+  const int host_memory = e->ops->host_memory;
+  const size_t keep_bytes = mxl_train_keep_bytes(e->cfg, n, chunk, rank, dropout);
+  st->keeping = training && e->cfg->n_layers > 1 && mxl_train_keeps(st, host_memory, keep_bytes);
+  if (!st->keeping) {
+    if (training) release_tapes(e, st);
+    return MXL_OK;
+  }
+  if (!st->tapes) {
+    st->tapes = calloc((size_t)e->cfg->n_layers - 1, sizeof *st->tapes);
+    if (!st->tapes) return mxl_errorf(MXL_ERR_MEMORY, "training step: out of memory");
+  }
+  for (int l = 0; l < e->cfg->n_layers - 1; l++) {
+    mxl_status s = mxl_layer_tape_reserve(e, &st->tapes[l], n, chunk, rank, dropout, &st->acts);
+    if (s != MXL_OK)
+      return mxl_error_prefix(s, "training step: keeping the activations of %d layers "
+                              "(%.2f GB; keep_activations false recomputes them): ",
+                              e->cfg->n_layers - 1, keep_bytes / 1e9);
+  }
+  return MXL_OK;
+}
+
 static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, int training,
                           int dropout, grad_bufs *g, batch_dev *b) {
   const size_t H = e->cfg->hidden;
   const int chunk = mxl_train_moe_chunk(st, e->ops->host_memory);
   st->offloading = mxl_train_offloads(st, e->ops->host_memory);
+  if (training) measure_budget(e, st, n, chunk, rank, dropout);
   MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, chunk, rank, dropout));
+  MXL_TRY(reserve_tapes(e, st, n, chunk, rank, training, dropout));
   MXL_TRY(mxl_buffer_reserve(e->be, &st->inputs,
                              device_planes(e->cfg, st->offloading) * n * H * sizeof(float)));
   const size_t offloaded = mxl_train_offload_bytes(e->cfg, n);
@@ -169,6 +257,12 @@ static void restore_input(mxl_engine *e, const mxl_train_state *st, int l, size_
   if (st->offloading && (size_t)l < offloaded_planes(e->cfg))
     e->ops->upload(e->be, layer_input(st, l, plane), st->host_inputs + (size_t)l * plane,
                    plane * sizeof(float));
+}
+
+/* Layer l's activations: its kept tape, or the working set (which is also
+ * the last layer's tape when keeping). */
+static mxl_layer_acts *layer_tape(mxl_train_state *st, int l, int n_layers) {
+  return st->keeping && l < n_layers - 1 ? &st->tapes[l] : &st->acts;
 }
 
 /* ---------------------------------------------------------------- attention over the batch */
@@ -279,7 +373,8 @@ static mxl_status moe_chunk_backward(mxl_engine *e, int l, const mxl_lora_stack 
 /* Given g->dx = ∂loss/∂x_out of layer l (x_out = x_mid + MoE(x_mid)), leaves
  * g->dxmid = ∂loss/∂x_mid, chunk by chunk. The routing (mxl_moe_route) is in
  * the tape; each chunk's routed rows are recomputed first unless the tape
- * still holds them (`in_tape`: one chunk, just computed by the forward). */
+ * still holds them (`in_tape`: the forward's, and one chunk for the step:
+ * the last layer's tape, or a kept one). */
 static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
                                const mxl_lora_view *grads, mxl_layer_acts *a,
                                const grad_bufs *g, int in_tape) {
@@ -384,7 +479,8 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   float *x_last = layer_input(st, L, plane);
 
   /* Forward: keep every layer's input (for training: offloaded to host
-   * memory on a device backend); everything else is recomputed. */
+   * memory on a device backend), and when keeping every layer's tape;
+   * otherwise the rest is recomputed. */
   if (batch->inputs)
     ops->upload(e->be, layer_input(st, 0, plane), batch->inputs, plane * sizeof(float));
   else
@@ -393,10 +489,11 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   /* Each layer's weights leave the resident set when a pass is done with
    * them (mxl_engine_drop_pages): the last layer's stay for the backward. */
   for (int l = 0; l < L; l++) {
+    mxl_layer_acts *tape = layer_tape(st, l, L);
     if (!st->keep_resident) mxl_engine_map_pages(e, l);
-    MXL_TRY(mxl_attention_half(e, l, lora, layer_input(st, l, plane), dev.pos, &st->acts,
+    MXL_TRY(mxl_attention_half(e, l, lora, layer_input(st, l, plane), dev.pos, tape,
                                attend_batch, &ba));
-    MXL_TRY(mxl_moe_half(e, l, lora, &st->acts, layer_input(st, l + 1, plane)));
+    MXL_TRY(mxl_moe_half(e, l, lora, tape, layer_input(st, l + 1, plane)));
     if (grads) save_input(e, st, l + 1, plane);
     if (l != L - 1 && !st->keep_resident) mxl_engine_drop_pages(e, l);
   }
@@ -413,20 +510,25 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
   *loss_out = loss;
   if (!grads) return MXL_OK;
 
-  /* Backward, one recomputed layer at a time. */
+  /* Backward, one layer at a time, from its kept tape or recomputed. */
   ops->zero(e->be, g.dx, plane * sizeof(float));
   ops->rmsnorm_bwd(e->be, g.dx, g.da, x_last, st->rstd.ptr, e->w.final_norm, n, H, c->rms_eps);
   for (int l = L - 1; l >= 0; l--) {
     const float *x = layer_input(st, l, plane);
+    mxl_layer_acts *tape = layer_tape(st, l, L);
     /* the last layer's attention half and routing are still in the tape */
     if (l != L - 1) {
       if (!st->keep_resident) mxl_engine_map_pages(e, l);
       restore_input(e, st, l, plane);
-      MXL_TRY(mxl_attention_half(e, l, lora, x, dev.pos, &st->acts, attend_batch, &ba));
-      mxl_moe_route(e, l, lora, &st->acts);
+      if (st->keeping) {
+        mxl_layer_tape_restore(e, l, tape, x);
+      } else {
+        MXL_TRY(mxl_attention_half(e, l, lora, x, dev.pos, tape, attend_batch, &ba));
+        mxl_moe_route(e, l, lora, tape);
+      }
     }
-    MXL_TRY(moe_backward(e, l, lora, grads, &st->acts, &g, l == L - 1));
-    MXL_TRY(attention_backward(e, l, lora, grads, x, &st->acts, &g, &ba));
+    MXL_TRY(moe_backward(e, l, lora, grads, tape, &g, st->keeping || l == L - 1));
+    MXL_TRY(attention_backward(e, l, lora, grads, x, tape, &g, &ba));
     if (!st->keep_resident) mxl_engine_drop_pages(e, l);
   }
   if (batch->input_grads) ops->download(e->be, batch->input_grads, g.dx, plane * sizeof(float));
@@ -434,6 +536,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
 }
 
 void mxl_train_state_release(mxl_engine *e, mxl_train_state *st) {
+  release_tapes(e, st);
   mxl_layer_acts_release(e, &st->acts);
   mxl_buffer *bufs[] = {&st->inputs, &st->normed, &st->rstd, &st->grads, &st->batch};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mxl_buffer_release(e->be, bufs[i]);

@@ -8,7 +8,13 @@
  * floats, in host memory on GPUs); the backward recomputes one layer at a
  * time into a single mxl_layer_acts tape. So activation memory grows linearly with tokens per
  * step n = batch × seq_len: about (L + c)·n·H floats plus one layer's tape,
- * whose largest parts are the routed rows (k·n rows of 2I, I and H floats). */
+ * whose largest parts are the routed rows (k·n rows of 2I, I and H floats).
+ *
+ * Where memory allows (keep_activations), the forward keeps a tape of every
+ * layer (mxl_layer_tape_reserve) and the backward skips the recompute: a
+ * step then does the layers' work twice instead of three times, for
+ * (L-1) tapes more (mxl_train_keep_bytes). The arithmetic is the same: the
+ * loss and gradients are the recompute's bits. */
 #ifndef MXL_MODEL_TRAIN_STEP_H
 #define MXL_MODEL_TRAIN_STEP_H
 
@@ -26,8 +32,19 @@ typedef struct mxl_train_batch {
   float *input_grads;     /* host [B·T, H] or NULL: receives ∂loss/∂inputs (the embeddings) */
 } mxl_train_batch;
 
+/* mxl_train_state.keep_activations. */
+typedef enum mxl_keep_mode {
+  MXL_KEEP_AUTO = 0, /* keep when the tapes fit keep_budget (mxl_train_keeps) */
+  MXL_KEEP_ON,       /* keep (an allocation failure is an error) */
+  MXL_KEEP_OFF,      /* recompute */
+} mxl_keep_mode;
+
+/* "auto", "true", "false" (the recipe's and the flags' words) and back. */
+mxl_status mxl_keep_mode_parse(const char *text, int *mode);
+const char *mxl_keep_mode_name(int mode);
+
 typedef struct mxl_train_state {
-  mxl_layer_acts acts;
+  mxl_layer_acts acts; /* the working set; keeping: also the last layer's tape */
   mxl_buffer inputs;   /* [L+1, n, H] x_l of every layer, and x_L; offloading: [2, n, H] */
   mxl_buffer normed;   /* [n, H] final-norm output */
   mxl_buffer rstd;     /* [n] */
@@ -56,6 +73,14 @@ typedef struct mxl_train_state {
   float *host_inputs;  /* host [L-1, n, H]: x_0 .. x_{L-2} (mxl_backend_host_alloc: pinned
                           on CUDA) */
   size_t host_inputs_bytes;
+  /* Training without the recompute (mxl_keep_mode; zeroed state: auto). */
+  int keep_activations;
+  /* auto: the bytes kept tapes may take; 0 = measure it at the first
+   * training step (mxl_train_keep_budget) and store it here, so that every
+   * later step decides alike. */
+  size_t keep_budget;
+  int keeping;           /* set by a training step: it keeps its tapes */
+  mxl_layer_acts *tapes; /* [L-1] layers 0 .. L-2 when keeping (L-1's is acts) */
 } mxl_train_state;
 
 /* The default MoE chunk on backends without host memory (GPUs, whose
@@ -75,6 +100,31 @@ int mxl_train_offloads(const mxl_train_state *st, int host_memory);
  * step moves them out and back over PCIe (2x). */
 size_t mxl_train_offload_bytes(const mxl_config *cfg, int n);
 
+/* The bytes kept tapes add to a training step of n tokens (the other
+ * arguments as mxl_train_state_bytes): L-1 tapes of mxl_layer_tape_bytes. */
+size_t mxl_train_keep_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
+                            int dropout);
+
+/* Whether a training step with this state keeps its tapes, which take
+ * keep_bytes, on a backend with or without host memory: on, or auto when
+ * they fit st->keep_budget and the step does not offload its layer inputs
+ * (offloading says the device is short of memory: the simplest correct
+ * choice there is the recompute). */
+int mxl_train_keeps(const mxl_train_state *st, int host_memory, size_t keep_bytes);
+
+/* The budget of auto mode for an engine whose step state (without tapes)
+ * takes state_bytes, from the memory left now (mxl_backend_memory_left):
+ * 3/4 of what is left once the step state and, on backends that read the
+ * mapped checkpoint in place, the checkpoint's pages are counted out. The
+ * pages first: each step reads every weight, and the trainer lets them go
+ * from its resident set between uses (mxl_engine_drop_pages) counting on
+ * the page cache to hand them back; tapes that push them out of the cache
+ * would turn every step into a read of the checkpoint from disk. The
+ * quarter left is for what the process and its neighbours allocate later
+ * (data, the optimizer's output, the other processes of a shared host).
+ * 0 where the backend cannot say (then auto recomputes). */
+size_t mxl_train_keep_budget(mxl_engine *e, size_t state_bytes);
+
 /* Forward (and, when grads != NULL, backward) over the batch. Without grads
  * (evaluation) `lora` may stack any number of adapters, or be NULL. With
  * grads, `lora` holds exactly the adapter being trained (its train flag and seed select dropout); `grads`
@@ -89,9 +139,9 @@ void mxl_train_state_release(mxl_engine *e, mxl_train_state *st);
 
 /* The backend bytes a training step of n tokens, experts in chunks of
  * moe_chunk tokens (as mxl_train_moe_chunk gives), LoRA rank lora_rank,
- * with LoRA dropout or not, layer inputs offloaded or not, holds in its state (every buffer above;
- * `mxlora plan`, train/plan.c). */
+ * with LoRA dropout or not, layer inputs offloaded or not, tapes kept or
+ * not, holds in its state (every buffer above; `mxlora plan`, train/plan.c). */
 size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lora_rank,
-                             int dropout, int offload);
+                             int dropout, int offload, int keep);
 
 #endif

@@ -2,8 +2,9 @@
  * respect to every kind of LoRA parameter and to the input embeddings,
  * against central finite differences of the loss, on a tiny model written
  * by `mxlora tiny` (scalar reference backend, packed documents, sequences
- * longer than the sliding window, attention-input dropout); and the step
- * with the experts in token chunks against all at once. */
+ * longer than the sliding window, attention-input dropout); the step
+ * with the experts in token chunks against all at once; and the step that
+ * keeps every layer's activations against the one that recomputes them. */
 #include "adapters/lora.h"
 #include "model/train_step.h"
 #include "model_fixture.h"
@@ -43,9 +44,9 @@ static void make_batch(grad_setup *s, int vocab) {
   }
 }
 
-static mxl_status setup(grad_setup *s, float dropout) {
+static mxl_status setup_on(grad_setup *s, float dropout, int use_ref) {
   memset(s, 0, sizeof *s);
-  MXL_TRY(fixture_open(&s->f, "test", "hf", 7, "", 1));
+  MXL_TRY(fixture_open(&s->f, "test", "hf", 7, "", use_ref));
   const mxl_config *c = &s->f.model->config;
   mxl_lora_config lc;
   mxl_lora_config_init(&lc, 2, 4.0f);
@@ -65,6 +66,8 @@ static mxl_status setup(grad_setup *s, float dropout) {
   make_batch(s, s->f.engine->w.vocab_rows);
   return MXL_OK;
 }
+
+static mxl_status setup(grad_setup *s, float dropout) { return setup_on(s, dropout, 1); }
 
 static void teardown(grad_setup *s) {
   mxl_train_state_release(s->f.engine, &s->st);
@@ -220,10 +223,120 @@ static void test_chunked_experts(void) {
   teardown(&s);
 }
 
+/* What a run of training steps produces: the losses, the accumulated LoRA
+ * gradients and the last step's input gradients. */
+typedef struct step_result {
+  double loss[2];
+  float *grads, *dx;
+} step_result;
+
+/* Two steps into the same gradients (gradient accumulation; the second
+ * with other loss weights, which the forward does not see) with state
+ * `st`, which is released after. */
+static void run_steps(grad_setup *s, mxl_train_state *st, step_result *r) {
+  const int H = s->f.model->config.hidden, n = B * T;
+  const size_t floats = s->grad->layout->n_floats;
+  r->grads = malloc(floats * sizeof(float));
+  r->dx = malloc((size_t)n * H * sizeof(float));
+  const mxl_lora_view *views[] = {&s->view};
+  mxl_lora_stack stack = {views, 1, 1, 99};
+  float weights[B * T];
+  for (int i = 0; i < n; i++) weights[i] = s->weights[i] * (float)(1 + i % 3);
+  mxl_train_batch b = {B, T, s->tokens, s->targets, s->weights, s->pos, s->seg, NULL, r->dx};
+  memset(s->grad->params, 0, floats * sizeof(float));
+  MXL_CHECK_OK(mxl_train_step(s->f.engine, st, &b, &stack, &s->gview, &r->loss[0]));
+  b.weights = weights;
+  MXL_CHECK_OK(mxl_train_step(s->f.engine, st, &b, &stack, &s->gview, &r->loss[1]));
+  memcpy(r->grads, s->grad->params, floats * sizeof(float));
+  mxl_train_state_release(s->f.engine, st);
+}
+
+/* Kept activations against the recompute, on the reference and the CPU
+ * backend, with LoRA dropout, with the experts in chunks of 5 tokens (the
+ * routed rows recomputed per chunk from the kept routing): the same
+ * arithmetic on the same values, so the same bits. */
+static void check_keep_matches_recompute(int use_ref, float dropout, int moe_chunk) {
+  grad_setup s;
+  mxl_status st = setup_on(&s, dropout, use_ref);
+  MXL_CHECK_OK(st);
+  if (st != MXL_OK) return;
+  const size_t floats = s.grad->layout->n_floats;
+  const size_t dx_floats = (size_t)B * T * s.f.model->config.hidden;
+  mxl_train_state recompute = {.keep_activations = MXL_KEEP_OFF, .moe_chunk = moe_chunk};
+  mxl_train_state keep = {.keep_activations = MXL_KEEP_ON, .moe_chunk = moe_chunk};
+  step_result a, b;
+  run_steps(&s, &recompute, &a);
+  MXL_CHECK(recompute.keeping == 0);
+  /* the flag as the last step left it: run_steps released the state */
+  run_steps(&s, &keep, &b);
+  int same_grads = memcmp(a.grads, b.grads, floats * sizeof(float)) == 0;
+  int same_dx = memcmp(a.dx, b.dx, dx_floats * sizeof(float)) == 0;
+  printf("  %s backend, dropout %.1f, MoE chunk %d: losses %.9g %.9g (recompute) %.9g %.9g "
+         "(kept); gradients %s, input gradients %s\n",
+         use_ref ? "ref" : "cpu", dropout, moe_chunk, a.loss[0], a.loss[1], b.loss[0], b.loss[1],
+         same_grads ? "the same bits" : "DIFFER", same_dx ? "the same bits" : "DIFFER");
+  MXL_CHECK(isfinite(a.loss[0]) && a.loss[0] > 0);
+  MXL_CHECK(a.loss[0] == b.loss[0] && a.loss[1] == b.loss[1]);
+  MXL_CHECK(same_grads && same_dx);
+  double norm = 0;
+  for (size_t i = 0; i < floats; i++) norm += (double)a.grads[i] * a.grads[i];
+  MXL_CHECK(norm > 0); /* the comparison compared gradients */
+  free(a.grads), free(a.dx), free(b.grads), free(b.dx);
+  teardown(&s);
+}
+
+static void test_keep_matches_recompute(void) {
+  check_keep_matches_recompute(1, 0.0f, 0);
+  check_keep_matches_recompute(0, 0.0f, 0);
+  check_keep_matches_recompute(1, 0.2f, 0);
+  check_keep_matches_recompute(0, 0.2f, 5);
+  check_keep_matches_recompute(1, 0.0f, 5);
+}
+
+/* auto keeps when the tapes fit the budget and falls back to the recompute
+ * when they do not (a budget one byte short), letting go of tapes kept by
+ * an earlier step; with no budget given it measures one at the first
+ * training step and keeps it. */
+static void test_keep_auto(void) {
+  grad_setup s;
+  mxl_status st = setup_on(&s, 0.0f, 0);
+  MXL_CHECK_OK(st);
+  if (st != MXL_OK) return;
+  const mxl_config *c = &s.f.model->config;
+  const size_t need = mxl_train_keep_bytes(c, B * T, 0, 2, 0);
+  MXL_CHECK(need == (size_t)(c->n_layers - 1) * mxl_layer_tape_bytes(c, B * T, 0, 2, 0));
+  MXL_CHECK(mxl_layer_tape_bytes(c, B * T, 0, 2, 0) < mxl_layer_acts_bytes(c, B * T, 0, 2, 0));
+  const mxl_lora_view *views[] = {&s.view};
+  mxl_lora_stack stack = {views, 1, 1, 99};
+  mxl_train_batch b = {B, T, s.tokens, s.targets, s.weights, s.pos, s.seg, NULL, NULL};
+  double kept_loss = 0, loss = 0;
+  mxl_train_state as = {.keep_budget = need};
+  MXL_CHECK_OK(mxl_train_step(s.f.engine, &as, &b, &stack, &s.gview, &kept_loss));
+  MXL_CHECK(as.keeping == 1 && as.tapes != NULL);
+  as.keep_budget = need - 1;
+  MXL_CHECK_OK(mxl_train_step(s.f.engine, &as, &b, &stack, &s.gview, &loss));
+  MXL_CHECK(as.keeping == 0 && as.tapes == NULL);
+  MXL_CHECK(loss == kept_loss);
+  /* an evaluation step (no gradients) never keeps */
+  as.keep_budget = need;
+  MXL_CHECK_OK(mxl_train_step(s.f.engine, &as, &b, &stack, NULL, &loss));
+  MXL_CHECK(as.keeping == 0 && loss == kept_loss);
+  mxl_train_state_release(s.f.engine, &as);
+  mxl_train_state measured = {0};
+  MXL_CHECK_OK(mxl_train_step(s.f.engine, &measured, &b, &stack, &s.gview, &loss));
+  printf("  tapes %zu bytes; measured budget %.2f GB: %s\n", need, measured.keep_budget / 1e9,
+         measured.keeping ? "kept" : "recomputed");
+  MXL_CHECK(measured.keep_budget > 0 && measured.keeping == (need <= measured.keep_budget));
+  mxl_train_state_release(s.f.engine, &measured);
+  teardown(&s);
+}
+
 int main(void) {
   MXL_RUN(test_lora_grads);
   MXL_RUN(test_lora_grads_with_dropout);
   MXL_RUN(test_input_grads);
   MXL_RUN(test_chunked_experts);
+  MXL_RUN(test_keep_matches_recompute);
+  MXL_RUN(test_keep_auto);
   return mxl_test_summary("model_grad");
 }

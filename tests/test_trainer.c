@@ -140,14 +140,21 @@ static int count(const char *text, const char *what) {
 
 /* ------------------------------------------------------------------ resume */
 
+/* The split run recomputes its activations before the interruption and
+ * keeps them after (the whole run's auto keeps them here): the same bits. */
 static void test_resume_is_bit_identical(void) {
   mxl_train_summary whole, part, rest;
   MXL_CHECK_OK(train_with("whole", 8, NULL, 0, NULL, &whole));
   hooks h = {.stop_at = 4};
-  MXL_CHECK_FAILS(train_with("split", 8, NULL, 0, &h, &part), MXL_ERR_INTERRUPTED,
+  const char *const recompute[] = {"keep_activations=false"};
+  MXL_CHECK_FAILS(train_with("split", 8, recompute, 1, &h, &part), MXL_ERR_INTERRUPTED,
                   "stopped at step 4 of 8");
   MXL_CHECK(part.interrupted && part.steps == 4);
-  MXL_CHECK_OK(train_with("split", 8, RESUME, 1, NULL, &rest));
+  MXL_CHECK(strstr(h.info, "activations: recomputed (keep_activations false") != NULL);
+  const char *const resume_keeping[] = {"resume=true", "keep_activations=true"};
+  hooks h2 = {.stop_at = -1};
+  MXL_CHECK_OK(train_with("split", 8, resume_keeping, 2, &h2, &rest));
+  MXL_CHECK(strstr(h2.info, "activations: kept for the backward (keep_activations true") != NULL);
   MXL_CHECK(rest.steps == 8);
   printf("  loss %.4f -> %.4f over 8 steps; resumed run ends at %.4f\n", whole.first_loss,
          whole.final_loss, rest.final_loss);
@@ -492,6 +499,9 @@ static void test_bad_recipe(void) {
   const char *o6[] = {"lora.alpha=-16"};
   MXL_CHECK_FAILS(train_with("bad", 3, o6, 1, NULL, NULL), MXL_ERR_ARGUMENT,
                   "lora.alpha: -16 is out of range: expected a number in (0, 1e+06]");
+  const char *o7[] = {"keep_activations=sometimes"};
+  MXL_CHECK_FAILS(train_with("bad", 3, o7, 1, NULL, NULL), MXL_ERR_ARGUMENT,
+                  "keep_activations 'sometimes': expected \"auto\", true or false");
 }
 
 int main(void) {

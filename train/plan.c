@@ -11,7 +11,8 @@
  *   train state   mxl_train_state_bytes (checkpoints, one layer's tape,
  *                 gradient buffers; experts in chunks of the trainer's
  *                 mxl_train_moe_chunk tokens, layer inputs offloaded to
- *                 host memory as mxl_train_offloads says);
+ *                 host memory as mxl_train_offloads says; the other
+ *                 layers' tapes when the step keeps them, mxl_train_keeps);
  *   scratch       kernels/cuda_memory.h at the shapes of the step's ops,
  *                 rounded as the backend grows it;
  *   workspace     the cuBLASLt workspace, and cuDNN's for attention
@@ -25,6 +26,7 @@
 
 #include "adapters/lora.h"
 #include "core/fileio.h"
+#include "core/hugemem.h"
 #include "core/status.h"
 #include "kernels/cuda_memory.h"
 #include "model/engine.h"
@@ -51,6 +53,8 @@ typedef struct plan_inputs {
   int moe_chunk; /* tokens per MoE chunk, as the trainer's state has it */
   int offload;   /* layer inputs in host memory, as the trainer's state has it */
   int dropout;   /* the recipe's LoRA dropout is on */
+  int keep_mode; /* mxl_keep_mode */
+  int cpu_moe_chunk; /* the chunk asked for (0: the CPU backend's default) */
 } plan_inputs;
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -112,8 +116,9 @@ static void account(const plan_inputs *in, int seq_len, int batch, mxl_plan *p) 
                   in->host_unembed;
   p->moe_chunk = mxl_moe_chunk_tokens(n, in->moe_chunk);
   p->layer_tape = mxl_layer_acts_bytes(c, n, in->moe_chunk, p->rank, in->dropout);
-  p->grad_buffers = mxl_train_state_bytes(c, n, in->moe_chunk, p->rank, in->dropout, in->offload) -
-                    p->checkpoints - p->layer_tape;
+  p->grad_buffers =
+      mxl_train_state_bytes(c, n, in->moe_chunk, p->rank, in->dropout, in->offload, 0) -
+      p->checkpoints - p->layer_tape;
   p->scratch =
       step_scratch(c, in->vocab_rows, n, seq_len, in->moe_chunk, p->rank, in->host_unembed != 0);
   p->workspace = MXL_CUDA_BLAS_WORKSPACE;
@@ -122,6 +127,13 @@ static void account(const plan_inputs *in, int seq_len, int batch, mxl_plan *p) 
   p->allocated = p->weights + p->lora_state + p->checkpoints + p->layer_tape + p->grad_buffers +
                  p->scratch + p->workspace + p->dnn_workspace;
   p->total = p->allocated + p->reserve;
+  /* auto's budget on the device: 3/4 of what the GPU has left beside the
+   * rest (mxl_train_keep_budget with the device's free memory) */
+  p->kept_tapes = mxl_train_keep_bytes(c, n, in->moe_chunk, p->rank, in->dropout);
+  mxl_train_state st = {.keep_activations = in->keep_mode, .keep_inputs = !in->offload};
+  st.keep_budget = p->gpu_bytes > p->total ? (p->gpu_bytes - p->total) / 4 * 3 : 0;
+  p->keeps = c->n_layers > 1 && mxl_train_keeps(&st, 0, p->kept_tapes);
+  if (p->keeps) p->allocated += p->kept_tapes, p->total += p->kept_tapes;
   p->fits = p->total <= p->gpu_bytes;
   p->kv_cache_fp32 = mxl_kv_cache_bytes(c, seq_len < c->max_context ? seq_len : c->max_context, 1);
 }
@@ -172,6 +184,7 @@ static mxl_status read_recipe(const char *path, mxl_plan_request *req, plan_lora
     if (!req->rank) req->rank = tc.rank;
     if (!req->moe_chunk) req->moe_chunk = tc.moe_chunk;
     if (!req->unembed_on_host) req->unembed_on_host = tc.unembed_on_host;
+    if (!req->keep_activations) req->keep_activations = mxl_keep_mode_name(tc.keep_activations);
     lora->attn_targets = tc.attn_targets;
     lora->expert_targets = tc.expert_targets;
     memcpy(lora->attn_layers, tc.attn_layers, sizeof lora->attn_layers);
@@ -235,6 +248,26 @@ static mxl_status plan_config(const mxl_plan_request *req, plan_inputs *in, char
   return MXL_OK;
 }
 
+/* The CPU backend's side of the plan on this host: what auto decides for
+ * the same step there (experts all at once unless a chunk is asked for),
+ * as mxl_train_keep_budget would at the first step, with the LoRA state
+ * not yet allocated. */
+static mxl_status plan_cpu(const plan_inputs *in, int n, int rank, uint64_t lora_state,
+                           mxl_plan *p) {
+  const mxl_config *c = &in->cfg;
+  mxl_train_state st = {.keep_activations = in->keep_mode, .moe_chunk = in->cpu_moe_chunk};
+  const int chunk = mxl_train_moe_chunk(&st, 1);
+  p->cpu_kept_tapes = mxl_train_keep_bytes(c, n, chunk, rank, in->dropout);
+  uint64_t avail = 0;
+  MXL_TRY(mxl_mem_available(&avail));
+  uint64_t taken = in->weights + in->host_embed + in->host_unembed + lora_state +
+                   mxl_train_state_bytes(c, n, chunk, rank, in->dropout, 0, 0);
+  p->cpu_keep_budget = avail > taken ? (avail - taken) / 4 * 3 : 0;
+  st.keep_budget = (size_t)p->cpu_keep_budget;
+  p->cpu_keeps = c->n_layers > 1 && mxl_train_keeps(&st, 1, p->cpu_kept_tapes);
+  return MXL_OK;
+}
+
 static void target_names(unsigned mask, char *out, size_t size) {
   out[0] = '\0';
   for (int t = 0; t < MXL_LORA_N_TARGETS; t++) {
@@ -261,6 +294,12 @@ mxl_status mxl_plan_compute(const mxl_plan_request *request, mxl_plan *out) {
   in.moe_chunk = mxl_train_moe_chunk(&chunked, 0); /* the CUDA backend's */
   in.offload = mxl_train_offloads(&chunked, 0);
   in.dropout = lora.dropout;
+  in.cpu_moe_chunk = req.moe_chunk;
+  const char *keep = req.keep_activations ? req.keep_activations : "auto";
+  if (mxl_keep_mode_parse(keep, &in.keep_mode) != MXL_OK)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "plan: keep_activations \"%s\": expected auto, true or "
+                      "false", keep);
+  snprintf(out->keep_mode, sizeof out->keep_mode, "%s", mxl_keep_mode_name(in.keep_mode));
   if (!req.seq_len) req.seq_len = 4096;
   if (!req.batch) req.batch = 1;
   if (!req.rank) req.rank = 8;
@@ -297,7 +336,7 @@ mxl_status mxl_plan_compute(const mxl_plan_request *request, mxl_plan *out) {
     out->longest_seq = seq;
   }
   account(&in, req.seq_len, req.batch, out);
-  return MXL_OK;
+  return plan_cpu(&in, req.seq_len * req.batch, req.rank, out->lora_state, out);
 }
 
 mxl_status mxl_plan_parse_bytes(const char *text, uint64_t *bytes_out) {

@@ -25,6 +25,7 @@ typedef enum key_type {
   K_LAYERS,  /* "all", or a list of layer indices */
   K_STRINGS, /* a list of strings */
   K_OBJECT,  /* "lora": its keys are the "lora.*" entries */
+  K_AUTO_BOOL, /* "auto", true or false */
 } key_type;
 
 enum { OPEN_LO = 1, OPEN_HI = 2 }; /* excluded bounds */
@@ -89,6 +90,7 @@ static const key_spec schema[] = {
     {"zero_stage", K_INT, 0, 1, 0},
     {"moe_chunk", K_INT, 0, 1 << 20, 0},
     {"unembed_on_host", K_BOOL, 0, 0, 0},
+    {"keep_activations", K_AUTO_BOOL, 0, 0, 0},
     {"lora", K_OBJECT, 0, 0, 0},
     {"lora.rank", K_INT, 1, MXL_LORA_MAX_RANK, 0},
     {"lora.alpha", K_NUMBER, 0, 1e6, OPEN_LO},
@@ -115,6 +117,7 @@ static const char *type_text(key_type t) {
   case K_LAYERS: return "\"all\" or a list of layer indices like [0,2]";
   case K_STRINGS: return "a list of strings";
   case K_OBJECT: return "an object";
+  case K_AUTO_BOOL: return "\"auto\", true or false";
   }
   return "?";
 }
@@ -148,6 +151,9 @@ static mxl_status check_value(const key_spec *k, const cJSON *v, const char *whe
     break;
   case K_BOOL:
     if (cJSON_IsBool(v)) return MXL_OK;
+    break;
+  case K_AUTO_BOOL:
+    if (cJSON_IsBool(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, "auto"))) return MXL_OK;
     break;
   case K_OBJECT:
     if (cJSON_IsObject(v)) return MXL_OK;
@@ -364,6 +370,8 @@ static mxl_status parse_run(const cJSON *r, mxl_train_config *c, const char *sou
   c->zero_stage = integer(r, "zero_stage", 0);
   c->moe_chunk = integer(r, "moe_chunk", 0);
   c->unembed_on_host = flag(r, "unembed_on_host", 0);
+  const cJSON *keep = item(r, "keep_activations");
+  c->keep_activations = !keep || cJSON_IsString(keep) ? 0 : cJSON_IsTrue(keep) ? 1 : 2;
   return MXL_OK;
 }
 
@@ -420,6 +428,8 @@ static cJSON *typed_value(const key_spec *k, const char *s, const char **why) {
   case K_INT: return parse_number(s, 1, &v) ? cJSON_CreateNumber(v) : NULL;
   case K_NUMBER: return parse_number(s, 0, &v) ? cJSON_CreateNumber(v) : NULL;
   case K_BOOL:
+  case K_AUTO_BOOL:
+    if (k->type == K_AUTO_BOOL && !strcmp(s, "auto")) return cJSON_CreateString(s);
     if (!strcmp(s, "true")) return cJSON_CreateTrue();
     return !strcmp(s, "false") ? cJSON_CreateFalse() : NULL;
   case K_LAYERS:

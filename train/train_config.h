@@ -58,6 +58,9 @@ typedef struct mxl_train_config {
   int zero_stage;           /* 1: AdamW moments sharded across ranks (ZeRO-1) */
   int moe_chunk;            /* tokens whose experts run at a time (0: the backend's default) */
   int unembed_on_host;      /* 1: a GPU leaves the unembedding in host memory */
+  int keep_activations;     /* every layer's activations kept for the backward instead of
+                               recomputed: 0 "auto" (when they fit), 1 true, 2 false
+                               (model/train_step.h mxl_keep_mode) */
 } mxl_train_config;
 
 /* Parses a recipe object: every key is checked against the recipe schema

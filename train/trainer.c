@@ -136,6 +136,7 @@ static mxl_status open_model(trainer *t) {
   const mxl_engine_options eo = {.unembed_on_host = c->unembed_on_host};
   MXL_TRY(mxl_engine_create_opts(t->model, t->be, &eo, &t->engine));
   t->st.moe_chunk = c->moe_chunk;
+  t->st.keep_activations = c->keep_activations;
   uint8_t fp[MXL_SHA256_SIZE];
   MXL_TRY(mxl_model_fingerprint(t->model, fp));
   mxl_sha256_hex(fp, t->base_sha256);

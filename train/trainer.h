@@ -55,6 +55,7 @@ struct mxl_trainer {
   mxl_lora_layer *view_layers, *grad_layers;
   mxl_lora_view view, gview;
   mxl_train_state st;
+  int keeping_told;         /* the first step's activation mode was reported */
   micro_batch *micro;       /* [grad_accum] */
 
   mxl_metrics metrics;

@@ -44,6 +44,26 @@ static uint64_t step_seed(const trainer *t, int micro) {
   return mxl_splitmix64(&s);
 }
 
+/* Says once what keep_activations made of the first step: auto decides
+ * from the memory left then. */
+static void tell_keeping(trainer *t) {
+  if (t->keeping_told) return;
+  t->keeping_told = 1;
+  const mxl_train_state *st = &t->st;
+  const mxl_config *c = t->engine->cfg;
+  const int n = t->cfg.batch_size * t->cfg.seq_len;
+  const int chunk = mxl_train_moe_chunk(st, t->be->ops->host_memory);
+  size_t bytes = mxl_train_keep_bytes(c, n, chunk, t->cfg.rank, t->cfg.dropout > 0);
+  if (st->keep_activations == MXL_KEEP_AUTO)
+    mxl_trainer_info(t, "activations: %s (keep_activations auto: %.2f GB of tapes, budget "
+                     "%.2f GB)", st->keeping ? "kept for the backward" : "recomputed",
+                     bytes / 1e9, st->keep_budget / 1e9);
+  else
+    mxl_trainer_info(t, "activations: %s (keep_activations %s: %.2f GB of tapes)",
+                     st->keeping ? "kept for the backward" : "recomputed",
+                     mxl_keep_mode_name(st->keep_activations), bytes / 1e9);
+}
+
 /* Loss weights 1/(global trained tokens): every rank's gradients are then
  * parts of the global mean, and their sum is the step's gradient. */
 static mxl_status forward_backward(trainer *t, double global_trained, double *loss) {
@@ -58,6 +78,7 @@ static mxl_status forward_backward(trainer *t, double global_trained, double *lo
                          m->pos, m->seg, NULL, NULL};
     double part = 0;
     MXL_TRY(mxl_train_step(t->engine, &t->st, &b, &stack, &t->gview, &part));
+    tell_keeping(t);
     *loss += part;
   }
   return MXL_OK;

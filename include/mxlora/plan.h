@@ -28,6 +28,8 @@ typedef struct mxl_plan_request {
   int moe_chunk;      /* tokens whose experts run at a time (0: the trainer's default, 1024) */
   int keep_inputs;    /* 1: every layer's input on the device (no offloading) */
   int unembed_on_host; /* 1: the unembedding stays in host memory (uploaded chunk by chunk) */
+  const char *keep_activations; /* "auto", "true", "false": every layer's activations kept
+                                   for the backward instead of recomputed (NULL: auto) */
 } mxl_plan_request;
 
 /* CUDA context and library code (cuBLASLt kernels), which the process
@@ -57,6 +59,17 @@ typedef struct mxl_plan {
   uint64_t pcie_bytes;    /* host <-> device bytes per step: the offloaded inputs out and
                              back, the embedding rows in */
   uint64_t layer_tape;    /* one layer's recomputed activations (routed rows: one chunk) */
+  char keep_mode[8];      /* keep_activations as asked: "auto", "true", "false" */
+  int keeps;              /* 1: the step keeps every layer's activations (no recompute):
+                             true, or auto when they fit 3/4 of the memory left (as the
+                             trainer decides on a device: never while offloading) */
+  uint64_t kept_tapes;    /* what keeping adds: the other layers' tapes (in allocated when
+                             keeps) */
+  /* The same step on this host's CPU backend (experts all at once): the
+   * tapes there, auto's budget from MemAvailable now (3/4 of it less the
+   * mapped checkpoint and the step's other state), and the mode it gets. */
+  uint64_t cpu_kept_tapes, cpu_keep_budget;
+  int cpu_keeps;
   uint64_t grad_buffers;  /* one layer's activation gradients (routed rows: one chunk),
                              the batch */
   uint64_t scratch;       /* the backend's scratch: the largest op's need */

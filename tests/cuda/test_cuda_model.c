@@ -8,8 +8,9 @@
  *     masked tokens, LoRA dropout on): the loss and every LoRA gradient
  *     (attention and expert adapters);
  *   - the same step with the experts in token chunks against all at once,
- *     with the layer inputs offloaded to host memory against kept, and with
- *     the unembedding in host memory against on the device.
+ *     with the layer inputs offloaded to host memory against kept, with
+ *     every layer's activations kept against recomputed, and with the
+ *     unembedding in host memory against on the device.
  * This exercises the ops in the model's own call patterns (plans whose
  * offsets the layer downloads, RoPE tables, cache masks with empty slots,
  * chunked cross-entropy, every backward op). Both backends keep activations
@@ -280,6 +281,27 @@ static void test_offloaded_inputs(void) {
   mxl_lora_destroy(offloaded.grad);
 }
 
+/* Every layer's activations kept for the backward against recomputed, on
+ * a device's defaults (layer inputs offloaded: x_l comes back for the
+ * attention norm's backward either way), with all routed rows in the tape
+ * and with the experts in chunks of 5 tokens (the routed rows recomputed
+ * per chunk from the kept routing): the same ops on the same values, so
+ * the same bits. */
+static void test_kept_activations(void) {
+  const int chunks[] = {0, 5};
+  for (int i = 0; i < 2; i++) {
+    step_run recompute = {emu_engine, {.moe_chunk = chunks[i], .keep_activations = MXL_KEEP_OFF},
+                          NULL, 0};
+    step_run kept = {emu_engine, {.moe_chunk = chunks[i], .keep_activations = MXL_KEEP_ON},
+                     NULL, 0};
+    if (two_steps(&recompute, &kept))
+      check_same_bits(&recompute, &kept, chunks[i] ? "activations recomputed, kept (chunks of 5)"
+                                                   : "activations recomputed, kept");
+    mxl_lora_destroy(recompute.grad);
+    mxl_lora_destroy(kept.grad);
+  }
+}
+
 /* The unembedding left in host memory (uploaded chunk by chunk by the
  * loss; the target rows picked up from the chunks) against on the device,
  * over several vocabulary chunks: the same products on the same values, so
@@ -318,6 +340,7 @@ int main(void) {
   MXL_RUN(test_train_step);
   MXL_RUN(test_chunked_experts);
   MXL_RUN(test_offloaded_inputs);
+  MXL_RUN(test_kept_activations);
   MXL_RUN(test_unembedding_on_host);
   mxl_engine_destroy(emu_engine);
   mxl_backend_destroy(emu);

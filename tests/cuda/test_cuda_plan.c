@@ -86,16 +86,20 @@ done:
 
 /* Steps of several shapes: the defaults (layer inputs offloaded, experts
  * in chunks of 1024 tokens: one chunk here), experts in chunks of 16
- * tokens, every layer's input kept on the device, the unembedding in host
- * memory. */
+ * tokens, every layer's input kept on the device (with the activations
+ * recomputed, and kept: all routed rows, and in chunks), the unembedding
+ * in host memory. The emulated backend cannot say how much memory it has
+ * left, so auto would recompute there: the kept cases ask for true. */
 static void test_plan_matches_allocations(void) {
   const struct {
-    int n_seq, seq_len, rank, moe_chunk, keep_inputs, unembed_on_host;
-  } steps[] = {{2, 13, 2, 0, 0, 0},
-               {1, 70, 4, 0, 0, 0},
-               {1, 70, 4, 16, 0, 0},
-               {2, 13, 2, 0, 1, 0},
-               {1, 70, 4, 16, 0, 1}};
+    int n_seq, seq_len, rank, moe_chunk, keep_inputs, unembed_on_host, keep;
+  } steps[] = {{2, 13, 2, 0, 0, 0, MXL_KEEP_AUTO},
+               {1, 70, 4, 0, 0, 0, MXL_KEEP_AUTO},
+               {1, 70, 4, 16, 0, 0, MXL_KEEP_AUTO},
+               {2, 13, 2, 0, 1, 0, MXL_KEEP_OFF},
+               {2, 13, 2, 0, 1, 0, MXL_KEEP_ON},
+               {2, 13, 2, 16, 1, 0, MXL_KEEP_ON},
+               {1, 70, 4, 16, 0, 1, MXL_KEEP_AUTO}};
   for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
     mxl_plan_request req = {0};
     req.model = f.dir;
@@ -107,16 +111,21 @@ static void test_plan_matches_allocations(void) {
     req.moe_chunk = steps[i].moe_chunk;
     req.keep_inputs = steps[i].keep_inputs;
     req.unembed_on_host = steps[i].unembed_on_host;
+    req.keep_activations = mxl_keep_mode_name(steps[i].keep);
     mxl_plan p;
     MXL_CHECK_OK(mxl_plan_compute(&req, &p));
-    mxl_train_state opts = {.moe_chunk = steps[i].moe_chunk, .keep_inputs = steps[i].keep_inputs};
+    mxl_train_state opts = {.moe_chunk = steps[i].moe_chunk,
+                            .keep_inputs = steps[i].keep_inputs,
+                            .keep_activations = steps[i].keep};
     size_t peak = measured_peak(steps[i].n_seq, steps[i].seq_len, steps[i].rank, opts,
                                 steps[i].unembed_on_host);
-    printf("  %d x %d tokens, rank %d, MoE chunk %d, inputs %s, unembedding %s: plan %llu "
-           "bytes, emulated backend peak %zu bytes\n",
+    printf("  %d x %d tokens, rank %d, MoE chunk %d, inputs %s, activations %s, unembedding "
+           "%s: plan %llu bytes, emulated backend peak %zu bytes\n",
            steps[i].n_seq, steps[i].seq_len, steps[i].rank, p.moe_chunk,
-           p.offload ? "offloaded" : "kept", p.host_unembed ? "on the host" : "on the device",
-           (unsigned long long)p.allocated, peak);
+           p.offload ? "offloaded" : "kept", p.keeps ? "kept" : "recomputed",
+           p.host_unembed ? "on the host" : "on the device", (unsigned long long)p.allocated,
+           peak);
+    MXL_CHECK(p.keeps == (steps[i].keep == MXL_KEEP_ON));
     MXL_CHECK_MSG(p.allocated == peak, "plan %llu vs allocated %zu (difference %lld)",
                   (unsigned long long)p.allocated, peak, (long long)p.allocated - (long long)peak);
     MXL_CHECK(p.fits && p.total == p.allocated + MXL_PLAN_RUNTIME_RESERVE);
