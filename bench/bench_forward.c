@@ -144,22 +144,16 @@ static mxl_status runner_open(runner *r, const mxl_model *m, int nt, const optio
   MXL_TRY(mxl_backend_cpu_create(nt, &r->be));
   if (profile) bench_prof_install(r->be, &m->config, m->w.vocab_rows);
   mxl_weight_options w = {o->no_mmap, NULL, NULL};
-  uint64_t huge0 = 0, huge1 = 0;
-  if (o->no_mmap) MXL_TRY(mxl_anon_huge_bytes(&huge0));
   double t0 = bench_now();
   MXL_TRY(mxl_engine_create_with(m, r->be, &w, &r->e));
   if (o->no_mmap) {
-    double s = bench_now() - t0;
     size_t bytes = 0;
     for (int i = 0; i < r->e->n_device_files; i++) bytes += r->e->huge_bytes[i];
-    /* what the copy added to the process's 2 MB pages: the rest of it fell
-     * back to 4 KB pages, which stream slower */
-    MXL_TRY(mxl_anon_huge_bytes(&huge1));
-    if (huge1 < huge0) huge1 = huge0; /* 2 MB pages elsewhere split meanwhile */
+    /* the rest of the copy fell back to 4 KB pages, which stream slower */
     printf("--no-mmap (%d thread%s): copied %.2f GB of weights in %.2f s, %.2f GB (%.1f %%) of it "
            "on 2 MB pages\n",
-           nt, nt > 1 ? "s" : "", gb(bytes), s, gb((double)(huge1 - huge0)),
-           100.0 * (double)(huge1 - huge0) / (double)mxl_huge_round(bytes));
+           nt, nt > 1 ? "s" : "", gb(bytes), bench_now() - t0, gb(r->e->huge_2mb),
+           100.0 * (double)r->e->huge_2mb / (double)mxl_huge_round(bytes));
   }
   return mxl_kv_cache_create(r->e, o->prompt + o->decode, o->chunk, &r->cache);
 }

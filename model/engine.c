@@ -202,6 +202,23 @@ static mxl_status check_room(const mxl_mapping **files, int n, size_t *total, in
   return MXL_OK;
 }
 
+/* Sets e->huge_2mb to what the process's 2 MB pages grew by over the copy
+ * (AnonHugePages; `before` when it began), and warns when less than 90 % of
+ * the copy's `pages` bytes got 2 MB pages: the rest streams slower. */
+static void note_huge_share(mxl_engine *e, uint64_t before, size_t pages) {
+  uint64_t after = 0;
+  if (mxl_anon_huge_bytes(&after) != MXL_OK) { /* no smaps_rollup: nothing to say */
+    mxl_error_clear();
+    return;
+  }
+  e->huge_2mb = after > before ? (size_t)(after - before) : 0;
+  if (e->huge_2mb < pages / 10 * 9)
+    mxl_warnf("--no-mmap: only %.2f of the %.2f GB of weights copied are on 2 MB pages, the rest "
+              "on 4 KB pages, which decode reads slower (transparent huge pages off in "
+              "/sys/kernel/mm/transparent_hugepage/enabled, or memory fragmented)",
+              e->huge_2mb / 1e9, pages / 1e9);
+}
+
 /* Uploads bytes [from, to) of `file` into a new device piece. */
 static mxl_status upload_piece(mxl_engine *e, const mxl_mapping *file, size_t from, size_t to,
                                void **out) {
@@ -230,6 +247,10 @@ static mxl_status copy_weights(mxl_engine *e, int huge, int unembed_on_host,
    * the kernel: through the mapping, each 4 KB page would first be faulted
    * in (about 1 GB/s here). */
   const mxl_huge_read how = {0, drop_cache, on_copied, &progress};
+  uint64_t anon_huge0 = 0;
+  size_t pages = 0;
+  for (int i = 0; huge && i < n; i++) pages += mxl_huge_round(files[i]->size);
+  if (huge && mxl_anon_huge_bytes(&anon_huge0) != MXL_OK) mxl_error_clear();
   /* 2 MB pages are host memory: every tensor is copied, none stays behind */
   const host_tensors none = {{NULL, NULL}, {0, 0}, 0, 0, 0};
   host_tensors h = huge ? none : host_tensors_of(e->model, unembed_on_host);
@@ -250,6 +271,7 @@ static mxl_status copy_weights(mxl_engine *e, int huge, int unembed_on_host,
       MXL_TRY(upload_piece(e, files[i], pieces[i].from[j], pieces[i].to[j],
                            &e->device_files[3 * i + j]));
   }
+  if (huge) note_huge_share(e, anon_huge0, pages);
   rebase r = {files, e->device_files, pieces, n, 0};
   memcpy(e->device_layers, e->w.layers, e->cfg->n_layers * sizeof *e->device_layers);
   e->w.layers = e->device_layers;
