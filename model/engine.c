@@ -167,39 +167,27 @@ static void rebase_layer(rebase *r, mxl_layer_weights *l) {
   rebase_mxfp4(r, &l->gate_up), rebase_mxfp4(r, &l->down);
 }
 
-/* Copies weight file `f` into 2 MB pages. It is read with pread, which
- * copies from the page cache in the kernel: through the mapping, each 4 KB
- * page would first be faulted in (about 1 GB/s here). The file must still
- * be the one mapped (same size). */
-static mxl_status copy_to_huge_pages(const mxl_mapping *f, void **out, size_t *done,
-                                     size_t total, const mxl_weight_options *o) {
-  int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return mxl_errorf(MXL_ERR_IO, "%s: cannot open: %s", f->path, strerror(errno));
-  struct stat sb;
-  mxl_status st = MXL_OK;
-  if (fstat(fd, &sb) != 0 || (size_t)sb.st_size != f->size)
-    st = mxl_errorf(MXL_ERR_IO, "%s: changed since it was opened (size)", f->path);
-  if (st == MXL_OK) st = mxl_huge_alloc(f->size, f->path, out);
-  enum { CHUNK = 256 << 20 };
-  for (size_t at = 0; st == MXL_OK && at < f->size;) {
-    size_t want = f->size - at < CHUNK ? f->size - at : CHUNK;
-    ssize_t n = pread(fd, (uint8_t *)*out + at, want, (off_t)at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      st = mxl_errorf(MXL_ERR_IO, "%s: read failed at byte %zu: %s", f->path, at,
-                      n < 0 ? strerror(errno) : "unexpected end of file");
-      break;
-    }
-    at += (size_t)n, *done += (size_t)n;
-    if (o->progress) o->progress(o->progress_user, "weights", (double)*done, (double)total);
-  }
-  close(fd);
-  return st;
+/* The copy's progress across the files, for mxl_weight_options.progress. */
+typedef struct copy_progress {
+  const mxl_weight_options *o;
+  size_t done, total;
+} copy_progress;
+
+static void on_copied(void *user, size_t bytes) {
+  copy_progress *c = user;
+  c->done += bytes;
+  if (c->o->progress)
+    c->o->progress(c->o->progress_user, "weights", (double)c->done, (double)c->total);
 }
 
 /* Refuses a copy that MemAvailable cannot hold, before any of it is made:
- * running out halfway would end in the OOM killer, not an error. */
-static mxl_status check_room(const mxl_mapping **files, int n, size_t *total) {
+ * running out halfway would end in the OOM killer, not an error. Sets
+ * *drop_cache when MemAvailable cannot hold both the copy and the files'
+ * page cache: the cache is then dropped behind the copy, so that the copy
+ * takes its 2 MB pages from the memory the cache gives back (the kernel
+ * would reclaim it anyway, but leaving the copy fragments: beside a cached
+ * 20b checkpoint on 24 GB, 15 % of the copy fell back to 4 KB pages). */
+static mxl_status check_room(const mxl_mapping **files, int n, size_t *total, int *drop_cache) {
   size_t pages = 0;
   *total = 0;
   for (int i = 0; i < n; i++) *total += files[i]->size, pages += mxl_huge_round(files[i]->size);
@@ -210,7 +198,25 @@ static mxl_status check_room(const mxl_mapping **files, int n, size_t *total) {
                       "--no-mmap: copying the weights needs %.2f GB but MemAvailable is %.2f GB "
                       "(%s); run without --no-mmap to read the mapped files in place",
                       pages / 1e9, avail / 1e9, files[0]->path);
+  *drop_cache = (uint64_t)pages + *total > avail;
   return MXL_OK;
+}
+
+/* Sets e->huge_2mb to what the process's 2 MB pages grew by over the copy
+ * (AnonHugePages; `before` when it began), and warns when less than 90 % of
+ * the copy's `pages` bytes got 2 MB pages: the rest streams slower. */
+static void note_huge_share(mxl_engine *e, uint64_t before, size_t pages) {
+  uint64_t after = 0;
+  if (mxl_anon_huge_bytes(&after) != MXL_OK) { /* no smaps_rollup: nothing to say */
+    mxl_error_clear();
+    return;
+  }
+  e->huge_2mb = after > before ? (size_t)(after - before) : 0;
+  if (e->huge_2mb < pages / 10 * 9)
+    mxl_warnf("--no-mmap: only %.2f of the %.2f GB of weights copied are on 2 MB pages, the rest "
+              "on 4 KB pages, which decode reads slower (transparent huge pages off in "
+              "/sys/kernel/mm/transparent_hugepage/enabled, or memory fragmented)",
+              e->huge_2mb / 1e9, pages / 1e9);
 }
 
 /* Uploads bytes [from, to) of `file` into a new device piece. */
@@ -233,8 +239,18 @@ static mxl_status copy_weights(mxl_engine *e, int huge, int unembed_on_host,
   const mxl_mapping *files[64];
   file_pieces pieces[64];
   int n = weight_files(e->model, files, 64);
-  size_t total = 0, done = 0;
-  if (huge && n > 0) MXL_TRY(check_room(files, n, &total));
+  size_t total = 0;
+  int drop_cache = 0;
+  if (huge && n > 0) MXL_TRY(check_room(files, n, &total, &drop_cache));
+  copy_progress progress = {o, 0, total};
+  /* The files are read anew with pread, which copies from the page cache in
+   * the kernel: through the mapping, each 4 KB page would first be faulted
+   * in (about 1 GB/s here). */
+  const mxl_huge_read how = {0, drop_cache, on_copied, &progress};
+  uint64_t anon_huge0 = 0;
+  size_t pages = 0;
+  for (int i = 0; huge && i < n; i++) pages += mxl_huge_round(files[i]->size);
+  if (huge && mxl_anon_huge_bytes(&anon_huge0) != MXL_OK) mxl_error_clear();
   /* 2 MB pages are host memory: every tensor is copied, none stays behind */
   const host_tensors none = {{NULL, NULL}, {0, 0}, 0, 0, 0};
   host_tensors h = huge ? none : host_tensors_of(e->model, unembed_on_host);
@@ -247,14 +263,15 @@ static mxl_status copy_weights(mxl_engine *e, int huge, int unembed_on_host,
   for (int i = 0; i < n; i++) {
     pieces[i] = pieces_of(files[i], &h);
     if (huge) { /* one piece: the whole file */
-      e->huge_bytes[3 * i] = files[i]->size; /* before the copy, so a failed one is freed */
-      MXL_TRY(copy_to_huge_pages(files[i], &e->device_files[3 * i], &done, total, o));
+      e->huge_bytes[3 * i] = files[i]->size; /* what mxl_engine_destroy frees */
+      MXL_TRY(mxl_huge_read_file(files[i]->path, files[i]->size, &how, &e->device_files[3 * i]));
       continue;
     }
     for (int j = 0; j < pieces[i].n; j++)
       MXL_TRY(upload_piece(e, files[i], pieces[i].from[j], pieces[i].to[j],
                            &e->device_files[3 * i + j]));
   }
+  if (huge) note_huge_share(e, anon_huge0, pages);
   rebase r = {files, e->device_files, pieces, n, 0};
   memcpy(e->device_layers, e->w.layers, e->cfg->n_layers * sizeof *e->device_layers);
   e->w.layers = e->device_layers;

@@ -21,6 +21,7 @@ typedef struct mxl_engine {
    * pages (huge_bytes: each copy's size, else NULL). */
   void **device_files;   /* [n_device_files] pieces of the files (NULL: empty) */
   size_t *huge_bytes;    /* [n_device_files] or NULL */
+  size_t huge_2mb;       /* bytes of those copies found on 2 MB pages after the copy */
   int n_device_files;
   mxl_layer_weights *device_layers; /* [n_layers] the rebased layer views */
   /* 1: the token embedding stays in the host mapping (device backends):

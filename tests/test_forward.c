@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/hugemem.h"
 #include "model/forward.h"
 #include "model/safetensors.h"
 #include "model/train_step.h"
@@ -327,6 +328,52 @@ static void test_weights_in_huge_pages(void) {
   fixture_close(&f);
 }
 
+/* Writes a meminfo file at `path` whose MemAvailable is `bytes` (whole kB)
+ * and points the --no-mmap check at it. */
+static void fake_mem_available(const char *path, uint64_t bytes) {
+  FILE *fp = fopen(path, "w");
+  MXL_CHECK(fp != NULL);
+  if (fp) fprintf(fp, "MemTotal: 99999999 kB\nMemAvailable: %llu kB\n",
+                  (unsigned long long)(bytes / 1024)), fclose(fp);
+  mxl_mem_available_path_for_tests(path);
+}
+
+/* --no-mmap under a small MemAvailable: refused before anything is copied,
+ * naming the option and the checkpoint, when the copy does not fit; when
+ * the copy fits but the files' page cache does not fit beside it, the cache
+ * is dropped behind the copy, and the logits are still bitwise those of the
+ * mapped weights. */
+static void test_no_mmap_memory(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 0));
+  if (!f.engine) return fixture_close(&f);
+  make_tokens(f.engine->w.vocab_rows);
+  const size_t V = f.engine->w.vocab_rows;
+  float *a = malloc(N * V * 4), *b = malloc(N * V * 4);
+  MXL_CHECK_OK(run(f.engine, N, a));
+  const mxl_safetensors *st = f.model->st;
+  uint64_t pages = 0, bytes = 0;
+  for (int i = 0; st && i < st->n_files; i++)
+    pages += mxl_huge_round(st->files[i].size), bytes += st->files[i].size;
+  char meminfo[96];
+  snprintf(meminfo, sizeof meminfo, "%s/meminfo", f.dir);
+  mxl_weight_options w = {1, NULL, NULL};
+  mxl_engine *copy = NULL;
+  fake_mem_available(meminfo, pages - 1024);
+  MXL_CHECK_FAILS(mxl_engine_create_with(f.model, f.be, &w, &copy), MXL_ERR_MEMORY,
+                  "--no-mmap: copying the weights needs");
+  MXL_CHECK(copy == NULL && strstr(mxl_last_error(), f.dir) != NULL);
+  fake_mem_available(meminfo, pages + bytes - 1024); /* the copy, not the cache beside it */
+  MXL_CHECK_OK(mxl_engine_create_with(f.model, f.be, &w, &copy));
+  mxl_mem_available_path_for_tests(NULL);
+  if (copy) MXL_CHECK_OK(run(copy, N, b));
+  MXL_CHECK(copy && memcmp(a, b, N * V * 4) == 0);
+  mxl_engine_destroy(copy);
+  unlink(meminfo);
+  free(a), free(b);
+  fixture_close(&f);
+}
+
 /* A backend with a hole in its op table is refused when the engine is made,
  * naming the op, instead of crashing at the first call. Each
  * op is removed in turn, so a new op left out of model/engine.c's list
@@ -371,6 +418,7 @@ int main(void) {
   MXL_RUN(test_cpu_matches_ref);
   MXL_RUN(test_device_copy_of_weights);
   MXL_RUN(test_weights_in_huge_pages);
+  MXL_RUN(test_no_mmap_memory);
   MXL_RUN(test_missing_op_refused);
   return mxl_test_summary("forward");
 }
