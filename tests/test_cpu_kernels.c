@@ -855,6 +855,10 @@ static void test_threads_per_op(void) {
   MXL_CHECK(mxl_cpu_threads_for(be, 512.0 * 2880 * 8, MXL_CPU_MIN_BYTES) == 2);
   double q_fmas = 512.0 * 4096 * 2880 / 2;
   MXL_CHECK(mxl_cpu_threads_for_op(be, 512.0 * (2880 * 2 + 4096 * 4), q_fmas) == 2);
+  /* attention: a 64-token prefill of gpt-oss-20b (64 heads of 64, 8 KV
+   * heads) on both threads, a decode token of the bench preset on one */
+  MXL_CHECK(mxl_cpu_attention_threads(be, 64, 64, 64, 8, 64, 2) == 2);
+  MXL_CHECK(mxl_cpu_attention_threads(be, 1, 64, 12, 4, 64, 2) == 1);
   /* more threads: as many as the work fills, never more than the backend has */
   MXL_CHECK(mxl_cpu_threads_for_op(be8, 0, q_fmas) == 8);
   MXL_CHECK(mxl_cpu_threads_for_op(be8, 0, 3.5 * MXL_CPU_MIN_FMAS) == 3);

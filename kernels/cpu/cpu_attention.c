@@ -102,16 +102,6 @@ static void transpose_block(const mxl_cpu_isa *isa, float *kt, const float *rows
     for (int c = 0; c < d; c++) memset(kt + c * ATT_BK + nkb, 0, (size_t)(ATT_BK - nkb) * 4);
 }
 
-/* Threads for an attention call: its multiply-adds (at most every pair of
- * the mask; `passes` products of d per pair and head) and the q, k, v (and
- * gradient) bytes it touches. */
-static int attn_threads(const mxl_backend *be, int nq, int nk, int nh, int nkv, int d,
-                        int passes) {
-  double fmas = (double)nq * nk * nh * d * passes;
-  double bytes = ((double)nq * nh + (double)nk * nkv) * d * 4 * passes;
-  return mxl_cpu_threads_for_op(be, bytes, fmas);
-}
-
 /* ------------------------------------------------------------------ forward */
 
 typedef struct fwd_buf {
@@ -205,7 +195,7 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   span *kspan = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + 1) * sizeof *kspan);
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
-  int nt = attn_threads(be, nq, nk, nh, nkv, d, 2);
+  int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
@@ -345,7 +335,7 @@ static void bwd_by_rows(mxl_backend *be, const attn_shape *a, const bwd_args *x,
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int d = a->d, group = a->group, nh = a->nh, nkv = a->nkv;
   const mxl_attn_mask *m = x->mask;
-  int nt = attn_threads(be, a->nq, a->nk, nh, nkv, d, 3);
+  int nt = mxl_cpu_attention_threads(be, a->nq, a->nk, nh, nkv, d, 3);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 4) collapse(2)
   for (int i = 0; i < a->nq; i++)
     for (int h = 0; h < nh; h++) {
@@ -410,7 +400,7 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
   }
   x.kspan = spans;
   x.qspan = spans + n_kb;
-  int nt = attn_threads(be, nq, nk, nh, nkv, d, 5);
+  int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 5);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     bwd_buf b = bwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
