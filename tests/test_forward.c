@@ -254,18 +254,30 @@ static void protect_but_embedding(const mxl_model *m, const mxl_mapping *file, i
   if (end > hi) mprotect((void *)hi, end - hi, prot);
 }
 
+/* Opens the 3-layer test model (`device`: fixture_open's flag) and puts the
+ * mapped weights' logits of the test tokens into a new *a; *b gets room for
+ * another engine's. Leaves f->engine NULL when the model cannot be made. */
+static mxl_status logits_of_test_model(model_fixture *f, int device, float **a, float **b) {
+  *a = *b = NULL;
+  MXL_TRY(fixture_open(f, "test", "hf", 3, "", device));
+  if (!f->engine) return MXL_OK;
+  make_tokens(f->engine->w.vocab_rows);
+  const size_t V = f->engine->w.vocab_rows;
+  *a = malloc(N * V * 4), *b = malloc(N * V * 4);
+  if (!*a || !*b) return mxl_errorf(MXL_ERR_MEMORY, "test_forward: logits of %zu rows", V);
+  return run(f->engine, N, *a);
+}
+
 /* A backend without host memory (as CUDA) gets its own copy of the weights
  * but the token embedding: with the files' other pages made unreadable
  * after the upload, the forward pass still runs and gives the same logits,
  * so no pointer was left behind. */
 static void test_device_copy_of_weights(void) {
   model_fixture f;
-  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 1));
+  float *a, *b;
+  MXL_CHECK_OK(logits_of_test_model(&f, 1, &a, &b));
   if (!f.engine) return fixture_close(&f);
-  make_tokens(f.engine->w.vocab_rows);
   const size_t V = f.engine->w.vocab_rows;
-  float *a = malloc(N * V * 4), *b = malloc(N * V * 4);
-  MXL_CHECK_OK(run(f.engine, N, a));
   static mxl_ops device_like;
   device_like = *f.be->ops;
   device_like.host_memory = 0;
@@ -299,12 +311,10 @@ static void on_copy(void *user, const char *what, double done, double total) {
  * unreadable, the logits are bitwise those of the mapped weights. */
 static void test_weights_in_huge_pages(void) {
   model_fixture f;
-  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 0));
+  float *a, *b;
+  MXL_CHECK_OK(logits_of_test_model(&f, 0, &a, &b));
   if (!f.engine) return fixture_close(&f);
-  make_tokens(f.engine->w.vocab_rows);
   const size_t V = f.engine->w.vocab_rows;
-  float *a = malloc(N * V * 4), *b = malloc(N * V * 4);
-  MXL_CHECK_OK(run(f.engine, N, a));
   mxl_weight_options w = {1, on_copy, NULL};
   mxl_engine *copy = NULL;
   MXL_CHECK_OK(mxl_engine_create_with(f.model, f.be, &w, &copy));
@@ -345,12 +355,10 @@ static void fake_mem_available(const char *path, uint64_t bytes) {
  * mapped weights. */
 static void test_no_mmap_memory(void) {
   model_fixture f;
-  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 0));
+  float *a, *b;
+  MXL_CHECK_OK(logits_of_test_model(&f, 0, &a, &b));
   if (!f.engine) return fixture_close(&f);
-  make_tokens(f.engine->w.vocab_rows);
   const size_t V = f.engine->w.vocab_rows;
-  float *a = malloc(N * V * 4), *b = malloc(N * V * 4);
-  MXL_CHECK_OK(run(f.engine, N, a));
   const mxl_safetensors *st = f.model->st;
   uint64_t pages = 0, bytes = 0;
   for (int i = 0; st && i < st->n_files; i++)
