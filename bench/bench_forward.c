@@ -329,6 +329,46 @@ static int profile(const options *o, runner *ru, const int32_t *prompt, float *l
   return 0;
 }
 
+/* Opens thread count ti's runner and warms it up: maps the weights (page
+ * faults) and sizes the scratch. */
+static int open_warm(const options *o, mxl_model *model, runner *rs, int ti,
+                     const int32_t *prompt, float *logits) {
+  if (runner_open(&rs[ti], model, o->threads[ti], o, o->profile) != MXL_OK) return fail("engine");
+  double t0 = bench_now();
+  if (prefill(&rs[ti], prompt, o->prompt, o->chunk, logits) != MXL_OK ||
+      decode(&rs[ti], logits, 2) != MXL_OK)
+    return fail("warm-up");
+  if (ti == 0) {
+    bench_mem m = bench_memory();
+    printf("first prefill + 2 tokens (%d thread%s, weights faulted in): %.2f s; RSS %.3f GB "
+           "(anon %.3f, file %.3f)\n", rs[ti].nt, rs[ti].nt > 1 ? "s" : "",
+           bench_now() - t0, gb(m.rss), gb(m.anon), gb(m.file));
+  }
+  return 0;
+}
+
+/* Repetition r at thread count ti: the limits (unless --no-limits), then a
+ * timed prefill and decode. */
+static int timed_rep(const options *o, mxl_model *model, runner *ru, int r, sample *x,
+                     const int32_t *prompt, float *logits) {
+  if (o->limits) bench_measure_limits(ru->nt, &x->L), mapped_bandwidth(model, ru->nt, x);
+  bench_reset_peak();
+  double t0 = bench_now(), c0 = bench_cpu_seconds();
+  if (prefill(ru, prompt, o->prompt, o->chunk, logits) != MXL_OK) return fail("prefill");
+  double t1 = bench_now(), c1 = bench_cpu_seconds();
+  if (decode(ru, logits, o->decode) != MXL_OK) return fail("decode");
+  x->prefill_s = t1 - t0, x->prefill_cpu = c1 - c0;
+  x->decode_s = bench_now() - t1, x->decode_cpu = bench_cpu_seconds() - c1;
+  x->hwm = bench_memory().hwm;
+  printf("rep %d, %d thr: bw %.1f (by cpu %.1f), mapped weights %.1f (%.1f) GB/s, bf16 %.0f "
+         "(by cpu %.0f) GFLOP/s | prefill %.2f tok/s (%.2f cores), decode %.2f tok/s (%.2f "
+         "cores)\n", r + 1, ru->nt, x->L.bw, x->L.bw_cpu, x->map_bw, x->map_bw_cpu, x->L.bf16,
+         x->L.bf16_cpu, o->prompt / x->prefill_s, x->prefill_cpu / x->prefill_s,
+         o->decode / x->decode_s, x->decode_cpu / x->decode_s);
+  fflush(stdout);
+  return 0;
+}
+
 static int measure(const options *o, mxl_model *model) {
   const mxl_config *c = &model->config;
   const int V = model->w.vocab_rows;
@@ -343,44 +383,30 @@ static int measure(const options *o, mxl_model *model) {
   print_work(c, V, o);
 
   int rc = 0;
-  for (int ti = 0; ti < o->n_threads && !rc; ti++) {
-    if (runner_open(&rs[ti], model, o->threads[ti], o, o->profile) != MXL_OK) rc = fail("engine");
-    /* Warm-up: maps the weights (page faults) and sizes the scratch. */
-    double t0 = bench_now();
-    if (!rc && (prefill(&rs[ti], prompt, o->prompt, o->chunk, logits) != MXL_OK ||
-                decode(&rs[ti], logits, 2) != MXL_OK))
-      rc = fail("warm-up");
-    if (!rc && ti == 0) {
-      bench_mem m = bench_memory();
-      printf("first prefill + 2 tokens (%d thread%s, weights faulted in): %.2f s; RSS %.3f GB "
-             "(anon %.3f, file %.3f)\n", rs[ti].nt, rs[ti].nt > 1 ? "s" : "",
-             bench_now() - t0, gb(m.rss), gb(m.anon), gb(m.file));
-    }
-  }
-  for (int r = 0; r < o->reps && !rc; r++)
+  if (o->no_mmap && o->n_threads > 1) {
+    /* Each engine holds its own copy of the weights, and two copies of a
+     * real checkpoint do not fit: one thread count after the other. */
+    printf("--no-mmap: one thread count after the other (one copy of the weights at a time)\n");
     for (int ti = 0; ti < o->n_threads && !rc; ti++) {
-      sample *x = &s[r][ti];
-      runner *ru = &rs[ti];
-      if (o->limits) bench_measure_limits(ru->nt, &x->L), mapped_bandwidth(model, ru->nt, x);
-      bench_reset_peak();
-      double t0 = bench_now(), c0 = bench_cpu_seconds();
-      if (prefill(ru, prompt, o->prompt, o->chunk, logits) != MXL_OK) rc = fail("prefill");
-      double t1 = bench_now(), c1 = bench_cpu_seconds();
-      if (!rc && decode(ru, logits, o->decode) != MXL_OK) rc = fail("decode");
-      x->prefill_s = t1 - t0, x->prefill_cpu = c1 - c0;
-      x->decode_s = bench_now() - t1, x->decode_cpu = bench_cpu_seconds() - c1;
-      x->hwm = bench_memory().hwm;
-      printf("rep %d, %d thr: bw %.1f (by cpu %.1f), mapped weights %.1f (%.1f) GB/s, bf16 %.0f "
-             "(by cpu %.0f) GFLOP/s | prefill %.2f tok/s (%.2f cores), decode %.2f tok/s (%.2f "
-             "cores)\n", r + 1, ru->nt, x->L.bw, x->L.bw_cpu, x->map_bw, x->map_bw_cpu, x->L.bf16,
-             x->L.bf16_cpu,
-             o->prompt / x->prefill_s, x->prefill_cpu / x->prefill_s, o->decode / x->decode_s,
-             x->decode_cpu / x->decode_s);
-      fflush(stdout);
+      rc = open_warm(o, model, rs, ti, prompt, logits);
+      for (int r = 0; r < o->reps && !rc; r++)
+        rc = timed_rep(o, model, &rs[ti], r, &s[r][ti], prompt, logits);
+      if (!rc && o->profile) rc = profile(o, &rs[ti], prompt, logits);
+      runner_close(&rs[ti]);
+      rs[ti].e = NULL, rs[ti].be = NULL;
     }
-  if (!rc) print_results(c, V, o, rs, s);
-
-  for (int ti = 0; ti < o->n_threads && !rc && o->profile; ti++) rc = profile(o, &rs[ti], prompt, logits);
+    if (!rc) print_results(c, V, o, rs, s);
+  } else {
+    for (int ti = 0; ti < o->n_threads && !rc; ti++)
+      rc = open_warm(o, model, rs, ti, prompt, logits);
+    /* repetitions alternate the thread counts: a slow moment hits all */
+    for (int r = 0; r < o->reps && !rc; r++)
+      for (int ti = 0; ti < o->n_threads && !rc; ti++)
+        rc = timed_rep(o, model, &rs[ti], r, &s[r][ti], prompt, logits);
+    if (!rc) print_results(c, V, o, rs, s);
+    for (int ti = 0; ti < o->n_threads && !rc && o->profile; ti++)
+      rc = profile(o, &rs[ti], prompt, logits);
+  }
   for (int ti = 0; ti < o->n_threads; ti++) runner_close(&rs[ti]);
   free(prompt), free(logits), free(s);
   return rc;
