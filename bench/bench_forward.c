@@ -165,6 +165,9 @@ static void runner_close(runner *r) {
   }
   mxl_engine_destroy(r->e);
   mxl_backend_destroy(r->be);
+  int nt = r->nt; /* what print_results reads of a closed runner */
+  memset(r, 0, sizeof *r);
+  r->nt = nt;
 }
 
 /* The read bandwidth of the checkpoint's own pages: the same sum as the
@@ -393,7 +396,6 @@ static int measure(const options *o, mxl_model *model) {
         rc = timed_rep(o, model, &rs[ti], r, &s[r][ti], prompt, logits);
       if (!rc && o->profile) rc = profile(o, &rs[ti], prompt, logits);
       runner_close(&rs[ti]);
-      rs[ti].e = NULL, rs[ti].be = NULL;
     }
     if (!rc) print_results(c, V, o, rs, s);
   } else {
