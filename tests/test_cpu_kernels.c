@@ -785,6 +785,80 @@ static void test_swiglu_vector_rows(void) {
   }
 }
 
+/* RMSNorm rows of gpt-oss's width and a ragged one (vector tails), forward
+ * and backward, every ISA against the reference backend's op. */
+static void test_rmsnorm_vector_rows(void) {
+  static const int widths[] = {2880, 100, 7};
+  mxl_backend *ref = NULL;
+  MXL_CHECK_OK(mxl_backend_ref_create(&ref));
+  if (!ref) return;
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int w = 0; w < 3; w++) {
+    const int m = 3, H = widths[w];
+    float *x = malloc(sizeof(float) * m * H), *dy = malloc(sizeof(float) * m * H);
+    float *y[2] = {malloc(sizeof(float) * m * H), malloc(sizeof(float) * m * H)};
+    float *dx[2] = {malloc(sizeof(float) * m * H), malloc(sizeof(float) * m * H)};
+    uint16_t *g = malloc(sizeof(uint16_t) * H);
+    float rstd[2][3];
+    rng_fill_f32(&rng, x, (size_t)m * H, -3, 3), rng_fill_f32(&rng, dy, (size_t)m * H, -1, 1);
+    rng_fill_bf16(&rng, g, (size_t)H, 0.5f, 1.5f);
+    ref->ops->rmsnorm(ref, y[0], rstd[0], x, g, m, H, 1e-5f);
+    rng_fill_f32(&rng, dx[0], (size_t)m * H, -1, 1); /* the backward adds */
+    memcpy(dx[1], dx[0], sizeof(float) * m * H);
+    float *dx0 = malloc(sizeof(float) * m * H);
+    memcpy(dx0, dx[0], sizeof(float) * m * H);
+    ref->ops->rmsnorm_bwd(ref, dx[0], dy, x, rstd[0], g, m, H, 1e-5f);
+    for (int s = 0; s < n_isa; s++) {
+      memcpy(dx[1], dx0, sizeof(float) * m * H);
+      for (int r = 0; r < m; r++) {
+        rstd[1][r] = isas[s]->rmsnorm_row(y[1] + r * H, x + r * H, g, H, 1e-5f);
+        isas[s]->rmsnorm_bwd_row(dx[1] + r * H, dy + r * H, x + r * H, g, rstd[0][r], H);
+      }
+      int bad = 0;
+      for (int r = 0; r < m; r++) bad += fabsf(rstd[1][r] - rstd[0][r]) > 1e-6f * rstd[0][r];
+      for (int i = 0; i < m * H; i++) {
+        bad += fabsf(y[1][i] - y[0][i]) > 1e-6f * (1 + fabsf(y[0][i]));
+        bad += fabsf(dx[1][i] - dx[0][i]) > 1e-6f * (1 + fabsf(dx[0][i]));
+      }
+      MXL_CHECK_MSG(bad == 0, "%s: %d RMSNorm values differ from the reference (H %d)",
+                    isas[s]->name, bad, H);
+    }
+    free(x), free(dy), free(y[0]), free(y[1]), free(dx[0]), free(dx[1]), free(dx0), free(g);
+  }
+  mxl_backend_destroy(ref);
+}
+
+/* The backend keeps RoPE's cos/sin for the last positions: a call with the
+ * same positions reuses them, and positions or frequencies changed in place
+ * (same pointers) must not. Each call against the reference backend. */
+static void test_rope_table_reuse(void) {
+  enum { n = 5, heads = 3, d = 8 };
+  int32_t pos[n] = {0, 1, 2, 3, 4};
+  float inv_freq[d / 2] = {1.0f, 0.1f, 0.01f, 0.001f};
+  mxl_backend *ref = NULL, *cpu = NULL;
+  MXL_CHECK_OK(mxl_backend_ref_create(&ref));
+  MXL_CHECK_OK(mxl_backend_cpu_create(1, &cpu));
+  if (!ref || !cpu) return;
+  float x0[n * heads * d];
+  rng_fill_f32(&rng, x0, n * heads * d, -1, 1);
+  for (int step = 0; step < 6; step++) {
+    if (step == 2) pos[3] = 1000;       /* same pointer, new content */
+    if (step == 3) inv_freq[2] = 0.5f;  /* new frequencies */
+    float conc = step == 4 ? 1.25f : 1.0f;
+    int inverse = step == 5, interleaved = step % 2;
+    float want[n * heads * d], got[n * heads * d];
+    memcpy(want, x0, sizeof x0), memcpy(got, x0, sizeof x0);
+    ref->ops->rope(ref, want, n, heads, d, pos, inv_freq, conc, interleaved, inverse);
+    cpu->ops->rope(cpu, got, n, heads, d, pos, inv_freq, conc, interleaved, inverse);
+    int bad = 0;
+    for (int i = 0; i < n * heads * d; i++) bad += fabsf(got[i] - want[i]) > 1e-6f;
+    MXL_CHECK_MSG(bad == 0, "step %d: %d RoPE values differ from the reference", step, bad);
+  }
+  MXL_CHECK_OK(cpu->ops->sync(cpu));
+  mxl_backend_destroy(ref), mxl_backend_destroy(cpu);
+}
+
 /* ------------------------------------------------------------------ backend */
 
 static void test_isa_override(void) {
@@ -942,6 +1016,8 @@ int main(int argc, char **argv) {
   MXL_RUN(test_attention_multiblock);
   MXL_RUN(test_unembed_xent_chunks);
   MXL_RUN(test_swiglu_vector_rows);
+  MXL_RUN(test_rmsnorm_vector_rows);
+  MXL_RUN(test_rope_table_reuse);
   MXL_RUN(test_isa_override);
   MXL_RUN(test_scratch_failure);
   MXL_RUN(test_threads_per_op);

@@ -64,6 +64,7 @@ static void cpu_destroy(mxl_backend *be) {
   mxl_cpu *c = mxl_cpu_of(be);
   if (c) {
     for (int s = 0; s < MXL_CPU_SCRATCH_SLOTS; s++) free(c->scratch[s]);
+    free(c->rope.cs_sn), free(c->rope.pos), free(c->rope.inv_freq);
     mxl_cpu_dnnl_destroy(c->dnnl);
   }
   free(c);

@@ -2,6 +2,7 @@
  * Shape legend as kernels/ops.h.
  * These are memory-bound or small; they use plain loops and OpenMP. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/bf16.h"
@@ -22,15 +23,11 @@ void mxl_cpu_embed(mxl_backend *be, float *x, const uint16_t *table, const int32
 /* y = x·r·g, r = 1/sqrt(mean(x²) + eps) — y, x [n, H], g bf16 [H], rstd [n] */
 void mxl_cpu_rmsnorm(mxl_backend *be, float *y, float *rstd, const float *x, const uint16_t *g,
                      int n, int H, float eps) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int nt = mxl_cpu_threads_for(be, (double)n * H * 8, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
-    const float *xt = x + (size_t)t * H; /* [H] */
-    float *yt = y + (size_t)t * H;       /* [H] */
-    double ss = 0;
-    for (int j = 0; j < H; j++) ss += (double)xt[j] * xt[j];
-    float r = (float)(1.0 / sqrt(ss / H + eps));
-    for (int j = 0; j < H; j++) yt[j] = xt[j] * r * mxl_bf16_to_f32(g[j]);
+    float r = isa->rmsnorm_row(y + (size_t)t * H, x + (size_t)t * H, g, H, eps);
     if (rstd) rstd[t] = r;
   }
 }
@@ -39,15 +36,12 @@ void mxl_cpu_rmsnorm(mxl_backend *be, float *y, float *rstd, const float *x, con
 void mxl_cpu_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
                          const float *rstd, const uint16_t *g, int n, int H, float eps) {
   (void)eps; /* the forward's rstd already holds it */
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int nt = mxl_cpu_threads_for(be, (double)n * H * 16, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
-    const float *xt = x + (size_t)t * H, *dyt = dy + (size_t)t * H; /* [H] */
-    float *dxt = dx + (size_t)t * H;                                  /* [H] */
-    double r = rstd[t], dot = 0;
-    for (int j = 0; j < H; j++) dot += (double)dyt[j] * mxl_bf16_to_f32(g[j]) * xt[j];
-    float coef = (float)(r * r * r * dot / H), rf = (float)r;
-    for (int i = 0; i < H; i++) dxt[i] += rf * mxl_bf16_to_f32(g[i]) * dyt[i] - xt[i] * coef;
+    size_t at = (size_t)t * H;
+    isa->rmsnorm_bwd_row(dx + at, dy + at, x + at, g, rstd[t], H);
   }
 }
 
@@ -63,35 +57,70 @@ void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n) {
   }
 }
 
+/* The backend's cos/sin table filled for these positions (kept when the
+ * last call had the same positions and frequencies). NULL on allocation
+ * failure (recorded for sync). θ is rounded to fp32 as the references do;
+ * cos and sin in double. */
+static const float *rope_table(mxl_backend *be, const int32_t *pos, int n, const float *inv_freq,
+                               int half, float concentration) {
+  mxl_cpu_rope_table *rt = &mxl_cpu_of(be)->rope;
+  if (rt->n == n && rt->half == half && rt->concentration == concentration &&
+      !memcmp(rt->pos, pos, (size_t)n * sizeof *pos) &&
+      !memcmp(rt->inv_freq, inv_freq, (size_t)half * sizeof *inv_freq))
+    return rt->cs_sn;
+  rt->n = 0; /* invalid until filled */
+  if ((size_t)n > rt->cap_rows || half != rt->half) {
+    size_t rows = (size_t)n > rt->cap_rows ? (size_t)n : rt->cap_rows;
+    free(rt->cs_sn), free(rt->pos), free(rt->inv_freq);
+    rt->cs_sn = malloc(rows * 2 * (size_t)half * sizeof *rt->cs_sn);
+    rt->pos = malloc(rows * sizeof *rt->pos);
+    rt->inv_freq = malloc((size_t)half * sizeof *rt->inv_freq);
+    rt->cap_rows = rt->cs_sn && rt->pos && rt->inv_freq ? rows : 0;
+    if (!rt->cap_rows) {
+      mxl_cpu_fail(be, MXL_ERR_MEMORY, "rope table");
+      return NULL;
+    }
+  }
+  /* a sin and a cos cost about as much as moving 16 bytes 20 times */
+  int nt = mxl_cpu_threads_for(be, (double)n * half * 320, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+  for (int t = 0; t < n; t++) {
+    float *cs = rt->cs_sn + (size_t)t * 2 * half, *sn = cs + half;
+    for (int j = 0; j < half; j++) {
+      float theta = (float)pos[t] * inv_freq[j];
+      cs[j] = (float)(concentration * cos((double)theta));
+      sn[j] = (float)(concentration * sin((double)theta));
+    }
+  }
+  memcpy(rt->pos, pos, (size_t)n * sizeof *pos);
+  memcpy(rt->inv_freq, inv_freq, (size_t)half * sizeof *inv_freq);
+  rt->concentration = concentration;
+  rt->half = half;
+  rt->n = n;
+  return rt->cs_sn;
+}
+
 /* In-place YaRN RoPE of x [n, heads, d] at positions pos [n]; see ops.h.
- * θ is rounded to fp32 as the references do; cos and sin in double. */
+ * The inverse rotation negates the sines (exactly: negation commutes with
+ * rounding). */
 void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int32_t *pos,
                   const float *inv_freq, float concentration, int interleaved, int inverse) {
   int half = d / 2;
-  /* cos and sin per pair cost about as much as moving a pair */
-  int nt = mxl_cpu_threads_for(be, (double)n * (heads + 4) * d * 8, MXL_CPU_MIN_BYTES);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    float cs[512], sn[512]; /* [min(d/2, 512)]: one chunk of the pairs */
-#pragma omp for schedule(static)
-    for (int t = 0; t < n; t++) {
-      for (int j0 = 0; j0 < half; j0 += 512) {
-        int len = half - j0 < 512 ? half - j0 : 512;
-        for (int j = 0; j < len; j++) {
-          float theta = (float)pos[t] * inv_freq[j0 + j];
-          cs[j] = (float)(concentration * cos((double)theta));
-          sn[j] = (float)((inverse ? -1.0 : 1.0) * concentration * sin((double)theta));
-        }
-        for (int h = 0; h < heads; h++) {
-          float *xh = x + ((size_t)t * heads + h) * d; /* [d] */
-          for (int j = 0; j < len; j++) {
-            int jj = j0 + j;
-            int ia = interleaved ? 2 * jj : jj, ib = interleaved ? 2 * jj + 1 : jj + half;
-            float a = xh[ia], b = xh[ib];
-            xh[ia] = a * cs[j] - b * sn[j];
-            xh[ib] = b * cs[j] + a * sn[j];
-          }
-        }
+  if (n <= 0 || half <= 0) return;
+  const float *table = rope_table(be, pos, n, inv_freq, half, concentration);
+  if (!table) return;
+  const float sign = inverse ? -1.0f : 1.0f;
+  int nt = mxl_cpu_threads_for(be, (double)n * heads * d * 8, MXL_CPU_MIN_BYTES);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+  for (int t = 0; t < n; t++) {
+    const float *cs = table + (size_t)t * 2 * half, *sn = cs + half;
+    for (int h = 0; h < heads; h++) {
+      float *xh = x + ((size_t)t * heads + h) * d; /* [d] */
+      for (int j = 0; j < half; j++) {
+        int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+        float a = xh[ia], b = xh[ib], s = sign * sn[j];
+        xh[ia] = a * cs[j] - b * s;
+        xh[ib] = b * cs[j] + a * s;
       }
     }
   }

@@ -166,6 +166,14 @@ typedef struct mxl_cpu_isa {
   void (*swiglu_bwd_row)(float *dh, const float *dact, const float *h, int I, float alpha,
                          float limit);
   void (*mul_sub_f32)(float *y, const float *p, float c, int n); /* y = p·(y − c) */
+
+  /* One RMSNorm row, as ops.h `rmsnorm`: y = x·r·g with
+   * r = 1/sqrt(Σx²/H + eps), Σ in double; returns r — y, x [H], g bf16 [H]. */
+  float (*rmsnorm_row)(float *y, const float *x, const uint16_t *g, int H, float eps);
+  /* Its backward for one row, as ops.h `rmsnorm_bwd`: dx += r·g·dy − x·c
+   * with c = r³/H·Σ dy·g·x (Σ in double) — dx, dy, x [H]. */
+  void (*rmsnorm_bwd_row)(float *dx, const float *dy, const float *x, const uint16_t *g, float r,
+                          int H);
 } mxl_cpu_isa;
 
 extern const mxl_cpu_isa mxl_cpu_isa_generic;
@@ -267,6 +275,20 @@ uint64_t mxl_cpu_dnnl_runs(const mxl_cpu_dnnl *d);
 
 enum { MXL_CPU_SCRATCH_SLOTS = 4 };
 
+/* cos·c and sin·c of θ = pos[t]·inv_freq[j] for the positions of the last
+ * RoPE call: the q and k RoPE of every layer, forward and backward, take
+ * the same positions, so a training step or a decoded token computes its
+ * cos and sin once instead of once per call (cpu_dense.c). The key is the
+ * content of pos and inv_freq, not their addresses. */
+typedef struct mxl_cpu_rope_table {
+  float *cs_sn;      /* [n, 2, half]: cos·c then sin·c of each position */
+  int32_t *pos;      /* [n] */
+  float *inv_freq;   /* [half] */
+  float concentration;
+  int n, half;
+  size_t cap_rows;   /* rows the buffers hold */
+} mxl_cpu_rope_table;
+
 typedef struct mxl_cpu {
   const mxl_cpu_isa *isa;
   int n_threads;
@@ -277,6 +299,7 @@ typedef struct mxl_cpu {
   size_t scratch_bytes[MXL_CPU_SCRATCH_SLOTS];
   int dnnl_mode;      /* MXL_CPU_DNNL_*; OFF when dnnl is NULL */
   mxl_cpu_dnnl *dnnl; /* oneDNN state, or NULL */
+  mxl_cpu_rope_table rope; /* RoPE's cos and sin for the last positions */
 } mxl_cpu;
 
 static inline mxl_cpu *mxl_cpu_of(mxl_backend *be) { return (mxl_cpu *)be->impl; }

@@ -806,6 +806,62 @@ TARGET static void a2_swiglu_bwd_row(float *dh, const float *dact, const float *
   mxl_cpu_swiglu_bwd_scalar(dh, dact, h, u, I, alpha, limit);
 }
 
+/* ------------------------------------------------------------------ RMSNorm rows
+ * As the AVX-512 file: sums in double lanes, updates in fp32 in the
+ * portable loop's operation order; scalar tails. */
+
+INLINE __m256 load_bf16x8(const uint16_t *g) {
+  return bf16x8_to_f32(_mm_loadu_si128((const __m128i *)g));
+}
+
+TARGET static float a2_rmsnorm_row(float *y, const float *x, const uint16_t *g, int H, float eps) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  int j = 0;
+  for (; j + 8 <= H; j += 8) {
+    __m256 v = _mm256_loadu_ps(x + j);
+    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    s0 = _mm256_fmadd_pd(lo, lo, s0);
+    s1 = _mm256_fmadd_pd(hi, hi, s1);
+  }
+  double lanes[4], ss = 0;
+  _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+  for (int q = 0; q < 4; q++) ss += lanes[q];
+  for (int t = j; t < H; t++) ss += (double)x[t] * x[t];
+  float r = (float)(1.0 / sqrt(ss / H + eps));
+  __m256 vr = _mm256_set1_ps(r);
+  for (j = 0; j + 8 <= H; j += 8)
+    _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), vr), load_bf16x8(g + j)));
+  for (; j < H; j++) y[j] = x[j] * r * mxl_bf16_to_f32(g[j]);
+  return r;
+}
+
+TARGET static void a2_rmsnorm_bwd_row(float *dx, const float *dy, const float *x,
+                                      const uint16_t *g, float r, int H) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  int j = 0;
+  for (; j + 8 <= H; j += 8) {
+    __m256 d = _mm256_loadu_ps(dy + j), gv = load_bf16x8(g + j), xv = _mm256_loadu_ps(x + j);
+    __m256d dl = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), dh = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
+    __m256d gl = _mm256_cvtps_pd(_mm256_castps256_ps128(gv)), gh = _mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1));
+    __m256d xl = _mm256_cvtps_pd(_mm256_castps256_ps128(xv)), xh = _mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1));
+    s0 = _mm256_add_pd(s0, _mm256_mul_pd(_mm256_mul_pd(dl, gl), xl));
+    s1 = _mm256_add_pd(s1, _mm256_mul_pd(_mm256_mul_pd(dh, gh), xh));
+  }
+  double lanes[4], dot = 0, rd = r;
+  _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+  for (int q = 0; q < 4; q++) dot += lanes[q];
+  for (int t = j; t < H; t++) dot += (double)dy[t] * mxl_bf16_to_f32(g[t]) * x[t];
+  float coef = (float)(rd * rd * rd * dot / H);
+  __m256 vc = _mm256_set1_ps(coef), vr = _mm256_set1_ps(r);
+  int i = 0;
+  for (; i + 8 <= H; i += 8) {
+    __m256 a = _mm256_mul_ps(_mm256_mul_ps(vr, load_bf16x8(g + i)), _mm256_loadu_ps(dy + i));
+    __m256 b = _mm256_mul_ps(_mm256_loadu_ps(x + i), vc);
+    _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i), _mm256_sub_ps(a, b)));
+  }
+  for (; i < H; i++) dx[i] += r * mxl_bf16_to_f32(g[i]) * dy[i] - x[i] * coef;
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .name = "avx2",
     .to_bf16 = a2_to_bf16,
@@ -833,6 +889,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .mul_sub_f32 = a2_mul_sub_f32,
     .swiglu_row = a2_swiglu_row,
     .swiglu_bwd_row = a2_swiglu_bwd_row,
+    .rmsnorm_row = a2_rmsnorm_row,
+    .rmsnorm_bwd_row = a2_rmsnorm_bwd_row,
 };
 
 #else

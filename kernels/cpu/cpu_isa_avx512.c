@@ -1277,6 +1277,67 @@ TARGET static void a5_swiglu_bwd_row(float *dh, const float *dact, const float *
   mxl_cpu_swiglu_bwd_scalar(dh, dact, h, u, I, alpha, limit);
 }
 
+/* ------------------------------------------------------------------ RMSNorm rows
+ * Sums in double (8 lanes, two accumulators: the order of the terms differs
+ * from the portable loop, their precision does not); the row updates in
+ * fp32 with the portable loop's operation order. */
+
+INLINE __mmask16 tail16(int left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+/* 16 floats as two halves of 8 doubles */
+INLINE void widen16(__m512 v, __m512d *lo, __m512d *hi) {
+  *lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  *hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+INLINE __m512 bf16_load16(const uint16_t *g, __mmask16 m) {
+  return bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, g));
+}
+
+TARGET static float a5_rmsnorm_row(float *y, const float *x, const uint16_t *g, int H, float eps) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int j = 0; j < H; j += 16) {
+    __m512d lo, hi;
+    widen16(_mm512_maskz_loadu_ps(tail16(H - j), x + j), &lo, &hi);
+    s0 = _mm512_fmadd_pd(lo, lo, s0);
+    s1 = _mm512_fmadd_pd(hi, hi, s1);
+  }
+  double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+  float r = (float)(1.0 / sqrt(ss / H + eps));
+  __m512 vr = _mm512_set1_ps(r);
+  for (int j = 0; j < H; j += 16) {
+    __mmask16 m = tail16(H - j);
+    __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), vr), bf16_load16(g + j, m));
+    _mm512_mask_storeu_ps(y + j, m, v);
+  }
+  return r;
+}
+
+TARGET static void a5_rmsnorm_bwd_row(float *dx, const float *dy, const float *x,
+                                      const uint16_t *g, float r, int H) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int j = 0; j < H; j += 16) {
+    __mmask16 m = tail16(H - j);
+    __m512d dl, dh, gl, gh, xl, xh;
+    widen16(_mm512_maskz_loadu_ps(m, dy + j), &dl, &dh);
+    widen16(bf16_load16(g + j, m), &gl, &gh);
+    widen16(_mm512_maskz_loadu_ps(m, x + j), &xl, &xh);
+    s0 = _mm512_add_pd(s0, _mm512_mul_pd(_mm512_mul_pd(dl, gl), xl));
+    s1 = _mm512_add_pd(s1, _mm512_mul_pd(_mm512_mul_pd(dh, gh), xh));
+  }
+  double dot = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)), rd = r;
+  __m512 vc = _mm512_set1_ps((float)(rd * rd * rd * dot / H)), vr = _mm512_set1_ps(r);
+  for (int i = 0; i < H; i += 16) {
+    __mmask16 m = tail16(H - i);
+    __m512 a = _mm512_mul_ps(_mm512_mul_ps(vr, bf16_load16(g + i, m)), _mm512_maskz_loadu_ps(m, dy + i));
+    __m512 b = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vc);
+    __m512 d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_sub_ps(a, b));
+    _mm512_mask_storeu_ps(dx + i, m, d);
+  }
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
     .to_bf16 = a5_to_bf16,
@@ -1305,6 +1366,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .mul_sub_f32 = a5_mul_sub_f32,
     .swiglu_row = a5_swiglu_row,
     .swiglu_bwd_row = a5_swiglu_bwd_row,
+    .rmsnorm_row = a5_rmsnorm_row,
+    .rmsnorm_bwd_row = a5_rmsnorm_bwd_row,
 };
 
 #else

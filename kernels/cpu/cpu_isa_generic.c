@@ -240,6 +240,22 @@ static void gen_swiglu_bwd_row(float *dh, const float *dact, const float *h, int
   mxl_cpu_swiglu_bwd_scalar(dh, dact, h, 0, I, alpha, limit);
 }
 
+static float gen_rmsnorm_row(float *y, const float *x, const uint16_t *g, int H, float eps) {
+  double ss = 0;
+  for (int j = 0; j < H; j++) ss += (double)x[j] * x[j];
+  float r = (float)(1.0 / sqrt(ss / H + eps));
+  for (int j = 0; j < H; j++) y[j] = x[j] * r * mxl_bf16_to_f32(g[j]);
+  return r;
+}
+
+static void gen_rmsnorm_bwd_row(float *dx, const float *dy, const float *x, const uint16_t *g,
+                                float r, int H) {
+  double dot = 0, rd = r;
+  for (int j = 0; j < H; j++) dot += (double)dy[j] * mxl_bf16_to_f32(g[j]) * x[j];
+  float coef = (float)(rd * rd * rd * dot / H);
+  for (int i = 0; i < H; i++) dx[i] += r * mxl_bf16_to_f32(g[i]) * dy[i] - x[i] * coef;
+}
+
 const mxl_cpu_isa mxl_cpu_isa_generic = {
     .name = "generic",
     .to_bf16 = gen_to_bf16,
@@ -267,4 +283,6 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .mul_sub_f32 = gen_mul_sub_f32,
     .swiglu_row = gen_swiglu_row,
     .swiglu_bwd_row = gen_swiglu_bwd_row,
+    .rmsnorm_row = gen_rmsnorm_row,
+    .rmsnorm_bwd_row = gen_rmsnorm_bwd_row,
 };
