@@ -933,6 +933,16 @@ static void test_threads_per_op(void) {
    * heads) on both threads, a decode token of the bench preset on one */
   MXL_CHECK(mxl_cpu_attention_threads(be, 64, 64, 64, 8, 64, 2) == 2);
   MXL_CHECK(mxl_cpu_attention_threads(be, 1, 64, 12, 4, 64, 2) == 1);
+  /* LoRA rank 16 of the bench preset's gate_up (8 experts × 128 rows, 768
+   * in, 1536 out): its activations (15.7 MB forward) fill both threads; a
+   * decode token's (one row) stays on the calling thread */
+  mxl_lora_seg segs[8];
+  for (int s = 0; s < 8; s++) segs[s] = (mxl_lora_seg){.rows = 128, .rank = 16, .row0 = 128 * s};
+  MXL_CHECK(mxl_cpu_lora_threads(be, segs, 8, 768, 1536, 1) == 2);
+  MXL_CHECK(mxl_cpu_lora_threads(be, segs, 8, 768, 1536, 0) == 2);
+  segs[0].rows = 1;
+  MXL_CHECK(mxl_cpu_lora_threads(be, segs, 1, 768, 1536, 1) == 1);
+  MXL_CHECK(mxl_cpu_lora_threads(be, segs, 1, 768, 1536, 0) == 1);
   /* more threads: as many as the work fills, never more than the backend has */
   MXL_CHECK(mxl_cpu_threads_for_op(be8, 0, q_fmas) == 8);
   MXL_CHECK(mxl_cpu_threads_for_op(be8, 0, 3.5 * MXL_CPU_MIN_FMAS) == 3);

@@ -383,6 +383,10 @@ static inline int mxl_cpu_attention_threads(const mxl_backend *be, int nq, int n
   return mxl_cpu_threads_for_op(be, bytes, 4 * fmas);
 }
 
+/* Threads for a segmented LoRA call (cpu_lora.c), forward or backward. */
+int mxl_cpu_lora_threads(const mxl_backend *be, const mxl_lora_seg *segs, int n_segs, int in,
+                         int out, int forward);
+
 /* 1 when a product of `rows` activation rows goes to oneDNN. Exact mode
  * keeps the hand-written kernels (they multiply the bf16 hi/lo split). */
 static inline int mxl_cpu_dnnl_rows(const mxl_cpu *c, int64_t rows) {

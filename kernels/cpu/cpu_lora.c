@@ -43,6 +43,21 @@ static int max_rank(const mxl_lora_seg *segs, int n) {
   return r;
 }
 
+/* Most of a LoRA call's time is moving activations, not multiplying: the
+ * forward reads x and adds into y (read and write), the backward reads dy
+ * twice (dt, dB), x once (dA) and adds into dx; the adapters are small. */
+int mxl_cpu_lora_threads(const mxl_backend *be, const mxl_lora_seg *segs, int n_segs, int in,
+                         int out, int forward) {
+  double fmas = 0, bytes = 0;
+  for (int s = 0; s < n_segs; s++) {
+    double rows = segs[s].rows, adapter = (double)segs[s].rank * ((double)in + out);
+    fmas += rows * adapter;
+    bytes += forward ? rows * ((double)in + 2.0 * out) + adapter
+                     : rows * (3.0 * in + 2.0 * out) + 2 * adapter;
+  }
+  return mxl_cpu_threads_for_op(be, 4 * bytes, forward ? fmas : 2 * fmas);
+}
+
 /* Work items over (segment, block of `block` units of `extent(s)`). */
 typedef struct item {
   int seg, begin, count;
@@ -106,12 +121,7 @@ void mxl_cpu_lora(mxl_backend *be, float *y, float *t, const float *x, const mxl
   int R = max_rank(segs, n_segs), n_items = 0;
   item *items = make_items(be, segs, n_segs, 1, 0, ROWS, &n_items);
   if (!t || !items) return;
-  double fmas = 0, bytes = 0;
-  for (int s = 0; s < n_segs; s++) {
-    fmas += (double)segs[s].rows * segs[s].rank * ((double)in + out);
-    bytes += 4.0 * segs[s].rank * ((double)in + out);
-  }
-  int nt = mxl_cpu_threads_for_op(be, bytes, fmas);
+  int nt = mxl_cpu_lora_threads(be, segs, n_segs, in, out, 1);
 
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
   for (int it = 0; it < n_items; it++) {
@@ -141,12 +151,8 @@ void mxl_cpu_lora_bwd(mxl_backend *be, float *dx, const float *dy, const float *
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   float *dt = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)t_floats(segs, n_segs) * sizeof *dt + 64);
   if (!dt) return;
-  double fmas = 0, bytes = 0;
-  for (int s = 0; s < n_segs; s++) {
-    fmas += 2.0 * segs[s].rows * segs[s].rank * ((double)in + out);
-    bytes += 8.0 * segs[s].rank * ((double)in + out);
-  }
-  int nt = mxl_cpu_threads_for_op(be, bytes, fmas), n_items = 0;
+  int nt = mxl_cpu_lora_threads(be, segs, n_segs, in, out, 0);
+  int n_items = 0;
 
   /* dt_s = scale·dy_s·B_s  [rows, R] = [rows, out]·[out, R] */
   item *items = make_items(be, segs, n_segs, 1, 0, ROWS, &n_items);
