@@ -121,6 +121,7 @@ TARGET static void a2_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t
     const uint8_t *rb = blocks + (int64_t)r * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)r * row_blocks;
     int fast = scales_in_range(rs, nb, bias);
+    mxl_cpu_prefetch_mx_row(blocks, scales, row_blocks, nb, r + MXL_CPU_PACK_AHEAD, rows);
     for (int g = 0; g < nb; g++)
       decode_to(dst + (int64_t)r * ld_dst + g * 32, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, fast);
   }
@@ -231,6 +232,8 @@ TARGET static void a2_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8
     const uint8_t *b1 = b0 + row_blocks * MXL_MXFP4_BLOCK_BYTES, *s1 = s0 + row_blocks;
     int fast0 = scales_in_range(s0, nb, bias), fast1 = have1 && scales_in_range(s1, nb, bias);
     uint16_t *d = dst + (int64_t)pp * ld_dst * 2;
+    for (int q = 0; q < 2; q++)
+      mxl_cpu_prefetch_mx_row(blocks, scales, row_blocks, nb, 2 * pp + MXL_CPU_PACK_AHEAD + q, rows);
     memset(r1, 0, sizeof r1);
     for (int g = 0; g < nb; g++) {
       decode_to(r0, b0 + g * MXL_MXFP4_BLOCK_BYTES, s0[g], bias, fast0);

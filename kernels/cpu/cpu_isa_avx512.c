@@ -120,6 +120,7 @@ TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t
     const uint8_t *rb = blocks + (int64_t)r * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)r * row_blocks;
     uint16_t *out = dst + (int64_t)r * ld_dst;
+    mxl_cpu_prefetch_mx_row(blocks, scales, row_blocks, nb, r + MXL_CPU_PACK_AHEAD, rows);
     if (scales_in_range(rs, nb, bias)) {
       for (int g = 0; g < nb; g++)
         _mm512_storeu_si512(out + g * MXL_MXFP4_BLOCK,
@@ -253,11 +254,14 @@ TARGET static void a5_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8
   __m512i table = _mm512_load_si512(e2m1_bf16);
   int nb = K / MXL_MXFP4_BLOCK;
   uint16_t slow[2][MXL_MXFP4_BLOCK] __attribute__((aligned(64)));
+  const int64_t row_bytes = row_blocks * MXL_MXFP4_BLOCK_BYTES;
   for (int pp = 0; pp < (rows + 1) / 2; pp++) {
     int have1 = 2 * pp + 1 < rows;
-    const uint8_t *b0 = blocks + (int64_t)(2 * pp) * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *b0 = blocks + (int64_t)(2 * pp) * row_bytes;
     const uint8_t *s0 = scales + (int64_t)(2 * pp) * row_blocks;
-    const uint8_t *b1 = b0 + row_blocks * MXL_MXFP4_BLOCK_BYTES, *s1 = s0 + row_blocks;
+    const uint8_t *b1 = b0 + row_bytes, *s1 = s0 + row_blocks;
+    for (int q = 0; q < 2; q++)
+      mxl_cpu_prefetch_mx_row(blocks, scales, row_blocks, nb, 2 * pp + MXL_CPU_PACK_AHEAD + q, rows);
     int fast = scales_in_range(s0, nb, bias) && (!have1 || scales_in_range(s1, nb, bias));
     uint16_t *d = dst + (int64_t)pp * ld_dst * 2;
     for (int g = 0; g < nb; g++) {
