@@ -421,11 +421,17 @@ static inline int mxl_cpu_dnnl_rows(const mxl_cpu *c, int64_t rows) {
 enum { MXL_CPU_ROW_PAD = 16 };
 
 /* y[i, j] += bias[j] for a tile — y [rows, ldy], bias bf16 [cols] (or NULL) */
-static inline void mxl_cpu_add_bias(float *y, int64_t ldy, const uint16_t *bias, int rows,
-                                    int cols) {
+static inline void mxl_cpu_add_bias(const mxl_cpu_isa *isa, float *y, int64_t ldy,
+                                    const uint16_t *bias, int rows, int cols) {
   if (!bias) return;
-  for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) y[(int64_t)i * ldy + j] += mxl_bf16_to_f32(bias[j]);
+  /* the bias in fp32 once, then one vector add per row */
+  enum { CHUNK = 256 };
+  float b[CHUNK];
+  for (int j0 = 0; j0 < cols; j0 += CHUNK) {
+    int n = cols - j0 < CHUNK ? cols - j0 : CHUNK;
+    for (int j = 0; j < n; j++) b[j] = mxl_bf16_to_f32(bias[j0 + j]);
+    for (int i = 0; i < rows; i++) isa->axpy_f32(y + (int64_t)i * ldy + j0, 1.0f, b, n);
+  }
 }
 
 /* Expert e's MXFP4 rows from `row` on: blocks, scales, bias (NULL if none). */

@@ -88,7 +88,7 @@ static void matmul_bf16_row(mxl_backend *be, float *y, act_bf16 a, const mxl_bf1
   for (int64_t it = 0; it < items; it++) {
     int64_t j0 = it * GEMV_ROWS, nj = N - j0 < GEMV_ROWS ? N - j0 : GEMV_ROWS;
     isa->gemv_bf16(y + j0, a.hi, a.lo, W->w + j0 * K, K, (int)nj, (int)K);
-    mxl_cpu_add_bias(y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
+    mxl_cpu_add_bias(isa, y + j0, 0, W->bias ? W->bias + j0 : NULL, 1, (int)nj);
   }
 }
 
@@ -141,7 +141,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
       } else {
         isa->gemm_bf16_nt(yt, N, ah, al, K, W->w + j0 * K, K, (int)ni, (int)nj, (int)K, 0);
       }
-      mxl_cpu_add_bias(yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
+      mxl_cpu_add_bias(isa, yt, N, W->bias ? W->bias + j0 : NULL, (int)ni, (int)nj);
     }
   }
 }
@@ -231,7 +231,7 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
         isa->gemm_bf16_nt(yt, N, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL, K, panel, K, (int)rows,
                           w.nj, (int)K, 0);
       }
-      mxl_cpu_add_bias(yt, N, mxl_cpu_mx_bias(W, w.e, w.j0), (int)rows, w.nj);
+      mxl_cpu_add_bias(isa, yt, N, mxl_cpu_mx_bias(W, w.e, w.j0), (int)rows, w.nj);
     }
   }
 }

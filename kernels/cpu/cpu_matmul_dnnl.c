@@ -44,9 +44,10 @@ int mxl_cpu_dnnl_matmul_bf16(mxl_backend *be, float *y, const uint16_t *x,
   mxl_cpu_mm mm = {n, W->rows, W->cols, x, W->cols, W->w, W->cols, 1, y, W->rows, 0};
   if (!dense(be, &mm, nt)) return 0;
   if (W->bias) {
+    const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int i = 0; i < n; i++)
-      mxl_cpu_add_bias(y + (int64_t)i * W->rows, 0, W->bias, 1, (int)W->rows);
+      mxl_cpu_add_bias(isa, y + (int64_t)i * W->rows, 0, W->bias, 1, (int)W->rows);
   }
   return 1;
 }
@@ -182,7 +183,7 @@ int mxl_cpu_dnnl_mxfp4(mxl_backend *be, float *y, const uint16_t *x, const mxl_m
       }
       for (int64_t r = 0; r < rows; r++)
         memcpy(y + (i0 + r) * N + w.at, out + r * PANEL, (size_t)w.len * sizeof *y);
-      mxl_cpu_add_bias(y + i0 * N + w.at, N, mxl_cpu_mx_bias(W, w.e, w.at), (int)rows, w.len);
+      mxl_cpu_add_bias(isa, y + i0 * N + w.at, N, mxl_cpu_mx_bias(W, w.e, w.at), (int)rows, w.len);
     }
   }
   if (failed) mxl_cpu_fail(be, MXL_ERR_BACKEND, "oneDNN MXFP4 expert matmul");
