@@ -117,6 +117,15 @@ static void decode_block_slow(uint16_t *out, const uint8_t *block, unsigned scal
   for (int t = 0; t < MXL_MXFP4_BLOCK; t++) out[t] = mxl_f32_to_bf16(tmp[t]);
 }
 
+/* Prefetches the lines of bytes [p, p + n) into L1 (p may be past the end
+ * of the array). Column windows of MXFP4 rows (the oneDNN backward's strips
+ * of 8 blocks, 1440 bytes apart at K = 2880) read a line or two per row,
+ * which the hardware prefetcher leaves to memory latency. */
+static inline void prefetch_window(const uint8_t *p, int n) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + (uintptr_t)n;
+  for (; a < end; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
+}
+
 TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                                     const uint8_t *scales, int64_t row_blocks, int rows, int K,
                                     int bias) {
@@ -126,6 +135,8 @@ TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t
     const uint8_t *rb = blocks + (int64_t)r * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)r * row_blocks;
     uint16_t *out = dst + (int64_t)r * ld_dst;
+    if (nb < row_blocks) /* a column window: see prefetch_window */
+      prefetch_window(rb + 32 * row_blocks * MXL_MXFP4_BLOCK_BYTES, nb * MXL_MXFP4_BLOCK_BYTES);
     if (scales_in_range(rs, nb, bias)) {
       for (int g = 0; g < nb; g++)
         _mm512_storeu_si512(out + g * MXL_MXFP4_BLOCK,
