@@ -185,6 +185,70 @@ static void test_packing_mxfp4(void) {
   free(p), free(t);
 }
 
+/* Both MXFP4 packs against the generic table, bitwise, on ragged shapes
+ * with every scale in range, so that the AVX-512 register decodes run (16
+ * rows × 4 blocks a step for pack_vnni_t_mxfp4, row pairs × 4 blocks for
+ * pack_vnni_mxfp4), and in every fourth trial one scale out of range (its
+ * 16-row group or pair step takes the fallback beside fast ones): odd rows
+ * and rows not a multiple of 16, ld_dst past the rows or columns, 1 to 8
+ * blocks and K = 2880 (90: a step of 2), windows inside wider rows, ±0
+ * codes and scales at the ends of the range; nothing written past dst. */
+static int packed_differ(const uint16_t *got, const uint16_t *want, size_t n) {
+  int bad = 0;
+  for (size_t i = 0; i < n; i++) bad += isnan(bf(want[i])) ? !isnan(bf(got[i])) : got[i] != want[i];
+  return bad;
+}
+
+static void test_packing_mxfp4_shapes(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  static const int nbs[] = {1, 2, 3, 4, 5, 6, 8, 90};
+  enum { GUARD = 64 };
+  for (int trial = 0; trial < 64; trial++) {
+    int nb = nbs[trial % 8], bias = (trial / 8) % 2 ? MXL_MXFP4_METAL_BIAS : MXL_MXFP4_BIAS;
+    int rows = 1 + rng_int(&rng, 70), first = rng_int(&rng, 3), row_blocks = nb + first + rng_int(&rng, 3);
+    int K = nb * 32, ld_t = (rows + 15) / 16 * 16 + 16 * rng_int(&rng, 2), ld = K + 16 * rng_int(&rng, 3);
+    int lo = bias - 125 > 0 ? bias - 125 : 0, hi = bias + 125 < 255 ? bias + 125 : 255;
+    size_t n_blocks = (size_t)rows * row_blocks;
+    size_t n_t = (size_t)K / 2 * ld_t * 2, n_p = (size_t)(rows + 1) / 2 * ld * 2;
+    uint8_t *blocks = malloc(n_blocks * 16), *scales = malloc(n_blocks);
+    for (size_t i = 0; i < n_blocks * 16; i++) {
+      unsigned b = (unsigned)rng_next(&rng) & 0xFF;
+      /* a quarter of the codes ±0 (0 and 8) */
+      if (rng_int(&rng, 4) == 0) b = (b & 0xF0) | (unsigned)(8 * rng_int(&rng, 2));
+      if (rng_int(&rng, 4) == 0) b = (b & 0x0F) | (unsigned)(0x80 * rng_int(&rng, 2));
+      blocks[i] = (uint8_t)b;
+    }
+    for (size_t i = 0; i < n_blocks; i++) {
+      int pick = rng_int(&rng, 8);
+      scales[i] = (uint8_t)(pick == 0 ? lo : pick == 1 ? hi : lo + rng_int(&rng, hi - lo + 1));
+    }
+    if (trial % 4 == 3) { /* below 2^-125 (or NaN for bias 127): a fallback */
+      int r = rng_int(&rng, rows), g = first + rng_int(&rng, nb);
+      scales[(size_t)r * row_blocks + g] =
+          (uint8_t)(bias == MXL_MXFP4_BIAS && rng_int(&rng, 2) ? 255 : bias - 126 - rng_int(&rng, 2));
+    }
+    const uint8_t *wb = blocks + first * 16, *ws = scales + first;
+    uint16_t *want_t = malloc(n_t * 2), *want_p = malloc(n_p * 2);
+    uint16_t *got_t = malloc((n_t + GUARD) * 2), *got_p = malloc((n_p + GUARD) * 2);
+    mxl_cpu_isa_generic.pack_vnni_t_mxfp4(want_t, ld_t, wb, ws, row_blocks, rows, K, bias);
+    mxl_cpu_isa_generic.pack_vnni_mxfp4(want_p, ld, wb, ws, row_blocks, rows, K, bias);
+    for (int s = 0; s < n_isa; s++) {
+      memset(got_t, 0xEE, (n_t + GUARD) * 2), memset(got_p, 0xEE, (n_p + GUARD) * 2);
+      isas[s]->pack_vnni_t_mxfp4(got_t, ld_t, wb, ws, row_blocks, rows, K, bias);
+      isas[s]->pack_vnni_mxfp4(got_p, ld, wb, ws, row_blocks, rows, K, bias);
+      int bad_t = packed_differ(got_t, want_t, n_t), bad_p = packed_differ(got_p, want_p, n_p);
+      int past = 0;
+      for (int i = 0; i < GUARD; i++) past += (got_t[n_t + i] != 0xEEEE) + (got_p[n_p + i] != 0xEEEE);
+      MXL_CHECK_MSG(bad_t == 0 && bad_p == 0 && past == 0,
+                    "%s rows %d blocks %d (of %d) ld_t %d ld %d bias %d: %d transposed and %d "
+                    "paired values differ, %d written past",
+                    isas[s]->name, rows, nb, row_blocks, ld_t, ld, bias, bad_t, bad_p, past);
+    }
+    free(blocks), free(scales), free(want_t), free(want_p), free(got_t), free(got_p);
+  }
+}
+
 /* ------------------------------------------------------------------ GEMM kernels */
 
 static void test_gemm_kernels(void) {
@@ -1012,6 +1076,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_mxfp4_decode_all_scales);
   MXL_RUN(test_packing_layouts);
   MXL_RUN(test_packing_mxfp4);
+  MXL_RUN(test_packing_mxfp4_shapes);
   MXL_RUN(test_gemm_kernels);
   MXL_RUN(test_gemm_f32_kernel);
   MXL_RUN(test_gemm_f32_nt_kernel);

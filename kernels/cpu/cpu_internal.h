@@ -212,9 +212,10 @@ static inline void mxl_cpu_swiglu_bwd_scalar(float *dh, const float *dact, const
  * The backward packs a short window (a column strip: one or two cache lines)
  * of each long weight row, rows a row length apart, which the hardware
  * prefetchers do not follow: without help every row's piece waits on
- * memory (the expert dx ran at 31 % of the bf16 peak, with this at 60 %,
- * Zen 4, bench_ops). The packers ask for the window of row r (when below `rows`),
- * MXL_CPU_PACK_AHEAD rows ahead of use (8 and 64 measured slower). */
+ * memory (the expert dx ran at 15 % of the bf16 peak, with this at 23 %:
+ * AVX2 on Zen 4, bench_ops; the AVX-512 packers prefetch their own way).
+ * The AVX2 packers ask for the window of row r (when below `rows`),
+ * MXL_CPU_PACK_AHEAD rows ahead of use. */
 enum { MXL_CPU_PACK_AHEAD = 16 };
 
 /* Always inlined: GCC otherwise splits the guarded part into a function of
