@@ -78,6 +78,17 @@ def llama_round(a, load):
             "rss_bytes": rss, "info": pp[0]}
 
 
+COMPACT = "/proc/sys/vm/compact_memory"
+
+
+def compact_memory():
+    """Defragments free memory so that the next run gets 2 MB pages as the
+    previous one did (llama.cpp's repacked experts and mxlora's --no-mmap copy
+    are large anonymous allocations)."""
+    with open(COMPACT, "w") as f:
+        f.write("1")
+
+
 def mxlora_round(a, load):
     cmd = [os.path.join(a.build, "bench_forward"), "--model", a.model, "--threads",
            str(a.threads), "--prompt", str(a.prompt), "--decode", str(a.decode),
@@ -121,14 +132,14 @@ def print_run(r, name, x):
                                         x["rss_bytes"] / 1e9), flush=True)
 
 
-def print_results(a, res, loads):
+def print_results(a, res, loads, mx_loads):
     print("\nmedian (min-max) over %d rounds, tokens/s; load average, cores per process" % a.rounds)
     for name, runs in res.items():
         print("  %-19s prefill %-26s decode %-24s load %-20s cores %s" % (
             name, summary([x["prefill"] for x in runs]), summary([x["decode"] for x in runs]),
             summary([x["loadavg"] for x in runs]),
             summary([x["cpu_s"] / x["wall_s"] for x in runs])))
-    pairs = [(("mxlora " + m), ("llama.cpp " + l)) for m in loads for l in loads
+    pairs = [(("mxlora " + m), ("llama.cpp " + l)) for m in mx_loads for l in loads
              if m == l or l == "mmap"]
     print("mxlora / llama.cpp (goals for the gpt-oss-20b shape at 2 threads: prefill >= 3x, "
           "decode >= 1.5x)")
@@ -150,23 +161,42 @@ def main():
     ap.add_argument("--decode", type=int, default=128)
     ap.add_argument("--load", choices=("mmap", "no-mmap", "both"), default="mmap",
                     help="how both programs load the weights (default: map the file)")
+    ap.add_argument("--mxlora-load", choices=("mmap", "no-mmap"),
+                    help="load mxlora's weights this way instead (with one --load): llama.cpp "
+                         "repacks its experts into memory at load, so its mapped run compares "
+                         "with mxlora --no-mmap without the copy of the file llama.cpp "
+                         "--no-mmap makes")
+    ap.add_argument("--no-compact", action="store_true",
+                    help="do not ask the kernel to compact memory before each run (by default "
+                         "it does where /proc/sys/vm/compact_memory is writable: after "
+                         "llama.cpp's 24 GB run, mxlora's copy got few 2 MB pages and its "
+                         "prefill read 51 instead of 60 tok/s)")
     ap.add_argument("--json", help="also write every run's figures to this file")
     a = ap.parse_args()
     for path in (a.llama_bench, a.gguf, a.model, os.path.join(a.build, "bench_forward")):
         if not os.path.exists(path):
             sys.exit("vs_llamacpp: %s does not exist" % path)
+    a.compact = not a.no_compact and os.access(COMPACT, os.W_OK)
     loads = ["mmap", "no-mmap"] if a.load == "both" else [a.load]
+    if a.mxlora_load and a.load == "both":
+        sys.exit("vs_llamacpp: --mxlora-load needs one --load")
     if "no-mmap" in loads:
         a.llama_no_mmap = llama_load_flags(a.llama_bench)
-    print("vs_llamacpp: %s, %d threads, pp%d / tg%d, %d rounds, load %s" % (
-        cpu_name(), a.threads, a.prompt, a.decode, a.rounds, " and ".join(loads)))
+    mx_loads = [a.mxlora_load] if a.mxlora_load else loads
+    print("vs_llamacpp: %s, %d threads, pp%d / tg%d, %d rounds, load %s%s" % (
+        cpu_name(), a.threads, a.prompt, a.decode, a.rounds, " and ".join(loads),
+        " (mxlora %s)" % a.mxlora_load if a.mxlora_load else ""))
     print("llama.cpp: %s on %s\nmxlora:    %s on %s" % (a.llama_bench, a.gguf, a.build, a.model))
+    print("memory compacted before each run: %s" % ("yes" if a.compact else "no"))
     sides = []
-    for load in loads:
-        sides += [("llama.cpp " + load, llama_round, load), ("mxlora " + load, mxlora_round, load)]
+    for load, mx_load in zip(loads, mx_loads):
+        sides += [("llama.cpp " + load, llama_round, load),
+                  ("mxlora " + mx_load, mxlora_round, mx_load)]
     res = {name: [] for name, _, _ in sides}
     for r in range(a.rounds):
         for name, fn, load in (sides if r % 2 == 0 else sides[::-1]):
+            if a.compact:
+                compact_memory()
             loadavg = os.getloadavg()[0]
             x = fn(a, load)
             x["loadavg"] = loadavg
@@ -174,7 +204,7 @@ def main():
                 print(describe_llama(x["info"]))
             res[name].append(x)
             print_run(r, name, x)
-    print_results(a, res, loads)
+    print_results(a, res, loads, mx_loads)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"cpu": cpu_name(), "args": {k: v for k, v in vars(a).items()},
