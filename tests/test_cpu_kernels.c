@@ -977,21 +977,26 @@ static void test_threads_per_op(void) {
   MXL_CHECK(mxl_cpu_threads_for(be, 768.0 * 8, MXL_CPU_MIN_BYTES) == 1);
   MXL_CHECK(mxl_cpu_threads_for(be, (12.0 + 4) * 64 * 8, MXL_CPU_MIN_BYTES) == 1);
   MXL_CHECK(mxl_cpu_threads_for(be, 2.0 * 512 * 24, MXL_CPU_MIN_BYTES) == 1);
-  MXL_CHECK(mxl_cpu_threads_for_product(be, 768.0 * 768 * 2, 768.0 * 6, 768.0 * 768 / 2) == 1);
+  MXL_CHECK(mxl_cpu_threads_for_product(be, 768.0 * 768 * 2, 768.0 * 6,
+                                        mxl_cpu_bf16_fmas(1, 768, 768)) == 1);
   /* ... its lm_head (4160 × 768 bf16, 6.4 MB) on both threads */
   MXL_CHECK(mxl_cpu_threads_for_product(be, 4160.0 * 768 * 2, 768.0 * 2 + 4160.0 * 4,
-                                        4160.0 * 768 / 2) == 2);
+                                        mxl_cpu_bf16_fmas(1, 4160, 768)) == 2);
   /* a demo training step (4 × 256 tokens, H 128): RMSNorm and the gate_up
    * product of its 2048 expert rows (4 experts of 256 × 128 MXFP4) */
   MXL_CHECK(mxl_cpu_threads_for(be, 1024.0 * 128 * 8, MXL_CPU_MIN_BYTES) == 1);
   MXL_CHECK(mxl_cpu_threads_for_product(be, 4.0 * 256 * 128 * 17 / 32, 2048.0 * (128 * 2 + 256 * 4),
-                                        2048.0 * 256 * 128 / 2) == 1);
+                                        mxl_cpu_bf16_fmas(2048, 256, 128)) == 1);
+  /* a bench-preset training step (512 tokens, H 768): the k projection
+   * (768 -> 256, 100 M multiply-adds, 1.2 ms on one thread) on both */
+  MXL_CHECK(mxl_cpu_threads_for_product(be, 256.0 * 768 * 2, 512.0 * (768 * 2 + 256 * 4),
+                                        mxl_cpu_bf16_fmas(512, 256, 768)) == 2);
   /* gpt-oss-20b: the decode k projection (512 × 2880 bf16, 2.9 MB streamed
    * from memory), RMSNorm of a 512-token prefill, its q projection */
   MXL_CHECK(mxl_cpu_threads_for_product(be, 512.0 * 2880 * 2, 2880.0 * 2 + 512.0 * 4,
-                                        512.0 * 2880 / 2) == 2);
+                                        mxl_cpu_bf16_fmas(1, 512, 2880)) == 2);
   MXL_CHECK(mxl_cpu_threads_for(be, 512.0 * 2880 * 8, MXL_CPU_MIN_BYTES) == 2);
-  double q_fmas = 512.0 * 4096 * 2880 / 2;
+  double q_fmas = mxl_cpu_bf16_fmas(512, 4096, 2880);
   MXL_CHECK(mxl_cpu_threads_for_op(be, 512.0 * (2880 * 2 + 4096 * 4), q_fmas) == 2);
   /* attention: a 64-token prefill of gpt-oss-20b (64 heads of 64, 8 KV
    * heads) on both threads, a decode token of the bench preset on one */

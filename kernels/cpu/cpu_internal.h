@@ -365,7 +365,12 @@ static inline int mxl_cpu_threads_for(const mxl_backend *be, double work, double
  *                       memory once (decode): 1 MB, ≈ 60 µs at one core's
  *                       memory bandwidth, which two cores more than double;
  *   MXL_CPU_MIN_FMAS    multiply-adds of compute-bound ops (fp32 rate; bf16
- *                       products count half): 32 M, ≈ 0.2-0.4 ms of one core.
+ *                       products count two thirds: packed and converted,
+ *                       they run at about 1.5× the fp32 FMA rate, not the
+ *                       2× of vdpbf16ps — Zen 4, the bench preset's k/v
+ *                       projection, 100 M multiply-adds: 1.2 ms on one
+ *                       thread, where counting half kept it there):
+ *                       32 M, ≈ 0.2-0.4 ms of one core.
  * With 4-16× smaller minimums the demo's 20 training steps opened 261
  * regions per step and ran 0.75× as fast as on one thread, the bench
  * preset's decode 0.7× (bench/README.md, "Fewer parallel regions"). */
@@ -381,6 +386,12 @@ static inline int mxl_cpu_threads_for_op(const mxl_backend *be, double bytes, do
   int a = mxl_cpu_threads_for(be, bytes, MXL_CPU_MIN_BYTES);
   int b = mxl_cpu_threads_for(be, fmas, MXL_CPU_MIN_FMAS);
   return a > b ? a : b;
+}
+
+/* The FMA count a bf16 (or MXFP4-decoded) product of rows × N × K
+ * multiply-adds stands for in MXL_CPU_MIN_FMAS units: two thirds (above). */
+static inline double mxl_cpu_bf16_fmas(double rows, double N, double K) {
+  return rows * N * K * 2 / 3;
 }
 
 /* Threads for a weight product: `weight_bytes` streamed from memory,

@@ -103,9 +103,9 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   int64_t N = W->rows, K = W->cols;
   act_bf16 a;
   if (convert_activations(be, &a, x, n, K) != 0) return;
-  /* bf16 dot products run at twice the fp32 FMA rate */
+  /* bf16 products count two thirds of an fp32 FMA (cpu_internal.h) */
   int nt = mxl_cpu_threads_for_product(be, (double)N * K * 2, (double)n * (K * 2 + N * 4),
-                                       (double)n * N * K / 2);
+                                       mxl_cpu_bf16_fmas(n, N, K));
   if (mxl_cpu_dnnl_rows(c, n) && mxl_cpu_dnnl_matmul_bf16(be, y, a.hi, W, n, nt)) return;
   if (n == 1) {
     matmul_bf16_row(be, y, a, W);
@@ -173,7 +173,7 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   int used = 0;
   for (int e = 0; e < E; e++) used += off[e + 1] > off[e];
   int nt = mxl_cpu_threads_for_product(be, (double)used * N * K * 17 / 32,
-                                       (double)m * (K * 2 + N * 4), (double)m * N * K / 2);
+                                       (double)m * (K * 2 + N * 4), mxl_cpu_bf16_fmas(m, N, K));
   /* the groups oneDNN takes (mxl_cpu_dnnl_rows), if any */
   int on_dnnl = c->dnnl && mxl_cpu_dnnl_mxfp4(be, y, a.hi, W, off, nt);
 
@@ -276,7 +276,7 @@ static void pack_mx_strip(const void *ctx, const mxl_cpu_isa *isa, int e, int64_
  * ranges [off[g], off[g+1]) using expert g's weights. */
 static int dx_threads(mxl_backend *be, int64_t m, int64_t N, int64_t K, int n_groups) {
   return mxl_cpu_threads_for_product(be, (double)n_groups * N * K, (double)m * (N * 2 + K * 8),
-                                     (double)m * N * K / 2);
+                                     mxl_cpu_bf16_fmas(m, N, K));
 }
 
 /* The groups oneDNN takes (mxl_cpu_dnnl_rows) for the expert dx: 1 if done. */
