@@ -5,7 +5,8 @@ llama-bench's pp512 / tg128 and mxlora's bench_forward, interleaved
 
     python3 bench/vs_llamacpp.py --llama-bench PATH/llama-bench --gguf MODEL.gguf \\
         --model CHECKPOINT_DIR [--build build-bench] [--threads 2] [--rounds 3]
-        [--prompt 512] [--decode 128] [--load mmap|no-mmap|both] [--json FILE]
+        [--prompt 512] [--decode 128] [--load mmap|no-mmap|both]
+        [--mxlora-load mmap|no-mmap] [--no-compact] [--json FILE]
 
 Nothing is downloaded: you give a llama.cpp build (its llama-bench) and a
 GGUF converted from the checkpoint that mxlora reads (for example
@@ -27,7 +28,13 @@ How the weights are loaded, the same for both programs (--load):
   no-mmap  llama.cpp reads the file into memory (`-lm none`, or `-mmp 0` on
            older builds: ordinary 4 KB pages), mxlora copies the weights into
            2 MB pages (`--no-mmap`);
-  both     all four runs every round, and the ratios of each pair.
+  both     all four runs every round, and the ratios of each pair;
+--mxlora-load overrides mxlora's alone (with one --load): llama.cpp repacks
+its experts into memory at load, so its mapped run compares with mxlora's
+copy (`--mxlora-load no-mmap`) without llama.cpp's read copy of the file.
+Before each run the kernel is asked to compact memory
+(/proc/sys/vm/compact_memory, where writable; --no-compact skips it), so
+that each program's large allocations get 2 MB pages whatever ran before.
 Reported: per run tokens/s, the load average when it started and the cores
 the whole process used (its CPU time over its wall time, loading included;
 bench_forward's own cores for its timed prefill and decode beside it); then

@@ -895,7 +895,8 @@ static void test_rmsnorm_vector_rows(void) {
 
 /* The backend keeps RoPE's cos/sin for the last positions: a call with the
  * same positions reuses them, and positions or frequencies changed in place
- * (same pointers) must not. Each call against the reference backend. */
+ * (same pointers) must not. Each call against the reference backend; then
+ * the table's allocation failure. */
 static void test_rope_table_reuse(void) {
   enum { n = 5, heads = 3, d = 8 };
   int32_t pos[n] = {0, 1, 2, 3, 4};
@@ -919,6 +920,19 @@ static void test_rope_table_reuse(void) {
     for (int i = 0; i < n * heads * d; i++) bad += fabsf(got[i] - want[i]) > 1e-6f;
     MXL_CHECK_MSG(bad == 0, "step %d: %d RoPE values differ from the reference", step, bad);
   }
+  MXL_CHECK_OK(cpu->ops->sync(cpu));
+  /* a table that cannot be allocated: reported once by sync, and the next
+   * call rebuilds the table */
+  MXL_CHECK(mxl_cpu_rope_reserve(cpu, SIZE_MAX / 64, d / 2) == -1);
+  MXL_CHECK_FAILS(cpu->ops->sync(cpu), MXL_ERR_MEMORY, "rope table");
+  MXL_CHECK_OK(cpu->ops->sync(cpu));
+  float want[n * heads * d], got[n * heads * d];
+  memcpy(want, x0, sizeof x0), memcpy(got, x0, sizeof x0);
+  ref->ops->rope(ref, want, n, heads, d, pos, inv_freq, 1.0f, 0, 0);
+  cpu->ops->rope(cpu, got, n, heads, d, pos, inv_freq, 1.0f, 0, 0);
+  int bad = 0;
+  for (int i = 0; i < n * heads * d; i++) bad += fabsf(got[i] - want[i]) > 1e-6f;
+  MXL_CHECK_MSG(bad == 0, "after a failed reserve: %d RoPE values differ", bad);
   MXL_CHECK_OK(cpu->ops->sync(cpu));
   mxl_backend_destroy(ref), mxl_backend_destroy(cpu);
 }
@@ -965,7 +979,7 @@ static void test_scratch_failure(void) {
  * helpers on it), on the shapes that set the minimums (bench/README.md,
  * "Fewer parallel regions"): work worth less than waking a sleeping thread
  * runs on the calling thread. The work figures are the ops' own (bytes
- * moved; multiply-adds, bf16 products at half). */
+ * moved; multiply-adds, bf16 products at two thirds). */
 static void test_threads_per_op(void) {
   mxl_backend *be = NULL, *be8 = NULL;
   MXL_CHECK_OK(mxl_backend_cpu_create(2, &be));

@@ -57,6 +57,30 @@ void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n) {
   }
 }
 
+int mxl_cpu_rope_reserve(mxl_backend *be, size_t rows, int half) {
+  mxl_cpu_rope_table *rt = &mxl_cpu_of(be)->rope;
+  rt->n = 0; /* invalid until filled */
+  if (rows <= rt->cap_rows && half == rt->half) return 0;
+  if (rows < rt->cap_rows) rows = rt->cap_rows;
+  free(rt->cs_sn), free(rt->pos), free(rt->inv_freq);
+  rt->cs_sn = rt->inv_freq = NULL, rt->pos = NULL, rt->cap_rows = 0, rt->half = 0;
+  size_t per_row = 2 * (size_t)half * sizeof *rt->cs_sn;
+  if (rows <= SIZE_MAX / per_row) {
+    rt->cs_sn = malloc(rows * per_row);
+    rt->pos = malloc(rows * sizeof *rt->pos);
+    rt->inv_freq = malloc((size_t)half * sizeof *rt->inv_freq);
+  }
+  if (!rt->cs_sn || !rt->pos || !rt->inv_freq) {
+    free(rt->cs_sn), free(rt->pos), free(rt->inv_freq);
+    rt->cs_sn = rt->inv_freq = NULL, rt->pos = NULL;
+    mxl_cpu_fail(be, MXL_ERR_MEMORY, "rope table");
+    return -1;
+  }
+  rt->cap_rows = rows;
+  rt->half = half;
+  return 0;
+}
+
 /* The backend's cos/sin table filled for these positions (kept when the
  * last call had the same positions and frequencies). NULL on allocation
  * failure (recorded for sync). θ is rounded to fp32 as the references do;
@@ -68,19 +92,7 @@ static const float *rope_table(mxl_backend *be, const int32_t *pos, int n, const
       !memcmp(rt->pos, pos, (size_t)n * sizeof *pos) &&
       !memcmp(rt->inv_freq, inv_freq, (size_t)half * sizeof *inv_freq))
     return rt->cs_sn;
-  rt->n = 0; /* invalid until filled */
-  if ((size_t)n > rt->cap_rows || half != rt->half) {
-    size_t rows = (size_t)n > rt->cap_rows ? (size_t)n : rt->cap_rows;
-    free(rt->cs_sn), free(rt->pos), free(rt->inv_freq);
-    rt->cs_sn = malloc(rows * 2 * (size_t)half * sizeof *rt->cs_sn);
-    rt->pos = malloc(rows * sizeof *rt->pos);
-    rt->inv_freq = malloc((size_t)half * sizeof *rt->inv_freq);
-    rt->cap_rows = rt->cs_sn && rt->pos && rt->inv_freq ? rows : 0;
-    if (!rt->cap_rows) {
-      mxl_cpu_fail(be, MXL_ERR_MEMORY, "rope table");
-      return NULL;
-    }
-  }
+  if (mxl_cpu_rope_reserve(be, (size_t)n, half) != 0) return NULL;
   /* a sin and a cos cost about as much as moving 16 bytes 20 times */
   int nt = mxl_cpu_threads_for(be, (double)n * half * 320, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)

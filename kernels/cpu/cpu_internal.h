@@ -308,7 +308,7 @@ typedef struct mxl_cpu_rope_table {
   float *inv_freq;   /* [half] */
   float concentration;
   int n, half;
-  size_t cap_rows;   /* rows the buffers hold */
+  size_t cap_rows;   /* rows the buffers hold (of `half` pairs) */
 } mxl_cpu_rope_table;
 
 typedef struct mxl_cpu {
@@ -415,6 +415,11 @@ static inline int mxl_cpu_attention_threads(const mxl_backend *be, int nq, int n
   double bytes = ((double)nq * nh + (double)nk * nkv) * d * 4 * passes;
   return mxl_cpu_threads_for_op(be, bytes, 4 * fmas);
 }
+
+/* Room in the RoPE table for `rows` positions of `half` pairs; empties the
+ * table (it is filled by the next RoPE call). 0, or -1 on allocation
+ * failure (recorded for sync). */
+int mxl_cpu_rope_reserve(mxl_backend *be, size_t rows, int half);
 
 /* Threads for a segmented LoRA call (cpu_lora.c), forward or backward. */
 int mxl_cpu_lora_threads(const mxl_backend *be, const mxl_lora_seg *segs, int n_segs, int in,

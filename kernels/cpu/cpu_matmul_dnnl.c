@@ -44,10 +44,13 @@ int mxl_cpu_dnnl_matmul_bf16(mxl_backend *be, float *y, const uint16_t *x,
   mxl_cpu_mm mm = {n, W->rows, W->cols, x, W->cols, W->w, W->cols, 1, y, W->rows, 0};
   if (!dense(be, &mm, nt)) return 0;
   if (W->bias) {
+    /* blocks of rows, so that each converted piece of the bias serves many */
+    enum { BIAS_ROWS = 16 };
     const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int i = 0; i < n; i++)
-      mxl_cpu_add_bias(isa, y + (int64_t)i * W->rows, 0, W->bias, 1, (int)W->rows);
+    for (int i0 = 0; i0 < n; i0 += BIAS_ROWS)
+      mxl_cpu_add_bias(isa, y + (int64_t)i0 * W->rows, W->rows, W->bias,
+                       n - i0 < BIAS_ROWS ? n - i0 : BIAS_ROWS, (int)W->rows);
   }
   return 1;
 }
