@@ -107,7 +107,6 @@ static const float *rope_table(mxl_backend *be, const int32_t *pos, int n, const
   memcpy(rt->pos, pos, (size_t)n * sizeof *pos);
   memcpy(rt->inv_freq, inv_freq, (size_t)half * sizeof *inv_freq);
   rt->concentration = concentration;
-  rt->half = half;
   rt->n = n;
   return rt->cs_sn;
 }
