@@ -31,10 +31,19 @@ int mxl_stop_feed(mxl_stop_matcher *m, const char *text, size_t n, mxl_strbuf *o
   }
   mxl_strbuf_append(&m->held, text, n);
   const char *h = m->held.data ? m->held.data : "";
-  size_t hn = m->held.len, first = hn;
+  /* The stop that completes first wins (ties: the one that starts first):
+   * that is what generation fed token by token would have hit, so text fed
+   * whole and fed in pieces shows the same. */
+  size_t hn = m->held.len, first = hn, first_end = (size_t)-1;
   for (int i = 0; i < m->n_stops; i++) {
-    const char *hit = memmem(h, hn, m->stops[i], strlen(m->stops[i]));
-    if (hit && (size_t)(hit - h) < first) first = (size_t)(hit - h);
+    size_t len = strlen(m->stops[i]);
+    const char *hit = memmem(h, hn, m->stops[i], len);
+    if (!hit) continue;
+    size_t at = (size_t)(hit - h);
+    if (at + len < first_end || (at + len == first_end && at < first)) {
+      first = at;
+      first_end = at + len;
+    }
   }
   if (first < hn) {
     mxl_strbuf_append(out, h, first);

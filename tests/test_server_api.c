@@ -319,6 +319,17 @@ static void test_stop_strings(void) {
   s = run_stop(stops, 2, p3, 1, &matched);
   MXL_CHECK_MSG(matched && !strcmp(s, "x "), "%s", s);
   free(s);
+  /* The stop that completes first wins, fed whole or in pieces: "b" is
+   * complete before "abc" is (a fuzzer found the two disagreeing). */
+  const char *nested[] = {"abc", "b"};
+  const char *p4[] = {"x abc"}, *p5[] = {"x a", "bc"}, *p6[] = {"x ", "a", "b", "c"};
+  const char *const *feeds[] = {p4, p5, p6};
+  int n_feeds[] = {1, 2, 4};
+  for (int f = 0; f < 3; f++) {
+    s = run_stop(nested, 2, feeds[f], n_feeds[f], &matched);
+    MXL_CHECK_MSG(matched && !strcmp(s, "x a"), "feed %d: %s", f, s);
+    free(s);
+  }
   s = run_stop(NULL, 0, p3, 1, &matched);
   MXL_CHECK(!matched && !strcmp(s, "x ## y END"));
   free(s);
