@@ -633,14 +633,22 @@ static void setup_unembed_xent(op_case *c, test_rng *r, mxl_backend *ref) {
   (void)ref;
   const shape *s = &c->s;
   if (!(s->nulls & 1)) add_f32(c, "loss", OUT, (size_t)s->n);
-  if (!(s->nulls & 2)) add_random(c, r, "dh", ACC, (size_t)s->n * s->cols, -1, 1);
-  add_random(c, r, "h", IN, (size_t)s->n * s->cols, -2, 2);
+  /* big: a confident model (h along its target's row: softmax_target near
+   * 1) and dh starting at zero, so that the error seen is the gradient's,
+   * whose target term 1 - softmax_target is small. */
+  double dh_range = s->big ? 0 : 1;
+  if (!(s->nulls & 2)) add_random(c, r, "dh", ACC, (size_t)s->n * s->cols, -dh_range, dh_range);
+  float *h = add_random(c, r, "h", IN, (size_t)s->n * s->cols, -2, 2);
   add_bf16_weight(c, r);
+  const uint16_t *w = host_ptr(c, "w");
   int32_t *targets = add_i32(c, "targets", IN, (size_t)s->n);
   float *weight = add_f32(c, "weight", IN, (size_t)s->n);
   for (int t = 0; t < s->n; t++) {
     targets[t] = t == 0 ? s->rows - 1 : rng_int(r, s->rows);
     weight[t] = (t % 3 == 2) ? 0.0f : (float)rng_uniform(r, 0.1, 2);
+    if (s->big)
+      for (int k = 0; k < s->cols; k++)
+        h[(size_t)t * s->cols + k] = 2.5f * mxl_bf16_to_f32(w[(size_t)targets[t] * s->cols + k]);
   }
 }
 static void run_unembed_xent(mxl_backend *be, op_case *c, void *const *dev) {
@@ -1010,6 +1018,8 @@ static const case_spec cases[] = {
     C(UNEMBED_XENT, .n = 6, .rows = 300, .cols = 33, .nulls = 1, .chunk = 64),
     C(UNEMBED_XENT, .n = 6, .rows = 300, .cols = 33, .nulls = 2, .chunk = 64),
     C(UNEMBED_XENT, .n = 70, .rows = 200, .cols = 40, .bias = 1, .chunk = 64),
+    C(UNEMBED_XENT, .n = 6, .rows = 300, .cols = 64, .big = 1),
+    C(UNEMBED_XENT, .n = 6, .rows = 300, .cols = 64, .big = 1, .chunk = 64),
 
     C(ADAMW, .n = 1, .step = 1),
     C(ADAMW, .n = 1000, .step = 1, .wd = 0.1f),

@@ -40,14 +40,18 @@
  * element whose gradient is zero up to rounding (LoRA A at step 2, when B
  * has just left zero) may move by +lr in one run and -lr in the other; and
  * a router near-tie may pick another expert for a token when its logits
- * move by one ulp. Measured after six steps: largest difference 5.7e-4
- * here (up to 1.3·lr on other data), relative L2 4.9e-4, per-step losses
- * within 2.1e-4 relative. LOOSE_* bound those. */
+ * move by one ulp. An element flipped at step 2 stays apart for the steps
+ * after it, AdamW's first moment carrying the opposite sign. Measured after
+ * six steps: largest difference 5.7e-4 here with one rounding of the loss
+ * gradient, 0.0147 (2.9·lr, the flip of one LoRA A element of layer 0's
+ * k_proj) with another (the single-pass unembed_xent), up to 1.3·lr on
+ * other data; relative L2 4.9e-4 and 5.4e-3; per-step losses within 2.1e-4
+ * and 5.2e-4 relative. LOOSE_* bound those. */
 #define LR 5e-3
 #define TIGHT_ABS 2e-5
 #define TIGHT_REL 2e-6
-#define LOOSE_ABS (2 * LR)
-#define LOOSE_REL 5e-3
+#define LOOSE_ABS (4 * LR)
+#define LOOSE_REL 1e-2
 #define LOOSE_LOSS 1.5e-3
 
 static char root[64], model_dir[128], data_path[128], log_path[160];

@@ -12,14 +12,21 @@
  *
  * The tokens with weight != 0 are gathered and converted to bf16 once, then
  * split into chunks of at most TOK_CHUNK rows, one work item each. An item
- * streams the vocabulary VOCAB_CHUNK rows at a time, twice:
- *   1. logits tile [rows, VOCAB_CHUNK] = h·W_cᵀ (+ b), online log-sum-exp
- *      per row (running max, rescaled sum) and the target logit;
- *   2. (when dh is wanted) the tile again, G = weight·(softmax − onehot),
- *      and dh_rows += G·W_c.
- * Both products run on gemm_bf16_vnni: W_c is packed transposed for the
- * logits and as is for dh, into the thread's buffers; the packing costs
- * 1/rows of the products. Nothing of size [n, V] exists. */
+ * streams the vocabulary VOCAB_CHUNK rows at a time, once, as flash
+ * attention streams keys:
+ *   logits tile [rows, VOCAB_CHUNK] = h·W_cᵀ (+ b); per row the running max
+ *   m, the sum of exp(z − m) and the target logit; with dh wanted also
+ *   p = exp(z − m) with the target's entry left out, and acc += p·W_c, acc
+ *   and the sum rescaled whenever m grows.
+ * At the end lse = m + log(sum) and
+ *   dh += weight·(acc/sum + expm1(z_target − lse)·W_target)
+ * = weight·Σ_v (softmax_v − onehot_v)·W_v: the target's term is taken in
+ * fp32 because 1 − softmax_target, tiny once the model is confident, would
+ * not survive the bf16 rounding of p. Two products per chunk with dh (the
+ * logits computed twice took three). Both run on gemm_bf16_vnni: W_c is
+ * packed transposed for the logits and as is for acc, into the thread's
+ * buffers; the packing costs 1/rows of the products. Nothing of size
+ * [n, V] exists. */
 
 enum { TOK_CHUNK = 128, VOCAB_CHUNK = 64 };
 
@@ -82,58 +89,64 @@ static void xent_logits(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0,
         b->logits[r * VOCAB_CHUNK + v] += mxl_bf16_to_f32(job->W->bias[v0 + v]);
 }
 
+/* The rows' p = exp(z − m) of this chunk (target entries zeroed, the tail
+ * past vn too: its products meet the packing's zero rows, and stale values
+ * could be NaN) into bf16, times the chunk, added to acc. */
+static void xent_accumulate(const mxl_cpu_isa *isa, const xent_job *job, int rows, int64_t v0,
+                            int vn, int exact, xent_buf *b) {
+  int64_t H = job->W->cols;
+  if (vn < VOCAB_CHUNK)
+    for (int r = 0; r < rows; r++)
+      memset(b->logits + r * VOCAB_CHUNK + vn, 0, (size_t)(VOCAB_CHUNK - vn) * sizeof(float));
+  if (exact) isa->to_bf16_split(b->g, b->g_lo, b->logits, (size_t)rows * VOCAB_CHUNK);
+  else isa->to_bf16(b->g, b->logits, (size_t)rows * VOCAB_CHUNK);
+  isa->pack_vnni_bf16(b->wp, h16(H), job->W->w + v0 * H, H, vn, (int)H);
+  isa->gemm_bf16_vnni(b->dacc, H, b->g, exact ? b->g_lo : NULL, VOCAB_CHUNK, b->wp, h16(H), rows,
+                      (int)H, vn, 1);
+}
+
 static void xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, int rows,
                       int exact, xent_buf *b) {
   const mxl_bf16_weight *W = job->W;
   int64_t V = W->rows, H = W->cols;
-  float mx[TOK_CHUNK], sum[TOK_CHUNK], zt[TOK_CHUNK], lse[TOK_CHUNK];
+  float mx[TOK_CHUNK], sum[TOK_CHUNK], zt[TOK_CHUNK];
   for (int r = 0; r < rows; r++) mx[r] = -INFINITY, sum[r] = 0, zt[r] = 0;
+  if (job->dh) memset(b->dacc, 0, (size_t)rows * H * sizeof *b->dacc);
 
   for (int64_t v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
     int vn = (int)(V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK);
+    uint64_t keep = vn == 64 ? ~0ull : (1ull << vn) - 1;
     xent_logits(isa, job, r0, rows, v0, vn, b);
     for (int r = 0; r < rows; r++) {
-      const float *z = b->logits + r * VOCAB_CHUNK; /* [vn] */
+      float *z = b->logits + r * VOCAB_CHUNK; /* [vn] */
       int64_t tgt = job->targets[job->rows[r0 + r]] - v0;
       if (tgt >= 0 && tgt < vn) zt[r] = z[tgt];
       float m = isa->max_f32(z, vn);
       if (m > mx[r]) {
-        sum[r] *= expf(mx[r] - m);
+        float corr = expf(mx[r] - m);
+        sum[r] *= corr;
+        if (job->dh) isa->scale_f32(b->dacc + (size_t)r * H, corr, (int)H);
         mx[r] = m;
       }
-      sum[r] += isa->sum_exp_f32(z, vn, mx[r]);
+      if (!job->dh) {
+        sum[r] += isa->sum_exp_f32(z, vn, mx[r]);
+        continue;
+      }
+      sum[r] += isa->masked_exp_f32(z, z, keep, vn, mx[r]);
+      if (tgt >= 0 && tgt < vn) z[tgt] = 0;
     }
+    if (job->dh) xent_accumulate(isa, job, rows, v0, vn, exact, b);
   }
   for (int r = 0; r < rows; r++) {
-    lse[r] = mx[r] + logf(sum[r]);
-    if (job->loss) job->loss[job->rows[r0 + r]] = lse[r] - zt[r];
-  }
-  if (!job->dh) return;
-
-  memset(b->dacc, 0, (size_t)rows * H * sizeof *b->dacc);
-  for (int64_t v0 = 0; v0 < V; v0 += VOCAB_CHUNK) {
-    int vn = (int)(V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK);
-    xent_logits(isa, job, r0, rows, v0, vn, b);
-    for (int r = 0; r < rows; r++) {
-      int32_t t = job->rows[r0 + r];
-      float *z = b->logits + r * VOCAB_CHUNK;
-      isa->exp_f32(z, z, vn, lse[r], job->weight[t]);
-      int64_t tgt = job->targets[t] - v0;
-      if (tgt >= 0 && tgt < vn) z[tgt] -= job->weight[t];
-      /* zero the tail: its products meet the packing's zero rows, and
-       * stale values could be NaN */
-      if (vn < VOCAB_CHUNK) memset(z + vn, 0, (size_t)(VOCAB_CHUNK - vn) * sizeof *z);
-    }
-    if (exact) isa->to_bf16_split(b->g, b->g_lo, b->logits, (size_t)rows * VOCAB_CHUNK);
-    else isa->to_bf16(b->g, b->logits, (size_t)rows * VOCAB_CHUNK);
-    isa->pack_vnni_bf16(b->wp, h16(H), W->w + v0 * H, H, vn, (int)H);
-    isa->gemm_bf16_vnni(b->dacc, H, b->g, exact ? b->g_lo : NULL, VOCAB_CHUNK, b->wp, h16(H),
-                        rows, (int)H, vn, 1);
-  }
-  for (int r = 0; r < rows; r++) {
-    float *dst = job->dh + (size_t)job->rows[r0 + r] * H;
-    const float *src = b->dacc + (size_t)r * H;
-    for (int64_t c = 0; c < H; c++) dst[c] += src[c];
+    int32_t t = job->rows[r0 + r];
+    float lse = mx[r] + logf(sum[r]);
+    if (job->loss) job->loss[t] = lse - zt[r];
+    if (!job->dh) continue;
+    float w = job->weight[t], s = w / sum[r], g_target = w * expm1f(zt[r] - lse);
+    const uint16_t *wt = W->w + (int64_t)job->targets[t] * H;
+    float *dst = job->dh + (size_t)t * H;
+    const float *acc = b->dacc + (size_t)r * H;
+    for (int64_t c = 0; c < H; c++) dst[c] += s * acc[c] + g_target * mxl_bf16_to_f32(wt[c]);
   }
 }
 
@@ -173,8 +186,8 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
   int chunk = (na + be->n_threads - 1) / be->n_threads;
   if (chunk > TOK_CHUNK) chunk = TOK_CHUNK;
   int items = (na + chunk - 1) / chunk;
-  /* bf16 products: the logits, and with dh the two backward ones */
-  int nt_items = mxl_cpu_threads_for(be, (double)na * W->rows * H * (dh ? 3 : 1) / 2,
+  /* bf16 products: the logits, and with dh the softmax-weighted rows */
+  int nt_items = mxl_cpu_threads_for(be, (double)na * W->rows * H * (dh ? 2 : 1) / 2,
                                      MXL_CPU_MIN_FMAS);
   if (nt_items > items) nt_items = items;
 #pragma omp parallel num_threads(nt_items) if (nt_items > 1)
