@@ -24,6 +24,11 @@ const char *mxl_backend_cpu_isa(const mxl_backend *be);
  * (0 when this build or machine has no oneDNN). */
 int mxl_backend_cpu_set_dnnl(mxl_backend *be, int mode);
 
+/* 1 when attention's block products take bf16 operands (fp32
+ * accumulation) for prefill and training: on hosts with native bf16 dot
+ * products, outside the exact mode. Decode (few queries) stays fp32. */
+int mxl_backend_cpu_bf16_attention(const mxl_backend *be);
+
 /* One line naming the path each product family takes on this backend. */
 const char *mxl_backend_cpu_paths(const mxl_backend *be);
 

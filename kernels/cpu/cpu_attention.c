@@ -11,6 +11,11 @@
  *
  * Forward: online softmax per row, the running max starting at the sink
  * logit and the running sum at exp(sink - max) = 1 (the sink has no value).
+ * Where the ISA has native bf16 dot products (isa->bf16_dot) and outside
+ * the exact mode, the forward's two block products take bf16 operands
+ * (q·kᵀ and p·v, fp32 accumulation, as the CUDA backend and PyTorch's
+ * bf16 attention): twice the fp32 FMA rate. Each key block is converted
+ * and packed per work item; that costs 1/R of its products.
  * Backward (FlashAttention-2 order): per KV head, key blocks outer, their
  * dK and dV accumulated in a tile; p is recomputed from the forward's lse;
  * dQ for the head group is private to the work item, so no two threads
@@ -25,7 +30,14 @@
 enum {
   ATT_BK = 64,   /* keys per block */
   ATT_ROWS = 128, /* query rows (queries × group heads) per block, at least */
+  ATT_BF16_MIN_Q = 16, /* fewer queries (decode): fp32, no block packing */
 };
+
+/* Whether this call's block products take bf16 operands. */
+static int attn_bf16(mxl_backend *be, int nq) {
+  const mxl_cpu *c = mxl_cpu_of(be);
+  return c->isa->bf16_dot && !c->exact && nq >= ATT_BF16_MIN_Q;
+}
 
 typedef struct attn_shape {
   int nq, nk, nh, nkv, d, group, bq, R; /* R = bq·group */
@@ -110,12 +122,31 @@ typedef struct fwd_buf {
   float *s;        /* [R, ATT_BK] scores, then p */
   float *kt;       /* [d, ATT_BK] */
   float *mx, *den; /* [R] */
+  /* bf16 operands: qh [R, d], ph [R, ATT_BK], a block's rows kh [ATT_BK, d],
+   * its keys packed transposed kp [(d+1)/2, ATT_BK, 2] and its values
+   * packed vp [ATT_BK/2, d16, 2] */
+  uint16_t *qh, *ph, *kh, *kp, *vp;
   uint64_t *keep;  /* [bq] mask bits per query */
 } fwd_buf;
 
+static int64_t round16(int64_t x) { return (x + 15) & ~(int64_t)15; }
+
+/* bf16 elements of each of qh, ph, kh, kp, vp */
+static size_t fwd_bf16_sizes(const attn_shape *a, size_t n[5]) {
+  n[0] = (size_t)a->R * a->d;
+  n[1] = (size_t)a->R * ATT_BK;
+  n[2] = (size_t)ATT_BK * a->d;
+  n[3] = (size_t)(a->d + 1) / 2 * ATT_BK * 2;
+  n[4] = (size_t)ATT_BK * round16(a->d);
+  size_t total = 0;
+  for (int i = 0; i < 5; i++) n[i] = (n[i] + 31) & ~(size_t)31, total += n[i];
+  return total;
+}
+
 static size_t fwd_buf_floats(const attn_shape *a) {
+  size_t n[5];
   return (size_t)a->R * a->d * 2 + (size_t)a->R * ATT_BK + (size_t)a->d * ATT_BK +
-         (size_t)a->R * 2 + (size_t)a->bq * 2 + 64;
+         (size_t)a->R * 2 + fwd_bf16_sizes(a, n) / 2 + (size_t)a->bq * 2 + 64;
 }
 
 static fwd_buf fwd_buf_carve(float *p, const attn_shape *a) {
@@ -126,8 +157,23 @@ static fwd_buf fwd_buf_carve(float *p, const attn_shape *a) {
   b.kt = p, p += (size_t)a->d * ATT_BK;
   b.mx = p, p += a->R;
   b.den = p, p += a->R;
+  size_t n[5];
+  size_t total = fwd_bf16_sizes(a, n);
+  uint16_t *h = (uint16_t *)(void *)p;
+  b.qh = h, h += n[0];
+  b.ph = h, h += n[1];
+  b.kh = h, h += n[2];
+  b.kp = h, h += n[3];
+  b.vp = h;
+  p += total / 2;
   b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
   return b;
+}
+
+/* A block's nkb rows (row stride ld) as bf16 rows kh [nkb, d]. */
+static void rows_to_bf16(const mxl_cpu_isa *isa, uint16_t *kh, const float *rows, int64_t ld,
+                         int nkb, int d) {
+  for (int j = 0; j < nkb; j++) isa->to_bf16(kh + (size_t)j * d, rows + j * ld, (size_t)d);
 }
 
 /* One row's scores of one key block into probabilities, updating the
@@ -146,7 +192,8 @@ static void softmax_row_update(const mxl_cpu_isa *isa, float *s, uint64_t keep, 
 
 static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, float *lse,
                      const float *q, const float *k, const float *v, const uint16_t *sinks,
-                     const mxl_attn_mask *mask, const span *kspan, int qb, int g, fwd_buf *b) {
+                     const mxl_attn_mask *mask, const span *kspan, int qb, int g, int bf16,
+                     fwd_buf *b) {
   int d = a->d, group = a->group, i0 = qb * a->bq;
   int nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq, R = nqb * group;
   int64_t kv_ld = (int64_t)a->nkv * d;
@@ -154,6 +201,7 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
     const float *src = q + ((int64_t)(i0 + qi) * a->nh + g * group) * d; /* [group, d] */
     for (int e = 0; e < group * d; e++) b->qs[qi * group * d + e] = a->scale * src[e];
   }
+  if (bf16) isa->to_bf16(b->qh, b->qs, (size_t)R * d);
   memset(b->o, 0, (size_t)R * d * sizeof *b->o);
   for (int r = 0; r < R; r++) {
     b->mx[r] = mxl_bf16_to_f32(sinks[g * group + r % group]);
@@ -166,12 +214,26 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
     if (!block_mask(b->keep, mask, i0, nqb, j0, nkb)) continue;
     const float *kblk = k + (int64_t)j0 * kv_ld + (int64_t)g * d; /* [nkb, kv_ld] */
     const float *vblk = v + (int64_t)j0 * kv_ld + (int64_t)g * d;
-    transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
-    isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, 1, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
+    if (bf16) {
+      rows_to_bf16(isa, b->kh, kblk, kv_ld, nkb, d);
+      isa->pack_vnni_t_bf16(b->kp, ATT_BK, b->kh, d, nkb, d);
+      isa->gemm_bf16_vnni(b->s, ATT_BK, b->qh, NULL, d, b->kp, ATT_BK, R, nkb, d, 0);
+    } else {
+      transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
+      isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, 1, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
+    }
     for (int r = 0; r < R; r++)
       softmax_row_update(isa, b->s + r * ATT_BK, b->keep[r / group], nkb, &b->mx[r], &b->den[r],
                          b->o + r * d, d);
-    isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, 1, vblk, kv_ld, R, d, nkb, 1.0f, 1);
+    if (bf16) {
+      rows_to_bf16(isa, b->kh, vblk, kv_ld, nkb, d);
+      isa->pack_vnni_bf16(b->vp, round16(d), b->kh, d, nkb, d);
+      for (int r = 0; r < R; r++)
+        isa->to_bf16(b->ph + (size_t)r * ATT_BK, b->s + (size_t)r * ATT_BK, (size_t)nkb);
+      isa->gemm_bf16_vnni(b->o, d, b->ph, NULL, ATT_BK, b->vp, round16(d), R, d, nkb, 1);
+    } else {
+      isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, 1, vblk, kv_ld, R, d, nkb, 1.0f, 1);
+    }
   }
   for (int r = 0; r < R; r++) {
     int64_t row = (int64_t)(i0 + r / group) * a->nh + g * group + r % group;
@@ -195,14 +257,14 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   span *kspan = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + 1) * sizeof *kspan);
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
-  int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2);
+  int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2), bf16 = attn_bf16(be, nq);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
 #pragma omp for schedule(dynamic, 1) collapse(2)
     for (int qb = 0; qb < n_qb; qb++)
       for (int g = 0; g < nkv; g++)
-        fwd_item(isa, &a, out, lse, q, k, v, sinks, mask, kspan, qb, g, &b);
+        fwd_item(isa, &a, out, lse, q, k, v, sinks, mask, kspan, qb, g, bf16, &b);
   }
 }
 

@@ -183,10 +183,15 @@ const char *mxl_cpu_paths(void) {
   return line;
 }
 
+int mxl_backend_cpu_bf16_attention(const mxl_backend *be) {
+  const mxl_cpu *c = be->impl;
+  return c->isa->bf16_dot && !c->exact;
+}
+
 /* Which path each product family takes here (`mxlora version`). */
 const char *mxl_backend_cpu_paths(const mxl_backend *be) {
   const mxl_cpu *c = be->impl;
-  static char line[320];
+  static char line[400];
   const char *isa = c->isa->name;
   if (c->dnnl_mode == MXL_CPU_DNNL_OFF) {
     snprintf(line, sizeof line,
@@ -205,6 +210,9 @@ const char *mxl_backend_cpu_paths(const mxl_backend *be) {
                "rows; decode GEMV and smaller products, lm_head+loss: %s; LoRA fp32: %s",
                mxl_cpu_dnnl_isa_name(), MXL_CPU_DNNL_MIN_ROWS, isa, isa);
   }
+  size_t used = strlen(line);
+  snprintf(line + used, sizeof line - used, "; attention blocks: %s",
+           mxl_backend_cpu_bf16_attention(be) ? "bf16 operands (fp32 for decode)" : "fp32");
   return line;
 }
 

@@ -44,6 +44,10 @@
  * points; bf16 entry points accept any K (tails handled inside). */
 typedef struct mxl_cpu_isa {
   const char *name; /* "avx512bf16", "avx2", "generic" */
+  /* 1 where gemm_bf16_vnni runs on native bf16 dot products (about twice
+   * the fp32 FMA rate): fp32 work worth converting to bf16 operands, as
+   * attention's block products. 0 where it converts to fp32 inside. */
+  int bf16_dot;
 
   /* dst[i] = bf16(src[i]) rounded to nearest even — dst [n], src [n] */
   void (*to_bf16)(uint16_t *dst, const float *src, size_t n);

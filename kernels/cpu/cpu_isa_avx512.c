@@ -1575,6 +1575,7 @@ TARGET static void a5_rmsnorm_bwd_row(float *dx, const float *dy, const float *x
 
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
+    .bf16_dot = 1,
     .to_bf16 = a5_to_bf16,
     .to_bf16_split = a5_to_bf16_split,
     .mxfp4_to_bf16 = a5_mxfp4_to_bf16,
