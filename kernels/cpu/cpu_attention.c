@@ -15,7 +15,9 @@
  * the exact mode, the forward's two block products take bf16 operands
  * (q·kᵀ and p·v, fp32 accumulation, as the CUDA backend and PyTorch's
  * bf16 attention): twice the fp32 FMA rate. Each key block is converted
- * and packed per work item; that costs 1/R of its products.
+ * and packed per work item; that costs 1/R of its products. The backward
+ * does the same for its five block products (bwd16_*): the scale is taken
+ * into q for the scores and applied once to dK and dQ at the end.
  * Backward (FlashAttention-2 order): per KV head, key blocks outer, their
  * dK and dV accumulated in a tile; p is recomputed from the forward's lse;
  * dQ for the head group is private to the work item, so no two threads
@@ -270,6 +272,54 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
 
 /* ------------------------------------------------------------------ backward */
 
+/* bf16 operands of the backward (bwd16_*), per KV head: qh [rows, d] the
+ * scaled queries and doh [rows, d] dout as A operands; qp and dop the
+ * unscaled queries and dout packed in row pairs per query block (blocks
+ * of bwd16_block elements, each block's pairs starting at its first row);
+ * per key block kpt, vpt [(d+1)/2, ATT_BK, 2] the keys and values packed
+ * transposed and kp [ATT_BK/2, d16, 2] the keys packed; per pair th
+ * [ATT_BK, R] pᵀ or dsᵀ and dsh [R, ATT_BK] ds; tf [ATT_BK, R] fp32 for the
+ * transposes; kh [ATT_BK, d] a block's rows. */
+typedef struct bwd16_buf {
+  uint16_t *qh, *doh, *qp, *dop, *kpt, *vpt, *kp, *th, *dsh, *kh;
+  float *tf;
+} bwd16_buf;
+
+static size_t bwd16_block(const attn_shape *a) {
+  return (size_t)(a->R + 1) / 2 * round16(a->d) * 2;
+}
+
+/* u16 elements of each bwd16_buf array but tf (in the struct's order) */
+static size_t bwd16_sizes(const attn_shape *a, size_t n[10]) {
+  size_t rows = (size_t)a->nq * a->group, n_qb = (size_t)(a->nq + a->bq - 1) / a->bq;
+  n[0] = n[1] = rows * a->d;
+  n[2] = n[3] = n_qb * bwd16_block(a);
+  n[4] = n[5] = (size_t)(a->d + 1) / 2 * ATT_BK * 2;
+  n[6] = (size_t)ATT_BK * round16(a->d);
+  n[7] = n[8] = (size_t)ATT_BK * a->R;
+  n[9] = (size_t)ATT_BK * a->d;
+  size_t total = 0;
+  for (int i = 0; i < 10; i++) n[i] = (n[i] + 31) & ~(size_t)31, total += n[i];
+  return total;
+}
+
+static size_t bwd16_floats(const attn_shape *a) {
+  size_t n[10];
+  return bwd16_sizes(a, n) / 2 + (size_t)ATT_BK * a->R + 16;
+}
+
+static bwd16_buf bwd16_carve(float *p, const attn_shape *a) {
+  size_t n[10];
+  size_t total = bwd16_sizes(a, n);
+  bwd16_buf b;
+  b.tf = p;
+  uint16_t *h = (uint16_t *)(void *)(p + (((size_t)ATT_BK * a->R + 15) & ~(size_t)15));
+  uint16_t **slot[10] = {&b.qh, &b.doh, &b.qp, &b.dop, &b.kpt, &b.vpt, &b.kp, &b.th, &b.dsh, &b.kh};
+  for (int i = 0; i < 10; i++) *slot[i] = h, h += n[i];
+  (void)total;
+  return b;
+}
+
 typedef struct bwd_buf {
   float *qg, *dog, *dqg; /* [nq·group, d] this KV head's queries, dout, dq */
   float *dg, *lseg;      /* [nq·group] */
@@ -277,15 +327,16 @@ typedef struct bwd_buf {
   float *p, *dp;         /* [R, ATT_BK] */
   float *dk, *dv;        /* [ATT_BK, d] */
   uint64_t *keep;        /* [bq] mask bits per query */
+  bwd16_buf h;           /* bf16 operands (bf16 calls only) */
 } bwd_buf;
 
-static size_t bwd_buf_floats(const attn_shape *a) {
+static size_t bwd_buf_floats(const attn_shape *a, int bf16) {
   size_t rows = (size_t)a->nq * a->group;
   return rows * a->d * 3 + rows * 2 + (size_t)a->d * ATT_BK * 2 + (size_t)a->R * ATT_BK * 2 +
-         (size_t)ATT_BK * a->d * 2 + (size_t)a->bq * 2 + 64;
+         (size_t)ATT_BK * a->d * 2 + (size_t)a->bq * 2 + 64 + (bf16 ? bwd16_floats(a) : 0);
 }
 
-static bwd_buf bwd_buf_carve(float *p, const attn_shape *a) {
+static bwd_buf bwd_buf_carve(float *p, const attn_shape *a, int bf16) {
   size_t rows = (size_t)a->nq * a->group;
   bwd_buf b;
   b.qg = p, p += rows * a->d;
@@ -300,6 +351,8 @@ static bwd_buf bwd_buf_carve(float *p, const attn_shape *a) {
   b.dk = p, p += (size_t)ATT_BK * a->d;
   b.dv = p, p += (size_t)ATT_BK * a->d;
   b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
+  p += (size_t)a->bq * 2 + 16;
+  if (bf16) b.h = bwd16_carve((float *)(((uintptr_t)p + 63) & ~(uintptr_t)63), a);
   return b;
 }
 
@@ -357,11 +410,19 @@ static void bwd_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args
   isa->gemm_f32_nn(dqb, d, b->dp, ATT_BK, 1, kblk, kv_ld, R, d, nkb, a->scale, 1);
 }
 
+static void bwd16_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int kb,
+                       int qb, bwd_buf *b);
+static void bwd16_gather(const mxl_cpu_isa *isa, const attn_shape *a, bwd_buf *b);
+static void bwd16_pack_keys(const mxl_cpu_isa *isa, const attn_shape *a, const float *kblk,
+                            const float *vblk, int nkb, bwd16_buf *h);
+
 static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,
-                     bwd_buf *b) {
+                     int bf16, bwd_buf *b) {
   int d = a->d, group = a->group, n_qb = (a->nq + a->bq - 1) / a->bq;
   int64_t kv_ld = (int64_t)a->nkv * d;
+  float dkq_scale = bf16 ? a->scale : 1.0f; /* bf16 pairs leave dK, dQ unscaled */
   bwd_gather(isa, a, x, g, b);
+  if (bf16) bwd16_gather(isa, a, b);
   for (int kb = 0; kb * ATT_BK < a->nk; kb++) {
     int j0 = kb * ATT_BK, nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
     const float *kblk = x->k + (int64_t)j0 * kv_ld + (int64_t)g * d;
@@ -370,24 +431,97 @@ static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args
     for (int qb = 0; qb < n_qb; qb++) {
       if (spans_disjoint(x->qspan[qb], x->kspan[kb], x->mask->window)) continue;
       if (!touched) {
-        transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
-        transpose_block(isa, b->vt, vblk, kv_ld, nkb, d);
+        if (bf16) {
+          bwd16_pack_keys(isa, a, kblk, vblk, nkb, &b->h);
+        } else {
+          transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
+          transpose_block(isa, b->vt, vblk, kv_ld, nkb, d);
+        }
         memset(b->dk, 0, (size_t)ATT_BK * d * sizeof(float));
         memset(b->dv, 0, (size_t)ATT_BK * d * sizeof(float));
         touched = 1;
       }
-      bwd_pair(isa, a, x, g, kb, qb, kblk, b);
+      if (bf16) bwd16_pair(isa, a, x, kb, qb, b);
+      else bwd_pair(isa, a, x, g, kb, qb, kblk, b);
     }
     if (!touched) continue;
     for (int j = 0; j < nkb; j++) {
       int64_t row = ((int64_t)(j0 + j) * a->nkv + g) * d;
-      isa->axpy_f32(x->dk + row, 1.0f, b->dk + j * d, d);
+      isa->axpy_f32(x->dk + row, dkq_scale, b->dk + j * d, d);
       isa->axpy_f32(x->dv + row, 1.0f, b->dv + j * d, d);
     }
   }
   for (int i = 0; i < a->nq; i++)
-    isa->axpy_f32(x->dq + ((int64_t)i * a->nh + g * group) * d, 1.0f,
+    isa->axpy_f32(x->dq + ((int64_t)i * a->nh + g * group) * d, dkq_scale,
                   b->dqg + (int64_t)i * group * d, group * d);
+}
+
+/* The bf16 operands of head g from its gathered rows: doh, then dout and
+ * the unscaled queries packed per query block, then the scaled queries
+ * (qg is scaled in place: the fp32 copy is not read after this). */
+static void bwd16_gather(const mxl_cpu_isa *isa, const attn_shape *a, bwd_buf *b) {
+  int d = a->d, group = a->group, n_qb = (a->nq + a->bq - 1) / a->bq;
+  size_t rows = (size_t)a->nq * group, blk = bwd16_block(a);
+  const bwd16_buf *h = &b->h;
+  isa->to_bf16(h->doh, b->dog, rows * d);
+  isa->to_bf16(h->qh, b->qg, rows * d);
+  for (int qb = 0; qb < n_qb; qb++) {
+    int i0 = qb * a->bq, nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq;
+    size_t at = (size_t)i0 * group * d;
+    isa->pack_vnni_bf16(h->dop + qb * blk, round16(d), h->doh + at, d, nqb * group, d);
+    isa->pack_vnni_bf16(h->qp + qb * blk, round16(d), h->qh + at, d, nqb * group, d);
+  }
+  isa->scale_f32(b->qg, a->scale, (int)(rows * d));
+  isa->to_bf16(h->qh, b->qg, rows * d);
+}
+
+/* Key block rows kblk, vblk [nkb, kv_ld] as the pair products' B operands. */
+static void bwd16_pack_keys(const mxl_cpu_isa *isa, const attn_shape *a, const float *kblk,
+                            const float *vblk, int nkb, bwd16_buf *h) {
+  int d = a->d;
+  int64_t kv_ld = (int64_t)a->nkv * d;
+  rows_to_bf16(isa, h->kh, kblk, kv_ld, nkb, d);
+  isa->pack_vnni_t_bf16(h->kpt, ATT_BK, h->kh, d, nkb, d);
+  isa->pack_vnni_bf16(h->kp, round16(d), h->kh, d, nkb, d);
+  rows_to_bf16(isa, h->kh, vblk, kv_ld, nkb, d);
+  isa->pack_vnni_t_bf16(h->vpt, ATT_BK, h->kh, d, nkb, d);
+}
+
+/* th [nkb, R] = bf16 of the [R, nkb] block m (row stride ATT_BK) transposed. */
+static void bwd16_transposed(const mxl_cpu_isa *isa, bwd16_buf *h, const float *m, int R,
+                             int nkb) {
+  isa->transpose_f32(h->tf, R, m, ATT_BK, R, nkb);
+  isa->to_bf16(h->th, h->tf, (size_t)nkb * R);
+}
+
+/* bwd_pair with bf16 operands; dK and dQ are left unscaled. */
+static void bwd16_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int kb,
+                       int qb, bwd_buf *b) {
+  int d = a->d, group = a->group, i0 = qb * a->bq, j0 = kb * ATT_BK;
+  int nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq, R = nqb * group;
+  int nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
+  if (!block_mask(b->keep, x->mask, i0, nqb, j0, nkb)) return;
+  bwd16_buf *h = &b->h;
+  size_t at = (size_t)i0 * group * d, blk = bwd16_block(a);
+  /* p = exp(scale·q·k − lse), masked */
+  isa->gemm_bf16_vnni(b->p, ATT_BK, h->qh + at, NULL, d, h->kpt, ATT_BK, R, nkb, d, 0);
+  for (int r = 0; r < R; r++) {
+    float *pr = b->p + r * ATT_BK;
+    isa->masked_exp_f32(pr, pr, b->keep[r / group], nkb, b->lseg[i0 * group + r]);
+  }
+  /* dV += pᵀ·dout */
+  bwd16_transposed(isa, h, b->p, R, nkb);
+  isa->gemm_bf16_vnni(b->dv, d, h->th, NULL, R, h->dop + qb * blk, round16(d), nkb, d, R, 1);
+  /* dp = dout·vᵀ, ds = p·(dp − D) (in dp) */
+  isa->gemm_bf16_vnni(b->dp, ATT_BK, h->doh + at, NULL, d, h->vpt, ATT_BK, R, nkb, d, 0);
+  for (int r = 0; r < R; r++)
+    isa->mul_sub_f32(b->dp + r * ATT_BK, b->p + r * ATT_BK, b->dg[i0 * group + r], nkb);
+  /* dK += dsᵀ·q;  dQ += ds·k */
+  bwd16_transposed(isa, h, b->dp, R, nkb);
+  isa->gemm_bf16_vnni(b->dk, d, h->th, NULL, R, h->qp + qb * blk, round16(d), nkb, d, R, 1);
+  for (int r = 0; r < R; r++)
+    isa->to_bf16(h->dsh + (size_t)r * ATT_BK, b->dp + (size_t)r * ATT_BK, (size_t)nkb);
+  isa->gemm_bf16_vnni(b->dqg + at, d, h->dsh, NULL, ATT_BK, h->kp, round16(d), R, d, nkb, 1);
 }
 
 /* The simple backward for fewer KV heads than threads: queries (dq) then
@@ -451,7 +585,8 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
     return;
   }
   int n_kb = (nk + ATT_BK - 1) / ATT_BK, n_qb = (nq + a.bq - 1) / a.bq;
-  size_t per_thread = (bwd_buf_floats(&a) + 15) & ~(size_t)15;
+  int bf16 = attn_bf16(be, nq);
+  size_t per_thread = (bwd_buf_floats(&a, bf16) + 15) & ~(size_t)15;
   float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * 4 * (size_t)be->n_threads);
   span *spans = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + n_qb) * sizeof *spans);
   if (!mem || !spans) return;
@@ -465,8 +600,8 @@ void mxl_cpu_attention_bwd(mxl_backend *be, float *dq, float *dk, float *dv, con
   int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 5);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    bwd_buf b = bwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
+    bwd_buf b = bwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a, bf16);
 #pragma omp for schedule(dynamic, 1)
-    for (int g = 0; g < nkv; g++) bwd_head(isa, &a, &x, g, &b);
+    for (int g = 0; g < nkv; g++) bwd_head(isa, &a, &x, g, bf16, &b);
   }
 }
