@@ -1056,6 +1056,12 @@ static const case_spec cases[] = {
       .big = 1),
     C(ATTENTION_BWD, .nq = 150, .nk = 150, .nh = 10, .nkv = 2, .d = 40, .mask = MASK_CAUSAL,
       .big = 1),
+    /* an odd head dim: bf16 operands pair the reduction over d (its last
+     * pair half empty) and over the keys of a short last block */
+    C(ATTENTION, .nq = 45, .nk = 45, .nh = 6, .nkv = 2, .d = 33, .window = 20,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION_BWD, .nq = 45, .nk = 45, .nh = 6, .nkv = 2, .d = 33, .window = 20,
+      .mask = MASK_PACKED, .segs = 2),
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
