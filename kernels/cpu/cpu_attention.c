@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core/bf16.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/cpu_internal.h"
 
 enum {
@@ -36,9 +37,8 @@ enum {
 };
 
 /* Whether this call's block products take bf16 operands. */
-static int attn_bf16(mxl_backend *be, int nq) {
-  const mxl_cpu *c = mxl_cpu_of(be);
-  return c->isa->bf16_dot && !c->exact && nq >= ATT_BF16_MIN_Q;
+static int attn_bf16(const mxl_backend *be, int nq) {
+  return mxl_backend_cpu_bf16_attention(be) && nq >= ATT_BF16_MIN_Q;
 }
 
 typedef struct attn_shape {
@@ -145,13 +145,13 @@ static size_t fwd_bf16_sizes(const attn_shape *a, size_t n[5]) {
   return total;
 }
 
-static size_t fwd_buf_floats(const attn_shape *a) {
+static size_t fwd_buf_floats(const attn_shape *a, int bf16) {
   size_t n[5];
   return (size_t)a->R * a->d * 2 + (size_t)a->R * ATT_BK + (size_t)a->d * ATT_BK +
-         (size_t)a->R * 2 + fwd_bf16_sizes(a, n) / 2 + (size_t)a->bq * 2 + 64;
+         (size_t)a->R * 2 + (bf16 ? fwd_bf16_sizes(a, n) / 2 : 0) + (size_t)a->bq * 2 + 64;
 }
 
-static fwd_buf fwd_buf_carve(float *p, const attn_shape *a) {
+static fwd_buf fwd_buf_carve(float *p, const attn_shape *a, int bf16) {
   fwd_buf b;
   b.qs = p, p += (size_t)a->R * a->d;
   b.o = p, p += (size_t)a->R * a->d;
@@ -159,15 +159,18 @@ static fwd_buf fwd_buf_carve(float *p, const attn_shape *a) {
   b.kt = p, p += (size_t)a->d * ATT_BK;
   b.mx = p, p += a->R;
   b.den = p, p += a->R;
-  size_t n[5];
-  size_t total = fwd_bf16_sizes(a, n);
-  uint16_t *h = (uint16_t *)(void *)p;
-  b.qh = h, h += n[0];
-  b.ph = h, h += n[1];
-  b.kh = h, h += n[2];
-  b.kp = h, h += n[3];
-  b.vp = h;
-  p += total / 2;
+  b.qh = b.ph = b.kh = b.kp = b.vp = NULL;
+  if (bf16) {
+    size_t n[5];
+    size_t total = fwd_bf16_sizes(a, n);
+    uint16_t *h = (uint16_t *)(void *)p;
+    b.qh = h, h += n[0];
+    b.ph = h, h += n[1];
+    b.kh = h, h += n[2];
+    b.kp = h, h += n[3];
+    b.vp = h;
+    p += total / 2;
+  }
   b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
   return b;
 }
@@ -254,15 +257,16 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   attn_shape a = attn_shape_of(nq, nk, nh, nkv, d, scale);
   int n_kb = (nk + ATT_BK - 1) / ATT_BK, n_qb = (nq + a.bq - 1) / a.bq;
-  size_t per_thread = (fwd_buf_floats(&a) + 15) & ~(size_t)15;
+  int bf16 = attn_bf16(be, nq);
+  size_t per_thread = (fwd_buf_floats(&a, bf16) + 15) & ~(size_t)15;
   float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * 4 * (size_t)be->n_threads);
   span *kspan = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + 1) * sizeof *kspan);
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
-  int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2), bf16 = attn_bf16(be, nq);
+  int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a);
+    fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a, bf16);
 #pragma omp for schedule(dynamic, 1) collapse(2)
     for (int qb = 0; qb < n_qb; qb++)
       for (int g = 0; g < nkv; g++)
@@ -310,13 +314,12 @@ static size_t bwd16_floats(const attn_shape *a) {
 
 static bwd16_buf bwd16_carve(float *p, const attn_shape *a) {
   size_t n[10];
-  size_t total = bwd16_sizes(a, n);
+  bwd16_sizes(a, n);
   bwd16_buf b;
   b.tf = p;
   uint16_t *h = (uint16_t *)(void *)(p + (((size_t)ATT_BK * a->R + 15) & ~(size_t)15));
   uint16_t **slot[10] = {&b.qh, &b.doh, &b.qp, &b.dop, &b.kpt, &b.vpt, &b.kp, &b.th, &b.dsh, &b.kh};
   for (int i = 0; i < 10; i++) *slot[i] = h, h += n[i];
-  (void)total;
   return b;
 }
 
@@ -410,52 +413,6 @@ static void bwd_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args
   isa->gemm_f32_nn(dqb, d, b->dp, ATT_BK, 1, kblk, kv_ld, R, d, nkb, a->scale, 1);
 }
 
-static void bwd16_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int kb,
-                       int qb, bwd_buf *b);
-static void bwd16_gather(const mxl_cpu_isa *isa, const attn_shape *a, bwd_buf *b);
-static void bwd16_pack_keys(const mxl_cpu_isa *isa, const attn_shape *a, const float *kblk,
-                            const float *vblk, int nkb, bwd16_buf *h);
-
-static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,
-                     int bf16, bwd_buf *b) {
-  int d = a->d, group = a->group, n_qb = (a->nq + a->bq - 1) / a->bq;
-  int64_t kv_ld = (int64_t)a->nkv * d;
-  float dkq_scale = bf16 ? a->scale : 1.0f; /* bf16 pairs leave dK, dQ unscaled */
-  bwd_gather(isa, a, x, g, b);
-  if (bf16) bwd16_gather(isa, a, b);
-  for (int kb = 0; kb * ATT_BK < a->nk; kb++) {
-    int j0 = kb * ATT_BK, nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
-    const float *kblk = x->k + (int64_t)j0 * kv_ld + (int64_t)g * d;
-    const float *vblk = x->v + (int64_t)j0 * kv_ld + (int64_t)g * d;
-    int touched = 0;
-    for (int qb = 0; qb < n_qb; qb++) {
-      if (spans_disjoint(x->qspan[qb], x->kspan[kb], x->mask->window)) continue;
-      if (!touched) {
-        if (bf16) {
-          bwd16_pack_keys(isa, a, kblk, vblk, nkb, &b->h);
-        } else {
-          transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
-          transpose_block(isa, b->vt, vblk, kv_ld, nkb, d);
-        }
-        memset(b->dk, 0, (size_t)ATT_BK * d * sizeof(float));
-        memset(b->dv, 0, (size_t)ATT_BK * d * sizeof(float));
-        touched = 1;
-      }
-      if (bf16) bwd16_pair(isa, a, x, kb, qb, b);
-      else bwd_pair(isa, a, x, g, kb, qb, kblk, b);
-    }
-    if (!touched) continue;
-    for (int j = 0; j < nkb; j++) {
-      int64_t row = ((int64_t)(j0 + j) * a->nkv + g) * d;
-      isa->axpy_f32(x->dk + row, dkq_scale, b->dk + j * d, d);
-      isa->axpy_f32(x->dv + row, 1.0f, b->dv + j * d, d);
-    }
-  }
-  for (int i = 0; i < a->nq; i++)
-    isa->axpy_f32(x->dq + ((int64_t)i * a->nh + g * group) * d, dkq_scale,
-                  b->dqg + (int64_t)i * group * d, group * d);
-}
-
 /* The bf16 operands of head g from its gathered rows: doh, then dout and
  * the unscaled queries packed per query block, then the scaled queries
  * (qg is scaled in place: the fp32 copy is not read after this). */
@@ -522,6 +479,46 @@ static void bwd16_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_ar
   for (int r = 0; r < R; r++)
     isa->to_bf16(h->dsh + (size_t)r * ATT_BK, b->dp + (size_t)r * ATT_BK, (size_t)nkb);
   isa->gemm_bf16_vnni(b->dqg + at, d, h->dsh, NULL, ATT_BK, h->kp, round16(d), R, d, nkb, 1);
+}
+
+static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args *x, int g,
+                     int bf16, bwd_buf *b) {
+  int d = a->d, group = a->group, n_qb = (a->nq + a->bq - 1) / a->bq;
+  int64_t kv_ld = (int64_t)a->nkv * d;
+  float dkq_scale = bf16 ? a->scale : 1.0f; /* bf16 pairs leave dK, dQ unscaled */
+  bwd_gather(isa, a, x, g, b);
+  if (bf16) bwd16_gather(isa, a, b);
+  for (int kb = 0; kb * ATT_BK < a->nk; kb++) {
+    int j0 = kb * ATT_BK, nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
+    const float *kblk = x->k + (int64_t)j0 * kv_ld + (int64_t)g * d;
+    const float *vblk = x->v + (int64_t)j0 * kv_ld + (int64_t)g * d;
+    int touched = 0;
+    for (int qb = 0; qb < n_qb; qb++) {
+      if (spans_disjoint(x->qspan[qb], x->kspan[kb], x->mask->window)) continue;
+      if (!touched) {
+        if (bf16) {
+          bwd16_pack_keys(isa, a, kblk, vblk, nkb, &b->h);
+        } else {
+          transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
+          transpose_block(isa, b->vt, vblk, kv_ld, nkb, d);
+        }
+        memset(b->dk, 0, (size_t)ATT_BK * d * sizeof(float));
+        memset(b->dv, 0, (size_t)ATT_BK * d * sizeof(float));
+        touched = 1;
+      }
+      if (bf16) bwd16_pair(isa, a, x, kb, qb, b);
+      else bwd_pair(isa, a, x, g, kb, qb, kblk, b);
+    }
+    if (!touched) continue;
+    for (int j = 0; j < nkb; j++) {
+      int64_t row = ((int64_t)(j0 + j) * a->nkv + g) * d;
+      isa->axpy_f32(x->dk + row, dkq_scale, b->dk + j * d, d);
+      isa->axpy_f32(x->dv + row, 1.0f, b->dv + j * d, d);
+    }
+  }
+  for (int i = 0; i < a->nq; i++)
+    isa->axpy_f32(x->dq + ((int64_t)i * a->nh + g * group) * d, dkq_scale,
+                  b->dqg + (int64_t)i * group * d, group * d);
 }
 
 /* The simple backward for fewer KV heads than threads: queries (dq) then
