@@ -112,6 +112,8 @@ typedef struct shape {
                       chunk (the emulator's hook sets it; 0: automatic) */
   int rank;        /* lora: the largest rank of its segments (segs of them over n rows,
                       in = cols, out = rows) */
+  int experts;     /* lora: segments one after the other, no row in two (as one
+                      segment per expert in training), some rows in none */
 } shape;
 
 typedef struct op_case op_case;
@@ -693,9 +695,19 @@ static void add_lora_segments(op_case *c, test_rng *r, int with_grads) {
   int32_t *tab = add_i32(c, "segtab", IN, (size_t)s->segs * 4);
   float *scales = add_f32(c, "scales", IN, (size_t)s->segs);
   size_t na = 0, nb = 0, nt = 0;
+  int next_row = 0; /* s->experts: where the next segment may start */
   for (int g = 0; g < s->segs; g++) {
-    int row0 = rng_int(r, s->n), rows = 1 + rng_int(r, s->n - row0);
-    if (g == 0) row0 = 0, rows = s->n; /* one segment over every row */
+    int row0, rows;
+    if (s->experts) { /* a gap of 0-2 rows, 1 to n/segs rows; the last to the end */
+      row0 = next_row + rng_int(r, 3);
+      if (row0 > s->n) row0 = s->n;
+      rows = 1 + rng_int(r, s->n / s->segs);
+      if (rows > s->n - row0 || g == s->segs - 1) rows = s->n - row0;
+      next_row = row0 + rows;
+    } else {
+      row0 = rng_int(r, s->n), rows = 1 + rng_int(r, s->n - row0);
+      if (g == 0) row0 = 0, rows = s->n; /* one segment over every row */
+    }
     int rank = g == 1 ? s->rank : 1 + rng_int(r, s->rank);
     tab[4 * g] = row0;
     tab[4 * g + 1] = rows;
@@ -1062,6 +1074,18 @@ static const case_spec cases[] = {
       .mask = MASK_PACKED, .segs = 2),
     C(ATTENTION_BWD, .nq = 45, .nk = 45, .nh = 6, .nkv = 2, .d = 33, .window = 20,
       .mask = MASK_PACKED, .segs = 2),
+    /* segments that share no row (experts): the CPU backend carries each
+     * block of rows through the whole chain; segments of 1 to ~80 rows,
+     * several row blocks each, and rows without an adapter */
+    C(LORA, .n = 200, .segs = 5, .rank = 16, .cols = 96, .rows = 80, .experts = 1),
+    C(LORA, .n = 200, .segs = 5, .rank = 16, .cols = 96, .rows = 80, .experts = 1, .nulls = 1),
+    C(LORA, .n = 120, .segs = 30, .rank = 8, .cols = 40, .rows = 33, .experts = 1),
+    C(LORA_BWD, .n = 200, .segs = 5, .rank = 16, .cols = 96, .rows = 80, .experts = 1),
+    C(LORA_BWD, .n = 200, .segs = 5, .rank = 16, .cols = 96, .rows = 80, .experts = 1,
+      .nulls = 3),
+    C(LORA_BWD, .n = 120, .segs = 30, .rank = 8, .cols = 40, .rows = 33, .experts = 1),
+    HEAVY(LORA, .n = 512, .segs = 8, .rank = 16, .cols = 256, .rows = 512, .experts = 1),
+    HEAVY(LORA_BWD, .n = 512, .segs = 8, .rank = 16, .cols = 256, .rows = 512, .experts = 1),
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
@@ -1298,6 +1322,7 @@ static void describe(const case_spec *cs, char *buf, size_t size) {
   FIELD(s->big, "big%s", "");
   FIELD(s->chunk, "chunk=%d", s->chunk);
   FIELD(s->rank, "rank<=%d", s->rank);
+  FIELD(s->experts, "experts%s", "");
 #undef FIELD
 }
 

@@ -1,18 +1,25 @@
 /* CPU backend segmented LoRA (kernels/ops.h lora, lora_bwd): every
- * segment's products in one parallel region per phase, instead of two (or
- * four) gemm_f32 calls per segment — one call serves all experts of a
- * training step or all sequences of a mixed batch.
+ * segment's products in one parallel region per call (two for the
+ * backward), instead of two (or four) gemm_f32 calls per segment — one call
+ * serves all experts of a training step or all sequences of a mixed batch.
  *
- * Phases, each split into work items that write disjoint memory:
- *   forward   t_s = x_s·A_sᵀ                  items: (segment, row block)
- *             y += scale_s·t_s·B_sᵀ            items: column blocks of y; the
- *                                              segments in order inside each, so
- *                                              rows shared by several adapters
- *                                              add in segment order
- *   backward  dt_s = scale_s·dy_s·B_s          items: (segment, row block)
- *             dB_s += scale_s·dy_sᵀ·t_s,
- *             dA_s += dt_sᵀ·x_s                items: (segment, column block)
- *             dx += dt_s·A_s                   items: column blocks of dx
+ * Most calls are small (0.1-1 ms: the bench preset's projections), so what
+ * decides their speed on 2 threads is how often the threads meet, not the
+ * products, which run at 75-90 % of the fp32 FMA peak on one thread: every
+ * parallel region and every barrier wakes the sleeping partner (passive
+ * waiting, cpu_threads.c: ~25 µs on a Zen 4 VM). Where no two segments
+ * share a token row (training: one adapter, one segment per expert) the
+ * work splits by rows, and each work item carries a block of rows through
+ * the whole chain with no barrier in between:
+ *   forward   t = x·Aᵀ, then y += scale·t·Bᵀ           (row items)
+ *   backward  dt = scale·dy·B, then dx += dt·A          (row items)
+ *             dB += scale·dyᵀ·t, dA += dtᵀ·x           (column items: each
+ *                                                      gradient block has
+ *                                                      one writer)
+ * Segments that share rows (several adapters stacked on the same tokens)
+ * add into y and dx in segment order: those phases split by columns
+ * instead, after a barrier.
+ *
  * The inner products are the ISA table's fp32 kernels (gemm_f32_nt for
  * long dot products, gemm_f32_nn otherwise), reductions cut into KC-deep
  * panels so operands stay in cache. Shape legend as kernels/ops.h. */
@@ -22,7 +29,7 @@
 #include "kernels/cpu/cpu_internal.h"
 
 enum {
-  ROWS = 16, /* rows per item of the row phases */
+  ROWS = 32, /* rows per item of the row phases */
   NB = 128,  /* columns per item of the column phases */
   KC = 256,  /* reduction depth per panel */
 };
@@ -43,6 +50,17 @@ static int max_rank(const mxl_lora_seg *segs, int n) {
   return r;
 }
 
+/* 1 when no token row belongs to two segments. */
+static int rows_disjoint(const mxl_lora_seg *segs, int n) {
+  for (int a = 0; a < n; a++)
+    for (int b = a + 1; b < n; b++) {
+      const mxl_lora_seg *p = &segs[a], *q = &segs[b];
+      if (p->rows > 0 && q->rows > 0 && p->row0 < q->row0 + q->rows && q->row0 < p->row0 + p->rows)
+        return 0;
+    }
+  return 1;
+}
+
 /* Most of a LoRA call's time is moving activations, not multiplying: the
  * forward reads x and adds into y (read and write), the backward reads dy
  * twice (dt, dB), x once (dA) and adds into dx; the adapters are small. */
@@ -58,26 +76,36 @@ int mxl_cpu_lora_threads(const mxl_backend *be, const mxl_lora_seg *segs, int n_
   return mxl_cpu_threads_for_op(be, 4 * bytes, forward ? fmas : 2 * fmas);
 }
 
-/* Work items over (segment, block of `block` units of `extent(s)`). */
+/* Work items: a block of `count` units from `begin` of segment `seg`'s rows
+ * (row phases) or of a matrix's columns (column phases). */
 typedef struct item {
   int seg, begin, count;
 } item;
 
-static item *make_items(mxl_backend *be, const mxl_lora_seg *segs, int n, int by_rows,
-                        int width, int block, int *n_items) {
+/* Appends the blocks of `block` units of [0, extent) of segment s. */
+static void add_blocks(item *items, int *k, int s, int extent, int block) {
+  for (int b = 0; b < extent; b += block)
+    items[(*k)++] = (item){s, b, extent - b < block ? extent - b : block};
+}
+
+static int n_blocks(int extent, int block) { return (extent + block - 1) / block; }
+
+/* The row items of every segment, then (columns > 0) the column items of
+ * every segment over `columns`, then (columns2 > 0) over `columns2`: one
+ * list in scratch; *n_rows, *n_cols1 say where the parts end. */
+static item *make_items(mxl_backend *be, const mxl_lora_seg *segs, int n, int columns,
+                        int columns2, int *n_rows, int *n_cols1, int *n_items) {
   int total = 0;
-  for (int s = 0; s < n; s++) {
-    int extent = by_rows ? segs[s].rows : width;
-    total += (extent + block - 1) / block;
-  }
+  for (int s = 0; s < n; s++)
+    total += n_blocks(segs[s].rows, ROWS) + n_blocks(columns, NB) + n_blocks(columns2, NB);
   item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (size_t)(total ? total : 1) * sizeof *items);
   if (!items) return NULL;
   int k = 0;
-  for (int s = 0; s < n; s++) {
-    int extent = by_rows ? segs[s].rows : width;
-    for (int b = 0; b < extent; b += block)
-      items[k++] = (item){s, b, extent - b < block ? extent - b : block};
-  }
+  for (int s = 0; s < n; s++) add_blocks(items, &k, s, segs[s].rows, ROWS);
+  *n_rows = k;
+  for (int s = 0; s < n; s++) add_blocks(items, &k, s, columns, NB);
+  *n_cols1 = k;
+  for (int s = 0; s < n; s++) add_blocks(items, &k, s, columns2, NB);
   *n_items = k;
   return items;
 }
@@ -98,19 +126,30 @@ static void nn_panels(const mxl_cpu_isa *isa, float *C, int64_t ldc, const float
 
 /* ---------------------------------------------------------------- forward */
 
-/* y[rows, j0:j0+nj] += scale·t·B[j0:j0+nj]ᵀ: a few rows as dot products of
- * length R, more rows on the NN kernel with B's block transposed (pack
- * [R, NB]). */
+/* t[rows] = x[rows]·Aᵀ for a row item. */
+static void item_t(const mxl_cpu_isa *isa, const mxl_lora_seg *g, const item *it, float *t,
+                   const float *x, int in) {
+  isa->gemm_f32_nt(t + g->t_off + (int64_t)it->begin * g->rank, g->rank,
+                   x + (int64_t)(g->row0 + it->begin) * in, in, g->A, in, it->count, g->rank, in,
+                   1.0f, 0);
+}
+
+/* y[rows, j0:j0+nj] += scale·t·B[j0:j0+nj]ᵀ for `rows` rows from `r0` of
+ * the segment: a few rows as dot products of length R, more on the NN
+ * kernel with B's block transposed into `pack` ([R, ld_pack]; `packed`:
+ * it already holds it). */
 static void add_delta(const mxl_cpu_isa *isa, const mxl_lora_seg *g, float *y, int out,
-                      const float *t, int j0, int nj, float *pack) {
+                      const float *t, int r0, int rows, int j0, int nj, float *pack,
+                      int64_t ld_pack, int packed) {
   const int R = g->rank;
-  float *c = y + (int64_t)g->row0 * out + j0;
-  if (g->rows < 4) {
-    isa->gemm_f32_nt(c, out, t, R, g->B + (int64_t)j0 * R, R, g->rows, nj, R, g->scale, 1);
+  float *c = y + (int64_t)(g->row0 + r0) * out + j0;
+  t += g->t_off + (int64_t)r0 * R;
+  if (rows < 4) {
+    isa->gemm_f32_nt(c, out, t, R, g->B + (int64_t)j0 * R, R, rows, nj, R, g->scale, 1);
     return;
   }
-  isa->transpose_f32(pack, NB, g->B + (int64_t)j0 * R, R, nj, R);
-  nn_panels(isa, c, out, t, R, 1, pack, NB, g->rows, nj, R, g->scale, 1);
+  if (!packed) isa->transpose_f32(pack, ld_pack, g->B + (int64_t)j0 * R, R, nj, R);
+  nn_panels(isa, c, out, t, R, 1, pack, ld_pack, rows, nj, R, g->scale, 1);
 }
 
 void mxl_cpu_lora(mxl_backend *be, float *y, float *t, const float *x, const mxl_lora_seg *segs,
@@ -118,98 +157,112 @@ void mxl_cpu_lora(mxl_backend *be, float *y, float *t, const float *x, const mxl
   if (n_segs <= 0) return;
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   if (!t) t = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)t_floats(segs, n_segs) * sizeof *t + 64);
-  int R = max_rank(segs, n_segs), n_items = 0;
-  item *items = make_items(be, segs, n_segs, 1, 0, ROWS, &n_items);
-  if (!t || !items) return;
-  int nt = mxl_cpu_lora_threads(be, segs, n_segs, in, out, 1);
+  const int R = max_rank(segs, n_segs), by_rows = rows_disjoint(segs, n_segs);
+  const int nt = mxl_cpu_lora_threads(be, segs, n_segs, in, out, 1);
+  int n_rows = 0, n_cols = 0, n_items = 0;
+  item *items = make_items(be, segs, n_segs, by_rows ? 0 : out, 0, &n_rows, &n_cols, &n_items);
+  /* per thread: Bᵀ of a whole segment (row items) or of a column block */
+  const int64_t ld_pack = by_rows ? out : NB;
+  float *packs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, (size_t)R * ld_pack * sizeof(float) * nt);
+  if (!t || !items || !packs) return;
 
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-  for (int it = 0; it < n_items; it++) {
-    const mxl_lora_seg *g = &segs[items[it].seg];
-    int r0 = items[it].begin;
-    isa->gemm_f32_nt(t + g->t_off + (int64_t)r0 * g->rank, g->rank,
-                     x + (int64_t)(g->row0 + r0) * in, in, g->A, in, items[it].count, g->rank,
-                     in, 1.0f, 0);
-  }
-
-  float *packs = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, (size_t)R * NB * sizeof(float) * nt);
-  if (!packs) return;
-  int n_blocks = (out + NB - 1) / NB;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-  for (int b = 0; b < n_blocks; b++) {
-    float *pack = packs + (size_t)R * NB * omp_get_thread_num();
-    int j0 = b * NB, nj = out - j0 < NB ? out - j0 : NB;
-    for (int s = 0; s < n_segs; s++) add_delta(isa, &segs[s], y, out, t + segs[s].t_off, j0, nj, pack);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float *pack = packs + (size_t)R * ld_pack * omp_get_thread_num();
+    int packed_seg = -1; /* the segment whose Bᵀ `pack` holds */
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int i = 0; i < n_rows; i++) {
+      const item *it = &items[i];
+      const mxl_lora_seg *g = &segs[it->seg];
+      item_t(isa, g, it, t, x, in);
+      if (!by_rows) continue;
+      add_delta(isa, g, y, out, t, it->begin, it->count, 0, out, pack, ld_pack,
+                packed_seg == it->seg);
+      if (it->count >= 4) packed_seg = it->seg;
+    }
+    if (!by_rows) {
+      /* columns of y, every segment in order inside each: t complete first */
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1)
+      for (int b = 0; b < n_blocks(out, NB); b++) {
+        int j0 = b * NB, nj = out - j0 < NB ? out - j0 : NB;
+        for (int s = 0; s < n_segs; s++)
+          add_delta(isa, &segs[s], y, out, t, 0, segs[s].rows, j0, nj, pack, ld_pack, 0);
+      }
+    }
   }
 }
 
 /* ---------------------------------------------------------------- backward */
+
+/* dt[rows] = scale·dy[rows]·B  [rows, R] = [rows, out]·[out, R] */
+static void item_dt(const mxl_cpu_isa *isa, const mxl_lora_seg *g, const item *it, float *dt,
+                    const float *dy, int out) {
+  nn_panels(isa, dt + g->t_off + (int64_t)it->begin * g->rank, g->rank,
+            dy + (int64_t)(g->row0 + it->begin) * out, out, 1, g->B, g->rank, it->count, g->rank,
+            out, g->scale, 0);
+}
+
+/* dx[rows, c0:c0+nc] += dt[rows]·A[:, c0:c0+nc]  ([rows, R]·[R, nc]) for
+ * `rows` rows from `r0` of the segment. */
+static void add_dx(const mxl_cpu_isa *isa, const mxl_lora_seg *g, float *dx, int in,
+                   const float *dt, int r0, int rows, int c0, int nc) {
+  nn_panels(isa, dx + (int64_t)(g->row0 + r0) * in + c0, in, dt + g->t_off + (int64_t)r0 * g->rank,
+            g->rank, 1, g->A + c0, in, rows, nc, g->rank, 1.0f, 1);
+}
+
+/* dB[c0:c0+nc] += scale·dy[:, c0:c0+nc]ᵀ·t  [nc, R] (a column item of out) */
+static void item_dB(const mxl_cpu_isa *isa, const mxl_lora_seg *g, const item *it,
+                    const float *dy, const float *t, int out) {
+  const int R = g->rank;
+  if (!g->dB) return;
+  nn_panels(isa, g->dB + (int64_t)it->begin * R, R, dy + (int64_t)g->row0 * out + it->begin, 1,
+            out, t + g->t_off, R, it->count, R, g->rows, g->scale, 1);
+}
+
+/* dA[:, c0:c0+nc] += dtᵀ·x[:, c0:c0+nc]  [R, nc] (a column item of in) */
+static void item_dA(const mxl_cpu_isa *isa, const mxl_lora_seg *g, const item *it,
+                    const float *dt, const float *x, int in) {
+  if (!g->dA) return;
+  nn_panels(isa, g->dA + it->begin, in, dt + g->t_off, 1, g->rank,
+            x + (int64_t)g->row0 * in + it->begin, in, g->rank, it->count, g->rows, 1.0f, 1);
+}
 
 void mxl_cpu_lora_bwd(mxl_backend *be, float *dx, const float *dy, const float *x,
                       const float *t, const mxl_lora_seg *segs, int n_segs, int in, int out) {
   if (n_segs <= 0) return;
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   float *dt = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)t_floats(segs, n_segs) * sizeof *dt + 64);
-  if (!dt) return;
-  int nt = mxl_cpu_lora_threads(be, segs, n_segs, in, out, 0);
-  int n_items = 0;
+  const int by_rows = rows_disjoint(segs, n_segs);
+  const int nt = mxl_cpu_lora_threads(be, segs, n_segs, in, out, 0);
+  int n_rows = 0, n_b = 0, n_items = 0;
+  /* row items, then dB's column items (of out), then dA's (of in) */
+  item *items = make_items(be, segs, n_segs, out, in, &n_rows, &n_b, &n_items);
+  if (!dt || !items) return;
 
-  /* dt_s = scale·dy_s·B_s  [rows, R] = [rows, out]·[out, R] */
-  item *items = make_items(be, segs, n_segs, 1, 0, ROWS, &n_items);
-  if (!items) return;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-  for (int it = 0; it < n_items; it++) {
-    const mxl_lora_seg *g = &segs[items[it].seg];
-    int r0 = items[it].begin;
-    nn_panels(isa, dt + g->t_off + (int64_t)r0 * g->rank, g->rank,
-              dy + (int64_t)(g->row0 + r0) * out, out, 1, g->B, g->rank, items[it].count,
-              g->rank, out, g->scale, 0);
-  }
-
-  /* dB_s += scale·dy_sᵀ·t_s [out, R] and dA_s += dt_sᵀ·x_s [R, in], by
-   * column blocks of out and of in: items [0, n_b) are dB's, the rest dA's. */
-  int n_b = 0, n_a = 0;
-  item *b_items = make_items(be, segs, n_segs, 0, out, NB, &n_b);
-  if (!b_items) return;
-  item *all = NULL;
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    int per_seg_a = (in + NB - 1) / NB;
-    n_a = n_segs * per_seg_a;
-    size_t bytes_b = (size_t)n_b * sizeof *all;
-    all = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, bytes_b + (size_t)(n_a ? n_a : 1) * sizeof *all);
-    if (!all) return;
-    /* make_items used AUX2; copy before the next call reuses it */
-    memcpy(all, b_items, bytes_b);
-    int k = n_b;
-    for (int s = 0; s < n_segs; s++)
-      for (int c = 0; c < in; c += NB) all[k++] = (item){s, c, in - c < NB ? in - c : NB};
-  }
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-  for (int it = 0; it < n_b + n_a; it++) {
-    const mxl_lora_seg *g = &segs[all[it].seg];
-    const int R = g->rank, c0 = all[it].begin, nc = all[it].count;
-    const int64_t row = (int64_t)g->row0;
-    if (it < n_b) {
-      if (g->dB)
-        nn_panels(isa, g->dB + (int64_t)c0 * R, R, dy + row * out + c0, 1, out, t + g->t_off, R,
-                  nc, R, g->rows, g->scale, 1);
-    } else if (g->dA) {
-      nn_panels(isa, g->dA + c0, in, dt + g->t_off, 1, R, x + row * in + c0, in, R, nc, g->rows,
-                1.0f, 1);
+#pragma omp for schedule(dynamic, 1)
+    for (int i = 0; i < n_rows; i++) {
+      const item *it = &items[i];
+      const mxl_lora_seg *g = &segs[it->seg];
+      item_dt(isa, g, it, dt, dy, out);
+      if (by_rows && dx) add_dx(isa, g, dx, in, dt, it->begin, it->count, 0, in);
     }
-  }
-
-  /* dx[rows_s] += dt_s·A_s [rows, in] = [rows, R]·[R, in], column blocks of
-   * in with the segments in order (rows may be shared). */
-  if (!dx) return;
-  int n_blocks = (in + NB - 1) / NB;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-  for (int b = 0; b < n_blocks; b++) {
-    int c0 = b * NB, nc = in - c0 < NB ? in - c0 : NB;
-    for (int s = 0; s < n_segs; s++) {
-      const mxl_lora_seg *g = &segs[s];
-      nn_panels(isa, dx + (int64_t)g->row0 * in + c0, in, dt + g->t_off, g->rank, 1, g->A + c0, in,
-                g->rows, nc, g->rank, 1.0f, 1);
+    /* dt complete: the gradients of A and B, each block by one item */
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int i = n_rows; i < n_items; i++) {
+      const item *it = &items[i];
+      if (i < n_b) item_dB(isa, &segs[it->seg], it, dy, t, out);
+      else item_dA(isa, &segs[it->seg], it, dt, x, in);
+    }
+    if (!by_rows && dx) {
+      /* columns of dx, every segment in order inside each */
+#pragma omp for schedule(dynamic, 1)
+      for (int b = 0; b < n_blocks(in, NB); b++) {
+        int c0 = b * NB, nc = in - c0 < NB ? in - c0 : NB;
+        for (int s = 0; s < n_segs; s++) add_dx(isa, &segs[s], dx, in, dt, 0, segs[s].rows, c0, nc);
+      }
     }
   }
 }
