@@ -1086,6 +1086,17 @@ static const case_spec cases[] = {
     C(LORA_BWD, .n = 120, .segs = 30, .rank = 8, .cols = 40, .rows = 33, .experts = 1),
     HEAVY(LORA, .n = 512, .segs = 8, .rank = 16, .cols = 256, .rows = 512, .experts = 1),
     HEAVY(LORA_BWD, .n = 512, .segs = 8, .rank = 16, .cols = 256, .rows = 512, .experts = 1),
+    /* windows across several key blocks: blocks wholly before a query
+     * block yet partly outside its window (the CPU backend's whole-block
+     * mask shortcut must not take them), wholly inside, wholly outside */
+    C(ATTENTION, .nq = 200, .nk = 200, .nh = 4, .nkv = 2, .d = 32, .window = 100,
+      .mask = MASK_CAUSAL),
+    C(ATTENTION_BWD, .nq = 200, .nk = 200, .nh = 4, .nkv = 2, .d = 32, .window = 100,
+      .mask = MASK_CAUSAL),
+    C(ATTENTION, .nq = 260, .nk = 260, .nh = 2, .nkv = 1, .d = 16, .window = 70,
+      .mask = MASK_PACKED, .segs = 2),
+    C(ATTENTION_BWD, .nq = 260, .nk = 260, .nh = 2, .nkv = 1, .d = 16, .window = 70,
+      .mask = MASK_PACKED, .segs = 2),
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 

@@ -78,9 +78,26 @@ static int spans_disjoint(span q, span k, int window) {
   return window > 0 && (int64_t)q.pos_min - k.pos_max >= window;
 }
 
+/* 1 when every query of q may see every key of k: one segment, every key
+ * at or before every query and within the window. */
+static int spans_all_visible(span q, span k, int window) {
+  if (q.seg_min != q.seg_max || k.seg_min != k.seg_max || q.seg_min != k.seg_min) return 0;
+  if (k.pos_max > q.pos_min) return 0;
+  return window == 0 || (int64_t)q.pos_max - k.pos_min < window;
+}
+
 /* keep[qi] bit j: query i0+qi may see key j0+j (nqb queries, nkb <= 64
- * keys); returns 0 when no pair is allowed. */
+ * keys); returns 0 when no pair is allowed. Blocks that are wholly visible
+ * (below a causal diagonal, inside a window) or wholly hidden are told
+ * from the blocks' position and segment ranges; the rest pair by pair. */
 static int block_mask(uint64_t *keep, const mxl_attn_mask *m, int i0, int nqb, int j0, int nkb) {
+  span qs = span_of(m->q_pos, m->q_seg, i0, nqb), ks = span_of(m->k_pos, m->k_seg, j0, nkb);
+  if (spans_disjoint(qs, ks, m->window)) return 0;
+  if (spans_all_visible(qs, ks, m->window)) {
+    uint64_t all = nkb >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << nkb) - 1;
+    for (int qi = 0; qi < nqb; qi++) keep[qi] = all;
+    return 1;
+  }
   uint64_t any = 0;
   for (int qi = 0; qi < nqb; qi++) {
     int32_t qp = m->q_pos[i0 + qi], qs = m->q_seg[i0 + qi];
