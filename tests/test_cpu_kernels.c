@@ -903,6 +903,46 @@ static void test_rmsnorm_vector_rows(void) {
   mxl_backend_destroy(ref);
 }
 
+/* AdamW: every ISA table's update bit for bit the same (replicas on hosts
+ * with different instruction sets must not drift apart), a length with a
+ * vector tail, gradient scaling and weight decay; and the op against the
+ * reference backend's. */
+static void test_adamw_tables_agree(void) {
+  enum { N = 1000 + 13 };
+  static float p0[N], g[N], m0[N], v0[N], p[3][N], m[3][N], v[3][N];
+  rng_fill_f32(&rng, p0, N, -1, 1), rng_fill_f32(&rng, g, N, -3, 3);
+  rng_fill_f32(&rng, m0, N, -0.5f, 0.5f), rng_fill_f32(&rng, v0, N, 0, 2);
+  v0[7] = 0, m0[7] = 0, g[7] = 0, g[8] = 1e-30f; /* zero moments: eps alone */
+  const mxl_cpu_adamw_coef c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.37f,
+                                (float)(1.0 / (1.0 - pow(0.9, 3))),
+                                (float)(1.0 / sqrt(1.0 - pow(0.999, 3)))};
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int s = 0; s < n_isa; s++) {
+    memcpy(p[s], p0, sizeof p0), memcpy(m[s], m0, sizeof m0), memcpy(v[s], v0, sizeof v0);
+    isas[s]->adamw_f32(p[s], g, m[s], v[s], N, &c);
+    MXL_CHECK_MSG(memcmp(p[s], p[0], sizeof p0) == 0 && memcmp(m[s], m[0], sizeof m0) == 0 &&
+                      memcmp(v[s], v[0], sizeof v0) == 0,
+                  "%s: AdamW differs from %s in some bit", isas[s]->name, isas[0]->name);
+  }
+  mxl_backend *ref = NULL;
+  MXL_CHECK_OK(mxl_backend_ref_create(&ref));
+  if (!ref) return;
+  static float pr[N], mr[N], vr[N];
+  memcpy(pr, p0, sizeof p0), memcpy(mr, m0, sizeof m0), memcpy(vr, v0, sizeof v0);
+  ref->ops->adamw(ref, pr, g, mr, vr, N, c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, 3,
+                  c.grad_scale);
+  mxl_backend_destroy(ref);
+  /* each step within 1e-5 of itself, plus the parameter's own rounding */
+  int bad = 0;
+  for (int i = 0; i < N; i++) {
+    double step_ref = (double)pr[i] - p0[i], step = (double)p[0][i] - p0[i];
+    double ulp = (double)nextafterf(fabsf(pr[i]), INFINITY) - fabsf(pr[i]);
+    bad += fabs(step - step_ref) > 1e-5 * fabs(step_ref) + ulp;
+  }
+  MXL_CHECK_MSG(bad == 0, "%d AdamW steps differ from the reference's", bad);
+}
+
 /* The backend keeps RoPE's cos/sin for the last positions: a call with the
  * same positions reuses them, and positions or frequencies changed in place
  * (same pointers) must not. Each call against the reference backend; then
@@ -1121,6 +1161,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_unembed_xent_chunks);
   MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_rmsnorm_vector_rows);
+  MXL_RUN(test_adamw_tables_agree);
   MXL_RUN(test_rope_table_reuse);
   MXL_RUN(test_isa_override);
   MXL_RUN(test_scratch_failure);

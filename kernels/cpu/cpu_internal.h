@@ -42,6 +42,12 @@
  * Inner loops of the heavy ops. All matrices are row-major; "bf16" arrays
  * hold bf16 bit patterns. K is always a multiple of 32 for the MXFP4 entry
  * points; bf16 entry points accept any K (tails handled inside). */
+/* AdamW's constants for one call (ops.h `adamw`), the bias corrections
+ * folded: inv_bc1 = 1/(1 - b1^step), inv_sqrt_bc2 = 1/sqrt(1 - b2^step). */
+typedef struct mxl_cpu_adamw_coef {
+  float lr, beta1, beta2, eps, weight_decay, grad_scale, inv_bc1, inv_sqrt_bc2;
+} mxl_cpu_adamw_coef;
+
 typedef struct mxl_cpu_isa {
   const char *name; /* "avx512bf16", "avx2", "generic" */
   /* 1 where gemm_bf16_vnni runs on native bf16 dot products (about twice
@@ -178,6 +184,13 @@ typedef struct mxl_cpu_isa {
    * with c = r³/H·Σ dy·g·x (Σ in double) — dx, dy, x [H]. */
   void (*rmsnorm_bwd_row)(float *dx, const float *dy, const float *x, const uint16_t *g, float r,
                           int H);
+
+  /* AdamW on n parameters (ops.h `adamw`): every table does the same fp32
+   * operations in the same order (mxl_cpu_adamw_scalar; no fused
+   * multiply-adds), so the update is bit-identical whichever runs: replicas
+   * of a data-parallel run on different hosts stay equal. */
+  void (*adamw_f32)(float *param, const float *grad, float *m, float *v, size_t n,
+                    const mxl_cpu_adamw_coef *c);
 } mxl_cpu_isa;
 
 extern const mxl_cpu_isa mxl_cpu_isa_generic;
@@ -209,6 +222,22 @@ static inline void mxl_cpu_swiglu_bwd_scalar(float *dh, const float *dact, const
     float s = 1.0f / (1.0f + expf(-alpha * g));
     if (hg <= limit) dh[2 * u] += dact[u] * (l + 1.0f) * (s + alpha * g * s * (1.0f - s));
     if (hl >= -limit && hl <= limit) dh[2 * u + 1] += dact[u] * g * s;
+  }
+}
+
+/* ------------------------------------------------------------------ scalar AdamW
+ * Elements [i0, i1), the reference order of operations for every table
+ * (and their vector tails). sqrtf of v >= 0 and the division are correctly
+ * rounded, as their vector instructions. */
+static inline void mxl_cpu_adamw_scalar(float *param, const float *grad, float *m, float *v,
+                                        size_t i0, size_t i1, const mxl_cpu_adamw_coef *c) {
+  for (size_t i = i0; i < i1; i++) {
+    float g = grad[i] * c->grad_scale;
+    m[i] = c->beta1 * m[i] + (1.0f - c->beta1) * g;
+    v[i] = c->beta2 * v[i] + (1.0f - c->beta2) * g * g;
+    float update = (m[i] * c->inv_bc1) / (sqrtf(v[i]) * c->inv_sqrt_bc2 + c->eps) +
+                   c->weight_decay * param[i];
+    param[i] -= c->lr * update;
   }
 }
 

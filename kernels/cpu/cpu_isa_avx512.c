@@ -1573,6 +1573,30 @@ TARGET static void a5_rmsnorm_bwd_row(float *dx, const float *dy, const float *x
   }
 }
 
+/* mxl_cpu_adamw_scalar 16 lanes at a time, the same operations in order
+ * (the tail masked). */
+TARGET static void a5_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
+                                const mxl_cpu_adamw_coef *c) {
+  const __m512 gs = _mm512_set1_ps(c->grad_scale), b1 = _mm512_set1_ps(c->beta1);
+  const __m512 b2 = _mm512_set1_ps(c->beta2), ob1 = _mm512_set1_ps(1.0f - c->beta1);
+  const __m512 ob2 = _mm512_set1_ps(1.0f - c->beta2), ibc1 = _mm512_set1_ps(c->inv_bc1);
+  const __m512 isbc2 = _mm512_set1_ps(c->inv_sqrt_bc2), eps = _mm512_set1_ps(c->eps);
+  const __m512 wd = _mm512_set1_ps(c->weight_decay), lr = _mm512_set1_ps(c->lr);
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, grad + i), gs);
+    __m512 p = _mm512_maskz_loadu_ps(k, param + i);
+    __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(ob1, g));
+    __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(k, v + i)),
+                              _mm512_mul_ps(_mm512_mul_ps(ob2, g), g));
+    __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), isbc2), eps);
+    __m512 up = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(mi, ibc1), den), _mm512_mul_ps(wd, p));
+    _mm512_mask_storeu_ps(m + i, k, mi);
+    _mm512_mask_storeu_ps(v + i, k, vi);
+    _mm512_mask_storeu_ps(param + i, k, _mm512_sub_ps(p, _mm512_mul_ps(lr, up)));
+  }
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
     .bf16_dot = 1,
@@ -1604,6 +1628,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .swiglu_bwd_row = a5_swiglu_bwd_row,
     .rmsnorm_row = a5_rmsnorm_row,
     .rmsnorm_bwd_row = a5_rmsnorm_bwd_row,
+    .adamw_f32 = a5_adamw_f32,
 };
 
 #else

@@ -256,6 +256,11 @@ static void gen_rmsnorm_bwd_row(float *dx, const float *dy, const float *x, cons
   for (int i = 0; i < H; i++) dx[i] += r * mxl_bf16_to_f32(g[i]) * dy[i] - x[i] * coef;
 }
 
+static void gen_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
+                          const mxl_cpu_adamw_coef *c) {
+  mxl_cpu_adamw_scalar(param, grad, m, v, 0, n, c);
+}
+
 const mxl_cpu_isa mxl_cpu_isa_generic = {
     .name = "generic",
     .to_bf16 = gen_to_bf16,
@@ -285,4 +290,5 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .swiglu_bwd_row = gen_swiglu_bwd_row,
     .rmsnorm_row = gen_rmsnorm_row,
     .rmsnorm_bwd_row = gen_rmsnorm_bwd_row,
+    .adamw_f32 = gen_adamw_f32,
 };

@@ -224,20 +224,16 @@ void mxl_cpu_adamw(mxl_backend *be, float *param, const float *grad, float *m, f
                    size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
                    int step, float grad_scale) {
   double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
-  float inv_bc1 = (float)(1.0 / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+  const mxl_cpu_adamw_coef coef = {lr, beta1, beta2, eps, weight_decay, grad_scale,
+                                   (float)(1.0 / bc1), (float)(1.0 / sqrt(bc2))};
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   const size_t chunk = 1 << 14;
   int64_t n_chunks = (int64_t)((n + chunk - 1) / chunk);
   int nt = mxl_cpu_threads_for(be, (double)n * 28, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int64_t c = 0; c < n_chunks; c++) {
-    size_t end = ((size_t)c + 1) * chunk < n ? ((size_t)c + 1) * chunk : n;
-    for (size_t i = (size_t)c * chunk; i < end; i++) {
-      float g = grad[i] * grad_scale;
-      m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-      v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-      float update = (m[i] * inv_bc1) / (sqrtf(v[i]) * inv_sqrt_bc2 + eps) + weight_decay * param[i];
-      param[i] -= lr * update;
-    }
+    size_t i0 = (size_t)c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
+    isa->adamw_f32(param + i0, grad + i0, m + i0, v + i0, len, &coef);
   }
 }
 
