@@ -47,13 +47,14 @@ void mxl_cpu_rmsnorm_bwd(mxl_backend *be, float *dx, const float *dy, const floa
 
 /* y += x — n elements */
 void mxl_cpu_add(mxl_backend *be, float *y, const float *x, size_t n) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   const size_t chunk = 1 << 14;
   size_t n_chunks = (n + chunk - 1) / chunk;
   int nt = mxl_cpu_threads_for(be, (double)n * 12, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (size_t c = 0; c < n_chunks; c++) {
-    size_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-    for (size_t i = c * chunk; i < end; i++) y[i] += x[i];
+    size_t i0 = c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
+    isa->axpy_f32(y + i0, 1.0f, x + i0, (int)len); /* exact: rounds once, as an add */
   }
 }
 
@@ -127,6 +128,16 @@ void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int3
     const float *cs = table + (size_t)t * 2 * half, *sn = cs + half;
     for (int h = 0; h < heads; h++) {
       float *xh = x + ((size_t)t * heads + h) * d; /* [d] */
+      if (!interleaved) { /* halves: contiguous, vectorized */
+        float *xa = xh, *xb = xh + half;
+#pragma omp simd
+        for (int j = 0; j < half; j++) {
+          float a = xa[j], b = xb[j], s = sign * sn[j];
+          xa[j] = a * cs[j] - b * s;
+          xb[j] = b * cs[j] + a * s;
+        }
+        continue;
+      }
       for (int j = 0; j < half; j++) {
         int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
         float a = xh[ia], b = xh[ib], s = sign * sn[j];

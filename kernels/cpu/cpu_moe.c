@@ -89,6 +89,7 @@ void mxl_cpu_moe_gather(mxl_backend *be, float *xs, const float *x, const mxl_mo
 /* dx[t] += Σ_r dxs[slot[t*k + r]] — dx [n, H], dxs [m, H] */
 void mxl_cpu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
                             const mxl_moe_plan *plan, int H) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int k = plan->k;
   int nt = mxl_cpu_threads_for(be, (double)plan->n_tokens * (k + 2) * H * 4, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -96,7 +97,7 @@ void mxl_cpu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
     float *dxt = dx + (size_t)t * H; /* [H] */
     for (int r = 0; r < k; r++) {
       const float *src = dxs + (size_t)plan->slot[(size_t)t * k + r] * H; /* [H] */
-      for (int j = 0; j < H; j++) dxt[j] += src[j];
+      isa->axpy_f32(dxt, 1.0f, src, H); /* exact: 1·src + dxt rounds once, as an add */
     }
   }
 }
@@ -104,6 +105,7 @@ void mxl_cpu_moe_gather_bwd(mxl_backend *be, float *dx, const float *dxs,
 /* out[t] += Σ_r weights[t, r]·ys[slot[t*k + r]] — out [n, H], ys [m, H] */
 void mxl_cpu_moe_combine(mxl_backend *be, float *out, const float *ys, const mxl_moe_plan *plan,
                          int H) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int k = plan->k;
   int nt = mxl_cpu_threads_for(be, (double)plan->n_tokens * (k + 2) * H * 4, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -111,9 +113,7 @@ void mxl_cpu_moe_combine(mxl_backend *be, float *out, const float *ys, const mxl
     float *ot = out + (size_t)t * H; /* [H] */
     for (int r = 0; r < k; r++) {
       size_t a = (size_t)t * k + r;
-      const float *y = ys + (size_t)plan->slot[a] * H; /* [H] */
-      float w = plan->weights[a];
-      for (int j = 0; j < H; j++) ot[j] += w * y[j];
+      isa->axpy_f32(ot, plan->weights[a], ys + (size_t)plan->slot[a] * H, H);
     }
   }
 }
@@ -122,6 +122,7 @@ void mxl_cpu_moe_combine(mxl_backend *be, float *out, const float *ys, const mxl
  * — dys [m, H], dweights [n, k], dout [n, H], ys [m, H] */
 void mxl_cpu_moe_combine_bwd(mxl_backend *be, float *dys, float *dweights, const float *dout,
                              const float *ys, const mxl_moe_plan *plan, int H) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int k = plan->k;
   int nt = mxl_cpu_threads_for(be, (double)plan->n_tokens * (3 * k + 1) * H * 4, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -129,15 +130,8 @@ void mxl_cpu_moe_combine_bwd(mxl_backend *be, float *dys, float *dweights, const
     const float *dt = dout + (size_t)t * H; /* [H] */
     for (int r = 0; r < k; r++) {
       size_t a = (size_t)t * k + r, s = (size_t)plan->slot[a];
-      float w = plan->weights[a];
-      float *dy = dys + s * H;       /* [H] */
-      const float *y = ys + s * H;   /* [H] */
-      double dot = 0;
-      for (int j = 0; j < H; j++) {
-        dy[j] += w * dt[j];
-        dot += (double)dt[j] * y[j];
-      }
-      dweights[a] += (float)dot;
+      isa->axpy_f32(dys + s * H, plan->weights[a], dt, H);
+      dweights[a] += isa->dot_f32(dt, ys + s * H, H); /* fp32 lanes, as the op driver allows */
     }
   }
 }
