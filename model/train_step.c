@@ -9,8 +9,8 @@
 /* Gradient scratch of one layer's backward (n tokens; the MoE part holds
  * one chunk of c tokens, mc = c·k routed rows). */
 typedef struct grad_bufs {
-  float *dx;       /* [n, H] gradient of the residual stream entering the current layer's output */
-  float *dxmid;    /* [n, H] */
+  float *dx;       /* [n, H] gradient of the residual stream, updated in place through a layer:
+                      ∂loss/∂x_out, then ∂loss/∂x_mid, then ∂loss/∂x (the layer's input) */
   float *da;       /* [n, H] gradient of the attention-norm output */
   float *dmlp;     /* [c, H] gradient of the MoE-norm output */
   float *dys;      /* [mc, H] */
@@ -31,7 +31,6 @@ static void carve_grads(const mxl_config *c, int n, int moe_chunk, int dropout, 
   const size_t m = chunk * c->experts_per_token;
   const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
   g->dx = mxl_carve(cv, n * H, 4);
-  g->dxmid = mxl_carve(cv, n * H, 4);
   g->da = mxl_carve(cv, n * H, 4);
   g->dmlp = mxl_carve(cv, chunk * H, 4);
   g->dys = mxl_carve(cv, m * H, 4);
@@ -333,7 +332,8 @@ static mxl_status lora_grad(mxl_engine *e, int layer, const mxl_lora_stack *lora
 /* ---------------------------------------------------------------- layer backward */
 
 /* The MoE backward of tokens [row0, row0 + rows), whose routed rows are in
- * the tape (mxl_moe_chunk): adds their part of ∂loss/∂x_mid to g->dxmid. */
+ * the tape (mxl_moe_chunk): reads their rows of g->dx (∂loss/∂x_out), then
+ * adds the MoE's part of ∂loss/∂x_mid to those rows. */
 static mxl_status moe_chunk_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
                                      const mxl_lora_view *grads, mxl_layer_acts *a,
                                      const grad_bufs *g, int row0, int rows) {
@@ -365,13 +365,15 @@ static mxl_status moe_chunk_backward(mxl_engine *e, int l, const mxl_lora_stack 
   ops->zero(e->be, g->dlogits, (size_t)rows * E * sizeof(float));
   ops->router_bwd(e->be, g->dlogits, g->dweights, plan.weights, plan.experts, rows, E, k);
   ops->matmul_bf16_dx(e->be, g->dmlp, g->dlogits, &w->router, rows);
-  ops->rmsnorm_bwd(e->be, g->dxmid + at, g->dmlp, a->x_mid + at, a->rstd_m + row0, w->mlp_norm,
+  ops->rmsnorm_bwd(e->be, g->dx + at, g->dmlp, a->x_mid + at, a->rstd_m + row0, w->mlp_norm,
                    rows, H, c->rms_eps);
   return MXL_OK;
 }
 
 /* Given g->dx = ∂loss/∂x_out of layer l (x_out = x_mid + MoE(x_mid)), leaves
- * g->dxmid = ∂loss/∂x_mid, chunk by chunk. The routing (mxl_moe_route) is in
+ * g->dx = ∂loss/∂x_mid, chunk by chunk, in place: the residual passes its
+ * gradient as is, and each chunk adds the MoE's part to its own rows after
+ * reading them (no copy of the plane). The routing (mxl_moe_route) is in
  * the tape; each chunk's routed rows are recomputed first unless the tape
  * still holds them (`in_tape`: the forward's, and one chunk for the step:
  * the last layer's tape, or a kept one). */
@@ -379,7 +381,6 @@ static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
                                const mxl_lora_view *grads, mxl_layer_acts *a,
                                const grad_bufs *g, int in_tape) {
   const int n = a->n, chunk = a->moe_chunk;
-  e->ops->copy(e->be, g->dxmid, g->dx, (size_t)n * e->cfg->hidden * sizeof(float));
   for (int row0 = 0; row0 < n; row0 += chunk) {
     const int rows = n - row0 < chunk ? n - row0 : chunk;
     if (!(in_tape && chunk == n)) MXL_TRY(mxl_moe_chunk(e, l, lora, a, row0, rows, NULL));
@@ -388,7 +389,9 @@ static mxl_status moe_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
   return MXL_OK;
 }
 
-/* Given g->dxmid, leaves g->dx = ∂loss/∂x (the layer input). */
+/* Given g->dx = ∂loss/∂x_mid, leaves g->dx = ∂loss/∂x (the layer input), in
+ * place: the attention-norm's part is added last, after the O projection's
+ * backward has read g->dx. */
 static mxl_status attention_backward(mxl_engine *e, int l, const mxl_lora_stack *lora,
                                      const mxl_lora_view *grads, const float *x,
                                      mxl_layer_acts *a, const grad_bufs *g,
@@ -399,10 +402,9 @@ static mxl_status attention_backward(mxl_engine *e, int l, const mxl_lora_stack 
   const int n = a->n, H = c->hidden, d = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
   const int qd = nh * d, kvd = nkv * d;
 
-  ops->copy(e->be, g->dx, g->dxmid, (size_t)n * H * sizeof(float));
   ops->zero(e->be, g->dctx, (size_t)n * qd * sizeof(float));
-  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_O, a->ctx, qd, H, g->dxmid, g->dctx, a, g));
-  ops->matmul_bf16_dx(e->be, g->dctx, g->dxmid, &w->o, n);
+  MXL_TRY(lora_grad(e, l, lora, grads, MXL_LORA_O, a->ctx, qd, H, g->dx, g->dctx, a, g));
+  ops->matmul_bf16_dx(e->be, g->dctx, g->dx, &w->o, n);
 
   ops->zero(e->be, g->dq, (size_t)n * qd * sizeof(float));
   ops->zero(e->be, g->dk, (size_t)n * kvd * sizeof(float));
