@@ -1,7 +1,7 @@
 /* bench_ops: the CPU backend's heavy ops at gpt-oss-20b shapes, against the
  * machine's limits measured in the same run.
  *
- *   build-cpu/bench_ops [--quick] [--threads 1,2] [--reps N] [--only NAME]
+ *   build-cpu/bench_ops [--quick] [--threads 1,2] [--reps N] [--only NAME] [--tokens N]
  *
  * First the limits, per thread count: read bandwidth (best of 16 sums of
  * 128 MB slices of a 1 GiB array), the fp32 FMA peak and the bf16
@@ -15,6 +15,7 @@
  * "onednn", with every product on oneDNN (when built in): the per-host
  * choice of kernels/cpu/cpu_dnnl.c is read off these pairs.
  * --quick shrinks the prefill token count to 128 and skips the slow rows;
+ * --tokens N sets it (e.g. 1024: 128 rows per expert, a training step's);
  * --only A,B measures only the rows whose name contains A or B. */
 #include <math.h>
 #include <omp.h>
@@ -514,19 +515,21 @@ static int parse_threads(const char *s, int *out, int max) {
 
 int main(int argc, char **argv) {
   mxl_wait_passively(argv); /* as the mxlora binary does */
-  int quick = 0, threads[4] = {1, 2}, n_threads = 2;
+  int quick = 0, threads[4] = {1, 2}, n_threads = 2, tokens = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--quick")) quick = 1;
+    else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       n_threads = parse_threads(argv[++i], threads, 4);
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     else {
-      fprintf(stderr, "usage: bench_ops [--quick] [--threads 1,2] [--reps N] [--only NAME]\n");
+      fprintf(stderr, "usage: bench_ops [--quick] [--threads 1,2] [--reps N] [--only NAME] "
+                      "[--tokens N]\n");
       return 2;
     }
   }
-  int n_pre = quick ? 128 : 512;
+  int n_pre = tokens > 0 ? tokens : quick ? 128 : 512;
 
   size_t n_arr = (size_t)1 << 28; /* 1 GiB of fp32 for the bandwidth test */
   float *arr = xmalloc(n_arr * sizeof *arr);
