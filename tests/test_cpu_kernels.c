@@ -943,6 +943,29 @@ static void test_adamw_tables_agree(void) {
   MXL_CHECK_MSG(bad == 0, "%d AdamW steps differ from the reference's", bad);
 }
 
+/* RoPE's half-split rotation: every ISA table bit for bit the scalar
+ * reference, both directions, a length with vector tails. */
+static void test_rope_halves_tables_agree(void) {
+  enum { N = 37 };
+  float xa0[N], xb0[N], cs[N], sn[N], want_a[N], want_b[N], xa[N], xb[N];
+  rng_fill_f32(&rng, xa0, N, -4, 4), rng_fill_f32(&rng, xb0, N, -4, 4);
+  rng_fill_f32(&rng, cs, N, -1.3f, 1.3f), rng_fill_f32(&rng, sn, N, -1.3f, 1.3f);
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  for (int dir = 0; dir < 2; dir++) {
+    float sign = dir ? -1.0f : 1.0f;
+    memcpy(want_a, xa0, sizeof xa0), memcpy(want_b, xb0, sizeof xb0);
+    mxl_cpu_rope_halves_scalar(want_a, want_b, cs, sn, 0, N, sign);
+    for (int s = 0; s < n_isa; s++) {
+      memcpy(xa, xa0, sizeof xa0), memcpy(xb, xb0, sizeof xb0);
+      isas[s]->rope_halves_f32(xa, xb, cs, sn, N, sign);
+      MXL_CHECK_MSG(memcmp(xa, want_a, sizeof xa) == 0 && memcmp(xb, want_b, sizeof xb) == 0,
+                    "%s: RoPE halves differ from the scalar reference (sign %g)", isas[s]->name,
+                    (double)sign);
+    }
+  }
+}
+
 /* The backend keeps RoPE's cos/sin for the last positions: a call with the
  * same positions reuses them, and positions or frequencies changed in place
  * (same pointers) must not. Each call against the reference backend; then
@@ -1063,9 +1086,13 @@ static void test_threads_per_op(void) {
   double q_fmas = mxl_cpu_bf16_fmas(512, 4096, 2880);
   MXL_CHECK(mxl_cpu_threads_for_op(be, 512.0 * (2880 * 2 + 4096 * 4), q_fmas) == 2);
   /* attention: a 64-token prefill of gpt-oss-20b (64 heads of 64, 8 KV
-   * heads) on both threads, a decode token of the bench preset on one */
+   * heads) on both threads, a decode token of the bench preset on one; a
+   * decode token of gpt-oss-20b at position 520 (2.1 MB of keys and values
+   * read from memory) on both, at position 100 on one */
   MXL_CHECK(mxl_cpu_attention_threads(be, 64, 64, 64, 8, 64, 2) == 2);
   MXL_CHECK(mxl_cpu_attention_threads(be, 1, 64, 12, 4, 64, 2) == 1);
+  MXL_CHECK(mxl_cpu_attention_threads(be, 1, 520, 64, 8, 64, 2) == 2);
+  MXL_CHECK(mxl_cpu_attention_threads(be, 1, 100, 64, 8, 64, 2) == 1);
   /* LoRA rank 16 of the bench preset's gate_up (8 experts × 128 rows, 768
    * in, 1536 out): its activations (15.7 MB forward) fill both threads; a
    * decode token's (one row) stays on the calling thread */
@@ -1162,6 +1189,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_rmsnorm_vector_rows);
   MXL_RUN(test_adamw_tables_agree);
+  MXL_RUN(test_rope_halves_tables_agree);
   MXL_RUN(test_rope_table_reuse);
   MXL_RUN(test_isa_override);
   MXL_RUN(test_scratch_failure);

@@ -1,8 +1,8 @@
 /* CPU backend, dense elementwise and row ops: embedding, RMSNorm, RoPE, add.
  * Shape legend as kernels/ops.h.
  * These are memory-bound or small: rows through the ISA table (RMSNorm,
- * add as an axpy), RoPE as an `omp simd` loop (the baseline build's -O2
- * leaves plain loops scalar), OpenMP across rows. */
+ * add as an axpy, RoPE's half-split pairs; the baseline build's -O2 leaves
+ * plain loops scalar), OpenMP across rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,27 +124,21 @@ void mxl_cpu_rope(mxl_backend *be, float *x, int n, int heads, int d, const int3
   const float *table = rope_table(be, pos, n, inv_freq, half, concentration);
   if (!table) return;
   const float sign = inverse ? -1.0f : 1.0f;
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   int nt = mxl_cpu_threads_for(be, (double)n * heads * d * 8, MXL_CPU_MIN_BYTES);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int t = 0; t < n; t++) {
     const float *cs = table + (size_t)t * 2 * half, *sn = cs + half;
     for (int h = 0; h < heads; h++) {
       float *xh = x + ((size_t)t * heads + h) * d; /* [d] */
-      if (!interleaved) { /* halves: contiguous, vectorized */
-        float *xa = xh, *xb = xh + half;
-#pragma omp simd
-        for (int j = 0; j < half; j++) {
-          float a = xa[j], b = xb[j], s = sign * sn[j];
-          xa[j] = a * cs[j] - b * s;
-          xb[j] = b * cs[j] + a * s;
-        }
+      if (!interleaved) { /* gpt-oss: the pairs are the halves */
+        isa->rope_halves_f32(xh, xh + half, cs, sn, half, sign);
         continue;
       }
       for (int j = 0; j < half; j++) {
-        int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
-        float a = xh[ia], b = xh[ib], s = sign * sn[j];
-        xh[ia] = a * cs[j] - b * s;
-        xh[ib] = b * cs[j] + a * s;
+        float a = xh[2 * j], b = xh[2 * j + 1], s = sign * sn[j];
+        xh[2 * j] = a * cs[j] - b * s;
+        xh[2 * j + 1] = b * cs[j] + a * s;
       }
     }
   }

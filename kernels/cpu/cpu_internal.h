@@ -185,6 +185,13 @@ typedef struct mxl_cpu_isa {
   void (*rmsnorm_bwd_row)(float *dx, const float *dy, const float *x, const uint16_t *g, float r,
                           int H);
 
+  /* RoPE of one head whose pairs are its two halves (a = xa[j], b = xb[j]):
+   * xa = a·cs − b·s, xb = b·cs + a·s with s = sign·sn[j], j < n — the scalar
+   * reference's fp32 operations in its order on every table (no fused
+   * multiply-adds), so all give the same bits. */
+  void (*rope_halves_f32)(float *xa, float *xb, const float *cs, const float *sn, int n,
+                          float sign);
+
   /* AdamW on n parameters (ops.h `adamw`): every table does the same fp32
    * operations in the same order (mxl_cpu_adamw_scalar; no fused
    * multiply-adds), so the update is bit-identical whichever runs: replicas
@@ -238,6 +245,18 @@ static inline void mxl_cpu_adamw_scalar(float *param, const float *grad, float *
     float update = (m[i] * c->inv_bc1) / (sqrtf(v[i]) * c->inv_sqrt_bc2 + c->eps) +
                    c->weight_decay * param[i];
     param[i] -= c->lr * update;
+  }
+}
+
+/* ------------------------------------------------------------------ scalar RoPE halves
+ * Pairs [j0, j1) of rope_halves_f32, the reference order for every table
+ * (and their vector tails). */
+static inline void mxl_cpu_rope_halves_scalar(float *xa, float *xb, const float *cs,
+                                              const float *sn, int j0, int j1, float sign) {
+  for (int j = j0; j < j1; j++) {
+    float a = xa[j], b = xb[j], s = sign * sn[j];
+    xa[j] = a * cs[j] - b * s;
+    xb[j] = b * cs[j] + a * s;
   }
 }
 
@@ -446,7 +465,12 @@ static inline int mxl_cpu_attention_threads(const mxl_backend *be, int nq, int n
                                             int nkv, int d, int passes) {
   double fmas = (double)nq * nk * nh * d * passes;
   double bytes = ((double)nq * nh + (double)nk * nkv) * d * 4 * passes;
-  return mxl_cpu_threads_for_op(be, bytes, 4 * fmas);
+  int nt = mxl_cpu_threads_for_op(be, bytes, 4 * fmas);
+  /* A decoded token reads its layer's keys and values once, from memory
+   * (the cache of every layer outgrows the caches): they count as streamed
+   * bytes, as a product's weights. */
+  int streamed = mxl_cpu_threads_for(be, (double)nk * nkv * d * 4 * 2, MXL_CPU_MIN_STREAM_BYTES);
+  return streamed > nt ? streamed : nt;
 }
 
 /* Room in the RoPE table for `rows` positions of `half` pairs; empties the

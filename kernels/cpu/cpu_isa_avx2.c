@@ -865,6 +865,20 @@ TARGET static void a2_rmsnorm_bwd_row(float *dx, const float *dy, const float *x
   for (; i < H; i++) dx[i] += r * mxl_bf16_to_f32(g[i]) * dy[i] - x[i] * coef;
 }
 
+/* mxl_cpu_rope_halves_scalar 8 pairs at a time, the same operations. */
+TARGET static void a2_rope_halves_f32(float *xa, float *xb, const float *cs, const float *sn,
+                                      int n, float sign) {
+  const __m256 sg = _mm256_set1_ps(sign);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 a = _mm256_loadu_ps(xa + j), b = _mm256_loadu_ps(xb + j), c = _mm256_loadu_ps(cs + j);
+    __m256 s = _mm256_mul_ps(sg, _mm256_loadu_ps(sn + j));
+    _mm256_storeu_ps(xa + j, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
+    _mm256_storeu_ps(xb + j, _mm256_add_ps(_mm256_mul_ps(b, c), _mm256_mul_ps(a, s)));
+  }
+  mxl_cpu_rope_halves_scalar(xa, xb, cs, sn, j, n, sign);
+}
+
 /* mxl_cpu_adamw_scalar 8 lanes at a time, the same operations in order. */
 TARGET static void a2_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
                                 const mxl_cpu_adamw_coef *c) {
@@ -917,6 +931,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .swiglu_bwd_row = a2_swiglu_bwd_row,
     .rmsnorm_row = a2_rmsnorm_row,
     .rmsnorm_bwd_row = a2_rmsnorm_bwd_row,
+    .rope_halves_f32 = a2_rope_halves_f32,
     .adamw_f32 = a2_adamw_f32,
 };
 

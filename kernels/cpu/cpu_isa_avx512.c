@@ -1573,6 +1573,20 @@ TARGET static void a5_rmsnorm_bwd_row(float *dx, const float *dy, const float *x
   }
 }
 
+/* mxl_cpu_rope_halves_scalar 16 pairs at a time, the same operations
+ * (the tail masked). */
+TARGET static void a5_rope_halves_f32(float *xa, float *xb, const float *cs, const float *sn,
+                                      int n, float sign) {
+  const __m512 sg = _mm512_set1_ps(sign);
+  for (int j = 0; j < n; j += 16) {
+    __mmask16 k = n - j >= 16 ? 0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+    __m512 a = _mm512_maskz_loadu_ps(k, xa + j), b = _mm512_maskz_loadu_ps(k, xb + j);
+    __m512 c = _mm512_maskz_loadu_ps(k, cs + j), s = _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(k, sn + j));
+    _mm512_mask_storeu_ps(xa + j, k, _mm512_sub_ps(_mm512_mul_ps(a, c), _mm512_mul_ps(b, s)));
+    _mm512_mask_storeu_ps(xb + j, k, _mm512_add_ps(_mm512_mul_ps(b, c), _mm512_mul_ps(a, s)));
+  }
+}
+
 /* mxl_cpu_adamw_scalar 16 lanes at a time, the same operations in order
  * (the tail masked). */
 TARGET static void a5_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
@@ -1628,6 +1642,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .swiglu_bwd_row = a5_swiglu_bwd_row,
     .rmsnorm_row = a5_rmsnorm_row,
     .rmsnorm_bwd_row = a5_rmsnorm_bwd_row,
+    .rope_halves_f32 = a5_rope_halves_f32,
     .adamw_f32 = a5_adamw_f32,
 };
 

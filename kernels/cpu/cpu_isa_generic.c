@@ -256,6 +256,11 @@ static void gen_rmsnorm_bwd_row(float *dx, const float *dy, const float *x, cons
   for (int i = 0; i < H; i++) dx[i] += r * mxl_bf16_to_f32(g[i]) * dy[i] - x[i] * coef;
 }
 
+static void gen_rope_halves_f32(float *xa, float *xb, const float *cs, const float *sn, int n,
+                                float sign) {
+  mxl_cpu_rope_halves_scalar(xa, xb, cs, sn, 0, n, sign);
+}
+
 static void gen_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
                           const mxl_cpu_adamw_coef *c) {
   mxl_cpu_adamw_scalar(param, grad, m, v, 0, n, c);
@@ -290,5 +295,6 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .swiglu_bwd_row = gen_swiglu_bwd_row,
     .rmsnorm_row = gen_rmsnorm_row,
     .rmsnorm_bwd_row = gen_rmsnorm_bwd_row,
+    .rope_halves_f32 = gen_rope_halves_f32,
     .adamw_f32 = gen_adamw_f32,
 };
