@@ -37,17 +37,17 @@
 #include "kernels/mxfp4.h"
 #include "kernels/ops.h"
 
-/* ------------------------------------------------------------------ ISA table
- *
- * Inner loops of the heavy ops. All matrices are row-major; "bf16" arrays
- * hold bf16 bit patterns. K is always a multiple of 32 for the MXFP4 entry
- * points; bf16 entry points accept any K (tails handled inside). */
 /* AdamW's constants for one call (ops.h `adamw`), the bias corrections
  * folded: inv_bc1 = 1/(1 - b1^step), inv_sqrt_bc2 = 1/sqrt(1 - b2^step). */
 typedef struct mxl_cpu_adamw_coef {
   float lr, beta1, beta2, eps, weight_decay, grad_scale, inv_bc1, inv_sqrt_bc2;
 } mxl_cpu_adamw_coef;
 
+/* ------------------------------------------------------------------ ISA table
+ *
+ * Inner loops of the heavy ops. All matrices are row-major; "bf16" arrays
+ * hold bf16 bit patterns. K is always a multiple of 32 for the MXFP4 entry
+ * points; bf16 entry points accept any K (tails handled inside). */
 typedef struct mxl_cpu_isa {
   const char *name; /* "avx512bf16", "avx2", "generic" */
   /* 1 where gemm_bf16_vnni runs on native bf16 dot products (about twice

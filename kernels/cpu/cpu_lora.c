@@ -50,14 +50,18 @@ static int max_rank(const mxl_lora_seg *segs, int n) {
   return r;
 }
 
-/* 1 when no token row belongs to two segments. */
+/* 1 when the segments follow one another in row order, none sharing a
+ * row: training's (one per expert, in the grouped order, or one per
+ * sequence). Stacked adapters repeat rows, and segments out of order are
+ * not sorted here (a linear check on every call, decode included): both
+ * take the column order, which is right for any segments. */
 static int rows_disjoint(const mxl_lora_seg *segs, int n) {
-  for (int a = 0; a < n; a++)
-    for (int b = a + 1; b < n; b++) {
-      const mxl_lora_seg *p = &segs[a], *q = &segs[b];
-      if (p->rows > 0 && q->rows > 0 && p->row0 < q->row0 + q->rows && q->row0 < p->row0 + p->rows)
-        return 0;
-    }
+  int64_t end = 0; /* past the last row seen */
+  for (int s = 0; s < n; s++) {
+    if (segs[s].rows <= 0) continue;
+    if (segs[s].row0 < end) return 0;
+    end = (int64_t)segs[s].row0 + segs[s].rows;
+  }
   return 1;
 }
 
