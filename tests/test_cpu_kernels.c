@@ -1163,6 +1163,59 @@ static void test_wait_passively(void) {
   free(saved_policy), free(saved_spin);
 }
 
+/* The fused online-softmax block (bf16 attention's forward) against the row
+ * helpers it replaces, composed as cpu_attention.c's fallback does: the
+ * same bits in mx, den, o and p, for key counts across the 16-lane and
+ * 32-element boundaries, rows that see no key, and rows whose max rises. */
+static void test_softmax_block_bf16(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { R = 7, GROUP = 3, LD = 64, D = 24 };
+  static const int ns[] = {1, 15, 16, 17, 31, 32, 33, 50, 64};
+  int checked = 0;
+  for (int s = 0; s < n_isa; s++) {
+    const mxl_cpu_isa *I = isas[s];
+    if (!I->softmax_block_bf16) continue;
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+      int n = ns[t];
+      float sc[R * LD], o0[R * D], o1[R * D], mx0[R], mx1[R], den0[R], den1[R], tmp[LD];
+      uint16_t p0[R * LD], p1[R * LD];
+      uint64_t keep[(R + GROUP - 1) / GROUP];
+      rng_fill_f32(&rng, sc, R * LD, -12, 6);
+      rng_fill_f32(&rng, o0, R * D, -1, 1);
+      memcpy(o1, o0, sizeof o0);
+      for (int q = 0; q < (R + GROUP - 1) / GROUP; q++) keep[q] = rng_next(&rng);
+      keep[1] = 0; /* rows 3..5 see no key */
+      for (int r = 0; r < R; r++) {
+        mx0[r] = mx1[r] = r == 6 ? 40.0f : (float)(r - 3); /* row 6: the max never rises */
+        den0[r] = den1[r] = 1.0f + 0.25f * (float)r;
+      }
+      for (int j = 0; j < R * LD; j++) p0[j] = p1[j] = 0x7777;
+      I->softmax_block_bf16(p1, LD, sc, LD, keep, GROUP, R, n, mx1, den1, o1, D, D);
+      for (int r = 0; r < R; r++) { /* the rows as the helpers do them */
+        uint64_t k = keep[r / GROUP];
+        float m = I->masked_max_f32(sc + r * LD, k, n);
+        if (m > mx0[r]) {
+          float corr = expf(mx0[r] - m);
+          den0[r] *= corr;
+          I->scale_f32(o0 + r * D, corr, D);
+          mx0[r] = m;
+        }
+        den0[r] += I->masked_exp_f32(tmp, sc + r * LD, k, n, mx0[r]);
+        I->to_bf16(p0 + r * LD, tmp, (size_t)n);
+      }
+      int bad = memcmp(p0, p1, sizeof p0) != 0;
+      bad += memcmp(o0, o1, sizeof o0) != 0;
+      bad += memcmp(mx0, mx1, sizeof mx0) != 0;
+      bad += memcmp(den0, den1, sizeof den0) != 0;
+      MXL_CHECK_MSG(bad == 0, "%s softmax_block_bf16 n=%d: %d of p, o, mx, den differ", I->name,
+                    n, bad);
+      checked++;
+    }
+  }
+  if (!checked) MXL_SKIP("no table on this host has softmax_block_bf16");
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   mxl_wait_passively(argv);
@@ -1185,6 +1238,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_dnnl_paths);
   MXL_RUN(test_gemm_f32_lora_shapes);
   MXL_RUN(test_attention_multiblock);
+  MXL_RUN(test_softmax_block_bf16);
   MXL_RUN(test_unembed_xent_chunks);
   MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_rmsnorm_vector_rows);

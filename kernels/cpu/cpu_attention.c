@@ -14,8 +14,10 @@
  * Where the ISA has native bf16 dot products (isa->bf16_dot) and outside
  * the exact mode, the forward's two block products take bf16 operands
  * (q·kᵀ and p·v, fp32 accumulation, as the CUDA backend and PyTorch's
- * bf16 attention): twice the fp32 FMA rate. Each key block is converted
- * and packed per work item; that costs 1/R of its products. The backward
+ * bf16 attention): twice the fp32 FMA rate. The key blocks are converted
+ * and packed once per call for every query block (kv_pack; per work item
+ * past KV_PACK_MAX_BYTES), and each block's online softmax writes its bf16
+ * probabilities in one pass (isa->softmax_block_bf16). The backward
  * does the same for its five block products (bwd16_*): the scale is taken
  * into q for the scores and applied once to dK and dQ at the end.
  * Backward (FlashAttention-2 order): per KV head, key blocks outer, their
@@ -35,6 +37,9 @@ enum {
   ATT_ROWS = 128, /* query rows (queries × group heads) per block, at least */
   ATT_BF16_MIN_Q = 16, /* fewer queries (decode): fp32, no block packing */
 };
+/* The forward's keys and values packed once per call up to this size
+ * (a 20b layer's 4096 keys take 8.4 MB); past it, per work item. */
+#define KV_PACK_MAX_BYTES ((size_t)64 << 20)
 
 /* Whether this call's block products take bf16 operands. */
 static int attn_bf16(const mxl_backend *be, int nq) {
@@ -212,10 +217,44 @@ static void softmax_row_update(const mxl_cpu_isa *isa, float *s, uint64_t keep, 
   *den += isa->masked_exp_f32(s, s, keep, nkb, *mx); /* masked keys get p = 0 */
 }
 
+/* softmax_row_update for R rows of a block, p as bf16 rows into ph. */
+static void softmax_block_bf16(const mxl_cpu_isa *isa, fwd_buf *b, int R, int nkb, int group,
+                               int d) {
+  if (isa->softmax_block_bf16) {
+    isa->softmax_block_bf16(b->ph, ATT_BK, b->s, ATT_BK, b->keep, group, R, nkb, b->mx, b->den,
+                            b->o, d, d);
+    return;
+  }
+  for (int r = 0; r < R; r++) {
+    softmax_row_update(isa, b->s + r * ATT_BK, b->keep[r / group], nkb, &b->mx[r], &b->den[r],
+                       b->o + r * d, d);
+    isa->to_bf16(b->ph + (size_t)r * ATT_BK, b->s + (size_t)r * ATT_BK, (size_t)nkb);
+  }
+}
+
+/* A key block's keys packed transposed into kp and its values packed into
+ * vp, the forward's B operands (kh: a block of bf16 rows, scratch). */
+static void pack_key_block(const mxl_cpu_isa *isa, uint16_t *kp, uint16_t *vp, uint16_t *kh,
+                           const float *kblk, const float *vblk, int64_t kv_ld, int nkb, int d) {
+  rows_to_bf16(isa, kh, kblk, kv_ld, nkb, d);
+  isa->pack_vnni_t_bf16(kp, ATT_BK, kh, d, nkb, d);
+  rows_to_bf16(isa, kh, vblk, kv_ld, nkb, d);
+  isa->pack_vnni_bf16(vp, round16(d), kh, d, nkb, d);
+}
+
+/* Every key block of every KV head packed once per call (pack_key_block),
+ * where that fits KV_PACK_MAX_BYTES: each query block then reads them,
+ * where per work item packing cost 1/R of the products per query block. */
+typedef struct kv_pack {
+  uint16_t *at;           /* [nkv, n_kb] blocks of per_block elements */
+  size_t per_block, v_at; /* elements per block; the values' offset in it */
+  int n_kb;
+} kv_pack;
+
 static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, float *lse,
                      const float *q, const float *k, const float *v, const uint16_t *sinks,
                      const mxl_attn_mask *mask, const span *kspan, int qb, int g, int bf16,
-                     fwd_buf *b) {
+                     const kv_pack *kv, fwd_buf *b) {
   int d = a->d, group = a->group, i0 = qb * a->bq;
   int nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq, R = nqb * group;
   int64_t kv_ld = (int64_t)a->nkv * d;
@@ -237,23 +276,24 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
     const float *kblk = k + (int64_t)j0 * kv_ld + (int64_t)g * d; /* [nkb, kv_ld] */
     const float *vblk = v + (int64_t)j0 * kv_ld + (int64_t)g * d;
     if (bf16) {
-      rows_to_bf16(isa, b->kh, kblk, kv_ld, nkb, d);
-      isa->pack_vnni_t_bf16(b->kp, ATT_BK, b->kh, d, nkb, d);
-      isa->gemm_bf16_vnni(b->s, ATT_BK, b->qh, NULL, d, b->kp, ATT_BK, R, nkb, d, 0);
-    } else {
-      transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
-      isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, 1, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
+      const uint16_t *kp = b->kp, *vp = b->vp;
+      if (kv) { /* packed once for every query block (kv_pack) */
+        kp = kv->at + ((size_t)g * kv->n_kb + kb) * kv->per_block;
+        vp = kp + kv->v_at;
+      } else {
+        pack_key_block(isa, b->kp, b->vp, b->kh, kblk, vblk, kv_ld, nkb, d);
+      }
+      isa->gemm_bf16_vnni(b->s, ATT_BK, b->qh, NULL, d, kp, ATT_BK, R, nkb, d, 0);
+      softmax_block_bf16(isa, b, R, nkb, group, d);
+      isa->gemm_bf16_vnni(b->o, d, b->ph, NULL, ATT_BK, vp, round16(d), R, d, nkb, 1);
+      continue;
     }
+    transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
+    isa->gemm_f32_nn(b->s, ATT_BK, b->qs, d, 1, b->kt, ATT_BK, R, nkb, d, 1.0f, 0);
     for (int r = 0; r < R; r++)
       softmax_row_update(isa, b->s + r * ATT_BK, b->keep[r / group], nkb, &b->mx[r], &b->den[r],
                          b->o + r * d, d);
-    if (bf16) {
-      rows_to_bf16(isa, b->kh, vblk, kv_ld, nkb, d);
-      isa->pack_vnni_bf16(b->vp, round16(d), b->kh, d, nkb, d);
-      for (int r = 0; r < R; r++)
-        isa->to_bf16(b->ph + (size_t)r * ATT_BK, b->s + (size_t)r * ATT_BK, (size_t)nkb);
-      isa->gemm_bf16_vnni(b->o, d, b->ph, NULL, ATT_BK, b->vp, round16(d), R, d, nkb, 1);
-    } else {
+    {
       isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, 1, vblk, kv_ld, R, d, nkb, 1.0f, 1);
     }
   }
@@ -281,13 +321,38 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
   int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2);
+  kv_pack kv = {NULL, 0, 0, n_kb}, *kvp = NULL;
+  if (bf16 && n_qb > 1) {
+    size_t n[5];
+    fwd_bf16_sizes(&a, n);
+    kv.per_block = n[3] + n[4], kv.v_at = n[3];
+    size_t bytes = kv.per_block * (size_t)n_kb * (size_t)nkv * sizeof(uint16_t);
+    if (bytes <= KV_PACK_MAX_BYTES) {
+      kv.at = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, bytes);
+      if (!kv.at) return;
+      kvp = &kv;
+    }
+  }
+  span qall = span_of(mask->q_pos, mask->q_seg, 0, nq);
+  int64_t kv_ld = (int64_t)nkv * d;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     fwd_buf b = fwd_buf_carve(mem + per_thread * (size_t)omp_get_thread_num(), &a, bf16);
+    if (kvp) {
+#pragma omp for schedule(dynamic, 4) collapse(2)
+      for (int g = 0; g < nkv; g++)
+        for (int kb = 0; kb < n_kb; kb++) {
+          if (spans_disjoint(qall, kspan[kb], mask->window)) continue; /* no query sees it */
+          int j0 = kb * ATT_BK, nkb = nk - j0 < ATT_BK ? nk - j0 : ATT_BK;
+          uint16_t *kp = kv.at + ((size_t)g * n_kb + kb) * kv.per_block;
+          int64_t at = (int64_t)j0 * kv_ld + (int64_t)g * d;
+          pack_key_block(isa, kp, kp + kv.v_at, b.kh, k + at, v + at, kv_ld, nkb, d);
+        }
+    }
 #pragma omp for schedule(dynamic, 1) collapse(2)
     for (int qb = 0; qb < n_qb; qb++)
       for (int g = 0; g < nkv; g++)
-        fwd_item(isa, &a, out, lse, q, k, v, sinks, mask, kspan, qb, g, bf16, &b);
+        fwd_item(isa, &a, out, lse, q, k, v, sinks, mask, kspan, qb, g, bf16, kvp, &b);
   }
 }
 

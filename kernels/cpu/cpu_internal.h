@@ -169,6 +169,18 @@ typedef struct mxl_cpu_isa {
   float (*masked_max_f32)(const float *x, uint64_t keep, int n);
   float (*masked_exp_f32)(float *y, const float *x, uint64_t keep, int n, float shift);
   void (*scale_f32)(float *y, float a, int n);              /* y *= a */
+  /* The bf16 attention forward's online softmax over one key block, as
+   * masked_max_f32, masked_exp_f32 and to_bf16 row by row (the same fp32
+   * operations, so the same bits), in one pass per row with no calls: rows
+   * r < R of scores s [R, ld_s] with keep[r / group] (n <= 64 keys); per
+   * row, with m = max(mx[r], max of the kept scores): when m > mx[r], c =
+   * expf(mx[r] − m) scales den[r] and o's row (d floats, stride ld_o) and
+   * mx[r] = m; then p = kept ? exp(s − mx[r]) : 0 goes to ph [R, ld_p] as
+   * bf16 (first n columns) and Σ p onto den[r]. NULL in tables without
+   * native bf16 dot products (cpu_attention.c composes the row helpers). */
+  void (*softmax_block_bf16)(uint16_t *ph, int64_t ld_p, const float *s, int64_t ld_s,
+                             const uint64_t *keep, int group, int R, int n, float *mx,
+                             float *den, float *o, int64_t ld_o, int d);
 
   /* One row of the clamped SwiGLU and of its backward ("+=" into dh), as
    * ops.h `swiglu` / `swiglu_bwd` — act [I], dact [I], h, dh [2I]. */

@@ -1435,6 +1435,54 @@ TARGET static float a5_masked_exp_f32(float *y, const float *x, uint64_t keep, i
   return _mm512_reduce_add_ps(s);
 }
 
+/* One row of softmax_block_bf16: the row's 64 scores in four registers.
+ * Masked lanes load as 0 and are dropped by the keep mask, as in
+ * a5_masked_max_f32 / a5_masked_exp_f32 (whose operations these repeat). */
+INLINE void softmax_row_bf16(uint16_t *ph, const float *s, uint64_t keep, int n, float *mx,
+                             float *den, float *o, int d) {
+  __m512 x[4], m = _mm512_set1_ps(-INFINITY);
+  __mmask16 k[4];
+  UNROLL
+  for (int v = 0; v < 4; v++) {
+    int i = 16 * v;
+    k[v] = i >= n ? 0 : keep16(keep, i, n);
+    x[v] = _mm512_maskz_loadu_ps(k[v], s + i);
+    m = _mm512_mask_max_ps(m, k[v], m, x[v]);
+  }
+  float rm = _mm512_reduce_max_ps(m);
+  if (rm > *mx) {
+    float corr = expf(*mx - rm);
+    *den *= corr;
+    __m512 c = _mm512_set1_ps(corr);
+    for (int i = 0; i < d; i += 16) {
+      __mmask16 dm = d - i >= 16 ? 0xFFFF : (__mmask16)((1u << (d - i)) - 1);
+      _mm512_mask_storeu_ps(o + i, dm, _mm512_mul_ps(c, _mm512_maskz_loadu_ps(dm, o + i)));
+    }
+    *mx = rm;
+  }
+  __m512 sum = _mm512_setzero_ps(), sh = _mm512_set1_ps(*mx), e[4];
+  UNROLL
+  for (int v = 0; v < 4; v++) {
+    e[v] = _mm512_maskz_mov_ps(k[v], exp512(_mm512_sub_ps(x[v], sh)));
+    if (16 * v < n) sum = _mm512_add_ps(sum, e[v]);
+  }
+  *den += _mm512_reduce_add_ps(sum);
+  __m512i lo = (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]);
+  __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]);
+  __mmask32 m_lo = n >= 32 ? ~(__mmask32)0 : (__mmask32)(((uint64_t)1 << n) - 1);
+  __mmask32 m_hi = n <= 32 ? 0 : n >= 64 ? ~(__mmask32)0 : (__mmask32)(((uint64_t)1 << (n - 32)) - 1);
+  _mm512_mask_storeu_epi16(ph, m_lo, lo);
+  _mm512_mask_storeu_epi16(ph + 32, m_hi, hi);
+}
+
+TARGET static void a5_softmax_block_bf16(uint16_t *ph, int64_t ld_p, const float *s, int64_t ld_s,
+                                         const uint64_t *keep, int group, int R, int n, float *mx,
+                                         float *den, float *o, int64_t ld_o, int d) {
+  for (int r = 0; r < R; r++)
+    softmax_row_bf16(ph + r * ld_p, s + r * ld_s, keep[r / group], n, mx + r, den + r,
+                     o + r * ld_o, d);
+}
+
 TARGET static void a5_scale_f32(float *y, float a, int n) {
   __m512 va = _mm512_set1_ps(a);
   for (int i = 0; i < n; i += 16) {
@@ -1637,6 +1685,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .masked_max_f32 = a5_masked_max_f32,
     .masked_exp_f32 = a5_masked_exp_f32,
     .scale_f32 = a5_scale_f32,
+    .softmax_block_bf16 = a5_softmax_block_bf16,
     .mul_sub_f32 = a5_mul_sub_f32,
     .swiglu_row = a5_swiglu_row,
     .swiglu_bwd_row = a5_swiglu_bwd_row,
