@@ -359,15 +359,16 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
 /* ------------------------------------------------------------------ backward */
 
 /* bf16 operands of the backward (bwd16_*), per KV head: qh [rows, d] the
- * scaled queries and doh [rows, d] dout as A operands; qp and dop the
- * unscaled queries and dout packed in row pairs per query block (blocks
- * of bwd16_block elements, each block's pairs starting at its first row);
- * per key block kpt, vpt [(d+1)/2, ATT_BK, 2] the keys and values packed
- * transposed and kp [ATT_BK/2, d16, 2] the keys packed; per pair th
- * [ATT_BK, R] pᵀ or dsᵀ and dsh [R, ATT_BK] ds; tf [ATT_BK, R] fp32 for the
- * transposes; kh [ATT_BK, d] a block's rows. */
+ * scaled queries and doh [rows, d] dout as A operands; qt and dot the
+ * unscaled queries and dout transposed per query block, [d, R] each (blocks
+ * of bwd16_block elements), the A operands of dKᵀ and dVᵀ; per key block
+ * kpt, vpt [(d+1)/2, ATT_BK, 2] the keys and values packed transposed and
+ * kp [ATT_BK/2, d16, 2] the keys packed; per pair th [(R+1)/2, ATT_BK, 2]
+ * p or ds packed in row pairs (the B operand of dVᵀ and dKᵀ) and dsh
+ * [R, ATT_BK] p or ds as bf16 rows; tf [max(d, ATT_BK), R] fp32 for the
+ * gather's transposes; kh [ATT_BK, d] a block's rows. */
 typedef struct bwd16_buf {
-  uint16_t *qh, *doh, *qp, *dop, *kpt, *vpt, *kp, *th, *dsh, *kh;
+  uint16_t *qh, *doh, *qt, *dot, *kpt, *vpt, *kp, *th, *dsh, *kh;
   float *tf;
 } bwd16_buf;
 
@@ -382,16 +383,22 @@ static size_t bwd16_sizes(const attn_shape *a, size_t n[10]) {
   n[2] = n[3] = n_qb * bwd16_block(a);
   n[4] = n[5] = (size_t)(a->d + 1) / 2 * ATT_BK * 2;
   n[6] = (size_t)ATT_BK * round16(a->d);
-  n[7] = n[8] = (size_t)ATT_BK * a->R;
+  n[7] = (size_t)(a->R + 1) / 2 * ATT_BK * 2;
+  n[8] = (size_t)ATT_BK * a->R;
   n[9] = (size_t)ATT_BK * a->d;
   size_t total = 0;
   for (int i = 0; i < 10; i++) n[i] = (n[i] + 31) & ~(size_t)31, total += n[i];
   return total;
 }
 
+/* fp32 elements of tf */
+static size_t bwd16_tf_floats(const attn_shape *a) {
+  return (size_t)(a->d > ATT_BK ? a->d : ATT_BK) * a->R;
+}
+
 static size_t bwd16_floats(const attn_shape *a) {
   size_t n[10];
-  return bwd16_sizes(a, n) / 2 + (size_t)ATT_BK * a->R + 16;
+  return bwd16_sizes(a, n) / 2 + bwd16_tf_floats(a) + 16;
 }
 
 static bwd16_buf bwd16_carve(float *p, const attn_shape *a) {
@@ -399,8 +406,8 @@ static bwd16_buf bwd16_carve(float *p, const attn_shape *a) {
   bwd16_sizes(a, n);
   bwd16_buf b;
   b.tf = p;
-  uint16_t *h = (uint16_t *)(void *)(p + (((size_t)ATT_BK * a->R + 15) & ~(size_t)15));
-  uint16_t **slot[10] = {&b.qh, &b.doh, &b.qp, &b.dop, &b.kpt, &b.vpt, &b.kp, &b.th, &b.dsh, &b.kh};
+  uint16_t *h = (uint16_t *)(void *)(p + ((bwd16_tf_floats(a) + 15) & ~(size_t)15));
+  uint16_t **slot[10] = {&b.qh, &b.doh, &b.qt, &b.dot, &b.kpt, &b.vpt, &b.kp, &b.th, &b.dsh, &b.kh};
   for (int i = 0; i < 10; i++) *slot[i] = h, h += n[i];
   return b;
 }
@@ -411,6 +418,7 @@ typedef struct bwd_buf {
   float *kt, *vt;        /* [d, ATT_BK] */
   float *p, *dp;         /* [R, ATT_BK] */
   float *dk, *dv;        /* [ATT_BK, d] */
+  float *dkt, *dvt;      /* [d, ATT_BK] the bf16 pairs' dKᵀ, dVᵀ */
   uint64_t *keep;        /* [bq] mask bits per query */
   bwd16_buf h;           /* bf16 operands (bf16 calls only) */
 } bwd_buf;
@@ -418,7 +426,7 @@ typedef struct bwd_buf {
 static size_t bwd_buf_floats(const attn_shape *a, int bf16) {
   size_t rows = (size_t)a->nq * a->group;
   return rows * a->d * 3 + rows * 2 + (size_t)a->d * ATT_BK * 2 + (size_t)a->R * ATT_BK * 2 +
-         (size_t)ATT_BK * a->d * 2 + (size_t)a->bq * 2 + 64 + (bf16 ? bwd16_floats(a) : 0);
+         (size_t)ATT_BK * a->d * 4 + (size_t)a->bq * 2 + 64 + (bf16 ? bwd16_floats(a) : 0);
 }
 
 static bwd_buf bwd_buf_carve(float *p, const attn_shape *a, int bf16) {
@@ -435,6 +443,8 @@ static bwd_buf bwd_buf_carve(float *p, const attn_shape *a, int bf16) {
   b.dp = p, p += (size_t)a->R * ATT_BK;
   b.dk = p, p += (size_t)ATT_BK * a->d;
   b.dv = p, p += (size_t)ATT_BK * a->d;
+  b.dkt = p, p += (size_t)ATT_BK * a->d;
+  b.dvt = p, p += (size_t)ATT_BK * a->d;
   b.keep = (uint64_t *)(void *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
   p += (size_t)a->bq * 2 + 16;
   if (bf16) b.h = bwd16_carve((float *)(((uintptr_t)p + 63) & ~(uintptr_t)63), a);
@@ -503,12 +513,13 @@ static void bwd16_gather(const mxl_cpu_isa *isa, const attn_shape *a, bwd_buf *b
   size_t rows = (size_t)a->nq * group, blk = bwd16_block(a);
   const bwd16_buf *h = &b->h;
   isa->to_bf16(h->doh, b->dog, rows * d);
-  isa->to_bf16(h->qh, b->qg, rows * d);
   for (int qb = 0; qb < n_qb; qb++) {
-    int i0 = qb * a->bq, nqb = a->nq - i0 < a->bq ? a->nq - i0 : a->bq;
+    int i0 = qb * a->bq, R = (a->nq - i0 < a->bq ? a->nq - i0 : a->bq) * group;
     size_t at = (size_t)i0 * group * d;
-    isa->pack_vnni_bf16(h->dop + qb * blk, round16(d), h->doh + at, d, nqb * group, d);
-    isa->pack_vnni_bf16(h->qp + qb * blk, round16(d), h->qh + at, d, nqb * group, d);
+    isa->transpose_f32(h->tf, R, b->dog + at, d, R, d);
+    isa->to_bf16(h->dot + qb * blk, h->tf, (size_t)d * R);
+    isa->transpose_f32(h->tf, R, b->qg + at, d, R, d);
+    isa->to_bf16(h->qt + qb * blk, h->tf, (size_t)d * R);
   }
   isa->scale_f32(b->qg, a->scale, (int)(rows * d));
   isa->to_bf16(h->qh, b->qg, rows * d);
@@ -526,11 +537,14 @@ static void bwd16_pack_keys(const mxl_cpu_isa *isa, const attn_shape *a, const f
   isa->pack_vnni_t_bf16(h->vpt, ATT_BK, h->kh, d, nkb, d);
 }
 
-/* th [nkb, R] = bf16 of the [R, nkb] block m (row stride ATT_BK) transposed. */
-static void bwd16_transposed(const mxl_cpu_isa *isa, bwd16_buf *h, const float *m, int R,
-                             int nkb) {
-  isa->transpose_f32(h->tf, R, m, ATT_BK, R, nkb);
-  isa->to_bf16(h->th, h->tf, (size_t)nkb * R);
+/* The [R, nkb] block m (row stride ATT_BK) as bf16 rows dsh and packed in
+ * row pairs th: the B operand of dVᵀ += doutᵀ·p and dKᵀ += qᵀ·ds, whose
+ * A operands (dot, qt) are transposed once per head, where pᵀ and dsᵀ as A
+ * operands needed an fp32 transpose per pair. */
+static void bwd16_pairs(const mxl_cpu_isa *isa, bwd16_buf *h, const float *m, int R, int nkb) {
+  for (int r = 0; r < R; r++)
+    isa->to_bf16(h->dsh + (size_t)r * ATT_BK, m + (size_t)r * ATT_BK, (size_t)nkb);
+  isa->pack_vnni_bf16(h->th, ATT_BK, h->dsh, ATT_BK, R, nkb);
 }
 
 /* bwd_pair with bf16 operands; dK and dQ are left unscaled. */
@@ -548,18 +562,16 @@ static void bwd16_pair(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_ar
     float *pr = b->p + r * ATT_BK;
     isa->masked_exp_f32(pr, pr, b->keep[r / group], nkb, b->lseg[i0 * group + r]);
   }
-  /* dV += pᵀ·dout */
-  bwd16_transposed(isa, h, b->p, R, nkb);
-  isa->gemm_bf16_vnni(b->dv, d, h->th, NULL, R, h->dop + qb * blk, round16(d), nkb, d, R, 1);
+  /* dVᵀ += doutᵀ·p */
+  bwd16_pairs(isa, h, b->p, R, nkb);
+  isa->gemm_bf16_vnni(b->dvt, ATT_BK, h->dot + qb * blk, NULL, R, h->th, ATT_BK, d, nkb, R, 1);
   /* dp = dout·vᵀ, ds = p·(dp − D) (in dp) */
   isa->gemm_bf16_vnni(b->dp, ATT_BK, h->doh + at, NULL, d, h->vpt, ATT_BK, R, nkb, d, 0);
   for (int r = 0; r < R; r++)
     isa->mul_sub_f32(b->dp + r * ATT_BK, b->p + r * ATT_BK, b->dg[i0 * group + r], nkb);
-  /* dK += dsᵀ·q;  dQ += ds·k */
-  bwd16_transposed(isa, h, b->dp, R, nkb);
-  isa->gemm_bf16_vnni(b->dk, d, h->th, NULL, R, h->qp + qb * blk, round16(d), nkb, d, R, 1);
-  for (int r = 0; r < R; r++)
-    isa->to_bf16(h->dsh + (size_t)r * ATT_BK, b->dp + (size_t)r * ATT_BK, (size_t)nkb);
+  /* dKᵀ += qᵀ·ds;  dQ += ds·k */
+  bwd16_pairs(isa, h, b->dp, R, nkb);
+  isa->gemm_bf16_vnni(b->dkt, ATT_BK, h->qt + qb * blk, NULL, R, h->th, ATT_BK, d, nkb, R, 1);
   isa->gemm_bf16_vnni(b->dqg + at, d, h->dsh, NULL, ATT_BK, h->kp, round16(d), R, d, nkb, 1);
 }
 
@@ -584,14 +596,18 @@ static void bwd_head(const mxl_cpu_isa *isa, const attn_shape *a, const bwd_args
           transpose_block(isa, b->kt, kblk, kv_ld, nkb, d);
           transpose_block(isa, b->vt, vblk, kv_ld, nkb, d);
         }
-        memset(b->dk, 0, (size_t)ATT_BK * d * sizeof(float));
-        memset(b->dv, 0, (size_t)ATT_BK * d * sizeof(float));
+        memset(bf16 ? b->dkt : b->dk, 0, (size_t)ATT_BK * d * sizeof(float));
+        memset(bf16 ? b->dvt : b->dv, 0, (size_t)ATT_BK * d * sizeof(float));
         touched = 1;
       }
       if (bf16) bwd16_pair(isa, a, x, kb, qb, b);
       else bwd_pair(isa, a, x, g, kb, qb, kblk, b);
     }
     if (!touched) continue;
+    if (bf16) { /* dKᵀ, dVᵀ [d, ATT_BK] back to rows */
+      isa->transpose_f32(b->dk, d, b->dkt, ATT_BK, d, nkb);
+      isa->transpose_f32(b->dv, d, b->dvt, ATT_BK, d, nkb);
+    }
     for (int j = 0; j < nkb; j++) {
       int64_t row = ((int64_t)(j0 + j) * a->nkv + g) * d;
       isa->axpy_f32(x->dk + row, dkq_scale, b->dk + j * d, d);
