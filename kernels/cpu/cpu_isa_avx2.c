@@ -162,8 +162,30 @@ TARGET static void a2_pack_vnni_bf16(uint16_t *dst, int64_t ld_dst, const uint16
   }
 }
 
-/* Transposed pair packing: 8 rows at a time, 8 k-pairs (32-bit words) per
- * step, an 8×8 transpose of 32-bit elements in registers. */
+/* r[q] = 8 k-pairs (32-bit words) of row j0 + q: stores pair t of the 8
+ * rows at dst + (kp0 + t)·ld_dst·2 (+ j0·2 by the caller), t < n_pairs —
+ * an 8×8 transpose of 32-bit elements in registers. */
+INLINE void transpose8_store(uint16_t *dst, int64_t ld_dst, int64_t kp0, int64_t n_pairs,
+                             const __m256i r[8]) {
+  __m256i a0 = _mm256_unpacklo_epi32(r[0], r[1]), a1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  __m256i a2 = _mm256_unpacklo_epi32(r[2], r[3]), a3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  __m256i a4 = _mm256_unpacklo_epi32(r[4], r[5]), a5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  __m256i a6 = _mm256_unpacklo_epi32(r[6], r[7]), a7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
+  __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
+  __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
+  __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
+  __m256i out[8] = {
+      _mm256_permute2x128_si256(b0, b4, 0x20), _mm256_permute2x128_si256(b1, b5, 0x20),
+      _mm256_permute2x128_si256(b2, b6, 0x20), _mm256_permute2x128_si256(b3, b7, 0x20),
+      _mm256_permute2x128_si256(b0, b4, 0x31), _mm256_permute2x128_si256(b1, b5, 0x31),
+      _mm256_permute2x128_si256(b2, b6, 0x31), _mm256_permute2x128_si256(b3, b7, 0x31)};
+  for (int t = 0; t < 8 && t < n_pairs; t++)
+    _mm256_storeu_si256((__m256i *)(dst + (kp0 + t) * ld_dst * 2), out[t]);
+}
+
+/* Transposed pair packing: 8 rows at a time, 8 k-pairs per step
+ * (transpose8_store). */
 TARGET static void a2_pack_vnni_t_bf16(uint16_t *dst, int64_t ld_dst, const uint16_t *src,
                                        int64_t ld_src, int rows, int K) {
   int64_t kpairs = (K + 1) / 2;
@@ -180,42 +202,47 @@ TARGET static void a2_pack_vnni_t_bf16(uint16_t *dst, int64_t ld_dst, const uint
           r[q] = _mm256_loadu_si256((const __m256i *)tmp[q]);
         }
       }
-      /* 8×8 transpose of 32-bit words */
-      __m256i a0 = _mm256_unpacklo_epi32(r[0], r[1]), a1 = _mm256_unpackhi_epi32(r[0], r[1]);
-      __m256i a2 = _mm256_unpacklo_epi32(r[2], r[3]), a3 = _mm256_unpackhi_epi32(r[2], r[3]);
-      __m256i a4 = _mm256_unpacklo_epi32(r[4], r[5]), a5 = _mm256_unpackhi_epi32(r[4], r[5]);
-      __m256i a6 = _mm256_unpacklo_epi32(r[6], r[7]), a7 = _mm256_unpackhi_epi32(r[6], r[7]);
-      __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
-      __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
-      __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
-      __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
-      __m256i out[8] = {
-          _mm256_permute2x128_si256(b0, b4, 0x20), _mm256_permute2x128_si256(b1, b5, 0x20),
-          _mm256_permute2x128_si256(b2, b6, 0x20), _mm256_permute2x128_si256(b3, b7, 0x20),
-          _mm256_permute2x128_si256(b0, b4, 0x31), _mm256_permute2x128_si256(b1, b5, 0x31),
-          _mm256_permute2x128_si256(b2, b6, 0x31), _mm256_permute2x128_si256(b3, b7, 0x31)};
-      for (int t = 0; t < 8; t++) {
-        int64_t kp = k0 / 2 + t;
-        if (kp < kpairs) _mm256_storeu_si256((__m256i *)(dst + (kp * ld_dst + j0) * 2), out[t]);
-      }
+      transpose8_store(dst + j0 * 2, ld_dst, k0 / 2, kpairs - k0 / 2, r);
     }
 }
 
+/* 8 rows at a time: each row's block decoded (16 k-pairs in two ymm), then
+ * transposed into place 8 pairs at a time (transpose8_store), where
+ * scattering each decoded pair took 37 % of the forward's time (avx2 table
+ * on Zen 4, gate_up, 64 rows per expert). Rows past `rows` are zeros. */
 TARGET static void a2_pack_vnni_t_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                                         const uint8_t *scales, int64_t row_blocks, int rows, int K,
                                         int bias) {
   int nb = K / MXL_MXFP4_BLOCK;
-  uint16_t w[MXL_MXFP4_BLOCK];
-  for (int64_t kp = 0; kp < K / 2; kp++)
-    memset(dst + (kp * ld_dst + rows) * 2, 0, (size_t)(ld_dst - rows) * 2 * sizeof *dst);
-  for (int j = 0; j < rows; j++) {
-    const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
-    const uint8_t *rs = scales + (int64_t)j * row_blocks;
-    int fast = scales_in_range(rs, nb, bias);
+  for (int64_t j0 = 0; j0 < ld_dst; j0 += 8) {
+    int fast[8];
+    for (int q = 0; q < 8; q++) {
+      int64_t j = j0 + q;
+      fast[q] = j < rows && scales_in_range(scales + j * row_blocks, nb, bias);
+    }
     for (int g = 0; g < nb; g++) {
-      decode_to(w, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, fast);
-      for (int t = 0; t < 16; t++)
-        memcpy(dst + (((int64_t)g * 16 + t) * ld_dst + j) * 2, w + 2 * t, 2 * sizeof *w);
+      __m256i lo[8], hi[8];
+      for (int q = 0; q < 8; q++) {
+        int64_t j = j0 + q;
+        if (j >= rows) {
+          lo[q] = hi[q] = _mm256_setzero_si256();
+          continue;
+        }
+        const uint8_t *b = blocks + (j * row_blocks + g) * MXL_MXFP4_BLOCK_BYTES;
+        unsigned sc = scales[j * row_blocks + g];
+        if (fast[q]) {
+          __m256i w[2];
+          decode_block(b, sc, bias, w);
+          lo[q] = w[0], hi[q] = w[1];
+        } else {
+          uint16_t w[MXL_MXFP4_BLOCK];
+          decode_block_slow(w, b, sc, bias);
+          lo[q] = _mm256_loadu_si256((const __m256i *)w);
+          hi[q] = _mm256_loadu_si256((const __m256i *)(w + 16));
+        }
+      }
+      transpose8_store(dst + j0 * 2, ld_dst, (int64_t)g * 16, 8, lo);
+      transpose8_store(dst + j0 * 2, ld_dst, (int64_t)g * 16 + 8, 8, hi);
     }
   }
 }
@@ -337,88 +364,136 @@ TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, con
 
 /* ------------------------------------------------------------------ C = A·B (B packed in pairs)
  *
- * Tile: MR rows × 16 columns (2 ymm). A packed pair vector holds 8 columns
- * as (even p, odd p) bf16 pairs: the even halves widen with a shift, the
- * odd ones with a mask. */
+ * Column strips of 16 (2 ymm): the strip's packed pairs are widened to fp32
+ * once, [P][16] in a stack buffer (reduction chunks of VN_PC), then read by
+ * every row tile, where widening them per tile cost more than the FMAs
+ * (the kernel ran at half the FMA peak: Zen 4, 1 thread, avx2 table,
+ * 512×4096×2880: 60 GFLOP/s of 116; now 94). Tile: MR <= 4 rows × 16
+ * columns, 8 accumulators (with 4 B registers, 2 broadcasts and the mask,
+ * 15 of the 16 ymm: at 5 or 6 rows GCC spills and the kernel is slower
+ * than at 4); per pair of reduction indices one 32-bit broadcast of A's
+ * (A[i,p], A[i,p+1]) per row, split into two fp32 broadcasts with a shift
+ * and a mask, and 4 FMAs per row, p then p+1 (the order of the products of
+ * the bf16 path's pairs). */
 
-enum { VN_MR = 4 };
+enum { VN_MR = 4, VN_PC = 1024 };
 
-INLINE void vn_tile(const int MR, float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
-                    int64_t lda, const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int accumulate) {
+/* strip [pc][16] = Bp's pairs [p0, p0+pc) of columns [j, j + 16) as fp32
+ * (columns past nc and the odd half of an odd last pair are Bp's zeros or
+ * zeros). */
+INLINE void vn_widen_strip(float *strip, const uint16_t *Bp, int64_t ld_bp, int p0, int pc, int nc) {
+  const __m256i odd_mask = _mm256_set1_epi32((int)0xFFFF0000u);
+  for (int p = 0; p < pc; p += 2) {
+    const uint16_t *b = Bp + (int64_t)((p0 + p) / 2) * ld_bp * 2;
+    __m256i w[2];
+    if (nc >= 16) {
+      w[0] = _mm256_loadu_si256((const __m256i *)b);
+      w[1] = _mm256_loadu_si256((const __m256i *)(b + 16));
+    } else {
+      uint32_t tmp[16] = {0};
+      memcpy(tmp, b, (size_t)nc * 4);
+      w[0] = _mm256_loadu_si256((const __m256i *)tmp);
+      w[1] = _mm256_loadu_si256((const __m256i *)(tmp + 8));
+    }
+    UNROLL
+    for (int v = 0; v < 2; v++) {
+      _mm256_storeu_ps(strip + p * 16 + v * 8, _mm256_castsi256_ps(_mm256_slli_epi32(w[v], 16)));
+      _mm256_storeu_ps(strip + (p + 1) * 16 + v * 8,
+                       _mm256_castsi256_ps(_mm256_and_si256(w[v], odd_mask)));
+    }
+  }
+}
+
+/* A's pair (A[p], A[p+1]) as two fp32 broadcasts: one 32-bit broadcast, a
+ * shift and a mask; p + 1 == P reads A[p] only. */
+INLINE void pair_bcast2(const uint16_t *a, int p, int P, __m256 *even, __m256 *odd) {
+  uint32_t v;
+  if (p + 1 < P) memcpy(&v, a + p, sizeof v);
+  else v = a[p];
+  __m256i w = _mm256_set1_epi32((int)v);
+  *even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  *odd = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u)));
+}
+
+INLINE void vn_tile(const int MR, const int EXACT, float *C, int64_t ldc, const uint16_t *A,
+                    const uint16_t *A_lo, int64_t lda, const float *strip, int p0, int pc, int P,
+                    int ncols, int accumulate) {
   __m256 acc[VN_MR][2];
   UNROLL
   for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  const __m256i odd_mask = _mm256_set1_epi32((int)0xFFFF0000u);
-  for (int p = 0; p < P; p += 2) {
-    const uint16_t *b = Bp + (int64_t)(p / 2) * ld_bp * 2;
-    __m256 be[2], bo[2];
-    UNROLL
-    for (int v = 0; v < 2; v++) {
-      __m256i w = _mm256_loadu_si256((const __m256i *)(b + v * 16));
-      be[v] = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-      bo[v] = _mm256_castsi256_ps(_mm256_and_si256(w, odd_mask));
-    }
+  for (int p = 0; p < pc; p += 2) {
+    const float *b = strip + p * 16;
+    __m256 be0 = _mm256_loadu_ps(b), be1 = _mm256_loadu_ps(b + 8);
+    __m256 bo0 = _mm256_loadu_ps(b + 16), bo1 = _mm256_loadu_ps(b + 24);
     UNROLL
     for (int r = 0; r < MR; r++) {
-      const uint16_t *ar = A + r * lda;
-      __m256 ae = _mm256_set1_ps(mxl_bf16_to_f32(ar[p]));
-      __m256 ao = _mm256_set1_ps(p + 1 < P ? mxl_bf16_to_f32(ar[p + 1]) : 0.0f);
-      UNROLL
-      for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(ao, bo[v], _mm256_fmadd_ps(ae, be[v], acc[r][v]));
-      if (A_lo) {
-        const uint16_t *lr = A_lo + r * lda;
-        __m256 le = _mm256_set1_ps(mxl_bf16_to_f32(lr[p]));
-        __m256 lo = _mm256_set1_ps(p + 1 < P ? mxl_bf16_to_f32(lr[p + 1]) : 0.0f);
-        UNROLL
-        for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(lo, bo[v], _mm256_fmadd_ps(le, be[v], acc[r][v]));
+      __m256 ae, ao;
+      pair_bcast2(A + r * lda, p0 + p, P, &ae, &ao);
+      acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
+      acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
+      if (EXACT) {
+        pair_bcast2(A_lo + r * lda, p0 + p, P, &ae, &ao);
+        acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
+        acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
       }
     }
   }
   UNROLL
-  for (int r = 0; r < MR; r++)
-    UNROLL
-    for (int v = 0; v < 2; v++) {
-      float out[8];
-      _mm256_storeu_ps(out, acc[r][v]);
-      for (int q = 0; q < 8 && v * 8 + q < ncols; q++) {
-        float *dst = C + r * ldc + v * 8 + q;
-        *dst = accumulate ? *dst + out[q] : out[q];
+  for (int r = 0; r < MR; r++) {
+    float *c = C + r * ldc;
+    if (ncols >= 16) {
+      UNROLL
+      for (int v = 0; v < 2; v++) {
+        __m256 x = acc[r][v];
+        if (accumulate) x = _mm256_add_ps(x, _mm256_loadu_ps(c + v * 8));
+        _mm256_storeu_ps(c + v * 8, x);
       }
+    } else {
+      float out[16];
+      _mm256_storeu_ps(out, acc[r][0]);
+      _mm256_storeu_ps(out + 8, acc[r][1]);
+      for (int q = 0; q < ncols; q++) c[q] = accumulate ? c[q] + out[q] : out[q];
     }
+  }
 }
 
-TARGET static void vn_tile_1(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
-                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
-  vn_tile(1, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
-}
-TARGET static void vn_tile_2(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
-                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
-  vn_tile(2, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
-}
-TARGET static void vn_tile_3(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
-                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
-  vn_tile(3, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
-}
-TARGET static void vn_tile_4(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
-                             const uint16_t *Bp, int64_t ld_bp, int ncols, int P, int acc) {
-  vn_tile(4, C, ldc, A, A_lo, lda, Bp, ld_bp, ncols, P, acc);
-}
+#define VN_TILE_FN(MR, EX)                                                                        \
+  TARGET static void vn_tile_##MR##_##EX(float *C, int64_t ldc, const uint16_t *A,               \
+                                         const uint16_t *A_lo, int64_t lda, const float *strip,  \
+                                         int p0, int pc, int P, int ncols, int accumulate) {      \
+    vn_tile(MR, EX, C, ldc, A, A_lo, lda, strip, p0, pc, P, ncols, accumulate);                   \
+  }
+VN_TILE_FN(1, 0)
+VN_TILE_FN(2, 0)
+VN_TILE_FN(3, 0)
+VN_TILE_FN(4, 0)
+VN_TILE_FN(1, 1)
+VN_TILE_FN(2, 1)
+VN_TILE_FN(3, 1)
+
+typedef void (*vn_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
+                           const float *, int, int, int, int, int);
 
 TARGET static void a2_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
                                      const uint16_t *A_lo, int64_t lda, const uint16_t *Bp,
                                      int64_t ld_bp, int M, int N, int P, int accumulate) {
-  typedef void (*tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
-                          const uint16_t *, int64_t, int, int, int);
-  static const tile_fn tiles[5] = {NULL, vn_tile_1, vn_tile_2, vn_tile_3, vn_tile_4};
-  for (int i = 0; i < M;) {
-    int mr = M - i >= VN_MR ? VN_MR : M - i;
-    for (int j = 0; j < N; j += 16) {
-      int nc = N - j < 16 ? N - j : 16;
-      tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
-                A_lo ? A_lo + (int64_t)i * lda : NULL, lda, Bp + (int64_t)j * 2, ld_bp, nc, P,
-                accumulate);
+  static const vn_tile_fn fast[5] = {NULL, vn_tile_1_0, vn_tile_2_0, vn_tile_3_0, vn_tile_4_0};
+  static const vn_tile_fn exact[4] = {NULL, vn_tile_1_1, vn_tile_2_1, vn_tile_3_1};
+  float strip[VN_PC * 16] __attribute__((aligned(32)));
+  int mr_max = A_lo ? 3 : VN_MR;
+  for (int j = 0; j < N; j += 16) {
+    int nc = N - j < 16 ? N - j : 16;
+    for (int p0 = 0; p0 < P; p0 += VN_PC) {
+      int pc = P - p0 < VN_PC ? P - p0 : VN_PC;
+      vn_widen_strip(strip, Bp + (int64_t)j * 2, ld_bp, p0, pc, nc);
+      for (int i = 0; i < M;) {
+        int mr = M - i >= mr_max ? mr_max : M - i;
+        (A_lo ? exact : fast)[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
+                                  A_lo ? A_lo + (int64_t)i * lda : NULL, lda, strip, p0, pc, P,
+                                  nc, accumulate || p0 > 0);
+        i += mr;
+      }
     }
-    i += mr;
   }
 }
 
