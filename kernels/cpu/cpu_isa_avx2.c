@@ -583,13 +583,22 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
  * Tile: MR rows × 16 columns (2 ymm); per k, 2 loads of B and one broadcast
  * of A per row. */
 
+/* Lanes i < n of 8 (n may be <= 0 or >= 8) as an AVX2 load/store mask. */
+INLINE __m256i lanes8(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Tile: MR <= 6 rows × 16 columns (12 accumulators, 2 B registers and a
+ * broadcast: 15 of the 16 ymm), stored with vector (masked) stores: the
+ * element-by-element epilogue took about as long as the products at the
+ * short reductions of attention blocks (64) and LoRA (the rank). */
 INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_t lda,
                      int64_t a_cs, const float *B, int64_t ldb, int ncols, int K, float alpha,
                      int accumulate) {
-  __m256 acc[4][2];
+  __m256 acc[6][2];
   UNROLL
   for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  float tail[16];
+  const __m256i m0 = lanes8(ncols), m1 = lanes8(ncols - 8);
   for (int p = 0; p < K; p++) {
     const float *b = B + (int64_t)p * ldb;
     __m256 b0, b1;
@@ -597,9 +606,8 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
       b0 = _mm256_loadu_ps(b);
       b1 = _mm256_loadu_ps(b + 8);
     } else {
-      for (int q = 0; q < 16; q++) tail[q] = q < ncols ? b[q] : 0.0f;
-      b0 = _mm256_loadu_ps(tail);
-      b1 = _mm256_loadu_ps(tail + 8);
+      b0 = _mm256_maskload_ps(b, m0);
+      b1 = _mm256_maskload_ps(b + 8, m1);
     }
     UNROLL
     for (int r = 0; r < MR; r++) {
@@ -611,43 +619,43 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
   __m256 va = _mm256_set1_ps(alpha);
   UNROLL
   for (int r = 0; r < MR; r++) {
-    float out[16];
-    _mm256_storeu_ps(out, _mm256_mul_ps(va, acc[r][0]));
-    _mm256_storeu_ps(out + 8, _mm256_mul_ps(va, acc[r][1]));
     float *c = C + r * ldc;
-    for (int q = 0; q < ncols; q++) c[q] = accumulate ? c[q] + out[q] : out[q];
+    __m256 x0 = _mm256_mul_ps(va, acc[r][0]), x1 = _mm256_mul_ps(va, acc[r][1]);
+    if (ncols == 16) {
+      if (accumulate) x0 = _mm256_add_ps(x0, _mm256_loadu_ps(c)), x1 = _mm256_add_ps(x1, _mm256_loadu_ps(c + 8));
+      _mm256_storeu_ps(c, x0);
+      _mm256_storeu_ps(c + 8, x1);
+    } else {
+      if (accumulate)
+        x0 = _mm256_add_ps(x0, _mm256_maskload_ps(c, m0)), x1 = _mm256_add_ps(x1, _mm256_maskload_ps(c + 8, m1));
+      _mm256_maskstore_ps(c, m0, x0);
+      _mm256_maskstore_ps(c + 8, m1, x1);
+    }
   }
 }
 
-TARGET static void f32_tile_1(float *C, int64_t ldc, const float *A, int64_t lda,
-                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
-                              int acc) {
-  f32_tile(1, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
-}
-TARGET static void f32_tile_2(float *C, int64_t ldc, const float *A, int64_t lda,
-                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
-                              int acc) {
-  f32_tile(2, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
-}
-TARGET static void f32_tile_3(float *C, int64_t ldc, const float *A, int64_t lda,
-                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
-                              int acc) {
-  f32_tile(3, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
-}
-TARGET static void f32_tile_4(float *C, int64_t ldc, const float *A, int64_t lda,
-                              int64_t a_cs, const float *B, int64_t ldb, int nc, int K, float alpha,
-                              int acc) {
-  f32_tile(4, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);
-}
+#define F32_TILE_FN(MR)                                                                           \
+  TARGET static void f32_tile_##MR(float *C, int64_t ldc, const float *A, int64_t lda,            \
+                                   int64_t a_cs, const float *B, int64_t ldb, int nc, int K,      \
+                                   float alpha, int acc) {                                        \
+    f32_tile(MR, C, ldc, A, lda, a_cs, B, ldb, nc, K, alpha, acc);                                \
+  }
+F32_TILE_FN(1)
+F32_TILE_FN(2)
+F32_TILE_FN(3)
+F32_TILE_FN(4)
+F32_TILE_FN(5)
+F32_TILE_FN(6)
 
 TARGET static void a2_gemm_f32_nn(float *C, int64_t ldc, const float *A, int64_t lda,
                                   int64_t a_cs, const float *B, int64_t ldb, int M, int N, int K,
                                   float alpha, int accumulate) {
   typedef void (*tile_fn)(float *, int64_t, const float *, int64_t, int64_t, const float *,
                           int64_t, int, int, float, int);
-  static const tile_fn tiles[5] = {NULL, f32_tile_1, f32_tile_2, f32_tile_3, f32_tile_4};
+  static const tile_fn tiles[7] = {NULL,       f32_tile_1, f32_tile_2, f32_tile_3,
+                                   f32_tile_4, f32_tile_5, f32_tile_6};
   for (int i = 0; i < M;) {
-    int mr = M - i >= 4 ? 4 : M - i;
+    int mr = M - i >= 6 ? 6 : M - i;
     for (int j = 0; j < N; j += 16)
       tiles[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda, lda, a_cs, B + j, ldb,
                 N - j < 16 ? N - j : 16, K, alpha, accumulate);
