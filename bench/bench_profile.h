@@ -8,7 +8,9 @@
  *
  * The CPU backend runs synchronously, so wall time around each call is the
  * op's time; time outside any op (host work of the model code) is printed
- * as "(outside ops)". Several backends may be wrapped when they share one
+ * as "(outside ops)". Each row's "cores" is the process's CPU time over
+ * the op's wall time: an op near 1 on a 2-thread pass ran on one core
+ * (serial, or its threads waited on each other). Several backends may be wrapped when they share one
  * op table (CPU backends of any thread count); one profile runs at a time.
  * Header-only. */
 #ifndef MXL_BENCH_PROFILE_H
@@ -21,7 +23,7 @@
 typedef struct bench_prof_row {
   char name[48];
   long calls;
-  double sec, flops, bytes;
+  double sec, cpu, flops, bytes;
 } bench_prof_row;
 
 enum { BENCH_PROF_ROWS = 96 };
@@ -33,6 +35,7 @@ static struct {
   int vocab_rows;
   int rank; /* LoRA rank: names the gemm_f32 calls */
   int depth, on;
+  double cpu0; /* process CPU seconds when the outermost call began */
   bench_prof_row rows[BENCH_PROF_ROWS];
   int n_rows;
 } bench_prof;
@@ -47,8 +50,17 @@ static inline bench_prof_row *bench_prof_row_of(const char *name) {
   return r;
 }
 
+/* CPU seconds of all the process's threads, to the nanosecond. */
+static inline double bench_prof_cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static inline double bench_prof_enter(void) {
-  return bench_prof.depth++ == 0 && bench_prof.on ? bench_now() : 0;
+  if (bench_prof.depth++ != 0 || !bench_prof.on) return 0;
+  bench_prof.cpu0 = bench_prof_cpu_now();
+  return bench_now();
 }
 
 /* The op ran from t0 to t1. */
@@ -59,6 +71,7 @@ static inline void bench_prof_leave_at(double t0, double t1, const char *name, d
   bench_prof_row *r = bench_prof_row_of(name);
   r->calls++;
   r->sec += dt;
+  r->cpu += bench_prof_cpu_now() - bench_prof.cpu0;
   r->flops += flops;
   r->bytes += bytes;
 }
@@ -366,8 +379,8 @@ static inline int bench_prof_cmp(const void *a, const void *b) {
 static inline void bench_prof_print(const char *title, double wall, const bench_limits *L) {
   bench_prof.on = 0;
   qsort(bench_prof.rows, (size_t)bench_prof.n_rows, sizeof bench_prof.rows[0], bench_prof_cmp);
-  printf("\n%s: %.3f s\n%-24s %7s %10s %7s %9s %7s %9s %7s\n", title, wall, "op", "calls",
-         "ms", "%time", "GFLOP/s", "%bf16", "GB/s", "%bw");
+  printf("\n%s: %.3f s\n%-24s %7s %10s %7s %6s %9s %7s %9s %7s\n", title, wall, "op", "calls",
+         "ms", "%time", "cores", "GFLOP/s", "%bf16", "GB/s", "%bw");
   double in_ops = 0;
   for (int i = 0; i < bench_prof.n_rows; i++) {
     const bench_prof_row *r = &bench_prof.rows[i];
@@ -381,8 +394,8 @@ static inline void bench_prof_print(const char *title, double wall, const bench_
       snprintf(gb, sizeof gb, "%.1f", r->bytes / r->sec / 1e9);
       snprintf(pb, sizeof pb, "%.1f", 100 * r->bytes / r->sec / 1e9 / L->bw);
     }
-    printf("%-24s %7ld %10.2f %6.1f%% %9s %7s %9s %7s\n", r->name, r->calls, r->sec * 1e3,
-           100 * r->sec / wall, gf, pf, gb, pb);
+    printf("%-24s %7ld %10.2f %6.1f%% %6.2f %9s %7s %9s %7s\n", r->name, r->calls, r->sec * 1e3,
+           100 * r->sec / wall, r->sec > 0 ? r->cpu / r->sec : 0, gf, pf, gb, pb);
   }
   printf("%-24s %7s %10.2f %6.1f%%\n", "(outside ops)", "", (wall - in_ops) * 1e3,
          100 * (wall - in_ops) / wall);

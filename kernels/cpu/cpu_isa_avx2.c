@@ -579,9 +579,7 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
   }
 }
 
-/* ------------------------------------------------------------------ fp32 C = A·B
- * Tile: MR rows × 16 columns (2 ymm); per k, 2 loads of B and one broadcast
- * of A per row. */
+/* ------------------------------------------------------------------ fp32 C = A·B */
 
 /* Lanes i < n of 8 (n may be <= 0 or >= 8) as an AVX2 load/store mask. */
 INLINE __m256i lanes8(int n) {
