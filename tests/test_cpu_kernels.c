@@ -430,6 +430,31 @@ static void test_gemv_mxfp4(void) {
       double e = rel_err(y, want[ex], N);
       MXL_CHECK_MSG(e < (ex ? 2e-5 : 1e-5), "%s exact%d: err %g", isas[s]->name, ex, e);
     }
+  /* Rows with tiny and huge scales, each against its own magnitude: 2^-101
+   * is the AVX2 kernel's smallest in-kernel scale (its block scale times
+   * 2^-25 must stay a normal float), 2^-102 takes its portable decode;
+   * 2^-125 is the low end of the AVX-512 kernels' range; 2^100 is large,
+   * with sums that stay finite. */
+  static const int exps[5] = {-101, -102, -125, 100, -100};
+  for (int r = 0; r < 10; r++) {
+    /* one block at the scale under test, early or late in the row (kernels
+     * check scales in vectors and a scalar tail), the rest at 2^-100 */
+    int e = exps[r / 2], at = r % 2 ? 80 : 5;
+    memset(scales, 127 - 100, NB);
+    scales[at] = (uint8_t)(127 + e);
+    double s = 0;
+    for (int g = 0; g < NB; g++) {
+      float w[32];
+      mxl_mxfp4_decode_block(blocks + g * 16, scales[g], 127, w);
+      for (int t = 0; t < 32; t++) s += (double)w[t] * bf(xh[g * 32 + t]);
+    }
+    for (int t = 0; t < n_isa; t++) {
+      float y;
+      isas[t]->gemv_mxfp4(&y, xh, NULL, blocks, scales, NB, 1, K, 127);
+      MXL_CHECK_MSG(fabs(y - s) <= 1e-5 * fabs(s), "%s block %d at 2^%d: %g vs %g",
+                    isas[t]->name, at, e, (double)y, s);
+    }
+  }
   free(blocks), free(scales);
 }
 
