@@ -344,9 +344,100 @@ TARGET static void nt_tile_3(float *C, int64_t ldc, const uint16_t *A, const uin
   nt_tile(3, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
 }
 
+/* The same product with B's rows split into even and odd elements, for
+ * K <= NT16_MAX_K: each 16 weights loaded as one ymm and widened to fp32
+ * with a shift (even elements) and a mask (odd ones; bf16 is fp32's top
+ * half), against A's rows permuted once per row tile to [8 evens, 8 odds]
+ * per 16 (fp32; in exact mode hi + lo). The tile kernel above widens 8
+ * weights with vpmovzxwd and a shift, both on the two shuffle pipes of
+ * Zen cores, which kept decode's bf16 products (this kernel at M = 1) at
+ * 20 GB/s of 33 on 2 threads (Zen 4, the 20b shape's q, o and lm_head).
+ * Tile: MR <= 2 rows × 4 columns, one accumulator each (the even FMA, then
+ * the odd). Any M takes the same per-element order, so a token's sums are
+ * the same decoded alone (gemv_bf16) or with others. */
+enum { NT16_MR = 2, NT16_MAX_K = 8192, NT16_PREFETCH = 6144 /* as MX_PREFETCH */ };
+
+/* x [K] -> per 16 elements [8 evens, 8 odds] fp32 (the first K / 16·16) */
+INLINE void nt16_permute(float *dst, const uint16_t *x, const uint16_t *x_lo, int K) {
+  for (int k0 = 0; k0 + 16 <= K; k0 += 16)
+    for (int t = 0; t < 8; t++)
+      for (int h = 0; h < 2; h++) {
+        int k = k0 + 2 * t + h;
+        dst[k0 + h * 8 + t] = mxl_bf16_to_f32(x[k]) + (x_lo ? mxl_bf16_to_f32(x_lo[k]) : 0.0f);
+      }
+}
+
+INLINE void nt16_tile(const int MR, float *C, int64_t ldc, const float *ap, int64_t ldap,
+                      const uint16_t *A, const uint16_t *A_lo, int64_t lda, const uint16_t *B,
+                      int64_t ldb, int nvalid, int K, int accumulate) {
+  const __m256i odd = _mm256_set1_epi32((int)0xFFFF0000u);
+  __m256 acc[NT16_MR][NT_NR];
+  const uint16_t *brow[NT_NR];
+  UNROLL
+  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m256 xe[NT16_MR], xo[NT16_MR];
+    UNROLL
+    for (int r = 0; r < MR; r++) xe[r] = _mm256_load_ps(ap + r * ldap + k), xo[r] = _mm256_load_ps(ap + r * ldap + k + 8);
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) {
+      _mm_prefetch((const char *)(brow[c] + k) + NT16_PREFETCH, _MM_HINT_T0); /* may pass the end */
+      __m256i v = _mm256_loadu_si256((const __m256i *)(brow[c] + k));
+      __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+      __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, odd));
+      UNROLL
+      for (int r = 0; r < MR; r++) acc[r][c] = _mm256_fmadd_ps(wo, xo[r], _mm256_fmadd_ps(we, xe[r], acc[r][c]));
+    }
+  }
+  UNROLL
+  for (int r = 0; r < MR; r++)
+    UNROLL
+    for (int c = 0; c < NT_NR; c++) {
+      if (c >= nvalid) continue;
+      float s = hsum8(acc[r][c]);
+      for (int t = k; t < K; t++) /* the last K % 16, in order */
+        s += mxl_bf16_to_f32(brow[c][t]) *
+             (mxl_bf16_to_f32(A[r * lda + t]) + (A_lo ? mxl_bf16_to_f32(A_lo[r * lda + t]) : 0.0f));
+      float *dst = C + r * ldc + c;
+      *dst = accumulate ? *dst + s : s;
+    }
+}
+
+TARGET static void nt16_tile_1(float *C, int64_t ldc, const float *ap, int64_t ldap,
+                               const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                               const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
+  nt16_tile(1, C, ldc, ap, ldap, A, A_lo, lda, B, ldb, nvalid, K, acc);
+}
+TARGET static void nt16_tile_2(float *C, int64_t ldc, const float *ap, int64_t ldap,
+                               const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                               const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
+  nt16_tile(2, C, ldc, ap, ldap, A, A_lo, lda, B, ldb, nvalid, K, acc);
+}
+
 TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
                                    int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
                                    int accumulate) {
+  if (K <= NT16_MAX_K) {
+    float ap[NT16_MR][NT16_MAX_K] __attribute__((aligned(32)));
+    for (int i = 0; i < M;) {
+      int mr = M - i >= NT16_MR ? NT16_MR : M - i;
+      const uint16_t *a = A + (int64_t)i * lda, *al = A_lo ? A_lo + (int64_t)i * lda : NULL;
+      for (int r = 0; r < mr; r++) nt16_permute(ap[r], a + r * lda, al ? al + r * lda : NULL, K);
+      for (int j = 0; j < N; j += NT_NR) {
+        int nv = N - j < NT_NR ? N - j : NT_NR;
+        (mr == 2 ? nt16_tile_2 : nt16_tile_1)(C + (int64_t)i * ldc + j, ldc, ap[0], NT16_MAX_K, a,
+                                              al, lda, B + (int64_t)j * ldb, ldb, nv, K,
+                                              accumulate);
+      }
+      i += mr;
+    }
+    return;
+  }
   for (int i = 0; i < M;) {
     int mr = M - i >= NT_MR ? NT_MR : M - i;
     for (int j = 0; j < N; j += NT_NR) {
