@@ -463,8 +463,9 @@ static void test_gemv_mxfp4(void) {
 static void test_gemv_bf16(void) {
   const mxl_cpu_isa *isas[3];
   int n_isa = isa_tables(isas);
-  for (int trial = 0; trial < 12; trial++) {
+  for (int trial = 0; trial < 13; trial++) {
     int N = 1 + rng_int(&rng, 40), K = 1 + rng_int(&rng, 700), ldw = K + rng_int(&rng, 5);
+    if (trial == 12) K = 8192 + 311, ldw = K + 3; /* past the AVX2 kernel's 8192-long chunks */
     uint16_t *W = malloc((size_t)N * ldw * 2), *x = malloc((size_t)K * 2), *xl = malloc((size_t)K * 2);
     rng_fill_bf16(&rng, W, (size_t)N * ldw, -1, 1), rng_fill_bf16(&rng, x, K, -1, 1);
     rng_fill_bf16(&rng, xl, K, -1e-3, 1e-3);
@@ -481,8 +482,9 @@ static void test_gemv_bf16(void) {
         y[N] = 12345.0f;
         isas[s]->gemv_bf16(y, x, ex ? xl : NULL, W, ldw, N, K);
         double e = rel_err(y, want[ex], N);
-        MXL_CHECK_MSG(e < 2e-6 && y[N] == 12345.0f, "%s N%d K%d exact%d: err %g", isas[s]->name, N,
-                      K, ex, e);
+        double tol = K > 1000 ? 1e-5 : 2e-6; /* fp32 sums of K terms */
+        MXL_CHECK_MSG(e < tol && y[N] == 12345.0f, "%s N%d K%d exact%d: err %g", isas[s]->name,
+                      N, K, ex, e);
         /* bit for bit the few-row product's sums: a token decoded alone
          * gets the logits it gets in a small batch */
         float g[40];

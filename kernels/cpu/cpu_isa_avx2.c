@@ -275,7 +275,7 @@ TARGET static void a2_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8
 
 /* ------------------------------------------------------------------ C = A·Bᵀ (both K-contiguous) */
 
-enum { NT_MR = 3, NT_NR = 4 };
+enum { NT_NR = 4 };
 
 INLINE float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -284,77 +284,16 @@ INLINE float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/* 8 bf16 at p (k < K valid; the rest read as zero). */
-INLINE __m256 load8(const uint16_t *p, int left) {
-  if (left >= 8) return bf16x8_to_f32(_mm_loadu_si128((const __m128i *)p));
-  uint16_t t[8] = {0};
-  memcpy(t, p, (size_t)left * 2);
-  return bf16x8_to_f32(_mm_loadu_si128((const __m128i *)t));
-}
-
-INLINE void nt_tile(const int MR, float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
-                    int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int accumulate) {
-  __m256 acc[NT_MR][NT_NR];
-  const uint16_t *brow[NT_NR];
-  UNROLL
-  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
-  UNROLL
-  for (int r = 0; r < MR; r++)
-    UNROLL
-    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm256_setzero_ps();
-  for (int k = 0; k < K; k += 8) {
-    int left = K - k;
-    __m256 a[NT_MR], al[NT_MR];
-    UNROLL
-    for (int r = 0; r < MR; r++) {
-      a[r] = load8(A + r * lda + k, left);
-      al[r] = A_lo ? load8(A_lo + r * lda + k, left) : _mm256_setzero_ps();
-    }
-    UNROLL
-    for (int c = 0; c < NT_NR; c++) {
-      __m256 b = load8(brow[c] + k, left);
-      UNROLL
-      for (int r = 0; r < MR; r++) {
-        acc[r][c] = _mm256_fmadd_ps(a[r], b, acc[r][c]);
-        if (A_lo) acc[r][c] = _mm256_fmadd_ps(al[r], b, acc[r][c]);
-      }
-    }
-  }
-  UNROLL
-  for (int r = 0; r < MR; r++)
-    UNROLL
-    for (int c = 0; c < NT_NR; c++) {
-      if (c >= nvalid) continue;
-      float s = hsum8(acc[r][c]);
-      float *dst = C + r * ldc + c;
-      *dst = accumulate ? *dst + s : s;
-    }
-}
-
-TARGET static void nt_tile_1(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
-                             int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
-  nt_tile(1, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
-}
-TARGET static void nt_tile_2(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
-                             int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
-  nt_tile(2, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
-}
-TARGET static void nt_tile_3(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
-                             int64_t lda, const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
-  nt_tile(3, C, ldc, A, A_lo, lda, B, ldb, nvalid, K, acc);
-}
-
-/* The same product with B's rows split into even and odd elements, for
- * K <= NT16_MAX_K: each 16 weights loaded as one ymm and widened to fp32
- * with a shift (even elements) and a mask (odd ones; bf16 is fp32's top
- * half), against A's rows permuted once per row tile to [8 evens, 8 odds]
- * per 16 (fp32; in exact mode hi + lo). The tile kernel above widens 8
- * weights with vpmovzxwd and a shift, both on the two shuffle pipes of
- * Zen cores, which kept decode's bf16 products (this kernel at M = 1) at
- * 20 GB/s of 33 on 2 threads (Zen 4, the 20b shape's q, o and lm_head).
- * Tile: MR <= 2 rows × 4 columns, one accumulator each (the even FMA, then
- * the odd). Any M takes the same per-element order, so a token's sums are
- * the same decoded alone (gemv_bf16) or with others. */
+/* B's rows widened 16 weights at a time with a shift (even elements) and a
+ * mask (odd ones; bf16 is fp32's top half), against A's rows permuted once
+ * per row tile to [8 evens, 8 odds] per 16 (fp32; in exact mode hi + lo),
+ * K in chunks of NT16_MAX_K (a stack buffer). The tile kernel this replaced
+ * widened 8 weights with vpmovzxwd and a shift, both on the two shuffle
+ * pipes of Zen cores, which kept decode's bf16 products (this kernel at
+ * M = 1) at 20 GB/s of 33 on 2 threads (Zen 4, the 20b shape's q, o and
+ * lm_head). Tile: MR <= 2 rows × 4 columns, one accumulator each (the even
+ * FMA, then the odd). Any M takes the same per-element order, so a token's
+ * sums are the same decoded alone (gemv_bf16) or with others. */
 enum { NT16_MR = 2, NT16_MAX_K = 8192, NT16_PREFETCH = 6144 /* as MX_PREFETCH */ };
 
 /* x [K] -> per 16 elements [8 evens, 8 odds] fp32 (the first K / 16·16) */
@@ -422,32 +361,20 @@ TARGET static void nt16_tile_2(float *C, int64_t ldc, const float *ap, int64_t l
 TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
                                    int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
                                    int accumulate) {
-  if (K <= NT16_MAX_K) {
-    float ap[NT16_MR][NT16_MAX_K] __attribute__((aligned(32)));
-    for (int i = 0; i < M;) {
-      int mr = M - i >= NT16_MR ? NT16_MR : M - i;
-      const uint16_t *a = A + (int64_t)i * lda, *al = A_lo ? A_lo + (int64_t)i * lda : NULL;
-      for (int r = 0; r < mr; r++) nt16_permute(ap[r], a + r * lda, al ? al + r * lda : NULL, K);
+  float ap[NT16_MR][NT16_MAX_K] __attribute__((aligned(32)));
+  for (int i = 0; i < M;) {
+    int mr = M - i >= NT16_MR ? NT16_MR : M - i;
+    for (int k0 = 0; k0 < K; k0 += NT16_MAX_K) { /* one chunk at model sizes */
+      int kc = K - k0 < NT16_MAX_K ? K - k0 : NT16_MAX_K;
+      const uint16_t *a = A + (int64_t)i * lda + k0;
+      const uint16_t *al = A_lo ? A_lo + (int64_t)i * lda + k0 : NULL;
+      for (int r = 0; r < mr; r++) nt16_permute(ap[r], a + r * lda, al ? al + r * lda : NULL, kc);
       for (int j = 0; j < N; j += NT_NR) {
         int nv = N - j < NT_NR ? N - j : NT_NR;
         (mr == 2 ? nt16_tile_2 : nt16_tile_1)(C + (int64_t)i * ldc + j, ldc, ap[0], NT16_MAX_K, a,
-                                              al, lda, B + (int64_t)j * ldb, ldb, nv, K,
-                                              accumulate);
+                                              al, lda, B + (int64_t)j * ldb + k0, ldb, nv, kc,
+                                              accumulate || k0 > 0);
       }
-      i += mr;
-    }
-    return;
-  }
-  for (int i = 0; i < M;) {
-    int mr = M - i >= NT_MR ? NT_MR : M - i;
-    for (int j = 0; j < N; j += NT_NR) {
-      int nv = N - j < NT_NR ? N - j : NT_NR;
-      float *c = C + (int64_t)i * ldc + j;
-      const uint16_t *a = A + (int64_t)i * lda, *al = A_lo ? A_lo + (int64_t)i * lda : NULL;
-      const uint16_t *b = B + (int64_t)j * ldb;
-      if (mr == 3) nt_tile_3(c, ldc, a, al, lda, b, ldb, nv, K, accumulate);
-      else if (mr == 2) nt_tile_2(c, ldc, a, al, lda, b, ldb, nv, K, accumulate);
-      else nt_tile_1(c, ldc, a, al, lda, b, ldb, nv, K, accumulate);
     }
     i += mr;
   }
