@@ -293,9 +293,7 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
     for (int r = 0; r < R; r++)
       softmax_row_update(isa, b->s + r * ATT_BK, b->keep[r / group], nkb, &b->mx[r], &b->den[r],
                          b->o + r * d, d);
-    {
-      isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, 1, vblk, kv_ld, R, d, nkb, 1.0f, 1);
-    }
+    isa->gemm_f32_nn(b->o, d, b->s, ATT_BK, 1, vblk, kv_ld, R, d, nkb, 1.0f, 1);
   }
   for (int r = 0; r < R; r++) {
     int64_t row = (int64_t)(i0 + r / group) * a->nh + g * group + r % group;
