@@ -277,6 +277,39 @@ TARGET static void a2_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8
 
 enum { NT_NR = 4 };
 
+/* x [K] -> per group of G elements its G/2 even elements, then its G/2 odd
+ * ones, fp32 (in exact mode hi + lo): the order in which the kernels below
+ * widen weights (whole groups only: the first K / G·G). */
+INLINE void permute_even_odd(float *dst, const uint16_t *x, const uint16_t *x_lo, int K,
+                             const int G) {
+  for (int k0 = 0; k0 + G <= K; k0 += G)
+    for (int t = 0; t < G / 2; t++)
+      for (int h = 0; h < 2; h++) {
+        int k = k0 + 2 * t + h;
+        dst[k0 + h * (G / 2) + t] = mxl_bf16_to_f32(x[k]) + (x_lo ? mxl_bf16_to_f32(x_lo[k]) : 0.0f);
+      }
+}
+
+/* Lanes i < n of 8 (n may be <= 0 or >= 8) as an AVX2 load/store mask. */
+INLINE __m256i lanes8(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* c[0, ncols) (+)= x0 ‖ x1 (ncols <= 16): a tile row's store. */
+INLINE void store_row16(float *c, __m256 x0, __m256 x1, int ncols, int accumulate) {
+  if (ncols >= 16) {
+    if (accumulate) x0 = _mm256_add_ps(x0, _mm256_loadu_ps(c)), x1 = _mm256_add_ps(x1, _mm256_loadu_ps(c + 8));
+    _mm256_storeu_ps(c, x0);
+    _mm256_storeu_ps(c + 8, x1);
+    return;
+  }
+  const __m256i m0 = lanes8(ncols), m1 = lanes8(ncols - 8);
+  if (accumulate)
+    x0 = _mm256_add_ps(x0, _mm256_maskload_ps(c, m0)), x1 = _mm256_add_ps(x1, _mm256_maskload_ps(c + 8, m1));
+  _mm256_maskstore_ps(c, m0, x0);
+  _mm256_maskstore_ps(c + 8, m1, x1);
+}
+
 INLINE float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -295,16 +328,6 @@ INLINE float hsum8(__m256 v) {
  * FMA, then the odd). Any M takes the same per-element order, so a token's
  * sums are the same decoded alone (gemv_bf16) or with others. */
 enum { NT16_MR = 2, NT16_MAX_K = 8192, NT16_PREFETCH = 6144 /* as MX_PREFETCH */ };
-
-/* x [K] -> per 16 elements [8 evens, 8 odds] fp32 (the first K / 16·16) */
-INLINE void nt16_permute(float *dst, const uint16_t *x, const uint16_t *x_lo, int K) {
-  for (int k0 = 0; k0 + 16 <= K; k0 += 16)
-    for (int t = 0; t < 8; t++)
-      for (int h = 0; h < 2; h++) {
-        int k = k0 + 2 * t + h;
-        dst[k0 + h * 8 + t] = mxl_bf16_to_f32(x[k]) + (x_lo ? mxl_bf16_to_f32(x_lo[k]) : 0.0f);
-      }
-}
 
 INLINE void nt16_tile(const int MR, float *C, int64_t ldc, const float *ap, int64_t ldap,
                       const uint16_t *A, const uint16_t *A_lo, int64_t lda, const uint16_t *B,
@@ -368,7 +391,7 @@ TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, con
       int kc = K - k0 < NT16_MAX_K ? K - k0 : NT16_MAX_K;
       const uint16_t *a = A + (int64_t)i * lda + k0;
       const uint16_t *al = A_lo ? A_lo + (int64_t)i * lda + k0 : NULL;
-      for (int r = 0; r < mr; r++) nt16_permute(ap[r], a + r * lda, al ? al + r * lda : NULL, kc);
+      for (int r = 0; r < mr; r++) permute_even_odd(ap[r], a + r * lda, al ? al + r * lda : NULL, kc, 16);
       for (int j = 0; j < N; j += NT_NR) {
         int nv = N - j < NT_NR ? N - j : NT_NR;
         (mr == 2 ? nt16_tile_2 : nt16_tile_1)(C + (int64_t)i * ldc + j, ldc, ap[0], NT16_MAX_K, a,
@@ -457,22 +480,7 @@ INLINE void vn_tile(const int MR, const int EXACT, float *C, int64_t ldc, const 
     }
   }
   UNROLL
-  for (int r = 0; r < MR; r++) {
-    float *c = C + r * ldc;
-    if (ncols >= 16) {
-      UNROLL
-      for (int v = 0; v < 2; v++) {
-        __m256 x = acc[r][v];
-        if (accumulate) x = _mm256_add_ps(x, _mm256_loadu_ps(c + v * 8));
-        _mm256_storeu_ps(c + v * 8, x);
-      }
-    } else {
-      float out[16];
-      _mm256_storeu_ps(out, acc[r][0]);
-      _mm256_storeu_ps(out + 8, acc[r][1]);
-      for (int q = 0; q < ncols; q++) c[q] = accumulate ? c[q] + out[q] : out[q];
-    }
-  }
+  for (int r = 0; r < MR; r++) store_row16(C + r * ldc, acc[r][0], acc[r][1], ncols, accumulate);
 }
 
 #define VN_TILE_FN(MR, EX)                                                                        \
@@ -550,16 +558,6 @@ static const int8_t gv_place[2][32] __attribute__((aligned(32))) = {
     {Z, Z, Z, 8, Z, Z, Z, 9, Z, Z, Z, 10, Z, Z, Z, 11,
      Z, Z, Z, 12, Z, Z, Z, 13, Z, Z, Z, 14, Z, Z, Z, 15}};
 #undef Z
-
-/* x [K] in natural order -> per block of 32 [16 evens, 16 odds], fp32 */
-TARGET static void permute_widen(float *dst, const uint16_t *x, const uint16_t *x_lo, int K) {
-  for (int k0 = 0; k0 < K; k0 += 32)
-    for (int t = 0; t < 16; t++)
-      for (int h = 0; h < 2; h++) {
-        int k = k0 + 2 * t + h;
-        dst[k0 + h * 16 + t] = mxl_bf16_to_f32(x[k]) + (x_lo ? mxl_bf16_to_f32(x_lo[k]) : 0.0f);
-      }
-}
 
 /* 1 when every scale of a row leaves its block scale·2^-25 a normal float:
  * s - bias in [-101, 125], 32 scales per compare (a byte loop per row cost
@@ -639,7 +637,7 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
   int nb = K / MXL_MXFP4_BLOCK;
   float xp[GV_MAX_K] __attribute__((aligned(32)));
   int wide = K <= GV_MAX_K;
-  if (wide) permute_widen(xp, x, x_lo, K);
+  if (wide) permute_even_odd(xp, x, x_lo, K, 32); /* per block: 16 evens, 16 odds */
   for (int j = 0; j < N; j++) {
     const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)j * row_blocks;
@@ -649,11 +647,6 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
 }
 
 /* ------------------------------------------------------------------ fp32 C = A·B */
-
-/* Lanes i < n of 8 (n may be <= 0 or >= 8) as an AVX2 load/store mask. */
-INLINE __m256i lanes8(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 /* Tile: MR <= 6 rows × 16 columns (12 accumulators, 2 B registers and a
  * broadcast: 15 of the 16 ymm), stored with vector (masked) stores: the
@@ -686,18 +679,8 @@ INLINE void f32_tile(const int MR, float *C, int64_t ldc, const float *A, int64_
   __m256 va = _mm256_set1_ps(alpha);
   UNROLL
   for (int r = 0; r < MR; r++) {
-    float *c = C + r * ldc;
-    __m256 x0 = _mm256_mul_ps(va, acc[r][0]), x1 = _mm256_mul_ps(va, acc[r][1]);
-    if (ncols == 16) {
-      if (accumulate) x0 = _mm256_add_ps(x0, _mm256_loadu_ps(c)), x1 = _mm256_add_ps(x1, _mm256_loadu_ps(c + 8));
-      _mm256_storeu_ps(c, x0);
-      _mm256_storeu_ps(c + 8, x1);
-    } else {
-      if (accumulate)
-        x0 = _mm256_add_ps(x0, _mm256_maskload_ps(c, m0)), x1 = _mm256_add_ps(x1, _mm256_maskload_ps(c + 8, m1));
-      _mm256_maskstore_ps(c, m0, x0);
-      _mm256_maskstore_ps(c + 8, m1, x1);
-    }
+    store_row16(C + r * ldc, _mm256_mul_ps(va, acc[r][0]), _mm256_mul_ps(va, acc[r][1]), ncols,
+                accumulate);
   }
 }
 
