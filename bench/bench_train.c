@@ -5,7 +5,7 @@
  *                           [--threads 2] [--steps 3] [--warmup 1] [--reps 3]
  *                           [--rank 16] [--alpha 32] [--targets all]
  *                           [--no-limits] [--no-prefill] [--profile] [--json]
- *                           [--keep-resident] [--keep-activations auto|true|false|both]
+ *                           [--resident auto|keep|drop] [--keep-activations auto|true|false|both]
  *
  * Without --model it writes the bench preset to a temporary folder (removed
  * at the end). A step is what the trainer does per optimizer step without
@@ -36,9 +36,11 @@
  * steps), so the peak RSS of `both` is that of the two: take each mode's
  * RSS from a run of that mode alone.
  *
- * --keep-resident leaves the mapped weights resident (the trainer drops each
- * layer's pages when a step is done with it: mxl_train_state.keep_resident),
- * to measure what dropping costs and saves.
+ * --resident: the trainer's residency of the mapped weights
+ * (mxl_train_state.resident; auto by default: kept when the checkpoint is at
+ * most a quarter of the memory available, else each layer's pages dropped
+ * when a step is done with them); keep and drop measure what dropping costs
+ * and saves (--keep-resident: keep).
  *
  * --json prints one line of JSON at the end (bench/train_vs_peft.py reads it).
  * --profile times every op of one more step. */
@@ -61,7 +63,7 @@ typedef struct options {
   const char *model, *preset, *targets;
   int batch, seq, threads, steps, warmup, reps, rank;
   float alpha;
-  int limits, prefill, profile, json, keep_resident;
+  int limits, prefill, profile, json, resident;
   int keep; /* mxl_keep_mode, or KEEP_BOTH */
 } options;
 
@@ -71,7 +73,7 @@ static const char usage[] =
     "usage: bench_train [--model DIR | --preset bench|test] [--batch 1] [--seq 512] [--threads 2]\n"
     "                   [--steps 3] [--warmup 1] [--reps 3] [--rank 16] [--alpha 32]\n"
     "                   [--targets all] [--no-limits] [--no-prefill] [--profile] [--json]\n"
-    "                   [--keep-resident] [--keep-activations auto|true|false|both]\n";
+    "                   [--resident auto|keep|drop] [--keep-activations auto|true|false|both]\n";
 
 static int parse_options(int argc, char **argv, options *o) {
   *o = (options){NULL, "bench", "all", 1, 512, 2, 3, 1, 3, 16, -1, 1, 1, 0, 0, 0, MXL_KEEP_AUTO};
@@ -81,7 +83,7 @@ static int parse_options(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--no-prefill")) o->prefill = 0;
     else if (!strcmp(a, "--profile")) o->profile = 1;
     else if (!strcmp(a, "--json")) o->json = 1;
-    else if (!strcmp(a, "--keep-resident")) o->keep_resident = 1;
+    else if (!strcmp(a, "--keep-resident")) o->resident = MXL_RESIDENT_KEEP;
     else if (!v) return 0;
     else if (!strcmp(a, "--model")) o->model = v, i++;
     else if (!strcmp(a, "--preset")) o->preset = v, i++;
@@ -94,7 +96,10 @@ static int parse_options(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--reps")) o->reps = atoi(v), i++;
     else if (!strcmp(a, "--rank")) o->rank = atoi(v), i++;
     else if (!strcmp(a, "--alpha")) o->alpha = (float)atof(v), i++;
-    else if (!strcmp(a, "--keep-activations") && !strcmp(v, "both")) o->keep = KEEP_BOTH, i++;
+    else if (!strcmp(a, "--resident")) {
+      if (mxl_resident_mode_parse(v, &o->resident) != MXL_OK) return 0;
+      i++;
+    } else if (!strcmp(a, "--keep-activations") && !strcmp(v, "both")) o->keep = KEEP_BOTH, i++;
     else if (!strcmp(a, "--keep-activations")) {
       if (mxl_keep_mode_parse(v, &o->keep) != MXL_OK) return 0;
       i++;
@@ -269,6 +274,9 @@ static void mode_name(const bench *b, int i, char *buf, size_t size) {
            tapes / 1e9, st->keep_activations == MXL_KEEP_AUTO ? ", auto's budget" : "");
   if (st->keep_activations == MXL_KEEP_AUTO)
     snprintf(buf + strlen(buf) - 1, size - strlen(buf) + 1, " %.3f GB)", st->keep_budget / 1e9);
+  size_t len = strlen(buf);
+  snprintf(buf + len, size - len, "; resident %s: mapped weights %s", mxl_resident_mode_name(b->o->resident),
+           st->resident == MXL_RESIDENT_DROP ? "dropped after each use" : "kept");
 }
 
 /* One mode's figures (mode_results r->m[mode]). */
@@ -454,7 +462,7 @@ int main(int argc, char **argv) {
   bench b = {&o};
   b.n_modes = o.keep == KEEP_BOTH ? 2 : 1;
   for (int i = 0; i < b.n_modes; i++) {
-    b.st[i].keep_resident = o.keep_resident;
+    b.st[i].resident = o.resident;
     b.st[i].keep_activations = o.keep == KEEP_BOTH ? (i ? MXL_KEEP_ON : MXL_KEEP_OFF) : o.keep;
   }
   results *r = calloc(1, sizeof *r);

@@ -121,23 +121,55 @@ const char *mxl_keep_mode_name(int mode) {
   return mode >= 0 && mode < 3 ? keep_names[mode] : "auto";
 }
 
+static const char *const resident_names[] = {"auto", "keep", "drop"};
+
+mxl_status mxl_resident_mode_parse(const char *text, int *mode) {
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(text, resident_names[i])) {
+      *mode = i;
+      return MXL_OK;
+    }
+  return mxl_errorf(MXL_ERR_ARGUMENT, "resident \"%s\": expected auto, keep or drop", text);
+}
+
+const char *mxl_resident_mode_name(int mode) {
+  return mode >= 0 && mode < 3 ? resident_names[mode] : "auto";
+}
+
 int mxl_train_keeps(const mxl_train_state *st, int host_memory, size_t keep_bytes) {
   if (st->keep_activations == MXL_KEEP_ON) return 1;
   if (st->keep_activations == MXL_KEEP_OFF || mxl_train_offloads(st, host_memory)) return 0;
   return keep_bytes <= st->keep_budget;
 }
 
+/* The checkpoint's bytes that the step reads in place from its mapped
+ * files (copies are allocated memory, already out of what is left). */
+static size_t mapped_bytes(const mxl_engine *e) {
+  if (!e->ops->host_memory || e->device_files) return 0;
+  return mxl_engine_device_bytes(e->model, 0) + mxl_engine_host_bytes(e->model, 0, 0);
+}
+
 size_t mxl_train_keep_budget(mxl_engine *e, size_t state_bytes) {
   size_t left = 0;
   if (mxl_backend_memory_left(e->be, &left) != MXL_OK) return 0;
-  /* mapped in place: the checkpoint's files (copies are allocated memory,
-   * already out of what is left) */
-  size_t pages = e->ops->host_memory && !e->device_files
-                     ? mxl_engine_device_bytes(e->model, 0) + mxl_engine_host_bytes(e->model, 0, 0)
-                     : 0;
-  size_t taken = pages + state_bytes;
+  size_t taken = mapped_bytes(e) + state_bytes;
   return left > taken ? (left - taken) / 4 * 3 : 0;
 }
+
+int mxl_train_keeps_pages(size_t mapped, size_t mem_available) {
+  return mem_available > 0 && mapped <= mem_available / 4;
+}
+
+/* Auto residency, decided once (at the first step, before its allocations). */
+static void decide_residency(mxl_engine *e, mxl_train_state *st) {
+  if (st->resident != MXL_RESIDENT_AUTO) return;
+  size_t mapped = mapped_bytes(e), left = 0;
+  int keep = !mapped || (mxl_backend_memory_left(e->be, &left) == MXL_OK &&
+                         mxl_train_keeps_pages(mapped, left));
+  st->resident = keep ? MXL_RESIDENT_KEEP : MXL_RESIDENT_DROP;
+}
+
+static int drops_pages(const mxl_train_state *st) { return st->resident == MXL_RESIDENT_DROP; }
 
 /* Whether the step trains an adapter with LoRA dropout (on the attention
  * inputs: layers.c's forward when lora->train is set, lora_grad here). */
@@ -194,6 +226,7 @@ static mxl_status reserve(mxl_engine *e, mxl_train_state *st, int n, int rank, i
   const size_t H = e->cfg->hidden;
   const int chunk = mxl_train_moe_chunk(st, e->ops->host_memory);
   st->offloading = mxl_train_offloads(st, e->ops->host_memory);
+  decide_residency(e, st);
   if (training) measure_budget(e, st, n, chunk, rank, dropout);
   MXL_TRY(mxl_layer_acts_reserve(e, &st->acts, n, chunk, rank, dropout));
   MXL_TRY(reserve_tapes(e, st, n, chunk, rank, training, dropout));
@@ -492,21 +525,21 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
    * them (mxl_engine_drop_pages): the last layer's stay for the backward. */
   for (int l = 0; l < L; l++) {
     mxl_layer_acts *tape = layer_tape(st, l, L);
-    if (!st->keep_resident) mxl_engine_map_pages(e, l);
+    if (drops_pages(st)) mxl_engine_map_pages(e, l);
     MXL_TRY(mxl_attention_half(e, l, lora, layer_input(st, l, plane), dev.pos, tape,
                                attend_batch, &ba));
     MXL_TRY(mxl_moe_half(e, l, lora, tape, layer_input(st, l + 1, plane)));
     if (grads) save_input(e, st, l + 1, plane);
-    if (l != L - 1 && !st->keep_resident) mxl_engine_drop_pages(e, l);
+    if (l != L - 1 && drops_pages(st)) mxl_engine_drop_pages(e, l);
   }
   ops->rmsnorm(e->be, st->normed.ptr, st->rstd.ptr, x_last, e->w.final_norm, n, H, c->rms_eps);
   ops->zero(e->be, g.da, plane * sizeof(float));
-  if (!st->keep_resident) mxl_engine_map_pages(e, -1);
+  if (drops_pages(st)) mxl_engine_map_pages(e, -1);
   ops->unembed_xent(e->be, dev.loss, grads ? g.da : NULL, st->normed.ptr, &e->w.unembed,
                     dev.targets, dev.weights, n);
   ops->download(e->be, st->host_loss, dev.loss, n * sizeof(float));
   MXL_TRY(ops->sync(e->be));
-  if (!st->keep_resident) mxl_engine_drop_pages(e, -1);
+  if (drops_pages(st)) mxl_engine_drop_pages(e, -1);
   double loss = 0;
   for (int i = 0; i < n; i++) loss += (double)batch->weights[i] * st->host_loss[i];
   *loss_out = loss;
@@ -520,7 +553,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
     mxl_layer_acts *tape = layer_tape(st, l, L);
     /* the last layer's attention half and routing are still in the tape */
     if (l != L - 1) {
-      if (!st->keep_resident) mxl_engine_map_pages(e, l);
+      if (drops_pages(st)) mxl_engine_map_pages(e, l);
       restore_input(e, st, l, plane);
       if (st->keeping) {
         mxl_layer_tape_restore(e, l, tape, x);
@@ -531,7 +564,7 @@ mxl_status mxl_train_step(mxl_engine *e, mxl_train_state *st, const mxl_train_ba
     }
     MXL_TRY(moe_backward(e, l, lora, grads, tape, &g, st->keeping || l == L - 1));
     MXL_TRY(attention_backward(e, l, lora, grads, x, tape, &g, &ba));
-    if (!st->keep_resident) mxl_engine_drop_pages(e, l);
+    if (drops_pages(st)) mxl_engine_drop_pages(e, l);
   }
   if (batch->input_grads) ops->download(e->be, batch->input_grads, g.dx, plane * sizeof(float));
   return ops->sync(e->be);

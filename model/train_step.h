@@ -39,6 +39,14 @@ typedef enum mxl_keep_mode {
   MXL_KEEP_OFF,      /* recompute */
 } mxl_keep_mode;
 
+/* mxl_train_state.resident: whether the mapped checkpoint's pages stay in
+ * the process's resident set between a step's uses of them. */
+typedef enum mxl_resident_mode {
+  MXL_RESIDENT_AUTO = 0, /* decided at the first step (mxl_train_keeps_pages) */
+  MXL_RESIDENT_KEEP,     /* leave them mapped */
+  MXL_RESIDENT_DROP,     /* drop each layer's when a pass is done with it */
+} mxl_resident_mode;
+
 /* "auto", "true", "false" (the recipe's and the flags' words) and back. */
 mxl_status mxl_keep_mode_parse(const char *text, int *mode);
 const char *mxl_keep_mode_name(int mode);
@@ -52,12 +60,14 @@ typedef struct mxl_train_state {
   mxl_buffer batch;    /* tokens, targets, pos, seg [n] int32; weights, loss [n] */
   float *host_loss;    /* [n] */
   int cap_n;
-  /* 1: keep the mapped weights resident; 0 (zeroed state): each layer's
-   * pages leave the resident set when the step's passes are done with it
-   * (mxl_engine_drop_pages), so gpt-oss-20b training does not hold all
-   * 13 GB of the checkpoint in its RSS; they come back from the page cache
-   * through minor faults (bench_train --keep-resident measures both). */
-  int keep_resident;
+  /* mxl_resident_mode. Dropping: each layer's pages leave the resident set
+   * when the step's passes are done with it (mxl_engine_drop_pages), so
+   * gpt-oss-20b training does not hold all 13 GB of the checkpoint in its
+   * RSS; they come back from the page cache through minor faults, which
+   * cost 6 % of a 20b step and 2-3 % of the bench preset's (bench_train
+   * --resident keep|drop measures both). Auto becomes KEEP or DROP at the
+   * first step. */
+  int resident;
   /* Tokens whose experts run at a time (0: the default below): the routed
    * rows of the layer tape and their gradients hold one chunk, not the
    * step (experts are per token, so chunks are independent; the loss and
@@ -124,6 +134,18 @@ int mxl_train_keeps(const mxl_train_state *st, int host_memory, size_t keep_byte
  * (data, the optimizer's output, the other processes of a shared host).
  * 0 where the backend cannot say (then auto recomputes). */
 size_t mxl_train_keep_budget(mxl_engine *e, size_t state_bytes);
+
+/* Auto residency: 1 (keep the pages mapped) when the checkpoint's mapped
+ * bytes are at most a quarter of the memory available (mem_available, read
+ * before the step's allocations; 0: unknown, drop). Dropping saves the
+ * RSS only: the pages stay in the page cache either way, so where they are
+ * small beside the memory it is pure cost (gpt-oss-20b on a 24 GB host
+ * drops, on a 64 GB host keeps, the bench preset keeps everywhere). */
+int mxl_train_keeps_pages(size_t mapped_bytes, size_t mem_available);
+
+/* "auto", "keep", "drop" and back. */
+mxl_status mxl_resident_mode_parse(const char *text, int *mode);
+const char *mxl_resident_mode_name(int mode);
 
 /* Forward (and, when grads != NULL, backward) over the batch. Without grads
  * (evaluation) `lora` may stack any number of adapters, or be NULL. With

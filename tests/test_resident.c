@@ -1,11 +1,13 @@
 /* mxl_engine_drop_pages (model/engine.h): a layer's mapped weights leave
  * the process's page tables (so its resident set) and read back unchanged;
  * the unembedding likewise; a training step, which drops each layer when
- * its passes are done, leaves the model's weights out of the resident set
- * and gives the same loss as before. Residency is read per page from
+ * its passes are done (resident drop), leaves the model's weights out of the
+ * resident set and gives the same loss as before; auto keeps a checkpoint
+ * that is small beside the memory, drops a large one. Residency is read per page from
  * /proc/self/pagemap (bit 63: present). */
 #include <fcntl.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "model/train_step.h"
@@ -69,9 +71,9 @@ static void test_drop_layer_and_unembed(void) {
 }
 
 /* Two identical forward passes of the training step (evaluation: no
- * gradients) on the bench preset: the same loss, and afterwards every
- * layer but the last (kept for a backward) and the unembedding dropped;
- * with keep_resident, nothing dropped. */
+ * gradients) on the bench preset, resident drop: the same loss, and
+ * afterwards every layer but the last (kept for a backward) and the
+ * unembedding dropped; with resident keep, nothing dropped. */
 static void test_eval_step_drops(void) {
   model_fixture f;
   MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));
@@ -87,7 +89,7 @@ static void test_eval_step_drops(void) {
   mxl_train_batch b = {0};
   b.n_seq = 1, b.seq_len = T, b.tokens = tokens, b.targets = targets, b.weights = weights;
   b.pos = pos, b.seg = seg;
-  mxl_train_state st = {0};
+  mxl_train_state st = {.resident = MXL_RESIDENT_DROP};
   double loss[2] = {0, 0};
   for (int r = 0; r < 2; r++) MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &loss[r]));
   MXL_CHECK_MSG(loss[0] == loss[1] && loss[0] > 0, "losses %.9g %.9g", loss[0], loss[1]);
@@ -99,7 +101,7 @@ static void test_eval_step_drops(void) {
   }
   const mxl_bf16_weight *un = &f.engine->w.unembed;
   MXL_CHECK(present_pages(un->w, (size_t)un->rows * un->cols * 2, &whole) == 0);
-  st.keep_resident = 1; /* the weights the step touches stay */
+  st.resident = MXL_RESIDENT_KEEP; /* the weights the step touches stay */
   double kept = 0;
   MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &kept));
   const mxl_mxfp4_weight *gu0 = &f.engine->w.layers[0].gate_up;
@@ -109,8 +111,50 @@ static void test_eval_step_drops(void) {
   fixture_close(&f);
 }
 
+/* Auto: the pages stay where the checkpoint is at most a quarter of the
+ * memory available. gpt-oss-20b's 13.8 GB of mapped weights drop on a
+ * 24 GB host (22 GB available) and stay on a 64 GB one; nothing known
+ * about the memory: drop. A step of the bench preset (tens of MB, on any
+ * machine that runs the tests) decides keep and leaves layer 0 resident. */
+static void test_auto_residency(void) {
+  const size_t GB = 1000000000;
+  MXL_CHECK(!mxl_train_keeps_pages(13800 * (GB / 1000), 22 * GB));
+  MXL_CHECK(mxl_train_keeps_pages(13800 * (GB / 1000), 60 * GB));
+  MXL_CHECK(mxl_train_keeps_pages(5 * GB, 20 * GB) && !mxl_train_keeps_pages(5 * GB + 1, 20 * GB));
+  MXL_CHECK(!mxl_train_keeps_pages(1, 0));
+  int mode = -1;
+  MXL_CHECK_OK(mxl_resident_mode_parse("drop", &mode));
+  MXL_CHECK(mode == MXL_RESIDENT_DROP && !strcmp(mxl_resident_mode_name(mode), "drop"));
+  MXL_CHECK(mxl_resident_mode_parse("yes", &mode) == MXL_ERR_ARGUMENT);
+
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));
+  if (!f.engine) return fixture_close(&f);
+  enum { T = 16 };
+  int32_t tokens[T], targets[T], pos[T], seg[T];
+  float weights[T];
+  for (int i = 0; i < T; i++) {
+    tokens[i] = (i * 37 + 5) % 800, targets[i] = (i * 53 + 1) % 800, weights[i] = 1.0f / T;
+    pos[i] = i, seg[i] = 0;
+  }
+  mxl_train_batch b = {0};
+  b.n_seq = 1, b.seq_len = T, b.tokens = tokens, b.targets = targets, b.weights = weights;
+  b.pos = pos, b.seg = seg;
+  mxl_train_state st = {0};
+  double loss = 0;
+  MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &loss));
+  MXL_CHECK_MSG(st.resident == MXL_RESIDENT_KEEP, "auto decided %s",
+                mxl_resident_mode_name(st.resident));
+  const mxl_mxfp4_weight *gu0 = &f.engine->w.layers[0].gate_up;
+  long whole = 0;
+  MXL_CHECK(present_pages(gu0->blocks, mx_bytes(gu0), &whole) == whole && whole > 0);
+  mxl_train_state_release(f.engine, &st);
+  fixture_close(&f);
+}
+
 int main(void) {
   MXL_RUN(test_drop_layer_and_unembed);
   MXL_RUN(test_eval_step_drops);
+  MXL_RUN(test_auto_residency);
   return mxl_test_summary("resident");
 }
