@@ -5,7 +5,7 @@ batch, measured in the same run.
 
     python3 bench/train_vs_peft.py [--build build-bench] [--model DIR]
         [--batch 1] [--seq 512] [--steps 3] [--warmup 1] [--rounds 3]
-        [--threads 2] [--rank 16] [--alpha 32]
+        [--threads 2] [--rank 16] [--alpha 32] [--peft fp32,bf16] [--isa avx2] [--spin]
 
 The model: without --model, the bench preset written by
 `mxlora tiny DIR --preset bench --layout hf` into a temporary folder. Both
@@ -37,6 +37,19 @@ CPU seconds of the step: on a shared machine, what each would do on idle
 cores). Target (issue): mxlora >= 5x the tokens/s at
 <= 1/4 of the peak RSS against PEFT in fp32, >= 3x against PEFT with
 torch.autocast(bf16) (--peft fp32,bf16: both, the default).
+
+--isa avx2 runs both sides as on a host without AVX-512 (Intel client CPUs,
+AMD Zen 2/3) on one that has it: mxlora's AVX2 kernel table
+(MXL_CPU_ISA=avx2), PyTorch's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2), MKL
+and oneDNN capped at AVX2 (MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA /
+DNNL_MAX_CPU_ISA). There PyTorch has no bf16 matmul kernel worth timing
+(about 1 GFLOP/s), so take --peft fp32.
+
+--spin adds a side "mxlora spin": mxlora with OMP_WAIT_POLICY=active, its
+threads spinning between parallel regions as PyTorch's do by default (the
+setting for a machine of one's own; mxlora's default waits passively, see
+README "Threads on a shared machine"). Ratios are printed for each mxlora
+side.
 """
 import argparse
 import json
@@ -118,6 +131,7 @@ def peft_worker(a):
         "attn": model.config._attn_implementation,
         "experts": getattr(model.config, "_experts_implementation", None),
         "torch_threads": torch.get_num_threads(),
+        "torch_isa": torch.backends.cpu.get_cpu_capability(),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
 
@@ -168,6 +182,10 @@ def main():
     ap.add_argument("--alpha", type=float, default=None)
     ap.add_argument("--peft", default="fp32,bf16",
                     help="PEFT variants: fp32 and/or bf16 (torch.autocast bf16 on the CPU)")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: both sides as on a host without AVX-512 (see above)")
+    ap.add_argument("--spin", action="store_true",
+                    help="also time mxlora with OMP_WAIT_POLICY=active")
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)  # worker's variant
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -193,25 +211,35 @@ def main():
     if not variants or any(v not in ("fp32", "bf16") for v in variants):
         raise SystemExit("--peft: a list of fp32 and bf16")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), TRANSFORMERS_VERBOSITY="error")
+    if a.isa == "avx2":
+        env.update(MXL_CPU_ISA="avx2", ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2",
+                   ONEDNN_MAX_CPU_ISA="AVX2", DNNL_MAX_CPU_ISA="AVX2")
     print(f"train_vs_peft: {cpu_name()}")
+    kernels = subprocess.run([os.path.join(a.build, "mxlora"), "version"], env=env,
+                             capture_output=True, text=True).stdout.splitlines()
+    print("mxlora", next((l for l in kernels if l.startswith("cpu kernels")), "kernels: ?"),
+          "(emulating an AVX2 host)" if a.isa == "avx2" else "")
     print(f"{a.model}, batch {a.batch} x seq {a.seq}, {a.threads} threads, "
           f"rank {a.rank} alpha {a.alpha:g}, {a.warmup} warm-up + {a.steps} timed steps per "
           f"process, {a.rounds} rounds (order rotates)")
     print("mxlora:", " ".join(mx_cmd))
     print("peft:  ", " ".join(hf_cmd), "--precision", "|".join(variants))
-    sides = [("mxlora", mx_cmd, [])] + [
-        (f"PEFT {v}", hf_cmd + ["--precision", v], []) for v in variants]
+    spin_env = dict(env, OMP_WAIT_POLICY="active")
+    mx_sides = [("mxlora", mx_cmd, [], env)] + (
+        [("mxlora spin", mx_cmd, [], spin_env)] if a.spin else [])
+    hf_sides = [(f"PEFT {v}", hf_cmd + ["--precision", v], [], env) for v in variants]
+    sides = mx_sides + hf_sides
     try:
         for r in range(a.rounds):
             order = sides[r % len(sides):] + sides[:r % len(sides)]
-            for name, cmd, acc in order:
-                rep = run_measured(cmd, env)
+            for name, cmd, acc, side_env in order:
+                rep = run_measured(cmd, side_env)
                 acc.append(rep)
                 rep["cores"] = statistics.median(
                     c / w for c, w in zip(rep["step_cpu_s"], rep["step_s"]))
                 rep["tokens_per_cpu_s"] = rep["tokens_per_step"] * a.threads / statistics.median(
                     rep["step_cpu_s"])
-                print(f"round {r + 1} {name:9s}: {rep['tokens_per_s']:8.2f} tokens/s "
+                print(f"round {r + 1} {name:11s}: {rep['tokens_per_s']:8.2f} tokens/s "
                       f"(step {rep['step_s_median']:.3f} s, {rep['cores']:.2f} cores; by cpu time "
                       f"{rep['tokens_per_cpu_s']:.2f}), peak RSS "
                       f"{rep['ru_maxrss_bytes'] / 1e9:.3f} GB, first loss {rep['first_loss']:.5f}",
@@ -221,37 +249,40 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
 
     mx = sides[0][2]
-    hf = sides[1][2]
+    hf = hf_sides[0][2]
     print(f"\nPEFT: attention {hf[0]['attn']}, experts {hf[0]['experts']}, torch threads "
-          f"{hf[0]['torch_threads']}; trainable parameters: PEFT {hf[0]['trainable']}, "
+          f"{hf[0]['torch_threads']}, torch CPU kernels {hf[0]['torch_isa']}; "
+          f"trainable parameters: PEFT {hf[0]['trainable']}, "
           f"mxlora {mx[0]['trainable']}"
           f"{'' if hf[0]['trainable'] == mx[0]['trainable'] else '  MISMATCH'}")
-    for name, _, acc in sides[1:]:
+    for name, _, acc, _ in hf_sides:
         print(f"first loss (before any update): mxlora {mx[0]['first_loss']:.5f}, "
               f"{name} {acc[0]['first_loss']:.5f}, relative difference "
               f"{abs(mx[0]['first_loss'] - acc[0]['first_loss']) / acc[0]['first_loss']:.2e}")
     print(f"\nmedian (min-max) over {a.rounds} rounds")
-    print(f"{'':9s} {'tokens/s':>24s} {'step s':>24s} {'peak RSS GB':>22s} {'cores used':>18s} "
+    print(f"{'':11s} {'tokens/s':>24s} {'step s':>24s} {'peak RSS GB':>22s} {'cores used':>18s} "
           f"{'tokens/s by cpu time':>24s}")
-    for name, _, acc in sides:
-        print(f"{name:9s} {fmt([x['tokens_per_s'] for x in acc]):>24s} "
+    for name, _, acc, _ in sides:
+        print(f"{name:11s} {fmt([x['tokens_per_s'] for x in acc]):>24s} "
               f"{fmt([x['step_s_median'] for x in acc], d=3):>24s} "
               f"{fmt([x['ru_maxrss_bytes'] for x in acc], 1e-9, 3):>22s} "
               f"{fmt([x['cores'] for x in acc]):>18s} "
               f"{fmt([x['tokens_per_cpu_s'] for x in acc]):>24s}")
     targets = {"PEFT fp32": 5.0, "PEFT bf16": 3.0}
     print(f"\nratios per round (mxlora / PEFT), median (min-max):")
-    for name, _, hf in sides[1:]:
-        speed = [m["tokens_per_s"] / h["tokens_per_s"] for m, h in zip(mx, hf)]
-        speed_cpu = [m["tokens_per_cpu_s"] / h["tokens_per_cpu_s"] for m, h in zip(mx, hf)]
-        mem = [m["ru_maxrss_bytes"] / h["ru_maxrss_bytes"] for m, h in zip(mx, hf)]
-        t = targets[name]
-        print(f"  {name}: tokens/s {fmt(speed)}x   target >= {t:g}x   "
-              f"{'MET' if statistics.median(speed) >= t else 'not met'}")
-        print(f"  {name}: tokens/s by cpu time {fmt(speed_cpu)}x (threads x tokens / cpu "
-              f"seconds: what each would do on idle cores)")
-        print(f"  {name}: peak RSS {fmt(mem, d=3)}x  target <= 0.25x "
-              f"{'MET' if statistics.median(mem) <= 0.25 else 'not met'}")
+    for mx_name, _, mx, _ in mx_sides:
+        for name, _, hf, _ in hf_sides:
+            speed = [m["tokens_per_s"] / h["tokens_per_s"] for m, h in zip(mx, hf)]
+            speed_cpu = [m["tokens_per_cpu_s"] / h["tokens_per_cpu_s"] for m, h in zip(mx, hf)]
+            mem = [m["ru_maxrss_bytes"] / h["ru_maxrss_bytes"] for m, h in zip(mx, hf)]
+            t = targets[name]
+            label = name if mx_name == "mxlora" else f"{name} ({mx_name})"
+            print(f"  {label}: tokens/s {fmt(speed)}x   target >= {t:g}x   "
+                  f"{'MET' if statistics.median(speed) >= t else 'not met'}")
+            print(f"  {label}: tokens/s by cpu time {fmt(speed_cpu)}x (threads x tokens / cpu "
+                  f"seconds: what each would do on idle cores)")
+            print(f"  {label}: peak RSS {fmt(mem, d=3)}x  target <= 0.25x "
+                  f"{'MET' if statistics.median(mem) <= 0.25 else 'not met'}")
 
 if __name__ == "__main__":
     main()
