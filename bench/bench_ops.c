@@ -447,6 +447,27 @@ static void run_attn(mxl_backend *be, void *arg, int rep) {
                            a->sinks, &m, a->n, a->n, NH, NKV, HD, 0.125f);
 }
 
+/* One decoded token's attention over n_keys cached positions (full
+ * causal: every key visible), the keys and values taken from one of
+ * ATT_DECODE_COPIES caches in turn so that they come from memory, as a
+ * decode step reads a layer's cache once per token. */
+enum { ATT_DECODE_COPIES = 8 };
+
+typedef struct attn_decode_arg {
+  int n_keys;
+  float *q, *out, *lse, *k[ATT_DECODE_COPIES], *v[ATT_DECODE_COPIES];
+  uint16_t *sinks;
+  int32_t *k_pos, *seg, q_pos;
+} attn_decode_arg;
+
+static void run_attn_decode(mxl_backend *be, void *arg, int rep) {
+  attn_decode_arg *a = arg;
+  mxl_attn_mask m = {&a->q_pos, a->seg, a->k_pos, a->seg, 0};
+  int c = rep % ATT_DECODE_COPIES;
+  be->ops->attention(be, a->out, a->lse, a->q, a->k[c], a->v[c], a->sinks, &m, 1, a->n_keys, NH,
+                     NKV, HD, 0.125f);
+}
+
 /* Allowed (query, key) pairs of a causal mask with a window. */
 static double attn_pairs(int n, int window) {
   double s = 0;
@@ -727,6 +748,26 @@ int main(int argc, char **argv) {
       }
       free(a.q), free(a.k), free(a.v), free(a.out), free(a.lse), free(a.dout), free(a.dq);
       free(a.dk), free(a.dv), free(a.sinks), free(a.pos), free(a.seg);
+    }
+    /* -- attention of one decoded token over a 4096-position cache: the
+     *    cache's bytes against the read bandwidth (a lever for long
+     *    contexts: 12 of gpt-oss-20b's 24 layers read every position) */
+    {
+      enum { KEYS = 4096 };
+      size_t kn = (size_t)KEYS * NKV * HD;
+      attn_decode_arg a = {KEYS, xmalloc(NH * HD * 4), xmalloc(NH * HD * 4), xmalloc(NH * 4)};
+      for (int c = 0; c < ATT_DECODE_COPIES; c++) {
+        a.k[c] = xmalloc(kn * 4), a.v[c] = xmalloc(kn * 4);
+        fill_f32(a.k[c], kn, 40 + c, 1.0f), fill_f32(a.v[c], kn, 50 + c, 1.0f);
+      }
+      fill_f32(a.q, NH * HD, 36, 1.0f);
+      a.sinks = xmalloc(NH * 2), fill_bf16(a.sinks, NH, 37, 1.0f);
+      a.k_pos = xmalloc(KEYS * 4), a.seg = xmalloc(KEYS * 4), a.q_pos = KEYS - 1;
+      for (int i = 0; i < KEYS; i++) a.k_pos[i] = i, a.seg[i] = 0;
+      row_ctx r = {"attention decode", "nq=1 nk=4096", 2.0 * kn * 4, 0};
+      measure(&r, be, run_attn_decode, &a, g_reps * 3, &L, 0);
+      for (int c = 0; c < ATT_DECODE_COPIES; c++) free(a.k[c]), free(a.v[c]);
+      free(a.q), free(a.out), free(a.lse), free(a.sinks), free(a.k_pos), free(a.seg);
     }
     /* -- LoRA gemm_f32, rank 16: the six products of one adapted matrix
      * (forward x·Aᵀ, z·Bᵀ; backward dB = dyᵀ·z, dz = dy·B, dA = dzᵀ·x,
