@@ -70,6 +70,24 @@ static void test_drop_layer_and_unembed(void) {
   fixture_close(&f);
 }
 
+/* One sequence of n <= STEP_MAX tokens for mxl_train_step. */
+enum { STEP_MAX = 64 };
+typedef struct step_batch {
+  int32_t tokens[STEP_MAX], targets[STEP_MAX], pos[STEP_MAX], seg[STEP_MAX];
+  float weights[STEP_MAX];
+} step_batch;
+
+static mxl_train_batch step_batch_make(step_batch *s, int n) {
+  for (int i = 0; i < n; i++) {
+    s->tokens[i] = (i * 37 + 5) % 800, s->targets[i] = (i * 53 + 1) % 800;
+    s->weights[i] = 1.0f / (float)n, s->pos[i] = i, s->seg[i] = 0;
+  }
+  mxl_train_batch b = {0};
+  b.n_seq = 1, b.seq_len = n, b.tokens = s->tokens, b.targets = s->targets;
+  b.weights = s->weights, b.pos = s->pos, b.seg = s->seg;
+  return b;
+}
+
 /* Two identical forward passes of the training step (evaluation: no
  * gradients) on the bench preset, resident drop: the same loss, and
  * afterwards every layer but the last (kept for a backward) and the
@@ -79,16 +97,8 @@ static void test_eval_step_drops(void) {
   MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));
   if (!f.engine) return fixture_close(&f);
   const mxl_config *c = &f.model->config;
-  enum { T = 64 };
-  int32_t tokens[T], targets[T], pos[T], seg[T];
-  float weights[T];
-  for (int i = 0; i < T; i++) {
-    tokens[i] = (i * 37 + 5) % 800, targets[i] = (i * 53 + 1) % 800, weights[i] = 1.0f / T;
-    pos[i] = i, seg[i] = 0;
-  }
-  mxl_train_batch b = {0};
-  b.n_seq = 1, b.seq_len = T, b.tokens = tokens, b.targets = targets, b.weights = weights;
-  b.pos = pos, b.seg = seg;
+  step_batch sb;
+  mxl_train_batch b = step_batch_make(&sb, 64);
   mxl_train_state st = {.resident = MXL_RESIDENT_DROP};
   double loss[2] = {0, 0};
   for (int r = 0; r < 2; r++) MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &loss[r]));
@@ -130,16 +140,8 @@ static void test_auto_residency(void) {
   model_fixture f;
   MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));
   if (!f.engine) return fixture_close(&f);
-  enum { T = 16 };
-  int32_t tokens[T], targets[T], pos[T], seg[T];
-  float weights[T];
-  for (int i = 0; i < T; i++) {
-    tokens[i] = (i * 37 + 5) % 800, targets[i] = (i * 53 + 1) % 800, weights[i] = 1.0f / T;
-    pos[i] = i, seg[i] = 0;
-  }
-  mxl_train_batch b = {0};
-  b.n_seq = 1, b.seq_len = T, b.tokens = tokens, b.targets = targets, b.weights = weights;
-  b.pos = pos, b.seg = seg;
+  step_batch sb;
+  mxl_train_batch b = step_batch_make(&sb, 16);
   mxl_train_state st = {0};
   double loss = 0;
   MXL_CHECK_OK(mxl_train_step(f.engine, &st, &b, NULL, NULL, &loss));
