@@ -62,6 +62,12 @@ static void tell_keeping(trainer *t) {
     mxl_trainer_info(t, "activations: %s (keep_activations %s: %.2f GB of tapes)",
                      st->keeping ? "kept for the backward" : "recomputed",
                      mxl_keep_mode_name(st->keep_activations), bytes / 1e9);
+  if (t->be->ops->host_memory)
+    mxl_trainer_info(t, "mapped weights: %s",
+                     st->resident == MXL_RESIDENT_DROP
+                         ? "dropped from the resident set after each use (the checkpoint is over "
+                           "a quarter of the memory available; the page cache keeps them)"
+                         : "kept resident between steps");
 }
 
 /* Loss weights 1/(global trained tokens): every rank's gradients are then
