@@ -10,8 +10,9 @@
  * op's time; time outside any op (host work of the model code) is printed
  * as "(outside ops)". Each row's "cores" is the process's CPU time over
  * the op's wall time: an op near 1 on a 2-thread pass ran on one core
- * (serial, or its threads waited on each other). Several backends may be wrapped when they share one
- * op table (CPU backends of any thread count); one profile runs at a time.
+ * (serial, or its threads waited on each other). Several backends may be
+ * wrapped when they share one op table (CPU backends of any thread count);
+ * one profile runs at a time.
  * Header-only. */
 #ifndef MXL_BENCH_PROFILE_H
 #define MXL_BENCH_PROFILE_H

@@ -275,7 +275,8 @@ static void mode_name(const bench *b, int i, char *buf, size_t size) {
   if (st->keep_activations == MXL_KEEP_AUTO)
     snprintf(buf + strlen(buf) - 1, size - strlen(buf) + 1, " %.3f GB)", st->keep_budget / 1e9);
   size_t len = strlen(buf);
-  snprintf(buf + len, size - len, "; resident %s: mapped weights %s", mxl_resident_mode_name(b->o->resident),
+  snprintf(buf + len, size - len, "; resident %s: mapped weights %s",
+           mxl_resident_mode_name(b->o->resident),
            st->resident == MXL_RESIDENT_DROP ? "dropped after each use" : "kept");
 }
 

@@ -105,36 +105,40 @@ size_t mxl_train_state_bytes(const mxl_config *cfg, int n, int moe_chunk, int lo
          n * sizeof(float) + grads.used + batch.used;
 }
 
-static const char *const keep_names[] = {"auto", "true", "false"};
-
-mxl_status mxl_keep_mode_parse(const char *text, int *mode) {
+/* A mode's index in its three words (-1: none); the word of an index. */
+static int mode_index(const char *const names[3], const char *text) {
   for (int i = 0; i < 3; i++)
-    if (!strcmp(text, keep_names[i])) {
-      *mode = i;
-      return MXL_OK;
-    }
-  return mxl_errorf(MXL_ERR_ARGUMENT, "keep_activations \"%s\": expected auto, true or false",
-                    text);
+    if (!strcmp(text, names[i])) return i;
+  return -1;
 }
 
-const char *mxl_keep_mode_name(int mode) {
-  return mode >= 0 && mode < 3 ? keep_names[mode] : "auto";
+static const char *mode_word(const char *const names[3], int mode) {
+  return names[mode >= 0 && mode < 3 ? mode : 0];
 }
 
+static const char *const keep_names[] = {"auto", "true", "false"};
 static const char *const resident_names[] = {"auto", "keep", "drop"};
 
-mxl_status mxl_resident_mode_parse(const char *text, int *mode) {
-  for (int i = 0; i < 3; i++)
-    if (!strcmp(text, resident_names[i])) {
-      *mode = i;
-      return MXL_OK;
-    }
-  return mxl_errorf(MXL_ERR_ARGUMENT, "resident \"%s\": expected auto, keep or drop", text);
+mxl_status mxl_keep_mode_parse(const char *text, int *mode) {
+  int i = mode_index(keep_names, text);
+  if (i < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "keep_activations \"%s\": expected auto, true or false",
+                      text);
+  *mode = i;
+  return MXL_OK;
 }
 
-const char *mxl_resident_mode_name(int mode) {
-  return mode >= 0 && mode < 3 ? resident_names[mode] : "auto";
+const char *mxl_keep_mode_name(int mode) { return mode_word(keep_names, mode); }
+
+mxl_status mxl_resident_mode_parse(const char *text, int *mode) {
+  int i = mode_index(resident_names, text);
+  if (i < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "resident \"%s\": expected auto, keep or drop", text);
+  *mode = i;
+  return MXL_OK;
 }
+
+const char *mxl_resident_mode_name(int mode) { return mode_word(resident_names, mode); }
 
 int mxl_train_keeps(const mxl_train_state *st, int host_memory, size_t keep_bytes) {
   if (st->keep_activations == MXL_KEEP_ON) return 1;

@@ -136,6 +136,11 @@ static void test_auto_residency(void) {
   MXL_CHECK_OK(mxl_resident_mode_parse("drop", &mode));
   MXL_CHECK(mode == MXL_RESIDENT_DROP && !strcmp(mxl_resident_mode_name(mode), "drop"));
   MXL_CHECK(mxl_resident_mode_parse("yes", &mode) == MXL_ERR_ARGUMENT);
+  MXL_CHECK(!strcmp(mxl_resident_mode_name(7), "auto"));
+  /* keep_activations' words go through the same lookup */
+  MXL_CHECK_OK(mxl_keep_mode_parse("false", &mode));
+  MXL_CHECK(mode == MXL_KEEP_OFF && !strcmp(mxl_keep_mode_name(mode), "false"));
+  MXL_CHECK(mxl_keep_mode_parse("drop", &mode) == MXL_ERR_ARGUMENT);
 
   model_fixture f;
   MXL_CHECK_OK(fixture_open(&f, "bench", "hf", 5, "", 0));

@@ -65,8 +65,8 @@ static void tell_keeping(trainer *t) {
   if (t->be->ops->host_memory)
     mxl_trainer_info(t, "mapped weights: %s",
                      st->resident == MXL_RESIDENT_DROP
-                         ? "dropped from the resident set after each use (the checkpoint is over "
-                           "a quarter of the memory available; the page cache keeps them)"
+                         ? "dropped from the resident set after each use (auto: the checkpoint "
+                           "is over a quarter of the memory available, or that is unknown)"
                          : "kept resident between steps");
 }
 
