@@ -779,6 +779,11 @@ static void attention_multiblock(int exact) {
       {MASK_CAUSAL, 300, 300, 16, 2, 64, 0},  {MASK_CAUSAL, 300, 300, 16, 2, 64, 100},
       {MASK_PACKED, 260, 260, 8, 8, 32, 0},   {MASK_KVCACHE, 7, 333, 16, 4, 64, 128},
       {MASK_CAUSAL, 130, 130, 12, 1, 16, 70}, {MASK_CAUSAL, 150, 150, 64, 8, 64, 128},
+      /* decode (cpu_attention.c attention_decode): gpt-oss's 8 query heads
+       * per KV head over a long shuffled cache, the key blocks shared by
+       * both threads; a window; several queries; a group of 3 */
+      {MASK_KVCACHE, 1, 1500, 64, 8, 64, 0},  {MASK_KVCACHE, 1, 1500, 64, 8, 64, 128},
+      {MASK_KVCACHE, 5, 900, 64, 8, 64, 0},   {MASK_KVCACHE, 2, 1300, 12, 4, 64, 0},
   };
   both b = open_both(exact);
   if (!b.ref || !b.cpu) return;
@@ -1246,6 +1251,83 @@ static void test_softmax_block_bf16(void) {
   if (!checked) MXL_SKIP("no table on this host has softmax_block_bf16");
 }
 
+/* The decode attention's key block, table by table, against its contract
+ * computed here in double: heads 1..8 of a group, head dims 32..128, key
+ * counts across the 8-key steps up to 64, keep masks with gaps, empty ones
+ * and every key; a running state whose max rises for some heads and not
+ * for others; keys and values as rows of a wider cache (ld > d). */
+static void test_attn_decode_block(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { LD_EXTRA = 40 };
+  static const struct {
+    int group, d, nkb;
+  } cases[] = {{8, 64, 64}, {8, 64, 61}, {8, 32, 1}, {3, 64, 9}, {1, 128, 40}, {5, 96, 17},
+               {8, 64, 8}, {2, 32, 64}};
+  int checked = 0;
+  for (int t = 0; t < n_isa; t++) {
+    const mxl_cpu_isa *I = isas[t];
+    if (!I->attn_decode_block) continue;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+      const int G = cases[c].group, d = cases[c].d, nkb = cases[c].nkb, ld = d + LD_EXTRA;
+      for (int variant = 0; variant < 3; variant++) {
+        float *q = malloc((size_t)G * d * 4), *q2 = aligned_alloc(64, (size_t)d * 8 * 4);
+        float *k = malloc((size_t)nkb * ld * 4), *v = malloc((size_t)nkb * ld * 4);
+        float *o = malloc((size_t)G * d * 4), *s = aligned_alloc(64, 64 * 8 * 4);
+        double *want = malloc((size_t)G * d * sizeof *want);
+        float mx[8], den[8];
+        double wmx[8], wden[8];
+        rng_fill_f32(&rng, q, (size_t)G * d, -0.5, 0.5);
+        rng_fill_f32(&rng, k, (size_t)nkb * ld, -1, 1);
+        rng_fill_f32(&rng, v, (size_t)nkb * ld, -1, 1);
+        rng_fill_f32(&rng, o, (size_t)G * d, -2, 2);
+        memset(q2, 0, (size_t)d * 8 * 4);
+        for (int h = 0; h < G; h++)
+          for (int e = 0; e < d; e++) q2[(e / 2) * 16 + 2 * h + (e & 1)] = q[h * d + e];
+        uint64_t keep = variant == 0 ? ~(uint64_t)0 : variant == 1 ? rng_next(&rng) : 0;
+        if (nkb < 64) keep &= ((uint64_t)1 << nkb) - 1;
+        for (int h = 0; h < G; h++) { /* odd heads: a max no score reaches */
+          mx[h] = h % 2 ? 30.0f : -3.0f + 0.5f * (float)h;
+          den[h] = 0.5f + (float)h;
+          wmx[h] = mx[h], wden[h] = den[h];
+        }
+        for (int h = 0; h < G; h++) {
+          double sc[64], m = wmx[h];
+          for (int j = 0; j < nkb; j++) {
+            sc[j] = 0;
+            for (int e = 0; e < d; e++) sc[j] += (double)q[h * d + e] * k[j * ld + e];
+            if ((keep >> j & 1) && sc[j] > m) m = sc[j];
+          }
+          double corr = exp(wmx[h] - m);
+          wden[h] *= corr;
+          for (int e = 0; e < d; e++) want[h * d + e] = o[h * d + e] * corr;
+          for (int j = 0; j < nkb; j++) {
+            if (!(keep >> j & 1)) continue;
+            double p = exp(sc[j] - m);
+            wden[h] += p;
+            for (int e = 0; e < d; e++) want[h * d + e] += p * v[j * ld + e];
+          }
+          wmx[h] = m;
+        }
+        /* the prefetched range: this block's own rows (any readable bytes) */
+        I->attn_decode_block(o, mx, den, q2, k, v, ld, nkb, keep, G, d, s, k, v,
+                             (int64_t)nkb * ld * 4);
+        double e_o = rel_err(o, want, (size_t)G * d), e_s = 0;
+        for (int h = 0; h < G; h++) {
+          e_s = fmax(e_s, fabs(mx[h] - wmx[h]) / fmax(1.0, fabs(wmx[h])));
+          e_s = fmax(e_s, fabs(den[h] - wden[h]) / fabs(wden[h]));
+        }
+        MXL_CHECK_MSG(e_o < 2e-6 && e_s < 2e-6,
+                      "%s attn_decode_block group %d d %d nkb %d keep %d: o %g, mx/den %g",
+                      I->name, G, d, nkb, variant, e_o, e_s);
+        free(q), free(q2), free(k), free(v), free(o), free(s), free(want);
+        checked++;
+      }
+    }
+  }
+  if (!checked) MXL_SKIP("no table on this host has attn_decode_block");
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   mxl_wait_passively(argv);
@@ -1269,6 +1351,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_gemm_f32_lora_shapes);
   MXL_RUN(test_attention_multiblock);
   MXL_RUN(test_softmax_block_bf16);
+  MXL_RUN(test_attn_decode_block);
   MXL_RUN(test_unembed_xent_chunks);
   MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_rmsnorm_vector_rows);

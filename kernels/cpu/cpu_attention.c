@@ -303,6 +303,138 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
   }
 }
 
+/* ------------------------------------------------------------------ decode */
+
+/* Decode (a few queries against a long cache) reads every key and value
+ * once and multiplies each by only `group` query heads: the blocked path's
+ * transposes, small products and per-head strided reads (6 GB/s, a third
+ * of what the same bytes read in order give) left it at a quarter of the
+ * memory speed. Here each thread takes a contiguous share of the key
+ * blocks and walks them in memory order, every KV head of a block before
+ * the next block (isa->attn_decode_block: scores in registers, K and V
+ * where they lie), with its own running max, sum and output per query
+ * head; the shares merge at the end (log-sum-exp). Every share starts from
+ * the sink's logit as its max, the first one alone with the sink's 1 in
+ * its sum, so no share is ever empty of a finite max. */
+static int decode_path(const mxl_cpu_isa *isa, const attn_shape *a) {
+  return isa->attn_decode_block && a->nq < ATT_BF16_MIN_Q && a->group <= 8 && a->d % 32 == 0;
+}
+
+/* One share's state for one query and KV head: o [group, d], then mx and
+ * den [8] each. */
+static size_t decode_state_floats(const attn_shape *a) { return (size_t)a->group * a->d + 16; }
+
+/* The queries, scaled, in the kernel's pair layout — q2 [nq, nkv, d/2, 16]. */
+static void decode_queries(float *q2, const attn_shape *a, const float *q) {
+  const int d = a->d, group = a->group;
+  for (int i = 0; i < a->nq; i++)
+    for (int g = 0; g < a->nkv; g++) {
+      float *dst = q2 + ((size_t)i * a->nkv + g) * (size_t)d * 8;
+      memset(dst, 0, (size_t)d * 8 * sizeof *dst);
+      for (int h = 0; h < group; h++) {
+        const float *src = q + ((int64_t)i * a->nh + g * group + h) * d;
+        for (int c = 0; c < d; c++) dst[(c / 2) * 16 + 2 * h + (c & 1)] = a->scale * src[c];
+      }
+    }
+}
+
+/* Share `part` of `parts` over the visible key blocks vis[0, n_vis). */
+static void decode_share(const mxl_cpu_isa *isa, const attn_shape *a, float *st, float *s,
+                         const float *q2, const float *k, const float *v, const uint16_t *sinks,
+                         const mxl_attn_mask *mask, const int *vis, int n_vis, int part,
+                         int parts) {
+  const int d = a->d, group = a->group, nkv = a->nkv;
+  const size_t per = decode_state_floats(a);
+  const int64_t kv_ld = (int64_t)nkv * d;
+  for (int i = 0; i < a->nq; i++)
+    for (int g = 0; g < nkv; g++) {
+      float *o = st + ((size_t)i * nkv + g) * per, *mx = o + (size_t)group * d, *den = mx + 8;
+      memset(o, 0, (size_t)group * d * sizeof *o);
+      for (int h = 0; h < group; h++) {
+        mx[h] = mxl_bf16_to_f32(sinks[g * group + h]);
+        den[h] = part == 0 ? 1.0f : 0.0f;
+      }
+    }
+  int b0 = (int)((int64_t)n_vis * part / parts), b1 = (int)((int64_t)n_vis * (part + 1) / parts);
+  for (int b = b0; b < b1; b++) {
+    int j0 = vis[b] * ATT_BK, nkb = a->nk - j0 < ATT_BK ? a->nk - j0 : ATT_BK;
+    /* the next block, asked for a KV head's share of its rows at a time */
+    int next = b + 1 < b1 ? vis[b + 1] * ATT_BK : j0;
+    int next_n = b + 1 < b1 ? (a->nk - next < ATT_BK ? a->nk - next : ATT_BK) : 0;
+    for (int i = 0; i < a->nq; i++) {
+      uint64_t keep;
+      if (!block_mask(&keep, mask, i, 1, j0, nkb)) continue;
+      for (int g = 0; g < nkv; g++) {
+        int r0 = next + next_n * g / nkv, r1 = next + next_n * (g + 1) / nkv;
+        int64_t pf_bytes = i == 0 ? (int64_t)(r1 - r0) * kv_ld * (int64_t)sizeof(float) : 0;
+        float *o = st + ((size_t)i * nkv + g) * per, *mx = o + (size_t)group * d;
+        isa->attn_decode_block(o, mx, mx + 8, q2 + ((size_t)i * nkv + g) * (size_t)d * 8,
+                               k + (int64_t)j0 * kv_ld + g * d, v + (int64_t)j0 * kv_ld + g * d,
+                               kv_ld, nkb, keep, group, d, s, k + (int64_t)r0 * kv_ld,
+                               v + (int64_t)r0 * kv_ld, pf_bytes);
+      }
+    }
+  }
+}
+
+/* out and lse from the shares' states: per query head, the maxima merged
+ * and each share's sum and output rescaled to the common one. */
+static void decode_merge(const attn_shape *a, float *out, float *lse, const float *states,
+                         size_t share_floats, int parts) {
+  const int d = a->d, group = a->group;
+  const size_t per = decode_state_floats(a);
+  for (int i = 0; i < a->nq; i++)
+    for (int g = 0; g < a->nkv; g++)
+      for (int h = 0; h < group; h++) {
+        size_t at = ((size_t)i * a->nkv + g) * per;
+        float m = -INFINITY, den = 0;
+        for (int p = 0; p < parts; p++) {
+          float mp = states[p * share_floats + at + (size_t)group * d + h];
+          if (mp > m) m = mp;
+        }
+        float *row = out + ((int64_t)i * a->nh + g * group + h) * d;
+        memset(row, 0, (size_t)d * sizeof *row);
+        for (int p = 0; p < parts; p++) {
+          const float *sp = states + p * share_floats + at;
+          float w = expf(sp[(size_t)group * d + h] - m);
+          den += w * sp[(size_t)group * d + 8 + h];
+          for (int c = 0; c < d; c++) row[c] += w * sp[(size_t)h * d + c];
+        }
+        float inv = 1.0f / den;
+        for (int c = 0; c < d; c++) row[c] *= inv;
+        if (lse) lse[(int64_t)i * a->nh + g * group + h] = m + logf(den);
+      }
+}
+
+static void attention_decode(mxl_backend *be, const attn_shape *a, float *out, float *lse,
+                             const float *q, const float *k, const float *v,
+                             const uint16_t *sinks, const mxl_attn_mask *mask, const span *kspan,
+                             int nt) {
+  const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
+  const int n_kb = (a->nk + ATT_BK - 1) / ATT_BK;
+  const size_t share = ((size_t)a->nq * a->nkv * decode_state_floats(a) + 15) & ~(size_t)15;
+  const size_t q2_floats = (size_t)a->nq * a->nkv * a->d * 8;
+  /* per thread: the scores (64·8) and its share's state; then q2 */
+  float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
+                               ((512 + share) * (size_t)nt + q2_floats) * sizeof(float));
+  int *vis = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX2, (size_t)(n_kb + 1) * sizeof *vis);
+  if (!mem || !vis) return;
+  float *states = mem + 512 * (size_t)nt, *q2 = states + share * (size_t)nt;
+  span qall = span_of(mask->q_pos, mask->q_seg, 0, a->nq);
+  int n_vis = 0;
+  for (int kb = 0; kb < n_kb; kb++)
+    if (!spans_disjoint(qall, kspan[kb], mask->window)) vis[n_vis++] = kb;
+  decode_queries(q2, a, q);
+  if (n_vis < nt) nt = n_vis > 0 ? n_vis : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int t = omp_get_thread_num(), parts = omp_get_num_threads();
+    decode_share(isa, a, states + share * (size_t)t, mem + 512 * (size_t)t, q2, k, v, sinks, mask,
+                 vis, n_vis, t, parts);
+  }
+  decode_merge(a, out, lse, states, share, nt);
+}
+
 /* q [nq, nh, d], k, v [nk, nkv, d], out [nq, nh, d], sinks bf16 [nh],
  * lse [nq, nh] or NULL */
 void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, const float *k,
@@ -319,6 +451,10 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   if (!mem || !kspan) return;
   key_spans(kspan, mask, nk);
   int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2);
+  if (decode_path(isa, &a)) {
+    attention_decode(be, &a, out, lse, q, k, v, sinks, mask, kspan, nt);
+    return;
+  }
   kv_pack kv = {NULL, 0, 0, n_kb}, *kvp = NULL;
   if (bf16 && n_qb > 1) {
     size_t n[5];

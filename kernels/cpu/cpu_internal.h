@@ -182,6 +182,24 @@ typedef struct mxl_cpu_isa {
                              const uint64_t *keep, int group, int R, int n, float *mx,
                              float *den, float *o, int64_t ld_o, int d);
 
+  /* Decode attention (few queries), one key block for one query and one KV
+   * head: the head's group of query heads (group <= 8) against keys k and
+   * values v (nkb <= 64 rows, row stride ld floats), keys whose bit of keep
+   * is 0 skipped. q2 holds the scaled queries in pairs, [d/2, 16]: lane
+   * 2h + p of pair c = q[h, 2c + p], zero lanes for h >= group. Per head
+   * h < group, with m = max(mx[h], max of the kept scores): c = exp(mx[h] −
+   * m) scales den[h] and o's row h, mx[h] = m, then Σ p·v goes onto row h
+   * of o [group, d] (unnormalised) and Σ p onto den[h], p = exp(s − m).
+   * Scores stay in registers and the scratch `s` (64·8 floats, 64-byte
+   * aligned); K and V are read where they lie, no transposes or packs.
+   * Meanwhile it asks for bytes [pf_k, pf_k + pf_bytes) and the same of
+   * pf_v in L2, spread over its work (the caller's next rows; pf_bytes may
+   * be 0). d % 32 == 0. NULL where a table has none (the blocked fp32
+   * path). */
+  void (*attn_decode_block)(float *o, float *mx, float *den, const float *q2, const float *k,
+                            const float *v, int64_t ld, int nkb, uint64_t keep, int group, int d,
+                            float *s, const float *pf_k, const float *pf_v, int64_t pf_bytes);
+
   /* One row of the clamped SwiGLU and of its backward ("+=" into dh), as
    * ops.h `swiglu` / `swiglu_bwd` — act [I], dact [I], h, dh [2I]. */
   void (*swiglu_row)(float *act, const float *h, int I, float alpha, float limit);

@@ -1491,6 +1491,140 @@ TARGET static void a5_scale_f32(float *y, float a, int n) {
   }
 }
 
+/* ------------------------------------------------------------------ decode attention
+ * One key block of one KV head (cpu_internal.h attn_decode_block). The
+ * scores come 8 keys at a time with no transpose: lane 2h + p of a key's
+ * accumulator sums q[h, 2c + p]·k[2c + p] over the pairs c, the key's pair
+ * of floats broadcast to every lane (one load per FMA, 16 products each at
+ * group 8), and the pair sums of two keys' accumulators make one vector of
+ * scores, lanes 0-7 the first key's heads, 8-15 the second's: s [nkb, 8].
+ * Softmax runs down those vectors, and Σ p·v takes each key's value row as
+ * it lies, p broadcast per head, 8 heads × 32 columns of o in registers. */
+
+/* Lanes 2h and 2h + 1 of a (lanes 0-7) and of b (lanes 8-15), summed. */
+INLINE __m512 pair_sums(__m512 a, __m512 b) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  return _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+}
+
+/* A key's floats c, c + 1 in every lane pair. */
+INLINE __m512 pair_broadcast(const float *p) {
+  double t;
+  memcpy(&t, p, sizeof t);
+  return _mm512_castpd_ps(_mm512_set1_pd(t));
+}
+
+/* Lanes of score vector i (keys 2i, 2i + 1) whose key is kept. */
+INLINE __mmask16 pair_keep(uint64_t keep, int i) {
+  unsigned b = (unsigned)(keep >> (2 * i)) & 3u;
+  return (__mmask16)((b & 1u ? 0x00FFu : 0u) | (b & 2u ? 0xFF00u : 0u));
+}
+
+/* s [nkb rounded up to 8, 8] = the scores of every key (kept or not);
+ * meanwhile the lines of pf_k and pf_v (pf_bytes each), one of each per
+ * step: asked for in one burst they filled the load queue and the work
+ * waited on them. */
+INLINE void decode_scores(float *s, const float *q2, const float *k, int64_t ld, int nkb, int d,
+                          const float *pf_k, const float *pf_v, int64_t pf_bytes) {
+  const char *pk = (const char *)pf_k, *pv = (const char *)pf_v;
+  const int64_t steps = (int64_t)(nkb + 7) / 8 * (d / 2);
+  const int64_t per_step = (pf_bytes + 64 * steps - 1) / (64 * steps) * 64; /* bytes */
+  int64_t at = 0;
+  for (int j0 = 0; j0 < nkb; j0 += 8) {
+    const float *kr[8];
+    __m512 acc[8];
+    UNROLL
+    for (int jj = 0; jj < 8; jj++) {
+      kr[jj] = k + (int64_t)(j0 + jj < nkb ? j0 + jj : j0) * ld; /* past nkb: a copy */
+      acc[jj] = _mm512_setzero_ps();
+    }
+    for (int c = 0; c < d / 2; c++) {
+      for (int64_t end = at + per_step; at < end && at < pf_bytes; at += 64) {
+        _mm_prefetch(pk + at, _MM_HINT_T1);
+        _mm_prefetch(pv + at, _MM_HINT_T1);
+      }
+      __m512 qv = _mm512_loadu_ps(q2 + c * 16);
+      UNROLL
+      for (int jj = 0; jj < 8; jj++)
+        acc[jj] = _mm512_fmadd_ps(qv, pair_broadcast(kr[jj] + 2 * c), acc[jj]);
+    }
+    UNROLL
+    for (int jj = 0; jj < 8; jj += 2)
+      _mm512_store_ps(s + (j0 + jj) * 8, pair_sums(acc[jj], acc[jj + 1]));
+  }
+}
+
+/* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
+INLINE void decode_pv(float *o, const float *s, const float *v, int64_t ld, int nkb,
+                      uint64_t keep, int group, int d) {
+  for (int c0 = 0; c0 < d; c0 += 32) {
+    __m512 acc[8][2];
+    UNROLL
+    for (int h = 0; h < 8; h++) {
+      acc[h][0] = acc[h][1] = _mm512_setzero_ps(); /* unused past group */
+      if (h >= group) continue;
+      acc[h][0] = _mm512_loadu_ps(o + h * d + c0);
+      acc[h][1] = _mm512_loadu_ps(o + h * d + c0 + 16);
+    }
+    for (int j = 0; j < nkb; j++) {
+      if (!(keep >> j & 1)) continue;
+      __m512 v0 = _mm512_loadu_ps(v + j * ld + c0), v1 = _mm512_loadu_ps(v + j * ld + c0 + 16);
+      UNROLL
+      for (int h = 0; h < 8; h++) {
+        if (h >= group) break;
+        __m512 p = _mm512_set1_ps(s[j * 8 + h]);
+        acc[h][0] = _mm512_fmadd_ps(p, v0, acc[h][0]);
+        acc[h][1] = _mm512_fmadd_ps(p, v1, acc[h][1]);
+      }
+    }
+    UNROLL
+    for (int h = 0; h < 8; h++) {
+      if (h >= group) break;
+      _mm512_storeu_ps(o + h * d + c0, acc[h][0]);
+      _mm512_storeu_ps(o + h * d + c0 + 16, acc[h][1]);
+    }
+  }
+}
+
+TARGET static void a5_attn_decode_block(float *o, float *mx, float *den, const float *q2,
+                                        const float *k, const float *v, int64_t ld, int nkb,
+                                        uint64_t keep, int group, int d, float *s,
+                                        const float *pf_k, const float *pf_v, int64_t pf_bytes) {
+  if (nkb < 64) keep &= ((uint64_t)1 << nkb) - 1;
+  const int nv = (nkb + 1) / 2; /* score vectors */
+  decode_scores(s, q2, k, ld, nkb, d, pf_k, pf_v, pf_bytes);
+  /* the block's max per head: lanes h and 8 + h */
+  __m512 bm = _mm512_set1_ps(-INFINITY);
+  for (int i = 0; i < nv; i++) bm = _mm512_mask_max_ps(bm, pair_keep(keep, i), bm, _mm512_load_ps(s + 16 * i));
+  const __mmask8 heads = (__mmask8)((1u << group) - 1);
+  __m256 old = _mm256_maskz_loadu_ps(heads, mx);
+  __m256 m8 = _mm256_max_ps(old, _mm256_max_ps(_mm512_castps512_ps256(bm),
+                                               _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bm), 1))));
+  float corr[16] __attribute__((aligned(64)));
+  _mm512_store_ps(corr, exp512(_mm512_castps256_ps512(_mm256_sub_ps(old, m8))));
+  for (int h = 0; h < group; h++) {
+    if (corr[h] == 1.0f) continue;
+    den[h] *= corr[h];
+    for (int c = 0; c < d; c += 16)
+      _mm512_storeu_ps(o + h * d + c, _mm512_mul_ps(_mm512_loadu_ps(o + h * d + c), _mm512_set1_ps(corr[h])));
+  }
+  _mm256_mask_storeu_ps(mx, heads, m8);
+  /* p = exp(s − m), 0 for keys not kept; Σ p per head */
+  const __m512 m16 = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(m8)));
+  __m512 sum = _mm512_setzero_ps();
+  for (int i = 0; i < nv; i++) {
+    __m512 p = _mm512_maskz_mov_ps(pair_keep(keep, i), exp512(_mm512_sub_ps(_mm512_load_ps(s + 16 * i), m16)));
+    _mm512_store_ps(s + 16 * i, p);
+    sum = _mm512_add_ps(sum, p);
+  }
+  __m256 sum8 = _mm256_add_ps(_mm512_castps512_ps256(sum),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1)));
+  _mm256_mask_storeu_ps(den, heads, _mm256_add_ps(_mm256_maskz_loadu_ps(heads, den), sum8));
+  if (group == 8) decode_pv(o, s, v, ld, nkb, keep, 8, d); /* constant: no head tests */
+  else decode_pv(o, s, v, ld, nkb, keep, group, d);
+}
+
 TARGET static void a5_mul_sub_f32(float *y, const float *p, float c, int n) {
   __m512 vc = _mm512_set1_ps(c);
   for (int i = 0; i < n; i += 16) {
@@ -1686,6 +1820,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .masked_exp_f32 = a5_masked_exp_f32,
     .scale_f32 = a5_scale_f32,
     .softmax_block_bf16 = a5_softmax_block_bf16,
+    .attn_decode_block = a5_attn_decode_block,
     .mul_sub_f32 = a5_mul_sub_f32,
     .swiglu_row = a5_swiglu_row,
     .swiglu_bwd_row = a5_swiglu_bwd_row,

@@ -227,6 +227,45 @@ static void gen_scale_f32(float *y, float a, int n) {
   for (int i = 0; i < n; i++) y[i] *= a;
 }
 
+/* The decode attention's key block (cpu_internal.h attn_decode_block),
+ * key by key: scores into s [nkb, 8], the block's max per head, then the
+ * rescale and Σ p·v. */
+static void gen_attn_decode_block(float *o, float *mx, float *den, const float *q2,
+                                  const float *k, const float *v, int64_t ld, int nkb,
+                                  uint64_t keep, int group, int d, float *s,
+                                  const float *pf_k, const float *pf_v, int64_t pf_bytes) {
+  for (int64_t at = 0; at < pf_bytes; at += 64) {
+    __builtin_prefetch((const char *)pf_k + at, 0, 2);
+    __builtin_prefetch((const char *)pf_v + at, 0, 2);
+  }
+  float bm[8];
+  for (int h = 0; h < group; h++) bm[h] = -INFINITY;
+  for (int j = 0; j < nkb; j++) {
+    if (!(keep >> j & 1)) continue;
+    for (int h = 0; h < group; h++) {
+      float acc = 0;
+      for (int c = 0; c < d; c++) acc += q2[(c / 2) * 16 + 2 * h + (c & 1)] * k[j * ld + c];
+      s[j * 8 + h] = acc;
+      if (acc > bm[h]) bm[h] = acc;
+    }
+  }
+  for (int h = 0; h < group; h++) {
+    if (!(bm[h] > mx[h])) continue;
+    float c = expf(mx[h] - bm[h]);
+    den[h] *= c;
+    gen_scale_f32(o + (int64_t)h * d, c, d);
+    mx[h] = bm[h];
+  }
+  for (int j = 0; j < nkb; j++) {
+    if (!(keep >> j & 1)) continue;
+    for (int h = 0; h < group; h++) {
+      float p = expf(s[j * 8 + h] - mx[h]);
+      den[h] += p;
+      for (int c = 0; c < d; c++) o[(int64_t)h * d + c] += p * v[j * ld + c];
+    }
+  }
+}
+
 static void gen_mul_sub_f32(float *y, const float *p, float c, int n) {
   for (int i = 0; i < n; i++) y[i] = p[i] * (y[i] - c);
 }
@@ -290,6 +329,7 @@ const mxl_cpu_isa mxl_cpu_isa_generic = {
     .masked_max_f32 = gen_masked_max_f32,
     .masked_exp_f32 = gen_masked_exp_f32,
     .scale_f32 = gen_scale_f32,
+    .attn_decode_block = gen_attn_decode_block,
     .mul_sub_f32 = gen_mul_sub_f32,
     .swiglu_row = gen_swiglu_row,
     .swiglu_bwd_row = gen_swiglu_bwd_row,
