@@ -882,6 +882,136 @@ TARGET static void a2_scale_f32(float *y, float a, int n) {
   for (; i < n; i++) y[i] *= a;
 }
 
+/* ------------------------------------------------------------------ decode attention
+ * One key block of one KV head (cpu_internal.h attn_decode_block), the
+ * AVX-512 kernel's plan on 8 lanes: the pair layout's 16 lanes are two
+ * vectors (heads 0-3 and 4-7; the second only past 4 heads), 4 keys at a
+ * time, each key's pair of floats broadcast; a key's two accumulators give
+ * its 8 scores by one horizontal add and a lane permutation, s [nkb, 8].
+ * Σ p·v keeps 4 heads × 16 columns of o in registers. */
+
+/* A key's floats c, c + 1 in every lane pair. */
+INLINE __m256 pair_broadcast8(const float *p) {
+  double t;
+  memcpy(&t, p, sizeof t);
+  return _mm256_castpd_ps(_mm256_set1_pd(t));
+}
+
+/* s [nkb rounded up to 4, 8] = the scores of every key (kept or not), two
+ * vectors per pair when `two`; meanwhile the lines of pf_k and pf_v,
+ * spread over the steps (a burst of them stalled the work). */
+INLINE void decode_scores8(float *s, const float *q2, const float *k, int64_t ld, int nkb, int d,
+                           int two, const float *pf_k, const float *pf_v, int64_t pf_bytes) {
+  const char *pk = (const char *)pf_k, *pv = (const char *)pf_v;
+  const int64_t steps = (int64_t)(nkb + 3) / 4 * (d / 2);
+  const int64_t per_step = (pf_bytes + 64 * steps - 1) / (64 * steps) * 64;
+  const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); /* after hadd */
+  int64_t at = 0;
+  for (int j0 = 0; j0 < nkb; j0 += 4) {
+    const float *kr[4];
+    __m256 lo[4], hi[4];
+    UNROLL
+    for (int jj = 0; jj < 4; jj++) {
+      kr[jj] = k + (int64_t)(j0 + jj < nkb ? j0 + jj : j0) * ld; /* past nkb: a copy */
+      lo[jj] = hi[jj] = _mm256_setzero_ps();
+    }
+    for (int c = 0; c < d / 2; c++) {
+      for (int64_t end = at + per_step; at < end && at < pf_bytes; at += 64) {
+        _mm_prefetch(pk + at, _MM_HINT_T1);
+        _mm_prefetch(pv + at, _MM_HINT_T1);
+      }
+      __m256 q0 = _mm256_loadu_ps(q2 + c * 16);
+      if (two) {
+        __m256 q1 = _mm256_loadu_ps(q2 + c * 16 + 8);
+        UNROLL
+        for (int jj = 0; jj < 4; jj++) {
+          __m256 b = pair_broadcast8(kr[jj] + 2 * c);
+          lo[jj] = _mm256_fmadd_ps(q0, b, lo[jj]);
+          hi[jj] = _mm256_fmadd_ps(q1, b, hi[jj]);
+        }
+      } else {
+        UNROLL
+        for (int jj = 0; jj < 4; jj++) lo[jj] = _mm256_fmadd_ps(q0, pair_broadcast8(kr[jj] + 2 * c), lo[jj]);
+      }
+    }
+    UNROLL
+    for (int jj = 0; jj < 4; jj++) /* lanes h0 h1 h4 h5 h2 h3 h6 h7, put in order */
+      _mm256_storeu_ps(s + (j0 + jj) * 8,
+                       _mm256_permutevar8x32_ps(_mm256_hadd_ps(lo[jj], hi[jj]), order));
+  }
+}
+
+/* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
+INLINE void decode_pv8(float *o, const float *s, const float *v, int64_t ld, int nkb,
+                       uint64_t keep, int group, int d) {
+  for (int h0 = 0; h0 < group; h0 += 4) {
+    const int nh = group - h0 < 4 ? group - h0 : 4;
+    for (int c0 = 0; c0 < d; c0 += 16) {
+      __m256 acc[4][2];
+      UNROLL
+      for (int h = 0; h < 4; h++) {
+        acc[h][0] = acc[h][1] = _mm256_setzero_ps(); /* unused past nh */
+        if (h >= nh) continue;
+        acc[h][0] = _mm256_loadu_ps(o + (h0 + h) * d + c0);
+        acc[h][1] = _mm256_loadu_ps(o + (h0 + h) * d + c0 + 8);
+      }
+      for (int j = 0; j < nkb; j++) {
+        if (!(keep >> j & 1)) continue;
+        __m256 v0 = _mm256_loadu_ps(v + j * ld + c0), v1 = _mm256_loadu_ps(v + j * ld + c0 + 8);
+        UNROLL
+        for (int h = 0; h < 4; h++) {
+          if (h >= nh) break;
+          __m256 p = _mm256_broadcast_ss(s + j * 8 + h0 + h);
+          acc[h][0] = _mm256_fmadd_ps(p, v0, acc[h][0]);
+          acc[h][1] = _mm256_fmadd_ps(p, v1, acc[h][1]);
+        }
+      }
+      UNROLL
+      for (int h = 0; h < 4; h++) {
+        if (h >= nh) break;
+        _mm256_storeu_ps(o + (h0 + h) * d + c0, acc[h][0]);
+        _mm256_storeu_ps(o + (h0 + h) * d + c0 + 8, acc[h][1]);
+      }
+    }
+  }
+}
+
+TARGET static void a2_attn_decode_block(float *o, float *mx, float *den, const float *q2,
+                                        const float *k, const float *v, int64_t ld, int nkb,
+                                        uint64_t keep, int group, int d, float *s,
+                                        const float *pf_k, const float *pf_v, int64_t pf_bytes) {
+  if (nkb < 64) keep &= ((uint64_t)1 << nkb) - 1;
+  if (group > 4) decode_scores8(s, q2, k, ld, nkb, d, 1, pf_k, pf_v, pf_bytes);
+  else decode_scores8(s, q2, k, ld, nkb, d, 0, pf_k, pf_v, pf_bytes);
+  float m[8] = {0}, corr[8];
+  for (int h = 0; h < group; h++) m[h] = mx[h];
+  __m256 bm = _mm256_set1_ps(-INFINITY);
+  for (int j = 0; j < nkb; j++)
+    if (keep >> j & 1) bm = _mm256_max_ps(bm, _mm256_loadu_ps(s + j * 8));
+  __m256 old = _mm256_loadu_ps(m), m8 = _mm256_max_ps(old, bm);
+  _mm256_storeu_ps(corr, exp256(_mm256_sub_ps(old, m8)));
+  _mm256_storeu_ps(m, m8);
+  for (int h = 0; h < group; h++) {
+    mx[h] = m[h];
+    if (corr[h] == 1.0f) continue;
+    den[h] *= corr[h];
+    a2_scale_f32(o + h * d, corr[h], d);
+  }
+  /* p = exp(s − m) for the kept keys; Σ p per head */
+  __m256 sum = _mm256_setzero_ps();
+  for (int j = 0; j < nkb; j++) {
+    if (!(keep >> j & 1)) continue;
+    __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j * 8), m8));
+    _mm256_storeu_ps(s + j * 8, p);
+    sum = _mm256_add_ps(sum, p);
+  }
+  float sums[8];
+  _mm256_storeu_ps(sums, sum);
+  for (int h = 0; h < group; h++) den[h] += sums[h];
+  if (group == 8) decode_pv8(o, s, v, ld, nkb, keep, 8, d); /* constant: no head tests */
+  else decode_pv8(o, s, v, ld, nkb, keep, group, d);
+}
+
 TARGET static void a2_mul_sub_f32(float *y, const float *p, float c, int n) {
   __m256 vc = _mm256_set1_ps(c);
   int i = 0;
@@ -1059,6 +1189,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .masked_max_f32 = a2_masked_max_f32,
     .masked_exp_f32 = a2_masked_exp_f32,
     .scale_f32 = a2_scale_f32,
+    .attn_decode_block = a2_attn_decode_block,
     .mul_sub_f32 = a2_mul_sub_f32,
     .swiglu_row = a2_swiglu_row,
     .swiglu_bwd_row = a2_swiglu_bwd_row,
