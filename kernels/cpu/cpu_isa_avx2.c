@@ -884,62 +884,11 @@ TARGET static void a2_scale_f32(float *y, float a, int n) {
 
 /* ------------------------------------------------------------------ decode attention
  * One key block of one KV head (cpu_internal.h attn_decode_block), the
- * AVX-512 kernel's plan on 8 lanes: the pair layout's 16 lanes are two
- * vectors (heads 0-3 and 4-7; the second only past 4 heads), 4 keys at a
- * time, each key's pair of floats broadcast; a key's two accumulators give
- * its 8 scores by one horizontal add and a lane permutation, s [nkb, 8].
- * Σ p·v keeps 4 heads × 16 columns of o in registers. */
+ * scores 4 keys a step (cpu_decode_scores.h), then the softmax down the
+ * keys' score vectors, and Σ p·v with 4 heads × 16 columns of o in
+ * registers. */
 
-/* A key's floats c, c + 1 in every lane pair. */
-INLINE __m256 pair_broadcast8(const float *p) {
-  double t;
-  memcpy(&t, p, sizeof t);
-  return _mm256_castpd_ps(_mm256_set1_pd(t));
-}
-
-/* s [nkb rounded up to 4, 8] = the scores of every key (kept or not), two
- * vectors per pair when `two`; meanwhile the lines of pf_k and pf_v,
- * spread over the steps (a burst of them stalled the work). */
-INLINE void decode_scores8(float *s, const float *q2, const float *k, int64_t ld, int nkb, int d,
-                           int two, const float *pf_k, const float *pf_v, int64_t pf_bytes) {
-  const char *pk = (const char *)pf_k, *pv = (const char *)pf_v;
-  const int64_t steps = (int64_t)(nkb + 3) / 4 * (d / 2);
-  const int64_t per_step = (pf_bytes + 64 * steps - 1) / (64 * steps) * 64;
-  const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); /* after hadd */
-  int64_t at = 0;
-  for (int j0 = 0; j0 < nkb; j0 += 4) {
-    const float *kr[4];
-    __m256 lo[4], hi[4];
-    UNROLL
-    for (int jj = 0; jj < 4; jj++) {
-      kr[jj] = k + (int64_t)(j0 + jj < nkb ? j0 + jj : j0) * ld; /* past nkb: a copy */
-      lo[jj] = hi[jj] = _mm256_setzero_ps();
-    }
-    for (int c = 0; c < d / 2; c++) {
-      for (int64_t end = at + per_step; at < end && at < pf_bytes; at += 64) {
-        _mm_prefetch(pk + at, _MM_HINT_T1);
-        _mm_prefetch(pv + at, _MM_HINT_T1);
-      }
-      __m256 q0 = _mm256_loadu_ps(q2 + c * 16);
-      if (two) {
-        __m256 q1 = _mm256_loadu_ps(q2 + c * 16 + 8);
-        UNROLL
-        for (int jj = 0; jj < 4; jj++) {
-          __m256 b = pair_broadcast8(kr[jj] + 2 * c);
-          lo[jj] = _mm256_fmadd_ps(q0, b, lo[jj]);
-          hi[jj] = _mm256_fmadd_ps(q1, b, hi[jj]);
-        }
-      } else {
-        UNROLL
-        for (int jj = 0; jj < 4; jj++) lo[jj] = _mm256_fmadd_ps(q0, pair_broadcast8(kr[jj] + 2 * c), lo[jj]);
-      }
-    }
-    UNROLL
-    for (int jj = 0; jj < 4; jj++) /* lanes h0 h1 h4 h5 h2 h3 h6 h7, put in order */
-      _mm256_storeu_ps(s + (j0 + jj) * 8,
-                       _mm256_permutevar8x32_ps(_mm256_hadd_ps(lo[jj], hi[jj]), order));
-  }
-}
+#include "kernels/cpu/cpu_decode_scores.h"
 
 /* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
 INLINE void decode_pv8(float *o, const float *s, const float *v, int64_t ld, int nkb,
@@ -981,8 +930,8 @@ TARGET static void a2_attn_decode_block(float *o, float *mx, float *den, const f
                                         uint64_t keep, int group, int d, float *s,
                                         const float *pf_k, const float *pf_v, int64_t pf_bytes) {
   if (nkb < 64) keep &= ((uint64_t)1 << nkb) - 1;
-  if (group > 4) decode_scores8(s, q2, k, ld, nkb, d, 1, pf_k, pf_v, pf_bytes);
-  else decode_scores8(s, q2, k, ld, nkb, d, 0, pf_k, pf_v, pf_bytes);
+  if (group > 4) decode_scores8(s, q2, k, ld, nkb, d, 4, 1, pf_k, pf_v, pf_bytes);
+  else decode_scores8(s, q2, k, ld, nkb, d, 4, 0, pf_k, pf_v, pf_bytes);
   float m[8] = {0}, corr[8];
   for (int h = 0; h < group; h++) m[h] = mx[h];
   __m256 bm = _mm256_set1_ps(-INFINITY);

@@ -1492,67 +1492,18 @@ TARGET static void a5_scale_f32(float *y, float a, int n) {
 }
 
 /* ------------------------------------------------------------------ decode attention
- * One key block of one KV head (cpu_internal.h attn_decode_block). The
- * scores come 8 keys at a time with no transpose: lane 2h + p of a key's
- * accumulator sums q[h, 2c + p]·k[2c + p] over the pairs c, the key's pair
- * of floats broadcast to every lane (one load per FMA, 16 products each at
- * group 8), and the pair sums of two keys' accumulators make one vector of
- * scores, lanes 0-7 the first key's heads, 8-15 the second's: s [nkb, 8].
- * Softmax runs down those vectors, and Σ p·v takes each key's value row as
- * it lies, p broadcast per head, 8 heads × 32 columns of o in registers. */
+ * One key block of one KV head (cpu_internal.h attn_decode_block): the
+ * scores 8 keys a step on 8-lane vectors (cpu_decode_scores.h), two keys'
+ * scores per 16-lane vector for the softmax (lanes 0-7 the first key's
+ * heads, 8-15 the second's), and Σ p·v taking each key's value row as it
+ * lies, p broadcast per head, 8 heads × 32 columns of o in registers. */
 
-/* Lanes 2h and 2h + 1 of a (lanes 0-7) and of b (lanes 8-15), summed. */
-INLINE __m512 pair_sums(__m512 a, __m512 b) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  return _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
-}
-
-/* A key's floats c, c + 1 in every lane pair. */
-INLINE __m512 pair_broadcast(const float *p) {
-  double t;
-  memcpy(&t, p, sizeof t);
-  return _mm512_castpd_ps(_mm512_set1_pd(t));
-}
+#include "kernels/cpu/cpu_decode_scores.h"
 
 /* Lanes of score vector i (keys 2i, 2i + 1) whose key is kept. */
 INLINE __mmask16 pair_keep(uint64_t keep, int i) {
   unsigned b = (unsigned)(keep >> (2 * i)) & 3u;
   return (__mmask16)((b & 1u ? 0x00FFu : 0u) | (b & 2u ? 0xFF00u : 0u));
-}
-
-/* s [nkb rounded up to 8, 8] = the scores of every key (kept or not);
- * meanwhile the lines of pf_k and pf_v (pf_bytes each), one of each per
- * step: asked for in one burst they filled the load queue and the work
- * waited on them. */
-INLINE void decode_scores(float *s, const float *q2, const float *k, int64_t ld, int nkb, int d,
-                          const float *pf_k, const float *pf_v, int64_t pf_bytes) {
-  const char *pk = (const char *)pf_k, *pv = (const char *)pf_v;
-  const int64_t steps = (int64_t)(nkb + 7) / 8 * (d / 2);
-  const int64_t per_step = (pf_bytes + 64 * steps - 1) / (64 * steps) * 64; /* bytes */
-  int64_t at = 0;
-  for (int j0 = 0; j0 < nkb; j0 += 8) {
-    const float *kr[8];
-    __m512 acc[8];
-    UNROLL
-    for (int jj = 0; jj < 8; jj++) {
-      kr[jj] = k + (int64_t)(j0 + jj < nkb ? j0 + jj : j0) * ld; /* past nkb: a copy */
-      acc[jj] = _mm512_setzero_ps();
-    }
-    for (int c = 0; c < d / 2; c++) {
-      for (int64_t end = at + per_step; at < end && at < pf_bytes; at += 64) {
-        _mm_prefetch(pk + at, _MM_HINT_T1);
-        _mm_prefetch(pv + at, _MM_HINT_T1);
-      }
-      __m512 qv = _mm512_loadu_ps(q2 + c * 16);
-      UNROLL
-      for (int jj = 0; jj < 8; jj++)
-        acc[jj] = _mm512_fmadd_ps(qv, pair_broadcast(kr[jj] + 2 * c), acc[jj]);
-    }
-    UNROLL
-    for (int jj = 0; jj < 8; jj += 2)
-      _mm512_store_ps(s + (j0 + jj) * 8, pair_sums(acc[jj], acc[jj + 1]));
-  }
 }
 
 /* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
@@ -1593,7 +1544,8 @@ TARGET static void a5_attn_decode_block(float *o, float *mx, float *den, const f
                                         const float *pf_k, const float *pf_v, int64_t pf_bytes) {
   if (nkb < 64) keep &= ((uint64_t)1 << nkb) - 1;
   const int nv = (nkb + 1) / 2; /* score vectors */
-  decode_scores(s, q2, k, ld, nkb, d, pf_k, pf_v, pf_bytes);
+  if (group > 4) decode_scores8(s, q2, k, ld, nkb, d, 8, 1, pf_k, pf_v, pf_bytes);
+  else decode_scores8(s, q2, k, ld, nkb, d, 8, 0, pf_k, pf_v, pf_bytes);
   /* the block's max per head: lanes h and 8 + h */
   __m512 bm = _mm512_set1_ps(-INFINITY);
   for (int i = 0; i < nv; i++) bm = _mm512_mask_max_ps(bm, pair_keep(keep, i), bm, _mm512_load_ps(s + 16 * i));
