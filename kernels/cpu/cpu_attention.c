@@ -23,7 +23,10 @@
  * Backward (FlashAttention-2 order): per KV head, key blocks outer, their
  * dK and dV accumulated in a tile; p is recomputed from the forward's lse;
  * dQ for the head group is private to the work item, so no two threads
- * write one row. */
+ * write one row.
+ * Decode (fewer than ATT_BF16_MIN_Q queries) takes its own path where the
+ * ISA has attn_decode_block: key blocks in memory order, split between the
+ * threads, merged at the end (attention_decode below). */
 #include <math.h>
 #include <omp.h>
 #include <string.h>

@@ -10,7 +10,8 @@
  *                    threads; the inner loops come from the ISA table below
  *   cpu_moe.c        router, plan, gather, SwiGLU, combine (and backward)
  *                    (SwiGLU rows come from the ISA table)
- *   cpu_attention.c  attention forward and backward
+ *   cpu_attention.c  attention forward and backward; decode (few queries)
+ *                    on the ISA's attn_decode_block
  *   cpu_loss.c       fused unembedding + cross-entropy, dropout, AdamW, Σx²
  *   cpu_dnnl.c       bf16 products through oneDNN: primitives per shape
  *   cpu_matmul_dnnl.c  the matmuls on oneDNN (dense, and MXFP4 decoded
@@ -22,6 +23,8 @@
  *                    functions with __attribute__((target)), so one binary
  *                    runs on any x86-64; cpu_backend.c picks the best table
  *                    the CPU supports (CPUID) once, at creation.
+ *   cpu_decode_scores.h  the decode attention's scores on 8-lane vectors,
+ *                    compiled into both the avx2 and avx512 files
  *
  * Shape legend as kernels/ops.h. Threads: OpenMP, `n_threads` per backend.
  * The backend is used by one host thread at a time (like a CUDA stream).
