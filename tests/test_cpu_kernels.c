@@ -826,6 +826,42 @@ static void test_attention_multiblock(void) {
   attention_multiblock(0);
 }
 
+/* Decode's edges (cpu_attention.c attention_decode), 2 threads sharing the
+ * key blocks: sinks of -inf (no sink at all) with keys to see, against the
+ * reference; and a query that sees no key at all with -inf sinks: out 0
+ * and lse -inf, as the blocked path gives, not NaN from merging shares
+ * whose maxima are all -inf. */
+static void test_attention_decode_edges(void) {
+  enum { NQ = 2, NK = 2500, NH = 16, NKV = 2, D = 64 };
+  both b = open_both(1);
+  if (!b.ref || !b.cpu) return;
+  int32_t qp[NQ], qs[NQ], *kp = malloc(NK * 4), *ks = malloc(NK * 4);
+  for (int j = 0; j < NK; j++) kp[j] = j, ks[j] = 0;
+  qp[0] = qp[1] = NK;
+  qs[0] = 0, qs[1] = 7; /* query 1: a segment no key has */
+  mxl_attn_mask mask = {qp, qs, kp, ks, 0};
+  size_t nqe = (size_t)NQ * NH * D, nke = (size_t)NK * NKV * D;
+  float *q = malloc(nqe * 4), *k = malloc(nke * 4), *v = malloc(nke * 4);
+  float *o[2] = {malloc(nqe * 4), malloc(nqe * 4)}, l[2][NQ * NH];
+  rng_fill_f32(&rng, q, nqe, -2, 2), rng_fill_f32(&rng, k, nke, -2, 2);
+  rng_fill_f32(&rng, v, nke, -1, 1);
+  uint16_t sinks[NH];
+  for (int h = 0; h < NH; h++) sinks[h] = 0xFF80; /* -inf */
+  MXL_CHECK(mxl_cpu_attention_threads(b.cpu, NQ, NK, NH, NKV, D, 2) == 2);
+  mxl_backend *be[2] = {b.ref, b.cpu};
+  for (int s = 0; s < 2; s++)
+    be[s]->ops->attention(be[s], o[s], l[s], q, k, v, sinks, &mask, NQ, NK, NH, NKV, D, 0.125f);
+  size_t half = nqe / 2; /* query 0's rows */
+  MXL_CHECK_MSG(nrms(o[1], o[0], half) < 2e-6, "query 0 out nrms %g", nrms(o[1], o[0], half));
+  MXL_CHECK_MSG(nrms(l[1], l[0], NH) < 2e-6, "query 0 lse nrms %g", nrms(l[1], l[0], NH));
+  int bad = 0;
+  for (size_t i = half; i < nqe; i++) bad += o[1][i] != 0.0f;
+  for (int h = 0; h < NH; h++) bad += !(isinf(l[1][NH + h]) && l[1][NH + h] < 0);
+  MXL_CHECK_MSG(bad == 0, "the query that sees no key: %d outputs not 0 / lse not -inf", bad);
+  free(kp), free(ks), free(q), free(k), free(v), free(o[0]), free(o[1]);
+  close_both(&b);
+}
+
 /* A vocabulary of several chunks with a ragged tail, masked tokens, bias. */
 static void test_unembed_xent_chunks(void) {
   enum { n = 150, V = 1000, H = 96 };
@@ -1350,6 +1386,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_dnnl_paths);
   MXL_RUN(test_gemm_f32_lora_shapes);
   MXL_RUN(test_attention_multiblock);
+  MXL_RUN(test_attention_decode_edges);
   MXL_RUN(test_softmax_block_bf16);
   MXL_RUN(test_attn_decode_block);
   MXL_RUN(test_unembed_xent_chunks);

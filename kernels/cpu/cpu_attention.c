@@ -399,7 +399,8 @@ static void decode_merge(const attn_shape *a, float *out, float *lse, const floa
         memset(row, 0, (size_t)d * sizeof *row);
         for (int p = 0; p < parts; p++) {
           const float *sp = states + p * share_floats + at;
-          float w = expf(sp[(size_t)group * d + h] - m);
+          float mp = sp[(size_t)group * d + h];
+          float w = mp == m ? 1.0f : expf(mp - m); /* a -inf sink and no key: m = -inf */
           den += w * sp[(size_t)group * d + 8 + h];
           for (int c = 0; c < d; c++) row[c] += w * sp[(size_t)h * d + c];
         }
