@@ -11,7 +11,8 @@ typedef struct mxl_gen_params {
   int max_tokens;         /* new tokens at most */
   const int32_t *stop_ids;/* generation ends after emitting one of these */
   int n_stop;
-  int prefill_chunk;      /* prompt tokens per forward call (0: 256) */
+  int prefill_chunk;      /* prompt tokens per forward call (0: 1024, 256 with
+                             prompt_logits, at most the prompt) */
   int max_context;        /* KV cache size (0: prompt + max_tokens) */
   float *prompt_logits;   /* host [n_prompt, vocab_rows] or NULL: logits of every prompt position */
 } mxl_gen_params;
