@@ -224,6 +224,7 @@ static void fill_params(const mxl_gen_request *req, mxl_gen_params *p) {
   p->sampling.repetition_penalty = req->repetition_penalty;
   p->sampling.seed = req->seed;
   p->max_tokens = req->max_tokens > 0 ? req->max_tokens : 256;
+  p->prefill_chunk = req->prefill_chunk;
 }
 
 static mxl_lora_stack active_adapters(const mxl_generator *g, const mxl_lora_view **views) {
@@ -252,6 +253,10 @@ mxl_status mxl_generate(mxl_generator *g, const mxl_gen_request *req, mxl_text_f
   if (req->max_tokens < 0)
     return mxl_errorf(MXL_ERR_ARGUMENT, "max_tokens %d: expected 0 (256) or a positive count",
                       req->max_tokens);
+  if (req->prefill_chunk < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT,
+                      "prefill_chunk %d: expected 0 (the default) or a positive count",
+                      req->prefill_chunk);
   mxl_chat_ids ids = {0};
   if (req->chat) MXL_TRY(mxl_chat_ids_lookup(g->tok, &ids));
   mxl_ids prompt = {0};

@@ -50,6 +50,7 @@ static void test_strict_flags(void) {
   EXPECT(2, "--max-tokens 0 is out of range: allowed [1, ", "generate --model x --max-tokens 0");
   EXPECT(2, "--max-tokens -1 is out of range", "generate --model x --max-tokens=-1");
   EXPECT(2, "--context 0 is out of range", "generate --model x --context 0");
+  EXPECT(2, "--prefill-chunk 0 is out of range", "generate --model x --prefill-chunk 0");
   EXPECT(2, "--threads -3 is out of range: allowed [0, 4096]", "generate --model x --threads -3");
   EXPECT(2, "--top-p 0 is out of range: allowed (0, 1]", "generate --model x --top-p 0");
   EXPECT(2, "'nan' is not a valid number", "generate --model x --temperature nan");
@@ -112,7 +113,13 @@ static void test_generate_all_layouts(void) {
     MXL_CHECK_MSG(ta - a == tb - b && !memcmp(a, b, ta - a), "%s vs %s", a, b);
   }
   MXL_CHECK(strstr(a, "tok/s") != NULL);
-  free(a), free(b), free(c);
+  /* the prompt in 2-token passes: the same text as in one pass */
+  char *d = NULL;
+  MXL_CHECK(mxl(&d, "%s --model %s/m --prefill-chunk 2", gen, root) == 0);
+  char *td = d ? strstr(d, "\n[") : NULL;
+  MXL_CHECK(td != NULL);
+  if (ta && td) MXL_CHECK_MSG(ta - a == td - d && !memcmp(a, d, ta - a), "%s vs %s", a, d);
+  free(a), free(b), free(c), free(d);
   /* Two tokens cannot hold a final-channel answer: said, with a hint
    * (it printed nothing before). */
   EXPECT(0, "the model wrote no final answer (2 tokens generated, stopped by max tokens)",

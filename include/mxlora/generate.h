@@ -96,6 +96,8 @@ typedef struct mxl_gen_request {
   uint64_t seed;
   int max_tokens;           /* 0: 256 */
   const char *dump_logits;  /* write every prompt position's logits (.npy), or NULL */
+  int prefill_chunk;        /* prompt tokens per forward call (0: 1024, 256 with
+                               dump_logits; at most the prompt) */
 } mxl_gen_request;
 
 /* temperature 1, top_p 1, no top-k/min-p/penalty, seed 0, 256 tokens. */
