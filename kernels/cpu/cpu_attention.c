@@ -448,17 +448,18 @@ void mxl_cpu_attention(mxl_backend *be, float *out, float *lse, const float *q, 
   const mxl_cpu_isa *isa = mxl_cpu_of(be)->isa;
   attn_shape a = attn_shape_of(nq, nk, nh, nkv, d, scale);
   int n_kb = (nk + ATT_BK - 1) / ATT_BK, n_qb = (nq + a.bq - 1) / a.bq;
-  int bf16 = attn_bf16(be, nq);
-  size_t per_thread = (fwd_buf_floats(&a, bf16) + 15) & ~(size_t)15;
-  float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * 4 * (size_t)be->n_threads);
   span *kspan = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)(n_kb + 1) * sizeof *kspan);
-  if (!mem || !kspan) return;
+  if (!kspan) return;
   key_spans(kspan, mask, nk);
   int nt = mxl_cpu_attention_threads(be, nq, nk, nh, nkv, d, 2);
   if (decode_path(isa, &a)) {
     attention_decode(be, &a, out, lse, q, k, v, sinks, mask, kspan, nt);
     return;
   }
+  int bf16 = attn_bf16(be, nq);
+  size_t per_thread = (fwd_buf_floats(&a, bf16) + 15) & ~(size_t)15;
+  float *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD, per_thread * 4 * (size_t)be->n_threads);
+  if (!mem) return;
   kv_pack kv = {NULL, 0, 0, n_kb}, *kvp = NULL;
   if (bf16 && n_qb > 1) {
     size_t n[5];
