@@ -94,7 +94,8 @@ mxl_status mxl_generate_ids(mxl_engine *e, const mxl_lora_stack *lora, const int
   stats->stopped_by = -1;
   if (n_prompt <= 0) return mxl_errorf(MXL_ERR_ARGUMENT, "generate: the prompt is empty");
   if (p->max_tokens < 0) return mxl_errorf(MXL_ERR_ARGUMENT, "generate: negative token budget");
-  int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : default_chunk(n_prompt, p->prompt_logits != NULL);
+  int chunk = p->prefill_chunk > 0 ? p->prefill_chunk
+                                   : default_chunk(n_prompt, p->prompt_logits != NULL);
   int context = p->max_context > 0 ? p->max_context : n_prompt + p->max_tokens;
   if (context < n_prompt + p->max_tokens)
     return mxl_errorf(MXL_ERR_ARGUMENT, "generate: %d prompt + %d new tokens exceed the %d context",

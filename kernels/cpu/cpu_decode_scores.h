@@ -61,7 +61,8 @@ INLINE void decode_scores8(float *s, const float *q2, const float *k, int64_t ld
         }
       } else {
         UNROLL
-        for (int jj = 0; jj < keys; jj++) lo[jj] = _mm256_fmadd_ps(q0, pair_broadcast8(kr[jj] + 2 * c), lo[jj]);
+        for (int jj = 0; jj < keys; jj++)
+          lo[jj] = _mm256_fmadd_ps(q0, pair_broadcast8(kr[jj] + 2 * c), lo[jj]);
       }
     }
     UNROLL

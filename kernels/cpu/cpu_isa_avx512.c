@@ -1506,6 +1506,11 @@ INLINE __mmask16 pair_keep(uint64_t keep, int i) {
   return (__mmask16)((b & 1u ? 0x00FFu : 0u) | (b & 2u ? 0xFF00u : 0u));
 }
 
+/* Lanes 8-15 of x. */
+INLINE __m256 upper_half(__m512 x) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+}
+
 /* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
 INLINE void decode_pv(float *o, const float *s, const float *v, int64_t ld, int nkb,
                       uint64_t keep, int group, int d) {
@@ -1548,30 +1553,31 @@ TARGET static void a5_attn_decode_block(float *o, float *mx, float *den, const f
   else decode_scores8(s, q2, k, ld, nkb, d, 8, 0, pf_k, pf_v, pf_bytes);
   /* the block's max per head: lanes h and 8 + h */
   __m512 bm = _mm512_set1_ps(-INFINITY);
-  for (int i = 0; i < nv; i++) bm = _mm512_mask_max_ps(bm, pair_keep(keep, i), bm, _mm512_load_ps(s + 16 * i));
+  for (int i = 0; i < nv; i++)
+    bm = _mm512_mask_max_ps(bm, pair_keep(keep, i), bm, _mm512_load_ps(s + 16 * i));
   const __mmask8 heads = (__mmask8)((1u << group) - 1);
   __m256 old = _mm256_maskz_loadu_ps(heads, mx);
-  __m256 m8 = _mm256_max_ps(old, _mm256_max_ps(_mm512_castps512_ps256(bm),
-                                               _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bm), 1))));
+  __m256 m8 = _mm256_max_ps(old, _mm256_max_ps(_mm512_castps512_ps256(bm), upper_half(bm)));
   float corr[16] __attribute__((aligned(64)));
   _mm512_store_ps(corr, exp512(_mm512_castps256_ps512(_mm256_sub_ps(old, m8))));
   for (int h = 0; h < group; h++) {
     if (corr[h] == 1.0f) continue;
     den[h] *= corr[h];
     for (int c = 0; c < d; c += 16)
-      _mm512_storeu_ps(o + h * d + c, _mm512_mul_ps(_mm512_loadu_ps(o + h * d + c), _mm512_set1_ps(corr[h])));
+      _mm512_storeu_ps(o + h * d + c,
+                       _mm512_mul_ps(_mm512_loadu_ps(o + h * d + c), _mm512_set1_ps(corr[h])));
   }
   _mm256_mask_storeu_ps(mx, heads, m8);
   /* p = exp(s − m), 0 for keys not kept; Σ p per head */
   const __m512 m16 = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(m8)));
   __m512 sum = _mm512_setzero_ps();
   for (int i = 0; i < nv; i++) {
-    __m512 p = _mm512_maskz_mov_ps(pair_keep(keep, i), exp512(_mm512_sub_ps(_mm512_load_ps(s + 16 * i), m16)));
+    __m512 e = exp512(_mm512_sub_ps(_mm512_load_ps(s + 16 * i), m16));
+    __m512 p = _mm512_maskz_mov_ps(pair_keep(keep, i), e);
     _mm512_store_ps(s + 16 * i, p);
     sum = _mm512_add_ps(sum, p);
   }
-  __m256 sum8 = _mm256_add_ps(_mm512_castps512_ps256(sum),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1)));
+  __m256 sum8 = _mm256_add_ps(_mm512_castps512_ps256(sum), upper_half(sum));
   _mm256_mask_storeu_ps(den, heads, _mm256_add_ps(_mm256_maskz_loadu_ps(heads, den), sum8));
   if (group == 8) decode_pv(o, s, v, ld, nkb, keep, 8, d); /* constant: no head tests */
   else decode_pv(o, s, v, ld, nkb, keep, group, d);
