@@ -23,8 +23,8 @@
  *                    functions with __attribute__((target)), so one binary
  *                    runs on any x86-64; cpu_backend.c picks the best table
  *                    the CPU supports (CPUID) once, at creation.
- *   cpu_decode_scores.h  the decode attention's scores on 8-lane vectors,
- *                    compiled into both the avx2 and avx512 files
+ *   cpu_decode_attention.h  the decode attention's products on 8-lane
+ *                    vectors, compiled into both the avx2 and avx512 files
  *
  * Shape legend as kernels/ops.h. Threads: OpenMP, `n_threads` per backend.
  * The backend is used by one host thread at a time (like a CUDA stream).

@@ -883,47 +883,11 @@ TARGET static void a2_scale_f32(float *y, float a, int n) {
 }
 
 /* ------------------------------------------------------------------ decode attention
- * One key block of one KV head (cpu_internal.h attn_decode_block), the
- * scores 4 keys a step (cpu_decode_scores.h), then the softmax down the
- * keys' score vectors, and Σ p·v with 4 heads × 16 columns of o in
- * registers. */
+ * One key block of one KV head (cpu_internal.h attn_decode_block): the
+ * scores 4 keys a step and Σ p·v 4 heads a pass (cpu_decode_attention.h;
+ * 16 vector registers), the softmax between them key by key. */
 
-#include "kernels/cpu/cpu_decode_scores.h"
-
-/* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
-INLINE void decode_pv8(float *o, const float *s, const float *v, int64_t ld, int nkb,
-                       uint64_t keep, int group, int d) {
-  for (int h0 = 0; h0 < group; h0 += 4) {
-    const int nh = group - h0 < 4 ? group - h0 : 4;
-    for (int c0 = 0; c0 < d; c0 += 16) {
-      __m256 acc[4][2];
-      UNROLL
-      for (int h = 0; h < 4; h++) {
-        acc[h][0] = acc[h][1] = _mm256_setzero_ps(); /* unused past nh */
-        if (h >= nh) continue;
-        acc[h][0] = _mm256_loadu_ps(o + (h0 + h) * d + c0);
-        acc[h][1] = _mm256_loadu_ps(o + (h0 + h) * d + c0 + 8);
-      }
-      for (int j = 0; j < nkb; j++) {
-        if (!(keep >> j & 1)) continue;
-        __m256 v0 = _mm256_loadu_ps(v + j * ld + c0), v1 = _mm256_loadu_ps(v + j * ld + c0 + 8);
-        UNROLL
-        for (int h = 0; h < 4; h++) {
-          if (h >= nh) break;
-          __m256 p = _mm256_broadcast_ss(s + j * 8 + h0 + h);
-          acc[h][0] = _mm256_fmadd_ps(p, v0, acc[h][0]);
-          acc[h][1] = _mm256_fmadd_ps(p, v1, acc[h][1]);
-        }
-      }
-      UNROLL
-      for (int h = 0; h < 4; h++) {
-        if (h >= nh) break;
-        _mm256_storeu_ps(o + (h0 + h) * d + c0, acc[h][0]);
-        _mm256_storeu_ps(o + (h0 + h) * d + c0 + 8, acc[h][1]);
-      }
-    }
-  }
-}
+#include "kernels/cpu/cpu_decode_attention.h"
 
 TARGET static void a2_attn_decode_block(float *o, float *mx, float *den, const float *q2,
                                         const float *k, const float *v, int64_t ld, int nkb,
@@ -957,8 +921,8 @@ TARGET static void a2_attn_decode_block(float *o, float *mx, float *den, const f
   float sums[8];
   _mm256_storeu_ps(sums, sum);
   for (int h = 0; h < group; h++) den[h] += sums[h];
-  if (group == 8) decode_pv8(o, s, v, ld, nkb, keep, 8, d); /* constant: no head tests */
-  else decode_pv8(o, s, v, ld, nkb, keep, group, d);
+  if (group == 8) decode_pv8(o, s, v, ld, nkb, keep, 8, d, 4); /* constant: no head tests */
+  else decode_pv8(o, s, v, ld, nkb, keep, group, d, 4);
 }
 
 TARGET static void a2_mul_sub_f32(float *y, const float *p, float c, int n) {

@@ -1493,12 +1493,11 @@ TARGET static void a5_scale_f32(float *y, float a, int n) {
 
 /* ------------------------------------------------------------------ decode attention
  * One key block of one KV head (cpu_internal.h attn_decode_block): the
- * scores 8 keys a step on 8-lane vectors (cpu_decode_scores.h), two keys'
- * scores per 16-lane vector for the softmax (lanes 0-7 the first key's
- * heads, 8-15 the second's), and Σ p·v taking each key's value row as it
- * lies, p broadcast per head, 8 heads × 32 columns of o in registers. */
+ * scores 8 keys a step and Σ p·v 8 heads a pass on 8-lane vectors
+ * (cpu_decode_attention.h), the softmax between them on 16-lane vectors of
+ * two keys' scores (lanes 0-7 the first key's heads, 8-15 the second's). */
 
-#include "kernels/cpu/cpu_decode_scores.h"
+#include "kernels/cpu/cpu_decode_attention.h"
 
 /* Lanes of score vector i (keys 2i, 2i + 1) whose key is kept. */
 INLINE __mmask16 pair_keep(uint64_t keep, int i) {
@@ -1509,38 +1508,6 @@ INLINE __mmask16 pair_keep(uint64_t keep, int i) {
 /* Lanes 8-15 of x. */
 INLINE __m256 upper_half(__m512 x) {
   return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
-}
-
-/* o[h, 0:d] += Σ_j p[j, h]·v[j, 0:d] over the kept keys, heads h < group. */
-INLINE void decode_pv(float *o, const float *s, const float *v, int64_t ld, int nkb,
-                      uint64_t keep, int group, int d) {
-  for (int c0 = 0; c0 < d; c0 += 32) {
-    __m512 acc[8][2];
-    UNROLL
-    for (int h = 0; h < 8; h++) {
-      acc[h][0] = acc[h][1] = _mm512_setzero_ps(); /* unused past group */
-      if (h >= group) continue;
-      acc[h][0] = _mm512_loadu_ps(o + h * d + c0);
-      acc[h][1] = _mm512_loadu_ps(o + h * d + c0 + 16);
-    }
-    for (int j = 0; j < nkb; j++) {
-      if (!(keep >> j & 1)) continue;
-      __m512 v0 = _mm512_loadu_ps(v + j * ld + c0), v1 = _mm512_loadu_ps(v + j * ld + c0 + 16);
-      UNROLL
-      for (int h = 0; h < 8; h++) {
-        if (h >= group) break;
-        __m512 p = _mm512_set1_ps(s[j * 8 + h]);
-        acc[h][0] = _mm512_fmadd_ps(p, v0, acc[h][0]);
-        acc[h][1] = _mm512_fmadd_ps(p, v1, acc[h][1]);
-      }
-    }
-    UNROLL
-    for (int h = 0; h < 8; h++) {
-      if (h >= group) break;
-      _mm512_storeu_ps(o + h * d + c0, acc[h][0]);
-      _mm512_storeu_ps(o + h * d + c0 + 16, acc[h][1]);
-    }
-  }
 }
 
 TARGET static void a5_attn_decode_block(float *o, float *mx, float *den, const float *q2,
@@ -1579,8 +1546,8 @@ TARGET static void a5_attn_decode_block(float *o, float *mx, float *den, const f
   }
   __m256 sum8 = _mm256_add_ps(_mm512_castps512_ps256(sum), upper_half(sum));
   _mm256_mask_storeu_ps(den, heads, _mm256_add_ps(_mm256_maskz_loadu_ps(heads, den), sum8));
-  if (group == 8) decode_pv(o, s, v, ld, nkb, keep, 8, d); /* constant: no head tests */
-  else decode_pv(o, s, v, ld, nkb, keep, group, d);
+  if (group == 8) decode_pv8(o, s, v, ld, nkb, keep, 8, d, 8); /* constant: no head tests */
+  else decode_pv8(o, s, v, ld, nkb, keep, group, d, 8);
 }
 
 TARGET static void a5_mul_sub_f32(float *y, const float *p, float c, int n) {
