@@ -211,8 +211,10 @@ const char *mxl_backend_cpu_paths(const mxl_backend *be) {
                mxl_cpu_dnnl_isa_name(), MXL_CPU_DNNL_MIN_ROWS, isa, isa);
   }
   size_t used = strlen(line);
-  snprintf(line + used, sizeof line - used, "; attention blocks: %s",
-           mxl_backend_cpu_bf16_attention(be) ? "bf16 operands (fp32 for decode)" : "fp32");
+  snprintf(line + used, sizeof line - used, "; attention blocks: %s; decode attention: %s%s",
+           mxl_backend_cpu_bf16_attention(be) ? "bf16 operands" : "fp32",
+           c->isa->attn_decode_block ? "fp32, key blocks in memory order, " : "fp32 blocks",
+           c->isa->attn_decode_block ? isa : "");
   return line;
 }
 
