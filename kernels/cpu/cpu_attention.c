@@ -318,7 +318,9 @@ static void fwd_item(const mxl_cpu_isa *isa, const attn_shape *a, float *out, fl
  * where they lie), with its own running max, sum and output per query
  * head; the shares merge at the end (log-sum-exp). Every share starts from
  * the sink's logit as its max, the first one alone with the sink's 1 in
- * its sum, so no share is ever empty of a finite max. */
+ * its sum, so a share that sees no key merges as nothing (its sum 0) or
+ * as the sink alone; with a -inf sink and no key seen at all, the merge
+ * keeps out 0 and lse -inf, as the blocked path gives. */
 static int decode_path(const mxl_cpu_isa *isa, const attn_shape *a) {
   return isa->attn_decode_block && a->nq < ATT_BF16_MIN_Q && a->group <= 8 && a->d % 32 == 0;
 }
