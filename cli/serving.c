@@ -19,7 +19,7 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
       {"--max-batch", MXL_OPT_INT, &a->max_batch, "N: sequences decoded together (default 32)"},
       {"--max-queue", MXL_OPT_INT, &a->max_queue, "N: requests waiting before 429 (default 256)"},
       {"--prefill-chunk", MXL_OPT_INT, &a->prefill_chunk,
-       "N: prompt tokens per sequence per step (default 256)"},
+       "N: prompt tokens per sequence per step (default 256; chat: 1024)"},
       {"--kv-memory", MXL_OPT_STRING, &a->kv_memory,
        "SIZE: KV cache budget, e.g. 2G (default: max-batch full contexts)"},
       {"--max-adapter-memory", MXL_OPT_STRING, &a->adapter_memory,
