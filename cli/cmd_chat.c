@@ -300,9 +300,8 @@ int mxl_cmd_chat(int argc, char **argv) {
   }
   snprintf(c.effort, sizeof c.effort, "%s", effort);
   /* One conversation at a time: no other sequence's decode waits on a
-   * step, so the prompt runs in the passes `generate` uses (each decodes
-   * the routed experts once; see infer/generate.c default_chunk). */
-  if (a.prefill_chunk == 0) a.prefill_chunk = 1024;
+   * step, so the prompt runs in the passes `generate` uses. */
+  if (a.prefill_chunk == 0) a.prefill_chunk = MXL_PROMPT_PASS_TOKENS;
   rc = mxl_serving_open("chat", &a, &c.svc);
   if (rc) return rc;
   c.history = cJSON_CreateArray();

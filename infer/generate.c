@@ -83,7 +83,7 @@ static mxl_status decode_loop(mxl_engine *e, gen_run *r, const mxl_lora_stack *l
  * logits are wanted they dominate a chunk's memory (1024 rows of o200k's
  * vocabulary: 0.8 GB): 256 then. */
 static int default_chunk(int n_prompt, int all_logits) {
-  int chunk = all_logits ? 256 : 1024;
+  int chunk = all_logits ? 256 : MXL_PROMPT_PASS_TOKENS;
   return n_prompt < chunk ? n_prompt : chunk;
 }
 

@@ -417,6 +417,45 @@ static void test_missing_op_refused(void) {
   fixture_close(&f);
 }
 
+/* mxl_generate's prompt passes: a negative count is refused, naming the
+ * field; 3-token passes give the same logits of every prompt position as
+ * the default pass (the sliding-window ring sized for the pass). */
+static void test_generate_prompt_passes(void) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", 1));
+  if (!f.engine) return fixture_close(&f);
+  mxl_generator_options opt = {.backend = "ref", .max_context = 64};
+  mxl_generator *g = NULL;
+  MXL_CHECK_OK(mxl_generator_open(f.dir, &opt, &g));
+  if (!g) return fixture_close(&f);
+  mxl_gen_request req;
+  mxl_gen_request_defaults(&req);
+  req.prompt = "Hello world, hello again and again";
+  req.temperature = 0;
+  req.max_tokens = 1;
+  mxl_gen_result res;
+  req.prefill_chunk = -1;
+  MXL_CHECK_FAILS(mxl_generate(g, &req, NULL, NULL, &res), MXL_ERR_ARGUMENT, "prefill_chunk -1");
+  char npy[2][128];
+  for (int i = 0; i < 2; i++) {
+    snprintf(npy[i], sizeof npy[i], "%s/logits%d.npy", f.dir, i);
+    req.prefill_chunk = i ? 3 : 0;
+    req.dump_logits = npy[i];
+    MXL_CHECK_OK(mxl_generate(g, &req, NULL, NULL, &res));
+  }
+  MXL_CHECK(res.prompt_tokens > 3);
+  FILE *a = fopen(npy[0], "rb"), *b = fopen(npy[1], "rb");
+  MXL_CHECK(a && b);
+  size_t same = 0, total = 0;
+  for (int ca, cb; a && b && (ca = fgetc(a)) != EOF && (cb = fgetc(b)) != EOF; total++)
+    same += ca == cb;
+  MXL_CHECK_MSG(total > 0 && same == total, "%zu of %zu logit bytes equal", same, total);
+  if (a) fclose(a);
+  if (b) fclose(b);
+  mxl_generator_close(g);
+  fixture_close(&f);
+}
+
 int main(void) {
   MXL_RUN(test_decode_equals_prefill);
   MXL_RUN(test_batched_sequences);
@@ -428,5 +467,6 @@ int main(void) {
   MXL_RUN(test_weights_in_huge_pages);
   MXL_RUN(test_no_mmap_memory);
   MXL_RUN(test_missing_op_refused);
+  MXL_RUN(test_generate_prompt_passes);
   return mxl_test_summary("forward");
 }

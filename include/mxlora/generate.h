@@ -85,6 +85,11 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t token);
 /* The end of the reply: a character left incomplete arrives as U+FFFD. */
 void mxl_chat_stream_flush(mxl_chat_stream *s);
 
+/* Prompt tokens per forward pass when one conversation runs alone
+ * (generate, chat): each pass decodes every routed expert's MXFP4 weights
+ * once, so larger passes amortise that (infer/generate.c). */
+#define MXL_PROMPT_PASS_TOKENS 1024
+
 typedef struct mxl_gen_request {
   const char *prompt;       /* user text (chat) or raw text */
   int chat;                 /* 1: render as a harmony conversation, stream the channels */
@@ -96,8 +101,8 @@ typedef struct mxl_gen_request {
   uint64_t seed;
   int max_tokens;           /* 0: 256 */
   const char *dump_logits;  /* write every prompt position's logits (.npy), or NULL */
-  int prefill_chunk;        /* prompt tokens per forward call (0: 1024, 256 with
-                               dump_logits; at most the prompt) */
+  int prefill_chunk;        /* prompt tokens per forward call (0: MXL_PROMPT_PASS_TOKENS,
+                               256 with dump_logits; at most the prompt) */
 } mxl_gen_request;
 
 /* temperature 1, top_p 1, no top-k/min-p/penalty, seed 0, 256 tokens. */

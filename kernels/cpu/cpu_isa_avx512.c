@@ -1530,9 +1530,7 @@ TARGET static void a5_attn_decode_block(float *o, float *mx, float *den, const f
   for (int h = 0; h < group; h++) {
     if (corr[h] == 1.0f) continue;
     den[h] *= corr[h];
-    for (int c = 0; c < d; c += 16)
-      _mm512_storeu_ps(o + h * d + c,
-                       _mm512_mul_ps(_mm512_loadu_ps(o + h * d + c), _mm512_set1_ps(corr[h])));
+    a5_scale_f32(o + h * d, corr[h], d);
   }
   _mm256_mask_storeu_ps(mx, heads, m8);
   /* p = exp(s − m), 0 for keys not kept; Σ p per head */

@@ -234,13 +234,14 @@ static void gen_attn_decode_block(float *o, float *mx, float *den, const float *
                                   const float *k, const float *v, int64_t ld, int nkb,
                                   uint64_t keep, int group, int d, float *s,
                                   const float *pf_k, const float *pf_v, int64_t pf_bytes) {
-  for (int64_t at = 0; at < pf_bytes; at += 64) {
-    __builtin_prefetch((const char *)pf_k + at, 0, 2);
-    __builtin_prefetch((const char *)pf_v + at, 0, 2);
-  }
+  const int64_t per_key = (pf_bytes + 64 * (int64_t)nkb - 1) / (64 * (int64_t)nkb) * 64;
   float bm[8];
   for (int h = 0; h < group; h++) bm[h] = -INFINITY;
   for (int j = 0; j < nkb; j++) {
+    for (int64_t at = j * per_key; at < (j + 1) * per_key && at < pf_bytes; at += 64) {
+      __builtin_prefetch((const char *)pf_k + at, 0, 2); /* a share of them per key */
+      __builtin_prefetch((const char *)pf_v + at, 0, 2);
+    }
     if (!(keep >> j & 1)) continue;
     for (int h = 0; h < group; h++) {
       float acc = 0;
