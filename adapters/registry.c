@@ -6,6 +6,7 @@
  * the bytes it will need have been reserved under it, so the budget holds
  * even while several loads run at once. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct mxl_adapter_ref {
   mxl_registry *reg;
   char name[MXL_REGISTRY_NAME_MAX + 1];
   uint64_t version;
+  uint64_t uid;      /* unique in the process: no two versions (of any registry) share it */
   int refs;          /* holders, the registry's own while current included */
   uint64_t bytes;    /* reserved for it in the budget */
   mxl_lora *lora;    /* parameters in backend memory (host memory on host backends) */
@@ -215,7 +217,9 @@ static mxl_status load_file(mxl_registry *reg, const char *name, const char *pat
     mxl_adapter_close(file);
     return mxl_errorf(MXL_ERR_MEMORY, "adapter %s: out of memory", name);
   }
+  static atomic_uint_fast64_t next_uid = 1;
   v->reg = reg;
+  v->uid = atomic_fetch_add(&next_uid, 1);
   snprintf(v->name, sizeof v->name, "%s", name);
   v->bytes = lay->n_floats * sizeof(float);
   out->rank = info->rank;
@@ -466,6 +470,7 @@ void mxl_adapter_ref_release(mxl_adapter_ref *ref) {
 
 const char *mxl_adapter_ref_name(const mxl_adapter_ref *ref) { return ref->name; }
 uint64_t mxl_adapter_ref_version(const mxl_adapter_ref *ref) { return ref->version; }
+uint64_t mxl_adapter_ref_uid(const mxl_adapter_ref *ref) { return ref->uid; }
 const mxl_lora_view *mxl_adapter_ref_view(const mxl_adapter_ref *ref) { return &ref->view; }
 int mxl_adapter_ref_rank(const mxl_adapter_ref *ref) { return ref->max_rank; }
 

@@ -9,6 +9,12 @@
 
 const mxl_lora_view *mxl_adapter_ref_view(const mxl_adapter_ref *ref);
 
+/* Names this version in the process: two references with the same uid
+ * read the same parameters (a reload or a re-read after eviction gets a
+ * new one). Keys the scheduler's prefix cache without holding the
+ * version. */
+uint64_t mxl_adapter_ref_uid(const mxl_adapter_ref *ref);
+
 /* The largest rank over the version's adapted (layer, target) pairs. */
 int mxl_adapter_ref_rank(const mxl_adapter_ref *ref);
 

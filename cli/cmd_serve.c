@@ -37,6 +37,11 @@ static void banner(mxl_service *svc, const mxl_server_options *so, int port) {
           mxl_service_summary(svc));
   fprintf(stderr, "  engine   %d positions per request, batch %d, queue %d, KV cache %.1f MiB\n",
           ss.max_context, ss.max_batch, ss.max_queue, (double)ss.kv_bytes_total / 1048576.0);
+  if (ss.prefix_cache)
+    fprintf(stderr, "  prefix   up to %d finished requests' KV caches kept in its free part\n",
+            ss.prefix_cache);
+  else
+    fprintf(stderr, "  prefix   off: every prompt prefilled whole\n");
   mxl_registry_entry *list = NULL;
   int n = 0;
   if (mxl_registry_list(mxl_service_registry(svc), &list, &n) == MXL_OK) {

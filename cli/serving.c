@@ -28,6 +28,10 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
        "N: output tokens when a request names none (default 1024)"},
       {"--backend", MXL_OPT_STRING, &a->backend, "cpu|cuda|cuda:N|auto|ref: compute backend"},
       {"--threads", MXL_OPT_INT, &a->threads, "N: CPU threads (default: all cores)"},
+      {"--prefix-cache", MXL_OPT_INT, &a->prefix_cache,
+       "N: finished requests' KV caches kept for prompts that repeat them (default: max-batch)"},
+      {"--no-prefix-cache", MXL_OPT_FLAG, &a->no_prefix_cache,
+       "prefill every prompt whole (no KV cache kept between requests)"},
       {"--no-mmap", MXL_OPT_FLAG, &a->no_mmap,
        "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
@@ -111,6 +115,12 @@ int mxl_serving_open(const char *cmd, const mxl_serving_args *a, mxl_service **o
   so.scheduler.max_batch = a->max_batch;
   so.scheduler.max_queue = a->max_queue;
   so.scheduler.prefill_chunk = a->prefill_chunk;
+  if (a->prefix_cache < 0) {
+    fprintf(stderr, "mxlora %s: --prefix-cache %d: expected 1 or more (--no-prefix-cache: none)\n",
+            cmd, a->prefix_cache);
+    return 2;
+  }
+  so.scheduler.prefix_cache = a->no_prefix_cache ? -1 : a->prefix_cache;
   so.default_max_tokens = a->default_max_tokens;
   if (size_option(cmd, "--kv-memory", a->kv_memory, &so.scheduler.kv_memory) ||
       size_option(cmd, "--max-adapter-memory", a->adapter_memory, &so.max_adapter_memory))

@@ -8,10 +8,12 @@
 typedef struct mxl_serving_args {
   const char *model, *backend, *model_id, *kv_memory, *adapter_memory;
   int threads, ctx, max_batch, max_queue, prefill_chunk, default_max_tokens, no_mmap;
+  int prefix_cache; /* kept caches (0: max-batch); --no-prefix-cache sets -1 */
+  int no_prefix_cache;
   mxl_opt_list adapters; /* NAME=FILE[:SCALE] or FILE[:SCALE] */
 } mxl_serving_args;
 
-enum { MXL_SERVING_N_OPTS = 13 };
+enum { MXL_SERVING_N_OPTS = 15 };
 
 /* Writes the shared option entries into opts[0..MXL_SERVING_N_OPTS). */
 void mxl_serving_opts(mxl_serving_args *a, mxl_opt *opts);

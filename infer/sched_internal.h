@@ -27,7 +27,9 @@ typedef struct mxl_seq {
   int context;       /* KV positions reserved: prompt + max_tokens */
   uint64_t kv_bytes; /* the reservation */
   mxl_kv_cache *cache;
+  mxl_kv_tail *tail; /* the prompt's end, for the prefix cache (NULL: none yet) */
   int cached;        /* tokens already in the cache */
+  int reused;        /* prompt tokens taken from the prefix cache */
   int admitted;      /* holds its KV reservation */
   int cancel;        /* asked (under the scheduler's mutex) */
   double t_submit, t_admit, t_first;
@@ -63,12 +65,16 @@ struct mxl_scheduler {
   mxl_seq_list queue, running;
   uint64_t next_id;
   uint64_t kv_used, kv_total;
+  uint64_t kv_cached;   /* the prefix cache's bytes (a copy of prefix->bytes) */
+  int cached_entries;   /* its entries (a copy of prefix->n) */
+  uint64_t prefix_hits, prefix_tokens;
   int shutdown;
   int admit_stalled;
   uint64_t submitted, completed, cancelled, failed, refused;
   uint64_t prompt_tokens, generated_tokens, steps;
   double busy_seconds;
   /* engine thread only */
+  struct mxl_prefix_cache *prefix;
   mxl_step_item *items; /* [max_batch] */
   mxl_forward_state fwd;
   float *logits;        /* host [max_batch, vocab_rows] */

@@ -20,6 +20,7 @@
 
 #include "adapters/registry_internal.h"
 #include "core/status.h"
+#include "infer/prefix_cache.h"
 #include "infer/sched_internal.h"
 
 static double now_seconds(void) {
@@ -50,6 +51,10 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
                       "sequence decodes one token per step)",
                       o->max_step_tokens, o->max_batch);
   if (o->max_queue == 0) o->max_queue = 256;
+  if (o->prefix_cache < -1)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "scheduler: prefix_cache %d (-1: off, 0: default)",
+                      o->prefix_cache);
+  if (o->prefix_cache == 0) o->prefix_cache = o->max_batch;
   uint64_t one = mxl_kv_cache_bytes(c, o->max_context, o->prefill_chunk);
   if (o->kv_memory == 0) o->kv_memory = one * (uint64_t)o->max_batch;
   return MXL_OK;
@@ -63,11 +68,16 @@ mxl_status mxl_scheduler_create(const mxl_model *model, const mxl_scheduler_opti
   if (!s) return mxl_errorf(MXL_ERR_MEMORY, "scheduler: out of memory");
   s->model = model;
   mxl_status st = resolve_options(model, opt, &s->opt);
+  s->prefix = calloc(1, sizeof *s->prefix);
+  if (st == MXL_OK && !s->prefix) st = mxl_errorf(MXL_ERR_MEMORY, "scheduler: out of memory");
+  if (st == MXL_OK) st = mxl_prefix_cache_init(s->prefix, s->opt.prefix_cache > 0 ? s->opt.prefix_cache : 0);
   if (st == MXL_OK) st = mxl_backend_create_named(s->opt.backend, s->opt.threads, &s->be);
   if (st == MXL_OK) st = mxl_engine_create_with(model, s->be, &s->opt.weights, &s->engine);
   if (st == MXL_OK) st = mxl_batch_forward_init(s);
   if (st != MXL_OK) {
     mxl_batch_forward_release(s);
+    if (s->prefix) free(s->prefix->items);
+    free(s->prefix);
     mxl_engine_destroy(s->engine);
     mxl_backend_destroy(s->be);
     free(s);
@@ -88,6 +98,7 @@ mxl_backend *mxl_scheduler_backend(mxl_scheduler *s) { return s->be; }
 static void seq_free(mxl_scheduler *s, mxl_seq *q) {
   if (!q) return;
   mxl_kv_cache_destroy(s->engine, q->cache);
+  mxl_kv_tail_destroy(s->engine, q->tail);
   mxl_sampler_free(&q->sampler);
   for (int i = 0; i < q->n_adapters; i++) mxl_adapter_ref_release(q->refs[i]);
   free(q->tokens);
@@ -181,6 +192,7 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   q->user = r->user;
   q->context = r->n_prompt + r->max_tokens;
   q->kv_bytes = mxl_kv_cache_bytes(s->engine->cfg, q->context, s->opt.prefill_chunk);
+  if (s->prefix->max_entries) q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg);
   if (q->kv_bytes > s->kv_total) {
     uint64_t need = q->kv_bytes;
     seq_free(s, q);
@@ -248,15 +260,27 @@ static int deliver_token(mxl_seq *q, int32_t token) {
   ev.token = token;
   ev.prompt_tokens = q->n_prompt;
   ev.generated_tokens = q->generated;
+  ev.cached_tokens = q->reused;
   ev.message = "";
   return q->on_event(q->user, &ev);
 }
 
-/* Ends a sequence that is in no list any more: returns its KV reservation,
- * counts it, sends the final event, frees it. */
+/* The statistics' copy of the prefix cache's size (engine thread). */
+static void sync_cached(mxl_scheduler *s) {
+  pthread_mutex_lock(&s->mu);
+  s->kv_cached = s->prefix->bytes;
+  s->cached_entries = s->prefix->n;
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Ends a sequence that is in no list any more: returns its KV reservation
+ * (its cache may stay, as a prefix cache entry), counts it, sends the
+ * final event, frees it. */
 static void finish(mxl_scheduler *s, mxl_seq *q, mxl_finish_reason why, mxl_status status,
                    const char *message) {
   double now = now_seconds();
+  if (q->admitted && why != MXL_FINISH_ERROR && mxl_prefix_cache_keep(s->engine, s->prefix, q))
+    sync_cached(s);
   pthread_mutex_lock(&s->mu);
   if (q->admitted) s->kv_used -= q->kv_bytes;
   if (why == MXL_FINISH_CANCELLED) s->cancelled++;
@@ -269,6 +293,7 @@ static void finish(mxl_scheduler *s, mxl_seq *q, mxl_finish_reason why, mxl_stat
   ev.finish = why;
   ev.prompt_tokens = q->n_prompt;
   ev.generated_tokens = q->generated;
+  ev.cached_tokens = q->reused;
   ev.status = status;
   ev.message = message ? message : "";
   ev.queued_seconds = (q->admitted ? q->t_admit : now) - q->t_submit;
@@ -308,26 +333,66 @@ static void reap_cancelled(mxl_scheduler *s) {
   mxl_seq_list_free(&gone);
 }
 
-/* Gives an admitted sequence its KV cache and sampler (engine thread). */
-static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q) {
+/* Gives an admitted sequence its KV cache (continuing from the prefix
+ * cache's entry m.entry, if any) and sampler (engine thread). */
+static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q, mxl_prefix_match m) {
   MXL_TRY(mxl_kv_cache_create(s->engine, q->context, s->opt.prefill_chunk, &q->cache));
+  if (m.entry >= 0) {
+    const mxl_prefix_entry *en = &s->prefix->items[m.entry];
+    if (mxl_kv_cache_resume(s->engine, q->cache, en->cache, en->tail, m.pos) == MXL_OK) {
+      q->cached = q->reused = m.pos;
+      mxl_prefix_cache_touch(s->prefix, m.entry);
+      pthread_mutex_lock(&s->mu);
+      s->prefix_hits++;
+      s->prefix_tokens += (uint64_t)m.pos;
+      pthread_mutex_unlock(&s->mu);
+    }
+  }
   return mxl_sampler_init(&q->sampler, &q->sampling, s->engine->w.vocab_rows);
 }
 
-/* Admits from the queue head while a slot and the KV budget allow. */
+/* Frees kept caches, least recently used first, until `need` bytes fit
+ * beside the running requests; the entry *keep goes last (then *keep =
+ * -1; its index follows the evictions). Returns 1 when they fit. */
+static int make_room(mxl_scheduler *s, uint64_t need, int *keep) {
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    int fits = s->kv_used + s->kv_cached + need <= s->kv_total;
+    pthread_mutex_unlock(&s->mu);
+    if (fits || s->prefix->n == 0) return fits;
+    int victim = mxl_prefix_cache_lru(s->prefix, *keep);
+    if (victim < 0) victim = *keep, *keep = -1;
+    else if (*keep > victim) (*keep)--;
+    mxl_prefix_cache_evict(s->engine, s->prefix, victim);
+    sync_cached(s);
+  }
+}
+
+/* Admits from the queue head while a slot and the KV budget allow. The
+ * queue's head changes only on this thread (others append and flag). */
 static void admit(mxl_scheduler *s) {
   for (;;) {
     pthread_mutex_lock(&s->mu);
-    mxl_seq *q = s->queue.n ? s->queue.items[0] : NULL;
-    int fits = q && s->running.n < s->opt.max_batch && s->kv_used + q->kv_bytes <= s->kv_total;
-    if (fits) {
-      mxl_seq_list_remove(&s->queue, q);
-      s->kv_used += q->kv_bytes;
-      q->admitted = 1;
-    }
+    mxl_seq *q = s->queue.n && s->running.n < s->opt.max_batch ? s->queue.items[0] : NULL;
     pthread_mutex_unlock(&s->mu);
-    if (!fits) return;
-    mxl_status st = seq_start(s, q);
+    if (!q) return;
+    mxl_prefix_match m = mxl_prefix_cache_find(s->prefix, s->engine->cfg, q);
+    if (!make_room(s, q->kv_bytes, &m.entry)) return;
+    pthread_mutex_lock(&s->mu);
+    mxl_seq_list_remove(&s->queue, q);
+    s->kv_used += q->kv_bytes;
+    q->admitted = 1;
+    pthread_mutex_unlock(&s->mu);
+    mxl_status st = seq_start(s, q, m);
+    if (st != MXL_OK && s->prefix->n > 0) { /* the backend wants the kept caches' memory */
+      mxl_kv_cache_destroy(s->engine, q->cache);
+      q->cache = NULL;
+      q->cached = q->reused = 0;
+      mxl_sampler_free(&q->sampler);
+      while (s->prefix->n) mxl_prefix_cache_evict(s->engine, s->prefix, s->prefix->n - 1);
+      sync_cached(s);
+      st = seq_start(s, q, (mxl_prefix_match){-1, 0});
+    }
     if (st != MXL_OK && s->running.n == 0) { /* nothing will give memory back */
       char message[512];
       snprintf(message, sizeof message, "%s", mxl_last_error());
@@ -339,6 +404,7 @@ static void admit(mxl_scheduler *s) {
        * the head) until running requests give some back. */
       mxl_kv_cache_destroy(s->engine, q->cache);
       q->cache = NULL;
+      q->cached = q->reused = 0;
       mxl_sampler_free(&q->sampler);
       pthread_mutex_lock(&s->mu);
       s->kv_used -= q->kv_bytes;
@@ -433,6 +499,11 @@ mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
       mxl_seq *q = s->items[i].seq;
       q->cached += s->items[i].n;
       if (q->cached <= q->n_prompt) prompt += s->items[i].n;
+      /* the window before the prompt's last token, for a later prompt
+       * that repeats this one (then that token runs again, for its
+       * logits); a failure only costs that reuse */
+      if (s->prefix->max_entries && q->cached == q->n_prompt && !q->tail && q->n_prompt > 1)
+        mxl_kv_tail_take(s->engine, q->cache, q->n_prompt - 1, &q->tail);
     }
     pthread_mutex_lock(&s->mu);
     s->prompt_tokens += (uint64_t)prompt;
@@ -493,6 +564,8 @@ void mxl_scheduler_destroy(mxl_scheduler *s) {
   mxl_scheduler_cancel_all(s);
   mxl_seq_list_free(&s->queue);
   mxl_seq_list_free(&s->running);
+  mxl_prefix_cache_release(s->engine, s->prefix);
+  free(s->prefix);
   mxl_batch_forward_release(s);
   mxl_engine_destroy(s->engine);
   mxl_backend_destroy(s->be);
@@ -508,6 +581,10 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->queued = s->queue.n;
   out->kv_bytes_used = s->kv_used;
   out->kv_bytes_total = s->kv_total;
+  out->kv_bytes_cached = s->kv_cached;
+  out->cached_prefixes = s->cached_entries;
+  out->prefix_hits = s->prefix_hits;
+  out->prefix_tokens = s->prefix_tokens;
   out->submitted = s->submitted;
   out->completed = s->completed;
   out->cancelled = s->cancelled;
@@ -523,6 +600,7 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->prefill_chunk = s->opt.prefill_chunk;
   out->max_step_tokens = s->opt.max_step_tokens;
   out->max_queue = s->opt.max_queue;
+  out->prefix_cache = s->prefix->max_entries;
   out->vocab = s->engine->w.vocab_rows;
   out->backend = s->be->ops->name;
   out->threads = s->be->n_threads;

@@ -31,6 +31,36 @@ size_t mxl_kv_cache_bytes(const mxl_config *cfg, int max_context, int max_chunk)
 void mxl_kv_cache_reset(mxl_engine *e, mxl_kv_cache *c);
 void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c);
 
+/* Resuming at an earlier position. A cache holds every position of its
+ * full-attention layers but only the last cap_slide of its sliding-window
+ * layers, so a later sequence can continue from position r of a cache
+ * only while the ring still holds positions [r - window, r): at most
+ * max_chunk positions behind its end. A tail keeps those rows for one
+ * position (a prompt's end, before its reply moves the rings on). */
+typedef struct mxl_kv_tail {
+  int pos, rows;   /* the sliding layers' rows of positions [pos - rows, pos) */
+  int n_layers, kv_dim;
+  float **k, **v;  /* [L] → [rows, kv_dim], backend; NULL for full-attention layers */
+} mxl_kv_tail;
+
+/* The backend bytes of one tail (at most `window` rows per sliding layer). */
+size_t mxl_kv_tail_bytes(const mxl_config *cfg);
+/* Copies the tail at position pos (at most c->n_past; the ring must still
+ * hold the window before it). */
+mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, mxl_kv_tail **out);
+void mxl_kv_tail_destroy(mxl_engine *e, mxl_kv_tail *t);
+
+/* 1 when a sequence can continue from position r of `c` (with `t`, NULL
+ * for none). */
+int mxl_kv_cache_resumable(const mxl_config *cfg, const mxl_kv_cache *c, const mxl_kv_tail *t,
+                           int r);
+/* Fills the empty cache `dst` with positions [0, r) of `src` (full layers:
+ * all of them; sliding layers: the window before r, from src's ring or
+ * from `t` when t->pos == r); the next forward on dst starts at r. dst
+ * must be empty with room beyond r; r resumable. */
+mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_cache *src,
+                               const mxl_kv_tail *t, int r);
+
 /* One sequence's new tokens for this step, and its own adapters (applied
  * after the call's shared stack; a mixed batch gives every sequence its
  * own). */

@@ -98,3 +98,133 @@ void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c) {
   free(c->host_seg_slide);
   free(c);
 }
+
+/* ---------------------------------------------------------------- resuming */
+
+/* Rows of the window before position r (all of them near the start). */
+static int window_rows(const mxl_config *cfg, int r) {
+  return r < cfg->sliding_window ? r : cfg->sliding_window;
+}
+
+/* Copies positions [p0, p0 + n) between a sliding layer's ring (slot = p
+ * mod cap) and contiguous rows, in at most two runs: the ring wraps once. */
+static void ring_copy(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, int n, float *rows,
+                      int to_ring) {
+  const size_t row_bytes = (size_t)kv_dim * sizeof(float);
+  for (int done = 0; done < n;) {
+    int slot = (p0 + done) % cap;
+    int run = cap - slot < n - done ? cap - slot : n - done;
+    float *r = ring + (size_t)slot * kv_dim, *c = rows + (size_t)done * kv_dim;
+    if (to_ring) e->ops->copy(e->be, r, c, run * row_bytes);
+    else e->ops->copy(e->be, c, r, run * row_bytes);
+    done += run;
+  }
+}
+
+size_t mxl_kv_tail_bytes(const mxl_config *cfg) {
+  size_t layer = 2 * (size_t)cfg->sliding_window * cfg->n_kv_heads * cfg->head_dim * sizeof(float);
+  size_t bytes = 0;
+  for (int l = 0; l < cfg->n_layers; l++)
+    if (cfg->layer_sliding[l]) bytes += layer;
+  return bytes;
+}
+
+void mxl_kv_tail_destroy(mxl_engine *e, mxl_kv_tail *t) {
+  if (!t) return;
+  for (int l = 0; l < t->n_layers; l++) {
+    if (t->k) e->ops->free(e->be, t->k[l]);
+    if (t->v) e->ops->free(e->be, t->v[l]);
+  }
+  free(t->k);
+  free(t->v);
+  free(t);
+}
+
+mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, mxl_kv_tail **out) {
+  *out = NULL;
+  const mxl_config *cfg = e->cfg;
+  if (!mxl_kv_cache_resumable(cfg, c, NULL, pos))
+    return mxl_errorf(MXL_ERR_ARGUMENT,
+                      "KV tail: the rings no longer hold the window before position %d (%d "
+                      "cached)",
+                      pos, c->n_past);
+  mxl_kv_tail *t = calloc(1, sizeof *t);
+  if (!t) return mxl_errorf(MXL_ERR_MEMORY, "KV tail: out of memory");
+  t->pos = pos;
+  t->rows = window_rows(cfg, pos);
+  t->n_layers = c->n_layers;
+  t->kv_dim = c->kv_dim;
+  t->k = calloc(c->n_layers, sizeof *t->k);
+  t->v = calloc(c->n_layers, sizeof *t->v);
+  int ok = t->k && t->v;
+  const size_t bytes = (size_t)(t->rows ? t->rows : 1) * c->kv_dim * sizeof(float);
+  for (int l = 0; ok && l < c->n_layers; l++) {
+    if (!cfg->layer_sliding[l]) continue;
+    t->k[l] = e->ops->alloc(e->be, bytes);
+    t->v[l] = e->ops->alloc(e->be, bytes);
+    ok = t->k[l] && t->v[l];
+    if (!ok) break;
+    ring_copy(e, c->k[l], c->cap_slide, c->kv_dim, t->pos - t->rows, t->rows, t->k[l], 0);
+    ring_copy(e, c->v[l], c->cap_slide, c->kv_dim, t->pos - t->rows, t->rows, t->v[l], 0);
+  }
+  if (!ok) {
+    mxl_kv_tail_destroy(e, t);
+    return mxl_errorf(MXL_ERR_MEMORY, "KV tail: cannot allocate %d rows", t->rows);
+  }
+  *out = t;
+  return MXL_OK;
+}
+
+int mxl_kv_cache_resumable(const mxl_config *cfg, const mxl_kv_cache *c, const mxl_kv_tail *t,
+                           int r) {
+  if (r < 0 || r > c->n_past) return 0;
+  if (t && t->pos == r) return 1;
+  const int in_ring = c->n_past < c->cap_slide ? c->n_past : c->cap_slide;
+  return r - window_rows(cfg, r) >= c->n_past - in_ring;
+}
+
+mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_cache *src,
+                               const mxl_kv_tail *t, int r) {
+  const mxl_config *cfg = e->cfg;
+  if (dst->n_past != 0 || r >= dst->max_context || dst->kv_dim != src->kv_dim ||
+      !mxl_kv_cache_resumable(cfg, src, t, r))
+    return mxl_errorf(MXL_ERR_ARGUMENT,
+                      "KV cache: cannot resume at position %d (%d cached there, %d here, "
+                      "room for %d)",
+                      r, src->n_past, dst->n_past, dst->max_context);
+  const int rows = window_rows(cfg, r), p0 = r - rows;
+  const int from_tail = t && t->pos == r && t->rows == rows;
+  const size_t row_bytes = (size_t)dst->kv_dim * sizeof(float);
+  for (int l = 0; l < dst->n_layers; l++) {
+    if (!cfg->layer_sliding[l]) {
+      e->ops->copy(e->be, dst->k[l], src->k[l], (size_t)r * row_bytes);
+      e->ops->copy(e->be, dst->v[l], src->v[l], (size_t)r * row_bytes);
+    } else if (from_tail) {
+      ring_copy(e, dst->k[l], dst->cap_slide, dst->kv_dim, p0, rows, t->k[l], 1);
+      ring_copy(e, dst->v[l], dst->cap_slide, dst->kv_dim, p0, rows, t->v[l], 1);
+    } else {
+      /* ring to ring: runs end where either ring wraps */
+      for (int p = p0; p < r;) {
+        int ss = p % src->cap_slide, ds = p % dst->cap_slide, run = r - p;
+        if (run > src->cap_slide - ss) run = src->cap_slide - ss;
+        if (run > dst->cap_slide - ds) run = dst->cap_slide - ds;
+        size_t so = (size_t)ss * dst->kv_dim, dof = (size_t)ds * dst->kv_dim;
+        e->ops->copy(e->be, dst->k[l] + dof, src->k[l] + so, run * row_bytes);
+        e->ops->copy(e->be, dst->v[l] + dof, src->v[l] + so, run * row_bytes);
+        p += run;
+      }
+    }
+  }
+  for (int p = 0; p < r; p++) dst->host_pos_full[p] = p, dst->host_seg_full[p] = 0;
+  for (int p = p0; p < r; p++) {
+    int slot = p % dst->cap_slide;
+    dst->host_pos_slide[slot] = p;
+    dst->host_seg_slide[slot] = 0;
+  }
+  e->ops->upload(e->be, dst->pos_full, dst->host_pos_full, (size_t)r * sizeof(int32_t));
+  e->ops->upload(e->be, dst->seg_full, dst->host_seg_full, (size_t)r * sizeof(int32_t));
+  e->ops->upload(e->be, dst->pos_slide, dst->host_pos_slide, dst->cap_slide * sizeof(int32_t));
+  e->ops->upload(e->be, dst->seg_slide, dst->host_seg_slide, dst->cap_slide * sizeof(int32_t));
+  dst->n_past = r;
+  return MXL_OK;
+}

@@ -148,6 +148,7 @@ typedef struct mxl_api_reply {
 
 typedef struct mxl_api_usage {
   int prompt_tokens, completion_tokens;
+  int cached_tokens; /* usage.prompt_tokens_details.cached_tokens, as OpenAI reports it */
 } mxl_api_usage;
 
 /* Text of one response or chunk. Texts may hold bytes that are not valid

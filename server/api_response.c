@@ -60,6 +60,8 @@ static void add_usage(cJSON *root, const mxl_api_usage *u) {
   cJSON_AddNumberToObject(usage, "prompt_tokens", u->prompt_tokens);
   cJSON_AddNumberToObject(usage, "completion_tokens", u->completion_tokens);
   cJSON_AddNumberToObject(usage, "total_tokens", u->prompt_tokens + u->completion_tokens);
+  cJSON *details = cJSON_AddObjectToObject(usage, "prompt_tokens_details");
+  if (details) cJSON_AddNumberToObject(details, "cached_tokens", u->cached_tokens);
 }
 
 static char *print(cJSON *root, int ok) {

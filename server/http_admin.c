@@ -182,6 +182,13 @@ static void scheduler_metrics(mxl_server *srv, mxl_strbuf *b) {
          s.kv_bytes_total ? (double)s.kv_bytes_used / (double)s.kv_bytes_total : 0);
   metric(b, "mxlora_prompt_tokens_total", "counter", "Prompt tokens prefilled.",
          (double)s.prompt_tokens);
+  metric(b, "mxlora_prefix_cache_hits_total", "counter",
+         "Requests that continued from a kept KV cache.", (double)s.prefix_hits);
+  metric(b, "mxlora_prefix_cache_tokens_total", "counter",
+         "Prompt tokens taken from kept KV caches instead of prefilled.",
+         (double)s.prefix_tokens);
+  metric(b, "mxlora_prefix_cache_bytes", "gauge",
+         "KV cache kept for reuse (freed when a request needs it).", (double)s.kv_bytes_cached);
   metric(b, "mxlora_generation_tokens_total", "counter", "Tokens generated.",
          (double)s.generated_tokens);
   metric(b, "mxlora_generation_tokens_per_second", "gauge",

@@ -102,7 +102,7 @@ static enum MHD_Result answer_whole(http_request *r) {
     job_error(&o, &e);
     ret = mxl_http_send_error(r, &e);
   } else {
-    mxl_api_usage u = {o.prompt_tokens, o.generated_tokens};
+    mxl_api_usage u = {o.prompt_tokens, o.generated_tokens, o.cached_tokens};
     mxl_api_delta d = {0};
     d.content = content.data ? content.data : "";
     d.content_len = content.len;
@@ -161,7 +161,7 @@ static void stream_more(http_request *r) {
   if (d.content || d.reasoning) chunk(r, &d);
   if (o.finish == MXL_JOB_RUNNING) return;
   record_end(r, &o);
-  mxl_api_usage u = {o.prompt_tokens, o.generated_tokens};
+  mxl_api_usage u = {o.prompt_tokens, o.generated_tokens, o.cached_tokens};
   if (o.finish == MXL_JOB_ERROR || o.finish == MXL_JOB_CANCELLED) {
     mxl_api_error e = {0};
     job_error(&o, &e);

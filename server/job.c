@@ -256,6 +256,7 @@ static mxl_job_finish finish_of(const mxl_job *j) {
 static void fill_end(mxl_job *j, mxl_job_output *out) {
   out->finish = finish_of(j);
   out->prompt_tokens = j->n_prompt;
+  out->cached_tokens = j->final.cached_tokens;
   out->generated_tokens = j->reply.stop_matched ? j->reply.tokens_at_stop
                                                 : j->final.generated_tokens;
   out->queued_seconds = j->final.queued_seconds;

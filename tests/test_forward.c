@@ -240,6 +240,83 @@ static void test_cpu_matches_ref(void) {
   fixture_close(&ref), fixture_close(&cpu);
 }
 
+/* Feeds tokens [from, to) into c in chunks of `chunk`; logits of each
+ * position land at logits + position × V (NULL: none). */
+static mxl_status feed(mxl_engine *e, mxl_forward_state *st, mxl_kv_cache *c, int from, int to,
+                       int chunk, float *logits) {
+  const size_t V = e->w.vocab_rows;
+  for (int done = from; done < to; done += chunk) {
+    int n = to - done < chunk ? to - done : chunk;
+    mxl_fwd_seq seq = {c, tokens + done, n};
+    mxl_forward_out out = {logits ? logits + done * V : NULL, 1, NULL};
+    MXL_TRY(mxl_forward(e, st, &seq, 1, NULL, &out));
+  }
+  return MXL_OK;
+}
+
+/* A new cache continues from position r of another (the prefix cache):
+ * from the ring while it still holds the window before r, from a tail kept
+ * at r after it moved on; either way the logits after r are those of one
+ * pass over the whole sequence. Positions whose window the ring lost are
+ * refused. On each backend (window 8; rings of 8 + 3 - 1 slots wrap). */
+static void resume_on(int use_ref, double tol) {
+  model_fixture f;
+  MXL_CHECK_OK(fixture_open(&f, "test", "hf", 3, "", use_ref));
+  if (!f.engine) return fixture_close(&f);
+  mxl_engine *e = f.engine;
+  make_tokens(e->w.vocab_rows);
+  const size_t V = e->w.vocab_rows;
+  float *one = malloc(N * V * 4), *got = calloc(N * V, 4);
+  MXL_CHECK_OK(run(e, N, one));
+  mxl_forward_state st = {0};
+  mxl_kv_cache *src = NULL;
+  mxl_kv_tail *tail = NULL;
+  MXL_CHECK_OK(mxl_kv_cache_create(e, 64, 3, &src));
+  MXL_CHECK_OK(feed(e, &st, src, 0, 12, 3, NULL)); /* the ring holds [2, 12) */
+  MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 9, &tail), MXL_ERR_ARGUMENT, "position 9");
+  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 10, &tail)); /* the sliding layers' [2, 10) */
+  MXL_CHECK(tail && tail->pos == 10 && tail->rows == 8);
+  MXL_CHECK_OK(feed(e, &st, src, 12, N, 3, NULL)); /* the ring now holds [11, 21) */
+  const int from_ring = N - 2; /* its window [11, 19) is in the ring */
+  const struct { int r; const mxl_kv_tail *t; int ok; } cases[] = {
+      {from_ring, NULL, 1}, {N, NULL, 1},    {10, tail, 1}, {10, NULL, 0},
+      {from_ring - 1, NULL, 0}, {5, tail, 0}, {N + 1, NULL, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int r = cases[i].r;
+    MXL_CHECK_MSG(mxl_kv_cache_resumable(&f.model->config, src, cases[i].t, r) == cases[i].ok,
+                  "position %d %s tail", r, cases[i].t ? "with" : "without");
+    if (!cases[i].ok || r >= N) continue;
+    mxl_kv_cache *dst = NULL;
+    MXL_CHECK_OK(mxl_kv_cache_create(e, 64, 4, &dst));
+    MXL_CHECK_OK(feed(e, &st, dst, 0, 2, 2, NULL)); /* a used cache must be refused */
+    MXL_CHECK_FAILS(mxl_kv_cache_resume(e, dst, src, cases[i].t, r), MXL_ERR_ARGUMENT,
+                    "cannot resume");
+    mxl_kv_cache_reset(e, dst);
+    MXL_CHECK_OK(mxl_kv_cache_resume(e, dst, src, cases[i].t, r));
+    MXL_CHECK_OK(feed(e, &st, dst, r, N, 4, got));
+    double d = max_abs_diff(one + r * V, got + r * V, (N - r) * V);
+    printf("  resumed at %d (%s): logits after it differ from one pass by %.3g\n", r,
+           cases[i].t ? "tail" : "ring", d);
+    MXL_CHECK(d < tol);
+    mxl_kv_cache_destroy(e, dst);
+  }
+  mxl_kv_cache *dst = NULL;
+  MXL_CHECK_OK(mxl_kv_cache_create(e, 64, 4, &dst));
+  MXL_CHECK_FAILS(mxl_kv_cache_resume(e, dst, src, NULL, 12), MXL_ERR_ARGUMENT, "position 12");
+  mxl_kv_cache_destroy(e, dst);
+  mxl_kv_tail_destroy(e, tail);
+  mxl_kv_cache_destroy(e, src);
+  mxl_forward_state_release(e, &st);
+  free(one), free(got);
+  fixture_close(&f);
+}
+
+static void test_resume_from_cache(void) {
+  resume_on(1, 1e-4);
+  resume_on(0, 2e-2);
+}
+
 /* Sets the protection of a mapped file but the pages of the token
  * embedding, which stays in host memory by design (mxl_engine_embed gathers
  * a step's rows from it). */
@@ -463,6 +540,7 @@ int main(void) {
   MXL_RUN(test_adapter_on_metal);
   MXL_RUN(test_inference_and_training_agree);
   MXL_RUN(test_cpu_matches_ref);
+  MXL_RUN(test_resume_from_cache);
   MXL_RUN(test_device_copy_of_weights);
   MXL_RUN(test_weights_in_huge_pages);
   MXL_RUN(test_no_mmap_memory);

@@ -31,6 +31,7 @@ enum { MAX_OUT = 64 };
 typedef struct got {
   int32_t tokens[MAX_OUT];
   int n, finals;
+  int cached; /* the final event's cached_tokens */
   uint64_t step_of[MAX_OUT]; /* the scheduler step count when each token came */
   mxl_finish_reason finish;
   int cancel_after;          /* return 1 after this many tokens (0: never) */
@@ -42,6 +43,7 @@ static int on_event(void *user, const mxl_request_event *ev) {
   if (ev->finish != MXL_FINISH_NONE) {
     g->finals++;
     g->finish = ev->finish;
+    g->cached = ev->cached_tokens;
     return 0;
   }
   if (g->n < MAX_OUT) {
@@ -53,8 +55,10 @@ static int on_event(void *user, const mxl_request_event *ev) {
   return g->cancel_after && g->n >= g->cancel_after;
 }
 
-static mxl_scheduler *make(int max_batch, int chunk, uint64_t kv_memory, int max_queue) {
+static mxl_scheduler *make_kept(int max_batch, int chunk, uint64_t kv_memory, int max_queue,
+                                int prefix_cache) {
   mxl_scheduler_options o = {0};
+  o.prefix_cache = prefix_cache;
   o.backend = "ref";
   o.max_context = 96;
   o.max_batch = max_batch;
@@ -64,6 +68,10 @@ static mxl_scheduler *make(int max_batch, int chunk, uint64_t kv_memory, int max
   mxl_scheduler *s = NULL;
   MXL_CHECK_OK(mxl_scheduler_create(f.model, &o, &s));
   return s;
+}
+
+static mxl_scheduler *make(int max_batch, int chunk, uint64_t kv_memory, int max_queue) {
+  return make_kept(max_batch, chunk, kv_memory, max_queue, 0);
 }
 
 typedef struct spec {
@@ -277,8 +285,14 @@ static void test_cancel(void) {
 }
 
 static void test_kv_budget(void) {
-  uint64_t need = mxl_kv_cache_bytes(&f.model->config, 6 + 10, 8);
-  mxl_scheduler *s = make(8, 8, 2 * need + need / 2, 3); /* two requests of 16 positions */
+  /* a request's reservation: its cache and the prompt's window kept for the prefix cache */
+  uint64_t need = mxl_kv_cache_bytes(&f.model->config, 6 + 10, 8) +
+                  mxl_kv_tail_bytes(&f.model->config);
+  const uint64_t budget = 2 * need + need / 8; /* two requests of 16 positions */
+  const uint64_t huge_need = mxl_kv_cache_bytes(&f.model->config, 96, 8) +
+                             mxl_kv_tail_bytes(&f.model->config);
+  MXL_CHECK(huge_need > budget);
+  mxl_scheduler *s = make(8, 8, budget, 3);
   if (!s) return;
   got g[4];
   memset(g, 0, sizeof g);
@@ -291,7 +305,7 @@ static void test_kv_budget(void) {
   mxl_scheduler_get_stats(s, &st);
   MXL_CHECK_MSG(st.running == 2 && st.queued == 1, "running %d, queued %d", st.running, st.queued);
   MXL_CHECK(st.kv_bytes_used == 2 * need && st.kv_bytes_used <= st.kv_bytes_total);
-  spec huge = {40, 50, 0, {-1, -1}, {0, 0}};
+  spec huge = {40, 56, 0, {-1, -1}, {0, 0}};
   MXL_CHECK_FAILS(submit(s, NULL, &huge, 0, &g[3], &id), MXL_ERR_ARGUMENT, "KV budget");
   drain(s);
   for (int i = 0; i < 3; i++) MXL_CHECK(g[i].finals == 1 && g[i].n == 10);
@@ -320,6 +334,112 @@ static void test_kv_budget(void) {
   mxl_scheduler_shutdown(s, 1);
   MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_STATE, "shutting down");
   mxl_scheduler_destroy(s);
+}
+
+/* The prefix cache (ref backend, window 8, chunks of 4: rings of 11
+ * slots). A conversation's turns, each prompt repeating the last one and
+ * its reply, continue from the kept cache: from the ring when the reply
+ * was short, from the prompt's kept window when it was long. Every reply
+ * equals the same request's on a scheduler without the cache; other
+ * adapters or scales, or another prompt, reuse nothing. */
+typedef struct turn {
+  int32_t prompt[96];
+  int n;
+} turn;
+
+static got ask(mxl_scheduler *s, const turn *t, int max_tokens, mxl_adapter_ref *ad, float scale) {
+  got g;
+  memset(&g, 0, sizeof g);
+  g.s = s;
+  mxl_request r;
+  mxl_request_defaults(&r);
+  r.prompt = t->prompt;
+  r.n_prompt = t->n;
+  r.temperature = 0;
+  r.max_tokens = max_tokens;
+  mxl_request_adapter one = {ad, scale};
+  r.adapters = &one;
+  r.n_adapters = ad ? 1 : 0;
+  r.on_event = on_event;
+  r.user = &g;
+  uint64_t id;
+  MXL_CHECK_OK(mxl_scheduler_submit(s, &r, &id));
+  drain(s);
+  MXL_CHECK(g.finals == 1 && g.n == max_tokens);
+  return g;
+}
+
+/* Appends the reply and `extra` new tokens (a next user message). */
+static void next_turn(turn *t, const got *reply, int extra, int seed) {
+  for (int i = 0; i < reply->n; i++) t->prompt[t->n++] = reply->tokens[i];
+  prompt_of(seed, extra, t->prompt + t->n);
+  t->n += extra;
+}
+
+static void same_reply(const got *a, const got *b, const char *what) {
+  MXL_CHECK_MSG(a->n == b->n && !memcmp(a->tokens, b->tokens, sizeof(int32_t) * a->n),
+                "%s: the reply differs from one without the prefix cache", what);
+}
+
+static void test_prefix_cache(void) {
+  mxl_scheduler *s = make(4, 4, 0, 0), *plain = make_kept(4, 4, 0, 0, -1);
+  mxl_adapter_ref *refs[2] = {0};
+  mxl_registry *reg = s && plain ? registry_for(s, refs) : NULL;
+  if (!reg) return;
+  turn t = {.n = 12};
+  prompt_of(40, t.n, t.prompt);
+  got a = ask(s, &t, 5, NULL, 0), b = ask(plain, &t, 5, NULL, 0);
+  same_reply(&a, &b, "turn 1");
+  MXL_CHECK(a.cached == 0);
+  /* turn 2: the cache holds the prompt and 4 reply tokens (the 5th was
+   * never run); the ring still holds that point's window */
+  int n1 = t.n;
+  next_turn(&t, &a, 3, 41);
+  a = ask(s, &t, 20, NULL, 0), b = ask(plain, &t, 20, NULL, 0);
+  same_reply(&a, &b, "turn 2");
+  MXL_CHECK_MSG(a.cached == n1 + 4 && b.cached == 0, "turn 2 reused %d tokens", a.cached);
+  /* turn 3 after a 20-token reply, 19 of them run: 19 positions past turn
+   * 2's prompt, so the window kept before its last token serves (that
+   * token runs again) */
+  int n2 = t.n;
+  next_turn(&t, &(got){.n = 0}, 2, 42); /* a prompt that differs at the reply */
+  t.prompt[n2] = (a.tokens[0] + 1) % 1000;
+  a = ask(s, &t, 6, NULL, 0), b = ask(plain, &t, 6, NULL, 0);
+  same_reply(&a, &b, "turn 3");
+  MXL_CHECK_MSG(a.cached == n2 - 1, "turn 3 reused %d tokens (its prompt shares %d)", a.cached,
+                n2);
+  /* the same prompt again (a regenerated reply): all but its last token */
+  a = ask(s, &t, 6, NULL, 0);
+  same_reply(&a, &b, "turn 3 again");
+  MXL_CHECK(a.cached == t.n - 1);
+  /* an adapter, then other scales or versions of it: only the same reuses */
+  got with = ask(s, &t, 6, refs[0], 0.5f), with_plain = ask(plain, &t, 6, refs[0], 0.5f);
+  same_reply(&with, &with_plain, "adapter");
+  MXL_CHECK(with.cached == 0);
+  with = ask(s, &t, 6, refs[0], 0.5f);
+  MXL_CHECK(with.cached == t.n - 1);
+  same_reply(&with, &with_plain, "adapter again");
+  MXL_CHECK(ask(s, &t, 6, refs[0], 0.25f).cached == 0);
+  MXL_CHECK(ask(s, &t, 6, refs[1], 0.5f).cached == 0);
+  /* another prompt shares nothing */
+  turn other = {.n = 9};
+  prompt_of(77, other.n, other.prompt);
+  MXL_CHECK(ask(s, &other, 3, NULL, 0).cached == 0);
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK_MSG(st.prefix_hits == 4 && st.cached_prefixes == 4 && st.prefix_cache == 4,
+                "%llu hits, %d kept (of %d)", (unsigned long long)st.prefix_hits,
+                st.cached_prefixes, st.prefix_cache);
+  MXL_CHECK(st.kv_bytes_used == 0 && st.kv_bytes_cached > 0 &&
+            st.kv_bytes_cached <= st.kv_bytes_total);
+  mxl_scheduler_get_stats(plain, &st);
+  MXL_CHECK(st.prefix_hits == 0 && st.cached_prefixes == 0 && st.kv_bytes_cached == 0 &&
+            st.prefix_cache == 0);
+  mxl_adapter_ref_release(refs[0]);
+  mxl_adapter_ref_release(refs[1]);
+  mxl_scheduler_destroy(s);
+  mxl_scheduler_destroy(plain);
+  mxl_registry_destroy(reg);
 }
 
 /* The engine thread: run() on its own thread, submissions from this one,
@@ -410,6 +530,7 @@ int main(void) {
   MXL_RUN(test_chunked_prefill);
   MXL_RUN(test_cancel);
   MXL_RUN(test_kv_budget);
+  MXL_RUN(test_prefix_cache);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
   return mxl_test_summary("scheduler");

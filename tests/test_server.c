@@ -849,17 +849,66 @@ static void test_chat_through_a_pipe(void) {
     MXL_CHECK_MSG(strstr(out, needles[i]), "chat output lacks \"%s\": %s", needles[i], out);
   /* Two replies, none after /exit; the first is what `generate --chat`
    * makes with the same adapter. */
-  const char *first = strstr(out, "prompt tokens, ");
-  MXL_CHECK(first && strstr(first + 1, "prompt tokens, ") &&
-            !strstr(strstr(first + 1, "prompt tokens, ") + 1, "prompt tokens, "));
+  const char *first = strstr(out, "cached), ");
+  MXL_CHECK(first && strstr(first + 1, "cached), ") &&
+            !strstr(strstr(first + 1, "cached), ") + 1, "cached), "));
   char *gen = NULL;
   MXL_CHECK(mxl(&gen, 1, "generate --model %s/m --backend ref --temperature 0 --chat --prompt "
                 "'Say 3' --max-tokens 30 --adapter %s/run0/adapter.mxla:0.5", root, root) == 0);
-  MXL_CHECK_MSG(number_after(out, "prompt tokens, ") == number_after(gen, "tok/s), "),
+  MXL_CHECK_MSG(number_after(out, "cached), ") == number_after(gen, "tok/s), "),
                 "chat: %s\ngenerate: %s", out, gen);
   MXL_CHECK(number_after(out, "\n[") == number_after(gen, "\n["));
   free(gen);
   free(out);
+}
+
+/* Chat output without its summary lines ("[N prompt tokens ...]"). */
+static void drop_summaries(char *text) {
+  char *w = text;
+  for (const char *r = text; *r;) {
+    const char *eol = strchr(r, '\n');
+    size_t n = eol ? (size_t)(eol - r) + 1 : strlen(r);
+    if (*r != '[') memmove(w, r, n), w += n;
+    r += n;
+  }
+  *w = '\0';
+}
+
+/* A conversation's second turn continues from the first one's KV cache
+ * (its prompt repeats the first one; the test model's random replies
+ * have no text, so the history holds the two user messages): the same
+ * replies as without the prefix cache, most of the prompt not prefilled
+ * again. */
+static void test_chat_reuses_the_conversation(void) {
+  char script[160];
+  snprintf(script, sizeof script, "%s/chat2.txt", root);
+  FILE *fp = fopen(script, "w");
+  fprintf(fp, "Say 3\nSay 4 and more\n");
+  fclose(fp);
+  char *out[2] = {NULL, NULL};
+  for (int i = 0; i < 2; i++)
+    MXL_CHECK(mxl(&out[i], 1, "chat --model %s/m --backend ref --temperature 0 --max-tokens 24 %s "
+                  "< '%s'", root, i ? "--no-prefix-cache" : "", script) == 0);
+  if (!out[0] || !out[1]) return;
+  const char *turn2[2];
+  for (int i = 0; i < 2; i++) {
+    const char *first = strstr(out[i], "\n[");
+    turn2[i] = first ? strstr(first + 1, "\n[") : NULL;
+  }
+  MXL_CHECK_MSG(turn2[0] && turn2[1], "two turns expected:\n%s\n%s", out[0], out[1]);
+  if (turn2[0] && turn2[1]) {
+    int prompt1 = number_after(out[0], "\n["), prompt2 = number_after(turn2[0], "\n[");
+    int cached = number_after(turn2[0], "prompt tokens (");
+    MXL_CHECK_MSG(cached > prompt1 / 2 && cached < prompt1 && prompt2 > prompt1,
+                  "turn 2: %d of %d prompt tokens cached (turn 1's prompt: %d)\n%s", cached,
+                  prompt2, prompt1, out[0]);
+    MXL_CHECK_MSG(number_after(turn2[1], "prompt tokens (") == 0, "%s", out[1]);
+    drop_summaries(out[0]);
+    drop_summaries(out[1]);
+    MXL_CHECK_MSG(!strcmp(out[0], out[1]), "replies differ:\n%s\n---\n%s", out[0], out[1]);
+  }
+  free(out[0]);
+  free(out[1]);
 }
 
 int main(void) {
@@ -874,6 +923,7 @@ int main(void) {
   MXL_RUN(test_api_key);
   MXL_RUN(test_sigterm_drains);
   MXL_RUN(test_chat_through_a_pipe);
+  MXL_RUN(test_chat_reuses_the_conversation);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);

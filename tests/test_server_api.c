@@ -242,7 +242,7 @@ static void test_response_json(void) {
       "\"model\":\"base\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
       "\"content\":\"Hi\xEF\xBF\xBD\",\"reasoning_content\":\"think\"},\"logprobs\":null,"
       "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,"
-      "\"total_tokens\":8}}"), "%s", text);
+      "\"total_tokens\":8,\"prompt_tokens_details\":{\"cached_tokens\":0}}}"), "%s", text);
   free(text);
   mxl_api_delta c = {0};
   c.role = 1;

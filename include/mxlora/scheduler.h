@@ -29,6 +29,21 @@
  * MXL_ERR_MEMORY, when nothing runs), never failing the process. Cancelling or
  * finishing frees the reservation at once.
  *
+ * Prefix cache. A finished (or cancelled) request's KV cache is kept in the
+ * budget's unused part, so that a later request whose prompt begins with
+ * the same tokens, with the same adapter versions at the same scales,
+ * prefills only the rest: a chat's next turn (its prompt repeats the
+ * conversation so far), a shared system prompt, a regenerated reply. Kept
+ * caches are freed, least recently used first, as soon as a request needs
+ * the memory, so they never delay one. A sliding-window layer keeps only
+ * its last window + prefill_chunk - 1 positions, so a prompt can continue
+ * from any point less than prefill_chunk positions before the kept cache's
+ * end, and from the end of the kept request's prompt (whose window is kept
+ * aside: 2 × window × kv heads × head dim floats per sliding layer, counted
+ * in each request's reservation). Reuse gives the same result as a fresh
+ * prefill: bit for bit on the ref backend, within the matmul tolerance on
+ * cpu and cuda (the reused keys were computed in other chunks).
+ *
  * Events. Each request gets its events through its callback, on the engine
  * thread, in order: one per generated token (stop tokens included), then
  * exactly one final event (finish != MXL_FINISH_NONE) — also for requests
@@ -62,6 +77,8 @@ typedef struct mxl_scheduler_options {
   uint64_t kv_memory;  /* bytes of KV cache for all requests (0: max_batch requests of
                           max_context positions) */
   int max_queue;       /* requests waiting at once before submit refuses (0: 256) */
+  int prefix_cache;    /* finished requests' KV caches kept for reuse (0: max_batch;
+                          -1: none, the cache is off) */
   mxl_weight_options weights; /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_scheduler_options;
 
@@ -92,6 +109,7 @@ typedef struct mxl_request_event {
   int32_t token;            /* the new token (token events); -1 in the final event */
   mxl_finish_reason finish; /* MXL_FINISH_NONE for token events */
   int prompt_tokens, generated_tokens; /* so far */
+  int cached_tokens;        /* prompt tokens taken from the prefix cache, not prefilled */
   /* Final event only: */
   mxl_status status;        /* MXL_OK unless finish == MXL_FINISH_ERROR */
   const char *message;      /* the error, or ""; valid during the callback */
@@ -169,14 +187,18 @@ void mxl_scheduler_shutdown(mxl_scheduler *s, int drain);
 typedef struct mxl_scheduler_stats {
   /* now */
   int running, queued;
-  uint64_t kv_bytes_used, kv_bytes_total;
+  uint64_t kv_bytes_used, kv_bytes_total; /* used: by requests that run */
+  uint64_t kv_bytes_cached; /* by kept caches (freed when a request needs the memory) */
+  int cached_prefixes;      /* kept caches */
   /* totals since creation */
   uint64_t submitted, completed, cancelled, failed, refused;
-  uint64_t prompt_tokens, generated_tokens;
+  uint64_t prompt_tokens, generated_tokens; /* prompt: prefilled (cached ones not counted) */
+  uint64_t prefix_hits, prefix_tokens;      /* requests that reused a kept cache; tokens reused */
   uint64_t steps;
   double busy_seconds; /* inside steps that had work */
   /* configuration */
   int max_context, max_batch, prefill_chunk, max_step_tokens, max_queue;
+  int prefix_cache;    /* kept caches at most (0: off) */
   int vocab;           /* token ids are < vocab */
   const char *backend; /* "cpu", "ref", "cuda" */
   int threads;         /* the backend's CPU threads */

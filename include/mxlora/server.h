@@ -119,6 +119,7 @@ typedef struct mxl_job_output {
   size_t reasoning_len;
   mxl_job_finish finish; /* MXL_JOB_RUNNING until the end */
   int prompt_tokens, generated_tokens;
+  int cached_tokens;     /* of prompt_tokens, taken from the prefix cache (at the end) */
   double queued_seconds, first_token_seconds, total_seconds;
   mxl_status status;     /* MXL_JOB_ERROR: the failure */
   const char *message;
