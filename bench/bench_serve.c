@@ -251,7 +251,10 @@ int main(int argc, char **argv) {
   for (int rep = 0; rep < o.reps; rep++)
     for (int c = 0; c < o.n_conc; c++)
       for (int mixed = 0; mixed < 2; mixed++)
-        if (!run_once(s, refs, &o, o.conc[c], mixed, 7 + (uint64_t)rep, &gen[c][mixed][rep],
+        /* every run's prompts are new: none continues from the prefix cache */
+        if (!run_once(s, refs, &o, o.conc[c], mixed,
+                      7 + (uint64_t)rep * 1000 + (uint64_t)c * 10 + (uint64_t)mixed,
+                      &gen[c][mixed][rep],
                       &dec[c][mixed][rep], &cpu[c][mixed][rep])) {
           fprintf(stderr, "run failed (C = %d, %s)\n", o.conc[c], mixed ? "mixed" : "single");
           return 1;

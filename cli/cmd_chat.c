@@ -255,9 +255,10 @@ static void turn(chat_state *c, const char *text) {
   printf("\n");
   fflush(stdout); /* before the summary on stderr, for pipes and files */
   double decode = o.total_seconds - o.first_token_seconds;
-  fprintf(stderr, "[%d prompt tokens (%d cached), %d generated (%.1f tok/s); %s]\n",
+  fprintf(stderr, "[%d prompt tokens (%d cached), %d generated (%.1f tok/s), the first after "
+          "%.2f s; %s]\n",
           o.prompt_tokens, o.cached_tokens, o.generated_tokens,
-          decode > 0 ? (o.generated_tokens - 1) / decode : 0.0,
+          decode > 0 ? (o.generated_tokens - 1) / decode : 0.0, o.first_token_seconds,
           o.finish == MXL_JOB_ERROR ? o.message : mxl_job_finish_name(o.finish));
   /* An empty reply (cancelled at once, or a model that said nothing) is
    * not kept: the renderer refuses an assistant message without text. */

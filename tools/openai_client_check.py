@@ -9,8 +9,10 @@ On a tiny model with three adapters trained here (or --model and
      "adapters" extension (extra_body): every greedy answer equals what
      `mxlora generate` prints for the same adapters and scales, streamed
      answers equal whole ones, usage counts add up, the streamed usage
-     chunk arrives with stream_options.include_usage, reasoning_content
-     is where the client exposes extra fields;
+     chunk arrives with stream_options.include_usage, a repeated prompt
+     comes from the prefix cache (usage.prompt_tokens_details.cached_tokens),
+     and so does a conversation's next turn,
+     reasoning_content is where the client exposes extra fields;
   3. adapters loaded, reloaded and unloaded at runtime (vLLM's endpoints)
      are served at once;
   4. errors surface as the client's exception classes (NotFoundError,
@@ -127,8 +129,25 @@ def run_checks(a):
                   f"chat stream {model_id}: equals the whole answer")
             check(usage_only and usage.completion_tokens == r.usage.completion_tokens,
                   "chat stream: usage chunk")
+            # the same prompt again: all of it but its last token comes
+            # from the prefix cache, reported where OpenAI reports it
+            details = getattr(usage, "prompt_tokens_details", None)
+            check(details is not None and details.cached_tokens == usage.prompt_tokens - 1,
+                  f"chat stream: the repeated prompt is cached ({details})")
             reasoning_whole = getattr(r.choices[0].message, "reasoning_content", None) or ""
             check(reasoning == reasoning_whole, "chat stream: reasoning_content equals the whole")
+            # the conversation's next turn repeats the first prompt: at
+            # least that much comes from the prefix cache
+            if text:
+                nxt = client.chat.completions.create(
+                    model=model_id, temperature=0, max_tokens=8, extra_body=body,
+                    messages=[{"role": "user", "content": "Say 3"},
+                              {"role": "assistant", "content": text},
+                              {"role": "user", "content": "Say 4"}])
+                cached = nxt.usage.prompt_tokens_details.cached_tokens
+                check(r.usage.prompt_tokens - 1 <= cached < nxt.usage.prompt_tokens,
+                      f"chat turn 2: {cached} of {nxt.usage.prompt_tokens} prompt tokens "
+                      f"cached (turn 1: {r.usage.prompt_tokens})")
 
         # the analysis channel as reasoning_content (the third adapter was
         # trained with "thinking"; it is loaded at runtime below, so ask it
