@@ -37,6 +37,7 @@ typedef struct options {
   const char *model, *backend;
   int conc[MAX_CONC], n_conc;
   int tokens, prompt, reps, threads, rank;
+  int prefix_cache; /* the scheduler's option: 0 default, -1 off */
 } options;
 
 typedef struct run_state {
@@ -150,7 +151,8 @@ static int write_adapters(const char *dir, const mxl_model *model, int rank, cha
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_serve [--model DIR] [--backend cpu] [--threads N] [--conc 1,8,32]\n"
-          "                   [--tokens 32] [--prompt 16] [--reps 3] [--rank 8]\n");
+          "                   [--tokens 32] [--prompt 16] [--reps 3] [--rank 8]\n"
+          "                   [--prefix-cache N (-1: off)]\n");
 }
 
 static int parse(int argc, char **argv, options *o) {
@@ -169,6 +171,7 @@ static int parse(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--prompt")) o->prompt = atoi(v);
     else if (!strcmp(a, "--reps")) o->reps = atoi(v);
     else if (!strcmp(a, "--rank")) o->rank = atoi(v);
+    else if (!strcmp(a, "--prefix-cache")) o->prefix_cache = atoi(v);
     else return 0;
     i++;
   }
@@ -217,6 +220,7 @@ int main(int argc, char **argv) {
   so.max_context = o.prompt + o.tokens;
   so.max_batch = max_conc;
   so.prefill_chunk = o.prompt;
+  so.prefix_cache = o.prefix_cache;
   so.max_step_tokens = max_conc * o.prompt;
   int ok = mkdtemp(tmp) && mxl_model_open(dir, &model) == MXL_OK &&
            write_adapters(tmp, model, o.rank, paths) &&

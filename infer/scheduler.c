@@ -55,7 +55,10 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
     return mxl_errorf(MXL_ERR_ARGUMENT, "scheduler: prefix_cache %d (-1: off, 0: default)",
                       o->prefix_cache);
   if (o->prefix_cache == 0) o->prefix_cache = o->max_batch;
+  /* a request's reservation: its cache, and the window kept for the
+   * prefix cache */
   uint64_t one = mxl_kv_cache_bytes(c, o->max_context, o->prefill_chunk);
+  if (o->prefix_cache > 0) one += mxl_kv_tail_bytes(c, o->max_context);
   if (o->kv_memory == 0) o->kv_memory = one * (uint64_t)o->max_batch;
   return MXL_OK;
 }
@@ -192,7 +195,7 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   q->user = r->user;
   q->context = r->n_prompt + r->max_tokens;
   q->kv_bytes = mxl_kv_cache_bytes(s->engine->cfg, q->context, s->opt.prefill_chunk);
-  if (s->prefix->max_entries) q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg);
+  if (s->prefix->max_entries) q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg, q->context);
   if (q->kv_bytes > s->kv_total) {
     uint64_t need = q->kv_bytes;
     seq_free(s, q);

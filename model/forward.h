@@ -43,8 +43,9 @@ typedef struct mxl_kv_tail {
   float **k, **v;  /* [L] → [rows, kv_dim], backend; NULL for full-attention layers */
 } mxl_kv_tail;
 
-/* The backend bytes of one tail (at most `window` rows per sliding layer). */
-size_t mxl_kv_tail_bytes(const mxl_config *cfg);
+/* The backend bytes of a tail at most at position max_context - 1 (its
+ * rows: the window, or fewer positions). */
+size_t mxl_kv_tail_bytes(const mxl_config *cfg, int max_context);
 /* Copies the tail at position pos (at most c->n_past; the ring must still
  * hold the window before it). */
 mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, mxl_kv_tail **out);

@@ -121,8 +121,9 @@ static void ring_copy(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, i
   }
 }
 
-size_t mxl_kv_tail_bytes(const mxl_config *cfg) {
-  size_t layer = 2 * (size_t)cfg->sliding_window * cfg->n_kv_heads * cfg->head_dim * sizeof(float);
+size_t mxl_kv_tail_bytes(const mxl_config *cfg, int max_context) {
+  int rows = window_rows(cfg, max_context > 1 ? max_context - 1 : 1);
+  size_t layer = 2 * (size_t)rows * cfg->n_kv_heads * cfg->head_dim * sizeof(float);
   size_t bytes = 0;
   for (int l = 0; l < cfg->n_layers; l++)
     if (cfg->layer_sliding[l]) bytes += layer;

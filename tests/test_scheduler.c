@@ -287,10 +287,10 @@ static void test_cancel(void) {
 static void test_kv_budget(void) {
   /* a request's reservation: its cache and the prompt's window kept for the prefix cache */
   uint64_t need = mxl_kv_cache_bytes(&f.model->config, 6 + 10, 8) +
-                  mxl_kv_tail_bytes(&f.model->config);
+                  mxl_kv_tail_bytes(&f.model->config, 6 + 10);
   const uint64_t budget = 2 * need + need / 8; /* two requests of 16 positions */
   const uint64_t huge_need = mxl_kv_cache_bytes(&f.model->config, 96, 8) +
-                             mxl_kv_tail_bytes(&f.model->config);
+                             mxl_kv_tail_bytes(&f.model->config, 96);
   MXL_CHECK(huge_need > budget);
   mxl_scheduler *s = make(8, 8, budget, 3);
   if (!s) return;
@@ -333,6 +333,24 @@ static void test_kv_budget(void) {
   r.top_p = 1;
   mxl_scheduler_shutdown(s, 1);
   MXL_CHECK_FAILS(mxl_scheduler_submit(s, &r, &id), MXL_ERR_STATE, "shutting down");
+  mxl_scheduler_destroy(s);
+}
+
+/* The default KV budget holds max_batch requests of the whole context at
+ * once, their prefix cache windows included. */
+static void test_default_budget(void) {
+  mxl_scheduler *s = make(4, 4, 0, 0);
+  if (!s) return;
+  got g[4];
+  memset(g, 0, sizeof g);
+  uint64_t id;
+  spec full = {10, 86, 0, {-1, -1}, {0, 0}}; /* 96 positions: max_context */
+  for (int i = 0; i < 4; i++) MXL_CHECK_OK(submit(s, NULL, &full, i, &g[i], &id));
+  MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK_MSG(st.running == 4 && st.queued == 0, "running %d, queued %d", st.running,
+                st.queued);
   mxl_scheduler_destroy(s);
 }
 
@@ -530,6 +548,7 @@ int main(void) {
   MXL_RUN(test_chunked_prefill);
   MXL_RUN(test_cancel);
   MXL_RUN(test_kv_budget);
+  MXL_RUN(test_default_budget);
   MXL_RUN(test_prefix_cache);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
