@@ -117,6 +117,9 @@ int mxl_cmd_generate(int argc, char **argv) {
        1 << 20},
       {"--special", MXL_OPT_FLAG, &special, "parse special-token names in a raw prompt"},
       {"--dump-logits", MXL_OPT_STRING, &dump, "FILE.npy: logits of every prompt position"},
+      {"--prompt-cache", MXL_OPT_STRING, &req.prompt_cache,
+       "FILE: keep the KV cache after the prompt there; a later prompt that begins the same "
+       "(same model, adapters, scales) skips that part"},
       {"--context", MXL_OPT_INT, &max_context, "N: KV cache positions (default 4096)", 1,
        1 << 20},
       {"--prefill-chunk", MXL_OPT_INT, &req.prefill_chunk,
@@ -167,8 +170,11 @@ int mxl_cmd_generate(int argc, char **argv) {
   printf("\n");
   fflush(stdout);
   if (chat && ps.final_chars == 0) explain_no_answer(&ps, &res, req.max_tokens);
-  fprintf(stderr, "\n[%d prompt tokens in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s); %s]\n",
-          res.prompt_tokens, res.prefill_seconds, res.prompt_tokens / (res.prefill_seconds + 1e-9),
+  char cached[48] = "";
+  if (req.prompt_cache) snprintf(cached, sizeof cached, " (%d cached)", res.cached_tokens);
+  fprintf(stderr, "\n[%d prompt tokens%s in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s); %s]\n",
+          res.prompt_tokens, cached, res.prefill_seconds,
+          (res.prompt_tokens - res.cached_tokens) / (res.prefill_seconds + 1e-9),
           res.generated_tokens, res.decode_seconds,
           res.generated_tokens / (res.decode_seconds + 1e-9), res.stop_reason);
   return 0;

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "core/status.h"
+#include "infer/prompt_file.h"
 
 static double now_seconds(void) {
   struct timespec ts;
@@ -87,6 +88,21 @@ static int default_chunk(int n_prompt, int all_logits) {
   return n_prompt < chunk ? n_prompt : chunk;
 }
 
+/* The positions the prompt cache file serves (0 when it does not exist);
+ * a file that cannot serve this prompt is reported and the prompt runs
+ * whole (the file is then rewritten). */
+static int read_prompt_cache(mxl_engine *e, mxl_kv_cache *cache, const int32_t *prompt,
+                             int n_prompt, const mxl_gen_params *p) {
+  int reused = 0;
+  if (mxl_prompt_file_load(e, p->prompt_cache, p->cache_key, prompt, n_prompt, cache, &reused) !=
+      MXL_OK) {
+    mxl_warnf("prompt cache not used: %s; the whole prompt runs", mxl_last_error());
+    mxl_kv_cache_reset(e, cache);
+    return 0;
+  }
+  return reused;
+}
+
 mxl_status mxl_generate_ids(mxl_engine *e, const mxl_lora_stack *lora, const int32_t *prompt,
                             int n_prompt, const mxl_gen_params *p, mxl_token_fn on_token,
                             void *user, mxl_gen_stats *stats) {
@@ -110,9 +126,20 @@ mxl_status mxl_generate_ids(mxl_engine *e, const mxl_lora_stack *lora, const int
   if (st == MXL_OK) {
     memcpy(r.tokens, prompt, n_prompt * sizeof(int32_t));
     double t0 = now_seconds();
-    st = prefill(e, &r.st, r.cache, lora, prompt, n_prompt, chunk, p, r.logits);
+    int cached = 0, keep = p->prompt_cache != NULL;
+    if (keep && mxl_prompt_file_foreign(p->prompt_cache)) {
+      mxl_warnf("%s is not a prompt cache: not read, not replaced", p->prompt_cache);
+      keep = 0;
+    }
+    if (keep && !p->prompt_logits) cached = read_prompt_cache(e, r.cache, prompt, n_prompt, p);
+    st = prefill(e, &r.st, r.cache, lora, prompt + cached, n_prompt - cached, chunk, p, r.logits);
+    if (st == MXL_OK && keep && cached < n_prompt - 1) {
+      mxl_status saved = mxl_prompt_file_save(e, r.cache, prompt, p->cache_key, p->prompt_cache);
+      if (saved != MXL_OK) mxl_warnf("prompt cache not written: %s", mxl_last_error());
+    }
     double t1 = now_seconds();
     stats->prompt_tokens = n_prompt;
+    stats->cached_tokens = cached;
     stats->prefill_seconds = t1 - t0;
     if (st == MXL_OK) st = decode_loop(e, &r, lora, n_prompt, p, on_token, user, stats);
     stats->decode_seconds = now_seconds() - t1;

@@ -15,10 +15,14 @@ typedef struct mxl_gen_params {
                              prompt_logits, at most the prompt) */
   int max_context;        /* KV cache size (0: prompt + max_tokens) */
   float *prompt_logits;   /* host [n_prompt, vocab_rows] or NULL: logits of every prompt position */
+  const char *prompt_cache; /* a prompt cache file (infer/prompt_file.h) or NULL: read
+                               before the prompt (not with prompt_logits), written after */
+  const uint8_t *cache_key; /* [32]: what the file's keys and values depend on */
 } mxl_gen_params;
 
 typedef struct mxl_gen_stats {
   int prompt_tokens, generated_tokens;
+  int cached_tokens;      /* prompt tokens read from the prompt cache, not prefilled */
   double prefill_seconds, decode_seconds;
   int stopped_by; /* the stop id that ended generation, or -1 (budget or callback) */
 } mxl_gen_stats;

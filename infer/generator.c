@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "adapters/adapter_file.h"
+#include "adapters/fingerprint.h"
 #include "adapters/lora.h"
 #include "core/status.h"
 #include "infer/generate.h"
@@ -17,6 +18,7 @@ typedef struct overlay {
   mxl_lora_layer *layers;
   mxl_lora_view view;
   float scale;
+  uint8_t id[MXL_SHA256_SIZE]; /* its contents: every tensor's digest, rank, alpha, scaling */
 } overlay;
 
 struct mxl_generator {
@@ -77,6 +79,23 @@ static void overlay_free(overlay *o) {
   memset(o, 0, sizeof *o);
 }
 
+/* What an adapter file's parameters are: its tensors' digests (the file
+ * header's), which tensors, and how they are scaled. */
+static void adapter_id(const mxl_adapter *file, uint8_t id[MXL_SHA256_SIZE]) {
+  const mxl_adapter_header *h = mxl_adapter_header_of(file);
+  const mxl_adapter_info *info = mxl_adapter_get_info(file);
+  char text[512];
+  int n = snprintf(text, sizeof text, "rank=%d alpha=%.17g scaling=%.17g rslora=%d tensors=%d",
+                   info->rank, info->alpha, info->scaling, info->rslora, info->n_tensors);
+  mxl_sha256_ctx ctx;
+  mxl_sha256_init(&ctx);
+  mxl_sha256_update(&ctx, text, (size_t)n);
+  mxl_sha256_update(&ctx, info->targets, strlen(info->targets));
+  for (int i = 0; i < info->n_tensors; i++)
+    mxl_sha256_update(&ctx, h->entries[i].sha256, MXL_SHA256_SIZE);
+  mxl_sha256_final(&ctx, id);
+}
+
 /* (Re)builds the view of an overlay at its scale (the parameters are in
  * the model's layout already: mxl_adapter_load_overlay). */
 static void overlay_view(overlay *o) {
@@ -108,6 +127,7 @@ mxl_status mxl_generator_add_adapter(mxl_generator *g, const char *path, float s
   overlay *o = &g->adapters[slot];
   mxl_status st = mxl_adapter_open(path, &file);
   if (st == MXL_OK) st = mxl_adapter_load_overlay(file, g->model, g->be, &o->lora);
+  if (st == MXL_OK) adapter_id(file, o->id);
   mxl_adapter_close(file);
   if (st == MXL_OK) {
     o->layers = calloc(g->model->config.n_layers, sizeof *o->layers);
@@ -235,6 +255,25 @@ static mxl_lora_stack active_adapters(const mxl_generator *g, const mxl_lora_vie
   return s;
 }
 
+/* What a prompt cache's keys and values depend on: the base model and the
+ * adapters in use, in order, with their scales. */
+static mxl_status cache_key(const mxl_generator *g, uint8_t key[MXL_SHA256_SIZE]) {
+  uint8_t model[MXL_SHA256_SIZE];
+  MXL_TRY(mxl_model_fingerprint(g->model, model));
+  mxl_sha256_ctx ctx;
+  mxl_sha256_init(&ctx);
+  mxl_sha256_update(&ctx, "mxlora prompt cache 1", 21);
+  mxl_sha256_update(&ctx, model, sizeof model);
+  for (int i = 0; i < MAX_ADAPTERS; i++) {
+    const overlay *o = &g->adapters[i];
+    if (!o->lora || o->scale == 0) continue;
+    mxl_sha256_update(&ctx, o->id, sizeof o->id);
+    mxl_sha256_update(&ctx, &o->scale, sizeof o->scale);
+  }
+  mxl_sha256_final(&ctx, key);
+  return MXL_OK;
+}
+
 static void describe_stop(const mxl_generator *g, const mxl_gen_stats *s, mxl_gen_result *r) {
   static _Thread_local char reason[96];
   if (s->stopped_by < 0) {
@@ -275,6 +314,12 @@ mxl_status mxl_generate(mxl_generator *g, const mxl_gen_request *req, mxl_text_f
   if (st == MXL_OK && (int)prompt.n + p.max_tokens > g->max_context)
     st = mxl_errorf(MXL_ERR_ARGUMENT, "%zu prompt tokens + %d new exceed the context of %d",
                     prompt.n, p.max_tokens, g->max_context);
+  uint8_t key[MXL_SHA256_SIZE];
+  if (st == MXL_OK && req->prompt_cache) {
+    st = cache_key(g, key);
+    p.prompt_cache = req->prompt_cache;
+    p.cache_key = key;
+  }
   const mxl_lora_view *views[MAX_ADAPTERS];
   mxl_lora_stack lora = active_adapters(g, views);
   stream_ctx ctx;
@@ -287,6 +332,7 @@ mxl_status mxl_generate(mxl_generator *g, const mxl_gen_request *req, mxl_text_f
   if (st == MXL_OK && req->dump_logits)
     st = mxl_npy_write_f32(req->dump_logits, p.prompt_logits, prompt.n, V);
   result->prompt_tokens = stats.prompt_tokens;
+  result->cached_tokens = stats.cached_tokens;
   result->generated_tokens = stats.generated_tokens;
   result->prefill_seconds = stats.prefill_seconds;
   result->decode_seconds = stats.decode_seconds;

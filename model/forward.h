@@ -61,6 +61,13 @@ int mxl_kv_cache_resumable(const mxl_config *cfg, const mxl_kv_cache *c, const m
  * must be empty with room beyond r; r resumable. */
 mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_cache *src,
                                const mxl_kv_tail *t, int r);
+/* The sliding layers' rows a continuation from position r reads: those of
+ * positions [r - rows, r). */
+int mxl_kv_cache_window_rows(const mxl_config *cfg, int r);
+/* Marks positions [0, r) of the full layers and the window before r of the
+ * sliding layers as filled (their rows written by the caller); the next
+ * forward starts at r. */
+void mxl_kv_cache_claim_prefix(mxl_engine *e, mxl_kv_cache *c, int r);
 
 /* One sequence's new tokens for this step, and its own adapters (applied
  * after the call's shared stack; a mixed batch gives every sequence its

@@ -216,16 +216,23 @@ mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_ca
       }
     }
   }
-  for (int p = 0; p < r; p++) dst->host_pos_full[p] = p, dst->host_seg_full[p] = 0;
-  for (int p = p0; p < r; p++) {
-    int slot = p % dst->cap_slide;
-    dst->host_pos_slide[slot] = p;
-    dst->host_seg_slide[slot] = 0;
-  }
-  e->ops->upload(e->be, dst->pos_full, dst->host_pos_full, (size_t)r * sizeof(int32_t));
-  e->ops->upload(e->be, dst->seg_full, dst->host_seg_full, (size_t)r * sizeof(int32_t));
-  e->ops->upload(e->be, dst->pos_slide, dst->host_pos_slide, dst->cap_slide * sizeof(int32_t));
-  e->ops->upload(e->be, dst->seg_slide, dst->host_seg_slide, dst->cap_slide * sizeof(int32_t));
-  dst->n_past = r;
+  mxl_kv_cache_claim_prefix(e, dst, r);
   return MXL_OK;
+}
+
+int mxl_kv_cache_window_rows(const mxl_config *cfg, int r) { return window_rows(cfg, r); }
+
+void mxl_kv_cache_claim_prefix(mxl_engine *e, mxl_kv_cache *c, int r) {
+  const int p0 = r - window_rows(e->cfg, r);
+  for (int p = 0; p < r; p++) c->host_pos_full[p] = p, c->host_seg_full[p] = 0;
+  for (int p = p0; p < r; p++) {
+    int slot = p % c->cap_slide;
+    c->host_pos_slide[slot] = p;
+    c->host_seg_slide[slot] = 0;
+  }
+  e->ops->upload(e->be, c->pos_full, c->host_pos_full, (size_t)r * sizeof(int32_t));
+  e->ops->upload(e->be, c->seg_full, c->host_seg_full, (size_t)r * sizeof(int32_t));
+  e->ops->upload(e->be, c->pos_slide, c->host_pos_slide, c->cap_slide * sizeof(int32_t));
+  e->ops->upload(e->be, c->seg_slide, c->host_seg_slide, c->cap_slide * sizeof(int32_t));
+  c->n_past = r;
 }

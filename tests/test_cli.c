@@ -160,6 +160,98 @@ static int edit_digit(const char *name, const char *key) {
   return ok;
 }
 
+/* The generated text of a generate run's output: after any warning
+ * lines, before the summary. */
+static const char *text_of(const char *out) {
+  while (!strncmp(out, "mxlora: warning:", 16) && strchr(out, '\n')) out = strchr(out, '\n') + 1;
+  return out;
+}
+
+static int text_len(const char *out) {
+  const char *end = strstr(out, "\n[");
+  return end ? (int)(end - text_of(out)) : -1;
+}
+
+static int cached_of(const char *out) {
+  const char *at = strstr(out, " prompt tokens (");
+  return at ? atoi(at + strlen(" prompt tokens (")) : -1;
+}
+
+/* generate --prompt-cache: the second run of a prompt reads all but its
+ * last token from the file and writes the same text; a longer prompt
+ * reads its shared beginning; other adapters or scales, a damaged file or
+ * one that is no prompt cache are reported, and the text stays right (ref
+ * backend: bit-exact). */
+static void prompt_cache_checks(void) {
+  const char *gen = "generate --backend ref --max-tokens 8 --temperature 0";
+  const char *text = "one two three four five six seven eight nine ten eleven twelve";
+  char *plain = NULL, *longer_plain = NULL, *out = NULL;
+  MXL_CHECK(mxl(&plain, "%s --model %s/m --prompt '%s'", gen, root, text) == 0);
+  MXL_CHECK(mxl(&longer_plain, "%s --model %s/m --prompt '%s and more'", gen, root, text) == 0);
+  int n = text_len(plain), n_longer = text_len(longer_plain);
+  MXL_CHECK(n >= 0 && n_longer >= 0);
+  int prompt_tokens = atoi(strstr(plain, "\n[") + 2);
+  /* the text of `out` is the reference's, and it read `expect` tokens */
+#define SAME_AS(ref, len, expect)                                                        \
+  do {                                                                                   \
+    MXL_CHECK_MSG(text_len(out) == (len) && !memcmp(text_of(out), ref, (size_t)(len)),   \
+                  "text differs:\n%s\n%s", out, ref);                                    \
+    MXL_CHECK_MSG(cached_of(out) == (expect), "cached %d, expected %d: %s",             \
+                  cached_of(out), expect, out);                                          \
+  } while (0)
+  for (int run = 0; run < 2; run++) {
+    MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/p.cache", gen, root,
+                  text, root) == 0);
+    SAME_AS(plain, n, run ? prompt_tokens - 1 : 0);
+    free(out);
+  }
+  MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s and more' --prompt-cache %s/p.cache", gen,
+                root, text, root) == 0);
+  MXL_CHECK_MSG(cached_of(out) >= prompt_tokens - 2 && text_len(out) == n_longer &&
+                    !memcmp(text_of(out), longer_plain, (size_t)n_longer),
+                "%s\n%s", out, longer_plain);
+  free(out);
+  /* the file now holds the longer prompt; an adapter changes every key
+   * and value after the first layer: not read, replaced */
+  MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/p.cache --adapter "
+                "%s/run/adapter.mxla:0.5", gen, root, text, root, root) == 0);
+  MXL_CHECK_MSG(strstr(out, "made for another model, other adapters or other scales") &&
+                    cached_of(out) == 0, "%s", out);
+  free(out);
+  MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/p.cache --adapter "
+                "%s/run/adapter.mxla:0.5", gen, root, text, root, root) == 0);
+  MXL_CHECK_MSG(cached_of(out) == prompt_tokens - 1, "%s", out);
+  free(out);
+  /* a flipped byte in the keys and values: reported, recomputed */
+  char path[160], *data = NULL;
+  size_t size = 0;
+  snprintf(path, sizeof path, "%s/p.cache", root);
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 26, &data, &size));
+  if (data && size > 100) {
+    data[size - 5] ^= 0x40;
+    MXL_CHECK_OK(mxl_write_file_atomic(path, data, size));
+  }
+  free(data);
+  MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/p.cache --adapter "
+                "%s/run/adapter.mxla:0.5", gen, root, text, root, root) == 0);
+  MXL_CHECK_MSG(strstr(out, "prompt cache not used") && strstr(out, "corrupted") &&
+                    cached_of(out) == 0, "%s", out);
+  free(out);
+  /* a file that is no prompt cache is neither read nor replaced */
+  MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/d.jsonl", gen, root,
+                text, root) == 0);
+  SAME_AS(plain, n, 0);
+  MXL_CHECK_MSG(strstr(out, "is not a prompt cache: not read, not replaced"), "%s", out);
+  free(out);
+  char *jsonl = NULL;
+  snprintf(path, sizeof path, "%s/d.jsonl", root);
+  MXL_CHECK_OK(mxl_read_file(path, 1 << 20, &jsonl, &size));
+  MXL_CHECK(jsonl && !strncmp(jsonl, "{\"prompt\":", 10));
+  free(jsonl);
+#undef SAME_AS
+  free(plain), free(longer_plain);
+}
+
 static void test_train_generate_eval(void) {
   char data[128];
   snprintf(data, sizeof data, "%s/d.jsonl", root);
@@ -169,6 +261,7 @@ static void test_train_generate_eval(void) {
   fclose(fp);
   EXPECT(0, "adapter:", "train --model %s/m --data %s --out %s/run --steps 3 --seq-len 192 "
          "--batch-size 2 --set eval_count=2 --rank 4", root, data, root);
+  prompt_cache_checks();
   EXPECT(0, "tok/s", "generate --model %s/m --adapter %s/run/adapter.mxla:0.5 --chat "
          "--prompt 'Say 3' --max-tokens 6 --seed 1", root, root);
   EXPECT(0, "with adapter", "eval --model %s/m --data %s --adapter %s/run/adapter.mxla "

@@ -53,10 +53,15 @@ static char *build_header(const cJSON *meta, const mxl_blob *blobs, int n) {
 }
 
 mxl_status mxl_state_save(const char *path, const cJSON *meta, const mxl_blob *blobs, int n) {
+  return mxl_blobs_save(&mxl_state_container, path, meta, blobs, n);
+}
+
+mxl_status mxl_blobs_save(const mxl_container_format *fmt, const char *path, const cJSON *meta,
+                          const mxl_blob *blobs, int n) {
   char *header = build_header(meta, blobs, n);
   if (!header) return mxl_errorf(MXL_ERR_MEMORY, "%s: cannot build the header", path);
   mxl_container_writer w;
-  mxl_status st = mxl_container_begin(&mxl_state_container, path, strlen(header), &w);
+  mxl_status st = mxl_container_begin(fmt, path, strlen(header), &w);
   uint64_t expect = 0;
   for (int i = 0; st == MXL_OK && i < n; i++) {
     uint64_t offset = 0;
@@ -107,10 +112,10 @@ static mxl_status parse_blob(mxl_state_file *f, const mxl_container *c, const cJ
   return MXL_OK;
 }
 
-static mxl_status parse(mxl_state_file *f) {
+static mxl_status parse(const mxl_container_format *fmt, mxl_state_file *f) {
   const char *path = f->map.path;
   mxl_container c;
-  MXL_TRY(mxl_container_parse(&mxl_state_container, f->map.data, f->map.size, path, &c));
+  MXL_TRY(mxl_container_parse(fmt, f->map.data, f->map.size, path, &c));
   f->version = c.version;
   f->header_checked = c.header_checked;
   char src[600];
@@ -135,16 +140,21 @@ static mxl_status parse(mxl_state_file *f) {
   for (const cJSON *b = blobs->child; b; b = b->next, f->n_blobs++)
     MXL_TRY(parse_blob(f, &c, b, f->n_blobs, src));
   if (!c.header_checked)
-    mxl_warnf("%s: training checkpoint format version %u: its header has no checksum, so an "
-              "edit to it would go unnoticed; the next save writes version %d",
-              path, c.version, MXL_STATE_VERSION);
+    mxl_warnf("%s: %s format version %u: its header has no checksum, so an edit to it would "
+              "go unnoticed; the next save writes version %u",
+              path, fmt->kind, c.version, fmt->version);
   return MXL_OK;
 }
 
 mxl_status mxl_state_open(const char *path, mxl_state_file *out) {
+  return mxl_blobs_open(&mxl_state_container, path, out);
+}
+
+mxl_status mxl_blobs_open(const mxl_container_format *fmt, const char *path,
+                          mxl_state_file *out) {
   memset(out, 0, sizeof *out);
   MXL_TRY(mxl_mapping_open(path, &out->map));
-  mxl_status st = parse(out);
+  mxl_status st = parse(fmt, out);
   if (st != MXL_OK) mxl_state_close(out);
   return st;
 }
@@ -157,7 +167,7 @@ mxl_status mxl_state_parse(const uint8_t *data, size_t size, const char *source,
   out->map.size = size;
   out->map.path = strdup(source);
   if (!out->map.path) return mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", source);
-  mxl_status st = parse(out);
+  mxl_status st = parse(&mxl_state_container, out);
   if (st != MXL_OK) mxl_state_close(out);
   return st;
 }

@@ -54,6 +54,14 @@ typedef struct mxl_state_file {
 } mxl_state_file;
 
 mxl_status mxl_state_open(const char *path, mxl_state_file *out);
+
+/* The same envelope ({"meta", "blobs"} and checksummed blobs) under another
+ * container format (magic, kind, versions): the prompt cache file
+ * (model/kv_file.c). */
+mxl_status mxl_blobs_save(const mxl_container_format *fmt, const char *path, const cJSON *meta,
+                          const mxl_blob *blobs, int n);
+mxl_status mxl_blobs_open(const mxl_container_format *fmt, const char *path,
+                          mxl_state_file *out);
 /* Parses a whole file held in memory (`source` names it in messages);
  * f->map borrows `data` and is not unmapped by mxl_state_close. */
 mxl_status mxl_state_parse(const uint8_t *data, size_t size, const char *source,

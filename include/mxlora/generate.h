@@ -103,6 +103,13 @@ typedef struct mxl_gen_request {
   const char *dump_logits;  /* write every prompt position's logits (.npy), or NULL */
   int prefill_chunk;        /* prompt tokens per forward call (0: MXL_PROMPT_PASS_TOKENS,
                                256 with dump_logits; at most the prompt) */
+  const char *prompt_cache; /* a file keeping the KV cache after the prompt, or NULL: when
+                               it exists and was made with this model, these adapters and
+                               scales, the prompt's longest prefix it holds is not run
+                               again (not with dump_logits); then it is (re)written with
+                               this prompt. A file that cannot serve (damaged, made for
+                               another model) is reported through the warning handler
+                               and replaced. */
 } mxl_gen_request;
 
 /* temperature 1, top_p 1, no top-k/min-p/penalty, seed 0, 256 tokens. */
@@ -110,6 +117,7 @@ void mxl_gen_request_defaults(mxl_gen_request *r);
 
 typedef struct mxl_gen_result {
   int prompt_tokens, generated_tokens;
+  int cached_tokens;        /* of prompt_tokens, read from the prompt cache */
   double prefill_seconds, decode_seconds;
   const char *stop_reason; /* "stop token <|return|>", "max tokens" */
 } mxl_gen_result;
