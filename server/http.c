@@ -223,10 +223,11 @@ static void log_request(mxl_server *srv, const http_request *r, double seconds,
   const char *aborted = why == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)";
   if (r->gen.model[0] && r->job) {
     double tps = seconds > 0 ? r->generated_tokens / seconds : 0;
-    logf_line(srv, "req %llu %s %s %d model=%s adapters=%s prompt=%d generated=%d finish=%s "
-              "%.2fs %.1f tok/s%s", (unsigned long long)r->id, r->method, r->path, r->status,
-              r->gen.model, r->adapters_desc[0] ? r->adapters_desc : "-", r->prompt_tokens,
-              r->generated_tokens, r->finish ? r->finish : "-", seconds, tps, aborted);
+    logf_line(srv, "req %llu %s %s %d model=%s adapters=%s prompt=%d cached=%d generated=%d "
+              "finish=%s %.2fs %.1f tok/s%s", (unsigned long long)r->id, r->method, r->path,
+              r->status, r->gen.model, r->adapters_desc[0] ? r->adapters_desc : "-",
+              r->prompt_tokens, r->cached_tokens, r->generated_tokens, r->finish ? r->finish : "-",
+              seconds, tps, aborted);
   } else {
     logf_line(srv, "req %llu %s %s %d %.3fs%s", (unsigned long long)r->id, r->method, r->path,
               r->status, seconds, aborted);

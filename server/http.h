@@ -73,7 +73,7 @@ typedef struct http_request {
   mxl_api_generation gen;
   mxl_job *job;
   char adapters_desc[160]; /* for the log line */
-  int prompt_tokens, generated_tokens;
+  int prompt_tokens, generated_tokens, cached_tokens;
   const char *finish;
   /* streaming */
   mxl_api_reply reply;

@@ -74,6 +74,7 @@ static void job_error(const mxl_job_output *o, mxl_api_error *e) {
 
 static void record_end(http_request *r, const mxl_job_output *o) {
   r->prompt_tokens = o->prompt_tokens;
+  r->cached_tokens = o->cached_tokens;
   r->generated_tokens = o->generated_tokens;
   r->finish = mxl_job_finish_name(o->finish);
 }
