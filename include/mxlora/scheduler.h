@@ -38,9 +38,13 @@
  * the memory, so they never delay one. A sliding-window layer keeps only
  * its last window + prefill_chunk - 1 positions, so a prompt can continue
  * from any point less than prefill_chunk positions before the kept cache's
- * end, and from the end of the kept request's prompt (whose window is kept
- * aside: 2 × window × kv heads × head dim floats per sliding layer, counted
- * in each request's reservation). Reuse gives the same result as a fresh
+ * end, and from the kept request's last prompt token (the window before it
+ * is kept aside: 2 × window × kv heads × head dim floats per sliding
+ * layer, counted in each request's reservation; that token runs again, so
+ * the same prompt repeated reuses all but its last token). A prompt that
+ * shares a beginning with a kept one but parts from it further back (a
+ * shared system prompt before other conversations) finds neither. Reuse
+ * gives the same result as a fresh
  * prefill: bit for bit on the ref backend, within the matmul tolerance on
  * cpu and cuda (the reused keys were computed in other chunks).
  *
