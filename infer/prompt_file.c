@@ -45,10 +45,10 @@ mxl_status mxl_prompt_file_save(mxl_engine *e, const mxl_kv_cache *c, const int3
                                 const uint8_t key[MXL_SHA256_SIZE], const char *path) {
   const mxl_config *cfg = e->cfg;
   const int n = c->n_past, L = c->n_layers, D = c->kv_dim;
-  int slide = cfg->sliding_window + MXL_PROMPT_FILE_SLACK;
-  if (slide > c->cap_slide) slide = c->cap_slide;
-  if (slide > n) slide = n;
-  const int from = n - slide;
+  /* the rows of the last window + slack positions that the rings hold */
+  int from = n - (cfg->sliding_window + MXL_PROMPT_FILE_SLACK);
+  if (from < mxl_kv_cache_slide_oldest(c)) from = mxl_kv_cache_slide_oldest(c);
+  const int slide = n - from;
   mxl_blob *blobs = calloc((size_t)(2 * L + 1), sizeof *blobs);
   char (*names)[16] = calloc((size_t)(2 * L), sizeof *names);
   float **rows = calloc((size_t)(2 * L), sizeof *rows);

@@ -15,6 +15,8 @@ typedef struct mxl_kv_cache {
   int cap_full, cap_slide;       /* slots in full / sliding layers */
   int max_context, max_chunk;
   int n_past;                    /* positions already cached */
+  int slide_from;                /* the first position the sliding rings were given (0, or
+                                    where a resume's window began) */
   float **k, **v;                /* [L] → [cap_l, nkv·d], backend */
   int32_t *pos_full, *seg_full;  /* [cap_full] slot position, segment (-1 = empty), backend */
   int32_t *pos_slide, *seg_slide;/* [cap_slide] */
@@ -64,6 +66,9 @@ mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_ca
 /* The sliding layers' rows a continuation from position r reads: those of
  * positions [r - rows, r). */
 int mxl_kv_cache_window_rows(const mxl_config *cfg, int r);
+/* The oldest position whose sliding-layer rows c holds (they run to
+ * n_past): the ring's reach, or where a resume's window began. */
+int mxl_kv_cache_slide_oldest(const mxl_kv_cache *c);
 /* Marks positions [0, r) of the full layers and the window before r of the
  * sliding layers as filled (their rows written by the caller); the next
  * forward starts at r. */

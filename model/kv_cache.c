@@ -72,6 +72,7 @@ mxl_status mxl_kv_cache_create(mxl_engine *e, int max_context, int max_chunk,
 
 void mxl_kv_cache_reset(mxl_engine *e, mxl_kv_cache *c) {
   c->n_past = 0;
+  c->slide_from = 0;
   for (int i = 0; i < c->cap_full; i++) c->host_pos_full[i] = 0, c->host_seg_full[i] = -1;
   for (int i = 0; i < c->cap_slide; i++) c->host_pos_slide[i] = 0, c->host_seg_slide[i] = -1;
   e->ops->upload(e->be, c->pos_full, c->host_pos_full, c->cap_full * sizeof(int32_t));
@@ -180,8 +181,7 @@ int mxl_kv_cache_resumable(const mxl_config *cfg, const mxl_kv_cache *c, const m
                            int r) {
   if (r < 0 || r > c->n_past) return 0;
   if (t && t->pos == r) return 1;
-  const int in_ring = c->n_past < c->cap_slide ? c->n_past : c->cap_slide;
-  return r - window_rows(cfg, r) >= c->n_past - in_ring;
+  return r - window_rows(cfg, r) >= mxl_kv_cache_slide_oldest(c);
 }
 
 mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_cache *src,
@@ -222,6 +222,11 @@ mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_ca
 
 int mxl_kv_cache_window_rows(const mxl_config *cfg, int r) { return window_rows(cfg, r); }
 
+int mxl_kv_cache_slide_oldest(const mxl_kv_cache *c) {
+  const int in_ring = c->n_past < c->cap_slide ? c->n_past : c->cap_slide;
+  return c->n_past - in_ring > c->slide_from ? c->n_past - in_ring : c->slide_from;
+}
+
 void mxl_kv_cache_claim_prefix(mxl_engine *e, mxl_kv_cache *c, int r) {
   const int p0 = r - window_rows(e->cfg, r);
   for (int p = 0; p < r; p++) c->host_pos_full[p] = p, c->host_seg_full[p] = 0;
@@ -235,4 +240,5 @@ void mxl_kv_cache_claim_prefix(mxl_engine *e, mxl_kv_cache *c, int r) {
   e->ops->upload(e->be, c->pos_slide, c->host_pos_slide, c->cap_slide * sizeof(int32_t));
   e->ops->upload(e->be, c->seg_slide, c->host_seg_slide, c->cap_slide * sizeof(int32_t));
   c->n_past = r;
+  c->slide_from = p0;
 }

@@ -299,6 +299,14 @@ static void resume_on(int use_ref, double tol) {
     printf("  resumed at %d (%s): logits after it differ from one pass by %.3g\n", r,
            cases[i].t ? "tail" : "ring", d);
     MXL_CHECK(d < tol);
+    /* the resumed cache holds its sliding rows from r - 8 on only (and its
+     * ring of 8 + 4 - 1 slots the last 11): a later continuation from it
+     * cannot start where its window reaches before */
+    int oldest = r - 8 > N - 11 ? r - 8 : N - 11;
+    MXL_CHECK_MSG(mxl_kv_cache_slide_oldest(dst) == oldest &&
+                      !mxl_kv_cache_resumable(&f.model->config, dst, NULL, oldest + 7) &&
+                      mxl_kv_cache_resumable(&f.model->config, dst, NULL, oldest + 8),
+                  "resumed at %d: oldest sliding row %d", r, mxl_kv_cache_slide_oldest(dst));
     mxl_kv_cache_destroy(e, dst);
   }
   mxl_kv_cache *dst = NULL;
