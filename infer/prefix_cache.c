@@ -41,25 +41,35 @@ static int common_prefix(const int32_t *a, const int32_t *b, int n) {
   return i;
 }
 
-/* Where q can continue from one entry: the longest common prefix if the
- * sliding rings still hold its window, else the prompt's end the tail
- * kept, if the two share it (0: nowhere). */
-static int resume_point(const mxl_prefix_entry *en, const mxl_config *cfg, const mxl_seq *q) {
+/* Where q can continue from one entry, and through which of its kept
+ * windows: the longest common prefix if the sliding rings still hold the
+ * window before it; else the kept prompt's last token, if the two share
+ * it; else as far into the kept first pass (the head) as they share. */
+static mxl_prefix_match resume_point(const mxl_prefix_entry *en, const mxl_config *cfg,
+                                     const mxl_seq *q) {
+  mxl_prefix_match m = {-1, 0, NULL};
   int limit = q->n_prompt - 1 < en->cache->n_past ? q->n_prompt - 1 : en->cache->n_past;
   int common = common_prefix(en->tokens, q->tokens, limit);
-  if (common > 0 && mxl_kv_cache_resumable(cfg, en->cache, NULL, common)) return common;
-  if (en->tail && en->tail->pos > 0 && en->tail->pos <= common) return en->tail->pos;
-  return 0;
+  if (common == 0) return m;
+  if (mxl_kv_cache_resumable(cfg, en->cache, NULL, common)) return (mxl_prefix_match){0, common, NULL};
+  const mxl_kv_tail *kept[2] = {en->tail, en->head};
+  for (int i = 0; i < 2; i++) {
+    if (!kept[i]) continue;
+    int r = common < kept[i]->pos ? common : kept[i]->pos;
+    if (r > m.pos && mxl_kv_cache_resumable(cfg, en->cache, kept[i], r))
+      m = (mxl_prefix_match){0, r, kept[i]};
+  }
+  return m;
 }
 
 mxl_prefix_match mxl_prefix_cache_find(const mxl_prefix_cache *pc, const mxl_config *cfg,
                                        const mxl_seq *q) {
-  mxl_prefix_match best = {-1, 0};
+  mxl_prefix_match best = {-1, 0, NULL};
   for (int i = 0; i < pc->n; i++) {
     const mxl_prefix_entry *en = &pc->items[i];
     if (!same_adapters(en, q)) continue;
-    int pos = resume_point(en, cfg, q);
-    if (pos > best.pos) best = (mxl_prefix_match){i, pos};
+    mxl_prefix_match m = resume_point(en, cfg, q);
+    if (m.pos > best.pos) best = (mxl_prefix_match){i, m.pos, m.via};
   }
   return best;
 }
@@ -79,6 +89,7 @@ void mxl_prefix_cache_evict(mxl_engine *e, mxl_prefix_cache *pc, int entry) {
   mxl_prefix_entry *en = &pc->items[entry];
   mxl_kv_cache_destroy(e, en->cache);
   mxl_kv_tail_destroy(e, en->tail);
+  mxl_kv_tail_destroy(e, en->head);
   free(en->tokens);
   pc->bytes -= en->bytes;
   memmove(en, en + 1, (size_t)(pc->n - entry - 1) * sizeof *en);
@@ -97,6 +108,7 @@ int mxl_prefix_cache_keep(mxl_engine *e, mxl_prefix_cache *pc, mxl_seq *q) {
   en->tokens = tokens;
   en->cache = q->cache;
   en->tail = q->tail;
+  en->head = q->head;
   en->n_adapters = q->n_adapters;
   for (int i = 0; i < q->n_adapters; i++) {
     en->adapter_uids[i] = mxl_adapter_ref_uid(q->refs[i]);
@@ -107,5 +119,6 @@ int mxl_prefix_cache_keep(mxl_engine *e, mxl_prefix_cache *pc, mxl_seq *q) {
   pc->bytes += en->bytes;
   q->cache = NULL;
   q->tail = NULL;
+  q->head = NULL;
   return 1;
 }

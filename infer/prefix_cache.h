@@ -14,6 +14,7 @@ typedef struct mxl_prefix_entry {
   int32_t *tokens;     /* the cached positions' tokens [cache->n_past] */
   mxl_kv_cache *cache;
   mxl_kv_tail *tail;   /* the prompt's end, or NULL */
+  mxl_kv_tail *head;   /* the prompt's first pass, or NULL */
   int n_adapters;
   uint64_t adapter_uids[MXL_REQUEST_MAX_ADAPTERS];
   float scales[MXL_REQUEST_MAX_ADAPTERS];
@@ -31,6 +32,7 @@ typedef struct mxl_prefix_cache {
 typedef struct mxl_prefix_match {
   int entry; /* -1: none */
   int pos;   /* positions reused: q's first `pos` tokens */
+  const mxl_kv_tail *via; /* the entry's tail or head that holds the window, or NULL (its rings) */
 } mxl_prefix_match;
 
 mxl_status mxl_prefix_cache_init(mxl_prefix_cache *pc, int max_entries);
@@ -47,7 +49,7 @@ void mxl_prefix_cache_touch(mxl_prefix_cache *pc, int entry);
 int mxl_prefix_cache_lru(const mxl_prefix_cache *pc, int except);
 /* Frees one entry; later entries move down by one. */
 void mxl_prefix_cache_evict(mxl_engine *e, mxl_prefix_cache *pc, int entry);
-/* Takes a finished sequence's cache and tail (q keeps neither) as a new
+/* Takes a finished sequence's cache, tail and head (q keeps none) as a new
  * entry of q->kv_bytes, evicting the least recently used entry when the
  * cache is full. Returns 0 (q unchanged) when off or out of host memory. */
 int mxl_prefix_cache_keep(mxl_engine *e, mxl_prefix_cache *pc, mxl_seq *q);

@@ -28,6 +28,8 @@ typedef struct mxl_seq {
   uint64_t kv_bytes; /* the reservation */
   mxl_kv_cache *cache;
   mxl_kv_tail *tail; /* the prompt's end, for the prefix cache (NULL: none yet) */
+  mxl_kv_tail *head; /* the prompt's first pass, from position 0 (NULL: none) */
+  int head_tried;
   int cached;        /* tokens already in the cache */
   int reused;        /* prompt tokens taken from the prefix cache */
   int admitted;      /* holds its KV reservation */

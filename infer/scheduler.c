@@ -31,6 +31,12 @@ static double now_seconds(void) {
 
 /* ---------------------------------------------------------------- options */
 
+/* The rows a request's head keeps (the prefix cache): its first prompt
+ * pass, short of its last prompt token. */
+static int head_rows(int prefill_chunk, int n_prompt) {
+  return n_prompt - 1 < prefill_chunk ? n_prompt - 1 : prefill_chunk;
+}
+
 static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_options *in,
                                   mxl_scheduler_options *o) {
   mxl_scheduler_options zero = {0};
@@ -58,7 +64,9 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
   /* a request's reservation: its cache, and the window kept for the
    * prefix cache */
   uint64_t one = mxl_kv_cache_bytes(c, o->max_context, o->prefill_chunk);
-  if (o->prefix_cache > 0) one += mxl_kv_tail_bytes(c, o->max_context);
+  if (o->prefix_cache > 0)
+    one += mxl_kv_tail_bytes(c, o->max_context) +
+           mxl_kv_tail_rows_bytes(c, head_rows(o->prefill_chunk, o->max_context));
   if (o->kv_memory == 0) o->kv_memory = one * (uint64_t)o->max_batch;
   return MXL_OK;
 }
@@ -102,6 +110,7 @@ static void seq_free(mxl_scheduler *s, mxl_seq *q) {
   if (!q) return;
   mxl_kv_cache_destroy(s->engine, q->cache);
   mxl_kv_tail_destroy(s->engine, q->tail);
+  mxl_kv_tail_destroy(s->engine, q->head);
   mxl_sampler_free(&q->sampler);
   for (int i = 0; i < q->n_adapters; i++) mxl_adapter_ref_release(q->refs[i]);
   free(q->tokens);
@@ -195,7 +204,10 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   q->user = r->user;
   q->context = r->n_prompt + r->max_tokens;
   q->kv_bytes = mxl_kv_cache_bytes(s->engine->cfg, q->context, s->opt.prefill_chunk);
-  if (s->prefix->max_entries) q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg, q->context);
+  if (s->prefix->max_entries)
+    q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg, q->context) +
+                   mxl_kv_tail_rows_bytes(s->engine->cfg,
+                                          head_rows(s->opt.prefill_chunk, r->n_prompt));
   if (q->kv_bytes > s->kv_total) {
     uint64_t need = q->kv_bytes;
     seq_free(s, q);
@@ -342,8 +354,14 @@ static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q, mxl_prefix_match m) {
   MXL_TRY(mxl_kv_cache_create(s->engine, q->context, s->opt.prefill_chunk, &q->cache));
   if (m.entry >= 0) {
     const mxl_prefix_entry *en = &s->prefix->items[m.entry];
-    if (mxl_kv_cache_resume(s->engine, q->cache, en->cache, en->tail, m.pos) == MXL_OK) {
+    if (mxl_kv_cache_resume(s->engine, q->cache, en->cache, m.via, m.pos) == MXL_OK) {
       q->cached = q->reused = m.pos;
+      /* the shared part of the entry's head becomes q's (a failure only
+       * costs later reuse) */
+      q->head_tried = 1;
+      if (en->head)
+        mxl_kv_tail_copy(s->engine, en->head, m.pos < en->head->pos ? m.pos : en->head->pos,
+                         &q->head);
       mxl_prefix_cache_touch(s->prefix, m.entry);
       pthread_mutex_lock(&s->mu);
       s->prefix_hits++;
@@ -505,8 +523,16 @@ mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
       /* the window before the prompt's last token, for a later prompt
        * that repeats this one (then that token runs again, for its
        * logits); a failure only costs that reuse */
+      /* the first pass's rows, for later prompts that begin the same (the
+       * rings still hold all of them after one pass) */
+      if (s->prefix->max_entries && !q->head_tried && q->n_prompt > 1) {
+        int pos = head_rows(q->cached, q->n_prompt);
+        q->head_tried = 1;
+        mxl_kv_tail_take(s->engine, q->cache, pos, pos, &q->head);
+      }
       if (s->prefix->max_entries && q->cached == q->n_prompt && !q->tail && q->n_prompt > 1)
-        mxl_kv_tail_take(s->engine, q->cache, q->n_prompt - 1, &q->tail);
+        mxl_kv_tail_take(s->engine, q->cache, q->n_prompt - 1,
+                         mxl_kv_cache_window_rows(s->engine->cfg, q->n_prompt - 1), &q->tail);
     }
     pthread_mutex_lock(&s->mu);
     s->prompt_tokens += (uint64_t)prompt;

@@ -36,30 +36,36 @@ void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c);
 /* Resuming at an earlier position. A cache holds every position of its
  * full-attention layers but only the last cap_slide of its sliding-window
  * layers, so a later sequence can continue from position r of a cache
- * only while the ring still holds positions [r - window, r): at most
- * max_chunk positions behind its end. A tail keeps those rows for one
- * position (a prompt's end, before its reply moves the rings on). */
+ * only while the ring still holds positions [r - window, r): less than
+ * max_chunk positions behind its end. A tail keeps sliding rows aside
+ * before the rings move on: the window before one position (a prompt's
+ * last token), or every row from position 0 (a head: the first pass of a
+ * prompt, which other prompts may share). */
 typedef struct mxl_kv_tail {
   int pos, rows;   /* the sliding layers' rows of positions [pos - rows, pos) */
   int n_layers, kv_dim;
   float **k, **v;  /* [L] → [rows, kv_dim], backend; NULL for full-attention layers */
 } mxl_kv_tail;
 
-/* The backend bytes of a tail at most at position max_context - 1 (its
- * rows: the window, or fewer positions). */
+/* The backend bytes of a window tail at most at position max_context - 1
+ * (its rows: the window, or fewer positions); of a tail of `rows` rows. */
 size_t mxl_kv_tail_bytes(const mxl_config *cfg, int max_context);
-/* Copies the tail at position pos (at most c->n_past; the ring must still
- * hold the window before it). */
-mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, mxl_kv_tail **out);
+size_t mxl_kv_tail_rows_bytes(const mxl_config *cfg, int rows);
+/* Copies c's sliding rows of positions [pos - rows, pos) (pos at most
+ * c->n_past; the rings must still hold them). */
+mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int rows,
+                            mxl_kv_tail **out);
+/* The rows of src up to position pos (at most src->pos). */
+mxl_status mxl_kv_tail_copy(mxl_engine *e, const mxl_kv_tail *src, int pos, mxl_kv_tail **out);
 void mxl_kv_tail_destroy(mxl_engine *e, mxl_kv_tail *t);
 
-/* 1 when a sequence can continue from position r of `c` (with `t`, NULL
- * for none). */
+/* 1 when a sequence can continue from position r of `c`: its rings, or
+ * `t` (NULL for none), hold the window before r. */
 int mxl_kv_cache_resumable(const mxl_config *cfg, const mxl_kv_cache *c, const mxl_kv_tail *t,
                            int r);
 /* Fills the empty cache `dst` with positions [0, r) of `src` (full layers:
- * all of them; sliding layers: the window before r, from src's ring or
- * from `t` when t->pos == r); the next forward on dst starts at r. dst
+ * all of them; sliding layers: the window before r, from src's ring when
+ * it holds it, else from `t`); the next forward on dst starts at r. dst
  * must be empty with room beyond r; r resumable. */
 mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_cache *src,
                                const mxl_kv_tail *t, int r);

@@ -123,7 +123,10 @@ static void ring_copy(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, i
 }
 
 size_t mxl_kv_tail_bytes(const mxl_config *cfg, int max_context) {
-  int rows = window_rows(cfg, max_context > 1 ? max_context - 1 : 1);
+  return mxl_kv_tail_rows_bytes(cfg, window_rows(cfg, max_context > 1 ? max_context - 1 : 1));
+}
+
+size_t mxl_kv_tail_rows_bytes(const mxl_config *cfg, int rows) {
   size_t layer = 2 * (size_t)rows * cfg->n_kv_heads * cfg->head_dim * sizeof(float);
   size_t bytes = 0;
   for (int l = 0; l < cfg->n_layers; l++)
@@ -142,46 +145,81 @@ void mxl_kv_tail_destroy(mxl_engine *e, mxl_kv_tail *t) {
   free(t);
 }
 
-mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, mxl_kv_tail **out) {
+/* An empty tail of `rows` rows per sliding layer ending at pos. */
+static mxl_status tail_alloc(mxl_engine *e, int n_layers, int kv_dim, int pos, int rows,
+                             mxl_kv_tail **out) {
   *out = NULL;
-  const mxl_config *cfg = e->cfg;
-  if (!mxl_kv_cache_resumable(cfg, c, NULL, pos))
-    return mxl_errorf(MXL_ERR_ARGUMENT,
-                      "KV tail: the rings no longer hold the window before position %d (%d "
-                      "cached)",
-                      pos, c->n_past);
   mxl_kv_tail *t = calloc(1, sizeof *t);
   if (!t) return mxl_errorf(MXL_ERR_MEMORY, "KV tail: out of memory");
   t->pos = pos;
-  t->rows = window_rows(cfg, pos);
-  t->n_layers = c->n_layers;
-  t->kv_dim = c->kv_dim;
-  t->k = calloc(c->n_layers, sizeof *t->k);
-  t->v = calloc(c->n_layers, sizeof *t->v);
+  t->rows = rows;
+  t->n_layers = n_layers;
+  t->kv_dim = kv_dim;
+  t->k = calloc(n_layers, sizeof *t->k);
+  t->v = calloc(n_layers, sizeof *t->v);
   int ok = t->k && t->v;
-  const size_t bytes = (size_t)(t->rows ? t->rows : 1) * c->kv_dim * sizeof(float);
-  for (int l = 0; ok && l < c->n_layers; l++) {
-    if (!cfg->layer_sliding[l]) continue;
+  const size_t bytes = (size_t)(rows ? rows : 1) * kv_dim * sizeof(float);
+  for (int l = 0; ok && l < n_layers; l++) {
+    if (!e->cfg->layer_sliding[l]) continue;
     t->k[l] = e->ops->alloc(e->be, bytes);
     t->v[l] = e->ops->alloc(e->be, bytes);
     ok = t->k[l] && t->v[l];
-    if (!ok) break;
-    ring_copy(e, c->k[l], c->cap_slide, c->kv_dim, t->pos - t->rows, t->rows, t->k[l], 0);
-    ring_copy(e, c->v[l], c->cap_slide, c->kv_dim, t->pos - t->rows, t->rows, t->v[l], 0);
   }
   if (!ok) {
     mxl_kv_tail_destroy(e, t);
-    return mxl_errorf(MXL_ERR_MEMORY, "KV tail: cannot allocate %d rows", t->rows);
+    return mxl_errorf(MXL_ERR_MEMORY, "KV tail: cannot allocate %d rows", rows);
   }
   *out = t;
   return MXL_OK;
 }
 
+mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int rows,
+                            mxl_kv_tail **out) {
+  *out = NULL;
+  if (pos < 0 || pos > c->n_past || rows < 0 || rows > pos ||
+      pos - rows < mxl_kv_cache_slide_oldest(c))
+    return mxl_errorf(MXL_ERR_ARGUMENT,
+                      "KV tail: the rings do not hold positions %d..%d (%d cached, from %d)",
+                      pos - rows, pos - 1, c->n_past, mxl_kv_cache_slide_oldest(c));
+  MXL_TRY(tail_alloc(e, c->n_layers, c->kv_dim, pos, rows, out));
+  mxl_kv_tail *t = *out;
+  for (int l = 0; l < c->n_layers; l++) {
+    if (!e->cfg->layer_sliding[l]) continue;
+    ring_copy(e, c->k[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->k[l], 0);
+    ring_copy(e, c->v[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->v[l], 0);
+  }
+  return MXL_OK;
+}
+
+mxl_status mxl_kv_tail_copy(mxl_engine *e, const mxl_kv_tail *src, int pos, mxl_kv_tail **out) {
+  *out = NULL;
+  const int from = src->pos - src->rows;
+  if (pos < from || pos > src->pos)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "KV tail: position %d outside %d..%d", pos, from,
+                      src->pos);
+  MXL_TRY(tail_alloc(e, src->n_layers, src->kv_dim, pos, pos - from, out));
+  const size_t bytes = (size_t)(pos - from) * src->kv_dim * sizeof(float);
+  for (int l = 0; l < src->n_layers; l++) {
+    if (!e->cfg->layer_sliding[l]) continue;
+    e->ops->copy(e->be, (*out)->k[l], src->k[l], bytes);
+    e->ops->copy(e->be, (*out)->v[l], src->v[l], bytes);
+  }
+  return MXL_OK;
+}
+
+/* 1 when t holds the window before r. */
+static int tail_serves(const mxl_config *cfg, const mxl_kv_tail *t, int r) {
+  return t && r <= t->pos && r - window_rows(cfg, r) >= t->pos - t->rows;
+}
+
+static int ring_serves(const mxl_config *cfg, const mxl_kv_cache *c, int r) {
+  return r - window_rows(cfg, r) >= mxl_kv_cache_slide_oldest(c);
+}
+
 int mxl_kv_cache_resumable(const mxl_config *cfg, const mxl_kv_cache *c, const mxl_kv_tail *t,
                            int r) {
   if (r < 0 || r > c->n_past) return 0;
-  if (t && t->pos == r) return 1;
-  return r - window_rows(cfg, r) >= mxl_kv_cache_slide_oldest(c);
+  return ring_serves(cfg, c, r) || tail_serves(cfg, t, r);
 }
 
 mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_cache *src,
@@ -194,15 +232,18 @@ mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_ca
                       "room for %d)",
                       r, src->n_past, dst->n_past, dst->max_context);
   const int rows = window_rows(cfg, r), p0 = r - rows;
-  const int from_tail = t && t->pos == r && t->rows == rows;
+  const int from_tail = !ring_serves(cfg, src, r);
+  const float *const *tk = from_tail ? (const float *const *)t->k : NULL;
+  const float *const *tv = from_tail ? (const float *const *)t->v : NULL;
+  const size_t tail_at = from_tail ? (size_t)(p0 - (t->pos - t->rows)) * dst->kv_dim : 0;
   const size_t row_bytes = (size_t)dst->kv_dim * sizeof(float);
   for (int l = 0; l < dst->n_layers; l++) {
     if (!cfg->layer_sliding[l]) {
       e->ops->copy(e->be, dst->k[l], src->k[l], (size_t)r * row_bytes);
       e->ops->copy(e->be, dst->v[l], src->v[l], (size_t)r * row_bytes);
     } else if (from_tail) {
-      ring_copy(e, dst->k[l], dst->cap_slide, dst->kv_dim, p0, rows, t->k[l], 1);
-      ring_copy(e, dst->v[l], dst->cap_slide, dst->kv_dim, p0, rows, t->v[l], 1);
+      ring_copy(e, dst->k[l], dst->cap_slide, dst->kv_dim, p0, rows, (float *)tk[l] + tail_at, 1);
+      ring_copy(e, dst->v[l], dst->cap_slide, dst->kv_dim, p0, rows, (float *)tv[l] + tail_at, 1);
     } else {
       /* ring to ring: runs end where either ring wraps */
       for (int p = p0; p < r;) {

@@ -270,17 +270,20 @@ static void resume_on(int use_ref, double tol) {
   MXL_CHECK_OK(run(e, N, one));
   mxl_forward_state st = {0};
   mxl_kv_cache *src = NULL;
-  mxl_kv_tail *tail = NULL;
+  mxl_kv_tail *tail = NULL, *head = NULL;
   MXL_CHECK_OK(mxl_kv_cache_create(e, 64, 3, &src));
-  MXL_CHECK_OK(feed(e, &st, src, 0, 12, 3, NULL)); /* the ring holds [2, 12) */
-  MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 9, &tail), MXL_ERR_ARGUMENT, "position 9");
-  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 10, &tail)); /* the sliding layers' [2, 10) */
+  MXL_CHECK_OK(feed(e, &st, src, 0, 9, 3, NULL));
+  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 9, 9, &head)); /* every sliding row of [0, 9) */
+  MXL_CHECK_OK(feed(e, &st, src, 9, 12, 3, NULL)); /* the ring holds [2, 12) */
+  MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 9, 8, &tail), MXL_ERR_ARGUMENT, "positions 1..8");
+  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 10, 8, &tail)); /* the sliding layers' [2, 10) */
   MXL_CHECK(tail && tail->pos == 10 && tail->rows == 8);
   MXL_CHECK_OK(feed(e, &st, src, 12, N, 3, NULL)); /* the ring now holds [11, 21) */
   const int from_ring = N - 2; /* its window [11, 19) is in the ring */
   const struct { int r; const mxl_kv_tail *t; int ok; } cases[] = {
       {from_ring, NULL, 1}, {N, NULL, 1},    {10, tail, 1}, {10, NULL, 0},
       {from_ring - 1, NULL, 0}, {5, tail, 0}, {N + 1, NULL, 0},
+      {5, head, 1},         {9, head, 1},    {10, head, 0}, {1, head, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int r = cases[i].r;
@@ -297,7 +300,7 @@ static void resume_on(int use_ref, double tol) {
     MXL_CHECK_OK(feed(e, &st, dst, r, N, 4, got));
     double d = max_abs_diff(one + r * V, got + r * V, (N - r) * V);
     printf("  resumed at %d (%s): logits after it differ from one pass by %.3g\n", r,
-           cases[i].t ? "tail" : "ring", d);
+           cases[i].t == head ? "head" : cases[i].t ? "tail" : "ring", d);
     MXL_CHECK(d < tol);
     /* the resumed cache holds its sliding rows from r - 8 on only (and its
      * ring of 8 + 4 - 1 slots the last 11): a later continuation from it
@@ -314,6 +317,7 @@ static void resume_on(int use_ref, double tol) {
   MXL_CHECK_FAILS(mxl_kv_cache_resume(e, dst, src, NULL, 12), MXL_ERR_ARGUMENT, "position 12");
   mxl_kv_cache_destroy(e, dst);
   mxl_kv_tail_destroy(e, tail);
+  mxl_kv_tail_destroy(e, head);
   mxl_kv_cache_destroy(e, src);
   mxl_forward_state_release(e, &st);
   free(one), free(got);

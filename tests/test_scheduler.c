@@ -285,12 +285,15 @@ static void test_cancel(void) {
 }
 
 static void test_kv_budget(void) {
-  /* a request's reservation: its cache and the prompt's window kept for the prefix cache */
+  /* a request's reservation: its cache, and for the prefix cache the
+   * window before its last prompt token and its first pass (5 rows) */
   uint64_t need = mxl_kv_cache_bytes(&f.model->config, 6 + 10, 8) +
-                  mxl_kv_tail_bytes(&f.model->config, 6 + 10);
+                  mxl_kv_tail_bytes(&f.model->config, 6 + 10) +
+                  mxl_kv_tail_rows_bytes(&f.model->config, 5);
   const uint64_t budget = 2 * need + need / 8; /* two requests of 16 positions */
   const uint64_t huge_need = mxl_kv_cache_bytes(&f.model->config, 96, 8) +
-                             mxl_kv_tail_bytes(&f.model->config, 96);
+                             mxl_kv_tail_bytes(&f.model->config, 96) +
+                             mxl_kv_tail_rows_bytes(&f.model->config, 8);
   MXL_CHECK(huge_need > budget);
   mxl_scheduler *s = make(8, 8, budget, 3);
   if (!s) return;
@@ -460,6 +463,28 @@ static void test_prefix_cache(void) {
   mxl_registry_destroy(reg);
 }
 
+/* Conversations that share only their beginning (a system prompt): the
+ * first pass's rows kept from position 0 let each new one skip it, though
+ * the rings of every kept cache moved on long ago (chunks of 16: rings of
+ * 23 slots; 24-token prompts, 12-token replies). */
+static void test_prefix_cache_shared_start(void) {
+  mxl_scheduler *s = make(4, 16, 0, 0), *plain = make_kept(4, 16, 0, 0, -1);
+  if (!s || !plain) return;
+  turn t[3];
+  for (int i = 0; i < 3; i++) {
+    t[i].n = 24;
+    prompt_of(60, 10, t[i].prompt);          /* the shared start */
+    prompt_of(61 + i, 14, t[i].prompt + 10); /* each conversation's own */
+  }
+  for (int i = 0; i < 3; i++) {
+    got a = ask(s, &t[i], 12, NULL, 0), b = ask(plain, &t[i], 12, NULL, 0);
+    same_reply(&a, &b, "conversation");
+    MXL_CHECK_MSG(a.cached == (i ? 10 : 0), "conversation %d reused %d tokens", i, a.cached);
+  }
+  mxl_scheduler_destroy(s);
+  mxl_scheduler_destroy(plain);
+}
+
 /* The engine thread: run() on its own thread, submissions from this one,
  * then a draining shutdown. */
 typedef struct waiter {
@@ -550,6 +575,7 @@ int main(void) {
   MXL_RUN(test_kv_budget);
   MXL_RUN(test_default_budget);
   MXL_RUN(test_prefix_cache);
+  MXL_RUN(test_prefix_cache_shared_start);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
   return mxl_test_summary("scheduler");
