@@ -41,11 +41,12 @@
  * end, and from the kept request's last prompt token (the window before it
  * is kept aside: 2 × window × kv heads × head dim floats per sliding
  * layer, counted in each request's reservation; that token runs again, so
- * the same prompt repeated reuses all but its last token). A prompt that
- * shares a beginning with a kept one but parts from it further back (a
- * shared system prompt before other conversations) finds neither. Reuse
- * gives the same result as a fresh
- * prefill: bit for bit on the ref backend, within the matmul tolerance on
+ * the same prompt repeated reuses all but its last token), and from any
+ * point of the kept request's first prompt pass (its sliding rows from
+ * position 0 are kept too, at most prefill_chunk of them, also reserved):
+ * conversations that share only a system or developer prompt skip it when
+ * it fits in one pass. Reuse gives the same result as a fresh prefill: bit
+ * for bit on the ref backend, within the matmul tolerance on
  * cpu and cuda (the reused keys were computed in other chunks).
  *
  * Events. Each request gets its events through its callback, on the engine
