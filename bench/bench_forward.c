@@ -155,7 +155,9 @@ static mxl_status runner_open(runner *r, const mxl_model *m, int nt, const optio
            nt, nt > 1 ? "s" : "", gb(bytes), bench_now() - t0, gb(r->e->huge_2mb),
            100.0 * (double)r->e->huge_2mb / (double)mxl_huge_round(bytes));
   }
-  return mxl_kv_cache_create(r->e, o->prompt + o->decode, o->chunk, &r->cache);
+  /* room for the warm-up's 2 decoded tokens too */
+  return mxl_kv_cache_create(r->e, o->prompt + (o->decode > 2 ? o->decode : 2), o->chunk,
+                             &r->cache);
 }
 
 static void runner_close(runner *r) {
