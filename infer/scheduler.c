@@ -357,9 +357,10 @@ static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q, mxl_prefix_match m) {
     if (mxl_kv_cache_resume(s->engine, q->cache, en->cache, m.via, m.pos) == MXL_OK) {
       q->cached = q->reused = m.pos;
       /* the shared part of the entry's head becomes q's (a failure only
-       * costs later reuse) */
+       * costs later reuse; a head kept from an admission the backend
+       * refused covers q's own tokens already) */
       q->head_tried = 1;
-      if (en->head)
+      if (en->head && !q->head)
         mxl_kv_tail_copy(s->engine, en->head, m.pos < en->head->pos ? m.pos : en->head->pos,
                          &q->head);
       mxl_prefix_cache_touch(s->prefix, m.entry);
@@ -520,11 +521,11 @@ mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
       mxl_seq *q = s->items[i].seq;
       q->cached += s->items[i].n;
       if (q->cached <= q->n_prompt) prompt += s->items[i].n;
-      /* the window before the prompt's last token, for a later prompt
-       * that repeats this one (then that token runs again, for its
-       * logits); a failure only costs that reuse */
-      /* the first pass's rows, for later prompts that begin the same (the
-       * rings still hold all of them after one pass) */
+      /* for the prefix cache (a failure only costs that reuse): the
+       * first pass's rows, for later prompts that begin the same (the
+       * rings still hold all of them after one pass); the window before
+       * the prompt's last token, for a later prompt that repeats this one
+       * (that token then runs again, for its logits) */
       if (s->prefix->max_entries && !q->head_tried && q->n_prompt > 1) {
         int pos = head_rows(q->cached, q->n_prompt);
         q->head_tried = 1;
