@@ -45,21 +45,19 @@ static int common_prefix(const int32_t *a, const int32_t *b, int n) {
  * windows: the longest common prefix if the sliding rings still hold the
  * window before it; else the kept prompt's last token, if the two share
  * it; else as far into the kept first pass (the head) as they share. */
-static mxl_prefix_match resume_point(const mxl_prefix_entry *en, const mxl_config *cfg,
-                                     const mxl_seq *q) {
-  mxl_prefix_match m = {-1, 0, NULL};
+static int resume_point(const mxl_prefix_entry *en, const mxl_config *cfg, const mxl_seq *q,
+                        const mxl_kv_tail **via) {
+  *via = NULL;
   int limit = q->n_prompt - 1 < en->cache->n_past ? q->n_prompt - 1 : en->cache->n_past;
-  int common = common_prefix(en->tokens, q->tokens, limit);
-  if (common == 0) return m;
-  if (mxl_kv_cache_resumable(cfg, en->cache, NULL, common)) return (mxl_prefix_match){0, common, NULL};
+  int common = common_prefix(en->tokens, q->tokens, limit), best = 0;
+  if (common == 0 || mxl_kv_cache_resumable(cfg, en->cache, NULL, common)) return common;
   const mxl_kv_tail *kept[2] = {en->tail, en->head};
   for (int i = 0; i < 2; i++) {
     if (!kept[i]) continue;
     int r = common < kept[i]->pos ? common : kept[i]->pos;
-    if (r > m.pos && mxl_kv_cache_resumable(cfg, en->cache, kept[i], r))
-      m = (mxl_prefix_match){0, r, kept[i]};
+    if (r > best && mxl_kv_cache_resumable(cfg, en->cache, kept[i], r)) best = r, *via = kept[i];
   }
-  return m;
+  return best;
 }
 
 mxl_prefix_match mxl_prefix_cache_find(const mxl_prefix_cache *pc, const mxl_config *cfg,
@@ -68,8 +66,9 @@ mxl_prefix_match mxl_prefix_cache_find(const mxl_prefix_cache *pc, const mxl_con
   for (int i = 0; i < pc->n; i++) {
     const mxl_prefix_entry *en = &pc->items[i];
     if (!same_adapters(en, q)) continue;
-    mxl_prefix_match m = resume_point(en, cfg, q);
-    if (m.pos > best.pos) best = (mxl_prefix_match){i, m.pos, m.via};
+    const mxl_kv_tail *via;
+    int pos = resume_point(en, cfg, q, &via);
+    if (pos > best.pos) best = (mxl_prefix_match){i, pos, via};
   }
   return best;
 }

@@ -25,20 +25,6 @@ static void layer_types(const mxl_config *cfg, char *out) {
   out[cfg->n_layers] = '\0';
 }
 
-/* Copies positions [p0, p0 + n) of a sliding layer between its ring and
- * contiguous host rows (at most two runs: the ring wraps once). */
-static void ring_transfer(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, int n,
-                          float *host, int upload) {
-  const size_t row = (size_t)kv_dim * sizeof(float);
-  for (int done = 0; done < n;) {
-    int slot = (p0 + done) % cap, run = cap - slot < n - done ? cap - slot : n - done;
-    float *r = ring + (size_t)slot * kv_dim, *h = host + (size_t)done * kv_dim;
-    if (upload) e->ops->upload(e->be, r, h, run * row);
-    else e->ops->download(e->be, h, r, run * row);
-    done += run;
-  }
-}
-
 /* ---------------------------------------------------------------- save */
 
 mxl_status mxl_prompt_file_save(mxl_engine *e, const mxl_kv_cache *c, const int32_t *tokens,
@@ -64,7 +50,8 @@ mxl_status mxl_prompt_file_save(mxl_engine *e, const mxl_kv_cache *c, const int3
       break;
     }
     float *src = i % 2 ? c->v[l] : c->k[l];
-    if (sliding) ring_transfer(e, src, c->cap_slide, D, from, slide, rows[i], 0);
+    if (sliding)
+      mxl_kv_ring_transfer(e, src, c->cap_slide, D, from, slide, rows[i], MXL_RING_TO_HOST);
     else if (count) e->ops->download(e->be, rows[i], src, count * sizeof(float));
     snprintf(names[i], sizeof names[i], "%c.%d", i % 2 ? 'v' : 'k', l);
     blobs[i + 1] = (mxl_blob){names[i], rows[i], count * sizeof(float)};
@@ -160,7 +147,8 @@ static mxl_status fill(mxl_engine *e, const mxl_state_file *f, int n, int from, 
       e->ops->upload(e->be, dev, data, (size_t)r * D * sizeof(float));
     } else {
       const float *first = (const float *)data + (size_t)(r - rows - from) * D;
-      ring_transfer(e, dev, dst->cap_slide, D, r - rows, rows, (float *)first, 1);
+      mxl_kv_ring_transfer(e, dev, dst->cap_slide, D, r - rows, rows, (float *)first,
+                           MXL_HOST_TO_RING);
     }
   }
   mxl_kv_cache_claim_prefix(e, dst, r);

@@ -75,6 +75,15 @@ int mxl_kv_cache_window_rows(const mxl_config *cfg, int r);
 /* The oldest position whose sliding-layer rows c holds (they run to
  * n_past): the ring's reach, or where a resume's window began. */
 int mxl_kv_cache_slide_oldest(const mxl_kv_cache *c);
+/* Copies positions [p0, p0 + n) of a sliding layer between its ring
+ * (backend, slot = position mod cap) and contiguous rows (backend or host
+ * memory by `dir`), in at most two runs: the ring wraps once. */
+typedef enum mxl_ring_dir {
+  MXL_RING_TO_ROWS, MXL_ROWS_TO_RING, /* rows in backend memory */
+  MXL_RING_TO_HOST, MXL_HOST_TO_RING, /* rows in host memory */
+} mxl_ring_dir;
+void mxl_kv_ring_transfer(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, int n,
+                          float *rows, mxl_ring_dir dir);
 /* Marks positions [0, r) of the full layers and the window before r of the
  * sliding layers as filled (their rows written by the caller); the next
  * forward starts at r. */

@@ -107,17 +107,19 @@ static int window_rows(const mxl_config *cfg, int r) {
   return r < cfg->sliding_window ? r : cfg->sliding_window;
 }
 
-/* Copies positions [p0, p0 + n) between a sliding layer's ring (slot = p
- * mod cap) and contiguous rows, in at most two runs: the ring wraps once. */
-static void ring_copy(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, int n, float *rows,
-                      int to_ring) {
+void mxl_kv_ring_transfer(mxl_engine *e, float *ring, int cap, int kv_dim, int p0, int n,
+                          float *rows, mxl_ring_dir dir) {
   const size_t row_bytes = (size_t)kv_dim * sizeof(float);
   for (int done = 0; done < n;) {
     int slot = (p0 + done) % cap;
     int run = cap - slot < n - done ? cap - slot : n - done;
     float *r = ring + (size_t)slot * kv_dim, *c = rows + (size_t)done * kv_dim;
-    if (to_ring) e->ops->copy(e->be, r, c, run * row_bytes);
-    else e->ops->copy(e->be, c, r, run * row_bytes);
+    switch (dir) {
+    case MXL_RING_TO_ROWS: e->ops->copy(e->be, c, r, run * row_bytes); break;
+    case MXL_ROWS_TO_RING: e->ops->copy(e->be, r, c, run * row_bytes); break;
+    case MXL_RING_TO_HOST: e->ops->download(e->be, c, r, run * row_bytes); break;
+    case MXL_HOST_TO_RING: e->ops->upload(e->be, r, c, run * row_bytes); break;
+    }
     done += run;
   }
 }
@@ -185,8 +187,10 @@ mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int r
   mxl_kv_tail *t = *out;
   for (int l = 0; l < c->n_layers; l++) {
     if (!e->cfg->layer_sliding[l]) continue;
-    ring_copy(e, c->k[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->k[l], 0);
-    ring_copy(e, c->v[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->v[l], 0);
+    mxl_kv_ring_transfer(e, c->k[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->k[l],
+                         MXL_RING_TO_ROWS);
+    mxl_kv_ring_transfer(e, c->v[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->v[l],
+                         MXL_RING_TO_ROWS);
   }
   return MXL_OK;
 }
@@ -242,8 +246,10 @@ mxl_status mxl_kv_cache_resume(mxl_engine *e, mxl_kv_cache *dst, const mxl_kv_ca
       e->ops->copy(e->be, dst->k[l], src->k[l], (size_t)r * row_bytes);
       e->ops->copy(e->be, dst->v[l], src->v[l], (size_t)r * row_bytes);
     } else if (from_tail) {
-      ring_copy(e, dst->k[l], dst->cap_slide, dst->kv_dim, p0, rows, (float *)tk[l] + tail_at, 1);
-      ring_copy(e, dst->v[l], dst->cap_slide, dst->kv_dim, p0, rows, (float *)tv[l] + tail_at, 1);
+      mxl_kv_ring_transfer(e, dst->k[l], dst->cap_slide, dst->kv_dim, p0, rows,
+                           (float *)tk[l] + tail_at, MXL_ROWS_TO_RING);
+      mxl_kv_ring_transfer(e, dst->v[l], dst->cap_slide, dst->kv_dim, p0, rows,
+                           (float *)tv[l] + tail_at, MXL_ROWS_TO_RING);
     } else {
       /* ring to ring: runs end where either ring wraps */
       for (int p = p0; p < r;) {
