@@ -81,7 +81,7 @@ mxl_status mxl_scheduler_create(const mxl_model *model, const mxl_scheduler_opti
   mxl_status st = resolve_options(model, opt, &s->opt);
   s->prefix = calloc(1, sizeof *s->prefix);
   if (st == MXL_OK && !s->prefix) st = mxl_errorf(MXL_ERR_MEMORY, "scheduler: out of memory");
-  if (st == MXL_OK) st = mxl_prefix_cache_init(s->prefix, s->opt.prefix_cache > 0 ? s->opt.prefix_cache : 0);
+  if (st == MXL_OK) st = mxl_prefix_cache_init(s->prefix, s->opt.prefix_cache); /* -1: off */
   if (st == MXL_OK) st = mxl_backend_create_named(s->opt.backend, s->opt.threads, &s->be);
   if (st == MXL_OK) st = mxl_engine_create_with(model, s->be, &s->opt.weights, &s->engine);
   if (st == MXL_OK) st = mxl_batch_forward_init(s);

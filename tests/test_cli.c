@@ -48,6 +48,7 @@ static void test_usage_errors(void) {
  * included) takes --opt=value. Each of these ran with a default before. */
 static void test_strict_flags(void) {
   EXPECT(2, "--max-tokens 0 is out of range: allowed [1, ", "generate --model x --max-tokens 0");
+  EXPECT(2, "--prefix-cache -1: expected 1 or more", "chat --model x --prefix-cache -1");
   EXPECT(2, "--max-tokens -1 is out of range", "generate --model x --max-tokens=-1");
   EXPECT(2, "--context 0 is out of range", "generate --model x --context 0");
   EXPECT(2, "--prefill-chunk 0 is out of range", "generate --model x --prefill-chunk 0");
@@ -236,6 +237,12 @@ static void prompt_cache_checks(void) {
                 "%s/run/adapter.mxla:0.5", gen, root, text, root, root) == 0);
   MXL_CHECK_MSG(strstr(out, "prompt cache not used") && strstr(out, "corrupted") &&
                     cached_of(out) == 0, "%s", out);
+  free(out);
+  /* a file that cannot be written: reported, the text unchanged */
+  MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/no/such/dir/p.cache", gen,
+                root, text, root) == 0);
+  SAME_AS(plain, n, 0);
+  MXL_CHECK_MSG(strstr(out, "prompt cache not written"), "%s", out);
   free(out);
   /* a file that is no prompt cache is neither read nor replaced */
   MXL_CHECK(mxl(&out, "%s --model %s/m --prompt '%s' --prompt-cache %s/d.jsonl", gen, root,

@@ -278,6 +278,9 @@ static void resume_on(int use_ref, double tol) {
   MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 9, 8, &tail), MXL_ERR_ARGUMENT, "positions 1..8");
   MXL_CHECK_OK(mxl_kv_tail_take(e, src, 10, 8, &tail)); /* the sliding layers' [2, 10) */
   MXL_CHECK(tail && tail->pos == 10 && tail->rows == 8);
+  mxl_kv_tail *beyond = NULL;
+  MXL_CHECK_FAILS(mxl_kv_tail_copy(e, head, 10, &beyond), MXL_ERR_ARGUMENT, "outside 0..9");
+  MXL_CHECK(beyond == NULL);
   MXL_CHECK_OK(feed(e, &st, src, 12, N, 3, NULL)); /* the ring now holds [11, 21) */
   const int from_ring = N - 2; /* its window [11, 19) is in the ring */
   const struct { int r; const mxl_kv_tail *t; int ok; } cases[] = {

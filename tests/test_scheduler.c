@@ -340,8 +340,15 @@ static void test_kv_budget(void) {
 }
 
 /* The default KV budget holds max_batch requests of the whole context at
- * once, their prefix cache windows included. */
+ * once, their prefix cache windows included; a prefix_cache below -1 is
+ * refused. */
 static void test_default_budget(void) {
+  mxl_scheduler_options bad = {0};
+  bad.backend = "ref";
+  bad.prefix_cache = -2;
+  mxl_scheduler *none = NULL;
+  MXL_CHECK_FAILS(mxl_scheduler_create(f.model, &bad, &none), MXL_ERR_ARGUMENT, "prefix_cache -2");
+  MXL_CHECK(none == NULL);
   mxl_scheduler *s = make(4, 4, 0, 0);
   if (!s) return;
   got g[4];
