@@ -680,8 +680,8 @@ int main(int argc, char **argv) {
       bf_arg l = {&lm, 1, 1, x, y};
       row_ctx rl = {"bf16 lm_head", "M=1 N=201088 K=2880", (double)V * H * 2, 0};
       measure(&rl, be, run_bf, &l, g_reps, &L, 0);
-      for (int f = 0; f < 4; f++) { /* few rows: short prefills, batched decode */
-        int rows[4] = {2, 4, 16, 32};
+      for (int f = 0; f < 5; f++) { /* few rows: short prefills, batched decode */
+        int rows[5] = {2, 4, 16, 32, 64};
         bf_arg fa = {wq, NQ, rows[f], x, y};
         snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", rows[f]);
         row_ctx rf = {"bf16 few q_proj", shape, (double)NH * HD * H * 2, 0};
@@ -704,6 +704,17 @@ int main(int argc, char **argv) {
         measure(&rn, be, run_bf, &p, g_reps, &L, 0);
         row_ctx rnd = {"bf16_dx q_proj onednn", shape, 0, 2.0 * n_pre * NH * HD * H};
         measure(&rnd, be, run_bf_dx, &p, g_reps, &L, 0);
+        bf_arg on = {wo, 1, n_pre, x, y};
+        snprintf(shape, sizeof shape, "M=%d N=2880 K=4096", n_pre);
+        row_ctx ron = {"bf16 o_proj onednn", shape, 0, 2.0 * n_pre * NH * HD * H};
+        measure(&ron, be, run_bf, &on, g_reps, &L, 0);
+        for (int f = 0; f < 2; f++) { /* where the dense mode starts (MXL_CPU_DNNL_MIN_ROWS) */
+          int rows[2] = {32, 64};
+          bf_arg fa = {wq, NQ, rows[f], x, y};
+          snprintf(shape, sizeof shape, "M=%d N=4096 K=2880", rows[f]);
+          row_ctx rf = {"bf16 few q_proj onednn", shape, (double)NH * HD * H * 2, 0};
+          measure(&rf, be, run_bf, &fa, g_reps * 3, &L, 0);
+        }
         mxl_backend_cpu_set_dnnl(be, 0);
       }
     }

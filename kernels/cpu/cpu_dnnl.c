@@ -8,7 +8,13 @@
  * (bench_ops, 1 thread, same run, rates by CPU time) its brgemm matched the
  * hand-written kernels on the dense projections (q_proj 128 rows: 188 vs
  * 178 GFLOP/s, dx 180 vs 172) and lost on the MXFP4 experts, decoded into
- * bf16 panels (gate_up 512 tokens: 99 vs 126, dx 52 vs 68). So the default
+ * bf16 panels (gate_up 512 tokens: 99 vs 126, dx 52 vs 68). On 2 threads
+ * (four alternating bench_ops runs) the dense forward tied (q_proj 512
+ * rows: 376-428 vs 382-424 GFLOP/s) and oneDNN's dx led by 1-17 % (321-395
+ * vs 375-405), while 20b prefill and the bench preset's training step
+ * measured no difference beyond this VM's ±15 % (a "dense only" mode was
+ * tried and dropped: it would also have compiled a primitive per new row
+ * count under serving's varying batches). So the default
  * is oneDNN on AMX hosts for products of at least
  * MXL_CPU_DNNL_MIN_ROWS activation rows, the hand-written kernels
  * elsewhere; MXL_CPU_DNNL=0 turns it off, MXL_CPU_DNNL=1 forces it for
