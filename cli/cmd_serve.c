@@ -38,8 +38,10 @@ static void banner(mxl_service *svc, const mxl_server_options *so, int port) {
   fprintf(stderr, "  engine   %d positions per request, batch %d, queue %d, KV cache %.1f MiB\n",
           ss.max_context, ss.max_batch, ss.max_queue, (double)ss.kv_bytes_total / 1048576.0);
   if (ss.prefix_cache)
-    fprintf(stderr, "  prefix   up to %d finished requests' KV caches kept in its free part\n",
-            ss.prefix_cache);
+    fprintf(stderr,
+            "  prefix   up to %d finished requests' KV caches kept in its free part; prompts "
+            "sharing up to %d tokens of another's start reuse them\n",
+            ss.prefix_cache, ss.shared_prefix);
   else
     fprintf(stderr, "  prefix   off: every prompt prefilled whole\n");
   mxl_registry_entry *list = NULL;

@@ -32,6 +32,9 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
        "N: finished requests' KV caches kept for prompts that repeat them (default: max-batch)"},
       {"--no-prefix-cache", MXL_OPT_FLAG, &a->no_prefix_cache,
        "prefill every prompt whole (no KV cache kept between requests)"},
+      {"--shared-prefix", MXL_OPT_INT, &a->shared_prefix,
+       "N: prompt tokens from the start that later prompts sharing them reuse, e.g. a long "
+       "system prompt (default: --prefill-chunk; each costs 48 KB of KV budget on gpt-oss-20b)"},
       {"--no-mmap", MXL_OPT_FLAG, &a->no_mmap,
        "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
@@ -121,6 +124,11 @@ int mxl_serving_open(const char *cmd, const mxl_serving_args *a, mxl_service **o
     return 2;
   }
   so.scheduler.prefix_cache = a->no_prefix_cache ? -1 : a->prefix_cache;
+  if (a->shared_prefix < 0) {
+    fprintf(stderr, "mxlora %s: --shared-prefix %d: expected 1 or more\n", cmd, a->shared_prefix);
+    return 2;
+  }
+  so.scheduler.shared_prefix = a->shared_prefix;
   so.default_max_tokens = a->default_max_tokens;
   if (size_option(cmd, "--kv-memory", a->kv_memory, &so.scheduler.kv_memory) ||
       size_option(cmd, "--max-adapter-memory", a->adapter_memory, &so.max_adapter_memory))

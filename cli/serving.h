@@ -10,10 +10,11 @@ typedef struct mxl_serving_args {
   int threads, ctx, max_batch, max_queue, prefill_chunk, default_max_tokens, no_mmap;
   int prefix_cache; /* kept caches (0: max-batch); --no-prefix-cache sets -1 */
   int no_prefix_cache;
+  int shared_prefix; /* 0: the prefill chunk */
   mxl_opt_list adapters; /* NAME=FILE[:SCALE] or FILE[:SCALE] */
 } mxl_serving_args;
 
-enum { MXL_SERVING_N_OPTS = 15 };
+enum { MXL_SERVING_N_OPTS = 16 };
 
 /* Writes the shared option entries into opts[0..MXL_SERVING_N_OPTS). */
 void mxl_serving_opts(mxl_serving_args *a, mxl_opt *opts);

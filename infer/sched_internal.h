@@ -28,7 +28,8 @@ typedef struct mxl_seq {
   uint64_t kv_bytes; /* the reservation */
   mxl_kv_cache *cache;
   mxl_kv_tail *tail; /* the prompt's end, for the prefix cache (NULL: none yet) */
-  mxl_kv_tail *head; /* the prompt's first pass, from position 0 (NULL: none) */
+  mxl_kv_tail *head; /* the prompt's first shared_prefix positions' sliding rows, from
+                        position 0, grown pass by pass (NULL: none) */
   int head_tried;
   int cached;        /* tokens already in the cache */
   int reused;        /* prompt tokens taken from the prefix cache */

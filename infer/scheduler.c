@@ -31,10 +31,10 @@ static double now_seconds(void) {
 
 /* ---------------------------------------------------------------- options */
 
-/* The rows a request's head keeps (the prefix cache): its first prompt
- * pass, short of its last prompt token. */
-static int head_rows(int prefill_chunk, int n_prompt) {
-  return n_prompt - 1 < prefill_chunk ? n_prompt - 1 : prefill_chunk;
+/* The rows a request's head keeps (the prefix cache): its first
+ * shared_prefix prompt positions, short of its last prompt token. */
+static int head_rows(int shared_prefix, int n_prompt) {
+  return n_prompt - 1 < shared_prefix ? n_prompt - 1 : shared_prefix;
 }
 
 static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_options *in,
@@ -61,12 +61,17 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
     return mxl_errorf(MXL_ERR_ARGUMENT, "scheduler: prefix_cache %d (-1: off, 0: default)",
                       o->prefix_cache);
   if (o->prefix_cache == 0) o->prefix_cache = o->max_batch;
+  if (o->shared_prefix < 0)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "scheduler: shared_prefix %d (0: the prefill chunk)",
+                      o->shared_prefix);
+  if (o->shared_prefix == 0) o->shared_prefix = o->prefill_chunk;
+  if (o->shared_prefix > o->max_context) o->shared_prefix = o->max_context;
   /* a request's reservation: its cache, and the window kept for the
    * prefix cache */
   uint64_t one = mxl_kv_cache_bytes(c, o->max_context, o->prefill_chunk);
   if (o->prefix_cache > 0)
     one += mxl_kv_tail_bytes(c, o->max_context) +
-           mxl_kv_tail_rows_bytes(c, head_rows(o->prefill_chunk, o->max_context));
+           mxl_kv_tail_rows_bytes(c, head_rows(o->shared_prefix, o->max_context));
   if (o->kv_memory == 0) o->kv_memory = one * (uint64_t)o->max_batch;
   return MXL_OK;
 }
@@ -207,7 +212,7 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   if (s->prefix->max_entries)
     q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg, q->context) +
                    mxl_kv_tail_rows_bytes(s->engine->cfg,
-                                          head_rows(s->opt.prefill_chunk, r->n_prompt));
+                                          head_rows(s->opt.shared_prefix, r->n_prompt));
   if (q->kv_bytes > s->kv_total) {
     uint64_t need = q->kv_bytes;
     seq_free(s, q);
@@ -362,7 +367,7 @@ static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q, mxl_prefix_match m) {
       q->head_tried = 1;
       if (en->head && !q->head)
         mxl_kv_tail_copy(s->engine, en->head, m.pos < en->head->pos ? m.pos : en->head->pos,
-                         &q->head);
+                         head_rows(s->opt.shared_prefix, q->n_prompt), &q->head);
       mxl_prefix_cache_touch(s->prefix, m.entry);
       pthread_mutex_lock(&s->mu);
       s->prefix_hits++;
@@ -500,6 +505,28 @@ static int plan_step(mxl_scheduler *s, mxl_step_item *items) {
   return n;
 }
 
+/* After a pass, the sliding rows the prefix cache will need once the rings
+ * have moved on (a failure only costs that reuse): the head, from position
+ * 0 and grown pass by pass (each pass's rows are still in the rings after
+ * it), for later prompts that begin the same; the window before the
+ * prompt's last token, unless the head covers it, for a later prompt that
+ * repeats this one (that token then runs again, for its logits). */
+static void keep_windows(mxl_scheduler *s, mxl_seq *q) {
+  const int want = head_rows(s->opt.shared_prefix, q->n_prompt);
+  const int upto = q->cached < want ? q->cached : want;
+  if (!q->head_tried) {
+    q->head_tried = 1;
+    mxl_kv_tail_take(s->engine, q->cache, upto, upto, want, &q->head);
+  } else if (q->head && q->head->pos < upto &&
+             q->head->pos >= mxl_kv_cache_slide_oldest(q->cache)) {
+    mxl_kv_tail_grow(s->engine, q->cache, q->head, upto);
+  }
+  const int last = q->n_prompt - 1;
+  if (q->cached == q->n_prompt && !q->tail && !(q->head && q->head->pos == last))
+    mxl_kv_tail_take(s->engine, q->cache, last, mxl_kv_cache_window_rows(s->engine->cfg, last), 0,
+                     &q->tail);
+}
+
 mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
   if (progressed) *progressed = 0;
   reap_cancelled(s);
@@ -521,19 +548,7 @@ mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
       mxl_seq *q = s->items[i].seq;
       q->cached += s->items[i].n;
       if (q->cached <= q->n_prompt) prompt += s->items[i].n;
-      /* for the prefix cache (a failure only costs that reuse): the
-       * first pass's rows, for later prompts that begin the same (the
-       * rings still hold all of them after one pass); the window before
-       * the prompt's last token, for a later prompt that repeats this one
-       * (that token then runs again, for its logits) */
-      if (s->prefix->max_entries && !q->head_tried && q->n_prompt > 1) {
-        int pos = head_rows(q->cached, q->n_prompt);
-        q->head_tried = 1;
-        mxl_kv_tail_take(s->engine, q->cache, pos, pos, &q->head);
-      }
-      if (s->prefix->max_entries && q->cached == q->n_prompt && !q->tail && q->n_prompt > 1)
-        mxl_kv_tail_take(s->engine, q->cache, q->n_prompt - 1,
-                         mxl_kv_cache_window_rows(s->engine->cfg, q->n_prompt - 1), &q->tail);
+      if (s->prefix->max_entries && q->n_prompt > 1) keep_windows(s, q);
     }
     pthread_mutex_lock(&s->mu);
     s->prompt_tokens += (uint64_t)prompt;
@@ -631,6 +646,7 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->max_step_tokens = s->opt.max_step_tokens;
   out->max_queue = s->opt.max_queue;
   out->prefix_cache = s->prefix->max_entries;
+  out->shared_prefix = s->prefix->max_entries ? s->opt.shared_prefix : 0;
   out->vocab = s->engine->w.vocab_rows;
   out->backend = s->be->ops->name;
   out->threads = s->be->n_threads;

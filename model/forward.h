@@ -43,6 +43,7 @@ void mxl_kv_cache_destroy(mxl_engine *e, mxl_kv_cache *c);
  * prompt, which other prompts may share). */
 typedef struct mxl_kv_tail {
   int pos, rows;   /* the sliding layers' rows of positions [pos - rows, pos) */
+  int cap;         /* rows allocated (mxl_kv_tail_grow fills up to pos - rows + cap) */
   int n_layers, kv_dim;
   float **k, **v;  /* [L] → [rows, kv_dim], backend; NULL for full-attention layers */
 } mxl_kv_tail;
@@ -52,11 +53,18 @@ typedef struct mxl_kv_tail {
 size_t mxl_kv_tail_bytes(const mxl_config *cfg, int max_context);
 size_t mxl_kv_tail_rows_bytes(const mxl_config *cfg, int rows);
 /* Copies c's sliding rows of positions [pos - rows, pos) (pos at most
- * c->n_past; the rings must still hold them). */
-mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int rows,
+ * c->n_past; the rings must still hold them) into a tail of room for
+ * `cap` rows (0: rows). */
+mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int rows, int cap,
                             mxl_kv_tail **out);
-/* The rows of src up to position pos (at most src->pos). */
-mxl_status mxl_kv_tail_copy(mxl_engine *e, const mxl_kv_tail *src, int pos, mxl_kv_tail **out);
+/* The rows of src up to position pos (at most src->pos), with room for
+ * `cap` rows (0: those). */
+mxl_status mxl_kv_tail_copy(mxl_engine *e, const mxl_kv_tail *src, int pos, int cap,
+                            mxl_kv_tail **out);
+/* Appends c's sliding rows of positions [t->pos, pos) to t — a head
+ * following its prompt pass by pass: pos within t's room and at most
+ * c->n_past, and the rings must still hold t->pos. */
+mxl_status mxl_kv_tail_grow(mxl_engine *e, const mxl_kv_cache *c, mxl_kv_tail *t, int pos);
 void mxl_kv_tail_destroy(mxl_engine *e, mxl_kv_tail *t);
 
 /* 1 when a sequence can continue from position r of `c`: its rings, or

@@ -147,20 +147,23 @@ void mxl_kv_tail_destroy(mxl_engine *e, mxl_kv_tail *t) {
   free(t);
 }
 
-/* An empty tail of `rows` rows per sliding layer ending at pos. */
-static mxl_status tail_alloc(mxl_engine *e, int n_layers, int kv_dim, int pos, int rows,
+/* A tail of `rows` rows per sliding layer ending at pos (not yet filled),
+ * with room for `cap` rows (at least rows). */
+static mxl_status tail_alloc(mxl_engine *e, int n_layers, int kv_dim, int pos, int rows, int cap,
                              mxl_kv_tail **out) {
   *out = NULL;
+  if (cap < rows) cap = rows;
   mxl_kv_tail *t = calloc(1, sizeof *t);
   if (!t) return mxl_errorf(MXL_ERR_MEMORY, "KV tail: out of memory");
   t->pos = pos;
   t->rows = rows;
+  t->cap = cap;
   t->n_layers = n_layers;
   t->kv_dim = kv_dim;
   t->k = calloc(n_layers, sizeof *t->k);
   t->v = calloc(n_layers, sizeof *t->v);
   int ok = t->k && t->v;
-  const size_t bytes = (size_t)(rows ? rows : 1) * kv_dim * sizeof(float);
+  const size_t bytes = (size_t)(cap ? cap : 1) * kv_dim * sizeof(float);
   for (int l = 0; ok && l < n_layers; l++) {
     if (!e->cfg->layer_sliding[l]) continue;
     t->k[l] = e->ops->alloc(e->be, bytes);
@@ -169,39 +172,63 @@ static mxl_status tail_alloc(mxl_engine *e, int n_layers, int kv_dim, int pos, i
   }
   if (!ok) {
     mxl_kv_tail_destroy(e, t);
-    return mxl_errorf(MXL_ERR_MEMORY, "KV tail: cannot allocate %d rows", rows);
+    return mxl_errorf(MXL_ERR_MEMORY, "KV tail: cannot allocate %d rows", cap);
   }
   *out = t;
   return MXL_OK;
 }
 
-mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int rows,
-                            mxl_kv_tail **out) {
-  *out = NULL;
-  if (pos < 0 || pos > c->n_past || rows < 0 || rows > pos ||
-      pos - rows < mxl_kv_cache_slide_oldest(c))
-    return mxl_errorf(MXL_ERR_ARGUMENT,
-                      "KV tail: the rings do not hold positions %d..%d (%d cached, from %d)",
-                      pos - rows, pos - 1, c->n_past, mxl_kv_cache_slide_oldest(c));
-  MXL_TRY(tail_alloc(e, c->n_layers, c->kv_dim, pos, rows, out));
-  mxl_kv_tail *t = *out;
+/* MXL_OK when c's rings hold positions [p0, p1). */
+static mxl_status rings_hold(const mxl_kv_cache *c, int p0, int p1) {
+  if (p0 >= 0 && p0 <= p1 && p1 <= c->n_past && p0 >= mxl_kv_cache_slide_oldest(c)) return MXL_OK;
+  return mxl_errorf(MXL_ERR_ARGUMENT,
+                    "KV tail: the rings do not hold positions %d..%d (%d cached, from %d)", p0,
+                    p1 - 1, c->n_past, mxl_kv_cache_slide_oldest(c));
+}
+
+/* Copies c's sliding rows [p0, p1) (rings_hold) into t at row
+ * p0 - (t->pos - t->rows). */
+static void tail_fill(mxl_engine *e, const mxl_kv_cache *c, mxl_kv_tail *t, int p0, int p1) {
+  const size_t at = (size_t)(p0 - (t->pos - t->rows)) * c->kv_dim;
   for (int l = 0; l < c->n_layers; l++) {
     if (!e->cfg->layer_sliding[l]) continue;
-    mxl_kv_ring_transfer(e, c->k[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->k[l],
+    mxl_kv_ring_transfer(e, c->k[l], c->cap_slide, c->kv_dim, p0, p1 - p0, t->k[l] + at,
                          MXL_RING_TO_ROWS);
-    mxl_kv_ring_transfer(e, c->v[l], c->cap_slide, c->kv_dim, pos - rows, rows, t->v[l],
+    mxl_kv_ring_transfer(e, c->v[l], c->cap_slide, c->kv_dim, p0, p1 - p0, t->v[l] + at,
                          MXL_RING_TO_ROWS);
   }
+}
+
+mxl_status mxl_kv_tail_take(mxl_engine *e, const mxl_kv_cache *c, int pos, int rows, int cap,
+                            mxl_kv_tail **out) {
+  *out = NULL;
+  if (rows < 0) return mxl_errorf(MXL_ERR_ARGUMENT, "KV tail: %d rows", rows);
+  MXL_TRY(rings_hold(c, pos - rows, pos));
+  MXL_TRY(tail_alloc(e, c->n_layers, c->kv_dim, pos, rows, cap, out));
+  tail_fill(e, c, *out, pos - rows, pos);
   return MXL_OK;
 }
 
-mxl_status mxl_kv_tail_copy(mxl_engine *e, const mxl_kv_tail *src, int pos, mxl_kv_tail **out) {
+mxl_status mxl_kv_tail_grow(mxl_engine *e, const mxl_kv_cache *c, mxl_kv_tail *t, int pos) {
+  const int from = t->pos - t->rows;
+  if (pos < t->pos || pos - from > t->cap)
+    return mxl_errorf(MXL_ERR_ARGUMENT, "KV tail: position %d outside %d..%d", pos, t->pos,
+                      from + t->cap);
+  MXL_TRY(rings_hold(c, t->pos, pos));
+  tail_fill(e, c, t, t->pos, pos);
+  t->rows += pos - t->pos;
+  t->pos = pos;
+  return MXL_OK;
+}
+
+mxl_status mxl_kv_tail_copy(mxl_engine *e, const mxl_kv_tail *src, int pos, int cap,
+                            mxl_kv_tail **out) {
   *out = NULL;
   const int from = src->pos - src->rows;
   if (pos < from || pos > src->pos)
     return mxl_errorf(MXL_ERR_ARGUMENT, "KV tail: position %d outside %d..%d", pos, from,
                       src->pos);
-  MXL_TRY(tail_alloc(e, src->n_layers, src->kv_dim, pos, pos - from, out));
+  MXL_TRY(tail_alloc(e, src->n_layers, src->kv_dim, pos, pos - from, cap, out));
   const size_t bytes = (size_t)(pos - from) * src->kv_dim * sizeof(float);
   for (int l = 0; l < src->n_layers; l++) {
     if (!e->cfg->layer_sliding[l]) continue;

@@ -49,6 +49,7 @@ static void test_usage_errors(void) {
 static void test_strict_flags(void) {
   EXPECT(2, "--max-tokens 0 is out of range: allowed [1, ", "generate --model x --max-tokens 0");
   EXPECT(2, "--prefix-cache -1: expected 1 or more", "chat --model x --prefix-cache -1");
+  EXPECT(2, "--shared-prefix -1: expected 1 or more", "serve --model x --shared-prefix -1");
   EXPECT(2, "--max-tokens -1 is out of range", "generate --model x --max-tokens=-1");
   EXPECT(2, "--context 0 is out of range", "generate --model x --context 0");
   EXPECT(2, "--prefill-chunk 0 is out of range", "generate --model x --prefill-chunk 0");

@@ -272,16 +272,30 @@ static void resume_on(int use_ref, double tol) {
   mxl_kv_cache *src = NULL;
   mxl_kv_tail *tail = NULL, *head = NULL;
   MXL_CHECK_OK(mxl_kv_cache_create(e, 64, 3, &src));
-  MXL_CHECK_OK(feed(e, &st, src, 0, 9, 3, NULL));
-  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 9, 9, &head)); /* every sliding row of [0, 9) */
+  /* a head grown pass by pass: every sliding row of [0, 9), room for 9 */
+  MXL_CHECK_OK(feed(e, &st, src, 0, 3, 3, NULL));
+  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 3, 3, 9, &head));
+  for (int p = 6; p <= 9; p += 3) {
+    MXL_CHECK_OK(feed(e, &st, src, p - 3, p, 3, NULL));
+    if (p < 9) MXL_CHECK_FAILS(mxl_kv_tail_grow(e, src, head, p + 1), MXL_ERR_ARGUMENT, "do not hold");
+    MXL_CHECK_OK(mxl_kv_tail_grow(e, src, head, p));
+  }
+  MXL_CHECK(head->pos == 9 && head->rows == 9 && head->cap == 9);
   MXL_CHECK_OK(feed(e, &st, src, 9, 12, 3, NULL)); /* the ring holds [2, 12) */
-  MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 9, 8, &tail), MXL_ERR_ARGUMENT, "positions 1..8");
-  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 10, 8, &tail)); /* the sliding layers' [2, 10) */
+  MXL_CHECK_FAILS(mxl_kv_tail_grow(e, src, head, 10), MXL_ERR_ARGUMENT, "outside 9..9");
+  MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 9, 8, 0, &tail), MXL_ERR_ARGUMENT, "positions 1..8");
+  MXL_CHECK_OK(mxl_kv_tail_take(e, src, 10, 8, 0, &tail)); /* the sliding layers' [2, 10) */
   MXL_CHECK(tail && tail->pos == 10 && tail->rows == 8);
-  mxl_kv_tail *beyond = NULL;
-  MXL_CHECK_FAILS(mxl_kv_tail_copy(e, head, 10, &beyond), MXL_ERR_ARGUMENT, "outside 0..9");
+  mxl_kv_tail *beyond = NULL, *part = NULL;
+  MXL_CHECK_FAILS(mxl_kv_tail_copy(e, head, 10, 0, &beyond), MXL_ERR_ARGUMENT, "outside 0..9");
   MXL_CHECK(beyond == NULL);
   MXL_CHECK_OK(feed(e, &st, src, 12, N, 3, NULL)); /* the ring now holds [11, 21) */
+  /* a copy of the head's first 5 rows with room for 12 grows no further:
+   * the ring lost position 5 */
+  MXL_CHECK_OK(mxl_kv_tail_copy(e, head, 5, 12, &part));
+  MXL_CHECK(part->pos == 5 && part->rows == 5 && part->cap == 12);
+  MXL_CHECK_FAILS(mxl_kv_tail_grow(e, src, part, 8), MXL_ERR_ARGUMENT, "positions 5..7");
+  mxl_kv_tail_destroy(e, part);
   const int from_ring = N - 2; /* its window [11, 19) is in the ring */
   const struct { int r; const mxl_kv_tail *t; int ok; } cases[] = {
       {from_ring, NULL, 1}, {N, NULL, 1},    {10, tail, 1}, {10, NULL, 0},

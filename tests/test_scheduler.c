@@ -55,10 +55,13 @@ static int on_event(void *user, const mxl_request_event *ev) {
   return g->cancel_after && g->n >= g->cancel_after;
 }
 
+static int shared_prefix; /* the next make_kept's option (0: the default) */
+
 static mxl_scheduler *make_kept(int max_batch, int chunk, uint64_t kv_memory, int max_queue,
                                 int prefix_cache) {
   mxl_scheduler_options o = {0};
   o.prefix_cache = prefix_cache;
+  o.shared_prefix = shared_prefix;
   o.backend = "ref";
   o.max_context = 96;
   o.max_batch = max_batch;
@@ -340,14 +343,17 @@ static void test_kv_budget(void) {
 }
 
 /* The default KV budget holds max_batch requests of the whole context at
- * once, their prefix cache windows included; a prefix_cache below -1 is
- * refused. */
+ * once, their prefix cache windows included; a prefix_cache below -1 and
+ * a negative shared_prefix are refused. */
 static void test_default_budget(void) {
   mxl_scheduler_options bad = {0};
   bad.backend = "ref";
   bad.prefix_cache = -2;
   mxl_scheduler *none = NULL;
   MXL_CHECK_FAILS(mxl_scheduler_create(f.model, &bad, &none), MXL_ERR_ARGUMENT, "prefix_cache -2");
+  bad.prefix_cache = 0;
+  bad.shared_prefix = -1;
+  MXL_CHECK_FAILS(mxl_scheduler_create(f.model, &bad, &none), MXL_ERR_ARGUMENT, "shared_prefix -1");
   MXL_CHECK(none == NULL);
   mxl_scheduler *s = make(4, 4, 0, 0);
   if (!s) return;
@@ -492,6 +498,40 @@ static void test_prefix_cache_shared_start(void) {
   mxl_scheduler_destroy(plain);
 }
 
+/* A shared start longer than one pass (30 tokens, passes of 4, window 8):
+ * by default the head holds one pass (4 positions reused); with
+ * shared_prefix 64 it grows pass by pass over the whole prompt, and the
+ * next conversations reuse all 30. Replies equal a scheduler's without the
+ * cache; a prompt that shares less than one kept head reuses what it
+ * shares. */
+static void test_shared_prefix_beyond_a_pass(void) {
+  for (int share = 0; share <= 64; share += 64) {
+    shared_prefix = share;
+    mxl_scheduler *s = make(4, 4, 0, 0), *plain = make_kept(4, 4, 0, 0, -1);
+    shared_prefix = 0;
+    if (!s || !plain) return;
+    mxl_scheduler_stats st;
+    mxl_scheduler_get_stats(s, &st);
+    MXL_CHECK_MSG(st.shared_prefix == (share ? 64 : 4), "shared_prefix %d", st.shared_prefix);
+    turn t[4];
+    for (int i = 0; i < 4; i++) {
+      t[i].n = 40;
+      prompt_of(70, 30, t[i].prompt);          /* the shared start */
+      prompt_of(71 + i, 10, t[i].prompt + 30); /* each conversation's own */
+    }
+    t[3].prompt[17] ^= 1; /* the last shares 17 tokens only */
+    for (int i = 0; i < 4; i++) {
+      got a = ask(s, &t[i], 6, NULL, 0), b = ask(plain, &t[i], 6, NULL, 0);
+      same_reply(&a, &b, "conversation");
+      int want = i == 0 ? 0 : !share ? 4 : i < 3 ? 30 : 17;
+      MXL_CHECK_MSG(a.cached == want, "shared_prefix %d: conversation %d reused %d tokens, not %d",
+                    share, i, a.cached, want);
+    }
+    mxl_scheduler_destroy(s);
+    mxl_scheduler_destroy(plain);
+  }
+}
+
 /* The engine thread: run() on its own thread, submissions from this one,
  * then a draining shutdown. */
 typedef struct waiter {
@@ -583,6 +623,7 @@ int main(void) {
   MXL_RUN(test_default_budget);
   MXL_RUN(test_prefix_cache);
   MXL_RUN(test_prefix_cache_shared_start);
+  MXL_RUN(test_shared_prefix_beyond_a_pass);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
   return mxl_test_summary("scheduler");

@@ -42,10 +42,11 @@
  * is kept aside: 2 × window × kv heads × head dim floats per sliding
  * layer, counted in each request's reservation; that token runs again, so
  * the same prompt repeated reuses all but its last token), and from any
- * point of the kept request's first prompt pass (its sliding rows from
- * position 0 are kept too, at most prefill_chunk of them, also reserved):
- * conversations that share only a system or developer prompt skip it when
- * it fits in one pass. Reuse gives the same result as a fresh prefill: bit
+ * point of its first shared_prefix prompt positions (their sliding rows
+ * from position 0 are kept too, pass by pass, also reserved: 2 × kv heads ×
+ * head dim floats per position and sliding layer, 48 KB on gpt-oss-20b):
+ * conversations that share only a system or developer prompt skip that
+ * much of it. Reuse gives the same result as a fresh prefill: bit
  * for bit on the ref backend, within the matmul tolerance on
  * cpu and cuda (the reused keys were computed in other chunks).
  *
@@ -84,6 +85,9 @@ typedef struct mxl_scheduler_options {
   int max_queue;       /* requests waiting at once before submit refuses (0: 256) */
   int prefix_cache;    /* finished requests' KV caches kept for reuse (0: max_batch;
                           -1: none, the cache is off) */
+  int shared_prefix;   /* prompt positions from 0 whose sliding-window rows each request
+                          keeps for later prompts that share its start, reserved with it
+                          (0: prefill_chunk) */
   mxl_weight_options weights; /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_scheduler_options;
 
@@ -204,6 +208,7 @@ typedef struct mxl_scheduler_stats {
   /* configuration */
   int max_context, max_batch, prefill_chunk, max_step_tokens, max_queue;
   int prefix_cache;    /* kept caches at most (0: off) */
+  int shared_prefix;   /* prompt positions from 0 a kept cache serves any prompt sharing them */
   int vocab;           /* token ids are < vocab */
   const char *backend; /* "cpu", "ref", "cuda" */
   int threads;         /* the backend's CPU threads */
