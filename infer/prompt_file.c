@@ -11,7 +11,7 @@
 #include "core/status.h"
 #include "train/state_file.h"
 
-static const mxl_container_format prompt_container = {
+const mxl_container_format mxl_prompt_container = {
     .magic = "MXLPROMP",
     .kind = "prompt cache",
     .version = 1,
@@ -68,7 +68,7 @@ mxl_status mxl_prompt_file_save(mxl_engine *e, const mxl_kv_cache *c, const int3
     cJSON_AddNumberToObject(meta, "window", cfg->sliding_window);
     cJSON_AddStringToObject(meta, "layer_types", types);
     cJSON_AddNumberToObject(meta, "sliding_from", from);
-    st = meta ? mxl_blobs_save(&prompt_container, path, meta, blobs, 2 * L + 1)
+    st = meta ? mxl_blobs_save(&mxl_prompt_container, path, meta, blobs, 2 * L + 1)
               : mxl_errorf(MXL_ERR_MEMORY, "%s: out of memory", path);
     cJSON_Delete(meta);
   }
@@ -87,7 +87,7 @@ int mxl_prompt_file_foreign(const char *path) {
   char magic[8];
   size_t n = fread(magic, 1, sizeof magic, f);
   fclose(f);
-  return n > 0 && (n < sizeof magic || memcmp(magic, prompt_container.magic, sizeof magic));
+  return n > 0 && (n < sizeof magic || memcmp(magic, mxl_prompt_container.magic, sizeof magic));
 }
 
 /* One of the file's blobs, checked to hold `count` values of 4 bytes. */
@@ -164,7 +164,7 @@ mxl_status mxl_prompt_file_load(mxl_engine *e, const char *path,
   if (dst->n_past != 0)
     return mxl_errorf(MXL_ERR_ARGUMENT, "%s: the KV cache to fill is not empty", path);
   mxl_state_file f;
-  MXL_TRY(mxl_blobs_open(&prompt_container, path, &f));
+  MXL_TRY(mxl_blobs_open(&mxl_prompt_container, path, &f));
   int n = 0, from = 0;
   mxl_status st = check_meta(e, &f, key, &n, &from);
   const void *tokens = NULL;

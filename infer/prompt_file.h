@@ -15,10 +15,15 @@
 #ifndef MXL_INFER_PROMPT_FILE_H
 #define MXL_INFER_PROMPT_FILE_H
 
+#include "core/container.h"
 #include "core/sha256.h"
 #include "model/forward.h"
 
 enum { MXL_PROMPT_FILE_SLACK = 64 };
+
+/* The envelope's format: magic "MXLPROMP", version 1 (the fuzz target
+ * seals its inputs with it). */
+extern const mxl_container_format mxl_prompt_container;
 
 /* Writes c's positions (its tokens: tokens[0, c->n_past)) to `path`,
  * atomically. */
