@@ -90,21 +90,9 @@ static void cpu_copy(mxl_backend *be, void *dst, const void *src, size_t bytes) 
   if (bytes) memmove(dst, src, bytes);
 }
 
-/* The training backward clears its "+=" gradient buffers (several MB per
- * layer) before each use: a thread per MB, each clearing its own slice. */
 static void cpu_zero(mxl_backend *be, void *dst, size_t bytes) {
-  int nt = mxl_cpu_threads_for(be, (double)bytes, MXL_CPU_MIN_STREAM_BYTES);
-  if (nt <= 1) {
-    if (bytes) memset(dst, 0, bytes);
-    return;
-  }
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    size_t lo = bytes * (size_t)t / (size_t)n / 64 * 64;
-    size_t hi = t == n - 1 ? bytes : bytes * (size_t)(t + 1) / (size_t)n / 64 * 64;
-    memset((char *)dst + lo, 0, hi - lo);
-  }
+  (void)be;
+  if (bytes) memset(dst, 0, bytes);
 }
 
 static mxl_status cpu_sync(mxl_backend *be) {
