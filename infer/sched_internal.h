@@ -30,7 +30,7 @@ typedef struct mxl_seq {
   mxl_kv_tail *tail; /* the prompt's end, for the prefix cache (NULL: none yet) */
   mxl_kv_tail *head; /* the prompt's first shared_prefix positions' sliding rows, from
                         position 0, grown pass by pass (NULL: none) */
-  int head_tried;
+  int head_tried;    /* the head was taken or inherited (or that failed): not again */
   int cached;        /* tokens already in the cache */
   int reused;        /* prompt tokens taken from the prefix cache */
   int admitted;      /* holds its KV reservation */

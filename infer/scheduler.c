@@ -519,6 +519,8 @@ static void keep_windows(mxl_scheduler *s, mxl_seq *q) {
     mxl_kv_tail_take(s->engine, q->cache, upto, upto, want, &q->head);
   } else if (q->head && q->head->pos < upto &&
              q->head->pos >= mxl_kv_cache_slide_oldest(q->cache)) {
+    /* (a head inherited short of where q resumed can never grow: the
+     * check spares a refused call each pass) */
     mxl_kv_tail_grow(s->engine, q->cache, q->head, upto);
   }
   const int last = q->n_prompt - 1;

@@ -45,7 +45,8 @@ typedef struct mxl_kv_tail {
   int pos, rows;   /* the sliding layers' rows of positions [pos - rows, pos) */
   int cap;         /* rows allocated (mxl_kv_tail_grow fills up to pos - rows + cap) */
   int n_layers, kv_dim;
-  float **k, **v;  /* [L] → [rows, kv_dim], backend; NULL for full-attention layers */
+  float **k, **v;  /* [L] → [cap, kv_dim] (rows filled), backend; NULL for full-attention
+                      layers */
 } mxl_kv_tail;
 
 /* The backend bytes of a window tail at most at position max_context - 1

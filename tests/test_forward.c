@@ -274,6 +274,7 @@ static void resume_on(int use_ref, double tol) {
   MXL_CHECK_OK(mxl_kv_cache_create(e, 64, 3, &src));
   /* a head grown pass by pass: every sliding row of [0, 9), room for 9 */
   MXL_CHECK_OK(feed(e, &st, src, 0, 3, 3, NULL));
+  MXL_CHECK_FAILS(mxl_kv_tail_take(e, src, 3, -1, 0, &head), MXL_ERR_ARGUMENT, "-1 rows");
   MXL_CHECK_OK(mxl_kv_tail_take(e, src, 3, 3, 9, &head));
   for (int p = 6; p <= 9; p += 3) {
     MXL_CHECK_OK(feed(e, &st, src, p - 3, p, 3, NULL));

@@ -503,7 +503,8 @@ static void test_prefix_cache_shared_start(void) {
  * shared_prefix 64 it grows pass by pass over the whole prompt, and the
  * next conversations reuse all 30. Replies equal a scheduler's without the
  * cache; a prompt that shares less than one kept head reuses what it
- * shares. */
+ * shares. shared_prefix stops at the context and reads 0 with the cache
+ * off. */
 static void test_shared_prefix_beyond_a_pass(void) {
   for (int share = 0; share <= 64; share += 64) {
     shared_prefix = share;
@@ -530,6 +531,18 @@ static void test_shared_prefix_beyond_a_pass(void) {
     mxl_scheduler_destroy(s);
     mxl_scheduler_destroy(plain);
   }
+  /* at most the context (96 positions); none reported with the cache off */
+  shared_prefix = 500;
+  mxl_scheduler *big = make(4, 4, 0, 0), *off = make_kept(4, 4, 0, 0, -1);
+  shared_prefix = 0;
+  if (!big || !off) return;
+  mxl_scheduler_stats st, st_off;
+  mxl_scheduler_get_stats(big, &st);
+  mxl_scheduler_get_stats(off, &st_off);
+  MXL_CHECK_MSG(st.shared_prefix == 96 && st_off.shared_prefix == 0, "shared_prefix %d, off %d",
+                st.shared_prefix, st_off.shared_prefix);
+  mxl_scheduler_destroy(big);
+  mxl_scheduler_destroy(off);
 }
 
 /* The engine thread: run() on its own thread, submissions from this one,

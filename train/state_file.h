@@ -57,7 +57,7 @@ mxl_status mxl_state_open(const char *path, mxl_state_file *out);
 
 /* The same envelope ({"meta", "blobs"} and checksummed blobs) under another
  * container format (magic, kind, versions): the prompt cache file
- * (model/kv_file.c). */
+ * (infer/prompt_file.c). */
 mxl_status mxl_blobs_save(const mxl_container_format *fmt, const char *path, const cJSON *meta,
                           const mxl_blob *blobs, int n);
 mxl_status mxl_blobs_open(const mxl_container_format *fmt, const char *path,
