@@ -37,7 +37,13 @@ static void banner(mxl_service *svc, const mxl_server_options *so, int port) {
           mxl_service_summary(svc));
   fprintf(stderr, "  engine   %d positions per request, batch %d, queue %d, KV cache %.1f MiB\n",
           ss.max_context, ss.max_batch, ss.max_queue, (double)ss.kv_bytes_total / 1048576.0);
-  if (ss.prefix_cache)
+  if (ss.prefix_cache && ss.shared_prefix_auto)
+    fprintf(stderr,
+            "  prefix   up to %d finished requests' KV caches kept in its free part; prompts "
+            "sharing another's start reuse up to its whole prompt while the budget has room "
+            "(else %d tokens)\n",
+            ss.prefix_cache, ss.shared_prefix);
+  else if (ss.prefix_cache)
     fprintf(stderr,
             "  prefix   up to %d finished requests' KV caches kept in its free part; prompts "
             "sharing up to %d tokens of another's start reuse them\n",

@@ -34,7 +34,8 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
        "prefill every prompt whole (no KV cache kept between requests)"},
       {"--shared-prefix", MXL_OPT_INT, &a->shared_prefix,
        "N: prompt tokens from the start that later prompts sharing them reuse, e.g. a long "
-       "system prompt (default: --prefill-chunk; each costs 48 KB of KV budget on gpt-oss-20b)"},
+       "system prompt, each reserving 48 KB of KV budget on gpt-oss-20b (default: the whole "
+       "prompt while --kv-memory has spare room, else --prefill-chunk)"},
       {"--no-mmap", MXL_OPT_FLAG, &a->no_mmap,
        "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
@@ -125,7 +126,10 @@ int mxl_serving_open(const char *cmd, const mxl_serving_args *a, mxl_service **o
   }
   so.scheduler.prefix_cache = a->no_prefix_cache ? -1 : a->prefix_cache;
   if (a->shared_prefix < 0) {
-    fprintf(stderr, "mxlora %s: --shared-prefix %d: expected 1 or more\n", cmd, a->shared_prefix);
+    fprintf(stderr,
+            "mxlora %s: --shared-prefix %d: expected 1 or more (leave it out for the automatic "
+            "default)\n",
+            cmd, a->shared_prefix);
     return 2;
   }
   so.scheduler.shared_prefix = a->shared_prefix;

@@ -28,8 +28,9 @@ typedef struct mxl_seq {
   uint64_t kv_bytes; /* the reservation */
   mxl_kv_cache *cache;
   mxl_kv_tail *tail; /* the prompt's end, for the prefix cache (NULL: none yet) */
-  mxl_kv_tail *head; /* the prompt's first shared_prefix positions' sliding rows, from
+  mxl_kv_tail *head; /* the prompt's first head_want positions' sliding rows, from
                         position 0, grown pass by pass (NULL: none) */
+  int head_want;     /* rows the head may grow to, reserved in kv_bytes */
   int head_tried;    /* the head was taken or inherited (or that failed): not again */
   int cached;        /* tokens already in the cache */
   int reused;        /* prompt tokens taken from the prefix cache */
@@ -71,6 +72,8 @@ struct mxl_scheduler {
   uint64_t kv_cached;   /* the prefix cache's bytes (a copy of prefix->bytes) */
   int cached_entries;   /* its entries (a copy of prefix->n) */
   uint64_t prefix_hits, prefix_tokens;
+  uint64_t heads_grown; /* requests given a whole-prompt head (shared_auto) */
+  int shared_auto;      /* shared_prefix 0: heads grow where the budget has room */
   int shutdown;
   int admit_stalled;
   uint64_t submitted, completed, cancelled, failed, refused;

@@ -62,8 +62,11 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
                       o->prefix_cache);
   if (o->prefix_cache == 0) o->prefix_cache = o->max_batch;
   if (o->shared_prefix < 0)
-    return mxl_errorf(MXL_ERR_ARGUMENT, "scheduler: shared_prefix %d (0: the prefill chunk)",
+    return mxl_errorf(MXL_ERR_ARGUMENT,
+                      "scheduler: shared_prefix %d (0: automatic, as far as the KV budget has "
+                      "room)",
                       o->shared_prefix);
+  /* automatic: one pass always, more at admission (grow_head_reservation) */
   if (o->shared_prefix == 0) o->shared_prefix = o->prefill_chunk;
   if (o->shared_prefix > o->max_context) o->shared_prefix = o->max_context;
   /* a request's reservation: its cache, and the window kept for the
@@ -83,6 +86,7 @@ mxl_status mxl_scheduler_create(const mxl_model *model, const mxl_scheduler_opti
   mxl_scheduler *s = calloc(1, sizeof *s);
   if (!s) return mxl_errorf(MXL_ERR_MEMORY, "scheduler: out of memory");
   s->model = model;
+  s->shared_auto = !opt || opt->shared_prefix == 0;
   mxl_status st = resolve_options(model, opt, &s->opt);
   s->prefix = calloc(1, sizeof *s->prefix);
   if (st == MXL_OK && !s->prefix) st = mxl_errorf(MXL_ERR_MEMORY, "scheduler: out of memory");
@@ -209,10 +213,10 @@ static mxl_status seq_create(mxl_scheduler *s, const mxl_request *r, mxl_seq **o
   q->user = r->user;
   q->context = r->n_prompt + r->max_tokens;
   q->kv_bytes = mxl_kv_cache_bytes(s->engine->cfg, q->context, s->opt.prefill_chunk);
+  q->head_want = s->prefix->max_entries ? head_rows(s->opt.shared_prefix, r->n_prompt) : 0;
   if (s->prefix->max_entries)
     q->kv_bytes += mxl_kv_tail_bytes(s->engine->cfg, q->context) +
-                   mxl_kv_tail_rows_bytes(s->engine->cfg,
-                                          head_rows(s->opt.shared_prefix, r->n_prompt));
+                   mxl_kv_tail_rows_bytes(s->engine->cfg, q->head_want);
   if (q->kv_bytes > s->kv_total) {
     uint64_t need = q->kv_bytes;
     seq_free(s, q);
@@ -365,9 +369,13 @@ static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q, mxl_prefix_match m) {
        * costs later reuse; a head kept from an admission the backend
        * refused covers q's own tokens already) */
       q->head_tried = 1;
-      if (en->head && !q->head)
-        mxl_kv_tail_copy(s->engine, en->head, m.pos < en->head->pos ? m.pos : en->head->pos,
-                         head_rows(s->opt.shared_prefix, q->n_prompt), &q->head);
+      if (en->head && !q->head) {
+        /* no more than q reserved: a grown head may serve a request
+         * whose own was not */
+        int rows = m.pos < en->head->pos ? m.pos : en->head->pos;
+        if (rows > q->head_want) rows = q->head_want;
+        mxl_kv_tail_copy(s->engine, en->head, rows, q->head_want, &q->head);
+      }
       mxl_prefix_cache_touch(s->prefix, m.entry);
       pthread_mutex_lock(&s->mu);
       s->prefix_hits++;
@@ -395,6 +403,28 @@ static int make_room(mxl_scheduler *s, uint64_t need, int *keep) {
   }
 }
 
+/* The automatic shared prefix (shared_prefix 0): the bytes by which q's
+ * head may grow from one pass to its whole prompt, or 0. It grows only
+ * into room no request claims: beside the running requests, the kept
+ * cache q resumes from (`keep`, or -1), and, for every batch slot left
+ * free after q, the next queued request's reservation or, with none
+ * queued, one like q's. Other kept caches give way to it as to any request
+ * (q at the queue's head; engine thread). */
+static uint64_t head_growth(mxl_scheduler *s, const mxl_seq *q, int keep) {
+  const int whole = head_rows(s->opt.max_context, q->n_prompt);
+  if (!s->shared_auto || !s->prefix->max_entries || whole <= q->head_want) return 0;
+  const mxl_config *c = s->engine->cfg;
+  uint64_t extra = mxl_kv_tail_rows_bytes(c, whole) - mxl_kv_tail_rows_bytes(c, q->head_want);
+  uint64_t claimed = q->kv_bytes + extra + (keep >= 0 ? s->prefix->items[keep].bytes : 0);
+  pthread_mutex_lock(&s->mu);
+  claimed += s->kv_used;
+  int slots = s->opt.max_batch - s->running.n - 1;
+  for (int i = 1; i <= slots; i++)
+    claimed += i < s->queue.n ? s->queue.items[i]->kv_bytes : q->kv_bytes;
+  pthread_mutex_unlock(&s->mu);
+  return claimed <= s->kv_total ? extra : 0;
+}
+
 /* Admits from the queue head while a slot and the KV budget allow. The
  * queue's head changes only on this thread (others append and flag). */
 static void admit(mxl_scheduler *s) {
@@ -404,8 +434,14 @@ static void admit(mxl_scheduler *s) {
     pthread_mutex_unlock(&s->mu);
     if (!q) return;
     mxl_prefix_match m = mxl_prefix_cache_find(s->prefix, s->engine->cfg, q);
-    if (!make_room(s, q->kv_bytes, &m.entry)) return;
+    const uint64_t growth = head_growth(s, q, m.entry);
+    if (!make_room(s, q->kv_bytes + growth, &m.entry)) return;
     pthread_mutex_lock(&s->mu);
+    if (growth) {
+      q->kv_bytes += growth;
+      q->head_want = head_rows(s->opt.max_context, q->n_prompt);
+      s->heads_grown++;
+    }
     mxl_seq_list_remove(&s->queue, q);
     s->kv_used += q->kv_bytes;
     q->admitted = 1;
@@ -512,7 +548,7 @@ static int plan_step(mxl_scheduler *s, mxl_step_item *items) {
  * prompt's last token, unless the head covers it, for a later prompt that
  * repeats this one (that token then runs again, for its logits). */
 static void keep_windows(mxl_scheduler *s, mxl_seq *q) {
-  const int want = head_rows(s->opt.shared_prefix, q->n_prompt);
+  const int want = q->head_want;
   const int upto = q->cached < want ? q->cached : want;
   if (!q->head_tried) {
     q->head_tried = 1;
@@ -641,6 +677,7 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->generated_tokens = s->generated_tokens;
   out->steps = s->steps;
   out->busy_seconds = s->busy_seconds;
+  out->heads_grown = s->heads_grown;
   pthread_mutex_unlock(&s->mu);
   out->max_context = s->opt.max_context;
   out->max_batch = s->opt.max_batch;
@@ -649,6 +686,7 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->max_queue = s->opt.max_queue;
   out->prefix_cache = s->prefix->max_entries;
   out->shared_prefix = s->prefix->max_entries ? s->opt.shared_prefix : 0;
+  out->shared_prefix_auto = s->prefix->max_entries && s->shared_auto;
   out->vocab = s->engine->w.vocab_rows;
   out->backend = s->be->ops->name;
   out->threads = s->be->n_threads;

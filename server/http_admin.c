@@ -187,6 +187,10 @@ static void scheduler_metrics(mxl_server *srv, mxl_strbuf *b) {
   metric(b, "mxlora_prefix_cache_tokens_total", "counter",
          "Prompt tokens taken from kept KV caches instead of prefilled.",
          (double)s.prefix_tokens);
+  metric(b, "mxlora_prefix_cache_whole_prompt_heads_total", "counter",
+         "Requests whose whole prompt was kept for later prompts sharing its start (spare KV "
+         "budget).",
+         (double)s.heads_grown);
   metric(b, "mxlora_prefix_cache_bytes", "gauge",
          "KV cache kept for reuse (freed when a request needs it).", (double)s.kv_bytes_cached);
   metric(b, "mxlora_generation_tokens_total", "counter", "Tokens generated.",

@@ -499,21 +499,25 @@ static void test_prefix_cache_shared_start(void) {
 }
 
 /* A shared start longer than one pass (30 tokens, passes of 4, window 8):
- * by default the head holds one pass (4 positions reused); with
- * shared_prefix 64 it grows pass by pass over the whole prompt, and the
- * next conversations reuse all 30. Replies equal a scheduler's without the
- * cache; a prompt that shares less than one kept head reuses what it
- * shares. shared_prefix stops at the context and reads 0 with the cache
- * off. */
+ * with shared_prefix 4 the head holds one pass (4 positions reused); with
+ * 64, and by default (automatic, the budget having room), it grows pass by
+ * pass over the whole prompt, and the next conversations reuse all 30.
+ * Replies equal a scheduler's without the cache; a prompt that shares less
+ * than one kept head reuses what it shares. shared_prefix stops at the
+ * context and reads 0 with the cache off. */
 static void test_shared_prefix_beyond_a_pass(void) {
-  for (int share = 0; share <= 64; share += 64) {
+  const int shares[3] = {4, 64, 0};
+  for (int c = 0; c < 3; c++) {
+    const int share = shares[c];
     shared_prefix = share;
     mxl_scheduler *s = make(4, 4, 0, 0), *plain = make_kept(4, 4, 0, 0, -1);
     shared_prefix = 0;
     if (!s || !plain) return;
     mxl_scheduler_stats st;
     mxl_scheduler_get_stats(s, &st);
-    MXL_CHECK_MSG(st.shared_prefix == (share ? 64 : 4), "shared_prefix %d", st.shared_prefix);
+    MXL_CHECK_MSG(st.shared_prefix == (share ? share : 4) && st.shared_prefix_auto == !share,
+                  "shared_prefix %d: reads %d, automatic %d", share, st.shared_prefix,
+                  st.shared_prefix_auto);
     turn t[4];
     for (int i = 0; i < 4; i++) {
       t[i].n = 40;
@@ -524,10 +528,15 @@ static void test_shared_prefix_beyond_a_pass(void) {
     for (int i = 0; i < 4; i++) {
       got a = ask(s, &t[i], 6, NULL, 0), b = ask(plain, &t[i], 6, NULL, 0);
       same_reply(&a, &b, "conversation");
-      int want = i == 0 ? 0 : !share ? 4 : i < 3 ? 30 : 17;
+      int want = i == 0 ? 0 : share == 4 ? 4 : i < 3 ? 30 : 17;
       MXL_CHECK_MSG(a.cached == want, "shared_prefix %d: conversation %d reused %d tokens, not %d",
                     share, i, a.cached, want);
     }
+    mxl_scheduler_get_stats(s, &st);
+    /* automatic: the first; the others claim room beside its kept cache,
+     * which they resume from, and a slot's worth for each free one */
+    MXL_CHECK_MSG(st.heads_grown == (share ? 0u : 1u), "shared_prefix %d: %llu heads grown", share,
+                  (unsigned long long)st.heads_grown);
     mxl_scheduler_destroy(s);
     mxl_scheduler_destroy(plain);
   }
@@ -539,10 +548,94 @@ static void test_shared_prefix_beyond_a_pass(void) {
   mxl_scheduler_stats st, st_off;
   mxl_scheduler_get_stats(big, &st);
   mxl_scheduler_get_stats(off, &st_off);
-  MXL_CHECK_MSG(st.shared_prefix == 96 && st_off.shared_prefix == 0, "shared_prefix %d, off %d",
-                st.shared_prefix, st_off.shared_prefix);
+  MXL_CHECK_MSG(st.shared_prefix == 96 && st_off.shared_prefix == 0 && !st_off.shared_prefix_auto,
+                "shared_prefix %d, off %d (automatic %d)", st.shared_prefix, st_off.shared_prefix,
+                st_off.shared_prefix_auto);
   mxl_scheduler_destroy(big);
   mxl_scheduler_destroy(off);
+}
+
+/* The kept bytes of one conversation on a fresh scheduler: its
+ * reservation, with a head of one pass (shared_prefix 4) or of the whole
+ * prompt (automatic, the default budget having room). */
+static uint64_t reservation_of(int share, const turn *t, int max_tokens) {
+  shared_prefix = share;
+  mxl_scheduler *s = make(4, 4, 0, 0);
+  shared_prefix = 0;
+  if (!s) return 0;
+  ask(s, t, max_tokens, NULL, 0);
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  mxl_scheduler_destroy(s);
+  return st.kv_bytes_cached;
+}
+
+/* The automatic shared prefix grows a head only into room no request
+ * claims. Two batch slots and a budget of two plain reservations and one
+ * head's growth (extra), less a byte or not: the first conversation's head
+ * grows only when a request like it still fits in the free slot, and the
+ * next one, sharing its 30-token start, reuses 30 tokens or one pass (4).
+ * The second never grows: the first's kept cache, which it resumes from,
+ * stays. Then two requests submitted together (the second reserving more
+ * for 30 tokens out): the first grows only when the queued one's own
+ * reservation still fits. Replies equal a scheduler's without the cache. */
+static void test_shared_prefix_auto_budget(void) {
+  turn t[2];
+  for (int i = 0; i < 2; i++) {
+    t[i].n = 40;
+    prompt_of(80, 30, t[i].prompt); /* the shared start */
+    prompt_of(81 + i, 10, t[i].prompt + 30);
+  }
+  uint64_t plain_bytes = reservation_of(4, &t[0], 6), head_bytes = reservation_of(0, &t[0], 6);
+  uint64_t long_bytes = reservation_of(4, &t[1], 30);
+  MXL_CHECK_MSG(plain_bytes > 0 && head_bytes > plain_bytes && long_bytes > plain_bytes,
+                "reservations %llu, %llu, %llu", (unsigned long long)plain_bytes,
+                (unsigned long long)head_bytes, (unsigned long long)long_bytes);
+  const uint64_t extra = head_bytes - plain_bytes;
+  for (int room = 0; room <= 1; room++) {
+    mxl_scheduler *s = make_kept(2, 4, 2 * plain_bytes + extra - 1 + room, 0, 0);
+    mxl_scheduler *plain = make_kept(2, 4, 0, 0, -1);
+    if (!s || !plain) return;
+    for (int i = 0; i < 2; i++) {
+      got a = ask(s, &t[i], 6, NULL, 0), b = ask(plain, &t[i], 6, NULL, 0);
+      same_reply(&a, &b, "conversation");
+      int want = i == 0 ? 0 : room ? 30 : 4;
+      MXL_CHECK_MSG(a.cached == want, "room %d: conversation %d reused %d tokens, not %d", room, i,
+                    a.cached, want);
+    }
+    mxl_scheduler_stats st;
+    mxl_scheduler_get_stats(s, &st);
+    MXL_CHECK_MSG(st.heads_grown == (uint64_t)room, "room %d: %llu heads grown", room,
+                  (unsigned long long)st.heads_grown);
+    mxl_scheduler_destroy(s);
+    mxl_scheduler_destroy(plain);
+  }
+  for (int room = 0; room <= 1; room++) {
+    mxl_scheduler *s = make_kept(2, 4, plain_bytes + extra + long_bytes - 1 + room, 0, 0);
+    if (!s) return;
+    got g[2];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < 2; i++) {
+      g[i].s = s;
+      mxl_request r;
+      mxl_request_defaults(&r);
+      r.prompt = t[i].prompt;
+      r.n_prompt = t[i].n;
+      r.temperature = 0;
+      r.max_tokens = i ? 30 : 6;
+      r.on_event = on_event;
+      r.user = &g[i];
+      uint64_t id;
+      MXL_CHECK_OK(mxl_scheduler_submit(s, &r, &id));
+    }
+    drain(s);
+    mxl_scheduler_stats st;
+    mxl_scheduler_get_stats(s, &st);
+    MXL_CHECK_MSG(g[0].finals == 1 && g[1].finals == 1 && st.heads_grown == (uint64_t)room,
+                  "queued behind, room %d: %llu heads grown", room,
+                  (unsigned long long)st.heads_grown);
+    mxl_scheduler_destroy(s);
+  }
 }
 
 /* The engine thread: run() on its own thread, submissions from this one,
@@ -637,6 +730,7 @@ int main(void) {
   MXL_RUN(test_prefix_cache);
   MXL_RUN(test_prefix_cache_shared_start);
   MXL_RUN(test_shared_prefix_beyond_a_pass);
+  MXL_RUN(test_shared_prefix_auto_budget);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
   return mxl_test_summary("scheduler");

@@ -44,9 +44,10 @@
  * the same prompt repeated reuses all but its last token), and from any
  * point of its first shared_prefix prompt positions (their sliding rows
  * from position 0 are kept too, pass by pass, also reserved: 2 × kv heads ×
- * head dim floats per position and sliding layer, 48 KB on gpt-oss-20b):
- * conversations that share only a system or developer prompt skip that
- * much of it. Reuse gives the same result as a fresh prefill: bit
+ * head dim floats per position and sliding layer, 48 KB on gpt-oss-20b;
+ * by default a request's whole prompt where the budget has spare room, see
+ * shared_prefix): conversations that share only a system or developer
+ * prompt skip that much of it. Reuse gives the same result as a fresh prefill: bit
  * for bit on the ref backend, within the matmul tolerance on
  * cpu and cuda (the reused keys were computed in other chunks).
  *
@@ -86,8 +87,11 @@ typedef struct mxl_scheduler_options {
   int prefix_cache;    /* finished requests' KV caches kept for reuse (0: max_batch;
                           -1: none, the cache is off) */
   int shared_prefix;   /* prompt positions from 0 whose sliding-window rows each request
-                          keeps for later prompts that share its start, reserved with it
-                          (0: prefill_chunk) */
+                          keeps for later prompts that share its start, reserved with it.
+                          0 (automatic): its whole prompt when, at admission, the KV budget
+                          has room for that beside the running requests, the kept caches and
+                          the next queued request (nothing is evicted for it), else
+                          prefill_chunk positions */
   mxl_weight_options weights; /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_scheduler_options;
 
@@ -203,12 +207,15 @@ typedef struct mxl_scheduler_stats {
   uint64_t submitted, completed, cancelled, failed, refused;
   uint64_t prompt_tokens, generated_tokens; /* prompt: prefilled (cached ones not counted) */
   uint64_t prefix_hits, prefix_tokens;      /* requests that reused a kept cache; tokens reused */
+  uint64_t heads_grown; /* requests whose head was reserved for the whole prompt (automatic) */
   uint64_t steps;
   double busy_seconds; /* inside steps that had work */
   /* configuration */
   int max_context, max_batch, prefill_chunk, max_step_tokens, max_queue;
   int prefix_cache;    /* kept caches at most (0: off) */
-  int shared_prefix;   /* prompt positions from 0 a kept cache serves any prompt sharing them */
+  int shared_prefix;   /* prompt positions from 0 a kept cache serves any prompt sharing them
+                          (automatic: at least these) */
+  int shared_prefix_auto; /* 1: heads cover whole prompts where the budget has room */
   int vocab;           /* token ids are < vocab */
   const char *backend; /* "cpu", "ref", "cuda" */
   int threads;         /* the backend's CPU threads */
