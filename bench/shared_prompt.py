@@ -7,9 +7,11 @@ same system prompt (SYSTEM_WORDS random words) and different user messages
 sliding-window rings no longer hold the shared part), max_tokens 1, and
 prints each request's prompt tokens, the cached tokens the server reports
 (usage.prompt_tokens_details.cached_tokens) and its wall time. Settings:
-the default head (one prefill pass) and `--shared-prefix N`.
+the default (automatic: a head over the whole prompt while the KV budget
+has room) and `--shared-prefix N` (default 256: one prefill pass, the
+default before the automatic one).
 
-    python3 bench/shared_prompt.py --model DIR [--build build] [--shared-prefix 2048]
+    python3 bench/shared_prompt.py --model DIR [--build build] [--shared-prefix 256]
                                    [--system-words 350] [--user-words 150] [--port 8765]
 
 Only the standard library; the model is any checkpoint folder (a
@@ -81,12 +83,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--build", default="build")
-    ap.add_argument("--shared-prefix", type=int, default=2048)
+    ap.add_argument("--shared-prefix", type=int, default=256)
     ap.add_argument("--system-words", type=int, default=350)
     ap.add_argument("--user-words", type=int, default=150)
     ap.add_argument("--port", type=int, default=8765)
     args = ap.parse_args()
-    for name, extra in (("default head", []),
+    for name, extra in (("automatic (default)", []),
                         (f"--shared-prefix {args.shared_prefix}",
                          ["--shared-prefix", str(args.shared_prefix)])):
         for i, (prompt, cached, secs) in enumerate(run(args, extra)):

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "adapters/registry_internal.h"
+#include "core/assert.h"
 #include "core/status.h"
 #include "infer/prefix_cache.h"
 #include "infer/sched_internal.h"
@@ -375,6 +376,7 @@ static mxl_status seq_start(mxl_scheduler *s, mxl_seq *q, mxl_prefix_match m) {
         int rows = m.pos < en->head->pos ? m.pos : en->head->pos;
         if (rows > q->head_want) rows = q->head_want;
         mxl_kv_tail_copy(s->engine, en->head, rows, q->head_want, &q->head);
+        MXL_ASSERT(!q->head || q->head->cap <= q->head_want);
       }
       mxl_prefix_cache_touch(s->prefix, m.entry);
       pthread_mutex_lock(&s->mu);
