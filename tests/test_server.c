@@ -523,7 +523,8 @@ static void test_metrics(int port) {
       "mxlora_adapters_loaded 2", "mxlora_requests_waiting 0", "mxlora_kv_cache_bytes_total",
       "mxlora_generation_tokens_per_second", "mxlora_adapter_events_total{event=\"reload\"} 1",
       "# TYPE mxlora_generation_tokens_total counter", "mxlora_prefix_cache_hits_total",
-      "mxlora_prefix_cache_tokens_total", "mxlora_prefix_cache_bytes"};
+      "mxlora_prefix_cache_tokens_total", "mxlora_prefix_cache_bytes",
+      "# TYPE mxlora_prefix_cache_whole_prompt_heads_total counter"};
   for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
     MXL_CHECK_MSG(strstr(r.body, needles[i]), "metrics lack %s", needles[i]);
   http_reply_free(&r);
