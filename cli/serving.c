@@ -34,8 +34,8 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
        "prefill every prompt whole (no KV cache kept between requests)"},
       {"--shared-prefix", MXL_OPT_INT, &a->shared_prefix,
        "N: prompt tokens from the start that later prompts sharing them reuse, e.g. a long "
-       "system prompt, each reserving 48 KB of KV budget on gpt-oss-20b (default: the whole "
-       "prompt while --kv-memory has spare room, else --prefill-chunk)"},
+       "system prompt, each reserving 48 KB of KV budget on gpt-oss-20b (default, or 0: the "
+       "whole prompt while --kv-memory has spare room, else --prefill-chunk)"},
       {"--no-mmap", MXL_OPT_FLAG, &a->no_mmap,
        "copy the weights into 2 MB pages (faster decode; needs their size in free memory)"},
   };
@@ -127,8 +127,7 @@ int mxl_serving_open(const char *cmd, const mxl_serving_args *a, mxl_service **o
   so.scheduler.prefix_cache = a->no_prefix_cache ? -1 : a->prefix_cache;
   if (a->shared_prefix < 0) {
     fprintf(stderr,
-            "mxlora %s: --shared-prefix %d: expected 1 or more (leave it out for the automatic "
-            "default)\n",
+            "mxlora %s: --shared-prefix %d: expected 1 or more, or 0 for the automatic default\n",
             cmd, a->shared_prefix);
     return 2;
   }
