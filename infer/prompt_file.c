@@ -7,9 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/blob_file.h"
 #include "core/json.h"
 #include "core/status.h"
-#include "train/state_file.h"
 
 const mxl_container_format mxl_prompt_container = {
     .magic = "MXLPROMP",
@@ -91,14 +91,14 @@ int mxl_prompt_file_foreign(const char *path) {
 }
 
 /* One of the file's blobs, checked to hold `count` values of 4 bytes. */
-static mxl_status blob(const mxl_state_file *f, const char *name, size_t count,
+static mxl_status blob(const mxl_blob_file *f, const char *name, size_t count,
                        const void **out) {
-  return mxl_state_blob(f, name, count * 4, out);
+  return mxl_blobs_get(f, name, count * 4, out);
 }
 
 /* The meta fields, checked against this model (the key matched, so a
  * difference means a damaged or hand-made file). */
-static mxl_status check_meta(const mxl_engine *e, const mxl_state_file *f,
+static mxl_status check_meta(const mxl_engine *e, const mxl_blob_file *f,
                              const uint8_t key[MXL_SHA256_SIZE], int *n, int *from) {
   const char *path = f->map.path;
   char where[600];
@@ -132,7 +132,7 @@ static mxl_status check_meta(const mxl_engine *e, const mxl_state_file *f,
 }
 
 /* Writes positions [0, r) into dst from the file's rows. */
-static mxl_status fill(mxl_engine *e, const mxl_state_file *f, int n, int from, int r,
+static mxl_status fill(mxl_engine *e, const mxl_blob_file *f, int n, int from, int r,
                        mxl_kv_cache *dst) {
   const mxl_config *cfg = e->cfg;
   const int D = dst->kv_dim, rows = mxl_kv_cache_window_rows(cfg, r);
@@ -163,7 +163,7 @@ mxl_status mxl_prompt_file_load(mxl_engine *e, const char *path,
   if (stat(path, &sb) != 0 && errno == ENOENT) return MXL_OK; /* written after this run */
   if (dst->n_past != 0)
     return mxl_errorf(MXL_ERR_ARGUMENT, "%s: the KV cache to fill is not empty", path);
-  mxl_state_file f;
+  mxl_blob_file f;
   MXL_TRY(mxl_blobs_open(&mxl_prompt_container, path, &f));
   int n = 0, from = 0;
   mxl_status st = check_meta(e, &f, key, &n, &from);
@@ -179,6 +179,6 @@ mxl_status mxl_prompt_file_load(mxl_engine *e, const char *path,
   }
   if (st == MXL_OK && r > 0) st = fill(e, &f, n, from, r, dst);
   if (st == MXL_OK) *reused = r;
-  mxl_state_close(&f);
+  mxl_blobs_close(&f);
   return st;
 }

@@ -3,8 +3,8 @@
  * run whose prompt begins with the same tokens, on the same model with the
  * same adapters at the same scales, prefills only the rest.
  *
- * The file is the training checkpoint's checksummed envelope
- * (train/state_file.h) under its own magic, "MXLPROMP": meta {"key",
+ * The file is the checksummed envelope of core/blob_file.h (the training
+ * checkpoint's too) under its own magic, "MXLPROMP": meta {"key",
  * "tokens", "layers", "kv_dim", "window", "layer_types", "sliding_from"}
  * and blobs "tokens" (int32), "k.L" and "v.L" (float32 rows; full-attention
  * layers: every position; sliding-window layers: positions [sliding_from,
