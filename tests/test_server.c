@@ -629,8 +629,8 @@ static void *churn_main(void *arg) {
 static void test_concurrent_clients(int port) {
   const char *bodies[] = {
       "{\"model\": \"sql\", \"prompt\": \"Say 1\", \"temperature\": 0, \"max_tokens\": 10}",
-      "{\"model\": \"m\", \"prompt\": \"Say 1\", \"temperature\": 0, \"max_tokens\": 10, "
-      "\"adapters\": [{\"name\": \"tone\", \"scale\": 1.5}, {\"name\": \"sql\", \"scale\": 0.25}]}",
+      ("{\"model\": \"m\", \"prompt\": \"Say 1\", \"temperature\": 0, \"max_tokens\": 10, "
+       "\"adapters\": [{\"name\": \"tone\", \"scale\": 1.5}, {\"name\": \"sql\", \"scale\": 0.25}]}"),
       "{\"model\": \"m\", \"prompt\": \"Say 1\", \"temperature\": 0, \"max_tokens\": 10}",
       "{\"model\": \"churn\", \"prompt\": \"Say 1\", \"temperature\": 0, \"max_tokens\": 10}"};
   char *expected[5];
