@@ -67,7 +67,7 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
                       "scheduler: shared_prefix %d (0: automatic, as far as the KV budget has "
                       "room)",
                       o->shared_prefix);
-  /* automatic: one pass always, more at admission (grow_head_reservation) */
+  /* automatic: one pass always, more at admission (head_growth) */
   if (o->shared_prefix == 0) o->shared_prefix = o->prefill_chunk;
   if (o->shared_prefix > o->max_context) o->shared_prefix = o->max_context;
   /* a request's reservation: its cache, and the window kept for the

@@ -89,9 +89,10 @@ typedef struct mxl_scheduler_options {
   int shared_prefix;   /* prompt positions from 0 whose sliding-window rows each request
                           keeps for later prompts that share its start, reserved with it.
                           0 (automatic): its whole prompt when, at admission, the KV budget
-                          has room for that beside the running requests, the kept caches and
-                          the next queued request (nothing is evicted for it), else
-                          prefill_chunk positions */
+                          has room for that beside the running requests, the kept cache it
+                          resumes from and, for each free batch slot, the next queued
+                          request (or one like it); other kept caches give way to it as to
+                          any request. Else prefill_chunk positions */
   mxl_weight_options weights; /* CPU: weights in 2 MB pages (--no-mmap) */
 } mxl_scheduler_options;
 
