@@ -37,6 +37,11 @@ static void banner(mxl_service *svc, const mxl_server_options *so, int port) {
           mxl_service_summary(svc));
   fprintf(stderr, "  engine   %d positions per request, batch %d, queue %d, KV cache %.1f MiB\n",
           ss.max_context, ss.max_batch, ss.max_queue, (double)ss.kv_bytes_total / 1048576.0);
+  if (ss.kv_bytes_default)
+    fprintf(stderr,
+            "  memory   KV cache lowered from the default %.1f MiB (batch x positions) to 3/4 of "
+            "the memory left; --kv-memory sets it\n",
+            (double)ss.kv_bytes_default / 1048576.0);
   if (ss.prefix_cache && ss.shared_prefix_auto)
     fprintf(stderr,
             "  prefix   up to %d finished requests' KV caches kept in its free part; prompts "

@@ -21,7 +21,8 @@ void mxl_serving_opts(mxl_serving_args *a, mxl_opt *o) {
       {"--prefill-chunk", MXL_OPT_INT, &a->prefill_chunk,
        "N: prompt tokens per sequence per step (default 256; chat: 1024)"},
       {"--kv-memory", MXL_OPT_STRING, &a->kv_memory,
-       "SIZE: KV cache budget, e.g. 2G (default: max-batch full contexts)"},
+       "SIZE: KV cache budget, e.g. 2G (default: max-batch full contexts, at most 3/4 of the "
+       "memory left after the weights)"},
       {"--max-adapter-memory", MXL_OPT_STRING, &a->adapter_memory,
        "SIZE: adapter memory budget with LRU eviction, e.g. 512M (default: none)"},
       {"--default-max-tokens", MXL_OPT_INT, &a->default_max_tokens,

@@ -69,6 +69,7 @@ struct mxl_scheduler {
   mxl_seq_list queue, running;
   uint64_t next_id;
   uint64_t kv_used, kv_total;
+  uint64_t kv_default;  /* the default budget when memory lowered it (kv_total), else 0 */
   uint64_t kv_cached;   /* the prefix cache's bytes (a copy of prefix->bytes) */
   int cached_entries;   /* its entries (a copy of prefix->n) */
   uint64_t prefix_hits, prefix_tokens;

@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "infer/prefix_cache.h"
 #include "infer/sched_internal.h"
+#include "kernels/backend_memory.h"
 
 static double now_seconds(void) {
   struct timespec ts;
@@ -80,6 +81,28 @@ static mxl_status resolve_options(const mxl_model *model, const mxl_scheduler_op
   return MXL_OK;
 }
 
+/* The default KV budget (kv_memory 0: max_batch requests of max_context
+ * positions) is lowered to 3/4 of the memory the backend has left once the
+ * weights are in (the host's MemAvailable, a CUDA device's free memory):
+ * the rest is for activations, adapters and, on the host, everything
+ * else, so a full batch of long requests cannot push the machine into
+ * swapping or the OOM killer. A budget the caller chose is kept, with a
+ * warning when it exceeds that; a backend that cannot say keeps either. */
+static void fit_kv_budget(mxl_scheduler *s, int chosen) {
+  size_t left = 0;
+  if (mxl_backend_memory_left(s->be, &left) != MXL_OK) return;
+  const uint64_t room = (uint64_t)left / 4 * 3;
+  if (s->kv_total <= room) return;
+  if (chosen) {
+    mxl_warnf("scheduler: a KV budget of %.1f MiB exceeds 3/4 of the %.1f MiB of memory left: "
+              "a full batch may fail to allocate or make the machine swap",
+              (double)s->kv_total / 1048576.0, (double)left / 1048576.0);
+    return;
+  }
+  s->kv_default = s->kv_total;
+  s->kv_total = s->opt.kv_memory = room;
+}
+
 mxl_status mxl_scheduler_create(const mxl_model *model, const mxl_scheduler_options *opt,
                                 mxl_scheduler **out) {
   *out = NULL;
@@ -105,6 +128,7 @@ mxl_status mxl_scheduler_create(const mxl_model *model, const mxl_scheduler_opti
     return st;
   }
   s->kv_total = s->opt.kv_memory;
+  fit_kv_budget(s, opt && opt->kv_memory != 0);
   s->next_id = 1;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->wake, NULL);
@@ -667,6 +691,7 @@ void mxl_scheduler_get_stats(mxl_scheduler *s, mxl_scheduler_stats *out) {
   out->kv_bytes_used = s->kv_used;
   out->kv_bytes_total = s->kv_total;
   out->kv_bytes_cached = s->kv_cached;
+  out->kv_bytes_default = s->kv_default;
   out->cached_prefixes = s->cached_entries;
   out->prefix_hits = s->prefix_hits;
   out->prefix_tokens = s->prefix_tokens;

@@ -17,6 +17,7 @@
 
 #include "adapter_fixture.h"
 #include "adapters/registry_internal.h"
+#include "core/hugemem.h"
 #include "infer/generate.h"
 #include "model/forward.h"
 #include "model_fixture.h"
@@ -638,6 +639,62 @@ static void test_shared_prefix_auto_budget(void) {
   }
 }
 
+/* Points MemAvailable at a file saying `bytes` (whole kB); the path is
+ * kept by pointer, hence static. */
+static void fake_mem_available(uint64_t bytes) {
+  static char path[600];
+  snprintf(path, sizeof path, "%s/meminfo", f.dir);
+  FILE *fp = fopen(path, "w");
+  MXL_CHECK(fp != NULL);
+  if (fp) fprintf(fp, "MemTotal: 99999999 kB\nMemAvailable: %llu kB\n",
+                  (unsigned long long)(bytes / 1024)), fclose(fp);
+  mxl_mem_available_path_for_tests(path);
+}
+
+/* The default KV budget (4 requests of 96 positions here) is lowered to
+ * 3/4 of MemAvailable when that is smaller, and says so in the stats;
+ * requests that fit it run, a longer one is refused naming the budget. A
+ * budget the caller chose is kept; with room, the default too. */
+static void test_budget_fits_memory(void) {
+  mxl_scheduler *s = make(4, 4, 0, 0);
+  if (!s) return;
+  mxl_scheduler_stats st;
+  mxl_scheduler_get_stats(s, &st);
+  mxl_scheduler_destroy(s);
+  const uint64_t def = st.kv_bytes_total, left = def / 4 / 1024 * 1024; /* one request's */
+  MXL_CHECK_MSG(def > 0 && st.kv_bytes_default == 0, "default %llu, lowered from %llu",
+                (unsigned long long)def, (unsigned long long)st.kv_bytes_default);
+  fake_mem_available(left);
+  s = make(4, 4, 0, 0);
+  mxl_scheduler *chosen = make(4, 4, def, 0);
+  fake_mem_available(2 * def);
+  mxl_scheduler *roomy = make(4, 4, 0, 0);
+  mxl_mem_available_path_for_tests(NULL);
+  if (!s || !chosen || !roomy) return;
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK_MSG(st.kv_bytes_total == left / 4 * 3 && st.kv_bytes_default == def,
+                "lowered: %llu of %llu (want %llu)", (unsigned long long)st.kv_bytes_total,
+                (unsigned long long)st.kv_bytes_default, (unsigned long long)(left / 4 * 3));
+  turn t = {.n = 10};
+  prompt_of(90, 10, t.prompt);
+  got a = ask(s, &t, 6, NULL, 0);
+  MXL_CHECK(a.finals == 1 && a.n == 6);
+  spec longer = {60, 30, 0, {-1, -1}, {0, 0}};
+  got g;
+  memset(&g, 0, sizeof g);
+  uint64_t id;
+  MXL_CHECK_FAILS(submit(s, NULL, &longer, 0, &g, &id), MXL_ERR_ARGUMENT, "KV budget");
+  mxl_scheduler_get_stats(chosen, &st);
+  MXL_CHECK_MSG(st.kv_bytes_total == def && st.kv_bytes_default == 0, "chosen: %llu",
+                (unsigned long long)st.kv_bytes_total);
+  mxl_scheduler_get_stats(roomy, &st);
+  MXL_CHECK_MSG(st.kv_bytes_total == def && st.kv_bytes_default == 0, "roomy: %llu",
+                (unsigned long long)st.kv_bytes_total);
+  mxl_scheduler_destroy(s);
+  mxl_scheduler_destroy(chosen);
+  mxl_scheduler_destroy(roomy);
+}
+
 /* The engine thread: run() on its own thread, submissions from this one,
  * then a draining shutdown. */
 typedef struct waiter {
@@ -731,6 +788,7 @@ int main(void) {
   MXL_RUN(test_prefix_cache_shared_start);
   MXL_RUN(test_shared_prefix_beyond_a_pass);
   MXL_RUN(test_shared_prefix_auto_budget);
+  MXL_RUN(test_budget_fits_memory);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
   return mxl_test_summary("scheduler");

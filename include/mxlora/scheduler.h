@@ -82,7 +82,9 @@ typedef struct mxl_scheduler_options {
                           max_batch, so a whole chunk fits beside every decode); at least
                           max_batch */
   uint64_t kv_memory;  /* bytes of KV cache for all requests (0: max_batch requests of
-                          max_context positions) */
+                          max_context positions, lowered to 3/4 of the memory the backend
+                          has left after the weights: MemAvailable, or a CUDA device's free
+                          memory) */
   int max_queue;       /* requests waiting at once before submit refuses (0: 256) */
   int prefix_cache;    /* finished requests' KV caches kept for reuse (0: max_batch;
                           -1: none, the cache is off) */
@@ -203,6 +205,8 @@ typedef struct mxl_scheduler_stats {
   int running, queued;
   uint64_t kv_bytes_used, kv_bytes_total; /* used: by requests that run */
   uint64_t kv_bytes_cached; /* by kept caches (freed when a request needs the memory) */
+  uint64_t kv_bytes_default; /* the default budget, when the memory left lowered it to
+                                kv_bytes_total; else 0 */
   int cached_prefixes;      /* kept caches */
   /* totals since creation */
   uint64_t submitted, completed, cancelled, failed, refused;
