@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/hugemem.h"
 #include "core/status.h"
 #include "model/engine.h"
 #include "model/model.h"
@@ -48,6 +49,21 @@ static inline mxl_status fixture_open_set(model_fixture *f, const char *preset,
 static inline mxl_status fixture_open(model_fixture *f, const char *preset, const char *layout,
                                       uint64_t seed, const char *subdir, int use_ref) {
   return fixture_open_set(f, preset, layout, seed, subdir, use_ref, NULL, 0);
+}
+
+/* Writes a meminfo file at `path` whose MemAvailable is `bytes` (whole kB)
+ * and points the library's MemAvailable reads at it. The library keeps
+ * `path` by pointer: it must outlive its use (NULL to
+ * mxl_mem_available_path_for_tests restores /proc/meminfo). 0 when the
+ * file cannot be written. */
+static inline int fixture_fake_mem_available(const char *path, uint64_t bytes) {
+  FILE *fp = fopen(path, "w");
+  if (!fp) return 0;
+  fprintf(fp, "MemTotal: 99999999 kB\nMemAvailable: %llu kB\n",
+          (unsigned long long)(bytes / 1024));
+  fclose(fp);
+  mxl_mem_available_path_for_tests(path);
+  return 1;
 }
 
 static inline void fixture_close(model_fixture *f) {

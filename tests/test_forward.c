@@ -445,14 +445,8 @@ static void test_weights_in_huge_pages(void) {
   fixture_close(&f);
 }
 
-/* Writes a meminfo file at `path` whose MemAvailable is `bytes` (whole kB)
- * and points the --no-mmap check at it. */
 static void fake_mem_available(const char *path, uint64_t bytes) {
-  FILE *fp = fopen(path, "w");
-  MXL_CHECK(fp != NULL);
-  if (fp) fprintf(fp, "MemTotal: 99999999 kB\nMemAvailable: %llu kB\n",
-                  (unsigned long long)(bytes / 1024)), fclose(fp);
-  mxl_mem_available_path_for_tests(path);
+  MXL_CHECK(fixture_fake_mem_available(path, bytes));
 }
 
 /* --no-mmap under a small MemAvailable: refused before anything is copied,

@@ -17,7 +17,6 @@
 
 #include "adapter_fixture.h"
 #include "adapters/registry_internal.h"
-#include "core/hugemem.h"
 #include "infer/generate.h"
 #include "model/forward.h"
 #include "model_fixture.h"
@@ -639,16 +638,11 @@ static void test_shared_prefix_auto_budget(void) {
   }
 }
 
-/* Points MemAvailable at a file saying `bytes` (whole kB); the path is
- * kept by pointer, hence static. */
+/* MemAvailable reads `bytes` (the path is kept by pointer, hence static). */
 static void fake_mem_available(uint64_t bytes) {
   static char path[600];
   snprintf(path, sizeof path, "%s/meminfo", f.dir);
-  FILE *fp = fopen(path, "w");
-  MXL_CHECK(fp != NULL);
-  if (fp) fprintf(fp, "MemTotal: 99999999 kB\nMemAvailable: %llu kB\n",
-                  (unsigned long long)(bytes / 1024)), fclose(fp);
-  mxl_mem_available_path_for_tests(path);
+  MXL_CHECK(fixture_fake_mem_available(path, bytes));
 }
 
 /* The default KV budget (4 requests of 96 positions here) is lowered to
