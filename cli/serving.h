@@ -10,7 +10,7 @@ typedef struct mxl_serving_args {
   int threads, ctx, max_batch, max_queue, prefill_chunk, default_max_tokens, no_mmap;
   int prefix_cache; /* kept caches (0: max-batch); --no-prefix-cache sets -1 */
   int no_prefix_cache;
-  int shared_prefix; /* 0: the prefill chunk */
+  int shared_prefix; /* 0: automatic (the whole prompt while the KV budget has room) */
   mxl_opt_list adapters; /* NAME=FILE[:SCALE] or FILE[:SCALE] */
 } mxl_serving_args;
 

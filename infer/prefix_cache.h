@@ -14,7 +14,7 @@ typedef struct mxl_prefix_entry {
   int32_t *tokens;     /* the cached positions' tokens [cache->n_past] */
   mxl_kv_cache *cache;
   mxl_kv_tail *tail;   /* the prompt's end, or NULL */
-  mxl_kv_tail *head;   /* the prompt's first shared_prefix positions, or NULL */
+  mxl_kv_tail *head;   /* the prompt's first positions (its request's head_want), or NULL */
   int n_adapters;
   uint64_t adapter_uids[MXL_REQUEST_MAX_ADAPTERS];
   float scales[MXL_REQUEST_MAX_ADAPTERS];
