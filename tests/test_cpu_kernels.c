@@ -696,7 +696,7 @@ static void test_dnnl_paths(void) {
     both b = open_both(0);
     if (!b.ref || !b.cpu) return;
     if (mxl_backend_cpu_set_dnnl(b.cpu, mode) != mode) {
-      printf("skip test_dnnl_paths: no oneDNN in this build\n");
+      printf("skip test_dnnl_paths: no oneDNN bf16 matmul in this build or on this CPU\n");
       mxl_test_skips++;
       close_both(&b);
       break;

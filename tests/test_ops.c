@@ -47,13 +47,14 @@ static mxl_status create_cpu_isa(mxl_backend **out, const char *isa) {
 }
 static mxl_status create_cpu_avx2(mxl_backend **out) { return create_cpu_isa(out, "avx2"); }
 /* Every bf16 product through oneDNN (on every host: AMX or not, the paths
- * must be right); skipped when this build has no oneDNN. */
+ * must be right); skipped where oneDNN has no bf16 matmul (not built, or
+ * a CPU without AVX-512). */
 static mxl_status create_cpu_dnnl(mxl_backend **out) {
   mxl_status st = mxl_backend_cpu_create(0, out);
   if (st == MXL_OK && mxl_backend_cpu_set_dnnl(*out, 2) != 2) {
     mxl_backend_destroy(*out);
     *out = NULL;
-    return mxl_errorf(MXL_ERR_UNSUPPORTED, "this build has no oneDNN");
+    return mxl_errorf(MXL_ERR_UNSUPPORTED, "no oneDNN bf16 matmul in this build or on this CPU");
   }
   return st;
 }

@@ -76,6 +76,24 @@ int mxl_cpu_dnnl_mode_default(void) {
   return amx_host() ? MXL_CPU_DNNL_LARGE : MXL_CPU_DNNL_OFF;
 }
 
+/* 1 when oneDNN has a bf16 × bf16 → fp32 matmul on this CPU. oneDNN 2.6
+ * implements bf16 only from AVX-512 on: on an AVX2 host (AMD Zen 1, seen
+ * here) creating the primitive fails, and without this probe every product
+ * would try, fail and fall back, paying a failed creation each time. */
+static int bf16_matmul_here(dnnl_engine_t engine) {
+  dnnl_dims_t ad = {16, 32}, bd = {32, 16}, cd = {16, 16};
+  dnnl_memory_desc_t a, b, c;
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd = NULL;
+  int ok = dnnl_memory_desc_init_by_tag(&a, 2, ad, dnnl_bf16, dnnl_ab) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(&c, 2, cd, dnnl_f32, dnnl_ab) == dnnl_success &&
+           dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == dnnl_success &&
+           dnnl_primitive_desc_create(&pd, &md, NULL, engine, NULL) == dnnl_success;
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return ok;
+}
+
 mxl_cpu_dnnl *mxl_cpu_dnnl_create(int n_threads) {
   mxl_cpu_dnnl *d = calloc(1, sizeof *d);
   if (!d) return NULL;
@@ -93,6 +111,10 @@ mxl_cpu_dnnl *mxl_cpu_dnnl_create(int n_threads) {
       mxl_cpu_dnnl_destroy(d);
       return NULL;
     }
+  if (!bf16_matmul_here(d->engine)) { /* nothing to offer: every product stays hand-written */
+    mxl_cpu_dnnl_destroy(d);
+    return NULL;
+  }
   return d;
 }
 
