@@ -606,6 +606,13 @@ int main(int argc, char **argv) {
            "bf16 dot peak %.1f GFLOP/s\n   (by CPU time per thread: %.1f GB/s, %.1f, %.1f)\n", nt,
            nt > 1 ? "s" : "", mxl_backend_cpu_isa(be), L.bw, L.fma, L.bf16, L.bw_cpu, L.fma_cpu,
            L.bf16_cpu);
+    /* A table without bf16 dot products (avx2, generic) widens bf16 operands
+     * and multiplies them with fp32 FMAs: its products' limit is that peak. */
+    if (!mxl_backend_cpu_bf16_attention(be)) {
+      L.bf16 = L.fma, L.bf16_cpu = L.fma_cpu;
+      printf("   (the %s table has no bf16 dot products: bf16 products against the fp32 FMA peak)\n",
+             mxl_backend_cpu_isa(be));
+    }
     print_header();
     char shape[64];
 

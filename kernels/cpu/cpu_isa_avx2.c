@@ -456,29 +456,39 @@ INLINE void pair_bcast2(const uint16_t *a, int p, int P, __m256 *even, __m256 *o
   *odd = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u)));
 }
 
+/* acc += the products of one pair of reduction indices (q, q + 1): B's
+ * widened pair at b, A's per row; q + 1 == P takes A[q] only. */
+INLINE void vn_pair(const int MR, const int EXACT, __m256 acc[][2], const uint16_t *A,
+                    const uint16_t *A_lo, int64_t lda, const float *b, int q, int P) {
+  __m256 be0 = _mm256_loadu_ps(b), be1 = _mm256_loadu_ps(b + 8);
+  __m256 bo0 = _mm256_loadu_ps(b + 16), bo1 = _mm256_loadu_ps(b + 24);
+  UNROLL
+  for (int r = 0; r < MR; r++) {
+    __m256 ae, ao;
+    pair_bcast2(A + r * lda, q, P, &ae, &ao);
+    acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
+    acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
+    if (EXACT) {
+      pair_bcast2(A_lo + r * lda, q, P, &ae, &ao);
+      acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
+      acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
+    }
+  }
+}
+
 INLINE void vn_tile(const int MR, const int EXACT, float *C, int64_t ldc, const uint16_t *A,
                     const uint16_t *A_lo, int64_t lda, const float *strip, int p0, int pc, int P,
                     int ncols, int accumulate) {
   __m256 acc[VN_MR][2];
   UNROLL
   for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  for (int p = 0; p < pc; p += 2) {
-    const float *b = strip + p * 16;
-    __m256 be0 = _mm256_loadu_ps(b), be1 = _mm256_loadu_ps(b + 8);
-    __m256 bo0 = _mm256_loadu_ps(b + 16), bo1 = _mm256_loadu_ps(b + 24);
-    UNROLL
-    for (int r = 0; r < MR; r++) {
-      __m256 ae, ao;
-      pair_bcast2(A + r * lda, p0 + p, P, &ae, &ao);
-      acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
-      acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
-      if (EXACT) {
-        pair_bcast2(A_lo + r * lda, p0 + p, P, &ae, &ao);
-        acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
-        acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
-      }
-    }
-  }
+  /* whole pairs, then the last pair of an odd P (its element p only): the
+   * test out of the loop, where GCC had kept a branch in every pair */
+  int whole = p0 + pc < P ? pc : (P - p0) & ~1;
+  int p = 0;
+  for (; p < whole; p += 2)
+    vn_pair(MR, EXACT, acc, A, A_lo, lda, strip + p * 16, p0 + p, p0 + p + 2);
+  if (p < pc) vn_pair(MR, EXACT, acc, A, A_lo, lda, strip + p * 16, p0 + p, P);
   UNROLL
   for (int r = 0; r < MR; r++) store_row16(C + r * ldc, acc[r][0], acc[r][1], ncols, accumulate);
 }
