@@ -18,7 +18,9 @@
  * is oneDNN on AMX hosts for products of at least
  * MXL_CPU_DNNL_MIN_ROWS activation rows, the hand-written kernels
  * elsewhere; MXL_CPU_DNNL=0 turns it off, MXL_CPU_DNNL=1 forces it for
- * every product that has a oneDNN path (tests cover it on every host).
+ * every product that has a oneDNN path (tests cover it on every host
+ * where oneDNN multiplies bf16: not on CPUs without AVX-512, where oneDNN
+ * 2.6 has no bf16 matmul and the backend keeps its own kernels).
  *
  * Primitives: one per shape (M, N, K, strides, transposition, accumulation,
  * threads), created once and kept in a small per-backend table; creation
