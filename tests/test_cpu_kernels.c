@@ -696,6 +696,12 @@ static void test_dnnl_paths(void) {
     both b = open_both(0);
     if (!b.ref || !b.cpu) return;
     if (mxl_backend_cpu_set_dnnl(b.cpu, mode) != mode) {
+#if defined(MXL_HAVE_DNNL) && defined(MXL_CPU_X86)
+      /* oneDNN 2.6 multiplies bf16 wherever AVX-512 BF16 is: a probe that
+       * refused it there would turn oneDNN off on AMX hosts unseen */
+      MXL_CHECK_MSG(!__builtin_cpu_supports("avx512bf16"),
+                    "oneDNN refused a bf16 matmul on a CPU with AVX-512 BF16");
+#endif
       printf("skip test_dnnl_paths: no oneDNN bf16 matmul in this build or on this CPU\n");
       mxl_test_skips++;
       close_both(&b);
