@@ -851,7 +851,8 @@ int main(int argc, char **argv) {
     mxl_backend_destroy(be);
   }
   printf("\n%%limit: decode rows (GB/s) against the read bandwidth, prefill rows against the "
-         "bf16 dot peak (attention and gemm_f32: the fp32 FMA peak), both by wall time; rate/cpu and "
+         "bf16 dot peak (attention, gemm_f32 and tables without bf16 dot products: the fp32 "
+         "FMA peak), both by wall time; rate/cpu and "
          "%%lim/cpu: the same from CPU time per thread (steadier on a shared machine); x ref: "
          "speed-up over the reference backend (1 thread table only).\n");
   if (ref) mxl_backend_destroy(ref);
