@@ -78,23 +78,7 @@ int mxl_cpu_dnnl_mode_default(void) {
   return amx_host() ? MXL_CPU_DNNL_LARGE : MXL_CPU_DNNL_OFF;
 }
 
-/* 1 when oneDNN has a bf16 × bf16 → fp32 matmul on this CPU. oneDNN 2.6
- * implements bf16 only from AVX-512 on: on an AVX2 host (AMD Zen 1, seen
- * here) creating the primitive fails, and without this probe every product
- * would try, fail and fall back, paying a failed creation each time. */
-static int bf16_matmul_here(dnnl_engine_t engine) {
-  dnnl_dims_t ad = {16, 32}, bd = {32, 16}, cd = {16, 16};
-  dnnl_memory_desc_t a, b, c;
-  dnnl_matmul_desc_t md;
-  dnnl_primitive_desc_t pd = NULL;
-  int ok = dnnl_memory_desc_init_by_tag(&a, 2, ad, dnnl_bf16, dnnl_ab) == dnnl_success &&
-           dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_ab) == dnnl_success &&
-           dnnl_memory_desc_init_by_tag(&c, 2, cd, dnnl_f32, dnnl_ab) == dnnl_success &&
-           dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == dnnl_success &&
-           dnnl_primitive_desc_create(&pd, &md, NULL, engine, NULL) == dnnl_success;
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  return ok;
-}
+static int bf16_matmul_here(dnnl_engine_t engine); /* below init_mds */
 
 mxl_cpu_dnnl *mxl_cpu_dnnl_create(int n_threads) {
   mxl_cpu_dnnl *d = calloc(1, sizeof *d);
@@ -162,6 +146,25 @@ static int init_mds(const dnnl_key *k, dnnl_memory_desc_t *a, dnnl_memory_desc_t
          dnnl_memory_desc_init_by_strides(b, 2, bd, dnnl_bf16, k->b_trans ? bs_t : bs_n) ==
              dnnl_success &&
          dnnl_memory_desc_init_by_strides(c, 2, cd, dnnl_f32, cs) == dnnl_success;
+}
+
+/* 1 when oneDNN has a bf16 × bf16 → fp32 matmul on this CPU (a small one,
+ * with the descriptors every product uses). oneDNN 2.6 implements bf16
+ * only from AVX-512 on: on an AVX2 host (AMD Zen 1, seen here) creating
+ * the primitive fails, and without this probe every product would try,
+ * fail and fall back, paying a failed creation each time. */
+static int bf16_matmul_here(dnnl_engine_t engine) {
+  dnnl_key k;
+  memset(&k, 0, sizeof k);
+  k.M = 16, k.N = 16, k.K = 32, k.lda = 32, k.ldb = 16, k.ldc = 16;
+  dnnl_memory_desc_t a, b, c;
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd = NULL;
+  int ok = init_mds(&k, &a, &b, &c) &&
+           dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == dnnl_success &&
+           dnnl_primitive_desc_create(&pd, &md, NULL, engine, NULL) == dnnl_success;
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return ok;
 }
 
 static int create_prim(mxl_cpu_dnnl *d, mxl_cpu_mm_prim *s, const dnnl_key *k) {
