@@ -324,42 +324,71 @@ INLINE float hsum8(__m256 v) {
  * widened 8 weights with vpmovzxwd and a shift, both on the two shuffle
  * pipes of Zen cores, which kept decode's bf16 products (this kernel at
  * M = 1) at 20 GB/s of 33 on 2 threads (Zen 4, the 20b shape's q, o and
- * lm_head). Tile: MR <= 2 rows × 4 columns, one accumulator each (the even
- * FMA, then the odd). Any M takes the same per-element order, so a token's
- * sums are the same decoded alone (gemv_bf16) or with others. */
-enum { NT16_MR = 2, NT16_MAX_K = 8192, NT16_PREFETCH = 6144 /* as MX_PREFETCH */ };
+ * lm_head). Tiles: up to 2 rows × 4 columns (A's rows held in registers,
+ * each B column widened in turn), and 3 or 4 rows × 2 columns for M >= 3
+ * (both columns widened first, then A's rows read per row: B is widened
+ * once per 4 rows rather than 2, 10 loads and 2 shifts per 16 FMAs against
+ * 8 and 4; Zen 1, 1 thread, M = 16: 25 GFLOP/s before, see bench/README).
+ * One accumulator per output (the even FMA, then the odd), so any M takes
+ * the same per-element order, and a token's sums are the same decoded
+ * alone (gemv_bf16) or with others. */
+/* v is loaded once into a register: GCC otherwise folds a load used by
+ * several FMAs into each of them, and Zen 1 loads one ymm per cycle. */
+#define IN_REGISTER(v) __asm__("" : "+x"(v))
 
-INLINE void nt16_tile(const int MR, float *C, int64_t ldc, const float *ap, int64_t ldap,
-                      const uint16_t *A, const uint16_t *A_lo, int64_t lda, const uint16_t *B,
-                      int64_t ldb, int nvalid, int K, int accumulate) {
+enum { NT16_MR = 4, NT16_MAX_K = 8192, NT16_PREFETCH = 6144 /* as MX_PREFETCH */ };
+
+INLINE void nt16_tile(const int MR, const int NR, float *C, int64_t ldc, const float *ap,
+                      int64_t ldap, const uint16_t *A, const uint16_t *A_lo, int64_t lda,
+                      const uint16_t *B, int64_t ldb, int nvalid, int K, int accumulate) {
   const __m256i odd = _mm256_set1_epi32((int)0xFFFF0000u);
   __m256 acc[NT16_MR][NT_NR];
   const uint16_t *brow[NT_NR];
   UNROLL
-  for (int c = 0; c < NT_NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
+  for (int c = 0; c < NR; c++) brow[c] = B + (int64_t)(c < nvalid ? c : nvalid - 1) * ldb;
   UNROLL
   for (int r = 0; r < MR; r++)
     UNROLL
-    for (int c = 0; c < NT_NR; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int c = 0; c < NR; c++) acc[r][c] = _mm256_setzero_ps();
   int k = 0;
   for (; k + 16 <= K; k += 16) {
-    __m256 xe[NT16_MR], xo[NT16_MR];
-    UNROLL
-    for (int r = 0; r < MR; r++) xe[r] = _mm256_load_ps(ap + r * ldap + k), xo[r] = _mm256_load_ps(ap + r * ldap + k + 8);
-    UNROLL
-    for (int c = 0; c < NT_NR; c++) {
-      _mm_prefetch((const char *)(brow[c] + k) + NT16_PREFETCH, _MM_HINT_T0); /* may pass the end */
-      __m256i v = _mm256_loadu_si256((const __m256i *)(brow[c] + k));
-      __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-      __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, odd));
+    if (MR <= 2) { /* A's rows in registers, one B column at a time */
+      __m256 xe[NT16_MR], xo[NT16_MR];
       UNROLL
-      for (int r = 0; r < MR; r++) acc[r][c] = _mm256_fmadd_ps(wo, xo[r], _mm256_fmadd_ps(we, xe[r], acc[r][c]));
+      for (int r = 0; r < MR; r++) xe[r] = _mm256_load_ps(ap + r * ldap + k), xo[r] = _mm256_load_ps(ap + r * ldap + k + 8);
+      UNROLL
+      for (int c = 0; c < NR; c++) {
+        _mm_prefetch((const char *)(brow[c] + k) + NT16_PREFETCH, _MM_HINT_T0); /* may pass the end */
+        __m256i v = _mm256_loadu_si256((const __m256i *)(brow[c] + k));
+        __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, odd));
+        UNROLL
+        for (int r = 0; r < MR; r++) acc[r][c] = _mm256_fmadd_ps(wo, xo[r], _mm256_fmadd_ps(we, xe[r], acc[r][c]));
+      }
+    } else { /* B's columns in registers, one row of A at a time */
+      __m256 we[NT_NR], wo[NT_NR];
+      UNROLL
+      for (int c = 0; c < NR; c++) {
+        _mm_prefetch((const char *)(brow[c] + k) + NT16_PREFETCH, _MM_HINT_T0);
+        __m256i v = _mm256_loadu_si256((const __m256i *)(brow[c] + k));
+        IN_REGISTER(v);
+        we[c] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        wo[c] = _mm256_castsi256_ps(_mm256_and_si256(v, odd));
+      }
+      UNROLL
+      for (int r = 0; r < MR; r++) {
+        __m256 xe = _mm256_load_ps(ap + r * ldap + k), xo = _mm256_load_ps(ap + r * ldap + k + 8);
+        IN_REGISTER(xe);
+        IN_REGISTER(xo);
+        UNROLL
+        for (int c = 0; c < NR; c++) acc[r][c] = _mm256_fmadd_ps(wo[c], xo, _mm256_fmadd_ps(we[c], xe, acc[r][c]));
+      }
     }
   }
   UNROLL
   for (int r = 0; r < MR; r++)
     UNROLL
-    for (int c = 0; c < NT_NR; c++) {
+    for (int c = 0; c < NR; c++) {
       if (c >= nvalid) continue;
       float s = hsum8(acc[r][c]);
       for (int t = k; t < K; t++) /* the last K % 16, in order */
@@ -370,33 +399,41 @@ INLINE void nt16_tile(const int MR, float *C, int64_t ldc, const float *ap, int6
     }
 }
 
-TARGET static void nt16_tile_1(float *C, int64_t ldc, const float *ap, int64_t ldap,
-                               const uint16_t *A, const uint16_t *A_lo, int64_t lda,
-                               const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
-  nt16_tile(1, C, ldc, ap, ldap, A, A_lo, lda, B, ldb, nvalid, K, acc);
-}
-TARGET static void nt16_tile_2(float *C, int64_t ldc, const float *ap, int64_t ldap,
-                               const uint16_t *A, const uint16_t *A_lo, int64_t lda,
-                               const uint16_t *B, int64_t ldb, int nvalid, int K, int acc) {
-  nt16_tile(2, C, ldc, ap, ldap, A, A_lo, lda, B, ldb, nvalid, K, acc);
-}
+typedef void nt16_tile_fn(float *C, int64_t ldc, const float *ap, int64_t ldap, const uint16_t *A,
+                          const uint16_t *A_lo, int64_t lda, const uint16_t *B, int64_t ldb,
+                          int nvalid, int K, int acc);
+#define NT16_TILE(MR, NR)                                                                          \
+  TARGET static void nt16_tile_##MR##x##NR(float *C, int64_t ldc, const float *ap, int64_t ldap,   \
+                                           const uint16_t *A, const uint16_t *A_lo, int64_t lda,   \
+                                           const uint16_t *B, int64_t ldb, int nvalid, int K,      \
+                                           int acc) {                                              \
+    nt16_tile(MR, NR, C, ldc, ap, ldap, A, A_lo, lda, B, ldb, nvalid, K, acc);                     \
+  }
+NT16_TILE(1, 4)
+NT16_TILE(2, 4)
+NT16_TILE(3, 2)
+NT16_TILE(4, 2)
+#undef NT16_TILE
 
 TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
                                    int64_t lda, const uint16_t *B, int64_t ldb, int M, int N, int K,
                                    int accumulate) {
+  static nt16_tile_fn *const tiles[NT16_MR + 1] = {NULL, nt16_tile_1x4, nt16_tile_2x4,
+                                                   nt16_tile_3x2, nt16_tile_4x2};
   float ap[NT16_MR][NT16_MAX_K] __attribute__((aligned(32)));
   for (int i = 0; i < M;) {
-    int mr = M - i >= NT16_MR ? NT16_MR : M - i;
+    /* 5 rows as 3 + 2, not 4 + 1: the 1-row tile reads B for one row */
+    int mr = M - i >= NT16_MR ? (M - i == 5 ? 3 : NT16_MR) : M - i;
+    int nr = mr <= 2 ? 4 : 2;
     for (int k0 = 0; k0 < K; k0 += NT16_MAX_K) { /* one chunk at model sizes */
       int kc = K - k0 < NT16_MAX_K ? K - k0 : NT16_MAX_K;
       const uint16_t *a = A + (int64_t)i * lda + k0;
       const uint16_t *al = A_lo ? A_lo + (int64_t)i * lda + k0 : NULL;
       for (int r = 0; r < mr; r++) permute_even_odd(ap[r], a + r * lda, al ? al + r * lda : NULL, kc, 16);
-      for (int j = 0; j < N; j += NT_NR) {
-        int nv = N - j < NT_NR ? N - j : NT_NR;
-        (mr == 2 ? nt16_tile_2 : nt16_tile_1)(C + (int64_t)i * ldc + j, ldc, ap[0], NT16_MAX_K, a,
-                                              al, lda, B + (int64_t)j * ldb + k0, ldb, nv, kc,
-                                              accumulate || k0 > 0);
+      for (int j = 0; j < N; j += nr) {
+        int nv = N - j < nr ? N - j : nr;
+        tiles[mr](C + (int64_t)i * ldc + j, ldc, ap[0], NT16_MAX_K, a, al, lda,
+                  B + (int64_t)j * ldb + k0, ldb, nv, kc, accumulate || k0 > 0);
       }
     }
     i += mr;
