@@ -442,19 +442,21 @@ TARGET static void a2_gemm_bf16_nt(float *C, int64_t ldc, const uint16_t *A, con
 
 /* ------------------------------------------------------------------ C = A·B (B packed in pairs)
  *
- * Column strips of 16 (2 ymm): the strip's packed pairs are widened to fp32
- * once, [P][16] in a stack buffer (reduction chunks of VN_PC), then read by
- * every row tile, where widening them per tile cost more than the FMAs
- * (the kernel ran at half the FMA peak: Zen 4, 1 thread, avx2 table,
- * 512×4096×2880: 60 GFLOP/s of 116; now 94). Tile: MR <= 4 rows × 16
- * columns, 8 accumulators (with 4 B registers, 2 broadcasts and the mask,
- * 15 of the 16 ymm: at 5 or 6 rows GCC spills and the kernel is slower
- * than at 4); per pair of reduction indices one 32-bit broadcast of A's
- * (A[i,p], A[i,p+1]) per row, split into two fp32 broadcasts with a shift
- * and a mask, and 4 FMAs per row, p then p+1 (the order of the products of
- * the bf16 path's pairs). */
+ * Both operands are widened to fp32 once per reduction chunk of VN_PC
+ * indices, into stack buffers: VN_RB rows of A ([VN_RB][VN_PC]; in exact
+ * mode hi + lo) and, per column strip of 16 (2 ymm), the strip's packed
+ * pairs ([VN_PC][16], 16 KB, L1-resident). Tile: MR <= 6 rows × 16 columns,
+ * 12 accumulators, 2 B registers and one fp32 broadcast of A per row and
+ * index (15 of the 16 ymm), 2 FMAs per row and index, p then p + 1 as the
+ * bf16 path's pairs. Each strip is widened once per VN_RB rows, where
+ * widening it per tile cost more than the FMAs (the kernel ran at half
+ * the FMA peak: Zen 4, 1 thread, 512×4096×2880: 60 GFLOP/s of 116). The
+ * tile this replaced (4 rows, A's bf16 pairs split per row with a shift and
+ * a mask, strips of 1024 indices) spent 2 of every 6 FMA-pipe operations
+ * on the split; Zen 1, 1 thread, M = 128, the 20b q_proj: 98-107 ms, now
+ * 81-87 (bench/README). */
 
-enum { VN_MR = 4, VN_PC = 1024 };
+enum { VN_MR = 6, VN_PC = 256, VN_RB = 96 };
 
 /* strip [pc][16] = Bp's pairs [p0, p0+pc) of columns [j, j + 16) as fp32
  * (columns past nc and the odd half of an odd last pair are Bp's zeros or
@@ -482,89 +484,83 @@ INLINE void vn_widen_strip(float *strip, const uint16_t *Bp, int64_t ld_bp, int 
   }
 }
 
-/* A's pair (A[p], A[p+1]) as two fp32 broadcasts: one 32-bit broadcast, a
- * shift and a mask; p + 1 == P reads A[p] only. */
-INLINE void pair_bcast2(const uint16_t *a, int p, int P, __m256 *even, __m256 *odd) {
-  uint32_t v;
-  if (p + 1 < P) memcpy(&v, a + p, sizeof v);
-  else v = a[p];
-  __m256i w = _mm256_set1_epi32((int)v);
-  *even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-  *odd = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u)));
-}
-
-/* acc += the products of one pair of reduction indices (q, q + 1): B's
- * widened pair at b, A's per row; q + 1 == P takes A[q] only. */
-INLINE void vn_pair(const int MR, const int EXACT, __m256 acc[][2], const uint16_t *A,
-                    const uint16_t *A_lo, int64_t lda, const float *b, int q, int P) {
-  __m256 be0 = _mm256_loadu_ps(b), be1 = _mm256_loadu_ps(b + 8);
-  __m256 bo0 = _mm256_loadu_ps(b + 16), bo1 = _mm256_loadu_ps(b + 24);
-  UNROLL
-  for (int r = 0; r < MR; r++) {
-    __m256 ae, ao;
-    pair_bcast2(A + r * lda, q, P, &ae, &ao);
-    acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
-    acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
-    if (EXACT) {
-      pair_bcast2(A_lo + r * lda, q, P, &ae, &ao);
-      acc[r][0] = _mm256_fmadd_ps(ao, bo0, _mm256_fmadd_ps(ae, be0, acc[r][0]));
-      acc[r][1] = _mm256_fmadd_ps(ao, bo1, _mm256_fmadd_ps(ae, be1, acc[r][1]));
+/* af [rows][ld_af] = A's rows [0, rows) × [p0, p0 + pc) as fp32 (in exact
+ * mode hi + lo, exact in fp32). */
+INLINE void vn_widen_rows(float *af, int64_t ld_af, const uint16_t *A, const uint16_t *A_lo,
+                          int64_t lda, int rows, int p0, int pc) {
+  for (int r = 0; r < rows; r++) {
+    const uint16_t *a = A + r * lda + p0, *al = A_lo ? A_lo + r * lda + p0 : NULL;
+    float *dst = af + r * ld_af;
+    int p = 0;
+    for (; p + 8 <= pc; p += 8) {
+      __m256 v = bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(a + p)));
+      if (al) v = _mm256_add_ps(v, bf16x8_to_f32(_mm_loadu_si128((const __m128i *)(al + p))));
+      _mm256_store_ps(dst + p, v);
     }
+    for (; p < pc; p++) dst[p] = mxl_bf16_to_f32(a[p]) + (al ? mxl_bf16_to_f32(al[p]) : 0.0f);
   }
 }
 
-INLINE void vn_tile(const int MR, const int EXACT, float *C, int64_t ldc, const uint16_t *A,
-                    const uint16_t *A_lo, int64_t lda, const float *strip, int p0, int pc, int P,
-                    int ncols, int accumulate) {
+/* Tile: MR <= 6 rows × 16 columns over pc reduction indices, A's
+ * rows as fp32 in af, B's as the widened strip; per index one fp32
+ * broadcast per row and 2 FMAs (12 accumulators, 2 B registers, the
+ * broadcast: 15 of the 16 ymm). */
+INLINE void vn_tile(const int MR, float *C, int64_t ldc, const float *af, int64_t ld_af,
+                    const float *strip, int pc, int ncols, int accumulate) {
   __m256 acc[VN_MR][2];
   UNROLL
   for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  /* whole pairs, then the last pair of an odd P (its element p only): the
-   * test out of the loop, where GCC had kept a branch in every pair */
-  int whole = p0 + pc < P ? pc : (P - p0) & ~1;
-  int p = 0;
-  for (; p < whole; p += 2)
-    vn_pair(MR, EXACT, acc, A, A_lo, lda, strip + p * 16, p0 + p, p0 + p + 2);
-  if (p < pc) vn_pair(MR, EXACT, acc, A, A_lo, lda, strip + p * 16, p0 + p, P);
+  for (int p = 0; p < pc; p++) {
+    const float *b = strip + p * 16;
+    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    UNROLL
+    for (int r = 0; r < MR; r++) {
+      __m256 a = _mm256_broadcast_ss(af + r * ld_af + p);
+      acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+    }
+  }
   UNROLL
   for (int r = 0; r < MR; r++) store_row16(C + r * ldc, acc[r][0], acc[r][1], ncols, accumulate);
 }
 
-#define VN_TILE_FN(MR, EX)                                                                        \
-  TARGET static void vn_tile_##MR##_##EX(float *C, int64_t ldc, const uint16_t *A,               \
-                                         const uint16_t *A_lo, int64_t lda, const float *strip,  \
-                                         int p0, int pc, int P, int ncols, int accumulate) {      \
-    vn_tile(MR, EX, C, ldc, A, A_lo, lda, strip, p0, pc, P, ncols, accumulate);                   \
+#define VN_TILE_FN(MR)                                                                            \
+  TARGET static void vn_tile_##MR(float *C, int64_t ldc, const float *af, int64_t ld_af,          \
+                                  const float *strip, int pc, int ncols, int accumulate) {        \
+    vn_tile(MR, C, ldc, af, ld_af, strip, pc, ncols, accumulate);                                 \
   }
-VN_TILE_FN(1, 0)
-VN_TILE_FN(2, 0)
-VN_TILE_FN(3, 0)
-VN_TILE_FN(4, 0)
-VN_TILE_FN(1, 1)
-VN_TILE_FN(2, 1)
-VN_TILE_FN(3, 1)
+VN_TILE_FN(1)
+VN_TILE_FN(2)
+VN_TILE_FN(3)
+VN_TILE_FN(4)
+VN_TILE_FN(5)
+VN_TILE_FN(6)
+#undef VN_TILE_FN
 
-typedef void (*vn_tile_fn)(float *, int64_t, const uint16_t *, const uint16_t *, int64_t,
-                           const float *, int, int, int, int, int);
+typedef void (*vn_tile_fn)(float *, int64_t, const float *, int64_t, const float *, int, int, int);
 
 TARGET static void a2_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t *A,
                                      const uint16_t *A_lo, int64_t lda, const uint16_t *Bp,
                                      int64_t ld_bp, int M, int N, int P, int accumulate) {
-  static const vn_tile_fn fast[5] = {NULL, vn_tile_1_0, vn_tile_2_0, vn_tile_3_0, vn_tile_4_0};
-  static const vn_tile_fn exact[4] = {NULL, vn_tile_1_1, vn_tile_2_1, vn_tile_3_1};
+  static const vn_tile_fn tiles[VN_MR + 1] = {NULL,      vn_tile_1, vn_tile_2, vn_tile_3,
+                                                vn_tile_4, vn_tile_5, vn_tile_6};
   float strip[VN_PC * 16] __attribute__((aligned(32)));
-  int mr_max = A_lo ? 3 : VN_MR;
-  for (int j = 0; j < N; j += 16) {
-    int nc = N - j < 16 ? N - j : 16;
-    for (int p0 = 0; p0 < P; p0 += VN_PC) {
-      int pc = P - p0 < VN_PC ? P - p0 : VN_PC;
-      vn_widen_strip(strip, Bp + (int64_t)j * 2, ld_bp, p0, pc, nc);
-      for (int i = 0; i < M;) {
-        int mr = M - i >= mr_max ? mr_max : M - i;
-        (A_lo ? exact : fast)[mr](C + (int64_t)i * ldc + j, ldc, A + (int64_t)i * lda,
-                                  A_lo ? A_lo + (int64_t)i * lda : NULL, lda, strip, p0, pc, P,
-                                  nc, accumulate || p0 > 0);
-        i += mr;
+  float af[VN_RB * VN_PC] __attribute__((aligned(32)));
+  for (int p0 = 0; p0 < P; p0 += VN_PC) {
+    int pc = P - p0 < VN_PC ? P - p0 : VN_PC;
+    for (int i0 = 0; i0 < M; i0 += VN_RB) {
+      int rb = M - i0 < VN_RB ? M - i0 : VN_RB;
+      vn_widen_rows(af, VN_PC, A + (int64_t)i0 * lda, A_lo ? A_lo + (int64_t)i0 * lda : NULL, lda,
+                    rb, p0, pc);
+      for (int j = 0; j < N; j += 16) {
+        int nc = N - j < 16 ? N - j : 16;
+        vn_widen_strip(strip, Bp + (int64_t)j * 2, ld_bp, p0, pc, nc);
+        for (int i = 0; i < rb;) {
+          int mr = rb - i >= VN_MR ? VN_MR : rb - i;
+          tiles[mr](C + (int64_t)(i0 + i) * ldc + j, ldc, af + (int64_t)i * VN_PC, VN_PC, strip, pc,
+                    nc, accumulate || p0 > 0);
+          i += mr;
+        }
       }
     }
   }
