@@ -332,8 +332,9 @@ INLINE float hsum8(__m256 v) {
  * One accumulator per output (the even FMA, then the odd), so any M takes
  * the same per-element order, and a token's sums are the same decoded
  * alone (gemv_bf16) or with others. */
-/* v is loaded once into a register: GCC otherwise folds a load used by
- * several FMAs into each of them, and Zen 1 loads one ymm per cycle. */
+/* Keeps v in a register from its load on: GCC otherwise folds a load used
+ * by several FMAs into each of them (a load per FMA), and Zen 1 loads one
+ * ymm per cycle. */
 #define IN_REGISTER(v) __asm__("" : "+x"(v))
 
 enum { NT16_MR = 4, NT16_MAX_K = 8192, NT16_PREFETCH = 6144 /* as MX_PREFETCH */ };
