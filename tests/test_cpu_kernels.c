@@ -347,7 +347,7 @@ static void test_gemm_f32_kernel(void) {
       double e = rel_err(got, want, (size_t)M * N);
       MXL_CHECK_MSG(e < 1e-5, "%s M%d N%d K%d tA%d: err %g", isas[s]->name, M, N, K, tA, e);
     }
-    free(A), free(B), free(C0), free(C), free(want);
+    free(A), free(B), free(C0), free(C), free(want), free(got);
   }
 }
 
