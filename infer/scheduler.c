@@ -451,6 +451,21 @@ static uint64_t head_growth(mxl_scheduler *s, const mxl_seq *q, int keep) {
   return claimed <= s->kv_total ? extra : 0;
 }
 
+/* A request the backend refused goes back to the queue's head without the
+ * head growth it was given: its next admission decides that again, when
+ * requests queued behind it may claim the room. A head it inherited beyond
+ * the plain reservation is let go with it (caller holds the mutex). */
+static void undo_head_growth(mxl_scheduler *s, mxl_seq *q, uint64_t growth, int head_want) {
+  if (q->head && q->head->cap > head_want) {
+    mxl_kv_tail_destroy(s->engine, q->head);
+    q->head = NULL;
+    q->head_tried = 0;
+  }
+  q->kv_bytes -= growth;
+  q->head_want = head_want;
+  s->heads_grown--;
+}
+
 /* Admits from the queue head while a slot and the KV budget allow. The
  * queue's head changes only on this thread (others append and flag). */
 static void admit(mxl_scheduler *s) {
@@ -461,6 +476,7 @@ static void admit(mxl_scheduler *s) {
     if (!q) return;
     mxl_prefix_match m = mxl_prefix_cache_find(s->prefix, s->engine->cfg, q);
     const uint64_t growth = head_growth(s, q, m.entry);
+    const int plain_head = q->head_want;
     if (!make_room(s, q->kv_bytes + growth, &m.entry)) return;
     pthread_mutex_lock(&s->mu);
     if (growth) {
@@ -497,6 +513,7 @@ static void admit(mxl_scheduler *s) {
       mxl_sampler_free(&q->sampler);
       pthread_mutex_lock(&s->mu);
       s->kv_used -= q->kv_bytes;
+      if (growth) undo_head_growth(s, q, growth, plain_head);
       q->admitted = 0;
       mxl_seq_list_insert(&s->queue, 0, q);
       s->admit_stalled = 1;

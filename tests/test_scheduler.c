@@ -18,6 +18,7 @@
 #include "adapter_fixture.h"
 #include "adapters/registry_internal.h"
 #include "infer/generate.h"
+#include "infer/sched_internal.h"
 #include "model/forward.h"
 #include "model_fixture.h"
 #include "test.h"
@@ -638,6 +639,107 @@ static void test_shared_prefix_auto_budget(void) {
   }
 }
 
+/* A backend that refuses every allocation while `refuse_alloc` is set: the
+ * scheduler's path for KV memory the budget allowed and the backend did
+ * not give. The scheduler's backend and engine take the wrapped table. */
+static int refuse_alloc;
+static mxl_ops refusing_ops;
+static void *(*real_alloc)(mxl_backend *be, size_t bytes);
+
+static void *refusing_alloc(mxl_backend *be, size_t bytes) {
+  return refuse_alloc ? NULL : real_alloc(be, bytes);
+}
+
+static void wrap_allocations(mxl_scheduler *s) {
+  mxl_backend *be = mxl_scheduler_backend(s);
+  refusing_ops = *be->ops;
+  real_alloc = be->ops->alloc;
+  refusing_ops.alloc = refusing_alloc;
+  be->ops = &refusing_ops;
+  s->engine->ops = &refusing_ops;
+}
+
+/* A request given a head's growth and then refused memory by the backend
+ * returns to the queue without the growth, and its next admission decides
+ * it again. Three slots; A (3-token prompt, never grows) runs; B (12
+ * tokens) is admitted with growth (the free slot is taken to be one like
+ * B), its cache allocation fails, it goes back. Then C, reserving more
+ * than B and its growth, queues behind it. The budget (A + B + C) holds
+ * all three only if B does not grow again: B must start plain and C run
+ * beside it, not wait for B to finish. */
+static void test_refused_admission_regrows(void) {
+  turn ta = {.n = 3}, tb = {.n = 12}, tc = {.n = 40};
+  prompt_of(90, ta.n, ta.prompt);
+  prompt_of(91, tb.n, tb.prompt);
+  prompt_of(92, tc.n, tc.prompt);
+  const uint64_t a_bytes = reservation_of(4, &ta, 30), b_bytes = reservation_of(4, &tb, 6);
+  const uint64_t grown = reservation_of(0, &tb, 6), c_bytes = reservation_of(4, &tc, 50);
+  const uint64_t extra = grown - b_bytes, budget = a_bytes + b_bytes + c_bytes;
+  MXL_CHECK_MSG(grown > b_bytes && c_bytes >= b_bytes + extra,
+                "reservations: B %llu (grown %llu), C %llu",
+                (unsigned long long)b_bytes, (unsigned long long)grown,
+                (unsigned long long)c_bytes);
+  mxl_scheduler *s = make_kept(3, 4, budget, 0, 0);
+  if (!s) return;
+  wrap_allocations(s);
+  got g[3];
+  memset(g, 0, sizeof g);
+  const turn *t[3] = {&ta, &tb, &tc};
+  const int max_tokens[3] = {30, 6, 50};
+  uint64_t id;
+  mxl_scheduler_stats st;
+  for (int i = 0; i < 3; i++) {
+    g[i].s = s;
+    mxl_request r;
+    mxl_request_defaults(&r);
+    r.prompt = t[i]->prompt;
+    r.n_prompt = t[i]->n;
+    r.temperature = 0;
+    r.max_tokens = max_tokens[i];
+    r.on_event = on_event;
+    r.user = &g[i];
+    MXL_CHECK_OK(mxl_scheduler_submit(s, &r, &id));
+    if (i == 0) {
+      MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+      mxl_scheduler_get_stats(s, &st);
+      MXL_CHECK_MSG(st.running == 1 && st.kv_bytes_used == a_bytes, "A alone: %llu bytes",
+                    (unsigned long long)st.kv_bytes_used);
+    } else if (i == 1) {
+      refuse_alloc = 1;
+      MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+      refuse_alloc = 0;
+      mxl_scheduler_get_stats(s, &st);
+      MXL_CHECK_MSG(st.running == 1 && st.queued == 1 && st.kv_bytes_used == a_bytes &&
+                        st.heads_grown == 0,
+                    "refused B: running %d, queued %d, %llu bytes, %llu heads grown", st.running,
+                    st.queued, (unsigned long long)st.kv_bytes_used,
+                    (unsigned long long)st.heads_grown);
+      MXL_CHECK_MSG(s->queue.n == 1 && s->queue.items[0]->kv_bytes == b_bytes,
+                    "refused B reserves %llu bytes, not %llu",
+                    s->queue.n ? (unsigned long long)s->queue.items[0]->kv_bytes : 0ull,
+                    (unsigned long long)b_bytes);
+    }
+  }
+  MXL_CHECK_OK(mxl_scheduler_step(s, NULL));
+  mxl_scheduler_get_stats(s, &st);
+  MXL_CHECK_MSG(st.running == 3 && st.kv_bytes_used == budget && st.heads_grown == 0,
+                "after the retry: running %d, %llu of %llu bytes, %llu heads grown", st.running,
+                (unsigned long long)st.kv_bytes_used, (unsigned long long)budget,
+                (unsigned long long)st.heads_grown);
+  drain(s);
+  for (int i = 0; i < 3; i++)
+    MXL_CHECK_MSG(g[i].finals == 1 && g[i].finish == MXL_FINISH_LENGTH && g[i].n == max_tokens[i],
+                  "request %d: %d finals, reason %d, %d tokens", i, g[i].finals, (int)g[i].finish,
+                  g[i].n);
+  mxl_scheduler *plain = make_kept(3, 4, 0, 0, -1);
+  if (plain) {
+    got b = ask(plain, &tb, 6, NULL, 0);
+    same_reply(&g[1], &b, "B after a refused admission");
+    mxl_scheduler_destroy(plain);
+  }
+  mxl_scheduler_destroy(s);
+}
+
 /* MemAvailable reads `bytes` (the path is kept by pointer, hence static). */
 static void fake_mem_available(uint64_t bytes) {
   static char path[600];
@@ -782,6 +884,7 @@ int main(void) {
   MXL_RUN(test_prefix_cache_shared_start);
   MXL_RUN(test_shared_prefix_beyond_a_pass);
   MXL_RUN(test_shared_prefix_auto_budget);
+  MXL_RUN(test_refused_admission_regrows);
   MXL_RUN(test_budget_fits_memory);
   MXL_RUN(test_run_thread);
   fixture_close(&f);
