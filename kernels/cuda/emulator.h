@@ -43,10 +43,14 @@
 // dynamic shared memory, y/z thread coordinates in kernels, streams (the
 // stream argument is ignored; launches complete before MXL_LAUNCH returns).
 //
-// Cost: glibc swapcontext makes a system call per switch, a few µs per
-// emulated thread: fine for unit shapes, not for whole models. Fiber stacks
-// are allocated once and reused by later launches. Stack switches are
-// announced to AddressSanitizer, so it runs under ASan.
+// Cost: on x86-64 a switch is a stack-pointer swap with the callee-saved
+// registers pushed and popped (switch_stack below), tens of nanoseconds;
+// elsewhere, or with MXL_EMU_UCONTEXT defined, glibc's swapcontext, which
+// makes a system call (the signal mask) per switch: that took 80 % of
+// test_cuda_model's 4 minutes (perf: swapcontext and the kernel's
+// rt_sigprocmask). Fiber stacks are allocated once and reused by later
+// launches. Stack switches are announced to AddressSanitizer, so it runs
+// under ASan.
 #ifndef MXL_KERNELS_CUDA_EMULATOR_H
 #define MXL_KERNELS_CUDA_EMULATOR_H
 
@@ -56,7 +60,11 @@
 
 #define MXL_CUDA_EMULATE 1
 
+#if defined(__x86_64__) && !defined(MXL_EMU_UCONTEXT)
+#define MXL_EMU_STACK_SWITCH 1
+#else
 #include <ucontext.h>
+#endif
 
 // Under AddressSanitizer every stack switch is announced, so that ASan
 // tracks the fiber stacks (and reports shared/local out-of-bounds accesses
@@ -69,6 +77,7 @@
 #endif
 #endif
 #ifdef MXL_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -122,8 +131,18 @@ struct async_copy {
   unsigned bytes, src_bytes;
 };
 
+// A suspended execution: where its stack pointer was left (the callee-saved
+// registers and the resume address lie above it), or glibc's context.
+struct context {
+#ifdef MXL_EMU_STACK_SWITCH
+  void *sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
 struct fiber {
-  ucontext_t ctx;
+  context ctx;
   char *stack = nullptr;
   size_t stack_size = 0;
   void *asan_fake_stack = nullptr;
@@ -154,7 +173,7 @@ struct block_run {
   dim block_idx, block_dim, grid_dim;
   std::vector<fiber> fibers;
   std::vector<warp_state> warps;
-  ucontext_t scheduler;
+  context scheduler;
   const void *scheduler_stack = nullptr;  // for ASan: the OS thread's stack
   size_t scheduler_stack_size = 0;
   void *asan_fake_stack = nullptr;
@@ -190,23 +209,85 @@ inline void asan_arrived(void *saved, const void **from_stack, size_t *from_size
 #endif
 }
 
-// The context switches live in functions of their own: swapcontext returns
-// twice, and the callers' locals must not be live across it.
+#ifdef MXL_EMU_STACK_SWITCH
+// switch_stack(save, to) suspends the caller, its stack pointer saved in
+// *save (rdi), and resumes the execution whose stack pointer is `to` (rsi):
+// the System V x86-64 callee-saved registers (rbx, rbp, r12-r15) are
+// pushed on the stack being left and popped from the one resumed, and
+// `ret` continues where that one called switch_stack (or, for a fresh
+// fiber, enters fiber_entry: init_fiber lays out its stack so). Everything
+// else is caller-saved, which the compiler assumes of any call. MXCSR and
+// the x87 control word are not switched: no emulated kernel changes them.
+__attribute__((naked, noinline)) static void switch_stack(void ** /* save */, void * /* to */) {
+  __asm__(
+      "pushq %rbp\n\t"
+      "pushq %rbx\n\t"
+      "pushq %r12\n\t"
+      "pushq %r13\n\t"
+      "pushq %r14\n\t"
+      "pushq %r15\n\t"
+      "movq %rsp, (%rdi)\n\t"
+      "movq %rsi, %rsp\n\t"
+      "popq %r15\n\t"
+      "popq %r14\n\t"
+      "popq %r13\n\t"
+      "popq %r12\n\t"
+      "popq %rbx\n\t"
+      "popq %rbp\n\t"
+      "ret\n\t");
+}
+
+inline void switch_context(context *save, context *to) { switch_stack(&save->sp, to->sp); }
+#else
+// swapcontext returns twice: the callers (noinline, below) keep no locals
+// live across it.
+inline void switch_context(context *save, context *to) { swapcontext(&save->uc, &to->uc); }
+#endif
+
 __attribute__((noinline)) inline void switch_to_fiber(block_run *r, fiber *f) {
   asan_leave(&r->asan_fake_stack, f->stack, f->stack_size);
-  swapcontext(&r->scheduler, &f->ctx);
+  switch_context(&r->scheduler, &f->ctx);
   asan_arrived(r->asan_fake_stack, nullptr, nullptr);
 }
 
 __attribute__((noinline)) inline void switch_to_scheduler(block_run *r, fiber *f) {
   asan_leave(&f->asan_fake_stack, r->scheduler_stack, r->scheduler_stack_size);
-  swapcontext(&f->ctx, &r->scheduler);
+  switch_context(&f->ctx, &r->scheduler);
   asan_arrived(f->asan_fake_stack, nullptr, nullptr);
 }
 
 inline void fiber_main();
 
-// getcontext, too, returns twice.
+#ifdef MXL_EMU_STACK_SWITCH
+// A fiber's first frame: fiber_main, then the scheduler, for good (a done
+// fiber is never resumed; init_fiber gives its stack a fresh start).
+[[noreturn]] inline void fiber_entry() {
+  fiber_main();
+  block_run *r = current_run();
+  void *abandoned;
+  switch_stack(&abandoned, r->scheduler.sp);
+  __builtin_unreachable();
+}
+
+// The stack's top as switch_stack leaves a suspended one: six zeroed
+// callee-saved registers, then fiber_entry as the resume address, placed so
+// that fiber_entry starts with the stack aligned as after a call (rsp ≡ 8
+// mod 16), and a zero return address above it, where unwinders stop.
+inline void *fresh_stack(char *stack, size_t size) {
+#ifdef MXL_EMU_ASAN
+  // a reused stack keeps the redzones of the frames an earlier fiber left
+  __asan_unpoison_memory_region(stack, size);
+#endif
+  uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+  void **slot = (void **)(top - 16);  // fiber_entry's address (16-aligned)
+  slot[1] = nullptr;                   // fiber_entry's own return address
+  slot[0] = (void *)&fiber_entry;
+  for (int i = 1; i <= 6; i++) slot[-i] = nullptr;
+  return slot - 6;
+}
+#endif
+
+// (getcontext returns twice: noinline, as the switches.)
 __attribute__((noinline)) inline void init_fiber(block_run *r, fiber *f, unsigned tx,
                                                  std::vector<char> *stack) {
   f->tx = tx;
@@ -215,15 +296,18 @@ __attribute__((noinline)) inline void init_fiber(block_run *r, fiber *f, unsigne
   f->committed.clear();
   f->stack = stack->data();
   f->stack_size = stack->size();
-  getcontext(&f->ctx);
-  f->ctx.uc_stack.ss_sp = f->stack;
-  f->ctx.uc_stack.ss_size = f->stack_size;
-  f->ctx.uc_link = &r->scheduler;
-  makecontext(&f->ctx, fiber_main, 0);
+#ifdef MXL_EMU_STACK_SWITCH
+  (void)r;
+  f->ctx.sp = fresh_stack(f->stack, f->stack_size);
+#else
+  getcontext(&f->ctx.uc);
+  f->ctx.uc.uc_stack.ss_sp = f->stack;
+  f->ctx.uc.uc_stack.ss_size = f->stack_size;
+  f->ctx.uc.uc_link = &r->scheduler.uc;
+  makecontext(&f->ctx.uc, fiber_main, 0);
+#endif
 }
 
-// The fiber's whole life: the kernel body; returning resumes the scheduler
-// through uc_link.
 inline void fail(block_run *r, const std::string &why) {
   if (!r->failed) last_error() = "block " + std::to_string(r->block_idx.x) + ": " + why;
   r->failed = true;
@@ -239,6 +323,8 @@ struct thread_abort {};
   throw thread_abort();
 }
 
+// The fiber's whole life: the kernel body; then the scheduler resumes
+// (fiber_entry, or ucontext's uc_link).
 inline void fiber_main() {
   block_run *r = current_run();
   asan_arrived(nullptr, &r->scheduler_stack, &r->scheduler_stack_size);
