@@ -413,6 +413,66 @@ static void test_transpose_f32(void) {
 
 /* The decode matrix-vector product: a row with a NaN scale, one with a
  * subnormal scale (fallback rows), an odd block count, exact mode. */
+/* The decode GEMV on activations whose blocks span many binades (the
+ * AVX2 table multiplies them as int16 planes: activations down to 2^-7 of
+ * a block's largest exactly in one, down to 2^-15 in the other, smaller ones
+ * rounded to 2^-23 of it): per block, a few large values, a third at
+ * 2^-8..2^-14 of them, some at 2^-16..2^-30 and bf16 subnormals; an
+ * all-zero block; then activations the integer planes do not take (an
+ * infinity, a block at 2^60, every block near 2^-112 with one of
+ * subnormals only; all zeros), which take the fp32 path. Each row against a double reference, the error bound relative to
+ * Σ|w·x| (what fp32 sums of the exact products keep). */
+static void test_gemv_mxfp4_wide_blocks(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas);
+  enum { N = 7, NB = 90, K = NB * 32 };
+  uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
+  rng_fill_mxfp4(&rng, blocks, scales, N, K, 127);
+  uint16_t xh[K];
+  for (int c = 0; c < 5; c++) {
+    for (int g = 0; g < NB; g++)
+      for (int t = 0; t < 32; t++) {
+        double big = ldexp(1.0, g % 9 - 4 - (c == 3 ? 112 : 0)), v;
+        int kind = (t * 7 + g) % 10;
+        if (kind < 4) v = big * rng_uniform(&rng, 0.5, 1.0);
+        else if (kind < 8) v = big * ldexp(rng_uniform(&rng, 0.5, 1.0), -8 - rng_int(&rng, 7));
+        else if (kind < 9) v = big * ldexp(rng_uniform(&rng, 0.5, 1.0), -16 - rng_int(&rng, 15));
+        else v = ldexp(rng_uniform(&rng, 0.5, 1.0), -128 - rng_int(&rng, 5)); /* bf16 subnormal */
+        xh[g * 32 + t] = mxl_f32_to_bf16((float)(rng_int(&rng, 2) ? v : -v));
+      }
+    for (int t = 0; t < 32; t++) xh[17 * 32 + t] = (uint16_t)(t % 2 ? 0x8000 : 0); /* ±0 */
+    if (c == 1) xh[40 * 32 + 5] = 0x7F80;                                        /* +inf */
+    if (c == 2)
+      for (int t = 0; t < 32; t++) xh[60 * 32 + t] = mxl_f32_to_bf16(ldexpf(1.5f, 60));
+    if (c == 3)
+      for (int t = 0; t < 32; t++) xh[60 * 32 + t] = (uint16_t)(0x0001 + t); /* subnormals only */
+    if (c == 4) memset(xh, 0, sizeof xh);
+    double want[N], mag[N];
+    for (int j = 0; j < N; j++) {
+      want[j] = mag[j] = 0;
+      for (int g = 0; g < NB; g++) {
+        float w[32];
+        mxl_mxfp4_decode_block(blocks + (j * NB + g) * 16, scales[j * NB + g], 127, w);
+        for (int t = 0; t < 32; t++) {
+          want[j] += (double)w[t] * bf(xh[g * 32 + t]);
+          mag[j] += fabs((double)w[t] * bf(xh[g * 32 + t]));
+        }
+      }
+    }
+    for (int s = 0; s < n_isa; s++) {
+      float y[N];
+      isas[s]->gemv_mxfp4(y, xh, NULL, blocks, scales, NB, N, K, 127);
+      for (int j = 0; j < N; j++) {
+        int ok = c == 1 ? isnan(y[j]) == isnan(want[j]) && (isnan(y[j]) || y[j] == want[j])
+                        : fabs(y[j] - want[j]) <= 2e-7 * mag[j];
+        MXL_CHECK_MSG(ok, "%s case %d row %d: %.9g vs %.9g (Σ|w·x| %.3g)", isas[s]->name, c, j,
+                      (double)y[j], want[j], mag[j]);
+      }
+    }
+  }
+  free(blocks), free(scales);
+}
+
 static void test_gemv_mxfp4(void) {
   const mxl_cpu_isa *isas[3];
   int n_isa = isa_tables(isas);
@@ -1401,6 +1461,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_gemm_f32_nt_kernel);
   MXL_RUN(test_transpose_f32);
   MXL_RUN(test_gemv_mxfp4);
+  MXL_RUN(test_gemv_mxfp4_wide_blocks);
   MXL_RUN(test_gemv_bf16);
   MXL_RUN(test_gemm_mxfp4_nt);
   MXL_RUN(test_vector_helpers);

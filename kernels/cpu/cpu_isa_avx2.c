@@ -603,12 +603,11 @@ static const int8_t gv_place[2][32] __attribute__((aligned(32))) = {
      Z, Z, Z, 12, Z, Z, Z, 13, Z, Z, Z, 14, Z, Z, Z, 15}};
 #undef Z
 
-/* 1 when every scale of a row leaves its block scale·2^-25 a normal float:
- * s - bias in [-101, 125], 32 scales per compare (a byte loop per row cost
- * a fifth of the row's time). */
-TARGET static int gv_scales_ok(const uint8_t *s, int64_t n, int bias) {
+/* 1 when every scale of a row has s - bias in [lo, hi]: 32 scales per
+ * compare (a byte loop per row cost a fifth of the row's time). */
+TARGET static int scales_within(const uint8_t *s, int64_t n, int bias, int lo, int hi) {
   /* bytes as signed after xor 0x80: s in [lo, hi] <=> s^0x80 in [lo^0x80, hi^0x80] */
-  int lo = bias - 101, hi = bias + 125;
+  lo += bias, hi += bias;
   if (lo < 0) lo = 0;
   if (hi > 255) hi = 255;
   const __m256i flip = _mm256_set1_epi8((char)0x80);
@@ -620,8 +619,13 @@ TARGET static int gv_scales_ok(const uint8_t *s, int64_t n, int bias) {
     bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpgt_epi8(vlo, v), _mm256_cmpgt_epi8(v, vhi)));
   }
   int ok = _mm256_testz_si256(bad, bad);
-  for (; i < n; i++) ok &= (unsigned)((int)s[i] - bias + 101) <= 226u;
+  for (; i < n; i++) ok &= s[i] >= lo && s[i] <= hi;
   return ok;
+}
+
+/* 1 when every scale of a row leaves its block scale·2^-25 a normal float. */
+TARGET static int gv_scales_ok(const uint8_t *s, int64_t n, int bias) {
+  return scales_within(s, n, bias, -101, 125);
 }
 
 /* acc + scale·Σ w·x over one block — xg [32] permuted fp32, b the block's
@@ -675,18 +679,128 @@ static float row_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t
   return acc;
 }
 
+/* ---- integer products: activations as int16 planes per block
+ *
+ * A block's 32 products need not be fp32 operations to be exact: the
+ * weights are 2 × E2M1 integers (|w| <= 12) and a block's bf16 activations
+ * are integers times a power of two. Per block of 32, with E its largest
+ * exponent, plane 1 holds the activations whose exponent is at least E - 7
+ * as int16 multiples of 2^(E-14) (exactly: 8 significant bits, at most
+ * 255·2^7), plane 2 the smaller ones as multiples of 2^(E-22) (exact down
+ * to E - 15; below, rounded to 2^-23 of the block's largest, under fp32's
+ * resolution of its sum); a block with none of them has no plane 2.
+ * vpmaddwd sums the products of a plane exactly in int32 (|Σ| < 2^24, so
+ * its conversion is exact too), and one FMA per plane adds it, scaled by
+ * the weights' block scale and the plane's unit. The fp32 path converts
+ * each of the 32 weights (4 vcvtdq2ps per block, one pipe on Zen 1: 8
+ * cycles); this one converts a block's sum. Zen 1: `bench_ops` decode rows
+ * (uniform activations) 1.18-1.21× the fp32 path; the 20b shape's decode
+ * 1.05× (its activations need plane 2 in most blocks). Taken outside the
+ * exact mode (hi + lo activations keep the fp32 path), for activations and
+ * scales in ranges where every unit and factor is a normal float. */
+
+enum { GI_MAX_BLOCKS = GV_MAX_K / MXL_MXFP4_BLOCK, GI_EXP_RANGE = 40 };
+
+typedef struct gi_x {
+  int16_t q[GI_MAX_BLOCKS][2][32]; /* [block][plane][16 evens, 16 odds] */
+  float unit[GI_MAX_BLOCKS][2];    /* each plane's unit, halved (the table's 2×) */
+  uint8_t two[GI_MAX_BLOCKS];      /* plane 2 in use */
+} gi_x;
+
+/* x (bf16, no lo) as int16 planes; 0 when a block's largest exponent
+ * lies outside ±GI_EXP_RANGE, as infinities' and NaNs' do (the fp32 path
+ * then). */
+static int gi_prepare(gi_x *g, const uint16_t *x, int nb) {
+  for (int b = 0; b < nb; b++) {
+    const uint16_t *xb = x + b * 32;
+    int E = -1000;
+    for (int t = 0; t < 32; t++) {
+      int e = (xb[t] >> 7) & 0xFF; /* infinities and NaNs: 255, out of range below */
+      if ((xb[t] & 0x7FFF) && e - 127 > E) E = e - 127;
+    }
+    g->two[b] = 0;
+    if (E == -1000) { /* all zeros */
+      memset(g->q[b], 0, sizeof g->q[b]);
+      g->unit[b][0] = g->unit[b][1] = 0;
+      continue;
+    }
+    if (E < -GI_EXP_RANGE || E > GI_EXP_RANGE) return 0;
+    const float to1 = ldexpf(1.0f, 14 - E), to2 = ldexpf(1.0f, 22 - E);
+    for (int t = 0; t < 32; t++) {
+      float v = mxl_bf16_to_f32(xb[t]);
+      int e = (xb[t] >> 7) & 0xFF, at = (t & 1) * 16 + t / 2, big = e - 127 >= E - 7;
+      g->q[b][0][at] = (int16_t)(big ? v * to1 : 0.0f);
+      g->q[b][1][at] = (int16_t)(big ? 0.0f : nearbyintf(v * to2));
+      g->two[b] |= !big && g->q[b][1][at] != 0;
+    }
+    g->unit[b][0] = ldexpf(0.5f, E - 14);
+    g->unit[b][1] = ldexpf(0.5f, E - 22);
+  }
+  return 1;
+}
+
+/* A block's two nibble planes as int16 weights (2 × E2M1): evens, odds. */
+INLINE __m256i gi_weights(const uint8_t *b, __m128i lut, __m128i m4, __m256i *odd) {
+  __m128i v = _mm_loadu_si128((const __m128i *)b);
+  *odd = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(v, 4), m4)));
+  return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(lut, _mm_and_si128(v, m4)));
+}
+
+/* One plane's exact int32 sums of a block: 8 lanes. */
+INLINE __m256 gi_plane(__m256i ev, __m256i od, const int16_t *q) {
+  return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(ev, _mm256_load_si256((const __m256i *)q)),
+                                             _mm256_madd_epi16(od, _mm256_load_si256((const __m256i *)(q + 16)))));
+}
+
+/* Σ over one row's blocks of w·x (scales in gi_scales_ok's range: every
+ * factor a normal float). Plane 2 is a branch per block, mispredicted on
+ * the model's activations (a third of the kernel's samples sit on it);
+ * the alternatives measured slower end to end: plane 2 for every block,
+ * or a second loop over the blocks that have one (decoding their weights
+ * again, or storing them from the first). */
+INLINE float gi_row_dot(const gi_x *g, const uint8_t *rb, const uint8_t *rs, int nb, int bias) {
+  const __m128i lut = _mm_load_si128((const __m128i *)e2m1_x2), m4 = _mm_set1_epi8(0x0F);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const uint8_t *blk = rb + b * MXL_MXFP4_BLOCK_BYTES;
+    if ((b & 3) == 0) _mm_prefetch((const char *)blk + GV_PREFETCH, _MM_HINT_T0); /* may pass the end */
+    __m256i od, ev = gi_weights(blk, lut, m4, &od);
+    __m256 ws = _mm256_castsi256_ps(_mm256_set1_epi32(((int)rs[b] - bias + 127) << 23));
+    acc0 = _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_broadcast_ss(&g->unit[b][0])),
+                           gi_plane(ev, od, g->q[b][0]), acc0);
+    if (g->two[b])
+      acc1 = _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_broadcast_ss(&g->unit[b][1])),
+                             gi_plane(ev, od, g->q[b][1]), acc1);
+  }
+  return hsum8(_mm256_add_ps(acc0, acc1));
+}
+
+/* Block scales whose factor 2^(s - bias) keeps the products' factors normal
+ * beside a block exponent within ±GI_EXP_RANGE. */
+TARGET static int gi_scales_ok(const uint8_t *s, int64_t n, int bias) {
+  return scales_within(s, n, bias, -GI_EXP_RANGE, GI_EXP_RANGE);
+}
+
 TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
                                  const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
                                  int N, int K, int bias) {
   int nb = K / MXL_MXFP4_BLOCK;
-  float xp[GV_MAX_K] __attribute__((aligned(32)));
   int wide = K <= GV_MAX_K;
-  if (wide) permute_even_odd(xp, x, x_lo, K, 32); /* per block: 16 evens, 16 odds */
+  gi_x gx __attribute__((aligned(32)));
+  int ints = wide && !x_lo && gi_prepare(&gx, x, nb), permuted = 0;
+  float xp[GV_MAX_K] __attribute__((aligned(32)));
   for (int j = 0; j < N; j++) {
     const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)j * row_blocks;
-    if (wide && gv_scales_ok(rs, nb, bias)) y[j] = hsum8(row_dot(xp, rb, rs, nb, bias));
-    else y[j] = row_dot_slow(x, x_lo, rb, rs, nb, bias);
+    if (ints && gi_scales_ok(rs, nb, bias)) {
+      y[j] = gi_row_dot(&gx, rb, rs, nb, bias);
+    } else if (wide && gv_scales_ok(rs, nb, bias)) {
+      if (!permuted) permute_even_odd(xp, x, x_lo, K, 32); /* per block: 16 evens, 16 odds */
+      permuted = 1;
+      y[j] = hsum8(row_dot(xp, rb, rs, nb, bias));
+    } else {
+      y[j] = row_dot_slow(x, x_lo, rb, rs, nb, bias);
+    }
   }
 }
 
