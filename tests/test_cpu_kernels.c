@@ -415,13 +415,14 @@ static void test_transpose_f32(void) {
  * subnormal scale (fallback rows), an odd block count, exact mode. */
 /* The decode GEMV on activations whose blocks span many binades (the
  * AVX2 table multiplies them as int16 planes: activations down to 2^-7 of
- * a block's largest exactly in one, down to 2^-15 in the other, smaller ones
- * rounded to 2^-23 of it): per block, a few large values, a third at
- * 2^-8..2^-14 of them, some at 2^-16..2^-30 and bf16 subnormals; an
- * all-zero block; then activations the integer planes do not take (an
+ * a block's largest exactly in one, down to 2^-15 in the other, smaller
+ * ones rounded to 2^-23 of it). Per block, of every 10 values 4 large, 4
+ * at 2^-8..2^-14 of them, 1 at 2^-16..2^-30 and 1 a bf16 subnormal, with
+ * a ±0 block; then activations the integer planes do not take (an
  * infinity, a block at 2^60, every block near 2^-112 with one of
- * subnormals only; all zeros), which take the fp32 path. Each row against a double reference, the error bound relative to
- * Σ|w·x| (what fp32 sums of the exact products keep). */
+ * subnormals only), which take the fp32 path; then all zeros. Each row
+ * against a double reference, the bound relative to Σ|w·x| (what fp32
+ * sums of the exact products keep). */
 static void test_gemv_mxfp4_wide_blocks(void) {
   const mxl_cpu_isa *isas[3];
   int n_isa = isa_tables(isas);
