@@ -429,12 +429,19 @@ static void test_gemv_mxfp4_wide_blocks(void) {
   enum { N = 7, NB = 90, K = NB * 32 };
   uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
   rng_fill_mxfp4(&rng, blocks, scales, N, K, 127);
+  /* scales at the integer path's limits (±40 from the bias: kept) and past
+   * them, in the 8-block groups and in the tail: beside blocks 10 and 89's
+   * activations near 2^-40, 2^-90 would make the integer path's factor
+   * subnormal (the row takes the fp32 path) */
+  scales[3 * NB + 10] = 127 - 90, scales[5 * NB + 89] = 127 - 90;
+  scales[6 * NB + 3] = 127 + 40, scales[6 * NB + 88] = 127 - 40;
   uint16_t xh[K];
   for (int c = 0; c < 5; c++) {
     for (int g = 0; g < NB; g++)
       for (int t = 0; t < 32; t++) {
-        double big = ldexp(1.0, g % 9 - 4 - (c == 3 ? 112 : 0)), v;
-        int kind = (t * 7 + g) % 10;
+        double big = ldexp(1.0, (g == 10 || g == 89 ? -39 : g % 9 - 4) - (c == 3 ? 112 : 0)), v;
+        /* 13 blocks with all values within 2^-7 of the largest (plane 1 alone) */
+        int kind = g % 7 == 2 ? (t * 3 + g) % 4 : (t * 7 + g) % 10;
         if (kind < 4) v = big * rng_uniform(&rng, 0.5, 1.0);
         else if (kind < 8) v = big * ldexp(rng_uniform(&rng, 0.5, 1.0), -8 - rng_int(&rng, 7));
         else if (kind < 9) v = big * ldexp(rng_uniform(&rng, 0.5, 1.0), -16 - rng_int(&rng, 15));

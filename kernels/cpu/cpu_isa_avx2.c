@@ -693,48 +693,100 @@ static float row_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t
  * its conversion is exact too), and one FMA per plane adds it, scaled by
  * the weights' block scale and the plane's unit. The fp32 path converts
  * each of the 32 weights (4 vcvtdq2ps per block, one pipe on Zen 1: 8
- * cycles); this one converts a block's sum. Zen 1: `bench_ops` decode rows
- * (uniform activations) 1.18-1.21× the fp32 path; the 20b shape's decode
- * 1.05× (its activations need plane 2 in most blocks). Taken outside the
- * exact mode (hi + lo activations keep the fp32 path), for activations and
- * scales in ranges where every unit and factor is a normal float. */
+ * cycles); this one converts a block's sum. Taken outside the exact mode
+ * (hi + lo activations keep the fp32 path), for activations and scales in
+ * ranges where every unit and factor is a normal float.
+ *
+ * The row loops are bound by instructions issued, not by a pipe: so blocks
+ * are sorted once per activation vector (those with a plane 2 first), each
+ * loop runs without a branch per block (a branch on plane 2 mispredicted on
+ * the model's activations), and a block's factor 2^(scale - bias)·unit is
+ * made by adding exponent fields for eight blocks at a time. */
 
 enum { GI_MAX_BLOCKS = GV_MAX_K / MXL_MXFP4_BLOCK, GI_EXP_RANGE = 40 };
 
+/* The activation vector's blocks in slots: those with a plane 2 in
+ * [0, n_two), those with plane 1 alone in [first_one, nb), all-zero blocks
+ * nowhere (no products). */
 typedef struct gi_x {
-  int16_t q[GI_MAX_BLOCKS][2][32]; /* [block][plane][16 evens, 16 odds] */
-  float unit[GI_MAX_BLOCKS][2];    /* each plane's unit, halved (the table's 2×) */
-  uint8_t two[GI_MAX_BLOCKS];      /* plane 2 in use */
+  int16_t q[GI_MAX_BLOCKS][2][32]; /* [slot][plane][16 evens, 16 odds] */
+  int32_t woff[GI_MAX_BLOCKS];     /* [slot] its block's byte offset in a row */
+  int32_t block[GI_MAX_BLOCKS];    /* [slot] its block */
+  /* [block] plane 1's unit, halved (the table's 2×), as an exponent field */
+  int32_t expo[GI_MAX_BLOCKS] __attribute__((aligned(32)));
+  int n_two, first_one;
 } gi_x;
+
+/* 2^e as a float (e a normal exponent) */
+INLINE __m256 pow2_ps(int e) { return _mm256_castsi256_ps(_mm256_set1_epi32((127 + e) << 23)); }
+
+/* int32 lanes a (elements 0-7), b (8-15) as 16 int16 in order */
+INLINE __m256i pack16(__m256i a, __m256i b) {
+  return _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+}
+
+/* One nonzero block's planes (plane 1 of v's elements whose exponent field
+ * is above e_cut, plane 2 of the rest), its largest exponent E; 1 when
+ * plane 2 is nonzero. v: evens 0-7, evens 8-15, odds 0-7, odds 8-15. */
+INLINE int gi_block_planes(int16_t q[2][32], const __m256 v[4], const __m256i e[4], int E) {
+  const __m256 to1 = pow2_ps(14 - E), to2 = pow2_ps(22 - E);
+  const __m256i cut = _mm256_set1_epi32(E + 127 - 8);
+  __m256i q1[4], q2[4];
+  for (int i = 0; i < 4; i++) {
+    __m256i big = _mm256_cmpgt_epi32(e[i], cut);
+    /* round to nearest even as nearbyintf; plane 1's products are exact */
+    q1[i] = _mm256_and_si256(big, _mm256_cvtps_epi32(_mm256_mul_ps(v[i], to1)));
+    q2[i] = _mm256_andnot_si256(big, _mm256_cvtps_epi32(_mm256_mul_ps(v[i], to2)));
+  }
+  _mm256_store_si256((__m256i *)q[0], pack16(q1[0], q1[1]));
+  _mm256_store_si256((__m256i *)(q[0] + 16), pack16(q1[2], q1[3]));
+  __m256i p2e = pack16(q2[0], q2[1]), p2o = pack16(q2[2], q2[3]);
+  _mm256_store_si256((__m256i *)q[1], p2e);
+  _mm256_store_si256((__m256i *)(q[1] + 16), p2o);
+  __m256i any = _mm256_or_si256(p2e, p2o);
+  return !_mm256_testz_si256(any, any);
+}
 
 /* x (bf16, no lo) as int16 planes; 0 when a block's largest exponent
  * lies outside ±GI_EXP_RANGE, as infinities' and NaNs' do (the fp32 path
- * then). */
-static int gi_prepare(gi_x *g, const uint16_t *x, int nb) {
+ * then). Each pair of bf16 read as one 32-bit word gives the odd element
+ * as fp32 by masking and the even one by shifting: the planes' even/odd
+ * split for free. */
+TARGET static int gi_prepare(gi_x *g, const uint16_t *x, int nb) {
+  g->n_two = 0;
+  g->first_one = nb;
+  const __m256i hi16 = _mm256_set1_epi32((int)0xFFFF0000u), ff = _mm256_set1_epi32(0xFF);
+  const __m256i magnitude = _mm256_set1_epi32(0x7FFF7FFF);
   for (int b = 0; b < nb; b++) {
-    const uint16_t *xb = x + b * 32;
-    int E = -1000;
-    for (int t = 0; t < 32; t++) {
-      int e = (xb[t] >> 7) & 0xFF; /* infinities and NaNs: 255, out of range below */
-      if ((xb[t] & 0x7FFF) && e - 127 > E) E = e - 127;
+    g->expo[b] = 127; /* an all-zero block's: any normal factor */
+    __m256i u0 = _mm256_loadu_si256((const __m256i *)(x + b * 32));
+    __m256i u1 = _mm256_loadu_si256((const __m256i *)(x + b * 32 + 16));
+    __m256i nz = _mm256_and_si256(_mm256_or_si256(u0, u1), magnitude);
+    if (_mm256_testz_si256(nz, nz)) continue; /* all zeros: no products */
+    __m256i w[4] = {_mm256_slli_epi32(u0, 16), _mm256_slli_epi32(u1, 16), _mm256_and_si256(u0, hi16),
+                    _mm256_and_si256(u1, hi16)};
+    __m256 v[4];
+    __m256i e[4], m = _mm256_setzero_si256();
+    for (int i = 0; i < 4; i++) {
+      v[i] = _mm256_castsi256_ps(w[i]);
+      e[i] = _mm256_and_si256(_mm256_srli_epi32(w[i], 23), ff); /* infinities, NaNs: 255 */
+      m = _mm256_max_epi32(m, e[i]);
     }
-    g->two[b] = 0;
-    if (E == -1000) { /* all zeros */
-      memset(g->q[b], 0, sizeof g->q[b]);
-      g->unit[b][0] = g->unit[b][1] = 0;
-      continue;
-    }
+    __m128i m4 = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    m4 = _mm_max_epi32(m4, _mm_shuffle_epi32(m4, 0x4E));
+    m4 = _mm_max_epi32(m4, _mm_shuffle_epi32(m4, 0xB1));
+    int E = _mm_cvtsi128_si32(m4) - 127; /* subnormals alone: -127, out of range */
     if (E < -GI_EXP_RANGE || E > GI_EXP_RANGE) return 0;
-    const float to1 = ldexpf(1.0f, 14 - E), to2 = ldexpf(1.0f, 22 - E);
-    for (int t = 0; t < 32; t++) {
-      float v = mxl_bf16_to_f32(xb[t]);
-      int e = (xb[t] >> 7) & 0xFF, at = (t & 1) * 16 + t / 2, big = e - 127 >= E - 7;
-      g->q[b][0][at] = (int16_t)(big ? v * to1 : 0.0f);
-      g->q[b][1][at] = (int16_t)(big ? 0.0f : nearbyintf(v * to2));
-      g->two[b] |= !big && g->q[b][1][at] != 0;
+    int slot = g->n_two;
+    if (gi_block_planes(g->q[slot], v, e, E)) {
+      g->n_two++;
+    } else { /* plane 1 alone: to the back */
+      slot = --g->first_one;
+      memcpy(g->q[slot][0], g->q[g->n_two][0], sizeof g->q[slot][0]);
     }
-    g->unit[b][0] = ldexpf(0.5f, E - 14);
-    g->unit[b][1] = ldexpf(0.5f, E - 22);
+    g->woff[slot] = b * MXL_MXFP4_BLOCK_BYTES;
+    g->block[slot] = b;
+    g->expo[b] = 127 + E - 15;
   }
   return 1;
 }
@@ -752,33 +804,62 @@ INLINE __m256 gi_plane(__m256i ev, __m256i od, const int16_t *q) {
                                              _mm256_madd_epi16(od, _mm256_load_si256((const __m256i *)(q + 16)))));
 }
 
-/* Σ over one row's blocks of w·x (scales in gi_scales_ok's range: every
- * factor a normal float). Plane 2 is a branch per block, mispredicted on
- * the model's activations (a third of the kernel's samples sit on it);
- * the alternatives measured slower end to end: plane 2 for every block,
- * or a second loop over the blocks that have one (decoding their weights
- * again, or storing them from the first). */
-INLINE float gi_row_dot(const gi_x *g, const uint8_t *rb, const uint8_t *rs, int nb, int bias) {
-  const __m128i lut = _mm_load_si128((const __m128i *)e2m1_x2), m4 = _mm_set1_epi8(0x0F);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    const uint8_t *blk = rb + b * MXL_MXFP4_BLOCK_BYTES;
-    if ((b & 3) == 0) _mm_prefetch((const char *)blk + GV_PREFETCH, _MM_HINT_T0); /* may pass the end */
-    __m256i od, ev = gi_weights(blk, lut, m4, &od);
-    __m256 ws = _mm256_castsi256_ps(_mm256_set1_epi32(((int)rs[b] - bias + 127) << 23));
-    acc0 = _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_broadcast_ss(&g->unit[b][0])),
-                           gi_plane(ev, od, g->q[b][0]), acc0);
-    if (g->two[b])
-      acc1 = _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_broadcast_ss(&g->unit[b][1])),
-                             gi_plane(ev, od, g->q[b][1]), acc1);
-  }
-  return hsum8(_mm256_add_ps(acc0, acc1));
+/* acc + a slot's plane times its block's factor */
+INLINE __m256 gi_block(const gi_x *g, int i, const uint8_t *rb, const uint32_t *fac, int plane,
+                       __m128i lut, __m128i m4, __m256 acc) {
+  __m256i od, ev = gi_weights(rb + g->woff[i], lut, m4, &od);
+  __m256 f = _mm256_broadcast_ss((const float *)&fac[g->block[i]]);
+  return _mm256_fmadd_ps(f, gi_plane(ev, od, g->q[i][plane]), acc);
 }
 
-/* Block scales whose factor 2^(s - bias) keeps the products' factors normal
- * beside a block exponent within ±GI_EXP_RANGE. */
-TARGET static int gi_scales_ok(const uint8_t *s, int64_t n, int bias) {
-  return scales_within(s, n, bias, -GI_EXP_RANGE, GI_EXP_RANGE);
+/* Each block's factor 2^(scale - bias)·unit, a power of two, as float
+ * bits: exponent fields added in integers (no multiply on the vector
+ * pipes). 0 when a scale lies outside ±GI_EXP_RANGE of the bias (a factor
+ * could leave the normal floats: the caller takes the fp32 path). */
+INLINE int gi_factors(uint32_t *fac, const gi_x *g, const uint8_t *rs, int nb, int bias) {
+  const __m256i vbias = _mm256_set1_epi32(bias), lim = _mm256_set1_epi32(GI_EXP_RANGE);
+  const __m256i neg_lim = _mm256_set1_epi32(-GI_EXP_RANGE);
+  __m256i bad = _mm256_setzero_si256();
+  int b = 0;
+  for (; b + 8 <= nb; b += 8) {
+    __m256i d = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(rs + b))), vbias);
+    bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpgt_epi32(d, lim), _mm256_cmpgt_epi32(neg_lim, d)));
+    __m256i ex = _mm256_add_epi32(d, _mm256_load_si256((const __m256i *)(g->expo + b)));
+    _mm256_store_si256((__m256i *)(fac + b), _mm256_slli_epi32(ex, 23));
+  }
+  int ok = _mm256_testz_si256(bad, bad);
+  for (; b < nb; b++) {
+    int d = rs[b] - bias;
+    ok &= d >= -GI_EXP_RANGE && d <= GI_EXP_RANGE;
+    fac[b] = (uint32_t)(d + g->expo[b]) << 23;
+  }
+  return ok;
+}
+
+/* Σ over one row's blocks of w·x into *y; 0 (nothing written) when a
+ * scale is out of gi_factors' range. */
+INLINE int gi_row_dot(float *y, const gi_x *g, const uint8_t *rb, const uint8_t *rs, int nb, int bias) {
+  const __m128i lut = _mm_load_si128((const __m128i *)e2m1_x2), m4 = _mm_set1_epi8(0x0F);
+  uint32_t fac[GI_MAX_BLOCKS] __attribute__((aligned(32)));
+  if (!gi_factors(fac, g, rs, nb, bias)) return 0;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
+  for (int i = 0; i < g->n_two; i++) { /* both planes */
+    if ((i & 3) == 0) _mm_prefetch((const char *)rb + i * 16 + GV_PREFETCH, _MM_HINT_T0); /* may pass the end */
+    __m256i od, ev = gi_weights(rb + g->woff[i], lut, m4, &od);
+    __m256 f = _mm256_broadcast_ss((const float *)&fac[g->block[i]]);
+    acc0 = _mm256_fmadd_ps(f, gi_plane(ev, od, g->q[i][0]), acc0);
+    acc2 = _mm256_fmadd_ps(f, gi_plane(ev, od, g->q[i][1]), acc2);
+  }
+  int i = g->first_one;
+  for (; i + 2 <= nb; i += 2) { /* plane 1 alone, two blocks a step */
+    if ((i & 3) < 2) _mm_prefetch((const char *)rb + i * 16 + GV_PREFETCH, _MM_HINT_T0);
+    acc0 = gi_block(g, i, rb, fac, 0, lut, m4, acc0);
+    acc1 = gi_block(g, i + 1, rb, fac, 0, lut, m4, acc1);
+  }
+  if (i < nb) acc0 = gi_block(g, i, rb, fac, 0, lut, m4, acc0);
+  /* plane 2's unit: 2^-8 of plane 1's */
+  *y = hsum8(_mm256_fmadd_ps(acc2, _mm256_set1_ps(0x1p-8f), _mm256_add_ps(acc0, acc1)));
+  return 1;
 }
 
 TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_lo,
@@ -792,9 +873,8 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
   for (int j = 0; j < N; j++) {
     const uint8_t *rb = blocks + (int64_t)j * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *rs = scales + (int64_t)j * row_blocks;
-    if (ints && gi_scales_ok(rs, nb, bias)) {
-      y[j] = gi_row_dot(&gx, rb, rs, nb, bias);
-    } else if (wide && gv_scales_ok(rs, nb, bias)) {
+    if (ints && gi_row_dot(&y[j], &gx, rb, rs, nb, bias)) continue;
+    if (wide && gv_scales_ok(rs, nb, bias)) {
       if (!permuted) permute_even_odd(xp, x, x_lo, K, 32); /* per block: 16 evens, 16 odds */
       permuted = 1;
       y[j] = hsum8(row_dot(xp, rb, rs, nb, bias));
