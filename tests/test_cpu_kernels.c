@@ -431,8 +431,8 @@ static void test_gemv_mxfp4_wide_blocks(void) {
   rng_fill_mxfp4(&rng, blocks, scales, N, K, 127);
   /* scales at the integer path's limits (±40 from the bias: kept) and past
    * them, in the 8-block groups and in the tail: beside blocks 10 and 89's
-   * activations near 2^-40, 2^-90 would make the integer path's factor
-   * subnormal (the row takes the fp32 path) */
+   * activations near 2^-40, 2^-90 would put the integer path's factor
+   * outside the normal floats (the row takes the fp32 path) */
   scales[3 * NB + 10] = 127 - 90, scales[5 * NB + 89] = 127 - 90;
   scales[6 * NB + 3] = 127 + 40, scales[6 * NB + 88] = 127 - 40;
   uint16_t xh[K];

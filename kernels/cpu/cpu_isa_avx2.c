@@ -725,9 +725,10 @@ INLINE __m256i pack16(__m256i a, __m256i b) {
   return _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
 }
 
-/* One nonzero block's planes (plane 1 of v's elements whose exponent field
- * is above e_cut, plane 2 of the rest), its largest exponent E; 1 when
- * plane 2 is nonzero. v: evens 0-7, evens 8-15, odds 0-7, odds 8-15. */
+/* One nonzero block's planes, E its largest exponent: plane 1 of the
+ * elements whose exponent is at least E - 7, plane 2 of the rest; 1 when
+ * plane 2 is nonzero. v: evens 0-7, evens 8-15, odds 0-7, odds 8-15; e
+ * their exponent fields. */
 INLINE int gi_block_planes(int16_t q[2][32], const __m256 v[4], const __m256i e[4], int E) {
   const __m256 to1 = pow2_ps(14 - E), to2 = pow2_ps(22 - E);
   const __m256i cut = _mm256_set1_epi32(E + 127 - 8);
