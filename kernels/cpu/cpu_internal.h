@@ -138,9 +138,6 @@ typedef struct mxl_cpu_isa {
   void (*gemm_mxfp4_nt)(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
                         int64_t lda, const uint8_t *blocks, const uint8_t *scales,
                         int64_t row_blocks, int M, int N, int K, int bias, uint16_t *work);
-  /* the most activation rows a group may have to take gemm_mxfp4_nt (above,
-   * bf16 panels win), measured per ISA */
-  int gemm_mxfp4_nt_rows;
 
   /* C (+)= alpha·A·B in fp32 with A(i, p) = A[i·lda + p·a_cs] (a_cs = 1:
    * row-major; lda = 1, a_cs = ld: A given transposed) — C [M, ldc],

@@ -885,20 +885,6 @@ TARGET static void a2_gemv_mxfp4(float *y, const uint16_t *x, const uint16_t *x_
   }
 }
 
-/* Two activation rows against MXFP4 weight rows: the decode GEMV per
- * activation row (the work item's weight rows stay in L2 between them).
- * Zen 1, `bench_ops --tokens 16` (about two rows per expert): 1.09-1.19×
- * bf16 panels; even at three rows on average (`--tokens 24`), and 0.73×
- * at eight (`--tokens 64`). */
-TARGET static void a2_gemm_mxfp4_nt(float *C, int64_t ldc, const uint16_t *A, const uint16_t *A_lo,
-                                    int64_t lda, const uint8_t *blocks, const uint8_t *scales,
-                                    int64_t row_blocks, int M, int N, int K, int bias, uint16_t *work) {
-  (void)work;
-  for (int i = 0; i < M; i++)
-    a2_gemv_mxfp4(C + (int64_t)i * ldc, A + (int64_t)i * lda, A_lo ? A_lo + (int64_t)i * lda : NULL,
-                  blocks, scales, row_blocks, N, K, bias);
-}
-
 /* ------------------------------------------------------------------ fp32 C = A·B */
 
 /* Tile: MR <= 6 rows × 16 columns (12 accumulators, 2 B registers and a
@@ -1344,8 +1330,6 @@ const mxl_cpu_isa mxl_cpu_isa_avx2 = {
     .gemv_bf16 = a2_gemv_bf16,
     .gemm_bf16_vnni = a2_gemm_bf16_vnni,
     .gemv_mxfp4 = a2_gemv_mxfp4,
-    .gemm_mxfp4_nt = a2_gemm_mxfp4_nt,
-    .gemm_mxfp4_nt_rows = 2,
     .gemm_f32_nn = a2_gemm_f32_nn,
     .gemm_f32_nt = a2_gemm_f32_nt,
     .transpose_f32 = mxl_cpu_transpose_f32_scalar,

@@ -1731,7 +1731,6 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .gemm_bf16_vnni = a5_gemm_bf16_vnni,
     .gemv_mxfp4 = a5_gemv_mxfp4,
     .gemm_mxfp4_nt = a5_gemm_mxfp4_nt,
-    .gemm_mxfp4_nt_rows = 12,
     .gemm_f32_nn = a5_gemm_f32_nn,
     .gemm_f32_nt = a5_gemm_f32_nt,
     .transpose_f32 = a5_transpose_f32,

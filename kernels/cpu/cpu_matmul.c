@@ -18,9 +18,8 @@
  *     streams the weights at memory speed.
  *   - one-row MXFP4 groups (decode) use gemv_mxfp4, which decodes in
  *     registers at memory speed; groups of a few rows (short prefills,
- *     batched decode) use gemm_mxfp4_nt where the table has one, up to its
- *     measured gemm_mxfp4_nt_rows (AVX-512: each block decoded once in
- *     registers for all the group's rows; AVX2: the GEMV per row).
+ *     batched decode) use gemm_mxfp4_nt, which decodes each block once in
+ *     registers for all the group's rows.
  */
 #include <omp.h>
 #include <string.h>
@@ -38,6 +37,7 @@ enum {
    * ahead from 64 (batched decode steps have up to 32 rows) */
   BF16_PACK_MIN_ROWS = 33,
   GEMV_ROWS = 256,   /* weight rows per decode (one activation row) work item */
+  FEW_ROWS = 12,     /* activation rows up to which MXFP4 groups skip packing */
   STRIP_COLS = 128,  /* dx columns per backward work item */
   STRIP_ROWS = 1024, /* weight rows packed at once in the backward */
 };
@@ -165,8 +165,8 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   int64_t m = off[E];
   if (m <= 0 || N <= 0) return;
 
-  /* Work items: GEMV_ROWS weight rows for groups of at most the table's
-   * gemm_mxfp4_nt_rows (decoded in registers for the group's rows), PANEL_ROWS
+  /* Work items: GEMV_ROWS weight rows for groups of at most FEW_ROWS rows
+   * (decoded in registers once for all the group's rows), PANEL_ROWS
    * weight rows packed for larger groups. */
   act_bf16 a;
   if (convert_activations(be, &a, x, m, K) != 0) return;
@@ -177,7 +177,7 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   /* the groups oneDNN takes (mxl_cpu_dnnl_rows), if any */
   int on_dnnl = c->dnnl && mxl_cpu_dnnl_mxfp4(be, y, a.hi, W, off, nt);
 
-  int few_rows = isa->gemm_mxfp4_nt ? isa->gemm_mxfp4_nt_rows : 1;
+  int few_rows = isa->gemm_mxfp4_nt ? FEW_ROWS : 1;
   int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1);
   mx_item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)max_items * sizeof *items);
   if (!items) return;
@@ -194,7 +194,7 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   if (n_items == 0) return;
   /* per thread: a packed panel, or the few-row kernel's reordered rows */
   size_t panel_elems = (size_t)PANEL_ROWS * (size_t)K;
-  size_t few_elems = (size_t)4 * few_rows * (size_t)((K + 127) / 128 * 128);
+  size_t few_elems = (size_t)4 * FEW_ROWS * (size_t)((K + 127) / 128 * 128);
   if (few_elems > panel_elems) panel_elems = few_elems;
   uint16_t *panels = NULL;
   if (any_gemm) {
