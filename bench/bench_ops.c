@@ -739,6 +739,12 @@ int main(int argc, char **argv) {
       snprintf(shape, sizeof shape, "n=%d V=%d H=%d", n, V, H);
       row_ctx r = {"unembed_xent (+dh)", shape, 0, 2 * 2.0 * n * (double)V * H};
       measure(&r, be, run_xent, &a, 1, &L, 0);
+      if (has_dnnl) {
+        mxl_backend_cpu_set_dnnl(be, 2);
+        row_ctx rn = {"unembed_xent onednn", shape, 0, 2 * 2.0 * n * (double)V * H};
+        measure(&rn, be, run_xent, &a, 1, &L, 0);
+        mxl_backend_cpu_set_dnnl(be, 0);
+      }
       free(loss), free(dh), free(wt), free(tg);
     }
     /* -- attention, prefill n_pre tokens, full causal and window 128 */
