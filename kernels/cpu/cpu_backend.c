@@ -201,13 +201,15 @@ const char *mxl_backend_cpu_paths(const mxl_backend *be) {
   } else {
     if (c->dnnl_mode == MXL_CPU_DNNL_ALL)
       snprintf(line, sizeof line,
-               "bf16 projections and their dx, MXFP4 experts (bf16 panels): oneDNN on %s for "
-               "every product, decode included (forced); lm_head+loss: %s; LoRA fp32: %s",
-               mxl_cpu_dnnl_isa_name(), isa, isa);
+               "bf16 projections and their dx, MXFP4 experts (bf16 panels), the loss's "
+               "unembedding: oneDNN on %s for every product, decode included (forced); LoRA "
+               "fp32: %s",
+               mxl_cpu_dnnl_isa_name(), isa);
     else
       snprintf(line, sizeof line,
-               "bf16 projections and their dx, MXFP4 experts (bf16 panels): oneDNN on %s from %d "
-               "rows; decode GEMV and smaller products, lm_head+loss: %s; LoRA fp32: %s",
+               "bf16 projections and their dx, MXFP4 experts (bf16 panels), the loss's "
+               "unembedding: oneDNN on %s from %d rows; decode GEMV and smaller products: %s; "
+               "LoRA fp32: %s",
                mxl_cpu_dnnl_isa_name(), MXL_CPU_DNNL_MIN_ROWS, isa, isa);
   }
   size_t used = strlen(line);
