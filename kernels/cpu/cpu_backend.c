@@ -90,9 +90,23 @@ static void cpu_copy(mxl_backend *be, void *dst, const void *src, size_t bytes) 
   if (bytes) memmove(dst, src, bytes);
 }
 
+/* Large clears (gradient buffers of a training step: 4-12 MB each on the
+ * 20b shape, 3.6 % of a step on one thread) split over the threads by
+ * pages, so that each thread also takes the first touch of its pages. */
 static void cpu_zero(mxl_backend *be, void *dst, size_t bytes) {
-  (void)be;
-  if (bytes) memset(dst, 0, bytes);
+  if (!bytes) return;
+  int nt = mxl_cpu_threads_for(be, (double)bytes, MXL_CPU_MIN_BYTES);
+  if (nt <= 1) {
+    memset(dst, 0, bytes);
+    return;
+  }
+  enum { PIECE = 1 << 16 };
+  int64_t pieces = (int64_t)((bytes + PIECE - 1) / PIECE);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < pieces; i++) {
+    size_t at = (size_t)i * PIECE, n = bytes - at < PIECE ? bytes - at : PIECE;
+    memset((char *)dst + at, 0, n);
+  }
 }
 
 static mxl_status cpu_sync(mxl_backend *be) {
