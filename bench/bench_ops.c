@@ -760,18 +760,30 @@ int main(int argc, char **argv) {
       for (int i = 0; i < n; i++) a.pos[i] = i, a.seg[i] = 0;
       limits La = L;
       La.bf16 = L.fma, La.bf16_cpu = L.fma_cpu; /* fp32 op: against the FMA peak */
-      for (int win = 0; win <= 128; win += 128) {
-        a.window = win;
-        double pairs = attn_pairs(n, win) * NH;
-        snprintf(shape, sizeof shape, "n=%d window=%d", n, win);
-        a.bwd = 0;
-        row_ctx r = {"attention", shape, 0, 4.0 * HD * pairs};
-        measure(&r, be, run_attn, &a, g_reps, &La, 0);
-        a.bwd = 1;
-        memset(a.dq, 0, nq * 4), memset(a.dk, 0, nk * 4), memset(a.dv, 0, nk * 4);
-        row_ctx rb = {"attention_bwd", shape, 0, 8.0 * HD * pairs};
-        measure(&rb, be, run_attn, &a, g_reps, &La, 0);
+      /* the host's choice of operands (the plain rows), then the other
+       * where there are bf16 dot products (rows named by their operands):
+       * the pair behind the backend's measured choice */
+      int host_bf16 = mxl_backend_cpu_bf16_attention(be);
+      for (int other = 0; other < 2; other++) {
+        if (other && mxl_backend_cpu_set_bf16_attention(be, !host_bf16) == host_bf16) break;
+        for (int win = 0; win <= 128; win += 128) {
+          a.window = win;
+          double pairs = attn_pairs(n, win) * NH;
+          snprintf(shape, sizeof shape, "n=%d window=%d", n, win);
+          a.bwd = 0;
+          row_ctx r = {!other ? "attention" : host_bf16 ? "attention fp32" : "attention bf16",
+                       shape, 0, 4.0 * HD * pairs};
+          measure(&r, be, run_attn, &a, g_reps, &La, 0);
+          a.bwd = 1;
+          memset(a.dq, 0, nq * 4), memset(a.dk, 0, nk * 4), memset(a.dv, 0, nk * 4);
+          row_ctx rb = {!other      ? "attention_bwd"
+                        : host_bf16 ? "attention_bwd fp32"
+                                    : "attention_bwd bf16",
+                        shape, 0, 8.0 * HD * pairs};
+          measure(&rb, be, run_attn, &a, g_reps, &La, 0);
+        }
       }
+      mxl_backend_cpu_set_bf16_attention(be, host_bf16);
       free(a.q), free(a.k), free(a.v), free(a.out), free(a.lse), free(a.dout), free(a.dq);
       free(a.dk), free(a.dv), free(a.sinks), free(a.pos), free(a.seg);
     }

@@ -59,6 +59,20 @@ static mxl_status create_cpu_dnnl(mxl_backend **out) {
   return st;
 }
 static mxl_status create_cpu_generic(mxl_backend **out) { return create_cpu_isa(out, "generic"); }
+/* Attention on the other operands than this host picks (bf16 where the
+ * measurement chose fp32, fp32 where it chose bf16), so that both paths
+ * run on every host with bf16 dot products; skipped elsewhere. */
+static mxl_status create_cpu_other_attention(mxl_backend **out) {
+  mxl_status st = mxl_backend_cpu_create(0, out);
+  if (st != MXL_OK) return st;
+  int want = !mxl_backend_cpu_bf16_attention(*out);
+  if (mxl_backend_cpu_set_bf16_attention(*out, want) != want) {
+    mxl_backend_destroy(*out);
+    *out = NULL;
+    return mxl_errorf(MXL_ERR_UNSUPPORTED, "no bf16 dot products on this CPU");
+  }
+  return st;
+}
 
 /* label, create, bf16 activations, exact (fp32) matmuls. The CUDA backend
  * keeps activations fp32 at op boundaries but its products take bf16
@@ -72,6 +86,7 @@ static const ops_backend backends[] = {
     {"cpu/avx2", create_cpu_avx2, 0, 0},
     {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
+    {"cpu/altattn", create_cpu_other_attention, 0, 0},
     {"cuda", create_cuda, 0, 0, .bf16_attention = 1},
     {"cuda-own", create_cuda_own, 0, 0, .bf16_attention = 1},
 };

@@ -25,9 +25,15 @@ const char *mxl_backend_cpu_isa(const mxl_backend *be);
 int mxl_backend_cpu_set_dnnl(mxl_backend *be, int mode);
 
 /* 1 when attention's block products take bf16 operands (fp32
- * accumulation) for prefill and training: on hosts with native bf16 dot
- * products, outside the exact mode. Decode (few queries) stays fp32. */
+ * accumulation) for prefill and training: on hosts whose native bf16 dot
+ * products outrun their fp32 FMAs (measured at creation; also
+ * MXL_CPU_BF16_ATTENTION=0|1), outside the exact mode. Decode (few
+ * queries) stays fp32. */
 int mxl_backend_cpu_bf16_attention(const mxl_backend *be);
+
+/* Forces attention's bf16 operands on or off (on only where the ISA has
+ * bf16 dot products); returns the setting in effect. */
+int mxl_backend_cpu_set_bf16_attention(mxl_backend *be, int on);
 
 /* One line naming the path each product family takes on this backend. */
 const char *mxl_backend_cpu_paths(const mxl_backend *be);

@@ -53,10 +53,16 @@ typedef struct mxl_cpu_adamw_coef {
  * points; bf16 entry points accept any K (tails handled inside). */
 typedef struct mxl_cpu_isa {
   const char *name; /* "avx512bf16", "avx2", "generic" */
-  /* 1 where gemm_bf16_vnni runs on native bf16 dot products (about twice
-   * the fp32 FMA rate): fp32 work worth converting to bf16 operands, as
-   * attention's block products. 0 where it converts to fp32 inside. */
+  /* 1 where gemm_bf16_vnni runs on native bf16 dot products. 0 where it
+   * converts to fp32 inside. */
   int bf16_dot;
+  /* Where bf16_dot: the multiply-add rate of the bf16 dot products over that
+   * of fp32 FMAs on this core, measured (register-only loops, best of 3,
+   * well under a millisecond). It decides whether fp32 work is worth
+   * converting to bf16 operands (attention's block products): about 2 on
+   * AMD Zen 4, 0.5 on an Intel Xeon with AMX (vdpbf16ps at half the
+   * vfmadd231ps instruction rate there). NULL elsewhere. */
+  double (*bf16_dot_speedup)(void);
 
   /* dst[i] = bf16(src[i]) rounded to nearest even — dst [n], src [n] */
   void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
@@ -400,6 +406,8 @@ typedef struct mxl_cpu {
   const mxl_cpu_isa *isa;
   int n_threads;
   int exact;               /* 1: keep fp32 activations inside matmuls (MXL_CPU_EXACT=1) */
+  int bf16_attention;      /* attention's block products on bf16 operands (outside exact) */
+  double bf16_speedup;     /* isa->bf16_dot_speedup() at creation, 0 if not measured */
   mxl_status error;        /* first failure since the last sync */
   char message[160];       /* its description, returned by sync */
   void *scratch[MXL_CPU_SCRATCH_SLOTS];
