@@ -127,6 +127,8 @@ static inline void prefetch_window(const uint8_t *p, int n) {
   for (; a < end; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
+enum { DECODE_PREFETCH = 4096 };
+
 TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                                     const uint8_t *scales, int64_t row_blocks, int rows, int K,
                                     int bias) {
@@ -139,9 +141,13 @@ TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t
     if (nb < row_blocks) /* a column window: see prefetch_window */
       prefetch_window(rb + 32 * row_blocks * MXL_MXFP4_BLOCK_BYTES, nb * MXL_MXFP4_BLOCK_BYTES);
     if (scales_in_range(rs, nb, bias)) {
-      for (int g = 0; g < nb; g++)
+      for (int g = 0; g < nb; g++) {
+        if (nb == row_blocks && g % 4 == 0) /* whole rows: contiguous, read ahead */
+          _mm_prefetch((const char *)(rb + g * MXL_MXFP4_BLOCK_BYTES + DECODE_PREFETCH),
+                       _MM_HINT_T0);
         _mm512_storeu_si512(out + g * MXL_MXFP4_BLOCK,
                             decode_block(rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias, table));
+      }
     } else {
       for (int g = 0; g < nb; g++)
         decode_block_slow(out + g * MXL_MXFP4_BLOCK, rb + g * MXL_MXFP4_BLOCK_BYTES, rs[g], bias);
