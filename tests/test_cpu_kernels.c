@@ -771,8 +771,8 @@ static void test_mxfp4_ops_gpt_oss_rows(void) {
  * go to oneDNN and the others stay on the hand-written kernels, in "all"
  * mode every group does; results against the reference, and the product
  * count proves which path ran. Skipped without oneDNN. */
-static void test_dnnl_paths(void) {
-  enum { E = 3, N = 300, K = 2880, NB = K / 32, NQ = 200 };
+static void dnnl_paths(int N) {
+  enum { E = 3, K = 2880, NB = K / 32, NQ = 200 };
   int counts[E] = {40, 3, 70};
   int m = 0;
   for (int e = 0; e < E; e++) m += counts[e];
@@ -833,6 +833,59 @@ static void test_dnnl_paths(void) {
     close_both(&b);
   }
   free(blocks), free(scales), free(bias), free(wq), free(bq), free(x), free(dy), free(r), free(c);
+}
+
+/* N = 300: plain bf16 panels; N = 320 (two panels of 128 and one of 64):
+ * the forward's panels decoded into oneDNN's blocked layout where it reads
+ * that layout (AMX). */
+static void test_dnnl_paths(void) {
+  dnnl_paths(300);
+  dnnl_paths(320);
+}
+
+/* The decode into oneDNN's blocked weights layout BA16a64b2a, element by
+ * element against the portable decode placed by the layout's formula: 80
+ * rows (a group of 64 and a part of the next; the words past row 80 of
+ * that group untouched), 3 blocks per row, one row with a NaN scale and
+ * one with a scale past the fast path's range among the last 16 (the
+ * portable decode for those 16 rows). */
+static void test_mxfp4_blocked_layout(void) {
+  const mxl_cpu_isa *isas[3];
+  int n_isa = isa_tables(isas), tested = 0;
+  enum { ROWS = 80, K = 96, NB = K / 32, GROUPS = (ROWS + 63) / 64 };
+  uint8_t blocks[ROWS * NB * 16], scales[ROWS * NB];
+  rng_fill_mxfp4(&rng, blocks, scales, ROWS, K, 127);
+  scales[70 * NB + 1] = 255, scales[75 * NB + 2] = 127 - 126;
+  static uint16_t dst[GROUPS * 64 * K];
+  for (int s = 0; s < n_isa; s++) {
+    if (!isas[s]->mxfp4_to_bf16_ba16a64b2a) continue;
+    tested++;
+    for (int i = 0; i < GROUPS * 64 * K; i++) dst[i] = 0x1234;
+    isas[s]->mxfp4_to_bf16_ba16a64b2a(dst, blocks, scales, NB, ROWS, K, 127);
+    int bad = 0, nan_ok = 1, untouched = 0;
+    for (int n = 0; n < GROUPS * 64; n++)
+      for (int k = 0; k < K; k++) {
+        uint16_t got = dst[(n / 64) * 64 * K + (k / 32) * 2048 + (k % 32 / 2) * 128 + (n % 64) * 2 +
+                           k % 2];
+        if (n >= ROWS) {
+          untouched += got == 0x1234;
+          continue;
+        }
+        float w[32];
+        mxl_mxfp4_decode_block(blocks + (n * NB + k / 32) * 16, scales[n * NB + k / 32], 127, w);
+        uint16_t want = mxl_f32_to_bf16(w[k % 32]);
+        if (isnan(w[k % 32])) nan_ok &= isnan(mxl_bf16_to_f32(got));
+        else bad += got != want;
+      }
+    MXL_CHECK_MSG(bad == 0 && nan_ok, "%s: %d values differ, NaN kept %d", isas[s]->name, bad,
+                  nan_ok);
+    MXL_CHECK_MSG(untouched == (GROUPS * 64 - ROWS) * K, "%s: %d of the padding words written",
+                  isas[s]->name, (GROUPS * 64 - ROWS) * K - untouched);
+  }
+  if (!tested) {
+    printf("skip test_mxfp4_blocked_layout: no ISA table here decodes into it\n");
+    mxl_test_skips++;
+  }
 }
 
 /* gemm_f32 at LoRA sizes the op driver keeps small: the six products of
@@ -1519,6 +1572,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_softmax_block_bf16);
   MXL_RUN(test_attn_decode_block);
   MXL_RUN(test_unembed_xent_chunks);
+  MXL_RUN(test_mxfp4_blocked_layout);
   MXL_RUN(test_swiglu_vector_rows);
   MXL_RUN(test_rmsnorm_vector_rows);
   MXL_RUN(test_adamw_tables_agree);

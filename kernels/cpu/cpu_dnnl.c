@@ -42,7 +42,7 @@ enum { CACHE_SLOTS = 256 };
 
 typedef struct dnnl_key {
   int64_t M, N, K, lda, ldb, ldc;
-  int b_trans, accumulate, nt;
+  int b_trans, accumulate, nt, b_blocked;
 } dnnl_key;
 
 struct mxl_cpu_mm_prim {
@@ -136,16 +136,34 @@ const char *mxl_cpu_dnnl_isa_name(void) {
   return "no bf16 instructions";
 }
 
-/* Memory descriptors of the product's three operands. */
-static int init_mds(const dnnl_key *k, dnnl_memory_desc_t *a, dnnl_memory_desc_t *b,
-                    dnnl_memory_desc_t *c) {
+/* Memory descriptors of the product's three operands (a blocked B as
+ * BA16a64b2a, or as "any" when `choose`: oneDNN's own pick). */
+static int init_mds_as(const dnnl_key *k, dnnl_memory_desc_t *a, dnnl_memory_desc_t *b,
+                       dnnl_memory_desc_t *c, int choose) {
   dnnl_dims_t ad = {k->M, k->K}, as = {k->lda, 1};
   dnnl_dims_t bd = {k->K, k->N}, bs_t = {1, k->ldb}, bs_n = {k->ldb, 1};
   dnnl_dims_t cd = {k->M, k->N}, cs = {k->ldc, 1};
-  return dnnl_memory_desc_init_by_strides(a, 2, ad, dnnl_bf16, as) == dnnl_success &&
-         dnnl_memory_desc_init_by_strides(b, 2, bd, dnnl_bf16, k->b_trans ? bs_t : bs_n) ==
-             dnnl_success &&
+  int b_ok = k->b_blocked ? dnnl_memory_desc_init_by_tag(b, 2, bd, dnnl_bf16,
+                                                          choose ? dnnl_format_tag_any
+                                                                 : dnnl_BA16a64b2a) == dnnl_success
+                          : dnnl_memory_desc_init_by_strides(b, 2, bd, dnnl_bf16,
+                                                             k->b_trans ? bs_t : bs_n) ==
+                                dnnl_success;
+  return dnnl_memory_desc_init_by_strides(a, 2, ad, dnnl_bf16, as) == dnnl_success && b_ok &&
          dnnl_memory_desc_init_by_strides(c, 2, cd, dnnl_f32, cs) == dnnl_success;
+}
+
+static int init_mds(const dnnl_key *k, dnnl_memory_desc_t *a, dnnl_memory_desc_t *b,
+                    dnnl_memory_desc_t *c) {
+  return init_mds_as(k, a, b, c, 0);
+}
+
+/* For a blocked B: 1 when the primitive reads B as BA16a64b2a (its own
+ * choice for "any"; oneDNN's AMX matmul), so that no reorder runs. */
+static int weights_blocked_as_expected(const dnnl_key *k, dnnl_primitive_desc_t pd) {
+  dnnl_memory_desc_t a, want, c;
+  const dnnl_memory_desc_t *got = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  return got && init_mds(k, &a, &want, &c) && dnnl_memory_desc_equal(got, &want);
 }
 
 /* 1 when oneDNN has a bf16 × bf16 → fp32 matmul on this CPU (a small one,
@@ -172,7 +190,7 @@ static int create_prim(mxl_cpu_dnnl *d, mxl_cpu_mm_prim *s, const dnnl_key *k) {
   dnnl_matmul_desc_t md;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
-  int ok = init_mds(k, &a, &b, &c) &&
+  int ok = init_mds_as(k, &a, &b, &c, 1) &&
            dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == dnnl_success &&
            dnnl_primitive_attr_create(&attr) == dnnl_success &&
            dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
@@ -184,6 +202,7 @@ static int create_prim(mxl_cpu_dnnl *d, mxl_cpu_mm_prim *s, const dnnl_key *k) {
   int saved = omp_get_max_threads();
   omp_set_num_threads(k->nt);
   ok = ok && dnnl_primitive_desc_create(&s->pd, &md, attr, d->engine, NULL) == dnnl_success &&
+       (!k->b_blocked || weights_blocked_as_expected(k, s->pd)) &&
        dnnl_primitive_create(&s->prim, s->pd) == dnnl_success;
   omp_set_num_threads(saved);
   if (po) dnnl_post_ops_destroy(po);
@@ -219,11 +238,12 @@ const mxl_cpu_mm_prim *mxl_cpu_dnnl_prepare(mxl_cpu_dnnl *d, const mxl_cpu_mm *m
   dnnl_key k;
   memset(&k, 0, sizeof k); /* keys are compared with memcmp, padding included */
   k.M = mm->M, k.N = mm->N, k.K = mm->K, k.lda = mm->lda, k.ldb = mm->ldb, k.ldc = mm->ldc;
-  k.b_trans = mm->b_trans, k.accumulate = mm->accumulate, k.nt = nt;
+  k.b_trans = mm->b_trans, k.accumulate = mm->accumulate, k.nt = nt, k.b_blocked = mm->b_blocked;
+  if (k.b_blocked) k.ldb = 0, k.b_trans = 0;
   for (int i = 0; i < d->n_slots; i++)
     if (!memcmp(&d->slots[i].key, &k, sizeof k)) {
       d->slots[i].used = d->op;
-      return &d->slots[i];
+      return d->slots[i].prim ? &d->slots[i] : NULL; /* NULL: refused before */
     }
   mxl_cpu_mm_prim *s = NULL;
   if (d->n_slots < CACHE_SLOTS) {
@@ -239,8 +259,12 @@ const mxl_cpu_mm_prim *mxl_cpu_dnnl_prepare(mxl_cpu_dnnl *d, const mxl_cpu_mm *m
   }
   memset(&s->key, 0xff, sizeof s->key); /* matches nothing until created */
   if (!create_prim(d, s, &k) || !grow_scratch(d, s->scratch_bytes)) {
+    /* kept as refused, so that the shape is not tried again (a blocked B
+     * that oneDNN would read in another layout, a shape it has no
+     * primitive for, scratch memory refused) */
     slot_clear(s);
-    memset(&s->key, 0xff, sizeof s->key);
+    s->key = k;
+    s->used = d->op;
     return NULL;
   }
   s->used = d->op;

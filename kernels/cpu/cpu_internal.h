@@ -74,6 +74,16 @@ typedef struct mxl_cpu_isa {
    * wherever bf16 holds the value; NaN scales give NaN) — dst [rows, ld_dst]
    * (columns [0, K)), blocks/scales point at the window's first block of its
    * first row, row_blocks = blocks per full matrix row, K % 32 == 0. */
+  /* Decodes rows [0, rows) (a multiple of 16) of an MXFP4 matrix [rows, K]
+   * into B = Wᵀ [K, rows] in oneDNN's blocked weights layout BA16a64b2a
+   * (what its AMX matmul reads without a reorder): element (k, n) at
+   * (n/64)·64K + (k/32)·2048 + (k%32/2)·128 + (n%64)·2 + k%2, so that a
+   * block's byte j of row n (elements 2j and 2j+1) is one 32-bit word.
+   * dst holds ceil(rows/64)·64·K values; words of rows past `rows` in the
+   * last 64 are left alone (zero them for a padded matrix). NULL where the
+   * ISA has no such decoder. */
+  void (*mxfp4_to_bf16_ba16a64b2a)(uint16_t *dst, const uint8_t *blocks, const uint8_t *scales,
+                                   int64_t row_blocks, int rows, int K, int bias);
   void (*mxfp4_to_bf16)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                         const uint8_t *scales, int64_t row_blocks, int rows, int K, int bias);
 
@@ -348,6 +358,10 @@ typedef struct mxl_cpu_mm {
   float *C;
   int64_t ldc;
   int accumulate;
+  /* 1: B is [K, N] in oneDNN's blocked layout BA16a64b2a (ldb, b_trans
+   * unused); a primitive for it exists only where oneDNN picks that layout
+   * itself (AMX), else prepare returns NULL */
+  int b_blocked;
 } mxl_cpu_mm;
 
 typedef struct mxl_cpu_dnnl mxl_cpu_dnnl;        /* engine, streams, primitive table */

@@ -155,6 +155,70 @@ TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t
   }
 }
 
+/* One of the four rounds of a 16 × 16 byte transpose: out[2j], out[2j+1]
+ * interleave the bytes of in[j] and in[j + 8]. */
+INLINE void transpose_round(__m128i out[16], const __m128i in[16]) {
+  UNROLL
+  for (int j = 0; j < 8; j++) {
+    out[2 * j] = _mm_unpacklo_epi8(in[j], in[j + 8]);
+    out[2 * j + 1] = _mm_unpackhi_epi8(in[j], in[j + 8]);
+  }
+}
+
+/* Rows 16 at a time, block by block: the 16 rows' bytes of block g
+ * transposed (four rounds of byte unpacks), so that vector p holds byte p
+ * of every row, i.e. elements (2p, 2p+1) of the 16 rows: the 16 words at
+ * (g, p, n0..n0+15) of the blocked layout. Each row's scale is added to
+ * the exponent field of its nonzero values (codes 0 and 8 are ±0). Rows
+ * whose scales leave [-125, 125] take the portable decode. */
+TARGET static void a5_mxfp4_to_bf16_ba16a64b2a(uint16_t *dst, const uint8_t *blocks,
+                                               const uint8_t *scales, int64_t row_blocks,
+                                               int rows, int K, int bias) {
+  const __m512i table = _mm512_load_si512(e2m1_bf16), low3 = _mm512_set1_epi16(7);
+  int nb = K / MXL_MXFP4_BLOCK;
+  for (int n0 = 0; n0 < rows; n0 += 16) {
+    const uint8_t *rb = blocks + (int64_t)n0 * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *rs = scales + (int64_t)n0 * row_blocks;
+    uint32_t *out = (uint32_t *)dst + (int64_t)(n0 / 64) * nb * 1024 + n0 % 64;
+    int fast = 1;
+    for (int i = 0; i < 16; i++) fast &= scales_in_range(rs + i * row_blocks, nb, bias);
+    for (int g = 0; g < nb; g++) {
+      uint32_t *o = out + (int64_t)g * 1024;
+      if (!fast) {
+        for (int i = 0; i < 16; i++) {
+          float w[MXL_MXFP4_BLOCK];
+          mxl_mxfp4_decode_block(rb + (i * row_blocks + g) * MXL_MXFP4_BLOCK_BYTES,
+                                 rs[i * row_blocks + g], bias, w);
+          for (int p = 0; p < 16; p++)
+            o[p * 64 + i] = (uint32_t)mxl_f32_to_bf16(w[2 * p]) |
+                            (uint32_t)mxl_f32_to_bf16(w[2 * p + 1]) << 16;
+        }
+        continue;
+      }
+      uint16_t e16[32] __attribute__((aligned(64)));
+      __m128i v[16], t[16];
+      /* the next 16 rows (contiguous) are read ahead, 4 lines per block */
+      const uint8_t *ahead = rb + (16 * row_blocks + 16 * g) * MXL_MXFP4_BLOCK_BYTES;
+      for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(ahead + 64 * l), _MM_HINT_T0);
+      for (int i = 0; i < 16; i++) {
+        const uint8_t *b = rb + (i * row_blocks + g) * MXL_MXFP4_BLOCK_BYTES;
+        v[i] = _mm_loadu_si128((const __m128i *)b);
+        e16[2 * i] = e16[2 * i + 1] = (uint16_t)(((int)rs[i * row_blocks + g] - bias) * 128);
+      }
+      transpose_round(t, v), transpose_round(v, t), transpose_round(t, v), transpose_round(v, t);
+      __m512i e = _mm512_load_si512(e16);
+      for (int p = 0; p < 16; p++) {
+        __m512i d = _mm512_cvtepu8_epi32(v[p]);
+        __m512i idx = _mm512_ternarylogic_epi32(d, _mm512_slli_epi32(d, 12),
+                                                _mm512_set1_epi32(0x000F000F), 0xA8);
+        __mmask32 nz = _mm512_test_epi16_mask(idx, low3);
+        __m512i w = _mm512_permutexvar_epi16(idx, table);
+        _mm512_storeu_si512(o + p * 64, _mm512_mask_add_epi16(w, nz, w, e));
+      }
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ pair packing */
 
 /* Interleaves 32 columns of rows r0 and r1: out0 = columns 0..15 as
@@ -1787,6 +1851,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .to_bf16 = a5_to_bf16,
     .to_bf16_split = a5_to_bf16_split,
     .mxfp4_to_bf16 = a5_mxfp4_to_bf16,
+    .mxfp4_to_bf16_ba16a64b2a = a5_mxfp4_to_bf16_ba16a64b2a,
     .pack_vnni_bf16 = a5_pack_vnni_bf16,
     .pack_vnni_t_bf16 = a5_pack_vnni_t_bf16,
     .pack_vnni_t_mxfp4 = a5_pack_vnni_t_mxfp4,
