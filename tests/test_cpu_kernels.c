@@ -835,20 +835,23 @@ static void dnnl_paths(int N) {
   free(blocks), free(scales), free(bias), free(wq), free(bq), free(x), free(dy), free(r), free(c);
 }
 
-/* N = 300: plain bf16 panels; N = 320 (two panels of 128 and one of 64):
- * the forward's panels decoded into oneDNN's blocked layout where it reads
- * that layout (AMX). */
+/* N = 300: plain bf16 panels; N = 320 (forward: two panels of 128 and one
+ * of 64; dx: strips of 256 and 64 columns over 320 rows) and 1088 (dx: two
+ * depth panels, 1024 and 64 rows): the panels decoded into oneDNN's
+ * blocked layout where it reads that layout (AMX). */
 static void test_dnnl_paths(void) {
   dnnl_paths(300);
   dnnl_paths(320);
+  dnnl_paths(1088);
 }
 
-/* The decode into oneDNN's blocked weights layout BA16a64b2a, element by
- * element against the portable decode placed by the layout's formula: 80
- * rows (a group of 64 and a part of the next; the words past row 80 of
- * that group untouched), 3 blocks per row, one row with a NaN scale and
- * one with a scale past the fast path's range among the last 16 (the
- * portable decode for those 16 rows). */
+/* The decodes into oneDNN's blocked weights layout BA16a64b2a, element by
+ * element against the portable decode placed by the layout's formula. Wᵀ
+ * (the forward's B): 80 rows (a group of 64 and a part of the next; the
+ * words past row 80 of that group untouched), 3 blocks per row, one row
+ * with a NaN scale and one with a scale past the fast path's range among
+ * the last 16 (the portable decode for those 16 rows). W (the backward's
+ * B): a column window of 64 rows, below. */
 static void test_mxfp4_blocked_layout(void) {
   const mxl_cpu_isa *isas[3];
   int n_isa = isa_tables(isas), tested = 0;
@@ -881,6 +884,31 @@ static void test_mxfp4_blocked_layout(void) {
                   nan_ok);
     MXL_CHECK_MSG(untouched == (GROUPS * 64 - ROWS) * K, "%s: %d of the padding words written",
                   isas[s]->name, (GROUPS * 64 - ROWS) * K - untouched);
+  }
+  /* W itself (the backward's B): 64 rows, a window of 4 blocks starting at
+   * block 2 of 7, NaN and out-of-range scales inside the window */
+  enum { WR = 64, WNB = 7, WG0 = 2, WK = 128 };
+  uint8_t wb[WR * WNB * 16], ws[WR * WNB];
+  rng_fill_mxfp4(&rng, wb, ws, WR, WNB * 32, 127);
+  ws[3 * WNB + 3] = 255, ws[40 * WNB + 5] = 127 + 126;
+  static uint16_t wd[WR * WK];
+  for (int s = 0; s < n_isa; s++) {
+    if (!isas[s]->mxfp4_to_bf16_ba16a64b2a_rows) continue;
+    memset(wd, 0, sizeof wd);
+    isas[s]->mxfp4_to_bf16_ba16a64b2a_rows(wd, wb + WG0 * 16, ws + WG0, WNB, WR, WK, 127);
+    int bad = 0, nan_ok = 1;
+    for (int n = 0; n < WR; n++)
+      for (int k = 0; k < WK; k++) {
+        uint16_t got = wd[(k / 64) * WR * 64 + (n / 32) * 2048 + (n % 32 / 2) * 128 + (k % 64) * 2 +
+                          n % 2];
+        int g = WG0 + k / 32;
+        float w[32];
+        mxl_mxfp4_decode_block(wb + (n * WNB + g) * 16, ws[n * WNB + g], 127, w);
+        if (isnan(w[k % 32])) nan_ok &= isnan(mxl_bf16_to_f32(got));
+        else bad += got != mxl_f32_to_bf16(w[k % 32]);
+      }
+    MXL_CHECK_MSG(bad == 0 && nan_ok, "%s rows: %d values differ, NaN kept %d", isas[s]->name, bad,
+                  nan_ok);
   }
   if (!tested) {
     printf("skip test_mxfp4_blocked_layout: no ISA table here decodes into it\n");

@@ -84,6 +84,13 @@ typedef struct mxl_cpu_isa {
    * ISA has no such decoder. */
   void (*mxfp4_to_bf16_ba16a64b2a)(uint16_t *dst, const uint8_t *blocks, const uint8_t *scales,
                                    int64_t row_blocks, int rows, int K, int bias);
+  /* The same layout for B = W itself [rows, K] (the backward's dx = dy·W):
+   * (n, k) at (k/64)·64·rows + (n/32)·2048 + (n%32/2)·128 + (k%64)·2 + n%2;
+   * rows % 32 == 0, K % 64 == 0; blocks/scales may start inside a row (a
+   * column window, row_blocks apart). NULL where the ISA has none. */
+  void (*mxfp4_to_bf16_ba16a64b2a_rows)(uint16_t *dst, const uint8_t *blocks,
+                                        const uint8_t *scales, int64_t row_blocks, int rows,
+                                        int K, int bias);
   void (*mxfp4_to_bf16)(uint16_t *dst, int64_t ld_dst, const uint8_t *blocks,
                         const uint8_t *scales, int64_t row_blocks, int rows, int K, int bias);
 

@@ -589,6 +589,38 @@ TARGET static void a5_pack_vnni_mxfp4(uint16_t *dst, int64_t ld_dst, const uint8
   }
 }
 
+/* W itself (not transposed) as B = W [rows, K] in oneDNN's blocked layout
+ * BA16a64b2a (the backward's dx = dy·W): (n, k) at (k/64)·rows·64 +
+ * (n/32)·2048 + (n%32/2)·128 + (k%64)·2 + n%2, i.e. per 64 columns the
+ * row pairs of a16 above packed as pack_vnni_mxfp4 packs them. rows % 32
+ * == 0 and K % 64 == 0 (the caller's panels); blocks/scales may point into
+ * a column window (row_blocks apart). */
+TARGET static void a5_mxfp4_to_bf16_ba16a64b2a_rows(uint16_t *dst, const uint8_t *blocks,
+                                                    const uint8_t *scales, int64_t row_blocks,
+                                                    int rows, int K, int bias) {
+  __m512i table = _mm512_load_si512(e2m1_bf16);
+  int nb = K / MXL_MXFP4_BLOCK;
+  int64_t row_bytes = row_blocks * MXL_MXFP4_BLOCK_BYTES;
+  for (int pp = 0; pp < rows / 2; pp++) {
+    const uint8_t *b0 = blocks + (int64_t)(2 * pp) * row_bytes, *b1 = b0 + row_bytes;
+    const uint8_t *s0 = scales + (int64_t)(2 * pp) * row_blocks, *s1 = s0 + row_blocks;
+    for (int h = 0; h < 2; h++) { /* as a5_pack_vnni_mxfp4: both ends, 32 pairs below */
+      uintptr_t ahead = (uintptr_t)b0 + (uintptr_t)((64 + h) * row_bytes); /* may pass the end */
+      _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+      _mm_prefetch((const char *)(ahead + (uintptr_t)nb * MXL_MXFP4_BLOCK_BYTES - 1), _MM_HINT_T0);
+    }
+    uint16_t *d = dst + (int64_t)(pp / 16) * 2048 + (pp % 16) * 128;
+    for (int g = 0; g < nb; g += 2) {
+      uint16_t *dg = d + (int64_t)(g / 2) * rows * 64;
+      const uint8_t *g0 = b0 + g * MXL_MXFP4_BLOCK_BYTES, *g1 = b1 + g * MXL_MXFP4_BLOCK_BYTES;
+      if (few_scales_in_range(s0 + g, 2, bias) && few_scales_in_range(s1 + g, 2, bias))
+        pack_pair_step(dg, g0, g1, s0 + g, s1 + g, 2, bias, table);
+      else
+        pack_pair_slow(dg, g0, g1, s0 + g, s1 + g, 2, bias);
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ C = A·Bᵀ (both K-contiguous)
  *
  * Shared by the bf16 and fp32 (gemm_f32_nt) dot-product kernels: a zmm
@@ -1852,6 +1884,7 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .to_bf16_split = a5_to_bf16_split,
     .mxfp4_to_bf16 = a5_mxfp4_to_bf16,
     .mxfp4_to_bf16_ba16a64b2a = a5_mxfp4_to_bf16_ba16a64b2a,
+    .mxfp4_to_bf16_ba16a64b2a_rows = a5_mxfp4_to_bf16_ba16a64b2a_rows,
     .pack_vnni_bf16 = a5_pack_vnni_bf16,
     .pack_vnni_t_bf16 = a5_pack_vnni_t_bf16,
     .pack_vnni_t_mxfp4 = a5_pack_vnni_t_mxfp4,

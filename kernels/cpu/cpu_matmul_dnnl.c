@@ -213,10 +213,13 @@ int mxl_cpu_dnnl_mxfp4(mxl_backend *be, float *y, const uint16_t *x, const mxl_m
 
 typedef struct dx_ctx {
   int64_t N, K; /* W [N, K]: dx [rows, K] += dy [rows, N] · W */
+  int blocked;  /* panels decoded into oneDNN's blocked layout (no reorder) */
 } dx_ctx;
 
 /* dx shapes: s = 2·(last strip) + (last depth panel), each only when it
- * is shorter than the full one (else the full shape serves it). */
+ * is shorter than the full one (else the full shape serves it). The
+ * accumulator tile's rows are the strip's width apart (dense: see
+ * fwd_shape). */
 static mxl_cpu_mm dx_shape(int64_t rows, int s, const void *ctx) {
   const dx_ctx *d = ctx;
   int64_t kt = d->K % STRIP, jt = d->N % DEPTH;
@@ -224,7 +227,46 @@ static mxl_cpu_mm dx_shape(int64_t rows, int s, const void *ctx) {
   if (((s & 2) && kt == 0) || ((s & 1) && jt == 0) || (!(s & 2) && d->K < STRIP) ||
       (!(s & 1) && d->N < DEPTH))
     return (mxl_cpu_mm){0};
-  return (mxl_cpu_mm){rows, kn, nj, NULL, d->N, NULL, kn, 0, NULL, STRIP, 1};
+  return (mxl_cpu_mm){rows, kn, nj, NULL, nj, NULL, kn, 0, NULL, kn, 1, d->blocked};
+}
+
+/* dy's rows of each group that goes to oneDNN, copied per depth panel into
+ * dense [padded rows, nj] blocks (zero rows past the group's): oneDNN's
+ * AMX matmul takes its A operand only dense (a depth panel's slice of dy's
+ * rows, lda = N, sent it to gemm:jit at about 600 GFLOP/s). Group e's
+ * panel j0 starts at base[e] + j0·padded(rows). NULL if scratch refused. */
+static const uint16_t *dense_dy(mxl_backend *be, const uint16_t *dy, const int32_t *off, int E,
+                                int64_t N, int nt, int64_t **base_out) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  size_t head = ((size_t)E * sizeof(int64_t) + 63) & ~(size_t)63;
+  int64_t total = 0;
+  for (int e = 0; e < E; e++) {
+    int64_t rows = off[e + 1] - off[e];
+    if (rows > 0 && mxl_cpu_dnnl_rows(c, rows)) total += padded(rows) * N;
+  }
+  char *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, head + (size_t)total * 2);
+  if (!mem) return NULL;
+  int64_t *base = (int64_t *)mem, at = 0;
+  uint16_t *out = (uint16_t *)(mem + head);
+  for (int e = 0; e < E; e++) {
+    int64_t rows = off[e + 1] - off[e];
+    base[e] = at;
+    if (rows > 0 && mxl_cpu_dnnl_rows(c, rows)) at += padded(rows) * N;
+  }
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
+  for (int e = 0; e < E; e++) {
+    int64_t i0 = off[e], rows = off[e + 1] - i0, mp = padded(rows);
+    if (rows <= 0 || !mxl_cpu_dnnl_rows(c, rows)) continue;
+    for (int64_t j0 = 0; j0 < N; j0 += DEPTH) {
+      int64_t nj = N - j0 < DEPTH ? N - j0 : DEPTH;
+      uint16_t *blk = out + base[e] + j0 * mp;
+      for (int64_t r = 0; r < rows; r++)
+        memcpy(blk + r * nj, dy + (i0 + r) * N + j0, (size_t)nj * sizeof *blk);
+      memset(blk + rows * nj, 0, (size_t)(mp - rows) * nj * sizeof *blk);
+    }
+  }
+  *base_out = base;
+  return out;
 }
 
 int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
@@ -234,9 +276,18 @@ int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
   int E = W->n_experts;
   int64_t N = W->rows, K = W->cols, row_blocks = K / MXL_MXFP4_BLOCK;
   dn_plan pl;
-  dx_ctx d = {N, K};
+  /* blocked panels as the forward's: every strip a multiple of 64 columns,
+   * every depth panel of 32 rows */
+  dx_ctx d = {N, K, isa->mxfp4_to_bf16_ba16a64b2a_rows != NULL && K % 64 == 0 && N % 32 == 0};
   int ready = prepare(be, &pl, off, E, K, STRIP, 4, dx_shape, &d, (size_t)DEPTH * STRIP, STRIP);
+  if (ready < 0 && d.blocked) {
+    d.blocked = 0;
+    ready = prepare(be, &pl, off, E, K, STRIP, 4, dx_shape, &d, (size_t)DEPTH * STRIP, STRIP);
+  }
   if (ready <= 0) return ready == 0;
+  int64_t *base = NULL;
+  const uint16_t *dyd = dense_dy(be, dy, off, E, N, nt, &base);
+  if (!dyd) return 0;
   if (nt > pl.n_items) nt = (int)pl.n_items;
   int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -248,15 +299,20 @@ int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
     for (int64_t it = 0; it < pl.n_items; it++) {
       dn_item w = pl.items[it]; /* columns [at, at + len) of dx */
       int64_t i0 = off[w.e], rows = off[w.e + 1] - i0, mp = padded(rows);
-      for (int64_t r = 0; r < mp; r++) memset(acc + r * STRIP, 0, (size_t)w.len * sizeof *acc);
+      memset(acc, 0, (size_t)mp * w.len * sizeof *acc);
       for (int64_t j0 = 0; j0 < N; j0 += DEPTH) {
         int64_t nj = N - j0 < DEPTH ? N - j0 : DEPTH;
         int64_t g0 = w.at / MXL_MXFP4_BLOCK;
-        isa->mxfp4_to_bf16(panel, w.len, mxl_cpu_mx_blocks(W, w.e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES,
-                           mxl_cpu_mx_scales(W, w.e, j0) + g0, row_blocks, (int)nj, w.len,
-                           W->scale_bias);
+        const uint8_t *wb = mxl_cpu_mx_blocks(W, w.e, j0) + g0 * MXL_MXFP4_BLOCK_BYTES;
+        const uint8_t *ws = mxl_cpu_mx_scales(W, w.e, j0) + g0;
+        if (d.blocked)
+          isa->mxfp4_to_bf16_ba16a64b2a_rows(panel, wb, ws, row_blocks, (int)nj, w.len,
+                                             W->scale_bias);
+        else
+          isa->mxfp4_to_bf16(panel, w.len, wb, ws, row_blocks, (int)nj, w.len, W->scale_bias);
         int s = (w.len == STRIP ? 0 : 2) + (nj == DEPTH ? 0 : 1);
-        mxl_cpu_mm mm = {mp, w.len, nj, dy + i0 * N + j0, N, panel, w.len, 0, acc, STRIP, 1};
+        mxl_cpu_mm mm = {mp, w.len, nj, dyd + base[w.e] + j0 * mp, nj, panel, w.len, 0, acc,
+                         w.len, 1, d.blocked};
         if (!mxl_cpu_dnnl_run(c->dnnl, pl.prims[w.e * 4 + s], &mm)) {
 #pragma omp atomic write
           failed = 1;
@@ -264,7 +320,7 @@ int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
       }
       for (int64_t r = 0; r < rows; r++) {
         float *dst = dx + (i0 + r) * K + w.at;
-        const float *src = acc + r * STRIP;
+        const float *src = acc + r * w.len;
         for (int j = 0; j < w.len; j++) dst[j] += src[j];
       }
     }
