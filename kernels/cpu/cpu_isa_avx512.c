@@ -1865,7 +1865,12 @@ TARGET __attribute__((noinline)) static double probe_fma(long iters, float *sink
 #undef PROBE_INIT
 #undef PROBE_CHAINS
 
+/* Measured once per process, so that every backend of a process (tests
+ * compare several) makes the same choice. */
 static double a5_bf16_dot_speedup(void) {
+  static _Atomic double measured;
+  double known = measured;
+  if (known > 0) return known;
   enum { ITERS = 4000 }; /* 64 K instructions per run: tens of µs */
   double dot = 1e30, fma = 1e30;
   float sink;
@@ -1873,7 +1878,9 @@ static double a5_bf16_dot_speedup(void) {
     double d = probe_dot(ITERS, &sink), f = probe_fma(ITERS, &sink);
     dot = d < dot ? d : dot, fma = f < fma ? f : fma;
   }
-  return dot > 0 ? 2.0 * fma / dot : 1.0; /* 32 multiply-adds per vdpbf16ps, 16 per FMA */
+  known = dot > 0 ? 2.0 * fma / dot : 1.0; /* 32 multiply-adds per vdpbf16ps, 16 per FMA */
+  measured = known;
+  return known;
 }
 
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
