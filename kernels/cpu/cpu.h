@@ -26,7 +26,7 @@ int mxl_backend_cpu_set_dnnl(mxl_backend *be, int mode);
 
 /* 1 when attention's block products take bf16 operands (fp32
  * accumulation) for prefill and training: on hosts whose native bf16 dot
- * products outrun their fp32 FMAs (measured at creation; also
+ * products outrun their fp32 FMAs (measured once per process; also
  * MXL_CPU_BF16_ATTENTION=0|1), outside the exact mode. Decode (few
  * queries) stays fp32. */
 int mxl_backend_cpu_bf16_attention(const mxl_backend *be);
