@@ -389,6 +389,28 @@ static void test_gemm_f32_nt_kernel(void) {
   }
 }
 
+/* The backend's clear: one under the threads' minimum (one thread) and one
+ * large enough to split over both, unaligned and ending inside a piece;
+ * every byte cleared, none outside touched. */
+static void test_zero_split(void) {
+  mxl_backend *be = NULL;
+  MXL_CHECK_OK(mxl_backend_cpu_create(2, &be));
+  if (!be) return;
+  size_t sizes[2] = {1000, ((size_t)9 << 20) + 12345};
+  for (int i = 0; i < 2; i++) {
+    size_t n = sizes[i];
+    unsigned char *buf = malloc(n + 2);
+    memset(buf, 0xAB, n + 2);
+    be->ops->zero(be, buf + 1, n);
+    size_t nonzero = 0;
+    for (size_t j = 1; j <= n; j++) nonzero += buf[j] != 0;
+    MXL_CHECK_MSG(nonzero == 0 && buf[0] == 0xAB && buf[n + 1] == 0xAB,
+                  "%zu bytes: %zu not cleared, edges %02x %02x", n, nonzero, buf[0], buf[n + 1]);
+    free(buf);
+  }
+  mxl_backend_destroy(be);
+}
+
 /* Blocks of an fp32 matrix transposed: exact, nothing outside written. */
 static void test_transpose_f32(void) {
   const mxl_cpu_isa *isas[3];
@@ -1599,6 +1621,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_attention_decode_edges);
   MXL_RUN(test_softmax_block_bf16);
   MXL_RUN(test_attn_decode_block);
+  MXL_RUN(test_zero_split);
   MXL_RUN(test_unembed_xent_chunks);
   MXL_RUN(test_mxfp4_blocked_layout);
   MXL_RUN(test_swiglu_vector_rows);

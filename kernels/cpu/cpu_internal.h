@@ -556,6 +556,11 @@ static inline int mxl_cpu_dnnl_rows(const mxl_cpu *c, int64_t rows) {
  * 16 (fewer primitive shapes) and read that far. */
 enum { MXL_CPU_ROW_PAD = 16 };
 
+/* rows rounded up to a multiple of MXL_CPU_ROW_PAD */
+static inline int64_t mxl_cpu_row_padded(int64_t rows) {
+  return (rows + MXL_CPU_ROW_PAD - 1) / MXL_CPU_ROW_PAD * MXL_CPU_ROW_PAD;
+}
+
 /* y[i, j] += bias[j] for a tile — y [rows, ldy], bias bf16 [cols] (or NULL) */
 static inline void mxl_cpu_add_bias(const mxl_cpu_isa *isa, float *y, int64_t ldy,
                                     const uint16_t *bias, int rows, int cols) {

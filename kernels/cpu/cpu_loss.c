@@ -50,15 +50,11 @@ typedef struct xent_job {
    * acc), item rows (full, last) and chunk width (full, last) */
   mxl_cpu_dnnl *dnnl;
   const mxl_cpu_mm_prim *prims[2][2][2];
-  int64_t item_rows, last_rows; /* padded row counts of the two item shapes */
+  int64_t item_rows; /* padded rows of a full item (the last one may have fewer) */
 } xent_job;
 
 /* H rounded up to the packing's column multiple. */
 static int64_t h16(int64_t H) { return (H + 15) & ~(int64_t)15; }
-
-static int64_t pad_rows(int64_t rows) {
-  return (rows + MXL_CPU_ROW_PAD - 1) / MXL_CPU_ROW_PAD * MXL_CPU_ROW_PAD;
-}
 
 /* Per-thread scratch of one xent item. */
 typedef struct xent_buf {
@@ -101,7 +97,8 @@ static xent_buf xent_buf_carve(char *p, int64_t H, int vc, int packs) {
 
 /* The product's primitive: p = 0 logits, 1 acc. */
 static const mxl_cpu_mm_prim *xent_prim(const xent_job *job, int p, int rows, int vn) {
-  return job->prims[p][pad_rows(rows) == job->item_rows ? 0 : 1][vn == job->vc ? 0 : 1];
+  int last = mxl_cpu_row_padded(rows) != job->item_rows;
+  return job->prims[p][last][vn != job->vc];
 }
 
 /* 1 done (0 only when oneDNN failed: recorded by the caller) */
@@ -115,8 +112,8 @@ static int xent_logits(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, 
   int64_t H = job->W->cols;
   int ok = 1;
   if (job->dnnl) {
-    mxl_cpu_mm mm = {pad_rows(rows), vn, H, job->act + r0 * H, H, job->W->w + v0 * H, H, 1,
-                     b->logits, job->vc, 0};
+    mxl_cpu_mm mm = {mxl_cpu_row_padded(rows), vn, H, job->act + r0 * H, H, job->W->w + v0 * H,
+                     H, 1, b->logits, job->vc, 0};
     ok = xent_dnnl(job, 0, &mm, rows, vn);
   } else {
     isa->pack_vnni_t_bf16(b->wt, job->vc, job->W->w + v0 * H, H, vn, (int)H);
@@ -144,7 +141,8 @@ static int xent_accumulate(const mxl_cpu_isa *isa, const xent_job *job, int rows
   if (exact) isa->to_bf16_split(b->g, b->g_lo, b->logits, (size_t)rows * vc);
   else isa->to_bf16(b->g, b->logits, (size_t)rows * vc);
   if (job->dnnl) {
-    mxl_cpu_mm mm = {pad_rows(rows), H, vn, b->g, vc, job->W->w + v0 * H, H, 0, b->dacc, H, 1};
+    mxl_cpu_mm mm = {mxl_cpu_row_padded(rows), H, vn, b->g, vc, job->W->w + v0 * H, H, 0, b->dacc,
+                     H, 1};
     return xent_dnnl(job, 1, &mm, rows, vn);
   }
   isa->pack_vnni_bf16(b->wp, h16(H), job->W->w + v0 * H, H, vn, (int)H);
@@ -185,7 +183,7 @@ static int xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, in
   float mx[TOK_CHUNK], sum[TOK_CHUNK], zt[TOK_CHUNK];
   for (int r = 0; r < rows; r++) mx[r] = -INFINITY, sum[r] = 0, zt[r] = 0;
   /* oneDNN's padded rows: zero p rows, so that their acc rows stay finite */
-  int64_t all_rows = job->dnnl ? pad_rows(rows) : rows;
+  int64_t all_rows = job->dnnl ? mxl_cpu_row_padded(rows) : rows;
   if (job->dh) memset(b->dacc, 0, (size_t)all_rows * H * sizeof *b->dacc);
   if (job->dh && all_rows > rows)
     memset(b->g + (size_t)rows * vc, 0, (size_t)(all_rows - rows) * vc * sizeof *b->g);
@@ -221,11 +219,11 @@ static int xent_item(const mxl_cpu_isa *isa, const xent_job *job, int64_t r0, in
 static int xent_prepare_dnnl(mxl_cpu *c, xent_job *job, int chunk, int last) {
   int64_t V = job->W->rows, H = job->W->cols;
   int vc = job->vc, tail = (int)(V % vc);
-  job->item_rows = pad_rows(chunk), job->last_rows = pad_rows(last);
+  job->item_rows = mxl_cpu_row_padded(chunk);
   mxl_cpu_dnnl_begin(c->dnnl);
   for (int rs = 0; rs < 2; rs++)
     for (int vs = 0; vs < 2; vs++) {
-      int64_t M = rs ? job->last_rows : job->item_rows, vn = vs ? tail : vc;
+      int64_t M = rs ? mxl_cpu_row_padded(last) : job->item_rows, vn = vs ? tail : vc;
       job->prims[0][rs][vs] = job->prims[1][rs][vs] = NULL;
       if (vn == 0 || (vs == 0 && V < vc)) continue;
       mxl_cpu_mm lg = {M, vn, H, NULL, H, NULL, H, 1, NULL, vc, 0};
@@ -268,12 +266,12 @@ void mxl_cpu_unembed_xent(mxl_backend *be, float *loss, float *dh, const float *
   }
   memset(act + (size_t)na * H, 0, (size_t)MXL_CPU_ROW_PAD * H * sizeof *act);
 
-  xent_job job = {W, act, act_lo, rows, targets, weight, loss, dh, VOCAB_CHUNK, NULL, {{{0}}}, 0, 0};
+  xent_job job = {W, act, act_lo, rows, targets, weight, loss, dh, VOCAB_CHUNK, NULL, {{{0}}}, 0};
   /* Chunks small enough that every thread gets work (on oneDNN a multiple
    * of the row padding, so that only the last item is padded). */
   int on_dnnl = mxl_cpu_dnnl_rows(c, na);
   int chunk = (na + be->n_threads - 1) / be->n_threads;
-  if (on_dnnl) chunk = (int)pad_rows(chunk);
+  if (on_dnnl) chunk = (int)mxl_cpu_row_padded(chunk);
   if (chunk > TOK_CHUNK) chunk = TOK_CHUNK;
   int items = (na + chunk - 1) / chunk;
   if (on_dnnl) {

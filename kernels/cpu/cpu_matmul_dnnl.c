@@ -24,10 +24,6 @@ enum {
   DEPTH = 1024, /* dx: weight rows per panel (1024 × 256 bf16 = 512 KB) */
 };
 
-static int64_t padded(int64_t rows) {
-  return (rows + MXL_CPU_ROW_PAD - 1) / MXL_CPU_ROW_PAD * MXL_CPU_ROW_PAD;
-}
-
 /* ------------------------------------------------------------------ dense bf16 */
 
 static int dense(mxl_backend *be, const mxl_cpu_mm *mm, int nt) {
@@ -93,7 +89,7 @@ static int plan_items(mxl_backend *be, dn_plan *pl, const int32_t *off, int E, i
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
     if (rows <= 0 || !mxl_cpu_dnnl_rows(c, rows)) continue;
-    if (padded(rows) > pl->max_rows) pl->max_rows = padded(rows);
+    if (mxl_cpu_row_padded(rows) > pl->max_rows) pl->max_rows = mxl_cpu_row_padded(rows);
     for (int64_t at = 0; at < extent; at += span)
       pl->items[pl->n_items++] =
           (dn_item){e, (int32_t)at, (int32_t)(extent - at < span ? extent - at : span)};
@@ -111,7 +107,7 @@ static int prepare_group_prims(mxl_cpu *c, dn_plan *pl, const int32_t *off, int 
     int64_t rows = off[e + 1] - off[e];
     if (rows <= 0 || !mxl_cpu_dnnl_rows(c, rows)) continue;
     for (int s = 0; s < shapes; s++) {
-      mxl_cpu_mm mm = shape_of(padded(rows), s, ctx);
+      mxl_cpu_mm mm = shape_of(mxl_cpu_row_padded(rows), s, ctx);
       pl->prims[e * shapes + s] = mm.M ? mxl_cpu_dnnl_prepare(c->dnnl, &mm, 1) : NULL;
       if (mm.M && !pl->prims[e * shapes + s]) return 0;
     }
@@ -196,8 +192,8 @@ int mxl_cpu_dnnl_mxfp4(mxl_backend *be, float *y, const uint16_t *x, const mxl_m
                            mxl_cpu_mx_scales(W, w.e, w.at), row_blocks, w.len, (int)K,
                            W->scale_bias);
       const mxl_cpu_mm_prim *p = pl.prims[w.e * 2 + (w.len == PANEL ? 0 : 1)];
-      mxl_cpu_mm mm = {padded(rows), w.len, K, x + i0 * K, K, panel, K, 1, out, w.len, 0,
-                       f.blocked};
+      mxl_cpu_mm mm = {mxl_cpu_row_padded(rows), w.len, K, x + i0 * K, K, panel, K, 1, out, w.len,
+                       0, f.blocked};
       if (!mxl_cpu_dnnl_run(c->dnnl, p, &mm)) {
 #pragma omp atomic write
         failed = 1;
@@ -234,7 +230,7 @@ static mxl_cpu_mm dx_shape(int64_t rows, int s, const void *ctx) {
  * dense [padded rows, nj] blocks (zero rows past the group's): oneDNN's
  * AMX matmul takes its A operand only dense (a depth panel's slice of dy's
  * rows, lda = N, sent it to gemm:jit at about 600 GFLOP/s). Group e's
- * panel j0 starts at base[e] + j0·padded(rows). NULL if scratch refused. */
+ * panel j0 starts at base[e] + j0·mxl_cpu_row_padded(rows). NULL if scratch refused. */
 static const uint16_t *dense_dy(mxl_backend *be, const uint16_t *dy, const int32_t *off, int E,
                                 int64_t N, int nt, int64_t **base_out) {
   mxl_cpu *c = mxl_cpu_of(be);
@@ -242,7 +238,7 @@ static const uint16_t *dense_dy(mxl_backend *be, const uint16_t *dy, const int32
   int64_t total = 0;
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
-    if (rows > 0 && mxl_cpu_dnnl_rows(c, rows)) total += padded(rows) * N;
+    if (rows > 0 && mxl_cpu_dnnl_rows(c, rows)) total += mxl_cpu_row_padded(rows) * N;
   }
   char *mem = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, head + (size_t)total * 2);
   if (!mem) return NULL;
@@ -251,11 +247,11 @@ static const uint16_t *dense_dy(mxl_backend *be, const uint16_t *dy, const int32
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
     base[e] = at;
-    if (rows > 0 && mxl_cpu_dnnl_rows(c, rows)) at += padded(rows) * N;
+    if (rows > 0 && mxl_cpu_dnnl_rows(c, rows)) at += mxl_cpu_row_padded(rows) * N;
   }
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
   for (int e = 0; e < E; e++) {
-    int64_t i0 = off[e], rows = off[e + 1] - i0, mp = padded(rows);
+    int64_t i0 = off[e], rows = off[e + 1] - i0, mp = mxl_cpu_row_padded(rows);
     if (rows <= 0 || !mxl_cpu_dnnl_rows(c, rows)) continue;
     for (int64_t j0 = 0; j0 < N; j0 += DEPTH) {
       int64_t nj = N - j0 < DEPTH ? N - j0 : DEPTH;
@@ -298,7 +294,7 @@ int mxl_cpu_dnnl_mxfp4_dx(mxl_backend *be, float *dx, const uint16_t *dy,
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < pl.n_items; it++) {
       dn_item w = pl.items[it]; /* columns [at, at + len) of dx */
-      int64_t i0 = off[w.e], rows = off[w.e + 1] - i0, mp = padded(rows);
+      int64_t i0 = off[w.e], rows = off[w.e + 1] - i0, mp = mxl_cpu_row_padded(rows);
       memset(acc, 0, (size_t)mp * w.len * sizeof *acc);
       for (int64_t j0 = 0; j0 < N; j0 += DEPTH) {
         int64_t nj = N - j0 < DEPTH ? N - j0 : DEPTH;
