@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "core/bf16.h"
+#include "core/hugemem.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/mxfp4.h"
 #include "kernels/ops.h"
@@ -43,6 +44,17 @@ static double cpu_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Model weights: on 2 MB pages, as the engine loads them under --no-mmap
+ * (core/hugemem.h; 4 KB pages stream slower), never freed. */
+static void *weights_alloc(size_t bytes) {
+  void *p = NULL;
+  if (mxl_huge_alloc(bytes ? bytes : 64, "bench_ops weights", &p) != MXL_OK) {
+    fprintf(stderr, "bench_ops: %s\n", mxl_last_error());
+    exit(1);
+  }
+  return p;
 }
 
 static void *xmalloc(size_t bytes) {
@@ -252,9 +264,9 @@ typedef struct mx_set {
 static mx_set make_mx(int rows, int cols, uint64_t seed) {
   mx_set s;
   size_t nb = (size_t)E * rows * (cols / 32);
-  s.blocks = xmalloc(nb * 16);
-  s.scales = xmalloc(nb);
-  s.bias = xmalloc((size_t)E * rows * 2);
+  s.blocks = weights_alloc(nb * 16);
+  s.scales = weights_alloc(nb);
+  s.bias = weights_alloc((size_t)E * rows * 2);
   fill_mxfp4(s.blocks, s.scales, nb, seed);
   fill_bf16(s.bias, (size_t)E * rows, seed + 1, 0.1f);
   s.w = (mxl_mxfp4_weight){s.blocks, s.scales, s.bias, (size_t)rows * (cols / 32) * 16,
@@ -562,17 +574,17 @@ int main(int argc, char **argv) {
   enum { NQ = 8 };
   mxl_bf16_weight wq[NQ], wo[1], lm;
   for (int c = 0; c < NQ; c++) {
-    uint16_t *w = xmalloc((size_t)NH * HD * H * 2), *b = xmalloc((size_t)NH * HD * 2);
+    uint16_t *w = weights_alloc((size_t)NH * HD * H * 2), *b = xmalloc((size_t)NH * HD * 2);
     fill_bf16(w, (size_t)NH * HD * H, 20 + (uint64_t)c, 0.02f);
     fill_bf16(b, (size_t)NH * HD, 40 + (uint64_t)c, 0.1f);
     wq[c] = (mxl_bf16_weight){w, b, NH * HD, H};
   }
   {
-    uint16_t *w = xmalloc((size_t)H * NH * HD * 2);
+    uint16_t *w = weights_alloc((size_t)H * NH * HD * 2);
     fill_bf16(w, (size_t)H * NH * HD, 60, 0.02f);
     wo[0] = (mxl_bf16_weight){w, NULL, H, NH * HD};
   }
-  uint16_t *lm_w = xmalloc((size_t)V * H * 2);
+  uint16_t *lm_w = weights_alloc((size_t)V * H * 2);
   fill_bf16(lm_w, (size_t)V * H, 70, 0.02f);
   lm = (mxl_bf16_weight){lm_w, NULL, V, H};
 
@@ -624,17 +636,25 @@ int main(int argc, char **argv) {
       int N = (int)w->w.rows, K = (int)w->w.cols;
       double bytes = (double)TOPK * N * (K / 32) * 17;
       mx_arg a = {w, dec_plans, 8, x, y};
-      for (int exact = 0; exact < 2; exact++) {
-        mxl_backend_cpu_set_exact(be, exact);
+      /* the host's GEMV, then exact mode, then the other GEMV (bf16 weights
+       * where the integer kernel is the default) */
+      int int_default = mxl_backend_cpu_int_decode(be);
+      for (int v = 0; v < 3; v++) {
+        if (v == 2 && mxl_backend_cpu_set_int_decode(be, !int_default) == int_default) break;
+        mxl_backend_cpu_set_exact(be, v == 1);
         double ref_t = 0;
-        if (ref && ti == 0 && !exact && !quick && !g_only) ref_t = best_time(ref, run_mx, &a, 1).wall;
+        if (ref && ti == 0 && v == 0 && !quick && !g_only) ref_t = best_time(ref, run_mx, &a, 1).wall;
         snprintf(shape, sizeof shape, "M=1x%d N=%d K=%d", TOPK, N, K);
-        row_ctx r = {which ? (exact ? "mxfp4 down exact" : "mxfp4 down")
-                           : (exact ? "mxfp4 gate_up exact" : "mxfp4 gate_up"),
-                     shape, bytes, 0};
+        static const char *names[2][3] = {
+            {"mxfp4 gate_up", "mxfp4 gate_up exact", NULL}, {"mxfp4 down", "mxfp4 down exact", NULL}};
+        char other[48];
+        snprintf(other, sizeof other, "mxfp4 %s %s", which ? "down" : "gate_up",
+                 int_default ? "bf16" : "int");
+        row_ctx r = {v == 2 ? other : names[which][v], shape, bytes, 0};
         measure(&r, be, run_mx, &a, g_reps * 3, &L, ref_t);
       }
       mxl_backend_cpu_set_exact(be, 0);
+      mxl_backend_cpu_set_int_decode(be, int_default);
     }
     /* -- MXFP4 experts, few rows per expert (short prefills, batched
      * decode): 4, 16 and 64 tokens routed at random, about 0.5, 2 and 8

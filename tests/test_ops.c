@@ -59,10 +59,12 @@ static mxl_status create_cpu_dnnl(mxl_backend **out) {
   return st;
 }
 static mxl_status create_cpu_generic(mxl_backend **out) { return create_cpu_isa(out, "generic"); }
-/* Attention on the other operands than this host picks (bf16 where the
- * measurement chose fp32, fp32 where it chose bf16), so that both paths
- * run on every host with bf16 dot products; skipped elsewhere. */
-static mxl_status create_cpu_other_attention(mxl_backend **out) {
+/* The choices this host did not make: attention on the other operands
+ * (bf16 where the measurement chose fp32, fp32 where it chose bf16) and
+ * decode's MXFP4 GEMV on bf16 weights where the integer kernel is the
+ * default, so that every path runs on every host with bf16 dot products;
+ * skipped elsewhere. */
+static mxl_status create_cpu_other_choices(mxl_backend **out) {
   mxl_status st = mxl_backend_cpu_create(0, out);
   if (st != MXL_OK) return st;
   int want = !mxl_backend_cpu_bf16_attention(*out);
@@ -71,6 +73,7 @@ static mxl_status create_cpu_other_attention(mxl_backend **out) {
     *out = NULL;
     return mxl_errorf(MXL_ERR_UNSUPPORTED, "no bf16 dot products on this CPU");
   }
+  mxl_backend_cpu_set_int_decode(*out, !mxl_backend_cpu_int_decode(*out));
   return st;
 }
 
@@ -86,7 +89,7 @@ static const ops_backend backends[] = {
     {"cpu/avx2", create_cpu_avx2, 0, 0},
     {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
-    {"cpu/altattn", create_cpu_other_attention, 0, 0},
+    {"cpu/other", create_cpu_other_choices, 0, 0},
     {"cuda", create_cuda, 0, 0, .bf16_attention = 1},
     {"cuda-own", create_cuda_own, 0, 0, .bf16_attention = 1},
 };
@@ -110,8 +113,9 @@ int main(void) {
       mxl_test_skips++;
       bes[b] = NULL;
     } else if (strcmp(bes[b]->ops->name, "cpu") == 0) {
-      printf("info %-11s isa %s, %d threads\n", backends[b].label, mxl_backend_cpu_isa(bes[b]),
-             bes[b]->n_threads);
+      printf("info %-11s isa %s, %d threads, decode's MXFP4 GEMV %s\n", backends[b].label,
+             mxl_backend_cpu_isa(bes[b]), bes[b]->n_threads,
+             mxl_backend_cpu_int_decode(bes[b]) ? "integer" : "bf16");
     }
   }
   for (int b = 0; b < N_BACKENDS; b++) {

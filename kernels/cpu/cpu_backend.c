@@ -21,7 +21,7 @@ static const mxl_cpu_isa *pick_isa(void) {
   int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                   __builtin_cpu_supports("avx512bf16");
+                   __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
   if (has_avx2) best = &mxl_cpu_isa_avx2;
   if (has_avx512) best = &mxl_cpu_isa_avx512;
   const char *want = getenv("MXL_CPU_ISA");
@@ -188,6 +188,8 @@ mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out) {
   const char *exact = getenv("MXL_CPU_EXACT");
   c->exact = exact && exact[0] && strcmp(exact, "0") != 0;
   c->bf16_attention = bf16_attention_default(c);
+  const char *int_decode = getenv("MXL_CPU_INT_DECODE");
+  c->int_decode = c->isa->gemv_mxfp4_q8 && !(int_decode && !strcmp(int_decode, "0"));
   be->ops = &cpu_ops;
   be->n_threads = n_threads;
   be->impl = c;
@@ -224,10 +226,21 @@ int mxl_backend_cpu_set_bf16_attention(mxl_backend *be, int on) {
   return c->bf16_attention;
 }
 
+int mxl_backend_cpu_int_decode(const mxl_backend *be) {
+  const mxl_cpu *c = be->impl;
+  return c->int_decode && !c->exact;
+}
+
+int mxl_backend_cpu_set_int_decode(mxl_backend *be, int on) {
+  mxl_cpu *c = mxl_cpu_of(be);
+  c->int_decode = on && c->isa->gemv_mxfp4_q8;
+  return c->int_decode;
+}
+
 /* Which path each product family takes here (`mxlora version`). */
 const char *mxl_backend_cpu_paths(const mxl_backend *be) {
   const mxl_cpu *c = be->impl;
-  static char line[512];
+  static char line[768];
   const char *isa = c->isa->name;
   if (c->dnnl_mode == MXL_CPU_DNNL_OFF) {
     snprintf(line, sizeof line,
@@ -254,6 +267,10 @@ const char *mxl_backend_cpu_paths(const mxl_backend *be) {
              "; bf16 dot products %.2fx the fp32 FMA rate here (measured)", c->bf16_speedup);
     used = strlen(line);
   }
+  snprintf(line + used, sizeof line - used, "; decode's MXFP4 GEMV: %s",
+           mxl_backend_cpu_int_decode(be) ? "integer (VNNI, 16-bit fixed-point activations)"
+                                          : "bf16 weights");
+  used = strlen(line);
   snprintf(line + used, sizeof line - used, "; attention blocks: %s; decode attention: %s%s",
            mxl_backend_cpu_bf16_attention(be) ? "bf16 operands" : "fp32",
            c->isa->attn_decode_block ? "fp32, key blocks in memory order, " : "fp32 blocks",

@@ -1,6 +1,6 @@
-/* CPU backend inner loops for AVX-512 F/BW/VL with BF16 (vdpbf16ps): the
- * fast path (Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and
- * later). Every function carries a target attribute, so this file builds
+/* CPU backend inner loops for AVX-512 F/BW/VL with BF16 (vdpbf16ps) and
+ * VNNI: the fast path (Zen 4 and later, Intel Cooper Lake / Sapphire
+ * Rapids and later; the table's integer decode GEMV is cpu_q8_avx512.c). Every function carries a target attribute, so this file builds
  * with a baseline x86-64 compiler flag and runs only when cpu_backend.c has
  * checked CPUID. Semantics of each entry: cpu_internal.h.
  *
@@ -99,7 +99,7 @@ INLINE __m512i decode_block(const uint8_t *block, unsigned scale, int bias, __m5
 }
 
 /* 1 when every scale byte s of the n given keeps s - bias in [-125, 125]. */
-TARGET static int scales_in_range(const uint8_t *s, int64_t n, int bias) {
+TARGET int mxl_a5_scales_in_range(const uint8_t *s, int64_t n, int bias) {
   int lo = bias - 125, hi = bias + 125;
   if (lo <= 0 && hi >= 255) return 1;
   __m512i vlo = _mm512_set1_epi8((char)(lo < 0 ? 0 : lo)), vhi = _mm512_set1_epi8((char)(hi > 255 ? 255 : hi));
@@ -140,7 +140,7 @@ TARGET static void a5_mxfp4_to_bf16(uint16_t *dst, int64_t ld_dst, const uint8_t
     uint16_t *out = dst + (int64_t)r * ld_dst;
     if (nb < row_blocks) /* a column window: see prefetch_window */
       prefetch_window(rb + 32 * row_blocks * MXL_MXFP4_BLOCK_BYTES, nb * MXL_MXFP4_BLOCK_BYTES);
-    if (scales_in_range(rs, nb, bias)) {
+    if (mxl_a5_scales_in_range(rs, nb, bias)) {
       for (int g = 0; g < nb; g++) {
         if (nb == row_blocks && g % 4 == 0) /* whole rows: contiguous, read ahead */
           _mm_prefetch((const char *)(rb + g * MXL_MXFP4_BLOCK_BYTES + DECODE_PREFETCH),
@@ -181,7 +181,7 @@ TARGET static void a5_mxfp4_to_bf16_ba16a64b2a(uint16_t *dst, const uint8_t *blo
     const uint8_t *rs = scales + (int64_t)n0 * row_blocks;
     uint32_t *out = (uint32_t *)dst + (int64_t)(n0 / 64) * nb * 1024 + n0 % 64;
     int fast = 1;
-    for (int i = 0; i < 16; i++) fast &= scales_in_range(rs + i * row_blocks, nb, bias);
+    for (int i = 0; i < 16; i++) fast &= mxl_a5_scales_in_range(rs + i * row_blocks, nb, bias);
     for (int g = 0; g < nb; g++) {
       uint32_t *o = out + (int64_t)g * 1024;
       if (!fast) {
@@ -443,7 +443,7 @@ TARGET static void pack_t_group_rows(uint16_t *dst, int64_t ld_dst, const uint8_
                                      int bias, __m512i table) {
   uint16_t slow[MXL_MXFP4_BLOCK] __attribute__((aligned(64)));
   int fast[16];
-  for (int q = 0; q < 16; q++) fast[q] = q < nrows && scales_in_range(scales + q * row_blocks, nb, bias);
+  for (int q = 0; q < 16; q++) fast[q] = q < nrows && mxl_a5_scales_in_range(scales + q * row_blocks, nb, bias);
   for (int g = 0; g < nb; g++) {
     __m512i r[16];
     UNROLL
@@ -475,7 +475,7 @@ TARGET static void a5_pack_vnni_t_mxfp4(uint16_t *dst, int64_t ld_dst, const uin
     const uint8_t *gb = nrows ? blocks + j0 * row_blocks * MXL_MXFP4_BLOCK_BYTES : blocks;
     const uint8_t *gs = nrows ? scales + j0 * row_blocks : scales;
     int in_range = 1;
-    for (int q = 0; q < nrows && in_range; q++) in_range = scales_in_range(gs + q * row_blocks, nb, bias);
+    for (int q = 0; q < nrows && in_range; q++) in_range = mxl_a5_scales_in_range(gs + q * row_blocks, nb, bias);
     if (!in_range) {
       pack_t_group_rows(dst + j0 * 2, ld_dst, gb, gs, row_blocks, nrows, nb, bias, table);
       continue;
@@ -1173,7 +1173,7 @@ static const mx_tiles mx_tile_table[2][MX_MR + 1] = {
 
 /* Blocks [g0, g1) of one row by the portable decode, bf16-rounded weights
  * (rows with out-of-range scales). */
-static float gv_blocks_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
+float mxl_a5_mxfp4_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                             const uint8_t *scales, int g0, int g1, int bias) {
   float w[MXL_MXFP4_BLOCK], acc = 0;
   for (int g = g0; g < g1; g++) {
@@ -1201,7 +1201,7 @@ TARGET static void mx_rows(float *C, int64_t ldc, const uint16_t *A, const uint1
     const uint8_t *s = scales + (int64_t)j0 * row_blocks;
     int fast[MX_TILE_ROWS], all = xq != NULL;
     for (int r = 0; r < rows; r++) {
-      fast[r] = xq && scales_in_range(s + r * row_blocks, nb, bias);
+      fast[r] = xq && mxl_a5_scales_in_range(s + r * row_blocks, nb, bias);
       all &= fast[r];
     }
     for (int m0 = 0; m0 < M; m0 += mr_max) {
@@ -1220,7 +1220,7 @@ TARGET static void mx_rows(float *C, int64_t ldc, const uint16_t *A, const uint1
           t->one(c + r, ldc, x, xl, ldq, rb, rs, row_blocks, nb, bias, pf_end);
         } else {
           for (int m = m0; m < m0 + mr; m++)
-            C[m * ldc + j0 + r] = gv_blocks_slow(A + m * lda, A_lo ? A_lo + m * lda : NULL, rb,
+            C[m * ldc + j0 + r] = mxl_a5_mxfp4_dot_slow(A + m * lda, A_lo ? A_lo + m * lda : NULL, rb,
                                                  rs, 0, nb, bias);
         }
       }
@@ -1900,6 +1900,8 @@ const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .gemv_bf16 = a5_gemv_bf16,
     .gemm_bf16_vnni = a5_gemm_bf16_vnni,
     .gemv_mxfp4 = a5_gemv_mxfp4,
+    .quantize_q8 = mxl_a5_quantize_q8,
+    .gemv_mxfp4_q8 = mxl_a5_gemv_mxfp4_q8,
     .gemm_mxfp4_nt = a5_gemm_mxfp4_nt,
     .gemm_f32_nn = a5_gemm_f32_nn,
     .gemm_f32_nt = a5_gemm_f32_nt,

@@ -16,8 +16,10 @@
  *     place: the forward of few activation rows, where packing would cost
  *     more than it saves; gemv_bf16 is its one-row case (decode), which
  *     streams the weights at memory speed.
- *   - one-row MXFP4 groups (decode) use gemv_mxfp4, which decodes in
- *     registers at memory speed; groups of a few rows (short prefills,
+ *   - one-row MXFP4 groups (decode) use gemv_mxfp4_q8 where the ISA has
+ *     it (integer dot products on activations quantized once per row to
+ *     16-bit fixed point per block: see cpu_q8_avx512.c) or gemv_mxfp4,
+ *     which decodes to bf16 in registers; groups of a few rows (short prefills,
  *     batched decode) use gemm_mxfp4_nt, which decodes each block once in
  *     registers for all the group's rows.
  */
@@ -153,6 +155,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
  * the expert's whole group of activation rows. */
 typedef struct mx_item {
   int32_t e, j0, nj;
+  int32_t q8; /* the group's quantized row for gemv_mxfp4_q8, or -1 */
 } mx_item;
 
 void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_mxfp4_weight *W,
@@ -179,17 +182,31 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
 
   int few_rows = isa->gemm_mxfp4_nt ? FEW_ROWS : 1;
   int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1);
-  mx_item *items = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX, (size_t)max_items * sizeof *items);
-  if (!items) return;
-  int64_t n_items = 0;
+  /* one-row groups (decode) take the integer GEMV where the ISA has one:
+   * their activation rows quantized once here, after the items */
+  int q8 = c->int_decode && isa->gemv_mxfp4_q8 && !a.lo;
+  int64_t singles = 0;
+  for (int e = 0; q8 && e < E; e++) singles += off[e + 1] - off[e] == 1;
+  size_t items_bytes = ((size_t)max_items * sizeof(mx_item) + 63) & ~(size_t)63;
+  char *aux = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX,
+                              items_bytes + (size_t)singles * mxl_cpu_q8_bytes(K));
+  if (!aux) return;
+  mx_item *items = (mx_item *)aux;
+  char *q8_rows = aux + items_bytes; /* [singles] quantized rows, in expert order */
+  int64_t n_items = 0, n_single = 0;
   int any_gemm = 0;
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
     if (rows <= 0 || (on_dnnl && mxl_cpu_dnnl_rows(c, rows))) continue;
     int64_t step = rows <= few_rows ? GEMV_ROWS : PANEL_ROWS;
+    int32_t q = -1;
+    if (q8 && rows == 1) {
+      q = (int32_t)n_single++;
+      isa->quantize_q8(q8_rows + (size_t)q * mxl_cpu_q8_bytes(K), x + off[e] * K, (int)K);
+    }
     any_gemm |= rows > 1;
     for (int64_t j0 = 0; j0 < N; j0 += step)
-      items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step)};
+      items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step), q};
   }
   if (n_items == 0) return;
   /* per thread: a packed panel, or the few-row kernel's reordered rows */
@@ -210,7 +227,11 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
       mx_item w = items[it];
       int64_t i0 = off[w.e], rows = off[w.e + 1] - i0;
       float *yt = y + i0 * N + w.j0; /* [rows, N] tile of [m, N] */
-      if (rows == 1) {
+      if (w.q8 >= 0) {
+        isa->gemv_mxfp4_q8(yt, q8_rows + (size_t)w.q8 * mxl_cpu_q8_bytes(K), a.hi + i0 * K,
+                           mxl_cpu_mx_blocks(W, w.e, w.j0), mxl_cpu_mx_scales(W, w.e, w.j0),
+                           row_blocks, w.nj, (int)K, W->scale_bias);
+      } else if (rows == 1) {
         isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL,
                         mxl_cpu_mx_blocks(W, w.e, w.j0), mxl_cpu_mx_scales(W, w.e, w.j0),
                         row_blocks, w.nj, (int)K, W->scale_bias);

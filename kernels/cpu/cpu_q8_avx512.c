@@ -1,0 +1,230 @@
+/* The integer MXFP4 matrix-vector product of decoding, for AVX-512 with
+ * VNNI (vpdpbusd): the fast decode path of the avx512bf16 table.
+ *
+ * Why integers: the bf16 GEMV (cpu_isa_avx512.c) spends 4 vpermw and 4
+ * vdpbf16ps per 128 weights; on Intel, where vdpbf16ps runs at half the
+ * FMA rate, it reaches only 14 GB/s per core with its weights in L2, less
+ * than one core streams (15.6 GB/s), so decode could not run at memory
+ * speed. Here the E2M1 codes become bytes with one vpshufb per 64 and the
+ * products run on vpdpbusd: 25 GB/s per core on the same weights.
+ *
+ * The exact arithmetic:
+ *   - weights: each E2M1 value v doubled is an integer in [-12, 12]; the
+ *     table gives u = 2v + 12 in [0, 24] (vpdpbusd wants one unsigned
+ *     operand), and the 12 is taken back with the activation sums below.
+ *   - activations, per block of 32: q = round(x · 2^(14 - e)) with
+ *     max |x| < 2^e, so |q| <= 2^14 and the error of an element is at most
+ *     2^(e - 15) <= max |x| · 2^-14 (bf16 rounds the largest element by up
+ *     to 2^-9 of itself: this form is finer for every element within 2^5 of
+ *     the block's largest). q = 256·h + l with h, l int8: two vpdpbusd
+ *     per byte plane give Σ u·h and Σ u·l exactly in int32.
+ *   - per lane (8 elements of one block): t = 256·Σu·h + Σu·l − 12·Σq =
+ *     Σ 2v·q, below 2^21 in magnitude, so exact in fp32; it is scaled by
+ *     2^(e − 15) and by 2^(s − bias), each exact while the products stay
+ *     in fp32's range, and summed in fp32.
+ * So the only rounding besides the fp32 sum is q's, where the bf16 kernel
+ * rounds x to bf16. Exact mode (x_lo) keeps the bf16 kernel. Blocks
+ * holding NaN or ±inf give NaN; blocks whose largest magnitude is below
+ * 2^-134 count as zeros (vdpbf16ps reads bf16 subnormals, below 2^-126, as
+ * zeros too). Rows with scales outside [-125, 125] (never in real
+ * checkpoints; also the NaN code) take the portable decode with the bf16
+ * activations.
+ *
+ * Layout of a quantized row: per 128 elements (4 blocks, one 128-bit lane
+ * each) a q8_group; byte i of lane b of plane p holds element 2i + p of
+ * block b, the order of the nibbles in the MXFP4 bytes (low nibble: even
+ * element), so one 64-byte load of weights meets its activations with no
+ * shuffle. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/bf16.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "kernels/mxfp4.h"
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
+#define INLINE TARGET static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+typedef struct q8_group {
+  int8_t hi[2][64]; /* h of the even (plane 0) and odd (plane 1) elements */
+  int8_t lo[2][64]; /* l, the same way */
+  int32_t corr[16]; /* per lane: −12·Σ q over its 8 elements */
+  float step[16];   /* per lane: 2^(e − 15), the block's step halved (weights enter doubled) */
+} q8_group;
+_Static_assert(sizeof(q8_group) == MXL_CPU_Q8_GROUP_BYTES, "q8_group layout");
+
+enum {
+  Q8_PREFETCH = 6144, /* bytes ahead of the tile in flight, as the bf16 kernel's MX_PREFETCH */
+  Q8_TILE_ROWS = 4,
+};
+
+/* 2v + 12 for the E2M1 codes 0..15 (8..15: the negatives), per 128-bit lane */
+static const int8_t e2m1_doubled_u8[16] = {12, 13, 14, 15, 16, 18, 20, 24,
+                                           12, 11, 10, 9,  8,  6,  4,  0};
+
+/* One block of 32 activations into lane `lane` of group g. */
+INLINE void quantize_block(q8_group *g, int lane, const float *x) {
+  __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+  float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+  if (!(mx <= FLT_MAX)) { /* NaN or inf: the block's products are NaN */
+    for (int j = 0; j < 4; j++) g->step[lane * 4 + j] = NAN;
+    return;
+  }
+  if (mx == 0) return; /* zeros: the group was cleared */
+  int e;
+  (void)frexpf(mx, &e); /* mx < 2^e */
+  __m512 up = _mm512_set1_ps((float)(14 - e));
+  /* scalef by a power of two is exact; cvtps rounds to nearest even */
+  __m512i q0 = _mm512_cvtps_epi32(_mm512_scalef_ps(x0, up));
+  __m512i q1 = _mm512_cvtps_epi32(_mm512_scalef_ps(x1, up));
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __m512i c128 = _mm512_set1_epi32(128);
+  __m512i h0 = _mm512_srai_epi32(_mm512_add_epi32(q0, c128), 8);
+  __m512i h1 = _mm512_srai_epi32(_mm512_add_epi32(q1, c128), 8);
+  __m512i l0 = _mm512_sub_epi32(q0, _mm512_slli_epi32(h0, 8));
+  __m512i l1 = _mm512_sub_epi32(q1, _mm512_slli_epi32(h1, 8));
+  _mm_storeu_si128((__m128i *)(g->hi[0] + lane * 16),
+                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(h0, even, h1)));
+  _mm_storeu_si128((__m128i *)(g->hi[1] + lane * 16),
+                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(h0, odd, h1)));
+  _mm_storeu_si128((__m128i *)(g->lo[0] + lane * 16),
+                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(l0, even, l1)));
+  _mm_storeu_si128((__m128i *)(g->lo[1] + lane * 16),
+                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(l0, odd, l1)));
+  int32_t q[32];
+  _mm512_storeu_si512(q, q0);
+  _mm512_storeu_si512(q + 16, q1);
+  float step = ldexpf(1.0f, e - 15);
+  for (int j = 0; j < 4; j++) { /* lane j: bytes 4j..4j+3 of both planes, elements 8j..8j+7 */
+    int32_t sum = 0;
+    for (int t = 8 * j; t < 8 * j + 8; t++) sum += q[t];
+    g->corr[lane * 4 + j] = -12 * sum;
+    g->step[lane * 4 + j] = step;
+  }
+}
+
+TARGET void mxl_a5_quantize_q8(void *dst, const float *x, int K) {
+  q8_group *G = dst;
+  int ng = (K + 127) / 128;
+  memset(G, 0, (size_t)ng * sizeof *G);
+  for (int b = 0; b < K / MXL_MXFP4_BLOCK; b++) quantize_block(&G[b / 4], b % 4, x + b * 32);
+}
+
+typedef struct q8_consts {
+  __m512i table, nibble;    /* e2m1_doubled_u8 in every lane; 0x0F bytes */
+  __m512i rot, emask, badj; /* scale bytes to fp32 powers of two, as mx_consts */
+} q8_consts;
+
+INLINE q8_consts q8_consts_of(int bias) {
+  q8_consts c;
+  c.table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)e2m1_doubled_u8));
+  c.nibble = _mm512_set1_epi8(0x0F);
+  c.rot = _mm512_setr_epi32(23, 23, 23, 23, 15, 15, 15, 15, 7, 7, 7, 7, 31, 31, 31, 31);
+  c.emask = _mm512_set1_epi32(0x7F800000);
+  c.badj = _mm512_set1_epi32((127 - bias) * (1 << 23));
+  return c;
+}
+
+/* Group g of NR weight rows (row_blocks apart) into acc; `tail` blocks
+ * (1..3) when the rows end inside the group, else 0. */
+INLINE void q8_group_rows(const int NR, __m512 acc[Q8_TILE_ROWS], const q8_group *G, int g,
+                          int tail, const uint8_t *blocks, const uint8_t *scales,
+                          int64_t row_blocks, const q8_consts *c, const uint8_t *pf_end) {
+  __m512i h0 = _mm512_load_si512(G->hi[0]), h1 = _mm512_load_si512(G->hi[1]);
+  __m512i l0 = _mm512_load_si512(G->lo[0]), l1 = _mm512_load_si512(G->lo[1]);
+  __m512i corr = _mm512_load_si512(G->corr);
+  __m512 step = _mm512_load_ps(G->step);
+  UNROLL
+  for (int n = 0; n < NR; n++) {
+    const uint8_t *ahead = blocks + Q8_PREFETCH + ((int64_t)g * NR + n) * 64;
+    if (ahead < pf_end) _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+    const uint8_t *b = blocks + (n * row_blocks + g * 4) * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *s = scales + n * row_blocks + g * 4;
+    __m512i w;
+    uint32_t sc;
+    if (!tail) {
+      w = _mm512_loadu_si512(b);
+      memcpy(&sc, s, 4);
+    } else {
+      w = _mm512_maskz_loadu_epi8((((__mmask64)1) << (16 * tail)) - 1, b);
+      sc = (uint32_t)_mm_cvtsi128_si32(_mm_maskz_loadu_epi8((__mmask16)((1u << tail) - 1), s));
+    }
+    __m512i even = _mm512_shuffle_epi8(c->table, _mm512_and_si512(w, c->nibble));
+    __m512i odd = _mm512_shuffle_epi8(c->table, _mm512_and_si512(_mm512_srli_epi16(w, 4), c->nibble));
+    __m512i th = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, h0);
+    th = _mm512_dpbusd_epi32(th, odd, h1);
+    __m512i tl = _mm512_dpbusd_epi32(corr, even, l0);
+    tl = _mm512_dpbusd_epi32(tl, odd, l1);
+    __m512i t = _mm512_add_epi32(_mm512_slli_epi32(th, 8), tl);
+    __m512i e = _mm512_and_si512(_mm512_rolv_epi32(_mm512_set1_epi32((int)sc), c->rot), c->emask);
+    /* t·step·2^(s − bias): two exact power-of-two scalings (a combined
+     * step·2^(s − bias) could underflow where the products do not) */
+    __m512 S = _mm512_castsi512_ps(_mm512_add_epi32(e, c->badj));
+    acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t), step), S, acc[n]);
+  }
+}
+
+/* y[n] for NR weight rows of nb blocks, all scales in range. */
+INLINE void q8_tile(const int NR, float *y, const q8_group *G, const uint8_t *blocks,
+                    const uint8_t *scales, int64_t row_blocks, int nb, int bias,
+                    const uint8_t *pf_end) {
+  q8_consts c = q8_consts_of(bias);
+  __m512 acc[Q8_TILE_ROWS];
+  UNROLL
+  for (int n = 0; n < NR; n++) acc[n] = _mm512_setzero_ps();
+  int full = nb / 4;
+  for (int g = 0; g < full; g++)
+    q8_group_rows(NR, acc, G + g, g, 0, blocks, scales, row_blocks, &c, pf_end);
+  if (nb % 4)
+    q8_group_rows(NR, acc, G + full, full, nb % 4, blocks, scales, row_blocks, &c, pf_end);
+  UNROLL
+  for (int n = 0; n < NR; n++) y[n] = _mm512_reduce_add_ps(acc[n]);
+}
+
+TARGET static void q8_tile_4(float *y, const q8_group *G, const uint8_t *blocks,
+                             const uint8_t *scales, int64_t row_blocks, int nb, int bias,
+                             const uint8_t *pf_end) {
+  q8_tile(4, y, G, blocks, scales, row_blocks, nb, bias, pf_end);
+}
+
+TARGET static void q8_tile_1(float *y, const q8_group *G, const uint8_t *blocks,
+                             const uint8_t *scales, int64_t row_blocks, int nb, int bias,
+                             const uint8_t *pf_end) {
+  q8_tile(1, y, G, blocks, scales, row_blocks, nb, bias, pf_end);
+}
+
+TARGET void mxl_a5_gemv_mxfp4_q8(float *y, const void *xq, const uint16_t *x,
+                                 const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                                 int N, int K, int bias) {
+  int nb = K / MXL_MXFP4_BLOCK;
+  const uint8_t *pf_end = blocks + (int64_t)N * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+  /* whole rows (the decode's case): one check of all their scales at once,
+   * else a check per row (a call per tile of rows cost 6 % of the time) */
+  int all_in = row_blocks == nb && mxl_a5_scales_in_range(scales, (int64_t)N * nb, bias);
+  for (int j0 = 0; j0 < N; j0 += Q8_TILE_ROWS) {
+    int rows = N - j0 < Q8_TILE_ROWS ? N - j0 : Q8_TILE_ROWS, fast[Q8_TILE_ROWS], all = 1;
+    const uint8_t *b = blocks + (int64_t)j0 * row_blocks * MXL_MXFP4_BLOCK_BYTES;
+    const uint8_t *s = scales + (int64_t)j0 * row_blocks;
+    for (int r = 0; r < rows; r++)
+      all &= fast[r] = all_in || mxl_a5_scales_in_range(s + r * row_blocks, nb, bias);
+    if (rows == Q8_TILE_ROWS && all) {
+      q8_tile_4(y + j0, xq, b, s, row_blocks, nb, bias, pf_end);
+      continue;
+    }
+    for (int r = 0; r < rows; r++) {
+      const uint8_t *rb = b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES, *rs = s + r * row_blocks;
+      if (fast[r]) q8_tile_1(y + j0 + r, xq, rb, rs, row_blocks, nb, bias, pf_end);
+      else y[j0 + r] = mxl_a5_mxfp4_dot_slow(x, NULL, rb, rs, 0, nb, bias);
+    }
+  }
+}
+
+#else
+typedef int mxl_cpu_q8_not_x86;
+#endif
