@@ -578,76 +578,82 @@ static void test_gemv_mxfp4(void) {
   free(blocks), free(scales);
 }
 
-/* The integer decode GEMV (gemv_mxfp4_q8, where a table has one) against a
- * double reference on the fp32 activations. Its one rounding is the
- * activations' to steps of 2^(e-14) per block of 32 (max |x| < 2^e), so a
- * row is within Σ_b 2^(e_b-15)·Σ_b|w| of the exact sum, plus what fp32
- * sums keep; activations already on those steps give the sums exactly.
- * 91 blocks (a tail group of 3) of magnitudes 2^-4..2^4, a zero block and
- * one near 2^-100; 19 rows (tiles of 4 and single rows), one with the NaN
- * scale and one with a scale below the kernel's range, which takes the
+/* The integer MXFP4 product of decoding and few rows (gemm_mxfp4_q8,
+ * where a table has one) against a double reference on the fp32
+ * activations. Its one rounding is the activations' to steps of 2^(e-14)
+ * per block of 32 (max |x| < 2^e), so a result is within
+ * Σ_b 2^(e_b-15)·Σ_b|w| of the exact sum, plus what fp32 sums keep, and
+ * equals the sum over activations rounded to those steps (half to even) up
+ * to fp32 sums; activations already on the steps give exact sums. 1 and 6
+ * activation rows (tiles of 4 rows and the rest) of 91 blocks (a tail group
+ * of 3), of magnitudes 2^-4..2^4 per block, a zero block and one near
+ * 2^-100; 19 weight rows (tiles of 4 and 2 and single rows), one with the
+ * NaN scale and one with a scale below the kernel's range, which takes the
  * portable decode on the bf16 activations; then an infinite activation. */
-static void test_gemv_mxfp4_q8(void) {
+static void test_gemm_mxfp4_q8(void) {
   const mxl_cpu_isa *isas[3];
   int n_isa = isa_tables(isas), ran = 0;
-  enum { N = 19, NB = 91, K = NB * 32, NAN_ROW = 3, SLOW_ROW = 6 };
+  enum { N = 19, NB = 91, K = NB * 32, M = 6, NAN_ROW = 3, SLOW_ROW = 6 };
   uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
-  uint8_t *xq = aligned_alloc(64, mxl_cpu_q8_bytes(K));
+  uint8_t *xq = aligned_alloc(64, M * mxl_cpu_q8_bytes(K));
+  float *x = malloc(sizeof(float) * M * K), *y = malloc(sizeof(float) * M * N);
+  uint16_t *xh = malloc(sizeof(uint16_t) * M * K);
+  int(*step_e)[NB] = malloc(sizeof(int[M][NB]));
   rng_fill_mxfp4(&rng, blocks, scales, N, K, 127);
   scales[NAN_ROW * NB + 40] = 255;
   scales[SLOW_ROW * NB + 7] = 1;
-  float x[K];
-  uint16_t xh[K];
-  for (int c = 0; c < 3; c++) { /* random, on the steps, with an infinity */
-    int step_e[NB];
-    for (int g = 0; g < NB; g++) {
-      double mag = g == 20 ? 0 : ldexp(1.0, g == 50 ? -100 : g % 9 - 4);
-      float mx = 0;
-      for (int t = 0; t < 32; t++) {
-        x[g * 32 + t] = (float)(mag * rng_uniform(&rng, -1, 1));
-        mx = fmaxf(mx, fabsf(x[g * 32 + t]));
-      }
-      frexpf(mx, &step_e[g]); /* mx < 2^e: steps of 2^(e-14) */
-      if (c == 1)
-        for (int t = 0; t < 32; t++) {
-          float stp = ldexpf(1.0f, step_e[g] - 14);
-          x[g * 32 + t] = nearbyintf(x[g * 32 + t] / stp) * stp;
-        }
-    }
-    if (c == 2) x[33 * 32 + 9] = INFINITY;
-    mxl_cpu_isa_generic.to_bf16(xh, x, K);
-    for (int s = 0; s < n_isa; s++) {
-      if (!isas[s]->gemv_mxfp4_q8) continue;
-      ran = 1;
-      float y[N];
-      isas[s]->quantize_q8(xq, x, K);
-      isas[s]->gemv_mxfp4_q8(y, xq, xh, blocks, scales, NB, N, K, 127);
-      for (int j = 0; j < N; j++) {
-        /* want: on x; want_q: on x rounded to its block's steps (half to
-         * even, as documented), which the kernel must match to fp32 sums */
-        double want = 0, want_q = 0, mag = 0, bound = 0;
+  for (int c = 0; c < 3; c++) /* random, on the steps, with an infinity */
+    for (int rows = 1; rows <= M; rows += M - 1) {
+      for (int i = 0; i < rows; i++)
         for (int g = 0; g < NB; g++) {
-          float w[32];
-          double wsum = 0, stp = ldexp(1.0, step_e[g] - 14);
-          mxl_mxfp4_decode_block(blocks + (j * NB + g) * 16, scales[j * NB + g], 127, w);
-          for (int t = 0; t < 32; t++) {
-            double xv = j == SLOW_ROW ? bf(xh[g * 32 + t]) : x[g * 32 + t];
-            double xr = j == SLOW_ROW || stp == 0 ? xv : nearbyint(xv / stp) * stp;
-            want += (double)w[t] * xv, want_q += (double)w[t] * xr;
-            mag += fabs((double)w[t] * xv), wsum += fabs(w[t]);
+          double mag = g == 20 ? 0 : ldexp(1.0, g == 50 ? -100 : (g + i) % 9 - 4);
+          float mx = 0, *xb = x + i * K + g * 32;
+          for (int t = 0; t < 32; t++) xb[t] = (float)(mag * rng_uniform(&rng, -1, 1));
+          for (int t = 0; t < 32; t++) mx = fmaxf(mx, fabsf(xb[t]));
+          frexpf(mx, &step_e[i][g]); /* mx < 2^e: steps of 2^(e-14) */
+          for (int t = 0; c == 1 && t < 32; t++) {
+            float stp = ldexpf(1.0f, step_e[i][g] - 14);
+            xb[t] = nearbyintf(xb[t] / stp) * stp;
           }
-          if (j != SLOW_ROW && c == 0) bound += ldexp(wsum, step_e[g] - 15);
         }
-        int ok = j == NAN_ROW ? isnan(y[j])
-                 : c == 2     ? !isfinite(y[j]) /* NaN (integer path) or ±inf (portable) */
-                              : fabs(y[j] - want) <= bound + 2e-7 * mag &&
-                                fabs(y[j] - want_q) <= 2e-7 * mag;
-        MXL_CHECK_MSG(ok, "%s case %d row %d: %.9g vs %.9g, on the steps %.9g (bound %.3g, "
-                      "Σ|w·x| %.3g)", isas[s]->name, c, j, (double)y[j], want, want_q, bound, mag);
+      if (c == 2) x[(rows - 1) * K + 33 * 32 + 9] = INFINITY;
+      mxl_cpu_isa_generic.to_bf16(xh, x, (size_t)rows * K);
+      for (int s = 0; s < n_isa; s++) {
+        if (!isas[s]->gemm_mxfp4_q8) continue;
+        ran = 1;
+        for (int i = 0; i < rows; i++)
+          isas[s]->quantize_q8(xq + i * mxl_cpu_q8_bytes(K), x + i * K, K);
+        isas[s]->gemm_mxfp4_q8(y, N, xq, xh, K, blocks, scales, NB, rows, N, K, 127);
+        for (int i = 0; i < rows; i++)
+          for (int j = 0; j < N; j++) {
+            /* want: on x; want_q: on x rounded to its block's steps */
+            double want = 0, want_q = 0, mag = 0, bound = 0;
+            for (int g = 0; g < NB; g++) {
+              float w[32];
+              double wsum = 0, stp = ldexp(1.0, step_e[i][g] - 14);
+              mxl_mxfp4_decode_block(blocks + (j * NB + g) * 16, scales[j * NB + g], 127, w);
+              for (int t = 0; t < 32; t++) {
+                int k = i * K + g * 32 + t;
+                double xv = j == SLOW_ROW ? bf(xh[k]) : x[k];
+                double xr = j == SLOW_ROW || stp == 0 ? xv : nearbyint(xv / stp) * stp;
+                want += (double)w[t] * xv, want_q += (double)w[t] * xr;
+                mag += fabs((double)w[t] * xv), wsum += fabs(w[t]);
+              }
+              if (j != SLOW_ROW && c != 1) bound += ldexp(wsum, step_e[i][g] - 15);
+            }
+            float got = y[i * N + j];
+            int ok = j == NAN_ROW               ? isnan(got)
+                     : c == 2 && i == rows - 1 ? !isfinite(got) /* NaN here, ±inf portable */
+                                               : fabs(got - want) <= bound + 2e-7 * mag &&
+                                                     fabs(got - want_q) <= 2e-7 * mag;
+            MXL_CHECK_MSG(ok, "%s case %d, %d rows, [%d, %d]: %.9g vs %.9g, on the steps %.9g "
+                          "(bound %.3g, Σ|w·x| %.3g)", isas[s]->name, c, rows, i, j, (double)got,
+                          want, want_q, bound, mag);
+          }
       }
     }
-  }
-  if (!ran) printf("skip test_gemv_mxfp4_q8: no table on this CPU has the integer GEMV\n");
+  free(x), free(y), free(xh), free(step_e);
+  if (!ran) printf("skip test_gemm_mxfp4_q8: no table on this CPU has the integer kernel\n");
   free(blocks), free(scales), free(xq);
 }
 
@@ -1685,7 +1691,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_transpose_f32);
   MXL_RUN(test_gemv_mxfp4);
   MXL_RUN(test_gemv_mxfp4_wide_blocks);
-  MXL_RUN(test_gemv_mxfp4_q8);
+  MXL_RUN(test_gemm_mxfp4_q8);
   MXL_RUN(test_gemv_bf16);
   MXL_RUN(test_gemm_mxfp4_nt);
   MXL_RUN(test_vector_helpers);

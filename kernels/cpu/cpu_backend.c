@@ -189,7 +189,7 @@ mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out) {
   c->exact = exact && exact[0] && strcmp(exact, "0") != 0;
   c->bf16_attention = bf16_attention_default(c);
   const char *int_decode = getenv("MXL_CPU_INT_DECODE");
-  c->int_decode = c->isa->gemv_mxfp4_q8 && !(int_decode && !strcmp(int_decode, "0"));
+  c->int_decode = c->isa->gemm_mxfp4_q8 && !(int_decode && !strcmp(int_decode, "0"));
   be->ops = &cpu_ops;
   be->n_threads = n_threads;
   be->impl = c;
@@ -233,7 +233,7 @@ int mxl_backend_cpu_int_decode(const mxl_backend *be) {
 
 int mxl_backend_cpu_set_int_decode(mxl_backend *be, int on) {
   mxl_cpu *c = mxl_cpu_of(be);
-  c->int_decode = on && c->isa->gemv_mxfp4_q8;
+  c->int_decode = on && c->isa->gemm_mxfp4_q8;
   return c->int_decode;
 }
 

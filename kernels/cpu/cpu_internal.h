@@ -152,16 +152,20 @@ typedef struct mxl_cpu_isa {
   void (*gemv_mxfp4)(float *y, const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                      const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
 
-  /* The integer form of the same product (NULL where the ISA has none):
-   * quantize_q8 writes x [K] fp32 once as mxl_cpu_q8_bytes(K) bytes of
-   * 16-bit fixed point per block of 32 (cpu_q8_avx512.c: its error, at most
-   * 2^-14 of the block's largest magnitude per element, is below bf16's
-   * rounding of that element); gemv_mxfp4_q8 multiplies it by N MXFP4 rows
-   * with integer dot products, x (bf16) serving the rows whose scales the
-   * kernel cannot take. Not for exact mode. */
+  /* The integer form of the MXFP4 products of decoding and few rows (NULL
+   * where the ISA has none): quantize_q8 writes an activation row x [K]
+   * fp32 as mxl_cpu_q8_bytes(K) bytes of 16-bit fixed point per block of 32
+   * (cpu_q8_avx512.c: its error, at most 2^-14 of the block's largest
+   * magnitude per element, is finer than bf16's rounding of all but the
+   * smallest elements); gemm_mxfp4_q8 computes C[i, j] = Σ_k x_i[k]·W[j, k]
+   * for M such rows (xq: M quantized rows, each mxl_cpu_q8_bytes(K) after
+   * the last) and N MXFP4 rows with integer dot products, A [M, lda] (bf16)
+   * serving the weight rows whose scales the kernel cannot take. Not for
+   * exact mode. */
   void (*quantize_q8)(void *xq, const float *x, int K);
-  void (*gemv_mxfp4_q8)(float *y, const void *xq, const uint16_t *x, const uint8_t *blocks,
-                        const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
+  void (*gemm_mxfp4_q8)(float *C, int64_t ldc, const void *xq, const uint16_t *A, int64_t lda,
+                        const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int M,
+                        int N, int K, int bias);
 
   /* C[i, j] = Σ_k A[i, k]·W[j, k] for a few activation rows i < M (tokens of
    * one expert) and j < N MXFP4 weight rows, each block decoded once for all
@@ -275,13 +279,14 @@ extern const mxl_cpu_isa mxl_cpu_isa_avx512;
 /* Shared by cpu_isa_avx512.c and cpu_q8_avx512.c (the avx512bf16 table):
  * whether every scale s of n keeps s − bias in [-125, 125]; Σ over blocks
  * [g0, g1) of x·w (+ x_lo·w) by the portable decode, bf16-rounded weights;
- * the integer decode GEMV. */
+ * the integer MXFP4 product. */
 int mxl_a5_scales_in_range(const uint8_t *s, int64_t n, int bias);
 float mxl_a5_mxfp4_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                             const uint8_t *scales, int g0, int g1, int bias);
 void mxl_a5_quantize_q8(void *xq, const float *x, int K);
-void mxl_a5_gemv_mxfp4_q8(float *y, const void *xq, const uint16_t *x, const uint8_t *blocks,
-                          const uint8_t *scales, int64_t row_blocks, int N, int K, int bias);
+void mxl_a5_gemm_mxfp4_q8(float *C, int64_t ldc, const void *xq, const uint16_t *A,
+                          int64_t lda, const uint8_t *blocks, const uint8_t *scales,
+                          int64_t row_blocks, int M, int N, int K, int bias);
 #endif
 
 /* Bytes of quantize_q8's form of K activations: per 128, 4 × 64 int8
@@ -456,7 +461,7 @@ typedef struct mxl_cpu {
   int n_threads;
   int exact;               /* 1: keep fp32 activations inside matmuls (MXL_CPU_EXACT=1) */
   int bf16_attention;      /* attention's block products on bf16 operands (outside exact) */
-  int int_decode;          /* one-row MXFP4 products on gemv_mxfp4_q8 (outside exact) */
+  int int_decode;          /* MXFP4 products of few rows on gemm_mxfp4_q8 (outside exact) */
   double bf16_speedup;     /* isa->bf16_dot_speedup() at creation, 0 if not measured */
   mxl_status error;        /* first failure since the last sync */
   char message[160];       /* its description, returned by sync */

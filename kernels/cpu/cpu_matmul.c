@@ -16,12 +16,13 @@
  *     place: the forward of few activation rows, where packing would cost
  *     more than it saves; gemv_bf16 is its one-row case (decode), which
  *     streams the weights at memory speed.
- *   - one-row MXFP4 groups (decode) use gemv_mxfp4_q8 where the ISA has
- *     it (integer dot products on activations quantized once per row to
- *     16-bit fixed point per block: see cpu_q8_avx512.c) or gemv_mxfp4,
- *     which decodes to bf16 in registers; groups of a few rows (short prefills,
- *     batched decode) use gemm_mxfp4_nt, which decodes each block once in
- *     registers for all the group's rows.
+ *   - MXFP4 groups of one or a few rows (decode, batched decode, short
+ *     prefills) use gemm_mxfp4_q8 where the ISA has it: integer dot
+ *     products on activations quantized once per row to 16-bit fixed point
+ *     per block (cpu_q8_avx512.c), each weight block decoded once in
+ *     registers for all the group's rows. Elsewhere, and in exact mode,
+ *     gemv_mxfp4 (one row) and gemm_mxfp4_nt (a few) decode to bf16 in
+ *     registers.
  */
 #include <omp.h>
 #include <string.h>
@@ -155,7 +156,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
  * the expert's whole group of activation rows. */
 typedef struct mx_item {
   int32_t e, j0, nj;
-  int32_t q8; /* the group's quantized row for gemv_mxfp4_q8, or -1 */
+  int32_t q8; /* the group's first quantized row for gemm_mxfp4_q8, or -1 */
 } mx_item;
 
 void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_mxfp4_weight *W,
@@ -180,31 +181,38 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
   /* the groups oneDNN takes (mxl_cpu_dnnl_rows), if any */
   int on_dnnl = c->dnnl && mxl_cpu_dnnl_mxfp4(be, y, a.hi, W, off, nt);
 
-  int few_rows = isa->gemm_mxfp4_nt ? FEW_ROWS : 1;
-  int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1);
-  /* one-row groups (decode) take the integer GEMV where the ISA has one:
-   * their activation rows quantized once here, after the items */
-  int q8 = c->int_decode && isa->gemv_mxfp4_q8 && !a.lo;
-  int64_t singles = 0;
-  for (int e = 0; q8 && e < E; e++) singles += off[e + 1] - off[e] == 1;
+  /* groups of few rows (decode, batched decode, short prefills) take the
+   * integer kernel where the ISA has one, their activation rows quantized
+   * once (q8_src: the row of x behind each quantized row) */
+  int q8 = c->int_decode && isa->gemm_mxfp4_q8 && !a.lo;
+  int few_rows = q8 || isa->gemm_mxfp4_nt ? FEW_ROWS : 1;
+  int64_t max_items = (int64_t)E * ((N + PANEL_ROWS - 1) / PANEL_ROWS + 1), n_q8 = 0;
+  for (int e = 0; q8 && e < E; e++) {
+    int64_t rows = off[e + 1] - off[e];
+    if (rows > 0 && rows <= few_rows && !(on_dnnl && mxl_cpu_dnnl_rows(c, rows))) n_q8 += rows;
+  }
+  size_t q8_bytes = mxl_cpu_q8_bytes(K);
   size_t items_bytes = ((size_t)max_items * sizeof(mx_item) + 63) & ~(size_t)63;
+  size_t src_bytes = ((size_t)n_q8 * sizeof(int32_t) + 63) & ~(size_t)63;
   char *aux = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_AUX,
-                              items_bytes + (size_t)singles * mxl_cpu_q8_bytes(K));
+                              items_bytes + src_bytes + (size_t)n_q8 * q8_bytes);
   if (!aux) return;
   mx_item *items = (mx_item *)aux;
-  char *q8_rows = aux + items_bytes; /* [singles] quantized rows, in expert order */
-  int64_t n_items = 0, n_single = 0;
+  int32_t *q8_src = (int32_t *)(aux + items_bytes);
+  char *q8_rows = aux + items_bytes + src_bytes; /* [n_q8] quantized rows, in group order */
+  int64_t n_items = 0;
   int any_gemm = 0;
+  n_q8 = 0;
   for (int e = 0; e < E; e++) {
     int64_t rows = off[e + 1] - off[e];
     if (rows <= 0 || (on_dnnl && mxl_cpu_dnnl_rows(c, rows))) continue;
     int64_t step = rows <= few_rows ? GEMV_ROWS : PANEL_ROWS;
     int32_t q = -1;
-    if (q8 && rows == 1) {
-      q = (int32_t)n_single++;
-      isa->quantize_q8(q8_rows + (size_t)q * mxl_cpu_q8_bytes(K), x + off[e] * K, (int)K);
+    if (q8 && rows <= few_rows) {
+      q = (int32_t)n_q8;
+      for (int64_t i = off[e]; i < off[e + 1]; i++) q8_src[n_q8++] = (int32_t)i;
     }
-    any_gemm |= rows > 1;
+    any_gemm |= rows > 1 && q < 0;
     for (int64_t j0 = 0; j0 < N; j0 += step)
       items[n_items++] = (mx_item){e, (int32_t)j0, (int32_t)(N - j0 < step ? N - j0 : step), q};
   }
@@ -222,15 +230,18 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     uint16_t *panel = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n_q8; i++)
+      isa->quantize_q8(q8_rows + (size_t)i * q8_bytes, x + (int64_t)q8_src[i] * K, (int)K);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; it++) {
       mx_item w = items[it];
       int64_t i0 = off[w.e], rows = off[w.e + 1] - i0;
       float *yt = y + i0 * N + w.j0; /* [rows, N] tile of [m, N] */
       if (w.q8 >= 0) {
-        isa->gemv_mxfp4_q8(yt, q8_rows + (size_t)w.q8 * mxl_cpu_q8_bytes(K), a.hi + i0 * K,
+        isa->gemm_mxfp4_q8(yt, N, q8_rows + (size_t)w.q8 * q8_bytes, a.hi + i0 * K, K,
                            mxl_cpu_mx_blocks(W, w.e, w.j0), mxl_cpu_mx_scales(W, w.e, w.j0),
-                           row_blocks, w.nj, (int)K, W->scale_bias);
+                           row_blocks, (int)rows, w.nj, (int)K, W->scale_bias);
       } else if (rows == 1) {
         isa->gemv_mxfp4(yt, a.hi + i0 * K, a.lo ? a.lo + i0 * K : NULL,
                         mxl_cpu_mx_blocks(W, w.e, w.j0), mxl_cpu_mx_scales(W, w.e, w.j0),

@@ -60,7 +60,8 @@ _Static_assert(sizeof(q8_group) == MXL_CPU_Q8_GROUP_BYTES, "q8_group layout");
 
 enum {
   Q8_PREFETCH = 6144, /* bytes ahead of the tile in flight, as the bf16 kernel's MX_PREFETCH */
-  Q8_TILE_ROWS = 4,
+  Q8_NR = 4,          /* weight rows per tile at most */
+  Q8_MR = 4,          /* activation rows per tile at most */
 };
 
 /* 2v + 12 for the E2M1 codes 0..15 (8..15: the negatives), per 128-bit lane */
@@ -131,15 +132,16 @@ INLINE q8_consts q8_consts_of(int bias) {
   return c;
 }
 
-/* Group g of NR weight rows (row_blocks apart) into acc; `tail` blocks
- * (1..3) when the rows end inside the group, else 0. */
-INLINE void q8_group_rows(const int NR, __m512 acc[Q8_TILE_ROWS], const q8_group *G, int g,
-                          int tail, const uint8_t *blocks, const uint8_t *scales,
-                          int64_t row_blocks, const q8_consts *c, const uint8_t *pf_end) {
-  __m512i h0 = _mm512_load_si512(G->hi[0]), h1 = _mm512_load_si512(G->hi[1]);
-  __m512i l0 = _mm512_load_si512(G->lo[0]), l1 = _mm512_load_si512(G->lo[1]);
-  __m512i corr = _mm512_load_si512(G->corr);
-  __m512 step = _mm512_load_ps(G->step);
+/* Group g of MR activation rows (quantized rows ldq groups apart, G at
+ * group g of the first) × NR weight rows (row_blocks apart) into acc;
+ * `tail` blocks (1..3) when the rows end inside the group, else 0. Each
+ * weight vector is decoded once for the MR rows; one row's activations stay
+ * in registers across the NR weight rows, several rows' are read from L1
+ * where they are used. */
+INLINE void q8_group_tile(const int MR, const int NR, __m512 acc[Q8_MR][Q8_NR],
+                          const q8_group *G, int64_t ldq, int g, int tail,
+                          const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
+                          const q8_consts *c, const uint8_t *pf_end) {
   UNROLL
   for (int n = 0; n < NR; n++) {
     const uint8_t *ahead = blocks + Q8_PREFETCH + ((int64_t)g * NR + n) * 64;
@@ -157,70 +159,106 @@ INLINE void q8_group_rows(const int NR, __m512 acc[Q8_TILE_ROWS], const q8_group
     }
     __m512i even = _mm512_shuffle_epi8(c->table, _mm512_and_si512(w, c->nibble));
     __m512i odd = _mm512_shuffle_epi8(c->table, _mm512_and_si512(_mm512_srli_epi16(w, 4), c->nibble));
-    __m512i th = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, h0);
-    th = _mm512_dpbusd_epi32(th, odd, h1);
-    __m512i tl = _mm512_dpbusd_epi32(corr, even, l0);
-    tl = _mm512_dpbusd_epi32(tl, odd, l1);
-    __m512i t = _mm512_add_epi32(_mm512_slli_epi32(th, 8), tl);
     __m512i e = _mm512_and_si512(_mm512_rolv_epi32(_mm512_set1_epi32((int)sc), c->rot), c->emask);
-    /* t·step·2^(s − bias): two exact power-of-two scalings (a combined
-     * step·2^(s − bias) could underflow where the products do not) */
     __m512 S = _mm512_castsi512_ps(_mm512_add_epi32(e, c->badj));
-    acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t), step), S, acc[n]);
+    UNROLL
+    for (int m = 0; m < MR; m++) {
+      const q8_group *a = G + m * ldq;
+      __m512i th = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, _mm512_load_si512(a->hi[0]));
+      th = _mm512_dpbusd_epi32(th, odd, _mm512_load_si512(a->hi[1]));
+      __m512i tl = _mm512_dpbusd_epi32(_mm512_load_si512(a->corr), even, _mm512_load_si512(a->lo[0]));
+      tl = _mm512_dpbusd_epi32(tl, odd, _mm512_load_si512(a->lo[1]));
+      __m512i t = _mm512_add_epi32(_mm512_slli_epi32(th, 8), tl);
+      /* t·step·2^(s − bias): two exact power-of-two scalings (a combined
+       * step·2^(s − bias) could underflow where the products do not) */
+      __m512 ts = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_load_ps(a->step));
+      acc[m][n] = _mm512_fmadd_ps(ts, S, acc[m][n]);
+    }
   }
 }
 
-/* y[n] for NR weight rows of nb blocks, all scales in range. */
-INLINE void q8_tile(const int NR, float *y, const q8_group *G, const uint8_t *blocks,
-                    const uint8_t *scales, int64_t row_blocks, int nb, int bias,
-                    const uint8_t *pf_end) {
+/* C[m, n] for MR activation rows × NR weight rows of nb blocks, all scales
+ * in range. */
+INLINE void q8_tile(const int MR, const int NR, float *C, int64_t ldc, const q8_group *G,
+                    int64_t ldq, const uint8_t *blocks, const uint8_t *scales,
+                    int64_t row_blocks, int nb, int bias, const uint8_t *pf_end) {
   q8_consts c = q8_consts_of(bias);
-  __m512 acc[Q8_TILE_ROWS];
+  __m512 acc[Q8_MR][Q8_NR];
   UNROLL
-  for (int n = 0; n < NR; n++) acc[n] = _mm512_setzero_ps();
+  for (int m = 0; m < MR; m++)
+    UNROLL
+    for (int n = 0; n < NR; n++) acc[m][n] = _mm512_setzero_ps();
   int full = nb / 4;
   for (int g = 0; g < full; g++)
-    q8_group_rows(NR, acc, G + g, g, 0, blocks, scales, row_blocks, &c, pf_end);
+    q8_group_tile(MR, NR, acc, G + g, ldq, g, 0, blocks, scales, row_blocks, &c, pf_end);
   if (nb % 4)
-    q8_group_rows(NR, acc, G + full, full, nb % 4, blocks, scales, row_blocks, &c, pf_end);
+    q8_group_tile(MR, NR, acc, G + full, ldq, full, nb % 4, blocks, scales, row_blocks, &c,
+                  pf_end);
   UNROLL
-  for (int n = 0; n < NR; n++) y[n] = _mm512_reduce_add_ps(acc[n]);
+  for (int m = 0; m < MR; m++)
+    UNROLL
+    for (int n = 0; n < NR; n++) C[m * ldc + n] = _mm512_reduce_add_ps(acc[m][n]);
 }
 
-TARGET static void q8_tile_4(float *y, const q8_group *G, const uint8_t *blocks,
-                             const uint8_t *scales, int64_t row_blocks, int nb, int bias,
-                             const uint8_t *pf_end) {
-  q8_tile(4, y, G, blocks, scales, row_blocks, nb, bias, pf_end);
-}
+typedef void (*q8_tile_fn)(float *, int64_t, const q8_group *, int64_t, const uint8_t *,
+                           const uint8_t *, int64_t, int, int, const uint8_t *);
+#define Q8_TILE_FN(MR, NR)                                                                       \
+  TARGET static void q8_tile_##MR##_##NR(float *C, int64_t ldc, const q8_group *G, int64_t ldq, \
+                                         const uint8_t *blocks, const uint8_t *scales,         \
+                                         int64_t row_blocks, int nb, int bias,                 \
+                                         const uint8_t *pf_end) {                              \
+    q8_tile(MR, NR, C, ldc, G, ldq, blocks, scales, row_blocks, nb, bias, pf_end);             \
+  }
+Q8_TILE_FN(1, 4)
+Q8_TILE_FN(2, 4)
+Q8_TILE_FN(3, 4)
+Q8_TILE_FN(4, 2)
+Q8_TILE_FN(1, 1)
+Q8_TILE_FN(2, 1)
+Q8_TILE_FN(3, 1)
+Q8_TILE_FN(4, 1)
 
-TARGET static void q8_tile_1(float *y, const q8_group *G, const uint8_t *blocks,
-                             const uint8_t *scales, int64_t row_blocks, int nb, int bias,
-                             const uint8_t *pf_end) {
-  q8_tile(1, y, G, blocks, scales, row_blocks, nb, bias, pf_end);
-}
+/* By activation rows: {NR, the tile of NR weight rows, the one-row tile}. */
+static const struct {
+  int nr;
+  q8_tile_fn wide, one;
+} q8_tiles[Q8_MR + 1] = {{0, NULL, NULL},
+                         {4, q8_tile_1_4, q8_tile_1_1},
+                         {4, q8_tile_2_4, q8_tile_2_1},
+                         {4, q8_tile_3_4, q8_tile_3_1},
+                         {2, q8_tile_4_2, q8_tile_4_1}};
 
-TARGET void mxl_a5_gemv_mxfp4_q8(float *y, const void *xq, const uint16_t *x,
-                                 const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks,
-                                 int N, int K, int bias) {
+TARGET void mxl_a5_gemm_mxfp4_q8(float *C, int64_t ldc, const void *xq, const uint16_t *A,
+                                 int64_t lda, const uint8_t *blocks, const uint8_t *scales,
+                                 int64_t row_blocks, int M, int N, int K, int bias) {
   int nb = K / MXL_MXFP4_BLOCK;
+  int64_t ldq = (int64_t)(mxl_cpu_q8_bytes(K) / sizeof(q8_group));
   const uint8_t *pf_end = blocks + (int64_t)N * row_blocks * MXL_MXFP4_BLOCK_BYTES;
-  /* whole rows (the decode's case): one check of all their scales at once,
-   * else a check per row (a call per tile of rows cost 6 % of the time) */
+  /* whole rows (the usual case): one check of all their scales at once,
+   * else a check per row (a call per tile of rows cost 6 % of the GEMV) */
   int all_in = row_blocks == nb && mxl_a5_scales_in_range(scales, (int64_t)N * nb, bias);
-  for (int j0 = 0; j0 < N; j0 += Q8_TILE_ROWS) {
-    int rows = N - j0 < Q8_TILE_ROWS ? N - j0 : Q8_TILE_ROWS, fast[Q8_TILE_ROWS], all = 1;
+  for (int j0 = 0; j0 < N; j0 += Q8_NR) {
+    int rows = N - j0 < Q8_NR ? N - j0 : Q8_NR, fast[Q8_NR], all = 1;
     const uint8_t *b = blocks + (int64_t)j0 * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *s = scales + (int64_t)j0 * row_blocks;
     for (int r = 0; r < rows; r++)
       all &= fast[r] = all_in || mxl_a5_scales_in_range(s + r * row_blocks, nb, bias);
-    if (rows == Q8_TILE_ROWS && all) {
-      q8_tile_4(y + j0, xq, b, s, row_blocks, nb, bias, pf_end);
-      continue;
-    }
-    for (int r = 0; r < rows; r++) {
-      const uint8_t *rb = b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES, *rs = s + r * row_blocks;
-      if (fast[r]) q8_tile_1(y + j0 + r, xq, rb, rs, row_blocks, nb, bias, pf_end);
-      else y[j0 + r] = mxl_a5_mxfp4_dot_slow(x, NULL, rb, rs, 0, nb, bias);
+    for (int m0 = 0; m0 < M; m0 += Q8_MR) {
+      int mr = M - m0 < Q8_MR ? M - m0 : Q8_MR, r = 0;
+      const q8_group *G = (const q8_group *)xq + m0 * ldq;
+      float *c = C + m0 * ldc + j0;
+      if (all)
+        for (; r + q8_tiles[mr].nr <= rows; r += q8_tiles[mr].nr)
+          q8_tiles[mr].wide(c + r, ldc, G, ldq, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                            s + r * row_blocks, row_blocks, nb, bias, pf_end);
+      for (; r < rows; r++) {
+        const uint8_t *rb = b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES, *rs = s + r * row_blocks;
+        if (fast[r])
+          q8_tiles[mr].one(c + r, ldc, G, ldq, rb, rs, row_blocks, nb, bias, pf_end);
+        else
+          for (int m = m0; m < m0 + mr; m++)
+            C[m * ldc + j0 + r] = mxl_a5_mxfp4_dot_slow(A + m * lda, NULL, rb, rs, 0, nb, bias);
+      }
     }
   }
 }
