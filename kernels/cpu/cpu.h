@@ -35,12 +35,13 @@ int mxl_backend_cpu_bf16_attention(const mxl_backend *be);
  * bf16 dot products); returns the setting in effect. */
 int mxl_backend_cpu_set_bf16_attention(mxl_backend *be, int on);
 
-/* 1 when decode's MXFP4 products (one activation row per expert) run on
- * integer dot products over activations quantized to 16-bit fixed point
- * per block of 32 (cpu_q8_avx512.c), 0 when they decode the weights to
- * bf16: on where the ISA has the integer kernel (AVX-512 VNNI; also
- * MXL_CPU_INT_DECODE=0|1), outside the exact mode. The setter returns the
- * setting in effect (on only where the ISA has the kernel). */
+/* 1 when the MXFP4 products of decode and of few rows (up to 12 per
+ * expert) run on integer dot products, the bf16 activations written in
+ * 24-bit fixed point per block of 32 (cpu_q8_avx512.c: exact but for
+ * elements under 2^-15 of their block's largest), 0 when they decode the
+ * weights to bf16: on where the ISA has the integer kernel (AVX-512 VNNI;
+ * also MXL_CPU_INT_DECODE=0|1), outside the exact mode. The setter returns
+ * the setting in effect (on only where the ISA has the kernel). */
 int mxl_backend_cpu_int_decode(const mxl_backend *be);
 int mxl_backend_cpu_set_int_decode(mxl_backend *be, int on);
 

@@ -268,7 +268,7 @@ const char *mxl_backend_cpu_paths(const mxl_backend *be) {
     used = strlen(line);
   }
   snprintf(line + used, sizeof line - used, "; decode's MXFP4 GEMV: %s",
-           mxl_backend_cpu_int_decode(be) ? "integer (VNNI, 16-bit fixed-point activations)"
+           mxl_backend_cpu_int_decode(be) ? "integer (VNNI; bf16 activations in 24-bit fixed point)"
                                           : "bf16 weights");
   used = strlen(line);
   snprintf(line + used, sizeof line - used, "; attention blocks: %s; decode attention: %s%s",

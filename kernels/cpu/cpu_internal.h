@@ -154,15 +154,15 @@ typedef struct mxl_cpu_isa {
 
   /* The integer form of the MXFP4 products of decoding and few rows (NULL
    * where the ISA has none): quantize_q8 writes an activation row x [K]
-   * fp32 as mxl_cpu_q8_bytes(K) bytes of 16-bit fixed point per block of 32
-   * (cpu_q8_avx512.c: its error, at most 2^-14 of the block's largest
-   * magnitude per element, is finer than bf16's rounding of all but the
-   * smallest elements); gemm_mxfp4_q8 computes C[i, j] = Σ_k x_i[k]·W[j, k]
+   * bf16 as mxl_cpu_q8_bytes(K) bytes of 24-bit fixed point per block of 32
+   * (cpu_q8_avx512.c: exact for every element within 2^-15 of its block's
+   * largest, smaller ones rounded by under 2^-22 of it); gemm_mxfp4_q8
+   * computes C[i, j] = Σ_k x_i[k]·W[j, k]
    * for M such rows (xq: M quantized rows, each mxl_cpu_q8_bytes(K) after
    * the last) and N MXFP4 rows with integer dot products, A [M, lda] (bf16)
    * serving the weight rows whose scales the kernel cannot take. Not for
    * exact mode. */
-  void (*quantize_q8)(void *xq, const float *x, int K);
+  void (*quantize_q8)(void *xq, const uint16_t *x, int K);
   void (*gemm_mxfp4_q8)(float *C, int64_t ldc, const void *xq, const uint16_t *A, int64_t lda,
                         const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int M,
                         int N, int K, int bias);
@@ -283,15 +283,15 @@ extern const mxl_cpu_isa mxl_cpu_isa_avx512;
 int mxl_a5_scales_in_range(const uint8_t *s, int64_t n, int bias);
 float mxl_a5_mxfp4_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                             const uint8_t *scales, int g0, int g1, int bias);
-void mxl_a5_quantize_q8(void *xq, const float *x, int K);
+void mxl_a5_quantize_q8(void *xq, const uint16_t *x, int K);
 void mxl_a5_gemm_mxfp4_q8(float *C, int64_t ldc, const void *xq, const uint16_t *A,
                           int64_t lda, const uint8_t *blocks, const uint8_t *scales,
                           int64_t row_blocks, int M, int N, int K, int bias);
 #endif
 
-/* Bytes of quantize_q8's form of K activations: per 128, 4 × 64 int8
+/* Bytes of quantize_q8's form of K activations: per 128, 6 × 64 int8
  * parts, 16 int32 corrections and 16 fp32 steps. */
-#define MXL_CPU_Q8_GROUP_BYTES 384
+#define MXL_CPU_Q8_GROUP_BYTES 512
 static inline size_t mxl_cpu_q8_bytes(int64_t K) {
   return (size_t)((K + 127) / 128) * MXL_CPU_Q8_GROUP_BYTES;
 }

@@ -18,8 +18,8 @@
  *     streams the weights at memory speed.
  *   - MXFP4 groups of one or a few rows (decode, batched decode, short
  *     prefills) use gemm_mxfp4_q8 where the ISA has it: integer dot
- *     products on activations quantized once per row to 16-bit fixed point
- *     per block (cpu_q8_avx512.c), each weight block decoded once in
+ *     products on the bf16 activations written once per row in 24-bit
+ *     fixed point per block (cpu_q8_avx512.c), each weight block decoded once in
  *     registers for all the group's rows. Elsewhere, and in exact mode,
  *     gemv_mxfp4 (one row) and gemm_mxfp4_nt (a few) decode to bf16 in
  *     registers.
@@ -232,7 +232,7 @@ void mxl_cpu_mxfp4_matmul(mxl_backend *be, float *y, const float *x, const mxl_m
     uint16_t *panel = panels ? panels + panel_elems * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n_q8; i++)
-      isa->quantize_q8(q8_rows + (size_t)i * q8_bytes, x + (int64_t)q8_src[i] * K, (int)K);
+      isa->quantize_q8(q8_rows + (size_t)i * q8_bytes, a.hi + (int64_t)q8_src[i] * K, (int)K);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; it++) {
       mx_item w = items[it];

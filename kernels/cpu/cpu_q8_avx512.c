@@ -1,40 +1,42 @@
-/* The integer MXFP4 matrix-vector product of decoding, for AVX-512 with
- * VNNI (vpdpbusd): the fast decode path of the avx512bf16 table.
+/* The integer MXFP4 products of decoding and of few rows, for AVX-512 with
+ * VNNI (vpdpbusd): the fast path of the avx512bf16 table for MXFP4 groups
+ * of one to a few activation rows.
  *
  * Why integers: the bf16 GEMV (cpu_isa_avx512.c) spends 4 vpermw and 4
  * vdpbf16ps per 128 weights; on Intel, where vdpbf16ps runs at half the
  * FMA rate, it reaches only 14 GB/s per core with its weights in L2, less
  * than one core streams (15.6 GB/s), so decode could not run at memory
  * speed. Here the E2M1 codes become bytes with one vpshufb per 64 and the
- * products run on vpdpbusd: 25 GB/s per core on the same weights.
+ * products run on vpdpbusd: 21 GB/s per core on the same weights.
  *
- * The exact arithmetic:
+ * The arithmetic, on the same bf16 activations as the bf16 kernel:
  *   - weights: each E2M1 value v doubled is an integer in [-12, 12]; the
  *     table gives u = 2v + 12 in [0, 24] (vpdpbusd wants one unsigned
  *     operand), and the 12 is taken back with the activation sums below.
- *   - activations, per block of 32: q = round(x · 2^(14 - e)) with
- *     max |x| < 2^e, so |q| <= 2^14 and the error of an element is at most
- *     2^(e - 15) <= max |x| · 2^-14 (bf16 rounds the largest element by up
- *     to 2^-9 of itself: this form is finer for every element within 2^5 of
- *     the block's largest). q = 256·h + l with h, l int8: two vpdpbusd
- *     per byte plane give Σ u·h and Σ u·l exactly in int32.
- *   - per lane (8 elements of one block): t = 256·Σu·h + Σu·l − 12·Σq =
- *     Σ 2v·q, below 2^21 in magnitude, so exact in fp32; it is scaled by
- *     2^(e − 15) and by 2^(s − bias), each exact while the products stay
+ *   - activations, per block of 32 with max |x| < 2^e: q = x · 2^(22 − e),
+ *     |q| < 2^22, an integer for every element within 2^-15 of the block's
+ *     largest (a bf16 significand has 8 bits), so those are exact; smaller
+ *     ones round to the step, 2^-22 of the block's largest at most. q =
+ *     65536·h + 256·m + l with h, m, l int8: six vpdpbusd per 64 weights
+ *     give Σ u·h, Σ u·m and Σ u·l exactly in int32.
+ *   - per lane (8 elements of one block): t = 65536·Σu·h + 256·Σu·m +
+ *     Σu·l − 12·Σq = Σ 2v·q, below 2^29 in magnitude (exact in int32;
+ *     rounded to fp32 like an fp32 accumulation); it is scaled by
+ *     2^(e − 23) and by 2^(s − bias), each exact while the products stay
  *     in fp32's range, and summed in fp32.
- * So the only rounding besides the fp32 sum is q's, where the bf16 kernel
- * rounds x to bf16. Exact mode (x_lo) keeps the bf16 kernel. Blocks
+ * So the numerics are the bf16 kernel's (bf16 inputs, exact products, fp32
+ * sums) but for elements under 2^-15 of their block's largest, rounded by
+ * under 2^-22 of it. Exact mode (x_lo) keeps the bf16 kernel. Blocks
  * holding NaN or ±inf give NaN; blocks whose largest magnitude is below
- * 2^-134 count as zeros (vdpbf16ps reads bf16 subnormals, below 2^-126, as
+ * 2^-127 count as zeros (vdpbf16ps reads bf16 subnormals, below 2^-126, as
  * zeros too). Rows with scales outside [-125, 125] (never in real
- * checkpoints; also the NaN code) take the portable decode with the bf16
- * activations.
+ * checkpoints; also the NaN code) take the portable decode.
  *
  * Layout of a quantized row: per 128 elements (4 blocks, one 128-bit lane
- * each) a q8_group; byte i of lane b of plane p holds element 2i + p of
- * block b, the order of the nibbles in the MXFP4 bytes (low nibble: even
- * element), so one 64-byte load of weights meets its activations with no
- * shuffle. */
+ * each) a q8_group; byte i of lane b of a plane's half p holds element
+ * 2i + p of block b, the order of the nibbles in the MXFP4 bytes (low
+ * nibble: even element), so one 64-byte load of weights meets its
+ * activations with no shuffle. */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <float.h>
@@ -51,10 +53,9 @@
 #define UNROLL _Pragma("GCC unroll 16")
 
 typedef struct q8_group {
-  int8_t hi[2][64]; /* h of the even (plane 0) and odd (plane 1) elements */
-  int8_t lo[2][64]; /* l, the same way */
-  int32_t corr[16]; /* per lane: −12·Σ q over its 8 elements */
-  float step[16];   /* per lane: 2^(e − 15), the block's step halved (weights enter doubled) */
+  int8_t plane[3][2][64]; /* h, m, l; of the even and the odd elements */
+  int32_t corr[16];       /* per lane: −12·Σ q over its 8 elements */
+  float step[16];         /* per lane: 2^(e − 23), the block's step halved (weights enter doubled) */
 } q8_group;
 _Static_assert(sizeof(q8_group) == MXL_CPU_Q8_GROUP_BYTES, "q8_group layout");
 
@@ -68,9 +69,33 @@ enum {
 static const int8_t e2m1_doubled_u8[16] = {12, 13, 14, 15, 16, 18, 20, 24,
                                            12, 11, 10, 9,  8,  6,  4,  0};
 
-/* One block of 32 activations into lane `lane` of group g. */
-INLINE void quantize_block(q8_group *g, int lane, const float *x) {
-  __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+INLINE __m512 bf16x16_to_f32(const uint16_t *x) {
+  __m256i h = _mm256_loadu_si256((const __m256i *)x);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Stores int32 parts p0 (elements 0..15) and p1 (16..31) of a block as the
+ * bytes of the even and the odd half of plane `pl`, lane `lane`. */
+INLINE void store_plane(q8_group *g, int pl, int lane, __m512i p0, __m512i p1) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  _mm_storeu_si128((__m128i *)(g->plane[pl][0] + lane * 16),
+                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(p0, even, p1)));
+  _mm_storeu_si128((__m128i *)(g->plane[pl][1] + lane * 16),
+                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(p0, odd, p1)));
+}
+
+/* q = 256·hi + lo with lo in [-128, 127]: returns lo, leaves hi in *q. */
+INLINE __m512i split_byte(__m512i *q) {
+  __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(*q, _mm512_set1_epi32(128)), 8);
+  __m512i lo = _mm512_sub_epi32(*q, _mm512_slli_epi32(hi, 8));
+  *q = hi;
+  return lo;
+}
+
+/* One block of 32 bf16 activations into lane `lane` of group g. */
+INLINE void quantize_block(q8_group *g, int lane, const uint16_t *x) {
+  __m512 x0 = bf16x16_to_f32(x), x1 = bf16x16_to_f32(x + 16);
   float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
   if (!(mx <= FLT_MAX)) { /* NaN or inf: the block's products are NaN */
     for (int j = 0; j < 4; j++) g->step[lane * 4 + j] = NAN;
@@ -79,30 +104,20 @@ INLINE void quantize_block(q8_group *g, int lane, const float *x) {
   if (mx == 0) return; /* zeros: the group was cleared */
   int e;
   (void)frexpf(mx, &e); /* mx < 2^e */
-  __m512 up = _mm512_set1_ps((float)(14 - e));
+  __m512 up = _mm512_set1_ps((float)(22 - e));
   /* scalef by a power of two is exact; cvtps rounds to nearest even */
   __m512i q0 = _mm512_cvtps_epi32(_mm512_scalef_ps(x0, up));
   __m512i q1 = _mm512_cvtps_epi32(_mm512_scalef_ps(x1, up));
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  __m512i c128 = _mm512_set1_epi32(128);
-  __m512i h0 = _mm512_srai_epi32(_mm512_add_epi32(q0, c128), 8);
-  __m512i h1 = _mm512_srai_epi32(_mm512_add_epi32(q1, c128), 8);
-  __m512i l0 = _mm512_sub_epi32(q0, _mm512_slli_epi32(h0, 8));
-  __m512i l1 = _mm512_sub_epi32(q1, _mm512_slli_epi32(h1, 8));
-  _mm_storeu_si128((__m128i *)(g->hi[0] + lane * 16),
-                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(h0, even, h1)));
-  _mm_storeu_si128((__m128i *)(g->hi[1] + lane * 16),
-                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(h0, odd, h1)));
-  _mm_storeu_si128((__m128i *)(g->lo[0] + lane * 16),
-                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(l0, even, l1)));
-  _mm_storeu_si128((__m128i *)(g->lo[1] + lane * 16),
-                   _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(l0, odd, l1)));
   int32_t q[32];
   _mm512_storeu_si512(q, q0);
   _mm512_storeu_si512(q + 16, q1);
-  float step = ldexpf(1.0f, e - 15);
-  for (int j = 0; j < 4; j++) { /* lane j: bytes 4j..4j+3 of both planes, elements 8j..8j+7 */
+  __m512i l0 = split_byte(&q0), l1 = split_byte(&q1);
+  __m512i m0 = split_byte(&q0), m1 = split_byte(&q1);
+  store_plane(g, 0, lane, q0, q1);
+  store_plane(g, 1, lane, m0, m1);
+  store_plane(g, 2, lane, l0, l1);
+  float step = ldexpf(1.0f, e - 23);
+  for (int j = 0; j < 4; j++) { /* lane j: bytes 4j..4j+3 of both halves, elements 8j..8j+7 */
     int32_t sum = 0;
     for (int t = 8 * j; t < 8 * j + 8; t++) sum += q[t];
     g->corr[lane * 4 + j] = -12 * sum;
@@ -110,7 +125,7 @@ INLINE void quantize_block(q8_group *g, int lane, const float *x) {
   }
 }
 
-TARGET void mxl_a5_quantize_q8(void *dst, const float *x, int K) {
+TARGET void mxl_a5_quantize_q8(void *dst, const uint16_t *x, int K) {
   q8_group *G = dst;
   int ng = (K + 127) / 128;
   memset(G, 0, (size_t)ng * sizeof *G);
@@ -164,11 +179,14 @@ INLINE void q8_group_tile(const int MR, const int NR, __m512 acc[Q8_MR][Q8_NR],
     UNROLL
     for (int m = 0; m < MR; m++) {
       const q8_group *a = G + m * ldq;
-      __m512i th = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, _mm512_load_si512(a->hi[0]));
-      th = _mm512_dpbusd_epi32(th, odd, _mm512_load_si512(a->hi[1]));
-      __m512i tl = _mm512_dpbusd_epi32(_mm512_load_si512(a->corr), even, _mm512_load_si512(a->lo[0]));
-      tl = _mm512_dpbusd_epi32(tl, odd, _mm512_load_si512(a->lo[1]));
-      __m512i t = _mm512_add_epi32(_mm512_slli_epi32(th, 8), tl);
+      __m512i th = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, _mm512_load_si512(a->plane[0][0]));
+      th = _mm512_dpbusd_epi32(th, odd, _mm512_load_si512(a->plane[0][1]));
+      __m512i tm = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, _mm512_load_si512(a->plane[1][0]));
+      tm = _mm512_dpbusd_epi32(tm, odd, _mm512_load_si512(a->plane[1][1]));
+      __m512i tl = _mm512_dpbusd_epi32(_mm512_load_si512(a->corr), even, _mm512_load_si512(a->plane[2][0]));
+      tl = _mm512_dpbusd_epi32(tl, odd, _mm512_load_si512(a->plane[2][1]));
+      __m512i t = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(th, 16),
+                                                    _mm512_slli_epi32(tm, 8)), tl);
       /* t·step·2^(s − bias): two exact power-of-two scalings (a combined
        * step·2^(s − bias) could underflow where the products do not) */
       __m512 ts = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_load_ps(a->step));
