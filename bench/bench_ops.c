@@ -46,6 +46,36 @@ static double cpu_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The last-level cache's size from sysfs (32 MB where unknown). */
+static size_t llc_bytes(void) {
+  size_t best = 0;
+  for (int i = 0; i < 8; i++) {
+    char path[96], text[32] = {0};
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(text, sizeof text, f)) {
+      char *end = NULL;
+      size_t v = (size_t)strtoull(text, &end, 10);
+      v *= end && *end == 'M' ? (1u << 20) : end && *end == 'K' ? 1024u : 1u;
+      if (v > best) best = v;
+    }
+    fclose(f);
+  }
+  return best ? best : (size_t)32 << 20;
+}
+
+/* Copies of a weight of `bytes` that a decode row rotates through so that
+ * each is read again only after twice the last-level cache's size of other
+ * weights: 8 copies of q_proj were enough for a 32 MB L3, not for the
+ * 480 MB one of an Intel Xeon host, where the rows ran from L3 (above the
+ * measured memory bandwidth). At most 64. */
+static int llc_copies(size_t bytes) {
+  size_t want = 2 * llc_bytes();
+  size_t n = (want + bytes - 1) / bytes;
+  return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
 /* Model weights: on 2 MB pages, as the engine loads them under --no-mmap
  * (core/hugemem.h; 4 KB pages stream slower), never freed. */
 static void *weights_alloc(size_t bytes) {
@@ -397,12 +427,14 @@ typedef struct mx_arg {
   plan_set *plans; /* [8] rotating sets for decode, [1] for prefill */
   int n_plans;
   float *x, *y;
+  int n_w; /* copies of the weights at w, rotating after the plans (decode); 0: one */
 } mx_arg;
 
 static void run_mx(mxl_backend *be, void *arg, int rep) {
   mx_arg *a = arg;
   plan_set *ps = &a->plans[rep % a->n_plans];
-  be->ops->mxfp4_matmul(be, a->y, a->x, &a->w->w, &ps->p);
+  mx_set *w = a->n_w > 1 ? &a->w[rep / a->n_plans % a->n_w] : a->w;
+  be->ops->mxfp4_matmul(be, a->y, a->x, &w->w, &ps->p);
 }
 
 static void run_mx_dx(mxl_backend *be, void *arg, int rep) {
@@ -568,11 +600,18 @@ int main(int argc, char **argv) {
   float *arr = xmalloc(n_arr * sizeof *arr);
   fill_f32(arr, n_arr, 7, 1.0f);
 
-  /* Weights: experts (20b layer), attention q projection (8 copies, so the
-   * decode rows do not run from L3), lm_head. */
-  mx_set gate_up = make_mx(2 * I, H, 11), down = make_mx(H, I, 12);
-  enum { NQ = 8 };
-  mxl_bf16_weight wq[NQ], wo[1], lm;
+  /* Weights: experts (20b layer), attention q projection, lm_head; the
+   * decode rows rotate through enough copies (llc_copies) that they stream
+   * from memory, not from the last-level cache. */
+  size_t expert_bytes = (size_t)E * 2 * I * (H / 32) * 17;
+  int n_up = llc_copies(expert_bytes), n_down = llc_copies(expert_bytes / 2);
+  int NQ = llc_copies((size_t)NH * HD * H * 2);
+  mx_set *gate_ups = xmalloc((size_t)n_up * sizeof *gate_ups);
+  mx_set *downs = xmalloc((size_t)n_down * sizeof *downs);
+  for (int c = 0; c < n_up; c++) gate_ups[c] = make_mx(2 * I, H, 11 + 100 * (uint64_t)c);
+  for (int c = 0; c < n_down; c++) downs[c] = make_mx(H, I, 12 + 100 * (uint64_t)c);
+  mx_set gate_up = gate_ups[0], down = downs[0];
+  mxl_bf16_weight *wq = xmalloc((size_t)NQ * sizeof *wq), wo[1], lm;
   for (int c = 0; c < NQ; c++) {
     uint16_t *w = weights_alloc((size_t)NH * HD * H * 2), *b = xmalloc((size_t)NH * HD * 2);
     fill_bf16(w, (size_t)NH * HD * H, 20 + (uint64_t)c, 0.02f);
@@ -603,6 +642,8 @@ int main(int argc, char **argv) {
 
   printf("bench_ops: gpt-oss-20b shapes (H=%d I=%d E=%d k=%d V=%d nh=%d nkv=%d d=%d), "
          "prefill n=%d, best of %d\n", H, I, E, TOPK, V, NH, NKV, HD, n_pre, g_reps);
+  printf("decode rows rotate through copies of their weights, twice the %zu MB last-level "
+         "cache: gate_up %d, down %d, q_proj %d\n", llc_bytes() >> 20, n_up, n_down, NQ);
 
   for (int ti = 0; ti < n_threads; ti++) {
     int nt = threads[ti];
@@ -632,10 +673,10 @@ int main(int argc, char **argv) {
 
     /* -- MXFP4 experts, decode: one token, 4 experts */
     for (int which = 0; which < 2; which++) {
-      mx_set *w = which ? &down : &gate_up;
+      mx_set *w = which ? downs : gate_ups;
       int N = (int)w->w.rows, K = (int)w->w.cols;
       double bytes = (double)TOPK * N * (K / 32) * 17;
-      mx_arg a = {w, dec_plans, 8, x, y};
+      mx_arg a = {w, dec_plans, 8, x, y, which ? n_down : n_up};
       /* the host's GEMV, then exact mode, then the other GEMV (bf16 weights
        * where the integer kernel is the default) */
       int int_default = mxl_backend_cpu_int_decode(be);
