@@ -246,37 +246,45 @@ static const struct {
                          {4, q8_tile_3_4, q8_tile_3_1},
                          {2, q8_tile_4_2, q8_tile_4_1}};
 
+/* 1 when every scale of `rows` weight rows keeps s − bias in [-125, 125]. */
+static int rows_in_range(const uint8_t *s, int rows, int64_t row_blocks, int nb, int bias) {
+  if (row_blocks == nb) return mxl_a5_scales_in_range(s, (int64_t)rows * nb, bias);
+  for (int r = 0; r < rows; r++)
+    if (!mxl_a5_scales_in_range(s + r * row_blocks, nb, bias)) return 0;
+  return 1;
+}
+
 TARGET void mxl_a5_gemm_mxfp4_q8(float *C, int64_t ldc, const void *xq, const uint16_t *A,
                                  int64_t lda, const uint8_t *blocks, const uint8_t *scales,
                                  int64_t row_blocks, int M, int N, int K, int bias) {
   int nb = K / MXL_MXFP4_BLOCK;
   int64_t ldq = (int64_t)(mxl_cpu_q8_bytes(K) / sizeof(q8_group));
   const uint8_t *pf_end = blocks + (int64_t)N * row_blocks * MXL_MXFP4_BLOCK_BYTES;
-  /* whole rows (the usual case): one check of all their scales at once,
-   * else a check per row (a call per tile of rows cost 6 % of the GEMV) */
-  int all_in = row_blocks == nb && mxl_a5_scales_in_range(scales, (int64_t)N * nb, bias);
   for (int j0 = 0; j0 < N; j0 += Q8_NR) {
-    int rows = N - j0 < Q8_NR ? N - j0 : Q8_NR, fast[Q8_NR], all = 1;
+    int rows = N - j0 < Q8_NR ? N - j0 : Q8_NR;
     const uint8_t *b = blocks + (int64_t)j0 * row_blocks * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *s = scales + (int64_t)j0 * row_blocks;
-    for (int r = 0; r < rows; r++)
-      all &= fast[r] = all_in || mxl_a5_scales_in_range(s + r * row_blocks, nb, bias);
     for (int m0 = 0; m0 < M; m0 += Q8_MR) {
       int mr = M - m0 < Q8_MR ? M - m0 : Q8_MR, r = 0;
       const q8_group *G = (const q8_group *)xq + m0 * ldq;
       float *c = C + m0 * ldc + j0;
-      if (all)
-        for (; r + q8_tiles[mr].nr <= rows; r += q8_tiles[mr].nr)
-          q8_tiles[mr].wide(c + r, ldc, G, ldq, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
-                            s + r * row_blocks, row_blocks, nb, bias, pf_end);
-      for (; r < rows; r++) {
-        const uint8_t *rb = b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES, *rs = s + r * row_blocks;
-        if (fast[r])
-          q8_tiles[mr].one(c + r, ldc, G, ldq, rb, rs, row_blocks, nb, bias, pf_end);
-        else
-          for (int m = m0; m < m0 + mr; m++)
-            C[m * ldc + j0 + r] = mxl_a5_mxfp4_dot_slow(A + m * lda, NULL, rb, rs, 0, nb, bias);
-      }
+      for (; r + q8_tiles[mr].nr <= rows; r += q8_tiles[mr].nr)
+        q8_tiles[mr].wide(c + r, ldc, G, ldq, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                          s + r * row_blocks, row_blocks, nb, bias, pf_end);
+      for (; r < rows; r++)
+        q8_tiles[mr].one(c + r, ldc, G, ldq, b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES,
+                         s + r * row_blocks, row_blocks, nb, bias, pf_end);
+    }
+    /* The scales checked after the tile, from L1 (a check of a whole item's
+     * scales up front cost 7 % of decode's expert time, as misses in
+     * series); rows the fast kernels cannot take are computed again by the
+     * portable decode. */
+    if (rows_in_range(s, rows, row_blocks, nb, bias)) continue;
+    for (int r = 0; r < rows; r++) {
+      const uint8_t *rb = b + r * row_blocks * MXL_MXFP4_BLOCK_BYTES, *rs = s + r * row_blocks;
+      if (mxl_a5_scales_in_range(rs, nb, bias)) continue;
+      for (int m = 0; m < M; m++)
+        C[m * ldc + j0 + r] = mxl_a5_mxfp4_dot_slow(A + m * lda, NULL, rb, rs, 0, nb, bias);
     }
   }
 }
