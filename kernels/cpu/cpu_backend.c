@@ -267,9 +267,9 @@ const char *mxl_backend_cpu_paths(const mxl_backend *be) {
              "; bf16 dot products %.2fx the fp32 FMA rate here (measured)", c->bf16_speedup);
     used = strlen(line);
   }
-  snprintf(line + used, sizeof line - used, "; decode's MXFP4 GEMV: %s",
+  snprintf(line + used, sizeof line - used, "; MXFP4 experts of 1-12 rows (decode): %s",
            mxl_backend_cpu_int_decode(be) ? "integer (VNNI; bf16 activations in 24-bit fixed point)"
-                                          : "bf16 weights");
+                                          : "weights decoded to bf16");
   used = strlen(line);
   snprintf(line + used, sizeof line - used, "; attention blocks: %s; decode attention: %s%s",
            mxl_backend_cpu_bf16_attention(be) ? "bf16 operands" : "fp32",

@@ -19,8 +19,8 @@
  *   - MXFP4 groups of one or a few rows (decode, batched decode, short
  *     prefills) use gemm_mxfp4_q8 where the ISA has it: integer dot
  *     products on the bf16 activations written once per row in 24-bit
- *     fixed point per block (cpu_q8_avx512.c), each weight block decoded once in
- *     registers for all the group's rows. Elsewhere, and in exact mode,
+ *     fixed point per block (cpu_q8_avx512.c), each weight block decoded
+ *     once in registers for all the group's rows. Elsewhere, and in exact mode,
  *     gemv_mxfp4 (one row) and gemm_mxfp4_nt (a few) decode to bf16 in
  *     registers.
  */
