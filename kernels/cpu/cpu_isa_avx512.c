@@ -31,6 +31,7 @@
 
 #include "core/bf16.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_mxfp4_group_avx512.h"
 #include "kernels/mxfp4.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
@@ -1010,18 +1011,14 @@ TARGET static void x_q_order(uint16_t *dst, const uint16_t *x, int K) {
 
 /* Constants of the group decode. */
 typedef struct mx_consts {
-  __m512i table; /* E2M1 codes 0..15 as bf16, twice */
-  __m512i rot;   /* per lane: rotation bringing scale byte lane/4 to bits 23..30 */
-  __m512i emask; /* 0x7F800000 */
-  __m512i badj;  /* (127 - bias) << 23 */
+  __m512i table;             /* E2M1 codes 0..15 as bf16, twice */
+  mxl_a5_scale_consts scale; /* the scale bytes to their lanes */
 } mx_consts;
 
 INLINE mx_consts mx_consts_of(int bias) {
   mx_consts c;
   c.table = _mm512_load_si512(e2m1_bf16);
-  c.rot = _mm512_setr_epi32(23, 23, 23, 23, 15, 15, 15, 15, 7, 7, 7, 7, 31, 31, 31, 31);
-  c.emask = _mm512_set1_epi32(0x7F800000);
-  c.badj = _mm512_set1_epi32((127 - bias) * (1 << 23));
+  c.scale = mxl_a5_scale_consts_of(bias);
   return c;
 }
 
@@ -1030,17 +1027,9 @@ INLINE mx_consts mx_consts_of(int bias) {
  * ends inside the group, else 0. */
 INLINE void mx_decode(const uint8_t *blocks, const uint8_t *scales, int tail, const mx_consts *c,
                       __m512bh W[4], __m512 *S) {
-  __m512i w;
   uint32_t sc;
-  if (!tail) {
-    w = _mm512_loadu_si512(blocks);
-    memcpy(&sc, scales, 4);
-  } else {
-    w = _mm512_maskz_loadu_epi8((((__mmask64)1) << (16 * tail)) - 1, blocks);
-    sc = (uint32_t)_mm_cvtsi128_si32(_mm_maskz_loadu_epi8((__mmask16)((1u << tail) - 1), scales));
-  }
-  __m512i e = _mm512_and_si512(_mm512_rolv_epi32(_mm512_set1_epi32((int)sc), c->rot), c->emask);
-  *S = _mm512_castsi512_ps(_mm512_add_epi32(e, c->badj));
+  __m512i w = mxl_a5_load_group(blocks, scales, tail, &sc);
+  *S = mxl_a5_scale_lanes(sc, &c->scale);
   if (tail) *S = _mm512_maskz_mov_ps((__mmask16)((1u << (4 * tail)) - 1), *S);
   W[0] = (__m512bh)_mm512_permutexvar_epi16(w, c->table);
   W[1] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), c->table);

@@ -46,6 +46,7 @@
 
 #include "core/bf16.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_mxfp4_group_avx512.h"
 #include "kernels/mxfp4.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
@@ -133,17 +134,15 @@ TARGET void mxl_a5_quantize_q8(void *dst, const uint16_t *x, int K) {
 }
 
 typedef struct q8_consts {
-  __m512i table, nibble;    /* e2m1_doubled_u8 in every lane; 0x0F bytes */
-  __m512i rot, emask, badj; /* scale bytes to fp32 powers of two, as mx_consts */
+  __m512i table, nibble;     /* e2m1_doubled_u8 in every lane; 0x0F bytes */
+  mxl_a5_scale_consts scale; /* the scale bytes to their lanes */
 } q8_consts;
 
 INLINE q8_consts q8_consts_of(int bias) {
   q8_consts c;
   c.table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)e2m1_doubled_u8));
   c.nibble = _mm512_set1_epi8(0x0F);
-  c.rot = _mm512_setr_epi32(23, 23, 23, 23, 15, 15, 15, 15, 7, 7, 7, 7, 31, 31, 31, 31);
-  c.emask = _mm512_set1_epi32(0x7F800000);
-  c.badj = _mm512_set1_epi32((127 - bias) * (1 << 23));
+  c.scale = mxl_a5_scale_consts_of(bias);
   return c;
 }
 
@@ -163,19 +162,11 @@ INLINE void q8_group_tile(const int MR, const int NR, __m512 acc[Q8_MR][Q8_NR],
     if (ahead < pf_end) _mm_prefetch((const char *)ahead, _MM_HINT_T0);
     const uint8_t *b = blocks + (n * row_blocks + g * 4) * MXL_MXFP4_BLOCK_BYTES;
     const uint8_t *s = scales + n * row_blocks + g * 4;
-    __m512i w;
     uint32_t sc;
-    if (!tail) {
-      w = _mm512_loadu_si512(b);
-      memcpy(&sc, s, 4);
-    } else {
-      w = _mm512_maskz_loadu_epi8((((__mmask64)1) << (16 * tail)) - 1, b);
-      sc = (uint32_t)_mm_cvtsi128_si32(_mm_maskz_loadu_epi8((__mmask16)((1u << tail) - 1), s));
-    }
+    __m512i w = mxl_a5_load_group(b, s, tail, &sc);
     __m512i even = _mm512_shuffle_epi8(c->table, _mm512_and_si512(w, c->nibble));
     __m512i odd = _mm512_shuffle_epi8(c->table, _mm512_and_si512(_mm512_srli_epi16(w, 4), c->nibble));
-    __m512i e = _mm512_and_si512(_mm512_rolv_epi32(_mm512_set1_epi32((int)sc), c->rot), c->emask);
-    __m512 S = _mm512_castsi512_ps(_mm512_add_epi32(e, c->badj));
+    __m512 S = mxl_a5_scale_lanes(sc, &c->scale);
     UNROLL
     for (int m = 0; m < MR; m++) {
       const q8_group *a = G + m * ldq;
