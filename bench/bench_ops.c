@@ -493,12 +493,13 @@ static void run_attn(mxl_backend *be, void *arg, int rep) {
 
 /* One decoded token's attention over n_keys cached positions (full
  * causal: every key visible), the keys and values taken from one of
- * ATT_DECODE_COPIES caches in turn so that they come from memory, as a
- * decode step reads a layer's cache once per token. */
-enum { ATT_DECODE_COPIES = 8 };
+ * n_copies caches in turn (llc_copies, at most ATT_DECODE_COPIES) so that
+ * they come from memory, as a decode step reads a layer's cache once per
+ * token. */
+enum { ATT_DECODE_COPIES = 64 };
 
 typedef struct attn_decode_arg {
-  int n_keys;
+  int n_keys, n_copies;
   float *q, *out, *lse, *k[ATT_DECODE_COPIES], *v[ATT_DECODE_COPIES];
   uint16_t *sinks;
   int32_t *k_pos, *seg, q_pos;
@@ -507,7 +508,7 @@ typedef struct attn_decode_arg {
 static void run_attn_decode(mxl_backend *be, void *arg, int rep) {
   attn_decode_arg *a = arg;
   mxl_attn_mask m = {&a->q_pos, a->seg, a->k_pos, a->seg, 0};
-  int c = rep % ATT_DECODE_COPIES;
+  int c = rep % a->n_copies;
   be->ops->attention(be, a->out, a->lse, a->q, a->k[c], a->v[c], a->sinks, &m, 1, a->n_keys, NH,
                      NKV, HD, 0.125f);
 }
@@ -854,8 +855,9 @@ int main(int argc, char **argv) {
     {
       enum { KEYS = 4096 };
       size_t kn = (size_t)KEYS * NKV * HD;
-      attn_decode_arg a = {KEYS, xmalloc(NH * HD * 4), xmalloc(NH * HD * 4), xmalloc(NH * 4)};
-      for (int c = 0; c < ATT_DECODE_COPIES; c++) {
+      attn_decode_arg a = {KEYS, llc_copies(2 * kn * 4), xmalloc(NH * HD * 4),
+                           xmalloc(NH * HD * 4), xmalloc(NH * 4)};
+      for (int c = 0; c < a.n_copies; c++) {
         a.k[c] = xmalloc(kn * 4), a.v[c] = xmalloc(kn * 4);
         fill_f32(a.k[c], kn, 40 + c, 1.0f), fill_f32(a.v[c], kn, 50 + c, 1.0f);
       }
@@ -865,7 +867,7 @@ int main(int argc, char **argv) {
       for (int i = 0; i < KEYS; i++) a.k_pos[i] = i, a.seg[i] = 0;
       row_ctx r = {"attention decode", "nq=1 nk=4096", 2.0 * kn * 4, 0};
       measure(&r, be, run_attn_decode, &a, g_reps * 3, &L, 0);
-      for (int c = 0; c < ATT_DECODE_COPIES; c++) free(a.k[c]), free(a.v[c]);
+      for (int c = 0; c < a.n_copies; c++) free(a.k[c]), free(a.v[c]);
       free(a.q), free(a.out), free(a.lse), free(a.sinks), free(a.k_pos), free(a.seg);
     }
     /* -- LoRA gemm_f32, rank 16: the six products of one adapted matrix
