@@ -306,7 +306,8 @@ static mx_set make_mx(int rows, int cols, uint64_t seed) {
 }
 
 /* A routing plan for n tokens: decode tokens rotate through the experts
- * (`first` picks the set) so repeated runs do not find the weights in L3;
+ * (`first` picks the set; the decode rows also rotate through copies of
+ * the weights, llc_copies) so repeated runs do not find the weights in L3;
  * prefill tokens route uniformly at random. */
 typedef struct plan_set {
   int32_t experts[4096 * TOPK], order[4096 * TOPK], slot[4096 * TOPK], offsets[E + 1];

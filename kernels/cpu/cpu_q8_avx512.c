@@ -44,7 +44,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/bf16.h"
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_mxfp4_group_avx512.h"
 #include "kernels/mxfp4.h"
