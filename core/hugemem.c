@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -88,6 +89,18 @@ mxl_status mxl_huge_alloc(size_t bytes, const char *what, void **out) {
   }
   *out = p;
   return MXL_OK;
+}
+
+void *mxl_work_alloc(size_t bytes) {
+  size_t size = bytes ? (bytes + 63) & ~(size_t)63 : 64;
+  size_t align = size >= MXL_HUGE_PAGE ? MXL_HUGE_PAGE : 64;
+  void *p = NULL;
+  if (size < bytes || posix_memalign(&p, align, size) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+  /* best effort: the whole 2 MB pages inside [p, p + size) are eligible */
+  if (align == MXL_HUGE_PAGE) (void)madvise(p, size & ~(size_t)4095, MADV_HUGEPAGE);
+#endif
+  return p;
 }
 
 void mxl_huge_free(void *p, size_t bytes) {

@@ -37,6 +37,14 @@ mxl_status mxl_anon_huge_bytes(uint64_t *bytes);
 mxl_status mxl_huge_alloc(size_t bytes, const char *what, void **out);
 void mxl_huge_free(void *p, size_t bytes);
 
+/* Working memory freed with free(): `bytes` (0: 64) aligned to 64 bytes,
+ * or, from 2 MB up, to 2 MB and advised MADV_HUGEPAGE, not faulted in.
+ * Activations, gradients and scratch of a step are streamed op after op;
+ * on 4 KB pages (the default where transparent huge pages are in `madvise`
+ * mode) each TLB miss costs a page walk, two-level under a hypervisor.
+ * NULL when out of memory. */
+void *mxl_work_alloc(size_t bytes);
+
 /* How mxl_huge_read_file reads. */
 typedef struct mxl_huge_read {
   size_t chunk;   /* bytes per step, a multiple of 2 MB; 0: 64 MB */

@@ -105,12 +105,35 @@ static void test_mem_available(void) {
   unlink(path);
 }
 
+/* Working memory: 64-byte aligned below 2 MB, 2 MB aligned from there up,
+ * every byte writable and kept, freed with free(). Whether the kernel backs
+ * it with huge pages is its choice (THP may be off), so only the alignment
+ * that makes them possible is checked. */
+static void test_work_alloc(void) {
+  const size_t sizes[] = {0, 1, 100, 4096, MXL_HUGE_PAGE - 1, MXL_HUGE_PAGE,
+                          3 * (size_t)MXL_HUGE_PAGE + 17};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    uint8_t *p = mxl_work_alloc(sizes[i]);
+    MXL_CHECK_MSG(p != NULL, "%zu bytes", sizes[i]);
+    if (!p) continue;
+    size_t align = sizes[i] >= MXL_HUGE_PAGE ? MXL_HUGE_PAGE : 64;
+    MXL_CHECK_MSG((uintptr_t)p % align == 0, "%zu bytes at %p", sizes[i], (void *)p);
+    for (size_t j = 0; j < sizes[i]; j++) p[j] = (uint8_t)(j * 131 + i);
+    int kept = 1;
+    for (size_t j = 0; j < sizes[i]; j++) kept &= p[j] == (uint8_t)(j * 131 + i);
+    MXL_CHECK_MSG(kept, "%zu bytes", sizes[i]);
+    free(p);
+  }
+  MXL_CHECK(mxl_work_alloc(SIZE_MAX - 8) == NULL); /* overflow of the rounding */
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/mxl_hugemem_XXXXXX");
   if (!mkdtemp(dir)) return 1;
   MXL_RUN(test_copy_equals_file);
   MXL_RUN(test_copy_refusals);
   MXL_RUN(test_mem_available);
+  MXL_RUN(test_work_alloc);
   rmdir(dir);
   return mxl_test_summary("hugemem");
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hugemem.h"
 #include "core/status.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/cpu_internal.h"
@@ -40,8 +41,8 @@ void *mxl_cpu_scratch(mxl_backend *be, int slot, size_t bytes) {
   c->scratch[slot] = NULL;
   c->scratch_bytes[slot] = 0;
   size_t rounded = (bytes + 4095) & ~(size_t)4095;
-  void *p = NULL;
-  if (posix_memalign(&p, 64, rounded) != 0) {
+  void *p = mxl_work_alloc(rounded);
+  if (!p) {
     mxl_cpu_fail(be, MXL_ERR_MEMORY, "scratch buffer");
     return NULL;
   }
@@ -73,10 +74,9 @@ static void cpu_destroy(mxl_backend *be) {
 
 static void *cpu_alloc(mxl_backend *be, size_t bytes) {
   (void)be;
-  void *p = NULL;
   size_t rounded = bytes ? (bytes + 63) & ~(size_t)63 : 64;
-  if (posix_memalign(&p, 64, rounded) != 0) return NULL;
-  memset(p, 0, rounded);
+  void *p = mxl_work_alloc(rounded);
+  if (p) memset(p, 0, rounded); /* each page's first touch here, not in an op */
   return p;
 }
 

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hugemem.h"
 #include "kernels/cpu/cpu_internal.h"
 
 #ifdef MXL_HAVE_DNNL
@@ -224,8 +225,7 @@ static int grow_scratch(mxl_cpu_dnnl *d, size_t bytes) {
   for (int t = 0; t < d->n_threads; t++) {
     free(d->scratch[t]);
     d->scratch[t] = NULL;
-    if (posix_memalign(&d->scratch[t], 64, rounded) != 0) {
-      d->scratch[t] = NULL;
+    if (!(d->scratch[t] = mxl_work_alloc(rounded))) {
       d->scratch_bytes = 0;
       return 0;
     }
