@@ -665,7 +665,7 @@ int main(int argc, char **argv) {
      * and multiplies them with fp32 FMAs: its products' limit is that peak.
      * (By the table's name: the attention query says 0 in exact mode too,
      * where avx512bf16 still multiplies with vdpbf16ps.) */
-    if (strcmp(mxl_backend_cpu_isa(be), "avx512bf16") != 0) {
+    if (strncmp(mxl_backend_cpu_isa(be), "avx512bf16", 10) != 0) {
       L.bf16 = L.fma, L.bf16_cpu = L.fma_cpu;
       printf("   (the %s table has no bf16 dot products: bf16 products against the fp32 FMA peak)\n",
              mxl_backend_cpu_isa(be));

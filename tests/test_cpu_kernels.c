@@ -41,6 +41,7 @@ static int isa_tables(const mxl_cpu_isa **out) {
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16") &&
       __builtin_cpu_supports("avx512vnni"))
     out[n++] = &mxl_cpu_isa_avx512;
+  if (n == 3 && mxl_cpu_isa_amx()) out[n++] = mxl_cpu_isa_amx();
 #endif
   return n;
 }
@@ -61,7 +62,7 @@ static double rel_err(const float *got, const double *want, size_t n) {
 /* ------------------------------------------------------------------ conversions */
 
 static void test_to_bf16(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { N = 1003 };
   float x[N];
@@ -91,7 +92,7 @@ static void test_to_bf16(void) {
  * exact against mxfp4.h's decoder rounded to bf16 (exact where bf16 holds the
  * value). */
 static void test_mxfp4_decode_all_scales(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { ROWS = 256, NB = 3, K = NB * 32 };
   uint8_t *blocks = malloc(ROWS * NB * 16), *scales = malloc(ROWS * NB);
@@ -122,7 +123,7 @@ static void test_mxfp4_decode_all_scales(void) {
 /* ------------------------------------------------------------------ packing */
 
 static void test_packing_layouts(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int trial = 0; trial < 40; trial++) {
     int rows = 1 + rng_int(&rng, 45), cols = 1 + rng_int(&rng, 90), ld_src = cols + rng_int(&rng, 3);
@@ -155,7 +156,7 @@ static void test_packing_layouts(void) {
 }
 
 static void test_packing_mxfp4(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { ROWS = 37, NB = 4, K = NB * 32, ROW_BLOCKS = 6 };
   uint8_t blocks[ROWS * ROW_BLOCKS * 16], scales[ROWS * ROW_BLOCKS];
@@ -201,7 +202,7 @@ static int packed_differ(const uint16_t *got, const uint16_t *want, size_t n) {
 }
 
 static void test_packing_mxfp4_shapes(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   static const int nbs[] = {1, 2, 3, 4, 5, 6, 8, 90};
   enum { GUARD = 64 };
@@ -253,15 +254,22 @@ static void test_packing_mxfp4_shapes(void) {
 /* ------------------------------------------------------------------ GEMM kernels */
 
 static void test_gemm_kernels(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   /* the last trials reduce over more than a kernel's chunk (the AVX2
    * kernel widens 256 indices at a time), odd lengths included, and the
    * very last take more rows than a row block (the AVX2 kernel's 96) */
-  for (int trial = 0; trial < 36; trial++) {
+  for (int trial = 0; trial < 48; trial++) {
     int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 150), K = 1 + rng_int(&rng, 200);
     if (trial >= 30) K = 1000 + rng_int(&rng, 2100) + (trial == 30 ? 1 : 0);
     if (trial >= 34) M = 97 + rng_int(&rng, 120), N = 17 + rng_int(&rng, 40);
+    /* the AMX table's tiles: rows in 16s (and a few past), reductions in
+     * 32s, columns filling 0-2 tiles of 16 partly */
+    if (trial >= 36) {
+      M = 16 * (1 + rng_int(&rng, 8)) + (trial % 3 == 0 ? rng_int(&rng, 16) : 0);
+      K = 32 * (1 + rng_int(&rng, 6)), N = 1 + rng_int(&rng, 70);
+      if (trial == 36) M = 128, N = 64, K = 64; /* attention's block */
+    }
     int lda = K + rng_int(&rng, 3), ldb = K + rng_int(&rng, 3), ldc = N + rng_int(&rng, 3);
     int acc = rng_int(&rng, 2), exact = rng_int(&rng, 2);
     uint16_t *A = malloc((size_t)M * lda * 2), *Al = malloc((size_t)M * lda * 2);
@@ -299,26 +307,30 @@ static void test_gemm_kernels(void) {
         double tol = K > 1000 ? 1e-5 : 2e-6; /* fp32 sums of K terms */
         MXL_CHECK_MSG(e < tol && !outside, "%s %s M%d N%d K%d acc%d exact%d: err %g, %d writes outside",
                       isas[s]->name, kernel ? "vnni" : "nt", M, N, K, acc, exact, e, outside);
-        if (kernel == 1) continue;
         /* each row's sums as that row alone (M = 1), bit for bit: a token
-         * decoded in a batch gets the logits it gets alone, whatever tile
-         * its row falls in */
+         * decoded in a batch gets the logits it gets alone, and a training
+         * row the gradients it gets alone, whatever tile its row falls in */
         int differ = 0;
         for (int i = 0; i < M; i++) {
           memcpy(C + i * ldc, C0 + i * ldc, (size_t)N * 4);
-          isas[s]->gemm_bf16_nt(C + i * ldc, ldc, A + i * lda, exact ? Al + i * lda : NULL, lda, B,
-                                ldb, 1, N, K, acc);
+          if (kernel == 0)
+            isas[s]->gemm_bf16_nt(C + i * ldc, ldc, A + i * lda, exact ? Al + i * lda : NULL, lda,
+                                  B, ldb, 1, N, K, acc);
+          else
+            isas[s]->gemm_bf16_vnni(C + i * ldc, ldc, A + i * lda, exact ? Al + i * lda : NULL,
+                                    lda, Bp, ld_bp, 1, N, K, acc);
           for (int j = 0; j < N; j++) differ += memcmp(&C[i * ldc + j], &got[i * N + j], 4) != 0;
         }
-        MXL_CHECK_MSG(!differ, "%s nt M%d N%d K%d acc%d exact%d: %d sums differ from the rows' "
-                      "own (M = 1)", isas[s]->name, M, N, K, acc, exact, differ);
+        MXL_CHECK_MSG(!differ, "%s %s M%d N%d K%d acc%d exact%d: %d sums differ from the rows' "
+                      "own (M = 1)", isas[s]->name, kernel ? "vnni" : "nt", M, N, K, acc, exact,
+                      differ);
       }
     free(A), free(Al), free(B), free(C0), free(C), free(want), free(Bp), free(got);
   }
 }
 
 static void test_gemm_f32_kernel(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int trial = 0; trial < 30; trial++) {
     int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 150), K = 1 + rng_int(&rng, 80);
@@ -355,7 +367,7 @@ static void test_gemm_f32_kernel(void) {
 /* C (+)= alpha·A·Bᵀ with both operands K-contiguous, ragged tiles and K
  * tails, padded strides. */
 static void test_gemm_f32_nt_kernel(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int trial = 0; trial < 30; trial++) {
     int M = 1 + rng_int(&rng, 20), N = 1 + rng_int(&rng, 40), K = 1 + rng_int(&rng, 300);
@@ -414,7 +426,7 @@ static void test_zero_split(void) {
 
 /* Blocks of an fp32 matrix transposed: exact, nothing outside written. */
 static void test_transpose_f32(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { LD_SRC = 70, LD_DST = 60 };
   float src[50 * LD_SRC], dst[70 * LD_DST];
@@ -447,7 +459,7 @@ static void test_transpose_f32(void) {
  * against a double reference, the bound relative to Σ|w·x| (what fp32
  * sums of the exact products keep). */
 static void test_gemv_mxfp4_wide_blocks(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { N = 7, NB = 90, K = NB * 32 };
   uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
@@ -503,7 +515,7 @@ static void test_gemv_mxfp4_wide_blocks(void) {
     }
     for (int s = 0; s < n_isa; s++) {
       float y[N];
-      int daz = !strcmp(isas[s]->name, "avx512bf16");
+      int daz = !strncmp(isas[s]->name, "avx512bf16", 10);
       double *wj = want[daz], *mj = mag[daz], slack = daz ? 2.0 * K * 0x1p-126 : 0;
       isas[s]->gemv_mxfp4(y, xh, NULL, blocks, scales, NB, N, K, 127);
       for (int j = 0; j < N; j++) {
@@ -518,7 +530,7 @@ static void test_gemv_mxfp4_wide_blocks(void) {
 }
 
 static void test_gemv_mxfp4(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { N = 19, NB = 91, K = NB * 32 };
   uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
@@ -593,7 +605,7 @@ static void test_gemv_mxfp4(void) {
  * rows (tiles of 4 and 2 and single rows), one with the NaN scale and one
  * with a scale below the kernel's range (the portable decode). */
 static void test_gemm_mxfp4_q8(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas), ran = 0;
   enum { N = 19, NB = 91, K = NB * 32, M = 6, NAN_ROW = 3, SLOW_ROW = 6, SUB_BLOCK = 70 };
   uint8_t *blocks = malloc(N * NB * 16), *scales = malloc(N * NB);
@@ -664,7 +676,7 @@ static void test_gemm_mxfp4_q8(void) {
 /* The bf16 matrix-vector product of decoding: ragged row counts (tiles of
  * 4 and single rows), K tails, padded row stride, exact mode. */
 static void test_gemv_bf16(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int trial = 0; trial < 13; trial++) {
     int N = 1 + rng_int(&rng, 40), K = 1 + rng_int(&rng, 700), ldw = K + rng_int(&rng, 5);
@@ -704,7 +716,7 @@ static void test_gemv_bf16(void) {
  * counts with and without a partial last group, a NaN-scale row and an
  * out-of-range scale (portable rows), exact mode. */
 static void test_gemm_mxfp4_nt(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   int nbs[3] = {91, 92, 93};
   for (int trial = 0; trial < 9; trial++) {
@@ -759,7 +771,7 @@ static void test_gemm_mxfp4_nt(void) {
 }
 
 static void test_vector_helpers(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { N = 61 };
   float x[N], y[N], z[N];
@@ -959,7 +971,7 @@ static void test_dnnl_paths(void) {
  * the last 16 (the portable decode for those 16 rows). W (the backward's
  * B): a column window of 64 rows, below. */
 static void test_mxfp4_blocked_layout(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas), tested = 0;
   enum { ROWS = 80, K = 96, NB = K / 32, GROUPS = (ROWS + 63) / 64 };
   uint8_t blocks[ROWS * NB * 16], scales[ROWS * NB];
@@ -1226,7 +1238,7 @@ static void test_swiglu_vector_rows(void) {
   memset(dh[0], 0, sizeof dh[0]);
   ref->ops->swiglu_bwd(ref, dh[0], dact, h, m, I, 1.702f, 7.0f);
   mxl_backend_destroy(ref);
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int s = 0; s < n_isa; s++) {
     memset(dh[1], 0, sizeof dh[1]);
@@ -1252,7 +1264,7 @@ static void test_rmsnorm_vector_rows(void) {
   mxl_backend *ref = NULL;
   MXL_CHECK_OK(mxl_backend_ref_create(&ref));
   if (!ref) return;
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int w = 0; w < 3; w++) {
     const int m = 3, H = widths[w];
@@ -1295,14 +1307,14 @@ static void test_rmsnorm_vector_rows(void) {
  * reference backend's. */
 static void test_adamw_tables_agree(void) {
   enum { N = 1000 + 13 };
-  static float p0[N], g[N], m0[N], v0[N], p[3][N], m[3][N], v[3][N];
+  static float p0[N], g[N], m0[N], v0[N], p[4][N], m[4][N], v[4][N];
   rng_fill_f32(&rng, p0, N, -1, 1), rng_fill_f32(&rng, g, N, -3, 3);
   rng_fill_f32(&rng, m0, N, -0.5f, 0.5f), rng_fill_f32(&rng, v0, N, 0, 2);
   v0[7] = 0, m0[7] = 0, g[7] = 0, g[8] = 1e-30f; /* zero moments: eps alone */
   const mxl_cpu_adamw_coef c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.37f,
                                 (float)(1.0 / (1.0 - pow(0.9, 3))),
                                 (float)(1.0 / sqrt(1.0 - pow(0.999, 3)))};
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int s = 0; s < n_isa; s++) {
     memcpy(p[s], p0, sizeof p0), memcpy(m[s], m0, sizeof m0), memcpy(v[s], v0, sizeof v0);
@@ -1336,7 +1348,7 @@ static void test_rope_halves_tables_agree(void) {
   float xa0[N], xb0[N], cs[N], sn[N], want_a[N], want_b[N], xa[N], xb[N];
   rng_fill_f32(&rng, xa0, N, -4, 4), rng_fill_f32(&rng, xb0, N, -4, 4);
   rng_fill_f32(&rng, cs, N, -1.3f, 1.3f), rng_fill_f32(&rng, sn, N, -1.3f, 1.3f);
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   for (int dir = 0; dir < 2; dir++) {
     float sign = dir ? -1.0f : 1.0f;
@@ -1554,7 +1566,7 @@ static void test_wait_passively(void) {
  * same bits in mx, den, o and p, for key counts across the 16-lane and
  * 32-element boundaries, rows that see no key, and rows whose max rises. */
 static void test_softmax_block_bf16(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { R = 7, GROUP = 3, LD = 64, D = 24 };
   static const int ns[] = {1, 15, 16, 17, 31, 32, 33, 50, 64};
@@ -1608,7 +1620,7 @@ static void test_softmax_block_bf16(void) {
  * and every key; a running state whose max rises for some heads and not
  * for others; keys and values as rows of a wider cache (ld > d). */
 static void test_attn_decode_block(void) {
-  const mxl_cpu_isa *isas[3];
+  const mxl_cpu_isa *isas[4];
   int n_isa = isa_tables(isas);
   enum { LD_EXTRA = 40 };
   static const struct {

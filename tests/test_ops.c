@@ -59,6 +59,24 @@ static mxl_status create_cpu_dnnl(mxl_backend **out) {
   return st;
 }
 static mxl_status create_cpu_generic(mxl_backend **out) { return create_cpu_isa(out, "generic"); }
+/* On a host whose default is the AMX table: the avx512bf16 table alone,
+ * attention's blocks on vdpbf16ps (the default of AVX-512 BF16 hosts
+ * without AMX); skipped elsewhere, where "cpu" already is that table or
+ * none like it. */
+static mxl_status create_cpu_avx512_bf16(mxl_backend **out) {
+  mxl_status st = create_cpu_isa(out, "avx512bf16");
+  if (st != MXL_OK) return st;
+  mxl_backend *dflt = NULL;
+  int amx_default = mxl_backend_cpu_create(0, &dflt) == MXL_OK &&
+                    strcmp(mxl_backend_cpu_isa(dflt), "avx512bf16+amx") == 0;
+  mxl_backend_destroy(dflt);
+  if (!amx_default || !mxl_backend_cpu_set_bf16_attention(*out, 1)) {
+    mxl_backend_destroy(*out);
+    *out = NULL;
+    return mxl_errorf(MXL_ERR_UNSUPPORTED, "the default table is not AMX's on this CPU");
+  }
+  return st;
+}
 /* The choices this host did not make: attention on the other operands
  * (bf16 where the measurement chose fp32, fp32 where it chose bf16) and
  * decode's MXFP4 GEMV on bf16 weights where the integer kernel is the
@@ -90,6 +108,7 @@ static const ops_backend backends[] = {
     {"cpu/dnnl", create_cpu_dnnl, 0, 0},
     {"cpu/generic", create_cpu_generic, 0, 0},
     {"cpu/other", create_cpu_other_choices, 0, 0},
+    {"cpu/avx512", create_cpu_avx512_bf16, 0, 0},
     {"cuda", create_cuda, 0, 0, .bf16_attention = 1},
     {"cuda-own", create_cuda_own, 0, 0, .bf16_attention = 1},
 };

@@ -13,8 +13,9 @@
  * CPU backend. */
 void mxl_backend_cpu_set_exact(mxl_backend *be, int exact);
 
-/* The instruction set the backend chose: "avx512bf16", "avx2" or "generic".
- * MXL_CPU_ISA=generic|avx2 at creation forces a lower one. */
+/* The instruction set the backend chose: "avx512bf16+amx", "avx512bf16",
+ * "avx2" or "generic". MXL_CPU_ISA=generic|avx2|avx512bf16 at creation
+ * forces a lower one. */
 const char *mxl_backend_cpu_isa(const mxl_backend *be);
 
 /* oneDNN for the bf16 products: 0 off (hand-written kernels only), 1 for

@@ -57,6 +57,11 @@ typedef struct attn_shape {
 static attn_shape attn_shape_of(int nq, int nk, int nh, int nkv, int d, float scale) {
   attn_shape s = {nq, nk, nh, nkv, d, nh / nkv, 0, 0, scale};
   s.bq = s.group >= ATT_ROWS ? 1 : ATT_ROWS / s.group;
+  /* rows in 32s (at most 31 more queries): whole 16-row AMX tiles, and the
+   * backward's dK and dV products reduce over the rows in 32s, the tiles'
+   * step. The bench preset's 3 heads per KV head made 126 rows, 14 of them
+   * and every dK and dV product left to vdpbf16ps. */
+  while ((s.bq * s.group) % 32) s.bq++;
   s.R = s.bq * s.group;
   return s;
 }

@@ -12,7 +12,8 @@
 
 /* ------------------------------------------------------------------ ISA choice */
 
-/* The best instruction set this CPU runs, overridable with MXL_CPU_ISA=
+/* The best instruction set this CPU runs (AMX tiles where the CPU has
+ * AMX-BF16 and the kernel grants them), overridable with MXL_CPU_ISA=
  * generic|avx2|avx512bf16 (never above what the CPU supports), so that every
  * path can be tested on one machine. */
 static const mxl_cpu_isa *pick_isa(void) {
@@ -26,6 +27,8 @@ static const mxl_cpu_isa *pick_isa(void) {
   if (has_avx2) best = &mxl_cpu_isa_avx2;
   if (has_avx512) best = &mxl_cpu_isa_avx512;
   const char *want = getenv("MXL_CPU_ISA");
+  const mxl_cpu_isa *amx = has_avx512 ? mxl_cpu_isa_amx() : NULL;
+  if (amx && !(want && !strcmp(want, "avx512bf16"))) best = amx;
   if (want && !strcmp(want, "generic")) best = &mxl_cpu_isa_generic;
   if (want && !strcmp(want, "avx2") && has_avx2) best = &mxl_cpu_isa_avx2;
 #endif

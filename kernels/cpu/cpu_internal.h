@@ -52,7 +52,7 @@ typedef struct mxl_cpu_adamw_coef {
  * hold bf16 bit patterns. K is always a multiple of 32 for the MXFP4 entry
  * points; bf16 entry points accept any K (tails handled inside). */
 typedef struct mxl_cpu_isa {
-  const char *name; /* "avx512bf16", "avx2", "generic" */
+  const char *name; /* "avx512bf16+amx", "avx512bf16", "avx2", "generic" */
   /* 1 where gemm_bf16_vnni runs on native bf16 dot products. 0 where it
    * converts to fp32 inside. */
   int bf16_dot;
@@ -284,6 +284,13 @@ int mxl_a5_scales_in_range(const uint8_t *s, int64_t n, int bias);
 float mxl_a5_mxfp4_dot_slow(const uint16_t *x, const uint16_t *x_lo, const uint8_t *blocks,
                             const uint8_t *scales, int g0, int g1, int bias);
 void mxl_a5_quantize_q8(void *xq, const uint16_t *x, int K);
+/* fp32 multiply-adds per second of one core's FMAs (register-only probe,
+ * measured once per process). */
+double mxl_a5_fma_rate(void);
+/* The avx512bf16 table with gemm_bf16_vnni on AMX tiles (cpu_isa_amx.c), or
+ * NULL where the CPU has no AMX-BF16 or the kernel refuses this process the
+ * tile registers. */
+const mxl_cpu_isa *mxl_cpu_isa_amx(void);
 void mxl_a5_gemm_mxfp4_q8(float *C, int64_t ldc, const void *xq, const uint16_t *A,
                           int64_t lda, const uint8_t *blocks, const uint8_t *scales,
                           int64_t row_blocks, int M, int N, int K, int bias);

@@ -1872,6 +1872,22 @@ static double a5_bf16_dot_speedup(void) {
   return known;
 }
 
+double mxl_a5_fma_rate(void) {
+  static _Atomic double measured;
+  double known = measured;
+  if (known > 0) return known;
+  enum { ITERS = 4000 };
+  double best = 1e30;
+  float sink;
+  for (int rep = 0; rep < 3; rep++) {
+    double f = probe_fma(ITERS, &sink);
+    best = f < best ? f : best;
+  }
+  known = best > 0 ? 16.0 * 16.0 * ITERS / best : 0; /* 16 chains of 16-lane FMAs */
+  measured = known;
+  return known;
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
     .bf16_dot = 1,
