@@ -980,6 +980,9 @@ static const case_spec cases[] = {
       .scale_bias = 127),
     C(MXFP4_MATMUL, .n = 150, .k = 2, .E = 3, .rows = 70, .cols = 64, .bias = 1,
       .scale_bias = 127),
+    /* 14 rows: past the few-row kernels, short of a packed panel */
+    C(MXFP4_MATMUL, .n = 14, .k = 1, .E = 1, .rows = 70, .cols = 96, .bias = 1,
+      .scale_bias = 127),
     /* tiled (tensor-core) backends: several reduction steps with a partial
      * last one, cp.async-aligned and unaligned (metal) weights */
     C(MXFP4_MATMUL, .n = 40, .k = 2, .E = 3, .rows = 72, .cols = 160, .bias = 1,

@@ -61,8 +61,12 @@ typedef struct mxl_cpu_isa {
    * well under a millisecond). It decides whether fp32 work is worth
    * converting to bf16 operands (attention's block products): about 2 on
    * AMD Zen 4, 0.5 on an Intel Xeon with AMX (vdpbf16ps at half the
-   * vfmadd231ps instruction rate there). NULL elsewhere. */
+   * vfmadd231ps instruction rate there; 15 for its AMX tiles). NULL
+   * elsewhere. */
   double (*bf16_dot_speedup)(void);
+  /* 1 where gemm_bf16_vnni runs on AMX tiles: the products of a packed
+   * panel cost next to nothing, so packing pays from fewer rows. */
+  int tiles;
 
   /* dst[i] = bf16(src[i]) rounded to nearest even — dst [n], src [n] */
   void (*to_bf16)(uint16_t *dst, const float *src, size_t n);

@@ -27,6 +27,7 @@
 #include "kernels/cpu/cpu_internal.h"
 
 #ifdef MXL_CPU_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
 #include <string.h>
@@ -230,15 +231,28 @@ static double amx_bf16_dot_speedup(void) {
 static mxl_cpu_isa amx_table;
 static int amx_usable;
 
+/* CPUID says AMX-TILE and AMX-BF16, and XCR0 that the OS manages the tile
+ * state (XTILECFG, XTILEDATA). Read directly: clang's __builtin_cpu_supports
+ * knows no AMX feature names. */
+static int cpu_has_amx_bf16(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+  if (!(d & (1u << 24)) || !(d & (1u << 22))) return 0; /* AMX-TILE, AMX-BF16 */
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & (3u << 17)) == (3u << 17);
+}
+
 static void amx_init(void) {
-  __builtin_cpu_init();
-  /* CPUID and XCR0 (the OS saves tile state), then this process's permission. */
-  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return;
+  /* the CPU and the OS, then this process's permission */
+  if (!cpu_has_amx_bf16()) return;
   if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return;
   amx_table = mxl_cpu_isa_avx512;
   amx_table.name = "avx512bf16+amx";
   amx_table.bf16_dot_speedup = amx_bf16_dot_speedup;
   amx_table.gemm_bf16_vnni = amx_gemm_bf16_vnni;
+  amx_table.tiles = 1;
   amx_usable = 1;
 }
 

@@ -39,6 +39,13 @@ enum {
    * GFLOP/s for 8 / 16 / 32 rows, packed 71 / 111 / 148; even at 48, packed
    * ahead from 64 (batched decode steps have up to 32 rows) */
   BF16_PACK_MIN_ROWS = 33,
+  /* ... where the products run on AMX tiles (isa->tiles), which leave the
+   * packing as the panel's only cost: Intel Xeon with AMX, 2 threads, 20b
+   * q_proj from memory, 16 / 32 / 64 rows: in place 2.79 / 5.10 / 8.58 ms,
+   * packed 1.42 / 1.44 / 1.67 (oneDNN 1.39 from 32). MXFP4 panels keep
+   * PACK_MIN_ROWS: their decode while packing is slower than the integer
+   * kernel's even at 8 rows per expert. */
+  TILES_PACK_MIN_ROWS = 13,
   GEMV_ROWS = 256,   /* weight rows per decode (one activation row) work item */
   FEW_ROWS = 12,     /* activation rows up to which MXFP4 groups skip packing */
   STRIP_COLS = 128,  /* dx columns per backward work item */
@@ -123,7 +130,8 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
   int64_t items = n_panels * n_mblocks;
   size_t panel_elems = (size_t)PANEL_ROWS * (size_t)(K + 1);
   uint16_t *panels = NULL;
-  if (n >= BF16_PACK_MIN_ROWS) {
+  const int pack_min = isa->tiles ? TILES_PACK_MIN_ROWS : BF16_PACK_MIN_ROWS;
+  if (n >= pack_min) {
     panels = mxl_cpu_scratch(be, MXL_CPU_SCRATCH_THREAD,
                              panel_elems * sizeof *panels * (size_t)be->n_threads);
     if (!panels) return;
@@ -138,7 +146,7 @@ void mxl_cpu_matmul_bf16(mxl_backend *be, float *y, const float *x, const mxl_bf
       int64_t i0 = mbk * mb, ni = n - i0 < mb ? n - i0 : mb;
       float *yt = y + i0 * N + j0; /* [ni, N] tile of [n, N] */
       const uint16_t *ah = a.hi + i0 * K, *al = a.lo ? a.lo + i0 * K : NULL;
-      if (bp && ni >= BF16_PACK_MIN_ROWS) {
+      if (bp && ni >= pack_min) {
         isa->pack_vnni_t_bf16(bp, PANEL_ROWS, W->w + j0 * K, K, (int)nj, (int)K);
         isa->gemm_bf16_vnni(yt, N, ah, al, K, bp, PANEL_ROWS, (int)ni, (int)nj, (int)K, 0);
       } else {
