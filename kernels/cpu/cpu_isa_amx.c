@@ -262,4 +262,6 @@ const mxl_cpu_isa *mxl_cpu_isa_amx(void) {
   return amx_usable ? &amx_table : NULL;
 }
 
+#else
+typedef int mxl_cpu_amx_not_x86;
 #endif
