@@ -19,7 +19,9 @@
  *   cpu_threads.c    passive OpenMP waiting (mxl_wait_passively)
  *   cpu_isa_*.c      the inner loops, one file per instruction set:
  *                    generic (portable C), avx2 (AVX2 + FMA), avx512
- *                    (AVX-512 F/BW/VL + BF16). Each x86 file compiles its
+ *                    (AVX-512 F/BW/VL + BF16), amx (the avx512 table with
+ *                    its bf16 block product on AMX tiles; cpu_q8_avx512.c
+ *                    holds avx512's integer MXFP4 kernel). Each x86 file compiles its
  *                    functions with __attribute__((target)), so one binary
  *                    runs on any x86-64; cpu_backend.c picks the best table
  *                    the CPU supports (CPUID) once, at creation.
