@@ -1854,29 +1854,11 @@ TARGET __attribute__((noinline)) static double probe_fma(long iters, float *sink
 #undef PROBE_INIT
 #undef PROBE_CHAINS
 
-/* Measured once per process, so that every backend of a process (tests
- * compare several) makes the same choice. */
-static double a5_bf16_dot_speedup(void) {
-  static _Atomic double measured;
-  double known = measured;
-  if (known > 0) return known;
-  enum { ITERS = 4000 }; /* 64 K instructions per run: tens of µs */
-  double dot = 1e30, fma = 1e30;
-  float sink;
-  for (int rep = 0; rep < 3; rep++) {
-    double d = probe_dot(ITERS, &sink), f = probe_fma(ITERS, &sink);
-    dot = d < dot ? d : dot, fma = f < fma ? f : fma;
-  }
-  known = dot > 0 ? 2.0 * fma / dot : 1.0; /* 32 multiply-adds per vdpbf16ps, 16 per FMA */
-  measured = known;
-  return known;
-}
-
 double mxl_a5_fma_rate(void) {
   static _Atomic double measured;
   double known = measured;
   if (known > 0) return known;
-  enum { ITERS = 4000 };
+  enum { ITERS = 4000 }; /* 64 K instructions per run: tens of µs */
   double best = 1e30;
   float sink;
   for (int rep = 0; rep < 3; rep++) {
@@ -1884,6 +1866,25 @@ double mxl_a5_fma_rate(void) {
     best = f < best ? f : best;
   }
   known = best > 0 ? 16.0 * 16.0 * ITERS / best : 0; /* 16 chains of 16-lane FMAs */
+  measured = known;
+  return known;
+}
+
+/* Measured once per process, so that every backend of a process (tests
+ * compare several) makes the same choice. */
+static double a5_bf16_dot_speedup(void) {
+  static _Atomic double measured;
+  double known = measured;
+  if (known > 0) return known;
+  enum { ITERS = 4000 };
+  double dot = 1e30, fma_rate = mxl_a5_fma_rate();
+  float sink;
+  for (int rep = 0; rep < 3; rep++) {
+    double d = probe_dot(ITERS, &sink);
+    dot = d < dot ? d : dot;
+  }
+  /* 16 chains of vdpbf16ps, 32 multiply-adds each */
+  known = dot > 0 && fma_rate > 0 ? 16.0 * 32.0 * ITERS / dot / fma_rate : 1.0;
   measured = known;
   return known;
 }
