@@ -1424,6 +1424,39 @@ static void test_isa_override(void) {
   mxl_backend_destroy(be);
 }
 
+/* The integer decode kernel is chosen by timing it against the bf16 ones
+ * (int_decode_speedup, measured once per process), and MXL_CPU_INT_DECODE
+ * decides instead when set. */
+static void test_int_decode_choice(void) {
+  const char *saved = getenv("MXL_CPU_INT_DECODE");
+  char *keep = saved ? strdup(saved) : NULL;
+  static const char *const wants[] = {NULL, "1", "0"};
+  for (int w = 0; w < 3; w++) {
+    if (wants[w]) setenv("MXL_CPU_INT_DECODE", wants[w], 1);
+    else unsetenv("MXL_CPU_INT_DECODE");
+    mxl_backend *be = NULL;
+    MXL_CHECK_OK(mxl_backend_cpu_create(1, &be));
+    if (!be) continue;
+    const mxl_cpu *c = be->impl;
+    int has_q8 = c->isa->gemm_mxfp4_q8 != NULL;
+    if (w == 0 && has_q8 && c->isa->int_decode_speedup) {
+      double first = c->int_speedup;
+      MXL_CHECK_MSG(first > 0.05 && first < 50, "integer decode speed-up %g", first);
+      MXL_CHECK(c->isa->int_decode_speedup() == first); /* once per process */
+      MXL_CHECK(mxl_backend_cpu_int_decode(be) == (first > 1.0));
+    } else if (w == 0) {
+      MXL_CHECK(mxl_backend_cpu_int_decode(be) == has_q8);
+    } else {
+      MXL_CHECK(mxl_backend_cpu_int_decode(be) == (has_q8 && w == 1));
+      MXL_CHECK(c->int_speedup == 0); /* not measured when the user decides */
+    }
+    mxl_backend_destroy(be);
+  }
+  if (keep) setenv("MXL_CPU_INT_DECODE", keep, 1);
+  else unsetenv("MXL_CPU_INT_DECODE");
+  free(keep);
+}
+
 /* The scratch test asks for an impossible allocation on purpose: under
  * AddressSanitizer, have malloc return NULL as libc does instead of aborting. */
 #ifdef __SANITIZE_ADDRESS__
@@ -1727,6 +1760,7 @@ int main(int argc, char **argv) {
   MXL_RUN(test_rope_halves_tables_agree);
   MXL_RUN(test_rope_table_reuse);
   MXL_RUN(test_isa_override);
+  MXL_RUN(test_int_decode_choice);
   MXL_RUN(test_scratch_failure);
   MXL_RUN(test_threads_per_op);
   return mxl_test_summary("cpu_kernels");

@@ -172,6 +172,11 @@ typedef struct mxl_cpu_isa {
   void (*gemm_mxfp4_q8)(float *C, int64_t ldc, const void *xq, const uint16_t *A, int64_t lda,
                         const uint8_t *blocks, const uint8_t *scales, int64_t row_blocks, int M,
                         int N, int K, int bias);
+  /* Where gemm_mxfp4_q8: how much faster it is than the bf16 kernels
+   * (gemv_mxfp4, gemm_mxfp4_nt) on this core, measured on L2-resident
+   * weights at one and four activation rows (> 1: the integer kernel wins;
+   * 1.3-1.4 on an Intel Xeon with AMX, about 0.7 on AMD Zen 4). */
+  double (*int_decode_speedup)(void);
 
   /* C[i, j] = Σ_k A[i, k]·W[j, k] for a few activation rows i < M (tokens of
    * one expert) and j < N MXFP4 weight rows, each block decoded once for all
@@ -475,6 +480,7 @@ typedef struct mxl_cpu {
   int exact;               /* 1: keep fp32 activations inside matmuls (MXL_CPU_EXACT=1) */
   int bf16_attention;      /* attention's block products on bf16 operands (outside exact) */
   int int_decode;          /* MXFP4 products of few rows on gemm_mxfp4_q8 (outside exact) */
+  double int_speedup;      /* isa->int_decode_speedup() at creation, 0 if not measured */
   double bf16_speedup;     /* isa->bf16_dot_speedup() at creation, 0 if not measured */
   mxl_status error;        /* first failure since the last sync */
   char message[160];       /* its description, returned by sync */

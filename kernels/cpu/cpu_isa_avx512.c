@@ -26,6 +26,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -1889,10 +1890,107 @@ static double a5_bf16_dot_speedup(void) {
   return known;
 }
 
+/* ------------------------------------------------------------------ integer decode probe */
+
+/* The MXFP4 decode kernels' speed differs by core more than any rule
+ * predicts: on an Intel Xeon with AMX, vdpbf16ps runs at half the FMA rate
+ * and the integer kernel (vpdpbusd) streamed 19 GB/s against 14 from L2;
+ * on AMD Zen 4, vdpbf16ps runs at twice the FMA rate and the bf16 kernels
+ * won, 1.3x at one row and 1.4-1.6x at 4-64 rows (bench_ops, 20b shapes).
+ * So both are timed here on the same L2-resident weights, one activation
+ * row and four, and the ratio of their summed times (bf16 over integer: > 1
+ * where the integer kernel is faster) decides. Measured once per process,
+ * so every backend of a process (tests compare several) makes the same
+ * choice; about a millisecond. */
+enum { PROBE_ROWS = 64, PROBE_K = 2880, PROBE_M = 4, PROBE_CALLS = 24, PROBE_REPS = 5 };
+
+typedef struct decode_probe {
+  uint8_t *blocks, *scales;
+  uint16_t *x, *work;
+  void *xq;
+  float *y;
+} decode_probe;
+
+static void decode_probe_free(decode_probe *p) {
+  free(p->blocks), free(p->scales), free(p->x), free(p->work), free(p->xq), free(p->y);
+}
+
+static uint32_t probe_random(uint32_t *r) { return *r = *r * 1664525u + 1013904223u; }
+
+/* Random codes and activations with scales around the bias (as real
+ * checkpoints have them: every row takes the fast paths). */
+static int decode_probe_init(decode_probe *p) {
+  int nb = PROBE_K / MXL_MXFP4_BLOCK;
+  size_t kr = (PROBE_K + 127) / 128 * 128;
+  *p = (decode_probe){
+      malloc((size_t)PROBE_ROWS * nb * MXL_MXFP4_BLOCK_BYTES), malloc((size_t)PROBE_ROWS * nb),
+      malloc((size_t)PROBE_M * PROBE_K * sizeof(uint16_t)),
+      aligned_alloc(64, 2 * PROBE_M * kr * sizeof(uint16_t)),
+      aligned_alloc(64, PROBE_M * mxl_cpu_q8_bytes(PROBE_K)),
+      malloc((size_t)PROBE_M * PROBE_ROWS * sizeof(float))};
+  if (!p->blocks || !p->scales || !p->x || !p->work || !p->xq || !p->y) return 0;
+  uint32_t r = 12345;
+  for (size_t i = 0; i < (size_t)PROBE_ROWS * nb * MXL_MXFP4_BLOCK_BYTES; i++)
+    p->blocks[i] = (uint8_t)(probe_random(&r) >> 24);
+  for (size_t i = 0; i < (size_t)PROBE_ROWS * nb; i++)
+    p->scales[i] = (uint8_t)(124 + (probe_random(&r) >> 30));
+  for (size_t i = 0; i < (size_t)PROBE_M * PROBE_K; i++) { /* bf16 in ±[0.5, 1) */
+    uint32_t v = probe_random(&r);
+    p->x[i] = (uint16_t)(0x3F00 | (v >> 25) | ((v >> 8) & 1) << 15);
+  }
+  /* quantized once, as an op does for all its weight rows */
+  for (int i = 0; i < PROBE_M; i++)
+    mxl_a5_quantize_q8((char *)p->xq + i * mxl_cpu_q8_bytes(PROBE_K), p->x + i * PROBE_K,
+                       PROBE_K);
+  return 1;
+}
+
+/* Seconds for PROBE_CALLS products of m rows (best of PROBE_REPS) on one
+ * kernel: integer (q8) or bf16. */
+TARGET static double decode_probe_time(decode_probe *p, int q8, int m) {
+  int nb = PROBE_K / MXL_MXFP4_BLOCK;
+  double best = 1e30;
+  for (int rep = 0; rep < PROBE_REPS; rep++) {
+    double t0 = probe_now();
+    for (int c = 0; c < PROBE_CALLS; c++) {
+      if (q8) {
+        mxl_a5_gemm_mxfp4_q8(p->y, PROBE_ROWS, p->xq, p->x, PROBE_K, p->blocks, p->scales, nb, m,
+                             PROBE_ROWS, PROBE_K, 127);
+      } else if (m == 1) {
+        a5_gemv_mxfp4(p->y, p->x, NULL, p->blocks, p->scales, nb, PROBE_ROWS, PROBE_K, 127);
+      } else {
+        a5_gemm_mxfp4_nt(p->y, PROBE_ROWS, p->x, NULL, PROBE_K, p->blocks, p->scales, nb, m,
+                         PROBE_ROWS, PROBE_K, 127, p->work);
+      }
+    }
+    double dt = probe_now() - t0;
+    best = dt < best ? dt : best;
+  }
+  return best;
+}
+
+static double a5_int_decode_speedup(void) {
+  static _Atomic double measured;
+  double known = measured;
+  if (known > 0) return known;
+  decode_probe p;
+  known = 1.0;
+  if (decode_probe_init(&p)) {
+    decode_probe_time(&p, 0, 1), decode_probe_time(&p, 1, 1); /* weights into L2 */
+    double bf16 = decode_probe_time(&p, 0, 1) + decode_probe_time(&p, 0, PROBE_M);
+    double q8 = decode_probe_time(&p, 1, 1) + decode_probe_time(&p, 1, PROBE_M);
+    if (bf16 > 0 && q8 > 0) known = bf16 / q8;
+  }
+  decode_probe_free(&p);
+  measured = known;
+  return known;
+}
+
 const mxl_cpu_isa mxl_cpu_isa_avx512 = {
     .name = "avx512bf16",
     .bf16_dot = 1,
     .bf16_dot_speedup = a5_bf16_dot_speedup,
+    .int_decode_speedup = a5_int_decode_speedup,
     .to_bf16 = a5_to_bf16,
     .to_bf16_split = a5_to_bf16_split,
     .mxfp4_to_bf16 = a5_mxfp4_to_bf16,
