@@ -160,32 +160,35 @@ static const mxl_ops cpu_ops = {
     .sum_squares = mxl_cpu_sum_squares,
 };
 
+/* A path chosen by measuring it on this core: taken where `speedup` (the
+ * path's speed over the alternative's, measured once per process) is above
+ * 1, or where nothing measures it; the environment variable `var` (0|1)
+ * decides instead when set. *measured keeps the figure for `mxlora
+ * version`. */
+static int chosen_by_speed(const char *var, double (*speedup)(void), double *measured) {
+  const char *want = getenv(var);
+  if (want && want[0]) return strcmp(want, "0") != 0;
+  if (!speedup) return 1;
+  *measured = speedup();
+  return *measured > 1.0;
+}
+
 /* Attention's block products take bf16 operands where this core's bf16 dot
  * products outrun its fp32 FMAs (measured: bf16_dot_speedup), fp32 where
  * they do not (the bf16 path then only loses accuracy: on an Intel Xeon with
  * AMX, bench_ops' 512-token attention took 1.2-1.3x longer forward and
- * 1.5-1.6x backward on bf16 operands). MXL_CPU_BF16_ATTENTION=0|1 decides
- * instead of the measurement. */
+ * 1.5-1.6x backward on bf16 operands). */
 static int bf16_attention_default(mxl_cpu *c) {
-  if (!c->isa->bf16_dot) return 0;
-  const char *want = getenv("MXL_CPU_BF16_ATTENTION");
-  if (want && want[0]) return strcmp(want, "0") != 0;
-  if (!c->isa->bf16_dot_speedup) return 1;
-  c->bf16_speedup = c->isa->bf16_dot_speedup();
-  return c->bf16_speedup > 1.0;
+  return c->isa->bf16_dot &&
+         chosen_by_speed("MXL_CPU_BF16_ATTENTION", c->isa->bf16_dot_speedup, &c->bf16_speedup);
 }
 
 /* The MXFP4 products of decode and few rows take the integer kernel where
  * it outruns the bf16 ones on this core (measured: int_decode_speedup;
- * about 1.35x on an Intel Xeon with AMX, 0.7x on AMD Zen 4).
- * MXL_CPU_INT_DECODE=0|1 decides instead of the measurement. */
+ * about 1.35x on an Intel Xeon with AMX, 0.65x on AMD Zen 4). */
 static int int_decode_default(mxl_cpu *c) {
-  if (!c->isa->gemm_mxfp4_q8) return 0;
-  const char *want = getenv("MXL_CPU_INT_DECODE");
-  if (want && want[0]) return strcmp(want, "0") != 0;
-  if (!c->isa->int_decode_speedup) return 1;
-  c->int_speedup = c->isa->int_decode_speedup();
-  return c->int_speedup > 1.0;
+  return c->isa->gemm_mxfp4_q8 &&
+         chosen_by_speed("MXL_CPU_INT_DECODE", c->isa->int_decode_speedup, &c->int_speedup);
 }
 
 mxl_status mxl_backend_cpu_create(int n_threads, mxl_backend **out) {
