@@ -1901,7 +1901,7 @@ static double a5_bf16_dot_speedup(void) {
  * row and four, and the ratio of their summed times (bf16 over integer: > 1
  * where the integer kernel is faster) decides. Measured once per process,
  * so every backend of a process (tests compare several) makes the same
- * choice; about a millisecond. */
+ * choice; about 6 ms, at the first backend's creation. */
 enum { PROBE_ROWS = 64, PROBE_K = 2880, PROBE_M = 4, PROBE_CALLS = 24, PROBE_REPS = 5 };
 
 typedef struct decode_probe {
