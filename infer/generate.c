@@ -2,16 +2,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "infer/prompt_file.h"
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int is_stop(const mxl_gen_params *p, int32_t t) {
   for (int i = 0; i < p->n_stop; i++)
@@ -125,7 +119,7 @@ mxl_status mxl_generate_ids(mxl_engine *e, const mxl_lora_stack *lora, const int
     st = mxl_errorf(MXL_ERR_MEMORY, "generate: out of memory");
   if (st == MXL_OK) {
     memcpy(r.tokens, prompt, n_prompt * sizeof(int32_t));
-    double t0 = now_seconds();
+    double t0 = mxl_now_seconds();
     int cached = 0, keep = p->prompt_cache != NULL;
     if (keep && mxl_prompt_file_foreign(p->prompt_cache)) {
       mxl_warnf("%s is not a prompt cache: not read, not replaced", p->prompt_cache);
@@ -137,12 +131,12 @@ mxl_status mxl_generate_ids(mxl_engine *e, const mxl_lora_stack *lora, const int
       mxl_status saved = mxl_prompt_file_save(e, r.cache, prompt, p->cache_key, p->prompt_cache);
       if (saved != MXL_OK) mxl_warnf("prompt cache not written: %s", mxl_last_error());
     }
-    double t1 = now_seconds();
+    double t1 = mxl_now_seconds();
     stats->prompt_tokens = n_prompt;
     stats->cached_tokens = cached;
     stats->prefill_seconds = t1 - t0;
     if (st == MXL_OK) st = decode_loop(e, &r, lora, n_prompt, p, on_token, user, stats);
-    stats->decode_seconds = now_seconds() - t1;
+    stats->decode_seconds = mxl_now_seconds() - t1;
   }
   gen_run_free(e, &r);
   return st;

@@ -20,16 +20,11 @@
 
 #include "adapters/registry_internal.h"
 #include "core/assert.h"
+#include "core/clock.h"
 #include "core/status.h"
 #include "infer/prefix_cache.h"
 #include "infer/sched_internal.h"
 #include "kernels/backend_memory.h"
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- options */
 
@@ -265,7 +260,7 @@ mxl_status mxl_scheduler_submit(mxl_scheduler *s, const mxl_request *req, uint64
     pthread_mutex_unlock(&s->mu);
     return st;
   }
-  q->t_submit = now_seconds();
+  q->t_submit = mxl_now_seconds();
   pthread_mutex_lock(&s->mu);
   if (s->shutdown)
     st = mxl_errorf(MXL_ERR_STATE, "request refused: the scheduler is shutting down");
@@ -327,7 +322,7 @@ static void sync_cached(mxl_scheduler *s) {
  * final event, frees it. */
 static void finish(mxl_scheduler *s, mxl_seq *q, mxl_finish_reason why, mxl_status status,
                    const char *message) {
-  double now = now_seconds();
+  double now = mxl_now_seconds();
   if (q->admitted && why != MXL_FINISH_ERROR && mxl_prefix_cache_keep(s->engine, s->prefix, q))
     sync_cached(s);
   pthread_mutex_lock(&s->mu);
@@ -520,7 +515,7 @@ static void admit(mxl_scheduler *s) {
       pthread_mutex_unlock(&s->mu);
       return;
     }
-    q->t_admit = now_seconds();
+    q->t_admit = mxl_now_seconds();
     pthread_mutex_lock(&s->mu);
     st = mxl_seq_list_push(&s->running, q);
     pthread_mutex_unlock(&s->mu);
@@ -545,7 +540,7 @@ static void advance(mxl_scheduler *s, mxl_seq *q, float *logits) {
   int32_t t = mxl_sampler_next(&q->sampler, logits, q->tokens, q->n_tokens);
   q->tokens[q->n_tokens++] = t;
   q->generated++;
-  if (q->generated == 1) q->t_first = now_seconds();
+  if (q->generated == 1) q->t_first = mxl_now_seconds();
   pthread_mutex_lock(&s->mu);
   s->generated_tokens++;
   pthread_mutex_unlock(&s->mu);
@@ -615,7 +610,7 @@ mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
   int n = plan_step(s, s->items);
   if (n == 0) return MXL_OK;
   if (progressed) *progressed = 1;
-  double t0 = now_seconds();
+  double t0 = mxl_now_seconds();
   mxl_status st = mxl_batch_forward(s, s->items, n);
   if (st != MXL_OK) {
     char message[512];
@@ -641,7 +636,7 @@ mxl_status mxl_scheduler_step(mxl_scheduler *s, int *progressed) {
   }
   pthread_mutex_lock(&s->mu);
   s->steps++;
-  s->busy_seconds += now_seconds() - t0;
+  s->busy_seconds += mxl_now_seconds() - t0;
   pthread_mutex_unlock(&s->mu);
   return st;
 }

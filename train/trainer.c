@@ -8,19 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "adapters/fingerprint.h"
+#include "core/clock.h"
 #include "core/json.h"
 #include "core/sha256.h"
 #include "core/status.h"
 
-double mxl_trainer_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double mxl_trainer_now(void) { return mxl_now_seconds(); }
 
 char *mxl_trainer_path(const trainer *t, const char *name) {
   return mxl_path_join(t->cfg.out, name);

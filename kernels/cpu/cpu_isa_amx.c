@@ -24,6 +24,7 @@
  * the same whatever rows share its call (a token's logits and gradients do
  * not depend on its batch: test_mixed_batch, test_dist). A reduction that
  * is not a multiple of 32 takes the avx512bf16 kernel, for every row. */
+#include "core/clock.h"
 #include "kernels/cpu/cpu_internal.h"
 
 #ifdef MXL_CPU_X86
@@ -32,7 +33,6 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl")))
@@ -177,12 +177,6 @@ AMX_TARGET static void amx_gemm_bf16_vnni(float *C, int64_t ldc, const uint16_t 
 
 /* ------------------------------------------------------------------ speed probe */
 
-static double probe_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Seconds for `iters` rounds of four independent tdpbf16ps on registers. */
 AMX_TARGET __attribute__((noinline)) static double probe_tiles(long iters) {
   tiles_configure(16);
@@ -194,14 +188,14 @@ AMX_TARGET __attribute__((noinline)) static double probe_tiles(long iters) {
   _tile_zero(5);
   _tile_zero(6);
   _tile_zero(7);
-  double t0 = probe_now();
+  double t0 = mxl_now_seconds();
   for (long i = 0; i < iters; i++) {
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  double dt = probe_now() - t0;
+  double dt = mxl_now_seconds() - t0;
   _tile_release();
   return dt;
 }

@@ -28,9 +28,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/bf16.h"
+#include "core/clock.h"
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_mxfp4_group_avx512.h"
 #include "kernels/mxfp4.h"
@@ -1811,12 +1811,6 @@ TARGET static void a5_adamw_f32(float *param, const float *grad, float *m, float
 
 /* ------------------------------------------------------------------ bf16 dot rate probe */
 
-static double probe_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* 16 independent chains of `iters` vdpbf16ps (32 multiply-adds each) or
  * vfmadd231ps (16), distinct inputs per chain so that no two chains can
  * be merged; seconds taken. */
@@ -1824,13 +1818,13 @@ static double probe_now(void) {
   T a0 = INIT(1), a1 = INIT(2), a2 = INIT(3), a3 = INIT(4), a4 = INIT(5), a5 = INIT(6),          \
     a6 = INIT(7), a7 = INIT(8), a8 = INIT(9), a9 = INIT(10), a10 = INIT(11), a11 = INIT(12),      \
     a12 = INIT(13), a13 = INIT(14), a14 = INIT(15), a15 = INIT(16);                               \
-  double t0 = probe_now();                                                                        \
+  double t0 = mxl_now_seconds();                                                                  \
   for (long i = 0; i < iters; i++) {                                                              \
     STEP(a0) STEP(a1) STEP(a2) STEP(a3) STEP(a4) STEP(a5) STEP(a6) STEP(a7) STEP(a8) STEP(a9)     \
     STEP(a10) STEP(a11) STEP(a12) STEP(a13) STEP(a14) STEP(a15)                                   \
     __asm__ volatile("" : "+v"(x));                                                               \
   }                                                                                               \
-  double dt = probe_now() - t0;                                                                   \
+  double dt = mxl_now_seconds() - t0;                                                             \
   __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),           \
                            _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));          \
   s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)),\
@@ -1951,7 +1945,7 @@ TARGET static double decode_probe_time(decode_probe *p, int q8, int m) {
   int nb = PROBE_K / MXL_MXFP4_BLOCK;
   double best = 1e30;
   for (int rep = 0; rep < PROBE_REPS; rep++) {
-    double t0 = probe_now();
+    double t0 = mxl_now_seconds();
     for (int c = 0; c < PROBE_CALLS; c++) {
       if (q8) {
         mxl_a5_gemm_mxfp4_q8(p->y, PROBE_ROWS, p->xq, p->x, PROBE_K, p->blocks, p->scales, nb, m,
@@ -1963,7 +1957,7 @@ TARGET static double decode_probe_time(decode_probe *p, int q8, int m) {
                          PROBE_ROWS, PROBE_K, 127, p->work);
       }
     }
-    double dt = probe_now() - t0;
+    double dt = mxl_now_seconds() - t0;
     best = dt < best ? dt : best;
   }
   return best;
