@@ -175,7 +175,8 @@ typedef struct mxl_cpu_isa {
   /* Where gemm_mxfp4_q8: how much faster it is than the bf16 kernels
    * (gemv_mxfp4, gemm_mxfp4_nt) on this core, measured on L2-resident
    * weights at one and four activation rows (> 1: the integer kernel wins;
-   * 1.3-1.4 on an Intel Xeon with AMX, 0.65 on AMD Zen 4). */
+   * 1.3-1.4 on an Intel Xeon with AMX, 0.65 on AMD Zen 4; 0 where the
+   * probe could not allocate its buffers). */
   double (*int_decode_speedup)(void);
 
   /* C[i, j] = Σ_k A[i, k]·W[j, k] for a few activation rows i < M (tokens of
