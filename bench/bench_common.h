@@ -26,13 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "mxlora.h"
 
-static inline double bench_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static inline double bench_now(void) { return mxl_now_seconds(); }
 
 /* CPU seconds (user + system) this process has used, all threads. On a
  * shared machine cpu / wall says how many cores a pass really had: work
