@@ -88,6 +88,7 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
   } else if (t == id->message && s->in_header) {
     s->channel = header_channel(s->header);
     s->in_header = 0;
+    s->messages++;
   } else if (s->in_header) {
     header_append(s, t);
   } else {
@@ -99,4 +100,24 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
 void mxl_chat_stream_flush(mxl_chat_stream *s) {
   char buf[16];
   send(s, buf, mxl_decode_stream_flush(&s->decode, buf, sizeof buf));
+}
+
+int mxl_chat_stream_messages(const mxl_chat_stream *s) { return s->messages; }
+
+/* The recipient follows "to=" in the role part ("assistant to=functions.f")
+ * or after the channel ("<|channel|>commentary to=functions.f"), and ends
+ * at a space or the next special token. */
+size_t mxl_chat_stream_recipient(const mxl_chat_stream *s, char *out, size_t cap) {
+  const char *to = NULL;
+  for (const char *p = strstr(s->header, "to="); p; p = strstr(p + 1, "to="))
+    if (p == s->header || p[-1] == ' ' || p[-1] == '>') {
+      to = p + 3;
+      break;
+    }
+  size_t n = 0;
+  while (to && to[n] && to[n] != ' ' && to[n] != '<' && to[n] != '\n') n++;
+  if (n >= cap) n = cap - 1;
+  if (n) memcpy(out, to, n);
+  out[n] = '\0';
+  return n;
 }

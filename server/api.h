@@ -83,6 +83,7 @@ typedef struct mxl_api_generation {
   int n_stop;
   int stream;
   int include_usage;                /* stream: send the final usage chunk */
+  int tools;                        /* chat: function tools offered (and rendered) */
 } mxl_api_generation;
 
 /* Parse and validate a body. On success return 0 and fill *out (free it
@@ -153,13 +154,28 @@ typedef struct mxl_api_usage {
 
 /* Text of one response or chunk. Texts may hold bytes that are not valid
  * UTF-8 (a model can generate them): those become U+FFFD. */
+/* The longest function name a request may define (OpenAI's limit). */
+#define MXL_API_FUNCTION_NAME_MAX 64
+
+/* A function call in a response. A streamed call comes in pieces: its
+ * first chunk has id and name, the next ones (id NULL) more arguments. */
+typedef struct mxl_api_tool_call {
+  int index;             /* the call's position in the message (chunks) */
+  const char *id;        /* "call_..." */
+  const char *name;
+  const char *arguments; /* JSON text as the model wrote it, or the chunk's part */
+  size_t arguments_len;
+} mxl_api_tool_call;
+
 typedef struct mxl_api_delta {
   int role;                /* chunks: announce "role": "assistant" */
   const char *content;     /* final channel / completion text, or NULL */
   size_t content_len;
   const char *reasoning;   /* analysis channel (reasoning_content), or NULL */
   size_t reasoning_len;
-  const char *finish;      /* "stop", "length", or NULL (null) */
+  const char *finish;      /* "stop", "length", "tool_calls", or NULL (null) */
+  const mxl_api_tool_call *calls; /* chat: "tool_calls" (whole: content null when empty) */
+  int n_calls;
   const mxl_api_usage *usage; /* attached as "usage" when not NULL */
   int usage_only;          /* chunks: "choices": [] (the final usage chunk) */
 } mxl_api_delta;

@@ -1,6 +1,7 @@
 /* Request bodies → validated structs (server/api.h). Every refusal names
  * the field at fault ("param") and says what was expected. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -113,16 +114,25 @@ static int nonempty(const cJSON *item) {
   return 1;
 }
 
-static int unsupported_features(const cJSON *root, mxl_api_error *e) {
+/* Function tools are a chat feature; tool_choice "required" or a named
+ * function would need decoding constrained to a call, which mxlora does
+ * not do. */
+static int unsupported_features(const cJSON *root, int chat, mxl_api_error *e) {
   static const char *const lists[] = {"tools", "functions", "logit_bias"};
-  for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+  for (size_t i = chat ? 1 : 0; i < sizeof lists / sizeof lists[0]; i++)
     if (nonempty(given(root, lists[i])))
       return mxl_api_fail(e, 400, lists[i], "%s is not supported by this server", lists[i]);
   const cJSON *choice = given(root, "tool_choice");
   if (choice && !(cJSON_IsString(choice) && (!strcmp(choice->valuestring, "none") ||
                                              !strcmp(choice->valuestring, "auto"))))
-    return mxl_api_fail(e, 400, "tool_choice", "tool_choice: only \"none\" or \"auto\" without "
-                        "tools is supported");
+    return mxl_api_fail(e, 400, "tool_choice",
+                        chat ? "tool_choice: only \"auto\" or \"none\" is supported (\"required\" "
+                               "and a named function need constrained decoding)"
+                             : "tool_choice: only \"none\" or \"auto\" without tools is supported");
+  const cJSON *parallel = given(root, "parallel_tool_calls");
+  if (parallel && !cJSON_IsBool(parallel))
+    return mxl_api_fail(e, 400, "parallel_tool_calls", "parallel_tool_calls: expected a boolean, "
+                        "got %s", mxl_json_type_name(parallel));
   const cJSON *fmt = given(root, "response_format");
   if (fmt) {
     const cJSON *type = cJSON_IsObject(fmt) ? cJSON_GetObjectItemCaseSensitive(fmt, "type") : NULL;
@@ -215,7 +225,7 @@ static int parse_max_tokens(const cJSON *root, const mxl_api_limits *lim, mxl_ap
 static int parse_common(const cJSON *root, const mxl_api_limits *lim, mxl_api_generation *g,
                         mxl_api_error *e) {
   if (copy_name(root, "model", 1, g->model, e)) return -1;
-  if (unsupported_features(root, e)) return -1;
+  if (unsupported_features(root, g->chat, e)) return -1;
   if (float_in(root, "temperature", 1.0f, 0.0f, 2.0f, 0, &g->sampling.temperature, e) ||
       float_in(root, "top_p", 1.0f, 0.0f, 1.0f, 1, &g->sampling.top_p, e) ||
       float_in(root, "min_p", 0.0f, 0.0f, 1.0f, 0, &g->sampling.min_p, e) ||
@@ -267,15 +277,55 @@ static int normalize_message(const cJSON *m, int i, cJSON *dst, mxl_api_error *e
   return 0;
 }
 
-/* The renderer's own checks (roles, order, content, tool calls), on the
- * text alone: a conversation it refuses is the client's error. */
+/* The renderer's own checks (roles, order, content, tool calls, tools),
+ * on the text alone: a conversation it refuses is the client's error. */
 static int check_renders(const char *conversation, mxl_api_error *e) {
   mxl_render_options opts = {0};
   opts.mode = MXL_RENDER_PROMPT;
   mxl_rendered r = {0};
   mxl_status st = mxl_harmony_render_json(NULL, conversation, strlen(conversation), SRC, &opts, &r);
   mxl_rendered_free(&r);
-  return st == MXL_OK ? 0 : mxl_api_fail_status(e, st, "messages");
+  if (st == MXL_OK) return 0;
+  return mxl_api_fail_status(e, st, strstr(mxl_last_error(), ": tools[") ? "tools" : "messages");
+}
+
+/* A function name as OpenAI allows it (^[a-zA-Z0-9_-]{1,64}$): the model
+ * writes it back after "to=functions.", where a space, '.' or '<' would
+ * end or split it. */
+static int function_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > MXL_API_FUNCTION_NAME_MAX) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-') return 0;
+  return 1;
+}
+
+/* `tools` (OpenAI's function tools) into the conversation for the renderer,
+ * which puts them in the developer message as harmony does; with
+ * tool_choice "none" they are left out, so that the model calls none. The
+ * renderer checks the rest of each definition. */
+static int add_tools(const cJSON *root, cJSON *conv, mxl_api_generation *g, mxl_api_error *e) {
+  const cJSON *tools = given(root, "tools"), *choice = given(root, "tool_choice");
+  if (!nonempty(tools) || (choice && !strcmp(choice->valuestring, "none"))) return 0;
+  if (!cJSON_IsArray(tools))
+    return mxl_api_fail(e, 400, "tools", "tools: expected a list of tools, got %s",
+                        mxl_json_type_name(tools));
+  int k = 0;
+  for (const cJSON *t = tools->child; t; t = t->next, k++) {
+    const cJSON *type = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "type") : NULL;
+    const cJSON *fn = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "function") : NULL;
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsObject(fn))
+      return mxl_api_fail(e, 400, "tools", "tools[%d]: expected {\"type\": \"function\", "
+                          "\"function\": {...}} (only function tools are supported)", k);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    if (!cJSON_IsString(name) || !function_name_ok(name->valuestring))
+      return mxl_api_fail(e, 400, "tools", "tools[%d].function.name: expected 1 to %d letters, "
+                          "digits, '_' or '-'", k, MXL_API_FUNCTION_NAME_MAX);
+  }
+  if (!cJSON_AddItemToObject(conv, "tools", cJSON_Duplicate(tools, 1)))
+    return mxl_api_fail(e, 503, NULL, "out of memory");
+  g->tools = 1;
+  return 0;
 }
 
 /* {"messages": [...], "reasoning_effort": ...} for the renderer. */
@@ -304,6 +354,7 @@ static int parse_conversation(const cJSON *root, const mxl_api_limits *lim, mxl_
     rc = normalize_message(m, i, dst, e);
   }
   if (!rc && effort) cJSON_AddStringToObject(conv, "reasoning_effort", effort);
+  if (!rc) rc = add_tools(root, conv, g, e);
   if (!rc && !(g->conversation = cJSON_PrintUnformatted(conv)))
     rc = mxl_api_fail(e, 503, NULL, "out of memory");
   cJSON_Delete(conv);

@@ -70,14 +70,41 @@ static char *print(cJSON *root, int ok) {
   return text;
 }
 
+/* "tool_calls" as OpenAI shapes them: in a whole message every call with
+ * its id; in a chunk the index, and id, type and name only in a call's
+ * first chunk. */
+static int add_calls(cJSON *msg, const mxl_api_delta *d, int whole) {
+  cJSON *list = cJSON_AddArrayToObject(msg, "tool_calls");
+  int ok = list != NULL;
+  for (int i = 0; ok && i < d->n_calls; i++) {
+    const mxl_api_tool_call *c = &d->calls[i];
+    cJSON *call = cJSON_CreateObject();
+    ok = call && cJSON_AddItemToArray(list, call);
+    if (ok && !whole) ok = cJSON_AddNumberToObject(call, "index", c->index) != NULL;
+    if (ok && c->id)
+      ok = add_text(call, "id", c->id, strlen(c->id)) &&
+           cJSON_AddStringToObject(call, "type", "function") != NULL;
+    cJSON *fn = ok ? cJSON_AddObjectToObject(call, "function") : NULL;
+    ok = fn != NULL;
+    if (ok && c->id) ok = add_text(fn, "name", c->name, strlen(c->name));
+    if (ok) ok = add_text(fn, "arguments", c->arguments, c->arguments_len);
+  }
+  return ok;
+}
+
 /* The message (or delta) of a chat choice; NULL fields are left out of a
- * delta, and a whole message always has "content". */
+ * delta, and a whole message always has "content" (null when it holds
+ * only tool calls, as OpenAI's). */
 static int add_message(cJSON *choice, const char *key, const mxl_api_delta *d, int whole) {
   cJSON *msg = cJSON_AddObjectToObject(choice, key);
   int ok = msg != NULL;
   if (ok && (whole || d->role)) ok = cJSON_AddStringToObject(msg, "role", "assistant") != NULL;
-  if (ok && (whole || d->content)) ok = add_text(msg, "content", d->content, d->content_len);
+  if (ok && whole && d->n_calls && !d->content_len)
+    ok = cJSON_AddNullToObject(msg, "content") != NULL;
+  else if (ok && (whole || d->content))
+    ok = add_text(msg, "content", d->content, d->content_len);
   if (ok && d->reasoning) ok = add_text(msg, "reasoning_content", d->reasoning, d->reasoning_len);
+  if (ok && d->n_calls) ok = add_calls(msg, d, whole);
   return ok;
 }
 

@@ -81,6 +81,10 @@ typedef struct http_request {
   mxl_strbuf pending;
   size_t pending_off;
   int stream_state; /* 0: role chunk next, 1: streaming, 2: [DONE] queued */
+  /* tool calls: ids given as they appear; streams: arguments bytes sent */
+  char call_ids[MXL_JOB_MAX_CALLS][32];
+  size_t call_sent[MXL_JOB_MAX_CALLS];
+  int n_calls_seen;
 } http_request;
 
 double mxl_http_now(void);

@@ -61,6 +61,7 @@ static mxl_status start_job(http_request *r) {
   jr.max_tokens = g->max_tokens;
   jr.stop = (const char *const *)g->stop;
   jr.n_stop = g->n_stop;
+  jr.tools = g->tools;
   return mxl_job_start(r->srv->svc, &jr, &r->job);
 }
 
@@ -86,15 +87,32 @@ static void next_output(http_request *r, mxl_job_output *o) {
     if (mxl_http_client_gone(r) || atomic_load(&r->srv->aborting)) mxl_job_cancel(r->job);
 }
 
+/* Gives the calls that appeared since the last output their ids ("call_"
+ * and 24 hex digits, fresh per call as OpenAI's). */
+static void name_calls(http_request *r, const mxl_job_output *o) {
+  for (; r->n_calls_seen < o->n_calls; r->n_calls_seen++) {
+    uint64_t s = fresh_seed(r) + (uint64_t)r->n_calls_seen;
+    snprintf(r->call_ids[r->n_calls_seen], sizeof r->call_ids[0], "call_%016llx%08llx",
+             (unsigned long long)splitmix(&s), (unsigned long long)(splitmix(&s) >> 32));
+  }
+}
+
 /* ---------------------------------------------------------------- whole */
 
 static enum MHD_Result answer_whole(http_request *r) {
   mxl_strbuf content = {0}, reasoning = {0};
   mxl_job_output o;
+  mxl_api_tool_call calls[MXL_JOB_MAX_CALLS];
+  int n_calls = 0;
   do {
     next_output(r, &o);
     mxl_strbuf_append(&content, o.content, o.content_len);
     mxl_strbuf_append(&reasoning, o.reasoning, o.reasoning_len);
+    name_calls(r, &o);
+    n_calls = o.n_calls; /* every output lists every call so far */
+    for (int i = 0; i < n_calls; i++)
+      calls[i] = (mxl_api_tool_call){i, r->call_ids[i], o.calls[i].name, o.calls[i].arguments,
+                                     o.calls[i].arguments_len};
   } while (o.finish == MXL_JOB_RUNNING);
   record_end(r, &o);
   enum MHD_Result ret;
@@ -113,6 +131,8 @@ static enum MHD_Result answer_whole(http_request *r) {
     }
     d.finish = r->finish;
     d.usage = &u;
+    d.calls = calls;
+    d.n_calls = n_calls;
     char *json = content.failed || reasoning.failed ? NULL : mxl_api_response_json(&r->reply, &d);
     if (json) {
       ret = mxl_http_send(r, 200, "application/json", json, strlen(json));
@@ -141,6 +161,29 @@ static void chunk(http_request *r, const mxl_api_delta *d) {
   free(json);
 }
 
+/* The calls' new parts as one chunk: a new call with its id and name,
+ * then the arguments not sent yet. */
+static void stream_calls(http_request *r, const mxl_job_output *o) {
+  int first_new = r->n_calls_seen;
+  name_calls(r, o);
+  mxl_api_tool_call parts[MXL_JOB_MAX_CALLS];
+  int n = 0;
+  for (int i = 0; i < o->n_calls; i++) {
+    const mxl_job_call *c = &o->calls[i];
+    int fresh = i >= first_new;
+    if (!fresh && c->arguments_len == r->call_sent[i]) continue;
+    parts[n++] = (mxl_api_tool_call){i, fresh ? r->call_ids[i] : NULL, c->name,
+                                     c->arguments + r->call_sent[i],
+                                     c->arguments_len - r->call_sent[i]};
+    r->call_sent[i] = c->arguments_len;
+  }
+  if (!n) return;
+  mxl_api_delta d = {0};
+  d.calls = parts;
+  d.n_calls = n;
+  chunk(r, &d);
+}
+
 /* Appends the next events to r->pending (may add nothing when the wait
  * ran out). */
 static void stream_more(http_request *r) {
@@ -160,6 +203,7 @@ static void stream_more(http_request *r) {
   if (o.content_len) d.content = o.content, d.content_len = o.content_len;
   if (o.reasoning_len && r->gen.chat) d.reasoning = o.reasoning, d.reasoning_len = o.reasoning_len;
   if (d.content || d.reasoning) chunk(r, &d);
+  stream_calls(r, &o);
   if (o.finish == MXL_JOB_RUNNING) return;
   record_end(r, &o);
   mxl_api_usage u = {o.prompt_tokens, o.generated_tokens, o.cached_tokens};

@@ -36,6 +36,7 @@ struct mxl_job {
   int32_t *taken;
   int cap_taken;
   mxl_reply reply;
+  mxl_job_call calls[MXL_JOB_MAX_CALLS]; /* views of reply.calls for the reader */
   char *stops[MXL_REQUEST_MAX_STOP];
   int end_reported;
 };
@@ -53,6 +54,7 @@ const char *mxl_job_finish_name(mxl_job_finish f) {
   case MXL_JOB_LENGTH: return "length";
   case MXL_JOB_CANCELLED: return "cancelled";
   case MXL_JOB_ERROR: return "error";
+  case MXL_JOB_TOOL_CALLS: return "tool_calls";
   default: return "";
   }
 }
@@ -162,6 +164,7 @@ static mxl_status job_create(mxl_service *svc, const mxl_job_request *req, mxl_j
     }
   mxl_reply_init(&j->reply, svc->tok, &svc->chat_ids, req->chat, (const char *const *)j->stops,
                  n_stop, svc->raw_stops, svc->n_raw_stops);
+  if (req->chat && req->tools) mxl_reply_parse_calls(&j->reply);
   *out = j;
   return MXL_OK;
 }
@@ -246,7 +249,7 @@ static int wait_inbox(mxl_job *j, int timeout_ms) {
 static mxl_job_finish finish_of(const mxl_job *j) {
   if (j->reply.stop_matched) return MXL_JOB_STOP;
   switch (j->final.finish) {
-  case MXL_FINISH_STOP: return MXL_JOB_STOP;
+  case MXL_FINISH_STOP: return j->reply.n_calls ? MXL_JOB_TOOL_CALLS : MXL_JOB_STOP;
   case MXL_FINISH_LENGTH: return MXL_JOB_LENGTH;
   case MXL_FINISH_ERROR: return MXL_JOB_ERROR;
   default: return MXL_JOB_CANCELLED;
@@ -299,6 +302,12 @@ int mxl_job_next(mxl_job *j, int timeout_ms, mxl_job_output *out) {
   out->content_len = rp->content.len;
   out->reasoning = rp->reasoning.data ? rp->reasoning.data : "";
   out->reasoning_len = rp->reasoning.len;
+  for (int i = 0; i < rp->n_calls; i++) {
+    const mxl_strbuf *a = &rp->calls[i].arguments;
+    j->calls[i] = (mxl_job_call){rp->calls[i].name, a->data ? a->data : "", a->len};
+  }
+  out->calls = j->calls;
+  out->n_calls = rp->n_calls;
   return 1;
 }
 

@@ -1,10 +1,13 @@
 #include "server/reply.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static void text_out(void *user, mxl_channel ch, const char *text, size_t len) {
   mxl_reply *r = user;
-  if (ch == MXL_CHANNEL_ANALYSIS) {
+  if (r->in_call) {
+    mxl_strbuf_append(&r->calls[r->n_calls - 1].arguments, text, len);
+  } else if (ch == MXL_CHANNEL_ANALYSIS) {
     mxl_strbuf_append(&r->reasoning, text, len);
   } else if (!r->stop_matched && mxl_stop_feed(&r->stop, text, len, &r->content)) {
     r->stop_matched = 1;
@@ -21,12 +24,34 @@ void mxl_reply_init(mxl_reply *r, const mxl_tokenizer *tok, const mxl_chat_ids *
   r->n_hidden = chat ? 0 : n_hidden;
 }
 
+void mxl_reply_parse_calls(mxl_reply *r) { r->tools = 1; }
+
+/* A message has begun: a call when its header names functions.NAME (the
+ * calls past MXL_JOB_MAX_CALLS stay text, in content). */
+static void message_begun(mxl_reply *r) {
+  static const char prefix[] = "functions.";
+  char to[sizeof prefix + MXL_REPLY_CALL_NAME_MAX];
+  r->in_call = 0;
+  size_t n = mxl_chat_stream_recipient(&r->stream, to, sizeof to);
+  if (n <= sizeof prefix - 1 || strncmp(to, prefix, sizeof prefix - 1) ||
+      r->n_calls == MXL_JOB_MAX_CALLS)
+    return;
+  mxl_reply_call *c = &r->calls[r->n_calls++];
+  snprintf(c->name, sizeof c->name, "%s", to + sizeof prefix - 1);
+  r->in_call = 1;
+}
+
 int mxl_reply_push(mxl_reply *r, int32_t token) {
   if (r->stop_matched) return 0;
   r->n_seen++;
   for (int i = 0; i < r->n_hidden; i++)
     if (r->hidden[i] == token) return 0;
   mxl_chat_stream_push(&r->stream, token);
+  int messages = mxl_chat_stream_messages(&r->stream);
+  if (messages != r->messages) {
+    r->messages = messages;
+    if (r->tools) message_begun(r);
+  }
   return r->stop_matched;
 }
 
@@ -41,6 +66,7 @@ void mxl_reply_clear(mxl_reply *r) {
 }
 
 void mxl_reply_free(mxl_reply *r) {
+  for (int i = 0; i < r->n_calls; i++) mxl_strbuf_free(&r->calls[i].arguments);
   mxl_stop_free(&r->stop);
   mxl_strbuf_free(&r->content);
   mxl_strbuf_free(&r->reasoning);

@@ -74,11 +74,49 @@ static void test_channels(void) {
   MXL_CHECK(c.len[MXL_CHANNEL_TEXT] == 0 && c.len[MXL_CHANNEL_COMMENTARY] == 0);
 }
 
+/* A message's recipient, read from its header wherever harmony puts it
+ * (after the channel, or in the role part), until the next message; a
+ * long name is cut to the buffer. */
+static void test_recipient(void) {
+  mxl_chat_ids ids;
+  MXL_CHECK_OK(mxl_chat_ids_lookup(tok, &ids));
+  collected c = {0};
+  mxl_chat_stream s;
+  mxl_chat_stream_init(&s, tok, &ids, 1, collect, &c);
+  char to[16];
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "commentary to=functions.f ");
+  mxl_chat_stream_push(&s, ids.constrain);
+  push_bytes(&s, "json");
+  MXL_CHECK(mxl_chat_stream_messages(&s) == 0);
+  mxl_chat_stream_push(&s, ids.message);
+  MXL_CHECK(mxl_chat_stream_messages(&s) == 1);
+  MXL_CHECK(mxl_chat_stream_recipient(&s, to, sizeof to) == 11 && !strcmp(to, "functions.f"));
+  push_bytes(&s, "{}");
+  MXL_CHECK(!strcmp(to, "functions.f") && !strcmp(c.text[MXL_CHANNEL_COMMENTARY], "{}"));
+  mxl_chat_stream_push(&s, ids.call);
+  mxl_chat_stream_push(&s, ids.start);
+  push_bytes(&s, "assistant to=functions.a_very_long_name");
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "commentary");
+  mxl_chat_stream_push(&s, ids.message);
+  MXL_CHECK(mxl_chat_stream_recipient(&s, to, sizeof to) == 15 && !strcmp(to, "functions.a_ver"));
+  mxl_chat_stream_push(&s, ids.end);
+  mxl_chat_stream_push(&s, ids.start);
+  push_bytes(&s, "assistant");
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "final auto=1");
+  mxl_chat_stream_push(&s, ids.message);
+  MXL_CHECK(mxl_chat_stream_messages(&s) == 3);
+  MXL_CHECK(mxl_chat_stream_recipient(&s, to, sizeof to) == 0 && to[0] == '\0');
+}
+
 int main(void) {
   tok = byte_tokenizer();
   if (tok) {
     MXL_RUN(test_raw_tails);
     MXL_RUN(test_channels);
+    MXL_RUN(test_recipient);
   }
   mxl_tokenizer_free(tok);
   return mxl_test_summary("chat_stream");

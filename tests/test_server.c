@@ -686,6 +686,47 @@ static void test_concurrent_clients(int port) {
 static const char *ADAPTERS = "--adapter sql=@R/run0/adapter.mxla:0.5 "
                               "--adapter tone=@R/run1/adapter.mxla";
 
+/* usage.prompt_tokens of a whole answer, or -1. */
+static int prompt_tokens_of(const char *body) {
+  cJSON *j = cJSON_Parse(body);
+  const cJSON *n = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens");
+  int v = cJSON_IsNumber(n) ? n->valueint : -1;
+  cJSON_Delete(j);
+  return v;
+}
+
+/* A request that offers function tools is answered, whole and streamed,
+ * its prompt holding the tools' definitions (the tiny model calls none:
+ * test_server_api holds calls in replies and responses to their shapes). */
+static void test_tools_request(int port) {
+  const char *plain = "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": "
+                      "\"Weather in Paris?\"}], \"temperature\": 0, \"max_tokens\": 8@X}";
+  const char *tools = ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": "
+                      "\"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": "
+                      "{\"city\": {\"type\": \"string\"}}}}}]";
+  char with[1024], without[1024], streamed[1024];
+  fill(with, sizeof with, plain, "@X", tools);
+  fill(without, sizeof without, plain, "@X", "");
+  char extra[600];
+  snprintf(extra, sizeof extra, "%s, \"stream\": true", tools);
+  fill(streamed, sizeof streamed, plain, "@X", extra);
+  http_reply a = http_post(port, "/v1/chat/completions", with);
+  http_reply b = http_post(port, "/v1/chat/completions", without);
+  MXL_CHECK_MSG(a.status == 200 && b.status == 200, "%d %s / %d %s", a.status, a.body, b.status,
+                b.body);
+  int pa = prompt_tokens_of(a.body), pb = prompt_tokens_of(b.body);
+  MXL_CHECK_MSG(pb > 0 && pa > pb + 20, "prompt tokens with tools %d, without %d", pa, pb);
+  MXL_CHECK(strstr(a.body, "\"finish_reason\":\"") != NULL);
+  http_reply c = http_post(port, "/v1/chat/completions", streamed);
+  MXL_CHECK_MSG(c.status == 200, "%d %s", c.status, c.body);
+  char finish[16];
+  free(stream_text(c.body, 1, 0, finish, sizeof finish));
+  MXL_CHECK(!strcmp(finish, "stop") || !strcmp(finish, "length") || !strcmp(finish, "tool_calls"));
+  http_reply_free(&a);
+  http_reply_free(&b);
+  http_reply_free(&c);
+}
+
 static void test_server_end_to_end(void) {
   server s;
   char adapters[512];
@@ -700,6 +741,7 @@ static void test_server_end_to_end(void) {
   test_models_and_health(s.port);
   test_greedy_equals_generate(s.port);
   test_streaming(s.port);
+  test_tools_request(s.port);
   test_bad_requests(s.port);
   test_adapter_endpoints(s.port);
   test_metrics(s.port);

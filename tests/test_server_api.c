@@ -33,6 +33,8 @@ static int chat(const char *body, mxl_api_generation *g, mxl_api_error *e) {
   } while (0)
 
 #define MSGS "\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]"
+/* A function tool as OpenAI clients send it. */
+#define TOOL(name) "{\"type\": \"function\", \"function\": {\"name\": \"" name "\"}}"
 
 static void test_chat_defaults(void) {
   mxl_api_generation g;
@@ -121,7 +123,26 @@ static void test_chat_refusals(void) {
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"frequency_penalty\": 0.5}", 400, "frequency_penalty",
              "not supported");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [{\"type\": \"function\"}]}", 400, "tools",
-             "not supported");
+             "tools[0]: expected");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [{\"type\": \"code_interpreter\"}]}", 400,
+             "tools", "only function tools");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": {\"type\": \"function\"}}", 400, "tools",
+             "expected a list");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("get weather") "]}", 400, "tools",
+             "tools[0].function.name");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("f") ", " TOOL("a.b") "]}", 400,
+             "tools", "tools[1].function.name");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [{\"type\": \"function\", \"function\": "
+             "{\"name\": \"f\", \"parameters\": \"x\"}}]}", 400, "tools", "parameters");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("f") "], \"tool_choice\": "
+             "\"required\"}", 400, "tool_choice", "constrained decoding");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("f") "], \"tool_choice\": "
+             "{\"type\": \"function\", \"function\": {\"name\": \"f\"}}}", 400, "tool_choice",
+             "\"auto\" or \"none\"");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"parallel_tool_calls\": 1}", 400,
+             "parallel_tool_calls", "boolean");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"functions\": [{\"name\": \"f\"}]}", 400,
+             "functions", "not supported");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"response_format\": {\"type\": \"json_object\"}}", 400,
              "response_format", "text");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop",
@@ -148,6 +169,75 @@ static void test_chat_refusals(void) {
              "{\"role\": \"assistant\", \"content\": \"2\"},{\"role\": \"user\", \"content\": \"3\"}]}",
              400, "messages", "at most 2");
   mxl_api_limits_default(&lim);
+}
+
+/* The prompt text a parsed chat request renders to (malloc'd). */
+static char *rendered_text(const mxl_api_generation *g) {
+  mxl_render_options opts = {0};
+  opts.mode = MXL_RENDER_PROMPT;
+  mxl_rendered r = {0};
+  MXL_CHECK_OK(mxl_harmony_render_json(NULL, g->conversation, strlen(g->conversation), "t", &opts,
+                                       &r));
+  char *text = r.text ? strdup(r.text) : NULL;
+  mxl_rendered_free(&r);
+  return text;
+}
+
+/* Function tools: offered in the developer message as harmony renders
+ * them (test_harmony holds the renderer to openai-harmony), left out with
+ * tool_choice "none"; an assistant call and the tool's answer in the
+ * history render as harmony's call and function messages. */
+static void test_chat_tools(void) {
+  const char *weather =
+      "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": "
+      "\"Current weather in a city\", \"parameters\": {\"type\": \"object\", \"properties\": "
+      "{\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}";
+  char body[2048];
+  snprintf(body, sizeof body,
+           "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"Weather in "
+           "Paris?\"}], \"tools\": [%s], \"tool_choice\": \"auto\", \"parallel_tool_calls\": "
+           "false}", weather);
+  mxl_api_generation g;
+  mxl_api_error e = {0};
+  MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
+  MXL_CHECK(g.tools == 1 && strstr(g.conversation, "\"tools\":[") != NULL);
+  char *text = rendered_text(&g);
+  MXL_CHECK_MSG(text && strstr(text, "<|start|>developer<|message|># Tools\n\n## functions\n\n"
+                                     "namespace functions {\n\n// Current weather in a city\n"
+                                     "type get_weather = (_: {\ncity: string,\n}) => any;"),
+                "%s", text);
+  free(text);
+  mxl_api_generation_free(&g);
+
+  snprintf(body, sizeof body,
+           "{\"model\": \"m\", " MSGS ", \"tools\": [%s], \"tool_choice\": \"none\"}", weather);
+  MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
+  MXL_CHECK(g.tools == 0 && !strstr(g.conversation, "tools"));
+  text = rendered_text(&g);
+  MXL_CHECK_MSG(text && !strstr(text, "namespace functions"), "%s", text);
+  free(text);
+  mxl_api_generation_free(&g);
+
+  snprintf(body, sizeof body,
+           "{\"model\": \"m\", \"tools\": [%s], \"messages\": ["
+           "{\"role\": \"user\", \"content\": \"Weather in Paris?\"}, "
+           "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"call_1\", "
+           "\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": "
+           "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]}, "
+           "{\"role\": \"tool\", \"tool_call_id\": \"call_1\", \"content\": \"20 C\"}]}", weather);
+  MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
+  text = rendered_text(&g);
+  MXL_CHECK_MSG(text && strstr(text, "<|start|>assistant to=functions.get_weather<|channel|>commentary"
+                                     " <|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>") &&
+                    strstr(text, "<|start|>functions.get_weather to=assistant<|channel|>commentary"
+                                 "<|message|>20 C<|end|>"),
+                "%s", text);
+  free(text);
+  mxl_api_generation_free(&g);
+
+  const char *raw = "{\"model\": \"m\", \"prompt\": \"x\", \"tools\": [" TOOL("f") "]}";
+  MXL_CHECK(mxl_api_parse_completion(raw, strlen(raw), &lim, &g, &e) == -1);
+  MXL_CHECK(e.http_status == 400 && !strcmp(e.param, "tools") && strstr(e.message, "not supported"));
 }
 
 static void test_completion(void) {
@@ -258,6 +348,37 @@ static void test_response_json(void) {
   last.usage_only = 1;
   text = mxl_api_chunk_json(&r, &last);
   MXL_CHECK_MSG(text && strstr(text, "\"choices\":[]") && strstr(text, "\"total_tokens\":8"),
+                "%s", text);
+  free(text);
+  /* A tool call: content null, the call with its id; streamed, the id,
+   * type and name in the call's first chunk only. */
+  mxl_api_tool_call call = {0, "call_abc", "get_weather", "{\"city\":\"Paris\"}", 16};
+  mxl_api_delta tc = {0};
+  tc.content = "", tc.content_len = 0;
+  tc.finish = "tool_calls";
+  tc.calls = &call, tc.n_calls = 1;
+  text = mxl_api_response_json(&r, &tc);
+  MXL_CHECK_MSG(text && !strcmp(text,
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":1700000000,"
+      "\"model\":\"base\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+      "\"content\":null,\"tool_calls\":[{\"id\":\"call_abc\",\"type\":\"function\","
+      "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+      "\"logprobs\":null,\"finish_reason\":\"tool_calls\"}]}"), "%s", text);
+  free(text);
+  tc.content = "Let me check.", tc.content_len = 13;
+  text = mxl_api_response_json(&r, &tc);
+  MXL_CHECK_MSG(text && strstr(text, "\"content\":\"Let me check.\",\"tool_calls\":["), "%s", text);
+  free(text);
+  mxl_api_tool_call parts[2] = {{0, "call_abc", "get_weather", "{\"ci", 4},
+                                {1, NULL, "get_weather", "ty\"}", 4}};
+  mxl_api_delta ch = {0};
+  ch.calls = parts, ch.n_calls = 2;
+  text = mxl_api_chunk_json(&r, &ch);
+  MXL_CHECK_MSG(text && strstr(text, "\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_abc\","
+                                     "\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                                     "\"arguments\":\"{\\\"ci\"}},{\"index\":1,\"function\":"
+                                     "{\"arguments\":\"ty\\\"}\"}}]}") &&
+                    !strstr(text, "\"content\"") && strstr(text, "\"finish_reason\":null"),
                 "%s", text);
   free(text);
   mxl_api_reply rc = {0, "cmpl-2", "a1", 1};
@@ -454,6 +575,41 @@ static void test_reply_tokens(void) {
   MXL_CHECK(r.stop_matched && matched_at > 0 && r.tokens_at_stop == matched_at + 1);
   mxl_reply_free(&r);
   mxl_strbuf_free(&content);
+  /* Function calls, where the request offered tools: a message addressed
+   * to functions.NAME (after the channel, or in the role part as harmony
+   * renders calls in a history) is a call, its text the arguments; a
+   * commentary preamble stays content. Without tools the call's text stays
+   * in content, as before. */
+  const char *calls_text =
+      "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>"
+      "commentary<|message|>Checking.<|end|><|start|>assistant<|channel|>commentary "
+      "to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}<|end|>"
+      "<|start|>assistant to=functions.get_time<|channel|>commentary json<|message|>{}<|call|>";
+  mxl_ids ct = {0};
+  MXL_CHECK_OK(mxl_tokenizer_encode(tok, calls_text, strlen(calls_text), 1, &ct));
+  for (int tools = 0; tools < 2; tools++) {
+    mxl_reply_init(&r, tok, &ids, 1, NULL, 0, NULL, 0);
+    if (tools) mxl_reply_parse_calls(&r);
+    for (size_t i = 0; i < ct.n; i++) MXL_CHECK(mxl_reply_push(&r, ct.data[i]) == 0);
+    mxl_reply_finish(&r);
+    MXL_CHECK_MSG(r.reasoning.data && !strcmp(r.reasoning.data, "Need the weather."), "%s",
+                  r.reasoning.data);
+    if (tools) {
+      MXL_CHECK_MSG(r.content.data && !strcmp(r.content.data, "Checking."), "%s", r.content.data);
+      MXL_CHECK(r.n_calls == 2 && !strcmp(r.calls[0].name, "get_weather") &&
+                !strcmp(r.calls[1].name, "get_time"));
+      MXL_CHECK_MSG(r.calls[0].arguments.data &&
+                        !strcmp(r.calls[0].arguments.data, "{\"city\":\"Paris\"}"),
+                    "%s", r.calls[0].arguments.data);
+      MXL_CHECK(r.calls[1].arguments.data && !strcmp(r.calls[1].arguments.data, "{}"));
+    } else {
+      MXL_CHECK_MSG(r.n_calls == 0 && r.content.data &&
+                        !strcmp(r.content.data, "Checking.{\"city\":\"Paris\"}{}"),
+                    "%s", r.content.data);
+    }
+    mxl_reply_free(&r);
+  }
+  mxl_ids_free(&ct);
   /* Raw text: every token shows but the hidden stop id. */
   mxl_ids raw = {0};
   MXL_CHECK_OK(mxl_tokenizer_encode(tok, "Hello there", 11, 0, &raw));
@@ -507,6 +663,16 @@ static void test_openai_client_requests(void) {
     MXL_CHECK(g.adapters[0].scale == 0.5f && g.adapters[1].scale == 1.5f && g.sampling.top_p == 0.9f);
     mxl_api_generation_free(&g);
   }
+  if (parse_fixture("chat_tools.json", 1, &g) == 0) {
+    MXL_CHECK(g.tools == 1 && strstr(g.conversation, "\"tool_call_id\":\"call_1\""));
+    char *text = rendered_text(&g);
+    MXL_CHECK_MSG(text && strstr(text, "type get_weather = (_: {") &&
+                      strstr(text, "<|start|>functions.get_weather to=assistant<|channel|>"
+                                   "commentary<|message|>20 C<|end|>"),
+                  "%s", text);
+    free(text);
+    mxl_api_generation_free(&g);
+  }
   if (parse_fixture("completion.json", 0, &g) == 0) {
     MXL_CHECK(!strcmp(g.prompt, "Once upon") && g.max_tokens == 24 && g.n_stop == 1);
     MXL_CHECK_NEAR(g.sampling.temperature, 0.7, 1e-6);
@@ -532,6 +698,7 @@ int main(void) {
   MXL_RUN(test_chat_defaults);
   MXL_RUN(test_chat_every_field);
   MXL_RUN(test_chat_refusals);
+  MXL_RUN(test_chat_tools);
   MXL_RUN(test_completion);
   MXL_RUN(test_openai_client_requests);
   MXL_RUN(test_adapter_ops);

@@ -17,7 +17,12 @@ On a tiny model with three adapters trained here (or --model and
      are served at once;
   4. errors surface as the client's exception classes (NotFoundError,
      BadRequestError, AuthenticationError with --api-key), and the server
-     keeps serving.
+     keeps serving;
+  5. function tools: an adapter trained here to call get_weather returns
+     the call as the client's tool_calls (finish_reason "tool_calls",
+     arguments that parse to the trained ones), the same through the
+     client's streaming helper, which assembles the call from its chunks,
+     and the next turn with the tool's result is accepted.
 Exit status 0 when all hold.
 
 With --record DIR it instead records the request bodies (and the
@@ -207,6 +212,8 @@ def run_checks(a):
         st, _ = sc.post(server.url, "/v1/unload_lora_adapter", {"lora_name": name3})
         check(st == 200, f"unload_lora_adapter: {st}")
 
+        tool_checks(a, client, adir, server, model)
+
         # errors as the client's exceptions.
         def raises(cls, fn):
             try:
@@ -246,6 +253,73 @@ def run_checks(a):
         keyed.stop()
     print(f"{len(FAILURES)} failed" if FAILURES else "all passed", f"(openai {openai.__version__})")
     return 1 if FAILURES else 0
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def train_tool_adapter(mxlora, model, work):
+    """An adapter that answers "Weather in Paris?" with a call of
+    get_weather (a few seconds of training on the tiny model)."""
+    out = os.path.join(work, "run_tools")
+    adapter = os.path.join(out, "adapter.mxla")
+    if not os.path.exists(adapter):
+        data = os.path.join(work, "tools.jsonl")
+        sample = {"tools": [WEATHER], "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]}]}
+        with open(data, "w") as f:
+            for _ in range(4):
+                f.write(json.dumps(sample) + "\n")
+        print("training the tool-calling adapter ...", flush=True)
+        sc.run([mxlora, "train", "--model", model, "--data", data, "--out", out, "--steps", "120",
+                "--lr", "5e-3", "--seq-len", "384", "--rank", "8", "--warmup-steps", "5",
+                "--set", "eval_fraction=0"])
+    return adapter
+
+
+def tool_checks(a, client, adir, server, model):
+    shutil.copy(train_tool_adapter(a.mxlora, model, sc.workdir(a.work)),
+                os.path.join(adir, "tools.mxla"))
+    st, _ = sc.post(server.url, "/v1/load_lora_adapter",
+                    {"lora_name": "weather", "lora_path": "tools.mxla"})
+    check(st == 200, f"load the tool-calling adapter: {st}")
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    r = client.chat.completions.create(model="weather", messages=ask, tools=[WEATHER],
+                                       temperature=0, max_tokens=200)
+    msg, calls = r.choices[0].message, r.choices[0].message.tool_calls or []
+    check(r.choices[0].finish_reason == "tool_calls" and len(calls) == 1 and
+          calls[0].type == "function" and calls[0].id.startswith("call_") and
+          calls[0].function.name == "get_weather" and msg.content is None,
+          f"a tool call: {r.choices[0].finish_reason} {calls} content {msg.content!r}")
+    args = json.loads(calls[0].function.arguments) if calls else None
+    check(args == {"city": "Paris"}, f"its arguments parse: {args}")
+    with client.chat.completions.stream(model="weather", messages=ask, tools=[WEATHER],
+                                        temperature=0, max_tokens=200) as s:
+        final = s.get_final_completion()
+    scalls = final.choices[0].message.tool_calls or []
+    check(final.choices[0].finish_reason == "tool_calls" and len(scalls) == 1 and
+          scalls[0].function.name == "get_weather" and
+          scalls[0].function.arguments == (calls[0].function.arguments if calls else None),
+          f"streamed, the client assembles the same call: {scalls}")
+    if calls:
+        nxt = client.chat.completions.create(
+            model="weather", tools=[WEATHER], temperature=0, max_tokens=8,
+            messages=ask + [msg.model_dump(exclude_none=True),
+                            {"role": "tool", "tool_call_id": calls[0].id, "content": "20 C"}])
+        check(nxt.usage.prompt_tokens > r.usage.prompt_tokens,
+              f"the next turn with the tool's result: {nxt.usage.prompt_tokens} prompt tokens")
+    try:
+        client.chat.completions.create(model="weather", messages=ask, tools=[WEATHER],
+                                       tool_choice="required", max_tokens=8)
+        check(False, "tool_choice required: BadRequestError")
+    except openai.BadRequestError:
+        check(True, "tool_choice required: BadRequestError")
+    sc.post(server.url, "/v1/unload_lora_adapter", {"lora_name": "weather"})
 
 
 # ---------------------------------------------------------------- recording
@@ -302,6 +376,13 @@ def record(out_dir):
         "chat_adapters": lambda: client.chat.completions.create(
             model="base", messages=msgs, top_p=0.9, extra_body={"adapters": [
                 {"name": "sql", "scale": 0.5}, {"name": "tone", "scale": 1.5}]}),
+        "chat_tools": lambda: client.chat.completions.create(
+            model="base", tools=[WEATHER], tool_choice="auto", parallel_tool_calls=False,
+            messages=[{"role": "user", "content": "Weather in Paris?"},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "call_1", "type": "function", "function": {
+                              "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                      {"role": "tool", "tool_call_id": "call_1", "content": "20 C"}]),
         "completion": lambda: client.completions.create(
             model="tone", prompt="Once upon", temperature=0.7, max_tokens=24, stop="\n"),
         "completion_stream": lambda: list(client.completions.create(

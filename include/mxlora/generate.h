@@ -68,8 +68,9 @@ typedef struct mxl_chat_stream {
   int chat;             /* 0: plain text, every token is shown */
   int in_header;        /* reading a message header */
   mxl_channel channel;  /* of the current message */
-  char header[128];     /* header text seen so far (role, channel name, recipient) */
+  char header[256];     /* header text seen so far (role, channel name, recipient) */
   size_t header_len;
+  int messages;         /* message bodies begun (a <|message|> after a header) */
   mxl_decode_stream decode;
   mxl_text_fn on_text;
   void *user;
@@ -84,6 +85,14 @@ void mxl_chat_stream_init(mxl_chat_stream *s, const mxl_tokenizer *tok,
 void mxl_chat_stream_push(mxl_chat_stream *s, int32_t token);
 /* The end of the reply: a character left incomplete arrives as U+FFFD. */
 void mxl_chat_stream_flush(mxl_chat_stream *s);
+/* Message bodies begun so far: it grows at the <|message|> that ends a
+ * header, before any of that message's text. */
+int mxl_chat_stream_messages(const mxl_chat_stream *s);
+/* The recipient the current message's header names ("functions.get_weather"
+ * from "<|channel|>commentary to=functions.get_weather <|constrain|>json"),
+ * NUL-terminated into out (cap > 0; a longer name is cut). Returns its
+ * length, 0 when the header names none. */
+size_t mxl_chat_stream_recipient(const mxl_chat_stream *s, char *out, size_t cap);
 
 /* Prompt tokens per forward pass when one conversation runs alone
  * (generate, chat): each pass decodes every routed expert's MXFP4 weights

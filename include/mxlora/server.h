@@ -88,6 +88,8 @@ typedef struct mxl_job_request {
   const char *const *stop;  /* stop strings, matched on the answer (final channel or
                                raw text); the text before one is kept */
   int n_stop;
+  int tools;                /* chat: the conversation offers function tools, so a
+                               message to functions.NAME is a call (mxl_job_output) */
 } mxl_job_request;
 
 /* temperature 1, top_p 1, no top-k/min-p/penalty, seed 0, default tokens. */
@@ -107,7 +109,20 @@ typedef enum mxl_job_finish {
   MXL_JOB_LENGTH,    /* max_tokens, or the context is full */
   MXL_JOB_CANCELLED, /* mxl_job_cancel, or the service shut down */
   MXL_JOB_ERROR,     /* the backend failed: status and message say how */
+  MXL_JOB_TOOL_CALLS, /* a stop token after a function call (request `tools`) */
 } mxl_job_finish;
+
+/* A function call of the reply so far: a commentary message the model
+ * addressed to functions.NAME; its arguments as the model wrote them (JSON
+ * by the harmony format, not checked), growing until the call's message
+ * ends. */
+#define MXL_JOB_MAX_CALLS 8 /* calls kept per reply; later ones stay text, in content */
+
+typedef struct mxl_job_call {
+  const char *name;
+  const char *arguments;
+  size_t arguments_len;
+} mxl_job_call;
 
 /* What a job produced since the last call: text per channel (whole UTF-8
  * characters in order; the text stays valid until the next call), and
@@ -123,6 +138,9 @@ typedef struct mxl_job_output {
   double queued_seconds, first_token_seconds, total_seconds;
   mxl_status status;     /* MXL_JOB_ERROR: the failure */
   const char *message;
+  const mxl_job_call *calls; /* every call so far (not only the new text), valid until
+                                the next call; n_calls 0 without request `tools` */
+  int n_calls;
 } mxl_job_output;
 
 /* Waits up to timeout_ms for output. Returns 1 with new text or the end in
@@ -137,7 +155,7 @@ void mxl_job_cancel(mxl_job *job);
 void mxl_job_free(mxl_job *job);
 /* Prompt tokens of a started job. */
 int mxl_job_prompt_tokens(const mxl_job *job);
-/* "stop", "length", "cancelled", "error" (or "" while running). */
+/* "stop", "length", "cancelled", "error", "tool_calls" (or "" while running). */
 const char *mxl_job_finish_name(mxl_job_finish f);
 
 /* ---------------------------------------------------------------- HTTP */
