@@ -187,6 +187,12 @@ static int alive(int port) {
 
 /* ---------------------------------------------------------------- fixtures */
 
+/* The function tool of the tool-calling adapter and its requests. */
+#define WEATHER_TOOL                                                                          \
+  "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": "     \
+  "\"Current weather in a city\", \"parameters\": {\"type\": \"object\", \"properties\": "      \
+  "{\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}"
+
 static int make_fixtures(void) {
   char *out = NULL;
   int ok = mxl(&out, 1, "tiny %s/m --layout hf --seed 2", root) == 0;
@@ -204,13 +210,30 @@ static int make_fixtures(void) {
     if (!ok) fprintf(stderr, "%s\n", out);
     free(out);
   }
+  /* An adapter that answers "Weather in Paris?" with a call of get_weather
+   * when the tool is offered (120 steps of 4 copies: a few seconds). */
+  snprintf(path, sizeof path, "%s/tools.jsonl", root);
+  FILE *fp = fopen(path, "w");
+  for (int i = 0; fp && i < 4; i++)
+    fprintf(fp, "{\"tools\": [%s], \"messages\": [{\"role\": \"user\", \"content\": "
+                "\"Weather in Paris?\"}, {\"role\": \"assistant\", \"tool_calls\": [{\"id\": "
+                "\"call_1\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+                "\"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}}]}]}\n", WEATHER_TOOL);
+  if (fp) fclose(fp);
+  if (ok) {
+    ok = mxl(&out, 1, "train --model %s/m --data %s --out %s/run_tools --steps 120 --lr 5e-3 "
+             "--seq-len 384 --rank 8 --warmup-steps 5 --set eval_fraction=0", root, path, root) == 0;
+    if (!ok) fprintf(stderr, "%s\n", out);
+    free(out);
+  }
   /* The adapter directory: both adapters, a non-adapter file, and a link
-   * that leads outside. */
+   * that leads outside; and the tool-calling adapter. */
   char cmd[1024];
   fill(cmd, sizeof cmd,
        "mkdir -p @R/adapters/sub && cp @R/run0/adapter.mxla @R/adapters/a1.mxla && "
        "cp @R/run1/adapter.mxla @R/adapters/sub/a2.mxla && cp @R/d0.jsonl "
-       "@R/adapters/notes.mxla && ln -s @R/run0/adapter.mxla @R/adapters/out.mxla",
+       "@R/adapters/notes.mxla && ln -s @R/run0/adapter.mxla @R/adapters/out.mxla && "
+       "cp @R/run_tools/adapter.mxla @R/adapters/weather.mxla",
        "@R", root);
   return ok && system(cmd) == 0;
 }
@@ -695,33 +718,107 @@ static int prompt_tokens_of(const char *body) {
   return v;
 }
 
-/* A request that offers function tools is answered, whole and streamed,
- * its prompt holding the tools' definitions (the tiny model calls none:
- * test_server_api holds calls in replies and responses to their shapes). */
+/* The tool call of a streamed answer: id and name from the call's first
+ * chunk, the arguments joined; the finish reason into `finish`. */
+static void streamed_call(const char *sse_body, char *id, char *name, char *args, size_t cap,
+                          char *finish) {
+  id[0] = name[0] = args[0] = finish[0] = '\0';
+  int firsts = 0;
+  for (const char *p = sse_body; (p = strstr(p, "data: {")) != NULL;) {
+    p += 6;
+    const char *end = strstr(p, "\n\n");
+    if (!end) break;
+    char *payload = strndup(p, (size_t)(end - p));
+    p = end;
+    cJSON *j = cJSON_Parse(payload);
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    const cJSON *fin = cJSON_GetObjectItem(c, "finish_reason");
+    if (cJSON_IsString(fin)) snprintf(finish, 16, "%s", fin->valuestring);
+    const cJSON *calls = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "delta"), "tool_calls");
+    for (const cJSON *call = calls ? calls->child : NULL; call; call = call->next) {
+      MXL_CHECK(cJSON_GetObjectItem(call, "index")->valueint == 0);
+      const cJSON *fn = cJSON_GetObjectItem(call, "function");
+      const cJSON *cid = cJSON_GetObjectItem(call, "id");
+      if (cJSON_IsString(cid)) {
+        firsts++;
+        snprintf(id, cap, "%s", cid->valuestring);
+        snprintf(name, cap, "%s", cJSON_GetObjectItem(fn, "name")->valuestring);
+      }
+      const cJSON *a = cJSON_GetObjectItem(fn, "arguments");
+      if (cJSON_IsString(a) && strlen(args) + strlen(a->valuestring) < cap)
+        strcat(args, a->valuestring);
+    }
+    cJSON_Delete(j);
+    free(payload);
+  }
+  MXL_CHECK_MSG(firsts == 1, "%d chunks opened a call: %s", firsts, sse_body);
+}
+
+/* Function tools end to end: the tools are rendered into the prompt, and
+ * with the adapter trained to call get_weather the answer is that call,
+ * whole (tool_calls, content null, finish_reason tool_calls) and streamed
+ * (id and name first, then the arguments); without tools offered the same
+ * adapter's call stays text. */
 static void test_tools_request(int port) {
-  const char *plain = "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": "
-                      "\"Weather in Paris?\"}], \"temperature\": 0, \"max_tokens\": 8@X}";
-  const char *tools = ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": "
-                      "\"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": "
-                      "{\"city\": {\"type\": \"string\"}}}}}]";
-  char with[1024], without[1024], streamed[1024];
-  fill(with, sizeof with, plain, "@X", tools);
-  fill(without, sizeof without, plain, "@X", "");
-  char extra[600];
-  snprintf(extra, sizeof extra, "%s, \"stream\": true", tools);
-  fill(streamed, sizeof streamed, plain, "@X", extra);
-  http_reply a = http_post(port, "/v1/chat/completions", with);
-  http_reply b = http_post(port, "/v1/chat/completions", without);
+  const char *ask = "{\"model\": \"@M\", \"messages\": [{\"role\": \"user\", \"content\": "
+                    "\"Weather in Paris?\"}], \"temperature\": 0, \"max_tokens\": 200@X}";
+  char with[1024], without[1024], streamed[1024], plain[1024];
+  fill(with, sizeof with, ask, "@X", ", \"tools\": [" WEATHER_TOOL "]");
+  fill(without, sizeof without, ask, "@X", "");
+  fill(streamed, sizeof streamed, ask, "@X", ", \"tools\": [" WEATHER_TOOL "], \"stream\": true");
+  fill(plain, sizeof plain, with, "@M", "m");
+  http_reply a = http_post(port, "/v1/chat/completions", plain);
+  fill(plain, sizeof plain, without, "@M", "m");
+  http_reply b = http_post(port, "/v1/chat/completions", plain);
   MXL_CHECK_MSG(a.status == 200 && b.status == 200, "%d %s / %d %s", a.status, a.body, b.status,
                 b.body);
   int pa = prompt_tokens_of(a.body), pb = prompt_tokens_of(b.body);
   MXL_CHECK_MSG(pb > 0 && pa > pb + 20, "prompt tokens with tools %d, without %d", pa, pb);
-  MXL_CHECK(strstr(a.body, "\"finish_reason\":\"") != NULL);
-  http_reply c = http_post(port, "/v1/chat/completions", streamed);
-  MXL_CHECK_MSG(c.status == 200, "%d %s", c.status, c.body);
-  char finish[16];
+  http_reply_free(&a);
+  http_reply_free(&b);
+
+  http_reply l = http_post(port, "/v1/load_lora_adapter",
+                           "{\"lora_name\": \"weather\", \"lora_path\": \"weather.mxla\"}");
+  MXL_CHECK_MSG(l.status == 200, "%d %s", l.status, l.body);
+  http_reply_free(&l);
+  fill(plain, sizeof plain, with, "@M", "weather");
+  a = http_post(port, "/v1/chat/completions", plain);
+  cJSON *j = cJSON_Parse(a.body);
+  const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+  const cJSON *msg = cJSON_GetObjectItem(choice, "message");
+  const cJSON *call = cJSON_GetArrayItem(cJSON_GetObjectItem(msg, "tool_calls"), 0);
+  const cJSON *fn = cJSON_GetObjectItem(call, "function");
+  const cJSON *id = cJSON_GetObjectItem(call, "id"), *args = cJSON_GetObjectItem(fn, "arguments");
+  MXL_CHECK_MSG(a.status == 200 && cJSON_IsString(id) && !strncmp(id->valuestring, "call_", 5) &&
+                    !strcmp(cJSON_GetObjectItem(call, "type")->valuestring, "function") &&
+                    !strcmp(cJSON_GetObjectItem(fn, "name")->valuestring, "get_weather") &&
+                    cJSON_IsNull(cJSON_GetObjectItem(msg, "content")) &&
+                    !strcmp(cJSON_GetObjectItem(choice, "finish_reason")->valuestring, "tool_calls"),
+                "%s", a.body);
+  cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+  const cJSON *city = cJSON_GetObjectItem(parsed, "city");
+  MXL_CHECK_MSG(cJSON_IsString(city) && !strcmp(city->valuestring, "Paris"), "%s", a.body);
+
+  fill(plain, sizeof plain, streamed, "@M", "weather");
+  http_reply c = http_post(port, "/v1/chat/completions", plain);
+  char sid[64], sname[64], sargs[256], finish[16];
+  streamed_call(c.body, sid, sname, sargs, sizeof sargs, finish);
+  MXL_CHECK_MSG(c.status == 200 && !strncmp(sid, "call_", 5) && strcmp(sid, id->valuestring) &&
+                    !strcmp(sname, "get_weather") && cJSON_IsString(args) &&
+                    !strcmp(sargs, args->valuestring) && !strcmp(finish, "tool_calls"),
+                "%s", c.body);
   free(stream_text(c.body, 1, 0, finish, sizeof finish));
-  MXL_CHECK(!strcmp(finish, "stop") || !strcmp(finish, "length") || !strcmp(finish, "tool_calls"));
+
+  fill(plain, sizeof plain, without, "@M", "weather");
+  b = http_post(port, "/v1/chat/completions", plain);
+  MXL_CHECK_MSG(b.status == 200 && !strstr(b.body, "tool_calls") &&
+                    strstr(b.body, "{\\\"city\\\": \\\"Paris\\\"}"),
+                "%s", b.body);
+  l = http_post(port, "/v1/unload_lora_adapter", "{\"lora_name\": \"weather\"}");
+  MXL_CHECK(l.status == 200);
+  cJSON_Delete(parsed);
+  cJSON_Delete(j);
+  http_reply_free(&l);
   http_reply_free(&a);
   http_reply_free(&b);
   http_reply_free(&c);
