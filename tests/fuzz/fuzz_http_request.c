@@ -62,6 +62,7 @@ static void check_generation(const mxl_api_generation *g, const char *body, size
   check(sp->temperature >= 0 && sp->temperature <= 2 && sp->top_p > 0 && sp->top_p <= 1);
   check(g->max_tokens >= 0 && g->max_tokens <= 4096);
   check(g->chat ? g->conversation != NULL : g->prompt != NULL);
+  check(!g->tools || (g->chat && strstr(g->conversation, "\"tools\":[")));
   /* The text round trip of a response carrying the body as content. */
   mxl_api_reply r = {g->chat, "id", g->model, 0};
   mxl_api_delta d = {0};
@@ -71,6 +72,17 @@ static void check_generation(const mxl_api_generation *g, const char *body, size
   check(back != NULL);
   cJSON_Delete(back);
   free(json);
+  /* ... and of a tool call whose arguments are the body, whole and as a chunk */
+  mxl_api_tool_call call = {0, "call_1", g->model, body, n};
+  mxl_api_delta t = {0};
+  t.calls = &call, t.n_calls = 1;
+  for (int chunk = 0; chunk < 2 && g->chat; chunk++) {
+    json = chunk ? mxl_api_chunk_json(&r, &t) : mxl_api_response_json(&r, &t);
+    back = json ? cJSON_Parse(json) : NULL;
+    check(back != NULL);
+    cJSON_Delete(back);
+    free(json);
+  }
   check_stops(g, body, n, 1 + n % 7);
 }
 
