@@ -15,6 +15,9 @@ adapter. Pass criteria:
   - the server's RSS is flat after warm-up (the first quarter): its
     largest value later is within 5 % + 16 MiB of its value at warm-up's
     end;
+  - requests offering a function tool to an adapter trained to call it
+    (about one in ten) all return that call: tool_calls with the trained
+    name and arguments and finish_reason "tool_calls", whole and streamed;
   - SIGTERM afterwards drains and exits 0.
 Prints the figures and a JSON summary; exit status 0 on a pass.
 
@@ -117,6 +120,39 @@ def one_request(port, kind, prompt, chat, stream, max_tokens):
     return 200, text, ch["finish_reason"], obj["usage"]["completion_tokens"]
 
 
+def tool_request(port, stream):
+    """(status, (name, arguments) of the single call or the body, finish) of
+    the weather question with the tool offered."""
+    body = {"model": "weather", "temperature": 0, "max_tokens": 200, "seed": 0,
+            "tools": [sc.WEATHER], "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    if stream:
+        body["stream"] = True
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    raw = r.read().decode("utf-8")
+    conn.close()
+    if r.status != 200:
+        return r.status, raw, None
+    if not stream:
+        ch = json.loads(raw)["choices"][0]
+        calls = ch["message"].get("tool_calls") or []
+        got = [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
+        return 200, got, ch["finish_reason"]
+    calls, finish = {}, None
+    for block in raw.split("\n\n"):
+        if not block.startswith("data: {"):
+            continue
+        for ch in json.loads(block[6:]).get("choices", []):
+            for c in ch.get("delta", {}).get("tool_calls") or []:
+                name, args = calls.get(c["index"], ("", ""))
+                fn = c.get("function", {})
+                calls[c["index"]] = (name + fn.get("name", ""), args + fn.get("arguments", ""))
+            finish = ch.get("finish_reason") or finish
+    return 200, [calls[i] for i in sorted(calls)], finish
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mxlora", default=sc.default_mxlora())
@@ -160,6 +196,9 @@ def main():
             "--max-batch", "64", "--threads", str(a.threads)]
     for n, path in zip(names, paths):
         args += ["--adapter", f"{n}={path}"]
+    args += ["--adapter", "weather=" + sc.train_tool_adapter(a.mxlora, model, work)]
+    want_call = [("get_weather", json.dumps({"city": "Paris"}))]
+    tool_stats = {"ok": 0, "failed": []}
     server = sc.Server(a.mxlora, args, os.path.join(work, "serve_load.log"))
     kinds = [(base if m == "BASE" else m, e, u) for m, e, u in kinds]
     stats = Stats()
@@ -173,6 +212,18 @@ def main():
     def client(seed):
         rng = random.Random(seed)
         while time.time() < stop_at:
+            if rng.random() < 0.1:
+                try:
+                    status, got, finish = tool_request(server.port, rng.randrange(2))
+                except Exception as e:  # noqa: BLE001
+                    status, got, finish = "exception", repr(e), None
+                with stats.lock:
+                    if status == 200 and got == want_call and finish == "tool_calls":
+                        tool_stats["ok"] += 1
+                    elif status != 429:
+                        tool_stats["failed"].append(f"{status} {finish}: {str(got)[:200]}")
+                stats.add(status if status in (200, 429) else f"{status} (failed)")
+                continue
             churn = rng.random() < 0.15
             ki = None if churn else rng.randrange(len(kinds))
             prompt = rng.choice(PROMPTS)
@@ -256,6 +307,7 @@ def main():
         "requests": sum(stats.status.values()), "by_status": {str(k): v for k, v in stats.status.items()},
         "failed": failed, "mismatches": len(stats.mismatch),
         "adapter_changes_ok": churn_stats["ok"], "adapter_changes_failed": len(churn_stats["failed"]),
+        "tool_calls_ok": tool_stats["ok"], "tool_calls_failed": len(tool_stats["failed"]),
         "generated_tokens": gen_tokens, "tokens_per_second": round(gen_tokens / elapsed, 1),
         "latency_p50_s": round(statistics.median(lat), 3) if lat else None,
         "latency_p99_s": round(lat[int(0.99 * (len(lat) - 1))], 3) if lat else None,
@@ -272,10 +324,11 @@ def main():
     }
     for m in stats.mismatch[:5]:
         print("MISMATCH", json.dumps(m, ensure_ascii=False)[:600])
-    for e in (stats.errors + churn_stats["failed"])[:10]:
+    for e in (stats.errors + churn_stats["failed"] + tool_stats["failed"])[:10]:
         print("ERROR", e)
     print(json.dumps(summary, indent=1))
     ok = (failed == 0 and not stats.mismatch and not churn_stats["failed"]
+          and not tool_stats["failed"] and tool_stats["ok"] > 0
           and (rss_flat or a.no_rss_check)
           and exit_code == 0 and stats.status.get(200, 0) > 0)
     print("PASS" if ok else "FAIL")

@@ -255,41 +255,14 @@ def run_checks(a):
     return 1 if FAILURES else 0
 
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
-
-
-def train_tool_adapter(mxlora, model, work):
-    """An adapter that answers "Weather in Paris?" with a call of
-    get_weather (a few seconds of training on the tiny model)."""
-    out = os.path.join(work, "run_tools")
-    adapter = os.path.join(out, "adapter.mxla")
-    if not os.path.exists(adapter):
-        data = os.path.join(work, "tools.jsonl")
-        sample = {"tools": [WEATHER], "messages": [
-            {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
-                "name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]}]}
-        with open(data, "w") as f:
-            for _ in range(4):
-                f.write(json.dumps(sample) + "\n")
-        print("training the tool-calling adapter ...", flush=True)
-        sc.run([mxlora, "train", "--model", model, "--data", data, "--out", out, "--steps", "120",
-                "--lr", "5e-3", "--seq-len", "384", "--rank", "8", "--warmup-steps", "5",
-                "--set", "eval_fraction=0"])
-    return adapter
-
-
 def tool_checks(a, client, adir, server, model):
-    shutil.copy(train_tool_adapter(a.mxlora, model, sc.workdir(a.work)),
+    shutil.copy(sc.train_tool_adapter(a.mxlora, model, sc.workdir(a.work)),
                 os.path.join(adir, "tools.mxla"))
     st, _ = sc.post(server.url, "/v1/load_lora_adapter",
                     {"lora_name": "weather", "lora_path": "tools.mxla"})
     check(st == 200, f"load the tool-calling adapter: {st}")
     ask = [{"role": "user", "content": "Weather in Paris?"}]
-    r = client.chat.completions.create(model="weather", messages=ask, tools=[WEATHER],
+    r = client.chat.completions.create(model="weather", messages=ask, tools=[sc.WEATHER],
                                        temperature=0, max_tokens=200)
     msg, calls = r.choices[0].message, r.choices[0].message.tool_calls or []
     check(r.choices[0].finish_reason == "tool_calls" and len(calls) == 1 and
@@ -298,7 +271,7 @@ def tool_checks(a, client, adir, server, model):
           f"a tool call: {r.choices[0].finish_reason} {calls} content {msg.content!r}")
     args = json.loads(calls[0].function.arguments) if calls else None
     check(args == {"city": "Paris"}, f"its arguments parse: {args}")
-    with client.chat.completions.stream(model="weather", messages=ask, tools=[WEATHER],
+    with client.chat.completions.stream(model="weather", messages=ask, tools=[sc.WEATHER],
                                         temperature=0, max_tokens=200) as s:
         final = s.get_final_completion()
     scalls = final.choices[0].message.tool_calls or []
@@ -308,13 +281,13 @@ def tool_checks(a, client, adir, server, model):
           f"streamed, the client assembles the same call: {scalls}")
     if calls:
         nxt = client.chat.completions.create(
-            model="weather", tools=[WEATHER], temperature=0, max_tokens=8,
+            model="weather", tools=[sc.WEATHER], temperature=0, max_tokens=8,
             messages=ask + [msg.model_dump(exclude_none=True),
                             {"role": "tool", "tool_call_id": calls[0].id, "content": "20 C"}])
         check(nxt.usage.prompt_tokens > r.usage.prompt_tokens,
               f"the next turn with the tool's result: {nxt.usage.prompt_tokens} prompt tokens")
     try:
-        client.chat.completions.create(model="weather", messages=ask, tools=[WEATHER],
+        client.chat.completions.create(model="weather", messages=ask, tools=[sc.WEATHER],
                                        tool_choice="required", max_tokens=8)
         check(False, "tool_choice required: BadRequestError")
     except openai.BadRequestError:
@@ -377,7 +350,7 @@ def record(out_dir):
             model="base", messages=msgs, top_p=0.9, extra_body={"adapters": [
                 {"name": "sql", "scale": 0.5}, {"name": "tone", "scale": 1.5}]}),
         "chat_tools": lambda: client.chat.completions.create(
-            model="base", tools=[WEATHER], tool_choice="auto", parallel_tool_calls=False,
+            model="base", tools=[sc.WEATHER], tool_choice="auto", parallel_tool_calls=False,
             messages=[{"role": "user", "content": "Weather in Paris?"},
                       {"role": "assistant", "content": None, "tool_calls": [
                           {"id": "call_1", "type": "function", "function": {

@@ -66,6 +66,33 @@ def make_model_and_adapters(mxlora, work, n_adapters=3, steps=60):
     return model, paths
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def train_tool_adapter(mxlora, model, work):
+    """An adapter that answers "Weather in Paris?" with a call of
+    get_weather (a few seconds of training on the tiny model)."""
+    out = os.path.join(work, "run_tools")
+    adapter = os.path.join(out, "adapter.mxla")
+    if not os.path.exists(adapter):
+        data = os.path.join(work, "tools.jsonl")
+        sample = {"tools": [WEATHER], "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]}]}
+        with open(data, "w") as f:
+            for _ in range(4):
+                f.write(json.dumps(sample) + "\n")
+        print("training the tool-calling adapter ...", flush=True)
+        run([mxlora, "train", "--model", model, "--data", data, "--out", out, "--steps", "120",
+                "--lr", "5e-3", "--seq-len", "384", "--rank", "8", "--warmup-steps", "5",
+                "--set", "eval_fraction=0"])
+    return adapter
+
+
 class Server:
     """`mxlora serve ... --port 0`; the port is read from its banner."""
 
