@@ -211,7 +211,7 @@ static int make_fixtures(void) {
     free(out);
   }
   /* An adapter that answers "Weather in Paris?" with a call of get_weather
-   * when the tool is offered (120 steps of 4 copies: a few seconds). */
+   * when the tool is offered (60 steps of 4 copies: about three seconds). */
   snprintf(path, sizeof path, "%s/tools.jsonl", root);
   FILE *fp = fopen(path, "w");
   for (int i = 0; fp && i < 4; i++)
@@ -221,8 +221,8 @@ static int make_fixtures(void) {
                 "\"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}}]}]}\n", WEATHER_TOOL);
   if (fp) fclose(fp);
   if (ok) {
-    ok = mxl(&out, 1, "train --model %s/m --data %s --out %s/run_tools --steps 120 --lr 5e-3 "
-             "--seq-len 384 --rank 8 --warmup-steps 5 --set eval_fraction=0", root, path, root) == 0;
+    ok = mxl(&out, 1, "train --model %s/m --data %s --out %s/run_tools --steps 60 --lr 1e-2 "
+             "--seq-len 384 --rank 8 --warmup-steps 3 --set eval_fraction=0", root, path, root) == 0;
     if (!ok) fprintf(stderr, "%s\n", out);
     free(out);
   }

@@ -74,7 +74,7 @@ WEATHER = {"type": "function", "function": {
 
 def train_tool_adapter(mxlora, model, work):
     """An adapter that answers "Weather in Paris?" with a call of
-    get_weather (a few seconds of training on the tiny model)."""
+    get_weather (60 steps, a few seconds, on the tiny model)."""
     out = os.path.join(work, "run_tools")
     adapter = os.path.join(out, "adapter.mxla")
     if not os.path.exists(adapter):
@@ -87,8 +87,8 @@ def train_tool_adapter(mxlora, model, work):
             for _ in range(4):
                 f.write(json.dumps(sample) + "\n")
         print("training the tool-calling adapter ...", flush=True)
-        run([mxlora, "train", "--model", model, "--data", data, "--out", out, "--steps", "120",
-                "--lr", "5e-3", "--seq-len", "384", "--rank", "8", "--warmup-steps", "5",
+        run([mxlora, "train", "--model", model, "--data", data, "--out", out, "--steps", "60",
+                "--lr", "1e-2", "--seq-len", "384", "--rank", "8", "--warmup-steps", "3",
                 "--set", "eval_fraction=0"])
     return adapter
 
