@@ -1,4 +1,6 @@
 /* mxlora generate: text in, streamed text out, with adapters overlaid. */
+#include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@ typedef struct print_state {
   char hidden[4096];      /* the start of the analysis not shown */
   size_t hidden_len;
   int hidden_more;        /* more analysis than `hidden` holds */
+  int calls;              /* function calls printed */
 } print_state;
 
 static void keep_hidden(print_state *p, const char *text, size_t len) {
@@ -56,10 +59,22 @@ static void on_text(void *user, mxl_channel ch, const char *text, size_t len) {
   fflush(stdout);
 }
 
-static char *read_stdin(void) {
+/* A message addressed to a function is a call: its name, then its
+ * arguments as they arrive (on the commentary channel). */
+static void on_message(void *user, mxl_channel ch, const char *recipient) {
+  print_state *p = user;
+  if (!recipient[0]) return;
+  printf("%s%s[call %s]%s ", p->final_chars || p->calls ? "\n" : "", p->color ? "\033[1m" : "",
+         recipient, p->color ? "\033[0m" : "");
+  fflush(stdout);
+  p->calls++;
+  p->last = ch; /* the arguments follow without a channel line */
+}
+
+static char *read_stream(FILE *fp) {
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
-  for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, stdin)) > 0;) {
+  for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, fp)) > 0;) {
     n += got;
     if (cap - n < 2) {
       char *grown = realloc(buf, cap *= 2);
@@ -88,7 +103,7 @@ static void explain_no_answer(const print_state *p, const mxl_gen_result *res, i
 }
 
 int mxl_cmd_generate(int argc, char **argv) {
-  const char *model = NULL, *prompt = NULL, *developer = NULL, *effort = NULL;
+  const char *model = NULL, *prompt = NULL, *developer = NULL, *effort = NULL, *tools = NULL;
   const char *backend = "cpu", *dump = NULL;
   int chat = 0, show_analysis = 0, threads = 0, special = 0, max_context = 0, no_mmap = 0;
   mxl_opt_list adapters = {0};
@@ -101,6 +116,8 @@ int mxl_cmd_generate(int argc, char **argv) {
       {"--show-analysis", MXL_OPT_FLAG, &show_analysis, "also show the analysis channel"},
       {"--reasoning", MXL_OPT_STRING, &effort, "low|medium|high: reasoning effort (chat)"},
       {"--developer", MXL_OPT_STRING, &developer, "TEXT: developer instructions (chat)"},
+      {"--tools", MXL_OPT_STRING, &tools, "FILE: function tools offered (chat), a JSON list in "
+       "OpenAI's shape; a call prints as [call functions.NAME] and its arguments"},
       {"--adapter", MXL_OPT_LIST, &adapters, "FILE[:SCALE]: overlay an adapter (repeatable)"},
       {"--temperature", MXL_OPT_FLOAT, &req.temperature, "T: sampling temperature (0 = greedy)",
        0, 100},
@@ -143,8 +160,29 @@ int mxl_cmd_generate(int argc, char **argv) {
     if (mxl_cli_adapter_spec("generate", adapters.items[i], paths[i], sizeof paths[i],
                              &scales[i]))
       return 2;
+  char *tools_text = NULL;
+  if (tools) {
+    FILE *fp = fopen(tools, "rb");
+    if (!fp) {
+      fprintf(stderr, "mxlora generate: --tools %s: %s\n", tools, strerror(errno));
+      return 1;
+    }
+    tools_text = read_stream(fp);
+    fclose(fp);
+    cJSON *list = tools_text ? cJSON_Parse(tools_text) : NULL;
+    int ok = cJSON_IsArray(list);
+    cJSON_Delete(list);
+    if (!ok || !chat) {
+      fprintf(stderr, "mxlora generate: --tools %s: %s\n", tools,
+              !chat ? "tools are offered in a chat: add --chat"
+                    : "expected a JSON list of function tools ([{\"type\": \"function\", "
+                      "\"function\": {\"name\": ...}}])");
+      free(tools_text);
+      return 2;
+    }
+  }
   char *stdin_text = NULL;
-  if (!prompt) prompt = stdin_text = read_stdin();
+  if (!prompt) prompt = stdin_text = read_stream(stdin);
   double copy_clock = 0;
   mxl_generator_options gopt = {backend, threads, max_context,
                                 mxl_cli_weight_options(no_mmap, &copy_clock)};
@@ -157,6 +195,8 @@ int mxl_cmd_generate(int argc, char **argv) {
   req.prompt = prompt;
   req.chat = chat;
   req.developer = developer;
+  req.tools = tools_text;
+  req.on_message = on_message;
   req.effort = effort;
   req.raw_special = special;
   req.dump_logits = dump;
@@ -166,10 +206,11 @@ int mxl_cmd_generate(int argc, char **argv) {
   if (st == MXL_OK) st = mxl_generate(g, &req, on_text, &ps, &res);
   mxl_generator_close(g);
   free(stdin_text);
+  free(tools_text);
   if (st != MXL_OK) return mxl_cli_fail("generate", st);
   printf("\n");
   fflush(stdout);
-  if (chat && ps.final_chars == 0) explain_no_answer(&ps, &res, req.max_tokens);
+  if (chat && ps.final_chars == 0 && ps.calls == 0) explain_no_answer(&ps, &res, req.max_tokens);
   char cached[48] = "";
   if (req.prompt_cache) snprintf(cached, sizeof cached, " (%d cached)", res.cached_tokens);
   fprintf(stderr, "\n[%d prompt tokens%s in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s); %s]\n",

@@ -89,6 +89,11 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
     s->channel = header_channel(s->header);
     s->in_header = 0;
     s->messages++;
+    if (s->on_message) {
+      char to[sizeof s->header];
+      mxl_chat_stream_recipient(s, to, sizeof to);
+      s->on_message(s->user, s->channel, to);
+    }
   } else if (s->in_header) {
     header_append(s, t);
   } else {
@@ -100,6 +105,10 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
 void mxl_chat_stream_flush(mxl_chat_stream *s) {
   char buf[16];
   send(s, buf, mxl_decode_stream_flush(&s->decode, buf, sizeof buf));
+}
+
+void mxl_chat_stream_on_message(mxl_chat_stream *s, mxl_message_fn on_message) {
+  s->on_message = on_message;
 }
 
 int mxl_chat_stream_messages(const mxl_chat_stream *s) { return s->messages; }

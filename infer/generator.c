@@ -188,6 +188,16 @@ static mxl_status chat_prompt(const mxl_generator *g, const mxl_gen_request *req
   cJSON_AddStringToObject(u, "content", req->prompt);
   cJSON_AddItemToArray(msgs, u);
   if (req->effort) cJSON_AddStringToObject(root, "reasoning_effort", req->effort);
+  if (req->tools) { /* the renderer checks each definition */
+    cJSON *tools = cJSON_Parse(req->tools);
+    if (!cJSON_IsArray(tools)) {
+      cJSON_Delete(tools);
+      cJSON_Delete(root);
+      return mxl_errorf(MXL_ERR_FORMAT, "tools: expected a JSON list of function tools "
+                        "([{\"type\": \"function\", \"function\": {\"name\": ...}}])");
+    }
+    cJSON_AddItemToObject(root, "tools", tools);
+  }
   char *json = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
   if (!json) return mxl_errorf(MXL_ERR_MEMORY, "prompt: out of memory");
@@ -324,6 +334,7 @@ mxl_status mxl_generate(mxl_generator *g, const mxl_gen_request *req, mxl_text_f
   mxl_lora_stack lora = active_adapters(g, views);
   stream_ctx ctx;
   mxl_chat_stream_init(&ctx.chat, g->tok, &ids, req->chat, on_text, user);
+  if (req->chat && req->on_message) mxl_chat_stream_on_message(&ctx.chat, req->on_message);
   mxl_gen_stats stats = {0};
   if (st == MXL_OK)
     st = mxl_generate_ids(g->engine, &lora, prompt.data, (int)prompt.n, &p, on_token, &ctx,

@@ -74,6 +74,53 @@ static void test_channels(void) {
   MXL_CHECK(c.len[MXL_CHANNEL_TEXT] == 0 && c.len[MXL_CHANNEL_COMMENTARY] == 0);
 }
 
+typedef struct messages_seen {
+  int n;
+  mxl_channel channel[4];
+  char recipient[4][32];
+} messages_seen;
+
+static void on_message(void *user, mxl_channel ch, const char *recipient) {
+  messages_seen *m = user;
+  if (m->n < 4) {
+    m->channel[m->n] = ch;
+    snprintf(m->recipient[m->n], sizeof m->recipient[0], "%s", recipient);
+  }
+  m->n++;
+}
+
+static void ignore_text(void *user, mxl_channel ch, const char *text, size_t len) {
+  (void)user, (void)ch, (void)text, (void)len;
+}
+
+/* The message callback: once per message, before its text, with its
+ * channel and recipient. */
+static void test_message_callback(void) {
+  mxl_chat_ids ids;
+  MXL_CHECK_OK(mxl_chat_ids_lookup(tok, &ids));
+  messages_seen m = {0};
+  mxl_chat_stream s;
+  mxl_chat_stream_init(&s, tok, &ids, 1, ignore_text, &m);
+  mxl_chat_stream_on_message(&s, on_message);
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "analysis");
+  mxl_chat_stream_push(&s, ids.message);
+  MXL_CHECK(m.n == 1 && m.channel[0] == MXL_CHANNEL_ANALYSIS && !m.recipient[0][0]);
+  push_bytes(&s, "hmm");
+  mxl_chat_stream_push(&s, ids.end);
+  mxl_chat_stream_push(&s, ids.start);
+  push_bytes(&s, "assistant to=functions.get_weather");
+  mxl_chat_stream_push(&s, ids.channel);
+  push_bytes(&s, "commentary json");
+  MXL_CHECK(m.n == 1);
+  mxl_chat_stream_push(&s, ids.message);
+  MXL_CHECK(m.n == 2 && m.channel[1] == MXL_CHANNEL_COMMENTARY &&
+            !strcmp(m.recipient[1], "functions.get_weather"));
+  push_bytes(&s, "{}");
+  mxl_chat_stream_push(&s, ids.call);
+  MXL_CHECK(m.n == 2);
+}
+
 /* A message's recipient, read from its header wherever harmony puts it
  * (after the channel, or in the role part), until the next message; a
  * long name is cut to the buffer. */
@@ -117,6 +164,7 @@ int main(void) {
     MXL_RUN(test_raw_tails);
     MXL_RUN(test_channels);
     MXL_RUN(test_recipient);
+    MXL_RUN(test_message_callback);
   }
   mxl_tokenizer_free(tok);
   return mxl_test_summary("chat_stream");

@@ -130,6 +130,35 @@ static void test_generate_all_layouts(void) {
          "generate --model %s/m --chat --prompt hi --max-tokens 2", root);
   EXPECT(0, "tok/s", "generate --model %s/m --prompt 'Hello' --max-tokens 2 --dump-logits %s/l.npy",
          root, root);
+  /* Function tools: offered in the chat's prompt (it grows), refused
+   * without --chat, when not a list, or missing. (A call's printing:
+   * test_chat_stream's message callback; calls end to end: test_server.) */
+  char tools[128];
+  snprintf(tools, sizeof tools, "%s/tools.json", root);
+  FILE *fp = fopen(tools, "w");
+  if (fp) {
+    fputs("[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": "
+          "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}}]", fp);
+    fclose(fp);
+  }
+  int prompt_tokens[2] = {0, 0};
+  for (int with = 0; with < 2; with++) {
+    char *out = NULL;
+    MXL_CHECK(mxl(&out, "generate --model %s/m --chat --prompt 'Weather?' --max-tokens 1%s%s",
+                  root, with ? " --tools " : "", with ? tools : "") == 0);
+    const char *stats = out ? strstr(out, "\n[") : NULL;
+    MXL_CHECK_MSG(stats && sscanf(stats, "\n[%d prompt tokens", &prompt_tokens[with]) == 1, "%s",
+                  out);
+    free(out);
+  }
+  MXL_CHECK_MSG(prompt_tokens[1] > prompt_tokens[0] + 20, "%d vs %d", prompt_tokens[1],
+                prompt_tokens[0]);
+  EXPECT(2, "tools are offered in a chat: add --chat", "generate --model %s/m --tools %s "
+         "--prompt x", root, tools);
+  EXPECT(2, "expected a JSON list of function tools", "generate --model %s/m --chat --tools "
+         "%s/l.npy --prompt x", root, root);
+  EXPECT(1, "--tools /nonexistent.json: No such file", "generate --model %s/m --chat --tools "
+         "/nonexistent.json --prompt x", root);
   char path[128], *npy = NULL;
   size_t n = 0;
   snprintf(path, sizeof path, "%s/l.npy", root);

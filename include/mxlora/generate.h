@@ -41,6 +41,10 @@ typedef enum mxl_channel {
  * that never form one (an ill-formed token, a reply that stops mid-character)
  * arrive as U+FFFD. */
 typedef void (*mxl_text_fn)(void *user, mxl_channel channel, const char *text, size_t len);
+/* A harmony message of the reply begins (before its text): its channel and
+ * the recipient its header names ("functions.get_weather" for a function
+ * call; "" for none). */
+typedef void (*mxl_message_fn)(void *user, mxl_channel channel, const char *recipient);
 
 /* ------------------------------------------------------------ reply streams
  *
@@ -73,6 +77,7 @@ typedef struct mxl_chat_stream {
   int messages;         /* message bodies begun (a <|message|> after a header) */
   mxl_decode_stream decode;
   mxl_text_fn on_text;
+  mxl_message_fn on_message; /* or NULL */
   void *user;
 } mxl_chat_stream;
 
@@ -81,6 +86,8 @@ typedef struct mxl_chat_stream {
  * <|start|>assistant; chat 0: `ids` may be NULL. */
 void mxl_chat_stream_init(mxl_chat_stream *s, const mxl_tokenizer *tok,
                           const mxl_chat_ids *ids, int chat, mxl_text_fn on_text, void *user);
+/* Also tell `on_message` (with the same user) where each message begins. */
+void mxl_chat_stream_on_message(mxl_chat_stream *s, mxl_message_fn on_message);
 /* One generated token; text that completes reaches on_text at once. */
 void mxl_chat_stream_push(mxl_chat_stream *s, int32_t token);
 /* The end of the reply: a character left incomplete arrives as U+FFFD. */
@@ -103,6 +110,11 @@ typedef struct mxl_gen_request {
   const char *prompt;       /* user text (chat) or raw text */
   int chat;                 /* 1: render as a harmony conversation, stream the channels */
   const char *developer;    /* chat: developer instructions, or NULL */
+  const char *tools;        /* chat: function tools, a JSON list in OpenAI's shape
+                               ([{"type": "function", "function": {"name", ...}}]), rendered
+                               in the developer message as harmony does; or NULL */
+  mxl_message_fn on_message; /* chat: told where each message of the reply begins (a
+                               function call: its recipient), with on_text's user; or NULL */
   const char *effort;       /* chat: "low", "medium" (default) or "high" */
   int raw_special;          /* raw: parse special-token names in the prompt */
   float temperature, top_p, min_p, repetition_penalty;
