@@ -88,7 +88,6 @@ void mxl_chat_stream_push(mxl_chat_stream *s, int32_t t) {
   } else if (t == id->message && s->in_header) {
     s->channel = header_channel(s->header);
     s->in_header = 0;
-    s->messages++;
     if (s->on_message) {
       char to[sizeof s->header];
       mxl_chat_stream_recipient(s, to, sizeof to);
@@ -110,8 +109,6 @@ void mxl_chat_stream_flush(mxl_chat_stream *s) {
 void mxl_chat_stream_on_message(mxl_chat_stream *s, mxl_message_fn on_message) {
   s->on_message = on_message;
 }
-
-int mxl_chat_stream_messages(const mxl_chat_stream *s) { return s->messages; }
 
 /* The recipient follows "to=" in the role part ("assistant to=functions.f")
  * or after the channel ("<|channel|>commentary to=functions.f"), and ends

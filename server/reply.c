@@ -24,22 +24,22 @@ void mxl_reply_init(mxl_reply *r, const mxl_tokenizer *tok, const mxl_chat_ids *
   r->n_hidden = chat ? 0 : n_hidden;
 }
 
-void mxl_reply_parse_calls(mxl_reply *r) { r->tools = 1; }
-
-/* A message has begun: a call when its header names functions.NAME (the
+/* A message has begun: a call when it is addressed to functions.NAME (the
  * calls past MXL_JOB_MAX_CALLS stay text, in content). */
-static void message_begun(mxl_reply *r) {
+static void message_begun(void *user, mxl_channel channel, const char *recipient) {
   static const char prefix[] = "functions.";
-  char to[sizeof prefix + MXL_REPLY_CALL_NAME_MAX];
+  mxl_reply *r = user;
+  (void)channel;
   r->in_call = 0;
-  size_t n = mxl_chat_stream_recipient(&r->stream, to, sizeof to);
-  if (n <= sizeof prefix - 1 || strncmp(to, prefix, sizeof prefix - 1) ||
+  if (strncmp(recipient, prefix, sizeof prefix - 1) || !recipient[sizeof prefix - 1] ||
       r->n_calls == MXL_JOB_MAX_CALLS)
     return;
   mxl_reply_call *c = &r->calls[r->n_calls++];
-  snprintf(c->name, sizeof c->name, "%s", to + sizeof prefix - 1);
+  snprintf(c->name, sizeof c->name, "%s", recipient + sizeof prefix - 1);
   r->in_call = 1;
 }
+
+void mxl_reply_parse_calls(mxl_reply *r) { mxl_chat_stream_on_message(&r->stream, message_begun); }
 
 int mxl_reply_push(mxl_reply *r, int32_t token) {
   if (r->stop_matched) return 0;
@@ -47,11 +47,6 @@ int mxl_reply_push(mxl_reply *r, int32_t token) {
   for (int i = 0; i < r->n_hidden; i++)
     if (r->hidden[i] == token) return 0;
   mxl_chat_stream_push(&r->stream, token);
-  int messages = mxl_chat_stream_messages(&r->stream);
-  if (messages != r->messages) {
-    r->messages = messages;
-    if (r->tools) message_begun(r);
-  }
   return r->stop_matched;
 }
 

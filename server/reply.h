@@ -29,8 +29,6 @@ typedef struct mxl_reply {
   int tokens_at_stop;    /* tokens pushed when it matched */
   mxl_strbuf content;    /* final channel (commentary too) or raw text, since the last take */
   mxl_strbuf reasoning;  /* analysis channel, since the last take */
-  int tools;             /* function tools were offered: calls are parsed */
-  int messages;          /* the stream's message count at the last push */
   int in_call;           /* the current message is calls[n_calls - 1] */
   int n_calls;
   mxl_reply_call calls[MXL_JOB_MAX_CALLS];

@@ -74,7 +74,6 @@ typedef struct mxl_chat_stream {
   mxl_channel channel;  /* of the current message */
   char header[256];     /* header text seen so far (role, channel name, recipient) */
   size_t header_len;
-  int messages;         /* message bodies begun (a <|message|> after a header) */
   mxl_decode_stream decode;
   mxl_text_fn on_text;
   mxl_message_fn on_message; /* or NULL */
@@ -92,9 +91,6 @@ void mxl_chat_stream_on_message(mxl_chat_stream *s, mxl_message_fn on_message);
 void mxl_chat_stream_push(mxl_chat_stream *s, int32_t token);
 /* The end of the reply: a character left incomplete arrives as U+FFFD. */
 void mxl_chat_stream_flush(mxl_chat_stream *s);
-/* Message bodies begun so far: it grows at the <|message|> that ends a
- * header, before any of that message's text. */
-int mxl_chat_stream_messages(const mxl_chat_stream *s);
 /* The recipient the current message's header names ("functions.get_weather"
  * from "<|channel|>commentary to=functions.get_weather <|constrain|>json"),
  * NUL-terminated into out (cap > 0; a longer name is cut). Returns its
