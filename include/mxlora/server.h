@@ -112,12 +112,12 @@ typedef enum mxl_job_finish {
   MXL_JOB_TOOL_CALLS, /* a stop token after a function call (request `tools`) */
 } mxl_job_finish;
 
+#define MXL_JOB_MAX_CALLS 8 /* calls kept per reply; later ones stay text, in content */
+
 /* A function call of the reply so far: a commentary message the model
  * addressed to functions.NAME; its arguments as the model wrote them (JSON
  * by the harmony format, not checked), growing until the call's message
  * ends. */
-#define MXL_JOB_MAX_CALLS 8 /* calls kept per reply; later ones stay text, in content */
-
 typedef struct mxl_job_call {
   const char *name;
   const char *arguments;
