@@ -67,6 +67,9 @@ typedef struct mxl_api_adapter {
 } mxl_api_adapter;
 
 /* A chat.completions or completions request, validated. */
+/* The longest function name a request may define (OpenAI's limit). */
+#define MXL_API_FUNCTION_NAME_MAX 64
+
 typedef struct mxl_api_generation {
   int chat;                         /* 1: chat.completions */
   char model[MXL_API_NAME_MAX + 1]; /* the base model's id or an adapter name */
@@ -84,6 +87,9 @@ typedef struct mxl_api_generation {
   int stream;
   int include_usage;                /* stream: send the final usage chunk */
   int tools;                        /* chat: function tools offered (and rendered) */
+  int force_call;                   /* tool_choice "required" or a named function */
+  char call[MXL_API_FUNCTION_NAME_MAX + 1]; /* ... that function's name, or "" (the model
+                                               names it) */
 } mxl_api_generation;
 
 /* Parse and validate a body. On success return 0 and fill *out (free it
@@ -154,9 +160,6 @@ typedef struct mxl_api_usage {
 
 /* Text of one response or chunk. Texts may hold bytes that are not valid
  * UTF-8 (a model can generate them): those become U+FFFD. */
-/* The longest function name a request may define (OpenAI's limit). */
-#define MXL_API_FUNCTION_NAME_MAX 64
-
 /* A function call in a response. A streamed call comes in pieces: its
  * first chunk has id and name, the next ones (id NULL) more arguments. */
 typedef struct mxl_api_tool_call {

@@ -114,20 +114,36 @@ static int nonempty(const cJSON *item) {
   return 1;
 }
 
-/* Function tools are a chat feature; tool_choice "required" or a named
- * function would need decoding constrained to a call, which mxlora does
- * not do. */
+/* The function a tool_choice names ({"type": "function", "function":
+ * {"name": ...}}), or NULL. */
+static const char *chosen_function(const cJSON *choice) {
+  const cJSON *type = cJSON_IsObject(choice) ? cJSON_GetObjectItemCaseSensitive(choice, "type")
+                                             : NULL;
+  const cJSON *fn = cJSON_IsObject(choice) ? cJSON_GetObjectItemCaseSensitive(choice, "function")
+                                           : NULL;
+  const cJSON *name = cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+  return cJSON_IsString(type) && !strcmp(type->valuestring, "function") && cJSON_IsString(name)
+             ? name->valuestring
+             : NULL;
+}
+
+static int choice_is(const cJSON *choice, const char *value) {
+  return cJSON_IsString(choice) && !strcmp(choice->valuestring, value);
+}
+
+/* Function tools are a chat feature. */
 static int unsupported_features(const cJSON *root, int chat, mxl_api_error *e) {
   static const char *const lists[] = {"tools", "functions", "logit_bias"};
   for (size_t i = chat ? 1 : 0; i < sizeof lists / sizeof lists[0]; i++)
     if (nonempty(given(root, lists[i])))
       return mxl_api_fail(e, 400, lists[i], "%s is not supported by this server", lists[i]);
   const cJSON *choice = given(root, "tool_choice");
-  if (choice && !(cJSON_IsString(choice) && (!strcmp(choice->valuestring, "none") ||
-                                             !strcmp(choice->valuestring, "auto"))))
+  int known = choice_is(choice, "none") || choice_is(choice, "auto") ||
+              (chat && (choice_is(choice, "required") || chosen_function(choice)));
+  if (choice && !known)
     return mxl_api_fail(e, 400, "tool_choice",
-                        chat ? "tool_choice: only \"auto\" or \"none\" is supported (\"required\" "
-                               "and a named function need constrained decoding)"
+                        chat ? "tool_choice: expected \"auto\", \"none\", \"required\" or "
+                               "{\"type\": \"function\", \"function\": {\"name\": ...}}"
                              : "tool_choice: only \"none\" or \"auto\" without tools is supported");
   const cJSON *parallel = given(root, "parallel_tool_calls");
   if (parallel && !cJSON_IsBool(parallel))
@@ -303,14 +319,21 @@ static int function_name_ok(const char *s) {
 /* `tools` (OpenAI's function tools) into the conversation for the renderer,
  * which puts them in the developer message as harmony does; with
  * tool_choice "none" they are left out, so that the model calls none. The
- * renderer checks the rest of each definition. */
+ * renderer checks the rest of each definition. tool_choice "required" or
+ * a named function forces a call: its header ends the prompt (server/job.c),
+ * so the model writes the name (required) and the arguments. */
 static int add_tools(const cJSON *root, cJSON *conv, mxl_api_generation *g, mxl_api_error *e) {
   const cJSON *tools = given(root, "tools"), *choice = given(root, "tool_choice");
-  if (!nonempty(tools) || (choice && !strcmp(choice->valuestring, "none"))) return 0;
+  const char *named = chosen_function(choice);
+  int forced = named || choice_is(choice, "required");
+  if (forced && !nonempty(tools))
+    return mxl_api_fail(e, 400, "tool_choice", "tool_choice: a call is required but no tools "
+                        "are given");
+  if (!nonempty(tools) || choice_is(choice, "none")) return 0;
   if (!cJSON_IsArray(tools))
     return mxl_api_fail(e, 400, "tools", "tools: expected a list of tools, got %s",
                         mxl_json_type_name(tools));
-  int k = 0;
+  int k = 0, named_found = 0;
   for (const cJSON *t = tools->child; t; t = t->next, k++) {
     const cJSON *type = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "type") : NULL;
     const cJSON *fn = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "function") : NULL;
@@ -321,7 +344,13 @@ static int add_tools(const cJSON *root, cJSON *conv, mxl_api_generation *g, mxl_
     if (!cJSON_IsString(name) || !function_name_ok(name->valuestring))
       return mxl_api_fail(e, 400, "tools", "tools[%d].function.name: expected 1 to %d letters, "
                           "digits, '_' or '-'", k, MXL_API_FUNCTION_NAME_MAX);
+    if (named && !strcmp(named, name->valuestring)) named_found = 1;
   }
+  if (named && !named_found)
+    return mxl_api_fail(e, 400, "tool_choice", "tool_choice: function \"%.64s\" is not among "
+                        "the tools", named);
+  g->force_call = forced;
+  snprintf(g->call, sizeof g->call, "%s", named ? named : "");
   if (!cJSON_AddItemToObject(conv, "tools", cJSON_Duplicate(tools, 1)))
     return mxl_api_fail(e, 503, NULL, "out of memory");
   g->tools = 1;

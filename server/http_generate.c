@@ -62,6 +62,7 @@ static mxl_status start_job(http_request *r) {
   jr.stop = (const char *const *)g->stop;
   jr.n_stop = g->n_stop;
   jr.tools = g->tools;
+  jr.call = g->force_call ? g->call : NULL;
   return mxl_job_start(r->srv->svc, &jr, &r->job);
 }
 

@@ -120,7 +120,28 @@ static void release_adapters(mxl_request_adapter *a, int n) {
   for (int i = 0; i < n; i++) mxl_adapter_ref_release(a[i].adapter);
 }
 
-static mxl_status build_prompt(mxl_service *svc, const mxl_job_request *req, mxl_ids *ids) {
+/* The header of a call the request asks for, after the prompt's
+ * "<|start|>assistant", as harmony renders a call (and the adapters trained
+ * here learn it): " to=functions.NAME<|channel|>commentary <|constrain|>
+ * json<|message|>"; with no name given, up to "functions." (the model
+ * names the function and ends the header). Each text piece is encoded on
+ * its own, as the renderer does. */
+static mxl_status call_header(mxl_service *svc, const char *name, mxl_ids *out) {
+  const mxl_chat_ids *id = &svc->chat_ids;
+  char to[96];
+  snprintf(to, sizeof to, " to=functions.%s", name);
+  mxl_status st = mxl_tokenizer_encode(svc->tok, to, strlen(to), 0, out);
+  if (!name[0]) return st;
+  if (st == MXL_OK) st = mxl_ids_push(out, id->channel);
+  if (st == MXL_OK) st = mxl_tokenizer_encode(svc->tok, "commentary ", 11, 0, out);
+  if (st == MXL_OK) st = mxl_ids_push(out, id->constrain);
+  if (st == MXL_OK) st = mxl_tokenizer_encode(svc->tok, "json", 4, 0, out);
+  if (st == MXL_OK) st = mxl_ids_push(out, id->message);
+  return st;
+}
+
+static mxl_status build_prompt(mxl_service *svc, const mxl_job_request *req, mxl_ids *ids,
+                               mxl_ids *forced) {
   if (!req->chat) {
     if (!req->prompt) return mxl_errorf(MXL_ERR_ARGUMENT, "request: no prompt");
     return mxl_tokenizer_encode(svc->tok, req->prompt, strlen(req->prompt), 0, ids);
@@ -136,6 +157,8 @@ static mxl_status build_prompt(mxl_service *svc, const mxl_job_request *req, mxl
                                           strlen(req->conversation), "request", &opts, &r);
   for (size_t i = 0; st == MXL_OK && i < r.n; i++) st = mxl_ids_push(ids, r.ids[i]);
   mxl_rendered_free(&r);
+  if (st == MXL_OK && req->call && req->tools) st = call_header(svc, req->call, forced);
+  for (size_t i = 0; st == MXL_OK && i < forced->n; i++) st = mxl_ids_push(ids, forced->data[i]);
   return st;
 }
 
@@ -145,7 +168,8 @@ static int choose_max_tokens(const mxl_service *svc, const mxl_job_request *req,
   return left < svc->default_max_tokens ? (left > 1 ? left : 1) : svc->default_max_tokens;
 }
 
-static mxl_status job_create(mxl_service *svc, const mxl_job_request *req, mxl_job **out) {
+static mxl_status job_create(mxl_service *svc, const mxl_job_request *req,
+                             const mxl_ids *forced, mxl_job **out) {
   mxl_job *j = calloc(1, sizeof *j);
   if (!j) return mxl_errorf(MXL_ERR_MEMORY, "request: out of memory");
   j->svc = svc;
@@ -165,6 +189,7 @@ static mxl_status job_create(mxl_service *svc, const mxl_job_request *req, mxl_j
   mxl_reply_init(&j->reply, svc->tok, &svc->chat_ids, req->chat, (const char *const *)j->stops,
                  n_stop, svc->raw_stops, svc->n_raw_stops);
   if (req->chat && req->tools) mxl_reply_parse_calls(&j->reply);
+  mxl_reply_seed(&j->reply, forced->data, (int)forced->n);
   *out = j;
   return MXL_OK;
 }
@@ -189,11 +214,11 @@ mxl_status mxl_job_start(mxl_service *svc, const mxl_job_request *req, mxl_job *
                       MXL_REQUEST_MAX_STOP);
   mxl_request_adapter adapters[MXL_REQUEST_MAX_ADAPTERS];
   int n_adapters = 0;
-  mxl_ids prompt = {0};
+  mxl_ids prompt = {0}, forced = {0}; /* forced: the end of the prompt that opens the reply */
   mxl_job *j = NULL;
   mxl_status st = acquire_adapters(svc, req, adapters, &n_adapters);
-  if (st == MXL_OK) st = build_prompt(svc, req, &prompt);
-  if (st == MXL_OK) st = job_create(svc, req, &j);
+  if (st == MXL_OK) st = build_prompt(svc, req, &prompt, &forced);
+  if (st == MXL_OK) st = job_create(svc, req, &forced, &j);
   if (st == MXL_OK) {
     mxl_request r;
     mxl_request_defaults(&r);
@@ -219,6 +244,7 @@ mxl_status mxl_job_start(mxl_service *svc, const mxl_job_request *req, mxl_job *
   }
   release_adapters(adapters, n_adapters); /* the scheduler holds its own */
   mxl_ids_free(&prompt);
+  mxl_ids_free(&forced);
   if (st != MXL_OK) {
     if (j) job_destroy(j); /* never submitted: no event will come */
     return st;

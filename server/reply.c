@@ -41,6 +41,10 @@ static void message_begun(void *user, mxl_channel channel, const char *recipient
 
 void mxl_reply_parse_calls(mxl_reply *r) { mxl_chat_stream_on_message(&r->stream, message_begun); }
 
+void mxl_reply_seed(mxl_reply *r, const int32_t *tokens, int n) {
+  for (int i = 0; i < n; i++) mxl_chat_stream_push(&r->stream, tokens[i]);
+}
+
 int mxl_reply_push(mxl_reply *r, int32_t token) {
   if (r->stop_matched) return 0;
   r->n_seen++;

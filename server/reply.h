@@ -41,6 +41,10 @@ void mxl_reply_init(mxl_reply *r, const mxl_tokenizer *tok, const mxl_chat_ids *
  * addressed to functions.NAME becomes a call (its text leaves content);
  * without this, such text stays in content as before. */
 void mxl_reply_parse_calls(mxl_reply *r);
+/* Tokens of the reply's first message that the prompt already holds (a
+ * call's header the request forced): read as the model's own, not counted
+ * as generated. */
+void mxl_reply_seed(mxl_reply *r, const int32_t *tokens, int n);
 /* Pushes one generated token; tokens after a stop string are ignored.
  * Returns 1 when this token completed a stop string. */
 int mxl_reply_push(mxl_reply *r, int32_t token);

@@ -809,6 +809,28 @@ static void test_tools_request(int port) {
                 "%s", c.body);
   free(stream_text(c.body, 1, 0, finish, sizeof finish));
 
+  /* tool_choice "required": the adapter names the function itself after
+   * the forced "to=functions.", the same call */
+  fill(plain, sizeof plain, ask, "@X", ", \"tools\": [" WEATHER_TOOL "], \"tool_choice\": \"required\"");
+  char forced[1024];
+  fill(forced, sizeof forced, plain, "@M", "weather");
+  http_reply f = http_post(port, "/v1/chat/completions", forced);
+  MXL_CHECK_MSG(f.status == 200 && cJSON_IsString(args) &&
+                    strstr(f.body, "\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": "
+                                   "\\\"Paris\\\"}\"") && strstr(f.body, "\"finish_reason\":\"tool_calls\""),
+                "%s", f.body);
+  http_reply_free(&f);
+  /* a named function: even the base model's reply is that call (its header
+   * ends the prompt) */
+  fill(plain, sizeof plain, ask, "@X", ", \"tools\": [" WEATHER_TOOL "], \"tool_choice\": "
+       "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}");
+  fill(forced, sizeof forced, plain, "@M", "m");
+  f = http_post(port, "/v1/chat/completions", forced);
+  MXL_CHECK_MSG(f.status == 200 && strstr(f.body, "\"content\":null,\"tool_calls\":[{\"id\":\"call_") &&
+                    strstr(f.body, "\"name\":\"get_weather\""),
+                "%s", f.body);
+  http_reply_free(&f);
+
   fill(plain, sizeof plain, without, "@M", "weather");
   b = http_post(port, "/v1/chat/completions", plain);
   MXL_CHECK_MSG(b.status == 200 && !strstr(b.body, "tool_calls") &&

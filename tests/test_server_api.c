@@ -134,11 +134,15 @@ static void test_chat_refusals(void) {
              "tools", "tools[1].function.name");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [{\"type\": \"function\", \"function\": "
              "{\"name\": \"f\", \"parameters\": \"x\"}}]}", 400, "tools", "parameters");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tool_choice\": \"required\"}", 400, "tool_choice",
+             "no tools");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("f") "], \"tool_choice\": "
-             "\"required\"}", 400, "tool_choice", "constrained decoding");
+             "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}}", 400, "tool_choice",
+             "\"g\" is not among the tools");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("f") "], \"tool_choice\": "
-             "{\"type\": \"function\", \"function\": {\"name\": \"f\"}}}", 400, "tool_choice",
-             "\"auto\" or \"none\"");
+             "{\"type\": \"function\"}}", 400, "tool_choice", "expected \"auto\"");
+  CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"tools\": [" TOOL("f") "], \"tool_choice\": "
+             "\"any\"}", 400, "tool_choice", "\"required\"");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"parallel_tool_calls\": 1}", 400,
              "parallel_tool_calls", "boolean");
   CHAT_FAILS("{\"model\": \"m\", " MSGS ", \"functions\": [{\"name\": \"f\"}]}", 400,
@@ -233,6 +237,23 @@ static void test_chat_tools(void) {
                                  "<|message|>20 C<|end|>"),
                 "%s", text);
   free(text);
+  mxl_api_generation_free(&g);
+
+  /* a call required: of any tool, or of the one named */
+  snprintf(body, sizeof body, "{\"model\": \"m\", " MSGS ", \"tools\": [%s, " TOOL("f") "], "
+           "\"tool_choice\": \"required\"}", weather);
+  MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
+  MXL_CHECK(g.tools && g.force_call && g.call[0] == '\0');
+  mxl_api_generation_free(&g);
+  snprintf(body, sizeof body, "{\"model\": \"m\", " MSGS ", \"tools\": [%s, " TOOL("f") "], "
+           "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}}",
+           weather);
+  MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
+  MXL_CHECK(g.tools && g.force_call && !strcmp(g.call, "get_weather"));
+  mxl_api_generation_free(&g);
+  snprintf(body, sizeof body, "{\"model\": \"m\", " MSGS ", \"tools\": [%s]}", weather);
+  MXL_CHECK_MSG(chat(body, &g, &e) == 0, "%s", e.message);
+  MXL_CHECK(g.tools && !g.force_call);
   mxl_api_generation_free(&g);
 
   const char *raw = "{\"model\": \"m\", \"prompt\": \"x\", \"tools\": [" TOOL("f") "]}";

@@ -22,7 +22,8 @@ On a tiny model with three adapters trained here (or --model and
      the call as the client's tool_calls (finish_reason "tool_calls",
      arguments that parse to the trained ones), the same through the
      client's streaming helper, which assembles the call from its chunks,
-     and the next turn with the tool's result is accepted.
+     the same with tool_choice "required" or naming the function, and the
+     next turn with the tool's result is accepted.
 Exit status 0 when all hold.
 
 With --record DIR it instead records the request bodies (and the
@@ -286,12 +287,20 @@ def tool_checks(a, client, adir, server, model):
                             {"role": "tool", "tool_call_id": calls[0].id, "content": "20 C"}])
         check(nxt.usage.prompt_tokens > r.usage.prompt_tokens,
               f"the next turn with the tool's result: {nxt.usage.prompt_tokens} prompt tokens")
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        f = client.chat.completions.create(model="weather", messages=ask, tools=[sc.WEATHER],
+                                           tool_choice=choice, temperature=0, max_tokens=200)
+        fcalls = f.choices[0].message.tool_calls or []
+        check(len(fcalls) == 1 and fcalls[0].function.name == "get_weather" and calls and
+              fcalls[0].function.arguments == calls[0].function.arguments,
+              f"tool_choice {choice}: the same call ({fcalls})")
     try:
-        client.chat.completions.create(model="weather", messages=ask, tools=[sc.WEATHER],
-                                       tool_choice="required", max_tokens=8)
-        check(False, "tool_choice required: BadRequestError")
+        client.chat.completions.create(
+            model="weather", messages=ask, tools=[sc.WEATHER], max_tokens=8,
+            tool_choice={"type": "function", "function": {"name": "get_time"}})
+        check(False, "tool_choice naming a function not offered: BadRequestError")
     except openai.BadRequestError:
-        check(True, "tool_choice required: BadRequestError")
+        check(True, "tool_choice naming a function not offered: BadRequestError")
     sc.post(server.url, "/v1/unload_lora_adapter", {"lora_name": "weather"})
 
 

@@ -90,6 +90,9 @@ typedef struct mxl_job_request {
   int n_stop;
   int tools;                /* chat: the conversation offers function tools, so a
                                message to functions.NAME is a call (mxl_job_output) */
+  const char *call;         /* chat with tools: the reply is a call, its header put in the
+                               prompt: of this function (a name), or of one the model names
+                               (""); NULL: the model chooses whether to call */
 } mxl_job_request;
 
 /* temperature 1, top_p 1, no top-k/min-p/penalty, seed 0, default tokens. */
