@@ -16,8 +16,9 @@ adapter. Pass criteria:
     largest value later is within 5 % + 16 MiB of its value at warm-up's
     end;
   - requests offering a function tool to an adapter trained to call it
-    (about one in ten) all return that call: tool_calls with the trained
-    name and arguments and finish_reason "tool_calls", whole and streamed;
+    (about one in ten; tool_choice unset, "auto", "required" or naming it)
+    all return that call: tool_calls with the trained name and arguments
+    and finish_reason "tool_calls", whole and streamed;
   - SIGTERM afterwards drains and exits 0.
 Prints the figures and a JSON summary; exit status 0 on a pass.
 
@@ -120,11 +121,16 @@ def one_request(port, kind, prompt, chat, stream, max_tokens):
     return 200, text, ch["finish_reason"], obj["usage"]["completion_tokens"]
 
 
-def tool_request(port, stream):
+TOOL_CHOICES = [None, "auto", "required", {"type": "function", "function": {"name": "get_weather"}}]
+
+
+def tool_request(port, stream, choice):
     """(status, (name, arguments) of the single call or the body, finish) of
-    the weather question with the tool offered."""
+    the weather question with the tool offered (and tool_choice `choice`)."""
     body = {"model": "weather", "temperature": 0, "max_tokens": 200, "seed": 0,
             "tools": [sc.WEATHER], "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    if choice is not None:
+        body["tool_choice"] = choice
     if stream:
         body["stream"] = True
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -214,7 +220,8 @@ def main():
         while time.time() < stop_at:
             if rng.random() < 0.1:
                 try:
-                    status, got, finish = tool_request(server.port, rng.randrange(2))
+                    status, got, finish = tool_request(server.port, rng.randrange(2),
+                                                       rng.choice(TOOL_CHOICES))
                 except Exception as e:  # noqa: BLE001
                     status, got, finish = "exception", repr(e), None
                 with stats.lock:
