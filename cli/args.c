@@ -1,4 +1,5 @@
 /* The one argument parser of every mxlora command (cli/cli.h). */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -230,4 +231,36 @@ int mxl_cli_adapter_spec(const char *cmd, const char *spec, char *path, size_t c
 int mxl_cli_fail(const char *cmd, mxl_status status) {
   fprintf(stderr, "mxlora %s: %s: %s\n", cmd, mxl_status_name(status), mxl_last_error());
   return 1;
+}
+
+int mxl_cli_read_tools(const char *cmd, const char *path, char **out) {
+  *out = NULL;
+  FILE *fp = fopen(path, "rb");
+  if (!fp) {
+    fprintf(stderr, "mxlora %s: --tools %s: %s\n", cmd, path, strerror(errno));
+    return 1;
+  }
+  size_t cap = 4096, n = 0;
+  char *text = malloc(cap);
+  for (size_t got; text && (got = fread(text + n, 1, cap - n - 1, fp)) > 0;) {
+    n += got;
+    if (cap - n < 2) {
+      char *grown = realloc(text, cap *= 2);
+      if (!grown) free(text);
+      text = grown;
+    }
+  }
+  fclose(fp);
+  if (text) text[n] = '\0';
+  cJSON *list = text ? cJSON_Parse(text) : NULL;
+  int ok = cJSON_IsArray(list);
+  cJSON_Delete(list);
+  if (!ok) {
+    fprintf(stderr, "mxlora %s: --tools %s: expected a JSON list of function tools ([{\"type\": "
+            "\"function\", \"function\": {\"name\": ...}}])\n", cmd, path);
+    free(text);
+    return 2;
+  }
+  *out = text;
+  return 0;
 }

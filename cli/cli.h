@@ -74,6 +74,11 @@ int mxl_cli_parse_number(const char *text, double *out);
 int mxl_cli_adapter_spec(const char *cmd, const char *spec, char *path, size_t cap,
                          float *scale);
 
+/* `--tools FILE`: the file's text (malloc'd into *out), a JSON list of
+ * function tools in OpenAI's shape (the harmony renderer checks each
+ * definition). Returns 0, or the exit status after printing why. */
+int mxl_cli_read_tools(const char *cmd, const char *path, char **out);
+
 /* Prints "mxlora <cmd>: <status name>: <last error>" to stderr; returns 1. */
 int mxl_cli_fail(const char *cmd, mxl_status status);
 

@@ -23,6 +23,7 @@ static const char HELP[] =
     "  /adapter list                  the adapters loaded\n"
     "  /reasoning low|medium|high     reasoning effort\n"
     "  /show-analysis                 show or hide the analysis channel\n"
+    "  /tool RESULT                   answer the model's last function call (--tools)\n"
     "  /reset                         forget the conversation\n"
     "  /exit                          leave (or Ctrl-D)\n";
 
@@ -39,6 +40,9 @@ typedef struct chat_state {
   int n_use;
   mxl_job_sampling sampling;
   int max_tokens;
+  cJSON *tools;         /* --tools: function tools offered, or NULL */
+  char call_id[32];     /* the model's last call, which /tool answers ("" when none) */
+  int calls;            /* calls so far, for their ids */
 } chat_state;
 
 static volatile sig_atomic_t interrupted;
@@ -150,6 +154,7 @@ static int command(chat_state *c, char *line) {
   } else if (!strcmp(args[0], "/reset")) {
     cJSON_Delete(c->history);
     c->history = cJSON_CreateArray();
+    c->call_id[0] = '\0';
     printf("conversation cleared\n");
   } else if (!strcmp(args[0], "/help")) {
     fputs(HELP, stdout);
@@ -172,6 +177,7 @@ static char *conversation(const chat_state *c) {
   for (const cJSON *m = c->history->child; m; m = m->next)
     cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, 1));
   cJSON_AddStringToObject(root, "reasoning_effort", c->effort);
+  if (c->tools) cJSON_AddItemToObject(root, "tools", cJSON_Duplicate(c->tools, 1));
   char *json = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
   return json;
@@ -218,9 +224,30 @@ static void text_add(text_buf *b, const char *s, size_t n) {
   b->data[b->len] = '\0';
 }
 
-/* One user turn: the reply streamed, then kept in the history. */
-static void turn(chat_state *c, const char *text) {
-  add_message(c, "user", text, NULL);
+/* The reply's function calls: shown, and kept in its history message
+ * (with ids, so that /tool can answer the last one). */
+static void keep_calls(chat_state *c, cJSON *msg, const mxl_job_output *o) {
+  cJSON *list = cJSON_AddArrayToObject(msg, "tool_calls");
+  for (int i = 0; i < o->n_calls; i++) {
+    const mxl_job_call *k = &o->calls[i];
+    printf("%s[call functions.%s]%s %.*s\n", c->color ? "\033[1m" : "", k->name,
+           c->color ? "\033[0m" : "", (int)k->arguments_len, k->arguments);
+    snprintf(c->call_id, sizeof c->call_id, "call_%d", ++c->calls);
+    cJSON *call = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+    cJSON_AddStringToObject(call, "id", c->call_id);
+    cJSON_AddStringToObject(call, "type", "function");
+    cJSON_AddStringToObject(fn, "name", k->name);
+    char *args = strndup(k->arguments, k->arguments_len);
+    cJSON_AddStringToObject(fn, "arguments", args ? args : "");
+    free(args);
+    cJSON_AddItemToObject(call, "function", fn);
+    cJSON_AddItemToArray(list, call);
+  }
+}
+
+/* One turn after the history's last message (the user's, or a tool's
+ * result): the reply streamed, then kept in the history. */
+static void turn(chat_state *c) {
   char *conv = conversation(c);
   mxl_job_adapter adapters[MAX_USE];
   for (int i = 0; i < c->n_use; i++) adapters[i] = (mxl_job_adapter){c->use_names[i], c->use_scales[i]};
@@ -232,6 +259,7 @@ static void turn(chat_state *c, const char *text) {
   req.n_adapters = c->n_use;
   req.sampling = c->sampling;
   req.max_tokens = c->max_tokens;
+  req.tools = c->tools != NULL;
   mxl_job *job = NULL;
   mxl_status st = conv ? mxl_job_start(c->svc, &req, &job) : MXL_ERR_MEMORY;
   free(conv);
@@ -253,6 +281,19 @@ static void turn(chat_state *c, const char *text) {
   } while (o.finish == MXL_JOB_RUNNING);
   if (in_analysis && c->color) printf("\033[0m");
   printf("\n");
+  /* An empty reply (cancelled at once, or a model that said nothing) is
+   * not kept: the renderer refuses an assistant message without text. */
+  c->call_id[0] = '\0';
+  if (o.n_calls) { /* a call: its message holds the calls, and text only where there is some */
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "assistant");
+    if (answer.len) cJSON_AddStringToObject(m, "content", answer.data);
+    if (thinking.len) cJSON_AddStringToObject(m, "thinking", thinking.data);
+    keep_calls(c, m, &o);
+    cJSON_AddItemToArray(c->history, m);
+  } else if (answer.len || thinking.len) {
+    add_message(c, "assistant", answer.data ? answer.data : "", thinking.data);
+  }
   fflush(stdout); /* before the summary on stderr, for pipes and files */
   double decode = o.total_seconds - o.first_token_seconds;
   fprintf(stderr, "[%d prompt tokens (%d cached), %d generated (%.1f tok/s), the first after "
@@ -260,13 +301,24 @@ static void turn(chat_state *c, const char *text) {
           o.prompt_tokens, o.cached_tokens, o.generated_tokens,
           decode > 0 ? (o.generated_tokens - 1) / decode : 0.0, o.first_token_seconds,
           o.finish == MXL_JOB_ERROR ? o.message : mxl_job_finish_name(o.finish));
-  /* An empty reply (cancelled at once, or a model that said nothing) is
-   * not kept: the renderer refuses an assistant message without text. */
-  if (answer.len || thinking.len)
-    add_message(c, "assistant", answer.data ? answer.data : "", thinking.data);
   free(answer.data);
   free(thinking.data);
   mxl_job_free(job);
+}
+
+/* /tool RESULT: the function's answer to the model's last call, then the
+ * model's next turn. */
+static void tool_result(chat_state *c, const char *result) {
+  if (!c->call_id[0]) {
+    fprintf(stderr, "/tool: no function call to answer (the model's last reply made none)\n");
+    return;
+  }
+  cJSON *m = cJSON_CreateObject();
+  cJSON_AddStringToObject(m, "role", "tool");
+  cJSON_AddStringToObject(m, "tool_call_id", c->call_id);
+  cJSON_AddStringToObject(m, "content", result);
+  cJSON_AddItemToArray(c->history, m);
+  turn(c);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -279,7 +331,8 @@ int mxl_cmd_chat(int argc, char **argv) {
   c.sampling.repetition_penalty = 1.0f;
   c.max_tokens = 0;
   const char *effort = "medium";
-  mxl_opt opts[MXL_SERVING_N_OPTS + 8];
+  const char *tools_path = NULL;
+  mxl_opt opts[MXL_SERVING_N_OPTS + 9];
   mxl_serving_opts(&a, opts);
   mxl_opt_list use = {0};
   const mxl_opt more[] = {
@@ -291,11 +344,19 @@ int mxl_cmd_chat(int argc, char **argv) {
       {"--top-p", MXL_OPT_FLOAT, &c.sampling.top_p, "P: nucleus sampling"},
       {"--seed", MXL_OPT_UINT64, &c.sampling.seed, "S: sampling seed"},
       {"--max-tokens", MXL_OPT_INT, &c.max_tokens, "N: reply tokens at most (default 1024)"},
+      {"--tools", MXL_OPT_STRING, &tools_path, "FILE: function tools offered, a JSON list in "
+       "OpenAI's shape; /tool answers a call"},
   };
   memcpy(opts + MXL_SERVING_N_OPTS, more, sizeof more);
   int rc = mxl_cli_parse(argc, argv, "--model DIR [--adapter NAME=FILE[:SCALE]]... [options]",
-                         opts, MXL_SERVING_N_OPTS + 8, NULL, 0, NULL);
+                         opts, MXL_SERVING_N_OPTS + 9, NULL, 0, NULL);
   if (rc) return rc == 1 ? 0 : 2;
+  if (tools_path) {
+    char *text = NULL;
+    if ((rc = mxl_cli_read_tools("chat", tools_path, &text))) return rc;
+    c.tools = cJSON_Parse(text);
+    free(text);
+  }
   if (strcmp(effort, "low") && strcmp(effort, "medium") && strcmp(effort, "high")) {
     fprintf(stderr, "mxlora chat: --reasoning %s: expected low, medium or high\n", effort);
     return 2;
@@ -345,14 +406,18 @@ int mxl_cmd_chat(int argc, char **argv) {
     if (n < 0) break;
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
     if (n == 0) continue;
-    if (line[0] == '/') {
+    if (!strncmp(line, "/tool ", 6) || !strcmp(line, "/tool")) {
+      tool_result(&c, line[5] ? line + 6 : "");
+    } else if (line[0] == '/') {
       if (command(&c, line)) break;
     } else {
-      turn(&c, line);
+      add_message(&c, "user", line, NULL);
+      turn(&c);
     }
   }
   free(line);
   cJSON_Delete(c.history);
+  cJSON_Delete(c.tools);
   mxl_service_close(c.svc);
   return 0;
 }

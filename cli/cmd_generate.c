@@ -1,6 +1,4 @@
 /* mxlora generate: text in, streamed text out, with adapters overlaid. */
-#include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,29 +87,6 @@ static char *read_stream(FILE *fp) {
 /* A chat reply with no final-channel answer (a small or undertrained model,
  * or too few tokens) printed nothing before: say so, and show what the model
  * did write. */
-/* The --tools file's text, a JSON list (the generator's renderer checks
- * each definition); 0, or the exit status after saying what is wrong. */
-static int read_tools(const char *path, int chat, char **out) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) {
-    fprintf(stderr, "mxlora generate: --tools %s: %s\n", path, strerror(errno));
-    return 1;
-  }
-  *out = read_stream(fp);
-  fclose(fp);
-  cJSON *list = *out ? cJSON_Parse(*out) : NULL;
-  int ok = cJSON_IsArray(list);
-  cJSON_Delete(list);
-  if (ok && chat) return 0;
-  fprintf(stderr, "mxlora generate: --tools %s: %s\n", path,
-          !chat ? "tools are offered in a chat: add --chat"
-                : "expected a JSON list of function tools ([{\"type\": \"function\", "
-                  "\"function\": {\"name\": ...}}])");
-  free(*out);
-  *out = NULL;
-  return 2;
-}
-
 static void explain_no_answer(const print_state *p, const mxl_gen_result *res, int max_tokens) {
   fprintf(stderr, "mxlora generate: the model wrote no final answer (%d tokens generated, "
           "stopped by %s).\n", res->generated_tokens, res->stop_reason);
@@ -184,7 +159,11 @@ int mxl_cmd_generate(int argc, char **argv) {
                              &scales[i]))
       return 2;
   char *tools_text = NULL;
-  if (tools && (rc = read_tools(tools, chat, &tools_text))) return rc;
+  if (tools && !chat) {
+    fprintf(stderr, "mxlora generate: --tools %s: tools are offered in a chat: add --chat\n", tools);
+    return 2;
+  }
+  if (tools && (rc = mxl_cli_read_tools("generate", tools, &tools_text))) return rc;
   char *stdin_text = NULL;
   if (!prompt) prompt = stdin_text = read_stream(stdin);
   double copy_clock = 0;

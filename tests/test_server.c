@@ -1025,6 +1025,40 @@ static void test_chat_through_a_pipe(void) {
   free(out);
 }
 
+/* Function tools in the terminal chat: the trained adapter's call is
+ * shown, /tool answers it and the model's next turn follows (its prompt
+ * continuing the first one's cache), and /tool without a call to answer
+ * is refused. */
+static void test_chat_tools_through_a_pipe(void) {
+  char script[160], tools[160];
+  snprintf(tools, sizeof tools, "%s/tools_defs.json", root);
+  FILE *fp = fopen(tools, "w");
+  if (fp) {
+    fputs("[" WEATHER_TOOL "]", fp);
+    fclose(fp);
+  }
+  snprintf(script, sizeof script, "%s/chat_tools.txt", root);
+  fp = fopen(script, "w");
+  if (fp) {
+    fputs("Weather in Paris?\n/tool 20 C\n/reset\n/tool 21 C\n", fp);
+    fclose(fp);
+  }
+  char *out = NULL;
+  int rc = mxl(&out, 1, "chat --model %s/m --adapter weather=%s/run_tools/adapter.mxla --tools %s "
+               "--backend ref --temperature 0 --max-tokens 60 < '%s'", root, root, tools, script);
+  MXL_CHECK_MSG(rc == 0 && strstr(out, "[call functions.get_weather] {\"city\": \"Paris\"}") &&
+                    strstr(out, "/tool: no function call to answer"),
+                "%s", out);
+  /* two turns (the second after the tool's result, most of its prompt
+   * cached), none after /reset */
+  const char *first = out ? strstr(out, "prompt tokens (") : NULL;
+  const char *second = first ? strstr(first + 1, "prompt tokens (") : NULL;
+  MXL_CHECK_MSG(second && !strstr(second + 1, "prompt tokens (") &&
+                    number_after(second, "prompt tokens (") > 100,
+                "%s", out);
+  free(out);
+}
+
 /* Chat output without its summary lines ("[N prompt tokens ...]"). */
 static void drop_summaries(char *text) {
   char *w = text;
@@ -1086,6 +1120,7 @@ int main(void) {
   MXL_RUN(test_api_key);
   MXL_RUN(test_sigterm_drains);
   MXL_RUN(test_chat_through_a_pipe);
+  MXL_RUN(test_chat_tools_through_a_pipe);
   MXL_RUN(test_chat_reuses_the_conversation);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
