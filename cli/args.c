@@ -233,6 +233,21 @@ int mxl_cli_fail(const char *cmd, mxl_status status) {
   return 1;
 }
 
+char *mxl_cli_read_stream(FILE *fp) {
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, fp)) > 0;) {
+    n += got;
+    if (cap - n < 2) {
+      char *grown = realloc(buf, cap *= 2);
+      if (!grown) free(buf);
+      buf = grown;
+    }
+  }
+  if (buf) buf[n] = '\0';
+  return buf;
+}
+
 int mxl_cli_read_tools(const char *cmd, const char *path, char **out) {
   *out = NULL;
   FILE *fp = fopen(path, "rb");
@@ -240,18 +255,8 @@ int mxl_cli_read_tools(const char *cmd, const char *path, char **out) {
     fprintf(stderr, "mxlora %s: --tools %s: %s\n", cmd, path, strerror(errno));
     return 1;
   }
-  size_t cap = 4096, n = 0;
-  char *text = malloc(cap);
-  for (size_t got; text && (got = fread(text + n, 1, cap - n - 1, fp)) > 0;) {
-    n += got;
-    if (cap - n < 2) {
-      char *grown = realloc(text, cap *= 2);
-      if (!grown) free(text);
-      text = grown;
-    }
-  }
+  char *text = mxl_cli_read_stream(fp);
   fclose(fp);
-  if (text) text[n] = '\0';
   cJSON *list = text ? cJSON_Parse(text) : NULL;
   int ok = cJSON_IsArray(list);
   cJSON_Delete(list);

@@ -3,6 +3,7 @@
 #ifndef MXL_CLI_CLI_H
 #define MXL_CLI_CLI_H
 
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +74,10 @@ int mxl_cli_parse_number(const char *text, double *out);
  * Returns 0, or 2 after printing why. */
 int mxl_cli_adapter_spec(const char *cmd, const char *spec, char *path, size_t cap,
                          float *scale);
+
+/* The rest of a stream as a NUL-terminated text (malloc'd; NULL when out
+ * of memory). */
+char *mxl_cli_read_stream(FILE *fp);
 
 /* `--tools FILE`: the file's text (malloc'd into *out), a JSON list of
  * function tools in OpenAI's shape (the harmony renderer checks each

@@ -69,24 +69,6 @@ static void on_message(void *user, mxl_channel ch, const char *recipient) {
   p->last = ch; /* the arguments follow without a channel line */
 }
 
-static char *read_stream(FILE *fp) {
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, fp)) > 0;) {
-    n += got;
-    if (cap - n < 2) {
-      char *grown = realloc(buf, cap *= 2);
-      if (!grown) free(buf);
-      buf = grown;
-    }
-  }
-  if (buf) buf[n] = '\0';
-  return buf;
-}
-
-/* A chat reply with no final-channel answer (a small or undertrained model,
- * or too few tokens) printed nothing before: say so, and show what the model
- * did write. */
 static void explain_no_answer(const print_state *p, const mxl_gen_result *res, int max_tokens) {
   fprintf(stderr, "mxlora generate: the model wrote no final answer (%d tokens generated, "
           "stopped by %s).\n", res->generated_tokens, res->stop_reason);
@@ -165,7 +147,7 @@ int mxl_cmd_generate(int argc, char **argv) {
   }
   if (tools && (rc = mxl_cli_read_tools("generate", tools, &tools_text))) return rc;
   char *stdin_text = NULL;
-  if (!prompt) prompt = stdin_text = read_stream(stdin);
+  if (!prompt) prompt = stdin_text = mxl_cli_read_stream(stdin);
   double copy_clock = 0;
   mxl_generator_options gopt = {backend, threads, max_context,
                                 mxl_cli_weight_options(no_mmap, &copy_clock)};
