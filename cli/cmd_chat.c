@@ -183,12 +183,16 @@ static char *conversation(const chat_state *c) {
   return json;
 }
 
-static void add_message(chat_state *c, const char *role, const char *content, const char *thinking) {
+/* A message appended to the history (content NULL: none, as an assistant
+ * message that only calls); returned for more fields. */
+static cJSON *add_message(chat_state *c, const char *role, const char *content,
+                          const char *thinking) {
   cJSON *m = cJSON_CreateObject();
   cJSON_AddStringToObject(m, "role", role);
-  cJSON_AddStringToObject(m, "content", content);
+  if (content) cJSON_AddStringToObject(m, "content", content);
   if (thinking && thinking[0]) cJSON_AddStringToObject(m, "thinking", thinking);
   cJSON_AddItemToArray(c->history, m);
+  return m;
 }
 
 static void show(const chat_state *c, const mxl_job_output *o, int *in_analysis) {
@@ -284,16 +288,10 @@ static void turn(chat_state *c) {
   /* An empty reply (cancelled at once, or a model that said nothing) is
    * not kept: the renderer refuses an assistant message without text. */
   c->call_id[0] = '\0';
-  if (o.n_calls) { /* a call: its message holds the calls, and text only where there is some */
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "role", "assistant");
-    if (answer.len) cJSON_AddStringToObject(m, "content", answer.data);
-    if (thinking.len) cJSON_AddStringToObject(m, "thinking", thinking.data);
-    keep_calls(c, m, &o);
-    cJSON_AddItemToArray(c->history, m);
-  } else if (answer.len || thinking.len) {
+  if (o.n_calls) /* its message holds the calls, and text only where there is some */
+    keep_calls(c, add_message(c, "assistant", answer.len ? answer.data : NULL, thinking.data), &o);
+  else if (answer.len || thinking.len)
     add_message(c, "assistant", answer.data ? answer.data : "", thinking.data);
-  }
   fflush(stdout); /* before the summary on stderr, for pipes and files */
   double decode = o.total_seconds - o.first_token_seconds;
   fprintf(stderr, "[%d prompt tokens (%d cached), %d generated (%.1f tok/s), the first after "

@@ -537,6 +537,10 @@ static void test_generate_prompt_passes(void) {
   mxl_gen_result res;
   req.prefill_chunk = -1;
   MXL_CHECK_FAILS(mxl_generate(g, &req, NULL, NULL, &res), MXL_ERR_ARGUMENT, "prefill_chunk -1");
+  req.prefill_chunk = 0;
+  req.chat = 1, req.tools = "{\"name\": \"f\"}"; /* tools must be a list */
+  MXL_CHECK_FAILS(mxl_generate(g, &req, NULL, NULL, &res), MXL_ERR_FORMAT, "tools: expected a JSON list");
+  req.chat = 0, req.tools = NULL;
   char npy[2][128];
   for (int i = 0; i < 2; i++) {
     snprintf(npy[i], sizeof npy[i], "%s/logits%d.npy", f.dir, i);

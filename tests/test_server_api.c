@@ -631,6 +631,21 @@ static void test_reply_tokens(void) {
     mxl_reply_free(&r);
   }
   mxl_ids_free(&ct);
+  /* Calls past MXL_JOB_MAX_CALLS stay text, in content. */
+  mxl_strbuf many = {0};
+  for (int i = 0; i <= MXL_JOB_MAX_CALLS; i++)
+    mxl_strbuf_printf(&many, "%s<|channel|>commentary to=functions.f%d<|message|>(%d)<|end|>",
+                      i ? "<|start|>assistant" : "", i, i);
+  MXL_CHECK_OK(mxl_tokenizer_encode(tok, many.data, many.len, 1, &ct));
+  mxl_reply_init(&r, tok, &ids, 1, NULL, 0, NULL, 0);
+  mxl_reply_parse_calls(&r);
+  for (size_t i = 0; i < ct.n; i++) mxl_reply_push(&r, ct.data[i]);
+  mxl_reply_finish(&r);
+  MXL_CHECK(r.n_calls == MXL_JOB_MAX_CALLS && !strcmp(r.calls[MXL_JOB_MAX_CALLS - 1].name, "f7"));
+  MXL_CHECK_MSG(r.content.data && !strcmp(r.content.data, "(8)"), "%s", r.content.data);
+  mxl_reply_free(&r);
+  mxl_ids_free(&ct);
+  mxl_strbuf_free(&many);
   /* Raw text: every token shows but the hidden stop id. */
   mxl_ids raw = {0};
   MXL_CHECK_OK(mxl_tokenizer_encode(tok, "Hello there", 11, 0, &raw));
